@@ -1,0 +1,492 @@
+// Package openai is the edge's OpenAI-compatible API surface:
+// /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/models.
+//
+// It decodes requests into the canonical llm.Request, hands them to the
+// gateway and writes the answer exactly as OpenAI would: JSON bodies,
+// server-sent event streams ending in "data: [DONE]", and errors in
+// OpenAI's {"error":{...}} shape. A stream that breaks after its first
+// byte ends with an error event and no [DONE], never as a quiet, truncated
+// success.
+package openai
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/meridian-mesh/meridian/edge/gateway"
+	"github.com/meridian-mesh/meridian/edge/metrics"
+	"github.com/meridian-mesh/meridian/shared/llm"
+	"github.com/meridian-mesh/meridian/shared/sse"
+)
+
+// Response headers every answer carries.
+const (
+	HeaderRequestID = "X-Request-Id"
+	HeaderRoute     = "X-Meridian-Route"
+	HeaderOverhead  = "X-Meridian-Overhead-Us"
+)
+
+// Config configures the surface.
+type Config struct {
+	// Gateway serves the requests.
+	Gateway *gateway.Gateway
+	// Metrics records per-request metrics; nil disables them.
+	Metrics *metrics.Metrics
+	// Logger receives one line per request. Nil means slog.Default.
+	Logger *slog.Logger
+	// MaxBodyBytes bounds a request body; larger ones get a 413.
+	MaxBodyBytes int64
+	// BodyReadTimeout bounds reading a request body.
+	BodyReadTimeout time.Duration
+	// KeepAlive is the silence on a stream after which a comment line is
+	// sent, so proxies and clients keep the connection open.
+	KeepAlive time.Duration
+}
+
+// Surface serves the OpenAI-compatible API.
+type Surface struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// New returns a Surface.
+func New(cfg Config) *Surface {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Surface{cfg: cfg, log: cfg.Logger}
+}
+
+// Register adds the surface's routes to mux. Methods are checked by the
+// handlers, so a wrong method gets a 405 in OpenAI's format.
+func (s *Surface) Register(mux *http.ServeMux) {
+	mux.Handle("/v1/chat/completions", s.post(DecodeChat))
+	mux.Handle("/v1/completions", s.post(DecodeCompletion))
+	mux.Handle("/v1/embeddings", s.post(DecodeEmbedding))
+	mux.HandleFunc("/v1/models", s.models)
+	mux.HandleFunc("/v1/models/{id...}", s.model)
+	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
+		WriteError(w, llm.Errorf(http.StatusNotFound, llm.TypeInvalidRequest, "", "Unknown request URL: %s %s.", r.Method, r.URL.Path))
+	})
+}
+
+// WriteError writes e in OpenAI's error shape.
+func WriteError(w http.ResponseWriter, e *llm.Error) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	if e.RetryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(int(math.Ceil(e.RetryAfter.Seconds()))))
+	}
+	w.WriteHeader(e.Status)
+	w.Write(errorBody(e))
+}
+
+type errorObject struct {
+	Message string  `json:"message"`
+	Type    string  `json:"type"`
+	Param   *string `json:"param"`
+	Code    *string `json:"code"`
+}
+
+func errorBody(e *llm.Error) []byte {
+	o := errorObject{Message: e.Message, Type: e.Type}
+	if e.Param != "" {
+		o.Param = &e.Param
+	}
+	if e.Code != "" {
+		o.Code = &e.Code
+	}
+	b, _ := json.Marshal(struct {
+		Error errorObject `json:"error"`
+	}{o})
+	return b
+}
+
+func methodNotAllowed(w http.ResponseWriter, r *http.Request, allow string) {
+	w.Header().Set("Allow", allow)
+	WriteError(w, llm.Errorf(http.StatusMethodNotAllowed, llm.TypeInvalidRequest, "",
+		"Method %s is not allowed for %s; use %s.", r.Method, r.URL.Path, allow))
+}
+
+// authenticate checks the client's key against the table's key hashes. A
+// table without keys accepts every request.
+func (s *Surface) authenticate(r *http.Request) (keyID string, e *llm.Error) {
+	tab := s.cfg.Gateway.Table()
+	if !tab.RequireKeys() {
+		return "", nil
+	}
+	key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		key = r.Header.Get("Api-Key")
+	}
+	key = strings.TrimSpace(key)
+	if key == "" {
+		return "", &llm.Error{Status: http.StatusUnauthorized, Type: llm.TypeInvalidRequest, Code: "invalid_api_key",
+			Message: "You didn't provide an API key. Send it in the Authorization header as 'Bearer YOUR_KEY'."}
+	}
+	sum := sha256.Sum256([]byte(key))
+	k, ok := tab.KeyByHash(hex.EncodeToString(sum[:]))
+	if !ok {
+		return "", &llm.Error{Status: http.StatusUnauthorized, Type: llm.TypeInvalidRequest, Code: "invalid_api_key",
+			Message: "Incorrect API key provided."}
+	}
+	return k.ID, nil
+}
+
+// outcome is what a request's log line and metrics say.
+type outcome struct {
+	model, target string
+	status        string
+	overhead      time.Duration
+	ttft          time.Duration
+	usage         llm.Usage
+	hasUsage      bool
+	err           error
+}
+
+func (s *Surface) post(decode func([]byte) (*llm.Request, *llm.Error)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		if r.Method != http.MethodPost {
+			methodNotAllowed(w, r, http.MethodPost)
+			return
+		}
+		if s.cfg.Metrics != nil {
+			s.cfg.Metrics.InFlight.Inc()
+			defer s.cfg.Metrics.InFlight.Dec()
+		}
+		o := outcome{}
+		defer func() { s.finish(r, start, &o) }()
+
+		if _, e := s.authenticate(r); e != nil {
+			o.status, o.err = strconv.Itoa(e.Status), e
+			WriteError(w, e)
+			return
+		}
+		body, e := s.readBody(w, r)
+		if e != nil {
+			o.status, o.err = strconv.Itoa(e.Status), e
+			WriteError(w, e)
+			return
+		}
+		req, e := decode(body)
+		if e != nil {
+			o.status, o.err = strconv.Itoa(e.Status), e
+			WriteError(w, e)
+			return
+		}
+		req.ID = r.Header.Get(HeaderRequestID)
+		o.model = req.Model
+
+		res, err := s.cfg.Gateway.Do(r.Context(), req)
+		o.target = res.Route.Target
+		w.Header().Set(HeaderRoute, res.Route.Header())
+		if err != nil {
+			o.err = err
+			if r.Context().Err() != nil {
+				o.status = "499" // the client went away; nobody is listening
+				return
+			}
+			e := llm.AsError(err)
+			o.status = strconv.Itoa(e.Status)
+			o.overhead = time.Since(start) - res.Upstream
+			w.Header().Set(HeaderOverhead, micros(o.overhead))
+			WriteError(w, e)
+			return
+		}
+		resp := res.Response
+		if resp.Stream == nil {
+			o.overhead = time.Since(start) - res.Upstream
+			o.usage, o.hasUsage = resp.Usage, true
+			o.status = "200"
+			h := w.Header()
+			h.Set("Content-Type", "application/json")
+			h.Set(HeaderOverhead, micros(o.overhead))
+			w.WriteHeader(http.StatusOK)
+			w.Write(resp.Body)
+			return
+		}
+		s.stream(w, r, start, res, &o)
+	})
+}
+
+func micros(d time.Duration) string {
+	if d < 0 {
+		d = 0
+	}
+	return strconv.FormatInt(d.Microseconds(), 10)
+}
+
+func (s *Surface) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *llm.Error) {
+	rc := http.NewResponseController(w)
+	if s.cfg.BodyReadTimeout > 0 {
+		rc.SetReadDeadline(time.Now().Add(s.cfg.BodyReadTimeout))
+		defer rc.SetReadDeadline(time.Time{})
+	}
+	if r.ContentLength > s.cfg.MaxBodyBytes {
+		return nil, tooLarge(s.cfg.MaxBodyBytes)
+	}
+	n := r.ContentLength
+	if n < 0 || n > 64<<10 {
+		n = 64 << 10
+	}
+	buf := make([]byte, 0, n+1)
+	lr := http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		m, err := lr.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+m]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				return nil, tooLarge(s.cfg.MaxBodyBytes)
+			}
+			return nil, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "", "Could not read the request body: %v.", err)
+		}
+	}
+	if len(buf) == 0 {
+		return nil, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "", "The request body is empty; send a JSON object.")
+	}
+	return buf, nil
+}
+
+func tooLarge(limit int64) *llm.Error {
+	return llm.Errorf(http.StatusRequestEntityTooLarge, llm.TypeInvalidRequest, "",
+		"The request body exceeds this server's limit of %d bytes.", limit)
+}
+
+// stream relays an SSE stream. Headers are already decided: the gateway
+// has peeked the first chunk, so from here on a failure can only be
+// reported inside the stream.
+func (s *Surface) stream(w http.ResponseWriter, r *http.Request, start time.Time, res *gateway.Result, o *outcome) {
+	st := res.Response.Stream
+	defer st.Close()
+	rc := http.NewResponseController(w)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	o.overhead = time.Since(start) - res.Upstream
+	h.Set(HeaderOverhead, micros(o.overhead))
+	w.WriteHeader(http.StatusOK)
+	o.status = "200"
+
+	// A reader goroutine feeds chunks through an unbuffered channel so
+	// the writer can send keep-alives while the upstream is silent. The
+	// ack keeps the reader from reusing a chunk's buffer before it is
+	// written.
+	type item struct {
+		data []byte
+		err  error
+	}
+	items := make(chan item)
+	ack := make(chan struct{})
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			data, err := st.Next()
+			select {
+			case items <- item{data, err}:
+			case <-done:
+				return
+			}
+			if err != nil {
+				return
+			}
+			select {
+			case <-ack:
+			case <-done:
+				return
+			}
+		}
+	}()
+
+	keepAlive := s.cfg.KeepAlive
+	if keepAlive <= 0 {
+		keepAlive = time.Duration(math.MaxInt64)
+	}
+	timer := time.NewTimer(keepAlive)
+	defer timer.Stop()
+	first := true
+	for {
+		select {
+		case it := <-items:
+			if it.err != nil {
+				s.endStream(w, rc, r.Context(), it.err, o)
+				o.usage, o.hasUsage = st.Usage()
+				return
+			}
+			if err := sse.WriteData(w, it.data); err != nil {
+				o.status, o.err = "499", err
+				return
+			}
+			if err := rc.Flush(); err != nil {
+				o.status, o.err = "499", err
+				return
+			}
+			if first {
+				first = false
+				o.ttft = time.Since(start)
+			}
+			ack <- struct{}{}
+			timer.Reset(keepAlive)
+		case <-timer.C:
+			sse.WriteComment(w, "keep-alive")
+			if err := rc.Flush(); err != nil {
+				o.status, o.err = "499", err
+				return
+			}
+			timer.Reset(keepAlive)
+		case <-r.Context().Done():
+			// Closing the stream (deferred) cancels the upstream at once.
+			o.status, o.err = "499", r.Context().Err()
+			return
+		}
+	}
+}
+
+// endStream finishes a stream: [DONE] after a clean end, an error event
+// and no [DONE] after anything else.
+func (s *Surface) endStream(w io.Writer, rc *http.ResponseController, ctx context.Context, err error, o *outcome) {
+	if errors.Is(err, io.EOF) {
+		sse.WriteData(w, []byte("[DONE]"))
+		rc.Flush()
+		return
+	}
+	if ctx.Err() != nil {
+		o.status, o.err = "499", err
+		return
+	}
+	o.status, o.err = "stream_error", err
+	e := llm.AsError(err)
+	if errors.Is(err, llm.ErrStreamCut) {
+		e = &llm.Error{Type: llm.TypeUpstream, Code: "stream_interrupted",
+			Message: "The upstream provider ended the stream before it was complete; the response is truncated."}
+	}
+	sse.WriteData(w, errorBody(e))
+	rc.Flush()
+}
+
+// finish writes the request's log line and metrics.
+func (s *Surface) finish(r *http.Request, start time.Time, o *outcome) {
+	d := time.Since(start)
+	if m := s.cfg.Metrics; m != nil {
+		target := o.target
+		if target == "" {
+			target = "none"
+		}
+		m.Requests.WithLabelValues(o.model, target, o.status).Inc()
+		if o.target != "" {
+			m.ObserveOverhead(o.overhead)
+		}
+		if o.ttft > 0 {
+			m.TTFT.WithLabelValues(o.model, target).Observe(o.ttft.Seconds())
+		}
+		if o.hasUsage {
+			m.Tokens.WithLabelValues(o.model, target, "in").Add(float64(o.usage.PromptTokens))
+			m.Tokens.WithLabelValues(o.model, target, "out").Add(float64(o.usage.CompletionTokens))
+		}
+	}
+	if !s.log.Enabled(r.Context(), slog.LevelInfo) {
+		return
+	}
+	attrs := []slog.Attr{
+		slog.String("request_id", r.Header.Get(HeaderRequestID)),
+		slog.String("path", r.URL.Path),
+		slog.String("model", o.model),
+		slog.String("target", o.target),
+		slog.String("status", o.status),
+		slog.Int64("duration_us", d.Microseconds()),
+		slog.Int64("overhead_us", o.overhead.Microseconds()),
+	}
+	if o.hasUsage {
+		attrs = append(attrs, slog.Int("tokens_in", o.usage.PromptTokens), slog.Int("tokens_out", o.usage.CompletionTokens))
+	}
+	if o.err != nil {
+		// Causes may name upstream hosts; logs are for operators, and
+		// provider keys never appear in a cause.
+		attrs = append(attrs, slog.String("error", o.err.Error()))
+	}
+	s.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+}
+
+type modelObject struct {
+	ID      string `json:"id"`
+	Object  string `json:"object"`
+	Created int64  `json:"created"`
+	OwnedBy string `json:"owned_by"`
+}
+
+func (s *Surface) modelObjects() []modelObject {
+	ms := s.cfg.Gateway.Table().Models()
+	out := make([]modelObject, 0, len(ms))
+	for _, m := range ms {
+		owner := m.OwnedBy
+		if owner == "" {
+			owner = "meridian"
+		}
+		out = append(out, modelObject{ID: m.ID, Object: "model", Created: m.Created, OwnedBy: owner})
+	}
+	return out
+}
+
+func (s *Surface) models(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		methodNotAllowed(w, r, http.MethodGet)
+		return
+	}
+	if _, e := s.authenticate(r); e != nil {
+		WriteError(w, e)
+		return
+	}
+	writeJSON(w, struct {
+		Object string        `json:"object"`
+		Data   []modelObject `json:"data"`
+	}{"list", s.modelObjects()})
+}
+
+func (s *Surface) model(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		methodNotAllowed(w, r, http.MethodGet)
+		return
+	}
+	if _, e := s.authenticate(r); e != nil {
+		WriteError(w, e)
+		return
+	}
+	id := r.PathValue("id")
+	for _, m := range s.modelObjects() {
+		if m.ID == id {
+			writeJSON(w, m)
+			return
+		}
+	}
+	WriteError(w, &llm.Error{Status: http.StatusNotFound, Type: llm.TypeInvalidRequest, Code: "model_not_found", Param: "model",
+		Message: "The model '" + id + "' does not exist on this Meridian node."})
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		WriteError(w, llm.AsError(err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(b)
+}

@@ -1,0 +1,240 @@
+// Package config loads an edge node's configuration: defaults, then a YAML
+// file, then MERIDIAN_* environment variables, then command-line flags,
+// each overriding the one before.
+//
+// The static providers, models, routes and keys in the file are a
+// table.Table, the same type the control plane fills, so an edge works on
+// its own before any control plane exists and the request path is the same
+// either way.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/meridian-mesh/meridian/shared/table"
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is an edge node's configuration.
+type Config struct {
+	// NodeID names this node in logs, metrics and route headers.
+	// Default: the host name.
+	NodeID string `yaml:"node_id"`
+	// Region is the region this node serves, such as "eu-west".
+	// Default: "local".
+	Region string `yaml:"region"`
+	// Listen is the host:port the API listens on. Default:
+	// "127.0.0.1:8080"; use ":8080" to listen on every interface.
+	Listen string `yaml:"listen"`
+	// MaxBodyBytes bounds a request body, in bytes; larger bodies get a
+	// 413. Default: 4 MiB.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// BodyReadTimeout bounds reading a request body. Default: 30s.
+	BodyReadTimeout time.Duration `yaml:"body_read_timeout"`
+	// StreamKeepAlive is the upstream silence, during a stream, after
+	// which a keep-alive comment is sent to the client. Default: 15s.
+	StreamKeepAlive time.Duration `yaml:"stream_keepalive"`
+	// DrainTimeout is how long shutdown waits for in-flight requests and
+	// streams to finish before closing them. Default: 30s.
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// LogLevel is "debug", "info", "warn" or "error". Default: "info",
+	// which logs one line per request.
+	LogLevel string `yaml:"log_level"`
+	// LogFormat is "json" or "text". Default: "json".
+	LogFormat string `yaml:"log_format"`
+
+	// Table is the static routing table: providers, models, routes and
+	// client key hashes.
+	Table table.Table `yaml:",inline"`
+}
+
+// Default returns the configuration used where nothing is set.
+func Default() Config {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "edge"
+	}
+	return Config{
+		NodeID:          host,
+		Region:          "local",
+		Listen:          "127.0.0.1:8080",
+		MaxBodyBytes:    4 << 20,
+		BodyReadTimeout: 30 * time.Second,
+		StreamKeepAlive: 15 * time.Second,
+		DrainTimeout:    30 * time.Second,
+		LogLevel:        "info",
+		LogFormat:       "json",
+	}
+}
+
+// Validate checks every field and the static table. The error names the
+// field at fault.
+func (c *Config) Validate() error {
+	bad := func(field, format string, args ...any) error {
+		return &table.FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
+	}
+	if c.NodeID == "" {
+		return bad("node_id", "is required")
+	}
+	if c.Region == "" {
+		return bad("region", "is required")
+	}
+	if _, port, err := net.SplitHostPort(c.Listen); err != nil {
+		return bad("listen", "must be host:port: %v", err)
+	} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return bad("listen", "port %q is not a number from 0 to 65535", port)
+	}
+	if c.MaxBodyBytes < 1024 {
+		return bad("max_body_bytes", "must be at least 1024, got %d", c.MaxBodyBytes)
+	}
+	if c.BodyReadTimeout <= 0 {
+		return bad("body_read_timeout", "must be positive")
+	}
+	if c.StreamKeepAlive < 0 {
+		return bad("stream_keepalive", "must not be negative (0 turns keep-alives off)")
+	}
+	if c.DrainTimeout <= 0 {
+		return bad("drain_timeout", "must be positive")
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return bad("log_level", "must be debug, info, warn or error, got %q", c.LogLevel)
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		return bad("log_format", `must be "json" or "text", got %q`, c.LogFormat)
+	}
+	return c.Table.Validate()
+}
+
+// Load reads the file at path over the defaults, applies the environment
+// (getenv, usually os.Getenv) and validates the result. An error names
+// the file and the field. An empty path loads no file.
+func Load(path string, getenv func(string) string) (Config, error) {
+	c := Default()
+	if path != "" {
+		f, err := os.Open(path)
+		if err != nil {
+			return c, fmt.Errorf("config: %w", err)
+		}
+		defer f.Close()
+		if err := decode(f, &c); err != nil {
+			return c, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	if err := applyEnv(&c, getenv); err != nil {
+		return c, fmt.Errorf("config: %w", err)
+	}
+	if err := resolveSecrets(&c, getenv); err != nil {
+		return c, fmt.Errorf("config %s: %w", orEnv(path), err)
+	}
+	if err := c.Validate(); err != nil {
+		return c, fmt.Errorf("config %s: %w", orEnv(path), err)
+	}
+	return c, nil
+}
+
+func orEnv(path string) string {
+	if path == "" {
+		return "(defaults and environment)"
+	}
+	return path
+}
+
+func decode(r io.Reader, c *Config) error {
+	b, err := io.ReadAll(io.LimitReader(r, 16<<20))
+	if err != nil {
+		return err
+	}
+	if len(bytes.TrimSpace(b)) == 0 {
+		return nil
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			return fmt.Errorf("%s", strings.Join(te.Errors, "; "))
+		}
+		return err
+	}
+	return nil
+}
+
+// Environment variables that override the file.
+var envVars = []struct {
+	name string
+	set  func(c *Config, v string) error
+}{
+	{"MERIDIAN_NODE_ID", func(c *Config, v string) error { c.NodeID = v; return nil }},
+	{"MERIDIAN_REGION", func(c *Config, v string) error { c.Region = v; return nil }},
+	{"MERIDIAN_LISTEN", func(c *Config, v string) error { c.Listen = v; return nil }},
+	{"MERIDIAN_LOG_LEVEL", func(c *Config, v string) error { c.LogLevel = v; return nil }},
+	{"MERIDIAN_LOG_FORMAT", func(c *Config, v string) error { c.LogFormat = v; return nil }},
+	{"MERIDIAN_MAX_BODY_BYTES", func(c *Config, v string) (err error) {
+		c.MaxBodyBytes, err = strconv.ParseInt(v, 10, 64)
+		return err
+	}},
+	{"MERIDIAN_BODY_READ_TIMEOUT", func(c *Config, v string) (err error) {
+		c.BodyReadTimeout, err = time.ParseDuration(v)
+		return err
+	}},
+	{"MERIDIAN_STREAM_KEEPALIVE", func(c *Config, v string) (err error) {
+		c.StreamKeepAlive, err = time.ParseDuration(v)
+		return err
+	}},
+	{"MERIDIAN_DRAIN_TIMEOUT", func(c *Config, v string) (err error) {
+		c.DrainTimeout, err = time.ParseDuration(v)
+		return err
+	}},
+}
+
+// EnvNames lists the environment variables Load reads, for documentation.
+func EnvNames() []string {
+	out := make([]string, len(envVars))
+	for i, e := range envVars {
+		out[i] = e.name
+	}
+	return out
+}
+
+func applyEnv(c *Config, getenv func(string) string) error {
+	if getenv == nil {
+		return nil
+	}
+	for _, e := range envVars {
+		if v := getenv(e.name); v != "" {
+			if err := e.set(c, v); err != nil {
+				return fmt.Errorf("%s=%q: %w", e.name, v, err)
+			}
+		}
+	}
+	return nil
+}
+
+func resolveSecrets(c *Config, getenv func(string) string) error {
+	for i := range c.Table.Providers {
+		p := &c.Table.Providers[i]
+		if p.APIKeyEnv == "" {
+			continue
+		}
+		v := ""
+		if getenv != nil {
+			v = getenv(p.APIKeyEnv)
+		}
+		if v == "" {
+			return &table.FieldError{Field: fmt.Sprintf("providers[%d].api_key_env", i),
+				Msg: fmt.Sprintf("environment variable %s is not set", p.APIKeyEnv)}
+		}
+		p.APIKey = table.Secret(v)
+	}
+	return nil
+}

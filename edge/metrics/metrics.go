@@ -1,0 +1,79 @@
+// Package metrics defines the edge's Prometheus metrics. Every collector
+// lives on the node's own registry, so several nodes can run in one test
+// process without colliding.
+package metrics
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics holds the edge's collectors.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	// Requests counts finished requests by model, target and status code.
+	Requests *prometheus.CounterVec
+	// Attempts counts upstream attempts by target and outcome ("ok",
+	// "error"); more attempts than requests means failover happened.
+	Attempts *prometheus.CounterVec
+	// TTFT is the time from receiving a streamed request to its first
+	// chunk, by model and target.
+	TTFT *prometheus.HistogramVec
+	// Overhead is the time spent inside Meridian, upstream excluded.
+	Overhead prometheus.Histogram
+	// Tokens counts tokens by model, target and direction ("in", "out").
+	Tokens *prometheus.CounterVec
+	// InFlight is the number of requests being served.
+	InFlight prometheus.Gauge
+	// TableRevision is the revision of the routing table in use.
+	TableRevision prometheus.Gauge
+}
+
+// New registers the edge's collectors on a fresh registry, with the Go
+// runtime and process collectors beside them.
+func New() *Metrics {
+	m := &Metrics{reg: prometheus.NewRegistry()}
+	m.Requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meridian_requests_total", Help: "Finished requests by model, target and HTTP status.",
+	}, []string{"model", "target", "status"})
+	m.Attempts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meridian_upstream_attempts_total", Help: "Upstream attempts by target and outcome.",
+	}, []string{"target", "outcome"})
+	m.TTFT = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "meridian_time_to_first_token_seconds", Help: "Time from request to first streamed chunk.",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+	}, []string{"model", "target"})
+	m.Overhead = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "meridian_overhead_seconds", Help: "Time spent inside Meridian per request, upstream excluded.",
+		Buckets: []float64{25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3},
+	})
+	m.Tokens = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meridian_tokens_total", Help: "Tokens by model, target and direction (in = prompt, out = completion).",
+	}, []string{"model", "target", "direction"})
+	m.InFlight = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "meridian_requests_in_flight", Help: "Requests being served.",
+	})
+	m.TableRevision = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "meridian_table_revision", Help: "Revision of the routing table in use.",
+	})
+	m.reg.MustRegister(m.Requests, m.Attempts, m.TTFT, m.Overhead, m.Tokens, m.InFlight, m.TableRevision,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves the registry in Prometheus' text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// Registry exposes the registry, for tests and for other packages that
+// add collectors of their own.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// ObserveOverhead records d in the overhead histogram.
+func (m *Metrics) ObserveOverhead(d time.Duration) { m.Overhead.Observe(d.Seconds()) }

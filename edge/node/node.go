@@ -1,0 +1,259 @@
+// Package node wires an edge node together: config, logger, metrics,
+// gateway, API surfaces and the HTTP server, with health endpoints and
+// graceful shutdown. It is the one place the edge's parts meet.
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	openaiapi "github.com/meridian-mesh/meridian/edge/api/openai"
+	"github.com/meridian-mesh/meridian/edge/config"
+	"github.com/meridian-mesh/meridian/edge/gateway"
+	"github.com/meridian-mesh/meridian/edge/metrics"
+	"github.com/meridian-mesh/meridian/shared/llm"
+)
+
+// Node is a running edge node.
+type Node struct {
+	cfg      config.Config
+	log      *slog.Logger
+	metrics  *metrics.Metrics
+	gw       *gateway.Gateway
+	srv      *http.Server
+	ln       net.Listener
+	handler  http.Handler
+	draining atomic.Bool
+}
+
+// New builds a node from a validated config. It does not listen yet.
+func New(cfg config.Config, log *slog.Logger) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("node", cfg.NodeID)
+	m := metrics.New()
+	gw := gateway.New(gateway.Config{Logger: log, Metrics: m})
+	tab := cfg.Table
+	if err := gw.SetTable(&tab); err != nil {
+		return nil, fmt.Errorf("static table: %w", err)
+	}
+	n := &Node{cfg: cfg, log: log, metrics: m, gw: gw}
+
+	mux := http.NewServeMux()
+	openaiapi.New(openaiapi.Config{
+		Gateway:         gw,
+		Metrics:         m,
+		Logger:          log,
+		MaxBodyBytes:    cfg.MaxBodyBytes,
+		BodyReadTimeout: cfg.BodyReadTimeout,
+		KeepAlive:       cfg.StreamKeepAlive,
+	}).Register(mux)
+	mux.HandleFunc("GET /healthz", n.healthz)
+	mux.HandleFunc("GET /readyz", n.readyz)
+	mux.Handle("GET /metrics", m.Handler())
+	n.handler = n.wrap(mux)
+	n.srv = &http.Server{
+		Handler:           n.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		// No ReadTimeout or WriteTimeout: they would cut long streams.
+		// The body read has its own deadline (BodyReadTimeout) and
+		// upstream silence is bounded by each provider's chunk timeout.
+		IdleTimeout:    120 * time.Second,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	return n, nil
+}
+
+// Gateway returns the node's gateway, for callers that swap its table.
+func (n *Node) Gateway() *gateway.Gateway { return n.gw }
+
+// Handler returns the node's HTTP handler, middleware included.
+func (n *Node) Handler() http.Handler { return n.handler }
+
+// Listen opens the API listener on the configured address.
+func (n *Node) Listen() error {
+	ln, err := net.Listen("tcp", n.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", n.cfg.Listen, err)
+	}
+	n.ln = ln
+	return nil
+}
+
+// Addr returns the listener's address, once Listen has run.
+func (n *Node) Addr() net.Addr { return n.ln.Addr() }
+
+// Run serves until ctx ends, then drains: it stops accepting, marks the
+// node not ready, lets in-flight requests and streams finish within the
+// drain timeout and closes what is left.
+func (n *Node) Run(ctx context.Context) error {
+	if n.ln == nil {
+		if err := n.Listen(); err != nil {
+			return err
+		}
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- n.srv.Serve(n.ln) }()
+	n.log.Info("edge ready", "addr", n.ln.Addr().String(), "region", n.cfg.Region, "models", len(n.cfg.Table.Models))
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	n.draining.Store(true)
+	n.log.Info("draining", "timeout", n.cfg.DrainTimeout)
+	dctx, cancel := context.WithTimeout(context.Background(), n.cfg.DrainTimeout)
+	defer cancel()
+	err := n.srv.Shutdown(dctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		n.log.Warn("drain timeout passed; closing remaining connections")
+		err = n.srv.Close()
+	}
+	n.gw.Close()
+	if e := <-errc; !errors.Is(e, http.ErrServerClosed) && err == nil {
+		err = e
+	}
+	n.log.Info("stopped")
+	return err
+}
+
+func (n *Node) healthz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Write([]byte(`{"status":"ok"}` + "\n"))
+}
+
+// Readiness is the body of /readyz.
+type Readiness struct {
+	Ready         bool   `json:"ready"`
+	Node          string `json:"node"`
+	Region        string `json:"region"`
+	Draining      bool   `json:"draining"`
+	TableRevision uint64 `json:"table_revision"`
+	Models        int    `json:"models"`
+	Reason        string `json:"reason,omitempty"`
+}
+
+func (n *Node) readyz(w http.ResponseWriter, r *http.Request) {
+	tab := n.gw.Table()
+	rd := Readiness{
+		Node: n.cfg.NodeID, Region: n.cfg.Region, Draining: n.draining.Load(),
+		TableRevision: tab.Revision(), Models: len(tab.Models()),
+	}
+	switch {
+	case rd.Draining:
+		rd.Reason = "draining"
+	case rd.Models == 0:
+		rd.Reason = "routing table has no models"
+	default:
+		rd.Ready = true
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if !rd.Ready {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	json.NewEncoder(w).Encode(rd)
+}
+
+// wrap adds what every response needs: a request ID, route and overhead
+// headers, and panic recovery.
+func (n *Node) wrap(h http.Handler) http.Handler {
+	localRoute := "target=edge/" + n.cfg.NodeID + "; reason=local"
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rw := &responseWriter{ResponseWriter: w, start: time.Now(), route: localRoute}
+		id := r.Header.Get(openaiapi.HeaderRequestID)
+		if !validRequestID(id) {
+			id = newRequestID()
+			r.Header.Set(openaiapi.HeaderRequestID, id)
+		}
+		w.Header().Set(openaiapi.HeaderRequestID, id)
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				n.log.Error("handler panic", "request_id", id, "panic", fmt.Sprint(v))
+				if !rw.wrote {
+					openaiapi.WriteError(rw, &llm.Error{Status: http.StatusInternalServerError, Type: llm.TypeServer, Message: "internal error"})
+				}
+			}
+		}()
+		h.ServeHTTP(rw, r)
+	})
+}
+
+// validRequestID accepts a client's request ID if it is short and
+// printable, so it is safe to log and echo.
+func validRequestID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; c < 0x21 || c > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+func newRequestID() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return "req_" + hex.EncodeToString(b[:])
+}
+
+// responseWriter fills in the route and overhead headers for responses
+// whose handler did not set them, such as /healthz and /v1/models.
+type responseWriter struct {
+	http.ResponseWriter
+	start time.Time
+	route string
+	wrote bool
+}
+
+func (w *responseWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.wrote = true
+		h := w.Header()
+		if _, ok := h[openaiapi.HeaderRoute]; !ok {
+			h.Set(openaiapi.HeaderRoute, w.route)
+		}
+		if _, ok := h[openaiapi.HeaderOverhead]; !ok {
+			h.Set(openaiapi.HeaderOverhead, fmt.Sprint(time.Since(w.start).Microseconds()))
+		}
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *responseWriter) Write(b []byte) (int, error) {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Flush supports streaming through http.ResponseController.
+func (w *responseWriter) Flush() {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

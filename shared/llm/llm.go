@@ -1,0 +1,212 @@
+// Package llm holds Meridian's canonical request, stream and error types:
+// the one shape every inbound surface decodes into and every provider
+// adapter encodes from.
+//
+// OpenAI's chat completions format is the lingua franca. A request that
+// arrived on the OpenAI surface keeps its original body in Request.Body, so
+// an OpenAI-compatible upstream receives every field the client sent,
+// including ones Meridian does not know. Stream events carry OpenAI-format
+// chunk JSON for the same reason.
+//
+// This package does no I/O.
+package llm
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// Op is the kind of work a request asks for.
+type Op uint8
+
+// Operations.
+const (
+	OpChat       Op = iota + 1 // chat completions
+	OpCompletion               // legacy text completions
+	OpEmbedding                // embeddings
+)
+
+func (o Op) String() string {
+	switch o {
+	case OpChat:
+		return "chat"
+	case OpCompletion:
+		return "completion"
+	case OpEmbedding:
+		return "embedding"
+	}
+	return "op(" + strconv.Itoa(int(o)) + ")"
+}
+
+// Request is one canonical request.
+type Request struct {
+	// ID is the request ID, from x-request-id or generated.
+	ID string
+	// Op is what the request asks for.
+	Op Op
+	// Model is the model name the client asked for.
+	Model string
+	// Stream asks for a server-sent event stream.
+	Stream bool
+	// IncludeUsage is stream_options.include_usage: the client wants a
+	// final usage chunk.
+	IncludeUsage bool
+	// Chat is the decoded chat request when Op is OpChat.
+	Chat *ChatRequest
+	// Body is the request as the client sent it, in OpenAI's format.
+	// Adapters for OpenAI-compatible upstreams forward it with only the
+	// model name changed, so unknown fields pass through.
+	Body []byte
+}
+
+// ChatRequest is the typed part of a chat completions request. Fields
+// Meridian does not interpret are kept as raw JSON.
+type ChatRequest struct {
+	Model               string          `json:"model"`
+	Messages            []Message       `json:"messages"`
+	Stream              bool            `json:"stream,omitempty"`
+	StreamOptions       *StreamOptions  `json:"stream_options,omitempty"`
+	MaxTokens           *int            `json:"max_tokens,omitempty"`
+	MaxCompletionTokens *int            `json:"max_completion_tokens,omitempty"`
+	Temperature         *float64        `json:"temperature,omitempty"`
+	TopP                *float64        `json:"top_p,omitempty"`
+	N                   *int            `json:"n,omitempty"`
+	Stop                json.RawMessage `json:"stop,omitempty"`
+	Seed                *int64          `json:"seed,omitempty"`
+	Tools               []Tool          `json:"tools,omitempty"`
+	ToolChoice          json.RawMessage `json:"tool_choice,omitempty"`
+	ResponseFormat      json.RawMessage `json:"response_format,omitempty"`
+	Logprobs            *bool           `json:"logprobs,omitempty"`
+	TopLogprobs         *int            `json:"top_logprobs,omitempty"`
+	User                string          `json:"user,omitempty"`
+}
+
+// StreamOptions is OpenAI's stream_options object.
+type StreamOptions struct {
+	IncludeUsage bool `json:"include_usage"`
+}
+
+// Message is one chat message. Content is kept raw: it is a string, an
+// array of content parts, or null.
+type Message struct {
+	Role       string          `json:"role"`
+	Content    json.RawMessage `json:"content,omitempty"`
+	Name       string          `json:"name,omitempty"`
+	ToolCalls  []ToolCall      `json:"tool_calls,omitempty"`
+	ToolCallID string          `json:"tool_call_id,omitempty"`
+}
+
+// Tool is a tool the model may call.
+type Tool struct {
+	Type     string          `json:"type"`
+	Function json.RawMessage `json:"function,omitempty"`
+}
+
+// ToolCall is a call the model made.
+type ToolCall struct {
+	ID       string          `json:"id,omitempty"`
+	Type     string          `json:"type,omitempty"`
+	Function json.RawMessage `json:"function,omitempty"`
+}
+
+// Usage counts tokens.
+type Usage struct {
+	PromptTokens     int `json:"prompt_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
+	TotalTokens      int `json:"total_tokens"`
+}
+
+// Error types, as OpenAI names them. Other surfaces map them to their own.
+const (
+	TypeInvalidRequest = "invalid_request_error"
+	TypeAuthentication = "authentication_error"
+	TypeNotFound       = "not_found_error"
+	TypeRateLimit      = "rate_limit_error"
+	TypeUpstream       = "upstream_error"
+	TypeTimeout        = "timeout_error"
+	TypeServer         = "server_error"
+	TypeOverloaded     = "overloaded_error"
+)
+
+// Error is a request failure with everything a surface needs to report it
+// in its own format. Message is safe to show a client: it never holds a
+// provider key or an upstream URL.
+type Error struct {
+	// Status is the HTTP status the client receives.
+	Status int
+	// Type is one of the Type constants.
+	Type string
+	// Code is a machine-readable code such as "model_not_found".
+	Code string
+	// Param names the request field at fault, if one is.
+	Param string
+	// Message is for humans.
+	Message string
+	// RetryAfter is passed to the client as Retry-After, when set.
+	RetryAfter time.Duration
+	// Retryable means another target may succeed where this one failed:
+	// connection errors, timeouts, 429 and 5xx from an upstream.
+	Retryable bool
+	// Cause is the underlying error, for logs only. It may name hosts and
+	// must never reach a client.
+	Cause error
+}
+
+func (e *Error) Error() string {
+	if e.Cause != nil {
+		return fmt.Sprintf("%d %s: %s: %v", e.Status, e.Type, e.Message, e.Cause)
+	}
+	return fmt.Sprintf("%d %s: %s", e.Status, e.Type, e.Message)
+}
+
+func (e *Error) Unwrap() error { return e.Cause }
+
+// AsError returns err as an *Error, wrapping anything else as a 500 whose
+// message says nothing about its cause.
+func AsError(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return &Error{Status: http.StatusInternalServerError, Type: TypeServer, Message: "internal error", Cause: err}
+}
+
+// Errorf builds an invalid-request error that names the field at fault.
+func Errorf(status int, typ, param, format string, args ...any) *Error {
+	return &Error{Status: status, Type: typ, Param: param, Message: fmt.Sprintf(format, args...)}
+}
+
+// ErrStreamCut reports an upstream stream that ended before its end marker.
+var ErrStreamCut = errors.New("upstream stream ended before completion")
+
+// Stream is a server-sent event stream of OpenAI-format chunks.
+type Stream interface {
+	// Next returns the next chunk's JSON. It returns io.EOF after the
+	// end marker, ErrStreamCut (wrapped) when the upstream stopped early,
+	// and other errors for timeouts and cancellation. The returned slice is
+	// valid until the next call.
+	Next() ([]byte, error)
+	// Usage returns the token counts the upstream reported, once it has
+	// reported them; ok is false before that or when it never does.
+	Usage() (u Usage, ok bool)
+	// Close releases the stream and cancels the upstream request if it is
+	// still running. It is safe to call more than once.
+	Close() error
+}
+
+// Response is what a target returns for a request.
+type Response struct {
+	// Body is the non-streamed response, in OpenAI's format.
+	Body []byte
+	// Stream is set instead of Body for streamed requests.
+	Stream Stream
+	// Usage is the token count of a non-streamed response.
+	Usage Usage
+	// Upstream is the time spent waiting on the target: until the whole
+	// body for non-streamed responses, until response headers for streams.
+	Upstream time.Duration
+}
