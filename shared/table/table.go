@@ -143,7 +143,8 @@ type Key struct {
 	Hash string `yaml:"hash" json:"hash"`
 }
 
-// Secret is a credential. It prints as "[redacted]" through fmt and slog so
+// Secret is a credential. It prints as "[redacted]" through fmt, slog,
+// JSON and YAML so
 // it cannot leak into logs or error bodies by accident.
 type Secret string
 
@@ -160,6 +161,14 @@ func (s Secret) GoString() string { return `"` + s.String() + `"` }
 
 // LogValue implements slog.LogValuer.
 func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+// MarshalJSON redacts the secret, so a table or config dumped as JSON (or
+// logged by slog's JSON handler) never carries it. Tables that must carry
+// secrets to edges use their own wire encoding.
+func (s Secret) MarshalJSON() ([]byte, error) { return []byte(`"` + s.String() + `"`), nil }
+
+// MarshalYAML redacts the secret in YAML dumps.
+func (s Secret) MarshalYAML() (any, error) { return s.String(), nil }
 
 // Reveal returns the credential itself, for the one place that sends it.
 func (s Secret) Reveal() string { return string(s) }

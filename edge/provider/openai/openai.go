@@ -144,8 +144,9 @@ func (a *Adapter) Do(ctx context.Context, req *llm.Request, upstreamModel string
 	start := time.Now()
 	resp, err := a.client.Do(hreq)
 	if err != nil {
+		err = a.transportError(ctx, err) // before cancel, which sets a cause
 		cancel(nil)
-		return nil, a.transportError(ctx, err)
+		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
 		defer cancel(nil)
@@ -162,6 +163,11 @@ func (a *Adapter) Do(ctx context.Context, req *llm.Request, upstreamModel string
 		defer resp.Body.Close()
 		b, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
 		if err != nil {
+			if context.Cause(ctx) == nil {
+				// The body broke off: nothing was sent to the client
+				// yet, so another target may be tried.
+				return nil, &llm.Error{Status: http.StatusBadGateway, Type: llm.TypeUpstream, Message: "upstream provider " + a.id + " broke off its response", Retryable: true, Cause: err}
+			}
 			return nil, a.transportError(ctx, err)
 		}
 		if len(b) > MaxResponseBytes {

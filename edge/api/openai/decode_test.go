@@ -1,0 +1,112 @@
+package openai
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/meridian-mesh/meridian/shared/llm"
+)
+
+func TestDecodeChatErrors(t *testing.T) {
+	tests := []struct {
+		name, body, param string
+	}{
+		{"syntax", `{"model":`, ""},
+		{"trailing garbage", `{"model":"m","messages":[{"role":"user","content":"x"}]} x`, ""},
+		{"not an object", `[1,2]`, ""},
+		{"missing model", `{"messages":[{"role":"user","content":"x"}]}`, "model"},
+		{"model wrong type", `{"model":7,"messages":[]}`, "model"},
+		{"missing messages", `{"model":"m"}`, "messages"},
+		{"empty messages", `{"model":"m","messages":[]}`, "messages"},
+		{"messages wrong type", `{"model":"m","messages":"hi"}`, "messages"},
+		{"missing role", `{"model":"m","messages":[{"content":"x"}]}`, "messages[0].role"},
+		{"bad role", `{"model":"m","messages":[{"role":"user","content":"x"},{"role":"wizard","content":"x"}]}`, "messages[1].role"},
+		{"tool without id", `{"model":"m","messages":[{"role":"tool","content":"x"}]}`, "messages[0].tool_call_id"},
+		{"content number", `{"model":"m","messages":[{"role":"user","content":5}]}`, "messages[0].content"},
+		{"n zero", `{"model":"m","n":0,"messages":[{"role":"user","content":"x"}]}`, "n"},
+		{"stream wrong type", `{"model":"m","stream":"yes","messages":[{"role":"user","content":"x"}]}`, "stream"},
+		{"stream_options without stream", `{"model":"m","stream_options":{"include_usage":true},"messages":[{"role":"user","content":"x"}]}`, "stream_options"},
+		{"tool without type", `{"model":"m","tools":[{}],"messages":[{"role":"user","content":"x"}]}`, "tools[0].type"},
+		{"long model", `{"model":"` + strings.Repeat("m", 300) + `","messages":[{"role":"user","content":"x"}]}`, "model"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, e := DecodeChat([]byte(tt.body))
+			if e == nil {
+				t.Fatal("accepted")
+			}
+			if e.Status != http.StatusBadRequest || e.Param != tt.param || e.Message == "" {
+				t.Fatalf("got %d param=%q msg=%q, want 400 param=%q", e.Status, e.Param, e.Message, tt.param)
+			}
+		})
+	}
+}
+
+func TestDecodeChatKeepsBody(t *testing.T) {
+	body := `{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":[{"type":"text","text":"x"}]}],"x_vendor_field":{"a":1}}`
+	req, e := DecodeChat([]byte(body))
+	if e != nil {
+		t.Fatal(e)
+	}
+	if string(req.Body) != body || !req.Stream || !req.IncludeUsage || req.Model != "m" {
+		t.Fatalf("req = %+v", req)
+	}
+}
+
+func TestDecodeOthers(t *testing.T) {
+	if _, e := DecodeCompletion([]byte(`{"model":"m"}`)); e == nil || e.Param != "prompt" {
+		t.Fatalf("completion without prompt: %v", e)
+	}
+	if r, e := DecodeCompletion([]byte(`{"model":"m","prompt":"x","stream":true}`)); e != nil || !r.Stream {
+		t.Fatalf("completion: %v", e)
+	}
+	if _, e := DecodeEmbedding([]byte(`{"model":"m"}`)); e == nil || e.Param != "input" {
+		t.Fatalf("embedding without input: %v", e)
+	}
+	if _, e := DecodeEmbedding([]byte(`{"model":"m","input":[]}`)); e == nil || e.Param != "input" {
+		t.Fatalf("embedding with empty input: %v", e)
+	}
+	if _, e := DecodeEmbedding([]byte(`{"model":"m","input":["a","b"]}`)); e != nil {
+		t.Fatal(e)
+	}
+}
+
+// FuzzDecodeChat checks that no body makes the decoder panic, and that
+// whatever it accepts is a request the gateway can route: a model, at
+// least one message with a known role, and the body kept byte for byte.
+func FuzzDecodeChat(f *testing.F) {
+	f.Add([]byte(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`))
+	f.Add([]byte(`{"model":"m","stream":true,"stream_options":{"include_usage":true},"n":2,"messages":[{"role":"tool","tool_call_id":"c","content":null}]}`))
+	f.Add([]byte(`{"model":"m","tools":[{"type":"function","function":{"name":"f"}}],"messages":[{"role":"assistant","tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]}]}`))
+	f.Add([]byte(`{"model":1}`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		for _, decode := range []func([]byte) (*llm.Request, *llm.Error){DecodeChat, DecodeCompletion, DecodeEmbedding} {
+			req, e := decode(body)
+			if e != nil {
+				if e.Status != http.StatusBadRequest || e.Message == "" {
+					t.Fatalf("error without status or message: %+v", e)
+				}
+				if _, err := json.Marshal(errorBody(e)); err != nil {
+					t.Fatal(err)
+				}
+				continue
+			}
+			if req.Model == "" || string(req.Body) != string(body) {
+				t.Fatalf("accepted a request with no model or a changed body: %+v", req)
+			}
+			if req.Chat != nil {
+				if len(req.Chat.Messages) == 0 {
+					t.Fatal("accepted a chat with no messages")
+				}
+				for _, m := range req.Chat.Messages {
+					if !validRoles[m.Role] {
+						t.Fatalf("accepted role %q", m.Role)
+					}
+				}
+			}
+		}
+	})
+}

@@ -1,0 +1,110 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const sample = `
+node_id: edge-1
+region: eu-west
+listen: 127.0.0.1:9000
+max_body_bytes: 2048
+stream_keepalive: 5s
+providers:
+  - id: openai
+    kind: openai
+    base_url: http://127.0.0.1:9100/v1
+    api_key_env: TEST_OPENAI_KEY
+    first_byte_timeout: 2s
+models:
+  - id: gpt-4o-mini
+routes:
+  - model: gpt-4o-mini
+    targets:
+      - provider: openai
+        model: gpt-4o-mini-2024-07-18
+`
+
+func write(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "edge.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestLoad(t *testing.T) {
+	c, err := Load(write(t, sample), env(map[string]string{"TEST_OPENAI_KEY": "sk-test", "MERIDIAN_REGION": "us-east"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.NodeID != "edge-1" || c.Listen != "127.0.0.1:9000" || c.MaxBodyBytes != 2048 || c.StreamKeepAlive != 5*time.Second {
+		t.Fatalf("file values not applied: %+v", c)
+	}
+	if c.Region != "us-east" {
+		t.Fatalf("env override not applied: region = %q", c.Region)
+	}
+	if c.DrainTimeout != Default().DrainTimeout {
+		t.Fatal("defaults lost for fields the file does not set")
+	}
+	p := c.Table.Providers[0]
+	if p.APIKey.Reveal() != "sk-test" || p.FirstByteTimeout != 2*time.Second {
+		t.Fatalf("provider = %+v", p)
+	}
+	if c.Table.Routes[0].Targets[0].Model != "gpt-4o-mini-2024-07-18" {
+		t.Fatal("route target model lost")
+	}
+}
+
+func TestLoadErrorsNameFileAndField(t *testing.T) {
+	tests := []struct {
+		name string
+		body string
+		env  map[string]string
+		want []string
+	}{
+		{"unknown field", "nodeid: x\n", nil, []string{"edge.yaml", "nodeid"}},
+		{"bad type", "max_body_bytes: lots\n", nil, []string{"edge.yaml", "lots"}},
+		{"bad value", "max_body_bytes: 10\n", nil, []string{"edge.yaml", "max_body_bytes"}},
+		{"bad listen", "listen: nowhere\n", nil, []string{"edge.yaml", "listen"}},
+		{"bad log level", "log_level: loud\n", nil, []string{"log_level"}},
+		{"missing key env", sample, nil, []string{"edge.yaml", "providers[0].api_key_env", "TEST_OPENAI_KEY"}},
+		{"bad env", "", map[string]string{"MERIDIAN_DRAIN_TIMEOUT": "soon"}, []string{"MERIDIAN_DRAIN_TIMEOUT"}},
+		{"broken yaml", "providers: [\n", nil, []string{"edge.yaml"}},
+		{"table error", strings.Replace(sample, "provider: openai", "provider: nobody", 1), map[string]string{"TEST_OPENAI_KEY": "k"},
+			[]string{"edge.yaml", "routes[0].targets[0].provider", "nobody"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Load(write(t, tt.body), env(tt.env))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Fatalf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestLoadNoFile(t *testing.T) {
+	c, err := Load("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != "127.0.0.1:8080" {
+		t.Fatalf("listen = %q", c.Listen)
+	}
+	if _, err := Load(filepath.Join(t.TempDir(), "missing.yaml"), nil); err == nil || !strings.Contains(err.Error(), "missing.yaml") {
+		t.Fatalf("missing file: %v", err)
+	}
+}

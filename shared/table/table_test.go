@@ -1,0 +1,94 @@
+package table
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+)
+
+func valid() *Table {
+	return &Table{
+		Providers: []Provider{{ID: "p", Kind: KindOpenAI, BaseURL: "http://127.0.0.1:9100/v1", APIKey: "sk-secret"}},
+		Models:    []Model{{ID: "m"}},
+		Routes:    []Route{{Model: "m", Targets: []Target{{Provider: "p"}}}},
+		Keys:      []Key{{ID: "k", Hash: "sha256:" + strings.Repeat("ab", 32)}},
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name  string
+		edit  func(*Table)
+		field string
+	}{
+		{"valid", func(*Table) {}, ""},
+		{"provider id", func(t *Table) { t.Providers[0].ID = "" }, "providers[0].id"},
+		{"dup provider", func(t *Table) { t.Providers = append(t.Providers, t.Providers[0]) }, "providers[1].id"},
+		{"kind", func(t *Table) { t.Providers[0].Kind = "carrier-pigeon" }, "providers[0].kind"},
+		{"no url", func(t *Table) { t.Providers[0].BaseURL = "" }, "providers[0].base_url"},
+		{"ftp url", func(t *Table) { t.Providers[0].BaseURL = "ftp://x/v1" }, "providers[0].base_url"},
+		{"creds in url", func(t *Table) { t.Providers[0].BaseURL = "http://u:p@h/v1" }, "providers[0].base_url"},
+		{"negative timeout", func(t *Table) { t.Providers[0].ChunkTimeout = -1 }, "providers[0]"},
+		{"model id", func(t *Table) { t.Models[0].ID = "" }, "models[0].id"},
+		{"route to unknown model", func(t *Table) { t.Routes[0].Model = "x" }, "routes[0].model"},
+		{"route to unknown provider", func(t *Table) { t.Routes[0].Targets[0].Provider = "x" }, "routes[0].targets[0].provider"},
+		{"no targets", func(t *Table) { t.Routes[0].Targets = nil }, "routes[0].targets"},
+		{"strategy", func(t *Table) { t.Routes[0].Strategy = "random" }, "routes[0].strategy"},
+		{"dup route", func(t *Table) { t.Routes = append(t.Routes, t.Routes[0]) }, "routes[1].model"},
+		{"model without route", func(t *Table) { t.Models = append(t.Models, Model{ID: "lonely"}) }, "models[lonely]"},
+		{"key hash", func(t *Table) { t.Keys[0].Hash = "md5:abc" }, "keys[0].hash"},
+		{"key id", func(t *Table) { t.Keys[0].ID = "" }, "keys[0].id"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tab := valid()
+			tt.edit(tab)
+			err := tab.Validate()
+			if tt.field == "" {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				return
+			}
+			var fe *FieldError
+			if !errors.As(err, &fe) || fe.Field != tt.field || !errors.Is(err, ErrInvalid) {
+				t.Fatalf("err = %v, want a FieldError on %s", err, tt.field)
+			}
+		})
+	}
+}
+
+func TestCompiledLookups(t *testing.T) {
+	c, err := Compile(valid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := c.Route("m"); !ok {
+		t.Fatal("route m missing")
+	}
+	if _, ok := c.Provider("p"); !ok {
+		t.Fatal("provider p missing")
+	}
+	if !c.RequireKeys() {
+		t.Fatal("keys present but not required")
+	}
+	if k, ok := c.KeyByHash(strings.Repeat("ab", 32)); !ok || k.ID != "k" {
+		t.Fatal("key lookup by hash failed")
+	}
+}
+
+func TestSecretNeverPrints(t *testing.T) {
+	p := valid().Providers[0]
+	var logged strings.Builder
+	slog.New(slog.NewJSONHandler(&logged, nil)).Info("x", "key", p.APIKey, "provider", p)
+	for _, s := range []string{fmt.Sprint(p), fmt.Sprintf("%+v", p), fmt.Sprintf("%#v", p), fmt.Sprintf("%v", p.APIKey), logged.String()} {
+		if strings.Contains(s, "sk-secret") {
+			t.Fatalf("secret leaked: %s", s)
+		}
+	}
+	if p.APIKey.Reveal() != "sk-secret" {
+		t.Fatal("Reveal lost the secret")
+	}
+}
