@@ -137,6 +137,9 @@ func TestChatStream(t *testing.T) {
 				if i == 0 && (len(c.Choices) == 0 || c.Choices[0].Delta.Role != "assistant") {
 					t.Fatalf("first chunk has no assistant role: %s", d)
 				}
+				if !includeUsage && strings.Contains(d, `"usage"`) {
+					t.Fatalf("client did not ask for usage but chunk %d carries it: %s", i, d)
+				}
 				if c.Usage != nil {
 					usageChunks++
 					if len(c.Choices) != 0 || i != len(data)-2 {

@@ -43,10 +43,10 @@ type Adapter struct {
 	timeout table.Provider // only the timeout fields are read
 }
 
-var (
-	errFirstByteTimeout = errors.New("upstream sent no response headers in time")
-	errChunkTimeout     = errors.New("upstream was silent for longer than the chunk timeout")
-)
+// errChunkTimeout is the cause set when an upstream stays silent past
+// its chunk timeout. The first-byte timeout is the transport's
+// ResponseHeaderTimeout, which surfaces as a net.Error timeout.
+var errChunkTimeout = errors.New("upstream was silent for longer than the chunk timeout")
 
 // New returns an adapter for p. p must have passed table validation.
 func New(p table.Provider) (*Adapter, error) {
@@ -273,6 +273,9 @@ func retryAfter(v string) time.Duration {
 	return 0
 }
 
+// usageNull ends every chunk of a stream whose usage reporting is on.
+var usageNull = []byte(`,"usage":null}`)
+
 // stream reads an OpenAI-format SSE stream.
 type stream struct {
 	ctx        context.Context
@@ -310,13 +313,18 @@ func (s *stream) Next() ([]byte, error) {
 			s.done = true
 			return nil, io.EOF
 		}
-		if u := gjson.GetBytes(ev.Data, "usage"); u.IsObject() {
+		data := ev.Data
+		if s.stripUsage && bytes.HasSuffix(data, usageNull) {
+			// Usage reporting was switched on for the gateway, not the
+			// client: give the client the chunk it would have had.
+			data = append(data[:len(data)-len(usageNull)], '}')
+		} else if u := gjson.GetBytes(data, "usage"); u.IsObject() {
 			s.usage, s.hasUsage = parseUsage(u), true
-			if s.stripUsage && gjson.GetBytes(ev.Data, "choices.#").Int() == 0 {
+			if s.stripUsage && gjson.GetBytes(data, "choices.#").Int() == 0 {
 				continue // the client did not ask for the usage chunk
 			}
 		}
-		return ev.Data, nil
+		return data, nil
 	}
 }
 

@@ -1,0 +1,57 @@
+package main
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// allowedModules are the third-party module paths the edge binary may
+// link. The edge runs at every PoP, so its weight is guarded: a new
+// dependency must be added here on purpose, in review.
+var allowedModules = []string{
+	"github.com/meridian-mesh/meridian/",
+	"github.com/prometheus/",       // metrics
+	"github.com/beorn7/perks/",     // (prometheus)
+	"github.com/cespare/xxhash/",   // (prometheus)
+	"github.com/munnerz/goautoneg", // (prometheus)
+	"google.golang.org/protobuf/",  // (prometheus)
+	"golang.org/x/sys/",            // (prometheus procfs)
+	"go.yaml.in/yaml/v3",           // config file
+	"github.com/tidwall/",          // gjson/sjson: byte-level JSON edits on the hot path
+}
+
+// forbidden are packages of the project that must never reach the edge
+// binary: test stand-ins and benchmark tools.
+var forbidden = []string{
+	"github.com/meridian-mesh/meridian/shared/providermock",
+	"github.com/meridian-mesh/meridian/scripts/",
+	"github.com/meridian-mesh/meridian/control/",
+}
+
+func TestEdgeDependencies(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}} {{len .CgoFiles}}{{end}}", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		pkg, cgo, _ := strings.Cut(line, " ")
+		if cgo != "0" {
+			t.Errorf("%s uses cgo; the edge binary must stay cgo-free", pkg)
+		}
+		ok := false
+		for _, p := range allowedModules {
+			if strings.HasPrefix(pkg, p) {
+				ok = true
+			}
+		}
+		if !ok {
+			t.Errorf("edge binary imports %s, which is not in allowedModules", pkg)
+		}
+		for _, f := range forbidden {
+			if strings.HasPrefix(pkg, f) {
+				t.Errorf("edge binary imports %s, which must never ship in it", pkg)
+			}
+		}
+	}
+}
