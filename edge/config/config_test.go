@@ -108,3 +108,13 @@ func TestLoadNoFile(t *testing.T) {
 		t.Fatalf("missing file: %v", err)
 	}
 }
+
+// TestShippedConfigs keeps the configs in the repo loadable.
+func TestShippedConfigs(t *testing.T) {
+	keys := env(map[string]string{"OPENAI_API_KEY": "k", "MISTRAL_API_KEY": "k"})
+	for _, p := range []string{"../../ops/edge.example.yaml", "../../scripts/devmesh/edge.yaml"} {
+		if _, err := Load(p, keys); err != nil {
+			t.Errorf("%s: %v", p, err)
+		}
+	}
+}
