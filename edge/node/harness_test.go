@@ -21,7 +21,7 @@ import (
 
 // testMesh is one edge in front of one mock provider, both on loopback.
 type testMesh struct {
-	t       *testing.T
+	t       testing.TB
 	mock    *providermock.Server
 	node    *Node
 	url     string // the edge's base URL, without /v1
@@ -53,7 +53,7 @@ const mockKey = "sk-mock-provider-secret-0123456789"
 //   - gpt-4o-mini and text-embedding-3-small to the mock;
 //   - renamed to the mock's gpt-4o (checks the upstream model name);
 //   - fallback to a dead port first, then the mock.
-func startMesh(t *testing.T, edit func(*config.Config)) *testMesh {
+func startMesh(t testing.TB, edit func(*config.Config)) *testMesh {
 	t.Helper()
 	mcfg := providermock.DefaultConfig()
 	mcfg.APIKey = mockKey

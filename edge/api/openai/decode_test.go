@@ -110,3 +110,13 @@ func FuzzDecodeChat(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkDecodeChat(b *testing.B) {
+	body := []byte(`{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"temperature":0.2,"messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"What is the capital of France? Answer in one word, please, and nothing else."}],"tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object","properties":{"location":{"type":"string"}}}}}]}`)
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		if _, e := DecodeChat(body); e != nil {
+			b.Fatal(e)
+		}
+	}
+}
