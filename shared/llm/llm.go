@@ -55,12 +55,35 @@ type Request struct {
 	// IncludeUsage is stream_options.include_usage: the client wants a
 	// final usage chunk.
 	IncludeUsage bool
-	// Chat is the decoded chat request when Op is OpChat.
+	// Chat is the typed chat request. Surfaces that translate from
+	// another format fill it; for OpenAI-format requests it is decoded
+	// from Body on first use (see ChatRequest), because the OpenAI path
+	// never needs it.
 	Chat *ChatRequest
 	// Body is the request as the client sent it, in OpenAI's format.
 	// Adapters for OpenAI-compatible upstreams forward it with only the
 	// model name changed, so unknown fields pass through.
 	Body []byte
+}
+
+// ChatRequest returns the typed chat request, decoding Body if needed.
+// A body that does not fit the types gives a 400 naming the field.
+func (r *Request) ChatRequest() (*ChatRequest, error) {
+	if r.Chat != nil {
+		return r.Chat, nil
+	}
+	var c ChatRequest
+	if err := json.Unmarshal(r.Body, &c); err != nil {
+		e := &Error{Status: http.StatusBadRequest, Type: TypeInvalidRequest, Message: "The request body does not fit the chat completions schema.", Cause: err}
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			e.Param = te.Field
+			e.Message = fmt.Sprintf("Invalid type for '%s'.", te.Field)
+		}
+		return nil, e
+	}
+	r.Chat = &c
+	return r.Chat, nil
 }
 
 // ChatRequest is the typed part of a chat completions request. Fields

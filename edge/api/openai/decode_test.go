@@ -53,6 +53,10 @@ func TestDecodeChatKeepsBody(t *testing.T) {
 	if string(req.Body) != body || !req.Stream || !req.IncludeUsage || req.Model != "m" {
 		t.Fatalf("req = %+v", req)
 	}
+	c, err := req.ChatRequest()
+	if err != nil || len(c.Messages) != 1 || c.StreamOptions == nil || !c.StreamOptions.IncludeUsage {
+		t.Fatalf("typed chat = %+v, %v", c, err)
+	}
 }
 
 func TestDecodeOthers(t *testing.T) {
@@ -97,13 +101,21 @@ func FuzzDecodeChat(f *testing.F) {
 			if req.Model == "" || string(req.Body) != string(body) {
 				t.Fatalf("accepted a request with no model or a changed body: %+v", req)
 			}
-			if req.Chat != nil {
-				if len(req.Chat.Messages) == 0 {
-					t.Fatal("accepted a chat with no messages")
+			if !json.Valid(body) {
+				t.Fatalf("accepted invalid JSON %q", body)
+			}
+			if req.Op == llm.OpChat {
+				var c struct {
+					Messages []struct {
+						Role any `json:"role"`
+					} `json:"messages"`
 				}
-				for _, m := range req.Chat.Messages {
-					if !validRoles[m.Role] {
-						t.Fatalf("accepted role %q", m.Role)
+				if err := json.Unmarshal(body, &c); err != nil || len(c.Messages) == 0 {
+					t.Fatalf("accepted a chat without messages: %q (%v)", body, err)
+				}
+				for _, m := range c.Messages {
+					if r, _ := m.Role.(string); !validRoles[r] {
+						t.Fatalf("accepted role %v", m.Role)
 					}
 				}
 			}
@@ -111,12 +123,25 @@ func FuzzDecodeChat(f *testing.F) {
 	})
 }
 
+// BenchmarkDecodeChat compares the edge's check of a chat body with the
+// baseline, a typed encoding/json decode of the same body.
 func BenchmarkDecodeChat(b *testing.B) {
 	body := []byte(`{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"temperature":0.2,"messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"What is the capital of France? Answer in one word, please, and nothing else."}],"tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object","properties":{"location":{"type":"string"}}}}}]}`)
-	b.SetBytes(int64(len(body)))
-	for b.Loop() {
-		if _, e := DecodeChat(body); e != nil {
-			b.Fatal(e)
+	b.Run("edge", func(b *testing.B) {
+		b.SetBytes(int64(len(body)))
+		for b.Loop() {
+			if _, e := DecodeChat(body); e != nil {
+				b.Fatal(e)
+			}
 		}
-	}
+	})
+	b.Run("baseline-typed-json", func(b *testing.B) {
+		b.SetBytes(int64(len(body)))
+		for b.Loop() {
+			var c llm.ChatRequest
+			if err := json.Unmarshal(body, &c); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

@@ -100,6 +100,9 @@ func body(req *llm.Request, upstreamModel string) (b []byte, stripUsage bool, er
 		if b, err = json.Marshal(req.Chat); err != nil {
 			return nil, false, err
 		}
+		if req.Model != req.Chat.Model && upstreamModel == "" {
+			upstreamModel = req.Model
+		}
 	}
 	if upstreamModel != "" && upstreamModel != req.Model {
 		if b, err = sjson.SetBytes(b, "model", upstreamModel); err != nil {
