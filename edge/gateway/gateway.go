@@ -285,6 +285,17 @@ type peeked struct {
 	used  bool
 }
 
+// Buffered implements llm.Buffered.
+func (p *peeked) Buffered() int {
+	if !p.used {
+		return 1
+	}
+	if b, ok := p.Stream.(llm.Buffered); ok {
+		return b.Buffered()
+	}
+	return 0
+}
+
 func (p *peeked) Next() ([]byte, error) {
 	if !p.used {
 		p.used = true

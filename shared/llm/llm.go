@@ -221,6 +221,14 @@ type Stream interface {
 	Close() error
 }
 
+// Buffered is implemented by streams that can tell whether their next
+// chunk is already in memory. A relay flushes to its client only when
+// Buffered reports zero, so a burst of chunks costs one write, not one
+// per chunk, and a lone chunk is never held back.
+type Buffered interface {
+	Buffered() int
+}
+
 // Response is what a target returns for a request.
 type Response struct {
 	// Body is the non-streamed response, in OpenAI's format.

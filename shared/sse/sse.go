@@ -42,6 +42,11 @@ func NewReader(r io.Reader) *Reader {
 	return &Reader{br: bufio.NewReaderSize(r, 16<<10)}
 }
 
+// Buffered reports how many bytes are read from the stream but not yet
+// returned. When it is zero the next call to Next may block, so a relay
+// should flush what it has written before calling it.
+func (r *Reader) Buffered() int { return r.br.Buffered() }
+
 // Next returns the next event. At a clean end of stream it returns io.EOF;
 // a stream that ends inside an event returns io.ErrUnexpectedEOF.
 func (r *Reader) Next() (Event, error) {
@@ -131,10 +136,14 @@ func (r *Reader) readLine() ([]byte, error) {
 	}
 }
 
+func hasLineBreak(b []byte) bool {
+	return bytes.IndexByte(b, '\n') >= 0 || bytes.IndexByte(b, '\r') >= 0
+}
+
 // WriteData writes one "data:" event. data must not contain a line break;
 // JSON produced by encoding/json never does.
 func WriteData(w io.Writer, data []byte) error {
-	if bytes.ContainsAny(data, "\r\n") {
+	if hasLineBreak(data) {
 		return fmt.Errorf("sse: data contains a newline")
 	}
 	buf := make([]byte, 0, len(data)+8)
@@ -147,7 +156,7 @@ func WriteData(w io.Writer, data []byte) error {
 
 // WriteEvent writes a named event, as Anthropic's API uses them.
 func WriteEvent(w io.Writer, name string, data []byte) error {
-	if bytes.ContainsAny(data, "\r\n") || bytes.ContainsAny([]byte(name), "\r\n") {
+	if hasLineBreak(data) || hasLineBreak([]byte(name)) {
 		return fmt.Errorf("sse: event contains a newline")
 	}
 	buf := make([]byte, 0, len(name)+len(data)+16)

@@ -21,12 +21,12 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/meridian-mesh/meridian/edge/gateway"
 	"github.com/meridian-mesh/meridian/edge/metrics"
 	"github.com/meridian-mesh/meridian/shared/llm"
-	"github.com/meridian-mesh/meridian/shared/sse"
 )
 
 // Response headers every answer carries.
@@ -273,10 +273,16 @@ func tooLarge(limit int64) *llm.Error {
 // stream relays an SSE stream. Headers are already decided: the gateway
 // has peeked the first chunk, so from here on a failure can only be
 // reported inside the stream.
+//
+// Chunks are read and written on the handler's goroutine, and written to
+// the client only when the upstream has nothing more buffered: a burst
+// costs one write, a lone chunk is never held back. A timer sends
+// keep-alive comments while the upstream is silent; sseWriter.mu
+// serialises it with the relay.
 func (s *Surface) stream(w http.ResponseWriter, r *http.Request, start time.Time, res *gateway.Result, o *outcome) {
 	st := res.Response.Stream
 	defer st.Close()
-	rc := http.NewResponseController(w)
+	buffered, _ := st.(llm.Buffered)
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
@@ -286,91 +292,137 @@ func (s *Surface) stream(w http.ResponseWriter, r *http.Request, start time.Time
 	w.WriteHeader(http.StatusOK)
 	o.status = "200"
 
-	// A reader goroutine feeds chunks through an unbuffered channel so
-	// the writer can send keep-alives while the upstream is silent. The
-	// ack keeps the reader from reusing a chunk's buffer before it is
-	// written.
-	type item struct {
-		data []byte
-		err  error
-	}
-	items := make(chan item)
-	ack := make(chan struct{})
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		for {
-			data, err := st.Next()
-			select {
-			case items <- item{data, err}:
-			case <-done:
-				return
-			}
-			if err != nil {
-				return
-			}
-			select {
-			case <-ack:
-			case <-done:
-				return
-			}
-		}
-	}()
-
-	keepAlive := s.cfg.KeepAlive
-	if keepAlive <= 0 {
-		keepAlive = time.Duration(math.MaxInt64)
-	}
-	timer := time.NewTimer(keepAlive)
-	defer timer.Stop()
-	first := true
+	sw := &sseWriter{w: w, rc: http.NewResponseController(w), buf: make([]byte, 0, 4<<10)}
+	defer sw.stop()
+	sw.startKeepAlive(s.cfg.KeepAlive)
+	sent := 0
 	for {
-		select {
-		case it := <-items:
-			if it.err != nil {
-				s.endStream(w, rc, r.Context(), it.err, o)
-				o.usage, o.hasUsage = st.Usage()
-				return
-			}
-			if err := sse.WriteData(w, it.data); err != nil {
-				o.status, o.err = "499", err
-				return
-			}
-			if err := rc.Flush(); err != nil {
-				o.status, o.err = "499", err
-				return
-			}
-			if first {
-				first = false
-				o.ttft = time.Since(start)
-			}
-			ack <- struct{}{}
-			timer.Reset(keepAlive)
-		case <-timer.C:
-			sse.WriteComment(w, "keep-alive")
-			if err := rc.Flush(); err != nil {
-				o.status, o.err = "499", err
-				return
-			}
-			timer.Reset(keepAlive)
-		case <-r.Context().Done():
-			// Closing the stream (deferred) cancels the upstream at once.
-			o.status, o.err = "499", r.Context().Err()
+		data, err := st.Next()
+		if err != nil {
+			s.endStream(sw, r.Context(), err, o)
+			o.usage, o.hasUsage = st.Usage()
 			return
 		}
+		// Flush the first chunks at once, for time to first token; after
+		// that, whenever the upstream has nothing more in memory.
+		flush := sent < 2 || buffered == nil || buffered.Buffered() == 0
+		if err := sw.data(data, flush); err != nil {
+			o.status, o.err = "499", err
+			return
+		}
+		if sent == 0 {
+			o.ttft = time.Since(start)
+		}
+		sent++
+	}
+}
+
+// maxPending bounds the events held back while the upstream has more in
+// memory; a burst is written in pieces of about this size, so a relay
+// makes as few writes as a byte-copying proxy does.
+const maxPending = 32 << 10
+
+// sseWriter writes events to a client. Its mutex orders the relay's
+// writes and the keep-alive timer's; nothing else is locked while it is
+// held.
+type sseWriter struct {
+	w  http.ResponseWriter
+	rc *http.ResponseController
+
+	mu      sync.Mutex
+	buf     []byte
+	last    time.Time // last write, for keep-alive
+	stopped bool
+	ka      *time.Timer
+	every   time.Duration
+}
+
+// data queues one event and, when flush is set or enough is queued,
+// writes the queue to the client in one piece.
+func (sw *sseWriter) data(data []byte, flush bool) error {
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	sw.buf = append(sw.buf, "data: "...)
+	sw.buf = append(sw.buf, data...)
+	sw.buf = append(sw.buf, '\n', '\n')
+	if !flush && len(sw.buf) < maxPending {
+		return nil
+	}
+	return sw.flushLocked()
+}
+
+func (sw *sseWriter) flushLocked() error {
+	if len(sw.buf) > 0 {
+		_, err := sw.w.Write(sw.buf)
+		sw.buf = sw.buf[:0]
+		if err != nil {
+			return err
+		}
+	}
+	if sw.ka != nil {
+		sw.last = time.Now()
+	}
+	return sw.rc.Flush()
+}
+
+func (sw *sseWriter) flush() error {
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	return sw.flushLocked()
+}
+
+func (sw *sseWriter) startKeepAlive(every time.Duration) {
+	if every <= 0 {
+		return
+	}
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	sw.every, sw.last = every, time.Now()
+	sw.ka = time.AfterFunc(every, sw.keepAlive)
+}
+
+// keepAlive runs on the timer's goroutine. It writes a comment if
+// nothing was written for a whole interval, and otherwise re-arms for the
+// rest of it, so the relay pays one clock read per chunk, not a timer
+// reset.
+func (sw *sseWriter) keepAlive() {
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	if sw.stopped {
+		return
+	}
+	if idle := time.Since(sw.last); idle < sw.every {
+		sw.ka.Reset(sw.every - idle)
+		return
+	}
+	sw.buf = append(sw.buf, ": keep-alive\n\n"...)
+	if sw.flushLocked() != nil {
+		return // the client is gone; the relay will notice
+	}
+	sw.ka.Reset(sw.every)
+}
+
+// stop ends keep-alives; after it returns the timer never touches the
+// ResponseWriter again.
+func (sw *sseWriter) stop() {
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	sw.stopped = true
+	if sw.ka != nil {
+		sw.ka.Stop()
 	}
 }
 
 // endStream finishes a stream: [DONE] after a clean end, an error event
 // and no [DONE] after anything else.
-func (s *Surface) endStream(w io.Writer, rc *http.ResponseController, ctx context.Context, err error, o *outcome) {
+func (s *Surface) endStream(sw *sseWriter, ctx context.Context, err error, o *outcome) {
 	if errors.Is(err, io.EOF) {
-		sse.WriteData(w, []byte("[DONE]"))
-		rc.Flush()
+		sw.data(doneMarker, true)
 		return
 	}
 	if ctx.Err() != nil {
 		o.status, o.err = "499", err
+		sw.flush()
 		return
 	}
 	o.status, o.err = "stream_error", err
@@ -379,9 +431,10 @@ func (s *Surface) endStream(w io.Writer, rc *http.ResponseController, ctx contex
 		e = &llm.Error{Type: llm.TypeUpstream, Code: "stream_interrupted",
 			Message: "The upstream provider ended the stream before it was complete; the response is truncated."}
 	}
-	sse.WriteData(w, errorBody(e))
-	rc.Flush()
+	sw.data(errorBody(e), true)
 }
+
+var doneMarker = []byte("[DONE]")
 
 // finish writes the request's log line and metrics.
 func (s *Surface) finish(r *http.Request, start time.Time, o *outcome) {

@@ -17,11 +17,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meridian-mesh/meridian/shared/llm"
@@ -157,10 +159,9 @@ func (a *Adapter) Do(ctx context.Context, req *llm.Request, upstreamModel string
 		return nil, a.statusError(resp)
 	}
 
-	// From here the chunk timeout bounds every silence, including the
-	// wait for a non-streamed body.
-	timer := time.AfterFunc(a.timeout.ChunkTimeout, func() { cancel(errChunkTimeout) })
 	if !req.Stream {
+		// The chunk timeout bounds the wait for the whole body.
+		timer := time.AfterFunc(a.timeout.ChunkTimeout, func() { cancel(errChunkTimeout) })
 		defer cancel(nil)
 		defer timer.Stop()
 		defer resp.Body.Close()
@@ -182,19 +183,17 @@ func (a *Adapter) Do(ctx context.Context, req *llm.Request, upstreamModel string
 		}
 		return out, nil
 	}
-	return &llm.Response{
-		Stream: &stream{
-			ctx:        ctx,
-			cancel:     cancel,
-			timer:      timer,
-			timeout:    a.timeout.ChunkTimeout,
-			body:       resp.Body,
-			r:          sse.NewReader(resp.Body),
-			stripUsage: stripUsage,
-			adapter:    a,
-		},
-		Upstream: time.Since(start),
-	}, nil
+	st := &stream{
+		ctx:        ctx,
+		cancel:     cancel,
+		timeout:    a.timeout.ChunkTimeout,
+		body:       resp.Body,
+		r:          sse.NewReader(resp.Body),
+		stripUsage: stripUsage,
+		adapter:    a,
+	}
+	st.watchSilence()
+	return &llm.Response{Stream: st, Upstream: time.Since(start)}, nil
 }
 
 func parseUsage(u gjson.Result) llm.Usage {
@@ -277,13 +276,15 @@ func retryAfter(v string) time.Duration {
 }
 
 // usageNull ends every chunk of a stream whose usage reporting is on.
-var usageNull = []byte(`,"usage":null}`)
+var (
+	usageNull = []byte(`,"usage":null}`)
+	usageKey  = []byte(`"usage"`)
+)
 
 // stream reads an OpenAI-format SSE stream.
 type stream struct {
 	ctx        context.Context
 	cancel     context.CancelCauseFunc
-	timer      *time.Timer
 	timeout    time.Duration
 	body       io.ReadCloser
 	r          *sse.Reader
@@ -294,6 +295,26 @@ type stream struct {
 	hasUsage bool
 	done     bool
 	once     sync.Once
+	timer    *time.Timer
+	lastRead atomic.Int64 // unix nanoseconds of the last event
+}
+
+// watchSilence cancels the upstream request when no event arrives for
+// the chunk timeout. Next records each event's time; the timer re-arms
+// itself for the rest of the interval, so the hot path never resets it.
+func (s *stream) watchSilence() {
+	s.lastRead.Store(time.Now().UnixNano())
+	var check func()
+	check = func() {
+		idle := time.Since(time.Unix(0, s.lastRead.Load()))
+		if idle >= s.timeout {
+			s.cancel(errChunkTimeout)
+			return
+		}
+		s.timer.Reset(s.timeout - idle)
+	}
+	s.timer = time.AfterFunc(time.Duration(math.MaxInt64), check)
+	s.timer.Reset(s.timeout)
 }
 
 var _ llm.Stream = (*stream)(nil)
@@ -311,16 +332,20 @@ func (s *stream) Next() ([]byte, error) {
 			}
 			return nil, fmt.Errorf("%w: %v", llm.ErrStreamCut, err)
 		}
-		s.timer.Reset(s.timeout)
+		s.lastRead.Store(time.Now().UnixNano())
 		if len(ev.Data) == 6 && string(ev.Data) == "[DONE]" {
 			s.done = true
 			return nil, io.EOF
 		}
 		data := ev.Data
-		if s.stripUsage && bytes.HasSuffix(data, usageNull) {
-			// Usage reporting was switched on for the gateway, not the
-			// client: give the client the chunk it would have had.
-			data = append(data[:len(data)-len(usageNull)], '}')
+		if bytes.HasSuffix(data, usageNull) {
+			if s.stripUsage {
+				// Usage reporting was switched on for the gateway, not
+				// the client: give the client the chunk it would have had.
+				data = append(data[:len(data)-len(usageNull)], '}')
+			}
+		} else if !bytes.Contains(data, usageKey) {
+			// The common chunk: nothing to read.
 		} else if u := gjson.GetBytes(data, "usage"); u.IsObject() {
 			s.usage, s.hasUsage = parseUsage(u), true
 			if s.stripUsage && gjson.GetBytes(data, "choices.#").Int() == 0 {
@@ -331,6 +356,9 @@ func (s *stream) Next() ([]byte, error) {
 	}
 }
 
+// Buffered implements llm.Buffered.
+func (s *stream) Buffered() int { return s.r.Buffered() }
+
 // Usage implements llm.Stream.
 func (s *stream) Usage() (llm.Usage, bool) { return s.usage, s.hasUsage }
 
@@ -338,8 +366,15 @@ func (s *stream) Usage() (llm.Usage, bool) { return s.usage, s.hasUsage }
 func (s *stream) Close() error {
 	s.once.Do(func() {
 		s.timer.Stop()
-		s.cancel(nil)
+		if s.done {
+			// Read the body's end (after [DONE] only the chunked
+			// terminator is left) so the connection goes back to the
+			// pool instead of being closed: the next request then
+			// skips a TCP (and TLS) handshake.
+			io.CopyN(io.Discard, s.body, 4<<10)
+		}
 		s.body.Close()
+		s.cancel(nil)
 	})
 	return nil
 }

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -227,5 +229,50 @@ func TestStreamUsageAndCut(t *testing.T) {
 	resp.Stream.Next()
 	if _, err := resp.Stream.Next(); !errors.Is(err, llm.ErrStreamCut) {
 		t.Fatalf("err = %v, want ErrStreamCut", err)
+	}
+}
+
+// TestStreamReusesConnection checks that a finished stream hands its
+// connection back to the pool: a new connection per stream would add a
+// handshake to every time to first token.
+func TestStreamReusesConnection(t *testing.T) {
+	var conns atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n")
+		w.(http.Flusher).Flush()
+		io.WriteString(w, "data: [DONE]\n\n")
+		w.(http.Flusher).Flush()
+		// The body's end arrives after [DONE], in a read of its own.
+		time.Sleep(10 * time.Millisecond)
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	a, err := New(table.Provider{ID: "up", Kind: table.KindOpenAI, BaseURL: srv.URL + "/v1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	for range 5 {
+		resp, err := a.Do(context.Background(), chatReq(true, false), "m")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			if _, err := resp.Stream.Next(); err == io.EOF {
+				break
+			} else if err != nil {
+				t.Fatal(err)
+			}
+		}
+		resp.Stream.Close()
+	}
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("5 streams used %d connections, want 1", n)
 	}
 }

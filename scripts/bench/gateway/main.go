@@ -24,6 +24,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"syscall"
 	"time"
 )
@@ -59,8 +60,11 @@ type Config struct {
 	ClosedDuration time.Duration
 	// StreamRequests is the number of measured streams per path.
 	StreamRequests int
-	// StreamConcurrency is the number of streams open at once.
-	StreamConcurrency int
+	// StreamConcurrencies are the numbers of streams open at once, one
+	// scenario each. The headline TTFT ratio comes from the first: one
+	// stream at a time isolates what a hop adds, while higher counts on
+	// these two cores mostly measure how the three processes share them.
+	StreamConcurrencies []int
 	// StreamChunks is the content chunks of each measured stream.
 	StreamChunks int
 	// Rounds is how many interleaved segments each scenario is split
@@ -73,17 +77,17 @@ type Config struct {
 // DefaultConfig returns the full plan: about two minutes.
 func DefaultConfig() Config {
 	return Config{
-		MockChunks:        16,
-		Rates:             []float64{500, 1000},
-		Warmup:            time.Second,
-		OpenDuration:      8 * time.Second,
-		Concurrencies:     []int{16, 64},
-		ClosedDuration:    6 * time.Second,
-		StreamRequests:    200,
-		StreamConcurrency: 4,
-		StreamChunks:      200,
-		Rounds:            8,
-		StartTimeout:      20 * time.Second,
+		MockChunks:          16,
+		Rates:               []float64{500, 1000},
+		Warmup:              time.Second,
+		OpenDuration:        8 * time.Second,
+		Concurrencies:       []int{16, 64},
+		ClosedDuration:      6 * time.Second,
+		StreamRequests:      200,
+		StreamConcurrencies: []int{1, 4},
+		StreamChunks:        200,
+		Rounds:              8,
+		StartTimeout:        20 * time.Second,
 	}
 }
 
@@ -109,7 +113,7 @@ func (c *Config) Validate() error {
 		return errors.New("need at least one rate and one concurrency")
 	case c.Warmup < 0 || c.OpenDuration <= 0 || c.ClosedDuration <= 0 || c.StartTimeout <= 0:
 		return errors.New("durations must be positive")
-	case c.StreamRequests < 1 || c.StreamConcurrency < 1:
+	case c.StreamRequests < 1 || len(c.StreamConcurrencies) == 0 || slices.Min(c.StreamConcurrencies) < 1:
 		return errors.New("stream requests and concurrency must be at least 1")
 	case c.Rounds < 1:
 		return errors.New("rounds must be at least 1")

@@ -61,6 +61,7 @@ type report struct {
 	addP99  ratio
 	maxRPS  float64
 	ttft    ratio
+	ttftSet bool
 	errors  int
 	rssMB   int64
 	hwmMB   int64
@@ -82,6 +83,10 @@ func newReport(cfg Config, res results, at time.Time) *report {
 				best[p] = max(best[p], s.res[p].Throughput())
 			}
 		case streaming:
+			if r.ttftSet {
+				break // the headline is the first streaming scenario
+			}
+			r.ttftSet = true
 			r.ttft = addedRatio(ttftP50(&s.res[direct]), ttftP50(&s.res[proxied]), ttftP50(&s.res[edged]))
 		}
 	}
@@ -140,7 +145,7 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "| added p50, edge ÷ minproxy (%s) | %s | ≤ 1.3 |\n", head, r.addP50)
 	fmt.Fprintf(&b, "| added p99, edge ÷ minproxy (%s) | %s | ≤ 1.5 |\n", head, r.addP99)
 	fmt.Fprintf(&b, "| best closed-loop req/s, edge ÷ minproxy | %.2f | ≥ 0.8 |\n", r.maxRPS)
-	fmt.Fprintf(&b, "| stream added TTFT p50, edge ÷ minproxy | %s | ≤ 1.5 |\n", r.ttft)
+	fmt.Fprintf(&b, "| stream added TTFT p50, edge ÷ minproxy (one stream at a time) | %s | ≤ 1.5 |\n", r.ttft)
 	fmt.Fprintf(&b, "| edge errors | %d | 0 |\n", r.errors)
 	fmt.Fprintf(&b, "| edge RSS after the run (peak) | %d MB (%d MB) | ≤ 60 MB |\n", r.rssMB, r.hwmMB)
 	b.WriteString("\nAdded = the path's percentile minus the direct path's, per scenario. Open-loop latency runs from each request's scheduled send time.")

@@ -81,7 +81,10 @@ func body(stream bool, text string) []byte {
 // neighbour or thermal drift lands on all paths alike; the segments are
 // pooled.
 func measure(ctx context.Context, cfg Config, urls [numPaths]string, logw io.Writer) (results, error) {
-	maxConc := cfg.StreamConcurrency
+	maxConc := 1
+	for _, c := range cfg.StreamConcurrencies {
+		maxConc = max(maxConc, c)
+	}
 	for _, c := range cfg.Concurrencies {
 		maxConc = max(maxConc, c)
 	}
@@ -101,7 +104,9 @@ func measure(ctx context.Context, cfg Config, urls [numPaths]string, logw io.Wri
 	for _, c := range cfg.Concurrencies {
 		res.scenarios = append(res.scenarios, scenario{kind: closedLoop, conc: c})
 	}
-	res.scenarios = append(res.scenarios, scenario{kind: streaming, conc: cfg.StreamConcurrency})
+	for _, c := range cfg.StreamConcurrencies {
+		res.scenarios = append(res.scenarios, scenario{kind: streaming, conc: c})
+	}
 
 	for si := range res.scenarios {
 		s := &res.scenarios[si]
