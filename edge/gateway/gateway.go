@@ -280,7 +280,7 @@ func peek(s llm.Stream) (llm.Stream, error) {
 
 type peeked struct {
 	llm.Stream
-	first []byte
+	first *llm.Chunk
 	eof   bool
 	used  bool
 }
@@ -296,7 +296,7 @@ func (p *peeked) Buffered() int {
 	return 0
 }
 
-func (p *peeked) Next() ([]byte, error) {
+func (p *peeked) Next() (*llm.Chunk, error) {
 	if !p.used {
 		p.used = true
 		if p.eof {

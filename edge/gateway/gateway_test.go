@@ -40,10 +40,10 @@ type chunks struct {
 	i    int
 }
 
-func (c *chunks) Next() ([]byte, error) {
+func (c *chunks) Next() (*llm.Chunk, error) {
 	if c.i < len(c.data) {
 		c.i++
-		return []byte(c.data[c.i-1]), nil
+		return &llm.Chunk{Raw: []byte(c.data[c.i-1])}, nil
 	}
 	if c.err != nil {
 		return nil, c.err
@@ -184,7 +184,7 @@ func TestStreamCutBeforeFirstChunkFailsOver(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got = append(got, string(d))
+		got = append(got, string(d.Raw))
 	}
 	if strings.Join(got, ",") != "one,two" || res.Route.Target != "provider/b" {
 		t.Fatalf("got %v from %s", got, res.Route.Target)

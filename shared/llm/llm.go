@@ -20,6 +20,20 @@ import (
 	"time"
 )
 
+// ChatCompletion returns the non-streamed chat answer, decoding Body
+// when the adapter returned OpenAI-format bytes.
+func (r *Response) ChatCompletion() (*ChatCompletion, error) {
+	if r.Completion != nil {
+		return r.Completion, nil
+	}
+	var c ChatCompletion
+	if err := json.Unmarshal(r.Body, &c); err != nil {
+		return nil, &Error{Status: http.StatusBadGateway, Type: TypeUpstream, Message: "upstream answer is not a chat completion", Retryable: true, Cause: err}
+	}
+	r.Completion = &c
+	return r.Completion, nil
+}
+
 // Op is the kind of work a request asks for.
 type Op uint8
 
@@ -106,6 +120,10 @@ type ChatRequest struct {
 	Logprobs            *bool           `json:"logprobs,omitempty"`
 	TopLogprobs         *int            `json:"top_logprobs,omitempty"`
 	User                string          `json:"user,omitempty"`
+
+	// TopK is Anthropic's, Gemini's and Ollama's top_k. OpenAI has no
+	// such field, so it is never sent in OpenAI's format.
+	TopK *int `json:"-"`
 }
 
 // StreamOptions is OpenAI's stream_options object.
@@ -123,17 +141,18 @@ type Message struct {
 	ToolCallID string          `json:"tool_call_id,omitempty"`
 }
 
-// Tool is a tool the model may call.
+// Tool is a tool the model may call. Only "function" tools translate to
+// other formats.
 type Tool struct {
-	Type     string          `json:"type"`
-	Function json.RawMessage `json:"function,omitempty"`
+	Type     string       `json:"type"`
+	Function *FunctionDef `json:"function,omitempty"`
 }
 
 // ToolCall is a call the model made.
 type ToolCall struct {
-	ID       string          `json:"id,omitempty"`
-	Type     string          `json:"type,omitempty"`
-	Function json.RawMessage `json:"function,omitempty"`
+	ID       string       `json:"id,omitempty"`
+	Type     string       `json:"type,omitempty"`
+	Function FunctionCall `json:"function"`
 }
 
 // Usage counts tokens.
@@ -206,13 +225,20 @@ func Errorf(status int, typ, param, format string, args ...any) *Error {
 // ErrStreamCut reports an upstream stream that ended before its end marker.
 var ErrStreamCut = errors.New("upstream stream ended before completion")
 
-// Stream is a server-sent event stream of OpenAI-format chunks.
+// Stream is a streamed chat answer, as canonical chunks.
+//
+// Adapters whose upstream speaks OpenAI's format hand over each chunk's
+// JSON in Chunk.Raw, unparsed; translating adapters fill the typed
+// fields. Translating adapters end with a chunk that has no choices and
+// carries Usage; the OpenAI surface passes it on only to clients that
+// asked for usage.
 type Stream interface {
-	// Next returns the next chunk's JSON. It returns io.EOF after the
-	// end marker, ErrStreamCut (wrapped) when the upstream stopped early,
-	// and other errors for timeouts and cancellation. The returned slice is
-	// valid until the next call.
-	Next() ([]byte, error)
+	// Next returns the next chunk, valid until the next call. It returns
+	// io.EOF after the upstream's end marker, ErrStreamCut (wrapped) when
+	// the upstream stopped early, an *Error for an error the upstream
+	// reported mid-stream or a timeout, and the context's error when the
+	// client went away.
+	Next() (*Chunk, error)
 	// Usage returns the token counts the upstream reported, once it has
 	// reported them; ok is false before that or when it never does.
 	Usage() (u Usage, ok bool)
@@ -231,8 +257,13 @@ type Buffered interface {
 
 // Response is what a target returns for a request.
 type Response struct {
-	// Body is the non-streamed response, in OpenAI's format.
+	// Body is a non-streamed response in OpenAI's format, as an
+	// OpenAI-compatible upstream sent it (and, for embeddings, as every
+	// adapter returns them).
 	Body []byte
+	// Completion is a non-streamed chat answer from a translating
+	// adapter; it is set instead of Body.
+	Completion *ChatCompletion
 	// Stream is set instead of Body for streamed requests.
 	Stream Stream
 	// Usage is the token count of a non-streamed response.

@@ -50,11 +50,16 @@ var knownKinds = []string{KindOpenAI}
 type Provider struct {
 	// ID names the provider in routes, metrics and route headers.
 	ID string `yaml:"id" json:"id"`
-	// Kind is the wire format: "openai".
-	Kind string `yaml:"kind" json:"kind"`
+	// Preset names a known provider ("openai", "anthropic", "gemini",
+	// "mistral", ...; see Presets), which supplies Kind and BaseURL.
+	Preset string `yaml:"preset,omitempty" json:"preset,omitempty"`
+	// Kind is the wire format: "openai", "anthropic", "gemini" or
+	// "ollama". A preset sets it.
+	Kind string `yaml:"kind,omitempty" json:"kind,omitempty"`
 	// BaseURL is the API root including its version path, for example
-	// "https://api.example.com/v1". Only operators set it; a request never can.
-	BaseURL string `yaml:"base_url" json:"base_url"`
+	// "https://api.example.com/v1" (Ollama's has none). A preset sets it.
+	// Only operators set it; a request never can.
+	BaseURL string `yaml:"base_url,omitempty" json:"base_url,omitempty"`
 	// APIKey is the provider credential. It is redacted wherever it is
 	// printed or logged.
 	APIKey Secret `yaml:"api_key,omitempty" json:"api_key,omitempty"`
@@ -213,8 +218,9 @@ type Compiled struct {
 	keys      map[string]*Key
 }
 
-// Compile validates t and builds its indexes. The caller must not modify
-// t afterwards.
+// Compile validates t and builds its indexes. It fills providers' kinds
+// and base URLs from their presets, in t itself. The caller must not
+// modify t afterwards.
 func Compile(t *Table) (*Compiled, error) {
 	c := &Compiled{
 		table:     t,
@@ -231,6 +237,11 @@ func Compile(t *Table) (*Compiled, error) {
 		}
 		if _, dup := c.providers[p.ID]; dup {
 			return nil, fieldErr("providers[%d].id", i)("duplicate provider %q", p.ID)
+		}
+		if err := applyPreset(p); err != nil {
+			fe := err.(*FieldError)
+			fe.Field = fmt.Sprintf("providers[%d].preset", i)
+			return nil, fe
 		}
 		if !slices.Contains(knownKinds, p.Kind) {
 			return nil, fieldErr("providers[%d].kind", i)("unknown kind %q (known: %s)", p.Kind, strings.Join(knownKinds, ", "))

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -90,5 +91,42 @@ func TestSecretNeverPrints(t *testing.T) {
 	}
 	if p.APIKey.Reveal() != "sk-secret" {
 		t.Fatal("Reveal lost the secret")
+	}
+}
+
+func TestPresets(t *testing.T) {
+	tab := valid()
+	tab.Providers = append(tab.Providers,
+		Provider{ID: "claude", Preset: "anthropic", APIKey: "k"},
+		Provider{ID: "local", Preset: "openai-compatible", BaseURL: "http://127.0.0.1:9/v1"},
+		Provider{ID: "eu", Preset: "mistral", BaseURL: "https://eu.example/v1"},
+	)
+	c, err := Compile(tab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := c.Provider("claude"); p.Kind != KindAnthropic || p.BaseURL != "https://api.anthropic.com/v1" {
+		t.Fatalf("anthropic preset: %+v", p)
+	}
+	if p, _ := c.Provider("eu"); p.Kind != KindOpenAI || p.BaseURL != "https://eu.example/v1" {
+		t.Fatalf("explicit base_url must win: %+v", p)
+	}
+	for name, p := range map[string]Provider{
+		"unknown":       {ID: "x", Preset: "skynet"},
+		"needs url":     {ID: "x", Preset: "openai-compatible"},
+		"contradiction": {ID: "x", Preset: "gemini", Kind: KindOpenAI},
+	} {
+		tab := valid()
+		tab.Providers = append(tab.Providers, p)
+		var fe *FieldError
+		if err := tab.Validate(); !errors.As(err, &fe) || fe.Field != "providers[1].preset" {
+			t.Errorf("%s: err = %v", name, err)
+		}
+	}
+	for _, n := range PresetNames() {
+		pr := Presets[n]
+		if !slices.Contains(knownKinds, pr.Kind) {
+			t.Errorf("preset %s has unknown kind %s", n, pr.Kind)
+		}
 	}
 }

@@ -206,6 +206,16 @@ func (s *Surface) post(decode func([]byte) (*llm.Request, *llm.Error)) http.Hand
 		}
 		resp := res.Response
 		if resp.Stream == nil {
+			body := resp.Body
+			if body == nil && resp.Completion != nil {
+				body, err = json.Marshal(resp.Completion)
+				if err != nil {
+					e := llm.AsError(err)
+					o.status, o.err = strconv.Itoa(e.Status), err
+					WriteError(w, e)
+					return
+				}
+			}
 			o.overhead = time.Since(start) - res.Upstream
 			o.usage, o.hasUsage = resp.Usage, true
 			o.status = "200"
@@ -213,10 +223,10 @@ func (s *Surface) post(decode func([]byte) (*llm.Request, *llm.Error)) http.Hand
 			h.Set("Content-Type", "application/json")
 			h.Set(HeaderOverhead, micros(o.overhead))
 			w.WriteHeader(http.StatusOK)
-			w.Write(resp.Body)
+			w.Write(body)
 			return
 		}
-		s.stream(w, r, start, res, &o)
+		s.stream(w, r, req.IncludeUsage, start, res, &o)
 	})
 }
 
@@ -279,7 +289,7 @@ func tooLarge(limit int64) *llm.Error {
 // costs one write, a lone chunk is never held back. A timer sends
 // keep-alive comments while the upstream is silent; sseWriter.mu
 // serialises it with the relay.
-func (s *Surface) stream(w http.ResponseWriter, r *http.Request, start time.Time, res *gateway.Result, o *outcome) {
+func (s *Surface) stream(w http.ResponseWriter, r *http.Request, includeUsage bool, start time.Time, res *gateway.Result, o *outcome) {
 	st := res.Response.Stream
 	defer st.Close()
 	buffered, _ := st.(llm.Buffered)
@@ -297,7 +307,7 @@ func (s *Surface) stream(w http.ResponseWriter, r *http.Request, start time.Time
 	sw.startKeepAlive(s.cfg.KeepAlive)
 	sent := 0
 	for {
-		data, err := st.Next()
+		chunk, err := st.Next()
 		if err != nil {
 			s.endStream(sw, r.Context(), err, o)
 			o.usage, o.hasUsage = st.Usage()
@@ -305,8 +315,11 @@ func (s *Surface) stream(w http.ResponseWriter, r *http.Request, start time.Time
 		}
 		// Flush the first chunks at once, for time to first token; after
 		// that, whenever the upstream has nothing more in memory.
+		if chunk.Raw == nil && len(chunk.Choices) == 0 && chunk.Usage != nil && !includeUsage {
+			continue // a translating adapter's usage chunk, which this client did not ask for
+		}
 		flush := sent < 2 || buffered == nil || buffered.Buffered() == 0
-		if err := sw.data(data, flush); err != nil {
+		if err := sw.chunk(chunk, flush); err != nil {
 			o.status, o.err = "499", err
 			return
 		}
@@ -337,8 +350,21 @@ type sseWriter struct {
 	every   time.Duration
 }
 
-// data queues one event and, when flush is set or enough is queued,
-// writes the queue to the client in one piece.
+// chunk queues one chunk as an event and, when flush is set or enough is
+// queued, writes the queue to the client in one piece.
+func (sw *sseWriter) chunk(c *llm.Chunk, flush bool) error {
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	sw.buf = append(sw.buf, "data: "...)
+	sw.buf = c.AppendJSON(sw.buf)
+	sw.buf = append(sw.buf, '\n', '\n')
+	if !flush && len(sw.buf) < maxPending {
+		return nil
+	}
+	return sw.flushLocked()
+}
+
+// data queues one event holding data and writes the queue out.
 func (sw *sseWriter) data(data []byte, flush bool) error {
 	sw.mu.Lock()
 	defer sw.mu.Unlock()

@@ -15,17 +15,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
-	"math"
-	"net"
 	"net/http"
-	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
-	"time"
 
+	"github.com/meridian-mesh/meridian/edge/provider/upstream"
 	"github.com/meridian-mesh/meridian/shared/llm"
 	"github.com/meridian-mesh/meridian/shared/sse"
 	"github.com/meridian-mesh/meridian/shared/table"
@@ -33,47 +27,24 @@ import (
 	"github.com/tidwall/sjson"
 )
 
-// MaxResponseBytes bounds a non-streamed upstream response body.
-const MaxResponseBytes = 64 << 20
-
 // Adapter talks to one OpenAI-compatible provider.
 type Adapter struct {
 	id      string
 	base    string
 	key     string
 	client  *http.Client
-	timeout table.Provider // only the timeout fields are read
+	silence table.Provider
 }
-
-// errChunkTimeout is the cause set when an upstream stays silent past
-// its chunk timeout. The first-byte timeout is the transport's
-// ResponseHeaderTimeout, which surfaces as a net.Error timeout.
-var errChunkTimeout = errors.New("upstream was silent for longer than the chunk timeout")
 
 // New returns an adapter for p. p must have passed table validation.
 func New(p table.Provider) (*Adapter, error) {
 	p = p.WithDefaults()
-	dialer := &net.Dialer{Timeout: p.ConnectTimeout, KeepAlive: 30 * time.Second}
-	tr := &http.Transport{
-		Proxy:                 nil, // base URLs are set by operators; never route through env proxies implicitly
-		DialContext:           dialer.DialContext,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          p.MaxIdleConns,
-		MaxIdleConnsPerHost:   p.MaxIdleConns,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   p.ConnectTimeout,
-		ResponseHeaderTimeout: p.FirstByteTimeout,
-		ExpectContinueTimeout: time.Second,
-		// Compression would make the transport buffer SSE frames and
-		// cost CPU on both ends for small JSON bodies.
-		DisableCompression: true,
-	}
 	return &Adapter{
 		id:      p.ID,
 		base:    strings.TrimRight(p.BaseURL, "/"),
 		key:     p.APIKey.Reveal(),
-		client:  &http.Client{Transport: tr},
-		timeout: p,
+		client:  upstream.NewClient(p),
+		silence: p,
 	}, nil
 }
 
@@ -126,74 +97,58 @@ func (a *Adapter) Do(ctx context.Context, req *llm.Request, upstreamModel string
 	if err != nil {
 		return nil, &llm.Error{Status: http.StatusBadRequest, Type: llm.TypeInvalidRequest, Message: "request could not be encoded for the upstream", Cause: err}
 	}
-	ctx, cancel := context.WithCancelCause(ctx)
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, a.base+path(req.Op), bytes.NewReader(payload))
-	if err != nil {
-		cancel(nil)
-		return nil, &llm.Error{Status: http.StatusBadGateway, Type: llm.TypeUpstream, Message: "upstream request could not be built", Cause: err}
-	}
-	hreq.Header.Set("Content-Type", "application/json")
-	hreq.Header.Set("User-Agent", "meridian-edge")
+	h := make(http.Header, 5)
+	h.Set("Content-Type", "application/json")
+	h.Set("User-Agent", "meridian-edge")
 	if req.Stream {
-		hreq.Header.Set("Accept", "text/event-stream")
+		h.Set("Accept", "text/event-stream")
 	} else {
-		hreq.Header.Set("Accept", "application/json")
+		h.Set("Accept", "application/json")
 	}
 	if a.key != "" {
-		hreq.Header.Set("Authorization", "Bearer "+a.key)
+		h.Set("Authorization", "Bearer "+a.key)
 	}
 	if req.ID != "" {
-		hreq.Header.Set("X-Request-Id", req.ID)
+		h.Set("X-Request-Id", req.ID)
 	}
-
-	start := time.Now()
-	resp, err := a.client.Do(hreq)
+	call, err := upstream.Send(ctx, a.client, upstream.Request{
+		Provider: a.id, Method: http.MethodPost, URL: a.base + path(req.Op), Header: h, Body: payload,
+		Silence: a.silence.ChunkTimeout, ParseError: ParseError,
+	})
 	if err != nil {
-		err = a.transportError(ctx, err) // before cancel, which sets a cause
-		cancel(nil)
 		return nil, err
 	}
-	if resp.StatusCode != http.StatusOK {
-		defer cancel(nil)
-		defer resp.Body.Close()
-		return nil, a.statusError(resp)
-	}
-
 	if !req.Stream {
-		// The chunk timeout bounds the wait for the whole body.
-		timer := time.AfterFunc(a.timeout.ChunkTimeout, func() { cancel(errChunkTimeout) })
-		defer cancel(nil)
-		defer timer.Stop()
-		defer resp.Body.Close()
-		b, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
+		b, err := call.ReadAll()
+		call.Close(err == nil)
 		if err != nil {
-			if context.Cause(ctx) == nil {
+			if errors.Is(err, llm.ErrStreamCut) {
 				// The body broke off: nothing was sent to the client
 				// yet, so another target may be tried.
 				return nil, &llm.Error{Status: http.StatusBadGateway, Type: llm.TypeUpstream, Message: "upstream provider " + a.id + " broke off its response", Retryable: true, Cause: err}
 			}
-			return nil, a.transportError(ctx, err)
+			return nil, err
 		}
-		if len(b) > MaxResponseBytes {
-			return nil, &llm.Error{Status: http.StatusBadGateway, Type: llm.TypeUpstream, Message: "upstream response too large", Retryable: true}
-		}
-		out := &llm.Response{Body: b, Upstream: time.Since(start)}
+		out := &llm.Response{Body: b, Upstream: call.Since()}
 		if u := gjson.GetBytes(b, "usage"); u.IsObject() {
 			out.Usage = parseUsage(u)
 		}
 		return out, nil
 	}
-	st := &stream{
-		ctx:        ctx,
-		cancel:     cancel,
-		timeout:    a.timeout.ChunkTimeout,
-		body:       resp.Body,
-		r:          sse.NewReader(resp.Body),
-		stripUsage: stripUsage,
-		adapter:    a,
+	return &llm.Response{
+		Stream:   &stream{call: call, r: sse.NewReader(call.Resp.Body), stripUsage: stripUsage},
+		Upstream: call.Since(),
+	}, nil
+}
+
+// ParseError reads an OpenAI-format error body.
+func ParseError(b []byte) upstream.ErrorDetail {
+	e := gjson.GetBytes(b, "error")
+	d := upstream.ErrorDetail{Message: e.Get("message").Str, Code: e.Get("code").Str, Param: e.Get("param").Str, Type: e.Get("type").Str}
+	if d.Message == "" && e.Type == gjson.String {
+		d.Message = e.Str
 	}
-	st.watchSilence()
-	return &llm.Response{Stream: st, Upstream: time.Since(start)}, nil
+	return d
 }
 
 func parseUsage(u gjson.Result) llm.Usage {
@@ -204,140 +159,52 @@ func parseUsage(u gjson.Result) llm.Usage {
 	}
 }
 
-// transportError maps a failure to reach or read the upstream. It keeps
-// the cause for logs; the message names neither host nor URL.
-func (a *Adapter) transportError(ctx context.Context, err error) error {
-	switch cause := context.Cause(ctx); {
-	case errors.Is(cause, errChunkTimeout):
-		return &llm.Error{Status: http.StatusGatewayTimeout, Type: llm.TypeTimeout, Message: "upstream provider " + a.id + " stopped sending", Retryable: true, Cause: cause}
-	case cause != nil:
-		return cause // the client went away
-	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return &llm.Error{Status: http.StatusGatewayTimeout, Type: llm.TypeTimeout, Message: "upstream provider " + a.id + " timed out", Retryable: true, Cause: err}
-	}
-	return &llm.Error{Status: http.StatusBadGateway, Type: llm.TypeUpstream, Message: "could not reach upstream provider " + a.id, Retryable: true, Cause: err}
-}
-
-// statusError maps a non-200 upstream answer.
-func (a *Adapter) statusError(resp *http.Response) error {
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	e := gjson.GetBytes(b, "error")
-	msg := e.Get("message").String()
-	if msg == "" && e.Type == gjson.String {
-		msg = e.String()
-	}
-	cause := fmt.Errorf("upstream %s answered %d: %.512s", a.id, resp.StatusCode, b)
-	switch code := resp.StatusCode; {
-	case code == http.StatusTooManyRequests:
-		return &llm.Error{
-			Status: http.StatusTooManyRequests, Type: llm.TypeRateLimit, Code: "rate_limit_exceeded",
-			Message:    "upstream provider " + a.id + " is rate limiting requests",
-			RetryAfter: retryAfter(resp.Header.Get("Retry-After")), Retryable: true, Cause: cause,
-		}
-	case code >= 500:
-		return &llm.Error{Status: http.StatusBadGateway, Type: llm.TypeUpstream, Message: fmt.Sprintf("upstream provider %s failed (status %d)", a.id, code), Retryable: true, Cause: cause}
-	case code == http.StatusUnauthorized || code == http.StatusForbidden:
-		// The client's key is not at fault: Meridian's own credential
-		// for the provider was refused. Another target may still work.
-		return &llm.Error{Status: http.StatusBadGateway, Type: llm.TypeUpstream, Message: fmt.Sprintf("upstream provider %s refused Meridian's credentials (status %d)", a.id, code), Retryable: true, Cause: cause}
-	case code == http.StatusNotFound:
-		return &llm.Error{Status: http.StatusBadGateway, Type: llm.TypeUpstream, Message: fmt.Sprintf("upstream provider %s does not serve this model", a.id), Retryable: true, Cause: cause}
-	case code == http.StatusRequestEntityTooLarge:
-		return &llm.Error{Status: code, Type: llm.TypeInvalidRequest, Message: "request too large for upstream provider " + a.id, Cause: cause}
-	default:
-		// Any other 4xx is about the request itself: tell the client
-		// what the upstream said, which is what they need to fix it.
-		if msg == "" {
-			msg = fmt.Sprintf("upstream provider %s rejected the request (status %d)", a.id, code)
-		}
-		return &llm.Error{
-			Status: http.StatusBadRequest, Type: llm.TypeInvalidRequest,
-			Code: e.Get("code").String(), Param: e.Get("param").String(),
-			Message: msg, Cause: cause,
-		}
-	}
-}
-
-func retryAfter(v string) time.Duration {
-	if v == "" {
-		return 0
-	}
-	if s, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && s >= 0 {
-		return time.Duration(s) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		if d := time.Until(t); d > 0 {
-			return d
-		}
-	}
-	return 0
-}
-
-// usageNull ends every chunk of a stream whose usage reporting is on.
 var (
+	// usageNull ends every chunk of a stream whose usage reporting is on.
 	usageNull = []byte(`,"usage":null}`)
 	usageKey  = []byte(`"usage"`)
+	errorKey  = []byte(`{"error"`)
 )
 
 // stream reads an OpenAI-format SSE stream.
 type stream struct {
-	ctx        context.Context
-	cancel     context.CancelCauseFunc
-	timeout    time.Duration
-	body       io.ReadCloser
+	call       *upstream.Call
 	r          *sse.Reader
 	stripUsage bool
-	adapter    *Adapter
+	chunk      llm.Chunk
 
 	usage    llm.Usage
 	hasUsage bool
 	done     bool
-	once     sync.Once
-	timer    *time.Timer
-	lastRead atomic.Int64 // unix nanoseconds of the last event
 }
 
-// watchSilence cancels the upstream request when no event arrives for
-// the chunk timeout. Next records each event's time; the timer re-arms
-// itself for the rest of the interval, so the hot path never resets it.
-func (s *stream) watchSilence() {
-	s.lastRead.Store(time.Now().UnixNano())
-	var check func()
-	check = func() {
-		idle := time.Since(time.Unix(0, s.lastRead.Load()))
-		if idle >= s.timeout {
-			s.cancel(errChunkTimeout)
-			return
-		}
-		s.timer.Reset(s.timeout - idle)
-	}
-	s.timer = time.AfterFunc(time.Duration(math.MaxInt64), check)
-	s.timer.Reset(s.timeout)
-}
-
-var _ llm.Stream = (*stream)(nil)
+var (
+	_ llm.Stream   = (*stream)(nil)
+	_ llm.Buffered = (*stream)(nil)
+)
 
 // Next implements llm.Stream.
-func (s *stream) Next() ([]byte, error) {
+func (s *stream) Next() (*llm.Chunk, error) {
 	if s.done {
 		return nil, io.EOF
 	}
 	for {
 		ev, err := s.r.Next()
 		if err != nil {
-			if cause := context.Cause(s.ctx); cause != nil {
-				return nil, s.adapter.transportError(s.ctx, err)
-			}
-			return nil, fmt.Errorf("%w: %v", llm.ErrStreamCut, err)
+			return nil, s.call.ReadErr(err)
 		}
-		s.lastRead.Store(time.Now().UnixNano())
+		s.call.Touch()
 		if len(ev.Data) == 6 && string(ev.Data) == "[DONE]" {
 			s.done = true
 			return nil, io.EOF
 		}
 		data := ev.Data
+		if bytes.HasPrefix(data, errorKey) {
+			// An error the upstream reported mid-stream.
+			d := ParseError(data)
+			return nil, &llm.Error{Status: http.StatusBadGateway, Type: llm.TypeUpstream, Code: d.Code,
+				Message: "upstream provider reported an error mid-stream: " + d.Message}
+		}
 		if bytes.HasSuffix(data, usageNull) {
 			if s.stripUsage {
 				// Usage reporting was switched on for the gateway, not
@@ -352,7 +219,8 @@ func (s *stream) Next() ([]byte, error) {
 				continue // the client did not ask for the usage chunk
 			}
 		}
-		return data, nil
+		s.chunk.SetRaw(data)
+		return &s.chunk, nil
 	}
 }
 
@@ -362,19 +230,9 @@ func (s *stream) Buffered() int { return s.r.Buffered() }
 // Usage implements llm.Stream.
 func (s *stream) Usage() (llm.Usage, bool) { return s.usage, s.hasUsage }
 
-// Close implements llm.Stream.
+// Close implements llm.Stream. After [DONE] only the body's end is left,
+// so the connection is drained back to the pool.
 func (s *stream) Close() error {
-	s.once.Do(func() {
-		s.timer.Stop()
-		if s.done {
-			// Read the body's end (after [DONE] only the chunked
-			// terminator is left) so the connection goes back to the
-			// pool instead of being closed: the next request then
-			// skips a TCP (and TLS) handshake.
-			io.CopyN(io.Discard, s.body, 4<<10)
-		}
-		s.body.Close()
-		s.cancel(nil)
-	})
+	s.call.Close(s.done)
 	return nil
 }

@@ -1,0 +1,381 @@
+package llm
+
+import (
+	"encoding/json"
+	"errors"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/tidwall/gjson"
+)
+
+// ContentPart is one part of a message's content array.
+type ContentPart struct {
+	// Type is "text" or "image_url".
+	Type     string    `json:"type"`
+	Text     string    `json:"text,omitempty"`
+	ImageURL *ImageURL `json:"image_url,omitempty"`
+}
+
+// ImageURL is an image given by URL or as a data: URL with base64 bytes.
+type ImageURL struct {
+	URL    string `json:"url"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// TextContent returns content holding one string.
+func TextContent(s string) json.RawMessage {
+	b, _ := json.Marshal(s)
+	return b
+}
+
+// PartsContent returns content holding an array of parts.
+func PartsContent(parts []ContentPart) json.RawMessage {
+	b, _ := json.Marshal(parts)
+	return b
+}
+
+// ErrContent reports message content that is neither a string, an array
+// of parts nor null.
+var ErrContent = errors.New("content must be a string, an array of content parts or null")
+
+// Parts returns a message's content as parts: a string becomes one text
+// part, null or absent content none.
+func (m *Message) Parts() ([]ContentPart, error) {
+	c := m.Content
+	if len(c) == 0 || string(c) == "null" {
+		return nil, nil
+	}
+	switch c[0] {
+	case '"':
+		var s string
+		if err := json.Unmarshal(c, &s); err != nil {
+			return nil, err
+		}
+		return []ContentPart{{Type: "text", Text: s}}, nil
+	case '[':
+		var parts []ContentPart
+		if err := json.Unmarshal(c, &parts); err != nil {
+			return nil, err
+		}
+		return parts, nil
+	}
+	return nil, ErrContent
+}
+
+// Text returns the message's text: a string content, or its text parts
+// joined. ok is false when the content holds anything but text.
+func (m *Message) Text() (text string, ok bool) {
+	parts, err := m.Parts()
+	if err != nil {
+		return "", false
+	}
+	if len(parts) == 1 && parts[0].Type == "text" {
+		return parts[0].Text, true
+	}
+	var b strings.Builder
+	for _, p := range parts {
+		if p.Type != "text" {
+			return "", false
+		}
+		b.WriteString(p.Text)
+	}
+	return b.String(), true
+}
+
+// FunctionDef is a function a model may call.
+type FunctionDef struct {
+	Name        string          `json:"name"`
+	Description string          `json:"description,omitempty"`
+	Parameters  json.RawMessage `json:"parameters,omitempty"`
+	Strict      *bool           `json:"strict,omitempty"`
+}
+
+// FunctionCall is a call the model made: a name and its arguments as a
+// JSON text.
+type FunctionCall struct {
+	Name      string `json:"name"`
+	Arguments string `json:"arguments"`
+}
+
+// ChatCompletion is a non-streamed chat answer in OpenAI's shape.
+type ChatCompletion struct {
+	ID                string   `json:"id"`
+	Object            string   `json:"object"`
+	Created           int64    `json:"created"`
+	Model             string   `json:"model"`
+	Choices           []Choice `json:"choices"`
+	Usage             *Usage   `json:"usage,omitempty"`
+	SystemFingerprint string   `json:"system_fingerprint,omitempty"`
+}
+
+// Choice is one answer of a ChatCompletion.
+type Choice struct {
+	Index        int             `json:"index"`
+	Message      AnswerMessage   `json:"message"`
+	Logprobs     json.RawMessage `json:"logprobs"`
+	FinishReason string          `json:"finish_reason"`
+}
+
+// AnswerMessage is the assistant's message in a ChatCompletion.
+type AnswerMessage struct {
+	Role      string     `json:"role"`
+	Content   *string    `json:"content"`
+	ToolCalls []ToolCall `json:"tool_calls,omitempty"`
+	Refusal   *string    `json:"refusal,omitempty"`
+}
+
+// Chunk is one streamed piece of a chat answer, in OpenAI's
+// chat.completion.chunk model. A stream's Next returns the same *Chunk
+// again and again, so a chunk is valid only until the next call.
+type Chunk struct {
+	ID      string
+	Model   string
+	Created int64
+	Choices []ChunkChoice
+	// Usage is set on the chunk that reports token counts.
+	Usage *Usage
+	// Raw is the chunk as OpenAI-format JSON, when the upstream spoke
+	// OpenAI's format. The OpenAI surface writes it unchanged; the typed
+	// fields are filled only when Parse is called.
+	Raw []byte
+
+	parsed bool
+	usage  Usage
+}
+
+// ChunkChoice is one choice's delta.
+type ChunkChoice struct {
+	Index int
+	// Role is set on a choice's first delta.
+	Role string
+	// Content is a piece of text; HasContent says whether the delta
+	// carried a content field at all (it may be "").
+	Content    string
+	HasContent bool
+	ToolCalls  []ToolCallDelta
+	// FinishReason is set on a choice's last delta.
+	FinishReason string
+}
+
+// ToolCallDelta is a piece of a streamed tool call. The first piece of a
+// call carries its ID and name; later ones add to its arguments.
+type ToolCallDelta struct {
+	Index     int
+	ID        string
+	Name      string
+	Arguments string
+}
+
+// Reset empties c for reuse, keeping its slices' memory.
+func (c *Chunk) Reset() {
+	for i := range c.Choices {
+		c.Choices[i].ToolCalls = c.Choices[i].ToolCalls[:0]
+	}
+	*c = Chunk{Choices: c.Choices[:0]}
+}
+
+// SetRaw makes c the OpenAI-format chunk raw, to be parsed on demand.
+func (c *Chunk) SetRaw(raw []byte) {
+	c.Reset()
+	c.Raw = raw
+}
+
+// Parse fills the typed fields from Raw, if they are not filled yet.
+func (c *Chunk) Parse() error {
+	if c.parsed || c.Raw == nil {
+		return nil
+	}
+	c.parsed = true
+	if !gjson.ValidBytes(c.Raw) {
+		return errors.New("chunk is not valid JSON")
+	}
+	top := gjson.ParseBytes(c.Raw)
+	if !top.IsObject() {
+		return errors.New("chunk is not a JSON object")
+	}
+	top.ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "id":
+			c.ID = v.Str
+		case "model":
+			c.Model = v.Str
+		case "created":
+			c.Created = v.Int()
+		case "usage":
+			if v.IsObject() {
+				c.usage = Usage{
+					PromptTokens:     int(v.Get("prompt_tokens").Int()),
+					CompletionTokens: int(v.Get("completion_tokens").Int()),
+					TotalTokens:      int(v.Get("total_tokens").Int()),
+				}
+				c.Usage = &c.usage
+			}
+		case "choices":
+			v.ForEach(func(_, ch gjson.Result) bool {
+				c.Choices = append(c.Choices, ChunkChoice{})
+				cc := &c.Choices[len(c.Choices)-1]
+				cc.Index = int(ch.Get("index").Int())
+				if fr := ch.Get("finish_reason"); fr.Type == gjson.String {
+					cc.FinishReason = fr.Str
+				}
+				d := ch.Get("delta")
+				cc.Role = d.Get("role").Str
+				if ct := d.Get("content"); ct.Type == gjson.String {
+					cc.Content, cc.HasContent = ct.Str, true
+				}
+				d.Get("tool_calls").ForEach(func(_, tc gjson.Result) bool {
+					fn := tc.Get("function")
+					cc.ToolCalls = append(cc.ToolCalls, ToolCallDelta{
+						Index:     int(tc.Get("index").Int()),
+						ID:        tc.Get("id").Str,
+						Name:      fn.Get("name").Str,
+						Arguments: fn.Get("arguments").Str,
+					})
+					return true
+				})
+				return true
+			})
+		}
+		return true
+	})
+	return nil
+}
+
+// AppendJSON appends c in OpenAI's chat.completion.chunk format: Raw as
+// it is when c has one, else the typed fields.
+func (c *Chunk) AppendJSON(dst []byte) []byte {
+	if c.Raw != nil {
+		return append(dst, c.Raw...)
+	}
+	dst = append(dst, `{"id":`...)
+	dst = AppendJSONString(dst, c.ID)
+	dst = append(dst, `,"object":"chat.completion.chunk","created":`...)
+	dst = strconv.AppendInt(dst, c.Created, 10)
+	dst = append(dst, `,"model":`...)
+	dst = AppendJSONString(dst, c.Model)
+	dst = append(dst, `,"choices":[`...)
+	for i := range c.Choices {
+		ch := &c.Choices[i]
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, `{"index":`...)
+		dst = strconv.AppendInt(dst, int64(ch.Index), 10)
+		dst = append(dst, `,"delta":{`...)
+		sep := false
+		field := func(name string) {
+			if sep {
+				dst = append(dst, ',')
+			}
+			sep = true
+			dst = append(dst, '"')
+			dst = append(dst, name...)
+			dst = append(dst, `":`...)
+		}
+		if ch.Role != "" {
+			field("role")
+			dst = AppendJSONString(dst, ch.Role)
+		}
+		if ch.HasContent {
+			field("content")
+			dst = AppendJSONString(dst, ch.Content)
+		}
+		if len(ch.ToolCalls) > 0 {
+			field("tool_calls")
+			dst = append(dst, '[')
+			for j, tc := range ch.ToolCalls {
+				if j > 0 {
+					dst = append(dst, ',')
+				}
+				dst = append(dst, `{"index":`...)
+				dst = strconv.AppendInt(dst, int64(tc.Index), 10)
+				if tc.ID != "" {
+					dst = append(dst, `,"id":`...)
+					dst = AppendJSONString(dst, tc.ID)
+					dst = append(dst, `,"type":"function"`...)
+				}
+				dst = append(dst, `,"function":{`...)
+				if tc.ID != "" || tc.Name != "" {
+					dst = append(dst, `"name":`...)
+					dst = AppendJSONString(dst, tc.Name)
+					dst = append(dst, ',')
+				}
+				dst = append(dst, `"arguments":`...)
+				dst = AppendJSONString(dst, tc.Arguments)
+				dst = append(dst, `}}`...)
+			}
+			dst = append(dst, ']')
+		}
+		dst = append(dst, `},"logprobs":null,"finish_reason":`...)
+		if ch.FinishReason == "" {
+			dst = append(dst, "null"...)
+		} else {
+			dst = AppendJSONString(dst, ch.FinishReason)
+		}
+		dst = append(dst, '}')
+	}
+	dst = append(dst, ']')
+	if c.Usage != nil {
+		dst = append(dst, `,"usage":{"prompt_tokens":`...)
+		dst = strconv.AppendInt(dst, int64(c.Usage.PromptTokens), 10)
+		dst = append(dst, `,"completion_tokens":`...)
+		dst = strconv.AppendInt(dst, int64(c.Usage.CompletionTokens), 10)
+		dst = append(dst, `,"total_tokens":`...)
+		dst = strconv.AppendInt(dst, int64(c.Usage.TotalTokens), 10)
+		dst = append(dst, '}')
+	}
+	return append(dst, '}')
+}
+
+// AppendJSONString appends s as a JSON string, escaping as encoding/json
+// does (HTML-safe escapes aside), without allocating.
+func AppendJSONString(dst []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		b := s[i]
+		if b < utf8.RuneSelf {
+			if b >= 0x20 && b != '"' && b != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch b {
+			case '"', '\\':
+				dst = append(dst, '\\', b)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hex[b>>4], hex[b&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hex[r&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}

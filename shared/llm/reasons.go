@@ -1,0 +1,173 @@
+package llm
+
+import (
+	"encoding/json"
+	"strings"
+)
+
+// Format names a wire format.
+type Format string
+
+// Wire formats Meridian speaks.
+const (
+	FormatOpenAI    Format = "openai"
+	FormatAnthropic Format = "anthropic"
+	FormatGemini    Format = "gemini"
+	FormatOllama    Format = "ollama"
+)
+
+// Finish reasons, canonical (OpenAI's).
+const (
+	FinishStop          = "stop"
+	FinishLength        = "length"
+	FinishToolCalls     = "tool_calls"
+	FinishContentFilter = "content_filter"
+)
+
+// finishTable is the one table of stop reasons. Each row is one canonical
+// reason and what each format calls it; the first row of a canonical
+// reason is what it becomes in that format, and every name in the table
+// maps back. An empty cell means the format has no such name.
+var finishTable = []struct {
+	canonical string
+	names     map[Format]string
+}{
+	{FinishStop, map[Format]string{FormatOpenAI: "stop", FormatAnthropic: "end_turn", FormatGemini: "STOP", FormatOllama: "stop"}},
+	{FinishStop, map[Format]string{FormatAnthropic: "stop_sequence"}},
+	{FinishStop, map[Format]string{FormatAnthropic: "pause_turn"}},
+	{FinishLength, map[Format]string{FormatOpenAI: "length", FormatAnthropic: "max_tokens", FormatGemini: "MAX_TOKENS", FormatOllama: "length"}},
+	{FinishToolCalls, map[Format]string{FormatOpenAI: "tool_calls", FormatAnthropic: "tool_use", FormatGemini: "STOP", FormatOllama: "stop"}},
+	{FinishToolCalls, map[Format]string{FormatOpenAI: "function_call"}},
+	{FinishContentFilter, map[Format]string{FormatOpenAI: "content_filter", FormatAnthropic: "refusal", FormatGemini: "SAFETY"}},
+	{FinishContentFilter, map[Format]string{FormatGemini: "RECITATION"}},
+	{FinishContentFilter, map[Format]string{FormatGemini: "BLOCKLIST"}},
+	{FinishContentFilter, map[Format]string{FormatGemini: "PROHIBITED_CONTENT"}},
+	{FinishContentFilter, map[Format]string{FormatGemini: "SPII"}},
+}
+
+// FinishFrom maps a format's stop reason to the canonical one. Unknown
+// reasons map to "stop". Gemini and Ollama say "STOP"/"stop" for a turn
+// that ends in tool calls too; adapters for them pass FinishToolCalls
+// themselves when the answer holds calls.
+func FinishFrom(f Format, reason string) string {
+	if reason == "" {
+		return ""
+	}
+	for _, row := range finishTable {
+		if row.names[f] == reason {
+			return row.canonical
+		}
+	}
+	return FinishStop
+}
+
+// FinishTo maps a canonical stop reason to a format's.
+func FinishTo(f Format, canonical string) string {
+	if canonical == "" {
+		return ""
+	}
+	for _, row := range finishTable {
+		if row.canonical == canonical {
+			if n := row.names[f]; n != "" {
+				return n
+			}
+		}
+	}
+	return finishTable[0].names[f]
+}
+
+// Roles, canonical (OpenAI's).
+const (
+	RoleSystem    = "system"
+	RoleDeveloper = "developer"
+	RoleUser      = "user"
+	RoleAssistant = "assistant"
+	RoleTool      = "tool"
+)
+
+// roleTable is the one table of message roles: what each format calls a
+// canonical role. An empty cell means the format carries that role
+// elsewhere: Anthropic and Gemini put system text in a field of its own,
+// and Anthropic puts tool results in a user message.
+var roleTable = map[string]map[Format]string{
+	RoleSystem:    {FormatOpenAI: "system", FormatOllama: "system"},
+	RoleDeveloper: {FormatOpenAI: "developer", FormatOllama: "system"},
+	RoleUser:      {FormatOpenAI: "user", FormatAnthropic: "user", FormatGemini: "user", FormatOllama: "user"},
+	RoleAssistant: {FormatOpenAI: "assistant", FormatAnthropic: "assistant", FormatGemini: "model", FormatOllama: "assistant"},
+	RoleTool:      {FormatOpenAI: "tool", FormatAnthropic: "user", FormatGemini: "user", FormatOllama: "tool"},
+}
+
+// RoleTo maps a canonical role to a format's; "" means the format has no
+// message role for it.
+func RoleTo(f Format, canonical string) string { return roleTable[canonical][f] }
+
+// RoleFrom maps a format's role to the canonical one.
+func RoleFrom(f Format, role string) string {
+	for _, canonical := range []string{RoleUser, RoleAssistant, RoleSystem, RoleTool} {
+		if roleTable[canonical][f] == role {
+			return canonical
+		}
+	}
+	return role
+}
+
+// StopList returns stop sequences: "stop" may be a string or an array.
+func (c *ChatRequest) StopList() []string {
+	if len(c.Stop) == 0 || string(c.Stop) == "null" {
+		return nil
+	}
+	var one string
+	if json.Unmarshal(c.Stop, &one) == nil {
+		return []string{one}
+	}
+	var many []string
+	json.Unmarshal(c.Stop, &many)
+	return many
+}
+
+// Tool choice modes.
+const (
+	ToolChoiceAuto     = "auto"
+	ToolChoiceNone     = "none"
+	ToolChoiceRequired = "required"
+	ToolChoiceFunction = "function"
+)
+
+// ToolChoiceMode reads tool_choice: "auto" (also when absent), "none",
+// "required", or "function" with the function's name.
+func (c *ChatRequest) ToolChoiceMode() (mode, name string) {
+	tc := strings.TrimSpace(string(c.ToolChoice))
+	if tc == "" || tc == "null" {
+		return ToolChoiceAuto, ""
+	}
+	var s string
+	if json.Unmarshal(c.ToolChoice, &s) == nil {
+		switch s {
+		case ToolChoiceNone, ToolChoiceRequired:
+			return s, ""
+		}
+		return ToolChoiceAuto, ""
+	}
+	var obj struct {
+		Function struct {
+			Name string `json:"name"`
+		} `json:"function"`
+	}
+	if json.Unmarshal(c.ToolChoice, &obj) == nil && obj.Function.Name != "" {
+		return ToolChoiceFunction, obj.Function.Name
+	}
+	return ToolChoiceAuto, ""
+}
+
+// SetToolChoice sets tool_choice from a mode and, for "function", a name.
+func (c *ChatRequest) SetToolChoice(mode, name string) {
+	switch mode {
+	case ToolChoiceFunction:
+		b, _ := json.Marshal(map[string]any{"type": "function", "function": map[string]string{"name": name}})
+		c.ToolChoice = b
+	case "":
+		c.ToolChoice = nil
+	default:
+		c.ToolChoice, _ = json.Marshal(mode)
+	}
+}

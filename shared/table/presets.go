@@ -1,0 +1,90 @@
+package table
+
+import (
+	"slices"
+	"sort"
+)
+
+// Provider kinds beyond OpenAI's. Each kind names a wire format an
+// adapter speaks.
+const (
+	// KindAnthropic is Anthropic's Messages API, with x-api-key auth.
+	KindAnthropic = "anthropic"
+	// KindGemini is Google's Gemini generateContent API, with
+	// x-goog-api-key auth.
+	KindGemini = "gemini"
+	// KindOllama is Ollama's native API: /api/chat and /api/embed.
+	KindOllama = "ollama"
+)
+
+func init() { knownKinds = append(knownKinds, KindAnthropic, KindGemini, KindOllama) }
+
+// Preset is a named provider: its wire format and default base URL, so a
+// user configures a provider with a preset and a key.
+type Preset struct {
+	Kind    string
+	BaseURL string // empty: the user must give base_url
+}
+
+// Presets are the providers Meridian knows by name.
+var Presets = map[string]Preset{
+	"openai":            {KindOpenAI, "https://api.openai.com/v1"},
+	"anthropic":         {KindAnthropic, "https://api.anthropic.com/v1"},
+	"gemini":            {KindGemini, "https://generativelanguage.googleapis.com/v1beta"},
+	"mistral":           {KindOpenAI, "https://api.mistral.ai/v1"},
+	"deepseek":          {KindOpenAI, "https://api.deepseek.com/v1"},
+	"groq":              {KindOpenAI, "https://api.groq.com/openai/v1"},
+	"together":          {KindOpenAI, "https://api.together.xyz/v1"},
+	"openrouter":        {KindOpenAI, "https://openrouter.ai/api/v1"},
+	"ollama":            {KindOllama, "http://127.0.0.1:11434"},
+	"vllm":              {KindOpenAI, "http://127.0.0.1:8000/v1"},
+	"openai-compatible": {KindOpenAI, ""},
+}
+
+// PresetNames lists the presets, sorted.
+func PresetNames() []string {
+	names := make([]string, 0, len(Presets))
+	for n := range Presets {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// applyPreset fills p's kind and base URL from its preset where they are
+// empty; explicit values win, so a preset can point at a proxy or a
+// regional endpoint.
+func applyPreset(p *Provider) error {
+	if p.Preset == "" {
+		return nil
+	}
+	pr, ok := Presets[p.Preset]
+	if !ok {
+		return &FieldError{Msg: "unknown preset " + quote(p.Preset) + " (known: " + joinNames(PresetNames()) + ")"}
+	}
+	if p.Kind == "" {
+		p.Kind = pr.Kind
+	} else if p.Kind != pr.Kind {
+		return &FieldError{Msg: "kind " + quote(p.Kind) + " contradicts preset " + quote(p.Preset) + ", which is " + quote(pr.Kind)}
+	}
+	if p.BaseURL == "" {
+		if pr.BaseURL == "" {
+			return &FieldError{Msg: "preset " + quote(p.Preset) + " needs base_url"}
+		}
+		p.BaseURL = pr.BaseURL
+	}
+	return nil
+}
+
+func quote(s string) string { return `"` + s + `"` }
+
+func joinNames(names []string) string {
+	out := ""
+	for i, n := range slices.Clone(names) {
+		if i > 0 {
+			out += ", "
+		}
+		out += n
+	}
+	return out
+}
