@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meridian-mesh/meridian/edge/api"
 	openaiapi "github.com/meridian-mesh/meridian/edge/api/openai"
 	"github.com/meridian-mesh/meridian/edge/config"
 	"github.com/meridian-mesh/meridian/edge/gateway"
@@ -53,14 +54,15 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 	n := &Node{cfg: cfg, log: log, metrics: m, gw: gw}
 
 	mux := http.NewServeMux()
-	openaiapi.New(openaiapi.Config{
+	surface := api.Config{
 		Gateway:         gw,
 		Metrics:         m,
 		Logger:          log,
 		MaxBodyBytes:    cfg.MaxBodyBytes,
 		BodyReadTimeout: cfg.BodyReadTimeout,
 		KeepAlive:       cfg.StreamKeepAlive,
-	}).Register(mux)
+	}
+	openaiapi.New(surface).Register(mux)
 	mux.HandleFunc("GET /healthz", n.healthz)
 	mux.HandleFunc("GET /readyz", n.readyz)
 	mux.Handle("GET /metrics", m.Handler())
@@ -174,12 +176,12 @@ func (n *Node) wrap(h http.Handler) http.Handler {
 	localRoute := "target=edge/" + n.cfg.NodeID + "; reason=local"
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rw := &responseWriter{ResponseWriter: w, start: time.Now(), route: localRoute}
-		id := r.Header.Get(openaiapi.HeaderRequestID)
+		id := r.Header.Get(api.HeaderRequestID)
 		if !validRequestID(id) {
 			id = newRequestID()
-			r.Header.Set(openaiapi.HeaderRequestID, id)
+			r.Header.Set(api.HeaderRequestID, id)
 		}
-		w.Header().Set(openaiapi.HeaderRequestID, id)
+		w.Header().Set(api.HeaderRequestID, id)
 		defer func() {
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler {
@@ -228,11 +230,11 @@ func (w *responseWriter) WriteHeader(code int) {
 	if !w.wrote {
 		w.wrote = true
 		h := w.Header()
-		if _, ok := h[openaiapi.HeaderRoute]; !ok {
-			h.Set(openaiapi.HeaderRoute, w.route)
+		if _, ok := h[api.HeaderRoute]; !ok {
+			h.Set(api.HeaderRoute, w.route)
 		}
-		if _, ok := h[openaiapi.HeaderOverhead]; !ok {
-			h.Set(openaiapi.HeaderOverhead, fmt.Sprint(time.Since(w.start).Microseconds()))
+		if _, ok := h[api.HeaderOverhead]; !ok {
+			h.Set(api.HeaderOverhead, fmt.Sprint(time.Since(w.start).Microseconds()))
 		}
 	}
 	w.ResponseWriter.WriteHeader(code)

@@ -1,0 +1,321 @@
+// Package api holds what the edge's API surfaces share: the response
+// headers every answer carries, client authentication against the
+// routing table's key hashes, bounded body reading, the stream writer
+// that relays events with coalesced writes and keep-alives, and the
+// per-request log line and metrics.
+//
+// Surfaces (api/openai, api/anthropic) own their wire formats; this
+// package knows none.
+package api
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/meridian-mesh/meridian/edge/gateway"
+	"github.com/meridian-mesh/meridian/edge/metrics"
+	"github.com/meridian-mesh/meridian/shared/llm"
+)
+
+// Response headers every answer carries.
+const (
+	HeaderRequestID = "X-Request-Id"
+	HeaderRoute     = "X-Meridian-Route"
+	HeaderOverhead  = "X-Meridian-Overhead-Us"
+)
+
+// Config is what every surface is built from.
+type Config struct {
+	// Gateway serves the requests.
+	Gateway *gateway.Gateway
+	// Metrics records per-request metrics; nil disables them.
+	Metrics *metrics.Metrics
+	// Logger receives one line per request. Nil means slog.Default.
+	Logger *slog.Logger
+	// MaxBodyBytes bounds a request body; larger ones get a 413.
+	MaxBodyBytes int64
+	// BodyReadTimeout bounds reading a request body.
+	BodyReadTimeout time.Duration
+	// KeepAlive is the silence on a stream after which a keep-alive is
+	// sent, so proxies and clients keep the connection open.
+	KeepAlive time.Duration
+}
+
+// Authenticate checks the client's key against the table's key hashes.
+// A table without keys accepts every request. The key may come as
+// "Authorization: Bearer", "x-api-key" (Anthropic's SDKs) or "api-key".
+func (c *Config) Authenticate(r *http.Request) (keyID string, e *llm.Error) {
+	tab := c.Gateway.Table()
+	if !tab.RequireKeys() {
+		return "", nil
+	}
+	key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		key = r.Header.Get("X-Api-Key")
+	}
+	if key == "" {
+		key = r.Header.Get("Api-Key")
+	}
+	key = strings.TrimSpace(key)
+	if key == "" {
+		return "", &llm.Error{Status: http.StatusUnauthorized, Type: llm.TypeAuthentication, Code: "invalid_api_key",
+			Message: "You didn't provide an API key. Send it in the Authorization header as 'Bearer YOUR_KEY' or in x-api-key."}
+	}
+	sum := sha256.Sum256([]byte(key))
+	k, ok := tab.KeyByHash(hex.EncodeToString(sum[:]))
+	if !ok {
+		return "", &llm.Error{Status: http.StatusUnauthorized, Type: llm.TypeAuthentication, Code: "invalid_api_key",
+			Message: "Incorrect API key provided."}
+	}
+	return k.ID, nil
+}
+
+// ReadBody reads a request body within the size and time limits.
+func (c *Config) ReadBody(w http.ResponseWriter, r *http.Request) ([]byte, *llm.Error) {
+	rc := http.NewResponseController(w)
+	if c.BodyReadTimeout > 0 {
+		rc.SetReadDeadline(time.Now().Add(c.BodyReadTimeout))
+		defer rc.SetReadDeadline(time.Time{})
+	}
+	if r.ContentLength > c.MaxBodyBytes {
+		return nil, tooLarge(c.MaxBodyBytes)
+	}
+	n := r.ContentLength
+	if n < 0 || n > 64<<10 {
+		n = 64 << 10
+	}
+	buf := make([]byte, 0, n+1)
+	lr := http.MaxBytesReader(w, r.Body, c.MaxBodyBytes)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		m, err := lr.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+m]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				return nil, tooLarge(c.MaxBodyBytes)
+			}
+			return nil, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "", "Could not read the request body: %v.", err)
+		}
+	}
+	if len(buf) == 0 {
+		return nil, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "", "The request body is empty; send a JSON object.")
+	}
+	return buf, nil
+}
+
+func tooLarge(limit int64) *llm.Error {
+	return llm.Errorf(http.StatusRequestEntityTooLarge, llm.TypeInvalidRequest, "",
+		"The request body exceeds this server's limit of %d bytes.", limit)
+}
+
+// Micros renders d as whole microseconds for x-meridian-overhead-us.
+func Micros(d time.Duration) string {
+	if d < 0 {
+		d = 0
+	}
+	return strconv.FormatInt(d.Microseconds(), 10)
+}
+
+// Outcome is what a request's log line and metrics say.
+type Outcome struct {
+	Model, Target string
+	// Status is the HTTP status, "499" when the client went away, or
+	// "stream_error" when a stream broke after its first byte.
+	Status   string
+	Overhead time.Duration
+	TTFT     time.Duration
+	Usage    llm.Usage
+	HasUsage bool
+	Err      error
+}
+
+// Fail records e as the outcome.
+func (o *Outcome) Fail(e *llm.Error) {
+	o.Status, o.Err = strconv.Itoa(e.Status), e
+}
+
+// Finish writes the request's log line and metrics.
+func (c *Config) Finish(r *http.Request, start time.Time, o *Outcome) {
+	d := time.Since(start)
+	if m := c.Metrics; m != nil {
+		target := o.Target
+		if target == "" {
+			target = "none"
+		}
+		m.Requests.WithLabelValues(o.Model, target, o.Status).Inc()
+		if o.Target != "" {
+			m.ObserveOverhead(o.Overhead)
+		}
+		if o.TTFT > 0 {
+			m.TTFT.WithLabelValues(o.Model, target).Observe(o.TTFT.Seconds())
+		}
+		if o.HasUsage {
+			m.Tokens.WithLabelValues(o.Model, target, "in").Add(float64(o.Usage.PromptTokens))
+			m.Tokens.WithLabelValues(o.Model, target, "out").Add(float64(o.Usage.CompletionTokens))
+		}
+	}
+	log := c.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if !log.Enabled(r.Context(), slog.LevelInfo) {
+		return
+	}
+	attrs := []slog.Attr{
+		slog.String("request_id", r.Header.Get(HeaderRequestID)),
+		slog.String("path", r.URL.Path),
+		slog.String("model", o.Model),
+		slog.String("target", o.Target),
+		slog.String("status", o.Status),
+		slog.Int64("duration_us", d.Microseconds()),
+		slog.Int64("overhead_us", o.Overhead.Microseconds()),
+	}
+	if o.HasUsage {
+		attrs = append(attrs, slog.Int("tokens_in", o.Usage.PromptTokens), slog.Int("tokens_out", o.Usage.CompletionTokens))
+	}
+	if o.Err != nil {
+		// Causes may name upstream hosts; logs are for operators, and
+		// provider keys never appear in a cause.
+		attrs = append(attrs, slog.String("error", o.Err.Error()))
+	}
+	log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+}
+
+// maxPending bounds the events held back while the upstream has more in
+// memory; a burst is written in pieces of about this size, so a relay
+// makes as few writes as a byte-copying proxy does.
+const maxPending = 32 << 10
+
+// StreamWriter writes server-sent events to a client. Events are queued
+// and written in one piece when the caller asks for a flush (the
+// upstream has nothing more in memory) or enough is queued. A timer
+// writes the keep-alive event after a silence; the mutex orders it with
+// the relay, and nothing else is locked while it is held.
+type StreamWriter struct {
+	w         http.ResponseWriter
+	rc        *http.ResponseController
+	keepAlive []byte
+
+	mu      sync.Mutex
+	buf     []byte
+	last    time.Time // last write, for keep-alive
+	stopped bool
+	ka      *time.Timer
+	every   time.Duration
+}
+
+// NewStreamWriter returns a writer for w that sends keepAlive (whole
+// events, such as ": keep-alive\n\n") after every silence of the given
+// length; zero turns keep-alives off. Call Stop before the handler
+// returns.
+func NewStreamWriter(w http.ResponseWriter, every time.Duration, keepAlive []byte) *StreamWriter {
+	sw := &StreamWriter{w: w, rc: http.NewResponseController(w), keepAlive: keepAlive, buf: make([]byte, 0, 4<<10)}
+	if every > 0 {
+		sw.every, sw.last = every, time.Now()
+		sw.ka = time.AfterFunc(every, sw.onSilence)
+	}
+	return sw
+}
+
+// Write queues the events that add appends to the buffer it is given,
+// and writes the queue out when flush is set or enough is queued.
+func (sw *StreamWriter) Write(add func(buf []byte) []byte, flush bool) error {
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	sw.buf = add(sw.buf)
+	if !flush && len(sw.buf) < maxPending {
+		return nil
+	}
+	return sw.flushLocked()
+}
+
+// Flush writes out whatever is queued.
+func (sw *StreamWriter) Flush() error {
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	return sw.flushLocked()
+}
+
+func (sw *StreamWriter) flushLocked() error {
+	if len(sw.buf) > 0 {
+		_, err := sw.w.Write(sw.buf)
+		sw.buf = sw.buf[:0]
+		if err != nil {
+			return err
+		}
+	}
+	if sw.ka != nil {
+		sw.last = time.Now()
+	}
+	return sw.rc.Flush()
+}
+
+// onSilence runs on the timer's goroutine. It writes the keep-alive if
+// nothing was written for a whole interval, and otherwise re-arms for
+// the rest of it, so the relay pays one clock read per write, not a
+// timer reset.
+func (sw *StreamWriter) onSilence() {
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	if sw.stopped {
+		return
+	}
+	if idle := time.Since(sw.last); idle < sw.every {
+		sw.ka.Reset(sw.every - idle)
+		return
+	}
+	sw.buf = append(sw.buf, sw.keepAlive...)
+	if sw.flushLocked() != nil {
+		return // the client is gone; the relay will notice
+	}
+	sw.ka.Reset(sw.every)
+}
+
+// Stop ends keep-alives; after it returns the timer never touches the
+// ResponseWriter again.
+func (sw *StreamWriter) Stop() {
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	sw.stopped = true
+	if sw.ka != nil {
+		sw.ka.Stop()
+	}
+}
+
+// Relay reads a stream to its end and hands each chunk to write, telling
+// it whether to flush: always for the first chunks (time to first token),
+// then whenever the upstream has nothing more in memory. It returns the
+// stream's terminal error (io.EOF after a clean end) or write's error,
+// and records the time to the first chunk.
+func Relay(st llm.Stream, start time.Time, o *Outcome, write func(c *llm.Chunk, flush bool) error) (streamErr, writeErr error) {
+	buffered, _ := st.(llm.Buffered)
+	sent := 0
+	for {
+		chunk, err := st.Next()
+		if err != nil {
+			return err, nil
+		}
+		flush := sent < 2 || buffered == nil || buffered.Buffered() == 0
+		if err := write(chunk, flush); err != nil {
+			return nil, err
+		}
+		if sent == 0 {
+			o.TTFT = time.Since(start)
+		}
+		sent++
+	}
+}
