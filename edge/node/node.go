@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/meridian-mesh/meridian/edge/api"
+	anthropicapi "github.com/meridian-mesh/meridian/edge/api/anthropic"
 	openaiapi "github.com/meridian-mesh/meridian/edge/api/openai"
 	"github.com/meridian-mesh/meridian/edge/config"
 	"github.com/meridian-mesh/meridian/edge/gateway"
@@ -63,6 +64,7 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 		KeepAlive:       cfg.StreamKeepAlive,
 	}
 	openaiapi.New(surface).Register(mux)
+	anthropicapi.New(surface).Register(mux)
 	mux.HandleFunc("GET /healthz", n.healthz)
 	mux.HandleFunc("GET /readyz", n.readyz)
 	mux.Handle("GET /metrics", m.Handler())

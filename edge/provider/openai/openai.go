@@ -82,11 +82,11 @@ func body(req *llm.Request, upstreamModel string) (b []byte, stripUsage bool, er
 			return nil, false, err
 		}
 	}
-	if req.Stream && !req.IncludeUsage && req.Op != llm.OpEmbedding {
+	if req.Stream && req.Op != llm.OpEmbedding && (!req.IncludeUsage || req.Body == nil) {
 		if b, err = sjson.SetBytes(b, "stream_options.include_usage", true); err != nil {
 			return nil, false, err
 		}
-		stripUsage = true
+		stripUsage = !req.IncludeUsage
 	}
 	return b, stripUsage, nil
 }

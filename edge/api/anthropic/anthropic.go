@@ -1,0 +1,252 @@
+// Package anthropic is the edge's Anthropic Messages API surface,
+// POST /v1/messages, so Anthropic's SDKs work against Meridian unchanged
+// and reach any model: a local one, an OpenAI-compatible upstream,
+// Gemini, or Anthropic itself.
+//
+// It decodes requests into the canonical llm.Request, and turns canonical
+// answers back into Anthropic's message objects and its streaming event
+// sequence (message_start, content_block_start, ping,
+// content_block_delta, content_block_stop, message_delta, message_stop).
+// Errors use Anthropic's shape and statuses, 529 for overload included.
+// A stream that breaks after its first byte ends with an error event and
+// no message_stop.
+package anthropic
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/meridian-mesh/meridian/edge/api"
+	"github.com/meridian-mesh/meridian/edge/gateway"
+	"github.com/meridian-mesh/meridian/shared/llm"
+)
+
+// Surface serves the Anthropic Messages API.
+type Surface struct {
+	cfg api.Config
+}
+
+// New returns a Surface.
+func New(cfg api.Config) *Surface {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Surface{cfg: cfg}
+}
+
+// Register adds the surface's routes to mux.
+func (s *Surface) Register(mux *http.ServeMux) {
+	mux.HandleFunc("/v1/messages", s.messages)
+	mux.HandleFunc("/v1/messages/{rest...}", func(w http.ResponseWriter, r *http.Request) {
+		WriteError(w, r, llm.Errorf(http.StatusNotFound, llm.TypeNotFound, "", "Not found: %s %s.", r.Method, r.URL.Path))
+	})
+}
+
+// Anthropic's error types and the statuses it sends them with.
+var errorTypes = map[string]struct {
+	typ    string
+	status int // 0: keep the canonical error's status
+}{
+	llm.TypeInvalidRequest: {"invalid_request_error", 0},
+	llm.TypeAuthentication: {"authentication_error", http.StatusUnauthorized},
+	llm.TypeNotFound:       {"not_found_error", http.StatusNotFound},
+	llm.TypeRateLimit:      {"rate_limit_error", http.StatusTooManyRequests},
+	llm.TypeOverloaded:     {"overloaded_error", 529},
+	llm.TypeUpstream:       {"api_error", 0},
+	llm.TypeTimeout:        {"api_error", 0},
+	llm.TypeServer:         {"api_error", 0},
+}
+
+func anthropicError(e *llm.Error) (typ string, status int) {
+	t, ok := errorTypes[e.Type]
+	if !ok {
+		t = errorTypes[llm.TypeServer]
+	}
+	status = e.Status
+	if t.status != 0 {
+		status = t.status
+	}
+	switch {
+	case status == http.StatusNotFound:
+		return "not_found_error", status
+	case status == http.StatusRequestEntityTooLarge:
+		return "request_too_large", status
+	case status == 0:
+		status = http.StatusInternalServerError
+	}
+	return t.typ, status
+}
+
+func appendErrorBody(b []byte, e *llm.Error, requestID string) []byte {
+	typ, _ := anthropicError(e)
+	b = append(b, `{"type":"error","error":{"type":`...)
+	b = llm.AppendJSONString(b, typ)
+	b = append(b, `,"message":`...)
+	b = llm.AppendJSONString(b, e.Message)
+	b = append(b, '}')
+	if requestID != "" {
+		b = append(b, `,"request_id":`...)
+		b = llm.AppendJSONString(b, requestID)
+	}
+	return append(b, '}')
+}
+
+// WriteError writes e in Anthropic's error shape, with its status.
+func WriteError(w http.ResponseWriter, r *http.Request, e *llm.Error) {
+	_, status := anthropicError(e)
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	if e.RetryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(int(math.Ceil(e.RetryAfter.Seconds()))))
+	}
+	w.WriteHeader(status)
+	w.Write(appendErrorBody(nil, e, r.Header.Get(api.HeaderRequestID)))
+}
+
+func (s *Surface) messages(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		WriteError(w, r, llm.Errorf(http.StatusMethodNotAllowed, llm.TypeInvalidRequest, "", "Method %s is not allowed for %s; use POST.", r.Method, r.URL.Path))
+		return
+	}
+	if m := s.cfg.Metrics; m != nil {
+		m.InFlight.Inc()
+		defer m.InFlight.Dec()
+	}
+	o := api.Outcome{}
+	defer func() { s.cfg.Finish(r, start, &o) }()
+	fail := func(e *llm.Error) {
+		o.Fail(e)
+		WriteError(w, r, e)
+	}
+	if _, e := s.cfg.Authenticate(r); e != nil {
+		fail(e)
+		return
+	}
+	if r.Header.Get("Anthropic-Version") == "" {
+		fail(llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "", "anthropic-version: header is required"))
+		return
+	}
+	body, e := s.cfg.ReadBody(w, r)
+	if e != nil {
+		fail(e)
+		return
+	}
+	req, e := DecodeMessages(body)
+	if e != nil {
+		fail(e)
+		return
+	}
+	req.ID = r.Header.Get(api.HeaderRequestID)
+	o.Model = req.Model
+
+	res, err := s.cfg.Gateway.Do(r.Context(), req)
+	o.Target = res.Route.Target
+	w.Header().Set(api.HeaderRoute, res.Route.Header())
+	if err != nil {
+		o.Err = err
+		if r.Context().Err() != nil {
+			o.Status = "499"
+			return
+		}
+		o.Overhead = time.Since(start) - res.Upstream
+		w.Header().Set(api.HeaderOverhead, api.Micros(o.Overhead))
+		fail(llm.AsError(err))
+		return
+	}
+	if res.Response.Stream != nil {
+		s.stream(w, r, req, start, res, &o)
+		return
+	}
+	cc, err := res.Response.ChatCompletion()
+	if err != nil {
+		fail(llm.AsError(err))
+		return
+	}
+	out := appendMessage(make([]byte, 0, 1024), cc, req.Model)
+	o.Overhead = time.Since(start) - res.Upstream
+	o.Usage, o.HasUsage = res.Response.Usage, true
+	if cc.Usage != nil {
+		o.Usage = *cc.Usage
+	}
+	o.Status = "200"
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set(api.HeaderOverhead, api.Micros(o.Overhead))
+	w.WriteHeader(http.StatusOK)
+	w.Write(out)
+}
+
+var pingEvent = []byte("event: ping\ndata: {\"type\": \"ping\"}\n\n")
+
+// stream relays a canonical stream as Anthropic's event sequence.
+func (s *Surface) stream(w http.ResponseWriter, r *http.Request, req *llm.Request, start time.Time, res *gateway.Result, o *api.Outcome) {
+	st := res.Response.Stream
+	defer st.Close()
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	o.Overhead = time.Since(start) - res.Upstream
+	h.Set(api.HeaderOverhead, api.Micros(o.Overhead))
+	w.WriteHeader(http.StatusOK)
+	o.Status = "200"
+
+	sw := api.NewStreamWriter(w, s.cfg.KeepAlive, pingEvent)
+	defer sw.Stop()
+	tr := newTranslator(req.Model, "msg_"+req.ID)
+	var translateErr error
+	streamErr, writeErr := api.Relay(st, start, o, func(c *llm.Chunk, flush bool) error {
+		if err := c.Parse(); err != nil {
+			translateErr = err
+			return err
+		}
+		return sw.Write(func(b []byte) []byte { return tr.chunk(b, c) }, flush)
+	})
+	o.Usage, o.HasUsage = st.Usage()
+	if !o.HasUsage && tr.hasUsage {
+		o.Usage, o.HasUsage = tr.usage, true
+	}
+	if translateErr != nil {
+		streamErr, writeErr = &llm.Error{Status: http.StatusBadGateway, Type: llm.TypeUpstream, Message: "upstream sent a chunk that could not be translated", Cause: translateErr}, nil
+	}
+	if writeErr != nil {
+		o.Status, o.Err = "499", writeErr
+		return
+	}
+	s.endStream(sw, r, r.Context(), tr, streamErr, o)
+}
+
+// endStream finishes a stream: message_delta and message_stop after a
+// clean end; an error event and no message_stop after anything else.
+func (s *Surface) endStream(sw *api.StreamWriter, r *http.Request, ctx context.Context, tr *translator, err error, o *api.Outcome) {
+	if errors.Is(err, io.EOF) {
+		if u, ok := o.Usage, o.HasUsage; ok && !tr.hasUsage {
+			tr.usage, tr.hasUsage = u, true
+		}
+		sw.Write(tr.finish, true)
+		return
+	}
+	if ctx.Err() != nil {
+		o.Status, o.Err = "499", err
+		sw.Flush()
+		return
+	}
+	o.Status, o.Err = "stream_error", err
+	e := llm.AsError(err)
+	if errors.Is(err, llm.ErrStreamCut) {
+		e = &llm.Error{Type: llm.TypeUpstream, Message: "The upstream provider ended the stream before it was complete; the response is truncated."}
+	}
+	sw.Write(func(b []byte) []byte {
+		b = append(b, "event: error\ndata: "...)
+		b = appendErrorBody(b, e, r.Header.Get(api.HeaderRequestID))
+		return append(b, '\n', '\n')
+	}, true)
+}

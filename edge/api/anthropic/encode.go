@@ -1,0 +1,228 @@
+package anthropic
+
+import (
+	"encoding/json"
+	"strconv"
+	"strings"
+
+	"github.com/meridian-mesh/meridian/shared/llm"
+)
+
+// Answers are written with appends rather than encoding/json: a streamed
+// chunk must translate in well under a microsecond
+// (BenchmarkTranslateChunk).
+
+func messageID(id string) string {
+	if strings.HasPrefix(id, "msg_") {
+		return id
+	}
+	return "msg_" + strings.TrimPrefix(id, "chatcmpl-")
+}
+
+// toolInput returns a tool call's arguments as the JSON object Anthropic
+// wants for "input"; arguments that are not an object become {}.
+func toolInput(args string) string {
+	a := strings.TrimSpace(args)
+	if len(a) > 1 && a[0] == '{' && json.Valid([]byte(a)) {
+		return a
+	}
+	return "{}"
+}
+
+// appendMessage writes a canonical chat completion as an Anthropic
+// message object. Only the first choice is used: Anthropic has no n.
+func appendMessage(b []byte, cc *llm.ChatCompletion, model string) []byte {
+	b = append(b, `{"id":`...)
+	b = llm.AppendJSONString(b, messageID(cc.ID))
+	b = append(b, `,"type":"message","role":"assistant","model":`...)
+	b = llm.AppendJSONString(b, model)
+	b = append(b, `,"content":[`...)
+	stop := llm.FinishStop
+	if len(cc.Choices) > 0 {
+		ch := &cc.Choices[0]
+		n := 0
+		if ch.Message.Content != nil && *ch.Message.Content != "" {
+			b = append(b, `{"type":"text","text":`...)
+			b = llm.AppendJSONString(b, *ch.Message.Content)
+			b = append(b, '}')
+			n++
+		}
+		for _, tc := range ch.Message.ToolCalls {
+			if n > 0 {
+				b = append(b, ',')
+			}
+			n++
+			b = append(b, `{"type":"tool_use","id":`...)
+			b = llm.AppendJSONString(b, tc.ID)
+			b = append(b, `,"name":`...)
+			b = llm.AppendJSONString(b, tc.Function.Name)
+			b = append(b, `,"input":`...)
+			b = append(b, toolInput(tc.Function.Arguments)...)
+			b = append(b, '}')
+		}
+		if ch.FinishReason != "" {
+			stop = ch.FinishReason
+		}
+		if len(ch.Message.ToolCalls) > 0 {
+			stop = llm.FinishToolCalls
+		}
+	}
+	b = append(b, `],"stop_reason":`...)
+	b = llm.AppendJSONString(b, llm.FinishTo(llm.FormatAnthropic, stop))
+	b = append(b, `,"stop_sequence":null,"usage":`...)
+	var u llm.Usage
+	if cc.Usage != nil {
+		u = *cc.Usage
+	}
+	return append(appendUsage(b, u, true), '}')
+}
+
+func appendUsage(b []byte, u llm.Usage, input bool) []byte {
+	b = append(b, '{')
+	if input {
+		b = append(b, `"input_tokens":`...)
+		b = strconv.AppendInt(b, int64(u.PromptTokens), 10)
+		b = append(b, ',')
+	}
+	b = append(b, `"output_tokens":`...)
+	b = strconv.AppendInt(b, int64(u.CompletionTokens), 10)
+	return append(b, '}')
+}
+
+// translator turns a canonical chunk stream into Anthropic's events. It
+// holds the open content block: text deltas go to a text block, each new
+// tool call opens a tool_use block, and a block is closed when another
+// opens or the message ends.
+type translator struct {
+	model, id  string
+	started    bool
+	pinged     bool
+	next       int  // index of the next content block
+	open       bool // a block is open, at index next-1
+	openTool   int  // canonical index of the open tool call, or -1 for text
+	stopReason string
+	usage      llm.Usage
+	hasUsage   bool
+}
+
+func newTranslator(model, id string) *translator {
+	return &translator{model: model, id: id, openTool: -1}
+}
+
+func event(b []byte, name string) []byte {
+	b = append(b, "event: "...)
+	b = append(b, name...)
+	return append(b, "\ndata: "...)
+}
+
+func (t *translator) start(b []byte) []byte {
+	t.started = true
+	b = event(b, "message_start")
+	b = append(b, `{"type":"message_start","message":{"id":`...)
+	b = llm.AppendJSONString(b, t.id)
+	b = append(b, `,"type":"message","role":"assistant","model":`...)
+	b = llm.AppendJSONString(b, t.model)
+	b = append(b, `,"content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":0,"output_tokens":0}}}`+"\n\n"...)
+	return b
+}
+
+func (t *translator) closeBlock(b []byte) []byte {
+	if !t.open {
+		return b
+	}
+	t.open = false
+	b = event(b, "content_block_stop")
+	b = append(b, `{"type":"content_block_stop","index":`...)
+	b = strconv.AppendInt(b, int64(t.next-1), 10)
+	return append(b, "}\n\n"...)
+}
+
+func (t *translator) openBlock(b []byte, tool int, id, name string) []byte {
+	b = t.closeBlock(b)
+	b = event(b, "content_block_start")
+	b = append(b, `{"type":"content_block_start","index":`...)
+	b = strconv.AppendInt(b, int64(t.next), 10)
+	if tool < 0 {
+		b = append(b, `,"content_block":{"type":"text","text":""}}`+"\n\n"...)
+	} else {
+		b = append(b, `,"content_block":{"type":"tool_use","id":`...)
+		b = llm.AppendJSONString(b, id)
+		b = append(b, `,"name":`...)
+		b = llm.AppendJSONString(b, name)
+		b = append(b, `,"input":{}}}`+"\n\n"...)
+	}
+	t.next++
+	t.open, t.openTool = true, tool
+	if !t.pinged {
+		t.pinged = true
+		b = append(b, pingEvent...)
+	}
+	return b
+}
+
+func (t *translator) delta(b []byte, kind, field, text string) []byte {
+	b = event(b, "content_block_delta")
+	b = append(b, `{"type":"content_block_delta","index":`...)
+	b = strconv.AppendInt(b, int64(t.next-1), 10)
+	b = append(b, `,"delta":{"type":"`...)
+	b = append(b, kind...)
+	b = append(b, `","`...)
+	b = append(b, field...)
+	b = append(b, `":`...)
+	b = llm.AppendJSONString(b, text)
+	return append(b, "}}\n\n"...)
+}
+
+// chunk appends the events for one canonical chunk.
+func (t *translator) chunk(b []byte, c *llm.Chunk) []byte {
+	if !t.started {
+		b = t.start(b)
+	}
+	if c.Usage != nil {
+		t.usage, t.hasUsage = *c.Usage, true
+	}
+	for i := range c.Choices {
+		ch := &c.Choices[i]
+		if ch.Index != 0 {
+			continue // Anthropic has no n: only the first choice is relayed
+		}
+		if ch.HasContent && ch.Content != "" {
+			if !t.open || t.openTool >= 0 {
+				b = t.openBlock(b, -1, "", "")
+			}
+			b = t.delta(b, "text_delta", "text", ch.Content)
+		}
+		for _, tc := range ch.ToolCalls {
+			if tc.ID != "" || (t.openTool != tc.Index && tc.Name != "") {
+				b = t.openBlock(b, tc.Index, tc.ID, tc.Name)
+			}
+			if tc.Arguments != "" && t.open && t.openTool == tc.Index {
+				b = t.delta(b, "input_json_delta", "partial_json", tc.Arguments)
+			}
+		}
+		if ch.FinishReason != "" {
+			t.stopReason = ch.FinishReason
+		}
+	}
+	return b
+}
+
+// finish appends the events that end a message cleanly.
+func (t *translator) finish(b []byte) []byte {
+	if !t.started {
+		b = t.start(b)
+	}
+	b = t.closeBlock(b)
+	stop := t.stopReason
+	if stop == "" {
+		stop = llm.FinishStop
+	}
+	b = event(b, "message_delta")
+	b = append(b, `{"type":"message_delta","delta":{"stop_reason":`...)
+	b = llm.AppendJSONString(b, llm.FinishTo(llm.FormatAnthropic, stop))
+	b = append(b, `,"stop_sequence":null},"usage":`...)
+	b = appendUsage(b, t.usage, t.hasUsage)
+	b = append(b, "}\n\n"...)
+	b = event(b, "message_stop")
+	return append(b, `{"type":"message_stop"}`+"\n\n"...)
+}
