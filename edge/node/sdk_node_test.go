@@ -1,0 +1,52 @@
+package node
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// nodeSDKDir holds the Node SDK tests and their package-lock.json.
+const nodeSDKDir = "../../scripts/sdktest/node"
+
+// TestNodeSDKs runs the official OpenAI and Anthropic Node SDKs (pinned in
+// scripts/sdktest/node/package-lock.json, installed by .ci/run with npm ci)
+// against an edge, with `node --test`. Outside CI it skips when Node or
+// the packages are missing; in CI that is a failure.
+func TestNodeSDKs(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err == nil {
+		_, err = os.Stat(filepath.Join(nodeSDKDir, "node_modules", "openai"))
+	}
+	if err != nil {
+		msg := "the Node SDK tests need node and `npm ci` in scripts/sdktest/node: " + err.Error()
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	m := startMesh(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "--test", "--test-reporter=spec")
+	cmd.Dir = nodeSDKDir
+	cmd.Env = append(os.Environ(), "MERIDIAN_URL="+m.url, "MERIDIAN_MODELS="+strings.Join(matrixModels(m), ","))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("node --test: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "fail 0") || strings.Contains(string(out), "pass 0") {
+		t.Fatalf("node --test reported failures:\n%s", out)
+	}
+	t.Logf("%s", out)
+}
+
+// matrixModels are the chat models the SDK tests run against, one per
+// kind of upstream the mesh has.
+func matrixModels(m *testMesh) []string {
+	return []string{"gpt-4o-mini"}
+}
