@@ -9,6 +9,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -199,6 +200,11 @@ func (g *Gateway) Do(ctx context.Context, req *llm.Request) (*Result, error) {
 			Message: fmt.Sprintf("The model %q does not exist on this Meridian node.", req.Model),
 		}
 	}
+	if m, ok := st.tab.Model(req.Model); ok {
+		if e := checkCapabilities(m, req); e != nil {
+			return res, e
+		}
+	}
 	var lastErr error
 	now := time.Now()
 	for i, tg := range route.Targets {
@@ -248,6 +254,46 @@ func (g *Gateway) Do(ctx context.Context, req *llm.Request) (*Result, error) {
 		lastErr = &llm.Error{Status: http.StatusServiceUnavailable, Type: llm.TypeOverloaded, Message: "no target for this model is available", Retryable: true, Cause: ErrNoTarget}
 	}
 	return res, lastErr
+}
+
+var (
+	imageKey = []byte(`"image_url"`)
+	toolsKey = []byte(`"tools"`)
+)
+
+// checkCapabilities refuses a request that needs what its model lacks:
+// images for a text-only model, tools for a model without tool use. Both
+// checks start with a byte search, so a model that declares nothing, or a
+// request that needs nothing, costs almost nothing.
+func checkCapabilities(m *table.Model, req *llm.Request) *llm.Error {
+	if len(m.Capabilities) == 0 || req.Op != llm.OpChat {
+		return nil
+	}
+	needVision := !m.Has(table.CapVision) && (req.Body == nil || bytes.Contains(req.Body, imageKey))
+	needTools := !m.Has(table.CapTools) && (req.Body == nil || bytes.Contains(req.Body, toolsKey))
+	if !needVision && !needTools {
+		return nil
+	}
+	c, err := req.ChatRequest()
+	if err != nil {
+		return llm.AsError(err)
+	}
+	if needVision {
+		for i := range c.Messages {
+			parts, _ := c.Messages[i].Parts()
+			for _, p := range parts {
+				if p.Type == "image_url" || p.ImageURL != nil {
+					return &llm.Error{Status: http.StatusBadRequest, Type: llm.TypeInvalidRequest, Param: fmt.Sprintf("messages[%d].content", i),
+						Message: fmt.Sprintf("The model %q accepts text only; messages[%d] contains an image.", m.ID, i)}
+				}
+			}
+		}
+	}
+	if needTools && len(c.Tools) > 0 {
+		return &llm.Error{Status: http.StatusBadRequest, Type: llm.TypeInvalidRequest, Param: "tools",
+			Message: fmt.Sprintf("The model %q does not support tools.", m.ID)}
+	}
+	return nil
 }
 
 func (g *Gateway) attempt(target, outcome string) {

@@ -276,3 +276,34 @@ func TestCanceledContext(t *testing.T) {
 		t.Fatalf("err = %v, b.calls = %d: a canceled request must not fail over", err, b.calls)
 	}
 }
+
+func TestCapabilities(t *testing.T) {
+	a := &fake{do: ok("{}")}
+	g := newGateway(t, map[string]*fake{"a": a}, route("text-only", "a"), route("any", "a"))
+	tab := *g.Table().Table()
+	tab.Models = []table.Model{{ID: "text-only", Capabilities: []string{"tools"}}, {ID: "any"}}
+	if err := g.SetTable(&tab); err != nil {
+		t.Fatal(err)
+	}
+	image := `{"model":"text-only","messages":[{"role":"user","content":[{"type":"text","text":"what is this?"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AA=="}}]}]}`
+	_, err := g.Do(context.Background(), &llm.Request{Op: llm.OpChat, Model: "text-only", Body: []byte(image)})
+	if e := llm.AsError(err); e.Status != 400 || e.Param != "messages[0].content" || !strings.Contains(e.Message, "text only") {
+		t.Fatalf("image to a text-only model: %v", err)
+	}
+	// The same request typed (as the Anthropic surface builds it).
+	typed := &llm.Request{Op: llm.OpChat, Model: "text-only", Chat: &llm.ChatRequest{Messages: []llm.Message{{Role: "user",
+		Content: llm.PartsContent([]llm.ContentPart{{Type: "image_url", ImageURL: &llm.ImageURL{URL: "https://x/y.png"}}})}}}}
+	if _, err := g.Do(context.Background(), typed); llm.AsError(err).Status != 400 {
+		t.Fatalf("typed image to a text-only model: %v", err)
+	}
+	if a.calls != 0 {
+		t.Fatal("a refused request reached the upstream")
+	}
+	// Text to the text-only model, and images to a model that declares nothing, pass.
+	if _, err := g.Do(context.Background(), &llm.Request{Op: llm.OpChat, Model: "text-only", Body: []byte(`{"model":"text-only","messages":[{"role":"user","content":"hi"}]}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Do(context.Background(), &llm.Request{Op: llm.OpChat, Model: "any", Body: []byte(strings.Replace(image, "text-only", "any", 1))}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -112,6 +112,22 @@ type Model struct {
 	OwnedBy string `yaml:"owned_by,omitempty" json:"owned_by,omitempty"`
 	// Created is the Unix time reported by GET /v1/models.
 	Created int64 `yaml:"created,omitempty" json:"created,omitempty"`
+	// Capabilities, when listed, are all the model accepts beyond text:
+	// "vision" (image inputs) and "tools" (tool definitions). A request
+	// needing one the model lacks gets a 400 before it is sent anywhere.
+	// An empty list means "not declared": nothing is checked.
+	Capabilities []string `yaml:"capabilities,omitempty" json:"capabilities,omitempty"`
+}
+
+// Model capabilities.
+const (
+	CapVision = "vision"
+	CapTools  = "tools"
+)
+
+// Has reports whether m declares capability c, or declares none.
+func (m *Model) Has(c string) bool {
+	return len(m.Capabilities) == 0 || slices.Contains(m.Capabilities, c)
 }
 
 // Route strategies.
@@ -261,6 +277,11 @@ func Compile(t *Table) (*Compiled, error) {
 		}
 		if _, dup := c.models[m.ID]; dup {
 			return nil, fieldErr("models[%d].id", i)("duplicate model %q", m.ID)
+		}
+		for j, cp := range m.Capabilities {
+			if cp != CapVision && cp != CapTools {
+				return nil, fieldErr("models[%d].capabilities[%d]", i, j)("unknown capability %q (known: %s, %s)", cp, CapVision, CapTools)
+			}
 		}
 		c.models[m.ID] = m
 	}
