@@ -1,9 +1,10 @@
 // Command mockprovider serves a mock LLM provider that speaks a real
-// provider's wire format (for now OpenAI's), for tests, benchmarks and the
-// quick start. It never calls out to the network. See package
+// provider's wire format (OpenAI's, Anthropic's, Gemini's or Ollama's
+// native API, chosen with -kind), for tests, benchmarks and the quick start. It never calls out to the network. See package
 // shared/providermock for the endpoints and the "#mock" directives.
 //
 //	go run ./scripts/mockprovider -addr 127.0.0.1:9100 -chunk-delay 20ms
+//	go run ./scripts/mockprovider -addr 127.0.0.1:9101 -kind anthropic
 package main
 
 import (
@@ -34,8 +35,8 @@ type app struct {
 func main() {
 	a := app{cfg: providermock.DefaultConfig(), stdout: os.Stdout}
 	flag.StringVar(&a.addr, "addr", "127.0.0.1:9100", "address to listen on")
-	flag.StringVar(&a.cfg.Kind, "kind", a.cfg.Kind, "provider wire format to speak: openai")
-	flag.StringVar(&a.cfg.APIKey, "api-key", "", "if set, requests must carry 'Authorization: Bearer <key>'")
+	flag.StringVar(&a.cfg.Kind, "kind", a.cfg.Kind, "provider wire format to speak: openai, anthropic, gemini or ollama")
+	flag.StringVar(&a.cfg.APIKey, "api-key", "", "if set, requests must carry the key in the kind's header (Bearer for openai and ollama, x-api-key for anthropic, x-goog-api-key or ?key= for gemini)")
 	flag.DurationVar(&a.cfg.Latency, "latency", 0, "delay before response headers")
 	flag.DurationVar(&a.cfg.ChunkDelay, "chunk-delay", 0, "delay between streamed chunks")
 	flag.IntVar(&a.cfg.Chunks, "chunks", a.cfg.Chunks, "default number of content chunks in an answer")

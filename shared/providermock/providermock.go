@@ -1,7 +1,15 @@
 // Package providermock is a mock LLM provider that speaks real provider wire
-// formats (for now OpenAI's). Tests, benchmarks and the quick start use it as
-// a stand-in for paid providers. It must never call out to the network: it
-// only answers requests, from fixed data and the request itself.
+// formats: OpenAI's, Anthropic's Messages API, Gemini's generateContent and
+// Ollama's native API (one per Server, chosen by Config.Kind). Tests,
+// benchmarks and the quick start use it as a stand-in for paid providers. It
+// must never call out to the network: it only answers requests, from fixed
+// data and the request itself.
+//
+// Every kind reads the same directives and answers with the same
+// deterministic content (Content, ToolArguments, Embedding), so a test can
+// run one scenario against each format and expect the same canonical
+// result. The other kinds' endpoints are listed in anthropic.go, gemini.go
+// and ollama.go.
 //
 // # Endpoints (kind "openai")
 //
@@ -17,7 +25,7 @@
 // directive inside the text: the token "#mock" followed by space-separated
 // key=value pairs, in the last user message of a chat request, the prompt of
 // a completion (the first prompt when there are several) or the first input
-// of an embeddings request:
+// of an embeddings request (each kind's equivalent for the other formats):
 //
 //	hello #mock status=429 retry_after=7
 //
@@ -25,14 +33,17 @@
 // Unknown keys are ignored (so a test can add id=xyz to make a directive
 // unique); a known key with a bad value is answered with a 400 error.
 //
-//	status=N          answer with error N (400, 401, 429, 500, 503, or any other 4xx/5xx) in OpenAI's format
+//	status=N          answer with error N (400, 401, 429, 500, 503, or any other 4xx/5xx) in the kind's format
 //	retry_after=S     Retry-After seconds (429 defaults to 1; other statuses send it only when given)
 //	latency_ms=N      wait N ms before the response headers
 //	chunk_delay_ms=N  wait N ms between streamed chunks
 //	chunks=N          number of content chunks (completion tokens per choice)
 //	cut_after=N       stream: abort the connection after N content chunks (no [DONE]);
 //	                  plain responses: abort halfway through the body
-//	tool_call=NAME    answer with a call to function NAME (the request must carry tools)
+//	error_after=N     stream: after N content chunks send the format's mid-stream
+//	                  error (anthropic, gemini, ollama; openai ignores it) and end
+//	tool_call=NAME    answer with a call to function NAME (the request must carry
+//	                  tools; anthropic, gemini and ollama also need NAME among them)
 //	silent_ms=N       stream: stall N ms after the first chunk
 //	fail_first=N      fail (with status, default 500) the first N requests that
 //	                  carry this exact directive text, then succeed
@@ -65,7 +76,10 @@ import (
 
 // Kinds of provider the mock can speak.
 const (
-	KindOpenAI = "openai"
+	KindOpenAI    = "openai"
+	KindAnthropic = "anthropic"
+	KindGemini    = "gemini"
+	KindOllama    = "ollama"
 )
 
 const (
@@ -79,8 +93,8 @@ const (
 
 // Config sets the server-wide behaviour. Directives in a request override it.
 type Config struct {
-	Kind       string                           // "openai" (later "anthropic", "gemini"); "" means "openai"
-	APIKey     string                           // if non-empty, required as Bearer token
+	Kind       string                           // "openai", "anthropic", "gemini" or "ollama"; "" means "openai"
+	APIKey     string                           // if non-empty, required: Bearer token (openai, ollama), x-api-key (anthropic), x-goog-api-key or ?key= (gemini)
 	Latency    time.Duration                    // delay before response headers
 	ChunkDelay time.Duration                    // delay between streamed chunks
 	Chunks     int                              // default content chunk count (<=0 means 16)
@@ -128,8 +142,10 @@ func New(cfg Config) (*Server, error) {
 	switch cfg.Kind {
 	case "", KindOpenAI:
 		cfg.Kind = KindOpenAI
+	case KindAnthropic, KindGemini, KindOllama:
 	default:
-		return nil, fmt.Errorf("providermock: unsupported kind %q (supported: %s)", cfg.Kind, KindOpenAI)
+		return nil, fmt.Errorf("providermock: unsupported kind %q (supported: %s, %s, %s, %s)",
+			cfg.Kind, KindOpenAI, KindAnthropic, KindGemini, KindOllama)
 	}
 	if cfg.Chunks <= 0 {
 		cfg.Chunks = defaultChunks
@@ -263,7 +279,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.record(obs)
 	rq := &request{s: s, w: w, r: r, ctx: r.Context(), obs: obs, body: body, bodyErr: bodyErr}
 	defer rq.finish()
-	s.serveOpenAI(rq)
+	switch s.cfg.Kind {
+	case KindAnthropic:
+		s.serveAnthropic(rq)
+	case KindGemini:
+		s.serveGemini(rq)
+	case KindOllama:
+		s.serveOllama(rq)
+	default:
+		s.serveOpenAI(rq)
+	}
 }
 
 func (s *Server) record(obs *Observed) {
@@ -416,6 +441,10 @@ var (
 )
 
 func (rq *request) setCommonHeaders(h http.Header) {
+	if rq.s.cfg.Kind == KindAnthropic {
+		h["Request-Id"] = []string{rq.s.newID("req_")} // Anthropic's name for it
+		return
+	}
 	h["X-Request-Id"] = []string{rq.s.newID("req_")}
 }
 
@@ -444,10 +473,14 @@ func (rq *request) writeJSONCut(body []byte) {
 }
 
 // startStream sends the headers of an SSE response.
-func (rq *request) startStream() {
+func (rq *request) startStream() { rq.startStreamAs(hdrSSE) }
+
+// startStreamAs sends the headers of a streamed response of content type
+// ct (SSE, NDJSON, or a JSON array written piece by piece).
+func (rq *request) startStreamAs(ct []string) {
 	h := rq.w.Header()
 	rq.setCommonHeaders(h)
-	h["Content-Type"] = hdrSSE
+	h["Content-Type"] = ct
 	h["Cache-Control"] = hdrNoCache
 	rq.w.WriteHeader(http.StatusOK)
 	rq.rc = http.NewResponseController(rq.w)
@@ -488,6 +521,7 @@ type directives struct {
 	silent     time.Duration
 	chunks     int
 	cutAfter   int // -1 when not given
+	errorAfter int // -1 when not given
 	toolCall   string
 	failFirst  int
 }
@@ -499,6 +533,7 @@ func (s *Server) baseDirectives() directives {
 		chunkDelay: s.cfg.ChunkDelay,
 		chunks:     s.cfg.Chunks,
 		cutAfter:   -1,
+		errorAfter: -1,
 	}
 }
 
@@ -588,6 +623,8 @@ func (d *directives) set(key, val string) error {
 		d.chunks, err = num(maxChunks)
 	case "cut_after":
 		d.cutAfter, err = num(maxChunks)
+	case "error_after":
+		d.errorAfter, err = num(maxChunks)
 	case "tool_call":
 		if val == "" {
 			err = errors.New("want a function name")
@@ -616,6 +653,41 @@ func (s *Server) failStatus(d *directives) int {
 		return http.StatusInternalServerError
 	}
 	return d.status
+}
+
+// admit applies fail_first and latency. When the request must fail it
+// calls fail with the status and reports false. Every kind but openai (whose
+// proceed predates it) goes through admit, so the directives act alike in
+// every format; fail writes the error in the kind's own shape.
+func (rq *request) admit(d *directives, fail func(status int)) bool {
+	status := rq.s.failStatus(d)
+	if !rq.wait(d.latency) {
+		return false
+	}
+	if status != 0 {
+		fail(status)
+		return false
+	}
+	return true
+}
+
+// retryAfterFor returns the Retry-After seconds to send with an error of
+// status, or -1 for none: 429 always carries one (default 1 s), others only
+// when retry_after is given.
+func (d *directives) retryAfterFor(status int) int {
+	if status == http.StatusTooManyRequests && d.retryAfter < 0 {
+		return 1
+	}
+	return d.retryAfter
+}
+
+// setRetryAfter sets the Retry-After header for an error of status.
+func (rq *request) setRetryAfter(d *directives, status int) int {
+	ra := d.retryAfterFor(status)
+	if ra >= 0 {
+		rq.w.Header()["Retry-After"] = []string{strconv.Itoa(ra)}
+	}
+	return ra
 }
 
 // countWords counts whitespace-separated words.

@@ -268,10 +268,10 @@ func request4K() []byte {
 	return []byte(b.String())
 }
 
-// BenchmarkDecodeMessages: translating a ~4 KB Anthropic request into the
+// BenchmarkTranslateRequest: translating a ~4 KB Anthropic request into the
 // canonical one, against the baseline of decoding it with encoding/json
 // into generic values.
-func BenchmarkDecodeMessages(b *testing.B) {
+func BenchmarkTranslateRequest(b *testing.B) {
 	body := request4K()
 	b.Run("translate", func(b *testing.B) {
 		b.SetBytes(int64(len(body)))

@@ -15,7 +15,7 @@ import (
 
 // Requests are read with gjson in one pass over each level, not decoded
 // with encoding/json: translation sits on the path of every request
-// (BenchmarkDecodeMessages). The body is parsed in place: strings and raw
+// (BenchmarkTranslateRequest). The body is parsed in place: strings and raw
 // values of the canonical request point into it, so the body must not be
 // changed afterwards; nothing in the request path does.
 
