@@ -22,14 +22,38 @@ func TestAnthropicSDK(t *testing.T) {
 		option.WithAPIKey("sk-unused"),
 		option.WithMaxRetries(0),
 	)
-	ctx := context.Background()
-	user := func(text string) []anthropic.MessageParam {
-		return []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock(text))}
+	for _, model := range matrixModels(m) {
+		t.Run(model, func(t *testing.T) { anthropicMatrix(t, m, client, model) })
 	}
+	t.Run("typed error not found", func(t *testing.T) {
+		_, err := client.Messages.New(context.Background(), anthropic.MessageNewParams{Model: "no-such-model", MaxTokens: 16, Messages: user("x")})
+		var apiErr *anthropic.Error
+		if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusNotFound || string(apiErr.Type()) != "not_found_error" {
+			t.Fatalf("err = %v", err)
+		}
+	})
+	t.Run("typed error upstream down", func(t *testing.T) {
+		_, err := client.Messages.New(context.Background(), anthropic.MessageNewParams{Model: "mock-error-500", MaxTokens: 16, Messages: user("x")})
+		var apiErr *anthropic.Error
+		if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusBadGateway || string(apiErr.Type()) != "api_error" {
+			t.Fatalf("err = %v", err)
+		}
+	})
+}
+
+func user(text string) []anthropic.MessageParam {
+	return []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock(text))}
+}
+
+// anthropicMatrix is one column of the cross-format matrix: the Anthropic
+// SDK against a model on one kind of upstream.
+func anthropicMatrix(t *testing.T, m *testMesh, client anthropic.Client, model string) {
+	ctx := context.Background()
+	onOpenAIMock := model == "gpt-4o-mini"
 
 	t.Run("message", func(t *testing.T) {
 		msg, err := client.Messages.New(ctx, anthropic.MessageNewParams{
-			Model: "gpt-4o-mini", MaxTokens: 256,
+			Model: anthropic.Model(model), MaxTokens: 256,
 			System:   []anthropic.TextBlockParam{{Text: "Be terse."}},
 			Messages: user("hello #mock chunks=5"),
 		})
@@ -38,6 +62,9 @@ func TestAnthropicSDK(t *testing.T) {
 		}
 		if len(msg.Content) != 1 || msg.Content[0].Text != providermock.Content(5) || msg.StopReason != "end_turn" || msg.Usage.OutputTokens != 5 {
 			t.Fatalf("message = %+v", msg)
+		}
+		if !onOpenAIMock {
+			return
 		}
 		// The system prompt reached the upstream as a system message.
 		reqs := m.mock.Requests()
@@ -48,7 +75,7 @@ func TestAnthropicSDK(t *testing.T) {
 
 	t.Run("stream with accumulate", func(t *testing.T) {
 		stream := client.Messages.NewStreaming(ctx, anthropic.MessageNewParams{
-			Model: "gpt-4o-mini", MaxTokens: 256, Messages: user("hello #mock chunks=9"),
+			Model: anthropic.Model(model), MaxTokens: 256, Messages: user("hello #mock chunks=9"),
 		})
 		var msg anthropic.Message
 		var kinds []string
@@ -74,7 +101,7 @@ func TestAnthropicSDK(t *testing.T) {
 
 	t.Run("tool call round trip", func(t *testing.T) {
 		params := anthropic.MessageNewParams{
-			Model: "gpt-4o-mini", MaxTokens: 256,
+			Model: anthropic.Model(model), MaxTokens: 256,
 			Messages: user("weather in Paris? #mock tool_call=get_weather"),
 			Tools: []anthropic.ToolUnionParam{anthropic.ToolUnionParamOfTool(anthropic.ToolInputSchemaParam{
 				Properties: map[string]any{"location": map[string]string{"type": "string"}},
@@ -110,6 +137,9 @@ func TestAnthropicSDK(t *testing.T) {
 		if answer.StopReason != "end_turn" {
 			t.Fatalf("stop = %q", answer.StopReason)
 		}
+		if !onOpenAIMock {
+			return
+		}
 		// The result went upstream as an OpenAI tool message.
 		reqs := m.mock.Requests()
 		body := string(reqs[len(reqs)-1].Body)
@@ -118,21 +148,21 @@ func TestAnthropicSDK(t *testing.T) {
 		}
 	})
 
-	for _, tt := range []struct {
-		name, model, text string
-		status            int
-		typ               string
-	}{
-		{"not found", "no-such-model", "x", http.StatusNotFound, "not_found_error"},
-		{"rate limited", "gpt-4o-mini", "x #mock status=429 retry_after=2", http.StatusTooManyRequests, "rate_limit_error"},
-		{"upstream down", "mock-error-500", "x", http.StatusBadGateway, "api_error"},
-	} {
-		t.Run("typed error "+tt.name, func(t *testing.T) {
-			_, err := client.Messages.New(ctx, anthropic.MessageNewParams{Model: anthropic.Model(tt.model), MaxTokens: 16, Messages: user(tt.text)})
-			var apiErr *anthropic.Error
-			if !errors.As(err, &apiErr) || apiErr.StatusCode != tt.status || string(apiErr.Type()) != tt.typ {
-				t.Fatalf("err = %v", err)
-			}
-		})
+	t.Run("typed error rate limited", func(t *testing.T) {
+		_, err := client.Messages.New(ctx, anthropic.MessageNewParams{Model: anthropic.Model(model), MaxTokens: 16, Messages: user("x #mock status=429 retry_after=2")})
+		var apiErr *anthropic.Error
+		if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusTooManyRequests || string(apiErr.Type()) != "rate_limit_error" {
+			t.Fatalf("err = %v", err)
+		}
+	})
+	if model != "claude-mock" {
+		return // only Anthropic reports overload with a status of its own
 	}
+	t.Run("overload is a 529", func(t *testing.T) {
+		_, err := client.Messages.New(ctx, anthropic.MessageNewParams{Model: anthropic.Model(model), MaxTokens: 16, Messages: user("x #mock status=529")})
+		var apiErr *anthropic.Error
+		if !errors.As(err, &apiErr) || apiErr.StatusCode != 529 || string(apiErr.Type()) != "overloaded_error" {
+			t.Fatalf("err = %v", err)
+		}
+	})
 }

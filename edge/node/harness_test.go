@@ -67,6 +67,26 @@ func startMesh(t testing.TB, edit func(*config.Config)) *testMesh {
 	}
 	t.Cleanup(func() { mock.Close() })
 
+	// One mock per other wire format, for the cross-format matrix.
+	others := map[string]string{}
+	for _, kind := range []string{providermock.KindAnthropic, providermock.KindGemini, providermock.KindOllama} {
+		kcfg := providermock.DefaultConfig()
+		kcfg.Kind, kcfg.APIKey = kind, mockKey
+		if kind == providermock.KindOllama {
+			kcfg.APIKey = ""
+		}
+		km, err := providermock.New(kcfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kbase, err := km.Start("127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { km.Close() })
+		others[kind] = kbase
+	}
+
 	cfg := config.Default()
 	cfg.NodeID = "edge-test"
 	cfg.Listen = "127.0.0.1:0"
@@ -76,8 +96,12 @@ func startMesh(t testing.TB, edit func(*config.Config)) *testMesh {
 		Providers: []table.Provider{
 			{ID: "mock", Kind: table.KindOpenAI, BaseURL: base + "/v1", APIKey: mockKey, ChunkTimeout: 2 * time.Second},
 			{ID: "dead", Kind: table.KindOpenAI, BaseURL: "http://127.0.0.1:1/v1", ConnectTimeout: time.Second},
+			{ID: "claude", Preset: "anthropic", BaseURL: others[providermock.KindAnthropic] + "/v1", APIKey: mockKey},
+			{ID: "gemini", Preset: "gemini", BaseURL: others[providermock.KindGemini] + "/v1beta", APIKey: mockKey},
+			{ID: "ollama", Preset: "ollama", BaseURL: others[providermock.KindOllama]},
 		},
-		Models: []table.Model{{ID: "gpt-4o-mini"}, {ID: "text-embedding-3-small"}, {ID: "renamed"}, {ID: "fallback"}, {ID: "mock-error-500"}, {ID: "mock-error-429"}},
+		Models: []table.Model{{ID: "gpt-4o-mini"}, {ID: "text-embedding-3-small"}, {ID: "renamed"}, {ID: "fallback"}, {ID: "mock-error-500"}, {ID: "mock-error-429"},
+			{ID: "claude-mock"}, {ID: "gemini-mock"}, {ID: "llama-mock"}, {ID: "llama-embed"}},
 		Routes: []table.Route{
 			{Model: "gpt-4o-mini", Targets: []table.Target{{Provider: "mock"}}},
 			{Model: "text-embedding-3-small", Targets: []table.Target{{Provider: "mock"}}},
@@ -85,6 +109,10 @@ func startMesh(t testing.TB, edit func(*config.Config)) *testMesh {
 			{Model: "fallback", Targets: []table.Target{{Provider: "dead"}, {Provider: "mock", Model: "gpt-4o-mini"}}},
 			{Model: "mock-error-500", Targets: []table.Target{{Provider: "mock"}}},
 			{Model: "mock-error-429", Targets: []table.Target{{Provider: "mock"}}},
+			{Model: "claude-mock", Targets: []table.Target{{Provider: "claude", Model: "claude-sonnet-4-5"}}},
+			{Model: "gemini-mock", Targets: []table.Target{{Provider: "gemini", Model: "gemini-2.5-flash"}}},
+			{Model: "llama-mock", Targets: []table.Target{{Provider: "ollama", Model: "llama3.2:1b"}}},
+			{Model: "llama-embed", Targets: []table.Target{{Provider: "ollama", Model: "nomic-embed-text"}}},
 		},
 	}
 	if edit != nil {

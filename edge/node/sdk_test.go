@@ -22,9 +22,46 @@ func TestOpenAISDK(t *testing.T) {
 	)
 	ctx := context.Background()
 
+	for _, model := range matrixModels(m) {
+		t.Run(model, func(t *testing.T) { openAIMatrix(t, client, model) })
+	}
+
+	t.Run("embeddings", func(t *testing.T) {
+		// The SDK asks for base64 by default and decodes it.
+		for _, model := range []string{"text-embedding-3-small", "llama-embed"} {
+			emb, err := client.Embeddings.New(ctx, openai.EmbeddingNewParams{
+				Model: openai.EmbeddingModel(model),
+				Input: openai.EmbeddingNewParamsInputUnion{OfArrayOfStrings: []string{"a", "b"}},
+			})
+			if err != nil {
+				t.Fatalf("%s: %v", model, err)
+			}
+			want := make([]float32, len(emb.Data[0].Embedding))
+			providermock.Embedding(want, "a")
+			if len(emb.Data) != 2 || len(want) == 0 || float32(emb.Data[0].Embedding[0]) != want[0] {
+				t.Fatalf("%s: embeddings = %+v, want first vector %v", model, emb.Data, want)
+			}
+		}
+	})
+
+	t.Run("typed 404", func(t *testing.T) {
+		_, err := client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
+			Model: "no-such-model", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("x")},
+		})
+		var apiErr *openai.Error
+		if !errors.As(err, &apiErr) || apiErr.StatusCode != 404 || apiErr.Code != "model_not_found" {
+			t.Fatalf("err = %v", err)
+		}
+	})
+}
+
+// openAIMatrix is one column of the cross-format matrix: the OpenAI SDK
+// against a model on one kind of upstream.
+func openAIMatrix(t *testing.T, client openai.Client, model string) {
+	ctx := context.Background()
 	t.Run("chat", func(t *testing.T) {
 		cc, err := client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
-			Model:    "gpt-4o-mini",
+			Model:    model,
 			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hello #mock chunks=4")},
 		})
 		if err != nil {
@@ -37,7 +74,7 @@ func TestOpenAISDK(t *testing.T) {
 
 	t.Run("stream with accumulator", func(t *testing.T) {
 		stream := client.Chat.Completions.NewStreaming(ctx, openai.ChatCompletionNewParams{
-			Model:         "gpt-4o-mini",
+			Model:         model,
 			Messages:      []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hello #mock chunks=12")},
 			StreamOptions: openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)},
 		})
@@ -57,7 +94,7 @@ func TestOpenAISDK(t *testing.T) {
 
 	t.Run("tool call round trip", func(t *testing.T) {
 		params := openai.ChatCompletionNewParams{
-			Model:    "gpt-4o-mini",
+			Model:    model,
 			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("weather in Paris? #mock tool_call=get_weather")},
 			Tools: []openai.ChatCompletionToolUnionParam{openai.ChatCompletionFunctionTool(shared.FunctionDefinitionParam{
 				Name:       "get_weather",
@@ -92,35 +129,9 @@ func TestOpenAISDK(t *testing.T) {
 		}
 	})
 
-	t.Run("embeddings", func(t *testing.T) {
-		// The SDK asks for base64 by default and decodes it.
-		emb, err := client.Embeddings.New(ctx, openai.EmbeddingNewParams{
-			Model: "text-embedding-3-small",
-			Input: openai.EmbeddingNewParamsInputUnion{OfArrayOfStrings: []string{"a", "b"}},
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		want := make([]float32, len(emb.Data[0].Embedding))
-		providermock.Embedding(want, "a")
-		if len(emb.Data) != 2 || len(want) == 0 || float32(emb.Data[0].Embedding[0]) != want[0] {
-			t.Fatalf("embeddings = %+v, want first vector %v", emb.Data, want)
-		}
-	})
-
-	t.Run("typed 404", func(t *testing.T) {
-		_, err := client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
-			Model: "no-such-model", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("x")},
-		})
-		var apiErr *openai.Error
-		if !errors.As(err, &apiErr) || apiErr.StatusCode != 404 || apiErr.Code != "model_not_found" {
-			t.Fatalf("err = %v", err)
-		}
-	})
-
 	t.Run("typed 429", func(t *testing.T) {
 		_, err := client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
-			Model: "gpt-4o-mini", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("x #mock status=429 retry_after=3")},
+			Model: model, Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("x #mock status=429 retry_after=3")},
 		})
 		var apiErr *openai.Error
 		if !errors.As(err, &apiErr) || apiErr.StatusCode != 429 || apiErr.Response.Header.Get("Retry-After") != "3" {
@@ -130,7 +141,7 @@ func TestOpenAISDK(t *testing.T) {
 
 	t.Run("stream cut is an error, not a short answer", func(t *testing.T) {
 		stream := client.Chat.Completions.NewStreaming(ctx, openai.ChatCompletionNewParams{
-			Model: "gpt-4o-mini", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("x #mock chunks=10 cut_after=4")},
+			Model: model, Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("x #mock chunks=10 cut_after=4")},
 		})
 		for stream.Next() {
 		}

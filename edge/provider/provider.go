@@ -11,6 +11,9 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/meridian-mesh/meridian/edge/provider/anthropic"
+	"github.com/meridian-mesh/meridian/edge/provider/gemini"
+	"github.com/meridian-mesh/meridian/edge/provider/ollama"
 	"github.com/meridian-mesh/meridian/edge/provider/openai"
 	"github.com/meridian-mesh/meridian/shared/llm"
 	"github.com/meridian-mesh/meridian/shared/table"
@@ -25,13 +28,25 @@ type Provider interface {
 	Close()
 }
 
-var _ Provider = (*openai.Adapter)(nil)
+var (
+	_ Provider = (*openai.Adapter)(nil)
+	_ Provider = (*anthropic.Adapter)(nil)
+	_ Provider = (*gemini.Adapter)(nil)
+	_ Provider = (*ollama.Adapter)(nil)
+)
 
-// New builds the adapter for p's kind.
+// New builds the adapter for p's kind. p must have passed table
+// validation, which also fills its kind from a preset.
 func New(p table.Provider) (Provider, error) {
 	switch p.Kind {
 	case table.KindOpenAI:
 		return openai.New(p)
+	case table.KindAnthropic:
+		return anthropic.New(p)
+	case table.KindGemini:
+		return gemini.New(p)
+	case table.KindOllama:
+		return ollama.New(p)
 	}
 	return nil, fmt.Errorf("provider %q: unknown kind %q", p.ID, p.Kind)
 }
