@@ -191,8 +191,8 @@ func TestAppendMessage(t *testing.T) {
 	b := appendMessage(nil, cc, "m")
 	var out struct {
 		ID, Type, Role, Model, StopReason string
-		Content                          []map[string]any
-		Usage                            struct{ InputTokens, OutputTokens int }
+		Content                           []map[string]any
+		Usage                             struct{ InputTokens, OutputTokens int }
 	}
 	if err := json.Unmarshal(b, &out); err != nil {
 		t.Fatalf("%s: %v", b, err)

@@ -1,13 +1,13 @@
 package anthropic
 
 import (
-	"unsafe"
 	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"github.com/meridian-mesh/meridian/shared/llm"
 	"github.com/tidwall/gjson"

@@ -1,0 +1,662 @@
+package anthropic
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/meridian-mesh/meridian/shared/llm"
+	"github.com/meridian-mesh/meridian/shared/table"
+)
+
+var update = flag.Bool("update", false, "rewrite the canonical-output golden files in testdata")
+
+const testKey = "sk-ant-test-secret"
+
+func readFile(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// checkGolden compares got with a golden file of canonical output, or
+// rewrites the file under -update.
+func checkGolden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs\n got:\n%s\nwant:\n%s", name, got, want)
+	}
+}
+
+// sameJSON reports whether a and b hold the same JSON value, ignoring
+// layout and key order.
+func sameJSON(t *testing.T, a, b []byte) bool {
+	t.Helper()
+	var x, y any
+	if err := json.Unmarshal(a, &x); err != nil {
+		t.Fatalf("invalid JSON %s: %v", a, err)
+	}
+	if err := json.Unmarshal(b, &y); err != nil {
+		t.Fatalf("invalid JSON %s: %v", b, err)
+	}
+	return reflect.DeepEqual(x, y)
+}
+
+func adapter(t *testing.T, h http.HandlerFunc, edit func(*table.Provider)) *Adapter {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	p := table.Provider{ID: "claude", Kind: table.KindAnthropic, BaseURL: srv.URL + "/v1/", APIKey: testKey}
+	if edit != nil {
+		edit(&p)
+	}
+	a, err := New(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.Close)
+	return a
+}
+
+func chatRequest(t testing.TB, body string, stream bool) *llm.Request {
+	return &llm.Request{ID: "req-1", Op: llm.OpChat, Model: "claude-alias", Stream: stream, Body: []byte(body)}
+}
+
+// checkHeaders asserts what Anthropic needs besides the body.
+func checkHeaders(t *testing.T, r *http.Request, stream bool) {
+	t.Helper()
+	if r.Method != http.MethodPost || r.URL.Path != "/v1/messages" {
+		t.Errorf("%s %s, want POST /v1/messages", r.Method, r.URL.Path)
+	}
+	want := map[string]string{"X-Api-Key": testKey, "Anthropic-Version": "2023-06-01", "Content-Type": "application/json", "Accept": "application/json"}
+	if stream {
+		want["Accept"] = "text/event-stream"
+	}
+	for k, v := range want {
+		if got := r.Header.Get(k); got != v {
+			t.Errorf("header %s = %q, want %q", k, got, v)
+		}
+	}
+	if r.Header.Get("Authorization") != "" {
+		t.Error("the key must go in x-api-key only")
+	}
+}
+
+func TestGoldenChat(t *testing.T) {
+	a := adapter(t, func(w http.ResponseWriter, r *http.Request) {
+		checkHeaders(t, r, false)
+		got, _ := io.ReadAll(r.Body)
+		if want := readFile(t, "messages_request.json"); !sameJSON(t, got, want) {
+			t.Errorf("upstream request\n got: %s\nwant: %s", got, want)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(readFile(t, "messages_response.json"))
+	}, nil)
+	resp, err := a.Do(context.Background(), chatRequest(t, string(readFile(t, "chat_request.json")), false), "claude-sonnet-4-5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Completion == nil || resp.Body != nil || resp.Stream != nil {
+		t.Fatalf("response = %+v, want a typed completion", resp)
+	}
+	want := llm.Usage{PromptTokens: 410 + 1024, CompletionTokens: 57, TotalTokens: 410 + 1024 + 57}
+	if resp.Usage != want || *resp.Completion.Usage != want {
+		t.Errorf("usage = %+v / %+v, want %+v", resp.Usage, *resp.Completion.Usage, want)
+	}
+	if resp.Completion.Created == 0 {
+		t.Error("created is not set")
+	}
+	resp.Completion.Created = 0
+	got, err := json.MarshalIndent(resp.Completion, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkGolden(t, "completion.golden.json", append(got, '\n'))
+}
+
+// transcript renders a stream as one OpenAI chunk per line, with
+// created zeroed, and the error that ended it.
+func transcript(t *testing.T, s llm.Stream) []byte {
+	t.Helper()
+	var out []byte
+	for range 10000 {
+		c, err := s.Next()
+		if err == io.EOF {
+			return append(out, "EOF\n"...)
+		}
+		if err != nil {
+			return fmt.Appendf(out, "error: %v\n", err)
+		}
+		if c.Raw != nil {
+			t.Fatal("a translating adapter must not set Raw")
+		}
+		if c.Created == 0 {
+			t.Fatal("chunk without created")
+		}
+		c.Created = 0
+		out = append(c.AppendJSON(out), '\n')
+	}
+	t.Fatal("stream does not end")
+	return nil
+}
+
+func TestGoldenStream(t *testing.T) {
+	tests := []struct {
+		name  string
+		usage llm.Usage
+	}{
+		{"stream_text", llm.Usage{PromptTokens: 25, CompletionTokens: 15, TotalTokens: 40}},
+		{"stream_tools", llm.Usage{PromptTokens: 472 + 100 + 2000, CompletionTokens: 89, TotalTokens: 472 + 100 + 2000 + 89}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := adapter(t, func(w http.ResponseWriter, r *http.Request) {
+				checkHeaders(t, r, true)
+				got, _ := io.ReadAll(r.Body)
+				var body struct {
+					Stream bool `json:"stream"`
+				}
+				if json.Unmarshal(got, &body); !body.Stream {
+					t.Errorf("stream is not asked for: %s", got)
+				}
+				w.Header().Set("Content-Type", "text/event-stream")
+				w.Write(readFile(t, tt.name+".sse"))
+			}, nil)
+			resp, err := a.Do(context.Background(), chatRequest(t, `{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}`, true), "claude-sonnet-4-5")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Stream.Close()
+			checkGolden(t, tt.name+".golden", transcript(t, resp.Stream))
+			if u, ok := resp.Stream.Usage(); !ok || u != tt.usage {
+				t.Errorf("usage = %+v %v, want %+v", u, ok, tt.usage)
+			}
+		})
+	}
+}
+
+// TestStreamSequence checks the canonical chunk sequence on the tool
+// stream field by field, independently of the golden transcript.
+func TestStreamSequence(t *testing.T) {
+	s := newStream("claude", &memCall{}, bytes.NewReader(readFile(t, "stream_tools.sse")), "fallback")
+	type call struct{ id, name, args string }
+	var (
+		calls      []call
+		text       string
+		finishes   []string
+		usageSeen  bool
+		first      = true
+		ids, model = map[string]bool{}, ""
+	)
+	for {
+		c, err := s.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if usageSeen {
+			t.Fatal("chunk after the usage chunk")
+		}
+		ids[c.ID] = true
+		model = c.Model
+		if len(c.Choices) == 0 {
+			if c.Usage == nil {
+				t.Fatal("chunk with neither choices nor usage")
+			}
+			usageSeen = true
+			continue
+		}
+		ch := c.Choices[0]
+		if first != (ch.Role == "assistant") {
+			t.Fatalf("role %q on a chunk, first=%v", ch.Role, first)
+		}
+		first = false
+		text += ch.Content
+		if ch.FinishReason != "" {
+			finishes = append(finishes, ch.FinishReason)
+			if ch.Content != "" || len(ch.ToolCalls) > 0 {
+				t.Fatal("finish chunk carries content")
+			}
+		}
+		for _, tc := range ch.ToolCalls {
+			switch {
+			case tc.Index == len(calls) && tc.ID != "":
+				calls = append(calls, call{tc.ID, tc.Name, tc.Arguments})
+			case tc.Index < len(calls) && tc.ID == "" && tc.Name == "":
+				calls[tc.Index].args += tc.Arguments
+			default:
+				t.Fatalf("tool call delta %+v after %d calls", tc, len(calls))
+			}
+		}
+	}
+	want := []call{
+		{"toolu_01T1x1fJ34qAmk2tNTrN7Up6", "get_weather", `{"city": "San Francisco", "unit": "c"}`},
+		{"toolu_01VfJdS7AwbHLaNnmvJqbLHv", "get_time", `{}`},
+	}
+	if !reflect.DeepEqual(calls, want) || text != "Okay, let me check." ||
+		!reflect.DeepEqual(finishes, []string{llm.FinishToolCalls}) || !usageSeen {
+		t.Fatalf("calls %+v text %q finishes %v usage %v", calls, text, finishes, usageSeen)
+	}
+	if len(ids) != 1 || !ids["chatcmpl-msg_014p7gG3wDgGV9EUtLvnow3U"] || model != "claude-sonnet-4-5-20250929" {
+		t.Fatalf("ids %v model %q", ids, model)
+	}
+}
+
+func TestStreamWithoutStopReason(t *testing.T) {
+	// No message_delta: message_stop still gives a finish chunk, then
+	// usage, then EOF.
+	sse := "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"c\",\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\n" +
+		// No event name, so it is read from "type"; spaced out, so the
+		// delta takes the gjson path.
+		"data: {\"type\": \"content_block_delta\", \"index\": 0, \"delta\": {\"type\": \"text_delta\", \"text\": \"hi\"}}\n\n" +
+		"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
+	m := &memCall{}
+	s := newStream("claude", m, strings.NewReader(sse), "c")
+	var kinds []string
+	for {
+		c, err := s.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case c.Usage != nil:
+			kinds = append(kinds, "usage")
+			if s.Buffered() != 0 {
+				t.Error("nothing is buffered after the usage chunk")
+			}
+		case c.Choices[0].FinishReason != "":
+			kinds = append(kinds, "finish:"+c.Choices[0].FinishReason)
+			if s.Buffered() == 0 {
+				t.Error("the usage chunk is in memory: Buffered must say so")
+			}
+		default:
+			kinds = append(kinds, "delta:"+c.Choices[0].Content)
+		}
+	}
+	if want := []string{"delta:", "delta:hi", "finish:stop", "usage"}; !reflect.DeepEqual(kinds, want) {
+		t.Fatalf("chunks %v, want %v", kinds, want)
+	}
+	s.Close()
+	if !m.drained {
+		t.Fatal("a finished stream must drain its connection")
+	}
+}
+
+func TestStreamCut(t *testing.T) {
+	full := string(readFile(t, "stream_tools.sse"))
+	tests := []struct {
+		name string
+		body string
+	}{
+		{"midway", full[:strings.Index(full, "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":1}")]},
+		{"inside an event", full[:strings.Index(full, "ncisco")]},
+		{"after the finish", full[:strings.Index(full, "event: message_stop")]},
+		{"empty", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := adapter(t, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/event-stream")
+				io.WriteString(w, tt.body)
+			}, nil)
+			resp, err := a.Do(context.Background(), chatRequest(t, `{"model":"m","messages":[{"role":"user","content":"hi"}]}`, true), "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Stream.Close()
+			for {
+				_, err := resp.Stream.Next()
+				if err == nil {
+					continue
+				}
+				if !errors.Is(err, llm.ErrStreamCut) {
+					t.Fatalf("err = %v, want ErrStreamCut", err)
+				}
+				break
+			}
+			if _, err := resp.Stream.Next(); !errors.Is(err, llm.ErrStreamCut) {
+				t.Fatalf("after the cut: %v", err)
+			}
+		})
+	}
+}
+
+func TestStreamErrorEvent(t *testing.T) {
+	start := string(readFile(t, "stream_text.sse"))
+	start = start[:strings.Index(start, "event: content_block_stop")]
+	tests := []struct {
+		event      string
+		status     int
+		typ, msg   string
+		retryable  bool
+		notContain string
+	}{
+		{`{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}`, 503, llm.TypeOverloaded, "is overloaded", true, ""},
+		{`{"type":"error","error":{"type":"api_error","message":"Internal server error"}}`, 502, llm.TypeUpstream, "Internal server error", true, ""},
+		{`{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long"}}`, 502, llm.TypeUpstream, "prompt is too long", false, ""},
+	}
+	for _, tt := range tests {
+		a := adapter(t, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			io.WriteString(w, start+"event: error\ndata: "+tt.event+"\n\n")
+		}, nil)
+		resp, err := a.Do(context.Background(), chatRequest(t, `{"model":"m","messages":[{"role":"user","content":"hi"}]}`, true), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		for {
+			_, err = resp.Stream.Next()
+			if err != nil {
+				break
+			}
+			n++
+		}
+		var e *llm.Error
+		if !errors.As(err, &e) || e.Status != tt.status || e.Type != tt.typ || e.Retryable != tt.retryable || !strings.Contains(e.Message, tt.msg) {
+			t.Errorf("%s: err = %#v", tt.event, err)
+		}
+		if n != 4 { // role, three text deltas
+			t.Errorf("%d chunks before the error, want 4", n)
+		}
+		if _, again := resp.Stream.Next(); again != err {
+			t.Errorf("Next after the error = %v, want the same error", again)
+		}
+		resp.Stream.Close()
+	}
+}
+
+func TestStatusMapping(t *testing.T) {
+	body := func(typ, msg string) string {
+		return `{"type":"error","error":{"type":"` + typ + `","message":"` + msg + `"}}`
+	}
+	tests := []struct {
+		status     int
+		body       string
+		retryAfter string
+		want       int
+		typ        string
+		retryable  bool
+		wait       time.Duration
+		msg        string
+	}{
+		{400, body("invalid_request_error", "messages: roles must alternate between \"user\" and \"assistant\""), "", 400, llm.TypeInvalidRequest, false, 0, "roles must alternate"},
+		{401, body("authentication_error", "invalid x-api-key"), "", 502, llm.TypeUpstream, true, 0, "refused Meridian's credentials"},
+		{403, body("permission_error", "Your API key does not have permission"), "", 502, llm.TypeUpstream, true, 0, "refused Meridian's credentials"},
+		{404, body("not_found_error", "model: claude-nope"), "", 502, llm.TypeUpstream, true, 0, "does not serve this model"},
+		{413, body("request_too_large", "Request exceeds the maximum allowed number of bytes."), "", 413, llm.TypeInvalidRequest, false, 0, "request too large"},
+		{429, body("rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit (org 1234)"), "30", 429, llm.TypeRateLimit, true, 30 * time.Second, "rate limiting"},
+		{500, body("api_error", "Internal server error at 10.0.0.7"), "", 502, llm.TypeUpstream, true, 0, "failed (status 500)"},
+		{529, body("overloaded_error", "Overloaded"), "", 503, llm.TypeOverloaded, true, 0, "is overloaded"},
+		{503, body("overloaded_error", "Overloaded"), "5", 503, llm.TypeOverloaded, true, 5 * time.Second, "is overloaded"},
+		{422, `not json`, "", 400, llm.TypeInvalidRequest, false, 0, "rejected the request (status 422)"},
+	}
+	for _, tt := range tests {
+		a := adapter(t, func(w http.ResponseWriter, r *http.Request) {
+			if tt.retryAfter != "" {
+				w.Header().Set("Retry-After", tt.retryAfter)
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(tt.status)
+			io.WriteString(w, tt.body)
+		}, nil)
+		for _, stream := range []bool{false, true} {
+			_, err := a.Do(context.Background(), chatRequest(t, `{"model":"m","messages":[{"role":"user","content":"hi"}]}`, stream), "")
+			var e *llm.Error
+			if !errors.As(err, &e) {
+				t.Fatalf("%d: err = %v", tt.status, err)
+			}
+			if e.Status != tt.want || e.Type != tt.typ || e.Retryable != tt.retryable || e.RetryAfter != tt.wait || !strings.Contains(e.Message, tt.msg) {
+				t.Errorf("%d stream=%v: got %+v", tt.status, stream, e)
+			}
+			for _, leak := range []string{testKey, "1234", "10.0.0.7", "127.0.0.1"} {
+				if strings.Contains(e.Message, leak) {
+					t.Errorf("%d: message leaks %q: %s", tt.status, leak, e.Message)
+				}
+			}
+		}
+	}
+}
+
+func TestBadAnswers(t *testing.T) {
+	tests := []struct {
+		body   string
+		status int
+		typ    string
+	}{
+		{`<html>502 Bad Gateway</html>`, 502, llm.TypeUpstream},
+		{`{"type":"message","content":"not an array"}`, 502, llm.TypeUpstream},
+		{`[]`, 502, llm.TypeUpstream},
+		{`{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`, 503, llm.TypeOverloaded},
+	}
+	for _, tt := range tests {
+		a := adapter(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, tt.body) }, nil)
+		_, err := a.Do(context.Background(), chatRequest(t, `{"model":"m","messages":[{"role":"user","content":"hi"}]}`, false), "")
+		var e *llm.Error
+		if !errors.As(err, &e) || e.Status != tt.status || e.Type != tt.typ || !e.Retryable {
+			t.Errorf("%s: err = %v", tt.body, err)
+		}
+	}
+}
+
+func TestUnsupportedOps(t *testing.T) {
+	var called atomic.Bool
+	a := adapter(t, func(w http.ResponseWriter, r *http.Request) { called.Store(true) }, nil)
+	for _, op := range []llm.Op{llm.OpEmbedding, llm.OpCompletion} {
+		_, err := a.Do(context.Background(), &llm.Request{Op: op, Model: "m", Body: []byte(`{"model":"m","input":"x","prompt":"x"}`)}, "")
+		var e *llm.Error
+		if !errors.As(err, &e) || e.Status != 400 || !strings.Contains(e.Message, op.String()) {
+			t.Errorf("%s: err = %v", op, err)
+		}
+	}
+	if called.Load() {
+		t.Fatal("an unsupported request reached the upstream")
+	}
+}
+
+func TestTranslate(t *testing.T) {
+	const user = `{"role":"user","content":"hi"}`
+	tests := []struct {
+		name string
+		req  string // messages etc., inside {"model":"m", ...}
+		want string // fields of the Anthropic request besides model, compared as JSON
+	}{
+		{"defaults", `"messages":[` + user + `]`,
+			`"max_tokens":4096,"messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]`},
+		{"one system prompt is a string; max_tokens", `"max_tokens":77,"messages":[{"role":"system","content":"be brief"},` + user + `]`,
+			`"max_tokens":77,"system":"be brief","messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]`},
+		{"same roles merge, empty text is dropped",
+			`"messages":[` + user + `,{"role":"user","content":""},{"role":"assistant","content":"a"},{"role":"assistant","content":[{"type":"text","text":"b"}]},{"role":"assistant","content":null}]`,
+			`"max_tokens":4096,"messages":[{"role":"user","content":[{"type":"text","text":"hi"}]},{"role":"assistant","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}]`},
+		{"tool calls without text; empty arguments; foreign ids",
+			`"messages":[` + user + `,{"role":"assistant","content":null,"tool_calls":[{"id":"functions.get_time:0","type":"function","function":{"name":"get_time","arguments":""}}]},{"role":"tool","tool_call_id":"functions.get_time:0","content":""}]`,
+			`"max_tokens":4096,"messages":[{"role":"user","content":[{"type":"text","text":"hi"}]},{"role":"assistant","content":[{"type":"tool_use","id":"functions_get_time_0","name":"get_time","input":{}}]},{"role":"user","content":[{"type":"tool_result","tool_use_id":"functions_get_time_0"}]}]`},
+		{"tool choice auto, schema without type",
+			`"messages":[` + user + `],"tools":[{"type":"function","function":{"name":"f","parameters":{"properties":{"a":{"type":"integer"}}}}}],"tool_choice":"auto"`,
+			`"max_tokens":4096,"messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}],"tools":[{"name":"f","input_schema":{"type":"object","properties":{"a":{"type":"integer"}}}}],"tool_choice":{"type":"auto"}`},
+		{"tool choice none",
+			`"messages":[` + user + `],"tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":"none"`,
+			`"max_tokens":4096,"messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}],"tools":[{"name":"f","input_schema":{"type":"object"}}],"tool_choice":{"type":"none"}`},
+		{"tool choice function",
+			`"messages":[` + user + `],"tools":[{"type":"function","function":{"name":"f","parameters":null}}],"tool_choice":{"type":"function","function":{"name":"f"}}`,
+			`"max_tokens":4096,"messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}],"tools":[{"name":"f","input_schema":{"type":"object"}}],"tool_choice":{"type":"tool","name":"f"}`},
+		{"tool choice without tools is dropped; stop string; n=1",
+			`"messages":[` + user + `],"tool_choice":"required","stop":"###","n":1,"max_tokens":9`,
+			`"max_tokens":9,"messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}],"stop_sequences":["###"]`},
+		{"unicode and escapes survive",
+			`"messages":[{"role":"user","content":"\u00e9\"\\\n\u2028<>&"}]`,
+			`"max_tokens":4096,"messages":[{"role":"user","content":[{"type":"text","text":"\u00e9\"\\\n\u2028<>&"}]}]`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := chatRequest(t, `{"model":"m",`+tt.req+`}`, false)
+			c, err := req.ChatRequest()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := encodeRequest(c, "claude-x", false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := `{"model":"claude-x",` + tt.want + `}`; !sameJSON(t, got, []byte(want)) {
+				t.Fatalf("\n got: %s\nwant: %s", got, want)
+			}
+		})
+	}
+
+	t.Run("top_k and stream from a typed request", func(t *testing.T) {
+		k, temp := 40, 1.0
+		c := &llm.ChatRequest{Messages: []llm.Message{{Role: "user", Content: llm.TextContent("hi")}}, TopK: &k, Temperature: &temp}
+		got, err := encodeRequest(c, "claude-x", true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := `{"model":"claude-x","max_tokens":4096,"messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}],"temperature":1,"top_k":40,"stream":true}`
+		if !sameJSON(t, got, []byte(want)) {
+			t.Fatalf("\n got: %s\nwant: %s", got, want)
+		}
+	})
+}
+
+func TestTranslateRefusals(t *testing.T) {
+	tests := []struct {
+		req   string
+		param string
+	}{
+		{`"n":2,"messages":[{"role":"user","content":"hi"}]`, "n"},
+		{`"messages":[{"role":"user","content":"hi"},{"role":"assistant","tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{\"a\":"}}]}]`, "messages[1].tool_calls[0].function.arguments"},
+		{`"messages":[{"role":"user","content":"hi"},{"role":"assistant","tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"[1]"}}]}]`, "messages[1].tool_calls[0].function.arguments"},
+		{`"messages":[{"role":"user","content":"hi"},{"role":"assistant","tool_calls":[{"type":"function","function":{"name":"f","arguments":"{}"}}]}]`, "messages[1].tool_calls[0].id"},
+		{`"messages":[{"role":"user","content":"hi"},{"role":"tool","content":"42"}]`, "messages[1].tool_call_id"},
+		{`"messages":[{"role":"user","content":[{"type":"text","text":"x"},{"type":"image_url","image_url":{"url":"ftp://host/a.png"}}]}]`, "messages[0].content[1].image_url.url"},
+		{`"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png,plain"}}]}]`, "messages[0].content[0].image_url.url"},
+		{`"messages":[{"role":"user","content":[{"type":"input_audio","input_audio":{"data":"x","format":"wav"}}]}]`, "messages[0].content[0].type"},
+		{`"messages":[{"role":"system","content":[{"type":"image_url","image_url":{"url":"https://a/b.png"}}]},{"role":"user","content":"hi"}]`, "messages[0].content[0].type"},
+		{`"messages":[{"role":"function","name":"f","content":"x"}]`, "messages[0].role"},
+		{`"messages":[{"role":"user","content":5}]`, "messages[0].content"},
+		{`"messages":[{"role":"system","content":"only a system prompt"}]`, "messages"},
+		{`"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"custom","custom":{"name":"x"}}]`, "tools[0].type"},
+		{`"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f","parameters":[1]}}]`, "tools[0].function.parameters"},
+	}
+	for _, tt := range tests {
+		c, err := chatRequest(t, `{"model":"m",`+tt.req+`}`, false).ChatRequest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = encodeRequest(c, "claude-x", false)
+		var e *llm.Error
+		if !errors.As(err, &e) || e.Status != 400 || e.Type != llm.TypeInvalidRequest || e.Param != tt.param {
+			t.Errorf("%s: err = %#v, want a 400 naming %s", tt.req, err, tt.param)
+		}
+	}
+}
+
+// TestStreamReusesConnection checks that a finished stream hands its
+// connection back to the pool: a new connection per stream would add a
+// handshake to every time to first token.
+func TestStreamReusesConnection(t *testing.T) {
+	var conns atomic.Int32
+	sse := readFile(t, "stream_text.sse")
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Write(sse)
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	a, err := New(table.Provider{ID: "claude", Kind: table.KindAnthropic, BaseURL: srv.URL + "/v1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	for range 5 {
+		resp, err := a.Do(context.Background(), chatRequest(t, `{"model":"m","messages":[{"role":"user","content":"hi"}]}`, true), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			if _, err := resp.Stream.Next(); err == io.EOF {
+				break
+			} else if err != nil {
+				t.Fatal(err)
+			}
+		}
+		resp.Stream.Close()
+	}
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("5 streams used %d connections, want 1", n)
+	}
+}
+
+func TestChunkTimeoutMidStream(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	a := adapter(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\"}}\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}, func(p *table.Provider) { p.ChunkTimeout = 50 * time.Millisecond })
+	resp, err := a.Do(context.Background(), chatRequest(t, `{"model":"m","messages":[{"role":"user","content":"hi"}]}`, true), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Stream.Close()
+	if _, err := resp.Stream.Next(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = resp.Stream.Next()
+	var e *llm.Error
+	if !errors.As(err, &e) || e.Status != 504 {
+		t.Fatalf("err = %v, want a 504 timeout", err)
+	}
+}
+
+// memCall is an upstream call whose body is already in memory.
+type memCall struct{ closed, drained bool }
+
+func (m *memCall) Touch() {}
+
+func (m *memCall) ReadErr(err error) error { return fmt.Errorf("%w: %v", llm.ErrStreamCut, err) }
+
+func (m *memCall) Close(drained bool) { m.closed, m.drained = true, drained }

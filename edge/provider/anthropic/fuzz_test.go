@@ -1,0 +1,194 @@
+package anthropic
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/meridian-mesh/meridian/shared/llm"
+)
+
+func addFiles(f *testing.F, pattern string) {
+	files, _ := filepath.Glob(filepath.Join("testdata", pattern))
+	for _, name := range files {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+}
+
+// FuzzStream feeds arbitrary bytes to the stream translator and checks
+// the canonical sequence: a role first, tool call indexes that count
+// calls, at most one finish, the usage chunk last, and io.EOF only after
+// it; every other end is a cut or an *llm.Error. Every chunk must
+// encode to valid JSON.
+func FuzzStream(f *testing.F) {
+	addFiles(f, "*.sse")
+	f.Add(benchStream())
+	f.Add([]byte("event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n"))
+	f.Add([]byte("data: {\"type\":\"message_stop\"}\n\n"))
+	f.Add([]byte("event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1023,\"content_block\":{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"n\"}}\n\n" +
+		"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1023,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"a\\\\\"}}\n\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m := &memCall{}
+		s := newStream("claude", m, bytes.NewReader(data), "m")
+		var (
+			chunks, calls int
+			finished      bool
+			usage         bool
+			buf           []byte
+		)
+		for {
+			c, err := s.Next()
+			if err != nil {
+				var e *llm.Error
+				switch {
+				case err == io.EOF:
+					if !usage || !finished {
+						t.Fatalf("EOF without finish (%v) and usage (%v)", finished, usage)
+					}
+				case errors.Is(err, llm.ErrStreamCut), errors.As(err, &e):
+				default:
+					t.Fatalf("unexpected error %v", err)
+				}
+				if again, _ := s.Next(); again != nil {
+					t.Fatal("a chunk after the end")
+				}
+				break
+			}
+			if usage {
+				t.Fatal("a chunk after the usage chunk")
+			}
+			chunks++
+			if len(c.Choices) == 0 {
+				if c.Usage == nil || !finished {
+					t.Fatalf("chunk %d has no choices and no usage, or comes before the finish", chunks)
+				}
+				usage = true
+			} else {
+				ch := &c.Choices[0]
+				if (chunks == 1) != (ch.Role == llm.RoleAssistant) {
+					t.Fatalf("chunk %d role %q", chunks, ch.Role)
+				}
+				if finished {
+					t.Fatal("a delta after the finish")
+				}
+				finished = ch.FinishReason != ""
+				for _, tc := range ch.ToolCalls {
+					switch {
+					case tc.ID != "" || tc.Name != "":
+						// The first delta of a call starts a new index...
+						if tc.Index != calls {
+							t.Fatalf("call %d starts as index %d", calls, tc.Index)
+						}
+						calls++
+					case tc.Index >= calls:
+						// ...and later ones name a started call.
+						t.Fatalf("arguments for call %d of %d", tc.Index, calls)
+					}
+				}
+			}
+			buf = c.AppendJSON(buf[:0])
+			if !json.Valid(buf) {
+				t.Fatalf("chunk is not valid JSON: %s", buf)
+			}
+		}
+		s.Close()
+		if !m.closed || m.drained != usage {
+			t.Fatalf("closed %v drained %v after usage %v", m.closed, m.drained, usage)
+		}
+	})
+}
+
+// FuzzQuickDelta checks the delta fast path against the gjson path:
+// whenever it accepts an event, it must read what gjson reads.
+func FuzzQuickDelta(f *testing.F) {
+	f.Add(`{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello"}}`)
+	f.Add(`{"type":"content_block_delta","index":12,"delta":{"type":"text_delta","text":"a\"b\\c\n\u00e9"}}`)
+	f.Add(`{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"city\": \"Par"}}`)
+	f.Add(`{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":""}}`)
+	f.Add(`{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"x\"}}`)
+	f.Fuzz(func(t *testing.T, data string) {
+		index, typ, val, ok := quickDelta(data)
+		if !ok {
+			return
+		}
+		if i, ty, v := slowDelta(data); i != index || ty != typ || v != val {
+			t.Fatalf("quick (%d %q %q) != gjson (%d %q %q)", index, typ, val, i, ty, v)
+		}
+	})
+}
+
+// FuzzDecodeMessage checks that any answer body gives either an error
+// the gateway can report or one well-formed choice with usage.
+func FuzzDecodeMessage(f *testing.F) {
+	addFiles(f, "messages_response.json")
+	f.Add([]byte(`{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`))
+	f.Add([]byte(`{"id":"m","content":[{"type":"tool_use","id":"t","name":"n"}],"stop_reason":"max_tokens"}`))
+	f.Add([]byte(`{"content":[]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := decodeMessage("claude", data, "m", 1)
+		if err != nil {
+			var e *llm.Error
+			if !errors.As(err, &e) || e.Status < 500 {
+				t.Fatalf("err = %v, want a 5xx *llm.Error", err)
+			}
+			return
+		}
+		if len(c.Choices) != 1 || c.Usage == nil || c.Choices[0].FinishReason == "" {
+			t.Fatalf("completion %+v", c)
+		}
+		m := c.Choices[0].Message
+		if m.Content == nil && len(m.ToolCalls) == 0 {
+			t.Fatal("neither content nor tool calls")
+		}
+		for _, tc := range m.ToolCalls {
+			if !json.Valid([]byte(tc.Function.Arguments)) {
+				t.Fatalf("arguments %q are not JSON", tc.Function.Arguments)
+			}
+		}
+		if _, err := json.Marshal(c); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// FuzzEncodeRequest checks the hand-written encoder: any chat request
+// it accepts becomes valid JSON with the fields Anthropic requires.
+func FuzzEncodeRequest(f *testing.F) {
+	addFiles(f, "chat_request.json")
+	f.Add([]byte(`{"messages":[{"role":"user","content":"hi"}],"stop":"x","tool_choice":"none","tools":[{"type":"function","function":{"name":"f","parameters":{}}}]}`))
+	f.Add([]byte(`{"messages":[{"role":"tool","tool_call_id":"a.b","content":[{"type":"text","text":"\ud800"}]}]}`))
+	f.Add(benchBody(f))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var c llm.ChatRequest
+		if json.Unmarshal(data, &c) != nil {
+			return
+		}
+		b, err := encodeRequest(&c, "claude-x", true)
+		if err != nil {
+			var e *llm.Error
+			if !errors.As(err, &e) || e.Status != 400 || e.Param == "" {
+				t.Fatalf("err = %#v, want a 400 naming a field", err)
+			}
+			return
+		}
+		var got struct {
+			Model     string            `json:"model"`
+			MaxTokens *int              `json:"max_tokens"`
+			Messages  []json.RawMessage `json:"messages"`
+		}
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatalf("invalid JSON %s: %v", b, err)
+		}
+		if got.Model != "claude-x" || got.MaxTokens == nil || len(got.Messages) == 0 {
+			t.Fatalf("missing required fields: %s", b)
+		}
+	})
+}

@@ -1,0 +1,383 @@
+package gemini
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/meridian-mesh/meridian/edge/provider/upstream"
+	"github.com/meridian-mesh/meridian/shared/llm"
+	"github.com/meridian-mesh/meridian/shared/sse"
+	"github.com/tidwall/gjson"
+)
+
+// conn is what a stream needs of its upstream call. *upstream.Call is
+// one; tests and benchmarks read from memory through a fake.
+type conn interface {
+	Touch()
+	ReadErr(err error) error
+	Close(drained bool)
+}
+
+var _ conn = (*upstream.Call)(nil)
+
+// stream translates Gemini's alt=sse stream into canonical chunks.
+//
+// Each SSE event is a whole GenerateContentResponse holding the parts
+// generated since the last one. There is no end marker: the stream ends
+// with EOF after the event that carries finishReason, so EOF is a clean
+// end only once every candidate has finished; before that it is a cut.
+//
+// One event can hold several things to say (text, function calls, a
+// finish), and OpenAI's chunk sequence says them one per chunk, so an
+// event becomes a short queue of pieces that Next hands out in turn.
+type stream struct {
+	c        conn
+	r        *sse.Reader
+	chunk    llm.Chunk
+	provider string // the provider's ID, for messages
+
+	// id, model and created name every chunk; they are set from the
+	// first event.
+	id, model string
+	created   int64
+	named     bool // id and model are final
+	ids       callIDs
+
+	cands [maxCandidates]candState
+	queue []piece
+	head  int
+	// usageRaw is the last usageMetadata seen, parsed only when asked
+	// for: every event repeats it, and only the last one counts.
+	usageRaw gjson.Result
+	usage    llm.Usage
+
+	ended bool  // EOF after every candidate finished; the usage chunk is next
+	done  bool  // the usage chunk went out; io.EOF is next
+	err   error // returned again after a failure
+}
+
+var (
+	_ llm.Stream   = (*stream)(nil)
+	_ llm.Buffered = (*stream)(nil)
+)
+
+// candState is where a candidate's delta sequence stands.
+type candState struct {
+	seen     bool // it appeared in an event
+	started  bool // its role chunk went out (or is queued)
+	calls    int  // its tool calls so far, for their indexes
+	finished bool
+}
+
+type pieceKind uint8
+
+const (
+	pieceText pieceKind = iota
+	pieceCall
+	pieceFinish
+)
+
+// piece is one chunk's worth of an event.
+type piece struct {
+	kind pieceKind
+	cand int
+	role bool   // first delta of the candidate
+	text string // text, or a call's arguments
+	// call is the tool call's index within its candidate; name and id
+	// are the function's name and the call's ID from Gemini, if it gave
+	// one.
+	call     int
+	name, id string
+	finish   string
+}
+
+func newStream(c conn, body io.Reader, provider, model string) *stream {
+	return &stream{c: c, r: sse.NewReader(body), provider: provider, model: model, created: time.Now().Unix(), queue: make([]piece, 0, 4)}
+}
+
+// Next implements llm.Stream.
+func (s *stream) Next() (*llm.Chunk, error) {
+	for {
+		if s.head < len(s.queue) {
+			p := &s.queue[s.head]
+			s.head++
+			return s.fill(p), nil
+		}
+		s.queue, s.head = s.queue[:0], 0
+		switch {
+		case s.err != nil:
+			return nil, s.err
+		case s.done:
+			return nil, io.EOF
+		case s.ended:
+			s.done = true
+			c := s.reset()
+			s.usage, _ = s.Usage()
+			c.Usage = &s.usage
+			return c, nil
+		}
+		ev, err := s.r.Next()
+		if err != nil {
+			if err == io.EOF && s.finished() {
+				s.ended = true
+				continue
+			}
+			s.err = s.c.ReadErr(err)
+			return nil, s.err
+		}
+		s.c.Touch()
+		if err := s.event(ev.Data); err != nil {
+			s.queue, s.err = s.queue[:0], err
+			return nil, err
+		}
+	}
+}
+
+// finished reports whether every candidate seen has finished, and at
+// least one was seen.
+func (s *stream) finished() bool {
+	seen := false
+	for i := range s.cands {
+		if s.cands[i].seen {
+			if !s.cands[i].finished {
+				return false
+			}
+			seen = true
+		}
+	}
+	return seen
+}
+
+func (s *stream) reset() *llm.Chunk {
+	c := &s.chunk
+	c.Reset()
+	c.ID, c.Model, c.Created = s.id, s.model, s.created
+	return c
+}
+
+// fill makes the chunk for p.
+func (s *stream) fill(p *piece) *llm.Chunk {
+	c := s.reset()
+	if cap(c.Choices) == 0 {
+		c.Choices = make([]llm.ChunkChoice, 0, 1)
+	}
+	c.Choices = c.Choices[:1]
+	ch := &c.Choices[0]
+	*ch = llm.ChunkChoice{Index: p.cand, ToolCalls: ch.ToolCalls[:0]}
+	switch p.kind {
+	case pieceText:
+		if p.role {
+			ch.Role = llm.RoleAssistant
+		}
+		ch.Content, ch.HasContent = p.text, true
+	case pieceCall:
+		id := p.id
+		if id == "" {
+			id = s.ids.next()
+		}
+		ch.ToolCalls = append(ch.ToolCalls, llm.ToolCallDelta{Index: p.call, ID: id, Name: p.name, Arguments: p.text})
+	case pieceFinish:
+		ch.FinishReason = p.finish
+	}
+	return c
+}
+
+// event reads one GenerateContentResponse into the queue.
+func (s *stream) event(data []byte) error {
+	top := gjson.Parse(string(data)) // one copy; every result below points into it
+	if !top.IsObject() {
+		return &llm.Error{Status: http.StatusBadGateway, Type: llm.TypeUpstream, Message: "upstream provider " + s.provider + " sent a stream event that is not a JSON object"}
+	}
+	var cands, block gjson.Result
+	var failure error
+	top.ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "candidates":
+			cands = v
+		case "usageMetadata":
+			if v.IsObject() {
+				s.usageRaw = v
+			}
+		case "modelVersion":
+			if !s.named && v.Str != "" {
+				s.model = v.Str
+			}
+		case "responseId":
+			if !s.named && v.Str != "" {
+				s.id = "chatcmpl-" + v.Str
+				s.ids = newCallIDs(v.Str)
+			}
+		case "promptFeedback":
+			block = v.Get("blockReason")
+		case "error":
+			failure = midStreamError(s.provider, v)
+			return false
+		}
+		return true
+	})
+	if failure != nil {
+		return failure
+	}
+	if !s.named {
+		s.named = true
+		if s.id == "" {
+			// No responseId: name the stream anyway, at random.
+			s.ids = newCallIDs("")
+			s.id = "chatcmpl-" + strconv.FormatUint(s.ids.seed, 36)
+		}
+	}
+	n := 0
+	var err error
+	cands.ForEach(func(pos, cand gjson.Result) bool {
+		n++
+		err = s.candidate(int(pos.Int()), cand)
+		return err == nil
+	})
+	if err != nil {
+		return err
+	}
+	if n == 0 && block.Str != "" {
+		return blocked(block.Str)
+	}
+	return nil
+}
+
+// candidate queues the pieces of one candidate's increment.
+func (s *stream) candidate(pos int, cand gjson.Result) error {
+	var parts, finish gjson.Result
+	idx := pos
+	cand.ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "content":
+			parts = v.Get("parts")
+		case "finishReason":
+			finish = v
+		case "index":
+			idx = int(v.Int())
+		}
+		return true
+	})
+	if idx < 0 || idx >= maxCandidates {
+		return &llm.Error{Status: http.StatusBadGateway, Type: llm.TypeUpstream, Message: fmt.Sprintf("upstream provider %s sent candidate %d", s.provider, idx)}
+	}
+	st := &s.cands[idx]
+	st.seen = true
+	if st.finished {
+		return nil // nothing may follow a finish
+	}
+	textAt := -1 // queue index of this event's text piece, to append to
+	var err error
+	parts.ForEach(func(_, p gjson.Result) bool {
+		var text, call gjson.Result
+		thought := false
+		p.ForEach(func(k, v gjson.Result) bool {
+			switch k.Str {
+			case "text":
+				text = v
+			case "functionCall":
+				call = v
+			case "thought":
+				thought = v.Bool()
+			}
+			return true
+		})
+		if thought {
+			return true // a thought summary, not part of the answer
+		}
+		if text.Str != "" {
+			if textAt >= 0 {
+				s.queue[textAt].text += text.Str
+			} else {
+				textAt = len(s.queue)
+				s.queue = append(s.queue, piece{kind: pieceText, cand: idx, role: s.start(st), text: text.Str})
+			}
+		}
+		if call.IsObject() {
+			if args := call.Get("args"); args.Exists() && !gjson.Valid(args.Raw) {
+				// Events are not validated whole, for speed; arguments
+				// are handed on as JSON text, so they are.
+				err = &llm.Error{Status: http.StatusBadGateway, Type: llm.TypeUpstream, Message: "upstream provider " + s.provider + " sent a function call that is not valid JSON"}
+				return false
+			}
+			s.opening(st, idx)
+			s.queue = append(s.queue, piece{kind: pieceCall, cand: idx, call: st.calls,
+				name: call.Get("name").Str, id: call.Get("id").Str, text: compactArgs(call.Get("args"))})
+			st.calls++
+			textAt = -1 // text after a call is a later delta
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	if finish.Str != "" {
+		s.opening(st, idx)
+		st.finished = true
+		s.queue = append(s.queue, piece{kind: pieceFinish, cand: idx, finish: finishReason(finish.Str, st.calls > 0)})
+	}
+	return nil
+}
+
+// start marks a candidate started, reporting whether it was not yet.
+func (s *stream) start(st *candState) bool {
+	if st.started {
+		return false
+	}
+	st.started = true
+	return true
+}
+
+// opening queues the role chunk a candidate owes before a piece that
+// is not text.
+func (s *stream) opening(st *candState, idx int) {
+	if s.start(st) {
+		s.queue = append(s.queue, piece{kind: pieceText, cand: idx, role: true})
+	}
+}
+
+// midStreamError maps an error event. Gemini reports overload as
+// UNAVAILABLE and rate limits as RESOURCE_EXHAUSTED; both may succeed
+// elsewhere. Nothing else in an error event is the client's fault at
+// this point.
+func midStreamError(provider string, e gjson.Result) *llm.Error {
+	msg := e.Get("message").Str
+	status := e.Get("status").Str
+	switch code := e.Get("code").Int(); {
+	case status == "UNAVAILABLE" || code == http.StatusServiceUnavailable:
+		return &llm.Error{Status: http.StatusServiceUnavailable, Type: llm.TypeOverloaded, Code: status,
+			Message: "upstream provider " + provider + " is overloaded: " + msg, Retryable: true}
+	case status == "RESOURCE_EXHAUSTED" || code == http.StatusTooManyRequests:
+		return &llm.Error{Status: http.StatusTooManyRequests, Type: llm.TypeRateLimit, Code: status,
+			Message: "upstream provider " + provider + " is rate limiting requests: " + msg, Retryable: true}
+	}
+	return &llm.Error{Status: http.StatusBadGateway, Type: llm.TypeUpstream, Code: status,
+		Message: "upstream provider " + provider + " reported an error mid-stream: " + msg}
+}
+
+// Buffered implements llm.Buffered: queued pieces and a pending usage
+// chunk are in memory too.
+func (s *stream) Buffered() int {
+	n := len(s.queue) - s.head + s.r.Buffered()
+	if s.ended && !s.done {
+		n++
+	}
+	return n
+}
+
+// Usage implements llm.Stream.
+func (s *stream) Usage() (llm.Usage, bool) {
+	if !s.usageRaw.IsObject() {
+		return llm.Usage{}, false
+	}
+	return parseUsage(s.usageRaw), true
+}
+
+// Close implements llm.Stream. After a clean end only the body's end is
+// left, so the connection is drained back to the pool.
+func (s *stream) Close() error {
+	s.c.Close(s.ended)
+	return nil
+}

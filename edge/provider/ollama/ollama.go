@@ -1,0 +1,179 @@
+// Package ollama is the adapter for Ollama's native API: chat on
+// /api/chat and embeddings on /api/embed. (Ollama's OpenAI-compatible /v1
+// is served by the openai adapter; the native API is the one that takes
+// per-request options such as top_k and the one an Ollama behind a
+// proxy is most often exposed with.)
+//
+// Requests are translated from the canonical OpenAI shape; answers are
+// translated back into canonical completions, chunks and OpenAI-format
+// embeddings. Ollama streams newline-delimited JSON, not server-sent
+// events, and streams unless told otherwise, so every chat request says
+// "stream" explicitly.
+//
+// Error messages built here never contain the provider key or base URL.
+package ollama
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/meridian-mesh/meridian/edge/provider/upstream"
+	"github.com/meridian-mesh/meridian/shared/llm"
+	"github.com/meridian-mesh/meridian/shared/table"
+	"github.com/tidwall/gjson"
+)
+
+// Adapter talks to one Ollama server.
+type Adapter struct {
+	id      string
+	base    string
+	key     string
+	client  *http.Client
+	silence time.Duration
+}
+
+// New returns an adapter for p. p must have passed table validation.
+// Ollama needs no credential; a configured key is sent as a bearer
+// token for an Ollama behind an authenticating proxy.
+func New(p table.Provider) (*Adapter, error) {
+	p = p.WithDefaults()
+	return &Adapter{
+		id:      p.ID,
+		base:    strings.TrimRight(p.BaseURL, "/"),
+		key:     p.APIKey.Reveal(),
+		client:  upstream.NewClient(p),
+		silence: p.ChunkTimeout,
+	}, nil
+}
+
+// Close releases idle connections.
+func (a *Adapter) Close() { a.client.CloseIdleConnections() }
+
+// Do sends req to Ollama, asking for upstreamModel (req.Model when
+// empty). Chat and embeddings are supported; legacy completions are not.
+func (a *Adapter) Do(ctx context.Context, req *llm.Request, upstreamModel string) (*llm.Response, error) {
+	model := upstreamModel
+	if model == "" {
+		model = req.Model
+	}
+	switch req.Op {
+	case llm.OpChat:
+		return a.chat(ctx, req, model)
+	case llm.OpEmbedding:
+		return a.embed(ctx, req, model)
+	}
+	return nil, upstream.Unsupported(a.id, req.Op)
+}
+
+func (a *Adapter) chat(ctx context.Context, req *llm.Request, model string) (*llm.Response, error) {
+	c, err := req.ChatRequest()
+	if err != nil {
+		return nil, err
+	}
+	if model == "" {
+		model = c.Model
+	}
+	payload, err := encodeChat(make([]byte, 0, len(req.Body)+512), c, model, req.Stream)
+	if err != nil {
+		return nil, err
+	}
+	call, err := a.send(ctx, req, "/api/chat", payload)
+	if err != nil {
+		return nil, err
+	}
+	if req.Stream {
+		return &llm.Response{Stream: newStream(call, a.id, model), Upstream: call.Since()}, nil
+	}
+	b, err := a.readAll(call)
+	if err != nil {
+		return nil, err
+	}
+	cc, err := decodeChat(b, model)
+	if err != nil {
+		return nil, err
+	}
+	return &llm.Response{Completion: cc, Usage: *cc.Usage, Upstream: call.Since()}, nil
+}
+
+func (a *Adapter) embed(ctx context.Context, req *llm.Request, model string) (*llm.Response, error) {
+	payload, base64, err := encodeEmbed(req.Body, model)
+	if err != nil {
+		return nil, err
+	}
+	call, err := a.send(ctx, req, "/api/embed", payload)
+	if err != nil {
+		return nil, err
+	}
+	b, err := a.readAll(call)
+	if err != nil {
+		return nil, err
+	}
+	out, usage, err := decodeEmbed(b, model, base64)
+	if err != nil {
+		return nil, err
+	}
+	return &llm.Response{Body: out, Usage: usage, Upstream: call.Since()}, nil
+}
+
+func (a *Adapter) send(ctx context.Context, req *llm.Request, path string, payload []byte) (*upstream.Call, error) {
+	h := make(http.Header, 5)
+	h.Set("Content-Type", "application/json")
+	h.Set("User-Agent", "meridian-edge")
+	if req.Stream && req.Op == llm.OpChat {
+		h.Set("Accept", "application/x-ndjson")
+	} else {
+		h.Set("Accept", "application/json")
+	}
+	if a.key != "" {
+		h.Set("Authorization", "Bearer "+a.key)
+	}
+	if req.ID != "" {
+		h.Set("X-Request-Id", req.ID)
+	}
+	return upstream.Send(ctx, a.client, upstream.Request{
+		Provider: a.id, Method: http.MethodPost, URL: a.base + path, Header: h, Body: payload,
+		Silence: a.silence, ParseError: ParseError,
+	})
+}
+
+// readAll reads a non-streamed answer and releases the call.
+func (a *Adapter) readAll(call *upstream.Call) ([]byte, error) {
+	b, err := call.ReadAll()
+	call.Close(err == nil)
+	if err != nil {
+		if errors.Is(err, llm.ErrStreamCut) {
+			// The body broke off: nothing reached the client yet, so
+			// another target may be tried.
+			return nil, &llm.Error{Status: http.StatusBadGateway, Type: llm.TypeUpstream, Message: "upstream provider " + a.id + " broke off its response", Retryable: true, Cause: err}
+		}
+		return nil, err
+	}
+	return b, nil
+}
+
+// ParseError reads an Ollama error body, {"error":"message"}.
+func ParseError(b []byte) upstream.ErrorDetail {
+	e := gjson.GetBytes(b, "error")
+	if e.Type == gjson.String {
+		return upstream.ErrorDetail{Message: e.Str}
+	}
+	// A proxy in front of Ollama may answer in OpenAI's shape.
+	return upstream.ErrorDetail{Message: e.Get("message").Str}
+}
+
+// newID returns prefix followed by 26 random base32 characters. Ollama
+// gives answers no ID, and older servers give tool calls none either.
+func newID(prefix string) string { return prefix + rand.Text() }
+
+// unixTime reads Ollama's created_at (RFC 3339 with nanoseconds), falling
+// back to now.
+func unixTime(s string) int64 {
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t.Unix()
+	}
+	return time.Now().Unix()
+}

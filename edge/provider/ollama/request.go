@@ -1,0 +1,399 @@
+package ollama
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/meridian-mesh/meridian/shared/llm"
+	"github.com/tidwall/gjson"
+)
+
+// Translation of the canonical chat request to Ollama's /api/chat body.
+// The body is appended by hand rather than marshalled: JSON the client
+// sent (string contents, tool schemas, a response schema) is copied as
+// it is, which keeps a 4 KB request to a handful of allocations and a
+// few µs.
+//
+// What translates and what does not:
+//   - roles through llm.RoleTo (developer becomes system); a message's
+//     name is dropped, Ollama has no field for it;
+//   - text parts are joined with newlines into Ollama's one content
+//     string; images must be base64 data: URLs, because Ollama cannot
+//     fetch a URL; other part types are refused;
+//   - tool results carry tool_name (the function name of the call they
+//     answer, which is how Ollama matches them) and tool_call_id, and
+//     assistant tool calls carry their id: servers since 0.12.10 give
+//     calls IDs, older ones ignore the unknown fields;
+//   - tool_choice: Ollama has none. "none" sends no tools, a named
+//     function sends only that tool, "required" cannot be enforced and
+//     sends all of them;
+//   - response_format json_object becomes format "json", json_schema its
+//     schema object;
+//   - temperature, top_p, top_k, seed, max(_completion)_tokens and stop
+//     go in options; n > 1 is refused; logprobs, top_logprobs and user
+//     are dropped; the penalties are not in the canonical typed request
+//     and so are not sent either.
+
+// encodeChat appends c as an Ollama chat request body to dst.
+func encodeChat(dst []byte, c *llm.ChatRequest, model string, stream bool) ([]byte, error) {
+	if c.N != nil && *c.N > 1 {
+		return nil, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "n", "This provider returns one choice per request; 'n' must be 1.")
+	}
+	dst = append(dst, `{"model":`...)
+	dst = llm.AppendJSONString(dst, model)
+	if stream {
+		dst = append(dst, `,"stream":true`...)
+	} else {
+		dst = append(dst, `,"stream":false`...)
+	}
+	dst = append(dst, `,"messages":[`...)
+	var calls []toolCallName
+	var err error
+	for i := range c.Messages {
+		m := &c.Messages[i]
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		role := llm.RoleTo(llm.FormatOllama, m.Role)
+		if role == "" {
+			return nil, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, fmt.Sprintf("messages[%d].role", i), "Invalid role '%s'.", m.Role)
+		}
+		dst = append(dst, `{"role":`...)
+		dst = llm.AppendJSONString(dst, role)
+		if dst, err = appendContent(dst, m, i); err != nil {
+			return nil, err
+		}
+		if len(m.ToolCalls) > 0 {
+			dst = append(dst, `,"tool_calls":[`...)
+			for j := range m.ToolCalls {
+				tc := &m.ToolCalls[j]
+				if j > 0 {
+					dst = append(dst, ',')
+				}
+				args := strings.TrimSpace(tc.Function.Arguments)
+				if args == "" {
+					args = "{}"
+				}
+				// Ollama takes arguments as an object, not as JSON text.
+				if args[0] != '{' || !gjson.Valid(args) {
+					return nil, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, fmt.Sprintf("messages[%d].tool_calls[%d].function.arguments", i, j),
+						"Tool call arguments must be a JSON object.")
+				}
+				dst = append(dst, '{')
+				if tc.ID != "" {
+					dst = append(dst, `"id":`...)
+					dst = llm.AppendJSONString(dst, tc.ID)
+					dst = append(dst, ',')
+				}
+				dst = append(dst, `"function":{"name":`...)
+				dst = llm.AppendJSONString(dst, tc.Function.Name)
+				dst = append(dst, `,"arguments":`...)
+				dst = append(dst, args...)
+				dst = append(dst, "}}"...)
+				calls = append(calls, toolCallName{tc.ID, tc.Function.Name})
+			}
+			dst = append(dst, ']')
+		}
+		if m.Role == llm.RoleTool {
+			if name := lookupCall(calls, m.ToolCallID); name != "" {
+				dst = append(dst, `,"tool_name":`...)
+				dst = llm.AppendJSONString(dst, name)
+			}
+			if m.ToolCallID != "" {
+				dst = append(dst, `,"tool_call_id":`...)
+				dst = llm.AppendJSONString(dst, m.ToolCallID)
+			}
+		}
+		dst = append(dst, '}')
+	}
+	dst = append(dst, ']')
+	if dst, err = appendTools(dst, c); err != nil {
+		return nil, err
+	}
+	if dst, err = appendFormat(dst, c.ResponseFormat); err != nil {
+		return nil, err
+	}
+	dst = appendOptions(dst, c)
+	return append(dst, '}'), nil
+}
+
+// toolCallName pairs a tool call's ID with its function's name, so a
+// tool result can name the function Ollama matches it by.
+type toolCallName struct{ id, name string }
+
+func lookupCall(calls []toolCallName, id string) string {
+	for i := len(calls) - 1; i >= 0; i-- {
+		if calls[i].id == id {
+			return calls[i].name
+		}
+	}
+	return ""
+}
+
+// appendContent appends ,"content":... and, when the message has
+// images, ,"images":[...].
+func appendContent(dst []byte, m *llm.Message, i int) ([]byte, error) {
+	dst = append(dst, `,"content":`...)
+	raw := bytes.TrimSpace(m.Content)
+	if len(raw) == 0 || string(raw) == "null" {
+		return append(dst, `""`...), nil
+	}
+	switch raw[0] {
+	case '"':
+		// Already a JSON string: copy it as it is.
+		return append(dst, raw...), nil
+	case '[':
+	default:
+		return nil, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, fmt.Sprintf("messages[%d].content", i), "%s.", capitalize(llm.ErrContent.Error()))
+	}
+	parts, err := m.Parts()
+	if err != nil {
+		return nil, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, fmt.Sprintf("messages[%d].content", i), "Invalid content parts.")
+	}
+	dst = append(dst, '"')
+	texts := 0
+	for j := range parts {
+		p := &parts[j]
+		switch p.Type {
+		case "text":
+			if p.Text == "" {
+				continue
+			}
+			if texts > 0 {
+				dst = append(dst, `\n`...)
+			}
+			dst = appendEscaped(dst, p.Text)
+			texts++
+		case "image_url":
+			// Checked here, written after the content string.
+			if _, err := imageData(p, i, j); err != nil {
+				return nil, err
+			}
+		default:
+			return nil, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, fmt.Sprintf("messages[%d].content[%d].type", i, j),
+				"Content part type '%s' is not supported by this provider; use text or image_url.", p.Type)
+		}
+	}
+	dst = append(dst, '"')
+	images := 0
+	for j := range parts {
+		if parts[j].Type != "image_url" {
+			continue
+		}
+		data, _ := imageData(&parts[j], i, j)
+		if images == 0 {
+			dst = append(dst, `,"images":[`...)
+		} else {
+			dst = append(dst, ',')
+		}
+		dst = llm.AppendJSONString(dst, data)
+		images++
+	}
+	if images > 0 {
+		dst = append(dst, ']')
+	}
+	return dst, nil
+}
+
+// imageData returns the base64 payload of an image part's data: URL.
+func imageData(p *llm.ContentPart, i, j int) (string, error) {
+	refuse := func(msg string) error {
+		return llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, fmt.Sprintf("messages[%d].content[%d].image_url.url", i, j), "%s", msg)
+	}
+	if p.ImageURL == nil {
+		return "", refuse("An image_url part needs an image_url.url.")
+	}
+	u := p.ImageURL.URL
+	if !strings.HasPrefix(u, "data:") {
+		return "", refuse("This provider cannot fetch image URLs; send the image inline as a base64 data: URL.")
+	}
+	comma := strings.IndexByte(u, ',')
+	if comma < 0 || !strings.HasSuffix(u[:comma], ";base64") {
+		return "", refuse("An image data: URL must be base64-encoded.")
+	}
+	return u[comma+1:], nil
+}
+
+// appendEscaped appends s JSON-escaped, without quotes.
+func appendEscaped(dst []byte, s string) []byte {
+	start := len(dst)
+	dst = llm.AppendJSONString(dst, s)
+	n := copy(dst[start:], dst[start+1:len(dst)-1])
+	return dst[:start+n]
+}
+
+func capitalize(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+// appendTools appends ,"tools":[...] as tool_choice allows.
+func appendTools(dst []byte, c *llm.ChatRequest) ([]byte, error) {
+	if len(c.Tools) == 0 {
+		return dst, nil
+	}
+	mode, only := c.ToolChoiceMode()
+	if mode == llm.ToolChoiceNone {
+		return dst, nil
+	}
+	n := 0
+	for j := range c.Tools {
+		t := &c.Tools[j]
+		if t.Type != "function" || t.Function == nil {
+			return nil, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, fmt.Sprintf("tools[%d].type", j),
+				"Tool type '%s' is not supported by this provider; use function tools.", t.Type)
+		}
+		if mode == llm.ToolChoiceFunction && t.Function.Name != only {
+			continue
+		}
+		if n == 0 {
+			dst = append(dst, `,"tools":[`...)
+		} else {
+			dst = append(dst, ',')
+		}
+		n++
+		dst = append(dst, `{"type":"function","function":{"name":`...)
+		dst = llm.AppendJSONString(dst, t.Function.Name)
+		if t.Function.Description != "" {
+			dst = append(dst, `,"description":`...)
+			dst = llm.AppendJSONString(dst, t.Function.Description)
+		}
+		if p := bytes.TrimSpace(t.Function.Parameters); len(p) > 0 && string(p) != "null" {
+			dst = append(dst, `,"parameters":`...)
+			dst = append(dst, p...)
+		}
+		dst = append(dst, "}}"...)
+	}
+	if n == 0 {
+		return nil, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "tool_choice", "tool_choice names function '%s', which is not in tools.", only)
+	}
+	return append(dst, ']'), nil
+}
+
+// appendFormat appends ,"format":... for a response_format.
+func appendFormat(dst []byte, rf []byte) ([]byte, error) {
+	rf = bytes.TrimSpace(rf)
+	if len(rf) == 0 || string(rf) == "null" {
+		return dst, nil
+	}
+	switch typ := gjson.GetBytes(rf, "type"); typ.Str {
+	case "text":
+		return dst, nil
+	case "json_object":
+		return append(dst, `,"format":"json"`...), nil
+	case "json_schema":
+		if s := gjson.GetBytes(rf, "json_schema.schema"); s.IsObject() {
+			dst = append(dst, `,"format":`...)
+			return append(dst, s.Raw...), nil
+		}
+		// A json_schema without a schema asks for JSON of any shape.
+		return append(dst, `,"format":"json"`...), nil
+	default:
+		return nil, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "response_format.type", "Invalid response_format type '%s'.", typ.String())
+	}
+}
+
+// appendOptions appends ,"options":{...} when any sampling option is set.
+func appendOptions(dst []byte, c *llm.ChatRequest) []byte {
+	n := 0
+	key := func(name string) {
+		if n == 0 {
+			dst = append(dst, `,"options":{`...)
+		} else {
+			dst = append(dst, ',')
+		}
+		n++
+		dst = append(dst, '"')
+		dst = append(dst, name...)
+		dst = append(dst, `":`...)
+	}
+	if c.Temperature != nil {
+		key("temperature")
+		dst = strconv.AppendFloat(dst, *c.Temperature, 'g', -1, 64)
+	}
+	if c.TopP != nil {
+		key("top_p")
+		dst = strconv.AppendFloat(dst, *c.TopP, 'g', -1, 64)
+	}
+	if c.TopK != nil {
+		key("top_k")
+		dst = strconv.AppendInt(dst, int64(*c.TopK), 10)
+	}
+	if c.Seed != nil {
+		key("seed")
+		dst = strconv.AppendInt(dst, *c.Seed, 10)
+	}
+	if c.MaxCompletionTokens != nil {
+		key("num_predict")
+		dst = strconv.AppendInt(dst, int64(*c.MaxCompletionTokens), 10)
+	} else if c.MaxTokens != nil {
+		key("num_predict")
+		dst = strconv.AppendInt(dst, int64(*c.MaxTokens), 10)
+	}
+	if stop := c.StopList(); len(stop) > 0 {
+		key("stop")
+		dst = append(dst, '[')
+		for i, s := range stop {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = llm.AppendJSONString(dst, s)
+		}
+		dst = append(dst, ']')
+	}
+	if n > 0 {
+		dst = append(dst, '}')
+	}
+	return dst
+}
+
+// encodeEmbed translates an OpenAI embeddings request body to Ollama's
+// /api/embed body. Text input passes through; token-array input has no
+// Ollama equivalent and is refused. dimensions passes through (newer
+// servers truncate to it; older ones ignore it). b64 reports
+// encoding_format "base64", which the official SDKs ask for by default.
+func encodeEmbed(body []byte, model string) (out []byte, b64 bool, err error) {
+	if !gjson.ValidBytes(body) {
+		return nil, false, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "", "The request body is not valid JSON.")
+	}
+	in := gjson.GetBytes(body, "input")
+	textInput := in.Type == gjson.String
+	if in.IsArray() {
+		textInput = true
+		in.ForEach(func(_, v gjson.Result) bool {
+			textInput = v.Type == gjson.String
+			return textInput
+		})
+	}
+	if !textInput {
+		return nil, false, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "input", "'input' must be a string or an array of strings for this provider.")
+	}
+	switch f := gjson.GetBytes(body, "encoding_format"); f.Str {
+	case "base64":
+		b64 = true
+	case "float", "":
+		if f.Exists() && f.Type != gjson.String && f.Type != gjson.Null {
+			return nil, false, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "encoding_format", "Invalid encoding_format.")
+		}
+	default:
+		return nil, false, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "encoding_format", "Invalid encoding_format '%s'; use float or base64.", f.Str)
+	}
+	out = make([]byte, 0, len(in.Raw)+len(model)+64)
+	out = append(out, `{"model":`...)
+	out = llm.AppendJSONString(out, model)
+	out = append(out, `,"input":`...)
+	out = append(out, in.Raw...)
+	if d := gjson.GetBytes(body, "dimensions"); d.Exists() && d.Type != gjson.Null {
+		if d.Type != gjson.Number || d.Int() <= 0 || float64(d.Int()) != d.Num {
+			return nil, false, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "dimensions", "'dimensions' must be a positive integer.")
+		}
+		out = append(out, `,"dimensions":`...)
+		out = strconv.AppendInt(out, d.Int(), 10)
+	}
+	return append(out, '}'), b64, nil
+}
