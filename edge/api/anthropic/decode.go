@@ -236,6 +236,8 @@ func decodeMessages(c *llm.ChatRequest, v gjson.Result) *llm.Error {
 			e = missing(path() + ".content")
 		case content.Type == gjson.String:
 			c.Messages = append(c.Messages, llm.Message{Role: role.Str, Content: view(content.Raw)})
+		case content.IsArray() && len(content.Raw) > 0 && strings.TrimSpace(content.Raw[1:len(content.Raw)-1]) == "":
+			e = bad(path()+".content", "List should have at least 1 item")
 		case content.IsArray():
 			e = decodeBlocks(c, role.Str, content, path, toolUses)
 		default:
@@ -249,7 +251,12 @@ func decodeMessages(c *llm.ChatRequest, v gjson.Result) *llm.Error {
 	if i == 0 {
 		return bad("messages", "at least one message is required")
 	}
-	return nil
+	for _, m := range c.Messages {
+		if m.Role != llm.RoleSystem {
+			return nil
+		}
+	}
+	return bad("messages", "the messages hold no content to send")
 }
 
 func decodeBlocks(c *llm.ChatRequest, role string, blocks gjson.Result, msgPath func() string, toolUses map[string]bool) *llm.Error {
