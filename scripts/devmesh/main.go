@@ -1,5 +1,6 @@
 // Command devmesh brings up a local Meridian mesh for trying it out: for
-// now one edge node in front of the project's mock OpenAI provider. It
+// now one edge node in front of the project's mock providers, one per
+// wire format (OpenAI, Anthropic, Gemini, Ollama). It
 // prints requests ready to paste and runs until interrupted.
 //
 // Later capabilities (control plane, local models, peers) join here, so
@@ -16,6 +17,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -33,7 +35,7 @@ type flags struct {
 func main() {
 	var f flags
 	flag.StringVar(&f.config, "config", "scripts/devmesh/edge.yaml", "edge config file")
-	flag.StringVar(&f.mockAddr, "mock-addr", "127.0.0.1:9100", "address of the mock provider; the config's base_url must point at it")
+	flag.StringVar(&f.mockAddr, "mock-addr", "127.0.0.1:9100", "address of the OpenAI mock; the Anthropic, Gemini and Ollama mocks take the next three ports (the config's base URLs must match)")
 	flag.BoolVar(&f.quiet, "quiet", false, "log warnings only")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -55,17 +57,36 @@ func run(ctx context.Context, f flags, out io.Writer) error {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
-	mcfg := providermock.DefaultConfig()
-	mcfg.APIKey = "sk-dev-mock"
-	mock, err := providermock.New(mcfg)
+	// One mock per wire format, on consecutive ports from -mock-addr.
+	host, port, err := net.SplitHostPort(f.mockAddr)
 	if err != nil {
-		return err
+		return fmt.Errorf("-mock-addr: %w", err)
 	}
-	mockURL, err := mock.Start(f.mockAddr)
+	first, err := strconv.Atoi(port)
 	if err != nil {
-		return portHint("mock provider", f.mockAddr, err)
+		return fmt.Errorf("-mock-addr: %w", err)
 	}
-	defer mock.Close()
+	var mockURL string
+	for i, kind := range []string{providermock.KindOpenAI, providermock.KindAnthropic, providermock.KindGemini, providermock.KindOllama} {
+		mcfg := providermock.DefaultConfig()
+		mcfg.Kind = kind
+		if kind != providermock.KindOllama {
+			mcfg.APIKey = "sk-dev-mock"
+		}
+		mock, err := providermock.New(mcfg)
+		if err != nil {
+			return err
+		}
+		addr := net.JoinHostPort(host, strconv.Itoa(first+i))
+		u, err := mock.Start(addr)
+		if err != nil {
+			return portHint(kind+" mock provider", addr, err)
+		}
+		defer mock.Close()
+		if i == 0 {
+			mockURL = u
+		}
+	}
 
 	n, err := node.New(cfg, log)
 	if err != nil {
@@ -78,7 +99,7 @@ func run(ctx context.Context, f flags, out io.Writer) error {
 	fmt.Fprintf(out, `
 Meridian dev mesh is up.
   edge  %s   (node %s, region %s)
-  mock  %s   (OpenAI-compatible stand-in for a paid provider)
+  mocks %s and the next three ports (OpenAI, Anthropic, Gemini and Ollama stand-ins)
 
 Try it:
 
@@ -91,11 +112,14 @@ Try it:
   curl -s %s/v1/chat/completions -H 'Content-Type: application/json' \
     -d '{"model":"resilient-chat","messages":[{"role":"user","content":"fail over"}]}' -D - -o /dev/null | grep -i x-meridian
 
+  curl -s %s/v1/messages -H 'Content-Type: application/json' -H 'anthropic-version: 2023-06-01' \
+    -d '{"model":"gemini-flash","max_tokens":64,"messages":[{"role":"user","content":"Anthropic SDK, Gemini model"}]}'
+
   curl -s %s/v1/models
   curl -s %s/metrics | grep meridian_
 
 Ctrl-C stops the mesh (in-flight streams are drained first).
-`, edge, cfg.NodeID, cfg.Region, mockURL, edge, edge, edge, edge, edge)
+`, edge, cfg.NodeID, cfg.Region, mockURL, edge, edge, edge, edge, edge, edge)
 	return n.Run(ctx)
 }
 
