@@ -43,6 +43,9 @@ var finishTable = []struct {
 	{FinishContentFilter, map[Format]string{FormatGemini: "BLOCKLIST"}},
 	{FinishContentFilter, map[Format]string{FormatGemini: "PROHIBITED_CONTENT"}},
 	{FinishContentFilter, map[Format]string{FormatGemini: "SPII"}},
+	{FinishContentFilter, map[Format]string{FormatGemini: "IMAGE_SAFETY"}},
+	{FinishContentFilter, map[Format]string{FormatGemini: "IMAGE_PROHIBITED_CONTENT"}},
+	{FinishContentFilter, map[Format]string{FormatGemini: "IMAGE_RECITATION"}},
 }
 
 // FinishFrom maps a format's stop reason to the canonical one. Unknown
