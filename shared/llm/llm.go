@@ -80,23 +80,18 @@ type Request struct {
 	Body []byte
 }
 
-// ChatRequest returns the typed chat request, decoding Body if needed.
-// A body that does not fit the types gives a 400 naming the field.
+// ChatRequest returns the typed chat request, decoding Body if needed
+// (DecodeChatRequest). A body that does not fit the types gives a 400
+// naming the field.
 func (r *Request) ChatRequest() (*ChatRequest, error) {
 	if r.Chat != nil {
 		return r.Chat, nil
 	}
-	var c ChatRequest
-	if err := json.Unmarshal(r.Body, &c); err != nil {
-		e := &Error{Status: http.StatusBadRequest, Type: TypeInvalidRequest, Message: "The request body does not fit the chat completions schema.", Cause: err}
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			e.Param = te.Field
-			e.Message = fmt.Sprintf("Invalid type for '%s'.", te.Field)
-		}
-		return nil, e
+	c, err := DecodeChatRequest(r.Body)
+	if err != nil {
+		return nil, err
 	}
-	r.Chat = &c
+	r.Chat = c
 	return r.Chat, nil
 }
 

@@ -160,3 +160,63 @@ func BenchmarkChunkParse(b *testing.B) {
 		}
 	})
 }
+
+// FuzzDecodeChatRequest checks the one-pass decoder against
+// encoding/json: whatever encoding/json decodes, DecodeChatRequest must
+// decode to the same request.
+func FuzzDecodeChatRequest(f *testing.F) {
+	f.Add([]byte(`{"model":"m","stream":true,"stream_options":{"include_usage":true},"max_tokens":5,"temperature":0.5,"seed":3,"stop":["x"],"user":"u","messages":[{"role":"user","content":[{"type":"text","text":"hi"}]},{"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]},{"role":"tool","tool_call_id":"c","content":"ok"}],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"},"strict":true}}],"tool_choice":"auto","response_format":{"type":"json_object"}}`))
+	f.Add([]byte(`{"model":"m","messages":[]}`))
+	f.Add([]byte(`{"n":2.5}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var want ChatRequest
+		wantErr := json.Unmarshal(body, &want)
+		got, err := DecodeChatRequest(body)
+		if wantErr != nil {
+			return // the one-pass decoder may accept more, never less
+		}
+		for _, c := range body {
+			if c >= 'A' && c <= 'Z' || c >= 0x80 {
+				// encoding/json matches keys case-insensitively (and
+				// folds some non-ASCII letters); OpenAI's API does not,
+				// nor does the one-pass decoder.
+				return
+			}
+		}
+		if err != nil {
+			t.Fatalf("encoding/json decodes %q but DecodeChatRequest fails: %v", body, err)
+		}
+		a, _ := json.Marshal(want)
+		b, _ := json.Marshal(got)
+		if string(a) != string(b) {
+			t.Fatalf("decoders disagree on %q:\nencoding/json: %s\none-pass:      %s", body, a, b)
+		}
+	})
+}
+
+func BenchmarkDecodeChatRequest(b *testing.B) {
+	var sb strings.Builder
+	sb.WriteString(`{"model":"gpt-4o","stream":true,"temperature":0.3,"messages":[{"role":"system","content":"You are a helpful assistant that answers questions about the weather and travel plans."}`)
+	for i := 0; i < 10; i++ {
+		sb.WriteString(`,{"role":"user","content":"What will the weather be like in Paris, Lisbon and Oslo next week, and which city is best for a short walking holiday with museums?"},{"role":"assistant","content":"Lisbon is warmest; Paris has the most museums; Oslo is cool and quiet."}`)
+	}
+	sb.WriteString(`],"tools":[{"type":"function","function":{"name":"get_weather","description":"Weather for a city","parameters":{"type":"object","properties":{"city":{"type":"string"}}}}}]}`)
+	body := []byte(sb.String())
+	b.Run("one-pass", func(b *testing.B) {
+		b.SetBytes(int64(len(body)))
+		for b.Loop() {
+			if _, err := DecodeChatRequest(body); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("baseline-encoding-json", func(b *testing.B) {
+		b.SetBytes(int64(len(body)))
+		for b.Loop() {
+			var c ChatRequest
+			if err := json.Unmarshal(body, &c); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
