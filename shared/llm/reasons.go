@@ -2,7 +2,8 @@ package llm
 
 import (
 	"encoding/json"
-	"strings"
+
+	"github.com/tidwall/gjson"
 )
 
 // Format names a wire format.
@@ -36,6 +37,7 @@ var finishTable = []struct {
 	{FinishStop, map[Format]string{FormatAnthropic: "stop_sequence"}},
 	{FinishStop, map[Format]string{FormatAnthropic: "pause_turn"}},
 	{FinishLength, map[Format]string{FormatOpenAI: "length", FormatAnthropic: "max_tokens", FormatGemini: "MAX_TOKENS", FormatOllama: "length"}},
+	{FinishLength, map[Format]string{FormatAnthropic: "model_context_window_exceeded"}},
 	{FinishToolCalls, map[Format]string{FormatOpenAI: "tool_calls", FormatAnthropic: "tool_use", FormatGemini: "STOP", FormatOllama: "stop"}},
 	{FinishToolCalls, map[Format]string{FormatOpenAI: "function_call"}},
 	{FinishContentFilter, map[Format]string{FormatOpenAI: "content_filter", FormatAnthropic: "refusal", FormatGemini: "SAFETY"}},
@@ -116,16 +118,21 @@ func RoleFrom(f Format, role string) string {
 
 // StopList returns stop sequences: "stop" may be a string or an array.
 func (c *ChatRequest) StopList() []string {
-	if len(c.Stop) == 0 || string(c.Stop) == "null" {
-		return nil
+	v := gjson.ParseBytes(c.Stop)
+	switch {
+	case v.Type == gjson.String:
+		return []string{v.Str}
+	case v.IsArray():
+		var out []string
+		v.ForEach(func(_, s gjson.Result) bool {
+			if s.Type == gjson.String {
+				out = append(out, s.Str)
+			}
+			return true
+		})
+		return out
 	}
-	var one string
-	if json.Unmarshal(c.Stop, &one) == nil {
-		return []string{one}
-	}
-	var many []string
-	json.Unmarshal(c.Stop, &many)
-	return many
+	return nil
 }
 
 // Tool choice modes.
@@ -139,25 +146,17 @@ const (
 // ToolChoiceMode reads tool_choice: "auto" (also when absent), "none",
 // "required", or "function" with the function's name.
 func (c *ChatRequest) ToolChoiceMode() (mode, name string) {
-	tc := strings.TrimSpace(string(c.ToolChoice))
-	if tc == "" || tc == "null" {
-		return ToolChoiceAuto, ""
-	}
-	var s string
-	if json.Unmarshal(c.ToolChoice, &s) == nil {
-		switch s {
+	v := gjson.ParseBytes(c.ToolChoice)
+	switch {
+	case v.Type == gjson.String:
+		switch v.Str {
 		case ToolChoiceNone, ToolChoiceRequired:
-			return s, ""
+			return v.Str, ""
 		}
-		return ToolChoiceAuto, ""
-	}
-	var obj struct {
-		Function struct {
-			Name string `json:"name"`
-		} `json:"function"`
-	}
-	if json.Unmarshal(c.ToolChoice, &obj) == nil && obj.Function.Name != "" {
-		return ToolChoiceFunction, obj.Function.Name
+	case v.IsObject():
+		if n := v.Get("function.name"); n.Type == gjson.String && n.Str != "" {
+			return ToolChoiceFunction, n.Str
+		}
 	}
 	return ToolChoiceAuto, ""
 }

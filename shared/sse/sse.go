@@ -35,6 +35,8 @@ type Reader struct {
 	data []byte
 	name []byte
 	line []byte
+
+	lastName string
 }
 
 // NewReader returns a Reader that reads from r.
@@ -70,7 +72,10 @@ func (r *Reader) Next() (Event, error) {
 				r.name = r.name[:0]
 				continue
 			}
-			return Event{Name: string(r.name), Data: r.data}, nil
+			if string(r.name) != r.lastName {
+				r.lastName = string(r.name) // events mostly repeat a few names: allocate once per change
+			}
+			return Event{Name: r.lastName, Data: r.data}, nil
 		}
 		if line[0] == ':' {
 			continue // comment, used for keep-alives

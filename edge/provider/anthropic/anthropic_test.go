@@ -660,3 +660,16 @@ func (m *memCall) Touch() {}
 func (m *memCall) ReadErr(err error) error { return fmt.Errorf("%w: %v", llm.ErrStreamCut, err) }
 
 func (m *memCall) Close(drained bool) { m.closed, m.drained = true, drained }
+
+func TestConnectionRefused(t *testing.T) {
+	a, err := New(table.Provider{ID: "claude", Kind: table.KindAnthropic, BaseURL: "http://127.0.0.1:1/v1", APIKey: testKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	_, err = a.Do(context.Background(), chatRequest(t, `{"model":"m","messages":[{"role":"user","content":"hi"}]}`, false), "")
+	var e *llm.Error
+	if !errors.As(err, &e) || e.Status != 502 || !e.Retryable || strings.Contains(err.Error(), testKey) || strings.Contains(e.Message, "127.0.0.1") {
+		t.Fatalf("err = %v", err)
+	}
+}

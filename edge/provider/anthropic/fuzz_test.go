@@ -167,11 +167,12 @@ func FuzzEncodeRequest(f *testing.F) {
 	f.Add([]byte(`{"messages":[{"role":"tool","tool_call_id":"a.b","content":[{"type":"text","text":"\ud800"}]}]}`))
 	f.Add(benchBody(f))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var c llm.ChatRequest
-		if json.Unmarshal(data, &c) != nil {
+		// Decoded as production decodes it, whichever decoder that is.
+		c, err := (&llm.Request{Op: llm.OpChat, Body: data}).ChatRequest()
+		if err != nil {
 			return
 		}
-		b, err := encodeRequest(&c, "claude-x", true)
+		b, err := encodeRequest(c, "claude-x", true)
 		if err != nil {
 			var e *llm.Error
 			if !errors.As(err, &e) || e.Status != 400 || e.Param == "" {
