@@ -81,10 +81,10 @@ func BenchmarkEncodeRequest(b *testing.B) {
 	}
 }
 
-// BenchmarkEncodeRequestFromBody adds decoding the OpenAI body into the
+// BenchmarkTranslateRequest adds decoding the OpenAI body into the
 // typed request (req.ChatRequest, shared code), which a request that
 // arrived on the OpenAI surface pays once.
-func BenchmarkEncodeRequestFromBody(b *testing.B) {
+func BenchmarkTranslateRequest(b *testing.B) {
 	body := benchBody(b)
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
@@ -130,9 +130,9 @@ func TestBenchStreamShape(t *testing.T) {
 	}
 }
 
-// BenchmarkStream measures translating a 200-event stream read from
+// BenchmarkTranslateChunk measures translating a 200-event stream read from
 // memory; ns/event is the per-chunk cost, SSE parsing included.
-func BenchmarkStream(b *testing.B) {
+func BenchmarkTranslateChunk(b *testing.B) {
 	data := benchStream()
 	r := bytes.NewReader(data)
 	b.SetBytes(int64(len(data)))
@@ -150,7 +150,7 @@ func BenchmarkStream(b *testing.B) {
 			}
 		}
 	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/benchEvents, "ns/event")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/benchEvents, "ns/chunk")
 }
 
 // BenchmarkDecodeMessage measures translating a non-streamed answer.

@@ -57,9 +57,9 @@ func BenchmarkEncodeRequest(b *testing.B) {
 	}
 }
 
-// BenchmarkDecodeAndEncodeRequest adds decoding the client's body into
+// BenchmarkTranslateRequest adds decoding the client's body into
 // the typed request, which the OpenAI path never pays and this one does.
-func BenchmarkDecodeAndEncodeRequest(b *testing.B) {
+func BenchmarkTranslateRequest(b *testing.B) {
 	body := benchBody()
 	b.ReportAllocs()
 	for b.Loop() {
@@ -94,9 +94,9 @@ func benchStream() string {
 	return sb.String()
 }
 
-// BenchmarkStream measures translating a 200-event stream read from
+// BenchmarkTranslateChunk measures translating a 200-event stream read from
 // memory; ns/chunk is the per-chunk cost (budget: 1 µs).
-func BenchmarkStream(b *testing.B) {
+func BenchmarkTranslateChunk(b *testing.B) {
 	data := benchStream()
 	r := strings.NewReader(data)
 	b.SetBytes(int64(len(data)))

@@ -72,9 +72,9 @@ func BenchmarkEncodeChat(b *testing.B) {
 	}
 }
 
-// BenchmarkEncodeChatFromBody adds decoding the OpenAI body into the
+// BenchmarkTranslateRequest adds decoding the OpenAI body into the
 // typed request, which the OpenAI surface leaves to the adapter.
-func BenchmarkEncodeChatFromBody(b *testing.B) {
+func BenchmarkTranslateRequest(b *testing.B) {
 	body := request4K()
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
@@ -100,10 +100,10 @@ func stream200() []byte {
 	return b.Bytes()
 }
 
-// BenchmarkStream reads a 200-line stream from memory; ns/chunk is the
+// BenchmarkTranslateChunk reads a 200-line stream from memory; ns/chunk is the
 // translation cost per upstream line (the request round trip through
 // the in-memory transport is included, spread over the chunks).
-func BenchmarkStream(b *testing.B) {
+func BenchmarkTranslateChunk(b *testing.B) {
 	a := memAdapter(stream200())
 	req := &llm.Request{Op: llm.OpChat, Model: "m", Stream: true, Chat: &llm.ChatRequest{Messages: []llm.Message{{Role: "user", Content: llm.TextContent("hi")}}}}
 	ctx := context.Background()
