@@ -194,7 +194,7 @@ func DecodeChat(body []byte) (*llm.Request, *llm.Error) {
 			return nil, e
 		}
 	}
-	return &llm.Request{Op: llm.OpChat, Model: model, Stream: stream, IncludeUsage: includeUsage, Body: body}, nil
+	return &llm.Request{Op: llm.OpChat, Model: model, Stream: stream, IncludeUsage: includeUsage, Body: body, Checked: true}, nil
 }
 
 func checkMessage(m gjson.Result, param func(string) string) *llm.Error {
