@@ -101,7 +101,8 @@ func startMesh(t testing.TB, edit func(*config.Config)) *testMesh {
 			{ID: "ollama", Preset: "ollama", BaseURL: others[providermock.KindOllama]},
 		},
 		Models: []table.Model{{ID: "gpt-4o-mini"}, {ID: "text-embedding-3-small"}, {ID: "renamed"}, {ID: "fallback"}, {ID: "mock-error-500"}, {ID: "mock-error-429"},
-			{ID: "claude-mock"}, {ID: "gemini-mock"}, {ID: "llama-mock"}, {ID: "llama-embed"}},
+			{ID: "claude-mock"}, {ID: "gemini-mock"}, {ID: "llama-mock"}, {ID: "llama-embed"},
+			{ID: "text-only", Capabilities: []string{table.CapTools}}},
 		Routes: []table.Route{
 			{Model: "gpt-4o-mini", Targets: []table.Target{{Provider: "mock"}}},
 			{Model: "text-embedding-3-small", Targets: []table.Target{{Provider: "mock"}}},
@@ -113,6 +114,7 @@ func startMesh(t testing.TB, edit func(*config.Config)) *testMesh {
 			{Model: "gemini-mock", Targets: []table.Target{{Provider: "gemini", Model: "gemini-2.5-flash"}}},
 			{Model: "llama-mock", Targets: []table.Target{{Provider: "ollama", Model: "llama3.2:1b"}}},
 			{Model: "llama-embed", Targets: []table.Target{{Provider: "ollama", Model: "nomic-embed-text"}}},
+			{Model: "text-only", Targets: []table.Target{{Provider: "claude", Model: "claude-haiku"}}},
 		},
 	}
 	if edit != nil {

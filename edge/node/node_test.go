@@ -247,7 +247,7 @@ func TestModels(t *testing.T) {
 			ID, Object, OwnedBy string
 		} `json:"data"`
 	}
-	if err := json.Unmarshal(readBody(t, resp), &list); err != nil || list.Object != "list" || len(list.Data) != 10 || list.Data[0].ID != "gpt-4o-mini" {
+	if err := json.Unmarshal(readBody(t, resp), &list); err != nil || list.Object != "list" || len(list.Data) != 11 || list.Data[0].ID != "gpt-4o-mini" {
 		t.Fatalf("models: %+v %v", list, err)
 	}
 	resp, _ = http.Get(m.url + "/v1/models/gpt-4o-mini")
@@ -534,4 +534,49 @@ func grep(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestBadInputInClientFormat checks that what cannot be served is refused
+// before anything is sent upstream, in each client's own error format.
+func TestBadInputInClientFormat(t *testing.T) {
+	m := startMesh(t, nil)
+	image := `[{"type":"text","text":"what is this?"},{"type":"image","source":{"type":"base64","media_type":"image/png","data":"iVBORw0KGgo="}}]`
+	for _, tt := range []struct {
+		name, path, body, want string
+		hdr                    []string
+	}{
+		{"anthropic image to a text-only model", "/v1/messages",
+			`{"model":"text-only","max_tokens":10,"messages":[{"role":"user","content":` + image + `}]}`, "accepts text only", []string{"anthropic-version", "2023-06-01"}},
+		{"anthropic unknown block", "/v1/messages",
+			`{"model":"claude-mock","max_tokens":10,"messages":[{"role":"user","content":[{"type":"hologram"}]}]}`, "messages.0.content.0.type", []string{"anthropic-version", "2023-06-01"}},
+		{"anthropic orphan tool_result", "/v1/messages",
+			`{"model":"claude-mock","max_tokens":10,"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_9","content":"1"}]}]}`, "toolu_9", []string{"anthropic-version", "2023-06-01"}},
+		{"anthropic without version", "/v1/messages",
+			`{"model":"claude-mock","max_tokens":10,"messages":[{"role":"user","content":"x"}]}`, "anthropic-version", nil},
+		{"openai image to a text-only model", "/v1/chat/completions",
+			`{"model":"text-only","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,AA=="}}]}]}`, "accepts text only", nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(m.mock.Requests())
+			resp := m.post(tt.path, tt.body, tt.hdr...)
+			b := readBody(t, resp)
+			if resp.StatusCode != 400 || !strings.Contains(string(b), tt.want) {
+				t.Fatalf("status %d: %s", resp.StatusCode, b)
+			}
+			if strings.HasPrefix(tt.path, "/v1/messages") {
+				var e struct {
+					Type  string `json:"type"`
+					Error struct{ Type, Message string }
+				}
+				if json.Unmarshal(b, &e) != nil || e.Type != "error" || e.Error.Type != "invalid_request_error" {
+					t.Fatalf("not Anthropic's error shape: %s", b)
+				}
+			} else {
+				decodeError(t, b)
+			}
+			if len(m.mock.Requests()) != before {
+				t.Fatal("a refused request reached an upstream")
+			}
+		})
+	}
 }
