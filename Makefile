@@ -29,7 +29,7 @@ bench: bench-gateway bench-adapters
 	$(GO) test -run '^$$' -bench . -benchmem ./shared/... ./edge/...
 
 bench-adapters:
-	$(GO) run ./scripts/bench/adapters
+	$(GO) run ./scripts/bench/adapters -readme README.md
 
 bench-gateway:
 	$(GO) run ./scripts/bench/gateway -readme README.md

@@ -23,8 +23,10 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Packages whose translations are measured.
@@ -38,12 +40,14 @@ var packages = []string{
 type flags struct {
 	benchtime string
 	count     int
+	readme    string
 }
 
 func main() {
 	var f flags
 	flag.StringVar(&f.benchtime, "benchtime", "1s", "go test -benchtime per benchmark")
 	flag.IntVar(&f.count, "count", 3, "runs per benchmark; the median is reported")
+	flag.StringVar(&f.readme, "readme", "", "replace the bench:adapters section of this markdown file with the results")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
@@ -73,15 +77,16 @@ func run(ctx context.Context, f flags) error {
 	if len(results) == 0 {
 		return fmt.Errorf("no BenchmarkTranslate* results in:\n%s", out)
 	}
-	fmt.Println("| package | benchmark | median | unit |")
-	fmt.Println("|---|---|---:|---|")
+	var table strings.Builder
+	fmt.Fprintln(&table, "| package | benchmark | median | unit |")
+	fmt.Fprintln(&table, "|---|---|---:|---|")
 	var reqNs, chunkNs float64
 	for _, r := range results {
 		isBaseline := strings.Contains(r.name, "baseline")
 		switch {
 		case strings.HasPrefix(r.name, "TranslateRequest"):
 			v := median(r.nsPerOp)
-			fmt.Printf("| %s | %s | %.1f | µs/request |\n", r.pkg, r.name, v/1000)
+			fmt.Fprintf(&table, "| %s | %s | %.1f | µs/request |\n", r.pkg, r.name, v/1000)
 			if !isBaseline {
 				reqNs = max(reqNs, v)
 			}
@@ -90,14 +95,39 @@ func run(ctx context.Context, f flags) error {
 			if len(r.nsChunk) > 0 {
 				v = median(r.nsChunk)
 			}
-			fmt.Printf("| %s | %s | %.0f | ns/chunk |\n", r.pkg, r.name, v)
+			fmt.Fprintf(&table, "| %s | %s | %.0f | ns/chunk |\n", r.pkg, r.name, v)
 			if !isBaseline {
 				chunkNs = max(chunkNs, v)
 			}
 		}
 	}
-	fmt.Printf("\nadapters: request_translate_us=%.1f chunk_translate_ns=%.0f\n", reqNs/1000, chunkNs)
+	summary := fmt.Sprintf("adapters: request_translate_us=%.1f chunk_translate_ns=%.0f", reqNs/1000, chunkNs)
+	fmt.Print(table.String())
+	if f.readme != "" {
+		section := "\n" + table.String() + "\n`" + summary + "`\n\n_Median of " + strconv.Itoa(f.count) + " runs of " + f.benchtime +
+			" each, " + time.Now().UTC().Format("2006-01-02 15:04 MST") + ", " + runtime.GOOS + "/" + runtime.GOARCH +
+			", " + strconv.Itoa(runtime.NumCPU()) + " CPUs, " + runtime.Version() + "._\n\n"
+		if err := replaceSection(f.readme, "<!-- bench:adapters:begin -->", "<!-- bench:adapters:end -->", section); err != nil {
+			fmt.Fprintln(os.Stderr, "adapters: warning:", err)
+		}
+	}
+	fmt.Println()
+	fmt.Println(summary)
 	return nil
+}
+
+// replaceSection replaces the text between two marker lines of a file.
+func replaceSection(path, begin, end, text string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	s := string(b)
+	i, j := strings.Index(s, begin), strings.Index(s, end)
+	if i < 0 || j < i {
+		return fmt.Errorf("%s has no %s … %s section; left unchanged", path, begin, end)
+	}
+	return os.WriteFile(path, []byte(s[:i+len(begin)]+text+s[j:]), 0o644)
 }
 
 // parse reads go test -bench output: "pkg: X" lines name the package of
