@@ -32,6 +32,24 @@ func TestAnthropicSDK(t *testing.T) {
 			t.Fatalf("err = %v", err)
 		}
 	})
+	t.Run("models", func(t *testing.T) {
+		page, err := client.Models.List(context.Background(), anthropic.ModelListParams{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page.Data) == 0 || page.Data[0].ID != "gpt-4o-mini" || page.Data[0].Type != "model" {
+			t.Fatalf("models = %+v", page.Data)
+		}
+		one, err := client.Models.Get(context.Background(), "claude-mock", anthropic.ModelGetParams{})
+		if err != nil || one.ID != "claude-mock" {
+			t.Fatalf("model = %+v, %v", one, err)
+		}
+		_, err = client.Models.Get(context.Background(), "nope", anthropic.ModelGetParams{})
+		var apiErr *anthropic.Error
+		if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusNotFound {
+			t.Fatalf("err = %v", err)
+		}
+	})
 	t.Run("typed error upstream down", func(t *testing.T) {
 		_, err := client.Messages.New(context.Background(), anthropic.MessageNewParams{Model: "mock-error-500", MaxTokens: 16, Messages: user("x")})
 		var apiErr *anthropic.Error

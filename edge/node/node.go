@@ -63,8 +63,13 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 		BodyReadTimeout: cfg.BodyReadTimeout,
 		KeepAlive:       cfg.StreamKeepAlive,
 	}
-	openaiapi.New(surface).Register(mux)
-	anthropicapi.New(surface).Register(mux)
+	oai, anth := openaiapi.New(surface), anthropicapi.New(surface)
+	oai.Register(mux)
+	anth.Register(mux)
+	// Both SDKs list models at /v1/models; Anthropic's send
+	// anthropic-version, so that header picks the answer's shape.
+	mux.HandleFunc("/v1/models", byClientFormat(oai.Models, anth.Models))
+	mux.HandleFunc("/v1/models/{id...}", byClientFormat(oai.Model, anth.Model))
 	mux.HandleFunc("GET /healthz", n.healthz)
 	mux.HandleFunc("GET /readyz", n.readyz)
 	mux.Handle("GET /metrics", m.Handler())
@@ -197,6 +202,18 @@ func (n *Node) wrap(h http.Handler) http.Handler {
 		}()
 		h.ServeHTTP(rw, r)
 	})
+}
+
+// byClientFormat serves Anthropic's clients with anthropic and everyone
+// else with openai.
+func byClientFormat(openai, anthropic http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Anthropic-Version") != "" {
+			anthropic(w, r)
+			return
+		}
+		openai(w, r)
+	}
 }
 
 // validRequestID accepts a client's request ID if it is short and

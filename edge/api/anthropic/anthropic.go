@@ -25,6 +25,7 @@ import (
 	"github.com/meridian-mesh/meridian/edge/api"
 	"github.com/meridian-mesh/meridian/edge/gateway"
 	"github.com/meridian-mesh/meridian/shared/llm"
+	"github.com/meridian-mesh/meridian/shared/table"
 )
 
 // Surface serves the Anthropic Messages API.
@@ -249,4 +250,68 @@ func (s *Surface) endStream(sw *api.StreamWriter, r *http.Request, ctx context.C
 		b = appendErrorBody(b, e, r.Header.Get(api.HeaderRequestID))
 		return append(b, '\n', '\n')
 	}, true)
+}
+
+// Models serves GET /v1/models in Anthropic's list shape, for Anthropic's
+// SDKs (which send anthropic-version).
+func (s *Surface) Models(w http.ResponseWriter, r *http.Request) {
+	if !s.modelsAllowed(w, r) {
+		return
+	}
+	models := s.cfg.Gateway.Table().Models()
+	b := append(make([]byte, 0, 64+96*len(models)), `{"data":[`...)
+	for i := range models {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendModel(b, &models[i])
+	}
+	b = append(b, `],"has_more":false,"first_id":`...)
+	if len(models) > 0 {
+		b = llm.AppendJSONString(b, models[0].ID)
+		b = append(b, `,"last_id":`...)
+		b = llm.AppendJSONString(b, models[len(models)-1].ID)
+	} else {
+		b = append(b, `null,"last_id":null`...)
+	}
+	b = append(b, '}')
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(b)
+}
+
+// Model serves GET /v1/models/{id} in Anthropic's shape.
+func (s *Surface) Model(w http.ResponseWriter, r *http.Request) {
+	if !s.modelsAllowed(w, r) {
+		return
+	}
+	id := r.PathValue("id")
+	m, ok := s.cfg.Gateway.Table().Model(id)
+	if !ok {
+		WriteError(w, r, llm.Errorf(http.StatusNotFound, llm.TypeNotFound, "", "model: %s", id))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(appendModel(nil, m))
+}
+
+func (s *Surface) modelsAllowed(w http.ResponseWriter, r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", http.MethodGet)
+		WriteError(w, r, llm.Errorf(http.StatusMethodNotAllowed, llm.TypeInvalidRequest, "", "Method %s is not allowed for %s; use GET.", r.Method, r.URL.Path))
+		return false
+	}
+	if _, e := s.cfg.Authenticate(r); e != nil {
+		WriteError(w, r, e)
+		return false
+	}
+	return true
+}
+
+func appendModel(b []byte, m *table.Model) []byte {
+	b = append(b, `{"type":"model","id":`...)
+	b = llm.AppendJSONString(b, m.ID)
+	b = append(b, `,"display_name":`...)
+	b = llm.AppendJSONString(b, m.ID)
+	b = append(b, `,"created_at":`...)
+	return append(llm.AppendJSONString(b, time.Unix(m.Created, 0).UTC().Format(time.RFC3339)), '}')
 }

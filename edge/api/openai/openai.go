@@ -39,13 +39,13 @@ func New(cfg api.Config) *Surface {
 }
 
 // Register adds the surface's routes to mux. Methods are checked by the
-// handlers, so a wrong method gets a 405 in OpenAI's format.
+// handlers, so a wrong method gets a 405 in OpenAI's format. The model
+// list (Models, Model) is shared with the Anthropic surface, so the
+// caller routes /v1/models by client format.
 func (s *Surface) Register(mux *http.ServeMux) {
 	mux.Handle("/v1/chat/completions", s.post(DecodeChat))
 	mux.Handle("/v1/completions", s.post(DecodeCompletion))
 	mux.Handle("/v1/embeddings", s.post(DecodeEmbedding))
-	mux.HandleFunc("/v1/models", s.models)
-	mux.HandleFunc("/v1/models/{id...}", s.model)
 	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, llm.Errorf(http.StatusNotFound, llm.TypeInvalidRequest, "", "Unknown request URL: %s %s.", r.Method, r.URL.Path))
 	})
@@ -260,7 +260,8 @@ func (s *Surface) modelObjects() []modelObject {
 	return out
 }
 
-func (s *Surface) models(w http.ResponseWriter, r *http.Request) {
+// Models serves GET /v1/models in OpenAI's shape.
+func (s *Surface) Models(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		methodNotAllowed(w, r, http.MethodGet)
 		return
@@ -275,7 +276,8 @@ func (s *Surface) models(w http.ResponseWriter, r *http.Request) {
 	}{"list", s.modelObjects()})
 }
 
-func (s *Surface) model(w http.ResponseWriter, r *http.Request) {
+// Model serves GET /v1/models/{id} in OpenAI's shape.
+func (s *Surface) Model(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		methodNotAllowed(w, r, http.MethodGet)
 		return
