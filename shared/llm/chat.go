@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/tidwall/gjson"
 )
@@ -196,7 +197,9 @@ func (c *Chunk) Parse() error {
 	if len(raw) < 2 || raw[0] != '{' || raw[len(raw)-1] != '}' {
 		return errors.New("chunk is not a JSON object")
 	}
-	gjson.ParseBytes(raw).ForEach(func(k, v gjson.Result) bool {
+	// Parsed in place: the typed fields point into Raw, which stays
+	// valid exactly as long as the chunk does.
+	gjson.Parse(unsafe.String(unsafe.SliceData(raw), len(raw))).ForEach(func(k, v gjson.Result) bool {
 		switch k.Str {
 		case "id":
 			c.ID = v.Str
