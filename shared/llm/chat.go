@@ -1,15 +1,13 @@
 package llm
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"strconv"
 	"strings"
 	"unicode/utf8"
-	"unsafe"
 
-	"github.com/tidwall/gjson"
+	"github.com/meridian-mesh/meridian/shared/jsonscan"
 )
 
 // ContentPart is one part of a message's content array.
@@ -130,7 +128,9 @@ type AnswerMessage struct {
 
 // Chunk is one streamed piece of a chat answer, in OpenAI's
 // chat.completion.chunk model. A stream's Next returns the same *Chunk
-// again and again, so a chunk is valid only until the next call.
+// again and again, so a chunk is valid only until the next call, and so
+// are its strings, which may point into the stream's read buffer: a
+// consumer that keeps one past the call must copy it (strings.Clone).
 type Chunk struct {
 	ID      string
 	Model   string
@@ -145,6 +145,7 @@ type Chunk struct {
 
 	parsed bool
 	usage  Usage
+	scan   jsonscan.Scanner
 }
 
 // ChunkChoice is one choice's delta.
@@ -185,110 +186,150 @@ func (c *Chunk) SetRaw(raw []byte) {
 }
 
 // Parse fills the typed fields from Raw, if they are not filled yet. It
-// reads each object in one pass: it runs once per streamed chunk when a
-// surface translates, and must stay well under a microsecond
-// (BenchmarkChunkParse).
+// reads the chunk in one pass (jsonscan): it runs once per streamed chunk
+// when a surface translates, and must stay well under a microsecond
+// (BenchmarkChunkParse). The typed fields point into Raw, which stays
+// valid exactly as long as the chunk does.
 func (c *Chunk) Parse() error {
 	if c.parsed || c.Raw == nil {
 		return nil
 	}
 	c.parsed = true
-	raw := bytes.TrimSpace(c.Raw)
-	if len(raw) < 2 || raw[0] != '{' || raw[len(raw)-1] != '}' {
-		return errors.New("chunk is not a JSON object")
-	}
-	// Parsed in place: the typed fields point into Raw, which stays
-	// valid exactly as long as the chunk does.
-	gjson.Parse(unsafe.String(unsafe.SliceData(raw), len(raw))).ForEach(func(k, v gjson.Result) bool {
-		switch k.Str {
+	s := &c.scan
+	s.Reset(c.Raw)
+	s.Object(func(k []byte) bool {
+		switch string(k) {
 		case "id":
-			c.ID = v.Str
+			c.ID = optStr(s)
 		case "model":
-			c.Model = v.Str
+			c.Model = optStr(s)
 		case "created":
-			c.Created = v.Int()
+			if s.Peek() == jsonscan.Number {
+				c.Created, _ = s.Int()
+			}
 		case "usage":
-			if v.IsObject() {
-				c.usage = parseUsage(v)
+			if s.Peek() == jsonscan.Object {
+				c.usage = scanUsage(s)
 				c.Usage = &c.usage
 			}
 		case "choices":
-			v.ForEach(func(_, ch gjson.Result) bool {
-				c.Choices = append(c.Choices, ChunkChoice{})
-				parseChoice(&c.Choices[len(c.Choices)-1], ch)
-				return true
-			})
+			if s.Peek() == jsonscan.Array {
+				s.Array(func(int) bool {
+					c.Choices = append(c.Choices, ChunkChoice{})
+					scanChoice(s, &c.Choices[len(c.Choices)-1])
+					return true
+				})
+			}
 		}
 		return true
 	})
+	if err := s.End(); err != nil {
+		return err
+	}
 	return nil
 }
 
-func parseUsage(v gjson.Result) Usage {
+// optStr reads a string, or skips any other value and returns "".
+func optStr(s *jsonscan.Scanner) string {
+	if s.Peek() == jsonscan.String {
+		return s.Str()
+	}
+	s.Skip()
+	return ""
+}
+
+func optInt(s *jsonscan.Scanner) int {
+	if s.Peek() == jsonscan.Number {
+		n, _ := s.Int()
+		return int(n)
+	}
+	s.Skip()
+	return 0
+}
+
+func scanUsage(s *jsonscan.Scanner) Usage {
 	var u Usage
-	v.ForEach(func(k, n gjson.Result) bool {
-		switch k.Str {
+	s.Object(func(k []byte) bool {
+		switch string(k) {
 		case "prompt_tokens":
-			u.PromptTokens = int(n.Int())
+			u.PromptTokens = optInt(s)
 		case "completion_tokens":
-			u.CompletionTokens = int(n.Int())
+			u.CompletionTokens = optInt(s)
 		case "total_tokens":
-			u.TotalTokens = int(n.Int())
+			u.TotalTokens = optInt(s)
 		}
 		return true
 	})
 	return u
 }
 
-func parseChoice(cc *ChunkChoice, ch gjson.Result) {
-	ch.ForEach(func(k, v gjson.Result) bool {
-		switch k.Str {
+func scanChoice(s *jsonscan.Scanner, cc *ChunkChoice) {
+	if s.Peek() != jsonscan.Object {
+		s.Skip()
+		return
+	}
+	s.Object(func(k []byte) bool {
+		switch string(k) {
 		case "index":
-			cc.Index = int(v.Int())
+			cc.Index = optInt(s)
 		case "finish_reason":
-			if v.Type == gjson.String {
-				cc.FinishReason = v.Str
-			}
+			cc.FinishReason = optStr(s)
 		case "delta":
-			v.ForEach(func(k, d gjson.Result) bool {
-				switch k.Str {
+			if s.Peek() != jsonscan.Object {
+				return true
+			}
+			s.Object(func(k []byte) bool {
+				switch string(k) {
 				case "role":
-					cc.Role = d.Str
+					cc.Role = optStr(s)
 				case "content":
-					if d.Type == gjson.String {
-						cc.Content, cc.HasContent = d.Str, true
+					if s.Peek() == jsonscan.String {
+						cc.Content, cc.HasContent = s.Str(), true
 					}
 				case "tool_calls":
-					d.ForEach(func(_, tc gjson.Result) bool {
-						var td ToolCallDelta
-						tc.ForEach(func(k, f gjson.Result) bool {
-							switch k.Str {
-							case "index":
-								td.Index = int(f.Int())
-							case "id":
-								td.ID = f.Str
-							case "function":
-								f.ForEach(func(k, x gjson.Result) bool {
-									switch k.Str {
-									case "name":
-										td.Name = x.Str
-									case "arguments":
-										td.Arguments = x.Str
-									}
-									return true
-								})
-							}
+					if s.Peek() == jsonscan.Array {
+						s.Array(func(int) bool {
+							cc.ToolCalls = append(cc.ToolCalls, scanToolCall(s))
 							return true
 						})
-						cc.ToolCalls = append(cc.ToolCalls, td)
-						return true
-					})
+					}
 				}
 				return true
 			})
 		}
 		return true
 	})
+}
+
+func scanToolCall(s *jsonscan.Scanner) ToolCallDelta {
+	var td ToolCallDelta
+	if s.Peek() != jsonscan.Object {
+		s.Skip()
+		return td
+	}
+	s.Object(func(k []byte) bool {
+		switch string(k) {
+		case "index":
+			td.Index = optInt(s)
+		case "id":
+			td.ID = optStr(s)
+		case "function":
+			if s.Peek() != jsonscan.Object {
+				return true
+			}
+			s.Object(func(k []byte) bool {
+				switch string(k) {
+				case "name":
+					td.Name = optStr(s)
+				case "arguments":
+					td.Arguments = optStr(s)
+				}
+				return true
+			})
+		}
+		return true
+	})
+	return td
 }
 
 // AppendJSON appends c in OpenAI's chat.completion.chunk format: Raw as

@@ -4,190 +4,190 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"unsafe"
 
-	"github.com/tidwall/gjson"
+	"github.com/meridian-mesh/meridian/shared/jsonscan"
 )
 
 // DecodeChatRequest decodes an OpenAI-format chat completions body into
-// the typed request. It reads the body in one gjson pass per level
-// instead of through encoding/json, a quarter of the cost on a 4 KB body
+// the typed request. It reads the body in one pass (jsonscan) instead of
+// through encoding/json, several times faster on a 4 KB body
 // (BenchmarkDecodeChatRequest), because every request that an OpenAI
-// client sends to a translating adapter pays it. Raw fields (content,
-// parameters, stop, tool_choice, response_format) point into body, which
-// must not change afterwards. A field of the wrong type is a 400 that
-// names it, as encoding/json's UnmarshalTypeError would.
+// client sends to a translating adapter pays it. Strings and raw fields
+// (content, parameters, stop, tool_choice, response_format) point into
+// body, which must not change afterwards. A field of the wrong type is a
+// 400 that names it, as encoding/json's UnmarshalTypeError would.
 func DecodeChatRequest(body []byte) (*ChatRequest, error) { return decodeChatRequest(body, true) }
 
+// decodeChatRequest checks the JSON as it goes either way; check is kept
+// for callers that know the body was checked, and costs nothing extra.
 func decodeChatRequest(body []byte, check bool) (*ChatRequest, error) {
-	if check && !gjson.ValidBytes(body) {
-		var v any
-		return nil, &Error{Status: http.StatusBadRequest, Type: TypeInvalidRequest, Message: "The request body is not valid JSON.", Cause: json.Unmarshal(body, &v)}
-	}
-	top := gjson.Parse(unsafe.String(unsafe.SliceData(body), len(body)))
-	if !top.IsObject() {
+	_ = check
+	s := jsonscan.New(body)
+	if s.Peek() != jsonscan.Object {
+		s.Skip()
+		if s.Err() != nil {
+			return nil, syntaxErr(s.Err())
+		}
 		return nil, &Error{Status: http.StatusBadRequest, Type: TypeInvalidRequest, Message: "The request body must be a JSON object."}
 	}
 	c := &ChatRequest{}
 	var e *Error
-	top.ForEach(func(k, v gjson.Result) bool {
-		if v.Type == gjson.Null {
+	s.Object(func(k []byte) bool {
+		if s.Peek() == jsonscan.Null {
+			s.Null()
 			return true
 		}
-		switch k.Str {
+		switch string(k) {
 		case "model":
-			c.Model, e = str(v, "model")
+			c.Model, e = str(s, "model")
 		case "messages":
-			e = decodeMessages(c, v)
+			e = decodeMessages(s, c)
 		case "stream":
-			c.Stream, e = boolean(v, "stream")
+			c.Stream, e = boolean(s, "stream")
 		case "stream_options":
-			if !v.IsObject() {
+			if s.Peek() != jsonscan.Object {
 				e = typeErr("stream_options", "an object")
 				break
 			}
 			c.StreamOptions = &StreamOptions{}
-			if iu := v.Get("include_usage"); iu.Exists() {
-				c.StreamOptions.IncludeUsage, e = boolean(iu, "stream_options.include_usage")
-			}
+			s.Object(func(k []byte) bool {
+				if string(k) == "include_usage" && s.Peek() != jsonscan.Null {
+					c.StreamOptions.IncludeUsage, e = boolean(s, "stream_options.include_usage")
+				}
+				return e == nil
+			})
 		case "max_tokens":
-			c.MaxTokens, e = integer(v, "max_tokens")
+			c.MaxTokens, e = integer(s, "max_tokens")
 		case "max_completion_tokens":
-			c.MaxCompletionTokens, e = integer(v, "max_completion_tokens")
+			c.MaxCompletionTokens, e = integer(s, "max_completion_tokens")
 		case "n":
-			c.N, e = integer(v, "n")
+			c.N, e = integer(s, "n")
 		case "top_logprobs":
-			c.TopLogprobs, e = integer(v, "top_logprobs")
+			c.TopLogprobs, e = integer(s, "top_logprobs")
 		case "temperature":
-			c.Temperature, e = number(v, "temperature")
+			c.Temperature, e = number(s, "temperature")
 		case "top_p":
-			c.TopP, e = number(v, "top_p")
+			c.TopP, e = number(s, "top_p")
 		case "seed":
 			var n *int
-			if n, e = integer(v, "seed"); n != nil {
-				s := int64(*n)
-				c.Seed = &s
+			if n, e = integer(s, "seed"); n != nil {
+				v := int64(*n)
+				c.Seed = &v
 			}
 		case "logprobs":
 			var b bool
-			if b, e = boolean(v, "logprobs"); e == nil {
+			if b, e = boolean(s, "logprobs"); e == nil {
 				c.Logprobs = &b
 			}
 		case "user":
-			c.User, e = str(v, "user")
+			c.User, e = str(s, "user")
 		case "stop":
-			c.Stop = view(v.Raw)
+			c.Stop = s.Raw()
 		case "tool_choice":
-			c.ToolChoice = view(v.Raw)
+			c.ToolChoice = s.Raw()
 		case "response_format":
-			c.ResponseFormat = view(v.Raw)
+			c.ResponseFormat = s.Raw()
 		case "tools":
-			e = decodeTools(c, v)
+			e = decodeTools(s, c)
 		}
 		return e == nil
 	})
 	if e != nil {
 		return nil, e
 	}
+	if err := s.End(); err != nil {
+		return nil, syntaxErr(err)
+	}
 	return c, nil
 }
 
-func view(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+func syntaxErr(err error) *Error {
+	return &Error{Status: http.StatusBadRequest, Type: TypeInvalidRequest, Message: "The request body is not valid JSON: " + err.Error(), Cause: err}
+}
 
 func typeErr(field, want string) *Error {
 	return &Error{Status: http.StatusBadRequest, Type: TypeInvalidRequest, Param: field,
 		Message: fmt.Sprintf("Invalid type for '%s': expected %s.", field, want)}
 }
 
-func str(v gjson.Result, field string) (string, *Error) {
-	if v.Type != gjson.String {
+func str(s *jsonscan.Scanner, field string) (string, *Error) {
+	if s.Peek() != jsonscan.String {
 		return "", typeErr(field, "a string")
 	}
-	return v.Str, nil
+	return s.Str(), nil
 }
 
-func boolean(v gjson.Result, field string) (bool, *Error) {
-	if v.Type != gjson.True && v.Type != gjson.False {
+func boolean(s *jsonscan.Scanner, field string) (bool, *Error) {
+	if s.Peek() != jsonscan.Bool {
 		return false, typeErr(field, "a boolean")
 	}
-	return v.Type == gjson.True, nil
+	return s.Bool(), nil
 }
 
-func integer(v gjson.Result, field string) (*int, *Error) {
-	if v.Type != gjson.Number || v.Num != float64(int64(v.Num)) {
+func integer(s *jsonscan.Scanner, field string) (*int, *Error) {
+	if s.Peek() != jsonscan.Number {
 		return nil, typeErr(field, "an integer")
 	}
-	n := int(v.Int())
-	return &n, nil
+	n, ok := s.Int()
+	if !ok {
+		return nil, typeErr(field, "an integer")
+	}
+	v := int(n)
+	return &v, nil
 }
 
-func number(v gjson.Result, field string) (*float64, *Error) {
-	if v.Type != gjson.Number {
+func number(s *jsonscan.Scanner, field string) (*float64, *Error) {
+	if s.Peek() != jsonscan.Number {
 		return nil, typeErr(field, "a number")
 	}
-	x := v.Num
+	x := s.Float()
 	return &x, nil
 }
 
-func decodeMessages(c *ChatRequest, v gjson.Result) *Error {
-	if !v.IsArray() {
+func decodeMessages(s *jsonscan.Scanner, c *ChatRequest) *Error {
+	if s.Peek() != jsonscan.Array {
 		return typeErr("messages", "an array")
 	}
 	c.Messages = make([]Message, 0, 8)
 	var e *Error
-	i := 0
-	v.ForEach(func(_, m gjson.Result) bool {
-		n := i
-		i++
-		if !m.IsObject() {
+	s.Array(func(n int) bool {
+		if s.Peek() != jsonscan.Object {
+			if s.Peek() == jsonscan.Null {
+				s.Null()
+				c.Messages = append(c.Messages, Message{})
+				return true
+			}
 			e = typeErr(fmt.Sprintf("messages[%d]", n), "an object")
 			return false
 		}
 		var msg Message
-		m.ForEach(func(k, f gjson.Result) bool {
-			if f.Type == gjson.Null {
-				if k.Str == "content" {
+		s.Object(func(k []byte) bool {
+			if s.Peek() == jsonscan.Null {
+				s.Null()
+				if string(k) == "content" {
 					msg.Content = json.RawMessage("null")
 				}
 				return true
 			}
-			switch k.Str {
+			switch string(k) {
 			case "role":
-				msg.Role, e = str(f, fmt.Sprintf("messages[%d].role", n))
+				msg.Role, e = str(s, fmt.Sprintf("messages[%d].role", n))
 			case "content":
-				msg.Content = view(f.Raw)
+				msg.Content = s.Raw()
 			case "name":
-				msg.Name, e = str(f, fmt.Sprintf("messages[%d].name", n))
+				msg.Name, e = str(s, fmt.Sprintf("messages[%d].name", n))
 			case "tool_call_id":
-				msg.ToolCallID, e = str(f, fmt.Sprintf("messages[%d].tool_call_id", n))
+				msg.ToolCallID, e = str(s, fmt.Sprintf("messages[%d].tool_call_id", n))
 			case "tool_calls":
-				if !f.IsArray() {
+				if s.Peek() != jsonscan.Array {
 					e = typeErr(fmt.Sprintf("messages[%d].tool_calls", n), "an array")
 					break
 				}
-				f.ForEach(func(_, tc gjson.Result) bool {
+				s.Array(func(j int) bool {
 					var call ToolCall
-					tc.ForEach(func(k, x gjson.Result) bool {
-						switch k.Str {
-						case "id":
-							call.ID = x.Str
-						case "type":
-							call.Type = x.Str
-						case "function":
-							x.ForEach(func(k, y gjson.Result) bool {
-								switch k.Str {
-								case "name":
-									call.Function.Name = y.Str
-								case "arguments":
-									call.Function.Arguments = y.Str
-								}
-								return true
-							})
-						}
-						return true
-					})
+					e = decodeToolCall(s, &call, n, j)
 					msg.ToolCalls = append(msg.ToolCalls, call)
-					return true
+					return e == nil
 				})
 			}
 			return e == nil
@@ -198,43 +198,105 @@ func decodeMessages(c *ChatRequest, v gjson.Result) *Error {
 	return e
 }
 
-func decodeTools(c *ChatRequest, v gjson.Result) *Error {
-	if !v.IsArray() {
-		return typeErr("tools", "an array")
+func decodeToolCall(s *jsonscan.Scanner, call *ToolCall, n, j int) *Error {
+	if s.Peek() == jsonscan.Null {
+		s.Null()
+		return nil
 	}
-	v.ForEach(func(_, t gjson.Result) bool {
-		var tool Tool
-		t.ForEach(func(k, x gjson.Result) bool {
-			switch k.Str {
-			case "type":
-				tool.Type = x.Str
-			case "function":
-				if x.Type == gjson.Null {
+	if s.Peek() != jsonscan.Object {
+		return typeErr(fmt.Sprintf("messages[%d].tool_calls[%d]", n, j), "an object")
+	}
+	var e *Error
+	s.Object(func(k []byte) bool {
+		if s.Peek() == jsonscan.Null {
+			s.Null()
+			return true
+		}
+		switch string(k) {
+		case "id":
+			call.ID, e = str(s, fmt.Sprintf("messages[%d].tool_calls[%d].id", n, j))
+		case "type":
+			call.Type, e = str(s, fmt.Sprintf("messages[%d].tool_calls[%d].type", n, j))
+		case "function":
+			if s.Peek() != jsonscan.Object {
+				e = typeErr(fmt.Sprintf("messages[%d].tool_calls[%d].function", n, j), "an object")
+				break
+			}
+			s.Object(func(k []byte) bool {
+				if s.Peek() == jsonscan.Null {
+					s.Null()
 					return true
 				}
+				switch string(k) {
+				case "name":
+					call.Function.Name, e = str(s, fmt.Sprintf("messages[%d].tool_calls[%d].function.name", n, j))
+				case "arguments":
+					call.Function.Arguments, e = str(s, fmt.Sprintf("messages[%d].tool_calls[%d].function.arguments", n, j))
+				}
+				return e == nil
+			})
+		}
+		return e == nil
+	})
+	return e
+}
+
+func decodeTools(s *jsonscan.Scanner, c *ChatRequest) *Error {
+	if s.Peek() != jsonscan.Array {
+		return typeErr("tools", "an array")
+	}
+	var e *Error
+	s.Array(func(n int) bool {
+		var tool Tool
+		if s.Peek() == jsonscan.Null {
+			s.Null()
+			c.Tools = append(c.Tools, tool)
+			return true
+		}
+		if s.Peek() != jsonscan.Object {
+			e = typeErr(fmt.Sprintf("tools[%d]", n), "an object")
+			return false
+		}
+		s.Object(func(k []byte) bool {
+			if s.Peek() == jsonscan.Null {
+				s.Null()
+				return true
+			}
+			switch string(k) {
+			case "type":
+				tool.Type, e = str(s, fmt.Sprintf("tools[%d].type", n))
+			case "function":
+				if s.Peek() != jsonscan.Object {
+					e = typeErr(fmt.Sprintf("tools[%d].function", n), "an object")
+					break
+				}
 				fn := &FunctionDef{}
-				x.ForEach(func(k, y gjson.Result) bool {
-					switch k.Str {
+				s.Object(func(k []byte) bool {
+					if s.Peek() == jsonscan.Null {
+						s.Null()
+						return true
+					}
+					switch string(k) {
 					case "name":
-						fn.Name = y.Str
+						fn.Name, e = str(s, fmt.Sprintf("tools[%d].function.name", n))
 					case "description":
-						fn.Description = y.Str
+						fn.Description, e = str(s, fmt.Sprintf("tools[%d].function.description", n))
 					case "parameters":
-						fn.Parameters = view(y.Raw)
+						fn.Parameters = s.Raw()
 					case "strict":
-						if y.Type == gjson.True || y.Type == gjson.False {
-							b := y.Type == gjson.True
+						var b bool
+						if b, e = boolean(s, fmt.Sprintf("tools[%d].function.strict", n)); e == nil {
 							fn.Strict = &b
 						}
 					}
-					return true
+					return e == nil
 				})
 				tool.Function = fn
 			}
-			return true
+			return e == nil
 		})
 		c.Tools = append(c.Tools, tool)
-		return true
+		return e == nil
 	})
-	return nil
+	return e
 }

@@ -149,8 +149,10 @@ func TestTranslatorSequence(t *testing.T) {
 		`{"id":"c","choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}}`,
 	}
 	var c llm.Chunk
+	var buf []byte // one buffer for every chunk, as a stream's reader reuses its own
 	for _, r := range raw {
-		c.SetRaw([]byte(r))
+		buf = append(buf[:0], r...)
+		c.SetRaw(buf)
 		if err := c.Parse(); err != nil {
 			t.Fatal(err)
 		}

@@ -201,7 +201,8 @@ func (t *translator) chunk(b []byte, c *llm.Chunk) []byte {
 			}
 		}
 		if ch.FinishReason != "" {
-			t.stopReason = ch.FinishReason
+			// Chunk strings point into a buffer the next chunk reuses.
+			t.stopReason = strings.Clone(ch.FinishReason)
 		}
 	}
 	return b
