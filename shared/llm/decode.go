@@ -117,6 +117,30 @@ func str(s *jsonscan.Scanner, field string) (string, *Error) {
 	return s.Str(), nil
 }
 
+// msgStr, callStr and toolStr read a string inside the messages or
+// tools arrays, naming the field only when it is wrong: formatting the
+// name for every field would cost more than reading it.
+func msgStr(s *jsonscan.Scanner, n int, field string) (string, *Error) {
+	if s.Peek() != jsonscan.String {
+		return "", typeErr(fmt.Sprintf("messages[%d]%s", n, field), "a string")
+	}
+	return s.Str(), nil
+}
+
+func callStr(s *jsonscan.Scanner, n, j int, field string) (string, *Error) {
+	if s.Peek() != jsonscan.String {
+		return "", typeErr(fmt.Sprintf("messages[%d].tool_calls[%d]%s", n, j, field), "a string")
+	}
+	return s.Str(), nil
+}
+
+func toolStr(s *jsonscan.Scanner, n int, field string) (string, *Error) {
+	if s.Peek() != jsonscan.String {
+		return "", typeErr(fmt.Sprintf("tools[%d]%s", n, field), "a string")
+	}
+	return s.Str(), nil
+}
+
 func boolean(s *jsonscan.Scanner, field string) (bool, *Error) {
 	if s.Peek() != jsonscan.Bool {
 		return false, typeErr(field, "a boolean")
@@ -171,13 +195,13 @@ func decodeMessages(s *jsonscan.Scanner, c *ChatRequest) *Error {
 			}
 			switch string(k) {
 			case "role":
-				msg.Role, e = str(s, fmt.Sprintf("messages[%d].role", n))
+				msg.Role, e = msgStr(s, n, ".role")
 			case "content":
 				msg.Content = s.Raw()
 			case "name":
-				msg.Name, e = str(s, fmt.Sprintf("messages[%d].name", n))
+				msg.Name, e = msgStr(s, n, ".name")
 			case "tool_call_id":
-				msg.ToolCallID, e = str(s, fmt.Sprintf("messages[%d].tool_call_id", n))
+				msg.ToolCallID, e = msgStr(s, n, ".tool_call_id")
 			case "tool_calls":
 				if s.Peek() != jsonscan.Array {
 					e = typeErr(fmt.Sprintf("messages[%d].tool_calls", n), "an array")
@@ -214,9 +238,9 @@ func decodeToolCall(s *jsonscan.Scanner, call *ToolCall, n, j int) *Error {
 		}
 		switch string(k) {
 		case "id":
-			call.ID, e = str(s, fmt.Sprintf("messages[%d].tool_calls[%d].id", n, j))
+			call.ID, e = callStr(s, n, j, ".id")
 		case "type":
-			call.Type, e = str(s, fmt.Sprintf("messages[%d].tool_calls[%d].type", n, j))
+			call.Type, e = callStr(s, n, j, ".type")
 		case "function":
 			if s.Peek() != jsonscan.Object {
 				e = typeErr(fmt.Sprintf("messages[%d].tool_calls[%d].function", n, j), "an object")
@@ -229,9 +253,9 @@ func decodeToolCall(s *jsonscan.Scanner, call *ToolCall, n, j int) *Error {
 				}
 				switch string(k) {
 				case "name":
-					call.Function.Name, e = str(s, fmt.Sprintf("messages[%d].tool_calls[%d].function.name", n, j))
+					call.Function.Name, e = callStr(s, n, j, ".function.name")
 				case "arguments":
-					call.Function.Arguments, e = str(s, fmt.Sprintf("messages[%d].tool_calls[%d].function.arguments", n, j))
+					call.Function.Arguments, e = callStr(s, n, j, ".function.arguments")
 				}
 				return e == nil
 			})
@@ -264,7 +288,7 @@ func decodeTools(s *jsonscan.Scanner, c *ChatRequest) *Error {
 			}
 			switch string(k) {
 			case "type":
-				tool.Type, e = str(s, fmt.Sprintf("tools[%d].type", n))
+				tool.Type, e = toolStr(s, n, ".type")
 			case "function":
 				if s.Peek() != jsonscan.Object {
 					e = typeErr(fmt.Sprintf("tools[%d].function", n), "an object")
@@ -278,14 +302,17 @@ func decodeTools(s *jsonscan.Scanner, c *ChatRequest) *Error {
 					}
 					switch string(k) {
 					case "name":
-						fn.Name, e = str(s, fmt.Sprintf("tools[%d].function.name", n))
+						fn.Name, e = toolStr(s, n, ".function.name")
 					case "description":
-						fn.Description, e = str(s, fmt.Sprintf("tools[%d].function.description", n))
+						fn.Description, e = toolStr(s, n, ".function.description")
 					case "parameters":
 						fn.Parameters = s.Raw()
 					case "strict":
 						var b bool
-						if b, e = boolean(s, fmt.Sprintf("tools[%d].function.strict", n)); e == nil {
+						if s.Peek() != jsonscan.Bool {
+							e = typeErr(fmt.Sprintf("tools[%d].function.strict", n), "a boolean")
+						} else {
+							b = s.Bool()
 							fn.Strict = &b
 						}
 					}
