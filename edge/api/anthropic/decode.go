@@ -7,21 +7,16 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"unsafe"
 
+	"github.com/meridian-mesh/meridian/shared/jsonscan"
 	"github.com/meridian-mesh/meridian/shared/llm"
-	"github.com/tidwall/gjson"
 )
 
-// Requests are read with gjson in one pass over each level, not decoded
-// with encoding/json: translation sits on the path of every request
-// (BenchmarkTranslateRequest). The body is parsed in place: strings and raw
-// values of the canonical request point into it, so the body must not be
-// changed afterwards; nothing in the request path does.
-
-// view returns s's bytes without copying. s comes from the request body,
-// which nothing changes once it is read.
-func view(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+// Requests are read in one pass with jsonscan, not decoded with
+// encoding/json: translation sits on the path of every request
+// (BenchmarkTranslateRequest). Strings and raw values of the canonical
+// request point into the body, so the body must not change afterwards;
+// nothing in the request path changes it.
 
 func bad(param, format string, args ...any) *llm.Error {
 	return llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, param, "%s: "+format, append([]any{param}, args...)...)
@@ -29,217 +24,251 @@ func bad(param, format string, args ...any) *llm.Error {
 
 func missing(param string) *llm.Error { return bad(param, "Field required") }
 
-func present(v gjson.Result) bool { return v.Exists() && v.Type != gjson.Null }
-
-func isBool(v gjson.Result) bool { return v.Type == gjson.True || v.Type == gjson.False }
+// fields are a request's top-level values, located in the one pass.
+type fields struct {
+	model, stream, system, metadata, tools, toolChoice, stop []byte
+	maxTokens, temperature, topP, topK                       []byte
+	messages                                                 []byte
+}
 
 // DecodeMessages translates a Messages API body into a canonical request.
 // Errors name the field the way Anthropic does, e.g.
 // "messages.1.content.0.type".
 func DecodeMessages(body []byte) (*llm.Request, *llm.Error) {
-	if !gjson.ValidBytes(body) {
-		var v any
-		err := json.Unmarshal(body, &v)
-		return nil, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "", "The request body is not valid JSON: %v", err)
-	}
-	top := gjson.Parse(unsafe.String(unsafe.SliceData(body), len(body)))
-	if !top.IsObject() {
+	s := jsonscan.New(body)
+	if s.Peek() != jsonscan.Object {
+		s.Skip()
+		if s.Err() != nil {
+			return nil, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "", "The request body is not valid JSON: %v", s.Err())
+		}
 		return nil, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "", "The request body must be a JSON object.")
 	}
-	var f struct {
-		model, maxTokens, messages, system, stream, stop, temperature, topP, topK, metadata, tools, toolChoice gjson.Result
-	}
-	top.ForEach(func(k, v gjson.Result) bool {
-		switch k.Str {
-		case "model":
-			f.model = v
-		case "max_tokens":
-			f.maxTokens = v
-		case "messages":
-			f.messages = v
-		case "system":
-			f.system = v
-		case "stream":
-			f.stream = v
-		case "stop_sequences":
-			f.stop = v
-		case "temperature":
-			f.temperature = v
-		case "top_p":
-			f.topP = v
-		case "top_k":
-			f.topK = v
-		case "metadata":
-			f.metadata = v
-		case "tools":
-			f.tools = v
-		case "tool_choice":
-			f.toolChoice = v
-		}
-		return true
-	})
-
 	c := &llm.ChatRequest{}
-	switch {
-	case !present(f.model):
-		return nil, missing("model")
-	case f.model.Type != gjson.String || f.model.Str == "" || len(f.model.Str) > 256:
-		return nil, bad("model", "Input should be a non-empty string")
-	}
-	c.Model = f.model.Str
-	switch {
-	case !present(f.maxTokens):
-		return nil, missing("max_tokens")
-	case f.maxTokens.Type != gjson.Number || f.maxTokens.Num != float64(int64(f.maxTokens.Num)) || f.maxTokens.Num < 1:
-		return nil, bad("max_tokens", "Input should be a positive integer")
-	}
-	maxTokens := int(f.maxTokens.Int())
-	c.MaxTokens = &maxTokens
-	if present(f.stream) {
-		if !isBool(f.stream) {
-			return nil, bad("stream", "Input should be a valid boolean")
+	var e *llm.Error
+	var msgs []byte
+	s.Object(func(k []byte) bool {
+		switch s.Peek() {
+		case jsonscan.Null:
+			s.Null()
+			return true
+		case jsonscan.Invalid:
+			s.Skip() // records the syntax error
+			return false
 		}
-		c.Stream = f.stream.Type == gjson.True
-	}
-	for _, num := range []struct {
-		name string
-		v    gjson.Result
-		dst  **float64
-	}{{"temperature", f.temperature, &c.Temperature}, {"top_p", f.topP, &c.TopP}} {
-		if present(num.v) {
-			if num.v.Type != gjson.Number {
-				return nil, bad(num.name, "Input should be a valid number")
-			}
-			x := num.v.Num
-			*num.dst = &x
-		}
-	}
-	if present(f.topK) {
-		if f.topK.Type != gjson.Number || f.topK.Num != float64(int64(f.topK.Num)) {
-			return nil, bad("top_k", "Input should be a valid integer")
-		}
-		k := int(f.topK.Int())
-		c.TopK = &k
-	}
-	if present(f.stop) {
-		if !f.stop.IsArray() {
-			return nil, bad("stop_sequences", "Input should be a valid list")
-		}
-		var stops []string
-		var e *llm.Error
-		f.stop.ForEach(func(_, s gjson.Result) bool {
-			if s.Type != gjson.String {
-				e = bad("stop_sequences."+strconv.Itoa(len(stops)), "Input should be a valid string")
+		switch string(k) {
+		case "model":
+			if s.Peek() != jsonscan.String {
+				e = bad("model", "Input should be a valid string")
 				return false
 			}
-			stops = append(stops, s.Str)
-			return true
-		})
-		if e != nil {
-			return nil, e
+			c.Model = s.Str()
+		case "max_tokens":
+			n, ok := int64(0), s.Peek() == jsonscan.Number
+			if ok {
+				n, ok = s.Int()
+			}
+			if !ok || n < 1 {
+				e = bad("max_tokens", "Input should be a positive integer")
+				return false
+			}
+			m := int(n)
+			c.MaxTokens = &m
+		case "stream":
+			if s.Peek() != jsonscan.Bool {
+				e = bad("stream", "Input should be a valid boolean")
+				return false
+			}
+			c.Stream = s.Bool()
+		case "temperature", "top_p":
+			if s.Peek() != jsonscan.Number {
+				e = bad(string(k), "Input should be a valid number")
+				return false
+			}
+			x := s.Float()
+			if string(k) == "temperature" {
+				c.Temperature = &x
+			} else {
+				c.TopP = &x
+			}
+		case "top_k":
+			n, ok := int64(0), s.Peek() == jsonscan.Number
+			if ok {
+				n, ok = s.Int()
+			}
+			if !ok {
+				e = bad("top_k", "Input should be a valid integer")
+				return false
+			}
+			kk := int(n)
+			c.TopK = &kk
+		case "stop_sequences":
+			e = decodeStop(s, c)
+		case "metadata":
+			if s.Peek() != jsonscan.Object {
+				e = bad("metadata", "Input should be a valid dictionary")
+				return false
+			}
+			s.Object(func(k []byte) bool {
+				if string(k) == "user_id" && s.Peek() == jsonscan.String {
+					c.User = s.Str()
+				}
+				return true
+			})
+		case "system":
+			e = decodeSystem(s, c)
+		case "messages":
+			// Read after the rest: the system prompt comes first in the
+			// canonical request, wherever it stands in the body.
+			msgs = s.Raw()
+		case "tools":
+			e = decodeTools(s, c)
+		case "tool_choice":
+			e = decodeToolChoice(s, c)
 		}
-		c.Stop, _ = json.Marshal(stops)
+		return e == nil
+	})
+	if err := s.End(); err != nil && e == nil {
+		return nil, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "", "The request body is not valid JSON: %v", err)
 	}
-	if present(f.metadata) {
-		if !f.metadata.IsObject() {
-			return nil, bad("metadata", "Input should be a valid dictionary")
-		}
-		c.User = f.metadata.Get("user_id").Str
-	}
-	if e := decodeSystem(c, f.system); e != nil {
+	if e != nil {
 		return nil, e
 	}
-	if e := decodeMessages(c, f.messages); e != nil {
-		return nil, e
+	switch {
+	case c.Model == "":
+		return nil, missing("model")
+	case len(c.Model) > 256:
+		return nil, bad("model", "Input should be at most 256 characters")
+	case c.MaxTokens == nil:
+		return nil, missing("max_tokens")
+	case msgs == nil:
+		return nil, missing("messages")
 	}
-	if e := decodeTools(c, f.tools, f.toolChoice); e != nil {
+	if e := decodeMessages(jsonscan.New(msgs), c); e != nil {
 		return nil, e
 	}
 	return &llm.Request{Op: llm.OpChat, Model: c.Model, Stream: c.Stream, IncludeUsage: true, Chat: c}, nil
 }
 
-func decodeSystem(c *llm.ChatRequest, v gjson.Result) *llm.Error {
-	if !present(v) {
-		return nil
+func decodeStop(s *jsonscan.Scanner, c *llm.ChatRequest) *llm.Error {
+	if s.Peek() != jsonscan.Array {
+		return bad("stop_sequences", "Input should be a valid list")
 	}
-	var text string
-	switch {
-	case v.Type == gjson.String:
-		text = v.Str
-	case v.IsArray():
+	var stops []string
+	var e *llm.Error
+	s.Array(func(i int) bool {
+		if s.Peek() != jsonscan.String {
+			e = bad("stop_sequences."+strconv.Itoa(i), "Input should be a valid string")
+			return false
+		}
+		stops = append(stops, s.Str())
+		return true
+	})
+	if e != nil {
+		return e
+	}
+	c.Stop, _ = json.Marshal(stops)
+	return nil
+}
+
+func decodeSystem(s *jsonscan.Scanner, c *llm.ChatRequest) *llm.Error {
+	var content json.RawMessage
+	switch s.Peek() {
+	case jsonscan.String:
+		content = s.Raw() // already a JSON string
+	case jsonscan.Array:
 		var b strings.Builder
 		var e *llm.Error
-		i := 0
-		v.ForEach(func(_, blk gjson.Result) bool {
-			if blk.Get("type").Str != "text" {
+		s.Array(func(i int) bool {
+			text, ok, err := textBlock(s)
+			if err != nil || !ok {
 				e = bad(fmt.Sprintf("system.%d.type", i), "system blocks must be text blocks")
 				return false
 			}
 			if i > 0 {
 				b.WriteString("\n\n")
 			}
-			b.WriteString(blk.Get("text").Str)
-			i++
+			b.WriteString(text)
 			return true
 		})
 		if e != nil {
 			return e
 		}
-		text = b.String()
+		content = llm.AppendJSONString(nil, b.String())
 	default:
 		return bad("system", "Input should be a valid string or a list of text blocks")
 	}
-	c.Messages = append(c.Messages, llm.Message{Role: llm.RoleSystem, Content: jsonString(text)})
+	c.Messages = append([]llm.Message{{Role: llm.RoleSystem, Content: content}}, c.Messages...)
 	return nil
 }
 
-func jsonString(s string) json.RawMessage { return llm.AppendJSONString(nil, s) }
+// textBlock reads a block and returns its text if it is a text block.
+func textBlock(s *jsonscan.Scanner) (text string, ok bool, err error) {
+	if s.Peek() != jsonscan.Object {
+		s.Skip()
+		return "", false, nil
+	}
+	typ := ""
+	s.Object(func(k []byte) bool {
+		switch string(k) {
+		case "type":
+			if s.Peek() == jsonscan.String {
+				typ = s.Str()
+			}
+		case "text":
+			if s.Peek() == jsonscan.String {
+				text = s.Str()
+			}
+		}
+		return true
+	})
+	return text, typ == "text", s.Err()
+}
 
 // decodeMessages turns Anthropic's alternating user/assistant messages
 // into canonical ones. A user message's tool_result blocks become tool
 // messages, placed first, as OpenAI requires them right after the
 // assistant's calls; its other blocks stay a user message.
-func decodeMessages(c *llm.ChatRequest, v gjson.Result) *llm.Error {
-	if !present(v) {
-		return missing("messages")
-	}
-	if !v.IsArray() {
+func decodeMessages(s *jsonscan.Scanner, c *llm.ChatRequest) *llm.Error {
+	if s.Peek() != jsonscan.Array {
 		return bad("messages", "Input should be a valid list")
 	}
 	toolUses := map[string]bool{}
 	var e *llm.Error
-	i := 0
-	v.ForEach(func(_, m gjson.Result) bool {
-		n := i
+	count := 0
+	s.Array(func(n int) bool {
+		count++
 		path := func() string { return "messages." + strconv.Itoa(n) }
-		i++
-		if !m.IsObject() {
+		if s.Peek() != jsonscan.Object {
 			e = bad(path(), "Input should be a valid dictionary")
 			return false
 		}
-		var role, content gjson.Result
-		m.ForEach(func(k, v gjson.Result) bool {
-			switch k.Str {
+		// The role decides how content is read, and may come after it:
+		// keep content's bytes and read them once the role is known.
+		var role string
+		var content []byte
+		s.Object(func(k []byte) bool {
+			switch string(k) {
 			case "role":
-				role = v
+				if s.Peek() == jsonscan.String {
+					role = s.Str()
+				}
 			case "content":
-				content = v
+				content = s.Raw()
 			}
 			return true
 		})
-		if role.Str != "user" && role.Str != "assistant" {
+		if role != "user" && role != "assistant" {
 			e = bad(path()+".role", "Input should be 'user' or 'assistant'")
 			return false
 		}
+		cs := jsonscan.New(content)
 		switch {
-		case !present(content):
+		case content == nil || bytes.Equal(content, []byte("null")):
 			e = missing(path() + ".content")
-		case content.Type == gjson.String:
-			c.Messages = append(c.Messages, llm.Message{Role: role.Str, Content: view(content.Raw)})
-		case content.IsArray() && len(content.Raw) > 0 && strings.TrimSpace(content.Raw[1:len(content.Raw)-1]) == "":
-			e = bad(path()+".content", "List should have at least 1 item")
-		case content.IsArray():
-			e = decodeBlocks(c, role.Str, content, path, toolUses)
+		case cs.Peek() == jsonscan.String:
+			c.Messages = append(c.Messages, llm.Message{Role: role, Content: content})
+		case cs.Peek() == jsonscan.Array:
+			e = decodeBlocks(cs, c, role, path, toolUses)
 		default:
 			e = bad(path()+".content", "Input should be a valid string or a list of content blocks")
 		}
@@ -248,7 +277,7 @@ func decodeMessages(c *llm.ChatRequest, v gjson.Result) *llm.Error {
 	if e != nil {
 		return e
 	}
-	if i == 0 {
+	if count == 0 {
 		return bad("messages", "at least one message is required")
 	}
 	for _, m := range c.Messages {
@@ -259,107 +288,126 @@ func decodeMessages(c *llm.ChatRequest, v gjson.Result) *llm.Error {
 	return bad("messages", "the messages hold no content to send")
 }
 
-func decodeBlocks(c *llm.ChatRequest, role string, blocks gjson.Result, msgPath func() string, toolUses map[string]bool) *llm.Error {
+// block is one content block's fields.
+type block struct {
+	typ, text, id, name, toolUseID string
+	input, source, content         []byte
+	isError                        bool
+}
+
+func readBlock(s *jsonscan.Scanner) (block, bool) {
+	var b block
+	if s.Peek() != jsonscan.Object {
+		s.Skip()
+		return b, false
+	}
+	s.Object(func(k []byte) bool {
+		switch string(k) {
+		case "type":
+			if s.Peek() == jsonscan.String {
+				b.typ = s.Str()
+			}
+		case "text":
+			if s.Peek() == jsonscan.String {
+				b.text = s.Str()
+			}
+		case "id":
+			if s.Peek() == jsonscan.String {
+				b.id = s.Str()
+			}
+		case "name":
+			if s.Peek() == jsonscan.String {
+				b.name = s.Str()
+			}
+		case "tool_use_id":
+			if s.Peek() == jsonscan.String {
+				b.toolUseID = s.Str()
+			}
+		case "input":
+			b.input = s.Raw()
+		case "source":
+			b.source = s.Raw()
+		case "content":
+			b.content = s.Raw()
+		case "is_error":
+			if s.Peek() == jsonscan.Bool {
+				b.isError = s.Bool()
+			}
+		}
+		return true
+	})
+	return b, s.Err() == nil
+}
+
+func decodeBlocks(s *jsonscan.Scanner, c *llm.ChatRequest, role string, msgPath func() string, toolUses map[string]bool) *llm.Error {
 	var parts []llm.ContentPart
 	var calls []llm.ToolCall
 	var e *llm.Error
-	j := 0
-	var lastText string // the raw JSON string of a lone text block
-	blocks.ForEach(func(_, b gjson.Result) bool {
-		n := j
-		j++
-		bpathOnce := ""
-		bpath := func() string {
-			if bpathOnce == "" {
-				bpathOnce = msgPath() + ".content." + strconv.Itoa(n)
-			}
-			return bpathOnce
+	count := 0
+	s.Array(func(n int) bool {
+		count++
+		bpath := func() string { return msgPath() + ".content." + strconv.Itoa(n) }
+		b, ok := readBlock(s)
+		if !ok {
+			e = bad(bpath(), "Input should be a valid dictionary")
+			return false
 		}
-		var typ, text gjson.Result
-		b.ForEach(func(k, v gjson.Result) bool {
-			switch k.Str {
-			case "type":
-				typ = v
-			case "text":
-				text = v
-			}
-			return true
-		})
-		switch typ.Str {
+		switch b.typ {
 		case "text":
-			parts = append(parts, llm.ContentPart{Type: "text", Text: text.Str})
-			lastText = text.Raw
+			parts = append(parts, llm.ContentPart{Type: "text", Text: b.text})
 		case "image":
 			if role != "user" {
 				e = bad(bpath()+".type", "image blocks are only allowed in user messages")
 				return false
 			}
-			src := b.Get("source")
-			switch src.Get("type").Str {
-			case "base64":
-				mt, data := src.Get("media_type").Str, src.Get("data").Str
-				if mt == "" || data == "" {
-					e = bad(bpath()+".source", "a base64 image source needs media_type and data")
-					return false
-				}
-				parts = append(parts, llm.ContentPart{Type: "image_url", ImageURL: &llm.ImageURL{URL: "data:" + mt + ";base64," + data}})
-			case "url":
-				u := src.Get("url").Str
-				if !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "http://") {
-					e = bad(bpath()+".source.url", "an image URL must be http(s)")
-					return false
-				}
-				parts = append(parts, llm.ContentPart{Type: "image_url", ImageURL: &llm.ImageURL{URL: u}})
-			default:
-				e = bad(bpath()+".source.type", "unknown image source type %q (known: base64, url)", src.Get("type").Str)
-				return false
-			}
+			e = imagePart(b.source, bpath, &parts)
 		case "tool_use":
 			if role != "assistant" {
 				e = bad(bpath()+".type", "tool_use blocks are only allowed in assistant messages")
 				return false
 			}
-			id, name, input := b.Get("id").Str, b.Get("name").Str, b.Get("input")
-			if id == "" || name == "" {
+			if b.id == "" || b.name == "" {
 				e = bad(bpath(), "a tool_use block needs id and name")
 				return false
 			}
 			args := "{}"
-			if input.IsObject() {
-				args = compact(input.Raw)
+			if len(b.input) > 0 && b.input[0] == '{' {
+				args = compact(b.input)
 			}
-			toolUses[id] = true
-			calls = append(calls, llm.ToolCall{ID: id, Type: "function", Function: llm.FunctionCall{Name: name, Arguments: args}})
+			toolUses[b.id] = true
+			calls = append(calls, llm.ToolCall{ID: b.id, Type: "function", Function: llm.FunctionCall{Name: b.name, Arguments: args}})
 		case "tool_result":
 			if role != "user" {
 				e = bad(bpath()+".type", "tool_result blocks are only allowed in user messages")
 				return false
 			}
-			id := b.Get("tool_use_id").Str
-			if !toolUses[id] {
-				e = bad(bpath()+".tool_use_id", "tool_result refers to tool_use %q, which no earlier assistant message contains", id)
+			if !toolUses[b.toolUseID] {
+				e = bad(bpath()+".tool_use_id", "tool_result refers to tool_use %q, which no earlier assistant message contains", b.toolUseID)
 				return false
 			}
-			text, ok := resultText(b.Get("content"))
+			text, ok := resultText(b.content)
 			if !ok {
 				e = bad(bpath()+".content", "tool_result content must be a string or a list of text blocks")
 				return false
 			}
-			if b.Get("is_error").Type == gjson.True {
+			if b.isError {
 				text = "Error: " + text
 			}
-			c.Messages = append(c.Messages, llm.Message{Role: llm.RoleTool, ToolCallID: id, Content: jsonString(text)})
+			c.Messages = append(c.Messages, llm.Message{Role: llm.RoleTool, ToolCallID: b.toolUseID, Content: llm.AppendJSONString(nil, text)})
 		case "thinking", "redacted_thinking":
 			// Reasoning from an earlier turn: no other format takes it
 			// back, and the answer does not depend on it.
 		default:
-			e = bad(bpath()+".type", "unknown content block type %q (known: text, image, tool_use, tool_result)", typ.Str)
+			e = bad(bpath()+".type", "unknown content block type %q (known: text, image, tool_use, tool_result)", b.typ)
 			return false
 		}
-		return true
+		return e == nil
 	})
 	if e != nil {
 		return e
+	}
+	if count == 0 {
+		return bad(msgPath()+".content", "List should have at least 1 item")
 	}
 	if len(parts) == 0 && len(calls) == 0 {
 		return nil // a user message of tool results only
@@ -368,14 +416,12 @@ func decodeBlocks(c *llm.ChatRequest, role string, blocks gjson.Result, msgPath 
 	switch {
 	case len(parts) == 0:
 		m.Content = json.RawMessage("null")
-	case len(parts) == 1 && parts[0].Type == "text" && lastText != "":
-		m.Content = view(lastText) // already a JSON string: no need to encode it again
 	case role == "assistant" || (len(parts) == 1 && parts[0].Type == "text"):
 		var b strings.Builder
 		for _, p := range parts {
 			b.WriteString(p.Text)
 		}
-		m.Content = jsonString(b.String())
+		m.Content = llm.AppendJSONString(nil, b.String())
 	default:
 		m.Content = llm.PartsContent(parts)
 	}
@@ -383,84 +429,149 @@ func decodeBlocks(c *llm.ChatRequest, role string, blocks gjson.Result, msgPath 
 	return nil
 }
 
-// resultText flattens a tool_result's content to text.
-func resultText(v gjson.Result) (string, bool) {
-	if !present(v) {
-		return "", true
+func imagePart(source []byte, bpath func() string, parts *[]llm.ContentPart) *llm.Error {
+	var typ, mediaType, data, url string
+	s := jsonscan.New(source)
+	if s.Peek() == jsonscan.Object {
+		s.Object(func(k []byte) bool {
+			if s.Peek() != jsonscan.String {
+				return true
+			}
+			switch string(k) {
+			case "type":
+				typ = s.Str()
+			case "media_type":
+				mediaType = s.Str()
+			case "data":
+				data = s.Str()
+			case "url":
+				url = s.Str()
+			}
+			return true
+		})
 	}
-	if v.Type == gjson.String {
-		return v.Str, true
-	}
-	if !v.IsArray() {
-		return "", false
-	}
-	var b strings.Builder
-	ok := true
-	v.ForEach(func(_, blk gjson.Result) bool {
-		if blk.Get("type").Str != "text" {
-			ok = false
-			return false
+	switch typ {
+	case "base64":
+		if mediaType == "" || data == "" {
+			return bad(bpath()+".source", "a base64 image source needs media_type and data")
 		}
-		b.WriteString(blk.Get("text").Str)
-		return true
-	})
-	return b.String(), ok
+		*parts = append(*parts, llm.ContentPart{Type: "image_url", ImageURL: &llm.ImageURL{URL: "data:" + mediaType + ";base64," + data}})
+	case "url":
+		if !strings.HasPrefix(url, "https://") && !strings.HasPrefix(url, "http://") {
+			return bad(bpath()+".source.url", "an image URL must be http(s)")
+		}
+		*parts = append(*parts, llm.ContentPart{Type: "image_url", ImageURL: &llm.ImageURL{URL: url}})
+	default:
+		return bad(bpath()+".source.type", "unknown image source type %q (known: base64, url)", typ)
+	}
+	return nil
 }
 
-func compact(raw string) string {
+// resultText flattens a tool_result's content to text.
+func resultText(raw []byte) (string, bool) {
+	if raw == nil || bytes.Equal(raw, []byte("null")) {
+		return "", true
+	}
+	s := jsonscan.New(raw)
+	switch s.Peek() {
+	case jsonscan.String:
+		return s.Str(), true
+	case jsonscan.Array:
+		var b strings.Builder
+		ok := true
+		s.Array(func(int) bool {
+			text, isText, _ := textBlock(s)
+			if !isText {
+				ok = false
+				return false
+			}
+			b.WriteString(text)
+			return true
+		})
+		return b.String(), ok
+	}
+	return "", false
+}
+
+func compact(raw []byte) string {
 	var b bytes.Buffer
-	if err := json.Compact(&b, []byte(raw)); err != nil {
-		return raw
+	if err := json.Compact(&b, raw); err != nil {
+		return string(raw)
 	}
 	return b.String()
 }
 
-func decodeTools(c *llm.ChatRequest, tools, choice gjson.Result) *llm.Error {
-	if present(tools) {
-		if !tools.IsArray() {
-			return bad("tools", "Input should be a valid list")
+func decodeTools(s *jsonscan.Scanner, c *llm.ChatRequest) *llm.Error {
+	if s.Peek() != jsonscan.Array {
+		return bad("tools", "Input should be a valid list")
+	}
+	var e *llm.Error
+	s.Array(func(i int) bool {
+		var name, desc string
+		var schema []byte
+		if s.Peek() != jsonscan.Object {
+			e = bad("tools."+strconv.Itoa(i), "Input should be a valid dictionary")
+			return false
 		}
-		var e *llm.Error
-		i := 0
-		tools.ForEach(func(_, t gjson.Result) bool {
-			path := "tools." + strconv.Itoa(i)
-			i++
-			name := t.Get("name").Str
-			if name == "" {
-				e = missing(path + ".name")
-				return false
+		s.Object(func(k []byte) bool {
+			switch string(k) {
+			case "name":
+				if s.Peek() == jsonscan.String {
+					name = s.Str()
+				}
+			case "description":
+				if s.Peek() == jsonscan.String {
+					desc = s.Str()
+				}
+			case "input_schema":
+				schema = s.Raw()
 			}
-			schema := t.Get("input_schema")
-			params := json.RawMessage(`{"type":"object"}`)
-			if schema.IsObject() {
-				params = view(schema.Raw)
-			}
-			c.Tools = append(c.Tools, llm.Tool{Type: "function", Function: &llm.FunctionDef{
-				Name: name, Description: t.Get("description").Str, Parameters: params,
-			}})
 			return true
 		})
-		if e != nil {
-			return e
+		if name == "" {
+			e = missing("tools." + strconv.Itoa(i) + ".name")
+			return false
 		}
+		params := json.RawMessage(`{"type":"object"}`)
+		if len(schema) > 0 && schema[0] == '{' {
+			params = schema
+		}
+		c.Tools = append(c.Tools, llm.Tool{Type: "function", Function: &llm.FunctionDef{Name: name, Description: desc, Parameters: params}})
+		return true
+	})
+	return e
+}
+
+func decodeToolChoice(s *jsonscan.Scanner, c *llm.ChatRequest) *llm.Error {
+	if s.Peek() != jsonscan.Object {
+		return bad("tool_choice", "Input should be a valid dictionary")
 	}
-	if present(choice) {
-		switch typ := choice.Get("type").Str; typ {
-		case "auto":
-			c.SetToolChoice(llm.ToolChoiceAuto, "")
-		case "any":
-			c.SetToolChoice(llm.ToolChoiceRequired, "")
-		case "none":
-			c.SetToolChoice(llm.ToolChoiceNone, "")
-		case "tool":
-			name := choice.Get("name").Str
-			if name == "" {
-				return missing("tool_choice.name")
+	var typ, name string
+	s.Object(func(k []byte) bool {
+		if s.Peek() == jsonscan.String {
+			switch string(k) {
+			case "type":
+				typ = s.Str()
+			case "name":
+				name = s.Str()
 			}
-			c.SetToolChoice(llm.ToolChoiceFunction, name)
-		default:
-			return bad("tool_choice.type", "unknown tool_choice type %q (known: auto, any, tool, none)", typ)
 		}
+		return true
+	})
+	switch typ {
+	case "auto":
+		c.SetToolChoice(llm.ToolChoiceAuto, "")
+	case "any":
+		c.SetToolChoice(llm.ToolChoiceRequired, "")
+	case "none":
+		c.SetToolChoice(llm.ToolChoiceNone, "")
+	case "tool":
+		if name == "" {
+			return missing("tool_choice.name")
+		}
+		c.SetToolChoice(llm.ToolChoiceFunction, name)
+	default:
+		return bad("tool_choice.type", "unknown tool_choice type %q (known: auto, any, tool, none)", typ)
 	}
 	return nil
 }
