@@ -41,6 +41,8 @@ type Scanner struct {
 	pos   int
 	err   error
 	depth int
+
+	escaped, high bool // what the last rawString saw
 }
 
 // MaxDepth bounds nesting, so hostile input cannot exhaust the stack.
@@ -224,41 +226,69 @@ func (s *Scanner) Array(each func(i int) bool) bool {
 	}
 }
 
+// stop marks the bytes that end the fast run of a string: the quote, the
+// backslash, control characters (invalid in JSON strings) and bytes of
+// multi-byte UTF-8 (noted, so Str knows whether to check the encoding).
+var stop = func() (t [256]bool) {
+	for c := 0; c < 0x20; c++ {
+		t[c] = true
+	}
+	t['"'], t['\\'] = true, true
+	for c := 0x80; c < 0x100; c++ {
+		t[c] = true
+	}
+	return t
+}()
+
 // rawString reads a string and returns its bytes between the quotes,
-// escapes still in place, after checking them.
+// escapes still in place, after checking them. It notes whether the
+// string had escapes or non-ASCII bytes, for Str.
 func (s *Scanner) rawString() ([]byte, bool) {
 	start := s.pos + 1
-	for i := start; i < len(s.data); i++ {
-		switch c := s.data[i]; {
+	d := s.data
+	s.escaped, s.high = false, false
+	for i := start; i < len(d); {
+		for i < len(d) && !stop[d[i]] {
+			i++
+		}
+		if i >= len(d) {
+			break
+		}
+		switch c := d[i]; {
 		case c == '"':
 			s.pos = i + 1
-			return s.data[start:i], true
-		case c == '\\':
+			return d[start:i], true
+		case c >= 0x80:
+			s.high = true
 			i++
-			if i >= len(s.data) {
+		case c == '\\':
+			s.escaped = true
+			i++
+			if i >= len(d) {
 				break
 			}
-			switch s.data[i] {
+			switch d[i] {
 			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				i++
 			case 'u':
-				if i+4 >= len(s.data) || !isHex4(s.data[i+1:i+5]) {
+				if i+4 >= len(d) || !isHex4(d[i+1:i+5]) {
 					s.pos = i
 					s.fail("bad \\u escape")
 					return nil, false
 				}
-				i += 4
+				i += 5
 			default:
 				s.pos = i
 				s.fail("bad escape")
 				return nil, false
 			}
-		case c < 0x20:
+		default:
 			s.pos = i
 			s.fail("control character in string")
 			return nil, false
 		}
 	}
-	s.pos = len(s.data)
+	s.pos = len(d)
 	s.fail("unterminated string")
 	return nil, false
 }
@@ -284,18 +314,7 @@ func (s *Scanner) Str() string {
 	if !ok {
 		return ""
 	}
-	plain := true
-	ascii := true
-	for _, c := range raw {
-		if c == '\\' {
-			plain = false
-			break
-		}
-		if c >= utf8.RuneSelf {
-			ascii = false
-		}
-	}
-	if plain && (ascii || utf8.Valid(raw)) {
+	if !s.escaped && (!s.high || utf8.Valid(raw)) {
 		return unsafe.String(unsafe.SliceData(raw), len(raw))
 	}
 	return unescape(raw)

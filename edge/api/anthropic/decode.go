@@ -242,35 +242,44 @@ func decodeMessages(s *jsonscan.Scanner, c *llm.ChatRequest) *llm.Error {
 			e = bad(path(), "Input should be a valid dictionary")
 			return false
 		}
-		// The role decides how content is read, and may come after it:
-		// keep content's bytes and read them once the role is known.
+		// The role decides how content is read. It usually comes first;
+		// when it comes after, content's bytes are kept and read once the
+		// role is known.
 		var role string
-		var content []byte
+		var deferred []byte
+		done := false
 		s.Object(func(k []byte) bool {
 			switch string(k) {
 			case "role":
 				if s.Peek() == jsonscan.String {
 					role = s.Str()
 				}
+				if role != "user" && role != "assistant" {
+					e = bad(path()+".role", "Input should be 'user' or 'assistant'")
+				}
 			case "content":
-				content = s.Raw()
+				if role == "" {
+					deferred = s.Raw()
+					return true
+				}
+				done = true
+				e = decodeContent(s, c, role, path, toolUses)
 			}
-			return true
+			return e == nil
 		})
-		if role != "user" && role != "assistant" {
+		if e != nil {
+			return false
+		}
+		if role == "" {
 			e = bad(path()+".role", "Input should be 'user' or 'assistant'")
 			return false
 		}
-		cs := jsonscan.New(content)
-		switch {
-		case content == nil || bytes.Equal(content, []byte("null")):
-			e = missing(path() + ".content")
-		case cs.Peek() == jsonscan.String:
-			c.Messages = append(c.Messages, llm.Message{Role: role, Content: content})
-		case cs.Peek() == jsonscan.Array:
-			e = decodeBlocks(cs, c, role, path, toolUses)
-		default:
-			e = bad(path()+".content", "Input should be a valid string or a list of content blocks")
+		if !done {
+			if deferred == nil {
+				e = missing(path() + ".content")
+				return false
+			}
+			e = decodeContent(jsonscan.New(deferred), c, role, path, toolUses)
 		}
 		return e == nil
 	})
@@ -290,9 +299,9 @@ func decodeMessages(s *jsonscan.Scanner, c *llm.ChatRequest) *llm.Error {
 
 // block is one content block's fields.
 type block struct {
-	typ, text, id, name, toolUseID string
-	input, source, content         []byte
-	isError                        bool
+	typ, id, name, toolUseID     string
+	text, input, source, content []byte // raw JSON values
+	isError                      bool
 }
 
 func readBlock(s *jsonscan.Scanner) (block, bool) {
@@ -309,7 +318,7 @@ func readBlock(s *jsonscan.Scanner) (block, bool) {
 			}
 		case "text":
 			if s.Peek() == jsonscan.String {
-				b.text = s.Str()
+				b.text = s.Raw() // kept escaped: a lone text block is used as it is
 			}
 		case "id":
 			if s.Peek() == jsonscan.String {
@@ -339,8 +348,23 @@ func readBlock(s *jsonscan.Scanner) (block, bool) {
 	return b, s.Err() == nil
 }
 
+// decodeContent reads a message's content: a string, or a list of blocks.
+func decodeContent(s *jsonscan.Scanner, c *llm.ChatRequest, role string, path func() string, toolUses map[string]bool) *llm.Error {
+	switch s.Peek() {
+	case jsonscan.String:
+		c.Messages = append(c.Messages, llm.Message{Role: role, Content: s.Raw()})
+		return nil
+	case jsonscan.Array:
+		return decodeBlocks(s, c, role, path, toolUses)
+	case jsonscan.Null:
+		return missing(path() + ".content")
+	}
+	return bad(path()+".content", "Input should be a valid string or a list of content blocks")
+}
+
 func decodeBlocks(s *jsonscan.Scanner, c *llm.ChatRequest, role string, msgPath func() string, toolUses map[string]bool) *llm.Error {
 	var parts []llm.ContentPart
+	var texts [][]byte // raw JSON of each text part, in order
 	var calls []llm.ToolCall
 	var e *llm.Error
 	count := 0
@@ -354,7 +378,8 @@ func decodeBlocks(s *jsonscan.Scanner, c *llm.ChatRequest, role string, msgPath 
 		}
 		switch b.typ {
 		case "text":
-			parts = append(parts, llm.ContentPart{Type: "text", Text: b.text})
+			parts = append(parts, llm.ContentPart{Type: "text"})
+			texts = append(texts, b.text)
 		case "image":
 			if role != "user" {
 				e = bad(bpath()+".type", "image blocks are only allowed in user messages")
@@ -413,9 +438,24 @@ func decodeBlocks(s *jsonscan.Scanner, c *llm.ChatRequest, role string, msgPath 
 		return nil // a user message of tool results only
 	}
 	m := llm.Message{Role: role, ToolCalls: calls}
+	if !(len(parts) == 1 && len(texts) == 1 && texts[0] != nil) {
+		ti := 0
+		for i := range parts {
+			if parts[i].Type == "text" {
+				if raw := texts[ti]; raw != nil {
+					var ts jsonscan.Scanner
+					ts.Reset(raw)
+					parts[i].Text = ts.Str()
+				}
+				ti++
+			}
+		}
+	}
 	switch {
 	case len(parts) == 0:
 		m.Content = json.RawMessage("null")
+	case len(parts) == 1 && parts[0].Type == "text" && texts[0] != nil:
+		m.Content = texts[0] // already a JSON string: used as it is
 	case role == "assistant" || (len(parts) == 1 && parts[0].Type == "text"):
 		var b strings.Builder
 		for _, p := range parts {
