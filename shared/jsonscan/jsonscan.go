@@ -103,6 +103,16 @@ func (s *Scanner) Peek() Kind {
 	return Invalid
 }
 
+// Offset returns the position of the next value (after whitespace), so a
+// caller can take the bytes of a value it has read: data[from:Offset()].
+func (s *Scanner) Offset() int {
+	s.ws()
+	return s.pos
+}
+
+// Bytes returns the scanner's input.
+func (s *Scanner) Bytes() []byte { return s.data }
+
 // End checks that nothing but whitespace follows the document.
 func (s *Scanner) End() error {
 	if s.err != nil {

@@ -5,9 +5,11 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/meridian-mesh/meridian/edge/provider/upstream"
+	"github.com/meridian-mesh/meridian/shared/jsonscan"
 	"github.com/meridian-mesh/meridian/shared/llm"
 	"github.com/meridian-mesh/meridian/shared/sse"
 	"github.com/tidwall/gjson"
@@ -49,10 +51,12 @@ type stream struct {
 	cands [maxCandidates]candState
 	queue []piece
 	head  int
-	// usageRaw is the last usageMetadata seen, parsed only when asked
+	// usageBuf is the last usageMetadata seen, parsed only when asked
 	// for: every event repeats it, and only the last one counts.
-	usageRaw gjson.Result
-	usage    llm.Usage
+	usageBuf []byte
+
+	scan  jsonscan.Scanner
+	usage llm.Usage
 
 	ended bool  // EOF after every candidate finished; the usage chunk is next
 	done  bool  // the usage chunk went out; io.EOF is next
@@ -185,41 +189,57 @@ func (s *stream) fill(p *piece) *llm.Chunk {
 	return c
 }
 
-// event reads one GenerateContentResponse into the queue.
+// event reads one GenerateContentResponse into the queue, in one pass
+// (jsonscan): it runs for every streamed chunk. Queued text points into
+// data, which stays valid until the queue is drained; what outlives the
+// event (names, usage) is copied.
 func (s *stream) event(data []byte) error {
-	top := gjson.Parse(string(data)) // one copy; every result below points into it
-	if !top.IsObject() {
+	sc := &s.scan
+	sc.Reset(data)
+	if sc.Peek() != jsonscan.Object {
 		return &llm.Error{Status: http.StatusBadGateway, Type: llm.TypeUpstream, Message: "upstream provider " + s.provider + " sent a stream event that is not a JSON object"}
 	}
-	var cands, block gjson.Result
+	var block string
 	var failure error
-	top.ForEach(func(k, v gjson.Result) bool {
-		switch k.Str {
+	n := 0
+	sc.Object(func(k []byte) bool {
+		switch string(k) {
 		case "candidates":
-			cands = v
+			// Read in place. Tool calls get their IDs when their chunk
+			// is made, after the whole event (and its responseId) is read.
+			if sc.Peek() == jsonscan.Array {
+				sc.Array(func(pos int) bool {
+					n++
+					failure = s.candidate(sc, pos)
+					return failure == nil
+				})
+			}
 		case "usageMetadata":
-			if v.IsObject() {
-				s.usageRaw = v
+			if sc.Peek() == jsonscan.Object {
+				s.usageBuf = append(s.usageBuf[:0], sc.Raw()...)
 			}
 		case "modelVersion":
-			if !s.named && v.Str != "" {
-				s.model = v.Str
+			if v := optStr(sc); !s.named && v != "" {
+				s.model = strings.Clone(v)
 			}
 		case "responseId":
-			if !s.named && v.Str != "" {
-				s.id = "chatcmpl-" + v.Str
-				s.ids = newCallIDs(v.Str)
+			if v := optStr(sc); !s.named && v != "" {
+				s.id = "chatcmpl-" + v
+				s.ids = newCallIDs(v)
 			}
 		case "promptFeedback":
-			block = v.Get("blockReason")
+			block = gjson.GetBytes(sc.Raw(), "blockReason").Str
 		case "error":
-			failure = midStreamError(s.provider, v)
+			failure = midStreamError(s.provider, gjson.ParseBytes(sc.Raw()))
 			return false
 		}
 		return true
 	})
 	if failure != nil {
 		return failure
+	}
+	if err := sc.End(); err != nil {
+		return &llm.Error{Status: http.StatusBadGateway, Type: llm.TypeUpstream, Message: "upstream provider " + s.provider + " sent a stream event that is not valid JSON", Cause: err}
 	}
 	if !s.named {
 		s.named = true
@@ -229,96 +249,129 @@ func (s *stream) event(data []byte) error {
 			s.id = "chatcmpl-" + strconv.FormatUint(s.ids.seed, 36)
 		}
 	}
-	n := 0
-	var err error
-	cands.ForEach(func(pos, cand gjson.Result) bool {
-		n++
-		err = s.candidate(int(pos.Int()), cand)
-		return err == nil
-	})
-	if err != nil {
-		return err
-	}
-	if n == 0 && block.Str != "" {
-		return blocked(block.Str)
+	if n == 0 && block != "" {
+		return blocked(block)
 	}
 	return nil
 }
 
-// candidate queues the pieces of one candidate's increment.
-func (s *stream) candidate(pos int, cand gjson.Result) error {
-	var parts, finish gjson.Result
-	idx := pos
-	cand.ForEach(func(k, v gjson.Result) bool {
-		switch k.Str {
-		case "content":
-			parts = v.Get("parts")
-		case "finishReason":
-			finish = v
-		case "index":
-			idx = int(v.Int())
-		}
-		return true
-	})
+func optStr(sc *jsonscan.Scanner) string {
+	if sc.Peek() == jsonscan.String {
+		return sc.Str()
+	}
+	sc.Skip()
+	return ""
+}
+
+// candidate queues the pieces of one candidate's increment. It reads in
+// place, taking the candidate's position as its index; Gemini writes
+// "index" last and it equals the position, but when it does not, the
+// candidate is read again from its bytes with the right index.
+func (s *stream) candidate(sc *jsonscan.Scanner, pos int) error {
+	from := sc.Offset()
+	if pos >= maxCandidates {
+		pos = maxCandidates - 1
+	}
+	saved, queued := s.cands[pos], len(s.queue)
+	idx, err := s.readCandidate(sc, pos)
+	if err != nil || idx == pos || sc.Err() != nil {
+		return err
+	}
+	s.cands[pos], s.queue = saved, s.queue[:queued]
 	if idx < 0 || idx >= maxCandidates {
 		return &llm.Error{Status: http.StatusBadGateway, Type: llm.TypeUpstream, Message: fmt.Sprintf("upstream provider %s sent candidate %d", s.provider, idx)}
 	}
+	var again jsonscan.Scanner
+	again.Reset(sc.Bytes()[from:sc.Offset()])
+	if _, err = s.readCandidate(&again, idx); err == nil && again.Err() != nil {
+		err = &llm.Error{Status: http.StatusBadGateway, Type: llm.TypeUpstream, Message: "upstream provider " + s.provider + " sent a stream event that is not valid JSON", Cause: again.Err()}
+	}
+	return err
+}
+
+// readCandidate reads one candidate as candidate idx and returns the
+// index it names (idx when it names none).
+func (s *stream) readCandidate(sc *jsonscan.Scanner, idx int) (int, error) {
+	named := idx
+	if sc.Peek() != jsonscan.Object {
+		sc.Skip()
+		return idx, nil
+	}
 	st := &s.cands[idx]
 	st.seen = true
-	if st.finished {
-		return nil // nothing may follow a finish
-	}
-	textAt := -1 // queue index of this event's text piece, to append to
-	var err error
-	parts.ForEach(func(_, p gjson.Result) bool {
-		var text, call gjson.Result
-		thought := false
-		p.ForEach(func(k, v gjson.Result) bool {
-			switch k.Str {
-			case "text":
-				text = v
-			case "functionCall":
-				call = v
-			case "thought":
-				thought = v.Bool()
+	finished := st.finished // nothing may follow a finish
+	textAt := -1            // queue index of this event's text piece, to append to
+	var finish string
+	sc.Object(func(k []byte) bool {
+		switch string(k) {
+		case "content":
+			if sc.Peek() != jsonscan.Object {
+				return true
 			}
-			return true
-		})
-		if thought {
-			return true // a thought summary, not part of the answer
-		}
-		if text.Str != "" {
-			if textAt >= 0 {
-				s.queue[textAt].text += text.Str
-			} else {
-				textAt = len(s.queue)
-				s.queue = append(s.queue, piece{kind: pieceText, cand: idx, role: s.start(st), text: text.Str})
+			sc.Object(func(k []byte) bool {
+				if string(k) != "parts" || sc.Peek() != jsonscan.Array {
+					return true
+				}
+				sc.Array(func(int) bool {
+					if sc.Peek() != jsonscan.Object {
+						sc.Skip()
+						return true
+					}
+					var text string
+					var call []byte
+					thought := false
+					sc.Object(func(k []byte) bool {
+						switch string(k) {
+						case "text":
+							text = optStr(sc)
+						case "functionCall":
+							if sc.Peek() == jsonscan.Object {
+								call = sc.Raw()
+							}
+						case "thought":
+							thought = sc.Peek() == jsonscan.Bool && sc.Bool()
+						}
+						return true
+					})
+					if thought || finished {
+						return true // a thought summary is not part of the answer
+					}
+					if text != "" {
+						if textAt >= 0 {
+							s.queue[textAt].text += text
+						} else {
+							textAt = len(s.queue)
+							s.queue = append(s.queue, piece{kind: pieceText, cand: idx, role: s.start(st), text: text})
+						}
+					}
+					if call != nil {
+						fc := gjson.ParseBytes(call) // whole and valid: the scan checked it
+						s.opening(st, idx)
+						s.queue = append(s.queue, piece{kind: pieceCall, cand: idx, call: st.calls,
+							name: fc.Get("name").Str, id: fc.Get("id").Str, text: compactArgs(fc.Get("args"))})
+						st.calls++
+						textAt = -1 // text after a call is a later delta
+					}
+					return true
+				})
+				return true
+			})
+		case "finishReason":
+			finish = optStr(sc)
+		case "index":
+			if sc.Peek() == jsonscan.Number {
+				n, _ := sc.Int()
+				named = int(n)
 			}
-		}
-		if call.IsObject() {
-			if args := call.Get("args"); args.Exists() && !gjson.Valid(args.Raw) {
-				// Events are not validated whole, for speed; arguments
-				// are handed on as JSON text, so they are.
-				err = &llm.Error{Status: http.StatusBadGateway, Type: llm.TypeUpstream, Message: "upstream provider " + s.provider + " sent a function call that is not valid JSON"}
-				return false
-			}
-			s.opening(st, idx)
-			s.queue = append(s.queue, piece{kind: pieceCall, cand: idx, call: st.calls,
-				name: call.Get("name").Str, id: call.Get("id").Str, text: compactArgs(call.Get("args"))})
-			st.calls++
-			textAt = -1 // text after a call is a later delta
 		}
 		return true
 	})
-	if err != nil {
-		return err
-	}
-	if finish.Str != "" {
+	if finish != "" && !finished {
 		s.opening(st, idx)
 		st.finished = true
-		s.queue = append(s.queue, piece{kind: pieceFinish, cand: idx, finish: finishReason(finish.Str, st.calls > 0)})
+		s.queue = append(s.queue, piece{kind: pieceFinish, cand: idx, finish: finishReason(finish, st.calls > 0)})
 	}
-	return nil
+	return named, nil // a syntax error stays in sc, for the caller to report
 }
 
 // start marks a candidate started, reporting whether it was not yet.
@@ -369,10 +422,10 @@ func (s *stream) Buffered() int {
 
 // Usage implements llm.Stream.
 func (s *stream) Usage() (llm.Usage, bool) {
-	if !s.usageRaw.IsObject() {
+	if len(s.usageBuf) == 0 {
 		return llm.Usage{}, false
 	}
-	return parseUsage(s.usageRaw), true
+	return parseUsage(gjson.ParseBytes(s.usageBuf)), true
 }
 
 // Close implements llm.Stream. After a clean end only the body's end is

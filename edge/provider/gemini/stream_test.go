@@ -154,7 +154,7 @@ func TestStreamTwoCandidates(t *testing.T) {
 			continue
 		}
 		ch := c.Choices[0]
-		got = append(got, delta{ch.Index, ch.Role, ch.Content, ch.FinishReason})
+		got = append(got, delta{ch.Index, ch.Role, strings.Clone(ch.Content), ch.FinishReason}) // chunk strings last until the next call
 	}
 	want := []delta{
 		{0, "assistant", "A1", ""}, {1, "assistant", "B1", ""},
