@@ -24,13 +24,6 @@ func bad(param, format string, args ...any) *llm.Error {
 
 func missing(param string) *llm.Error { return bad(param, "Field required") }
 
-// fields are a request's top-level values, located in the one pass.
-type fields struct {
-	model, stream, system, metadata, tools, toolChoice, stop []byte
-	maxTokens, temperature, topP, topK                       []byte
-	messages                                                 []byte
-}
-
 // DecodeMessages translates a Messages API body into a canonical request.
 // Errors name the field the way Anthropic does, e.g.
 // "messages.1.content.0.type".
