@@ -5,6 +5,9 @@
 // baseline in the same run (a plain encoding/json decode of the same
 // bytes), so the table shows both.
 //
+// Packages run one at a time (-p 1): two benchmarks sharing the two cores
+// would each measure the other.
+//
 // Convention: BenchmarkTranslateRequest (one 4 KB request per op) and
 // BenchmarkTranslateChunk (one chunk per op, or a "ns/chunk" metric);
 // sub-benchmarks whose name contains "baseline" are baselines.
@@ -64,7 +67,7 @@ type result struct {
 }
 
 func run(ctx context.Context, f flags) error {
-	args := []string{"test", "-run", "^$", "-bench", "^BenchmarkTranslate(Request|Chunk)", "-benchmem",
+	args := []string{"test", "-p", "1", "-run", "^$", "-bench", "^BenchmarkTranslate(Request|Chunk)", "-benchmem",
 		"-benchtime", f.benchtime, "-count", strconv.Itoa(f.count)}
 	cmd := exec.CommandContext(ctx, "go", append(args, packages...)...)
 	cmd.Stderr = os.Stderr
