@@ -3,7 +3,7 @@ GO        ?= go
 FUZZTIME  ?= 10s
 BIN       := bin
 
-.PHONY: help build test run bench bench-gateway bench-adapters fuzz lint clean
+.PHONY: help build test run bench bench-gateway bench-adapters bench-gossip fuzz lint clean
 
 help:
 	@echo "make build          build meridian-edge and mockprovider into $(BIN)/"
@@ -12,6 +12,7 @@ help:
 	@echo "make bench          every benchmark (go test -bench and the gateway benchmark)"
 	@echo "make bench-gateway  edge overhead against a direct call and a minimal proxy"
 	@echo "make bench-adapters cost of translating requests and stream chunks between formats"
+	@echo "make bench-gossip   gossip convergence, failure detection, dissemination and traffic"
 	@echo "make fuzz           a short run of every fuzz target (FUZZTIME=$(FUZZTIME) each)"
 	@echo "make lint           gofmt check, go vet and staticcheck"
 
@@ -25,11 +26,14 @@ test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
 
-bench: bench-gateway bench-adapters
+bench: bench-gateway bench-adapters bench-gossip
 	$(GO) test -run '^$$' -bench . -benchmem ./shared/... ./edge/...
 
 bench-adapters:
 	$(GO) run ./scripts/bench/adapters -readme README.md
+
+bench-gossip:
+	$(GO) run ./scripts/bench/gossip $(if $(QUICK),-quick)
 
 bench-gateway:
 	$(GO) run ./scripts/bench/gateway -readme README.md

@@ -10,6 +10,7 @@ package config
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -51,9 +52,91 @@ type Config struct {
 	// LogFormat is "json" or "text". Default: "json".
 	LogFormat string `yaml:"log_format"`
 
+	// Gossip configures membership gossip with the other edges. Off
+	// unless enabled: a single edge needs none.
+	Gossip Gossip `yaml:"gossip"`
+
 	// Table is the static routing table: providers, models, routes and
 	// client key hashes.
 	Table table.Table `yaml:",inline"`
+}
+
+// Gossip is the edge's membership gossip (memberlist, over UDP and TCP).
+type Gossip struct {
+	// Enabled turns gossip on.
+	Enabled bool `yaml:"enabled"`
+	// Bind is the host:port gossip listens on. Default "0.0.0.0:7946";
+	// port 0 picks a free one.
+	Bind string `yaml:"bind"`
+	// Advertise is the IP address other edges reach this one at. It is
+	// required: guessing it picks the wrong interface on multi-homed hosts.
+	Advertise string `yaml:"advertise"`
+	// Seeds are host:port addresses of other edges to join through. The
+	// node rejoins them periodically, so a partition heals.
+	Seeds []string `yaml:"seeds"`
+	// Cluster is the cluster name; edges with another name never join.
+	// Default "meridian".
+	Cluster string `yaml:"cluster"`
+	// Profile is "lan", "wan" or "local": memberlist's timing profiles,
+	// with Meridian's overrides. Default "lan".
+	Profile string `yaml:"profile"`
+	// Keys are the base64 gossip encryption keys (16, 24 or 32 bytes);
+	// the first encrypts, all decrypt, which is how keys rotate.
+	Keys []table.Secret `yaml:"keys"`
+	// KeysEnv names an environment variable holding the keys, comma
+	// separated; it wins over Keys.
+	KeysEnv string `yaml:"keys_env"`
+	// QUICAddr is the address peers reach this node's QUIC links at,
+	// advertised in gossip.
+	QUICAddr string `yaml:"quic_addr"`
+}
+
+// DecodedKeys returns the gossip keys as bytes.
+func (g *Gossip) DecodedKeys() ([][]byte, error) {
+	out := make([][]byte, 0, len(g.Keys))
+	for i, k := range g.Keys {
+		b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(k.Reveal()))
+		if err != nil {
+			return nil, &table.FieldError{Field: fmt.Sprintf("gossip.keys[%d]", i), Msg: "is not base64"}
+		}
+		if n := len(b); n != 16 && n != 24 && n != 32 {
+			return nil, &table.FieldError{Field: fmt.Sprintf("gossip.keys[%d]", i), Msg: fmt.Sprintf("decodes to %d bytes; want 16, 24 or 32", n)}
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+func (g *Gossip) validate() error {
+	bad := func(field, format string, args ...any) error {
+		return &table.FieldError{Field: "gossip." + field, Msg: fmt.Sprintf(format, args...)}
+	}
+	if !g.Enabled {
+		return nil
+	}
+	if _, port, err := net.SplitHostPort(g.Bind); err != nil {
+		return bad("bind", "must be host:port: %v", err)
+	} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return bad("bind", "port %q is not a number from 0 to 65535", port)
+	}
+	if net.ParseIP(g.Advertise) == nil {
+		return bad("advertise", "must be this node's IP address as other edges reach it, got %q", g.Advertise)
+	}
+	switch g.Profile {
+	case "lan", "wan", "local":
+	default:
+		return bad("profile", `must be "lan", "wan" or "local", got %q`, g.Profile)
+	}
+	for i, seed := range g.Seeds {
+		if _, _, err := net.SplitHostPort(seed); err != nil {
+			return bad(fmt.Sprintf("seeds[%d]", i), "must be host:port: %v", err)
+		}
+	}
+	if len(g.Keys) == 0 {
+		return bad("keys", "gossip is encrypted: give at least one key (keys or keys_env)")
+	}
+	_, err := g.DecodedKeys()
+	return err
 }
 
 // Default returns the configuration used where nothing is set.
@@ -72,6 +155,7 @@ func Default() Config {
 		DrainTimeout:    30 * time.Second,
 		LogLevel:        "info",
 		LogFormat:       "json",
+		Gossip:          Gossip{Bind: "0.0.0.0:7946", Cluster: "meridian", Profile: "lan"},
 	}
 }
 
@@ -111,6 +195,9 @@ func (c *Config) Validate() error {
 	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		return bad("log_format", `must be "json" or "text", got %q`, c.LogFormat)
+	}
+	if err := c.Gossip.validate(); err != nil {
+		return err
 	}
 	return c.Table.Validate()
 }
@@ -221,6 +308,19 @@ func applyEnv(c *Config, getenv func(string) string) error {
 }
 
 func resolveSecrets(c *Config, getenv func(string) string) error {
+	if name := c.Gossip.KeysEnv; name != "" {
+		v := ""
+		if getenv != nil {
+			v = getenv(name)
+		}
+		if v == "" {
+			return &table.FieldError{Field: "gossip.keys_env", Msg: fmt.Sprintf("environment variable %s is not set", name)}
+		}
+		c.Gossip.Keys = c.Gossip.Keys[:0]
+		for _, k := range strings.Split(v, ",") {
+			c.Gossip.Keys = append(c.Gossip.Keys, table.Secret(strings.TrimSpace(k)))
+		}
+	}
 	for i := range c.Table.Providers {
 		p := &c.Table.Providers[i]
 		if p.APIKeyEnv == "" {

@@ -118,3 +118,29 @@ func TestShippedConfigs(t *testing.T) {
 		}
 	}
 }
+
+func TestGossipConfig(t *testing.T) {
+	key := "AAECAwQFBgcICQoLDA0ODw==" // 16 bytes
+	ok := "gossip:\n  enabled: true\n  bind: 127.0.0.1:0\n  advertise: 127.0.0.1\n  seeds: [\"127.0.0.1:7946\"]\n  keys_env: TEST_GOSSIP_KEYS\n"
+	c, err := Load(write(t, ok), env(map[string]string{"TEST_GOSSIP_KEYS": key}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keys, err := c.Gossip.DecodedKeys(); err != nil || len(keys) != 1 || len(keys[0]) != 16 {
+		t.Fatalf("keys = %v, %v", keys, err)
+	}
+	if c.Gossip.Cluster != "meridian" || c.Gossip.Profile != "lan" {
+		t.Fatalf("defaults lost: %+v", c.Gossip)
+	}
+	for name, tt := range map[string]struct{ body, field string }{
+		"no advertise": {"gossip:\n  enabled: true\n  keys: [\"" + key + "\"]\n", "gossip.advertise"},
+		"no key":       {"gossip:\n  enabled: true\n  advertise: 10.0.0.1\n", "gossip.keys"},
+		"bad key":      {"gossip:\n  enabled: true\n  advertise: 10.0.0.1\n  keys: [\"c2hvcnQ=\"]\n", "gossip.keys[0]"},
+		"bad profile":  {"gossip:\n  enabled: true\n  advertise: 10.0.0.1\n  profile: moon\n  keys: [\"" + key + "\"]\n", "gossip.profile"},
+		"bad seed":     {"gossip:\n  enabled: true\n  advertise: 10.0.0.1\n  seeds: [nohost]\n  keys: [\"" + key + "\"]\n", "gossip.seeds[0]"},
+	} {
+		if _, err := Load(write(t, tt.body), nil); err == nil || !strings.Contains(err.Error(), tt.field) {
+			t.Errorf("%s: err = %v, want it to name %s", name, err, tt.field)
+		}
+	}
+}

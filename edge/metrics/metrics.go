@@ -5,6 +5,7 @@ package metrics
 
 import (
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,7 +15,8 @@ import (
 
 // Metrics holds the edge's collectors.
 type Metrics struct {
-	reg *prometheus.Registry
+	reg      *prometheus.Registry
+	inFlight atomic.Int64
 
 	// Requests counts finished requests by model, target and status code.
 	Requests *prometheus.CounterVec
@@ -74,6 +76,21 @@ func (m *Metrics) Handler() http.Handler {
 // Registry exposes the registry, for tests and for other packages that
 // add collectors of their own.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// BeginRequest counts a request in flight; EndRequest counts it out.
+func (m *Metrics) BeginRequest() {
+	m.inFlight.Add(1)
+	m.InFlight.Inc()
+}
+
+// EndRequest counts a request out of flight.
+func (m *Metrics) EndRequest() {
+	m.inFlight.Add(-1)
+	m.InFlight.Dec()
+}
+
+// RequestsInFlight returns the requests being served, for load reports.
+func (m *Metrics) RequestsInFlight() int64 { return m.inFlight.Load() }
 
 // ObserveOverhead records d in the overhead histogram.
 func (m *Metrics) ObserveOverhead(d time.Duration) { m.Overhead.Observe(d.Seconds()) }

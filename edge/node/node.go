@@ -11,8 +11,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -21,6 +23,7 @@ import (
 	openaiapi "github.com/meridian-mesh/meridian/edge/api/openai"
 	"github.com/meridian-mesh/meridian/edge/config"
 	"github.com/meridian-mesh/meridian/edge/gateway"
+	"github.com/meridian-mesh/meridian/edge/gossip"
 	"github.com/meridian-mesh/meridian/edge/metrics"
 	"github.com/meridian-mesh/meridian/shared/llm"
 )
@@ -31,6 +34,7 @@ type Node struct {
 	log      *slog.Logger
 	metrics  *metrics.Metrics
 	gw       *gateway.Gateway
+	gossip   *gossip.Node // nil when gossip is off
 	srv      *http.Server
 	ln       net.Listener
 	handler  http.Handler
@@ -49,7 +53,8 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 	m := metrics.New()
 	gw := gateway.New(gateway.Config{Logger: log, Metrics: m})
 	tab := cfg.Table
-	if err := gw.SetTable(&tab); err != nil {
+	var err error
+	if err = gw.SetTable(&tab); err != nil {
 		return nil, fmt.Errorf("static table: %w", err)
 	}
 	n := &Node{cfg: cfg, log: log, metrics: m, gw: gw}
@@ -70,6 +75,18 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 	// anthropic-version, so that header picks the answer's shape.
 	mux.HandleFunc("/v1/models", byClientFormat(oai.Models, anth.Models))
 	mux.HandleFunc("/v1/models/{id...}", byClientFormat(oai.Model, anth.Model))
+	if cfg.Gossip.Enabled {
+		if n.gossip, err = newGossip(cfg, log); err != nil {
+			return nil, err
+		}
+		n.publishTable()
+		mux.HandleFunc("/v1/meridian/members", n.gossip.HandleMembers)
+	} else {
+		mux.HandleFunc("/v1/meridian/members", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.Write([]byte(`{"members":[],"gossip":"disabled"}` + "\n"))
+		})
+	}
 	mux.HandleFunc("GET /healthz", n.healthz)
 	mux.HandleFunc("GET /readyz", n.readyz)
 	mux.Handle("GET /metrics", m.Handler())
@@ -86,6 +103,71 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 	}
 	return n, nil
 }
+
+// newGossip builds the node's gossip member from its config.
+func newGossip(cfg config.Config, log *slog.Logger) (*gossip.Node, error) {
+	keys, err := cfg.Gossip.DecodedKeys()
+	if err != nil {
+		return nil, err
+	}
+	host, port, err := net.SplitHostPort(cfg.Gossip.Bind)
+	if err != nil {
+		return nil, fmt.Errorf("gossip.bind: %w", err)
+	}
+	gc := gossip.Default()
+	gc.NodeID, gc.Region, gc.QUICAddr = cfg.NodeID, cfg.Region, cfg.Gossip.QUICAddr
+	gc.Profile = gossip.Profile(cfg.Gossip.Profile)
+	gc.Label = cfg.Gossip.Cluster
+	gc.Keys = keys
+	gc.BindAddr = host
+	gc.BindPort, _ = strconv.Atoi(port)
+	gc.AdvertiseAddr = cfg.Gossip.Advertise
+	gc.Seeds = cfg.Gossip.Seeds
+	g, err := gossip.New(gc, log.With("component", "gossip"))
+	if err != nil {
+		return nil, fmt.Errorf("gossip: %w", err)
+	}
+	return g, nil
+}
+
+// publishTable tells the fleet which models this node serves and which
+// table revision it applied.
+func (n *Node) publishTable() {
+	tab := n.gw.Table()
+	models := make([]string, 0, len(tab.Models()))
+	for _, m := range tab.Models() {
+		models = append(models, m.ID)
+	}
+	n.gossip.SetReadyModels(models)
+	n.gossip.SetTableRevision(tab.Revision())
+}
+
+// reportLoad gossips the requests in flight every few seconds, with
+// jitter, until stop closes.
+func (n *Node) reportLoad(stop <-chan struct{}) {
+	last := int64(-1)
+	for {
+		d := 2*time.Second + time.Duration(mrand.Int64N(int64(time.Second)))
+		select {
+		case <-stop:
+			return
+		case <-time.After(d):
+		}
+		inflight := n.metrics.RequestsInFlight()
+		if inflight == last {
+			continue // unchanged: nothing to spread
+		}
+		last = inflight
+		class := inflight
+		if class > 255 {
+			class = 255
+		}
+		n.gossip.SetLoad(gossip.Load{Class: uint8(class), InFlight: int(inflight)})
+	}
+}
+
+// Gossip returns the node's gossip member, nil when gossip is off.
+func (n *Node) Gossip() *gossip.Node { return n.gossip }
 
 // Gateway returns the node's gateway, for callers that swap its table.
 func (n *Node) Gateway() *gateway.Gateway { return n.gw }
@@ -117,6 +199,17 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- n.srv.Serve(n.ln) }()
+	if n.gossip != nil {
+		if joined, err := n.gossip.Join(); err != nil {
+			// Not fatal: the node rejoins its seeds periodically.
+			n.log.Warn("gossip: no seed answered yet", "seeds", n.cfg.Gossip.Seeds, "err", err)
+		} else {
+			n.log.Info("gossip: joined", "answered", joined, "addr", n.gossip.Addr())
+		}
+		stopLoad := make(chan struct{})
+		defer close(stopLoad)
+		go n.reportLoad(stopLoad)
+	}
 	n.log.Info("edge ready", "addr", n.ln.Addr().String(), "region", n.cfg.Region, "models", len(n.cfg.Table.Models))
 	select {
 	case err := <-errc:
@@ -125,6 +218,9 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	n.draining.Store(true)
 	n.log.Info("draining", "timeout", n.cfg.DrainTimeout)
+	if n.gossip != nil {
+		n.gossip.SetDraining(true) // peers stop sending here while in-flight work ends
+	}
 	dctx, cancel := context.WithTimeout(context.Background(), n.cfg.DrainTimeout)
 	defer cancel()
 	err := n.srv.Shutdown(dctx)
@@ -133,6 +229,11 @@ func (n *Node) Run(ctx context.Context) error {
 		err = n.srv.Close()
 	}
 	n.gw.Close()
+	if n.gossip != nil {
+		if gerr := n.gossip.Close(); gerr != nil {
+			n.log.Warn("gossip: leave", "err", gerr)
+		}
+	}
 	if e := <-errc; !errors.Is(e, http.ErrServerClosed) && err == nil {
 		err = e
 	}

@@ -118,8 +118,8 @@ func (s *Surface) messages(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if m := s.cfg.Metrics; m != nil {
-		m.InFlight.Inc()
-		defer m.InFlight.Dec()
+		m.BeginRequest()
+		defer m.EndRequest()
 	}
 	o := api.Outcome{}
 	defer func() { s.cfg.Finish(r, start, &o) }()

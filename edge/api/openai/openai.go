@@ -107,8 +107,8 @@ func (s *Surface) post(decode func([]byte) (*llm.Request, *llm.Error)) http.Hand
 			return
 		}
 		if s.cfg.Metrics != nil {
-			s.cfg.Metrics.InFlight.Inc()
-			defer s.cfg.Metrics.InFlight.Dec()
+			s.cfg.Metrics.BeginRequest()
+			defer s.cfg.Metrics.EndRequest()
 		}
 		o := api.Outcome{}
 		defer func() { s.cfg.Finish(r, start, &o) }()

@@ -11,14 +11,22 @@ import (
 // dependency must be added here on purpose, in review.
 var allowedModules = []string{
 	"github.com/meridian-mesh/meridian/",
-	"github.com/prometheus/",       // metrics
-	"github.com/beorn7/perks/",     // (prometheus)
-	"github.com/cespare/xxhash/",   // (prometheus)
-	"github.com/munnerz/goautoneg", // (prometheus)
-	"google.golang.org/protobuf/",  // (prometheus)
-	"golang.org/x/sys/",            // (prometheus procfs)
-	"go.yaml.in/yaml/v3",           // config file
-	"github.com/tidwall/",          // gjson/sjson: byte-level JSON edits on the hot path
+	"github.com/prometheus/",          // metrics
+	"github.com/beorn7/perks/",        // (prometheus)
+	"github.com/cespare/xxhash/",      // (prometheus)
+	"github.com/munnerz/goautoneg",    // (prometheus)
+	"google.golang.org/protobuf/",     // (prometheus)
+	"golang.org/x/sys/",               // (prometheus procfs)
+	"go.yaml.in/yaml/v3",              // config file
+	"github.com/tidwall/",             // gjson/sjson: byte-level JSON edits on the hot path
+	"github.com/hashicorp/memberlist", // edge gossip
+	"github.com/hashicorp/go-",        // (memberlist: metrics, msgpack, sockaddr, immutable-radix, multierror)
+	"github.com/hashicorp/errwrap",    // (memberlist)
+	"github.com/hashicorp/golang-lru", // (memberlist)
+	"github.com/google/btree",         // (memberlist)
+	"github.com/miekg/dns",            // (memberlist)
+	"github.com/sean-/seed",           // (memberlist)
+	"golang.org/x/net/",               // (memberlist, via miekg/dns)
 }
 
 // forbidden are packages of the project that must never reach the edge

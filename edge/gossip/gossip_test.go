@@ -1,0 +1,446 @@
+package gossip
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// schedAllowance is slack for goroutine scheduling under -race on two
+// cores, added to computed bounds.
+const schedAllowance = time.Second
+
+func testKey(b byte) []byte { return bytes.Repeat([]byte{b}, 32) }
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// baseConfig is the shipped default (LAN profile) on loopback, port 0.
+func baseConfig(id string) Config {
+	c := Default()
+	c.NodeID = id
+	c.Region = "eu-west"
+	c.QUICAddr = "127.0.0.1:4433"
+	c.Label = "test-cluster"
+	c.Keys = [][]byte{testKey(1)}
+	c.BindAddr = "127.0.0.1"
+	c.BindPort = 0
+	c.AdvertiseAddr = "127.0.0.1"
+	c.RejoinInterval = 0
+	return c
+}
+
+// fastConfig is the local profile with tightened timers.
+func fastConfig(id string) Config {
+	c := baseConfig(id)
+	c.Profile = ProfileLocal
+	c.ProbeInterval = 200 * time.Millisecond
+	c.ProbeTimeout = 100 * time.Millisecond
+	c.GossipInterval = 50 * time.Millisecond
+	c.PushPullInterval = 2 * time.Second
+	return c
+}
+
+// waitFor polls cond every 20 ms until it holds or timeout passes.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for {
+		if err = cond(); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not true after %v: %v", what, timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// startCluster starts n nodes built by cfg(i), all seeded with node 0, and
+// joins them. Nodes are killed at cleanup.
+func startCluster(t *testing.T, n int, cfg func(i int) Config) []*Node {
+	t.Helper()
+	nodes := make([]*Node, 0, n)
+	t.Cleanup(func() {
+		for _, nd := range nodes {
+			nd.Kill()
+		}
+	})
+	for i := range n {
+		c := cfg(i)
+		if i > 0 {
+			c.Seeds = []string{nodes[0].Addr()}
+		}
+		nd, err := New(c, quietLogger())
+		if err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+		nodes = append(nodes, nd)
+		if i > 0 {
+			if _, err := nd.Join(); err != nil {
+				t.Fatalf("node %d join: %v", i, err)
+			}
+		}
+	}
+	return nodes
+}
+
+func nodeID(i int) string { return fmt.Sprintf("node-%02d", i) }
+
+// member finds id in nd's view.
+func member(nd *Node, id string) (Member, bool) {
+	for _, m := range nd.Members() {
+		if m.ID == id {
+			return m, true
+		}
+	}
+	return Member{}, false
+}
+
+// allSee checks that every node in views sees every node in want in state.
+func allSee(views, want []*Node, state string) error {
+	for _, v := range views {
+		for _, w := range want {
+			m, ok := member(v, w.ID())
+			if !ok || m.State != state {
+				return fmt.Errorf("%s sees %s as %q (known %v)", v.ID(), w.ID(), m.State, ok)
+			}
+		}
+	}
+	return nil
+}
+
+func TestConfigValidate(t *testing.T) {
+	good := baseConfig("a")
+	if err := good.Validate(); err != nil {
+		t.Fatalf("good config: %v", err)
+	}
+	if err := Default().Validate(); !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("Default() alone must be rejected (no identity), got %v", err)
+	}
+	for name, mut := range map[string]func(*Config){
+		"no advertise":  func(c *Config) { c.AdvertiseAddr = "" },
+		"bad advertise": func(c *Config) { c.AdvertiseAddr = "host" },
+		"no keys":       func(c *Config) { c.Keys = nil },
+		"bad key":       func(c *Config) { c.Keys = [][]byte{[]byte("short")} },
+		"bad profile":   func(c *Config) { c.Profile = "mars" },
+		"long id":       func(c *Config) { c.NodeID = strings.Repeat("x", MaxNodeIDLen+1) },
+		"long region":   func(c *Config) { c.Region = strings.Repeat("x", MaxRegionLen+1) },
+		"neg interval":  func(c *Config) { c.ProbeInterval = -1 },
+		"no buffer":     func(c *Config) { c.EventBuffer = 0 },
+	} {
+		c := baseConfig("a")
+		mut(&c)
+		if err := c.Validate(); !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("%s: want ErrInvalidConfig, got %v", name, err)
+		}
+	}
+}
+
+func TestProfileOverrides(t *testing.T) {
+	c := baseConfig("a")
+	c.Profile = ProfileWAN
+	c.ProbeInterval = 3 * time.Second
+	mc, err := c.memberlistConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mc.ProbeInterval != 3*time.Second || mc.ProbeTimeout != 3*time.Second || mc.SuspicionMult != 6 {
+		t.Fatalf("wan with override: probe %v timeout %v susp %d", mc.ProbeInterval, mc.ProbeTimeout, mc.SuspicionMult)
+	}
+	if mc.RetransmitMult != DefaultRetransmitMult || mc.Label != "test-cluster" {
+		t.Fatalf("retransmit %d label %q", mc.RetransmitMult, mc.Label)
+	}
+}
+
+func TestDetectionBound(t *testing.T) {
+	c := baseConfig("a") // LAN: probe 1 s, timeout 0.5 s, susp 4, max mult 6; gossip 100 ms x3
+	// n=10: probe wait 9 s + 0.5 s + 6*4*1*1 s + (ceil(log3 10)+1)*100 ms.
+	want := 9*time.Second + 500*time.Millisecond + 24*time.Second + 4*100*time.Millisecond
+	if got := DetectionBound(c, 10); got != want {
+		t.Fatalf("DetectionBound(lan, 10) = %v, want %v", got, want)
+	}
+	// n=3: too few nodes for confirmations, so the timer is the minimum.
+	want = 2*time.Second + 500*time.Millisecond + 4*time.Second + 2*100*time.Millisecond
+	if got := DetectionBound(c, 3); got != want {
+		t.Fatalf("DetectionBound(lan, 3) = %v, want %v", got, want)
+	}
+}
+
+// TestConvergenceAndDissemination runs 30 nodes with the profile the edge
+// ships (Default: LAN, RetransmitMult 8, GossipInterval 100 ms) and checks that every node sees
+// every other, then that metadata and broadcast changes reach every single
+// node (no stragglers) within 1 s.
+func TestConvergenceAndDissemination(t *testing.T) {
+	const n = 30
+	nodes := startCluster(t, n, func(i int) Config { return baseConfig(nodeID(i)) })
+	waitFor(t, 15*time.Second, "30-node convergence", func() error { return allSee(nodes, nodes, StateAlive) })
+
+	const bound = time.Second
+	for trial, origin := range []int{7, 19, 29} {
+		src := nodes[origin]
+		rev := uint64(1000 + trial)
+		start := time.Now()
+		if err := src.SetTableRevision(rev); err != nil {
+			t.Fatal(err)
+		}
+		var slowest time.Duration
+		reached := make(map[string]bool)
+		waitFor(t, bound, fmt.Sprintf("trial %d: revision %d from %s on every node", trial, rev, src.ID()), func() error {
+			var missing []string
+			for _, v := range nodes {
+				if reached[v.ID()] {
+					continue
+				}
+				if m, ok := member(v, src.ID()); ok && m.TableRevision == rev {
+					reached[v.ID()] = true
+					slowest = time.Since(start)
+					continue
+				}
+				missing = append(missing, v.ID())
+			}
+			if len(missing) > 0 {
+				return fmt.Errorf("stragglers %v", missing)
+			}
+			return nil
+		})
+		t.Logf("trial %d: meta change from %s reached all %d nodes in %v", trial, src.ID(), n, slowest)
+	}
+
+	// Broadcasts: ready models and load figures.
+	src := nodes[3]
+	models := []string{"llama-3-70b", "qwen-2.5-7b"}
+	if err := src.SetReadyModels(models); err != nil {
+		t.Fatal(err)
+	}
+	load := Load{Class: 3, QueueDepth: 5, InFlight: 9, LatencyEWMAMs: 41.5}
+	if err := src.SetLoad(load); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, bound, "models and load on every node", func() error {
+		for _, v := range nodes {
+			m, _ := member(v, src.ID())
+			if strings.Join(m.ReadyModels, ",") != strings.Join(models, ",") || m.Load != load ||
+				m.ModelsDigest != ModelsDigest(models) {
+				return fmt.Errorf("%s sees models %v load %+v", v.ID(), m.ReadyModels, m.Load)
+			}
+		}
+		return nil
+	})
+
+	// RTT is measured by probes and smoothed.
+	waitFor(t, 10*time.Second, "RTT samples", func() error {
+		for _, m := range nodes[0].Members() {
+			if m.ID == nodes[0].ID() {
+				continue
+			}
+			if rtt, ok := nodes[0].RTT(m.ID); ok && rtt > 0 {
+				return nil
+			}
+		}
+		return errors.New("no RTT yet")
+	})
+	if s := nodes[0].Stats(); s.BytesSent == 0 {
+		t.Fatalf("stats: %+v", s)
+	}
+}
+
+func TestFailureDetection(t *testing.T) {
+	const n = 8
+	nodes := startCluster(t, n, func(i int) Config { return fastConfig(nodeID(i)) })
+	waitFor(t, 10*time.Second, "convergence", func() error { return allSee(nodes, nodes, StateAlive) })
+
+	victim := nodes[3]
+	survivors := append(append([]*Node{}, nodes[:3]...), nodes[4:]...)
+	bound := DetectionBound(fastConfig("x"), n)
+	start := time.Now()
+	victim.Kill()
+	waitFor(t, bound+schedAllowance, "every survivor marks the victim dead", func() error {
+		return allSee(survivors, []*Node{victim}, StateDead)
+	})
+	t.Logf("hard kill detected by all %d survivors in %v (bound %v + %v allowance)",
+		len(survivors), time.Since(start), bound, schedAllowance)
+}
+
+func TestPartitionHealsByRejoin(t *testing.T) {
+	const n = 6
+	nodes := startCluster(t, n, func(i int) Config {
+		c := fastConfig(nodeID(i))
+		c.RejoinInterval = 500 * time.Millisecond
+		// Forget dead nodes quickly, so memberlist stops gossiping to them
+		// and only the rejoin can heal.
+		c.tweak = func(mc *memberlist.Config) { mc.GossipToTheDeadTime = 100 * time.Millisecond }
+		return c
+	})
+	waitFor(t, 10*time.Second, "convergence", func() error { return allSee(nodes, nodes, StateAlive) })
+
+	a, b := nodes[:3], nodes[3:]
+	addrs := func(g []*Node) []string {
+		var out []string
+		for _, nd := range g {
+			out = append(out, nd.Addr())
+		}
+		return out
+	}
+	for _, nd := range a {
+		nd.tr.setBlocked(true, addrs(b)...)
+	}
+	for _, nd := range b {
+		nd.tr.setBlocked(true, addrs(a)...)
+	}
+	// Half the cluster fails at once, so allow for probes of two nodes.
+	bound := 2*DetectionBound(fastConfig("x"), n) + schedAllowance
+	waitFor(t, bound, "each side declares the other dead", func() error {
+		if err := allSee(a, b, StateDead); err != nil {
+			return err
+		}
+		return allSee(b, a, StateDead)
+	})
+
+	for _, nd := range nodes {
+		nd.tr.setBlocked(false, addrs(nodes)...)
+	}
+	waitFor(t, 15*time.Second, "rejoin heals the partition", func() error { return allSee(nodes, nodes, StateAlive) })
+}
+
+func TestIsolation(t *testing.T) {
+	nodes := startCluster(t, 3, func(i int) Config { return fastConfig(nodeID(i)) })
+	waitFor(t, 10*time.Second, "convergence", func() error { return allSee(nodes, nodes, StateAlive) })
+
+	for name, mut := range map[string]func(*Config){
+		"wrong label": func(c *Config) { c.Label = "other-cluster" },
+		"wrong key":   func(c *Config) { c.Keys = [][]byte{testKey(9)} },
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := fastConfig("intruder-" + strings.ReplaceAll(name, " ", "-"))
+			mut(&c)
+			nd, err := New(c, quietLogger())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nd.Kill()
+			if _, err := nd.Join(nodes[0].Addr()); err == nil {
+				t.Fatal("join succeeded")
+			}
+			for _, v := range nodes {
+				if _, ok := member(v, c.NodeID); ok {
+					t.Fatalf("%s lists the intruder", v.ID())
+				}
+			}
+			if ms := nd.Members(); len(ms) != 1 {
+				t.Fatalf("intruder sees %d members", len(ms))
+			}
+		})
+	}
+}
+
+func TestKeyRotationKeepsMembers(t *testing.T) {
+	nodes := startCluster(t, 4, func(i int) Config { return fastConfig(nodeID(i)) })
+	waitFor(t, 10*time.Second, "convergence", func() error { return allSee(nodes, nodes, StateAlive) })
+
+	oldKey, newKey := testKey(1), testKey(2)
+	for _, step := range []struct {
+		name string
+		do   func(*Node) error
+	}{
+		{"install", func(nd *Node) error { return nd.InstallKey(newKey) }},
+		{"use", func(nd *Node) error { return nd.UseKey(newKey) }},
+		{"remove", func(nd *Node) error { return nd.RemoveKey(oldKey) }},
+	} {
+		for _, nd := range nodes {
+			if err := step.do(nd); err != nil {
+				t.Fatalf("%s on %s: %v", step.name, nd.ID(), err)
+			}
+		}
+	}
+
+	// Probes still succeed between every pair with only the new key.
+	before := make(map[[2]string]int)
+	for _, v := range nodes {
+		for _, w := range nodes {
+			before[[2]string{v.ID(), w.ID()}] = v.tab.samples(w.ID())
+		}
+	}
+	waitFor(t, 10*time.Second, "fresh probe acks between every pair", func() error {
+		for _, v := range nodes {
+			for _, w := range nodes {
+				if v != w && v.tab.samples(w.ID()) <= before[[2]string{v.ID(), w.ID()}] {
+					return fmt.Errorf("%s has no new ack from %s", v.ID(), w.ID())
+				}
+			}
+		}
+		return nil
+	})
+	if err := nodes[0].SetTableRevision(7); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "meta change after rotation", func() error {
+		for _, v := range nodes {
+			if m, _ := member(v, nodes[0].ID()); m.TableRevision != 7 {
+				return fmt.Errorf("%s sees revision %d", v.ID(), m.TableRevision)
+			}
+		}
+		return nil
+	})
+	if err := allSee(nodes, nodes, StateAlive); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range nodes {
+		for _, w := range nodes {
+			if c := v.tab.downs(w.ID()); c != 0 {
+				t.Fatalf("%s saw %s go down %d times during rotation", v.ID(), w.ID(), c)
+			}
+		}
+	}
+}
+
+func TestCloseLeavesAndDrains(t *testing.T) {
+	nodes := startCluster(t, 3, func(i int) Config { return fastConfig(nodeID(i)) })
+	waitFor(t, 10*time.Second, "convergence", func() error { return allSee(nodes, nodes, StateAlive) })
+	if err := nodes[2].Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "others see the node left and draining", func() error {
+		for _, v := range nodes[:2] {
+			m, _ := member(v, nodes[2].ID())
+			if m.State != StateLeft || !m.Draining {
+				return fmt.Errorf("%s sees %+v", v.ID(), m)
+			}
+		}
+		return nil
+	})
+	if err := nodes[2].SetDraining(false); !errors.Is(err, ErrClosed) {
+		t.Fatalf("setter after close: %v", err)
+	}
+}
+
+func TestHandleMembers(t *testing.T) {
+	nodes := startCluster(t, 1, func(i int) Config { return fastConfig(nodeID(i)) })
+	waitFor(t, 5*time.Second, "self listed", func() error { return allSee(nodes, nodes, StateAlive) })
+	rec := httptest.NewRecorder()
+	nodes[0].HandleMembers(rec, httptest.NewRequest(http.MethodGet, "/v1/meridian/members", nil))
+	var body struct {
+		Members []Member `json:"members"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || rec.Code != 200 {
+		t.Fatalf("code %d err %v body %s", rec.Code, err, rec.Body)
+	}
+	if len(body.Members) != 1 || body.Members[0].ID != nodeID(0) || body.Members[0].Region != "eu-west" {
+		t.Fatalf("members %+v", body.Members)
+	}
+	rec = httptest.NewRecorder()
+	nodes[0].HandleMembers(rec, httptest.NewRequest(http.MethodPost, "/v1/meridian/members", nil))
+	if rec.Code != http.StatusMethodNotAllowed {
+		t.Fatalf("POST: %d", rec.Code)
+	}
+}
