@@ -256,7 +256,10 @@ func TestConvergenceAndDissemination(t *testing.T) {
 }
 
 func TestFailureDetection(t *testing.T) {
-	const n = 8
+	n := 30 // the fleet size the acceptance names
+	if raceEnabled {
+		n = 8 // see raceEnabled
+	}
 	nodes := startCluster(t, n, func(i int) Config { return fastConfig(nodeID(i)) })
 	waitFor(t, 10*time.Second, "convergence", func() error { return allSee(nodes, nodes, StateAlive) })
 

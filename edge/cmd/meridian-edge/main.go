@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/meridian-mesh/meridian/edge/config"
@@ -23,6 +24,7 @@ type flags struct {
 	nodeID   string
 	region   string
 	logLevel string
+	seeds    string
 	check    bool
 }
 
@@ -34,6 +36,7 @@ func main() {
 	fs.StringVar(&f.nodeID, "node-id", "", "node ID (overrides config and MERIDIAN_NODE_ID)")
 	fs.StringVar(&f.region, "region", "", "region (overrides config and MERIDIAN_REGION)")
 	fs.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (overrides config and MERIDIAN_LOG_LEVEL)")
+	fs.StringVar(&f.seeds, "gossip-seeds", "", "comma-separated host:port of edges to join (overrides gossip.seeds)")
 	fs.BoolVar(&f.check, "check", false, "validate the config and exit")
 	fs.Parse(os.Args[1:])
 
@@ -61,6 +64,9 @@ func run(ctx context.Context, f flags, logOut io.Writer) error {
 	}
 	if f.logLevel != "" {
 		cfg.LogLevel = f.logLevel
+	}
+	if f.seeds != "" {
+		cfg.Gossip.Seeds = strings.Split(f.seeds, ",")
 	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("config: %w", err)
