@@ -186,7 +186,14 @@ func TestConvergenceAndDissemination(t *testing.T) {
 	nodes := startCluster(t, n, func(i int) Config { return baseConfig(nodeID(i)) })
 	waitFor(t, 15*time.Second, "30-node convergence", func() error { return allSee(nodes, nodes, StateAlive) })
 
-	const bound = time.Second
+	bound := time.Second
+	if raceEnabled {
+		// The race detector slows every goroutine several times, and CI
+		// runs another package's tests on the same two cores. The 1 s
+		// target itself is held by the benchmark (make bench-gossip),
+		// which runs without it.
+		bound = 3 * time.Second
+	}
 	for trial, origin := range []int{7, 19, 29} {
 		src := nodes[origin]
 		rev := uint64(1000 + trial)
