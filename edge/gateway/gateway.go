@@ -256,6 +256,56 @@ func (g *Gateway) Do(ctx context.Context, req *llm.Request) (*Result, error) {
 	return res, lastErr
 }
 
+// Plan is what Do would try for a model, in order, and why: the answer
+// to "where would this request go?" without sending one.
+type Plan struct {
+	Model         string       `json:"model"`
+	TableRevision uint64       `json:"table_revision"`
+	Strategy      string       `json:"strategy"`
+	Capabilities  []string     `json:"capabilities,omitempty"`
+	Targets       []PlanTarget `json:"targets"`
+}
+
+// PlanTarget is one target of a Plan.
+type PlanTarget struct {
+	Target        string `json:"target"`
+	Kind          string `json:"kind"`
+	UpstreamModel string `json:"upstream_model"`
+	// Skipped says why Do would pass this target by, such as
+	// "breaker-open until 2026-01-02T15:04:05Z"; empty when it would try it.
+	Skipped string `json:"skipped,omitempty"`
+}
+
+// Plan explains the route Do would take for model now.
+func (g *Gateway) Plan(model string) (*Plan, error) {
+	st := g.state.Load()
+	route, ok := st.tab.Route(model)
+	if !ok {
+		return nil, &llm.Error{Status: http.StatusNotFound, Type: llm.TypeInvalidRequest, Code: "model_not_found", Param: "model",
+			Message: fmt.Sprintf("The model %q does not exist on this Meridian node.", model)}
+	}
+	p := &Plan{Model: model, TableRevision: st.tab.Revision(), Strategy: route.Strategy}
+	if p.Strategy == "" {
+		p.Strategy = table.StrategyOrdered
+	}
+	if m, ok := st.tab.Model(model); ok {
+		p.Capabilities = m.Capabilities
+	}
+	now := time.Now()
+	for i, tg := range route.Targets {
+		t := st.providers[tg.Provider]
+		pt := PlanTarget{Target: "provider/" + tg.Provider, Kind: t.spec.Kind, UpstreamModel: tg.Model}
+		if pt.UpstreamModel == "" {
+			pt.UpstreamModel = model
+		}
+		if i < len(route.Targets)-1 && !t.brk.allow(now) {
+			pt.Skipped = "breaker-open until " + time.Unix(0, t.brk.openUntil.Load()).UTC().Format(time.RFC3339)
+		}
+		p.Targets = append(p.Targets, pt)
+	}
+	return p, nil
+}
+
 var (
 	imageKey = []byte(`"image_url"`)
 	toolsKey = []byte(`"tools"`)

@@ -307,3 +307,29 @@ func TestCapabilities(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestPlanExplainsTheRoute(t *testing.T) {
+	a := &fake{do: fail(503, true)}
+	b := &fake{do: ok("{}")}
+	g := newGateway(t, map[string]*fake{"a": a, "b": b}, route("m", "a", "b"))
+	p, err := g.Plan("m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Targets) != 2 || p.Targets[0].Target != "provider/a" || p.Targets[0].UpstreamModel != "a-m" || p.Targets[0].Skipped != "" || p.Strategy != "ordered" {
+		t.Fatalf("plan = %+v", p)
+	}
+	for range 2 { // trip a's breaker (threshold 2)
+		g.Do(context.Background(), &llm.Request{Model: "m"})
+	}
+	p, _ = g.Plan("m")
+	if !strings.HasPrefix(p.Targets[0].Skipped, "breaker-open until ") {
+		t.Fatalf("plan does not show the open breaker: %+v", p.Targets[0])
+	}
+	if a.calls != 2 {
+		t.Fatalf("Plan sent requests: a called %d times", a.calls)
+	}
+	if _, err := g.Plan("nope"); llm.AsError(err).Status != 404 {
+		t.Fatalf("unknown model: %v", err)
+	}
+}

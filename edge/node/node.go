@@ -87,6 +87,7 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 			w.Write([]byte(`{"members":[],"gossip":"disabled"}` + "\n"))
 		})
 	}
+	mux.HandleFunc("GET /v1/meridian/route", n.route)
 	mux.HandleFunc("GET /healthz", n.healthz)
 	mux.HandleFunc("GET /readyz", n.readyz)
 	mux.Handle("GET /metrics", m.Handler())
@@ -244,6 +245,25 @@ func (n *Node) Run(ctx context.Context) error {
 func (n *Node) healthz(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Write([]byte(`{"status":"ok"}` + "\n"))
+}
+
+// route explains, without sending anything, where a request for
+// ?model= would go: GET /v1/meridian/route?model=gpt-4o-mini.
+func (n *Node) route(w http.ResponseWriter, r *http.Request) {
+	model := r.URL.Query().Get("model")
+	if model == "" {
+		openaiapi.WriteError(w, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "model", "Missing required parameter: 'model'."))
+		return
+	}
+	p, err := n.gw.Plan(model)
+	if err != nil {
+		openaiapi.WriteError(w, llm.AsError(err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(p)
 }
 
 // Readiness is the body of /readyz.

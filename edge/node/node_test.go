@@ -598,3 +598,29 @@ func TestBadInputInClientFormat(t *testing.T) {
 		})
 	}
 }
+
+func TestRouteDryRun(t *testing.T) {
+	m := startMesh(t, nil)
+	before := len(m.mock.Requests())
+	resp, err := http.Get(m.url + "/v1/meridian/route?model=fallback")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := readBody(t, resp)
+	var p struct {
+		Model   string `json:"model"`
+		Targets []struct {
+			Target, Kind, UpstreamModel string
+		} `json:"targets"`
+	}
+	if resp.StatusCode != 200 || json.Unmarshal(b, &p) != nil || len(p.Targets) != 2 || p.Targets[0].Target != "provider/dead" || p.Targets[1].Target != "provider/mock" {
+		t.Fatalf("%d %s", resp.StatusCode, b)
+	}
+	if len(m.mock.Requests()) != before {
+		t.Fatal("a dry run reached the upstream")
+	}
+	resp, _ = http.Get(m.url + "/v1/meridian/route?model=nope")
+	if b := readBody(t, resp); resp.StatusCode != 404 || decodeError(t, b).Error.Code == nil {
+		t.Fatalf("unknown model: %d %s", resp.StatusCode, b)
+	}
+}
