@@ -218,10 +218,26 @@ type StreamWriter struct {
 	every   time.Duration
 }
 
-// NewStreamWriter returns a writer for w that sends keepAlive (whole
-// events, such as ": keep-alive\n\n") after every silence of the given
-// length; zero turns keep-alives off. Call Stop before the handler
-// returns.
+// StartStream answers 200 with an event stream's headers, records the
+// overhead so far (time since start, upstream wait excluded) and returns
+// the writer for the events, which sends keepAlive (whole events, such as
+// ": keep-alive\n\n") after every silence of c.KeepAlive. Call Stop on it
+// before the handler returns.
+func (c *Config) StartStream(w http.ResponseWriter, start time.Time, upstream time.Duration, keepAlive []byte, o *Outcome) *StreamWriter {
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	o.Overhead = time.Since(start) - upstream
+	h.Set(HeaderOverhead, Micros(o.Overhead))
+	w.WriteHeader(http.StatusOK)
+	o.Status = "200"
+	return NewStreamWriter(w, c.KeepAlive, keepAlive)
+}
+
+// NewStreamWriter returns a writer for w that sends keepAlive after every
+// silence of the given length; zero turns keep-alives off. Call Stop
+// before the handler returns.
 func NewStreamWriter(w http.ResponseWriter, every time.Duration, keepAlive []byte) *StreamWriter {
 	sw := &StreamWriter{w: w, rc: http.NewResponseController(w), keepAlive: keepAlive, buf: make([]byte, 0, 4<<10)}
 	if every > 0 {

@@ -284,15 +284,6 @@ var envVars = []struct {
 	}},
 }
 
-// EnvNames lists the environment variables Load reads, for documentation.
-func EnvNames() []string {
-	out := make([]string, len(envVars))
-	for i, e := range envVars {
-		out[i] = e.name
-	}
-	return out
-}
-
 func applyEnv(c *Config, getenv func(string) string) error {
 	if getenv == nil {
 		return nil

@@ -73,10 +73,6 @@ func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 }
 
-// Registry exposes the registry, for tests and for other packages that
-// add collectors of their own.
-func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
-
 // BeginRequest counts a request in flight; EndRequest counts it out.
 func (m *Metrics) BeginRequest() {
 	m.inFlight.Add(1)

@@ -16,12 +16,7 @@ import (
 // (content, parameters, stop, tool_choice, response_format) point into
 // body, which must not change afterwards. A field of the wrong type is a
 // 400 that names it, as encoding/json's UnmarshalTypeError would.
-func DecodeChatRequest(body []byte) (*ChatRequest, error) { return decodeChatRequest(body, true) }
-
-// decodeChatRequest checks the JSON as it goes either way; check is kept
-// for callers that know the body was checked, and costs nothing extra.
-func decodeChatRequest(body []byte, check bool) (*ChatRequest, error) {
-	_ = check
+func DecodeChatRequest(body []byte) (*ChatRequest, error) {
 	s := jsonscan.New(body)
 	if s.Peek() != jsonscan.Object {
 		s.Skip()

@@ -78,9 +78,6 @@ type Request struct {
 	// Adapters for OpenAI-compatible upstreams forward it with only the
 	// model name changed, so unknown fields pass through.
 	Body []byte
-	// Checked says the surface already found Body to be valid JSON of
-	// the right shape, so decoding it need not check again.
-	Checked bool
 }
 
 // ChatRequest returns the typed chat request, decoding Body if needed
@@ -90,7 +87,7 @@ func (r *Request) ChatRequest() (*ChatRequest, error) {
 	if r.Chat != nil {
 		return r.Chat, nil
 	}
-	c, err := decodeChatRequest(r.Body, !r.Checked)
+	c, err := DecodeChatRequest(r.Body)
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
-// Package sse reads and writes server-sent event streams, as LLM APIs use
-// them: "data:" lines separated by blank lines, ":" comment lines, and an
-// optional "event:" name.
+// Package sse reads server-sent event streams, as LLM APIs use them:
+// "data:" lines separated by blank lines, ":" comment lines, and an
+// optional "event:" name. (Writing is api.StreamWriter's: it batches
+// events, which a per-event writer here could not.)
 //
 // The reader never buffers more than MaxEventBytes for one event, so a
 // hostile or broken upstream cannot make it grow without bound.
@@ -10,7 +11,6 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
-	"fmt"
 	"io"
 )
 
@@ -139,44 +139,4 @@ func (r *Reader) readLine() ([]byte, error) {
 		}
 		return line, nil
 	}
-}
-
-func hasLineBreak(b []byte) bool {
-	return bytes.IndexByte(b, '\n') >= 0 || bytes.IndexByte(b, '\r') >= 0
-}
-
-// WriteData writes one "data:" event. data must not contain a line break;
-// JSON produced by encoding/json never does.
-func WriteData(w io.Writer, data []byte) error {
-	if hasLineBreak(data) {
-		return fmt.Errorf("sse: data contains a newline")
-	}
-	buf := make([]byte, 0, len(data)+8)
-	buf = append(buf, "data: "...)
-	buf = append(buf, data...)
-	buf = append(buf, '\n', '\n')
-	_, err := w.Write(buf)
-	return err
-}
-
-// WriteEvent writes a named event, as Anthropic's API uses them.
-func WriteEvent(w io.Writer, name string, data []byte) error {
-	if hasLineBreak(data) || hasLineBreak([]byte(name)) {
-		return fmt.Errorf("sse: event contains a newline")
-	}
-	buf := make([]byte, 0, len(name)+len(data)+16)
-	buf = append(buf, "event: "...)
-	buf = append(buf, name...)
-	buf = append(buf, "\ndata: "...)
-	buf = append(buf, data...)
-	buf = append(buf, '\n', '\n')
-	_, err := w.Write(buf)
-	return err
-}
-
-// WriteComment writes a comment line, which clients ignore; it keeps idle
-// connections from being closed by proxies.
-func WriteComment(w io.Writer, text string) error {
-	_, err := io.WriteString(w, ": "+text+"\n\n")
-	return err
 }

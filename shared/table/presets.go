@@ -1,8 +1,9 @@
 package table
 
 import (
-	"slices"
+	"fmt"
 	"sort"
+	"strings"
 )
 
 // Provider kinds beyond OpenAI's. Each kind names a wire format an
@@ -60,31 +61,18 @@ func applyPreset(p *Provider) error {
 	}
 	pr, ok := Presets[p.Preset]
 	if !ok {
-		return &FieldError{Msg: "unknown preset " + quote(p.Preset) + " (known: " + joinNames(PresetNames()) + ")"}
+		return &FieldError{Msg: fmt.Sprintf("unknown preset %q (known: %s)", p.Preset, strings.Join(PresetNames(), ", "))}
 	}
 	if p.Kind == "" {
 		p.Kind = pr.Kind
 	} else if p.Kind != pr.Kind {
-		return &FieldError{Msg: "kind " + quote(p.Kind) + " contradicts preset " + quote(p.Preset) + ", which is " + quote(pr.Kind)}
+		return &FieldError{Msg: fmt.Sprintf("kind %q contradicts preset %q, which is %q", p.Kind, p.Preset, pr.Kind)}
 	}
 	if p.BaseURL == "" {
 		if pr.BaseURL == "" {
-			return &FieldError{Msg: "preset " + quote(p.Preset) + " needs base_url"}
+			return &FieldError{Msg: fmt.Sprintf("preset %q needs base_url", p.Preset)}
 		}
 		p.BaseURL = pr.BaseURL
 	}
 	return nil
-}
-
-func quote(s string) string { return `"` + s + `"` }
-
-func joinNames(names []string) string {
-	out := ""
-	for i, n := range slices.Clone(names) {
-		if i > 0 {
-			out += ", "
-		}
-		out += n
-	}
-	return out
 }

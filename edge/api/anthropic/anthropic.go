@@ -191,16 +191,7 @@ var pingEvent = []byte("event: ping\ndata: {\"type\": \"ping\"}\n\n")
 func (s *Surface) stream(w http.ResponseWriter, r *http.Request, req *llm.Request, start time.Time, res *gateway.Result, o *api.Outcome) {
 	st := res.Response.Stream
 	defer st.Close()
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no")
-	o.Overhead = time.Since(start) - res.Upstream
-	h.Set(api.HeaderOverhead, api.Micros(o.Overhead))
-	w.WriteHeader(http.StatusOK)
-	o.Status = "200"
-
-	sw := api.NewStreamWriter(w, s.cfg.KeepAlive, pingEvent)
+	sw := s.cfg.StartStream(w, start, res.Upstream, pingEvent, o)
 	defer sw.Stop()
 	tr := newTranslator(req.Model, "msg_"+req.ID)
 	var translateErr error

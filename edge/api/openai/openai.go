@@ -181,16 +181,7 @@ func (s *Surface) post(decode func([]byte) (*llm.Request, *llm.Error)) http.Hand
 func (s *Surface) stream(w http.ResponseWriter, r *http.Request, includeUsage bool, start time.Time, res *gateway.Result, o *api.Outcome) {
 	st := res.Response.Stream
 	defer st.Close()
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no")
-	o.Overhead = time.Since(start) - res.Upstream
-	h.Set(api.HeaderOverhead, api.Micros(o.Overhead))
-	w.WriteHeader(http.StatusOK)
-	o.Status = "200"
-
-	sw := api.NewStreamWriter(w, s.cfg.KeepAlive, keepAliveEvent)
+	sw := s.cfg.StartStream(w, start, res.Upstream, keepAliveEvent, o)
 	defer sw.Stop()
 	streamErr, writeErr := api.Relay(st, start, o, func(c *llm.Chunk, flush bool) error {
 		if c.Raw == nil && len(c.Choices) == 0 && c.Usage != nil && !includeUsage {

@@ -67,7 +67,7 @@ func TestBenchBodySize(t *testing.T) {
 // request into a Messages body: the cost this adapter adds per request.
 func BenchmarkEncodeRequest(b *testing.B) {
 	body := benchBody(b)
-	req := &llm.Request{Op: llm.OpChat, Model: "claude-alias", Body: body, Checked: true} // as the OpenAI surface hands it over
+	req := &llm.Request{Op: llm.OpChat, Model: "claude-alias", Body: body} // as the OpenAI surface hands it over
 	c, err := req.ChatRequest()
 	if err != nil {
 		b.Fatal(err)
@@ -89,7 +89,7 @@ func BenchmarkTranslateRequest(b *testing.B) {
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for b.Loop() {
-		req := &llm.Request{Op: llm.OpChat, Model: "claude-alias", Body: body, Checked: true} // as the OpenAI surface hands it over
+		req := &llm.Request{Op: llm.OpChat, Model: "claude-alias", Body: body} // as the OpenAI surface hands it over
 		c, err := req.ChatRequest()
 		if err != nil {
 			b.Fatal(err)

@@ -37,7 +37,7 @@ func benchBody() []byte {
 // request into Gemini's format (budget: 20 µs).
 func BenchmarkEncodeRequest(b *testing.B) {
 	body := benchBody()
-	req := &llm.Request{Op: llm.OpChat, Body: body, Checked: true} // as the OpenAI surface hands it over
+	req := &llm.Request{Op: llm.OpChat, Body: body} // as the OpenAI surface hands it over
 	c, err := req.ChatRequest()
 	if err != nil {
 		b.Fatal(err)
@@ -63,7 +63,7 @@ func BenchmarkTranslateRequest(b *testing.B) {
 	body := benchBody()
 	b.ReportAllocs()
 	for b.Loop() {
-		req := &llm.Request{Op: llm.OpChat, Body: body, Checked: true} // as the OpenAI surface hands it over
+		req := &llm.Request{Op: llm.OpChat, Body: body} // as the OpenAI surface hands it over
 		c, err := req.ChatRequest()
 		if err != nil {
 			b.Fatal(err)

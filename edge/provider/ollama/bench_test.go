@@ -79,7 +79,7 @@ func BenchmarkTranslateRequest(b *testing.B) {
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for b.Loop() {
-		req := &llm.Request{Op: llm.OpChat, Model: "local-llama", Stream: true, Body: body, Checked: true} // as the OpenAI surface hands it over
+		req := &llm.Request{Op: llm.OpChat, Model: "local-llama", Stream: true, Body: body} // as the OpenAI surface hands it over
 		c, err := req.ChatRequest()
 		if err != nil {
 			b.Fatal(err)

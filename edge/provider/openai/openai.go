@@ -18,6 +18,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/meridian-mesh/meridian/edge/provider/upstream"
 	"github.com/meridian-mesh/meridian/shared/llm"
@@ -33,7 +34,7 @@ type Adapter struct {
 	base    string
 	key     string
 	client  *http.Client
-	silence table.Provider
+	silence time.Duration // the provider's chunk timeout
 }
 
 // New returns an adapter for p. p must have passed table validation.
@@ -44,7 +45,7 @@ func New(p table.Provider) (*Adapter, error) {
 		base:    strings.TrimRight(p.BaseURL, "/"),
 		key:     p.APIKey.Reveal(),
 		client:  upstream.NewClient(p),
-		silence: p,
+		silence: p.ChunkTimeout,
 	}, nil
 }
 
@@ -113,7 +114,7 @@ func (a *Adapter) Do(ctx context.Context, req *llm.Request, upstreamModel string
 	}
 	call, err := upstream.Send(ctx, a.client, upstream.Request{
 		Provider: a.id, Method: http.MethodPost, URL: a.base + path(req.Op), Header: h, Body: payload,
-		Silence: a.silence.ChunkTimeout, ParseError: ParseError,
+		Silence: a.silence, ParseError: ParseError,
 	})
 	if err != nil {
 		return nil, err
