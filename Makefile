@@ -3,10 +3,12 @@ GO        ?= go
 FUZZTIME  ?= 10s
 BIN       := bin
 
-.PHONY: help build test run bench bench-gateway bench-adapters bench-gossip fuzz lint clean
+.PHONY: help build ollama proto test run bench bench-gateway bench-adapters bench-gossip fuzz lint clean
 
 help:
 	@echo "make build          build meridian-edge and mockprovider into $(BIN)/"
+	@echo "make ollama         build the pinned Ollama engine into $(BIN)/ollama (OLLAMA_MARCH=native|x86-64-v3|x86-64)"
+	@echo "make proto          regenerate Go code from proto/**/*.proto"
 	@echo "make run            bring up the local dev mesh (edge + mock provider)"
 	@echo "make test           go vet and the race-enabled test suite"
 	@echo "make bench          every benchmark (go test -bench and the gateway benchmark)"
@@ -18,6 +20,16 @@ help:
 
 build:
 	$(GO) build -o $(BIN)/ ./edge/cmd/meridian-edge ./scripts/mockprovider
+
+ollama:
+	GO=$(GO) BIN=$(BIN) scripts/ollama/build.sh
+
+# Generated code is committed, so builds and CI need neither protoc nor
+# this target; run it after editing a .proto file.
+proto:
+	@command -v protoc >/dev/null || { echo "make proto: protoc missing; run: sudo apt-get install -y protobuf-compiler"; exit 1; }
+	$(GO) build -o $(BIN)/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
+	protoc --plugin=protoc-gen-go=$(BIN)/protoc-gen-go --go_out=. --go_opt=module=github.com/meridian-mesh/meridian $$(find proto -name '*.proto' | sort)
 
 run:
 	$(GO) run ./scripts/devmesh

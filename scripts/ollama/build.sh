@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Builds the Ollama engine that edges supervise, from the version pinned as
+# a tool in go.mod, into bin/ollama. A no-op when bin/ollama was already
+# built from the same version with the same CPU target.
+#
+# OLLAMA_MARCH picks the CPU target handed to the C/C++ compiler:
+#   native     (default) this host's features: fastest here, may not run
+#              on an older CPU;
+#   x86-64-v3  AVX2 machines (most servers since 2015): the choice for a
+#              binary that is copied to a fleet;
+#   x86-64     SSE2 only: runs anywhere, long prompts 4-5x slower.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+GO=${GO:-go}
+BIN=${BIN:-bin}
+MARCH=${OLLAMA_MARCH:-native}
+version=$($GO list -m -f '{{.Version}}' github.com/ollama/ollama)
+stamp="$BIN/.ollama.stamp"
+want="$version march=$MARCH"
+if [ -x "$BIN/ollama" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+	exit 0
+fi
+
+# Ollama's cgo code needs three headers that Go module zips leave out. Two
+# come from Debian packages, one from a Go module that ships it.
+pkgs=()
+command -v g++ >/dev/null || pkgs+=(build-essential)
+[ -f /usr/include/stb/stb_image.h ] || pkgs+=(libstb-dev)
+[ -f /usr/include/nlohmann/json.hpp ] || pkgs+=(nlohmann-json3-dev)
+if ((${#pkgs[@]})); then
+	if [ "$(id -u)" != 0 ]; then
+		echo "make ollama: missing packages; run: sudo apt-get install -y ${pkgs[*]}" >&2
+		exit 1
+	fi
+	echo "make ollama: installing ${pkgs[*]}" >&2
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}"
+fi
+
+malgo=$($GO list -m -f '{{.Dir}}' github.com/gen2brain/malgo 2>/dev/null || true)
+if [ -z "$malgo" ] || [ ! -f "$malgo/miniaudio.h" ]; then
+	$GO mod download github.com/gen2brain/malgo
+	malgo=$($GO list -m -f '{{.Dir}}' github.com/gen2brain/malgo)
+fi
+inc="$BIN/.ollama-include"
+mkdir -p "$inc/miniaudio"
+ln -sf "$malgo/miniaudio.h" "$inc/miniaudio/miniaudio.h"
+inc=$(cd "$inc" && pwd)
+
+echo "make ollama: building ollama $version (march=$MARCH); a cold build takes several minutes" >&2
+mkdir -p "$BIN"
+v=${version#v}
+CGO_ENABLED=1 \
+CGO_CPPFLAGS="-I$inc ${CGO_CPPFLAGS:-}" \
+CGO_CFLAGS="-O3 -march=$MARCH ${CGO_CFLAGS:-}" \
+CGO_CXXFLAGS="-O3 -march=$MARCH ${CGO_CXXFLAGS:-}" \
+	$GO build -trimpath \
+	-ldflags "-s -w -X=github.com/ollama/ollama/version.Version=$v -X=github.com/ollama/ollama/server.mode=release" \
+	-o "$BIN/ollama.tmp" github.com/ollama/ollama
+mv "$BIN/ollama.tmp" "$BIN/ollama"
+echo "$want" >"$stamp"
+"$BIN/ollama" --version 2>/dev/null | tail -1 >&2 || true
