@@ -16,9 +16,14 @@ const (
 	KindGemini = "gemini"
 	// KindOllama is Ollama's native API: /api/chat and /api/embed.
 	KindOllama = "ollama"
+	// KindLocal is the node's own inference engine: the Ollama its edge
+	// supervises or attaches to (the edge's "local" config section). It
+	// has no base URL in the table, because its address is the node's
+	// own and may change when the engine restarts.
+	KindLocal = "local"
 )
 
-func init() { knownKinds = append(knownKinds, KindAnthropic, KindGemini, KindOllama) }
+func init() { knownKinds = append(knownKinds, KindAnthropic, KindGemini, KindOllama, KindLocal) }
 
 // Preset is a named provider: its wire format and default base URL, so a
 // user configures a provider with a preset and a key.

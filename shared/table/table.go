@@ -54,7 +54,7 @@ type Provider struct {
 	// "mistral", ...; see Presets), which supplies Kind and BaseURL.
 	Preset string `yaml:"preset,omitempty" json:"preset,omitempty"`
 	// Kind is the wire format: "openai", "anthropic", "gemini" or
-	// "ollama". A preset sets it.
+	// "ollama"; or "local", the node's own engine. A preset sets it.
 	Kind string `yaml:"kind,omitempty" json:"kind,omitempty"`
 	// BaseURL is the API root including its version path, for example
 	// "https://api.example.com/v1" (Ollama's has none). A preset sets it.
@@ -262,7 +262,11 @@ func Compile(t *Table) (*Compiled, error) {
 		if !slices.Contains(knownKinds, p.Kind) {
 			return nil, fieldErr("providers[%d].kind", i)("unknown kind %q (known: %s)", p.Kind, strings.Join(knownKinds, ", "))
 		}
-		if err := checkBaseURL(p.BaseURL); err != nil {
+		if p.Kind == KindLocal {
+			if p.BaseURL != "" || p.APIKey != "" || p.APIKeyEnv != "" {
+				return nil, fieldErr("providers[%d].base_url", i)("must be empty for kind %q: the local engine is the node's own", KindLocal)
+			}
+		} else if err := checkBaseURL(p.BaseURL); err != nil {
 			return nil, fieldErr("providers[%d].base_url", i)("%v", err)
 		}
 		if p.ConnectTimeout < 0 || p.FirstByteTimeout < 0 || p.ChunkTimeout < 0 || p.MaxIdleConns < 0 {

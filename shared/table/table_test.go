@@ -31,6 +31,8 @@ func TestValidate(t *testing.T) {
 		{"no url", func(t *Table) { t.Providers[0].BaseURL = "" }, "providers[0].base_url"},
 		{"ftp url", func(t *Table) { t.Providers[0].BaseURL = "ftp://x/v1" }, "providers[0].base_url"},
 		{"creds in url", func(t *Table) { t.Providers[0].BaseURL = "http://u:p@h/v1" }, "providers[0].base_url"},
+		{"local engine", func(t *Table) { t.Providers[0] = Provider{ID: "p", Kind: KindLocal} }, ""},
+		{"local engine with url", func(t *Table) { t.Providers[0] = Provider{ID: "p", Kind: KindLocal, BaseURL: "http://127.0.0.1:1"} }, "providers[0].base_url"},
 		{"negative timeout", func(t *Table) { t.Providers[0].ChunkTimeout = -1 }, "providers[0]"},
 		{"model id", func(t *Table) { t.Models[0].ID = "" }, "models[0].id"},
 		{"route to unknown model", func(t *Table) { t.Routes[0].Model = "x" }, "routes[0].model"},
