@@ -34,6 +34,43 @@ type Adapter struct {
 	key     string
 	client  *http.Client
 	silence time.Duration
+	engine  Engine
+}
+
+// Engine holds the settings an edge adds to every request it sends to
+// an Ollama it runs itself (its "local" engine). Requests to a remote
+// Ollama provider carry none of them: that server's operator decides.
+type Engine struct {
+	// KeepAlive is Ollama's keep_alive: how long the model stays loaded
+	// after the request. Negative keeps it loaded for good; zero leaves
+	// Ollama's default (5 minutes).
+	KeepAlive time.Duration
+	// NumThread is the options.num_thread of every chat request: the
+	// CPU threads one generation uses. Zero leaves Ollama's default.
+	NumThread int
+}
+
+// appendKeepAlive appends ,"keep_alive":... when one is set.
+func (e Engine) appendKeepAlive(dst []byte) []byte {
+	switch {
+	case e.KeepAlive < 0:
+		return append(dst, `,"keep_alive":-1`...)
+	case e.KeepAlive > 0:
+		dst = append(dst, `,"keep_alive":`...)
+		return llm.AppendJSONString(dst, e.KeepAlive.String())
+	}
+	return dst
+}
+
+// NewEngine returns an adapter for an Ollama the edge runs itself, at
+// base, adding e's settings to every request.
+func NewEngine(p table.Provider, e Engine) (*Adapter, error) {
+	a, err := New(p)
+	if err != nil {
+		return nil, err
+	}
+	a.engine = e
+	return a, nil
 }
 
 // New returns an adapter for p. p must have passed table validation.
@@ -77,7 +114,7 @@ func (a *Adapter) chat(ctx context.Context, req *llm.Request, model string) (*ll
 	if model == "" {
 		model = c.Model
 	}
-	payload, err := encodeChat(make([]byte, 0, len(req.Body)+512), c, model, req.Stream)
+	payload, err := encodeChatFor(make([]byte, 0, len(req.Body)+512), c, model, req.Stream, a.engine)
 	if err != nil {
 		return nil, err
 	}
@@ -100,7 +137,7 @@ func (a *Adapter) chat(ctx context.Context, req *llm.Request, model string) (*ll
 }
 
 func (a *Adapter) embed(ctx context.Context, req *llm.Request, model string) (*llm.Response, error) {
-	payload, base64, err := encodeEmbed(req.Body, model)
+	payload, base64, err := encodeEmbedFor(req.Body, model, a.engine)
 	if err != nil {
 		return nil, err
 	}

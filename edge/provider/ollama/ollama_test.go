@@ -727,3 +727,31 @@ func TestDecodeChatRefusesGarbage(t *testing.T) {
 		}
 	}
 }
+
+func TestEngineSettings(t *testing.T) {
+	var c llm.ChatRequest
+	json.Unmarshal([]byte(`{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`), &c)
+	tests := []struct {
+		e         Engine
+		chat, emb string
+	}{
+		{Engine{}, `{"model":"m","stream":false,"messages":[{"role":"user","content":"hi"}],"options":{"num_predict":5}}`,
+			`{"model":"m","input":"x"}`},
+		{Engine{KeepAlive: -1, NumThread: 1}, `{"model":"m","stream":false,"messages":[{"role":"user","content":"hi"}],"options":{"num_predict":5,"num_thread":1},"keep_alive":-1}`,
+			`{"model":"m","input":"x","keep_alive":-1}`},
+		{Engine{KeepAlive: 90 * time.Second}, `{"model":"m","stream":false,"messages":[{"role":"user","content":"hi"}],"options":{"num_predict":5},"keep_alive":"1m30s"}`,
+			`{"model":"m","input":"x","keep_alive":"1m30s"}`},
+	}
+	for _, tt := range tests {
+		b, err := encodeChatFor(nil, &c, "m", false, tt.e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameJSON(t, b, []byte(tt.chat))
+		b, _, err = encodeEmbedFor([]byte(`{"model":"e","input":"x"}`), "m", tt.e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameJSON(t, b, []byte(tt.emb))
+	}
+}

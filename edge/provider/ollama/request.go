@@ -39,6 +39,11 @@ import (
 
 // encodeChat appends c as an Ollama chat request body to dst.
 func encodeChat(dst []byte, c *llm.ChatRequest, model string, stream bool) ([]byte, error) {
+	return encodeChatFor(dst, c, model, stream, Engine{})
+}
+
+// encodeChatFor is encodeChat with an engine's own settings added.
+func encodeChatFor(dst []byte, c *llm.ChatRequest, model string, stream bool, e Engine) ([]byte, error) {
 	if c.N != nil && *c.N > 1 {
 		return nil, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "n", "This provider returns one choice per request; 'n' must be 1.")
 	}
@@ -116,7 +121,8 @@ func encodeChat(dst []byte, c *llm.ChatRequest, model string, stream bool) ([]by
 	if dst, err = appendFormat(dst, c.ResponseFormat); err != nil {
 		return nil, err
 	}
-	dst = appendOptions(dst, c)
+	dst = appendOptions(dst, c, e.NumThread)
+	dst = e.appendKeepAlive(dst)
 	return append(dst, '}'), nil
 }
 
@@ -298,8 +304,9 @@ func appendFormat(dst []byte, rf []byte) ([]byte, error) {
 	}
 }
 
-// appendOptions appends ,"options":{...} when any sampling option is set.
-func appendOptions(dst []byte, c *llm.ChatRequest) []byte {
+// appendOptions appends ,"options":{...} when any sampling option, or
+// the engine's thread count, is set.
+func appendOptions(dst []byte, c *llm.ChatRequest, numThread int) []byte {
 	n := 0
 	key := func(name string) {
 		if n == 0 {
@@ -335,6 +342,10 @@ func appendOptions(dst []byte, c *llm.ChatRequest) []byte {
 		key("num_predict")
 		dst = strconv.AppendInt(dst, int64(*c.MaxTokens), 10)
 	}
+	if numThread > 0 {
+		key("num_thread")
+		dst = strconv.AppendInt(dst, int64(numThread), 10)
+	}
 	if stop := c.StopList(); len(stop) > 0 {
 		key("stop")
 		dst = append(dst, '[')
@@ -358,6 +369,11 @@ func appendOptions(dst []byte, c *llm.ChatRequest) []byte {
 // servers truncate to it; older ones ignore it). b64 reports
 // encoding_format "base64", which the official SDKs ask for by default.
 func encodeEmbed(body []byte, model string) (out []byte, b64 bool, err error) {
+	return encodeEmbedFor(body, model, Engine{})
+}
+
+// encodeEmbedFor is encodeEmbed with an engine's own settings added.
+func encodeEmbedFor(body []byte, model string, e Engine) (out []byte, b64 bool, err error) {
 	if !gjson.ValidBytes(body) {
 		return nil, false, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "", "The request body is not valid JSON.")
 	}
@@ -395,5 +411,6 @@ func encodeEmbed(body []byte, model string) (out []byte, b64 bool, err error) {
 		out = append(out, `,"dimensions":`...)
 		out = strconv.AppendInt(out, d.Int(), 10)
 	}
+	out = e.appendKeepAlive(out)
 	return append(out, '}'), b64, nil
 }
