@@ -68,6 +68,10 @@ func New() *Metrics {
 	return m
 }
 
+// Register adds collectors that other parts of the node own, such as
+// gauges read from the local engine, to the node's registry.
+func (m *Metrics) Register(cs ...prometheus.Collector) { m.reg.MustRegister(cs...) }
+
 // Handler serves the registry in Prometheus' text format.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
