@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"os"
@@ -246,13 +247,44 @@ func TestOllama(t *testing.T) {
 		})
 	}
 
-	t.Run("embed", func(t *testing.T) {
-		res, err := c.Embed(ctx, &api.EmbedRequest{Model: "tiny-f16", Input: "hello world"})
+	t.Run("generate-raw", func(t *testing.T) {
+		// A raw prompt skips the template: generation continues from the
+		// prompt's own last byte.
+		stream := false
+		var got string
+		err := c.Generate(ctx, &api.GenerateRequest{Model: "tiny-f16", Prompt: "hello", Raw: true, Stream: &stream, Options: chatOptions()},
+			func(r api.GenerateResponse) error { got += r.Response; return nil })
 		if err != nil {
-			t.Logf("embed: %v", err)
-			return
+			t.Fatalf("generate: %v", err)
 		}
-		t.Logf("embed: %d vectors of %d dims", len(res.Embeddings), len(res.Embeddings[0]))
+		if want := Expected(VariantChain, 'o', predict); got != want {
+			t.Errorf("raw generate after %q = %q, want %q", "hello", got, want)
+		}
+	})
+
+	t.Run("embed", func(t *testing.T) {
+		for _, tc := range []struct {
+			model string
+			min   float64 // least cosine similarity with Embedding
+		}{{"tiny-f16", 0.9999}, {"tiny-q8_0", 0.999}, {"tiny-q4_k_m", 0.99}} {
+			texts := []string{"hello world", "a different sentence", "another word"}
+			res, err := c.Embed(ctx, &api.EmbedRequest{Model: tc.model, Input: texts})
+			if err != nil {
+				t.Fatalf("embed %s: %v", tc.model, err)
+			}
+			if len(res.Embeddings) != len(texts) {
+				t.Fatalf("embed %s: %d vectors for %d texts", tc.model, len(res.Embeddings), len(texts))
+			}
+			for i, text := range texts {
+				cos := cosine(res.Embeddings[i], Embedding(DefaultOptions(), text))
+				if cos < tc.min {
+					t.Errorf("embed %s %q: cosine with Embedding %.5f, want >= %v", tc.model, text, cos, tc.min)
+				}
+				t.Logf("embed %s %q: cosine with Embedding %.6f", tc.model, text, cos)
+			}
+			t.Logf("embed %s: %d vectors of %d dims; texts ending in the same byte agree (cosine %.5f)", tc.model,
+				len(res.Embeddings), len(res.Embeddings[0]), cosine(res.Embeddings[0], res.Embeddings[2]))
+		}
 	})
 
 	t.Run("repeat", func(t *testing.T) {
@@ -272,7 +304,8 @@ func TestOllama(t *testing.T) {
 		if err != nil {
 			t.Fatalf("reading the stream: %v", err)
 		}
-		t.Logf("repeat variant: HTTP %d, raw NDJSON:\n%s", resp.StatusCode, raw)
+		t.Logf("repeat variant: HTTP %d, Content-Type %q, Transfer-Encoding %q, %d bytes, ends %q, raw NDJSON:\n%s",
+			resp.StatusCode, resp.Header.Get("Content-Type"), resp.TransferEncoding, len(raw), raw[max(0, len(raw)-20):], raw)
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("status %d", resp.StatusCode)
 		}
@@ -290,10 +323,25 @@ func TestOllama(t *testing.T) {
 				t.Errorf("the stream ended with done:true: %s", line)
 			}
 		}
-		if content < 30 {
-			t.Errorf("only %d content lines before the stream ended", content)
+		// Ollama forwards the first piece and 30 repeats of it, then drops
+		// the stream when the 31st repeat arrives.
+		if content != 31 || lines != 31 {
+			t.Errorf("%d lines (%d with content) before the stream ended, want 31", lines, content)
 		}
 	})
+}
+
+func cosine(a, b []float32) float64 {
+	if len(a) != len(b) || len(a) == 0 {
+		return 0
+	}
+	var ab, aa, bb float64
+	for i := range a {
+		ab += float64(a[i]) * float64(b[i])
+		aa += float64(a[i]) * float64(a[i])
+		bb += float64(b[i]) * float64(b[i])
+	}
+	return ab / math.Sqrt(aa*bb)
 }
 
 func mustURL(t *testing.T, s string) *url.URL {

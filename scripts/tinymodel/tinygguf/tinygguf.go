@@ -20,6 +20,7 @@ package tinygguf
 import (
 	"errors"
 	"fmt"
+	"math"
 )
 
 // Variants of the successor map.
@@ -131,4 +132,24 @@ func Expected(variant string, last byte, n int) string {
 		out = append(out, last)
 	}
 	return string(out)
+}
+
+// Embedding is the unit vector Ollama's /api/embed returns for text from
+// the unquantized model (quantized models return a vector within a few
+// degrees of it). The model's hidden state is the embedding of the last
+// token, and every token embeds like its last byte, so the vector is the
+// normalised code of text's last byte: texts ending in the same byte embed
+// identically, texts ending in different bytes are orthogonal. It returns
+// nil for empty text or invalid options.
+func Embedding(opt Options, text string) []float32 {
+	if text == "" || opt.Validate() != nil {
+		return nil
+	}
+	code := codes(&rng{s: opt.Seed}, opt.Embedding)[text[len(text)-1]]
+	norm := float32(1 / math.Sqrt(float64(opt.Embedding)))
+	out := make([]float32, len(code))
+	for i, c := range code {
+		out[i] = c * norm
+	}
+	return out
 }
