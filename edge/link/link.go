@@ -1,0 +1,352 @@
+// Package link carries forwarded requests between Meridian edge nodes over
+// QUIC: when the nearest edge does not hold a model, it sends the request
+// to a peer that does, and streams the answer back.
+//
+// Each node runs one Transport on one UDP socket, used both to listen and
+// to dial. Links are mutual TLS 1.3 with node certificates from the
+// cluster CA and ALPN "meridian-link/1". There is one persistent
+// connection per peer, dialled lazily and kept warm by keep-alives, and
+// one QUIC stream per forwarded request, so a request on a warm link
+// reaches the peer in half a round trip, and one on a resumed link (0-RTT)
+// costs no handshake round trip either.
+//
+// The forwarding side is a Peer, which implements the gateway's provider
+// interface, so a peer edge is just another routing target. The serving
+// side hands each request to a Handler (the node's gateway) and streams
+// the canonical answer back; the forwarding edge's API surface re-encodes
+// it into the client's format.
+//
+// Invariants:
+//   - 0-RTT data can be replayed, so a request carries a random ID and the
+//     serving side runs each ID at most once within its replay window, and
+//     refuses headers older than that window.
+//   - A request crosses at most Config.MaxHops links (carried in the
+//     context: WithHops, Hops), so two edges that each route a model to the
+//     other cannot loop.
+//   - A reset in either direction cancels the work on both sides.
+//   - A failure before the first byte is a Retryable *llm.Error, so the
+//     gateway fails over; after it, the stream ends with an error, never
+//     with io.EOF.
+//
+// This package must never accept a connection from a certificate outside
+// the cluster CA, and never send a request's cause (which may name hosts)
+// across a link: only the client-safe parts of an *llm.Error travel.
+package link
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/meridian-mesh/meridian/shared/llm"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/quic-go/quic-go"
+)
+
+// ALPN is the protocol name links negotiate; it versions the frames.
+const ALPN = "meridian-link/1"
+
+// Handler runs a forwarded request on the serving node: its local engine
+// or its providers. Errors are *llm.Error or the context's error.
+type Handler func(ctx context.Context, req *llm.Request) (*llm.Response, error)
+
+// Config configures a Transport. Durations are wall-clock time.
+type Config struct {
+	// NodeID is this node's name; peers check it against its certificate.
+	NodeID string
+	// Certificate is this node's certificate and key, signed by the
+	// cluster CA, used both as server and as client.
+	Certificate tls.Certificate
+	// CAs holds the cluster CA. Only certificates it signed are accepted,
+	// in both directions.
+	CAs *x509.CertPool
+
+	// KeepAlivePeriod is how often an idle link sends a keep-alive, so
+	// NATs and the peer's idle timer never close a warm link. Default 1s.
+	KeepAlivePeriod time.Duration
+	// MaxIdleTimeout is how long a link may hear nothing before it is
+	// declared dead; with keep-alives every second this is dead-peer
+	// detection time. Default 5s.
+	MaxIdleTimeout time.Duration
+	// HandshakeTimeout bounds a dial. Default 5s.
+	HandshakeTimeout time.Duration
+	// MaxIncomingStreams is how many forwarded requests one peer may have
+	// open at once. quic-go's default of 100 is far too few for an edge.
+	// Default 10000.
+	MaxIncomingStreams int64
+	// ReplayWindow is how old a request header may be (by its sender's
+	// clock) and how long its ID is remembered; 0-RTT replays inside the
+	// window are refused as duplicates, older ones as stale. Clocks of
+	// nodes must agree to well within it. Default 30s.
+	ReplayWindow time.Duration
+	// MaxHops is how many links a request may cross. Default 2.
+	MaxHops int
+	// MaxFrameBytes caps one frame, in bytes; a request body must fit in
+	// one. Default 16 MiB.
+	MaxFrameBytes int
+	// RedialMin and RedialMax bound the backoff of background redials to
+	// a peer whose link died. Defaults 250ms and 5s.
+	RedialMin, RedialMax time.Duration
+
+	// SessionCache keeps TLS session tickets for 0-RTT resumption. Nil
+	// means a fresh LRU cache; tests and benchmarks share one between
+	// transports.
+	SessionCache tls.ClientSessionCache
+	// Logger receives link events. Nil means slog.Default.
+	Logger *slog.Logger
+	// Registerer receives the link metrics. Nil means none.
+	Registerer prometheus.Registerer
+	// Now is the clock for replay checks. Nil means time.Now.
+	Now func() time.Time
+}
+
+// DefaultConfig returns the timings and limits described on Config.
+func DefaultConfig() Config {
+	return Config{
+		KeepAlivePeriod:    time.Second,
+		MaxIdleTimeout:     5 * time.Second,
+		HandshakeTimeout:   5 * time.Second,
+		MaxIncomingStreams: 10000,
+		ReplayWindow:       30 * time.Second,
+		MaxHops:            2,
+		MaxFrameBytes:      16 << 20,
+		RedialMin:          250 * time.Millisecond,
+		RedialMax:          5 * time.Second,
+	}
+}
+
+// Validate checks that the config can run.
+func (c *Config) Validate() error {
+	switch {
+	case c.NodeID == "":
+		return errors.New("link: NodeID is required")
+	case len(c.Certificate.Certificate) == 0 || c.Certificate.PrivateKey == nil:
+		return errors.New("link: Certificate is required")
+	case c.CAs == nil:
+		return errors.New("link: CAs is required")
+	case c.KeepAlivePeriod <= 0 || c.MaxIdleTimeout <= c.KeepAlivePeriod:
+		return errors.New("link: KeepAlivePeriod must be positive and below MaxIdleTimeout")
+	case c.HandshakeTimeout <= 0 || c.ReplayWindow <= 0:
+		return errors.New("link: HandshakeTimeout and ReplayWindow must be positive")
+	case c.MaxIncomingStreams < 1 || c.MaxHops < 1 || c.MaxFrameBytes < 1024:
+		return errors.New("link: MaxIncomingStreams and MaxHops must be at least 1, MaxFrameBytes at least 1024")
+	case c.RedialMin <= 0 || c.RedialMax < c.RedialMin:
+		return errors.New("link: RedialMin must be positive and RedialMax at least RedialMin")
+	}
+	return nil
+}
+
+// Sentinel errors.
+var (
+	// ErrClosed is returned once the transport is closed.
+	ErrClosed = errors.New("link: transport closed")
+	// ErrPeerDown is the cause of the error a Peer returns, at once,
+	// while its link is down and a redial is pending.
+	ErrPeerDown = errors.New("link: peer link is down")
+	// ErrHopLimit is the cause of the error returned for a request that
+	// already crossed MaxHops links.
+	ErrHopLimit = errors.New("link: hop limit reached")
+	// ErrDuplicate is the cause of the error the serving side returns for
+	// a request ID it has already run: a replay.
+	ErrDuplicate = errors.New("link: duplicate request (replay)")
+)
+
+// Stream error codes on the wire.
+const (
+	codeCanceled quic.StreamErrorCode      = 0x10 // the forwarding side went away
+	codeAborted  quic.StreamErrorCode      = 0x11 // the serving side gave up on the stream
+	codeShutdown quic.ApplicationErrorCode = 0
+)
+
+// Transport is a node's QUIC endpoint: it dials peers and, once Serve is
+// called, accepts their links.
+type Transport struct {
+	cfg     Config
+	log     *slog.Logger
+	now     func() time.Time
+	udp     net.PacketConn
+	tr      *quic.Transport
+	quicCfg *quic.Config
+	srvTLS  *tls.Config
+	cliTLS  *tls.Config
+	met     *linkMetrics
+	seen    *replayWindow
+
+	ctx    context.Context // ends at Close
+	cancel context.CancelFunc
+
+	mu      sync.Mutex // guards peers, ln, closed
+	peers   map[string]*peerState
+	served  map[*quic.Conn]struct{} // accepted links, closed at Close
+	ln      *quic.EarlyListener
+	closed  bool
+	serveWG sync.WaitGroup
+}
+
+// Listen opens a UDP socket on addr and builds a Transport on it.
+func Listen(cfg Config, addr string) (*Transport, error) {
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("link: listen %s: %w", addr, err)
+	}
+	pc, err := net.ListenUDP("udp", ua)
+	if err != nil {
+		return nil, fmt.Errorf("link: listen %s: %w", addr, err)
+	}
+	t, err := New(cfg, pc)
+	if err != nil {
+		pc.Close()
+		return nil, err
+	}
+	return t, nil
+}
+
+// New builds a Transport on pc, which it owns from then on. It can dial
+// at once; it accepts links only after Serve.
+func New(cfg Config, pc net.PacketConn) (*Transport, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.SessionCache == nil {
+		cfg.SessionCache = tls.NewLRUClientSessionCache(1024)
+	}
+	met, err := newLinkMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	t := &Transport{
+		cfg: cfg, log: cfg.Logger, now: cfg.Now, udp: pc,
+		tr:     &quic.Transport{Conn: pc},
+		met:    met,
+		seen:   newReplayWindow(cfg.ReplayWindow),
+		peers:  map[string]*peerState{},
+		served: map[*quic.Conn]struct{}{},
+	}
+	t.ctx, t.cancel = context.WithCancel(context.Background())
+	t.quicCfg = &quic.Config{
+		HandshakeIdleTimeout: cfg.HandshakeTimeout,
+		MaxIdleTimeout:       cfg.MaxIdleTimeout,
+		KeepAlivePeriod:      cfg.KeepAlivePeriod,
+		MaxIncomingStreams:   cfg.MaxIncomingStreams,
+		Allow0RTT:            true,
+	}
+	t.srvTLS, t.cliTLS = serverTLS(cfg), clientTLS(cfg)
+	return t, nil
+}
+
+// Addr returns the local UDP address.
+func (t *Transport) Addr() net.Addr { return t.udp.LocalAddr() }
+
+// NodeID returns this node's name.
+func (t *Transport) NodeID() string { return t.cfg.NodeID }
+
+// Serve starts accepting links and runs every forwarded request through h.
+// It returns at once; Close stops it.
+func (t *Transport) Serve(h Handler) error {
+	if h == nil {
+		return errors.New("link: Serve needs a handler")
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return ErrClosed
+	}
+	if t.ln != nil {
+		return errors.New("link: already serving")
+	}
+	ln, err := t.tr.ListenEarly(t.srvTLS, t.quicCfg)
+	if err != nil {
+		return fmt.Errorf("link: %w", err)
+	}
+	t.ln = ln
+	t.serveWG.Add(1)
+	go func() {
+		defer t.serveWG.Done()
+		t.acceptLoop(ln, h)
+	}()
+	return nil
+}
+
+// Close closes every link (peers see a clean shutdown), stops serving and
+// releases the socket. In-flight forwarded requests fail.
+func (t *Transport) Close() error {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return nil
+	}
+	t.closed = true
+	ln := t.ln
+	peers := make([]*peerState, 0, len(t.peers))
+	for _, p := range t.peers {
+		peers = append(peers, p)
+	}
+	served := make([]*quic.Conn, 0, len(t.served))
+	for c := range t.served {
+		served = append(served, c)
+	}
+	t.mu.Unlock()
+	t.cancel()
+	for _, p := range peers {
+		p.close()
+	}
+	// Closing each link explicitly tells peers at once, so they fail
+	// over now rather than after their idle timeout.
+	for _, c := range served {
+		c.CloseWithError(codeShutdown, "shutting down")
+	}
+	if ln != nil {
+		ln.Close()
+	}
+	err := t.tr.Close()
+	t.serveWG.Wait()
+	if cerr := t.udp.Close(); err == nil && !errors.Is(cerr, net.ErrClosed) {
+		err = cerr
+	}
+	return err
+}
+
+// Healthy reports whether a link to the named peer is up now. A peer
+// whose link died is unhealthy until a redial succeeds; one never dialled
+// is unhealthy too.
+func (t *Transport) Healthy(nodeID string) bool {
+	t.mu.Lock()
+	p := t.peers[nodeID]
+	t.mu.Unlock()
+	return p != nil && p.up()
+}
+
+// LinkState is one peer's link, for status pages and tests.
+type LinkState struct {
+	Node string `json:"node"`
+	Addr string `json:"addr"`
+	Up   bool   `json:"up"`
+	// Down says the link died and a redial is pending; requests fail
+	// over at once meanwhile.
+	Down bool `json:"down"`
+}
+
+// Links lists the peers this transport dials.
+func (t *Transport) Links() []LinkState {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]LinkState, 0, len(t.peers))
+	for _, p := range t.peers {
+		p.mu.Lock()
+		out = append(out, LinkState{Node: p.node, Addr: p.addr, Up: p.conn != nil && p.conn.Context().Err() == nil, Down: p.down})
+		p.mu.Unlock()
+	}
+	return out
+}
