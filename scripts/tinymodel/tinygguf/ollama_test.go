@@ -33,8 +33,9 @@ import (
 // last token is the newline byte, which leads to 'a'.
 const chatPrompt = "hello"
 
-// predict is num_predict for the chat checks.
-const predict = 24
+// predict is num_predict for the chat checks: enough to pass "z", the
+// space and wrap around, and to bring repeat_penalty into play.
+const predict = 60
 
 // ollamaServer is a `bin/ollama serve` in its own process group, with its
 // own HOME and models folder, on a loopback port of its choosing.
