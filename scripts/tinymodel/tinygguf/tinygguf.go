@@ -124,7 +124,10 @@ func Successor(variant string, b byte) byte {
 }
 
 // Expected returns the first n bytes the model generates after a prompt
-// whose last token ends with byte last.
+// whose last token ends with byte last. A chat through Ollama's ChatML
+// template ends its prompt with "<|im_start|>assistant\n", so the reply of
+// the chain variant is Expected(VariantChain, '\n', n):
+// "abcdefghijklmnopqrstuvwxyz abc…", whatever the messages say.
 func Expected(variant string, last byte, n int) string {
 	out := make([]byte, 0, n)
 	for range n {

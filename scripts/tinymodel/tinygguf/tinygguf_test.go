@@ -2,6 +2,7 @@ package tinygguf
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -36,6 +37,22 @@ func TestWriteIsDeterministic(t *testing.T) {
 	repeat.Variant = VariantRepeat
 	if bytes.Equal(write(t, chain), write(t, repeat)) {
 		t.Fatal("chain and repeat variants wrote the same bytes")
+	}
+}
+
+// TestDigests pins the bytes: blobs are content-addressed, so a change
+// here changes every stored model digest. Update the digests only on
+// purpose.
+func TestDigests(t *testing.T) {
+	for variant, want := range map[string]string{
+		VariantChain:  "7907da87abc9feeeae2a26f0186b78f26e280b73ce53a7c1ada1bf5fb77281b3",
+		VariantRepeat: "0f7569d59e86983ecf0ba4396eed13f4b578e25c6c1c96aa00a405f1e129b64f",
+	} {
+		opt := DefaultOptions()
+		opt.Variant = variant
+		if got := fmt.Sprintf("%x", sha256.Sum256(write(t, opt))); got != want {
+			t.Errorf("%s model sha256 %s, want %s", variant, got, want)
+		}
 	}
 }
 
