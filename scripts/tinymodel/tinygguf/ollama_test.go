@@ -235,7 +235,7 @@ func TestOllama(t *testing.T) {
 			t.Logf("create %s: %v (quantization %s, template %.40q)", name, took.Round(time.Millisecond), show.Details.QuantizationLevel, show.Template)
 
 			text, first, last := chat(ctx, t, c, name, false)
-			t.Logf("non-stream chat: %q (first token after %v, load %v, %d tokens, done_reason %q)",
+			t.Logf("non-stream chat: %q (reply after %v, load %v, %d tokens, done_reason %q)",
 				text, first.Round(time.Millisecond), last.LoadDuration.Round(time.Millisecond), last.EvalCount, last.DoneReason)
 			if text != want || !last.Done || last.DoneReason != "length" {
 				t.Errorf("non-stream chat = %q (done %v, %q), want %q ending on length", text, last.Done, last.DoneReason, want)
