@@ -1,0 +1,303 @@
+// Package controltest starts in-process control clusters for tests: real
+// Raft on real on-disk logs, TCP on 127.0.0.1, the management API on
+// loopback HTTP, and tightened timers. It is imported by tests only and
+// must never be linked into a binary.
+package controltest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/meridian-mesh/meridian/control/api"
+	"github.com/meridian-mesh/meridian/control/cluster"
+)
+
+// Tokens every test cluster accepts.
+const (
+	AdminToken = "test-admin-token-0123456789"
+	ReadToken  = "test-read-token-0123456789ab"
+)
+
+// Options adjust a test cluster.
+type Options struct {
+	// Timers multiplies the tightened Raft timers; 0 means 1.
+	Timers float64
+	// SnapshotThreshold and TrailingLogs, when set, make Raft snapshot
+	// and compact often.
+	SnapshotThreshold uint64
+	TrailingLogs      uint64
+	// Verbose sends raft's logs to the test log.
+	Verbose bool
+}
+
+// Cluster is a set of control nodes in this process.
+type Cluster struct {
+	t       testing.TB
+	opts    Options
+	Members []*Member
+}
+
+// Member is one control node with its API.
+type Member struct {
+	c        *Cluster
+	Dir      string
+	ID       string
+	Name     string
+	RaftAddr string
+	URL      string
+	Node     *cluster.Node
+
+	mu      sync.Mutex
+	applied map[string]int
+	srv     *http.Server
+	up      bool
+}
+
+// Start starts n voters bootstrapped with the same peer list and waits
+// for a leader.
+func Start(t testing.TB, n int, opts Options) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, opts: opts}
+	var peers []cluster.Peer
+	for i := range n {
+		m := &Member{c: c, Dir: filepath.Join(t.TempDir(), fmt.Sprintf("n%d", i)), ID: cluster.NewUUID(),
+			Name: fmt.Sprintf("n%d", i), RaftAddr: freeAddr(t), URL: "http://" + freeAddr(t), applied: map[string]int{}}
+		c.Members = append(c.Members, m)
+		peers = append(peers, cluster.Peer{ID: m.ID, Addr: m.RaftAddr})
+	}
+	for _, m := range c.Members {
+		m.start(peers, false)
+	}
+	t.Cleanup(func() {
+		for _, m := range c.Members {
+			m.Kill()
+		}
+	})
+	c.Leader()
+	return c
+}
+
+// freeAddr returns a loopback address with a port that was free a moment
+// ago.
+func freeAddr(t testing.TB) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// AddMember starts a node with no bootstrap, ready to be joined.
+func (c *Cluster) AddMember() *Member {
+	m := &Member{c: c, Dir: filepath.Join(c.t.TempDir(), fmt.Sprintf("n%d", len(c.Members))), ID: cluster.NewUUID(),
+		Name: fmt.Sprintf("n%d", len(c.Members)), RaftAddr: freeAddr(c.t), URL: "http://" + freeAddr(c.t), applied: map[string]int{}}
+	c.Members = append(c.Members, m)
+	m.start(nil, false)
+	return m
+}
+
+func (m *Member) start(peers []cluster.Peer, bootstrap bool) {
+	t := m.c.t
+	t.Helper()
+	scale := m.c.opts.Timers
+	if scale == 0 {
+		scale = 1
+	}
+	ms := func(v float64) time.Duration { return time.Duration(v * scale * float64(time.Millisecond)) }
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if m.c.opts.Verbose {
+		logger = slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	}
+	cfg := cluster.DefaultConfig()
+	cfg.DataDir, cfg.NodeName, cfg.NodeID = m.Dir, m.Name, m.ID
+	cfg.RaftAddr, cfg.APIAddr = m.RaftAddr, m.URL
+	cfg.Peers, cfg.Bootstrap = peers, bootstrap
+	cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout, cfg.CommitTimeout = ms(200), ms(200), ms(100), ms(5)
+	cfg.SnapshotThreshold, cfg.TrailingLogs = m.c.opts.SnapshotThreshold, m.c.opts.TrailingLogs
+	cfg.Logger = logger
+	// A restarted node replays its log into a fresh state, so its counts
+	// start over.
+	m.mu.Lock()
+	m.applied = map[string]int{}
+	m.mu.Unlock()
+	cfg.OnApply = func(_ uint64, id string) {
+		m.mu.Lock()
+		m.applied[id]++
+		m.mu.Unlock()
+	}
+	var node *cluster.Node
+	var err error
+	// A restarted node rebinds its old port, which the kernel may hold
+	// for a moment.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		node, err = cluster.Open(cfg)
+		if err == nil || time.Now().After(deadline) || !strings.Contains(err.Error(), "address already in use") {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("start %s: %v", m.Name, err)
+	}
+	acfg := api.DefaultConfig()
+	acfg.AdminTokens, acfg.ReadTokens = []string{AdminToken}, []string{ReadToken}
+	acfg.Logger = logger
+	srv, err := api.New(acfg, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var l net.Listener
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		l, err = net.Listen("tcp", strings.TrimPrefix(m.URL, "http://"))
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		node.Close()
+		t.Fatalf("listen %s: %v", m.URL, err)
+	}
+	m.mu.Lock()
+	m.Node, m.srv, m.up = node, &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}, true
+	hs := m.srv
+	m.mu.Unlock()
+	go hs.Serve(l)
+}
+
+// Kill stops a member abruptly: no leadership hand-over.
+func (m *Member) Kill() {
+	m.mu.Lock()
+	if !m.up {
+		m.mu.Unlock()
+		return
+	}
+	m.up = false
+	srv, node := m.srv, m.Node
+	m.mu.Unlock()
+	srv.Close()
+	node.Close()
+}
+
+// Restart starts a killed member again from its data folder.
+func (m *Member) Restart() {
+	m.start(nil, false)
+}
+
+// Up reports whether the member runs.
+func (m *Member) Up() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.up
+}
+
+// Applied returns how many times each request ID changed this member's
+// state since it started.
+func (m *Member) Applied() map[string]int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string]int, len(m.applied))
+	for k, v := range m.applied {
+		out[k] = v
+	}
+	return out
+}
+
+// Leader waits for a running member to lead and be ready for consistent
+// reads.
+func (c *Cluster) Leader() *Member {
+	c.t.Helper()
+	var leader *Member
+	WaitFor(c.t, 30*time.Second, "a leader", func() bool {
+		for _, m := range c.Members {
+			if m.Up() && m.Node.IsLeader() && m.Node.ConsistentRead() == nil {
+				leader = m
+				return true
+			}
+		}
+		return false
+	})
+	return leader
+}
+
+// Followers returns the running members that do not lead.
+func (c *Cluster) Followers() []*Member {
+	var out []*Member
+	for _, m := range c.Members {
+		if m.Up() && !m.Node.IsLeader() {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// WaitConverged waits until every running member's state equals the
+// leader's.
+func (c *Cluster) WaitConverged() {
+	c.t.Helper()
+	WaitFor(c.t, 30*time.Second, "replicas to converge", func() bool {
+		l := c.Leader()
+		want := l.Node.FSM().State()
+		for _, m := range c.Members {
+			if m.Up() && !m.Node.FSM().State().Equal(want) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// WaitFor polls cond until it holds or timeout passes.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Do sends an authenticated request to a member and returns the status
+// and body.
+func (m *Member) Do(ctx context.Context, method, path, token string, body io.Reader, hdr ...string) (int, []byte, http.Header, error) {
+	req, err := http.NewRequestWithContext(ctx, method, m.URL+path, body)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return resp.StatusCode, b, resp.Header, err
+	}
+	return resp.StatusCode, b, resp.Header, nil
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
