@@ -266,6 +266,10 @@ func Compile(t *Table) (*Compiled, error) {
 			if p.BaseURL != "" || p.APIKey != "" || p.APIKeyEnv != "" {
 				return nil, fieldErr("providers[%d].base_url", i)("must be empty for kind %q: the local engine is the node's own", KindLocal)
 			}
+		} else if p.Kind == KindPeer {
+			if _, _, err := ParsePeerURL(p.BaseURL); err != nil {
+				return nil, fieldErr("providers[%d].base_url", i)("%v", err)
+			}
 		} else if err := checkBaseURL(p.BaseURL); err != nil {
 			return nil, fieldErr("providers[%d].base_url", i)("%v", err)
 		}
