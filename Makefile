@@ -7,7 +7,7 @@ BIN       := bin
 
 help:
 	@echo "make build          build meridian-edge and mockprovider into $(BIN)/"
-	@echo "make ollama         build the pinned Ollama engine into $(BIN)/ollama (OLLAMA_MARCH=native|x86-64-v3|x86-64)"
+	@echo "make ollama         build the pinned Ollama engine into $(BIN)/ollama (OLLAMA_MARCH=auto|x86-64-v3|x86-64|native)"
 	@echo "make proto          regenerate Go code from proto/**/*.proto"
 	@echo "make run            bring up the local dev mesh (edge + mock provider)"
 	@echo "make test           go vet and the race-enabled test suite"
@@ -34,9 +34,12 @@ proto:
 run:
 	$(GO) run ./scripts/devmesh
 
-test:
+# The local-inference tests run the real Ollama that `make ollama` builds
+# (a no-op once built); MERIDIAN_REQUIRE_OLLAMA turns their skip into a
+# failure, so they can never silently not run here.
+test: ollama
 	$(GO) vet ./...
-	$(GO) test -race -count=1 ./...
+	MERIDIAN_REQUIRE_OLLAMA=1 MERIDIAN_OLLAMA=$(abspath $(BIN))/ollama $(GO) test -race -count=1 ./...
 
 bench: bench-gateway bench-adapters bench-gossip
 	$(GO) test -run '^$$' -bench . -benchmem ./shared/... ./edge/...

@@ -16,10 +16,12 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/meridian-mesh/meridian/edge/engine"
 	"github.com/meridian-mesh/meridian/shared/table"
 	"go.yaml.in/yaml/v3"
 )
@@ -56,9 +58,51 @@ type Config struct {
 	// unless enabled: a single edge needs none.
 	Gossip Gossip `yaml:"gossip"`
 
+	// Local configures the node's own inference engine: a supervised
+	// Ollama and the models placed on this node. Off unless enabled.
+	Local engine.Config `yaml:"local"`
+
 	// Table is the static routing table: providers, models, routes and
-	// client key hashes.
+	// client key hashes. Use EffectiveTable, which adds the local
+	// engine's routes.
 	Table table.Table `yaml:",inline"`
+}
+
+// EffectiveTable returns the static table with the local engine added:
+// a provider "local" of kind local when the table declares none, and for
+// each placed model that no route serves, the model and a route to the
+// local engine. So a placed model is routable under its own name with no
+// further config, and a route written by hand always wins.
+func (c *Config) EffectiveTable() table.Table {
+	t := c.Table
+	if !c.Local.Enabled {
+		return t
+	}
+	t.Providers = slices.Clone(t.Providers)
+	t.Models = slices.Clone(t.Models)
+	t.Routes = slices.Clone(t.Routes)
+	local := ""
+	for _, p := range t.Providers {
+		if p.Kind == table.KindLocal {
+			local = p.ID
+			break
+		}
+	}
+	if local == "" {
+		local = engine.ProviderID
+		t.Providers = append(t.Providers, table.Provider{ID: local, Kind: table.KindLocal})
+	}
+	for _, m := range c.Local.Models {
+		routed := slices.ContainsFunc(t.Routes, func(r table.Route) bool { return r.Model == m.Name })
+		if routed {
+			continue
+		}
+		if !slices.ContainsFunc(t.Models, func(tm table.Model) bool { return tm.ID == m.Name }) {
+			t.Models = append(t.Models, table.Model{ID: m.Name, OwnedBy: "local"})
+		}
+		t.Routes = append(t.Routes, table.Route{Model: m.Name, Targets: []table.Target{{Provider: local, Model: m.Name}}})
+	}
+	return t
 }
 
 // Gossip is the edge's membership gossip (memberlist, over UDP and TCP).
@@ -156,6 +200,7 @@ func Default() Config {
 		LogLevel:        "info",
 		LogFormat:       "json",
 		Gossip:          Gossip{Bind: "0.0.0.0:7946", Cluster: "meridian", Profile: "lan"},
+		Local:           engine.Default(),
 	}
 }
 
@@ -199,7 +244,18 @@ func (c *Config) Validate() error {
 	if err := c.Gossip.validate(); err != nil {
 		return err
 	}
-	return c.Table.Validate()
+	if err := c.Local.Validate(); err != nil {
+		return err
+	}
+	if !c.Local.Enabled {
+		for i, p := range c.Table.Providers {
+			if p.Kind == table.KindLocal {
+				return bad(fmt.Sprintf("providers[%d].kind", i), "is %q, but this node runs no local engine (local.enabled is false)", table.KindLocal)
+			}
+		}
+	}
+	t := c.EffectiveTable()
+	return t.Validate()
 }
 
 // Load reads the file at path over the defaults, applies the environment
@@ -266,6 +322,13 @@ var envVars = []struct {
 	{"MERIDIAN_LISTEN", func(c *Config, v string) error { c.Listen = v; return nil }},
 	{"MERIDIAN_LOG_LEVEL", func(c *Config, v string) error { c.LogLevel = v; return nil }},
 	{"MERIDIAN_LOG_FORMAT", func(c *Config, v string) error { c.LogFormat = v; return nil }},
+	{"MERIDIAN_LOCAL_BINARY", func(c *Config, v string) error { c.Local.Binary = v; return nil }},
+	{"MERIDIAN_LOCAL_URL", func(c *Config, v string) error { c.Local.URL = v; return nil }},
+	{"MERIDIAN_LOCAL_DATA_DIR", func(c *Config, v string) error { c.Local.DataDir = v; return nil }},
+	{"MERIDIAN_LOCAL_NUM_THREAD", func(c *Config, v string) (err error) {
+		c.Local.NumThread, err = strconv.Atoi(v)
+		return err
+	}},
 	{"MERIDIAN_MAX_BODY_BYTES", func(c *Config, v string) (err error) {
 		c.MaxBodyBytes, err = strconv.ParseInt(v, 10, 64)
 		return err

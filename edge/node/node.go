@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	anthropicapi "github.com/meridian-mesh/meridian/edge/api/anthropic"
 	openaiapi "github.com/meridian-mesh/meridian/edge/api/openai"
 	"github.com/meridian-mesh/meridian/edge/config"
+	"github.com/meridian-mesh/meridian/edge/engine"
 	"github.com/meridian-mesh/meridian/edge/gateway"
 	"github.com/meridian-mesh/meridian/edge/gossip"
 	"github.com/meridian-mesh/meridian/edge/metrics"
@@ -34,7 +36,8 @@ type Node struct {
 	log      *slog.Logger
 	metrics  *metrics.Metrics
 	gw       *gateway.Gateway
-	gossip   *gossip.Node // nil when gossip is off
+	gossip   *gossip.Node   // nil when gossip is off
+	engine   *engine.Engine // nil when the node runs no local engine
 	srv      *http.Server
 	ln       net.Listener
 	handler  http.Handler
@@ -51,13 +54,20 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 	}
 	log = log.With("node", cfg.NodeID)
 	m := metrics.New()
-	gw := gateway.New(gateway.Config{Logger: log, Metrics: m})
-	tab := cfg.Table
+	n := &Node{cfg: cfg, log: log, metrics: m}
 	var err error
+	if cfg.Local.Enabled {
+		if n.engine, err = engine.New(cfg.Local, log); err != nil {
+			return nil, err
+		}
+		m.Register(localCollectors(n.engine, cfg.Local.ModelNames())...)
+	}
+	n.gw = gateway.New(gateway.Config{Logger: log, Metrics: m, NewProvider: n.newProvider})
+	gw := n.gw
+	tab := cfg.EffectiveTable()
 	if err = gw.SetTable(&tab); err != nil {
 		return nil, fmt.Errorf("static table: %w", err)
 	}
-	n := &Node{cfg: cfg, log: log, metrics: m, gw: gw}
 
 	mux := http.NewServeMux()
 	surface := api.Config{
@@ -198,6 +208,10 @@ func (n *Node) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	if n.engine != nil {
+		n.engine.Start()
+		defer n.engine.Stop() // after the drain below: streams finish first
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- n.srv.Serve(n.ln) }()
 	if n.gossip != nil {
@@ -275,6 +289,8 @@ type Readiness struct {
 	TableRevision uint64 `json:"table_revision"`
 	Models        int    `json:"models"`
 	Reason        string `json:"reason,omitempty"`
+	// Local is the local engine's state, when the node runs one.
+	Local *LocalStatus `json:"local,omitempty"`
 }
 
 func (n *Node) readyz(w http.ResponseWriter, r *http.Request) {
@@ -283,11 +299,17 @@ func (n *Node) readyz(w http.ResponseWriter, r *http.Request) {
 		Node: n.cfg.NodeID, Region: n.cfg.Region, Draining: n.draining.Load(),
 		TableRevision: tab.Revision(), Models: len(tab.Models()),
 	}
+	local, localReady := n.localStatus()
+	rd.Local = local
 	switch {
 	case rd.Draining:
 		rd.Reason = "draining"
 	case rd.Models == 0:
 		rd.Reason = "routing table has no models"
+	case !localReady && !local.Up:
+		rd.Reason = "local engine is not up"
+	case !localReady:
+		rd.Reason = "local models not ready: " + strings.Join(local.NotReady, ", ")
 	default:
 		rd.Ready = true
 	}

@@ -4,17 +4,29 @@
 # built from the same version with the same CPU target.
 #
 # OLLAMA_MARCH picks the CPU target handed to the C/C++ compiler:
-#   native     (default) this host's features: fastest here, may not run
-#              on an older CPU;
-#   x86-64-v3  AVX2 machines (most servers since 2015): the choice for a
-#              binary that is copied to a fleet;
-#   x86-64     SSE2 only: runs anywhere, long prompts 4-5x slower.
+#   auto       (default) x86-64-v3 when this host has AVX2, FMA and F16C,
+#              else x86-64;
+#   x86-64-v3  AVX2 machines (most servers since 2015): long prompts 4-5x
+#              faster than SSE2, and the choice for a binary copied to a
+#              fleet;
+#   x86-64     SSE2 only: runs anywhere;
+#   native     every feature of this host. Not the default: on CPUs with
+#              AMX it fails to link, because the cgo build does not compile
+#              ggml's AMX backend that -march=native switches on.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 GO=${GO:-go}
 BIN=${BIN:-bin}
-MARCH=${OLLAMA_MARCH:-native}
+MARCH=${OLLAMA_MARCH:-auto}
+if [ "$MARCH" = auto ]; then
+	MARCH=x86-64
+	if [ "$(uname -m)" != x86_64 ]; then
+		MARCH=default # the compiler's own target on other architectures
+	elif grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo && grep -qw f16c /proc/cpuinfo; then
+		MARCH=x86-64-v3
+	fi
+fi
 version=$($GO list -m -f '{{.Version}}' github.com/ollama/ollama)
 stamp="$BIN/.ollama.stamp"
 want="$version march=$MARCH"
@@ -48,13 +60,15 @@ mkdir -p "$inc/miniaudio"
 ln -sf "$malgo/miniaudio.h" "$inc/miniaudio/miniaudio.h"
 inc=$(cd "$inc" && pwd)
 
+march=""
+[ "$MARCH" = default ] || march="-march=$MARCH"
 echo "make ollama: building ollama $version (march=$MARCH); a cold build takes several minutes" >&2
 mkdir -p "$BIN"
 v=${version#v}
 CGO_ENABLED=1 \
 CGO_CPPFLAGS="-I$inc ${CGO_CPPFLAGS:-}" \
-CGO_CFLAGS="-O3 -march=$MARCH ${CGO_CFLAGS:-}" \
-CGO_CXXFLAGS="-O3 -march=$MARCH ${CGO_CXXFLAGS:-}" \
+CGO_CFLAGS="-O3 $march ${CGO_CFLAGS:-}" \
+CGO_CXXFLAGS="-O3 $march ${CGO_CXXFLAGS:-}" \
 	$GO build -trimpath \
 	-ldflags "-s -w -X=github.com/ollama/ollama/version.Version=$v -X=github.com/ollama/ollama/server.mode=release" \
 	-o "$BIN/ollama.tmp" github.com/ollama/ollama

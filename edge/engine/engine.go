@@ -1,0 +1,445 @@
+// Package engine runs an edge's local inference: it supervises a local
+// `ollama serve` (or attaches to one that already runs), makes sure the
+// models placed on the node exist and stay loaded, and serves requests to
+// them as a gateway target of kind "local".
+//
+// Ollama runs out of process, so a crashing model runner takes nothing
+// else down and the edge binary stays cgo-free. The server runs in a
+// process group of its own, which is signalled as a whole: Ollama's
+// runners never outlive it. A server that dies is restarted with
+// backoff; requests caught by the crash fail over (before their first
+// byte) or end with an error event (after it).
+//
+// A bounded admission queue sits in front of Ollama: NumParallel
+// requests run, Queue more wait, and the next gets a retryable 429 with
+// Retry-After, so the router can send it elsewhere.
+//
+// This package must never block a request on model management: a model
+// that is not loaded yet gets a retryable 503 at once.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"net/url"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/meridian-mesh/meridian/edge/provider/ollama"
+	"github.com/meridian-mesh/meridian/shared/llm"
+	"github.com/meridian-mesh/meridian/shared/table"
+	"github.com/ollama/ollama/api"
+)
+
+// ProviderID is the table provider ID the edge gives its local engine
+// when the config declares none of kind "local".
+const ProviderID = "local"
+
+// Model states, as /readyz reports them.
+const (
+	StateLoading = "loading"
+	StateReady   = "ready"
+	StateFailed  = "failed"
+)
+
+// ModelStatus is one placed model's state.
+type ModelStatus struct {
+	State string `json:"state"`
+	// Error says why the model failed, when it did.
+	Error string `json:"error,omitempty"`
+}
+
+// Stats is a snapshot of the engine's load, for the router, gossip and
+// metrics.
+type Stats struct {
+	// Up reports an Ollama that answers.
+	Up bool
+	// Running is the number of admitted requests not yet finished.
+	Running int
+	// Queued is how many of them wait for one of NumParallel slots.
+	Queued int
+	// TokensPerSecond is a moving average of generation speed, per
+	// request, over recent completions; zero before the first.
+	TokensPerSecond float64
+	// Restarts counts the times the supervised Ollama was restarted.
+	Restarts uint64
+}
+
+// Engine is the node's local inference engine.
+type Engine struct {
+	cfg Config
+	log *slog.Logger
+
+	adapter  atomic.Pointer[ollama.Adapter] // nil while Ollama is down
+	running  atomic.Int64
+	restarts atomic.Uint64
+	tps      atomic.Uint64 // float64 bits of the tokens/s moving average
+	pgid     atomic.Int64
+
+	mu     sync.Mutex // guards models
+	models map[string]ModelStatus
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// New returns an engine for cfg, which must be valid and enabled. It
+// starts nothing until Start.
+func New(cfg Config, log *slog.Logger) (*Engine, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if !cfg.Enabled {
+		return nil, errors.New("local engine: not enabled")
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	e := &Engine{cfg: cfg, log: log.With("component", "local"), models: map[string]ModelStatus{}}
+	for _, m := range cfg.Models {
+		e.models[m.Name] = ModelStatus{State: StateLoading}
+	}
+	return e, nil
+}
+
+// Start starts or attaches to Ollama and prepares the placed models in
+// the background. It returns at once; Ready reports progress. Stop ends
+// what Start began.
+func (e *Engine) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	e.cancel, e.done = cancel, make(chan struct{})
+	go func() {
+		defer close(e.done)
+		if e.cfg.URL != "" {
+			e.attach(ctx)
+		} else {
+			e.supervise(ctx)
+		}
+	}()
+}
+
+// Stop stops the supervised Ollama, its runners with it, and waits for
+// that. An attached Ollama is left running.
+func (e *Engine) Stop() {
+	if e.cancel == nil {
+		return
+	}
+	e.cancel()
+	<-e.done
+}
+
+// supervise keeps one `ollama serve` running until ctx ends, restarting
+// it with backoff when it dies. The backoff doubles while starts fail or
+// servers die young, and resets after a server ran for a minute.
+func (e *Engine) supervise(ctx context.Context) {
+	const settled = time.Minute
+	backoff := e.cfg.RestartBackoff
+	for first := true; ; first = false {
+		if !first {
+			e.restarts.Add(1)
+		}
+		started := time.Now()
+		p, err := start(ctx, &e.cfg, e.log.With("component", "ollama"))
+		if err == nil {
+			e.pgid.Store(int64(p.pgid))
+			e.log.Info("local engine: ollama listening", "url", p.url, "pgid", p.pgid)
+			e.serve(ctx, p)
+			if ctx.Err() != nil {
+				p.stop(5 * time.Second)
+				e.log.Info("local engine: stopped")
+				return
+			}
+			err = fmt.Errorf("ollama exited: %v", p.err)
+			p.stop(0) // reap runners the dead server left
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(started) > settled {
+			backoff = e.cfg.RestartBackoff
+		}
+		e.log.Error("local engine: restarting ollama", "err", err, "retry_in", backoff)
+		if !sleep(ctx, backoff) {
+			return
+		}
+		backoff = min(backoff*2, e.cfg.MaxRestartBackoff)
+	}
+}
+
+// serve routes requests to the running process p and prepares the
+// models, until p exits or ctx ends.
+func (e *Engine) serve(ctx context.Context, p *process) {
+	a, client, err := e.connect(p.url)
+	if err != nil {
+		e.log.Error("local engine", "err", err)
+		return
+	}
+	e.adapter.Store(a)
+	mctx, cancel := context.WithCancel(ctx)
+	prepared := make(chan struct{})
+	go func() {
+		defer close(prepared)
+		e.prepare(mctx, client)
+	}()
+	select {
+	case <-p.exited:
+	case <-ctx.Done():
+	}
+	e.adapter.Store(nil)
+	cancel()
+	<-prepared
+	a.Close()
+	e.markLoading() // a new server must load them again
+}
+
+// attach serves through an Ollama that someone else runs.
+func (e *Engine) attach(ctx context.Context) {
+	a, client, err := e.connect(e.cfg.URL)
+	if err != nil {
+		e.log.Error("local engine", "err", err)
+		return
+	}
+	e.adapter.Store(a)
+	backoff := e.cfg.RestartBackoff
+	for ctx.Err() == nil {
+		if err := client.Heartbeat(ctx); err == nil {
+			e.log.Info("local engine: attached", "url", e.cfg.URL)
+			e.prepare(ctx, client)
+			break
+		} else if ctx.Err() == nil {
+			e.log.Warn("local engine: ollama not answering yet", "url", e.cfg.URL, "err", err, "retry_in", backoff)
+		}
+		if !sleep(ctx, backoff) {
+			break
+		}
+		backoff = min(backoff*2, e.cfg.MaxRestartBackoff)
+	}
+	<-ctx.Done()
+	e.adapter.Store(nil)
+	a.Close()
+}
+
+func (e *Engine) connect(base string) (*ollama.Adapter, *api.Client, error) {
+	spec := table.Provider{ID: ProviderID, Kind: table.KindOllama, BaseURL: base,
+		// Loading a model into memory may take a while on first use.
+		FirstByteTimeout: 5 * time.Minute}
+	a, err := ollama.NewEngine(spec, ollama.Engine{KeepAlive: e.cfg.KeepAlive, NumThread: e.cfg.NumThread})
+	if err != nil {
+		return nil, nil, fmt.Errorf("local engine: %w", err)
+	}
+	u, err := url.Parse(base)
+	if err != nil {
+		return nil, nil, fmt.Errorf("local engine: %w", err)
+	}
+	return a, api.NewClient(u, &http.Client{}), nil
+}
+
+// prepare makes sure every placed model exists and is loaded. A model
+// that fails is reported and the others go on.
+func (e *Engine) prepare(ctx context.Context, c *api.Client) {
+	for _, m := range e.cfg.Models {
+		start := time.Now()
+		err := ensure(ctx, c, m, e.cfg.KeepAlive, e.log)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			e.log.Error("local model failed", "model", m.Name, "err", err)
+			e.setModel(m.Name, ModelStatus{State: StateFailed, Error: err.Error()})
+			continue
+		}
+		e.log.Info("local model ready", "model", m.Name, "took", time.Since(start).Round(time.Millisecond))
+		e.setModel(m.Name, ModelStatus{State: StateReady})
+	}
+}
+
+func (e *Engine) setModel(name string, st ModelStatus) {
+	e.mu.Lock()
+	e.models[name] = st
+	e.mu.Unlock()
+}
+
+// markLoading puts ready models back to loading after a crash: the new
+// server has to load them again.
+func (e *Engine) markLoading() {
+	e.mu.Lock()
+	for name, st := range e.models {
+		if st.State == StateReady {
+			e.models[name] = ModelStatus{State: StateLoading}
+		}
+	}
+	e.mu.Unlock()
+}
+
+// Models returns every placed model's state.
+func (e *Engine) Models() map[string]ModelStatus {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make(map[string]ModelStatus, len(e.models))
+	for k, v := range e.models {
+		out[k] = v
+	}
+	return out
+}
+
+// Ready reports whether Ollama answers and no placed model is still
+// loading, and lists the models that are not ready. A model that failed
+// for good (a corrupt file) is listed but does not hold readiness back:
+// the node serves its other models, and routes send that one elsewhere.
+func (e *Engine) Ready() (ready bool, notReady []string) {
+	ready = e.adapter.Load() != nil
+	for name, st := range e.Models() {
+		if st.State != StateReady {
+			notReady = append(notReady, name)
+		}
+		if st.State == StateLoading {
+			ready = false
+		}
+	}
+	sort.Strings(notReady)
+	return ready, notReady
+}
+
+// Stats returns the engine's current load.
+func (e *Engine) Stats() Stats {
+	running := int(e.running.Load())
+	return Stats{
+		Up:              e.adapter.Load() != nil,
+		Running:         running,
+		Queued:          max(0, running-e.cfg.NumParallel),
+		TokensPerSecond: math.Float64frombits(e.tps.Load()),
+		Restarts:        e.restarts.Load(),
+	}
+}
+
+// ProcessGroup returns the supervised Ollama's process group, zero when
+// none has started. Tests use it to check for orphans.
+func (e *Engine) ProcessGroup() int { return int(e.pgid.Load()) }
+
+// Close implements the gateway's provider interface. The engine outlives
+// routing table changes, so it does nothing; Stop ends the engine.
+func (e *Engine) Close() {}
+
+// Do serves req on the local model upstreamModel (req.Model when empty).
+// A full queue gives a retryable 429, a model that is not loaded or an
+// Ollama that is down a retryable 503: the router then tries the next
+// target.
+func (e *Engine) Do(ctx context.Context, req *llm.Request, upstreamModel string) (*llm.Response, error) {
+	model := upstreamModel
+	if model == "" {
+		model = req.Model
+	}
+	a := e.adapter.Load()
+	if a == nil {
+		return nil, &llm.Error{Status: http.StatusServiceUnavailable, Type: llm.TypeOverloaded, Code: "engine_unavailable",
+			Message: "The local engine is starting or restarting.", Retryable: true, RetryAfter: time.Second}
+	}
+	if st, ok := e.modelState(model); ok && st.State != StateReady {
+		msg := "Model '" + model + "' is still loading on this node."
+		if st.State == StateFailed {
+			msg = "Model '" + model + "' failed to load on this node."
+		}
+		return nil, &llm.Error{Status: http.StatusServiceUnavailable, Type: llm.TypeOverloaded, Code: "model_not_loaded",
+			Message: msg, Retryable: true, RetryAfter: time.Second}
+	}
+	if n := e.running.Add(1); n > int64(e.cfg.NumParallel+e.cfg.Queue) {
+		e.running.Add(-1)
+		return nil, &llm.Error{Status: http.StatusTooManyRequests, Type: llm.TypeRateLimit, Code: "local_queue_full",
+			Message: "The local engine's queue is full; retry shortly.", Retryable: true, RetryAfter: time.Second}
+	}
+	start := time.Now()
+	resp, err := a.Do(ctx, req, model)
+	if err != nil {
+		e.running.Add(-1)
+		return nil, err
+	}
+	if resp.Stream == nil {
+		e.running.Add(-1)
+		e.observe(resp.Usage.CompletionTokens, time.Since(start))
+		return resp, nil
+	}
+	resp.Stream = &stream{Stream: resp.Stream, e: e}
+	return resp, nil
+}
+
+func (e *Engine) modelState(name string) (ModelStatus, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	st, ok := e.models[name]
+	return st, ok
+}
+
+// observe folds one generation's speed into the moving average.
+func (e *Engine) observe(tokens int, d time.Duration) {
+	if tokens < 2 || d <= 0 {
+		return
+	}
+	rate := float64(tokens) / d.Seconds()
+	for {
+		old := e.tps.Load()
+		prev := math.Float64frombits(old)
+		next := rate
+		if prev > 0 {
+			next = prev + 0.2*(rate-prev)
+		}
+		if e.tps.CompareAndSwap(old, math.Float64bits(next)) {
+			return
+		}
+	}
+}
+
+// stream releases the request's queue slot when the stream closes and
+// measures generation speed from the first chunk on.
+type stream struct {
+	llm.Stream
+	e      *Engine
+	first  time.Time
+	closed bool
+}
+
+func (s *stream) Next() (*llm.Chunk, error) {
+	c, err := s.Stream.Next()
+	if err == nil && s.first.IsZero() {
+		s.first = time.Now()
+	}
+	return c, err
+}
+
+// Buffered passes the adapter's answer on, so the relay keeps coalescing
+// bursts.
+func (s *stream) Buffered() int {
+	if b, ok := s.Stream.(llm.Buffered); ok {
+		return b.Buffered()
+	}
+	return 0
+}
+
+func (s *stream) Close() error {
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	err := s.Stream.Close()
+	s.e.running.Add(-1)
+	if u, ok := s.Stream.Usage(); ok && !s.first.IsZero() {
+		s.e.observe(u.CompletionTokens, time.Since(s.first))
+	}
+	return err
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
