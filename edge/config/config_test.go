@@ -144,3 +144,53 @@ func TestGossipConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestLocalEngineConfig(t *testing.T) {
+	const local = sample + `
+local:
+  enabled: true
+  binary: bin/ollama
+  num_thread: 1
+  models:
+    - name: tiny
+      gguf: bin/tiny.gguf
+      quantize: q8_0
+    - name: gpt-4o-mini
+      gguf: bin/tiny.gguf
+`
+	c, err := Load(write(t, local), env(map[string]string{"TEST_OPENAI_KEY": "sk-test", "MERIDIAN_LOCAL_BINARY": "/opt/ollama"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Local.Binary != "/opt/ollama" || c.Local.NumThread != 1 || c.Local.NumParallel != 1 || c.Local.Queue != 16 {
+		t.Fatalf("local = %+v", c.Local)
+	}
+	tab := c.EffectiveTable()
+	// A placed model no route serves gets a route to the local engine;
+	// one that already has a route (gpt-4o-mini) keeps it.
+	var routes []string
+	for _, r := range tab.Routes {
+		routes = append(routes, r.Model+"->"+r.Targets[0].Provider)
+	}
+	if strings.Join(routes, ",") != "gpt-4o-mini->openai,tiny->local" {
+		t.Fatalf("routes = %v", routes)
+	}
+	if len(c.Table.Routes) != 1 || len(c.Table.Providers) != 1 {
+		t.Fatal("EffectiveTable modified the static table")
+	}
+
+	bad := []struct{ yaml, field string }{
+		{"local:\n  enabled: true\n  models:\n    - name: tiny\n", "local.models[0]"},
+		{"local:\n  enabled: true\n  models:\n    - name: tiny\n      gguf: x\n      quantize: q3_weird\n", "local.models[0].quantize"},
+		{"local:\n  enabled: true\n  models:\n    - name: 'bad name'\n      pull: true\n", "local.models[0].name"},
+		{"local:\n  enabled: true\n  num_parallel: 0\n", "local.num_parallel"},
+		{"local:\n  enabled: true\n  url: ftp://x\n", "local.url"},
+		{"providers:\n  - id: mine\n    kind: local\nmodels: [{id: m}]\nroutes: [{model: m, targets: [{provider: mine}]}]\n", "providers[0].kind"},
+	}
+	for _, tt := range bad {
+		_, err := Load(write(t, "node_id: e\n"+tt.yaml), nil)
+		if err == nil || !strings.Contains(err.Error(), tt.field+":") {
+			t.Errorf("%q: err = %v, want one naming %s", tt.yaml, err, tt.field)
+		}
+	}
+}

@@ -18,58 +18,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-mesh/meridian/edge/engine/enginetest"
 	"github.com/meridian-mesh/meridian/scripts/tinymodel/tinygguf"
 	"github.com/meridian-mesh/meridian/shared/llm"
 )
 
 // These tests run a real Ollama (bin/ollama, from `make ollama`) with
-// the project's tiny generated model. `make test` builds the binary and
-// sets MERIDIAN_REQUIRE_OLLAMA, so in CI a missing binary fails instead
-// of skipping.
-
-func ollamaBinary(t *testing.T) string {
-	t.Helper()
-	bin := os.Getenv("MERIDIAN_OLLAMA")
-	if bin == "" {
-		bin = filepath.Join(repoRoot(t), "bin", "ollama")
-	}
-	if _, err := os.Stat(bin); err != nil {
-		if os.Getenv("MERIDIAN_REQUIRE_OLLAMA") != "" {
-			t.Fatalf("no Ollama binary at %s: run `make ollama`", bin)
-		}
-		t.Skipf("no Ollama binary at %s: run `make ollama` (make test does)", bin)
-	}
-	return bin
-}
-
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, _ := os.Getwd()
-	for range 10 {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		dir = filepath.Dir(dir)
-	}
-	t.Fatal("no go.mod above the test")
-	return ""
-}
-
-// writeModel writes the tiny model's GGUF, with variant, into dir.
-func writeModel(t *testing.T, dir, name, variant string) string {
-	t.Helper()
-	opt := tinygguf.DefaultOptions()
-	opt.Variant = variant
-	var b bytes.Buffer
-	if err := tinygguf.Write(&b, opt); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, name+".gguf")
-	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
+// the project's tiny generated model; see enginetest.
 
 // corrupt writes broken GGUF files of three kinds into dir.
 func corrupt(t *testing.T, dir, good string) (wrongCount, truncated, random string) {
@@ -144,15 +99,13 @@ func collect(s llm.Stream) (string, error) {
 	}
 }
 
-// expected is the tiny model's answer to any chat: the ChatML prompt
-// ends in a newline, which the chain continues with "abc…".
-func expected(n int) string { return tinygguf.Expected(tinygguf.VariantChain, '\n', n) }
+func expected(n int) string { return enginetest.Expected(n) }
 
 func TestLocalEngine(t *testing.T) {
-	bin := ollamaBinary(t)
+	bin := enginetest.Binary(t)
 	dir := t.TempDir()
-	tiny := writeModel(t, dir, "tiny", tinygguf.VariantChain)
-	repeat := writeModel(t, dir, "repeat", tinygguf.VariantRepeat)
+	tiny := enginetest.Model(t, dir, "tiny", tinygguf.VariantChain)
+	repeat := enginetest.Model(t, dir, "repeat", tinygguf.VariantRepeat)
 	wrongCount, truncated, random := corrupt(t, dir, tiny)
 
 	cfg := Default()
@@ -408,7 +361,7 @@ func TestLocalEngine(t *testing.T) {
 
 func TestCheckGGUF(t *testing.T) {
 	dir := t.TempDir()
-	good := writeModel(t, dir, "tiny", tinygguf.VariantChain)
+	good := enginetest.Model(t, dir, "tiny", tinygguf.VariantChain)
 	if err := CheckGGUF(good); err != nil {
 		t.Fatalf("good model refused: %v", err)
 	}

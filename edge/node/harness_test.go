@@ -55,6 +55,18 @@ const mockKey = "sk-mock-provider-secret-0123456789"
 //   - fallback to a dead port first, then the mock.
 func startMesh(t testing.TB, edit func(*config.Config)) *testMesh {
 	t.Helper()
+	return newMesh(t, edit, true)
+}
+
+// startMeshUnready is startMesh for an edge that is not expected to
+// become ready: it waits for /healthz only.
+func startMeshUnready(t testing.TB, edit func(*config.Config)) *testMesh {
+	t.Helper()
+	return newMesh(t, edit, false)
+}
+
+func newMesh(t testing.TB, edit func(*config.Config), waitReady bool) *testMesh {
+	t.Helper()
 	mcfg := providermock.DefaultConfig()
 	mcfg.APIKey = mockKey
 	mock, err := providermock.New(mcfg)
@@ -139,8 +151,12 @@ func startMesh(t testing.TB, edit func(*config.Config)) *testMesh {
 			t.Error("edge did not stop")
 		}
 	})
-	m.waitFor("edge ready", func() bool {
-		resp, err := http.Get(m.url + "/readyz")
+	probe := "/readyz"
+	if !waitReady {
+		probe = "/healthz"
+	}
+	m.waitFor("edge "+probe, func() bool {
+		resp, err := http.Get(m.url + probe)
 		if err != nil {
 			return false
 		}
@@ -150,10 +166,11 @@ func startMesh(t testing.TB, edit func(*config.Config)) *testMesh {
 	return m
 }
 
-// waitFor polls cond until it holds or 10s pass.
+// waitFor polls cond until it holds or 60s pass (a local engine loads
+// its models first).
 func (m *testMesh) waitFor(what string, cond func() bool) {
 	m.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			m.t.Fatalf("timed out waiting for %s", what)

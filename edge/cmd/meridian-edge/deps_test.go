@@ -42,6 +42,7 @@ var allowedModules = []string{
 var forbidden = []string{
 	"github.com/meridian-mesh/meridian/shared/providermock",
 	"github.com/meridian-mesh/meridian/scripts/",
+	"github.com/meridian-mesh/meridian/edge/engine/enginetest",
 	"github.com/meridian-mesh/meridian/control/",
 }
 
