@@ -3,7 +3,7 @@ GO        ?= go
 FUZZTIME  ?= 10s
 BIN       := bin
 
-.PHONY: help build ollama proto test run bench bench-gateway bench-adapters bench-gossip fuzz lint clean
+.PHONY: help build ollama tinymodel proto test run bench bench-gateway bench-adapters bench-gossip bench-local fuzz lint clean
 
 help:
 	@echo "make build          build meridian-edge and mockprovider into $(BIN)/"
@@ -15,6 +15,8 @@ help:
 	@echo "make bench-gateway  edge overhead against a direct call and a minimal proxy"
 	@echo "make bench-adapters cost of translating requests and stream chunks between formats"
 	@echo "make bench-gossip   gossip convergence, failure detection, dissemination and traffic"
+	@echo "make bench-local    local inference through the edge against the same Ollama directly"
+	@echo "make tinymodel      write the tiny test models to $(BIN)/tiny.gguf and $(BIN)/tiny-repeat.gguf"
 	@echo "make fuzz           a short run of every fuzz target (FUZZTIME=$(FUZZTIME) each)"
 	@echo "make lint           gofmt check, go vet and staticcheck"
 
@@ -41,11 +43,18 @@ test: ollama
 	$(GO) vet ./...
 	MERIDIAN_REQUIRE_OLLAMA=1 MERIDIAN_OLLAMA=$(abspath $(BIN))/ollama $(GO) test -race -count=1 ./...
 
-bench: bench-gateway bench-adapters bench-gossip
+bench: bench-gateway bench-adapters bench-gossip bench-local
 	$(GO) test -run '^$$' -bench . -benchmem ./shared/... ./edge/...
 
 bench-adapters:
 	$(GO) run ./scripts/bench/adapters -readme README.md
+
+bench-local: ollama
+	$(GO) run ./scripts/bench/local -ollama $(BIN)/ollama -readme README.md
+
+tinymodel:
+	$(GO) run ./scripts/tinymodel -o $(BIN)/tiny.gguf
+	$(GO) run ./scripts/tinymodel -variant repeat -o $(BIN)/tiny-repeat.gguf
 
 bench-gossip:
 	$(GO) run ./scripts/bench/gossip $(if $(QUICK),-quick)

@@ -318,6 +318,15 @@ func (e *Engine) Stats() Stats {
 	}
 }
 
+// URL returns the base URL of the Ollama in use, "" while it is down.
+// Benchmarks use it to call the same Ollama directly.
+func (e *Engine) URL() string {
+	if a := e.adapter.Load(); a != nil {
+		return a.BaseURL()
+	}
+	return ""
+}
+
 // ProcessGroup returns the supervised Ollama's process group, zero when
 // none has started. Tests use it to check for orphans.
 func (e *Engine) ProcessGroup() int { return int(e.pgid.Load()) }

@@ -180,6 +180,9 @@ func (n *Node) reportLoad(stop <-chan struct{}) {
 // Gossip returns the node's gossip member, nil when gossip is off.
 func (n *Node) Gossip() *gossip.Node { return n.gossip }
 
+// Engine returns the node's local engine, nil when it runs none.
+func (n *Node) Engine() *engine.Engine { return n.engine }
+
 // Gateway returns the node's gateway, for callers that swap its table.
 func (n *Node) Gateway() *gateway.Gateway { return n.gw }
 
