@@ -37,13 +37,20 @@ func (t *Transport) serveConn(conn *quic.Conn, h Handler) {
 		delete(t.served, conn)
 		t.mu.Unlock()
 	}()
-	for {
-		str, err := conn.AcceptStream(conn.Context())
-		if err != nil {
-			return
-		}
-		go t.serveStream(conn, str, h)
+	t.acceptStream(conn, h)
+}
+
+// acceptStream waits for one stream and serves it on this goroutine,
+// handing the wait for the next stream to a new one: the goroutine that
+// is already awake runs the request, which saves a wake-up on the path
+// to the first byte.
+func (t *Transport) acceptStream(conn *quic.Conn, h Handler) {
+	str, err := conn.AcceptStream(conn.Context())
+	if err != nil {
+		return
 	}
+	go t.acceptStream(conn, h)
+	t.serveStream(conn, str, h)
 }
 
 // serveStream runs one forwarded request. Its context ends when the
@@ -90,16 +97,13 @@ func (t *Transport) serveStream(conn *quic.Conn, str *quic.Stream, h Handler) {
 
 	ctx, cancel := context.WithCancel(conn.Context())
 	defer cancel()
-	// STOP_SENDING from the forwarding side cancels the send side's
-	// context; RESET_STREAM shows up as a read error after the header.
+	// The forwarding side cancels by resetting both directions; its
+	// STOP_SENDING cancels the send side's context. The link dying
+	// cancels conn's.
 	defer context.AfterFunc(str.Context(), cancel)()
-	go func() {
-		var b [1]byte
-		if _, err := str.Read(b[:]); !errors.Is(err, io.EOF) {
-			cancel()
-		}
-	}()
-	defer str.CancelRead(codeCanceled) // ends the reader above if the peer never sent FIN
+	// The request ended with the header (its FIN); stop reading, which
+	// also releases a stream whose peer never sent the FIN.
+	defer str.CancelRead(codeCanceled)
 
 	fail := func(e *llm.Error, why string) {
 		outcome = why

@@ -23,6 +23,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -383,9 +384,13 @@ func (d *delayLine) run() {
 		if len(out) > 0 {
 			continue // sending took time; look again
 		}
+		if wait >= 0 && wait <= spinBelow {
+			spinUntil(now.Add(wait))
+			continue
+		}
 		var tc <-chan time.Time
 		if wait >= 0 {
-			timer.Reset(wait)
+			timer.Reset(wait - spinBelow)
 			tc = timer.C
 		}
 		select {
@@ -394,6 +399,18 @@ func (d *delayLine) run() {
 		case <-d.wake:
 		case <-tc:
 		}
+	}
+}
+
+// spinBelow is how close to its due time a sender stops sleeping and
+// spins: a timer wakes a goroutine a few hundred microseconds late on a
+// loaded machine, which would add that much to every emulated leg.
+const spinBelow = time.Millisecond
+
+// spinUntil yields the processor until t.
+func spinUntil(t time.Time) {
+	for time.Now().Before(t) {
+		runtime.Gosched()
 	}
 }
 
@@ -492,9 +509,10 @@ func (r *Relay) pipe(dst, src net.Conn, floor time.Time) {
 		for r.partition.Load() {
 			<-r.resumed()
 		}
-		if w := time.Until(c.due); w > 0 {
-			time.Sleep(w)
+		if w := time.Until(c.due); w > spinBelow {
+			time.Sleep(w - spinBelow)
 		}
+		spinUntil(c.due)
 		if _, err := dst.Write(c.b); err != nil {
 			src.Close()
 			for range q {
