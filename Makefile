@@ -33,7 +33,7 @@ proto:
 	$(GO) build -o $(BIN)/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
 	protoc --plugin=protoc-gen-go=$(BIN)/protoc-gen-go --go_out=. --go_opt=module=github.com/meridian-mesh/meridian $$(find proto -name '*.proto' | sort)
 
-run:
+run: ollama
 	$(GO) run ./scripts/devmesh
 
 # The local-inference tests run the real Ollama that `make ollama` builds

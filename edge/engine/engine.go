@@ -26,6 +26,8 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"os/exec"
+	"path/filepath"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -97,6 +99,19 @@ func New(cfg Config, log *slog.Logger) (*Engine, error) {
 	}
 	if !cfg.Enabled {
 		return nil, errors.New("local engine: not enabled")
+	}
+	if cfg.URL == "" {
+		// Resolved now: a missing binary is a configuration error to stop
+		// on, not a crash to retry; and the child runs in DataDir, where
+		// a relative path would mean something else.
+		bin, err := exec.LookPath(cfg.Binary)
+		if err == nil {
+			bin, err = filepath.Abs(bin)
+		}
+		if err != nil {
+			return nil, &table.FieldError{Field: "local.binary", Msg: fmt.Sprintf("%v (`make ollama` builds bin/ollama)", err)}
+		}
+		cfg.Binary = bin
 	}
 	if log == nil {
 		log = slog.Default()

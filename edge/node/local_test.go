@@ -239,7 +239,7 @@ func TestLocalNotReady(t *testing.T) {
 	cfg := func(c *config.Config) {
 		c.Local = engine.Default()
 		c.Local.Enabled = true
-		c.Local.Binary = filepath.Join(dir, "no-such-ollama")
+		c.Local.Binary = "false" // starts, and exits at once
 		c.Local.DataDir = filepath.Join(dir, "ollama")
 		c.Local.RestartBackoff = 50 * time.Millisecond
 		c.Local.Models = []engine.Model{{Name: "tiny", GGUF: filepath.Join(dir, "tiny.gguf")}}
@@ -256,5 +256,15 @@ func TestLocalNotReady(t *testing.T) {
 	resp = m.post("/v1/chat/completions", chatBody("gpt-4o-mini", "hello", ""))
 	if resp.StatusCode != 200 {
 		t.Fatalf("other routes: %d", resp.StatusCode)
+	}
+}
+
+func TestLocalMissingBinary(t *testing.T) {
+	cfg := config.Default()
+	cfg.Local = engine.Default()
+	cfg.Local.Enabled, cfg.Local.Binary = true, filepath.Join(t.TempDir(), "no-such-ollama")
+	_, err := New(cfg, nil)
+	if err == nil || !strings.Contains(err.Error(), "local.binary") || !strings.Contains(err.Error(), "make ollama") {
+		t.Fatalf("err = %v, want one naming local.binary", err)
 	}
 }

@@ -1,13 +1,15 @@
-// Command devmesh brings up a local Meridian mesh for trying it out: for
-// now one edge node in front of the project's mock providers, one per
-// wire format (OpenAI, Anthropic, Gemini, Ollama). It
-// prints requests ready to paste and runs until interrupted.
+// Command devmesh brings up a local Meridian mesh for trying it out: an
+// edge node running the project's tiny model on its own Ollama (built by
+// `make ollama`), in front of the project's mock providers, one per wire
+// format (OpenAI, Anthropic, Gemini, Ollama). It prints requests ready to
+// paste and runs until interrupted.
 //
 // Later capabilities (control plane, local models, peers) join here, so
 // `make run` stays the one command that shows the whole system.
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -17,12 +19,15 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 
 	"github.com/meridian-mesh/meridian/edge/config"
+	"github.com/meridian-mesh/meridian/edge/engine"
 	"github.com/meridian-mesh/meridian/edge/node"
+	"github.com/meridian-mesh/meridian/scripts/tinymodel/tinygguf"
 	"github.com/meridian-mesh/meridian/shared/providermock"
 )
 
@@ -49,6 +54,9 @@ func main() {
 func run(ctx context.Context, f flags, out io.Writer) error {
 	cfg, err := config.Load(f.config, os.Getenv)
 	if err != nil {
+		return err
+	}
+	if err := writeTinyModels(cfg.Local.Models); err != nil {
 		return err
 	}
 	level := slog.LevelInfo
@@ -101,7 +109,12 @@ Meridian dev mesh is up.
   edge  %s   (node %s, region %s)
   mocks %s and the next three ports (OpenAI, Anthropic, Gemini and Ollama stand-ins)
 
-Try it:
+Try it (the local model "tiny" answers once /readyz says it is loaded):
+
+  curl -s %s/v1/chat/completions -H 'Content-Type: application/json' \
+    -d '{"model":"tiny","max_tokens":26,"messages":[{"role":"user","content":"Hello, local model!"}]}'
+
+  curl -s %s/readyz
 
   curl -s %s/v1/chat/completions -H 'Content-Type: application/json' \
     -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello, Meridian!"}]}' -i
@@ -119,8 +132,32 @@ Try it:
   curl -s %s/metrics | grep meridian_
 
 Ctrl-C stops the mesh (in-flight streams are drained first).
-`, edge, cfg.NodeID, cfg.Region, mockURL, edge, edge, edge, edge, edge, edge)
+`, edge, cfg.NodeID, cfg.Region, mockURL, edge, edge, edge, edge, edge, edge, edge, edge)
 	return n.Run(ctx)
+}
+
+// writeTinyModels writes the tiny model to every placed model's GGUF
+// path that does not exist yet: the dev mesh never downloads weights.
+func writeTinyModels(models []engine.Model) error {
+	for _, m := range models {
+		if m.GGUF == "" {
+			continue
+		}
+		if _, err := os.Stat(m.GGUF); err == nil {
+			continue
+		}
+		var b bytes.Buffer
+		if err := tinygguf.Write(&b, tinygguf.DefaultOptions()); err != nil {
+			return err
+		}
+		if err := os.MkdirAll(filepath.Dir(m.GGUF), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(m.GGUF, b.Bytes(), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func portHint(what, addr string, err error) error {
