@@ -29,11 +29,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/meridian-mesh/meridian/edge/provider/ollama"
+	"github.com/meridian-mesh/meridian/edge/provider/openai"
 	"github.com/meridian-mesh/meridian/shared/llm"
 	"github.com/meridian-mesh/meridian/shared/table"
 	"github.com/ollama/ollama/api"
@@ -78,7 +80,7 @@ type Engine struct {
 	cfg Config
 	log *slog.Logger
 
-	adapter  atomic.Pointer[ollama.Adapter] // nil while Ollama is down
+	conn     atomic.Pointer[conn] // nil while Ollama is down
 	running  atomic.Int64
 	restarts atomic.Uint64
 	tps      atomic.Uint64 // float64 bits of the tokens/s moving average
@@ -190,42 +192,42 @@ func (e *Engine) supervise(ctx context.Context) {
 // serve routes requests to the running process p and prepares the
 // models, until p exits or ctx ends.
 func (e *Engine) serve(ctx context.Context, p *process) {
-	a, client, err := e.connect(p.url)
+	c, err := e.connect(p.url)
 	if err != nil {
 		e.log.Error("local engine", "err", err)
 		return
 	}
-	e.adapter.Store(a)
+	e.conn.Store(c)
 	mctx, cancel := context.WithCancel(ctx)
 	prepared := make(chan struct{})
 	go func() {
 		defer close(prepared)
-		e.prepare(mctx, client)
+		e.prepare(mctx, c.client)
 	}()
 	select {
 	case <-p.exited:
 	case <-ctx.Done():
 	}
-	e.adapter.Store(nil)
+	e.conn.Store(nil)
 	cancel()
 	<-prepared
-	a.Close()
+	c.close()
 	e.markLoading() // a new server must load them again
 }
 
 // attach serves through an Ollama that someone else runs.
 func (e *Engine) attach(ctx context.Context) {
-	a, client, err := e.connect(e.cfg.URL)
+	c, err := e.connect(e.cfg.URL)
 	if err != nil {
 		e.log.Error("local engine", "err", err)
 		return
 	}
-	e.adapter.Store(a)
+	e.conn.Store(c)
 	backoff := e.cfg.RestartBackoff
 	for ctx.Err() == nil {
-		if err := client.Heartbeat(ctx); err == nil {
+		if err := c.client.Heartbeat(ctx); err == nil {
 			e.log.Info("local engine: attached", "url", e.cfg.URL)
-			e.prepare(ctx, client)
+			e.prepare(ctx, c.client)
 			break
 		} else if ctx.Err() == nil {
 			e.log.Warn("local engine: ollama not answering yet", "url", e.cfg.URL, "err", err, "retry_in", backoff)
@@ -236,23 +238,41 @@ func (e *Engine) attach(ctx context.Context) {
 		backoff = min(backoff*2, e.cfg.MaxRestartBackoff)
 	}
 	<-ctx.Done()
-	e.adapter.Store(nil)
-	a.Close()
+	e.conn.Store(nil)
+	c.close()
 }
 
-func (e *Engine) connect(base string) (*ollama.Adapter, *api.Client, error) {
+// conn is how the engine reaches one running Ollama.
+type conn struct {
+	base   string
+	native *ollama.Adapter // chat and embeddings: /api/chat, /api/embed
+	compat *openai.Adapter // legacy completions: Ollama's /v1/completions
+	client *api.Client     // model management
+}
+
+func (c *conn) close() {
+	c.native.Close()
+	c.compat.Close()
+}
+
+func (e *Engine) connect(base string) (*conn, error) {
 	spec := table.Provider{ID: ProviderID, Kind: table.KindOllama, BaseURL: base,
 		// Loading a model into memory may take a while on first use.
 		FirstByteTimeout: 5 * time.Minute}
-	a, err := ollama.NewEngine(spec, ollama.Engine{KeepAlive: e.cfg.KeepAlive, NumThread: e.cfg.NumThread})
+	native, err := ollama.NewEngine(spec, ollama.Engine{KeepAlive: e.cfg.KeepAlive, NumThread: e.cfg.NumThread})
 	if err != nil {
-		return nil, nil, fmt.Errorf("local engine: %w", err)
+		return nil, fmt.Errorf("local engine: %w", err)
+	}
+	spec.Kind, spec.BaseURL = table.KindOpenAI, strings.TrimRight(base, "/")+"/v1"
+	compat, err := openai.New(spec)
+	if err != nil {
+		return nil, fmt.Errorf("local engine: %w", err)
 	}
 	u, err := url.Parse(base)
 	if err != nil {
-		return nil, nil, fmt.Errorf("local engine: %w", err)
+		return nil, fmt.Errorf("local engine: %w", err)
 	}
-	return a, api.NewClient(u, &http.Client{}), nil
+	return &conn{base: base, native: native, compat: compat, client: api.NewClient(u, &http.Client{})}, nil
 }
 
 // prepare makes sure every placed model exists and is loaded. A model
@@ -308,7 +328,7 @@ func (e *Engine) Models() map[string]ModelStatus {
 // for good (a corrupt file) is listed but does not hold readiness back:
 // the node serves its other models, and routes send that one elsewhere.
 func (e *Engine) Ready() (ready bool, notReady []string) {
-	ready = e.adapter.Load() != nil
+	ready = e.conn.Load() != nil
 	for name, st := range e.Models() {
 		if st.State != StateReady {
 			notReady = append(notReady, name)
@@ -325,7 +345,7 @@ func (e *Engine) Ready() (ready bool, notReady []string) {
 func (e *Engine) Stats() Stats {
 	running := int(e.running.Load())
 	return Stats{
-		Up:              e.adapter.Load() != nil,
+		Up:              e.conn.Load() != nil,
 		Running:         running,
 		Queued:          max(0, running-e.cfg.NumParallel),
 		TokensPerSecond: math.Float64frombits(e.tps.Load()),
@@ -336,8 +356,8 @@ func (e *Engine) Stats() Stats {
 // URL returns the base URL of the Ollama in use, "" while it is down.
 // Benchmarks use it to call the same Ollama directly.
 func (e *Engine) URL() string {
-	if a := e.adapter.Load(); a != nil {
-		return a.BaseURL()
+	if c := e.conn.Load(); c != nil {
+		return c.base
 	}
 	return ""
 }
@@ -359,8 +379,8 @@ func (e *Engine) Do(ctx context.Context, req *llm.Request, upstreamModel string)
 	if model == "" {
 		model = req.Model
 	}
-	a := e.adapter.Load()
-	if a == nil {
+	c := e.conn.Load()
+	if c == nil {
 		return nil, &llm.Error{Status: http.StatusServiceUnavailable, Type: llm.TypeOverloaded, Code: "engine_unavailable",
 			Message: "The local engine is starting or restarting.", Retryable: true, RetryAfter: time.Second}
 	}
@@ -378,7 +398,15 @@ func (e *Engine) Do(ctx context.Context, req *llm.Request, upstreamModel string)
 			Message: "The local engine's queue is full; retry shortly.", Retryable: true, RetryAfter: time.Second}
 	}
 	start := time.Now()
-	resp, err := a.Do(ctx, req, model)
+	var resp *llm.Response
+	var err error
+	if req.Op == llm.OpCompletion {
+		// Ollama's native API has no legacy completions; its
+		// OpenAI-compatible one does, in the client's own format.
+		resp, err = c.compat.Do(ctx, req, model)
+	} else {
+		resp, err = c.native.Do(ctx, req, model)
+	}
 	if err != nil {
 		e.running.Add(-1)
 		return nil, err

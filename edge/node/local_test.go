@@ -118,6 +118,33 @@ func TestLocalModels(t *testing.T) {
 		}
 	})
 
+	t.Run("openai-go legacy completions", func(t *testing.T) {
+		// Ollama's /v1/completions wraps the prompt in the model's
+		// template, so the tiny model answers as it does in chat.
+		want := enginetest.Expected(10)
+		c, err := client.Completions.New(ctx, openai.CompletionNewParams{
+			Model: "tiny", Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("hello")}, MaxTokens: openai.Int(10),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Choices[0].Text != want || c.Usage.CompletionTokens != 10 {
+			t.Fatalf("completion %q usage %+v, want %q", c.Choices[0].Text, c.Usage, want)
+		}
+		stream := client.Completions.NewStreaming(ctx, openai.CompletionNewParams{
+			Model: "tiny", Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("hello")}, MaxTokens: openai.Int(10),
+		})
+		var sb strings.Builder
+		for stream.Next() {
+			for _, ch := range stream.Current().Choices {
+				sb.WriteString(ch.Text)
+			}
+		}
+		if err := stream.Err(); err != nil || sb.String() != want {
+			t.Fatalf("streamed completion %q, %v", sb.String(), err)
+		}
+	})
+
 	t.Run("openai-go embeddings", func(t *testing.T) {
 		emb, err := client.Embeddings.New(ctx, openai.EmbeddingNewParams{
 			Model: "tiny",

@@ -87,9 +87,6 @@ func New(p table.Provider) (*Adapter, error) {
 	}, nil
 }
 
-// BaseURL returns the Ollama server's base URL.
-func (a *Adapter) BaseURL() string { return a.base }
-
 // Close releases idle connections.
 func (a *Adapter) Close() { a.client.CloseIdleConnections() }
 

@@ -363,16 +363,12 @@ func appendOptions(dst []byte, c *llm.ChatRequest, numThread int) []byte {
 	return dst
 }
 
-// encodeEmbed translates an OpenAI embeddings request body to Ollama's
+// encodeEmbedFor translates an OpenAI embeddings request body to Ollama's
 // /api/embed body. Text input passes through; token-array input has no
 // Ollama equivalent and is refused. dimensions passes through (newer
 // servers truncate to it; older ones ignore it). b64 reports
 // encoding_format "base64", which the official SDKs ask for by default.
-func encodeEmbed(body []byte, model string) (out []byte, b64 bool, err error) {
-	return encodeEmbedFor(body, model, Engine{})
-}
-
-// encodeEmbedFor is encodeEmbed with an engine's own settings added.
+// e's settings are added.
 func encodeEmbedFor(body []byte, model string, e Engine) (out []byte, b64 bool, err error) {
 	if !gjson.ValidBytes(body) {
 		return nil, false, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "", "The request body is not valid JSON.")
