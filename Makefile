@@ -9,7 +9,7 @@ help:
 	@echo "make build          build meridian-edge and mockprovider into $(BIN)/"
 	@echo "make ollama         build the pinned Ollama engine into $(BIN)/ollama (OLLAMA_MARCH=auto|x86-64-v3|x86-64|native)"
 	@echo "make proto          regenerate Go code from proto/**/*.proto"
-	@echo "make run            bring up the local dev mesh (edge + mock provider)"
+	@echo "make run            bring up the local dev mesh (edge with a tiny local model, mock providers)"
 	@echo "make test           go vet and the race-enabled test suite"
 	@echo "make bench          every benchmark (go test -bench and the gateway benchmark)"
 	@echo "make bench-gateway  edge overhead against a direct call and a minimal proxy"
