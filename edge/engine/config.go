@@ -22,9 +22,10 @@ type Config struct {
 	// neither starts nor restarts it; it still creates and warms the
 	// models below.
 	URL string `yaml:"url"`
-	// DataDir holds the supervised Ollama's home folder and its models.
-	// Each edge needs its own: Ollamas that share a models folder prune
-	// each other's blobs. Default ".meridian/ollama".
+	// DataDir holds the supervised Ollama's home folder and its models,
+	// and the record of which file and quantization each local model was
+	// created from. Each edge needs its own: Ollamas that share a models
+	// folder prune each other's blobs. Default ".meridian/ollama".
 	DataDir string `yaml:"data_dir"`
 	// NumParallel is OLLAMA_NUM_PARALLEL: requests one loaded model
 	// serves at once. Default 1.
@@ -105,13 +106,11 @@ func (c *Config) Validate() error {
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return bad("url", "must be an http:// or https:// URL of a running Ollama, got %q", c.URL)
 		}
-	} else {
-		if c.Binary == "" {
-			return bad("binary", "is required unless url is set")
-		}
-		if c.DataDir == "" {
-			return bad("data_dir", "is required unless url is set")
-		}
+	} else if c.Binary == "" {
+		return bad("binary", "is required unless url is set")
+	}
+	if c.DataDir == "" {
+		return bad("data_dir", "is required")
 	}
 	if c.NumParallel < 1 || c.NumParallel > 64 {
 		return bad("num_parallel", "must be from 1 to 64, got %d", c.NumParallel)

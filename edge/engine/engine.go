@@ -280,7 +280,7 @@ func (e *Engine) connect(base string) (*conn, error) {
 func (e *Engine) prepare(ctx context.Context, c *api.Client) {
 	for _, m := range e.cfg.Models {
 		start := time.Now()
-		err := ensure(ctx, c, m, e.cfg.KeepAlive, e.log)
+		err := ensure(ctx, c, m, e.cfg.KeepAlive, e.cfg.DataDir, e.log)
 		if ctx.Err() != nil {
 			return
 		}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -21,6 +22,7 @@ import (
 	"github.com/meridian-mesh/meridian/edge/engine/enginetest"
 	"github.com/meridian-mesh/meridian/scripts/tinymodel/tinygguf"
 	"github.com/meridian-mesh/meridian/shared/llm"
+	"github.com/ollama/ollama/api"
 )
 
 // These tests run a real Ollama (bin/ollama, from `make ollama`) with
@@ -392,4 +394,39 @@ func content(cc *llm.ChatCompletion) string {
 		return ""
 	}
 	return *cc.Choices[0].Message.Content
+}
+
+// TestRecreateOnChange: a model whose GGUF file or quantization changed
+// is created again on the next start; an unchanged one is reused.
+func TestRecreateOnChange(t *testing.T) {
+	bin := enginetest.Binary(t)
+	dir := t.TempDir()
+	tiny := enginetest.Model(t, dir, "tiny", tinygguf.VariantChain)
+	level := func(quantize string) string {
+		cfg := Default()
+		cfg.Enabled, cfg.Binary, cfg.DataDir = true, bin, filepath.Join(dir, "ollama")
+		cfg.Models = []Model{{Name: "tiny", GGUF: tiny, Quantize: quantize}}
+		e, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.Start()
+		defer e.Stop()
+		waitFor(t, 2*time.Minute, "the model to load", func() bool { ok, _ := e.Ready(); return ok })
+		u, _ := url.Parse(e.URL())
+		show, err := api.NewClient(u, http.DefaultClient).Show(context.Background(), &api.ShowRequest{Model: "tiny"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return show.Details.QuantizationLevel
+	}
+	if got := level("q8_0"); got != "Q8_0" {
+		t.Fatalf("first start: %s", got)
+	}
+	if got := level(""); got != "F16" {
+		t.Fatalf("after dropping quantize: %s, want the model created again as F16", got)
+	}
+	if got := level(""); got != "F16" {
+		t.Fatalf("unchanged: %s", got)
+	}
 }

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/ollama/ollama/api"
@@ -16,18 +18,40 @@ import (
 
 // ensure makes sure model m exists in the Ollama at c, creating it from
 // its GGUF file or pulling it, then loads it so the first request finds
-// it warm.
-func ensure(ctx context.Context, c *api.Client, m Model, keep time.Duration, log *slog.Logger) error {
+// it warm. A model created from GGUF is created again when its file or
+// quantization changed since: stateDir records what each was made from.
+func ensure(ctx context.Context, c *api.Client, m Model, keep time.Duration, stateDir string, log *slog.Logger) error {
 	log = log.With("model", m.Name)
-	if _, err := c.Show(ctx, &api.ShowRequest{Model: m.Name}); err == nil {
+	source, digest := "", ""
+	if m.GGUF != "" {
+		if err := CheckGGUF(m.GGUF); err != nil {
+			return fmt.Errorf("model %s: %w", m.Name, err)
+		}
+		var err error
+		if digest, err = fileDigest(m.GGUF); err != nil {
+			return fmt.Errorf("model %s: %w", m.Name, err)
+		}
+		source = digest + " quantize=" + m.Quantize
+	}
+	record := filepath.Join(stateDir, "created", url.PathEscape(m.Name))
+	_, err := c.Show(ctx, &api.ShowRequest{Model: m.Name})
+	switch {
+	case err == nil && (m.GGUF == "" || recorded(record) == source):
 		log.Debug("local model present")
-	} else if !isNotFound(err) {
+	case err != nil && !isNotFound(err):
 		return fmt.Errorf("model %s: show: %w", m.Name, err)
-	} else if m.GGUF != "" {
-		if err := create(ctx, c, m, log); err != nil {
+	case m.GGUF != "":
+		if err == nil {
+			log.Info("local model: its GGUF file or quantization changed; creating it again")
+		}
+		if err := create(ctx, c, m, digest, log); err != nil {
 			return err
 		}
-	} else {
+		os.MkdirAll(filepath.Dir(record), 0o700)
+		if err := os.WriteFile(record, []byte(source), 0o600); err != nil {
+			log.Warn("local model: cannot record its source; it will be created again on next start", "err", err)
+		}
+	default:
 		progress := newProgress(log, "pull")
 		if err := c.Pull(ctx, &api.PullRequest{Model: m.Name}, progress.update); err != nil {
 			return fmt.Errorf("model %s: pull: %w", m.Name, err)
@@ -36,25 +60,32 @@ func ensure(ctx context.Context, c *api.Client, m Model, keep time.Duration, log
 	return warm(ctx, c, m.Name, keep)
 }
 
-// create uploads m's GGUF as a blob (skipped when Ollama already has it)
-// and creates the model from it, quantizing on the way.
-func create(ctx context.Context, c *api.Client, m Model, log *slog.Logger) error {
-	if err := CheckGGUF(m.GGUF); err != nil {
-		return fmt.Errorf("model %s: %w", m.Name, err)
+func recorded(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b)
+}
+
+func fileDigest(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
 	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("read %s: %w", path, err)
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// create uploads m's GGUF as a blob (Ollama skips what it already has)
+// and creates the model from it, quantizing on the way.
+func create(ctx context.Context, c *api.Client, m Model, digest string, log *slog.Logger) error {
 	f, err := os.Open(m.GGUF)
 	if err != nil {
 		return fmt.Errorf("model %s: %w", m.Name, err)
 	}
 	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return fmt.Errorf("model %s: read %s: %w", m.Name, m.GGUF, err)
-	}
-	digest := "sha256:" + hex.EncodeToString(h.Sum(nil))
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return err
-	}
 	start := time.Now()
 	if err := c.CreateBlob(ctx, digest, f); err != nil {
 		return fmt.Errorf("model %s: upload %s: %w", m.Name, m.GGUF, err)
