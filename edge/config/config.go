@@ -62,6 +62,9 @@ type Config struct {
 	// Ollama and the models placed on this node. Off unless enabled.
 	Local engine.Config `yaml:"local"`
 
+	// Link configures QUIC links to other edges. Off unless enabled.
+	Link Link `yaml:"link"`
+
 	// Table is the static routing table: providers, models, routes and
 	// client key hashes. Use EffectiveTable, which adds the local
 	// engine's routes.
@@ -201,6 +204,7 @@ func Default() Config {
 		LogFormat:       "json",
 		Gossip:          Gossip{Bind: "0.0.0.0:7946", Cluster: "meridian", Profile: "lan"},
 		Local:           engine.Default(),
+		Link:            DefaultLink(),
 	}
 }
 
@@ -245,6 +249,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.Local.Validate(); err != nil {
+		return err
+	}
+	if err := c.Link.validate(&c.Table); err != nil {
 		return err
 	}
 	if !c.Local.Enabled {

@@ -130,22 +130,21 @@ func (p *Peer) Do(ctx context.Context, req *llm.Request, upstreamModel string) (
 		return nil, err
 	}
 	fw := newFrameWriter(str, p.t.cfg.MaxFrameBytes)
-	err = fw.write(&linkv1.Frame{Kind: &linkv1.Frame_Header{Header: h}})
-	if errors.Is(err, ErrFrameTooLarge) {
+	// A write that fails is not reported as such: if the serving side
+	// read the header and answered, its answer says more; if the link
+	// died, the read below fails too.
+	switch err := fw.write(&linkv1.Frame{Kind: &linkv1.Frame_Header{Header: h}}); {
+	case errors.Is(err, ErrFrameTooLarge):
 		s.abort("error")
 		return nil, &llm.Error{Status: http.StatusRequestEntityTooLarge, Type: llm.TypeInvalidRequest,
 			Message: "The request is too large to forward to another Meridian node.", Cause: err}
-	}
-	if err == nil {
-		err = fw.flush()
-	}
-	if err == nil {
-		err = str.Close() // the request is complete: FIN with the header
+	case err == nil && fw.flush() == nil:
+		// The request is complete: FIN with the header. A serving side
+		// that already answered may have stopped reading, which fails
+		// Close; the answer is still there to read.
+		str.Close()
 	}
 	m.bytes.WithLabelValues("sent").Add(float64(fw.n))
-	if err != nil {
-		return nil, s.failEarly(ctx, err)
-	}
 
 	if err := s.fr.read(&s.f); err != nil {
 		return nil, s.failEarly(ctx, err)

@@ -149,7 +149,15 @@ func encodeHeader(id []byte, req *llm.Request, model string, hops int, now time.
 	var topK *int64
 	if req.Chat != nil {
 		if body == nil {
-			b, err := json.Marshal(req.Chat)
+			// Body-less requests carry their stream flags beside Chat;
+			// put them in the JSON, where the serving edge's adapters
+			// read them from a body.
+			c := *req.Chat
+			c.Stream = req.Stream
+			if req.Stream && req.IncludeUsage && c.StreamOptions == nil {
+				c.StreamOptions = &llm.StreamOptions{IncludeUsage: true}
+			}
+			b, err := json.Marshal(&c)
 			if err != nil {
 				return nil, &llm.Error{Status: http.StatusInternalServerError, Type: llm.TypeServer, Message: "internal error", Cause: err}
 			}

@@ -660,3 +660,21 @@ func counterValue(c prometheus.Counter) float64 {
 	c.Write(&m)
 	return m.GetCounter().GetValue()
 }
+
+func TestOversizeRequestRefusedLocally(t *testing.T) {
+	c := newTestCluster(t)
+	rec := newRecorder()
+	b := startTransport(t, c.config(t, "edge-b"), rec.handle)
+	acfg := c.config(t, "edge-a")
+	acfg.MaxFrameBytes = 4096
+	a := startTransport(t, acfg, nil)
+	p := peerOf(t, a, b)
+	_, err := p.Do(context.Background(), chatReq(false, strings.Repeat("x", 8192)), "gpt")
+	var e *llm.Error
+	if !errors.As(err, &e) || e.Status != http.StatusRequestEntityTooLarge || e.Retryable {
+		t.Fatalf("err %v", err)
+	}
+	if rec.count() != 0 {
+		t.Fatal("an oversize request ran")
+	}
+}

@@ -26,6 +26,7 @@ import (
 	"github.com/meridian-mesh/meridian/edge/engine"
 	"github.com/meridian-mesh/meridian/edge/gateway"
 	"github.com/meridian-mesh/meridian/edge/gossip"
+	"github.com/meridian-mesh/meridian/edge/link"
 	"github.com/meridian-mesh/meridian/edge/metrics"
 	"github.com/meridian-mesh/meridian/shared/llm"
 )
@@ -42,6 +43,8 @@ type Node struct {
 	ln       net.Listener
 	handler  http.Handler
 	draining atomic.Bool
+
+	link *link.Transport // nil when links are off (link.go)
 }
 
 // New builds a node from a validated config. It does not listen yet.
@@ -62,7 +65,10 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 		}
 		m.Register(localCollectors(n.engine, cfg.Local.ModelNames())...)
 	}
-	n.gw = gateway.New(gateway.Config{Logger: log, Metrics: m, NewProvider: n.newProvider})
+	if n.link, err = newLink(cfg, log, m); err != nil {
+		return nil, err
+	}
+	n.gw = gateway.New(gateway.Config{Logger: log, Metrics: m, NewProvider: n.newTarget})
 	gw := n.gw
 	tab := cfg.EffectiveTable()
 	if err = gw.SetTable(&tab); err != nil {
@@ -98,6 +104,7 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 		})
 	}
 	mux.HandleFunc("GET /v1/meridian/route", n.route)
+	mux.HandleFunc("GET /v1/meridian/links", n.links)
 	mux.HandleFunc("GET /healthz", n.healthz)
 	mux.HandleFunc("GET /readyz", n.readyz)
 	mux.Handle("GET /metrics", m.Handler())
@@ -215,6 +222,10 @@ func (n *Node) Run(ctx context.Context) error {
 		n.engine.Start()
 		defer n.engine.Stop() // after the drain below: streams finish first
 	}
+	if err := n.serveLink(); err != nil {
+		return err
+	}
+	defer n.closeLink() // after the drain below
 	errc := make(chan error, 1)
 	go func() { errc <- n.srv.Serve(n.ln) }()
 	if n.gossip != nil {

@@ -27,6 +27,7 @@ var allowedModules = []string{
 	"github.com/miekg/dns",             // (memberlist)
 	"github.com/sean-/seed",            // (memberlist)
 	"golang.org/x/net/",                // (memberlist, via miekg/dns)
+	"github.com/quic-go/quic-go",       // links between edges (QUIC)
 	"github.com/ollama/ollama/",        // api: the local engine's model management
 	"golang.org/x/crypto/",             // (ollama api: request signing)
 	"github.com/google/uuid",           // (ollama api)

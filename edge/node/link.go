@@ -1,0 +1,127 @@
+package node
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	"github.com/meridian-mesh/meridian/edge/config"
+	"github.com/meridian-mesh/meridian/edge/link"
+	"github.com/meridian-mesh/meridian/edge/metrics"
+	"github.com/meridian-mesh/meridian/edge/provider"
+	"github.com/meridian-mesh/meridian/shared/llm"
+	"github.com/meridian-mesh/meridian/shared/pki"
+	"github.com/meridian-mesh/meridian/shared/table"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// newLink opens the node's link transport when links are enabled. It
+// dials at once; it serves peers only from Run.
+func newLink(cfg config.Config, log *slog.Logger, m *metrics.Metrics) (*link.Transport, error) {
+	lc := cfg.Link
+	if !lc.Enabled {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(lc.CertFile, lc.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("link: node certificate: %w", err)
+	}
+	// Peers dial this node by its node ID and check it against the
+	// certificate; a mismatch would make every link fail later, so
+	// refuse it now.
+	if cn := cert.Leaf.Subject.CommonName; cn != cfg.NodeID {
+		return nil, fmt.Errorf("link: %s is for node %q, but this node is %q", lc.CertFile, cn, cfg.NodeID)
+	}
+	cas, err := pki.LoadPool(lc.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("link: cluster CA: %w", err)
+	}
+	c := link.DefaultConfig()
+	c.NodeID, c.Certificate, c.CAs = cfg.NodeID, cert, cas
+	c.MaxHops, c.KeepAlivePeriod, c.MaxIdleTimeout, c.ReplayWindow = lc.MaxHops, lc.KeepAlive, lc.IdleTimeout, lc.ReplayWindow
+	c.Logger = log.With("component", "link")
+	c.Registerer = nodeRegisterer{m}
+	return link.Listen(c, lc.Listen)
+}
+
+// nodeRegisterer puts the link's collectors on the node's registry.
+type nodeRegisterer struct{ m *metrics.Metrics }
+
+func (r nodeRegisterer) Register(c prometheus.Collector) error   { r.m.Register(c); return nil }
+func (r nodeRegisterer) MustRegister(cs ...prometheus.Collector) { r.m.Register(cs...) }
+func (r nodeRegisterer) Unregister(prometheus.Collector) bool    { return false }
+
+// newTarget builds the gateway's targets: a link-backed forwarder for
+// kind peer, and newProvider's targets for every other kind.
+func (n *Node) newTarget(p table.Provider) (provider.Provider, error) {
+	if p.Kind != table.KindPeer {
+		return n.newProvider(p)
+	}
+	if n.link == nil {
+		return nil, fmt.Errorf("provider %q is a peer, but this node runs no links", p.ID)
+	}
+	node, addr, err := table.ParsePeerURL(p.BaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("provider %q: base_url %w", p.ID, err)
+	}
+	if node == n.cfg.NodeID {
+		return nil, fmt.Errorf("provider %q is this node itself", p.ID)
+	}
+	return n.link.Peer(node, addr)
+}
+
+var _ provider.Provider = (*link.Peer)(nil)
+
+// serveForwarded runs a request a peer forwarded here through this
+// node's gateway. The link put the hop count in ctx, so a peer target
+// here refuses to forward it further once the limit is reached.
+func (n *Node) serveForwarded(ctx context.Context, req *llm.Request) (*llm.Response, error) {
+	res, err := n.gw.Do(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return res.Response, nil
+}
+
+// serveLink starts accepting peers' links, when links are on.
+func (n *Node) serveLink() error {
+	if n.link == nil {
+		return nil
+	}
+	if err := n.link.Serve(n.serveForwarded); err != nil {
+		return err
+	}
+	n.log.Info("link: serving", "addr", n.link.Addr().String())
+	return nil
+}
+
+// closeLink closes every link; peers see a clean close and fail over.
+func (n *Node) closeLink() {
+	if n.link == nil {
+		return
+	}
+	if err := n.link.Close(); err != nil && !errors.Is(err, link.ErrClosed) {
+		n.log.Warn("link: close", "err", err)
+	}
+}
+
+// Link returns the node's link transport, nil when links are off.
+func (n *Node) Link() *link.Transport { return n.link }
+
+// links serves GET /v1/meridian/links: each peer link and whether it is up.
+func (n *Node) links(w http.ResponseWriter, r *http.Request) {
+	out := struct {
+		Enabled bool             `json:"enabled"`
+		Addr    string           `json:"addr,omitempty"`
+		Links   []link.LinkState `json:"links"`
+	}{Links: []link.LinkState{}}
+	if n.link != nil {
+		out.Enabled, out.Addr, out.Links = true, n.link.Addr().String(), n.link.Links()
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(out)
+}
