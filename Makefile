@@ -3,7 +3,7 @@ GO        ?= go
 FUZZTIME  ?= 10s
 BIN       := bin
 
-.PHONY: help build ollama tinymodel proto test run bench bench-gateway bench-adapters bench-gossip bench-local fuzz lint clean
+.PHONY: help build ollama tinymodel proto test run bench bench-gateway bench-adapters bench-gossip bench-local bench-links fuzz lint clean
 
 help:
 	@echo "make build          build meridian-edge and mockprovider into $(BIN)/"
@@ -16,6 +16,7 @@ help:
 	@echo "make bench-adapters cost of translating requests and stream chunks between formats"
 	@echo "make bench-gossip   gossip convergence, failure detection, dissemination and traffic"
 	@echo "make bench-local    local inference through the edge against the same Ollama directly"
+	@echo "make bench-links    forwarding to a peer edge: warm QUIC, 0-RTT QUIC, TCP+TLS and HTTP/2 under WAN delay"
 	@echo "make tinymodel      write the tiny test models to $(BIN)/tiny.gguf and $(BIN)/tiny-repeat.gguf"
 	@echo "make fuzz           a short run of every fuzz target (FUZZTIME=$(FUZZTIME) each)"
 	@echo "make lint           gofmt check, go vet and staticcheck"
@@ -43,7 +44,7 @@ test: ollama
 	$(GO) vet ./...
 	MERIDIAN_REQUIRE_OLLAMA=1 MERIDIAN_OLLAMA=$(abspath $(BIN))/ollama $(GO) test -race -count=1 ./...
 
-bench: bench-gateway bench-adapters bench-gossip bench-local
+bench: bench-gateway bench-adapters bench-gossip bench-local bench-links
 	$(GO) test -run '^$$' -bench . -benchmem ./shared/... ./edge/...
 
 bench-adapters:
@@ -61,6 +62,9 @@ bench-gossip:
 
 bench-gateway:
 	$(GO) run ./scripts/bench/gateway -readme README.md
+
+bench-links:
+	$(GO) run ./scripts/bench/links -readme README.md
 
 # Every fuzz target in the module, each run for FUZZTIME. A run that ends
 # with go's own "context deadline exceeded" and no failing input (the
