@@ -28,6 +28,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftwal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/meridian-mesh/meridian/control/fsm"
@@ -58,6 +59,7 @@ type Node struct {
 	raft   *raft.Raft
 	trans  *raft.NetworkTransport
 	wal    *raftwal.WAL
+	meta   *metadb.BoltMetaDB
 	logger *slog.Logger
 
 	ready    atomic.Bool // leader and caught up: consistent reads allowed
@@ -77,7 +79,7 @@ func Open(cfg Config) (*Node, error) {
 	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "raft", "wal"), 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	id, err := loadOrCreateID(cfg.DataDir, cfg.NodeID)
+	id, err := LoadOrCreateID(cfg.DataDir, cfg.NodeID)
 	if err != nil {
 		return nil, err
 	}
@@ -85,30 +87,39 @@ func Open(cfg Config) (*Node, error) {
 	n.fsm = fsm.New(fsm.Config{Logger: n.logger, OnApply: cfg.OnApply})
 	hlog := newHCLogger(n.logger)
 
-	n.wal, err = raftwal.Open(filepath.Join(cfg.DataDir, "raft", "wal"), raftwal.WithLogger(hlog.Named("wal")))
+	// raft-wal's Close leaves its metadata database open (and locked), so
+	// the node owns it and closes it after the log; otherwise a node
+	// restarted in the same process would wait forever for the lock.
+	n.meta = &metadb.BoltMetaDB{}
+	n.wal, err = raftwal.Open(filepath.Join(cfg.DataDir, "raft", "wal"), raftwal.WithLogger(hlog.Named("wal")), raftwal.WithMetaStore(n.meta))
 	if err != nil {
+		n.meta.Close()
 		return nil, fmt.Errorf("open raft log: %w", err)
 	}
 	logs, err := raft.NewLogCache(512, n.wal)
 	if err != nil {
 		n.wal.Close()
+		n.meta.Close()
 		return nil, fmt.Errorf("log cache: %w", err)
 	}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, "raft"), 2, hlog.Named("snapshot"))
 	if err != nil {
 		n.wal.Close()
+		n.meta.Close()
 		return nil, fmt.Errorf("snapshot store: %w", err)
 	}
 	var advertise net.Addr
 	if a := cfg.RaftAdvertise; a != "" {
 		if advertise, err = net.ResolveTCPAddr("tcp", a); err != nil {
 			n.wal.Close()
+			n.meta.Close()
 			return nil, fmt.Errorf("raft advertise %q: %w", a, err)
 		}
 	}
 	n.trans, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, advertise, 3, 10*time.Second, hlog.Named("transport"))
 	if err != nil {
 		n.wal.Close()
+		n.meta.Close()
 		return nil, fmt.Errorf("raft transport on %s: %w", cfg.RaftAddr, err)
 	}
 
@@ -176,11 +187,16 @@ func (n *Node) closeStores() {
 		n.trans.Close()
 	}
 	n.wal.Close()
+	n.meta.Close()
 }
 
-// loadOrCreateID returns the node ID stored in dir, creating it on first
-// start.
-func loadOrCreateID(dir, want string) (string, error) {
+// LoadOrCreateID returns the node ID stored in dir, creating it on first
+// start. want, if not empty, is the ID to create; it must match a stored
+// one.
+func LoadOrCreateID(dir, want string) (string, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("data dir: %w", err)
+	}
 	path := filepath.Join(dir, "node-id")
 	b, err := os.ReadFile(path)
 	if err == nil {
@@ -205,6 +221,18 @@ func loadOrCreateID(dir, want string) (string, error) {
 		return "", fmt.Errorf("write node ID: %w", err)
 	}
 	return id, nil
+}
+
+// HasState reports whether dir holds a Raft log or snapshot, so the
+// node would rejoin its cluster rather than need a bootstrap.
+func HasState(dir string) bool {
+	for _, sub := range []string{"wal", "snapshots"} {
+		ents, err := os.ReadDir(filepath.Join(dir, "raft", sub))
+		if err == nil && len(ents) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // NewUUID returns a random (version 4) UUID.

@@ -1,0 +1,100 @@
+// Command meridian-control runs one control plane node: Raft-replicated
+// fleet state and the management API.
+//
+//	meridian-control -data-dir /var/lib/meridian -bootstrap
+//	meridian-control -data-dir D -raft-addr 10.0.0.1:7401 -http-addr 10.0.0.1:7400 \
+//	    -bootstrap-expect 3 -join http://10.0.0.2:7400,http://10.0.0.3:7400
+//
+// SIGTERM or SIGINT leaves gracefully: a leader hands leadership over
+// before it stops. The node stays a voter; `meridianctl cluster remove`
+// takes it out of the cluster.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/meridian-mesh/meridian/control/cluster"
+)
+
+func main() {
+	cfg := DefaultConfig()
+	fs := flag.NewFlagSet("meridian-control", flag.ExitOnError)
+	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "folder for the node ID, Raft log and snapshots")
+	fs.StringVar(&cfg.NodeName, "node-name", cfg.NodeName, "human name of this node")
+	fs.StringVar(&cfg.NodeID, "node-id", "", "Raft server ID to create on first start (default: a random UUID)")
+	fs.StringVar(&cfg.RaftAddr, "raft-addr", cfg.RaftAddr, "Raft TCP listen address, host:port")
+	fs.StringVar(&cfg.RaftAdvertise, "raft-advertise", "", "Raft address other nodes dial (default: -raft-addr)")
+	fs.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "management API listen address, host:port")
+	fs.StringVar(&cfg.APIAdvertise, "api-advertise", "", "API URL other nodes forward writes to (default: http://<http-addr>)")
+	fs.BoolVar(&cfg.Bootstrap, "bootstrap", false, "start a new single-node cluster if the data dir is empty")
+	fs.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", 0, "start a new cluster of this many voters, found through -join, if the data dir is empty")
+	join := fs.String("join", "", "comma-separated API URLs of the other voters, for -bootstrap-expect")
+	peers := fs.String("peers", "", "comma-separated id=raft-host:port of every voter, this one included, to bootstrap with")
+	admin := fs.String("admin-tokens", "", "comma-separated admin tokens (or MERIDIAN_CONTROL_ADMIN_TOKENS)")
+	read := fs.String("read-tokens", "", "comma-separated read-only tokens (or MERIDIAN_CONTROL_READ_TOKENS)")
+	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
+	fs.Parse(os.Args[1:])
+
+	cfg.Join = splitList(*join)
+	for _, p := range splitList(*peers) {
+		peer, err := cluster.ParsePeer(p)
+		if err != nil {
+			fatal(err)
+		}
+		cfg.Peers = append(cfg.Peers, peer)
+	}
+	cfg.AdminTokens = splitList(firstNonEmpty(*admin, os.Getenv("MERIDIAN_CONTROL_ADMIN_TOKENS")))
+	cfg.ReadTokens = splitList(firstNonEmpty(*read, os.Getenv("MERIDIAN_CONTROL_READ_TOKENS")))
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg); err != nil && !errors.Is(err, context.Canceled) {
+		fatal(err)
+	}
+}
+
+func fatal(err error) {
+	fmt.Fprintf(os.Stderr, "meridian-control: %v\n", err)
+	os.Exit(1)
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func firstNonEmpty(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+func newLogger(level string) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+}
+
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "control"
+	}
+	return h
+}

@@ -1,0 +1,206 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/meridian-mesh/meridian/control/api"
+	"github.com/meridian-mesh/meridian/control/cluster"
+)
+
+// Config is one control node's whole configuration.
+type Config struct {
+	// DataDir holds the node ID, Raft log and snapshots.
+	DataDir string
+	// NodeName is a human name for the node.
+	NodeName string
+	// NodeID is the Raft server ID to create on first start; empty means
+	// a random UUID.
+	NodeID string
+	// RaftAddr is the Raft listen address, host:port.
+	RaftAddr string
+	// RaftAdvertise is the Raft address others dial; empty means RaftAddr.
+	RaftAdvertise string
+	// HTTPAddr is the management API's listen address, host:port.
+	HTTPAddr string
+	// APIAdvertise is the API URL others forward writes to; empty means
+	// "http://" + HTTPAddr.
+	APIAdvertise string
+	// Bootstrap starts a single-node cluster when DataDir is empty.
+	Bootstrap bool
+	// BootstrapExpect starts a cluster of this many voters, found by
+	// asking Join's API addresses for their IDs, when DataDir is empty.
+	BootstrapExpect int
+	// Join lists the other voters' API URLs, for BootstrapExpect.
+	Join []string
+	// Peers is an explicit bootstrap list (id=raft address), the same on
+	// every voter.
+	Peers []cluster.Peer
+	// AdminTokens and ReadTokens are the API's bearer tokens, the same
+	// on every node.
+	AdminTokens []string
+	ReadTokens  []string
+	// LogLevel is debug, info, warn or error.
+	LogLevel string
+}
+
+// DefaultConfig returns the defaults: API on 127.0.0.1:7400, Raft on
+// 127.0.0.1:7401, data in ./meridian-control.
+func DefaultConfig() Config {
+	return Config{
+		DataDir:  "meridian-control",
+		NodeName: hostname(),
+		RaftAddr: "127.0.0.1:7401",
+		HTTPAddr: "127.0.0.1:7400",
+		LogLevel: "info",
+	}
+}
+
+// Validate checks the config.
+func (c *Config) Validate() error {
+	var errs []error
+	modes := 0
+	for _, on := range []bool{c.Bootstrap, c.BootstrapExpect > 0, len(c.Peers) > 0} {
+		if on {
+			modes++
+		}
+	}
+	if modes > 1 {
+		errs = append(errs, errors.New("give one of -bootstrap, -bootstrap-expect and -peers"))
+	}
+	if c.BootstrapExpect > 0 && len(c.Join) < c.BootstrapExpect-1 {
+		errs = append(errs, fmt.Errorf("-bootstrap-expect %d needs the other %d voters' API URLs in -join", c.BootstrapExpect, c.BootstrapExpect-1))
+	}
+	if len(c.AdminTokens) == 0 {
+		errs = append(errs, errors.New("no admin token: set -admin-tokens or MERIDIAN_CONTROL_ADMIN_TOKENS"))
+	}
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		errs = append(errs, fmt.Errorf("http addr: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+func run(ctx context.Context, cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	logger := newLogger(cfg.LogLevel)
+	if cfg.APIAdvertise == "" {
+		cfg.APIAdvertise = "http://" + cfg.HTTPAddr
+	}
+	ccfg := cluster.DefaultConfig()
+	ccfg.DataDir, ccfg.NodeName, ccfg.NodeID = cfg.DataDir, cfg.NodeName, cfg.NodeID
+	ccfg.RaftAddr, ccfg.RaftAdvertise, ccfg.APIAddr = cfg.RaftAddr, cfg.RaftAdvertise, cfg.APIAdvertise
+	ccfg.Bootstrap, ccfg.Peers, ccfg.Logger = cfg.Bootstrap, cfg.Peers, logger
+	var err error
+	if cfg.BootstrapExpect > 0 && !cluster.HasState(cfg.DataDir) {
+		if ccfg.Peers, err = discover(ctx, cfg, logger); err != nil {
+			return err
+		}
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	defer ln.Close()
+	node, err := cluster.Open(ccfg)
+	if err != nil {
+		return err
+	}
+	acfg := api.DefaultConfig()
+	acfg.AdminTokens, acfg.ReadTokens, acfg.Logger = cfg.AdminTokens, cfg.ReadTokens, logger
+	handler, err := api.New(acfg, node)
+	if err != nil {
+		node.Close()
+		return err
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	logger.Info("meridian-control started", "id", node.ID(), "raft", node.RaftAddr(), "api", cfg.APIAdvertise)
+
+	select {
+	case <-ctx.Done():
+	case err = <-served:
+	}
+	logger.Info("leaving")
+	leaveErr := node.Leave()
+	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	srv.Shutdown(shutCtx)
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return leaveErr
+}
+
+// discover serves this node's identity while asking the other voters for
+// theirs, until it knows BootstrapExpect voters; every voter computes the
+// same sorted list, so they bootstrap identically.
+func discover(ctx context.Context, cfg Config, logger interface {
+	Info(string, ...any)
+}) ([]cluster.Peer, error) {
+	id, err := cluster.LoadOrCreateID(cfg.DataDir, cfg.NodeID)
+	if err != nil {
+		return nil, err
+	}
+	raftAddr := cfg.RaftAdvertise
+	if raftAddr == "" {
+		raftAddr = cfg.RaftAddr
+	}
+	self := api.Self{ID: id, Name: cfg.NodeName, RaftAddr: raftAddr, APIAddr: cfg.APIAdvertise}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/control/self", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(self)
+	})
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	tmp := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go tmp.Serve(ln)
+	// Closed before the real API listens on the same address.
+	defer tmp.Close()
+
+	found := map[string]string{id: raftAddr}
+	client := &http.Client{Timeout: 2 * time.Second}
+	for len(found) < cfg.BootstrapExpect {
+		for _, addr := range cfg.Join {
+			if !strings.Contains(addr, "://") {
+				addr = "http://" + addr
+			}
+			resp, err := client.Get(strings.TrimSuffix(addr, "/") + "/v1/control/self")
+			if err != nil {
+				continue
+			}
+			var s api.Self
+			if json.NewDecoder(resp.Body).Decode(&s) == nil && s.ID != "" && s.RaftAddr != "" {
+				found[s.ID] = s.RaftAddr
+			}
+			resp.Body.Close()
+		}
+		logger.Info("waiting for voters", "found", len(found), "expect", cfg.BootstrapExpect)
+		j, _ := rand.Int(rand.Reader, big.NewInt(int64(500*time.Millisecond)))
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(500*time.Millisecond + time.Duration(j.Int64())):
+		}
+	}
+	var peers []cluster.Peer
+	for id, addr := range found {
+		peers = append(peers, cluster.Peer{ID: id, Addr: addr})
+	}
+	sort.Slice(peers, func(i, j int) bool { return peers[i].ID < peers[j].ID })
+	return peers, nil
+}

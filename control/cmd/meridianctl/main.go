@@ -1,0 +1,180 @@
+// Command meridianctl manages a Meridian fleet through the control
+// plane's management API: entities, declarative fleet files, cluster
+// membership, snapshots and development TLS material.
+//
+//	meridianctl region ls
+//	meridianctl region set eu name=Europe latitude=50.1 longitude=8.7
+//	meridianctl apply -f fleet.yaml --dry-run
+//	meridianctl status
+//	meridianctl cluster join http://10.0.0.4:7400
+//
+// The address and token come from -addr and -token, or from
+// MERIDIAN_CONTROL_ADDR and MERIDIAN_CONTROL_TOKEN.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/meridian-mesh/meridian/control/client"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv)
+	stop()
+	os.Exit(code)
+}
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 2
+)
+
+// errUsage marks a usage error: exit code 2 and the usage text.
+var errUsage = errors.New("usage")
+
+const usage = `meridianctl manages a Meridian fleet.
+
+Usage:
+  meridianctl [flags] KIND ls
+  meridianctl [flags] KIND get ID
+  meridianctl [flags] KIND set ID [field=value ...] [-f FILE]
+  meridianctl [flags] KIND rm ID
+  meridianctl [flags] apply -f FILE [--dry-run] [--prune]
+  meridianctl [flags] status
+  meridianctl [flags] cluster join API_ADDR
+  meridianctl [flags] cluster remove NODE_ID
+  meridianctl [flags] cluster snapshot save FILE
+  meridianctl [flags] cluster snapshot restore FILE
+  meridianctl tls ca --dir DIR [--name NAME] [--days N]
+  meridianctl tls cert --ca-dir DIR --node ID [--host H]... --out DIR [--days N]
+
+Kinds: region node model placement provider route key tenant price
+
+Flags (anywhere on the line):
+  -addr URL[,URL]  control API address (MERIDIAN_CONTROL_ADDR; default http://127.0.0.1:7400)
+  -token TOKEN     bearer token (MERIDIAN_CONTROL_TOKEN)
+  -json            print JSON instead of tables
+  -timeout D       overall time limit (default 60s)
+
+set takes field=value pairs: lists are comma-separated (addresses=a:1,b:2),
+maps are k:v pairs (labels=gpu:a100,tier:1), nested fields use dots
+(capacity.gpus=2), and targets/fallbacks are provider[:model] lists.
+An existing entity is updated field by field; -f reads a whole entity
+from a JSON or YAML file.
+`
+
+// cli holds one invocation's settings and streams.
+type cli struct {
+	addr    string
+	token   string
+	json    bool
+	timeout time.Duration
+	stdin   io.Reader
+	stdout  io.Writer
+	stderr  io.Writer
+
+	// Command flags, shared so that they may appear anywhere.
+	file   string
+	dryRun bool
+	prune  bool
+	dir    string
+	caDir  string
+	out    string
+	node   string
+	name   string
+	days   int
+	hosts  multiFlag
+}
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
+	c := &cli{stdin: stdin, stdout: stdout, stderr: stderr}
+	fs := flag.NewFlagSet("meridianctl", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	defAddr := getenv("MERIDIAN_CONTROL_ADDR")
+	if defAddr == "" {
+		defAddr = "http://127.0.0.1:7400"
+	}
+	fs.StringVar(&c.addr, "addr", defAddr, "")
+	fs.StringVar(&c.token, "token", getenv("MERIDIAN_CONTROL_TOKEN"), "")
+	fs.BoolVar(&c.json, "json", false, "")
+	fs.DurationVar(&c.timeout, "timeout", 60*time.Second, "")
+	fs.StringVar(&c.file, "f", "", "")
+	fs.BoolVar(&c.dryRun, "dry-run", false, "")
+	fs.BoolVar(&c.prune, "prune", false, "")
+	fs.StringVar(&c.dir, "dir", "", "")
+	fs.StringVar(&c.caDir, "ca-dir", "", "")
+	fs.StringVar(&c.out, "out", "", "")
+	fs.StringVar(&c.node, "node", "", "")
+	fs.StringVar(&c.name, "name", "Meridian development CA", "")
+	fs.IntVar(&c.days, "days", 365, "")
+	fs.Var(&c.hosts, "host", "")
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				fmt.Fprint(stdout, usage)
+				return exitOK
+			}
+			fmt.Fprintf(stderr, "meridianctl: %v\n\n%s", err, usage)
+			return exitUsage
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if len(pos) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	if err := c.dispatch(ctx, pos); err != nil {
+		if errors.Is(err, errUsage) {
+			fmt.Fprintf(stderr, "meridianctl: %v\n\n%s", err, usage)
+			return exitUsage
+		}
+		fmt.Fprintf(stderr, "meridianctl: %v\n", err)
+		return exitError
+	}
+	return exitOK
+}
+
+func (c *cli) client() (*client.Client, error) {
+	return client.New(client.Config{Addrs: strings.Split(c.addr, ","), Token: c.token})
+}
+
+func (c *cli) dispatch(ctx context.Context, pos []string) error {
+	switch pos[0] {
+	case "apply":
+		return c.apply(ctx, pos[1:])
+	case "status":
+		return c.status(ctx)
+	case "cluster":
+		return c.cluster(ctx, pos[1:])
+	case "tls":
+		return c.tls(pos[1:])
+	case "help":
+		fmt.Fprint(c.stdout, usage)
+		return nil
+	}
+	return c.entity(ctx, pos)
+}
