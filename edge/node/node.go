@@ -160,27 +160,27 @@ func (n *Node) publishTable() {
 	n.gossip.SetTableRevision(tab.Revision())
 }
 
-// reportLoad gossips the requests in flight every few seconds, with
-// jitter, until stop closes.
+// reportLoad gossips the requests in flight, and how many wait for the
+// local engine, every few seconds, with jitter, until stop closes.
 func (n *Node) reportLoad(stop <-chan struct{}) {
-	last := int64(-1)
-	for {
+	var last gossip.Load
+	for first := true; ; first = false {
 		d := 2*time.Second + time.Duration(mrand.Int64N(int64(time.Second)))
 		select {
 		case <-stop:
 			return
 		case <-time.After(d):
 		}
-		inflight := n.metrics.RequestsInFlight()
-		if inflight == last {
+		l := gossip.Load{InFlight: int(n.metrics.RequestsInFlight())}
+		if n.engine != nil {
+			l.QueueDepth = n.engine.Stats().Queued
+		}
+		l.Class = uint8(min(l.InFlight+l.QueueDepth, 255))
+		if !first && l == last {
 			continue // unchanged: nothing to spread
 		}
-		last = inflight
-		class := inflight
-		if class > 255 {
-			class = 255
-		}
-		n.gossip.SetLoad(gossip.Load{Class: uint8(class), InFlight: int(inflight)})
+		last = l
+		n.gossip.SetLoad(l)
 	}
 }
 
