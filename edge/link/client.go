@@ -83,6 +83,9 @@ func (p *Peer) Disconnect() {
 	p.st.mu.Lock()
 	c := p.st.conn
 	p.st.conn = nil
+	if c != nil {
+		p.t.met.up.WithLabelValues(p.st.node).Set(0)
+	}
 	p.st.mu.Unlock()
 	if c != nil {
 		c.CloseWithError(codeShutdown, "disconnect")

@@ -678,3 +678,72 @@ func TestOversizeRequestRefusedLocally(t *testing.T) {
 		t.Fatal("an oversize request ran")
 	}
 }
+
+// bigStream yields n chunks of size bytes each and counts them.
+type bigStream struct {
+	ctx      context.Context
+	n, size  int
+	produced atomic.Int64
+	chunk    llm.Chunk
+}
+
+func (s *bigStream) Next() (*llm.Chunk, error) {
+	if int(s.produced.Load()) >= s.n {
+		return nil, io.EOF
+	}
+	if err := s.ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.produced.Add(1)
+	s.chunk.SetRaw([]byte(`{"choices":[{"index":0,"delta":{"content":"` + strings.Repeat("x", s.size) + `"}}]}`))
+	return &s.chunk, nil
+}
+func (s *bigStream) Usage() (llm.Usage, bool) { return llm.Usage{}, false }
+func (s *bigStream) Close() error             { return nil }
+
+// TestFlowControlIsBackpressure: a forwarding side that stops reading
+// stops the serving side's producer once QUIC's flow-control windows
+// and the socket buffers are full, instead of letting it buffer the
+// whole answer.
+func TestFlowControlIsBackpressure(t *testing.T) {
+	c := newTestCluster(t)
+	const size, n = 16 << 10, 10000 // 160 MB if nothing pushed back
+	streams := make(chan *bigStream, 1)
+	b := startTransport(t, c.config(t, "edge-b"), func(ctx context.Context, req *llm.Request) (*llm.Response, error) {
+		s := &bigStream{ctx: ctx, n: n, size: size}
+		streams <- s
+		return &llm.Response{Stream: s}, nil
+	})
+	a := startTransport(t, c.config(t, "edge-a"), nil)
+	p := peerOf(t, a, b)
+	resp, err := p.Do(context.Background(), chatReq(true, "big"), "gpt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Stream.Close()
+	if _, err := resp.Stream.Next(); err != nil {
+		t.Fatal(err)
+	}
+	s := <-streams
+	// Wait until the producer has stalled: no progress for 300ms.
+	last, since := s.produced.Load(), time.Now()
+	waitFor(t, 20*time.Second, "the producer to stall", func() bool {
+		if cur := s.produced.Load(); cur != last {
+			last, since = cur, time.Now()
+			return false
+		}
+		return time.Since(since) > 300*time.Millisecond
+	})
+	buffered := last * size
+	t.Logf("the producer stalled after %d chunks (%d KiB) with the reader stopped", last, buffered>>10)
+	if last >= n || buffered > 64<<20 {
+		t.Fatalf("the producer ran on to %d chunks (%d MiB): no backpressure", last, buffered>>20)
+	}
+	// Reading again lets it continue.
+	for i := 0; i < 200; i++ {
+		if _, err := resp.Stream.Next(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 20*time.Second, "the producer to resume", func() bool { return s.produced.Load() > last })
+}
