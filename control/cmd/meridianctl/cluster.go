@@ -10,7 +10,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/meridian-mesh/meridian/control/client"
 	"github.com/meridian-mesh/meridian/control/fsm"
 	"github.com/meridian-mesh/meridian/shared/pki"
 )
@@ -26,7 +25,7 @@ func (c *cli) status(ctx context.Context) error {
 	}
 	counts := map[string]int{}
 	for _, k := range fsm.Kinds {
-		ms, _, err := cl.List(ctx, k.Name, client.ReadOptions{})
+		ms, _, err := cl.List(ctx, k.Name, c.readOpts())
 		if err != nil {
 			return err
 		}

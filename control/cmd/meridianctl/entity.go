@@ -39,7 +39,7 @@ func (c *cli) entity(ctx context.Context, pos []string) error {
 		if len(rest) != 0 {
 			return fmt.Errorf("%w: %s ls takes no arguments", errUsage, k.Name)
 		}
-		ms, _, err := cl.List(ctx, k.Name, client.ReadOptions{})
+		ms, _, err := cl.List(ctx, k.Name, c.readOpts())
 		if err != nil {
 			return err
 		}
@@ -48,7 +48,7 @@ func (c *cli) entity(ctx context.Context, pos []string) error {
 		if len(rest) != 1 {
 			return fmt.Errorf("%w: %s get takes one ID", errUsage, k.Name)
 		}
-		m, err := cl.Get(ctx, k.Name, rest[0], client.ReadOptions{})
+		m, err := cl.Get(ctx, k.Name, rest[0], c.readOpts())
 		if err != nil {
 			return err
 		}
@@ -100,7 +100,7 @@ func (c *cli) buildEntity(ctx context.Context, cl *client.Client, k *fsm.Kind, i
 			return nil, fmt.Errorf("%s: %w", c.file, err)
 		}
 	} else {
-		cur, err := cl.Get(ctx, k.Name, id, client.ReadOptions{})
+		cur, err := cl.Get(ctx, k.Name, id, c.readOpts())
 		var apiErr *client.Error
 		switch {
 		case err == nil:

@@ -66,6 +66,7 @@ Flags (anywhere on the line):
   -addr URL[,URL]  control API address (MERIDIAN_CONTROL_ADDR; default http://127.0.0.1:7400)
   -token TOKEN     bearer token (MERIDIAN_CONTROL_TOKEN)
   -json            print JSON instead of tables
+  -stale           read from the answering node's copy instead of the leader's
   -timeout D       overall time limit (default 60s)
 
 set takes field=value pairs: lists are comma-separated (addresses=a:1,b:2),
@@ -80,6 +81,7 @@ type cli struct {
 	addr    string
 	token   string
 	json    bool
+	stale   bool
 	timeout time.Duration
 	stdin   io.Reader
 	stdout  io.Writer
@@ -114,6 +116,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.StringVar(&c.addr, "addr", defAddr, "")
 	fs.StringVar(&c.token, "token", getenv("MERIDIAN_CONTROL_TOKEN"), "")
 	fs.BoolVar(&c.json, "json", false, "")
+	fs.BoolVar(&c.stale, "stale", false, "")
 	fs.DurationVar(&c.timeout, "timeout", 60*time.Second, "")
 	fs.StringVar(&c.file, "f", "", "")
 	fs.BoolVar(&c.dryRun, "dry-run", false, "")
@@ -157,6 +160,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	return exitOK
 }
+
+// readOpts makes reads consistent unless -stale: an operator expects to
+// see what they just wrote, whichever node answers.
+func (c *cli) readOpts() client.ReadOptions { return client.ReadOptions{Consistent: !c.stale} }
 
 func (c *cli) client() (*client.Client, error) {
 	return client.New(client.Config{Addrs: strings.Split(c.addr, ","), Token: c.token})
