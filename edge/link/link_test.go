@@ -747,3 +747,39 @@ func TestFlowControlIsBackpressure(t *testing.T) {
 	}
 	waitFor(t, 20*time.Second, "the producer to resume", func() bool { return s.produced.Load() > last })
 }
+
+// TestManyConcurrentStreams holds more streams open at once than
+// quic-go's default limit of 100 on one link.
+func TestManyConcurrentStreams(t *testing.T) {
+	c := newTestCluster(t)
+	const n = 150
+	var arrived atomic.Int64
+	release := make(chan struct{})
+	b := startTransport(t, c.config(t, "edge-b"), func(ctx context.Context, req *llm.Request) (*llm.Response, error) {
+		arrived.Add(1)
+		select {
+		case <-release:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		return &llm.Response{Body: []byte(`{}`)}, nil
+	})
+	a := startTransport(t, c.config(t, "edge-a"), nil)
+	p := peerOf(t, a, b)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			_, err := p.Do(ctx, chatReq(false, "hi"), "gpt")
+			errs <- err
+		}()
+	}
+	waitFor(t, 20*time.Second, fmt.Sprintf("%d requests open at once", n), func() bool { return arrived.Load() == n })
+	close(release)
+	for i := 0; i < n; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
