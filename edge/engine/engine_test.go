@@ -300,6 +300,32 @@ func TestLocalEngine(t *testing.T) {
 		}
 	})
 
+	t.Run("attach to a running Ollama", func(t *testing.T) {
+		acfg := Default()
+		acfg.Enabled, acfg.URL, acfg.DataDir = true, e.URL(), filepath.Join(dir, "attached")
+		acfg.Models = []Model{{Name: "tiny", GGUF: tiny, Quantize: "q8_0"}}
+		a, err := New(acfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.Start()
+		waitFor(t, time.Minute, "the attached engine", func() bool { ok, _ := a.Ready(); return ok })
+		resp, err := a.Do(context.Background(), chatReq("tiny", false, 6), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cc, _ := resp.ChatCompletion(); content(cc) != expected(6) {
+			t.Fatalf("attached: %q", content(cc))
+		}
+		a.Stop()
+		if a.ProcessGroup() != 0 || !e.Stats().Up {
+			t.Fatal("an attached engine must neither start nor stop Ollama")
+		}
+		if _, err := e.Do(context.Background(), chatReq("tiny", false, 4), ""); err != nil {
+			t.Fatalf("the Ollama attached to must still serve: %v", err)
+		}
+	})
+
 	// killServer kills the Ollama server alone, not its group, as a crash
 	// would, and waits for the engine to be back with a new server. A
 	// runner idle at the time survives its server (seen with Ollama
