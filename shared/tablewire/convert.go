@@ -1,0 +1,133 @@
+package tablewire
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+
+	tablev1 "github.com/meridian-mesh/meridian/proto/table/v1"
+	"github.com/meridian-mesh/meridian/shared/table"
+)
+
+// maxSecretFile bounds a secret file read for a secret_ref, bytes.
+const maxSecretFile = 64 << 10
+
+// Resolver reads the credentials that providers' secret_refs name, on the
+// edge that uses them.
+type Resolver struct {
+	// Getenv reads "env:NAME" refs. Nil means os.Getenv.
+	Getenv func(string) string
+	// ReadFile reads "file:/path" refs. Nil means reading the file,
+	// up to 64 KiB.
+	ReadFile func(string) ([]byte, error)
+}
+
+// errUnresolved explains a ref that did not resolve without naming it:
+// the ref says where a credential lives, which stays out of logs too.
+var errUnresolved = errors.New("its secret_ref did not resolve on this edge")
+
+func (r Resolver) resolve(ref string) (table.Secret, error) {
+	switch {
+	case ref == "":
+		return "", nil
+	case strings.HasPrefix(ref, "env:"):
+		getenv := r.Getenv
+		if getenv == nil {
+			getenv = os.Getenv
+		}
+		v := strings.TrimSpace(getenv(ref[len("env:"):]))
+		if v == "" {
+			return "", fmt.Errorf("%w (environment variable not set)", errUnresolved)
+		}
+		return table.Secret(v), nil
+	case strings.HasPrefix(ref, "file:/"):
+		read := r.ReadFile
+		if read == nil {
+			read = readSmallFile
+		}
+		b, err := read(ref[len("file:"):])
+		if err != nil {
+			return "", fmt.Errorf("%w (file not readable)", errUnresolved)
+		}
+		v := strings.TrimSpace(string(b))
+		if v == "" {
+			return "", fmt.Errorf("%w (file empty)", errUnresolved)
+		}
+		return table.Secret(v), nil
+	}
+	return "", fmt.Errorf("%w (not env: or file:)", errUnresolved)
+}
+
+func readSmallFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, maxSecretFile))
+}
+
+// ToTable converts a validated RoutingTable into the edge's table.Table,
+// resolving each provider's secret_ref through r, and checks the result
+// with shared/table's own validation, so a table the edge would reject
+// fails here.
+//
+// What the edge serves from a table:
+//   - every provider whose secret resolves; a provider whose secret does
+//     not is unusable on this edge: it is left out, with the reason in
+//     the returned list ("openai: its secret_ref did not resolve …"),
+//     and so are its targets. The rest of the table still applies, so
+//     key revocations and other changes reach this edge regardless;
+//   - every model with a route, the route's targets followed by its
+//     fallbacks, tried in order (the edge's router is "ordered" today;
+//     the declared strategy, allowed regions and price caps stay in the
+//     RoutingTable for the routers that read them). A model with no route,
+//     or whose targets are all unusable here, is not served;
+//   - every key hash.
+func ToTable(t *tablev1.RoutingTable, r Resolver) (tab *table.Table, unusable []string, err error) {
+	e := t.GetEntities()
+	tab = &table.Table{Revision: t.GetRevision()}
+	usable := map[string]bool{}
+	for _, p := range e.GetProviders() {
+		key, rerr := r.resolve(p.GetSecretRef())
+		if rerr != nil {
+			unusable = append(unusable, p.GetId()+": "+rerr.Error())
+			continue
+		}
+		tab.Providers = append(tab.Providers, table.Provider{
+			ID: p.GetId(), Preset: p.GetPreset(), Kind: p.GetKind(), BaseURL: p.GetBaseUrl(), APIKey: key,
+		})
+		usable[p.GetId()] = true
+	}
+	routes := map[string]table.Route{}
+	for _, rt := range e.GetRoutes() {
+		out := table.Route{Model: rt.GetModel()}
+		for _, tg := range slices.Concat(rt.GetTargets(), rt.GetFallbacks()) {
+			target := table.Target{Provider: tg.GetProvider(), Model: tg.GetModel()}
+			if usable[target.Provider] && !slices.Contains(out.Targets, target) {
+				out.Targets = append(out.Targets, target)
+			}
+		}
+		if len(out.Targets) > 0 {
+			routes[rt.GetModel()] = out
+		}
+	}
+	for _, m := range e.GetModels() {
+		rt, ok := routes[m.GetId()]
+		if !ok {
+			continue
+		}
+		tab.Models = append(tab.Models, table.Model{ID: m.GetId(), OwnedBy: m.GetOwnedBy(), Capabilities: slices.Clone(m.GetCapabilities())})
+		tab.Routes = append(tab.Routes, rt)
+	}
+	for _, k := range e.GetKeys() {
+		tab.Keys = append(tab.Keys, table.Key{ID: k.GetId(), Hash: k.GetHash()})
+	}
+	if err := tab.Validate(); err != nil {
+		return nil, unusable, fmt.Errorf("%w: the edge's table check: %w", ErrInvalid, err)
+	}
+	return tab, unusable, nil
+}

@@ -1,0 +1,116 @@
+package tablewire
+
+import (
+	"slices"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+
+	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
+	tablev1 "github.com/meridian-mesh/meridian/proto/table/v1"
+)
+
+// kind is one entity list of a table, handled without knowing its type.
+type kind struct {
+	name string
+	// sort orders the list by ID.
+	sort func(*tablev1.Entities)
+	// ids returns the IDs in the list, in list order.
+	ids func(*tablev1.Entities) []string
+	// diff adds to up and del what turns old's list into new's.
+	diff func(old, new *tablev1.Entities, up *tablev1.Entities, del *tablev1.EntityIDs)
+	// apply upserts up's entities into base's list and removes del's
+	// IDs; it returns the IDs it could not find to delete.
+	apply func(base, up *tablev1.Entities, del *tablev1.EntityIDs) (missing []string)
+	// deleted returns del's IDs of this kind.
+	deleted func(*tablev1.EntityIDs) []string
+}
+
+func listKind[T proto.Message](name string, list func(*tablev1.Entities) *[]T, dels func(*tablev1.EntityIDs) *[]string, id func(T) string) kind {
+	cmp := func(a, b T) int { return strings.Compare(id(a), id(b)) }
+	return kind{
+		name: name,
+		sort: func(e *tablev1.Entities) { slices.SortFunc(*list(e), cmp) },
+		ids: func(e *tablev1.Entities) []string {
+			out := make([]string, 0, len(*list(e)))
+			for _, m := range *list(e) {
+				out = append(out, id(m))
+			}
+			return out
+		},
+		diff: func(old, new, up *tablev1.Entities, del *tablev1.EntityIDs) {
+			prev := make(map[string]T, len(*list(old)))
+			for _, m := range *list(old) {
+				prev[id(m)] = m
+			}
+			for _, m := range *list(new) {
+				p, ok := prev[id(m)]
+				if !ok || !proto.Equal(p, m) {
+					*list(up) = append(*list(up), m)
+				}
+				delete(prev, id(m))
+			}
+			for k := range prev {
+				*dels(del) = append(*dels(del), k)
+			}
+			slices.Sort(*dels(del))
+		},
+		apply: func(base, up *tablev1.Entities, del *tablev1.EntityIDs) []string {
+			byID := make(map[string]T, len(*list(base))+len(*list(up)))
+			for _, m := range *list(base) {
+				byID[id(m)] = m
+			}
+			var missing []string
+			for _, k := range *dels(del) {
+				if _, ok := byID[k]; !ok {
+					missing = append(missing, k)
+				}
+				delete(byID, k)
+			}
+			for _, m := range *list(up) {
+				byID[id(m)] = m
+			}
+			out := make([]T, 0, len(byID))
+			for _, m := range byID {
+				out = append(out, m)
+			}
+			slices.SortFunc(out, cmp)
+			*list(base) = out
+			return missing
+		},
+		deleted: func(d *tablev1.EntityIDs) []string { return *dels(d) },
+	}
+}
+
+// PriceID is a price's ID, "provider/model", as the control plane keys it.
+func PriceID(p *controlv1.Price) string { return p.GetProvider() + "/" + p.GetModel() }
+
+// kinds lists every entity kind of a table, in dependency order.
+var kinds = []kind{
+	listKind("regions", func(e *tablev1.Entities) *[]*controlv1.Region { return &e.Regions },
+		func(d *tablev1.EntityIDs) *[]string { return &d.Regions }, (*controlv1.Region).GetId),
+	listKind("nodes", func(e *tablev1.Entities) *[]*controlv1.Node { return &e.Nodes },
+		func(d *tablev1.EntityIDs) *[]string { return &d.Nodes }, (*controlv1.Node).GetId),
+	listKind("models", func(e *tablev1.Entities) *[]*controlv1.Model { return &e.Models },
+		func(d *tablev1.EntityIDs) *[]string { return &d.Models }, (*controlv1.Model).GetId),
+	listKind("placements", func(e *tablev1.Entities) *[]*controlv1.Placement { return &e.Placements },
+		func(d *tablev1.EntityIDs) *[]string { return &d.Placements }, (*controlv1.Placement).GetId),
+	listKind("providers", func(e *tablev1.Entities) *[]*controlv1.Provider { return &e.Providers },
+		func(d *tablev1.EntityIDs) *[]string { return &d.Providers }, (*controlv1.Provider).GetId),
+	listKind("routes", func(e *tablev1.Entities) *[]*controlv1.Route { return &e.Routes },
+		func(d *tablev1.EntityIDs) *[]string { return &d.Routes }, (*controlv1.Route).GetModel),
+	listKind("keys", func(e *tablev1.Entities) *[]*controlv1.Key { return &e.Keys },
+		func(d *tablev1.EntityIDs) *[]string { return &d.Keys }, (*controlv1.Key).GetId),
+	listKind("tenants", func(e *tablev1.Entities) *[]*controlv1.Tenant { return &e.Tenants },
+		func(d *tablev1.EntityIDs) *[]string { return &d.Tenants }, (*controlv1.Tenant).GetId),
+	listKind("prices", func(e *tablev1.Entities) *[]*controlv1.Price { return &e.Prices },
+		func(d *tablev1.EntityIDs) *[]string { return &d.Prices }, PriceID),
+}
+
+// Sort orders every list in e by ID, the order a table is encoded in, so
+// the same entities always encode to the same bytes.
+func Sort(e *tablev1.Entities) {
+	for _, k := range kinds {
+		k.sort(e)
+	}
+}

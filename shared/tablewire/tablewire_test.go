@@ -1,0 +1,262 @@
+package tablewire
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
+	tablev1 "github.com/meridian-mesh/meridian/proto/table/v1"
+)
+
+var hashA = "sha256:" + strings.Repeat("a", 64)
+
+func sample(rev uint64) *tablev1.RoutingTable {
+	t := &tablev1.RoutingTable{Schema: Schema, Revision: rev, Entities: &tablev1.Entities{
+		Regions:    []*controlv1.Region{{Id: "eu"}, {Id: "us"}},
+		Nodes:      []*controlv1.Node{{Id: "edge-1", Region: "eu"}},
+		Models:     []*controlv1.Model{{Id: "gpt"}, {Id: "tiny", Local: true, Ollama: "tiny"}},
+		Placements: []*controlv1.Placement{{Id: "p1", Model: "tiny", Region: "eu", Desired: 1}},
+		Providers: []*controlv1.Provider{
+			{Id: "local", Kind: "local"},
+			{Id: "oai", Preset: "openai", SecretRef: "env:OAI_KEY"},
+		},
+		Routes: []*controlv1.Route{
+			{Model: "gpt", Targets: []*controlv1.Target{{Provider: "oai"}}, AllowedRegions: []string{"eu"}},
+			{Model: "tiny", Targets: []*controlv1.Target{{Provider: "local"}}, Fallbacks: []*controlv1.Target{{Provider: "oai", Model: "gpt"}}},
+		},
+		Keys:    []*controlv1.Key{{Id: "k1", Hash: hashA, Tenant: "acme"}},
+		Tenants: []*controlv1.Tenant{{Id: "acme"}},
+		Prices:  []*controlv1.Price{{Model: "gpt", Provider: "oai", Input: 1, Output: 2}},
+	}}
+	Sort(t.Entities)
+	return t
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name  string
+		edit  func(*tablev1.Entities)
+		field string
+	}{
+		{"valid", func(*tablev1.Entities) {}, ""},
+		{"node region", func(e *tablev1.Entities) { e.Nodes[0].Region = "mars" }, "nodes[edge-1].region"},
+		{"placement model", func(e *tablev1.Entities) { e.Placements[0].Model = "x" }, "placements[p1].model"},
+		{"route model", func(e *tablev1.Entities) { e.Routes[0].Model = "gpt2" }, "routes[gpt2].model"},
+		{"route provider", func(e *tablev1.Entities) { e.Routes[0].Targets[0].Provider = "x" }, "routes[gpt].targets[0].provider"},
+		{"fallback provider", func(e *tablev1.Entities) { e.Routes[1].Fallbacks[0].Provider = "x" }, "routes[tiny].fallbacks[0].provider"},
+		{"no targets", func(e *tablev1.Entities) { e.Routes[0].Targets = nil }, "routes[gpt].targets"},
+		{"unplaced local", func(e *tablev1.Entities) { e.Placements = nil; e.Routes[1].Fallbacks = nil }, "routes[tiny]"},
+		{"allowed region", func(e *tablev1.Entities) { e.Routes[0].AllowedRegions = []string{"mars"} }, "routes[gpt].allowed_regions[0]"},
+		{"key tenant", func(e *tablev1.Entities) { e.Keys[0].Tenant = "x" }, "keys[k1].tenant"},
+		{"price provider", func(e *tablev1.Entities) { e.Prices[0].Provider = "x" }, "prices[x/gpt].provider"},
+		{"duplicate", func(e *tablev1.Entities) { e.Regions = append(e.Regions, e.Regions[1]) }, "regions[2]"},
+		{"unsorted", func(e *tablev1.Entities) { e.Regions[0], e.Regions[1] = e.Regions[1], e.Regions[0] }, "regions[1]"},
+		{"no id", func(e *tablev1.Entities) { e.Tenants = append(e.Tenants, &controlv1.Tenant{}) }, "tenants[1]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tab := sample(7)
+			tt.edit(tab.Entities)
+			err := Validate(tab)
+			if tt.field == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			var fe *FieldError
+			if !errors.As(err, &fe) || fe.Field != tt.field || !errors.Is(err, ErrInvalid) {
+				t.Fatalf("got %v, want a FieldError on %s", err, tt.field)
+			}
+		})
+	}
+	if err := Validate(&tablev1.RoutingTable{Schema: Schema + 1, Revision: 1}); !errors.Is(err, ErrSchema) {
+		t.Fatalf("newer schema: %v", err)
+	}
+	if err := Validate(&tablev1.RoutingTable{Schema: Schema}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("revision 0: %v", err)
+	}
+}
+
+func TestDecodeCapsSize(t *testing.T) {
+	b, err := Encode(sample(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Decode(b, len(b)-1); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("over the cap: %v", err)
+	}
+	got, err := Decode(b, len(b))
+	if err != nil || !proto.Equal(got, sample(3)) {
+		t.Fatalf("at the cap: %v", err)
+	}
+	if _, err := Decode([]byte{0xff, 0xff, 0xff}, 0); !errors.Is(err, ErrDecode) {
+		t.Fatalf("garbage: %v", err)
+	}
+}
+
+func TestEncodeIsDeterministic(t *testing.T) {
+	a, _ := Encode(sample(5))
+	for range 20 {
+		s := sample(5)
+		for _, n := range s.Entities.Nodes {
+			n.Labels = map[string]string{"a": "1", "b": "2", "c": "3", "d": "4"}
+		}
+		b1, _ := Encode(s)
+		b2, _ := Encode(s)
+		if string(b1) != string(b2) {
+			t.Fatal("same table, different bytes")
+		}
+	}
+	if b, _ := Encode(sample(5)); string(a) != string(b) {
+		t.Fatal("same table, different bytes")
+	}
+}
+
+func TestDiffThenApply(t *testing.T) {
+	old := sample(5)
+	next := sample(9)
+	e := next.Entities
+	e.Routes[0].Targets = append(e.Routes[0].Targets, &controlv1.Target{Provider: "local", Model: "tiny"})
+	e.Keys = nil
+	e.Tenants = append(e.Tenants, &controlv1.Tenant{Id: "zeta"})
+	e.Regions = e.Regions[:1]
+	d := Diff(old, next)
+	if len(d.Upserts.Routes) != 1 || len(d.Deletes.Keys) != 1 || len(d.Upserts.Tenants) != 1 || len(d.Deletes.Regions) != 1 || len(d.Upserts.Models) != 0 {
+		t.Fatalf("delta: %v", d)
+	}
+	got, err := ApplyDelta(old, d, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(got, next) {
+		t.Fatalf("applied delta differs:\n%v\n%v", got, next)
+	}
+	if !proto.Equal(old, sample(5)) {
+		t.Fatal("ApplyDelta modified its input")
+	}
+	if _, err := ApplyDelta(sample(4), d, 0); !errors.Is(err, ErrGap) {
+		t.Fatalf("gap: %v", err)
+	}
+	bad := proto.Clone(Diff(old, next)).(*tablev1.TableDelta)
+	bad.Upserts.Routes[0].Targets[0].Provider = "ghost"
+	if _, err := ApplyDelta(old, bad, 0); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("dangling reference: %v", err)
+	}
+	if _, err := ApplyDelta(old, d, 10); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("over the cap: %v", err)
+	}
+	gone := Diff(old, next)
+	gone.Deletes.Nodes = []string{"nope"}
+	if _, err := ApplyDelta(old, gone, 0); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("deleting a missing entity: %v", err)
+	}
+}
+
+func TestToTable(t *testing.T) {
+	env := map[string]string{"OAI_KEY": "sk-test-123"}
+	r := Resolver{Getenv: func(k string) string { return env[k] }}
+	tab, unusable, err := ToTable(sample(8), r)
+	if err != nil || len(unusable) != 0 {
+		t.Fatal(err, unusable)
+	}
+	if tab.Revision != 8 || len(tab.Models) != 2 || len(tab.Keys) != 1 || tab.Providers[1].APIKey.Reveal() != "sk-test-123" {
+		t.Fatalf("table: %+v", tab)
+	}
+	if tgs := tab.Routes[1].Targets; len(tgs) != 2 || tgs[1].Provider != "oai" || tgs[1].Model != "gpt" {
+		t.Fatalf("fallbacks must follow targets: %+v", tgs)
+	}
+
+	// Without the secret, the provider is unusable here: its targets go,
+	// a model left with none goes, and the rest still applies.
+	delete(env, "OAI_KEY")
+	tab, unusable, err = ToTable(sample(8), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(unusable) != 1 || !strings.HasPrefix(unusable[0], "oai: ") || strings.Contains(unusable[0], "OAI_KEY") {
+		t.Fatalf("unusable: %q", unusable)
+	}
+	if len(tab.Models) != 1 || tab.Models[0].ID != "tiny" || len(tab.Routes[0].Targets) != 1 || len(tab.Keys) != 1 {
+		t.Fatalf("table: %+v", tab)
+	}
+
+	r.ReadFile = func(p string) ([]byte, error) {
+		if p == "/run/secrets/oai" {
+			return []byte("sk-file\n"), nil
+		}
+		return nil, fmt.Errorf("no such file")
+	}
+	s := sample(8)
+	s.Entities.Providers[1].SecretRef = "file:/run/secrets/oai"
+	tab, _, err = ToTable(s, r)
+	if err != nil || tab.Providers[1].APIKey.Reveal() != "sk-file" {
+		t.Fatalf("file ref: %v", err)
+	}
+
+	// A table the edge's own validation rejects fails conversion.
+	s = sample(8)
+	s.Entities.Providers[1].BaseUrl = "ftp://nope"
+	if _, _, err := ToTable(s, Resolver{Getenv: func(string) string { return "x" }}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("edge validation: %v", err)
+	}
+}
+
+// FuzzDecode feeds arbitrary bytes to the table decoder: it must never
+// panic, and whatever it accepts must re-encode to a table it accepts
+// again, equal to the first, and convert without panicking.
+func FuzzDecode(f *testing.F) {
+	b, _ := Encode(sample(3))
+	f.Add(b)
+	f.Add([]byte{})
+	f.Add(b[:len(b)/2])
+	f.Fuzz(func(t *testing.T, b []byte) {
+		tab, err := Decode(b, 1<<20)
+		if err != nil {
+			return
+		}
+		again, err := Encode(tab)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tab2, err := Decode(again, 1<<20)
+		if err != nil || !proto.Equal(tab, tab2) {
+			t.Fatalf("re-decode: %v", err)
+		}
+		ToTable(tab, Resolver{Getenv: func(string) string { return "k" }, ReadFile: func(string) ([]byte, error) { return []byte("k"), nil }})
+	})
+}
+
+// FuzzApplyDelta applies arbitrary update bytes to a valid table: it must
+// never panic, never modify the base table, and whatever it produces must
+// be a valid table at the delta's revision.
+func FuzzApplyDelta(f *testing.F) {
+	base := sample(5)
+	next := sample(9)
+	next.Entities.Keys = nil
+	next.Entities.Regions = next.Entities.Regions[:1]
+	u, _ := Encode(&tablev1.TableUpdate{Update: &tablev1.TableUpdate_Delta{Delta: Diff(base, next)}})
+	f.Add(u)
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		up, err := DecodeUpdate(b, 1<<20)
+		if err != nil || up.GetDelta() == nil {
+			return
+		}
+		before, _ := Encode(base)
+		got, err := ApplyDelta(base, up.GetDelta(), 1<<20)
+		if after, _ := Encode(base); string(before) != string(after) {
+			t.Fatal("ApplyDelta modified its base")
+		}
+		if err != nil {
+			return
+		}
+		if err := Validate(got); err != nil || got.GetRevision() != up.GetDelta().GetRevision() {
+			t.Fatalf("applied table invalid: %v", err)
+		}
+	})
+}

@@ -1,0 +1,154 @@
+package tablewire
+
+import (
+	"fmt"
+
+	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
+	tablev1 "github.com/meridian-mesh/meridian/proto/table/v1"
+	"github.com/meridian-mesh/meridian/shared/table"
+)
+
+// Validate checks a table's own consistency: its schema, IDs present,
+// unique and sorted in every list, every reference resolving (nodes to
+// regions, placements to models and nodes or regions, routes to models,
+// providers and regions, keys to tenants, prices to models and
+// providers), and every routed model having at least one possible target.
+// A target is possible when its provider exists and, for the local
+// engine, the model is placed somewhere. Field-level checks of providers,
+// models and keys belong to shared/table, which the edge runs on the
+// converted table (ToTable).
+func Validate(t *tablev1.RoutingTable) error {
+	if t == nil {
+		return fmt.Errorf("%w: no table", ErrInvalid)
+	}
+	if err := checkSchema(t.GetSchema()); err != nil {
+		return err
+	}
+	if t.GetRevision() == 0 {
+		return invalidf("revision", "must be positive")
+	}
+	e := t.GetEntities()
+	if e == nil {
+		e = &tablev1.Entities{}
+	}
+	sets := make(map[string]map[string]bool, len(kinds))
+	for _, k := range kinds {
+		ids := k.ids(e)
+		set := make(map[string]bool, len(ids))
+		for i, id := range ids {
+			if id == "" || id == "/" {
+				return invalidf(fmt.Sprintf("%s[%d]", k.name, i), "has no ID")
+			}
+			if i > 0 && ids[i-1] >= id {
+				return invalidf(fmt.Sprintf("%s[%d]", k.name, i), "%q is out of order or repeated", id)
+			}
+			set[id] = true
+		}
+		sets[k.name] = set
+	}
+	has := func(kind, id string) bool { return sets[kind][id] }
+	for _, n := range e.GetNodes() {
+		if !has("regions", n.GetRegion()) {
+			return invalidf("nodes["+n.GetId()+"].region", "references unknown region %q", n.GetRegion())
+		}
+	}
+	placed := map[string]bool{}
+	for _, p := range e.GetPlacements() {
+		f := "placements[" + p.GetId() + "]"
+		if !has("models", p.GetModel()) {
+			return invalidf(f+".model", "references unknown model %q", p.GetModel())
+		}
+		switch {
+		case p.GetNode() != "" && p.GetRegion() != "", p.GetNode() == "" && p.GetRegion() == "":
+			return invalidf(f, "names a node or a region, exactly one")
+		case p.GetNode() != "" && !has("nodes", p.GetNode()):
+			return invalidf(f+".node", "references unknown node %q", p.GetNode())
+		case p.GetRegion() != "" && !has("regions", p.GetRegion()):
+			return invalidf(f+".region", "references unknown region %q", p.GetRegion())
+		}
+		placed[p.GetModel()] = true
+	}
+	providers := make(map[string]*controlv1.Provider, len(e.GetProviders()))
+	for _, p := range e.GetProviders() {
+		providers[p.GetId()] = p
+	}
+	for _, r := range e.GetRoutes() {
+		f := "routes[" + r.GetModel() + "]"
+		if !has("models", r.GetModel()) {
+			return invalidf(f+".model", "references unknown model %q", r.GetModel())
+		}
+		if len(r.GetTargets()) == 0 {
+			return invalidf(f+".targets", "needs at least one target")
+		}
+		possible := false
+		for _, list := range []struct {
+			name string
+			ts   []*controlv1.Target
+		}{{"targets", r.GetTargets()}, {"fallbacks", r.GetFallbacks()}} {
+			for i, tg := range list.ts {
+				p, ok := providers[tg.GetProvider()]
+				if !ok {
+					return invalidf(fmt.Sprintf("%s.%s[%d].provider", f, list.name, i), "references unknown provider %q", tg.GetProvider())
+				}
+				if providerKind(p) != table.KindLocal || placed[modelOf(r, tg)] {
+					possible = true
+				}
+			}
+		}
+		if !possible {
+			return invalidf(f, "has no possible target: its only targets are the local engine and the model is placed nowhere")
+		}
+		for i, reg := range r.GetAllowedRegions() {
+			if !has("regions", reg) {
+				return invalidf(fmt.Sprintf("%s.allowed_regions[%d]", f, i), "references unknown region %q", reg)
+			}
+		}
+	}
+	for _, k := range e.GetKeys() {
+		if k.GetTenant() != "" && !has("tenants", k.GetTenant()) {
+			return invalidf("keys["+k.GetId()+"].tenant", "references unknown tenant %q", k.GetTenant())
+		}
+	}
+	for _, p := range e.GetPrices() {
+		f := "prices[" + PriceID(p) + "]"
+		if !has("models", p.GetModel()) {
+			return invalidf(f+".model", "references unknown model %q", p.GetModel())
+		}
+		if !has("providers", p.GetProvider()) {
+			return invalidf(f+".provider", "references unknown provider %q", p.GetProvider())
+		}
+	}
+	return nil
+}
+
+// providerKind is a provider's wire format, from its kind or its preset.
+func providerKind(p *controlv1.Provider) string {
+	if p.GetKind() != "" {
+		return p.GetKind()
+	}
+	return table.Presets[p.GetPreset()].Kind
+}
+
+// modelOf is the model a target runs: its own name, or the route's.
+func modelOf(r *controlv1.Route, t *controlv1.Target) string {
+	if t.GetModel() != "" {
+		return t.GetModel()
+	}
+	return r.GetModel()
+}
+
+// FieldError is a validation failure naming the offending field, such as
+// "routes[gpt-4o].targets[1].provider".
+type FieldError struct {
+	Field string
+	Msg   string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
+
+// Unwrap lets errors.Is(err, ErrInvalid) match.
+func (e *FieldError) Unwrap() error { return ErrInvalid }
+
+func invalidf(field, format string, args ...any) error {
+	return &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
+}
