@@ -15,6 +15,12 @@ type Peer struct {
 	ID string
 	// Addr is the peer's Raft address, host:port.
 	Addr string
+	// APIAddr, when known, is the peer's API base URL; the first leader
+	// records it, so every member's address is listed before it ever
+	// leads.
+	APIAddr string
+	// Name, when known, is the peer's node name.
+	Name string
 }
 
 // ParsePeer reads "id=host:port".

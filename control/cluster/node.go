@@ -506,14 +506,29 @@ func (n *Node) leaderLoop() {
 	}
 }
 
-// ensureMember records this node's addresses if the state lacks them.
+// ensureMember records this node's addresses if the state lacks them,
+// and the bootstrap peers' API addresses where they are known and not
+// yet recorded.
 func (n *Node) ensureMember() {
 	want := &controlv1.Member{Id: n.id, Name: n.cfg.NodeName, RaftAddr: n.RaftAddr(), ApiAddr: n.cfg.APIAddr}
-	if m, ok := n.fsm.State().Member(n.id); ok && proto.Equal(m, want) {
-		return
+	if m, ok := n.fsm.State().Member(n.id); !ok || !proto.Equal(m, want) {
+		if _, err := n.Apply(fsm.TypeSetMember, &controlv1.SetMember{RequestId: NewUUID(), Member: want}); err != nil {
+			n.logger.Warn("recording own address failed", "err", err)
+			return
+		}
 	}
-	if _, err := n.Apply(fsm.TypeSetMember, &controlv1.SetMember{RequestId: NewUUID(), Member: want}); err != nil {
-		n.logger.Warn("recording own address failed", "err", err)
+	for _, p := range n.cfg.Peers {
+		if p.ID == n.id || p.APIAddr == "" {
+			continue
+		}
+		if _, ok := n.fsm.State().Member(p.ID); ok {
+			continue
+		}
+		m := &controlv1.Member{Id: p.ID, Name: p.Name, RaftAddr: p.Addr, ApiAddr: p.APIAddr}
+		if _, err := n.Apply(fsm.TypeSetMember, &controlv1.SetMember{RequestId: NewUUID(), Member: m}); err != nil {
+			n.logger.Warn("recording a peer's address failed", "peer", p.ID, "err", err)
+			return
+		}
 	}
 }
 

@@ -73,7 +73,7 @@ func Start(t testing.TB, n int, opts Options) *Cluster {
 		m := &Member{c: c, Dir: filepath.Join(t.TempDir(), fmt.Sprintf("n%d", i)), ID: cluster.NewUUID(),
 			Name: fmt.Sprintf("n%d", i), RaftAddr: freeAddr(t), URL: "http://" + freeAddr(t), applied: map[string]int{}}
 		c.Members = append(c.Members, m)
-		peers = append(peers, cluster.Peer{ID: m.ID, Addr: m.RaftAddr})
+		peers = append(peers, cluster.Peer{ID: m.ID, Addr: m.RaftAddr, APIAddr: m.URL, Name: m.Name})
 	}
 	for _, m := range c.Members {
 		m.start(peers, false)

@@ -172,7 +172,7 @@ func discover(ctx context.Context, cfg Config, logger interface {
 	// Closed before the real API listens on the same address.
 	defer tmp.Close()
 
-	found := map[string]string{id: raftAddr}
+	found := map[string]api.Self{id: self}
 	client := &http.Client{Timeout: 2 * time.Second}
 	for len(found) < cfg.BootstrapExpect {
 		for _, addr := range cfg.Join {
@@ -185,7 +185,7 @@ func discover(ctx context.Context, cfg Config, logger interface {
 			}
 			var s api.Self
 			if json.NewDecoder(resp.Body).Decode(&s) == nil && s.ID != "" && s.RaftAddr != "" {
-				found[s.ID] = s.RaftAddr
+				found[s.ID] = s
 			}
 			resp.Body.Close()
 		}
@@ -198,8 +198,8 @@ func discover(ctx context.Context, cfg Config, logger interface {
 		}
 	}
 	var peers []cluster.Peer
-	for id, addr := range found {
-		peers = append(peers, cluster.Peer{ID: id, Addr: addr})
+	for id, s := range found {
+		peers = append(peers, cluster.Peer{ID: id, Addr: s.RaftAddr, APIAddr: s.APIAddr, Name: s.Name})
 	}
 	sort.Slice(peers, func(i, j int) bool { return peers[i].ID < peers[j].ID })
 	return peers, nil

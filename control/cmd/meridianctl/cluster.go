@@ -36,9 +36,11 @@ func (c *cli) status(ctx context.Context) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(map[string]any{"cluster": info, "entities": counts})
 	}
-	leader := info.Leader
-	if leader == "" {
-		leader = "none"
+	leader := "none"
+	for _, s := range info.Servers {
+		if s.ID == info.LeaderID {
+			leader = fmt.Sprintf("%s %s (%s)", dash(s.Name), dash(s.APIAddr), s.ID)
+		}
 	}
 	fmt.Fprintf(c.stdout, "Leader: %s\nServing node: %s (%s, term %d, applied index %d, state index %d)\n\n",
 		leader, info.Self, info.Stats.State, info.Stats.Term, info.Stats.AppliedIndex, info.Stats.StateIndex)

@@ -127,7 +127,7 @@ func TestCLIAgainstCluster(t *testing.T) {
 
 	// Status.
 	out = cli.ok("status")
-	if !strings.Contains(out, "Leader: http") || !strings.Contains(out, "regions") {
+	if !strings.Contains(out, "Leader: n") || !strings.Contains(out, "regions") || strings.Contains(out, " - ") {
 		t.Fatalf("status:\n%s", out)
 	}
 	var st struct {

@@ -1,0 +1,122 @@
+// Package compile turns the control plane's replicated state into the
+// routing table edges serve from: one RoutingTable per state, at the
+// state's Raft index, validated before anything may publish it.
+//
+// It is pure: no I/O, no clock, no randomness, so every control node
+// compiles the same state to the same bytes. It must never resolve a
+// provider's secret_ref (edges do that) and never put one into an error.
+package compile
+
+import (
+	"errors"
+	"fmt"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/meridian-mesh/meridian/control/fsm"
+	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
+	tablev1 "github.com/meridian-mesh/meridian/proto/table/v1"
+	"github.com/meridian-mesh/meridian/shared/tablewire"
+)
+
+// Config bounds what the compiler accepts.
+type Config struct {
+	// MaxBytes caps the encoded table, bytes. It must fit in one NATS
+	// message: the embedded server's max payload is set above it.
+	MaxBytes int
+}
+
+// DefaultConfig returns a 4 MiB cap.
+func DefaultConfig() Config { return Config{MaxBytes: tablewire.DefaultMaxBytes} }
+
+// Validate checks the config.
+func (c Config) Validate() error {
+	if c.MaxBytes < 1024 {
+		return errors.New("compile: max bytes must be at least 1024")
+	}
+	return nil
+}
+
+// ErrRejected wraps every reason a state does not compile to a table.
+var ErrRejected = errors.New("table rejected")
+
+// Table is a compiled, validated table and its encoding.
+type Table struct {
+	Table *tablev1.RoutingTable
+	// Bytes is Table, deterministically encoded.
+	Bytes []byte
+}
+
+// Compile builds and validates the table for a state. The table passes
+// three checks before it is returned: the size cap, the table's own
+// consistency (references, a possible target for every routed model) and
+// the edge's shared/table validation after conversion, with every
+// secret_ref assumed to resolve. An error wraps ErrRejected and says why.
+func Compile(cfg Config, s *fsm.State) (*Table, error) {
+	t := &tablev1.RoutingTable{Schema: tablewire.Schema, Revision: s.Index(), Entities: &tablev1.Entities{}}
+	e := t.Entities
+	for _, m := range s.List(fsm.KindRegion) {
+		e.Regions = append(e.Regions, m.(*controlv1.Region))
+	}
+	for _, m := range s.List(fsm.KindNode) {
+		e.Nodes = append(e.Nodes, m.(*controlv1.Node))
+	}
+	for _, m := range s.List(fsm.KindModel) {
+		e.Models = append(e.Models, m.(*controlv1.Model))
+	}
+	for _, m := range s.List(fsm.KindPlacement) {
+		e.Placements = append(e.Placements, m.(*controlv1.Placement))
+	}
+	for _, m := range s.List(fsm.KindProvider) {
+		e.Providers = append(e.Providers, m.(*controlv1.Provider))
+	}
+	for _, m := range s.List(fsm.KindRoute) {
+		e.Routes = append(e.Routes, m.(*controlv1.Route))
+	}
+	for _, m := range s.List(fsm.KindKey) {
+		e.Keys = append(e.Keys, m.(*controlv1.Key))
+	}
+	for _, m := range s.List(fsm.KindTenant) {
+		e.Tenants = append(e.Tenants, m.(*controlv1.Tenant))
+	}
+	for _, m := range s.List(fsm.KindPrice) {
+		e.Prices = append(e.Prices, m.(*controlv1.Price))
+	}
+	// The state lists by ID already; sorting again makes the order this
+	// package's promise rather than the state's.
+	tablewire.Sort(e)
+	return Check(cfg, t)
+}
+
+// Check validates a table and encodes it: the same checks Compile runs,
+// for a table built elsewhere (tests inject bad ones through it).
+func Check(cfg Config, t *tablev1.RoutingTable) (*Table, error) {
+	if err := tablewire.Validate(t); err != nil {
+		return nil, fmt.Errorf("%w at revision %d: %w", ErrRejected, t.GetRevision(), err)
+	}
+	// Every ref resolves to a placeholder: the control plane checks the
+	// table's shape; whether a secret exists is each edge's concern.
+	placeholder := tablewire.Resolver{
+		Getenv:   func(string) string { return "placeholder" },
+		ReadFile: func(string) ([]byte, error) { return []byte("placeholder"), nil },
+	}
+	if _, _, err := tablewire.ToTable(t, placeholder); err != nil {
+		return nil, fmt.Errorf("%w at revision %d: %w", ErrRejected, t.GetRevision(), err)
+	}
+	b, err := tablewire.Encode(t)
+	if err != nil {
+		return nil, fmt.Errorf("%w at revision %d: encode: %w", ErrRejected, t.GetRevision(), err)
+	}
+	max := cfg.MaxBytes
+	if max <= 0 {
+		max = tablewire.DefaultMaxBytes
+	}
+	if len(b) > max {
+		return nil, fmt.Errorf("%w at revision %d: %w: %d bytes, cap %d", ErrRejected, t.GetRevision(), tablewire.ErrTooLarge, len(b), max)
+	}
+	return &Table{Table: t, Bytes: b}, nil
+}
+
+// Equal reports whether two compiled tables hold the same entities,
+// whatever their revisions.
+func Equal(a, b *tablev1.RoutingTable) bool { return proto.Equal(a.GetEntities(), b.GetEntities()) }
