@@ -1,0 +1,113 @@
+package compile
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/meridian-mesh/meridian/control/fsm"
+	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
+	"github.com/meridian-mesh/meridian/shared/tablewire"
+)
+
+func apply(t *testing.T, f *fsm.FSM, index uint64, ops ...*controlv1.Op) {
+	t.Helper()
+	b, err := fsm.Encode(fsm.TypeWrite, &controlv1.Write{RequestId: fmt.Sprint("r", index), Ops: ops})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := f.Apply(index, b); r.GetCode() != "" {
+		t.Fatalf("write %d rejected: %v", index, r)
+	}
+}
+
+func fleet() []*controlv1.Op {
+	return []*controlv1.Op{
+		fsm.PutOp(&controlv1.Region{Id: "eu", Name: "Europe", Latitude: 50, Longitude: 8}),
+		fsm.PutOp(&controlv1.Node{Id: "n1", Region: "eu", Addresses: []string{"10.0.0.1:8080"}, Labels: map[string]string{"a": "1", "b": "2", "c": "3"}}),
+		fsm.PutOp(&controlv1.Model{Id: "llama3", Local: true, Ollama: "llama3.1:8b"}),
+		fsm.PutOp(&controlv1.Model{Id: "gpt-4o"}),
+		fsm.PutOp(&controlv1.Provider{Id: "oai", Preset: "openai", SecretRef: "env:OPENAI_API_KEY"}),
+		fsm.PutOp(&controlv1.Provider{Id: "local", Kind: "local"}),
+		fsm.PutOp(&controlv1.Key{Id: "k1", Hash: "sha256:" + strings.Repeat("a", 64), Tenant: "acme"}),
+		fsm.PutOp(&controlv1.Tenant{Id: "acme", MonthlyBudget: 100}),
+		fsm.PutOp(&controlv1.Route{Model: "gpt-4o", Targets: []*controlv1.Target{{Provider: "oai"}}}),
+		fsm.PutOp(&controlv1.Route{Model: "llama3", Targets: []*controlv1.Target{{Provider: "local"}}, Fallbacks: []*controlv1.Target{{Provider: "oai", Model: "gpt-4o"}}}),
+		fsm.PutOp(&controlv1.Placement{Id: "p1", Model: "llama3", Region: "eu", Desired: 2}),
+		fsm.PutOp(&controlv1.Price{Model: "gpt-4o", Provider: "oai", Input: 2.5, Output: 10}),
+	}
+}
+
+func TestCompileIsDeterministicAndComplete(t *testing.T) {
+	f := fsm.New(fsm.Config{})
+	apply(t, f, 3, fleet()...)
+	a, err := Compile(DefaultConfig(), f.State())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Table.GetRevision() != 3 {
+		t.Fatalf("revision %d, want the Raft index 3", a.Table.GetRevision())
+	}
+	e := a.Table.GetEntities()
+	if len(e.Regions) != 1 || len(e.Nodes) != 1 || len(e.Models) != 2 || len(e.Placements) != 1 || len(e.Providers) != 2 ||
+		len(e.Routes) != 2 || len(e.Keys) != 1 || len(e.Tenants) != 1 || len(e.Prices) != 1 {
+		t.Fatalf("entities missing: %v", e)
+	}
+	for range 10 {
+		b, err := Compile(DefaultConfig(), f.State())
+		if err != nil || string(b.Bytes) != string(a.Bytes) {
+			t.Fatalf("same state, different bytes (%v)", err)
+		}
+	}
+	// A replica that applied the same writes compiles the same bytes.
+	g := fsm.New(fsm.Config{})
+	apply(t, g, 3, fleet()...)
+	if b, _ := Compile(DefaultConfig(), g.State()); string(b.Bytes) != string(a.Bytes) {
+		t.Fatal("replicas compile different bytes")
+	}
+	got, err := tablewire.Decode(a.Bytes, 0)
+	if err != nil || !Equal(got, a.Table) {
+		t.Fatalf("decode: %v", err)
+	}
+	if strings.Contains(fmt.Sprint(a.Table), "OPENAI_API_KEY") == false {
+		t.Fatal("the table carries the secret_ref for edges to resolve")
+	}
+}
+
+func TestCompileRejects(t *testing.T) {
+	f := fsm.New(fsm.Config{})
+	apply(t, f, 3, fleet()...)
+	// The FSM accepts a route whose only target is the local engine for
+	// a model placed nowhere; the compiler does not.
+	apply(t, f, 4, fsm.PutOp(&controlv1.Model{Id: "orphan", Local: true, Ollama: "orphan:1b"}),
+		fsm.PutOp(&controlv1.Route{Model: "orphan", Targets: []*controlv1.Target{{Provider: "local"}}}))
+	_, err := Compile(DefaultConfig(), f.State())
+	if !errors.Is(err, ErrRejected) || !strings.Contains(err.Error(), "routes[orphan]") || !strings.Contains(err.Error(), "revision 4") {
+		t.Fatalf("unplaced local target: %v", err)
+	}
+	apply(t, f, 5, fsm.DeleteOp(fsm.KindRoute, "orphan"))
+	if _, err := Compile(DefaultConfig(), f.State()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Compile(Config{MaxBytes: 100}, f.State()); !errors.Is(err, tablewire.ErrTooLarge) {
+		t.Fatalf("size cap: %v", err)
+	}
+}
+
+func BenchmarkCompile1000Routes(b *testing.B) {
+	f := fsm.New(fsm.Config{})
+	ops := []*controlv1.Op{fsm.PutOp(&controlv1.Provider{Id: "oai", Preset: "openai", SecretRef: "env:K"})}
+	for i := range 1000 {
+		id := fmt.Sprintf("m%04d", i)
+		ops = append(ops, fsm.PutOp(&controlv1.Model{Id: id}), fsm.PutOp(&controlv1.Route{Model: id, Targets: []*controlv1.Target{{Provider: "oai"}}}))
+	}
+	bb, _ := fsm.Encode(fsm.TypeWrite, &controlv1.Write{RequestId: "r", Ops: ops})
+	f.Apply(1, bb)
+	b.ResetTimer()
+	for range b.N {
+		if _, err := Compile(DefaultConfig(), f.State()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
