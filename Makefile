@@ -3,10 +3,10 @@ GO        ?= go
 FUZZTIME  ?= 10s
 BIN       := bin
 
-.PHONY: help build ollama tinymodel proto test run bench bench-gateway bench-adapters bench-gossip bench-local bench-links fuzz lint clean
+.PHONY: help build ollama tinymodel proto test run bench bench-gateway bench-adapters bench-gossip bench-local bench-links bench-control fuzz lint clean
 
 help:
-	@echo "make build          build meridian-edge and mockprovider into $(BIN)/"
+	@echo "make build          build meridian-edge, meridian-control, meridianctl and mockprovider into $(BIN)/"
 	@echo "make ollama         build the pinned Ollama engine into $(BIN)/ollama (OLLAMA_MARCH=auto|x86-64-v3|x86-64|native)"
 	@echo "make proto          regenerate Go code from proto/**/*.proto"
 	@echo "make run            bring up the local dev mesh (edge with a tiny local model, mock providers)"
@@ -17,12 +17,13 @@ help:
 	@echo "make bench-gossip   gossip convergence, failure detection, dissemination and traffic"
 	@echo "make bench-local    local inference through the edge against the same Ollama directly"
 	@echo "make bench-links    forwarding to a peer edge: warm QUIC, 0-RTT QUIC, TCP+TLS and HTTP/2 under WAN delay"
+	@echo "make bench-control  control plane write latency, throughput and leader failover on 3 nodes"
 	@echo "make tinymodel      write the tiny test models to $(BIN)/tiny.gguf and $(BIN)/tiny-repeat.gguf"
 	@echo "make fuzz           a short run of every fuzz target (FUZZTIME=$(FUZZTIME) each)"
 	@echo "make lint           gofmt check, go vet and staticcheck"
 
 build:
-	$(GO) build -o $(BIN)/ ./edge/cmd/meridian-edge ./scripts/mockprovider
+	$(GO) build -o $(BIN)/ ./edge/cmd/meridian-edge ./scripts/mockprovider ./control/cmd/...
 
 ollama:
 	GO=$(GO) BIN=$(BIN) scripts/ollama/build.sh
@@ -44,7 +45,7 @@ test: ollama
 	$(GO) vet ./...
 	MERIDIAN_REQUIRE_OLLAMA=1 MERIDIAN_OLLAMA=$(abspath $(BIN))/ollama $(GO) test -race -count=1 ./...
 
-bench: bench-gateway bench-adapters bench-gossip bench-local bench-links
+bench: bench-gateway bench-adapters bench-gossip bench-local bench-links bench-control
 	$(GO) test -run '^$$' -bench . -benchmem ./shared/... ./edge/...
 
 bench-adapters:
@@ -65,6 +66,9 @@ bench-gateway:
 
 bench-links:
 	$(GO) run ./scripts/bench/links -readme README.md
+
+bench-control:
+	$(GO) run ./scripts/bench/control $(if $(QUICK),-quick) -readme README.md
 
 # Every fuzz target in the module, each run for FUZZTIME. A run that ends
 # with go's own "context deadline exceeded" and no failing input (the
