@@ -38,6 +38,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/meridian-mesh/meridian/edge/api"
 	openaiapi "github.com/meridian-mesh/meridian/edge/api/openai"
 	"github.com/meridian-mesh/meridian/edge/gateway"
@@ -102,6 +104,7 @@ type bench struct {
 	ping    *relay.Relay // to a UDP echo server, for the path's own RTT
 	pingC   net.Conn
 	peer    *link.Peer
+	reg     *prometheus.Registry // A's link metrics
 	h1, h2  *http.Client
 	httpURL string
 }
@@ -117,6 +120,7 @@ func run(ctx context.Context, cfg Config) error {
 	defer cleanup()
 	started := time.Now()
 	res := results{samples: cfg.Samples}
+	tcpBefore := b.tcp.Accepted.Load()
 	for _, d := range cfg.Delays {
 		delay := time.Duration(d) * time.Millisecond
 		b.udp.Set(delay, 0, 0)
@@ -162,6 +166,13 @@ func run(ctx context.Context, cfg Config) error {
 		res.rows = append(res.rows, row)
 	}
 	res.took = time.Since(started)
+	// Check that each column measured what it says: (b) resumed with
+	// 0-RTT every time, (c) opened a connection per request.
+	hs := b.handshakes()
+	n := int64(cfg.Samples * len(cfg.Delays))
+	res.checks = append(res.checks,
+		verdict(fmt.Sprintf("(b) new links resumed with 0-RTT: %d of %d (full handshakes %d, resumed without 0-RTT %d)", hs["0rtt"], n, hs["full"], hs["resumed"]), hs["0rtt"] == n),
+		verdict(fmt.Sprintf("(c) TCP connections opened: %d for %d requests (HTTP/2 reused its one)", b.tcp.Accepted.Load()-tcpBefore, n), b.tcp.Accepted.Load()-tcpBefore == n))
 	r := res.report()
 	fmt.Print(r.text)
 	if cfg.Readme != "" {
@@ -205,6 +216,25 @@ func (b *bench) pingRTT() (time.Duration, error) {
 		return 0, err
 	}
 	return time.Since(start), nil
+}
+
+// handshakes counts A's link handshakes by kind.
+func (b *bench) handshakes() map[string]int64 {
+	out := map[string]int64{}
+	mfs, _ := b.reg.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() != "meridian_link_handshakes_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "kind" {
+					out[l.GetValue()] = int64(m.GetCounter().GetValue())
+				}
+			}
+		}
+	}
+	return out
 }
 
 func request() *llm.Request {
@@ -405,6 +435,8 @@ func setup() (*bench, func(), error) {
 	// A's side: a link transport and two HTTP clients.
 	lcA := link.DefaultConfig()
 	lcA.NodeID, lcA.Certificate, lcA.CAs, lcA.Logger = "edge-a", certA, ca.Pool(), quiet
+	reg := prometheus.NewRegistry()
+	lcA.Registerer = reg
 	trA, err := link.Listen(lcA, "127.0.0.1:0")
 	if err != nil {
 		return fail(err)
@@ -426,7 +458,7 @@ func setup() (*bench, func(), error) {
 	}}
 	h2 := &http.Client{Transport: &http.Transport{TLSClientConfig: clientTLS(), ForceAttemptHTTP2: true}}
 	closers = append(closers, h2.CloseIdleConnections)
-	b := &bench{gw: gw, udp: udp, tcp: tcp, ping: ping, pingC: pingC, peer: peer, h1: h1, h2: h2, httpURL: "https://" + tcp.TCPAddr()}
+	b := &bench{reg: reg, gw: gw, udp: udp, tcp: tcp, ping: ping, pingC: pingC, peer: peer, h1: h1, h2: h2, httpURL: "https://" + tcp.TCPAddr()}
 	// Check that HTTP/2 really is HTTP/2.
 	req, _ := http.NewRequest(http.MethodGet, b.httpURL+"/v1/models", nil)
 	if resp, err := h2.Do(req); err != nil {

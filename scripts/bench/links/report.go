@@ -43,6 +43,7 @@ type results struct {
 	samples int
 	rows    []row
 	took    time.Duration
+	checks  []string // verdicts on what was measured
 }
 
 type report struct {
@@ -82,7 +83,7 @@ func (res results) report() report {
 	last := res.rows[len(res.rows)-1]
 	ratio := float64(last.added(tcpNew)) / float64(max(last.added(warmQUIC), time.Microsecond))
 	verdicts = append(verdicts, verdict(fmt.Sprintf("%d ms: (c) adds %.2fx what (a) adds, target >= %.1fx", last.delayMS, ratio, minRatio), ratio >= minRatio))
-	for _, v := range verdicts {
+	for _, v := range append(res.checks, verdicts...) {
 		tb.WriteString(v + "\n")
 	}
 	fmt.Fprintf(&tb, "took %v on %d CPUs\n", res.took.Round(time.Millisecond), runtime.NumCPU())

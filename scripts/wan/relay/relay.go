@@ -77,8 +77,9 @@ type Relay struct {
 	closed   bool
 	wg       sync.WaitGroup
 
-	// Counters, for the admin state.
-	Forwarded, Dropped atomic.Int64
+	// Counters, for the admin state: datagrams and chunks forwarded and
+	// dropped, and TCP connections accepted.
+	Forwarded, Dropped, Accepted atomic.Int64
 }
 
 // Start listens and relays until Close.
@@ -423,6 +424,7 @@ func (r *Relay) serveTCP() {
 		if err != nil {
 			return
 		}
+		r.Accepted.Add(1)
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
@@ -541,6 +543,7 @@ type State struct {
 	Partition bool    `json:"partition"`
 	Forwarded int64   `json:"forwarded"`
 	Dropped   int64   `json:"dropped"`
+	Accepted  int64   `json:"tcp_accepted"`
 }
 
 // State returns the current settings and counters.
@@ -551,7 +554,7 @@ func (r *Relay) State() State {
 		JitterMS:  float64(r.jitter.Load()) / 1e6,
 		Loss:      float64(r.loss.Load()) / 1e9,
 		Partition: r.partition.Load(),
-		Forwarded: r.Forwarded.Load(), Dropped: r.Dropped.Load(),
+		Forwarded: r.Forwarded.Load(), Dropped: r.Dropped.Load(), Accepted: r.Accepted.Load(),
 	}
 }
 
