@@ -76,7 +76,11 @@ func Start(t testing.TB, n int, opts Options) *Cluster {
 		peers = append(peers, cluster.Peer{ID: m.ID, Addr: m.RaftAddr, APIAddr: m.URL, Name: m.Name})
 	}
 	for _, m := range c.Members {
-		m.start(peers, false)
+		if n == 1 {
+			m.start(nil, true) // the single-node bootstrap path
+		} else {
+			m.start(peers, false)
+		}
 	}
 	t.Cleanup(func() {
 		for _, m := range c.Members {

@@ -40,7 +40,7 @@ func main() {
 	peers := fs.String("peers", "", "comma-separated id=raft-host:port of every voter, this one included, to bootstrap with")
 	admin := fs.String("admin-tokens", "", "comma-separated admin tokens (or MERIDIAN_CONTROL_ADMIN_TOKENS)")
 	read := fs.String("read-tokens", "", "comma-separated read-only tokens (or MERIDIAN_CONTROL_READ_TOKENS)")
-	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
+	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn, error or off")
 	fs.Parse(os.Args[1:])
 
 	cfg.Join = splitList(*join)
@@ -84,6 +84,9 @@ func firstNonEmpty(a, b string) string {
 }
 
 func newLogger(level string) *slog.Logger {
+	if level == "off" {
+		return slog.New(slog.DiscardHandler)
+	}
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		l = slog.LevelInfo

@@ -49,7 +49,7 @@ type Config struct {
 	// on every node.
 	AdminTokens []string
 	ReadTokens  []string
-	// LogLevel is debug, info, warn or error.
+	// LogLevel is debug, info, warn, error or off.
 	LogLevel string
 }
 
@@ -162,6 +162,12 @@ func discover(ctx context.Context, cfg Config, logger interface {
 	mux.HandleFunc("GET /v1/control/self", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(self)
+	})
+	// Until the cluster forms there is no leader: clients hold and retry.
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintf(w, `{"error":{"code":%q,"message":"waiting for %d voters to bootstrap"}}`+"\n", api.CodeNoLeader, cfg.BootstrapExpect)
 	})
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/meridian-mesh/meridian/control/api"
+	"github.com/meridian-mesh/meridian/control/client"
+	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
+)
+
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// TestBootstrapExpectAndLeave starts three nodes that find each other
+// through -join, writes through each, and stops them with a signal's
+// context: each leaves, and the survivors keep serving.
+func TestBootstrapExpectAndLeave(t *testing.T) {
+	const n = 3
+	var http []string
+	cfgs := make([]Config, n)
+	for range n {
+		http = append(http, freeAddr(t))
+	}
+	for i := range n {
+		cfg := DefaultConfig()
+		cfg.DataDir = filepath.Join(t.TempDir(), "data")
+		cfg.NodeName = fmt.Sprintf("c%d", i)
+		cfg.RaftAddr, cfg.HTTPAddr = freeAddr(t), http[i]
+		cfg.BootstrapExpect = n
+		for j := range n {
+			if j != i {
+				cfg.Join = append(cfg.Join, "http://"+http[j])
+			}
+		}
+		cfg.AdminTokens = []string{"admin-token-0123456789"}
+		cfg.LogLevel = "off"
+		cfgs[i] = cfg
+	}
+	cancels := make([]context.CancelFunc, n)
+	done := make([]chan error, n)
+	for i := range n {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancels[i], done[i] = cancel, make(chan error, 1)
+		go func() { done[i] <- run(ctx, cfgs[i]) }()
+	}
+	t.Cleanup(func() {
+		for i := range n {
+			cancels[i]()
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for i := range n {
+		cl, err := client.New(client.Config{Addrs: []string{http[i]}, Token: "admin-token-0123456789", RetryTimeout: 40 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cl.Put(ctx, &controlv1.Region{Id: fmt.Sprintf("r%d", i)}, client.WriteOptions{}); err != nil {
+			t.Fatalf("write through node %d: %v", i, err)
+		}
+	}
+	cl, _ := client.New(client.Config{Addrs: []string{http[0], http[1], http[2]}, Token: "admin-token-0123456789", RetryTimeout: 40 * time.Second})
+	info, err := cl.Cluster(ctx)
+	if err != nil || len(info.Servers) != n {
+		t.Fatalf("cluster: %+v %v", info, err)
+	}
+	// Stop the leader: it hands over, so writes continue at once.
+	for i := range n {
+		if "http://"+http[i] == leaderAPI(info) {
+			cancels[i]()
+			select {
+			case err := <-done[i]:
+				if err != nil {
+					t.Fatalf("leaving node: %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("the leader did not stop")
+			}
+		}
+	}
+	if _, err := cl.Put(ctx, &controlv1.Region{Id: "after"}, client.WriteOptions{}); err != nil {
+		t.Fatalf("write after the leader left: %v", err)
+	}
+}
+
+func leaderAPI(info *api.ClusterInfo) string {
+	for _, s := range info.Servers {
+		if s.Leader {
+			return s.APIAddr
+		}
+	}
+	return ""
+}
+
+func TestConfigValidate(t *testing.T) {
+	cfg := DefaultConfig()
+	if err := cfg.Validate(); err == nil {
+		t.Fatal("a config with no admin token validated")
+	}
+	cfg.AdminTokens = []string{"x"}
+	cfg.Bootstrap, cfg.BootstrapExpect = true, 3
+	if err := cfg.Validate(); err == nil {
+		t.Fatal("bootstrap and bootstrap-expect together validated")
+	}
+}
