@@ -328,3 +328,23 @@ func TestJoinAndRemove(t *testing.T) {
 		t.Fatalf("removing an unknown node: %v", err)
 	}
 }
+
+// TestRegisterModelRejectsStaleRead shows the linearizability check can
+// fail: a read that misses a write acknowledged before it began is
+// illegal.
+func TestRegisterModelRejectsStaleRead(t *testing.T) {
+	stale := []porcupine.Operation{
+		{ClientId: 0, Input: regInput{write: true, value: "a"}, Call: 0, Return: 10},
+		{ClientId: 1, Input: regInput{}, Output: "", Call: 20, Return: 30},
+	}
+	if porcupine.CheckOperations(registerModel, stale) {
+		t.Fatal("a stale read passed the linearizability check")
+	}
+	concurrent := []porcupine.Operation{
+		{ClientId: 0, Input: regInput{write: true, value: "a"}, Call: 0, Return: 30},
+		{ClientId: 1, Input: regInput{}, Output: "", Call: 10, Return: 20},
+	}
+	if !porcupine.CheckOperations(registerModel, concurrent) {
+		t.Fatal("a read concurrent with a write failed the check")
+	}
+}
