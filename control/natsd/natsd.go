@@ -1,0 +1,244 @@
+// Package natsd runs the NATS server embedded in every control node: the
+// bus the routing table reaches edges on. Control nodes cluster their
+// servers with routes to each other, so an edge connected to any of them
+// hears the leader, and an edge whose server dies reconnects to another.
+//
+// Every connection authenticates (user and password, or a token), and
+// clients may be required to use TLS. It must never log a credential:
+// NATS' own logs pass through a filter that redacts them.
+package natsd
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Config configures an embedded server.
+type Config struct {
+	// Name names the server in NATS' cluster view; use the control
+	// node's name.
+	Name string
+	// Listen is the client address, host:port; port 0 picks a free one.
+	Listen string
+	// ClusterName names the NATS cluster. Default "meridian".
+	ClusterName string
+	// ClusterListen is the route address other control nodes' servers
+	// connect to, host:port (port 0 picks one); empty runs the server
+	// alone.
+	ClusterListen string
+	// Routes are the other control nodes' ClusterListen addresses,
+	// host:port. Listing every node, itself included, is fine.
+	Routes []string
+	// User and Password authenticate clients and routes.
+	User     string
+	Password string
+	// Token authenticates clients when no user is given; routes then
+	// authenticate with it as the password.
+	Token string
+	// TLS, when set, makes clients use TLS with this server config.
+	TLS *tls.Config
+	// ClusterTLS, when set, makes routes use TLS (it must carry a client
+	// certificate and the peers' CA).
+	ClusterTLS *tls.Config
+	// MaxPayload bounds one message, bytes. Default 8 MiB, above the
+	// routing table's size cap.
+	MaxPayload int32
+	// ReadyTimeout bounds the wait for the listener. Default 10 s.
+	ReadyTimeout time.Duration
+	// Logger receives NATS' notices, warnings and errors, credentials
+	// redacted.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns a server on 127.0.0.1:4222 that is not clustered;
+// credentials must still be set.
+func DefaultConfig() Config {
+	return Config{
+		Name: "control", Listen: "127.0.0.1:4222", ClusterName: "meridian",
+		MaxPayload: 8 << 20, ReadyTimeout: 10 * time.Second, Logger: slog.Default(),
+	}
+}
+
+// ErrNoAuth means the config gives neither a user and password nor a
+// token: the bus carries the routing table and must never be open.
+var ErrNoAuth = errors.New("natsd: a user and password, or a token, is required")
+
+// Validate checks the config.
+func (c *Config) Validate() error {
+	var errs []error
+	if (c.User == "" || c.Password == "") && c.Token == "" {
+		errs = append(errs, ErrNoAuth)
+	}
+	if c.User != "" && c.Password == "" {
+		errs = append(errs, errors.New("natsd: a user needs a password"))
+	}
+	if _, _, err := hostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("natsd: listen: %w", err))
+	}
+	if c.ClusterListen != "" {
+		if _, _, err := hostPort(c.ClusterListen); err != nil {
+			errs = append(errs, fmt.Errorf("natsd: cluster listen: %w", err))
+		}
+	}
+	for _, r := range c.Routes {
+		if _, _, err := hostPort(r); err != nil {
+			errs = append(errs, fmt.Errorf("natsd: route %q: %w", r, err))
+		}
+	}
+	if len(c.Routes) > 0 && c.ClusterListen == "" {
+		errs = append(errs, errors.New("natsd: routes need a cluster listen address"))
+	}
+	if c.MaxPayload < 1<<20 {
+		errs = append(errs, errors.New("natsd: max payload must be at least 1 MiB"))
+	}
+	if c.ReadyTimeout <= 0 {
+		errs = append(errs, errors.New("natsd: ready timeout must be positive"))
+	}
+	if c.Logger == nil {
+		errs = append(errs, errors.New("natsd: logger is required"))
+	}
+	return errors.Join(errs...)
+}
+
+func hostPort(s string) (string, int, error) {
+	h, p, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", 0, err
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil || n < 0 || n > 65535 {
+		return "", 0, fmt.Errorf("port %q is not a number from 0 to 65535", p)
+	}
+	return h, n, nil
+}
+
+// Server is a running embedded NATS server.
+type Server struct {
+	ns  *server.Server
+	cfg Config
+}
+
+// Start starts the server and waits until it accepts clients.
+func Start(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	host, port, _ := hostPort(cfg.Listen)
+	opts := &server.Options{
+		ServerName: cfg.Name, Host: host, Port: port,
+		MaxPayload: cfg.MaxPayload, NoSigs: true, NoSystemAccount: true,
+	}
+	if port == 0 {
+		opts.Port = server.RANDOM_PORT
+	}
+	routeUser, routePass := cfg.User, cfg.Password
+	if cfg.User != "" {
+		opts.Username, opts.Password = cfg.User, cfg.Password
+	} else {
+		opts.Authorization = cfg.Token
+		routeUser, routePass = "meridian-route", cfg.Token
+	}
+	if cfg.TLS != nil {
+		opts.TLS, opts.TLSConfig, opts.TLSTimeout = true, cfg.TLS, 5
+	}
+	if cfg.ClusterListen != "" {
+		ch, cp, _ := hostPort(cfg.ClusterListen)
+		if cp == 0 {
+			cp = server.RANDOM_PORT
+		}
+		opts.Cluster = server.ClusterOpts{
+			Name: cfg.ClusterName, Host: ch, Port: cp,
+			Username: routeUser, Password: routePass,
+			ConnectRetries: -1,
+		}
+		if cfg.ClusterTLS != nil {
+			opts.Cluster.TLSConfig, opts.Cluster.TLSTimeout = cfg.ClusterTLS, 5
+		}
+		scheme := "nats-route"
+		for _, r := range cfg.Routes {
+			if r == cfg.ClusterListen {
+				continue
+			}
+			opts.Routes = append(opts.Routes, &url.URL{Scheme: scheme, User: url.UserPassword(routeUser, routePass), Host: r})
+		}
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("natsd: %w", err)
+	}
+	ns.SetLoggerV2(&logger{l: cfg.Logger.With("component", "nats"), secrets: secrets(cfg)}, false, false, false)
+	ns.Start()
+	if !ns.ReadyForConnections(cfg.ReadyTimeout) {
+		ns.Shutdown()
+		return nil, fmt.Errorf("natsd: not accepting clients on %s after %s", cfg.Listen, cfg.ReadyTimeout)
+	}
+	return &Server{ns: ns, cfg: cfg}, nil
+}
+
+// ClientURL returns the URL clients connect to, without credentials.
+func (s *Server) ClientURL() string {
+	scheme := "nats"
+	if s.cfg.TLS != nil {
+		scheme = "tls"
+	}
+	return scheme + "://" + s.ns.Addr().String()
+}
+
+// ClusterAddr returns the route listener's host:port, or "" when the
+// server is not clustered.
+func (s *Server) ClusterAddr() string {
+	if a := s.ns.ClusterAddr(); a != nil {
+		return a.String()
+	}
+	return ""
+}
+
+// NumRoutes returns how many routes to other servers are up.
+func (s *Server) NumRoutes() int { return s.ns.NumRoutes() }
+
+// Shutdown stops the server, closing every client connection.
+func (s *Server) Shutdown() {
+	s.ns.Shutdown()
+	s.ns.WaitForShutdown()
+}
+
+func secrets(c Config) []string {
+	var out []string
+	for _, s := range []string{c.Password, c.Token} {
+		if s != "" {
+			out = append(out, s, url.QueryEscape(s), url.PathEscape(s))
+		}
+	}
+	return out
+}
+
+// logger passes NATS' logs to slog, redacting credentials. Debug and
+// trace are off: traces would carry connection details.
+type logger struct {
+	l       *slog.Logger
+	secrets []string
+}
+
+func (g *logger) msg(format string, v []any) string {
+	s := fmt.Sprintf(format, v...)
+	for _, sec := range g.secrets {
+		s = strings.ReplaceAll(s, sec, "[redacted]")
+	}
+	return s
+}
+
+func (g *logger) Noticef(format string, v ...any) { g.l.Info(g.msg(format, v)) }
+func (g *logger) Warnf(format string, v ...any)   { g.l.Warn(g.msg(format, v)) }
+func (g *logger) Fatalf(format string, v ...any)  { g.l.Error(g.msg(format, v)) }
+func (g *logger) Errorf(format string, v ...any)  { g.l.Error(g.msg(format, v)) }
+func (g *logger) Debugf(format string, v ...any)  { g.l.Debug(g.msg(format, v)) }
+func (g *logger) Tracef(format string, v ...any)  { g.l.Debug(g.msg(format, v)) }
