@@ -217,6 +217,15 @@ func fail(w http.ResponseWriter, err error) {
 	writeError(w, http.StatusInternalServerError, &fsm.Error{Code: CodeInternal, Message: err.Error()})
 }
 
+// fail answers with err, logging failures that are not the caller's.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var fe *fsm.Error
+	if !errors.As(err, &fe) {
+		s.cfg.Logger.Error("control API request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	fail(w, err)
+}
+
 func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, bool) {
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
@@ -395,6 +404,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, leaderAPI strin
 	req.Header.Set(headerForwarded, s.node.ID())
 	resp, err := s.client.Do(req)
 	if err != nil {
+		s.cfg.Logger.Debug("forward to leader failed; retrying", "leader", leaderAPI, "err", err)
 		return false
 	}
 	defer resp.Body.Close()
@@ -427,7 +437,7 @@ func (s *Server) onLeader(w http.ResponseWriter, r *http.Request, body []byte, f
 				return
 			}
 			if !errors.Is(err, cluster.ErrNotLeader) && !errors.Is(err, cluster.ErrUnknownOutcome) {
-				fail(w, err)
+				s.fail(w, r, err)
 				return
 			}
 			last = err

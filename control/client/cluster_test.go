@@ -250,9 +250,17 @@ func TestSnapshotsAndRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	put(1000)
-	if _, err := cl.SnapshotRestore(ctx, bytes.NewReader(snap.Bytes())); err != nil {
+	before, err := cl.Put(ctx, &controlv1.Region{Id: "r1000"}, client.WriteOptions{})
+	if err != nil {
 		t.Fatal(err)
+	}
+	after, err := cl.SnapshotRestore(ctx, bytes.NewReader(snap.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Indexes never go backwards, so watchers see the restore.
+	if after <= before {
+		t.Fatalf("index %d after restore, %d before", after, before)
 	}
 	c.WaitConverged()
 	for _, m := range c.Members {

@@ -434,8 +434,16 @@ func (n *Node) Restore(data []byte) error {
 	if !n.IsLeader() {
 		return ErrNotLeader
 	}
-	if _, err := fsm.ReadState(bytes.NewReader(data)); err != nil {
+	st, err := fsm.ReadState(bytes.NewReader(data))
+	if err != nil {
 		return err
+	}
+	if cur := n.raft.LastIndex(); st.Index() <= cur {
+		var buf bytes.Buffer
+		if _, err := st.WithIndex(cur + 1).WriteTo(&buf); err != nil {
+			return err
+		}
+		data = buf.Bytes()
 	}
 	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: int64(len(data))}
 	if err := n.raft.Restore(meta, bytes.NewReader(data), n.cfg.ApplyTimeout); err != nil {

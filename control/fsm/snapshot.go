@@ -147,6 +147,15 @@ func ReadState(r io.Reader) (*State, error) {
 	return &State{tree: txn.CommitOnly(), index: snap.GetIndex(), dedupSeq: snap.GetDedupSeq()}, nil
 }
 
+// WithIndex returns a copy of s that reports index i. A snapshot restored
+// by an operator is renumbered past the current index, so indexes never
+// go backwards for blocking queries and watchers.
+func (s *State) WithIndex(i uint64) *State {
+	c := *s
+	c.index = i
+	return &c
+}
+
 // Restore replaces the whole state with a snapshot's.
 func (f *FSM) Restore(r io.Reader) error {
 	s, err := ReadState(r)
