@@ -45,7 +45,9 @@ func listKind[T proto.Message](name string, list func(*tablev1.Entities) *[]T, d
 			}
 			for _, m := range *list(new) {
 				p, ok := prev[id(m)]
-				if !ok || !proto.Equal(p, m) {
+				// States share unchanged entities, so most compare by
+				// pointer before any field is read.
+				if !ok || (any(p) != any(m) && !proto.Equal(p, m)) {
 					*list(up) = append(*list(up), m)
 				}
 				delete(prev, id(m))

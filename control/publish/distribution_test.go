@@ -1,0 +1,241 @@
+package publish_test
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/meridian-mesh/meridian/control/controltest"
+	"github.com/meridian-mesh/meridian/control/fsm"
+	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
+	tablev1 "github.com/meridian-mesh/meridian/proto/table/v1"
+	"github.com/meridian-mesh/meridian/shared/tablewire"
+)
+
+// A change reaches all 50 edges, every control node sees their reports,
+// and a state that fails validation reaches none of them.
+func TestChangeReachesAllEdges(t *testing.T) {
+	ms := newMesh(t, 3)
+	ms.write(fleetOps()...)
+	edges := ms.startEdges(50, func(i int) []string { return ms.urls() })
+	ms.waitEdges(edges, ms.tableRevision(), 30*time.Second)
+
+	ms.write(modelOps("mistral-large")...)
+	rev := ms.tableRevision()
+	ms.waitEdges(edges, rev, 30*time.Second)
+	for _, e := range edges {
+		e.mu.Lock()
+		_, ok := findModel(e.tab.Models, "mistral-large")
+		e.mu.Unlock()
+		if !ok {
+			t.Fatal("an edge's table lacks the new model")
+		}
+	}
+	// Every control node, not just the leader, knows where the edges are.
+	for _, c := range ms.ctl {
+		controltest.WaitFor(t, 10*time.Second, "edge reports on "+c.m.Name, func() bool {
+			st := c.pub.Status()
+			if len(st.Edges) != 50 {
+				return false
+			}
+			for _, e := range st.Edges {
+				if e.Revision != rev || e.Lag != 0 || e.Stale || e.Silent {
+					return false
+				}
+			}
+			return true
+		})
+	}
+
+	// The FSM accepts a route whose only target is the local engine for
+	// a model placed nowhere; the compiler rejects the table, and no
+	// edge ever sees it.
+	if res := ms.write(fsm.PutOp(&controlv1.Model{Id: "orphan", Local: true, Ollama: "orphan:1b"}),
+		fsm.PutOp(&controlv1.Route{Model: "orphan", Targets: []*controlv1.Target{{Provider: "local"}}})); res.GetCode() != "" {
+		t.Fatalf("write rejected by the FSM: %v", res)
+	}
+	l := ms.leader()
+	controltest.WaitFor(t, 10*time.Second, "the rejection in status", func() bool {
+		st := l.pub.Status()
+		return strings.Contains(st.Rejected, "routes[orphan]") && st.TableRevision == rev && st.StateRevision > rev
+	})
+	if v := metricValue(t, l, "meridian_control_table_rejections_total"); v < 1 {
+		t.Fatalf("rejections metric %v", v)
+	}
+	time.Sleep(3 * hb) // let a wrongly published table arrive, if one were sent
+	for _, e := range edges {
+		if e.revision() != rev {
+			t.Fatalf("an edge moved to %d; the rejected state must never be published", e.revision())
+		}
+		if e.s.Status().Stale {
+			t.Fatal("an edge on the last valid table is not stale")
+		}
+	}
+	// Fixing the state publishes again.
+	ms.write(fsm.DeleteOp(fsm.KindRoute, "orphan"))
+	controltest.WaitFor(t, 10*time.Second, "the rejection to clear", func() bool { return ms.leader().pub.Status().Rejected == "" })
+	ms.waitEdges(edges, ms.tableRevision(), 30*time.Second)
+}
+
+// Kill the leader while changes stream in: every edge converges on the
+// final revision.
+func TestLeaderKilledWhileChangesStream(t *testing.T) {
+	ms := newMesh(t, 3)
+	ms.write(fleetOps()...)
+	edges := ms.startEdges(50, func(i int) []string { return ms.urls() })
+	ms.waitEdges(edges, ms.tableRevision(), 30*time.Second)
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := range 30 {
+			ms.write(modelOps(fmt.Sprintf("m-%02d", i))...)
+		}
+	}()
+	// Kill the leader once a few changes are in.
+	controltest.WaitFor(t, 30*time.Second, "changes to stream", func() bool {
+		return len(ms.leader().pub.Table().GetEntities().GetModels()) >= 6
+	})
+	old := ms.leader()
+	old.kill()
+	wg.Wait()
+	final := ms.tableRevision()
+	if n := len(ms.leader().pub.Table().GetEntities().GetModels()); n != 31 {
+		t.Fatalf("final table has %d models, want 31", n)
+	}
+	ms.waitEdges(edges, final, 30*time.Second)
+	if ms.leader() == old {
+		t.Fatal("the killed node still leads")
+	}
+}
+
+// Kill the NATS server an edge is connected to: the edge moves to another
+// server it learnt of from the cluster, and catches up.
+func TestEdgeMovesToAnotherServer(t *testing.T) {
+	ms := newMesh(t, 3)
+	ms.write(fleetOps()...)
+	first := ms.ctl[0]
+	e := ms.startEdge(edgeConfig(t, "edge-roam", []string{first.ns.ClientURL()}))
+	ms.waitEdges([]*edge{e}, ms.tableRevision(), 20*time.Second)
+	controltest.WaitFor(t, 10*time.Second, "servers discovered", func() bool { return len(e.s.Servers()) >= 3 })
+	before := e.s.Status().Server
+	first.killNATS()
+	ms.write(modelOps("after-move")...)
+	rev := ms.tableRevision()
+	ms.waitEdges([]*edge{e}, rev, 30*time.Second)
+	controltest.WaitFor(t, 10*time.Second, "a current table on another server", func() bool {
+		st := e.s.Status()
+		return st.Connected && st.Server != before && !st.Stale
+	})
+}
+
+// A corrupt, oversized or inconsistent table injected on the bus is
+// rejected by every edge, which keeps its table and reports why.
+func TestCorruptTableRejected(t *testing.T) {
+	ms := newMesh(t, 3)
+	ms.write(fleetOps()...)
+	var edges []*edge
+	for i := range 3 {
+		cfg := edgeConfig(t, fmt.Sprintf("edge-%d", i), ms.urls())
+		cfg.MaxBytes = 64 << 10
+		edges = append(edges, ms.startEdge(cfg))
+	}
+	rev := ms.tableRevision()
+	ms.waitEdges(edges, rev, 20*time.Second)
+	good := ms.leader().pub.Table()
+
+	dangling := &tablev1.RoutingTable{Schema: tablewire.Schema, Revision: rev + 1000, Entities: &tablev1.Entities{
+		Models: []*controlv1.Model{{Id: "x"}},
+		Routes: []*controlv1.Route{{Model: "x", Targets: []*controlv1.Target{{Provider: "ghost"}}}},
+	}}
+	badURL := &tablev1.RoutingTable{Schema: tablewire.Schema, Revision: rev + 1001, Entities: &tablev1.Entities{
+		Providers: []*controlv1.Provider{{Id: "p", Kind: "openai", BaseUrl: "ftp://nowhere"}},
+	}}
+	missing := tablewire.Diff(good, good)
+	missing.Revision = rev + 1002
+	missing.Deletes.Nodes = []string{"no-such-node"}
+	big := &tablev1.RoutingTable{Schema: tablewire.Schema, Revision: rev + 1003, Entities: &tablev1.Entities{}}
+	for i := range 3000 {
+		big.Entities.Tenants = append(big.Entities.Tenants, &controlv1.Tenant{Id: fmt.Sprintf("tenant-%05d", i), Name: strings.Repeat("x", 20)})
+	}
+	injections := []struct {
+		name string
+		msg  []byte
+		want string
+	}{
+		{"garbage", []byte("\xff\xff\xffnot a table"), "does not decode"},
+		{"dangling reference", encodeUpdate(t, &tablev1.TableUpdate{Update: &tablev1.TableUpdate_Full{Full: dangling}}), "unknown provider"},
+		{"edge validation", encodeUpdate(t, &tablev1.TableUpdate{Update: &tablev1.TableUpdate_Full{Full: badURL}}), "base_url"},
+		{"delete of a missing entity", encodeUpdate(t, &tablev1.TableUpdate{Update: &tablev1.TableUpdate_Delta{Delta: missing}}), "no-such-node"},
+		{"oversized", encodeUpdate(t, &tablev1.TableUpdate{Update: &tablev1.TableUpdate_Full{Full: big}}), "too large"},
+	}
+	nc := ms.leader().nc
+	for _, in := range injections {
+		if err := nc.Publish(tablewire.SubjectUpdate, in.msg); err != nil {
+			t.Fatal(err)
+		}
+		nc.Flush()
+		for _, e := range edges {
+			controltest.WaitFor(t, 10*time.Second, in.name+" rejected", func() bool {
+				return strings.Contains(e.s.Status().RejectedReason, in.want)
+			})
+			if e.revision() != rev {
+				t.Fatalf("%s: the edge left revision %d for %d", in.name, rev, e.revision())
+			}
+		}
+	}
+	// The control plane hears of the rejection.
+	controltest.WaitFor(t, 10*time.Second, "rejections in status", func() bool {
+		for _, es := range ms.leader().pub.Status().Edges {
+			if es.RejectedReason == "" {
+				return false
+			}
+		}
+		return true
+	})
+	// A real change still flows, and clears the rejection.
+	ms.write(modelOps("after-corruption")...)
+	ms.waitEdges(edges, ms.tableRevision(), 20*time.Second)
+	for _, e := range edges {
+		if r := e.s.Status().RejectedReason; r != "" {
+			t.Fatalf("rejection not cleared by a good table: %s", r)
+		}
+	}
+}
+
+// An edge restarted while the whole control plane is down serves from its
+// disk table, and says it is stale.
+func TestRestartWhileControlDown(t *testing.T) {
+	ms := newMesh(t, 3)
+	ms.write(fleetOps()...)
+	ms.write(modelOps("on-disk")...)
+	cfg := edgeConfig(t, "edge-restart", ms.urls())
+	e := ms.startEdge(cfg)
+	rev := ms.tableRevision()
+	ms.waitEdges([]*edge{e}, rev, 20*time.Second)
+	controltest.WaitFor(t, 10*time.Second, "the table on disk", func() bool { return cachedRevision(cfg.CachePath) == rev })
+	for _, c := range ms.ctl {
+		c.kill()
+	}
+	e.s.Close()
+
+	restarted := ms.startEdge(cfg)
+	st := restarted.s.Status()
+	if restarted.revision() != rev || st.Source != "disk" || !st.Stale {
+		t.Fatalf("restarted edge: revision %d, status %+v; want %d from disk, stale", restarted.revision(), st, rev)
+	}
+	restarted.mu.Lock()
+	_, ok := findModel(restarted.tab.Models, "on-disk")
+	restarted.mu.Unlock()
+	if !ok {
+		t.Fatal("the disk table lacks the model")
+	}
+	// It keeps saying so while nothing answers.
+	time.Sleep(5 * hb)
+	if !restarted.s.Status().Stale {
+		t.Fatal("stale flag cleared with no control plane")
+	}
+}

@@ -1,0 +1,115 @@
+package publish
+
+import (
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+
+	tablev1 "github.com/meridian-mesh/meridian/proto/table/v1"
+)
+
+// edgeRecord is an edge's last report and when it arrived.
+type edgeRecord struct {
+	report *tablev1.AppliedReport
+	at     time.Time
+}
+
+// Status is a control node's view of table distribution, for
+// `meridianctl status`.
+type Status struct {
+	// Node is this control node's Raft ID.
+	Node string `json:"node"`
+	// Leader is whether this node publishes.
+	Leader bool `json:"leader"`
+	// StateRevision is the Raft index of the newest state compiled.
+	StateRevision uint64 `json:"state_revision"`
+	// TableRevision is the last valid table's revision.
+	TableRevision uint64 `json:"table_revision"`
+	// PublishedRevision is the last revision this node published, while
+	// it leads.
+	PublishedRevision uint64 `json:"published_revision,omitempty"`
+	// Rejected says why the newest state was not published, at
+	// RejectedRevision; empty when it was.
+	Rejected         string `json:"rejected,omitempty"`
+	RejectedRevision uint64 `json:"rejected_revision,omitempty"`
+	// Edges are the edges that reported, sorted by node.
+	Edges []EdgeStatus `json:"edges"`
+}
+
+// EdgeStatus is one edge's last report, as this control node heard it.
+type EdgeStatus struct {
+	Node     string `json:"node"`
+	Region   string `json:"region,omitempty"`
+	Revision uint64 `json:"revision"`
+	// Lag is how many revisions the edge is behind the last valid table.
+	Lag uint64 `json:"lag"`
+	// Stale is the edge's own verdict: it serves from disk, or hears no
+	// heartbeat, or stays behind one.
+	Stale bool `json:"stale"`
+	// Silent means no report arrived within a few of the edge's report
+	// intervals: it is down, cut off, or no longer exists.
+	Silent bool `json:"silent"`
+	// LastReport is when the last report arrived.
+	LastReport       time.Time `json:"last_report"`
+	Source           string    `json:"source,omitempty"`
+	RejectedRevision uint64    `json:"rejected_revision,omitempty"`
+	RejectedReason   string    `json:"rejected_reason,omitempty"`
+	Unusable         []string  `json:"unusable,omitempty"`
+}
+
+// maxNodeID bounds a reporting edge's ID, bytes.
+const maxNodeID = 128
+
+func (p *Publisher) recordApplied(m *nats.Msg) {
+	r := &tablev1.AppliedReport{}
+	if len(m.Data) > maxRequest || proto.Unmarshal(m.Data, r) != nil || r.GetNode() == "" || len(r.GetNode()) > maxNodeID {
+		p.m.reports.WithLabelValues("bad").Inc()
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, known := p.edges[r.GetNode()]; !known && len(p.edges) >= p.cfg.MaxEdges {
+		p.m.reports.WithLabelValues("over_limit").Inc()
+		return
+	}
+	p.edges[r.GetNode()] = &edgeRecord{report: r, at: p.cfg.Now()}
+	p.m.reports.WithLabelValues("ok").Inc()
+}
+
+// Status returns this node's view of distribution.
+func (p *Publisher) Status() Status {
+	rev := uint64(0)
+	if g := p.good.Load(); g != nil {
+		rev = g.table.GetRevision()
+	}
+	now := p.cfg.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := Status{
+		Node: p.cfg.NodeID, Leader: p.leading, StateRevision: p.stateRev, TableRevision: rev,
+		PublishedRevision: p.publishedRev, Rejected: p.rejected, RejectedRevision: p.rejectedRev,
+		Edges: make([]EdgeStatus, 0, len(p.edges)),
+	}
+	for _, e := range p.edges {
+		r := e.report
+		es := EdgeStatus{
+			Node: r.GetNode(), Region: r.GetRegion(), Revision: r.GetRevision(), Stale: r.GetStale(),
+			LastReport: e.at, Source: r.GetSource(), RejectedRevision: r.GetRejectedRevision(),
+			RejectedReason: r.GetRejectedReason(), Unusable: r.GetUnusable(),
+		}
+		if rev > r.GetRevision() {
+			es.Lag = rev - r.GetRevision()
+		}
+		interval := time.Duration(r.GetIntervalMs()) * time.Millisecond
+		if interval <= 0 {
+			interval = 10 * time.Second
+		}
+		es.Silent = now.Sub(e.at) > time.Duration(p.cfg.SilentAfter)*interval
+		st.Edges = append(st.Edges, es)
+	}
+	slices.SortFunc(st.Edges, func(a, b EdgeStatus) int { return strings.Compare(a.Node, b.Node) })
+	return st
+}

@@ -1,0 +1,117 @@
+package tablesync
+
+import (
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meridian-mesh/meridian/shared/table"
+	"github.com/meridian-mesh/meridian/shared/tablewire"
+)
+
+// Config configures an edge's table client.
+type Config struct {
+	// NodeID and Region identify the edge in its reports.
+	NodeID string
+	Region string
+	// URLs are NATS servers to start from, "nats://host:port" (or
+	// "tls://"); the client also learns the rest of the cluster from
+	// them. They must not carry credentials: use User, Password, Token.
+	URLs []string
+	// User and Password, or Token, authenticate the connection.
+	User     string
+	Password string
+	Token    string
+	// TLS, when set, makes the connection use TLS with this config
+	// (its RootCAs name the control plane's CA).
+	TLS *tls.Config
+	// CachePath is where the last good table is kept, so the edge can
+	// start while no control node answers. Empty keeps none.
+	CachePath string
+	// MaxBytes caps an update or snapshot, bytes. Default 4 MiB.
+	MaxBytes int
+	// SnapshotTimeout bounds one snapshot request. Default 2 s.
+	SnapshotTimeout time.Duration
+	// RetryMin and RetryMax bound the wait between failed snapshot
+	// requests; it doubles from min to max, with up to 50% jitter.
+	// Defaults 250 ms and 10 s.
+	RetryMin time.Duration
+	RetryMax time.Duration
+	// ReconnectWait is the pause before redialling a server; NATS adds
+	// up to ReconnectJitter (2× that for TLS). Defaults 1 s and 1 s.
+	ReconnectWait   time.Duration
+	ReconnectJitter time.Duration
+	// PingInterval is how often the client pings its server; two
+	// unanswered pings mean the server is gone. Default 10 s.
+	PingInterval time.Duration
+	// HeartbeatInterval is the leader's heartbeat period to assume until
+	// a heartbeat says otherwise. Default 1 s.
+	HeartbeatInterval time.Duration
+	// StaleAfter is how many heartbeat intervals may pass without news
+	// from the control plane, or behind its revision, before the edge
+	// calls its table stale. Default 3.
+	StaleAfter int
+	// ReportInterval is the period of the edge's applied reports, with
+	// up to 20% jitter; it also reports after every apply or rejection.
+	// Default 10 s.
+	ReportInterval time.Duration
+	// Resolver reads providers' secret_refs on this edge.
+	Resolver tablewire.Resolver
+	// Apply installs a table in the gateway (gateway.SetTable). It must
+	// keep the old table when it returns an error.
+	Apply func(*table.Table) error
+	// Logger receives the client's logs; they never carry credentials.
+	Logger *slog.Logger
+	// Registerer receives the client's metrics; nil registers none.
+	Registerer prometheus.Registerer
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+// DefaultConfig returns the defaults; NodeID, URLs, credentials and
+// Apply must still be set.
+func DefaultConfig() Config {
+	return Config{
+		MaxBytes:          tablewire.DefaultMaxBytes,
+		SnapshotTimeout:   2 * time.Second,
+		RetryMin:          250 * time.Millisecond,
+		RetryMax:          10 * time.Second,
+		ReconnectWait:     time.Second,
+		ReconnectJitter:   time.Second,
+		PingInterval:      10 * time.Second,
+		HeartbeatInterval: time.Second,
+		StaleAfter:        3,
+		ReportInterval:    10 * time.Second,
+		Logger:            slog.Default(),
+		Now:               time.Now,
+	}
+}
+
+// Validate checks the config.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.NodeID == "" {
+		errs = append(errs, errors.New("tablesync: node ID is required"))
+	}
+	if len(c.URLs) == 0 {
+		errs = append(errs, errors.New("tablesync: at least one NATS URL is required"))
+	}
+	if (c.User == "" || c.Password == "") && c.Token == "" {
+		errs = append(errs, errors.New("tablesync: NATS credentials are required: a user and password, or a token"))
+	}
+	if c.Apply == nil {
+		errs = append(errs, errors.New("tablesync: Apply is required"))
+	}
+	if c.MaxBytes < 1024 || c.SnapshotTimeout <= 0 || c.RetryMin <= 0 || c.RetryMax < c.RetryMin ||
+		c.ReconnectWait <= 0 || c.ReconnectJitter < 0 || c.PingInterval <= 0 || c.HeartbeatInterval <= 0 ||
+		c.StaleAfter < 1 || c.ReportInterval <= 0 {
+		errs = append(errs, errors.New("tablesync: sizes, timeouts and intervals must be positive"))
+	}
+	if c.Logger == nil || c.Now == nil {
+		errs = append(errs, errors.New("tablesync: logger and clock are required"))
+	}
+	return errors.Join(errs...)
+}

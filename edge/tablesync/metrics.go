@@ -1,0 +1,51 @@
+package tablesync
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	stale       prometheus.Gauge
+	connected   prometheus.Gauge
+	unusable    prometheus.Gauge
+	applied     *prometheus.CounterVec
+	rejected    prometheus.Counter
+	gaps        prometheus.Counter
+	snapshots   *prometheus.CounterVec
+	reconnects  prometheus.Counter
+	cacheErrors prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		stale: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "meridian_table_stale", Help: "1 while the edge cannot confirm its routing table is current (served from disk, no heartbeat, or behind).",
+		}),
+		connected: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "meridian_table_bus_connected", Help: "1 while a NATS server of the control plane is connected.",
+		}),
+		unusable: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "meridian_table_unusable_providers", Help: "Providers in the table whose secret does not resolve on this edge.",
+		}),
+		applied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_table_applied_total", Help: "Routing tables applied, by source (control, disk, config).",
+		}, []string{"source"}),
+		rejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meridian_table_rejected_total", Help: "Routing tables or updates rejected; the previous table stayed in use.",
+		}),
+		gaps: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meridian_table_gaps_total", Help: "Deltas that did not follow the edge's revision, answered with a snapshot.",
+		}),
+		snapshots: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_table_snapshots_total", Help: "Snapshot requests, by outcome.",
+		}, []string{"outcome"}),
+		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meridian_table_bus_reconnects_total", Help: "Reconnections to the control plane's NATS servers.",
+		}),
+		cacheErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meridian_table_cache_errors_total", Help: "Failed writes of the table to disk.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.stale, m.connected, m.unusable, m.applied, m.rejected, m.gaps, m.snapshots, m.reconnects, m.cacheErrors)
+	}
+	return m
+}

@@ -1,0 +1,519 @@
+// Package tablesync keeps an edge's routing table in step with the
+// control plane over NATS: a snapshot on start, then the leader's updates
+// (deltas or whole tables), a new snapshot whenever a delta does not
+// follow the revision the edge holds, heartbeats to tell when the table is
+// stale, the last good table on disk for starting while the control plane
+// is down, and a report to the control plane after each change.
+//
+// A table is built whole beside the one in use and swapped in by the
+// gateway, so a request never sees half of one. A table that fails any
+// check is rejected and the old one kept; the rejection is logged,
+// counted and reported. This package must never log a credential or a
+// secret_ref, and never block the request path: everything runs on its
+// own goroutine.
+package tablesync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+
+	tablev1 "github.com/meridian-mesh/meridian/proto/table/v1"
+	"github.com/meridian-mesh/meridian/shared/table"
+	"github.com/meridian-mesh/meridian/shared/tablewire"
+)
+
+// Sources of the table in use.
+const (
+	SourceNone    = ""
+	SourceConfig  = "config"
+	SourceDisk    = "disk"
+	SourceControl = "control"
+)
+
+// Status is the edge's view of its table, for /readyz, metrics and the
+// x-meridian-table-rev header.
+type Status struct {
+	// Revision is the table in use; 0 for a table from the config file.
+	Revision uint64 `json:"revision"`
+	// Source is where it came from: "config", "disk" or "control".
+	Source string `json:"source"`
+	// Stale is true while the edge cannot confirm its table is current:
+	// no control node has answered since start, no heartbeat arrived for
+	// a few intervals, or the edge stays behind the heartbeat's revision.
+	Stale bool `json:"stale"`
+	// Connected is whether a NATS server is connected.
+	Connected bool `json:"connected"`
+	// Server is the connected server's address, credentials redacted.
+	Server string `json:"server,omitempty"`
+	// LeaderRevision is the revision of the last heartbeat heard.
+	LeaderRevision uint64 `json:"leader_revision,omitempty"`
+	// LastContact is when the control plane was last heard from.
+	LastContact time.Time `json:"last_contact,omitzero"`
+	// RejectedRevision and RejectedReason describe the last table
+	// rejected since one was last applied.
+	RejectedRevision uint64 `json:"rejected_revision,omitempty"`
+	RejectedReason   string `json:"rejected_reason,omitempty"`
+	// Unusable lists providers whose secret did not resolve here.
+	Unusable []string `json:"unusable,omitempty"`
+}
+
+// Syncer is an edge's table client.
+//
+// The loop goroutine owns every field below loop; Status is published
+// through an atomic pointer. mu guards only conn-related fields set once.
+type Syncer struct {
+	cfg    Config
+	log    *slog.Logger
+	m      *metrics
+	status atomic.Pointer[Status]
+
+	nc      *nats.Conn
+	msgs    chan *nats.Msg
+	kick    chan struct{} // a reconnect: ask for a snapshot
+	persist chan []byte   // latest table to write to disk; one slot
+	done    sync.WaitGroup
+	stop    context.CancelFunc
+
+	// loop state
+	cur          *tablev1.RoutingTable // last table from the control plane or disk; nil for config
+	st           Status
+	hbInterval   time.Duration
+	behindSince  time.Time
+	needSnapshot bool
+	nextSnapshot time.Time
+	retry        time.Duration
+}
+
+// New checks the config and returns a Syncer; nothing connects until
+// Start.
+func New(cfg Config) (*Syncer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	for _, u := range cfg.URLs {
+		if strings.Contains(u, "@") {
+			return nil, errors.New("tablesync: NATS URLs must not carry credentials; use the user, password or token settings")
+		}
+	}
+	s := &Syncer{
+		cfg: cfg, log: cfg.Logger.With("component", "tablesync"), m: newMetrics(cfg.Registerer),
+		msgs: make(chan *nats.Msg, 4096), kick: make(chan struct{}, 1), persist: make(chan []byte, 1),
+		hbInterval: cfg.HeartbeatInterval, retry: cfg.RetryMin,
+	}
+	s.st.Stale = true
+	s.publishStatus()
+	return s, nil
+}
+
+// Status returns the edge's view of its table. It is safe to call from
+// any goroutine, on every request.
+func (s *Syncer) Status() Status { return *s.status.Load() }
+
+// Seed installs a table from the edge's own config through the same path
+// control tables take, before Start. It is revision 0, so any table from
+// the control plane or the disk replaces it.
+func (s *Syncer) Seed(t *table.Table) error {
+	t.Revision = 0
+	if err := s.cfg.Apply(t); err != nil {
+		return fmt.Errorf("static table: %w", err)
+	}
+	s.st.Source, s.st.Revision = SourceConfig, 0
+	s.m.applied.WithLabelValues(SourceConfig).Inc()
+	s.publishStatus()
+	return nil
+}
+
+// Start loads the table on disk, connects and asks for a snapshot, then
+// follows updates on its own goroutine until Close. It returns once the
+// first snapshot is applied or has failed: an edge comes up with the
+// best table it has, marked stale when it could not confirm it.
+func (s *Syncer) Start(ctx context.Context) error {
+	if s.cfg.CachePath != "" {
+		switch t, err := readCache(s.cfg.CachePath, s.cfg.MaxBytes); {
+		case err == nil:
+			if err := s.install(t, SourceDisk); err != nil {
+				s.log.Warn("table on disk rejected", "err", err)
+			} else {
+				s.log.Info("serving the table from disk until the control plane answers", "revision", t.GetRevision())
+			}
+		case errors.Is(err, errBadCache) || errors.Is(err, tablewire.ErrInvalid) || errors.Is(err, tablewire.ErrDecode):
+			s.log.Warn("table on disk unusable", "err", err)
+		}
+	}
+	opts := []nats.Option{
+		nats.Name("meridian-edge " + s.cfg.NodeID),
+		nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(true),
+		nats.ReconnectWait(s.cfg.ReconnectWait),
+		nats.ReconnectJitter(s.cfg.ReconnectJitter, 2*s.cfg.ReconnectJitter),
+		nats.PingInterval(s.cfg.PingInterval),
+		nats.MaxPingsOutstanding(2),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			s.m.connected.Set(0)
+			s.log.Warn("control bus disconnected; reconnecting", "err", err)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			s.m.connected.Set(1)
+			s.m.reconnects.Inc()
+			s.log.Info("control bus reconnected", "server", nc.ConnectedUrlRedacted())
+			select {
+			case s.kick <- struct{}{}:
+			default:
+			}
+		}),
+		nats.ConnectHandler(func(nc *nats.Conn) {
+			s.m.connected.Set(1)
+			select {
+			case s.kick <- struct{}{}:
+			default:
+			}
+		}),
+	}
+	if s.cfg.User != "" {
+		opts = append(opts, nats.UserInfo(s.cfg.User, s.cfg.Password))
+	} else {
+		opts = append(opts, nats.Token(s.cfg.Token))
+	}
+	if s.cfg.TLS != nil {
+		opts = append(opts, nats.Secure(s.cfg.TLS))
+	}
+	nc, err := nats.Connect(strings.Join(s.cfg.URLs, ","), opts...)
+	if err != nil {
+		return fmt.Errorf("tablesync: connect: %w", err)
+	}
+	if nc.IsConnected() {
+		s.m.connected.Set(1)
+	}
+	s.nc = nc
+	for _, subj := range []string{tablewire.SubjectUpdate, tablewire.SubjectHeartbeat} {
+		if _, err := nc.ChanSubscribe(subj, s.msgs); err != nil {
+			nc.Close()
+			return fmt.Errorf("tablesync: subscribe %s: %w", subj, err)
+		}
+	}
+	ctx, s.stop = context.WithCancel(ctx)
+	s.needSnapshot = true
+	s.fetchSnapshot()
+	s.done.Add(2)
+	go s.run(ctx)
+	go s.writeCacheLoop(ctx)
+	return nil
+}
+
+// Close stops the client and closes its connection.
+func (s *Syncer) Close() {
+	if s.stop != nil {
+		s.stop()
+	}
+	s.done.Wait()
+	if s.nc != nil {
+		s.nc.Close()
+	}
+}
+
+func (s *Syncer) run(ctx context.Context) {
+	defer s.done.Done()
+	check := time.NewTimer(s.checkInterval())
+	defer check.Stop()
+	report := time.NewTimer(0)
+	defer report.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case m := <-s.msgs:
+			s.handle(m)
+		case <-s.kick:
+			s.needSnapshot, s.nextSnapshot = true, time.Time{}
+		case <-check.C:
+			check.Reset(s.checkInterval())
+		case <-report.C:
+			s.report()
+			report.Reset(jitter(s.cfg.ReportInterval, 0.2))
+		}
+		if s.needSnapshot && !s.cfg.Now().Before(s.nextSnapshot) {
+			s.fetchSnapshot()
+		}
+		s.updateStale()
+	}
+}
+
+// checkInterval is how often staleness and retries are re-evaluated.
+func (s *Syncer) checkInterval() time.Duration {
+	d := s.hbInterval / 4
+	if s.cfg.RetryMin < d {
+		d = s.cfg.RetryMin
+	}
+	return max(d, 10*time.Millisecond)
+}
+
+func (s *Syncer) handle(m *nats.Msg) {
+	switch m.Subject {
+	case tablewire.SubjectHeartbeat:
+		hb := &tablev1.Heartbeat{}
+		if len(m.Data) > 64<<10 || proto.Unmarshal(m.Data, hb) != nil || hb.GetSchema() == 0 {
+			return
+		}
+		now := s.cfg.Now()
+		s.st.LastContact, s.st.LeaderRevision = now, hb.GetRevision()
+		if iv := time.Duration(hb.GetIntervalMs()) * time.Millisecond; iv > 0 {
+			s.hbInterval = iv
+		}
+		if hb.GetRevision() > s.st.Revision || s.st.Source != SourceControl && hb.GetRevision() > 0 {
+			if s.behindSince.IsZero() {
+				s.behindSince = now
+			} else if now.Sub(s.behindSince) > 2*s.hbInterval && !s.needSnapshot {
+				// An update was lost, or arrived corrupt: catch up.
+				s.needSnapshot, s.nextSnapshot = true, time.Time{}
+			}
+		} else {
+			s.behindSince = time.Time{}
+		}
+	case tablewire.SubjectUpdate:
+		s.st.LastContact = s.cfg.Now()
+		u, err := tablewire.DecodeUpdate(m.Data, s.cfg.MaxBytes)
+		if err != nil {
+			s.reject(0, err)
+			return
+		}
+		if full := u.GetFull(); full != nil {
+			if full.GetRevision() <= s.st.Revision && s.st.Source == SourceControl {
+				return // already have it, or newer
+			}
+			if err := s.install(full, SourceControl); err != nil {
+				s.reject(full.GetRevision(), err)
+			}
+			return
+		}
+		d := u.GetDelta()
+		if d.GetRevision() <= s.st.Revision && s.st.Source == SourceControl {
+			return
+		}
+		if s.cur == nil || s.st.Source != SourceControl && s.st.Source != SourceDisk || d.GetPrevRevision() != s.cur.GetRevision() {
+			s.m.gaps.Inc()
+			s.needSnapshot, s.nextSnapshot = true, time.Time{}
+			return
+		}
+		next, err := tablewire.ApplyDelta(s.cur, d, s.cfg.MaxBytes)
+		if err != nil {
+			s.reject(d.GetRevision(), err)
+			return
+		}
+		if err := s.install(next, SourceControl); err != nil {
+			s.reject(d.GetRevision(), err)
+		}
+	}
+}
+
+// fetchSnapshot asks any control node for its table, and on failure
+// schedules the next try with backoff and jitter.
+func (s *Syncer) fetchSnapshot() {
+	req, _ := tablewire.Encode(&tablev1.SnapshotRequest{Schema: tablewire.Schema, Node: s.cfg.NodeID, HaveRevision: s.st.Revision})
+	err := nats.ErrConnectionReconnecting
+	if s.nc.IsConnected() {
+		var msg *nats.Msg
+		if msg, err = s.nc.Request(tablewire.SubjectSnapshot, req, s.cfg.SnapshotTimeout); err == nil {
+			err = s.applySnapshot(msg.Data)
+		}
+	}
+	if err != nil {
+		s.m.snapshots.WithLabelValues("error").Inc()
+		s.nextSnapshot = s.cfg.Now().Add(jitter(s.retry, 0.5))
+		s.retry = min(2*s.retry, s.cfg.RetryMax)
+		s.log.Debug("snapshot failed; retrying", "err", err, "in", s.retry)
+		return
+	}
+	s.m.snapshots.WithLabelValues("ok").Inc()
+	s.needSnapshot, s.retry, s.behindSince = false, s.cfg.RetryMin, time.Time{}
+}
+
+func (s *Syncer) applySnapshot(b []byte) error {
+	r := &tablev1.SnapshotReply{}
+	if len(b) > s.cfg.MaxBytes+64 {
+		return fmt.Errorf("%w: snapshot of %d bytes", tablewire.ErrTooLarge, len(b))
+	}
+	if err := proto.Unmarshal(b, r); err != nil {
+		return fmt.Errorf("%w: %v", tablewire.ErrDecode, err)
+	}
+	if r.GetTable() == nil {
+		return fmt.Errorf("control node has no table: %s", r.GetError())
+	}
+	s.st.LastContact = s.cfg.Now()
+	t := r.GetTable()
+	if err := tablewire.Validate(t); err != nil {
+		s.reject(t.GetRevision(), err)
+		return err
+	}
+	if t.GetRevision() < s.st.Revision || t.GetRevision() == s.st.Revision && s.st.Source == SourceControl {
+		// A lagging control node answered; the edge keeps its newer
+		// table, which the control plane already confirmed.
+		if s.st.Source == SourceDisk {
+			s.st.Source = SourceControl
+			s.publishStatus()
+		}
+		return nil
+	}
+	if err := s.install(t, SourceControl); err != nil {
+		s.reject(t.GetRevision(), err)
+		return err
+	}
+	return nil
+}
+
+// install converts t, hands it to the gateway and, when that succeeds,
+// makes it the edge's table and schedules it for the disk.
+func (s *Syncer) install(t *tablev1.RoutingTable, source string) error {
+	tab, unusable, err := tablewire.ToTable(t, s.cfg.Resolver)
+	if err != nil {
+		return err
+	}
+	if err := s.cfg.Apply(tab); err != nil {
+		return fmt.Errorf("%w: %w", tablewire.ErrInvalid, err)
+	}
+	if len(unusable) > 0 && !slicesEqual(unusable, s.st.Unusable) {
+		s.log.Warn("providers unusable on this edge", "providers", unusable)
+	}
+	s.cur = t
+	s.st.Revision, s.st.Source, s.st.Unusable = t.GetRevision(), source, unusable
+	s.st.RejectedRevision, s.st.RejectedReason = 0, ""
+	s.m.applied.WithLabelValues(source).Inc()
+	s.m.unusable.Set(float64(len(unusable)))
+	if source == SourceControl && s.cfg.CachePath != "" {
+		if b, err := tablewire.Encode(t); err == nil {
+			select {
+			case <-s.persist:
+			default:
+			}
+			s.persist <- b
+		}
+	}
+	s.updateStale()
+	s.report()
+	return nil
+}
+
+// reject records a table the edge refused; the old one stays in use.
+func (s *Syncer) reject(rev uint64, err error) {
+	s.m.rejected.Inc()
+	s.st.RejectedRevision, s.st.RejectedReason = rev, err.Error()
+	s.log.Error("routing table rejected; keeping the current one", "revision", rev, "current", s.st.Revision, "err", err)
+	s.publishStatus()
+	s.report()
+}
+
+func (s *Syncer) updateStale() {
+	now := s.cfg.Now()
+	limit := time.Duration(s.cfg.StaleAfter) * s.hbInterval
+	stale := s.st.LastContact.IsZero() || now.Sub(s.st.LastContact) > limit ||
+		!s.behindSince.IsZero() && now.Sub(s.behindSince) > limit || s.st.Source != SourceControl
+	s.st.Connected = s.nc != nil && s.nc.IsConnected()
+	if s.st.Connected {
+		s.st.Server = s.nc.ConnectedUrlRedacted()
+	}
+	changed := stale != s.st.Stale
+	s.st.Stale = stale
+	s.m.stale.Set(b2f(stale))
+	s.publishStatus()
+	if changed {
+		if stale {
+			s.log.Warn("routing table is stale", "revision", s.st.Revision, "source", s.st.Source)
+		} else {
+			s.log.Info("routing table is current", "revision", s.st.Revision)
+		}
+		s.report()
+	}
+}
+
+func (s *Syncer) publishStatus() {
+	st := s.st
+	st.Unusable = append([]string(nil), s.st.Unusable...)
+	s.status.Store(&st)
+}
+
+// report tells the control plane what this edge serves.
+func (s *Syncer) report() {
+	if s.nc == nil {
+		return
+	}
+	b, err := tablewire.Encode(&tablev1.AppliedReport{
+		Schema: tablewire.Schema, Node: s.cfg.NodeID, Region: s.cfg.Region, Revision: s.st.Revision,
+		Stale: s.st.Stale, RejectedRevision: s.st.RejectedRevision, RejectedReason: s.st.RejectedReason,
+		Unusable: s.st.Unusable, IntervalMs: uint32(s.cfg.ReportInterval.Milliseconds()), Source: s.st.Source,
+	})
+	if err == nil {
+		err = s.nc.Publish(tablewire.SubjectApplied, b)
+	}
+	if err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		s.log.Debug("applied report not sent", "err", err)
+	}
+}
+
+// writeCacheLoop writes the newest table to disk off the apply path; a
+// newer table replaces one not yet written.
+func (s *Syncer) writeCacheLoop(ctx context.Context) {
+	defer s.done.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case b := <-s.persist:
+			if err := writeCache(s.cfg.CachePath, b); err != nil {
+				s.m.cacheErrors.Inc()
+				s.log.Warn("writing the table to disk failed", "err", err)
+			}
+		}
+	}
+}
+
+// jitter returns d ± up to frac of d.
+func jitter(d time.Duration, frac float64) time.Duration {
+	return d + time.Duration((mrand.Float64()*2-1)*frac*float64(d))
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func slicesEqual(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Servers returns the NATS servers the client knows, configured and
+// discovered.
+func (s *Syncer) Servers() []string {
+	if s.nc == nil {
+		return nil
+	}
+	return s.nc.Servers()
+}
+
+// CachedRevision returns the revision of the table kept at path, or 0
+// when there is none or it is damaged.
+func CachedRevision(path string) uint64 {
+	t, err := readCache(path, tablewire.DefaultMaxBytes)
+	if err != nil {
+		return 0
+	}
+	return t.GetRevision()
+}
