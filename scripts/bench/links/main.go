@@ -3,7 +3,7 @@
 // of a streamed chat request forwarded from edge A to edge B, which
 // serves it from a mock provider.
 //
-//	go run ./scripts/bench/links [-samples 21] [-delays 0,10,40] [-readme README.md]
+//	go run ./scripts/bench/links [-samples 21] [-delays 0,10,40] [-readme README.md] [-v]
 //
 // Transports, each through a userspace relay (scripts/wan/relay) that
 // adds the one-way delay in each direction:
@@ -33,6 +33,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -61,6 +62,8 @@ type Config struct {
 	// Readme, when set, is a markdown file whose bench:links section is
 	// replaced with the results.
 	Readme string
+	// Verbose prints every sample to stderr.
+	Verbose bool
 }
 
 func main() {
@@ -68,6 +71,7 @@ func main() {
 	var delays string
 	flag.IntVar(&cfg.Samples, "samples", 21, "requests per cell (medians are reported)")
 	flag.StringVar(&delays, "delays", "0,10,40", "one-way delays to emulate, in ms, comma separated")
+	flag.BoolVar(&cfg.Verbose, "v", false, "print every sample to stderr")
 	flag.StringVar(&cfg.Readme, "readme", "", "replace the bench:links section of this markdown file with the results")
 	flag.Parse()
 	for _, f := range strings.Split(delays, ",") {
@@ -93,6 +97,9 @@ const (
 )
 
 var pathNames = [numPaths]string{"direct (B itself)", "(a) warm QUIC link", "(b) new QUIC link, 0-RTT", "(c) HTTP/1.1, new TCP+TLS 1.3", "(d) HTTP/2, warm TCP+TLS"}
+
+// teardown is the pause between closing a link and timing a new one.
+const teardown = 5 * time.Millisecond
 
 const body = `{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Say hello in a few words."}]}`
 
@@ -154,6 +161,12 @@ func run(ctx context.Context, cfg Config) error {
 				// reaches B after B has been idle that long, and waking an
 				// idle machine costs a few hundred microseconds that the
 				// baseline must pay too.
+				if p == zeroRTT {
+					// Close the warm link first and let both ends finish
+					// tearing it down, as when a link died a while ago.
+					b.peer.Disconnect()
+					time.Sleep(teardown)
+				}
 				time.Sleep(2 * delay)
 				t, err := b.sample(ctx, p)
 				if err != nil {
@@ -162,6 +175,9 @@ func run(ctx context.Context, cfg Config) error {
 				ttfts = append(ttfts, t)
 			}
 			row.ttft[p] = median(ttfts)
+			if cfg.Verbose {
+				fmt.Fprintln(os.Stderr, d, pathNames[p], ttfts)
+			}
 		}
 		res.rows = append(res.rows, row)
 	}
@@ -191,8 +207,7 @@ func (b *bench) sample(ctx context.Context, p int) (time.Duration, error) {
 		return b.direct(ctx)
 	case warmQUIC:
 		return b.viaLink(ctx)
-	case zeroRTT:
-		b.peer.Disconnect()
+	case zeroRTT: // disconnected by the caller
 		return b.viaLink(ctx)
 	case tcpNew:
 		return b.viaHTTP(ctx, b.h1)
