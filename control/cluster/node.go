@@ -458,7 +458,7 @@ func (n *Node) Restore(data []byte) error {
 // voter, then shuts down. The node stays a voter; remove it through the
 // API to shrink the cluster.
 func (n *Node) Leave() error {
-	if n.IsLeader() {
+	if servers, err := n.Servers(); err == nil && len(servers) > 1 && n.IsLeader() {
 		if err := n.raft.LeadershipTransfer().Error(); err != nil {
 			n.logger.Warn("leadership transfer before leaving failed", "err", err)
 		}
