@@ -74,6 +74,7 @@ type Server struct {
 	admin   [][32]byte
 	readers [][32]byte
 	mux     *http.ServeMux
+	met     *metrics
 }
 
 // New returns the API for a node.
@@ -81,7 +82,7 @@ func New(cfg Config, node *cluster.Node) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("api config: %w", err)
 	}
-	s := &Server{cfg: cfg, node: node, client: cfg.Client, mux: http.NewServeMux()}
+	s := &Server{cfg: cfg, node: node, client: cfg.Client, mux: http.NewServeMux(), met: newMetrics(node)}
 	if s.client == nil {
 		s.client = &http.Client{Transport: &http.Transport{
 			MaxIdleConns:        256,
@@ -101,6 +102,8 @@ func New(cfg Config, node *cluster.Node) (*Server, error) {
 
 func (s *Server) routes() {
 	s.mux.HandleFunc("GET /v1/control/self", s.self)
+	// Metrics carry no fleet data, so scrapers need no token.
+	s.mux.Handle("GET /metrics", s.met.handler())
 	s.mux.Handle("GET /v1/control/cluster", s.auth(roleRead, s.clusterInfo))
 	s.mux.Handle("POST /v1/control/cluster/join", s.auth(roleAdmin, s.join))
 	s.mux.Handle("DELETE /v1/control/cluster/peers/{id}", s.auth(roleAdmin, s.removePeer))
@@ -167,6 +170,9 @@ type errorBody struct {
 }
 
 func writeError(w http.ResponseWriter, status int, e *fsm.Error) {
+	if sw, ok := w.(*statusWriter); ok {
+		sw.code = e.Code
+	}
 	var b errorBody
 	b.Error.Code, b.Error.Message, b.Error.Field = e.Code, e.Message, e.Field
 	writeJSON(w, status, b)
@@ -417,9 +423,27 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, leaderAPI strin
 			w.Header().Set(h, v)
 		}
 	}
+	if sw, ok := w.(*statusWriter); ok {
+		sw.forwarded = true
+	}
 	w.WriteHeader(resp.StatusCode)
 	io.Copy(w, resp.Body)
 	return true
+}
+
+// statusWriter remembers a write's answer for the metrics.
+type statusWriter struct {
+	http.ResponseWriter
+	status    int
+	code      string
+	forwarded bool
+}
+
+func (w *statusWriter) WriteHeader(status int) {
+	if w.status == 0 {
+		w.status = status
+	}
+	w.ResponseWriter.WriteHeader(status)
 }
 
 // onLeader runs fn on the leader: here if this node leads, else by
@@ -479,6 +503,20 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request, body []byte, stat
 		return
 	}
 	cmd := &controlv1.Write{RequestId: reqID, Ops: ops}
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w}
+	w = sw
+	defer func() {
+		s.met.writeSeconds.Observe(time.Since(start).Seconds())
+		outcome := "ok"
+		switch {
+		case sw.forwarded:
+			outcome = "forwarded"
+		case sw.status >= 300:
+			outcome = sw.code
+		}
+		s.met.writes.WithLabelValues(outcome).Inc()
+	}()
 	s.onLeader(w, r, body, func() error {
 		res, err := s.node.Apply(fsm.TypeWrite, cmd)
 		if err != nil {

@@ -148,6 +148,16 @@ func TestAPIValidationAuthAndForwarding(t *testing.T) {
 		t.Fatalf("short wait returned after %s", time.Since(start))
 	}
 
+	// Metrics need no token and count forwarded writes.
+	st, b, _ = do("GET", "/metrics", "", "")
+	if st != 200 || !strings.Contains(string(b), `meridian_control_writes_total{outcome="forwarded"}`) || !strings.Contains(string(b), "meridian_control_raft_applied_index") {
+		t.Fatalf("metrics: %d\n%s", st, b)
+	}
+	st, b, _, _ = c.Leader().Do(ctx, "GET", "/metrics", "", strings.NewReader(""))
+	if st != 200 || !strings.Contains(string(b), `meridian_control_writes_total{outcome="ok"}`) || !strings.Contains(string(b), `meridian_control_raft_leader 1`) {
+		t.Fatalf("leader metrics: %d\n%s", st, b)
+	}
+
 	// The cluster listing shows every voter, the leader and addresses.
 	st, b, _ = do("GET", "/v1/control/cluster", read, "")
 	var info api.ClusterInfo
