@@ -223,3 +223,32 @@ func FuzzDecodeEntity(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeBatch feeds arbitrary batch bodies to the decoder: each is
+// rejected with an *fsm.Error or yields ops that each carry a valid
+// entity or a known kind to delete.
+func FuzzDecodeBatch(f *testing.F) {
+	f.Add([]byte(`{"put":[{"kind":"region","id":"eu","latitude":1}],"delete":[{"kind":"node","id":"n1"}]}`))
+	f.Add([]byte(`{"put":[{"kind":"price","model":"m","provider":"p","input":1}]}`))
+	f.Add([]byte(`{"put":[{"kind":"nope"}]}`))
+	f.Add([]byte(`{"delete":[]}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		ops, err := api.DecodeBatch(body)
+		if err != nil {
+			if _, ok := err.(*fsm.Error); !ok {
+				t.Fatalf("error is %T: %v", err, err)
+			}
+			return
+		}
+		if len(ops) == 0 {
+			t.Fatal("an empty batch was accepted")
+		}
+		for _, op := range ops {
+			if op.GetKind() != "" {
+				if _, ok := fsm.KindByName(op.GetKind()); !ok {
+					t.Fatalf("delete of unknown kind %q accepted", op.GetKind())
+				}
+			}
+		}
+	})
+}
