@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +22,7 @@ import (
 	"github.com/meridian-mesh/meridian/control/api"
 	"github.com/meridian-mesh/meridian/control/client"
 	"github.com/meridian-mesh/meridian/control/fsm"
+	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
 )
 
 func (c *cli) entity(ctx context.Context, pos []string) error {
@@ -62,6 +66,11 @@ func (c *cli) entity(ctx context.Context, pos []string) error {
 			return err
 		}
 		return c.done(fmt.Sprintf("deleted %s %s", k.Name, rest[0]), idx)
+	case "new":
+		if k.Name != fsm.KindKey || len(rest) < 1 {
+			return fmt.Errorf("%w: only keys have new: key new ID [tenant=ID]", errUsage)
+		}
+		return c.newKey(ctx, cl, k, rest[0], rest[1:])
 	case "set":
 		if len(rest) < 1 {
 			return fmt.Errorf("%w: %s set takes an ID and field=value pairs", errUsage, k.Name)
@@ -77,6 +86,29 @@ func (c *cli) entity(ctx context.Context, pos []string) error {
 		return c.done(fmt.Sprintf("set %s %s", k.Name, k.ID(m)), idx)
 	}
 	return fmt.Errorf("%w: unknown verb %q for %s (ls, get, set, rm)", errUsage, verb, k.Name)
+}
+
+// newKey makes a random client API key, stores only its hash, and prints
+// the key once.
+func (c *cli) newKey(ctx context.Context, cl *client.Client, k *fsm.Kind, id string, assigns []string) error {
+	var raw [24]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return err
+	}
+	key := "mk-" + hex.EncodeToString(raw[:])
+	sum := sha256.Sum256([]byte(key))
+	m, err := c.buildEntity(ctx, cl, k, id, append([]string{"hash=sha256:" + hex.EncodeToString(sum[:])}, assigns...))
+	if err != nil {
+		return err
+	}
+	if _, err := cl.Create(ctx, m, client.WriteOptions{}); err != nil {
+		return err
+	}
+	if c.json {
+		return json.NewEncoder(c.stdout).Encode(map[string]string{"id": id, "key": key, "hash": m.(*controlv1.Key).GetHash()})
+	}
+	fmt.Fprintf(c.stdout, "created key %s\n%s\nThis is the only time the key is shown: only its hash is stored.\n", id, key)
+	return nil
 }
 
 func (c *cli) done(what string, idx uint64) error {

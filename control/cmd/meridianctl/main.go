@@ -51,6 +51,7 @@ Usage:
   meridianctl [flags] KIND get ID
   meridianctl [flags] KIND set ID [field=value ...] [-f FILE]
   meridianctl [flags] KIND rm ID
+  meridianctl [flags] key new ID [tenant=ID]   make a random API key; prints it once, stores its hash
   meridianctl [flags] apply -f FILE [--dry-run] [--prune]
   meridianctl [flags] status
   meridianctl [flags] cluster join API_ADDR

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -99,6 +101,22 @@ func TestCLIAgainstCluster(t *testing.T) {
 	}
 	cli.ok("route", "set", "gpt-4o-mini", "targets=openai,groq:llama-3.1-70b", "strategy=cheapest")
 	cli.ok("price", "set", "openai/gpt-4o-mini", "input=0.2", "output=0.8")
+
+	// A new key is printed once; only its hash is stored.
+	var nk struct{ ID, Key, Hash string }
+	if err := json.Unmarshal([]byte(cli.ok("key", "new", "fresh", "tenant=acme", "--json")), &nk); err != nil || !strings.HasPrefix(nk.Key, "mk-") {
+		t.Fatalf("key new: %+v %v", nk, err)
+	}
+	sum := sha256.Sum256([]byte(nk.Key))
+	if want := "sha256:" + hex.EncodeToString(sum[:]); nk.Hash != want {
+		t.Fatalf("stored hash %s, want %s", nk.Hash, want)
+	}
+	if out := cli.ok("key", "get", "fresh", "--json"); strings.Contains(out, nk.Key) {
+		t.Fatal("the key itself was stored")
+	}
+	if code, _, errOut := cli.run("key", "new", "fresh"); code != 1 || !strings.Contains(errOut, "already exists") {
+		t.Fatalf("key new over an existing key: exit %d: %s", code, errOut)
+	}
 
 	// Errors: clear, naming the field, non-zero exit.
 	code, _, errOut := cli.run("node", "set", "bad", "region=nowhere")
