@@ -133,6 +133,7 @@ func (p *Peer) Do(ctx context.Context, req *llm.Request, upstreamModel string) (
 		return nil, err
 	}
 	fw := newFrameWriter(str, p.t.cfg.MaxFrameBytes)
+	defer fw.release()
 	// A write that fails is not reported as such: if the serving side
 	// read the header and answered, its answer says more; if the link
 	// died, the read below fails too.
@@ -238,6 +239,7 @@ func (s *linkStream) finish(err error, outcome string) {
 	m.open.WithLabelValues("out").Dec()
 	m.streams.WithLabelValues("out", outcome).Inc()
 	m.bytes.WithLabelValues("received").Add(float64(s.fr.n))
+	s.fr.release()
 }
 
 func (s *linkStream) abort(outcome string) {

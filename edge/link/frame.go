@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"time"
 
 	linkv1 "github.com/meridian-mesh/meridian/proto/link/v1"
@@ -37,8 +38,31 @@ type frameReader struct {
 	n   int64 // bytes read, for metrics
 }
 
+// Buffers are pooled: a forwarded request would otherwise allocate
+// 64 KiB of them across both ends.
+var (
+	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
+	writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 16<<10) }}
+)
+
+// maxKeptBuf bounds the frame buffer a frameReader keeps between frames.
+const maxKeptBuf = 64 << 10
+
 func newFrameReader(r io.Reader, max int) *frameReader {
-	return &frameReader{r: bufio.NewReaderSize(r, 16<<10), max: max}
+	br := readerPool.Get().(*bufio.Reader)
+	br.Reset(r)
+	return &frameReader{r: br, max: max}
+}
+
+// release returns the reader's buffer to the pool; the reader must not be
+// used again.
+func (fr *frameReader) release() {
+	if fr.r == nil {
+		return
+	}
+	fr.r.Reset(nil)
+	readerPool.Put(fr.r)
+	fr.r, fr.buf = nil, nil
 }
 
 // read decodes the next frame into f. It returns io.EOF only at a frame
@@ -54,6 +78,11 @@ func (fr *frameReader) read(f *linkv1.Frame) error {
 	if cap(fr.buf) < int(size) {
 		fr.buf = make([]byte, size)
 	}
+	defer func() {
+		if cap(fr.buf) > maxKeptBuf {
+			fr.buf = nil // a rare large frame is not kept for the stream's life
+		}
+	}()
 	b := fr.buf[:size]
 	if _, err := io.ReadFull(fr.r, b); err != nil {
 		if errors.Is(err, io.EOF) {
@@ -73,7 +102,12 @@ func (fr *frameReader) read(f *linkv1.Frame) error {
 }
 
 // buffered reports whether a whole or partial next frame is in memory.
-func (fr *frameReader) buffered() int { return fr.r.Buffered() }
+func (fr *frameReader) buffered() int {
+	if fr.r == nil {
+		return 0
+	}
+	return fr.r.Buffered()
+}
 
 func readUvarint(r io.ByteReader) (uint64, error) {
 	var x uint64
@@ -114,7 +148,20 @@ type frameWriter struct {
 }
 
 func newFrameWriter(w io.Writer, max int) *frameWriter {
-	return &frameWriter{w: bufio.NewWriterSize(w, 16<<10), max: max}
+	bw := writerPool.Get().(*bufio.Writer)
+	bw.Reset(w)
+	return &frameWriter{w: bw, max: max}
+}
+
+// release returns the writer's buffer to the pool, dropping anything not
+// flushed; the writer must not be used again.
+func (fw *frameWriter) release() {
+	if fw.w == nil {
+		return
+	}
+	fw.w.Reset(nil)
+	writerPool.Put(fw.w)
+	fw.w = nil
 }
 
 func (fw *frameWriter) write(f *linkv1.Frame) error {

@@ -67,6 +67,8 @@ func (t *Transport) serveStream(conn *quic.Conn, str *quic.Stream, h Handler) {
 		m.streams.WithLabelValues("in", outcome).Inc()
 		m.bytes.WithLabelValues("received").Add(float64(fr.n))
 		m.bytes.WithLabelValues("sent").Add(float64(fw.n))
+		fr.release()
+		fw.release()
 	}()
 	abort := func(why string) {
 		outcome = why
