@@ -184,16 +184,14 @@ func TestDetectionBound(t *testing.T) {
 func TestConvergenceAndDissemination(t *testing.T) {
 	const n = 30
 	nodes := startCluster(t, n, func(i int) Config { return baseConfig(nodeID(i)) })
-	waitFor(t, 15*time.Second, "30-node convergence", func() error { return allSee(nodes, nodes, StateAlive) })
+	waitFor(t, 60*time.Second, "30-node convergence", func() error { return allSee(nodes, nodes, StateAlive) })
 
-	bound := time.Second
-	if raceEnabled {
-		// The race detector slows every goroutine several times, and CI
-		// runs another package's tests on the same two cores. The 1 s
-		// target itself is held by the benchmark (make bench-gossip),
-		// which runs without it.
-		bound = 3 * time.Second
-	}
+	// Speed is the benchmark's to measure (make bench-gossip holds the 1 s
+	// target); this test checks that broadcasts, not the 30 s push-pull
+	// backstop, carry changes to every node. The bound is generous
+	// because the race detector slows every goroutine several times and
+	// CI runs other packages' tests on the same two cores.
+	bound := 10 * time.Second
 	for trial, origin := range []int{7, 19, 29} {
 		src := nodes[origin]
 		rev := uint64(1000 + trial)
@@ -268,7 +266,7 @@ func TestFailureDetection(t *testing.T) {
 		n = 8 // see raceEnabled
 	}
 	nodes := startCluster(t, n, func(i int) Config { return fastConfig(nodeID(i)) })
-	waitFor(t, 10*time.Second, "convergence", func() error { return allSee(nodes, nodes, StateAlive) })
+	waitFor(t, 30*time.Second, "convergence", func() error { return allSee(nodes, nodes, StateAlive) })
 
 	victim := nodes[3]
 	survivors := append(append([]*Node{}, nodes[:3]...), nodes[4:]...)
@@ -292,7 +290,7 @@ func TestPartitionHealsByRejoin(t *testing.T) {
 		c.tweak = func(mc *memberlist.Config) { mc.GossipToTheDeadTime = 100 * time.Millisecond }
 		return c
 	})
-	waitFor(t, 10*time.Second, "convergence", func() error { return allSee(nodes, nodes, StateAlive) })
+	waitFor(t, 30*time.Second, "convergence", func() error { return allSee(nodes, nodes, StateAlive) })
 
 	a, b := nodes[:3], nodes[3:]
 	addrs := func(g []*Node) []string {
@@ -320,12 +318,12 @@ func TestPartitionHealsByRejoin(t *testing.T) {
 	for _, nd := range nodes {
 		nd.tr.setBlocked(false, addrs(nodes)...)
 	}
-	waitFor(t, 15*time.Second, "rejoin heals the partition", func() error { return allSee(nodes, nodes, StateAlive) })
+	waitFor(t, 30*time.Second, "rejoin heals the partition", func() error { return allSee(nodes, nodes, StateAlive) })
 }
 
 func TestIsolation(t *testing.T) {
 	nodes := startCluster(t, 3, func(i int) Config { return fastConfig(nodeID(i)) })
-	waitFor(t, 10*time.Second, "convergence", func() error { return allSee(nodes, nodes, StateAlive) })
+	waitFor(t, 30*time.Second, "convergence", func() error { return allSee(nodes, nodes, StateAlive) })
 
 	for name, mut := range map[string]func(*Config){
 		"wrong label": func(c *Config) { c.Label = "other-cluster" },
@@ -356,7 +354,7 @@ func TestIsolation(t *testing.T) {
 
 func TestKeyRotationKeepsMembers(t *testing.T) {
 	nodes := startCluster(t, 4, func(i int) Config { return fastConfig(nodeID(i)) })
-	waitFor(t, 10*time.Second, "convergence", func() error { return allSee(nodes, nodes, StateAlive) })
+	waitFor(t, 30*time.Second, "convergence", func() error { return allSee(nodes, nodes, StateAlive) })
 
 	oldKey, newKey := testKey(1), testKey(2)
 	for _, step := range []struct {
@@ -416,7 +414,7 @@ func TestKeyRotationKeepsMembers(t *testing.T) {
 
 func TestCloseLeavesAndDrains(t *testing.T) {
 	nodes := startCluster(t, 3, func(i int) Config { return fastConfig(nodeID(i)) })
-	waitFor(t, 10*time.Second, "convergence", func() error { return allSee(nodes, nodes, StateAlive) })
+	waitFor(t, 30*time.Second, "convergence", func() error { return allSee(nodes, nodes, StateAlive) })
 	if err := nodes[2].Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -109,9 +109,15 @@ func (t *transport) DialAddressTimeout(a memberlist.Address, timeout time.Durati
 
 func (t *transport) StreamCh() <-chan net.Conn { return t.streams }
 
+// Shutdown stops the listeners first and the stream relay after them:
+// NetTransport.Shutdown waits for its accept loop, which may be handing
+// over a just-accepted stream, and only the relay receives it. (Stopping
+// the relay first hung Shutdown forever when a peer connected during it.)
+// memberlist reads the relayed streams until Shutdown returns.
 func (t *transport) Shutdown() error {
+	err := t.NetTransport.Shutdown()
 	t.stopOnce.Do(func() { close(t.stop) })
-	return t.NetTransport.Shutdown()
+	return err
 }
 
 type countingConn struct {
