@@ -10,6 +10,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -116,7 +117,11 @@ func (c *Client) Do(ctx context.Context, method, path string, body []byte, reqID
 			return resp, nil
 		}
 		var apiErr *Error
+		var certErr *tls.CertificateVerificationError
 		retry := !errors.As(err, &apiErr) || (reqID != "" && apiErr.Status == http.StatusServiceUnavailable)
+		if errors.As(err, &certErr) {
+			retry = false // a retry meets the same certificate
+		}
 		if !retry || ctx.Err() != nil || time.Now().After(deadline) {
 			if last != nil && !errors.As(err, &apiErr) {
 				return nil, fmt.Errorf("%w (earlier: %v)", err, last)

@@ -40,6 +40,9 @@ func main() {
 	peers := fs.String("peers", "", "comma-separated id=raft-host:port of every voter, this one included, to bootstrap with")
 	admin := fs.String("admin-tokens", "", "comma-separated admin tokens (or MERIDIAN_CONTROL_ADMIN_TOKENS)")
 	read := fs.String("read-tokens", "", "comma-separated read-only tokens (or MERIDIAN_CONTROL_READ_TOKENS)")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate to serve the API over HTTPS")
+	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM key for -tls-cert")
+	fs.StringVar(&cfg.TLSCA, "tls-ca", "", "PEM CA certificate trusted for the other nodes' APIs (default: system roots)")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn, error or off")
 	fs.Parse(os.Args[1:])
 

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
+	"net/http"
 	"path/filepath"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/meridian-mesh/meridian/control/api"
 	"github.com/meridian-mesh/meridian/control/client"
 	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
+	"github.com/meridian-mesh/meridian/shared/pki"
 )
 
 func freeAddr(t *testing.T) string {
@@ -112,5 +115,54 @@ func TestConfigValidate(t *testing.T) {
 	cfg.Bootstrap, cfg.BootstrapExpect = true, 3
 	if err := cfg.Validate(); err == nil {
 		t.Fatal("bootstrap and bootstrap-expect together validated")
+	}
+}
+
+// TestServesTLS bootstraps a single node serving its API over HTTPS with
+// a certificate from the development CA.
+func TestServesTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca, certs := filepath.Join(dir, "ca"), filepath.Join(dir, "certs")
+	if err := pki.WriteCA(ca, "test CA", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.WriteNodeCert(ca, certs, "control-1", []string{"127.0.0.1"}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.DataDir, cfg.Bootstrap, cfg.LogLevel = filepath.Join(dir, "data"), true, "off"
+	cfg.RaftAddr, cfg.HTTPAddr = freeAddr(t), freeAddr(t)
+	cfg.AdminTokens = []string{"admin-token-0123456789"}
+	cfg.TLSCert, cfg.TLSKey = filepath.Join(certs, "control-1.crt"), filepath.Join(certs, "control-1.key")
+	cfg.TLSCA = filepath.Join(ca, pki.CACertFile)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, cfg) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	pool, err := pki.LoadPool(cfg.TLSCA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	cl, _ := client.New(client.Config{Addrs: []string{"https://" + cfg.HTTPAddr}, Token: "admin-token-0123456789", HTTP: hc, RetryTimeout: 30 * time.Second})
+	wctx, wcancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer wcancel()
+	if _, err := cl.Put(wctx, &controlv1.Region{Id: "eu"}, client.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	info, err := cl.Cluster(wctx)
+	if err != nil || len(info.Servers) != 1 || info.Servers[0].APIAddr != "https://"+cfg.HTTPAddr {
+		t.Fatalf("cluster over TLS: %+v %v", info, err)
+	}
+	plain, _ := client.New(client.Config{Addrs: []string{"https://" + cfg.HTTPAddr}, Token: "admin-token-0123456789", RetryTimeout: 30 * time.Second})
+	start := time.Now()
+	if _, err := plain.Cluster(wctx); err == nil {
+		t.Fatal("a client without the CA trusted the node's certificate")
+	}
+	if time.Since(start) > 10*time.Second {
+		t.Fatal("a certificate error was retried")
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/meridian-mesh/meridian/control/api"
 	"github.com/meridian-mesh/meridian/control/cluster"
+	"github.com/meridian-mesh/meridian/shared/pki"
 )
 
 // Config is one control node's whole configuration.
@@ -51,6 +53,13 @@ type Config struct {
 	ReadTokens  []string
 	// LogLevel is debug, info, warn, error or off.
 	LogLevel string
+	// TLSCert and TLSKey, when set, serve the API over HTTPS (PEM files,
+	// e.g. from `meridianctl tls cert`).
+	TLSCert, TLSKey string
+	// TLSCA is a PEM file of the CA that signed the other nodes' API
+	// certificates, trusted when forwarding to them; empty means the
+	// system roots.
+	TLSCA string
 }
 
 // DefaultConfig returns the defaults: API on 127.0.0.1:7400, Raft on
@@ -83,6 +92,9 @@ func (c *Config) Validate() error {
 	if len(c.AdminTokens) == 0 {
 		errs = append(errs, errors.New("no admin token: set -admin-tokens or MERIDIAN_CONTROL_ADMIN_TOKENS"))
 	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		errs = append(errs, errors.New("give -tls-cert and -tls-key together"))
+	}
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		errs = append(errs, fmt.Errorf("http addr: %w", err))
 	}
@@ -94,22 +106,35 @@ func run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	logger := newLogger(cfg.LogLevel)
-	if cfg.APIAdvertise == "" {
-		cfg.APIAdvertise = "http://" + cfg.HTTPAddr
+	serverTLS, clientTLS, err := tlsConfigs(cfg)
+	if err != nil {
+		return err
 	}
+	if cfg.APIAdvertise == "" {
+		scheme := "http://"
+		if serverTLS != nil {
+			scheme = "https://"
+		}
+		cfg.APIAdvertise = scheme + cfg.HTTPAddr
+	}
+	httpClient := &http.Client{Transport: &http.Transport{
+		TLSClientConfig:     clientTLS,
+		MaxIdleConns:        256,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     90 * time.Second,
+	}}
 	ccfg := cluster.DefaultConfig()
 	ccfg.DataDir, ccfg.NodeName, ccfg.NodeID = cfg.DataDir, cfg.NodeName, cfg.NodeID
 	ccfg.RaftAddr, ccfg.RaftAdvertise, ccfg.APIAddr = cfg.RaftAddr, cfg.RaftAdvertise, cfg.APIAdvertise
 	ccfg.Bootstrap, ccfg.Peers, ccfg.Logger = cfg.Bootstrap, cfg.Peers, logger
-	var err error
 	if cfg.BootstrapExpect > 0 && !cluster.HasState(cfg.DataDir) {
-		if ccfg.Peers, err = discover(ctx, cfg, logger); err != nil {
+		if ccfg.Peers, err = discover(ctx, cfg, serverTLS, httpClient, logger); err != nil {
 			return err
 		}
 	}
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	ln, err := listen(cfg.HTTPAddr, serverTLS)
 	if err != nil {
-		return fmt.Errorf("listen: %w", err)
+		return err
 	}
 	defer ln.Close()
 	node, err := cluster.Open(ccfg)
@@ -117,7 +142,7 @@ func run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	acfg := api.DefaultConfig()
-	acfg.AdminTokens, acfg.ReadTokens, acfg.Logger = cfg.AdminTokens, cfg.ReadTokens, logger
+	acfg.AdminTokens, acfg.ReadTokens, acfg.Logger, acfg.Client = cfg.AdminTokens, cfg.ReadTokens, logger, httpClient
 	handler, err := api.New(acfg, node)
 	if err != nil {
 		node.Close()
@@ -146,7 +171,7 @@ func run(ctx context.Context, cfg Config) error {
 // discover serves this node's identity while asking the other voters for
 // theirs, until it knows BootstrapExpect voters; every voter computes the
 // same sorted list, so they bootstrap identically.
-func discover(ctx context.Context, cfg Config, logger interface {
+func discover(ctx context.Context, cfg Config, serverTLS *tls.Config, client *http.Client, logger interface {
 	Info(string, ...any)
 }) ([]cluster.Peer, error) {
 	id, err := cluster.LoadOrCreateID(cfg.DataDir, cfg.NodeID)
@@ -169,9 +194,9 @@ func discover(ctx context.Context, cfg Config, logger interface {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		fmt.Fprintf(w, `{"error":{"code":%q,"message":"waiting for %d voters to bootstrap"}}`+"\n", api.CodeNoLeader, cfg.BootstrapExpect)
 	})
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	ln, err := listen(cfg.HTTPAddr, serverTLS)
 	if err != nil {
-		return nil, fmt.Errorf("listen: %w", err)
+		return nil, err
 	}
 	tmp := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go tmp.Serve(ln)
@@ -179,14 +204,16 @@ func discover(ctx context.Context, cfg Config, logger interface {
 	defer tmp.Close()
 
 	found := map[string]api.Self{id: self}
-	client := &http.Client{Timeout: 2 * time.Second}
 	for len(found) < cfg.BootstrapExpect {
 		for _, addr := range cfg.Join {
 			if !strings.Contains(addr, "://") {
 				addr = "http://" + addr
 			}
-			resp, err := client.Get(strings.TrimSuffix(addr, "/") + "/v1/control/self")
+			reqCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			req, _ := http.NewRequestWithContext(reqCtx, http.MethodGet, strings.TrimSuffix(addr, "/")+"/v1/control/self", nil)
+			resp, err := client.Do(req)
 			if err != nil {
+				cancel()
 				continue
 			}
 			var s api.Self
@@ -194,6 +221,7 @@ func discover(ctx context.Context, cfg Config, logger interface {
 				found[s.ID] = s
 			}
 			resp.Body.Close()
+			cancel()
 		}
 		logger.Info("waiting for voters", "found", len(found), "expect", cfg.BootstrapExpect)
 		j, _ := rand.Int(rand.Reader, big.NewInt(int64(500*time.Millisecond)))
@@ -209,4 +237,34 @@ func discover(ctx context.Context, cfg Config, logger interface {
 	}
 	sort.Slice(peers, func(i, j int) bool { return peers[i].ID < peers[j].ID })
 	return peers, nil
+}
+
+// tlsConfigs builds the API server's TLS config (nil for plain HTTP) and
+// the forwarding client's.
+func tlsConfigs(cfg Config) (server, client *tls.Config, err error) {
+	client = &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.TLSCA != "" {
+		if client.RootCAs, err = pki.LoadPool(cfg.TLSCA); err != nil {
+			return nil, nil, err
+		}
+	}
+	if cfg.TLSCert == "" {
+		return nil, client, nil
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("tls: %w", err)
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}, client, nil
+}
+
+func listen(addr string, conf *tls.Config) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	if conf != nil {
+		ln = tls.NewListener(ln, conf)
+	}
+	return ln, nil
 }

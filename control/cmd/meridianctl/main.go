@@ -14,10 +14,12 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -25,6 +27,7 @@ import (
 	"time"
 
 	"github.com/meridian-mesh/meridian/control/client"
+	"github.com/meridian-mesh/meridian/shared/pki"
 )
 
 func main() {
@@ -68,6 +71,7 @@ Flags (anywhere on the line):
   -token TOKEN     bearer token (MERIDIAN_CONTROL_TOKEN)
   -json            print JSON instead of tables
   -stale           read from the answering node's copy instead of the leader's
+  -ca-cert FILE    PEM CA to trust for an https:// address (MERIDIAN_CONTROL_CACERT)
   -timeout D       overall time limit (default 60s)
 
 set takes field=value pairs: lists are comma-separated (addresses=a:1,b:2),
@@ -83,6 +87,7 @@ type cli struct {
 	token   string
 	json    bool
 	stale   bool
+	caCert  string
 	timeout time.Duration
 	stdin   io.Reader
 	stdout  io.Writer
@@ -118,6 +123,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.StringVar(&c.token, "token", getenv("MERIDIAN_CONTROL_TOKEN"), "")
 	fs.BoolVar(&c.json, "json", false, "")
 	fs.BoolVar(&c.stale, "stale", false, "")
+	fs.StringVar(&c.caCert, "ca-cert", getenv("MERIDIAN_CONTROL_CACERT"), "")
 	fs.DurationVar(&c.timeout, "timeout", 60*time.Second, "")
 	fs.StringVar(&c.file, "f", "", "")
 	fs.BoolVar(&c.dryRun, "dry-run", false, "")
@@ -167,7 +173,17 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 func (c *cli) readOpts() client.ReadOptions { return client.ReadOptions{Consistent: !c.stale} }
 
 func (c *cli) client() (*client.Client, error) {
-	return client.New(client.Config{Addrs: strings.Split(c.addr, ","), Token: c.token})
+	// Retries cover a leader election (a few seconds) and then give up,
+	// so a wrong address fails in seconds, not minutes.
+	cfg := client.Config{Addrs: strings.Split(c.addr, ","), Token: c.token, RetryTimeout: 10 * time.Second}
+	if c.caCert != "" {
+		pool, err := pki.LoadPool(c.caCert)
+		if err != nil {
+			return nil, err
+		}
+		cfg.HTTP = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}}}
+	}
+	return client.New(cfg)
 }
 
 func (c *cli) dispatch(ctx context.Context, pos []string) error {
