@@ -46,6 +46,7 @@ import (
 	"github.com/meridian-mesh/meridian/edge/gateway"
 	"github.com/meridian-mesh/meridian/edge/link"
 	"github.com/meridian-mesh/meridian/edge/metrics"
+	"github.com/meridian-mesh/meridian/scripts/bench/readme"
 	"github.com/meridian-mesh/meridian/scripts/wan/relay"
 	"github.com/meridian-mesh/meridian/shared/llm"
 	"github.com/meridian-mesh/meridian/shared/pki"
@@ -192,8 +193,8 @@ func run(ctx context.Context, cfg Config) error {
 	r := res.report()
 	fmt.Print(r.text)
 	if cfg.Readme != "" {
-		if err := replaceSection(cfg.Readme, r.markdown); err != nil {
-			return fmt.Errorf("links: %s: %w", cfg.Readme, err)
+		if err := readme.Replace(cfg.Readme, readmeSection, r.markdown); err != nil {
+			return fmt.Errorf("links: %w", err)
 		}
 		fmt.Printf("wrote the bench:links section of %s\n", cfg.Readme)
 	}

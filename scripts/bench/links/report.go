@@ -1,22 +1,15 @@
 package main
 
 import (
-	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"time"
 )
 
-// Section markers in a README; the lines between them are replaced.
-const (
-	beginMarker = "<!-- bench:links:begin -->"
-	endMarker   = "<!-- bench:links:end -->"
-)
-
-var errNoMarkers = errors.New("no " + beginMarker + " … " + endMarker + " section")
+// readmeSection names this benchmark's README section:
+// <!-- bench:links:begin --> … <!-- bench:links:end -->.
+const readmeSection = "links"
 
 // Targets from the issue, in added time over the direct baseline.
 const (
@@ -101,60 +94,4 @@ func verdict(what string, ok bool) string {
 		return "ok   " + what
 	}
 	return "MISS " + what
-}
-
-// replaceSection replaces the lines between the markers in the file at
-// path with text, keeping the markers. It returns errNoMarkers, and
-// leaves the file alone, when they are missing or out of order.
-func replaceSection(path, text string) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	lines := strings.SplitAfter(string(b), "\n")
-	begin, end := -1, -1
-	for i, l := range lines {
-		switch strings.TrimSpace(l) {
-		case beginMarker:
-			if begin < 0 {
-				begin = i
-			}
-		case endMarker:
-			if begin >= 0 && end < 0 {
-				end = i
-			}
-		}
-	}
-	if begin < 0 || end < 0 {
-		return errNoMarkers
-	}
-	var out strings.Builder
-	for _, l := range lines[:begin+1] {
-		out.WriteString(l)
-	}
-	out.WriteString("\n" + strings.TrimSpace(text) + "\n\n")
-	for _, l := range lines[end:] {
-		out.WriteString(l)
-	}
-	st, err := os.Stat(path)
-	if err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".bench-links-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.WriteString(out.String()); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(st.Mode().Perm()); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

@@ -1,9 +1,6 @@
 package main
 
 import (
-	"errors"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -29,21 +26,5 @@ func TestReportSummaryLine(t *testing.T) {
 	}
 	if strings.Count("\n"+r.markdown, "\n| ") != 3 {
 		t.Errorf("markdown:\n%s", r.markdown)
-	}
-}
-
-func TestReplaceSection(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "README.md")
-	os.WriteFile(path, []byte("# x\n"+beginMarker+"\nold\n"+endMarker+"\ntail\n"), 0o644)
-	if err := replaceSection(path, "new table"); err != nil {
-		t.Fatal(err)
-	}
-	b, _ := os.ReadFile(path)
-	if got := string(b); got != "# x\n"+beginMarker+"\n\nnew table\n\n"+endMarker+"\ntail\n" {
-		t.Fatalf("got %q", got)
-	}
-	os.WriteFile(path, []byte("no markers\n"), 0o644)
-	if err := replaceSection(path, "x"); !errors.Is(err, errNoMarkers) {
-		t.Fatalf("err %v", err)
 	}
 }
