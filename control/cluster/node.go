@@ -66,8 +66,10 @@ type Node struct {
 	notifyCh chan bool
 	stop     chan struct{}
 	done     sync.WaitGroup
-	closeMu  sync.Mutex
-	closed   bool
+	// closeMu guards closed and is held across Close's shutdown; it is
+	// the only lock Node takes, and never taken from raft callbacks.
+	closeMu sync.Mutex
+	closed  bool
 }
 
 // Open starts a node from its data folder, bootstrapping a new cluster

@@ -32,7 +32,9 @@ const DedupWindow = 16384
 type FSM struct {
 	state atomic.Pointer[State]
 
-	mu    sync.Mutex // guards watch
+	// mu guards watch. It is a leaf lock: nothing else is locked or
+	// called while it is held. The state itself needs no lock.
+	mu    sync.Mutex
 	watch chan struct{}
 
 	onApply func(index uint64, requestID string)
