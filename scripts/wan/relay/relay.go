@@ -23,6 +23,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
 	"strconv"
 	"sync"
@@ -214,7 +215,13 @@ type udpSession struct {
 	up     *net.UDPConn
 	toUp   *delayLine
 	toDown *delayLine
+	last   atomic.Int64 // unix nanoseconds of the last datagram either way
 }
+
+// sessionIdle is how long a UDP session may carry nothing before it is
+// dropped, so a long-running relay does not keep a socket per client port
+// it ever saw.
+const sessionIdle = 2 * time.Minute
 
 func (s *udpSession) close() {
 	s.up.Close()
@@ -239,6 +246,7 @@ func (r *Relay) serveUDP() {
 		if err != nil {
 			continue
 		}
+		s.last.Store(now.UnixNano())
 		pkt := append([]byte(nil), buf[:n]...)
 		s.toUp.push(r.due(now), pkt)
 	}
@@ -264,6 +272,7 @@ func (r *Relay) session(from *net.UDPAddr) (*udpSession, error) {
 	}
 	up.SetReadBuffer(4 << 20)
 	s := &udpSession{client: from, up: up}
+	s.last.Store(time.Now().UnixNano())
 	s.toUp = newDelayLine(func(b []byte) {
 		up.Write(b)
 		r.Forwarded.Add(1)
@@ -278,8 +287,21 @@ func (r *Relay) session(from *net.UDPAddr) (*udpSession, error) {
 		defer r.wg.Done()
 		buf := make([]byte, 65536)
 		for {
+			up.SetReadDeadline(time.Now().Add(sessionIdle))
 			n, err := up.Read(buf)
 			if err != nil {
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					if time.Since(time.Unix(0, s.last.Load())) < sessionIdle {
+						continue
+					}
+					r.mu.Lock()
+					if r.sessions[key] == s {
+						delete(r.sessions, key)
+					}
+					r.mu.Unlock()
+					s.close()
+					return
+				}
 				var ne net.Error
 				if errors.As(err, &ne) && !errors.Is(err, net.ErrClosed) {
 					continue // ICMP port unreachable and the like
@@ -287,6 +309,7 @@ func (r *Relay) session(from *net.UDPAddr) (*udpSession, error) {
 				return
 			}
 			now := time.Now()
+			s.last.Store(now.UnixNano())
 			if r.lose() {
 				r.Dropped.Add(1)
 				continue
