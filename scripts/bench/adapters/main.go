@@ -23,6 +23,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/meridian-mesh/meridian/scripts/bench/readme"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -110,27 +111,13 @@ func run(ctx context.Context, f flags) error {
 		section := "\n" + table.String() + "\n`" + summary + "`\n\n_Median of " + strconv.Itoa(f.count) + " runs of " + f.benchtime +
 			" each, " + time.Now().UTC().Format("2006-01-02 15:04 MST") + ", " + runtime.GOOS + "/" + runtime.GOARCH +
 			", " + strconv.Itoa(runtime.NumCPU()) + " CPUs, " + runtime.Version() + "._\n\n"
-		if err := replaceSection(f.readme, "<!-- bench:adapters:begin -->", "<!-- bench:adapters:end -->", section); err != nil {
+		if err := readme.Replace(f.readme, "adapters", section); err != nil {
 			fmt.Fprintln(os.Stderr, "adapters: warning:", err)
 		}
 	}
 	fmt.Println()
 	fmt.Println(summary)
 	return nil
-}
-
-// replaceSection replaces the text between two marker lines of a file.
-func replaceSection(path, begin, end, text string) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	s := string(b)
-	i, j := strings.Index(s, begin), strings.Index(s, end)
-	if i < 0 || j < i {
-		return fmt.Errorf("%s has no %s … %s section; left unchanged", path, begin, end)
-	}
-	return os.WriteFile(path, []byte(s[:i+len(begin)]+text+s[j:]), 0o644)
 }
 
 // parse reads go test -bench output: "pkg: X" lines name the package of

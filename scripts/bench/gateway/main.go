@@ -20,6 +20,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/meridian-mesh/meridian/scripts/bench/readme"
 	"io"
 	"os"
 	"os/signal"
@@ -226,8 +227,8 @@ func run(ctx context.Context, cfg Config, stdout, logw io.Writer) error {
 		}
 	}
 	if cfg.Readme != "" {
-		if err := replaceSection(cfg.Readme, text); err != nil {
-			if !errors.Is(err, errNoMarkers) {
+		if err := readme.Replace(cfg.Readme, "gateway", text); err != nil {
+			if !errors.Is(err, readme.ErrNoMarkers) {
 				return err
 			}
 			fmt.Fprintf(logw, "gateway: warning: %s left untouched: %v\n", cfg.Readme, err)

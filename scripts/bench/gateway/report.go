@@ -1,11 +1,8 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"math"
-	"os"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -17,15 +14,6 @@ import (
 // minAdded is the floor for minproxy's added latency when it divides:
 // below it the ratio would measure noise.
 const minAdded = time.Microsecond
-
-// Section markers in a README; the lines between them are replaced.
-const (
-	beginMarker = "<!-- bench:gateway:begin -->"
-	endMarker   = "<!-- bench:gateway:end -->"
-)
-
-// errNoMarkers is returned when a README lacks the section markers.
-var errNoMarkers = errors.New("no " + beginMarker + " … " + endMarker + " section")
 
 // ratio is a headline ratio; clamped says minproxy's added value was
 // raised to minAdded to divide by it.
@@ -220,60 +208,4 @@ func thousands(n int64) string {
 		return "-" + b.String()
 	}
 	return b.String()
-}
-
-// replaceSection replaces the lines between the markers in the file at
-// path with text, keeping the markers. It returns errNoMarkers, and
-// leaves the file alone, when they are missing or out of order.
-func replaceSection(path, text string) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	lines := strings.SplitAfter(string(b), "\n")
-	begin, end := -1, -1
-	for i, l := range lines {
-		switch strings.TrimSpace(l) {
-		case beginMarker:
-			if begin < 0 {
-				begin = i
-			}
-		case endMarker:
-			if begin >= 0 && end < 0 {
-				end = i
-			}
-		}
-	}
-	if begin < 0 || end < 0 {
-		return errNoMarkers
-	}
-	var out strings.Builder
-	for _, l := range lines[:begin+1] {
-		out.WriteString(l)
-	}
-	out.WriteString("\n" + strings.TrimSpace(text) + "\n\n")
-	for _, l := range lines[end:] {
-		out.WriteString(l)
-	}
-	st, err := os.Stat(path)
-	if err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".bench-gateway-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.WriteString(out.String()); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(st.Mode().Perm()); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

@@ -180,7 +180,7 @@ Tiny model (q8_0), %d tokens per answer, num_thread=%d, %d pairs, loopback:
 	fmt.Print(table)
 	line := fmt.Sprintf("local: toks_ratio=%.3f ttft_added_ms=%.3f", median(ratios), median(added))
 	if f.readme != "" {
-		if err := readme.Replace(f.readme, "local", table+"```\n"+line+"\n```\n"); err != nil {
+		if err := readme.Replace(f.readme, "local", table+"\n```\n"+line+"\n```"); err != nil {
 			return err
 		}
 	}
