@@ -168,14 +168,25 @@ func TestLinearizableUnderLeaderKills(t *testing.T) {
 			}
 		}()
 	}
+	// Let the workload make progress between kills.
+	progress := func() {
+		mu.Lock()
+		from := len(history)
+		mu.Unlock()
+		controltest.WaitFor(t, 60*time.Second, "operations to complete", func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return len(history) >= from+80
+		})
+	}
 	for range 2 {
-		time.Sleep(300 * time.Millisecond) // let the workload run between kills
+		progress()
 		l := c.Leader()
 		l.Kill()
 		c.Leader()
 		l.Restart()
 	}
-	time.Sleep(300 * time.Millisecond)
+	progress()
 	close(stop)
 	wg.Wait()
 	mu.Lock()
