@@ -65,6 +65,10 @@ type Config struct {
 	// Link configures QUIC links to other edges. Off unless enabled.
 	Link Link `yaml:"link"`
 
+	// Control connects the edge to the control plane's NATS bus, which
+	// delivers the routing table. Off unless nats_urls is set.
+	Control Control `yaml:"control"`
+
 	// Table is the static routing table: providers, models, routes and
 	// client key hashes. Use EffectiveTable, which adds the local
 	// engine's routes.
@@ -205,6 +209,7 @@ func Default() Config {
 		Gossip:          Gossip{Bind: "0.0.0.0:7946", Cluster: "meridian", Profile: "lan"},
 		Local:           engine.Default(),
 		Link:            DefaultLink(),
+		Control:         DefaultControl(),
 	}
 }
 
@@ -254,6 +259,9 @@ func (c *Config) Validate() error {
 	if err := c.Link.validate(&c.Table); err != nil {
 		return err
 	}
+	if err := c.Control.validate(); err != nil {
+		return err
+	}
 	if !c.Local.Enabled {
 		for i, p := range c.Table.Providers {
 			if p.Kind == table.KindLocal {
@@ -284,6 +292,9 @@ func Load(path string, getenv func(string) string) (Config, error) {
 		return c, fmt.Errorf("config: %w", err)
 	}
 	if err := resolveSecrets(&c, getenv); err != nil {
+		return c, fmt.Errorf("config %s: %w", orEnv(path), err)
+	}
+	if err := resolveControlSecrets(&c.Control, getenv); err != nil {
 		return c, fmt.Errorf("config %s: %w", orEnv(path), err)
 	}
 	if err := c.Validate(); err != nil {
@@ -329,6 +340,7 @@ var envVars = []struct {
 	{"MERIDIAN_LISTEN", func(c *Config, v string) error { c.Listen = v; return nil }},
 	{"MERIDIAN_LOG_LEVEL", func(c *Config, v string) error { c.LogLevel = v; return nil }},
 	{"MERIDIAN_LOG_FORMAT", func(c *Config, v string) error { c.LogFormat = v; return nil }},
+	{"MERIDIAN_NATS_URLS", func(c *Config, v string) error { c.Control.NATSURLs = strings.Split(v, ","); return nil }},
 	{"MERIDIAN_LOCAL_BINARY", func(c *Config, v string) error { c.Local.Binary = v; return nil }},
 	{"MERIDIAN_LOCAL_URL", func(c *Config, v string) error { c.Local.URL = v; return nil }},
 	{"MERIDIAN_LOCAL_DATA_DIR", func(c *Config, v string) error { c.Local.DataDir = v; return nil }},

@@ -28,6 +28,7 @@ import (
 	"github.com/meridian-mesh/meridian/edge/gossip"
 	"github.com/meridian-mesh/meridian/edge/link"
 	"github.com/meridian-mesh/meridian/edge/metrics"
+	"github.com/meridian-mesh/meridian/edge/tablesync"
 	"github.com/meridian-mesh/meridian/shared/llm"
 )
 
@@ -45,6 +46,8 @@ type Node struct {
 	draining atomic.Bool
 
 	link *link.Transport // nil when links are off (link.go)
+
+	sync *tablesync.Syncer // nil without a control plane (table.go)
 }
 
 // New builds a node from a validated config. It does not listen yet.
@@ -70,8 +73,7 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 	}
 	n.gw = gateway.New(gateway.Config{Logger: log, Metrics: m, NewProvider: n.newTarget})
 	gw := n.gw
-	tab := cfg.EffectiveTable()
-	if err = gw.SetTable(&tab); err != nil {
+	if err = n.seedTable(); err != nil {
 		return nil, fmt.Errorf("static table: %w", err)
 	}
 
@@ -226,6 +228,11 @@ func (n *Node) Run(ctx context.Context) error {
 		return err
 	}
 	defer n.closeLink() // after the drain below
+	stopTable, terr := n.startTable(ctx)
+	if terr != nil {
+		return terr
+	}
+	defer stopTable()
 	errc := make(chan error, 1)
 	go func() { errc <- n.srv.Serve(n.ln) }()
 	if n.gossip != nil {
@@ -305,6 +312,9 @@ type Readiness struct {
 	Reason        string `json:"reason,omitempty"`
 	// Local is the local engine's state, when the node runs one.
 	Local *LocalStatus `json:"local,omitempty"`
+	// Table is the routing table's source and freshness, when the node
+	// follows a control plane. A stale table still serves.
+	Table *tablesync.Status `json:"table,omitempty"`
 }
 
 func (n *Node) readyz(w http.ResponseWriter, r *http.Request) {
@@ -312,6 +322,10 @@ func (n *Node) readyz(w http.ResponseWriter, r *http.Request) {
 	rd := Readiness{
 		Node: n.cfg.NodeID, Region: n.cfg.Region, Draining: n.draining.Load(),
 		TableRevision: tab.Revision(), Models: len(tab.Models()),
+	}
+	if n.sync != nil {
+		st := n.sync.Status()
+		rd.Table = &st
 	}
 	local, localReady := n.localStatus()
 	rd.Local = local
@@ -346,6 +360,7 @@ func (n *Node) wrap(h http.Handler) http.Handler {
 			r.Header.Set(api.HeaderRequestID, id)
 		}
 		w.Header().Set(api.HeaderRequestID, id)
+		w.Header().Set(HeaderTableRevision, n.tableRevisionHeader())
 		defer func() {
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler {

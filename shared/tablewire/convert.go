@@ -23,6 +23,9 @@ type Resolver struct {
 	// ReadFile reads "file:/path" refs. Nil means reading the file,
 	// up to 64 KiB.
 	ReadFile func(string) ([]byte, error)
+	// LocalEngine says whether this edge runs a local engine. Where it
+	// runs none, providers of kind local are unusable.
+	LocalEngine bool
 }
 
 // errUnresolved explains a ref that did not resolve without naming it:
@@ -92,6 +95,10 @@ func ToTable(t *tablev1.RoutingTable, r Resolver) (tab *table.Table, unusable []
 	tab = &table.Table{Revision: t.GetRevision()}
 	usable := map[string]bool{}
 	for _, p := range e.GetProviders() {
+		if providerKind(p) == table.KindLocal && !r.LocalEngine {
+			unusable = append(unusable, p.GetId()+": this edge runs no local engine")
+			continue
+		}
 		key, rerr := r.resolve(p.GetSecretRef())
 		if rerr != nil {
 			unusable = append(unusable, p.GetId()+": "+rerr.Error())

@@ -159,7 +159,7 @@ func TestDiffThenApply(t *testing.T) {
 
 func TestToTable(t *testing.T) {
 	env := map[string]string{"OAI_KEY": "sk-test-123"}
-	r := Resolver{Getenv: func(k string) string { return env[k] }}
+	r := Resolver{Getenv: func(k string) string { return env[k] }, LocalEngine: true}
 	tab, unusable, err := ToTable(sample(8), r)
 	if err != nil || len(unusable) != 0 {
 		t.Fatal(err, unusable)
@@ -203,6 +203,12 @@ func TestToTable(t *testing.T) {
 	s.Entities.Providers[1].BaseUrl = "ftp://nope"
 	if _, _, err := ToTable(s, Resolver{Getenv: func(string) string { return "x" }}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("edge validation: %v", err)
+	}
+
+	// An edge without a local engine serves the rest.
+	tab, unusable, err = ToTable(sample(8), Resolver{Getenv: func(string) string { return "x" }})
+	if err != nil || len(unusable) != 1 || !strings.HasPrefix(unusable[0], "local: ") || len(tab.Routes[1].Targets) != 1 || tab.Routes[1].Targets[0].Provider != "oai" {
+		t.Fatalf("no local engine: %v %q %+v", err, unusable, tab)
 	}
 }
 

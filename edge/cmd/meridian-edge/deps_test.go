@@ -36,6 +36,10 @@ var allowedModules = []string{
 	"github.com/buger/jsonparser",      // (ollama api, via go-ordered-map)
 	"github.com/mailru/easyjson/",      // (ollama api, via go-ordered-map)
 	"gopkg.in/yaml.v3",                 // (ollama api, via go-ordered-map)
+	"github.com/nats-io/nats.go",       // the routing table from the control plane (edge/tablesync)
+	"github.com/nats-io/nkeys",         // (nats.go)
+	"github.com/nats-io/nuid",          // (nats.go)
+	"github.com/klauspost/compress/",   // (nats.go: websocket compression)
 }
 
 // forbidden are packages of the project that must never reach the edge
@@ -45,6 +49,7 @@ var forbidden = []string{
 	"github.com/meridian-mesh/meridian/scripts/",
 	"github.com/meridian-mesh/meridian/edge/engine/enginetest",
 	"github.com/meridian-mesh/meridian/control/",
+	"github.com/nats-io/nats-server/", // the edge is a NATS client only
 }
 
 func TestEdgeDependencies(t *testing.T) {

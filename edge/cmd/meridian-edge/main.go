@@ -25,6 +25,7 @@ type flags struct {
 	region   string
 	logLevel string
 	seeds    string
+	natsURL  string
 	check    bool
 }
 
@@ -37,6 +38,7 @@ func main() {
 	fs.StringVar(&f.region, "region", "", "region (overrides config and MERIDIAN_REGION)")
 	fs.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (overrides config and MERIDIAN_LOG_LEVEL)")
 	fs.StringVar(&f.seeds, "gossip-seeds", "", "comma-separated host:port of edges to join (overrides gossip.seeds)")
+	fs.StringVar(&f.natsURL, "nats-url", "", "comma-separated NATS URLs of the control plane, or of an existing NATS cluster (overrides control.nats_urls and MERIDIAN_NATS_URLS)")
 	fs.BoolVar(&f.check, "check", false, "validate the config and exit")
 	fs.Parse(os.Args[1:])
 
@@ -67,6 +69,9 @@ func run(ctx context.Context, f flags, logOut io.Writer) error {
 	}
 	if f.seeds != "" {
 		cfg.Gossip.Seeds = strings.Split(f.seeds, ",")
+	}
+	if f.natsURL != "" {
+		cfg.Control.NATSURLs = strings.Split(f.natsURL, ",")
 	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("config: %w", err)

@@ -1,0 +1,105 @@
+package node
+
+import (
+	"context"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meridian-mesh/meridian/edge/tablesync"
+	"github.com/meridian-mesh/meridian/shared/table"
+)
+
+// HeaderTableRevision names the routing table revision that served a
+// response, with "; stale" when the edge cannot confirm it is current:
+// "42" or "42; stale".
+const HeaderTableRevision = "x-meridian-table-rev"
+
+// seedTable installs the static table from the config. With a control
+// plane configured, it goes through the table client, the path every
+// control table takes, as revision 0; the client then replaces it with
+// the table on disk and the control plane's.
+func (n *Node) seedTable() error {
+	if !n.cfg.Control.Enabled() {
+		tab := n.cfg.EffectiveTable()
+		return n.gw.SetTable(&tab)
+	}
+	c := n.cfg.Control
+	tlsCfg, err := c.TLSConfig()
+	if err != nil {
+		return err
+	}
+	sc := tablesync.DefaultConfig()
+	sc.NodeID, sc.Region, sc.URLs = n.cfg.NodeID, n.cfg.Region, c.NATSURLs
+	sc.User, sc.Password, sc.Token, sc.TLS = c.User, c.Password.Reveal(), c.Token.Reveal(), tlsCfg
+	sc.CachePath, sc.MaxBytes, sc.StaleAfter, sc.ReportInterval = c.CachePath(n.cfg.NodeID), c.MaxTableBytes, c.StaleAfter, c.ReportInterval
+	sc.Resolver.LocalEngine = n.engine != nil
+	sc.Apply = n.applyTable
+	sc.Logger = n.log
+	sc.Registerer = registerer{n.metrics.Register}
+	if n.sync, err = tablesync.New(sc); err != nil {
+		return err
+	}
+	tab := n.cfg.Table // applyTable adds the local engine
+	return n.sync.Seed(&tab)
+}
+
+// applyTable installs a table from the control plane (or the disk, or
+// the config) with the local engine's models added as the config adds
+// them, and tells the fleet.
+func (n *Node) applyTable(t *table.Table) error {
+	c := n.cfg
+	c.Table = *t
+	eff := c.EffectiveTable()
+	if err := n.gw.SetTable(&eff); err != nil {
+		return err
+	}
+	if n.gossip != nil {
+		n.publishTable()
+	}
+	return nil
+}
+
+// startTable starts following the control plane, when one is
+// configured; it returns once the first snapshot arrived or failed.
+func (n *Node) startTable(ctx context.Context) (stop func(), err error) {
+	if n.sync == nil {
+		return func() {}, nil
+	}
+	if err := n.sync.Start(ctx); err != nil {
+		return nil, err
+	}
+	return n.sync.Close, nil
+}
+
+// TableStatus returns the edge's view of its routing table.
+func (n *Node) TableStatus() tablesync.Status {
+	if n.sync == nil {
+		return tablesync.Status{Revision: n.gw.Table().Revision(), Source: tablesync.SourceConfig}
+	}
+	return n.sync.Status()
+}
+
+// tableRevisionHeader is the value of HeaderTableRevision.
+func (n *Node) tableRevisionHeader() string {
+	if n.sync == nil {
+		return strconv.FormatUint(n.gw.Table().Revision(), 10)
+	}
+	st := n.sync.Status()
+	v := strconv.FormatUint(st.Revision, 10)
+	if st.Stale {
+		v += "; stale"
+	}
+	return v
+}
+
+// registerer adapts the node's registry to prometheus.Registerer.
+type registerer struct{ register func(...prometheus.Collector) }
+
+func (r registerer) Register(c prometheus.Collector) error   { r.register(c); return nil }
+func (r registerer) MustRegister(cs ...prometheus.Collector) { r.register(cs...) }
+func (r registerer) Unregister(prometheus.Collector) bool    { return false }
+
+// cacheRevision returns the revision of the table kept at path, 0 when
+// none.
+func cacheRevision(path string) uint64 { return tablesync.CachedRevision(path) }
