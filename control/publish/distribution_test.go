@@ -33,6 +33,9 @@ func TestChangeReachesAllEdges(t *testing.T) {
 			t.Fatal("an edge's table lacks the new model")
 		}
 	}
+	if l := ms.leader(); updates(t, l, "delta") < 1 || updates(t, l, "full") < 1 {
+		t.Fatalf("leader published %v deltas and %v full tables; want both", updates(t, l, "delta"), updates(t, l, "full"))
+	}
 	// Every control node, not just the leader, knows where the edges are.
 	for _, c := range ms.ctl {
 		controltest.WaitFor(t, 10*time.Second, "edge reports on "+c.m.Name, func() bool {

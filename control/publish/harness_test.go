@@ -105,6 +105,9 @@ func newMesh(t *testing.T, controls int) *mesh {
 		cfg := publish.DefaultConfig()
 		cfg.Conn, cfg.Source, cfg.IsLeader, cfg.NodeID = nc, c.m.Node.FSM(), c.m.Node.IsLeader, c.m.ID
 		cfg.HeartbeatInterval, cfg.Logger = hb, quiet
+		// Deltas for every change: a new term still starts with a full
+		// table, so both paths run.
+		cfg.FullMaxBytes = 0
 		c.reg = prometheus.NewRegistry()
 		cfg.Registerer = c.reg
 		pub, err := publish.New(cfg)
@@ -361,6 +364,28 @@ func metricValue(t *testing.T, c *ctlNode, name string) float64 {
 		return v
 	}
 	t.Fatalf("metric %s not registered", name)
+	return 0
+}
+
+// updates returns how many updates of a kind ("full", "delta") c
+// published.
+func updates(t *testing.T, c *ctlNode, kind string) float64 {
+	mfs, err := c.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "meridian_control_table_updates_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "kind" && l.GetValue() == kind {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
 	return 0
 }
 

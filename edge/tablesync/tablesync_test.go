@@ -1,0 +1,301 @@
+package tablesync
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/meridian-mesh/meridian/control/natsd"
+	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
+	tablev1 "github.com/meridian-mesh/meridian/proto/table/v1"
+	"github.com/meridian-mesh/meridian/shared/table"
+	"github.com/meridian-mesh/meridian/shared/tablewire"
+)
+
+const token = "tablesync-test-token-0123456789"
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// tableAt is a valid table at rev with n extra models.
+func tableAt(rev uint64, models ...string) *tablev1.RoutingTable {
+	t := &tablev1.RoutingTable{Schema: tablewire.Schema, Revision: rev, Entities: &tablev1.Entities{
+		Providers: []*controlv1.Provider{{Id: "p", Kind: "openai", BaseUrl: "http://127.0.0.1:1/v1"}},
+	}}
+	for _, m := range models {
+		t.Entities.Models = append(t.Entities.Models, &controlv1.Model{Id: m})
+		t.Entities.Routes = append(t.Entities.Routes, &controlv1.Route{Model: m, Targets: []*controlv1.Target{{Provider: "p"}}})
+	}
+	tablewire.Sort(t.Entities)
+	return t
+}
+
+// bus is a NATS server with a hand-driven control node.
+type bus struct {
+	t    *testing.T
+	ns   *natsd.Server
+	nc   *nats.Conn
+	mu   sync.Mutex
+	snap *tablev1.RoutingTable
+	asks int
+}
+
+func newBus(t *testing.T) *bus {
+	cfg := natsd.DefaultConfig()
+	cfg.Listen, cfg.Token, cfg.Logger = "127.0.0.1:0", token, quiet
+	ns, err := natsd.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	nc, err := nats.Connect(ns.ClientURL(), nats.Token(token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	b := &bus{t: t, ns: ns, nc: nc}
+	nc.Subscribe(tablewire.SubjectSnapshot, func(m *nats.Msg) {
+		b.mu.Lock()
+		b.asks++
+		reply, _ := tablewire.Encode(&tablev1.SnapshotReply{Schema: tablewire.Schema, Table: b.snap})
+		b.mu.Unlock()
+		m.Respond(reply)
+	})
+	nc.Flush()
+	return b
+}
+
+func (b *bus) serve(t *tablev1.RoutingTable) {
+	b.mu.Lock()
+	b.snap = t
+	b.mu.Unlock()
+}
+
+func (b *bus) snapshots() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.asks
+}
+
+func (b *bus) publish(subject string, m proto.Message) {
+	raw, err := tablewire.Encode(m)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	b.nc.Publish(subject, raw)
+	b.nc.Flush()
+}
+
+func (b *bus) delta(prev, next *tablev1.RoutingTable) {
+	b.publish(tablewire.SubjectUpdate, &tablev1.TableUpdate{Update: &tablev1.TableUpdate_Delta{Delta: tablewire.Diff(prev, next)}})
+}
+
+func (b *bus) heartbeat(rev uint64) {
+	b.publish(tablewire.SubjectHeartbeat, &tablev1.Heartbeat{Schema: tablewire.Schema, Revision: rev, IntervalMs: 50})
+}
+
+type gateway struct {
+	mu  sync.Mutex
+	tab *table.Table
+}
+
+func (g *gateway) apply(t *table.Table) error {
+	if err := t.Validate(); err != nil {
+		return err
+	}
+	g.mu.Lock()
+	g.tab = t
+	g.mu.Unlock()
+	return nil
+}
+
+func (g *gateway) revision() uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.tab == nil {
+		return 0
+	}
+	return g.tab.Revision
+}
+
+func newSyncer(t *testing.T, urls []string, cache string) (*Syncer, *gateway) {
+	g := &gateway{}
+	cfg := DefaultConfig()
+	cfg.NodeID, cfg.URLs, cfg.Token, cfg.CachePath = "edge-t", urls, token, cache
+	cfg.HeartbeatInterval, cfg.RetryMin, cfg.RetryMax = 50*time.Millisecond, 20*time.Millisecond, 200*time.Millisecond
+	cfg.ReconnectWait, cfg.ReconnectJitter, cfg.SnapshotTimeout = 20*time.Millisecond, 20*time.Millisecond, 500*time.Millisecond
+	cfg.Apply, cfg.Logger = g.apply, quiet
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, g
+}
+
+func TestDeltasGapsAndStaleness(t *testing.T) {
+	b := newBus(t)
+	t5 := tableAt(5, "a")
+	b.serve(t5)
+	s, g := newSyncer(t, []string{b.ns.ClientURL()}, filepath.Join(t.TempDir(), "table.pb"))
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if g.revision() != 5 || s.Status().Source != SourceControl {
+		t.Fatalf("after start: revision %d, %+v", g.revision(), s.Status())
+	}
+
+	// A delta that follows applies without a snapshot.
+	asks := b.snapshots()
+	t6 := tableAt(6, "a", "b")
+	b.delta(t5, t6)
+	waitFor(t, 5*time.Second, "revision 6", func() bool { return g.revision() == 6 })
+	if b.snapshots() != asks {
+		t.Fatal("a delta that follows fetched a snapshot")
+	}
+
+	// A delta that skips a revision is a gap: the edge fetches a snapshot.
+	t7, t8 := tableAt(7, "a", "b", "c"), tableAt(8, "a", "b", "c", "d")
+	b.serve(t8)
+	b.delta(t7, t8)
+	waitFor(t, 5*time.Second, "revision 8 from a snapshot", func() bool { return g.revision() == 8 })
+	if b.snapshots() == asks {
+		t.Fatal("the gap did not fetch a snapshot")
+	}
+
+	// Heartbeats keep the table current; silence makes it stale.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 1000; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+				b.heartbeat(8)
+			}
+		}
+	}()
+	waitFor(t, 5*time.Second, "a current table", func() bool { return !s.Status().Stale })
+	close(stop)
+	wg.Wait()
+	waitFor(t, 5*time.Second, "a stale table", func() bool { return s.Status().Stale })
+
+	// A heartbeat ahead of the edge, with the update lost, brings a
+	// snapshot.
+	t9 := tableAt(9, "a")
+	b.serve(t9)
+	waitFor(t, 5*time.Second, "catching up from heartbeats", func() bool {
+		b.heartbeat(9)
+		time.Sleep(20 * time.Millisecond)
+		return g.revision() == 9
+	})
+	waitFor(t, 5*time.Second, "the table on disk", func() bool { return CachedRevision(s.cfg.CachePath) == 9 })
+}
+
+func deadURL(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return "nats://" + l.Addr().String()
+}
+
+func TestStartWithoutControlPlane(t *testing.T) {
+	dir := t.TempDir()
+	cache := filepath.Join(dir, "table.pb")
+	seed := &table.Table{Providers: []table.Provider{{ID: "p", Kind: "openai", BaseURL: "http://127.0.0.1:1/v1"}}}
+
+	// Nothing on disk: the config's table, stale.
+	s, g := newSyncer(t, []string{deadURL(t)}, cache)
+	if err := s.Seed(seed); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if time.Since(start) > 2*time.Second {
+		t.Fatalf("start waited %s for an absent control plane", time.Since(start))
+	}
+	if st := s.Status(); st.Source != SourceConfig || !st.Stale || g.tab == nil {
+		t.Fatalf("status %+v", st)
+	}
+	s.Close()
+
+	// A damaged file is ignored.
+	os.WriteFile(cache, []byte(cacheMagic+"\x00\x00\x00\x00garbage"), 0o600)
+	s, _ = newSyncer(t, []string{deadURL(t)}, cache)
+	s.Seed(seed)
+	s.Start(context.Background())
+	if st := s.Status(); st.Source != SourceConfig {
+		t.Fatalf("damaged cache used: %+v", st)
+	}
+	s.Close()
+
+	// A good file wins over the config, and is stale.
+	b, _ := tablewire.Encode(tableAt(42, "x"))
+	if err := writeCache(cache, b); err != nil {
+		t.Fatal(err)
+	}
+	s, g = newSyncer(t, []string{deadURL(t)}, cache)
+	s.Seed(seed)
+	s.Start(context.Background())
+	defer s.Close()
+	if st := s.Status(); st.Source != SourceDisk || st.Revision != 42 || !st.Stale || g.revision() != 42 {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+func TestCacheDetectsDamage(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sub", "table.pb")
+	b, _ := tablewire.Encode(tableAt(3, "a"))
+	if err := writeCache(path, b); err != nil {
+		t.Fatal(err)
+	}
+	got, err := readCache(path, 1<<20)
+	if err != nil || got.GetRevision() != 3 {
+		t.Fatalf("read back: %v", err)
+	}
+	raw, _ := os.ReadFile(path)
+	raw[len(raw)-1] ^= 0xff
+	os.WriteFile(path, raw, 0o600)
+	if _, err := readCache(path, 1<<20); !errors.Is(err, errBadCache) {
+		t.Fatalf("flipped byte: %v", err)
+	}
+	if entries, _ := os.ReadDir(filepath.Dir(path)); len(entries) != 1 {
+		t.Fatalf("temporary files left: %d entries", len(entries))
+	}
+}
+
+func TestURLsMustNotCarryCredentials(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.NodeID, cfg.URLs, cfg.Token, cfg.Apply = "e", []string{"nats://u:pw@127.0.0.1:4222"}, token, func(*table.Table) error { return nil }
+	if _, err := New(cfg); err == nil || strings.Contains(err.Error(), "pw") {
+		t.Fatalf("credentials in a URL: %v", err)
+	}
+}
