@@ -34,11 +34,17 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meridian-mesh/meridian/edge/provider"
 	"github.com/meridian-mesh/meridian/edge/provider/ollama"
 	"github.com/meridian-mesh/meridian/edge/provider/openai"
 	"github.com/meridian-mesh/meridian/shared/llm"
 	"github.com/meridian-mesh/meridian/shared/table"
 	"github.com/ollama/ollama/api"
+)
+
+var (
+	_ provider.Provider = (*Engine)(nil)
+	_ provider.Loaded   = (*Engine)(nil)
 )
 
 // ProviderID is the table provider ID the edge gives its local engine
@@ -360,6 +366,14 @@ func (e *Engine) URL() string {
 		return c.base
 	}
 	return ""
+}
+
+// Load implements provider.Loaded: the gateway asks it before each
+// attempt, and GET /v1/meridian/route shows it.
+func (e *Engine) Load() provider.Load {
+	st := e.Stats()
+	return provider.Load{Up: st.Up, Running: st.Running, Queued: st.Queued,
+		Capacity: e.cfg.NumParallel + e.cfg.Queue, TokensPerSecond: st.TokensPerSecond}
 }
 
 // ProcessGroup returns the supervised Ollama's process group, zero when

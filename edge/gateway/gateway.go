@@ -211,7 +211,13 @@ func (g *Gateway) Do(ctx context.Context, req *llm.Request) (*Result, error) {
 		t := st.providers[tg.Provider]
 		name := "provider/" + tg.Provider
 		last := i == len(route.Targets)-1
-		if !last && !t.brk.allow(now) {
+		loaded, selfReporting := t.p.(provider.Loaded)
+		if selfReporting {
+			if why := loaded.Load().Unavailable(); why != "" && !last {
+				res.Route.Failed = append(res.Route.Failed, name+"("+why+")")
+				continue
+			}
+		} else if !last && !t.brk.allow(now) {
 			res.Route.Failed = append(res.Route.Failed, name+"(breaker-open)")
 			continue
 		}
@@ -227,7 +233,9 @@ func (g *Gateway) Do(ctx context.Context, req *llm.Request) (*Result, error) {
 		}
 		res.Upstream += time.Since(start)
 		if err == nil {
-			t.brk.success()
+			if !selfReporting {
+				t.brk.success()
+			}
 			g.attempt(name, "ok")
 			res.Route.Target, res.Route.Provider, res.Route.UpstreamModel = name, tg.Provider, model
 			res.Route.Reason = "primary"
@@ -245,7 +253,9 @@ func (g *Gateway) Do(ctx context.Context, req *llm.Request) (*Result, error) {
 		if !e.Retryable {
 			return res, e
 		}
-		t.brk.failure(time.Now(), g.cfg.BreakerThreshold, g.cfg.BreakerCooldown)
+		if !selfReporting {
+			t.brk.failure(time.Now(), g.cfg.BreakerThreshold, g.cfg.BreakerCooldown)
+		}
 		res.Route.Failed = append(res.Route.Failed, fmt.Sprintf("%s(%d)", name, e.Status))
 		g.log.Warn("target failed, trying the next one", "request_id", req.ID, "model", req.Model, "target", name, "err", e)
 		lastErr = e
@@ -272,8 +282,12 @@ type PlanTarget struct {
 	Kind          string `json:"kind"`
 	UpstreamModel string `json:"upstream_model"`
 	// Skipped says why Do would pass this target by, such as
-	// "breaker-open until 2026-01-02T15:04:05Z"; empty when it would try it.
+	// "breaker-open until 2026-01-02T15:04:05Z" or "queue-full"; empty
+	// when it would try it.
 	Skipped string `json:"skipped,omitempty"`
+	// Load is the state of a target that reports its own, such as the
+	// local engine.
+	Load *provider.Load `json:"load,omitempty"`
 }
 
 // Plan explains the route Do would take for model now.
@@ -298,7 +312,14 @@ func (g *Gateway) Plan(model string) (*Plan, error) {
 		if pt.UpstreamModel == "" {
 			pt.UpstreamModel = model
 		}
-		if i < len(route.Targets)-1 && !t.brk.allow(now) {
+		last := i == len(route.Targets)-1
+		if loaded, ok := t.p.(provider.Loaded); ok {
+			ld := loaded.Load()
+			pt.Load = &ld
+			if !last {
+				pt.Skipped = ld.Unavailable()
+			}
+		} else if !last && !t.brk.allow(now) {
 			pt.Skipped = "breaker-open until " + time.Unix(0, t.brk.openUntil.Load()).UTC().Format(time.RFC3339)
 		}
 		p.Targets = append(p.Targets, pt)

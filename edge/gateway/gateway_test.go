@@ -333,3 +333,65 @@ func TestPlanExplainsTheRoute(t *testing.T) {
 		t.Fatalf("unknown model: %v", err)
 	}
 }
+
+// loadedFake is a fake that reports its own load, as the local engine does.
+type loadedFake struct {
+	*fake
+	mu   sync.Mutex
+	load provider.Load
+}
+
+func (l *loadedFake) Load() provider.Load { l.mu.Lock(); defer l.mu.Unlock(); return l.load }
+
+func TestSelfReportingTarget(t *testing.T) {
+	local := &loadedFake{fake: &fake{do: fail(429, true)}, load: provider.Load{Up: true, Running: 2, Capacity: 2}}
+	cloud := &fake{do: ok("{}")}
+	g := New(Config{
+		NewProvider: func(p table.Provider) (provider.Provider, error) {
+			if p.ID == "local" {
+				return local, nil
+			}
+			return cloud, nil
+		},
+		BreakerThreshold: 2,
+	})
+	tab := &table.Table{
+		Providers: []table.Provider{{ID: "local", Kind: table.KindLocal}, {ID: "cloud", Kind: table.KindOpenAI, BaseURL: "http://127.0.0.1:1/v1"}},
+		Models:    []table.Model{{ID: "m"}, {ID: "only-local"}},
+		Routes:    []table.Route{route("m", "local", "cloud"), route("only-local", "local")},
+	}
+	if err := g.SetTable(tab); err != nil {
+		t.Fatal(err)
+	}
+	// Full: passed by without an attempt, and the dry run says why.
+	res, err := g.Do(context.Background(), &llm.Request{Model: "m"})
+	if err != nil || local.calls != 0 || !strings.Contains(res.Route.Header(), "provider/local(queue-full)") {
+		t.Fatalf("route %q, err %v, local calls %d", res.Route.Header(), err, local.calls)
+	}
+	p, _ := g.Plan("m")
+	if p.Targets[0].Skipped != "queue-full" || p.Targets[0].Load == nil || p.Targets[0].Load.Running != 2 {
+		t.Fatalf("plan %+v", p.Targets[0])
+	}
+	// As the last target it is tried, and its refusals never open a
+	// breaker: once it has room again, it is used at once.
+	for range 5 {
+		g.Do(context.Background(), &llm.Request{Model: "only-local"})
+	}
+	if local.calls != 5 {
+		t.Fatalf("last target tried %d times, want 5", local.calls)
+	}
+	local.mu.Lock()
+	local.load.Running = 0
+	local.mu.Unlock()
+	local.fake.do = ok("{}")
+	res, err = g.Do(context.Background(), &llm.Request{Model: "m"})
+	if err != nil || res.Route.Provider != "local" {
+		t.Fatalf("a target with room again was passed by: %q %v", res.Route.Header(), err)
+	}
+	local.mu.Lock()
+	local.load.Up = false
+	local.mu.Unlock()
+	if res, _ := g.Do(context.Background(), &llm.Request{Model: "m"}); !strings.Contains(res.Route.Header(), "provider/local(down)") {
+		t.Fatalf("route %q", res.Route.Header())
+	}
+}

@@ -246,8 +246,30 @@ func TestLocalQueueFailover(t *testing.T) {
 	resp := m.post("/v1/chat/completions", chatBody("tiny-or-mock", "hello", ""))
 	b := readBody(t, resp)
 	route := resp.Header.Get("X-Meridian-Route")
-	if resp.StatusCode != 200 || !strings.Contains(route, "target=provider/mock") || !strings.Contains(route, "failed=provider/local(429)") {
+	if resp.StatusCode != 200 || !strings.Contains(route, "target=provider/mock") || !strings.Contains(route, "failed=provider/local(queue-full)") {
 		t.Fatalf("status %d route %q: %s", resp.StatusCode, route, b)
+	}
+	// The dry run shows why, with the engine's load.
+	pr, err := http.Get(m.url + "/v1/meridian/route?model=tiny-or-mock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var plan struct {
+		Targets []struct {
+			Target  string `json:"target"`
+			Skipped string `json:"skipped"`
+			Load    *struct {
+				Up       bool `json:"up"`
+				Running  int  `json:"running"`
+				Capacity int  `json:"capacity"`
+			} `json:"load"`
+		} `json:"targets"`
+	}
+	json.NewDecoder(pr.Body).Decode(&plan)
+	pr.Body.Close()
+	if len(plan.Targets) != 2 || plan.Targets[0].Skipped != "queue-full" || plan.Targets[0].Load == nil ||
+		!plan.Targets[0].Load.Up || plan.Targets[0].Load.Running != 1 || plan.Targets[0].Load.Capacity != 1 {
+		t.Fatalf("plan %+v", plan)
 	}
 	// Without a second target the client sees the 429 and when to retry.
 	resp = m.post("/v1/chat/completions", chatBody("tiny", "hello", ""))

@@ -28,6 +28,40 @@ type Provider interface {
 	Close()
 }
 
+// Loaded is implemented by targets that know their own state exactly,
+// such as the node's local engine. The gateway asks them before each
+// attempt instead of learning from failures: it passes a target that is
+// down or full by (when another remains), and keeps no circuit breaker
+// for it, so a moment's full queue never benches it for a cooldown.
+type Loaded interface {
+	Load() Load
+}
+
+// Load is a Loaded target's state.
+type Load struct {
+	// Up reports a target able to serve.
+	Up bool `json:"up"`
+	// Running counts admitted requests, Queued those of them waiting for
+	// a slot; Capacity is how many may be admitted at once.
+	Running  int `json:"running"`
+	Queued   int `json:"queued"`
+	Capacity int `json:"capacity"`
+	// TokensPerSecond is the recent generation speed per request.
+	TokensPerSecond float64 `json:"tokens_per_second"`
+}
+
+// Unavailable says why a request sent now would be refused: "down",
+// "queue-full", or "" when it would be admitted.
+func (l Load) Unavailable() string {
+	switch {
+	case !l.Up:
+		return "down"
+	case l.Running >= l.Capacity:
+		return "queue-full"
+	}
+	return ""
+}
+
 var (
 	_ Provider = (*openai.Adapter)(nil)
 	_ Provider = (*anthropic.Adapter)(nil)
