@@ -83,8 +83,9 @@ type Stats struct {
 
 // Engine is the node's local inference engine.
 type Engine struct {
-	cfg Config
-	log *slog.Logger
+	cfg       Config
+	log       *slog.Logger
+	ollamaLog *slog.Logger // Ollama's own lines
 
 	conn     atomic.Pointer[conn] // nil while Ollama is down
 	running  atomic.Int64
@@ -124,7 +125,7 @@ func New(cfg Config, log *slog.Logger) (*Engine, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	e := &Engine{cfg: cfg, log: log.With("component", "local"), models: map[string]ModelStatus{}}
+	e := &Engine{cfg: cfg, log: log.With("component", "local"), ollamaLog: log.With("component", "ollama"), models: map[string]ModelStatus{}}
 	for _, m := range cfg.Models {
 		e.models[m.Name] = ModelStatus{State: StateLoading}
 	}
@@ -168,7 +169,7 @@ func (e *Engine) supervise(ctx context.Context) {
 			e.restarts.Add(1)
 		}
 		started := time.Now()
-		p, err := start(ctx, &e.cfg, e.log.With("component", "ollama"))
+		p, err := start(ctx, &e.cfg, e.ollamaLog)
 		if err == nil {
 			e.pgid.Store(int64(p.pgid))
 			e.log.Info("local engine: ollama listening", "url", p.url, "pgid", p.pgid)
