@@ -112,50 +112,33 @@ func (p *Peer) Do(ctx context.Context, req *llm.Request, upstreamModel string) (
 		}
 		return nil, p.unavailable(err)
 	}
-	str, err := conn.OpenStreamSync(ctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, p.unavailable(err)
-	}
-	m := p.t.met
-	m.open.WithLabelValues("out").Inc()
-	s := &linkStream{p: p, str: str, fr: newFrameReader(str, p.t.cfg.MaxFrameBytes)}
-	s.stop = context.AfterFunc(ctx, s.cancel)
-
 	var id [16]byte
 	rand.Read(id[:])
 	deadline, _ := ctx.Deadline()
 	h, err := encodeHeader(id[:], req, upstreamModel, hops+1, p.t.now(), deadline)
 	if err != nil {
-		s.abort("error")
 		return nil, err
 	}
-	fw := newFrameWriter(str, p.t.cfg.MaxFrameBytes)
-	defer fw.release()
-	// A write that fails is not reported as such: if the serving side
-	// read the header and answered, its answer says more; if the link
-	// died, the read below fails too.
-	switch err := fw.write(&linkv1.Frame{Kind: &linkv1.Frame_Header{Header: h}}); {
-	case errors.Is(err, ErrFrameTooLarge):
-		s.abort("error")
-		return nil, &llm.Error{Status: http.StatusRequestEntityTooLarge, Type: llm.TypeInvalidRequest,
-			Message: "The request is too large to forward to another Meridian node.", Cause: err}
-	case err == nil && fw.flush() == nil:
-		// The request is complete: FIN with the header. A serving side
-		// that already answered may have stopped reading, which fails
-		// Close; the answer is still there to read.
-		str.Close()
+	s, st, err := p.send(ctx, conn, h)
+	if errors.Is(err, quic.Err0RTTRejected) {
+		// The peer could not resume the session (it restarted, say) and
+		// discarded everything sent in 0-RTT, so the request never ran:
+		// send it again once the full handshake is done.
+		if conn, err = conn.NextConnection(ctx); err == nil {
+			s, st, err = p.send(ctx, conn, h)
+		}
 	}
-	m.bytes.WithLabelValues("sent").Add(float64(fw.n))
-
-	if err := s.fr.read(&s.f); err != nil {
-		return nil, s.failEarly(ctx, err)
-	}
-	st := s.f.GetStatus()
-	if st == nil {
-		return nil, s.failEarly(ctx, fmt.Errorf("%w: want a status frame", ErrBadFrame))
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		var e *llm.Error
+		if errors.As(err, &e) {
+			return nil, e // the request itself cannot be sent
+		}
+		return nil, &llm.Error{Status: http.StatusBadGateway, Type: llm.TypeUpstream, Code: "peer_link_lost",
+			Message:   "The link to the Meridian node serving this request was lost before it answered.",
+			Retryable: true, Cause: fmt.Errorf("peer %s: %w", p.st.node, err)}
 	}
 	if st.Error != nil {
 		s.abort("error")
@@ -190,6 +173,50 @@ func (p *Peer) Do(ctx context.Context, req *llm.Request, upstreamModel string) (
 	return resp, nil
 }
 
+// send opens a stream on conn, writes the header and reads the status.
+// On failure the stream is released and the error is the raw cause (an
+// *llm.Error for a request too large to send), so that Do can tell a
+// rejected 0-RTT attempt, which is safe to send again, from the rest.
+func (p *Peer) send(ctx context.Context, conn *quic.Conn, h *linkv1.Header) (*linkStream, *linkv1.Status, error) {
+	str, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	m := p.t.met
+	m.open.WithLabelValues("out").Inc()
+	s := &linkStream{p: p, str: str, fr: newFrameReader(str, p.t.cfg.MaxFrameBytes)}
+	s.stop = context.AfterFunc(ctx, s.cancel)
+
+	fw := newFrameWriter(str, p.t.cfg.MaxFrameBytes)
+	defer fw.release()
+	// A write that fails is not reported as such: if the serving side
+	// read the header and answered, its answer says more; if the link
+	// died, the read below fails too.
+	switch err := fw.write(&linkv1.Frame{Kind: &linkv1.Frame_Header{Header: h}}); {
+	case errors.Is(err, ErrFrameTooLarge):
+		s.abort("error")
+		return nil, nil, &llm.Error{Status: http.StatusRequestEntityTooLarge, Type: llm.TypeInvalidRequest,
+			Message: "The request is too large to forward to another Meridian node.", Cause: err}
+	case err == nil && fw.flush() == nil:
+		// The request is complete: FIN with the header. A serving side
+		// that already answered may have stopped reading, which fails
+		// Close; the answer is still there to read.
+		str.Close()
+	}
+	m.bytes.WithLabelValues("sent").Add(float64(fw.n))
+
+	if err := s.fr.read(&s.f); err != nil {
+		s.release(ctx, err)
+		return nil, nil, err
+	}
+	st := s.f.GetStatus()
+	if st == nil {
+		s.release(ctx, nil)
+		return nil, nil, fmt.Errorf("%w: want a status frame", ErrBadFrame)
+	}
+	return s, st, nil
+}
+
 // unavailable is the error for a peer that cannot be reached now.
 func (p *Peer) unavailable(err error) *llm.Error {
 	return &llm.Error{Status: http.StatusBadGateway, Type: llm.TypeUpstream, Code: "peer_unavailable",
@@ -201,16 +228,17 @@ func (p *Peer) unavailable(err error) *llm.Error {
 // edge's frames and, for a streamed answer, is the llm.Stream the
 // gateway relays.
 type linkStream struct {
-	p     *Peer
-	str   *quic.Stream
-	fr    *frameReader
-	stop  func() bool
-	f     linkv1.Frame
-	chunk llm.Chunk
-	usage llm.Usage
-	has   bool
-	done  error // sticky terminal error
-	ended bool  // metrics counted, stream released
+	p        *Peer
+	str      *quic.Stream
+	fr       *frameReader
+	stop     func() bool
+	f        linkv1.Frame
+	chunk    llm.Chunk
+	usage    llm.Usage
+	has      bool
+	done     error // sticky terminal error
+	ended    bool  // metrics counted, stream released
+	rejected bool  // opened in a rejected 0-RTT attempt: never touch it again
 }
 
 var _ llm.Stream = (*linkStream)(nil)
@@ -232,9 +260,11 @@ func (s *linkStream) finish(err error, outcome string) {
 	}
 	s.ended = true
 	s.stop()
-	// Reading stops at the trailer; cancelling the read side releases
-	// the stream even if the FIN is still on its way.
-	s.str.CancelRead(codeCanceled)
+	if !s.rejected {
+		// Reading stops at the trailer; cancelling the read side
+		// releases the stream even if the FIN is still on its way.
+		s.str.CancelRead(codeCanceled)
+	}
 	m := s.p.t.met
 	m.open.WithLabelValues("out").Dec()
 	m.streams.WithLabelValues("out", outcome).Inc()
@@ -245,6 +275,25 @@ func (s *linkStream) finish(err error, outcome string) {
 func (s *linkStream) abort(outcome string) {
 	s.cancel()
 	s.finish(errLinkLost, outcome)
+}
+
+// release ends a stream that failed before its status with err:
+// canceled when the client went away, an error otherwise.
+func (s *linkStream) release(ctx context.Context, err error) {
+	if errors.Is(err, quic.Err0RTTRejected) {
+		// The stream belongs to the discarded 0-RTT attempt; its ID is
+		// reused by the streams opened after the handshake, so resetting
+		// it would reset one of those.
+		s.rejected = true
+		s.finish(err, "0rtt_rejected")
+		return
+	}
+	s.cancel()
+	if ctx.Err() != nil {
+		s.finish(ctx.Err(), "canceled")
+		return
+	}
+	s.finish(errLinkLost, "error")
 }
 
 // failEarly maps a failure before the first byte: the client's own
@@ -477,13 +526,29 @@ func (p *peerState) redial() {
 			// A 0-RTT dial returns before the peer has answered at all;
 			// a redial must prove the peer is back before routing
 			// trusts it again.
-			select {
-			case <-conn.HandshakeComplete():
-			case <-conn.Context().Done():
-				err = context.Cause(conn.Context())
-			case <-p.stop:
-				conn.CloseWithError(codeShutdown, "closed")
-				return
+			// NextConnection waits for the handshake and, should the
+			// peer have rejected 0-RTT (it restarted and lost its ticket
+			// keys), makes the connection usable again.
+			ctx, cancel := context.WithCancel(context.Background())
+			go func() {
+				select {
+				case <-p.stop:
+					cancel()
+				case <-ctx.Done():
+				}
+			}()
+			next, nerr := conn.NextConnection(ctx)
+			cancel()
+			if nerr != nil {
+				conn.CloseWithError(codeShutdown, "redial failed")
+				select {
+				case <-p.stop:
+					return
+				default:
+				}
+				err = nerr
+			} else {
+				conn = next
 			}
 		}
 		p.mu.Lock()

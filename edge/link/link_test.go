@@ -783,3 +783,70 @@ func TestManyConcurrentStreams(t *testing.T) {
 		}
 	}
 }
+
+// TestPeerRestartRejects0RTT: a restarted peer has new session ticket
+// keys, so it rejects 0-RTT and drops the data sent in it. The request is
+// sent again on the completed handshake and runs exactly once, whether
+// the new link was dialled by a request or by the background redial.
+func TestPeerRestartRejects0RTT(t *testing.T) {
+	c := newTestCluster(t)
+	bcfg := c.config(t, "edge-b")
+	rec1 := newRecorder()
+	b1 := startTransport(t, bcfg, rec1.handle)
+	addr := b1.Addr().String()
+	acfg := c.config(t, "edge-a")
+	acfg.RedialMin, acfg.RedialMax = 20*time.Millisecond, 100*time.Millisecond
+	acfg.HandshakeTimeout = time.Second // a redial that started while the peer was down gives up soon
+	a := startTransport(t, acfg, nil)
+	p := peerOf(t, a, b1)
+	ctx := context.Background()
+	if _, err := p.Do(ctx, chatReq(false, "first"), "gpt"); err != nil {
+		t.Fatal(err)
+	}
+	restart := func(rec *recorder) *Transport {
+		t.Helper()
+		bcfg.Registerer = prometheus.NewRegistry()
+		var b *Transport
+		var err error
+		// The old socket's port can take a moment to be free again.
+		waitFor(t, 5*time.Second, "the port to rebind", func() bool {
+			b, err = Listen(bcfg, addr)
+			return err == nil
+		})
+		t.Cleanup(func() { b.Close() })
+		if err := b.Serve(rec.handle); err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+
+	// The next request dials: its 0-RTT attempt is rejected.
+	p.Disconnect()
+	b1.Close()
+	rec2 := newRecorder()
+	b2 := restart(rec2)
+	if _, err := p.Do(ctx, chatReq(false, "after restart"), "gpt"); err != nil {
+		t.Fatalf("request to the restarted peer: %v", err)
+	}
+	if n := rec2.count(); n != 1 {
+		t.Fatalf("the request ran %d times on the restarted peer", n)
+	}
+
+	// The link dies with the peer; the background redial's 0-RTT attempt
+	// is rejected, and the link it installs must still be usable.
+	t0 := time.Now()
+	b2.Close()
+	// A closing peer tells its links; the link is down long before the
+	// idle timeout.
+	waitFor(t, acfg.MaxIdleTimeout/2, "the link marked down", func() bool { return !a.Healthy("edge-b") })
+	rec3 := newRecorder()
+	restart(rec3)
+	waitFor(t, 10*time.Second, "the link restored", func() bool { return a.Healthy("edge-b") })
+	t.Logf("link down %v after the peer closed, and restored by the redial", time.Since(t0))
+	if _, err := p.Do(ctx, chatReq(false, "after redial"), "gpt"); err != nil {
+		t.Fatalf("request on the redialled link: %v", err)
+	}
+	if n := rec3.count(); n != 1 {
+		t.Fatalf("the request ran %d times", n)
+	}
+}

@@ -32,11 +32,13 @@ func (t *Transport) serveConn(conn *quic.Conn, h Handler) {
 	}
 	t.served[conn] = struct{}{}
 	t.mu.Unlock()
-	defer func() {
+	// Streams are served by a chain of goroutines (acceptStream), so the
+	// link is forgotten when it closes, not when this function returns.
+	context.AfterFunc(conn.Context(), func() {
 		t.mu.Lock()
 		delete(t.served, conn)
 		t.mu.Unlock()
-	}()
+	})
 	t.acceptStream(conn, h)
 }
 
