@@ -96,12 +96,7 @@ func Check(cfg Config, t *tablev1.RoutingTable) (*Table, error) {
 	}
 	// Every ref resolves to a placeholder: the control plane checks the
 	// table's shape; whether a secret exists is each edge's concern.
-	placeholder := tablewire.Resolver{
-		Getenv:      func(string) string { return "placeholder" },
-		ReadFile:    func(string) ([]byte, error) { return []byte("placeholder"), nil },
-		LocalEngine: true,
-	}
-	if _, _, err := tablewire.ToTable(t, placeholder); err != nil {
+	if err := tablewire.CheckEdge(t); err != nil {
 		return nil, fmt.Errorf("%w at revision %d: %w", ErrRejected, t.GetRevision(), err)
 	}
 	b, err := tablewire.Encode(t)

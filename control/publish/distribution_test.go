@@ -33,8 +33,12 @@ func TestChangeReachesAllEdges(t *testing.T) {
 			t.Fatal("an edge's table lacks the new model")
 		}
 	}
-	if l := ms.leader(); updates(t, l, "delta") < 1 || updates(t, l, "full") < 1 {
-		t.Fatalf("leader published %v deltas and %v full tables; want both", updates(t, l, "delta"), updates(t, l, "full"))
+	var deltas, fulls float64
+	for _, c := range ms.ctl {
+		deltas, fulls = deltas+updates(t, c, "delta"), fulls+updates(t, c, "full")
+	}
+	if deltas < 1 || fulls < 1 {
+		t.Fatalf("leaders published %v deltas and %v full tables; want both", deltas, fulls)
 	}
 	// Every control node, not just the leader, knows where the edges are.
 	for _, c := range ms.ctl {

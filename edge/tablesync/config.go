@@ -60,7 +60,8 @@ type Config struct {
 	ReportInterval time.Duration
 	// Resolver reads providers' secret_refs on this edge.
 	Resolver tablewire.Resolver
-	// Apply installs a table in the gateway (gateway.SetTable). It must
+	// Apply validates a table and installs it in the gateway
+	// (gateway.SetTable, which runs shared/table's validation). It must
 	// keep the old table when it returns an error.
 	Apply func(*table.Table) error
 	// Logger receives the client's logs; they never carry credentials.

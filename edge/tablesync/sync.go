@@ -79,13 +79,15 @@ type Syncer struct {
 
 	nc      *nats.Conn
 	msgs    chan *nats.Msg
-	kick    chan struct{} // a reconnect: ask for a snapshot
-	persist chan []byte   // latest table to write to disk; one slot
+	kick    chan bool   // a connection is up (true: a reconnection); maybe ask for a snapshot
+	persist chan []byte // latest table to write to disk; one slot
 	done    sync.WaitGroup
 	stop    context.CancelFunc
+	synced  atomic.Bool // a table from the control plane was applied
 
 	// loop state
 	cur          *tablev1.RoutingTable // last table from the control plane or disk; nil for config
+	curSize      int                   // cur's encoded size, bytes, or an upper bound of it
 	st           Status
 	hbInterval   time.Duration
 	behindSince  time.Time
@@ -107,7 +109,7 @@ func New(cfg Config) (*Syncer, error) {
 	}
 	s := &Syncer{
 		cfg: cfg, log: cfg.Logger.With("component", "tablesync"), m: newMetrics(cfg.Registerer),
-		msgs: make(chan *nats.Msg, 4096), kick: make(chan struct{}, 1), persist: make(chan []byte, 1),
+		msgs: make(chan *nats.Msg, 4096), kick: make(chan bool, 2), persist: make(chan []byte, 1),
 		hbInterval: cfg.HeartbeatInterval, retry: cfg.RetryMin,
 	}
 	s.st.Stale = true
@@ -141,7 +143,7 @@ func (s *Syncer) Start(ctx context.Context) error {
 	if s.cfg.CachePath != "" {
 		switch t, err := readCache(s.cfg.CachePath, s.cfg.MaxBytes); {
 		case err == nil:
-			if err := s.install(t, SourceDisk); err != nil {
+			if err := s.install(t, SourceDisk, tablewire.Size(t)); err != nil {
 				s.log.Warn("table on disk rejected", "err", err)
 			} else {
 				s.log.Info("serving the table from disk until the control plane answers", "revision", t.GetRevision())
@@ -167,14 +169,15 @@ func (s *Syncer) Start(ctx context.Context) error {
 			s.m.reconnects.Inc()
 			s.log.Info("control bus reconnected", "server", nc.ConnectedUrlRedacted())
 			select {
-			case s.kick <- struct{}{}:
+			case s.kick <- true:
 			default:
 			}
 		}),
 		nats.ConnectHandler(func(nc *nats.Conn) {
+			// The first connection after a failed start: ask now.
 			s.m.connected.Set(1)
 			select {
-			case s.kick <- struct{}{}:
+			case s.kick <- false:
 			default:
 			}
 		}),
@@ -233,8 +236,11 @@ func (s *Syncer) run(ctx context.Context) {
 			return
 		case m := <-s.msgs:
 			s.handle(m)
-		case <-s.kick:
-			s.needSnapshot, s.nextSnapshot = true, time.Time{}
+		case reconnect := <-s.kick:
+			// Updates published while disconnected are lost: catch up.
+			if reconnect || !s.synced.Load() {
+				s.needSnapshot, s.nextSnapshot = true, time.Time{}
+			}
 		case <-check.C:
 			check.Reset(s.checkInterval())
 		case <-report.C:
@@ -290,7 +296,7 @@ func (s *Syncer) handle(m *nats.Msg) {
 			if full.GetRevision() <= s.st.Revision && s.st.Source == SourceControl {
 				return // already have it, or newer
 			}
-			if err := s.install(full, SourceControl); err != nil {
+			if err := s.install(full, SourceControl, len(m.Data)); err != nil {
 				s.reject(full.GetRevision(), err)
 			}
 			return
@@ -304,12 +310,22 @@ func (s *Syncer) handle(m *nats.Msg) {
 			s.needSnapshot, s.nextSnapshot = true, time.Time{}
 			return
 		}
-		next, err := tablewire.ApplyDelta(s.cur, d, s.cfg.MaxBytes)
+		next, err := tablewire.ApplyDelta(s.cur, d)
 		if err != nil {
 			s.reject(d.GetRevision(), err)
 			return
 		}
-		if err := s.install(next, SourceControl); err != nil {
+		// The new table is at most the old one plus the delta; only
+		// when that bound passes the cap is the exact size worth its
+		// cost.
+		size := s.curSize + len(m.Data)
+		if size > s.cfg.MaxBytes {
+			if size, err = tablewire.CheckSize(next, s.cfg.MaxBytes); err != nil {
+				s.reject(d.GetRevision(), err)
+				return
+			}
+		}
+		if err := s.install(next, SourceControl, size); err != nil {
 			s.reject(d.GetRevision(), err)
 		}
 	}
@@ -363,7 +379,7 @@ func (s *Syncer) applySnapshot(b []byte) error {
 		}
 		return nil
 	}
-	if err := s.install(t, SourceControl); err != nil {
+	if err := s.install(t, SourceControl, len(b)); err != nil {
 		s.reject(t.GetRevision(), err)
 		return err
 	}
@@ -371,8 +387,9 @@ func (s *Syncer) applySnapshot(b []byte) error {
 }
 
 // install converts t, hands it to the gateway and, when that succeeds,
-// makes it the edge's table and schedules it for the disk.
-func (s *Syncer) install(t *tablev1.RoutingTable, source string) error {
+// makes it the edge's table and schedules it for the disk. size is t's
+// encoded size or an upper bound of it.
+func (s *Syncer) install(t *tablev1.RoutingTable, source string, size int) error {
 	tab, unusable, err := tablewire.ToTable(t, s.cfg.Resolver)
 	if err != nil {
 		return err
@@ -383,7 +400,10 @@ func (s *Syncer) install(t *tablev1.RoutingTable, source string) error {
 	if len(unusable) > 0 && !slicesEqual(unusable, s.st.Unusable) {
 		s.log.Warn("providers unusable on this edge", "providers", unusable)
 	}
-	s.cur = t
+	s.cur, s.curSize = t, size
+	if source == SourceControl {
+		s.synced.Store(true)
+	}
 	s.st.Revision, s.st.Source, s.st.Unusable = t.GetRevision(), source, unusable
 	s.st.RejectedRevision, s.st.RejectedReason = 0, ""
 	s.m.applied.WithLabelValues(source).Inc()

@@ -172,7 +172,7 @@ func TestDeltasGapsAndStaleness(t *testing.T) {
 	b.delta(t5, t6)
 	waitFor(t, 5*time.Second, "revision 6", func() bool { return g.revision() == 6 })
 	if b.snapshots() != asks {
-		t.Fatal("a delta that follows fetched a snapshot")
+		t.Fatalf("a delta that follows fetched a snapshot: %+v", s.Status())
 	}
 
 	// A delta that skips a revision is a gap: the edge fetches a snapshot.

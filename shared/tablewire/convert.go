@@ -64,6 +64,25 @@ func (r Resolver) resolve(ref string) (table.Secret, error) {
 	return "", fmt.Errorf("%w (not env: or file:)", errUnresolved)
 }
 
+// CheckEdge converts t as an edge would, every secret assumed present and
+// a local engine assumed running, and runs shared/table's validation on
+// the result: a table that passes is one every edge with its secrets
+// accepts.
+func CheckEdge(t *tablev1.RoutingTable) error {
+	tab, _, err := ToTable(t, Resolver{
+		Getenv:      func(string) string { return "placeholder" },
+		ReadFile:    func(string) ([]byte, error) { return []byte("placeholder"), nil },
+		LocalEngine: true,
+	})
+	if err == nil {
+		err = tab.Validate()
+	}
+	if err != nil {
+		return fmt.Errorf("%w: the edge's table check: %w", ErrInvalid, err)
+	}
+	return nil
+}
+
 func readSmallFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -74,9 +93,10 @@ func readSmallFile(path string) ([]byte, error) {
 }
 
 // ToTable converts a validated RoutingTable into the edge's table.Table,
-// resolving each provider's secret_ref through r, and checks the result
-// with shared/table's own validation, so a table the edge would reject
-// fails here.
+// resolving each provider's secret_ref through r. It does not run
+// shared/table's validation: the gateway does when the table is applied
+// (gateway.SetTable), and the compiler runs it before publishing
+// (CheckEdge), so the work is not done twice on every edge.
 //
 // What the edge serves from a table:
 //   - every provider whose secret resolves; a provider whose secret does
@@ -109,32 +129,34 @@ func ToTable(t *tablev1.RoutingTable, r Resolver) (tab *table.Table, unusable []
 		})
 		usable[p.GetId()] = true
 	}
-	routes := map[string]table.Route{}
-	for _, rt := range e.GetRoutes() {
-		out := table.Route{Model: rt.GetModel()}
+	// Models and routes are both sorted by model ID: one walk pairs them.
+	routes := e.GetRoutes()
+	tab.Models = make([]table.Model, 0, len(e.GetModels()))
+	tab.Routes = make([]table.Route, 0, len(routes))
+	ri := 0
+	for _, m := range e.GetModels() {
+		for ri < len(routes) && routes[ri].GetModel() < m.GetId() {
+			ri++
+		}
+		if ri == len(routes) || routes[ri].GetModel() != m.GetId() {
+			continue
+		}
+		rt := routes[ri]
+		out := table.Route{Model: rt.GetModel(), Targets: make([]table.Target, 0, len(rt.GetTargets())+len(rt.GetFallbacks()))}
 		for _, tg := range slices.Concat(rt.GetTargets(), rt.GetFallbacks()) {
 			target := table.Target{Provider: tg.GetProvider(), Model: tg.GetModel()}
 			if usable[target.Provider] && !slices.Contains(out.Targets, target) {
 				out.Targets = append(out.Targets, target)
 			}
 		}
-		if len(out.Targets) > 0 {
-			routes[rt.GetModel()] = out
-		}
-	}
-	for _, m := range e.GetModels() {
-		rt, ok := routes[m.GetId()]
-		if !ok {
+		if len(out.Targets) == 0 {
 			continue
 		}
 		tab.Models = append(tab.Models, table.Model{ID: m.GetId(), OwnedBy: m.GetOwnedBy(), Capabilities: slices.Clone(m.GetCapabilities())})
-		tab.Routes = append(tab.Routes, rt)
+		tab.Routes = append(tab.Routes, out)
 	}
 	for _, k := range e.GetKeys() {
 		tab.Keys = append(tab.Keys, table.Key{ID: k.GetId(), Hash: k.GetHash()})
-	}
-	if err := tab.Validate(); err != nil {
-		return nil, unusable, fmt.Errorf("%w: the edge's table check: %w", ErrInvalid, err)
 	}
 	return tab, unusable, nil
 }

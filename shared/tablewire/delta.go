@@ -30,10 +30,11 @@ func Diff(old, new *tablev1.RoutingTable) *tablev1.TableDelta {
 
 // ApplyDelta builds the table that d makes of t, leaving t untouched, and
 // validates it. It fails with ErrGap when d does not start at t's
-// revision, and with ErrInvalid when d deletes an entity t lacks, when
-// the result is inconsistent or when it encodes to more than max bytes
-// (0: DefaultMaxBytes). The result shares unchanged entities with t.
-func ApplyDelta(t *tablev1.RoutingTable, d *tablev1.TableDelta, max int) (*tablev1.RoutingTable, error) {
+// revision, and with ErrInvalid when d deletes an entity t lacks or when
+// the result is inconsistent. The result shares unchanged entities with
+// t. The caller bounds the result's size (CheckSize): it knows t's size,
+// and the result is at most that plus the delta's.
+func ApplyDelta(t *tablev1.RoutingTable, d *tablev1.TableDelta) (*tablev1.RoutingTable, error) {
 	if err := checkSchema(d.GetSchema()); err != nil {
 		return nil, err
 	}
@@ -67,11 +68,18 @@ func ApplyDelta(t *tablev1.RoutingTable, d *tablev1.TableDelta, max int) (*table
 	if err := Validate(next); err != nil {
 		return nil, err
 	}
+	return next, nil
+}
+
+// CheckSize returns t's encoded size, or ErrTooLarge when it is above
+// max bytes (0: DefaultMaxBytes).
+func CheckSize(t *tablev1.RoutingTable, max int) (int, error) {
 	if max <= 0 {
 		max = DefaultMaxBytes
 	}
-	if n := Size(next); n > max {
-		return nil, fmt.Errorf("%w: %d bytes after the delta, cap %d", ErrTooLarge, n, max)
+	n := Size(t)
+	if n > max {
+		return n, fmt.Errorf("%w: %d bytes, cap %d", ErrTooLarge, n, max)
 	}
-	return next, nil
+	return n, nil
 }

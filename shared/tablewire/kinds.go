@@ -58,25 +58,62 @@ func listKind[T proto.Message](name string, list func(*tablev1.Entities) *[]T, d
 			slices.Sort(*dels(del))
 		},
 		apply: func(base, up *tablev1.Entities, del *tablev1.EntityIDs) []string {
-			byID := make(map[string]T, len(*list(base))+len(*list(up)))
-			for _, m := range *list(base) {
-				byID[id(m)] = m
+			ups, gone := *list(up), *dels(del)
+			if len(ups) == 0 && len(gone) == 0 {
+				return nil // the list is shared with the old table
 			}
+			// The base list is sorted (Validate checks it), so one merge
+			// pass applies the delta: no map, no sort of the whole list.
+			ups = slices.Clone(ups)
+			slices.SortStableFunc(ups, cmp)
+			// Of repeated upserts the last wins.
+			last := ups[:0]
+			for k, m := range ups {
+				if k+1 < len(ups) && id(ups[k+1]) == id(m) {
+					continue
+				}
+				last = append(last, m)
+			}
+			ups = last
+			gone = slices.Sorted(slices.Values(gone))
+			old := *list(base)
 			var missing []string
-			for _, k := range *dels(del) {
-				if _, ok := byID[k]; !ok {
+			for _, k := range gone {
+				if _, ok := slices.BinarySearchFunc(old, k, func(m T, k string) int { return strings.Compare(id(m), k) }); !ok {
 					missing = append(missing, k)
 				}
-				delete(byID, k)
 			}
-			for _, m := range *list(up) {
-				byID[id(m)] = m
+			out := make([]T, 0, len(old)+len(ups))
+			i, j, g := 0, 0, 0
+			for i < len(old) || j < len(ups) {
+				var c int
+				switch {
+				case j == len(ups):
+					c = -1
+				case i == len(old):
+					c = 1
+				default:
+					c = strings.Compare(id(old[i]), id(ups[j]))
+				}
+				switch {
+				case c < 0:
+					k := id(old[i])
+					for g < len(gone) && gone[g] < k {
+						g++
+					}
+					if g == len(gone) || gone[g] != k {
+						out = append(out, old[i])
+					}
+					i++
+				case c > 0:
+					out = append(out, ups[j])
+					j++
+				default:
+					out = append(out, ups[j]) // a delete and an upsert: the upsert wins
+					i++
+					j++
+				}
 			}
-			out := make([]T, 0, len(byID))
-			for _, m := range byID {
-				out = append(out, m)
-			}
-			slices.SortFunc(out, cmp)
 			*list(base) = out
 			return missing
 		},

@@ -129,7 +129,7 @@ func TestDiffThenApply(t *testing.T) {
 	if len(d.Upserts.Routes) != 1 || len(d.Deletes.Keys) != 1 || len(d.Upserts.Tenants) != 1 || len(d.Deletes.Regions) != 1 || len(d.Upserts.Models) != 0 {
 		t.Fatalf("delta: %v", d)
 	}
-	got, err := ApplyDelta(old, d, 0)
+	got, err := ApplyDelta(old, d)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,20 +139,20 @@ func TestDiffThenApply(t *testing.T) {
 	if !proto.Equal(old, sample(5)) {
 		t.Fatal("ApplyDelta modified its input")
 	}
-	if _, err := ApplyDelta(sample(4), d, 0); !errors.Is(err, ErrGap) {
+	if _, err := ApplyDelta(sample(4), d); !errors.Is(err, ErrGap) {
 		t.Fatalf("gap: %v", err)
 	}
 	bad := proto.Clone(Diff(old, next)).(*tablev1.TableDelta)
 	bad.Upserts.Routes[0].Targets[0].Provider = "ghost"
-	if _, err := ApplyDelta(old, bad, 0); !errors.Is(err, ErrInvalid) {
+	if _, err := ApplyDelta(old, bad); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("dangling reference: %v", err)
 	}
-	if _, err := ApplyDelta(old, d, 10); !errors.Is(err, ErrTooLarge) {
+	if _, err := CheckSize(got, 10); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("over the cap: %v", err)
 	}
 	gone := Diff(old, next)
 	gone.Deletes.Nodes = []string{"nope"}
-	if _, err := ApplyDelta(old, gone, 0); !errors.Is(err, ErrInvalid) {
+	if _, err := ApplyDelta(old, gone); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("deleting a missing entity: %v", err)
 	}
 }
@@ -201,7 +201,7 @@ func TestToTable(t *testing.T) {
 	// A table the edge's own validation rejects fails conversion.
 	s = sample(8)
 	s.Entities.Providers[1].BaseUrl = "ftp://nope"
-	if _, _, err := ToTable(s, Resolver{Getenv: func(string) string { return "x" }}); !errors.Is(err, ErrInvalid) {
+	if err := CheckEdge(s); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("edge validation: %v", err)
 	}
 
@@ -254,7 +254,7 @@ func FuzzApplyDelta(f *testing.F) {
 			return
 		}
 		before, _ := Encode(base)
-		got, err := ApplyDelta(base, up.GetDelta(), 1<<20)
+		got, err := ApplyDelta(base, up.GetDelta())
 		if after, _ := Encode(base); string(before) != string(after) {
 			t.Fatal("ApplyDelta modified its base")
 		}

@@ -2,6 +2,7 @@ package tablewire
 
 import (
 	"fmt"
+	"slices"
 
 	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
 	tablev1 "github.com/meridian-mesh/meridian/proto/table/v1"
@@ -31,10 +32,11 @@ func Validate(t *tablev1.RoutingTable) error {
 	if e == nil {
 		e = &tablev1.Entities{}
 	}
-	sets := make(map[string]map[string]bool, len(kinds))
+	// Lists are checked sorted first, so lookups are binary searches:
+	// no maps to build for a table that changes one route at a time.
+	sorted := make(map[string][]string, len(kinds))
 	for _, k := range kinds {
 		ids := k.ids(e)
-		set := make(map[string]bool, len(ids))
 		for i, id := range ids {
 			if id == "" || id == "/" {
 				return invalidf(fmt.Sprintf("%s[%d]", k.name, i), "has no ID")
@@ -42,53 +44,59 @@ func Validate(t *tablev1.RoutingTable) error {
 			if i > 0 && ids[i-1] >= id {
 				return invalidf(fmt.Sprintf("%s[%d]", k.name, i), "%q is out of order or repeated", id)
 			}
-			set[id] = true
 		}
-		sets[k.name] = set
+		sorted[k.name] = ids
 	}
-	has := func(kind, id string) bool { return sets[kind][id] }
+	has := func(kind, id string) bool {
+		_, ok := slices.BinarySearch(sorted[kind], id)
+		return ok
+	}
 	for _, n := range e.GetNodes() {
 		if !has("regions", n.GetRegion()) {
 			return invalidf("nodes["+n.GetId()+"].region", "references unknown region %q", n.GetRegion())
 		}
 	}
-	placed := map[string]bool{}
+	var placed map[string]bool
 	for _, p := range e.GetPlacements() {
-		f := "placements[" + p.GetId() + "]"
+		f := func() string { return "placements[" + p.GetId() + "]" }
 		if !has("models", p.GetModel()) {
-			return invalidf(f+".model", "references unknown model %q", p.GetModel())
+			return invalidf(f()+".model", "references unknown model %q", p.GetModel())
 		}
 		switch {
 		case p.GetNode() != "" && p.GetRegion() != "", p.GetNode() == "" && p.GetRegion() == "":
-			return invalidf(f, "names a node or a region, exactly one")
+			return invalidf(f(), "names a node or a region, exactly one")
 		case p.GetNode() != "" && !has("nodes", p.GetNode()):
-			return invalidf(f+".node", "references unknown node %q", p.GetNode())
+			return invalidf(f()+".node", "references unknown node %q", p.GetNode())
 		case p.GetRegion() != "" && !has("regions", p.GetRegion()):
-			return invalidf(f+".region", "references unknown region %q", p.GetRegion())
+			return invalidf(f()+".region", "references unknown region %q", p.GetRegion())
+		}
+		if placed == nil {
+			placed = map[string]bool{}
 		}
 		placed[p.GetModel()] = true
 	}
-	providers := make(map[string]*controlv1.Provider, len(e.GetProviders()))
-	for _, p := range e.GetProviders() {
-		providers[p.GetId()] = p
+	providers := e.GetProviders()
+	provider := func(id string) (*controlv1.Provider, bool) {
+		i, ok := slices.BinarySearch(sorted["providers"], id)
+		if !ok {
+			return nil, false
+		}
+		return providers[i], true
 	}
 	for _, r := range e.GetRoutes() {
-		f := "routes[" + r.GetModel() + "]"
+		f := func() string { return "routes[" + r.GetModel() + "]" }
 		if !has("models", r.GetModel()) {
-			return invalidf(f+".model", "references unknown model %q", r.GetModel())
+			return invalidf(f()+".model", "references unknown model %q", r.GetModel())
 		}
 		if len(r.GetTargets()) == 0 {
-			return invalidf(f+".targets", "needs at least one target")
+			return invalidf(f()+".targets", "needs at least one target")
 		}
 		possible := false
-		for _, list := range []struct {
-			name string
-			ts   []*controlv1.Target
-		}{{"targets", r.GetTargets()}, {"fallbacks", r.GetFallbacks()}} {
-			for i, tg := range list.ts {
-				p, ok := providers[tg.GetProvider()]
+		for li, ts := range [2][]*controlv1.Target{r.GetTargets(), r.GetFallbacks()} {
+			for i, tg := range ts {
+				p, ok := provider(tg.GetProvider())
 				if !ok {
-					return invalidf(fmt.Sprintf("%s.%s[%d].provider", f, list.name, i), "references unknown provider %q", tg.GetProvider())
+					return invalidf(fmt.Sprintf("%s.%s[%d].provider", f(), [2]string{"targets", "fallbacks"}[li], i), "references unknown provider %q", tg.GetProvider())
 				}
 				if providerKind(p) != table.KindLocal || placed[modelOf(r, tg)] {
 					possible = true
@@ -96,11 +104,11 @@ func Validate(t *tablev1.RoutingTable) error {
 			}
 		}
 		if !possible {
-			return invalidf(f, "has no possible target: its only targets are the local engine and the model is placed nowhere")
+			return invalidf(f(), "has no possible target: its only targets are the local engine and the model is placed nowhere")
 		}
 		for i, reg := range r.GetAllowedRegions() {
 			if !has("regions", reg) {
-				return invalidf(fmt.Sprintf("%s.allowed_regions[%d]", f, i), "references unknown region %q", reg)
+				return invalidf(fmt.Sprintf("%s.allowed_regions[%d]", f(), i), "references unknown region %q", reg)
 			}
 		}
 	}
@@ -110,12 +118,11 @@ func Validate(t *tablev1.RoutingTable) error {
 		}
 	}
 	for _, p := range e.GetPrices() {
-		f := "prices[" + PriceID(p) + "]"
 		if !has("models", p.GetModel()) {
-			return invalidf(f+".model", "references unknown model %q", p.GetModel())
+			return invalidf("prices["+PriceID(p)+"].model", "references unknown model %q", p.GetModel())
 		}
 		if !has("providers", p.GetProvider()) {
-			return invalidf(f+".provider", "references unknown provider %q", p.GetProvider())
+			return invalidf("prices["+PriceID(p)+"].provider", "references unknown provider %q", p.GetProvider())
 		}
 	}
 	return nil

@@ -1,0 +1,46 @@
+package tablewire
+
+import (
+	"fmt"
+	"testing"
+
+	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
+	tablev1 "github.com/meridian-mesh/meridian/proto/table/v1"
+	"github.com/meridian-mesh/meridian/shared/table"
+)
+
+func bigTable(rev uint64, routes, variant int) *tablev1.RoutingTable {
+	t := &tablev1.RoutingTable{Schema: Schema, Revision: rev, Entities: &tablev1.Entities{
+		Providers: []*controlv1.Provider{{Id: "oai", Preset: "openai", SecretRef: "env:K"}},
+	}}
+	for i := range routes {
+		id := fmt.Sprintf("model-%04d", i)
+		t.Entities.Models = append(t.Entities.Models, &controlv1.Model{Id: id})
+		t.Entities.Routes = append(t.Entities.Routes, &controlv1.Route{Model: id, Targets: []*controlv1.Target{{Provider: "oai", Model: fmt.Sprint(id, variant)}}})
+	}
+	return t
+}
+
+// BenchmarkEdgeApply1000Routes is an edge's work for one change to a
+// 1,000-route table: apply the delta, validate, convert and compile.
+func BenchmarkEdgeApply1000Routes(b *testing.B) {
+	old := bigTable(1, 1000, 0)
+	next := bigTable(2, 1000, 0)
+	next.Entities.Routes[500] = &controlv1.Route{Model: "model-0500", Targets: []*controlv1.Target{{Provider: "oai", Model: "x"}}}
+	d := Diff(old, next)
+	r := Resolver{Getenv: func(string) string { return "k" }}
+	b.ReportAllocs()
+	for b.Loop() {
+		t, err := ApplyDelta(old, d)
+		if err != nil {
+			b.Fatal(err)
+		}
+		tab, _, err := ToTable(t, r)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := table.Compile(tab); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
