@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
 	tablev1 "github.com/meridian-mesh/meridian/proto/table/v1"
 	"github.com/meridian-mesh/meridian/shared/table"
 )
@@ -143,10 +144,12 @@ func ToTable(t *tablev1.RoutingTable, r Resolver) (tab *table.Table, unusable []
 		}
 		rt := routes[ri]
 		out := table.Route{Model: rt.GetModel(), Targets: make([]table.Target, 0, len(rt.GetTargets())+len(rt.GetFallbacks()))}
-		for _, tg := range slices.Concat(rt.GetTargets(), rt.GetFallbacks()) {
-			target := table.Target{Provider: tg.GetProvider(), Model: tg.GetModel()}
-			if usable[target.Provider] && !slices.Contains(out.Targets, target) {
-				out.Targets = append(out.Targets, target)
+		for _, ts := range [2][]*controlv1.Target{rt.GetTargets(), rt.GetFallbacks()} {
+			for _, tg := range ts {
+				target := table.Target{Provider: tg.GetProvider(), Model: tg.GetModel()}
+				if usable[target.Provider] && !slices.Contains(out.Targets, target) {
+					out.Targets = append(out.Targets, target)
+				}
 			}
 		}
 		if len(out.Targets) == 0 {

@@ -83,9 +83,14 @@ func Validate(t *tablev1.RoutingTable) error {
 		}
 		return providers[i], true
 	}
+	models, mi := sorted["models"], 0
 	for _, r := range e.GetRoutes() {
 		f := func() string { return "routes[" + r.GetModel() + "]" }
-		if !has("models", r.GetModel()) {
+		// Routes and models are both sorted by model: walk them together.
+		for mi < len(models) && models[mi] < r.GetModel() {
+			mi++
+		}
+		if mi == len(models) || models[mi] != r.GetModel() {
 			return invalidf(f()+".model", "references unknown model %q", r.GetModel())
 		}
 		if len(r.GetTargets()) == 0 {
