@@ -474,6 +474,7 @@ func TestReplayRunsOnce(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		awaitHandshakeUnderRace(ctx, conn)
 		str, err := conn.OpenStreamSync(ctx)
 		if err != nil {
 			t.Fatal(err)
