@@ -78,6 +78,7 @@ func New(cfg Config) (*Client, error) {
 	if len(cfg.Addrs) == 0 {
 		return nil, errors.New("no control address given")
 	}
+	cfg.Addrs = append([]string(nil), cfg.Addrs...) // the caller's slice stays as it was
 	for i, a := range cfg.Addrs {
 		if !strings.Contains(a, "://") {
 			a = "http://" + a
