@@ -32,6 +32,7 @@ import (
 	"github.com/meridian-mesh/meridian/control/client"
 	"github.com/meridian-mesh/meridian/control/cluster"
 	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
+	"github.com/meridian-mesh/meridian/scripts/bench/readme"
 )
 
 const token = "bench-admin-token-0123456789"
@@ -46,7 +47,8 @@ type Config struct {
 	ThroughputFor time.Duration
 	// Kills is how many leader kills measure failover.
 	Kills int
-	// Readme, if set, gets its bench:control section rewritten.
+	// Readme, if set, gets its bench:control section rewritten
+	// (between <!-- bench:control:begin --> and <!-- bench:control:end -->).
 	Readme string
 }
 
@@ -320,7 +322,7 @@ func run(cfg Config) error {
 
 	if cfg.Readme != "" {
 		// A README without the markers is not a failed benchmark.
-		if err := replaceSection(cfg.Readme, report(cfg, res)); err != nil {
+		if err := readme.Replace(cfg.Readme, "control", report(cfg, res)); err != nil {
 			fmt.Fprintf(os.Stderr, "bench-control: README not updated: %v\n", err)
 		}
 	}
@@ -339,54 +341,4 @@ func report(cfg Config, r results) string {
 	fmt.Fprintf(&b, "| throughput, %d writers over all nodes | %.0f writes/s | followers forward |\n", cfg.Writers, r.viaFollowers)
 	fmt.Fprintf(&b, "| leader failover p50 (default timings, %d kills) | %.0f ms | ≤ 3,000 |\n", len(r.failovers), ms(fo))
 	return b.String()
-}
-
-// Section markers in a README; the lines between them are replaced. The
-// short form is accepted too.
-var markers = [][2]string{
-	{"<!-- bench:control:begin -->", "<!-- bench:control:end -->"},
-	{"<!-- bench-control -->", "<!-- /bench-control -->"},
-}
-
-// replaceSection replaces the lines between a pair of markers in the file
-// at path, keeping the markers. It leaves the file alone when they are
-// missing or out of order.
-func replaceSection(path, text string) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	lines := strings.SplitAfter(string(b), "\n")
-	for _, mk := range markers {
-		begin, end := -1, -1
-		for i, l := range lines {
-			switch strings.TrimSpace(l) {
-			case mk[0]:
-				if begin < 0 {
-					begin = i
-				}
-			case mk[1]:
-				if begin >= 0 && end < 0 {
-					end = i
-				}
-			}
-		}
-		if begin < 0 || end < 0 {
-			continue
-		}
-		var out strings.Builder
-		for _, l := range lines[:begin+1] {
-			out.WriteString(l)
-		}
-		out.WriteString("\n" + strings.TrimSpace(text) + "\n\n")
-		for _, l := range lines[end:] {
-			out.WriteString(l)
-		}
-		tmp := path + ".tmp"
-		if err := os.WriteFile(tmp, []byte(out.String()), 0o644); err != nil {
-			return err
-		}
-		return os.Rename(tmp, path)
-	}
-	return fmt.Errorf("%s has no %s … %s markers", path, markers[0][0], markers[0][1])
 }

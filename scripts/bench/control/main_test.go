@@ -1,31 +1,10 @@
 package main
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 )
-
-func TestReplaceSection(t *testing.T) {
-	for _, mk := range markers {
-		path := filepath.Join(t.TempDir(), "README.md")
-		os.WriteFile(path, []byte("# x\n"+mk[0]+"\nold\n"+mk[1]+"\ntail\n"), 0o644)
-		if err := replaceSection(path, "new table"); err != nil {
-			t.Fatal(err)
-		}
-		b, _ := os.ReadFile(path)
-		if s := string(b); strings.Contains(s, "old") || !strings.Contains(s, mk[0]+"\n\nnew table\n\n"+mk[1]+"\ntail") {
-			t.Fatalf("got:\n%s", s)
-		}
-	}
-	path := filepath.Join(t.TempDir(), "README.md")
-	os.WriteFile(path, []byte("# no markers\n"), 0o644)
-	if err := replaceSection(path, "x"); err == nil {
-		t.Fatal("a README without markers was rewritten")
-	}
-}
 
 func TestReport(t *testing.T) {
 	r := results{fsyncP50: time.Millisecond, fsyncP99: 2 * time.Millisecond, writeP50: 3 * time.Millisecond, writeP99: 8 * time.Millisecond,
