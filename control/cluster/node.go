@@ -412,10 +412,13 @@ func (n *Node) RemoveServer(id string) error {
 		return ErrNotLeader
 	}
 	if id == n.id {
+		// Either way the caller retries: after a hand-over the new leader
+		// removes this node; after a failed one (a timeout on a busy
+		// machine) this node tries again.
 		if err := n.raft.LeadershipTransfer().Error(); err != nil {
-			return fmt.Errorf("hand over leadership before removal: %w", err)
+			return fmt.Errorf("%w: hand over leadership before removal: %v", ErrNotLeader, err)
 		}
-		return ErrNotLeader // the new leader removes this node
+		return ErrNotLeader
 	}
 	if err := n.raft.RemoveServer(raft.ServerID(id), 0, n.cfg.ApplyTimeout).Error(); err != nil {
 		return fmt.Errorf("remove server %s: %w", id, classify(err))
