@@ -242,3 +242,8 @@ func (g *logger) Fatalf(format string, v ...any)  { g.l.Error(g.msg(format, v)) 
 func (g *logger) Errorf(format string, v ...any)  { g.l.Error(g.msg(format, v)) }
 func (g *logger) Debugf(format string, v ...any)  { g.l.Debug(g.msg(format, v)) }
 func (g *logger) Tracef(format string, v ...any)  { g.l.Debug(g.msg(format, v)) }
+
+// InProcessConn returns a connection to the server that never leaves
+// the process (nats.InProcessServer), so the control node's own client
+// needs neither the network nor TLS.
+func (s *Server) InProcessConn() (net.Conn, error) { return s.ns.InProcessConn() }
