@@ -33,13 +33,6 @@ func TestChangeReachesAllEdges(t *testing.T) {
 			t.Fatal("an edge's table lacks the new model")
 		}
 	}
-	var deltas, fulls float64
-	for _, c := range ms.ctl {
-		deltas, fulls = deltas+updates(t, c, "delta"), fulls+updates(t, c, "full")
-	}
-	if deltas < 1 || fulls < 1 {
-		t.Fatalf("leaders published %v deltas and %v full tables; want both", deltas, fulls)
-	}
 	// Every control node, not just the leader, knows where the edges are.
 	for _, c := range ms.ctl {
 		controltest.WaitFor(t, 10*time.Second, "edge reports on "+c.m.Name, func() bool {
@@ -55,6 +48,25 @@ func TestChangeReachesAllEdges(t *testing.T) {
 			return true
 		})
 	}
+
+	// Any control node answers snapshot requests: each served some of
+	// the 50 edges' (all but certain with a random queue-group pick).
+	for _, c := range ms.ctl {
+		if v := metricValue(t, c, "meridian_control_table_snapshots_total"); v < 1 {
+			t.Errorf("%s answered no snapshot request", c.m.Name)
+		}
+	}
+	// An edge that stops reporting shows as silent.
+	edges[7].s.Close()
+	controltest.WaitFor(t, 10*time.Second, "a silent edge", func() bool {
+		for _, e := range ms.ctl[0].pub.Status().Edges {
+			if e.Node == "edge-007" {
+				return e.Silent
+			}
+		}
+		return false
+	})
+	edges = append(edges[:7:7], edges[8:]...)
 
 	// The FSM accepts a route whose only target is the local engine for
 	// a model placed nowhere; the compiler rejects the table, and no
@@ -114,6 +126,15 @@ func TestLeaderKilledWhileChangesStream(t *testing.T) {
 		t.Fatalf("final table has %d models, want 31", n)
 	}
 	ms.waitEdges(edges, final, 30*time.Second)
+	// Both kinds of update ran: deltas for changes, a full table from
+	// each new leader.
+	var deltas, fulls float64
+	for _, c := range ms.ctl {
+		deltas, fulls = deltas+updates(t, c, "delta"), fulls+updates(t, c, "full")
+	}
+	if deltas < 1 || fulls < 2 {
+		t.Fatalf("leaders published %v deltas and %v full tables; want deltas and a full table per term", deltas, fulls)
+	}
 	if ms.leader() == old {
 		t.Fatal("the killed node still leads")
 	}
