@@ -370,13 +370,18 @@ func (s *Syncer) applySnapshot(b []byte) error {
 		s.reject(t.GetRevision(), err)
 		return err
 	}
-	if t.GetRevision() < s.st.Revision || t.GetRevision() == s.st.Revision && s.st.Source == SourceControl {
-		// A lagging control node answered; the edge keeps its newer
-		// table, which the control plane already confirmed.
-		if s.st.Source == SourceDisk {
-			s.st.Source = SourceControl
-			s.publishStatus()
-		}
+	if t.GetRevision() == s.st.Revision && s.st.Source == SourceDisk {
+		// The table on disk is the current one: now it is confirmed.
+		s.st.Source = SourceControl
+		s.synced.Store(true)
+		s.publishStatus()
+		return nil
+	}
+	if t.GetRevision() <= s.st.Revision && s.st.Source != SourceConfig {
+		// A lagging control node answered, and the edge never moves
+		// back. (A control plane rebuilt from nothing restarts its
+		// revisions: its edges stay stale until their table files are
+		// removed.)
 		return nil
 	}
 	if err := s.install(t, SourceControl, len(b)); err != nil {
