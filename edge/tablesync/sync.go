@@ -86,6 +86,9 @@ type Syncer struct {
 	synced  atomic.Bool // a table from the control plane was applied
 
 	// loop state
+	conv         *tablewire.Converter
+	reportTimer  *time.Timer           // nil until the loop runs
+	reportSoon   bool                  // a report is due shortly, after a change
 	cur          *tablev1.RoutingTable // last table from the control plane or disk; nil for config
 	curSize      int                   // cur's encoded size, bytes, or an upper bound of it
 	st           Status
@@ -110,7 +113,7 @@ func New(cfg Config) (*Syncer, error) {
 	s := &Syncer{
 		cfg: cfg, log: cfg.Logger.With("component", "tablesync"), m: newMetrics(cfg.Registerer),
 		msgs: make(chan *nats.Msg, 4096), kick: make(chan bool, 2), persist: make(chan []byte, 1),
-		hbInterval: cfg.HeartbeatInterval, retry: cfg.RetryMin,
+		hbInterval: cfg.HeartbeatInterval, retry: cfg.RetryMin, conv: tablewire.NewConverter(cfg.Resolver),
 	}
 	s.st.Stale = true
 	s.publishStatus()
@@ -228,8 +231,8 @@ func (s *Syncer) run(ctx context.Context) {
 	defer s.done.Done()
 	check := time.NewTimer(s.checkInterval())
 	defer check.Stop()
-	report := time.NewTimer(0)
-	defer report.Stop()
+	s.reportTimer = time.NewTimer(0)
+	defer s.reportTimer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -243,9 +246,10 @@ func (s *Syncer) run(ctx context.Context) {
 			}
 		case <-check.C:
 			check.Reset(s.checkInterval())
-		case <-report.C:
+		case <-s.reportTimer.C:
 			s.report()
-			report.Reset(jitter(s.cfg.ReportInterval, 0.2))
+			s.reportSoon = false
+			s.reportTimer.Reset(jitter(s.cfg.ReportInterval, 0.2))
 		}
 		if s.needSnapshot && !s.cfg.Now().Before(s.nextSnapshot) {
 			s.fetchSnapshot()
@@ -395,7 +399,7 @@ func (s *Syncer) applySnapshot(b []byte) error {
 // makes it the edge's table and schedules it for the disk. size is t's
 // encoded size or an upper bound of it.
 func (s *Syncer) install(t *tablev1.RoutingTable, source string, size int) error {
-	tab, unusable, err := tablewire.ToTable(t, s.cfg.Resolver)
+	tab, unusable, err := s.conv.ToTable(t)
 	if err != nil {
 		return err
 	}
@@ -423,8 +427,27 @@ func (s *Syncer) install(t *tablev1.RoutingTable, source string, size int) error
 		}
 	}
 	s.updateStale()
-	s.report()
+	s.scheduleReport()
 	return nil
+}
+
+// reportDelay is how soon after an applied table the edge reports it:
+// a burst of changes makes one report, not one per change and edge.
+const reportDelay = 200 * time.Millisecond
+
+// scheduleReport makes the next report come within about reportDelay.
+func (s *Syncer) scheduleReport() {
+	if s.reportTimer == nil || s.reportSoon {
+		return // the loop reports on start anyway
+	}
+	s.reportSoon = true
+	if !s.reportTimer.Stop() {
+		select {
+		case <-s.reportTimer.C:
+		default:
+		}
+	}
+	s.reportTimer.Reset(jitter(min(reportDelay, s.cfg.ReportInterval), 0.5))
 }
 
 // reject records a table the edge refused; the old one stays in use.

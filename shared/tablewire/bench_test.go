@@ -29,13 +29,15 @@ func BenchmarkEdgeApply1000Routes(b *testing.B) {
 	next.Entities.Routes[500] = &controlv1.Route{Model: "model-0500", Targets: []*controlv1.Target{{Provider: "oai", Model: "x"}}}
 	d := Diff(old, next)
 	r := Resolver{Getenv: func(string) string { return "k" }}
+	conv := NewConverter(r)
+	conv.ToTable(old)
 	b.ReportAllocs()
 	for b.Loop() {
 		t, err := ApplyDelta(old, d)
 		if err != nil {
 			b.Fatal(err)
 		}
-		tab, _, err := ToTable(t, r)
+		tab, _, err := conv.ToTable(t)
 		if err != nil {
 			b.Fatal(err)
 		}

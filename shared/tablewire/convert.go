@@ -112,15 +112,42 @@ func readSmallFile(path string) ([]byte, error) {
 //     or whose targets are all unusable here, is not served;
 //   - every key hash.
 func ToTable(t *tablev1.RoutingTable, r Resolver) (tab *table.Table, unusable []string, err error) {
+	return NewConverter(r).ToTable(t)
+}
+
+// Converter converts one edge's successive tables. It remembers the
+// routes it converted last, so a table that shares most of its entities
+// with the previous one (as a delta's result does) converts in a pointer
+// comparison per unchanged route. It is not safe for concurrent use.
+type Converter struct {
+	r      Resolver
+	prev   []converted // by route model, sorted
+	usable string      // the usable providers prev was converted with
+}
+
+// converted is one route's conversion; ok is false when no target was
+// usable.
+type converted struct {
+	src *controlv1.Route
+	out table.Route
+	ok  bool
+}
+
+// NewConverter returns a Converter resolving secrets through r.
+func NewConverter(r Resolver) *Converter { return &Converter{r: r} }
+
+// ToTable converts t; see the package function ToTable.
+func (c *Converter) ToTable(t *tablev1.RoutingTable) (tab *table.Table, unusable []string, err error) {
 	e := t.GetEntities()
 	tab = &table.Table{Revision: t.GetRevision()}
 	usable := map[string]bool{}
+	var usableKey strings.Builder
 	for _, p := range e.GetProviders() {
-		if providerKind(p) == table.KindLocal && !r.LocalEngine {
+		if providerKind(p) == table.KindLocal && !c.r.LocalEngine {
 			unusable = append(unusable, p.GetId()+": this edge runs no local engine")
 			continue
 		}
-		key, rerr := r.resolve(p.GetSecretRef())
+		key, rerr := c.r.resolve(p.GetSecretRef())
 		if rerr != nil {
 			unusable = append(unusable, p.GetId()+": "+rerr.Error())
 			continue
@@ -129,9 +156,29 @@ func ToTable(t *tablev1.RoutingTable, r Resolver) (tab *table.Table, unusable []
 			ID: p.GetId(), Preset: p.GetPreset(), Kind: p.GetKind(), BaseURL: p.GetBaseUrl(), APIKey: key,
 		})
 		usable[p.GetId()] = true
+		usableKey.WriteString(p.GetId())
+		usableKey.WriteByte(0)
 	}
-	// Models and routes are both sorted by model ID: one walk pairs them.
+	prev := c.prev
+	if usableKey.String() != c.usable {
+		prev = nil // another set of usable providers: convert afresh
+	}
 	routes := e.GetRoutes()
+	conv := make([]converted, len(routes))
+	pi := 0
+	for i, rt := range routes {
+		for pi < len(prev) && prev[pi].src.GetModel() < rt.GetModel() {
+			pi++
+		}
+		if pi < len(prev) && prev[pi].src == rt {
+			conv[i] = prev[pi]
+			continue
+		}
+		conv[i] = convertRoute(rt, usable)
+	}
+	c.prev, c.usable = conv, usableKey.String()
+
+	// Models and routes are both sorted by model ID: one walk pairs them.
 	tab.Models = make([]table.Model, 0, len(e.GetModels()))
 	tab.Routes = make([]table.Route, 0, len(routes))
 	ri := 0
@@ -139,27 +186,30 @@ func ToTable(t *tablev1.RoutingTable, r Resolver) (tab *table.Table, unusable []
 		for ri < len(routes) && routes[ri].GetModel() < m.GetId() {
 			ri++
 		}
-		if ri == len(routes) || routes[ri].GetModel() != m.GetId() {
+		if ri == len(routes) || routes[ri].GetModel() != m.GetId() || !conv[ri].ok {
 			continue
 		}
-		rt := routes[ri]
-		out := table.Route{Model: rt.GetModel(), Targets: make([]table.Target, 0, len(rt.GetTargets())+len(rt.GetFallbacks()))}
-		for _, ts := range [2][]*controlv1.Target{rt.GetTargets(), rt.GetFallbacks()} {
-			for _, tg := range ts {
-				target := table.Target{Provider: tg.GetProvider(), Model: tg.GetModel()}
-				if usable[target.Provider] && !slices.Contains(out.Targets, target) {
-					out.Targets = append(out.Targets, target)
-				}
-			}
-		}
-		if len(out.Targets) == 0 {
-			continue
-		}
-		tab.Models = append(tab.Models, table.Model{ID: m.GetId(), OwnedBy: m.GetOwnedBy(), Capabilities: slices.Clone(m.GetCapabilities())})
-		tab.Routes = append(tab.Routes, out)
+		// Capabilities are shared, not copied: neither side modifies them.
+		tab.Models = append(tab.Models, table.Model{ID: m.GetId(), OwnedBy: m.GetOwnedBy(), Capabilities: m.GetCapabilities()})
+		tab.Routes = append(tab.Routes, conv[ri].out)
 	}
 	for _, k := range e.GetKeys() {
 		tab.Keys = append(tab.Keys, table.Key{ID: k.GetId(), Hash: k.GetHash()})
 	}
 	return tab, unusable, nil
+}
+
+// convertRoute is one route for the edge: its targets, then its
+// fallbacks, those on usable providers, without repeats.
+func convertRoute(rt *controlv1.Route, usable map[string]bool) converted {
+	out := table.Route{Model: rt.GetModel(), Targets: make([]table.Target, 0, len(rt.GetTargets())+len(rt.GetFallbacks()))}
+	for _, ts := range [2][]*controlv1.Target{rt.GetTargets(), rt.GetFallbacks()} {
+		for _, tg := range ts {
+			target := table.Target{Provider: tg.GetProvider(), Model: tg.GetModel()}
+			if usable[target.Provider] && !slices.Contains(out.Targets, target) {
+				out.Targets = append(out.Targets, target)
+			}
+		}
+	}
+	return converted{src: rt, out: out, ok: len(out.Targets) > 0}
 }

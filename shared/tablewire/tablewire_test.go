@@ -3,6 +3,7 @@ package tablewire
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -265,4 +266,34 @@ func FuzzApplyDelta(f *testing.F) {
 			t.Fatalf("applied table invalid: %v", err)
 		}
 	})
+}
+
+// A Converter that reuses its last conversion gives what a fresh one
+// gives, through changed routes and providers that become unusable.
+func TestConverterReuse(t *testing.T) {
+	env := map[string]string{"OAI_KEY": "k"}
+	r := Resolver{Getenv: func(k string) string { return env[k] }, LocalEngine: true}
+	conv := NewConverter(r)
+	old := sample(5)
+	if _, _, err := conv.ToTable(old); err != nil {
+		t.Fatal(err)
+	}
+	next := sample(6)
+	next.Entities.Routes[0] = &controlv1.Route{Model: "gpt", Targets: []*controlv1.Target{{Provider: "local", Model: "tiny"}, {Provider: "oai"}}}
+	d := Diff(old, next)
+	applied, err := ApplyDelta(old, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []func(){func() {}, func() { delete(env, "OAI_KEY") }, func() { env["OAI_KEY"] = "k2" }} {
+		step()
+		got, _, err := conv.ToTable(applied)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _, _ := ToTable(applied, r)
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("reused conversion differs:\n%+v\n%+v", got, want)
+		}
+	}
 }
