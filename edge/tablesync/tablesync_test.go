@@ -299,3 +299,69 @@ func TestURLsMustNotCarryCredentials(t *testing.T) {
 		t.Fatalf("credentials in a URL: %v", err)
 	}
 }
+
+type logBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// Neither a provider's secret_ref nor its credential reaches the logs,
+// whether the ref resolves, fails to, or comes in a rejected table.
+func TestSecretsStayOutOfLogs(t *testing.T) {
+	const ref, secret = "MERIDIAN_HIDDEN_REF_NAME", "sk-very-secret-value"
+	b := newBus(t)
+	withRefs := func(rev uint64, bad bool) *tablev1.RoutingTable {
+		tab := tableAt(rev, "a")
+		tab.Entities.Providers = []*controlv1.Provider{
+			{Id: "p", Kind: "openai", BaseUrl: "http://127.0.0.1:1/v1", SecretRef: "env:" + ref},
+			{Id: "q", Kind: "openai", BaseUrl: "http://127.0.0.1:1/v1", SecretRef: "env:" + ref + "_MISSING"},
+		}
+		if bad {
+			tab.Entities.Providers[0].BaseUrl = "ftp://x"
+		}
+		return tab
+	}
+	b.serve(withRefs(3, false))
+	logs := &logBuf{}
+	s, g := newSyncer(t, []string{b.ns.ClientURL()}, "")
+	s.cfg.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	s.log = s.cfg.Logger
+	s.cfg.Resolver.Getenv = func(k string) string {
+		if k == ref {
+			return secret
+		}
+		return ""
+	}
+	s.conv = tablewire.NewConverter(s.cfg.Resolver)
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if g.revision() != 3 || len(s.Status().Unusable) != 1 {
+		t.Fatalf("status %+v", s.Status())
+	}
+	b.publish(tablewire.SubjectUpdate, &tablev1.TableUpdate{Update: &tablev1.TableUpdate_Full{Full: withRefs(4, true)}})
+	waitFor(t, 5*time.Second, "the rejection", func() bool { return s.Status().RejectedRevision == 4 })
+	out := logs.String()
+	if !strings.Contains(out, "rejected") || !strings.Contains(out, "unusable") {
+		t.Fatalf("expected logs missing:\n%s", out)
+	}
+	if strings.Contains(out, ref) || strings.Contains(out, secret) {
+		t.Fatalf("a secret_ref or credential reached the logs:\n%s", out)
+	}
+	if st := s.Status(); strings.Contains(st.RejectedReason+strings.Join(st.Unusable, ""), ref) {
+		t.Fatalf("a secret_ref reached the status: %+v", st)
+	}
+}
