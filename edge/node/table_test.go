@@ -2,11 +2,14 @@ package node
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -164,5 +167,102 @@ func TestEdgeFollowsControlPlane(t *testing.T) {
 	resp = m2.post("/v1/chat/completions", `{"model":"ctl-model","messages":[{"role":"user","content":"hi"}]}`)
 	if resp.StatusCode != 200 {
 		t.Fatalf("request from the disk table: %d", resp.StatusCode)
+	}
+}
+
+// A request never sees half a table: while the control plane replaces
+// the whole set of models revision after revision, every /v1/models
+// answer lists one revision's set, complete.
+func TestTableSwapIsAtomic(t *testing.T) {
+	t.Setenv("MERIDIAN_TEST_MOCK_KEY", mockKey)
+	fc := startFakeControl(t)
+	const perGen = 10
+	genOps := func(gen int, base string) []*controlv1.Op {
+		var ops []*controlv1.Op
+		if gen == 0 {
+			ops = append(ops, fsm.PutOp(&controlv1.Provider{Id: "ctl-mock", Kind: "openai", BaseUrl: base, SecretRef: "env:MERIDIAN_TEST_MOCK_KEY"}))
+		}
+		for i := range perGen {
+			if gen > 0 {
+				ops = append(ops, fsm.DeleteOp(fsm.KindRoute, fmt.Sprintf("g%03d-m%d", gen-1, i)), fsm.DeleteOp(fsm.KindModel, fmt.Sprintf("g%03d-m%d", gen-1, i)))
+			}
+			id := fmt.Sprintf("g%03d-m%d", gen, i)
+			ops = append(ops, fsm.PutOp(&controlv1.Model{Id: id}), fsm.PutOp(&controlv1.Route{Model: id, Targets: []*controlv1.Target{{Provider: "ctl-mock"}}}))
+		}
+		return ops
+	}
+	var base string
+	m := startMesh(t, func(c *config.Config) {
+		base = c.Table.Providers[0].BaseURL
+		fc.write(t, genOps(0, base)...)
+		c.Control.NATSURLs, c.Control.Token = []string{fc.url}, testNATSToken
+		c.Control.TableCache = filepath.Join(t.TempDir(), "table.pb")
+	})
+	m.waitFor("generation 0", func() bool { _, body := get(t, m.url+"/v1/models"); return strings.Contains(body, "g000-m0") })
+
+	stop := make(chan struct{})
+	errs := make(chan error, 4)
+	var checked atomic.Int64
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 100000; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := http.Get(m.url + "/v1/models")
+				if err != nil {
+					errs <- err
+					return
+				}
+				var list struct {
+					Data []struct{ ID string } `json:"data"`
+				}
+				err = json.NewDecoder(resp.Body).Decode(&list)
+				resp.Body.Close()
+				if err != nil {
+					errs <- err
+					return
+				}
+				gens := map[string]int{}
+				for _, d := range list.Data {
+					g, _, ok := strings.Cut(d.ID, "-m")
+					if !ok || len(g) != 4 || g[0] != 'g' {
+						errs <- fmt.Errorf("model %q is not from the control plane's table", d.ID)
+						return
+					}
+					gens[g]++
+				}
+				if len(gens) != 1 {
+					errs <- fmt.Errorf("one answer mixes table revisions: %v", gens)
+					return
+				}
+				for g, n := range gens {
+					if n != perGen {
+						errs <- fmt.Errorf("generation %s has %d of %d models", g, n, perGen)
+						return
+					}
+				}
+				checked.Add(1)
+			}
+		}()
+	}
+	for gen := 1; gen <= 20; gen++ {
+		fc.write(t, genOps(gen, base)...)
+		time.Sleep(10 * time.Millisecond) // let readers interleave with applies
+	}
+	m.waitFor("generation 20", func() bool { _, body := get(t, m.url+"/v1/models"); return strings.Contains(body, "g020-m0") })
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if checked.Load() < 20 {
+		t.Fatalf("only %d answers checked", checked.Load())
 	}
 }
