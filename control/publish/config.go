@@ -43,6 +43,9 @@ type Config struct {
 	SilentAfter int
 	// MaxEdges bounds how many edges' reports are kept. Default 100000.
 	MaxEdges int
+	// ForgetAfter is how long a silent edge stays in the status before
+	// it is forgotten (an edge that was removed). Default 24 h.
+	ForgetAfter time.Duration
 	// Logger receives the publisher's logs. It never sees a secret_ref.
 	Logger *slog.Logger
 	// Registerer receives the publisher's metrics; nil registers none.
@@ -60,6 +63,7 @@ func DefaultConfig() Config {
 		FullMaxBytes:      16 << 10,
 		SilentAfter:       3,
 		MaxEdges:          100000,
+		ForgetAfter:       24 * time.Hour,
 		Logger:            slog.Default(),
 		Now:               time.Now,
 	}
@@ -77,7 +81,7 @@ func (c *Config) Validate() error {
 	if err := c.Compile.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if c.HeartbeatInterval <= 0 || c.FullMaxBytes < 0 || c.SilentAfter < 1 || c.MaxEdges < 1 {
+	if c.HeartbeatInterval <= 0 || c.FullMaxBytes < 0 || c.SilentAfter < 1 || c.MaxEdges < 1 || c.ForgetAfter <= 0 {
 		errs = append(errs, errors.New("publish: heartbeat interval, silent-after and max edges must be positive"))
 	}
 	if c.Logger == nil || c.Now == nil {

@@ -93,7 +93,11 @@ func (p *Publisher) Status() Status {
 		PublishedRevision: p.publishedRev, Rejected: p.rejected, RejectedRevision: p.rejectedRev,
 		Edges: make([]EdgeStatus, 0, len(p.edges)),
 	}
-	for _, e := range p.edges {
+	for node, e := range p.edges {
+		if now.Sub(e.at) > p.cfg.ForgetAfter {
+			delete(p.edges, node)
+			continue
+		}
 		r := e.report
 		es := EdgeStatus{
 			Node: r.GetNode(), Region: r.GetRegion(), Revision: r.GetRevision(), Stale: r.GetStale(),
