@@ -9,7 +9,7 @@ help:
 	@echo "make build          build meridian-edge, meridian-control, meridianctl and mockprovider into $(BIN)/"
 	@echo "make ollama         build the pinned Ollama engine into $(BIN)/ollama (OLLAMA_MARCH=auto|x86-64-v3|x86-64|native)"
 	@echo "make proto          regenerate Go code from proto/**/*.proto"
-	@echo "make run            bring up the local dev mesh (edge with a tiny local model, mock providers)"
+	@echo "make run            bring up the local dev mesh: a control node, two edges (one with a tiny local model, linked over QUIC), mock providers"
 	@echo "make test           go vet and the race-enabled test suite"
 	@echo "make bench          every benchmark (go test -bench and the gateway benchmark)"
 	@echo "make bench-gateway  edge overhead against a direct call and a minimal proxy"
@@ -36,7 +36,7 @@ proto:
 	$(GO) build -o $(BIN)/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
 	protoc --plugin=protoc-gen-go=$(BIN)/protoc-gen-go --go_out=. --go_opt=module=github.com/meridian-mesh/meridian $$(find proto -name '*.proto' | sort)
 
-run: ollama
+run: ollama build
 	$(GO) run ./scripts/devmesh
 
 # The local-inference tests run the real Ollama that `make ollama` builds

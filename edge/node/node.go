@@ -143,7 +143,7 @@ func newGossip(cfg config.Config, log *slog.Logger) (*gossip.Node, error) {
 	gc.BindPort, _ = strconv.Atoi(port)
 	gc.AdvertiseAddr = cfg.Gossip.Advertise
 	gc.Seeds = cfg.Gossip.Seeds
-	g, err := gossip.New(gc, log.With("component", "gossip"))
+	g, err := gossip.New(gc, log) // it names itself: component=gossip
 	if err != nil {
 		return nil, fmt.Errorf("gossip: %w", err)
 	}
