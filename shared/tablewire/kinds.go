@@ -17,6 +17,11 @@ type kind struct {
 	sort func(*tablev1.Entities)
 	// ids returns the IDs in the list, in list order.
 	ids func(*tablev1.Entities) []string
+	// sorted returns the index of the first entity whose ID is empty or
+	// not above the one before it, or -1 when the list is in order.
+	sorted func(*tablev1.Entities) int
+	// has reports whether the (sorted) list holds id.
+	has func(e *tablev1.Entities, id string) bool
 	// diff adds to up and del what turns old's list into new's.
 	diff func(old, new *tablev1.Entities, up *tablev1.Entities, del *tablev1.EntityIDs)
 	// apply upserts up's entities into base's list and removes del's
@@ -31,6 +36,20 @@ func listKind[T proto.Message](name string, list func(*tablev1.Entities) *[]T, d
 	return kind{
 		name: name,
 		sort: func(e *tablev1.Entities) { slices.SortFunc(*list(e), cmp) },
+		sorted: func(e *tablev1.Entities) int {
+			l := *list(e)
+			for i, m := range l {
+				k := id(m)
+				if k == "" || k == "/" || i > 0 && id(l[i-1]) >= k {
+					return i
+				}
+			}
+			return -1
+		},
+		has: func(e *tablev1.Entities, k string) bool {
+			_, ok := slices.BinarySearchFunc(*list(e), k, func(m T, k string) int { return strings.Compare(id(m), k) })
+			return ok
+		},
 		ids: func(e *tablev1.Entities) []string {
 			out := make([]string, 0, len(*list(e)))
 			for _, m := range *list(e) {
@@ -123,6 +142,19 @@ func listKind[T proto.Message](name string, list func(*tablev1.Entities) *[]T, d
 
 // PriceID is a price's ID, "provider/model", as the control plane keys it.
 func PriceID(p *controlv1.Price) string { return p.GetProvider() + "/" + p.GetModel() }
+
+// Indexes into kinds.
+const (
+	kRegions = iota
+	kNodes
+	kModels
+	kPlacements
+	kProviders
+	kRoutes
+	kKeys
+	kTenants
+	kPrices
+)
 
 // kinds lists every entity kind of a table, in dependency order.
 var kinds = []kind{

@@ -3,6 +3,7 @@ package tablewire
 import (
 	"fmt"
 	"slices"
+	"strings"
 
 	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
 	tablev1 "github.com/meridian-mesh/meridian/proto/table/v1"
@@ -34,40 +35,33 @@ func Validate(t *tablev1.RoutingTable) error {
 	}
 	// Lists are checked sorted first, so lookups are binary searches:
 	// no maps to build for a table that changes one route at a time.
-	sorted := make(map[string][]string, len(kinds))
 	for _, k := range kinds {
-		ids := k.ids(e)
-		for i, id := range ids {
-			if id == "" || id == "/" {
+		if i := k.sorted(e); i >= 0 {
+			ids := k.ids(e)
+			if ids[i] == "" || ids[i] == "/" {
 				return invalidf(fmt.Sprintf("%s[%d]", k.name, i), "has no ID")
 			}
-			if i > 0 && ids[i-1] >= id {
-				return invalidf(fmt.Sprintf("%s[%d]", k.name, i), "%q is out of order or repeated", id)
-			}
+			return invalidf(fmt.Sprintf("%s[%d]", k.name, i), "%q is out of order or repeated", ids[i])
 		}
-		sorted[k.name] = ids
 	}
-	has := func(kind, id string) bool {
-		_, ok := slices.BinarySearch(sorted[kind], id)
-		return ok
-	}
+	has := func(k int, id string) bool { return kinds[k].has(e, id) }
 	for _, n := range e.GetNodes() {
-		if !has("regions", n.GetRegion()) {
+		if !has(kRegions, n.GetRegion()) {
 			return invalidf("nodes["+n.GetId()+"].region", "references unknown region %q", n.GetRegion())
 		}
 	}
 	var placed map[string]bool
 	for _, p := range e.GetPlacements() {
 		f := func() string { return "placements[" + p.GetId() + "]" }
-		if !has("models", p.GetModel()) {
+		if !has(kModels, p.GetModel()) {
 			return invalidf(f()+".model", "references unknown model %q", p.GetModel())
 		}
 		switch {
 		case p.GetNode() != "" && p.GetRegion() != "", p.GetNode() == "" && p.GetRegion() == "":
 			return invalidf(f(), "names a node or a region, exactly one")
-		case p.GetNode() != "" && !has("nodes", p.GetNode()):
+		case p.GetNode() != "" && !has(kNodes, p.GetNode()):
 			return invalidf(f()+".node", "references unknown node %q", p.GetNode())
-		case p.GetRegion() != "" && !has("regions", p.GetRegion()):
+		case p.GetRegion() != "" && !has(kRegions, p.GetRegion()):
 			return invalidf(f()+".region", "references unknown region %q", p.GetRegion())
 		}
 		if placed == nil {
@@ -77,20 +71,20 @@ func Validate(t *tablev1.RoutingTable) error {
 	}
 	providers := e.GetProviders()
 	provider := func(id string) (*controlv1.Provider, bool) {
-		i, ok := slices.BinarySearch(sorted["providers"], id)
+		i, ok := slices.BinarySearchFunc(providers, id, func(p *controlv1.Provider, id string) int { return strings.Compare(p.GetId(), id) })
 		if !ok {
 			return nil, false
 		}
 		return providers[i], true
 	}
-	models, mi := sorted["models"], 0
+	models, mi := e.GetModels(), 0
 	for _, r := range e.GetRoutes() {
 		f := func() string { return "routes[" + r.GetModel() + "]" }
 		// Routes and models are both sorted by model: walk them together.
-		for mi < len(models) && models[mi] < r.GetModel() {
+		for mi < len(models) && models[mi].GetId() < r.GetModel() {
 			mi++
 		}
-		if mi == len(models) || models[mi] != r.GetModel() {
+		if mi == len(models) || models[mi].GetId() != r.GetModel() {
 			return invalidf(f()+".model", "references unknown model %q", r.GetModel())
 		}
 		if len(r.GetTargets()) == 0 {
@@ -112,21 +106,21 @@ func Validate(t *tablev1.RoutingTable) error {
 			return invalidf(f(), "has no possible target: its only targets are the local engine and the model is placed nowhere")
 		}
 		for i, reg := range r.GetAllowedRegions() {
-			if !has("regions", reg) {
+			if !has(kRegions, reg) {
 				return invalidf(fmt.Sprintf("%s.allowed_regions[%d]", f(), i), "references unknown region %q", reg)
 			}
 		}
 	}
 	for _, k := range e.GetKeys() {
-		if k.GetTenant() != "" && !has("tenants", k.GetTenant()) {
+		if k.GetTenant() != "" && !has(kTenants, k.GetTenant()) {
 			return invalidf("keys["+k.GetId()+"].tenant", "references unknown tenant %q", k.GetTenant())
 		}
 	}
 	for _, p := range e.GetPrices() {
-		if !has("models", p.GetModel()) {
+		if !has(kModels, p.GetModel()) {
 			return invalidf("prices["+PriceID(p)+"].model", "references unknown model %q", p.GetModel())
 		}
-		if !has("providers", p.GetProvider()) {
+		if !has(kProviders, p.GetProvider()) {
 			return invalidf("prices["+PriceID(p)+"].provider", "references unknown provider %q", p.GetProvider())
 		}
 	}
