@@ -176,6 +176,11 @@ func (s *Syncer) Start(ctx context.Context) error {
 			default:
 			}
 		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			// A slow consumer drops updates; the heartbeat then shows the
+			// edge behind and it fetches a snapshot.
+			s.log.Warn("control bus error", "err", err)
+		}),
 		nats.ConnectHandler(func(nc *nats.Conn) {
 			// The first connection after a failed start: ask now.
 			s.m.connected.Set(1)
