@@ -92,6 +92,12 @@ func TestChangeReachesAllEdges(t *testing.T) {
 			t.Fatal("an edge on the last valid table is not stale")
 		}
 	}
+	// Edges hear of the rejection in the heartbeat.
+	for _, e := range edges {
+		controltest.WaitFor(t, 10*time.Second, "the rejection in a heartbeat", func() bool {
+			return strings.Contains(e.s.Status().ControlRejected, "routes[orphan]")
+		})
+	}
 	// Fixing the state publishes again.
 	ms.write(fsm.DeleteOp(fsm.KindRoute, "orphan"))
 	controltest.WaitFor(t, 10*time.Second, "the rejection to clear", func() bool { return ms.leader().pub.Status().Rejected == "" })

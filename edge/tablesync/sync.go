@@ -65,6 +65,10 @@ type Status struct {
 	RejectedReason   string `json:"rejected_reason,omitempty"`
 	// Unusable lists providers whose secret did not resolve here.
 	Unusable []string `json:"unusable,omitempty"`
+	// ControlRejected is why the control plane's newest state was not
+	// published, from its heartbeat: the edge serves the last valid
+	// table meanwhile.
+	ControlRejected string `json:"control_rejected,omitempty"`
 }
 
 // Syncer is an edge's table client.
@@ -280,7 +284,7 @@ func (s *Syncer) handle(m *nats.Msg) {
 			return
 		}
 		now := s.cfg.Now()
-		s.st.LastContact, s.st.LeaderRevision = now, hb.GetRevision()
+		s.st.LastContact, s.st.LeaderRevision, s.st.ControlRejected = now, hb.GetRevision(), hb.GetRejected()
 		if iv := time.Duration(hb.GetIntervalMs()) * time.Millisecond; iv > 0 {
 			s.hbInterval = iv
 		}
