@@ -56,6 +56,9 @@ func TestChangeReachesAllEdges(t *testing.T) {
 			t.Errorf("%s answered no snapshot request", c.m.Name)
 		}
 	}
+	if v := metricValue(t, ms.ctl[0], "meridian_control_edges"); v != 50 {
+		t.Fatalf("meridian_control_edges sums to %v, want 50", v)
+	}
 	// An edge that stops reporting shows as silent.
 	edges[7].s.Close()
 	controltest.WaitFor(t, 10*time.Second, "a silent edge", func() bool {

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
@@ -64,7 +65,12 @@ func New(cfg Config) (*Publisher, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Publisher{cfg: cfg, log: cfg.Logger.With("component", "publish"), m: newMetrics(cfg.Registerer), edges: map[string]*edgeRecord{}}, nil
+	p := &Publisher{cfg: cfg, log: cfg.Logger.With("component", "publish"), m: newMetrics(cfg.Registerer), edges: map[string]*edgeRecord{}}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(edgesCollector{p, prometheus.NewDesc("meridian_control_edges",
+			"Edges by the state of their routing table, as their reports show: current, behind, stale or silent.", []string{"state"}, nil)})
+	}
+	return p, nil
 }
 
 // Run answers snapshot requests, records edges' reports and, while this

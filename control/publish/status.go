@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
 	tablev1 "github.com/meridian-mesh/meridian/proto/table/v1"
@@ -116,4 +117,32 @@ func (p *Publisher) Status() Status {
 	}
 	slices.SortFunc(st.Edges, func(a, b EdgeStatus) int { return strings.Compare(a.Node, b.Node) })
 	return st
+}
+
+// edgesCollector exports the edges' states at scrape time:
+// meridian_control_edges{state="current|behind|stale|silent"}.
+type edgesCollector struct {
+	p    *Publisher
+	desc *prometheus.Desc
+}
+
+func (c edgesCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c edgesCollector) Collect(ch chan<- prometheus.Metric) {
+	counts := map[string]int{"current": 0, "behind": 0, "stale": 0, "silent": 0}
+	for _, e := range c.p.Status().Edges {
+		switch {
+		case e.Silent:
+			counts["silent"]++
+		case e.Stale:
+			counts["stale"]++
+		case e.Lag > 0:
+			counts["behind"]++
+		default:
+			counts["current"]++
+		}
+	}
+	for state, n := range counts {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), state)
+	}
 }
