@@ -122,6 +122,7 @@ func ToTable(t *tablev1.RoutingTable, r Resolver) (tab *table.Table, unusable []
 type Converter struct {
 	r      Resolver
 	prev   []converted // by route model, sorted
+	spare  []converted // the list before prev, reused for the next
 	usable string      // the usable providers prev was converted with
 }
 
@@ -164,7 +165,8 @@ func (c *Converter) ToTable(t *tablev1.RoutingTable) (tab *table.Table, unusable
 		prev = nil // another set of usable providers: convert afresh
 	}
 	routes := e.GetRoutes()
-	conv := make([]converted, len(routes))
+	// The list before prev is garbage once next is built: reuse it.
+	conv := slices.Grow(c.spare[:0], len(routes))[:len(routes)]
 	pi := 0
 	for i, rt := range routes {
 		for pi < len(prev) && prev[pi].src.GetModel() < rt.GetModel() {
@@ -176,7 +178,8 @@ func (c *Converter) ToTable(t *tablev1.RoutingTable) (tab *table.Table, unusable
 		}
 		conv[i] = convertRoute(rt, usable)
 	}
-	c.prev, c.usable = conv, usableKey.String()
+	c.prev, c.spare, c.usable = conv, c.prev, usableKey.String()
+	clear(c.spare) // drop references to the entities it held
 
 	// Models and routes are both sorted by model ID: one walk pairs them.
 	tab.Models = make([]table.Model, 0, len(e.GetModels()))
