@@ -124,6 +124,11 @@ type Converter struct {
 	prev   []converted // by route model, sorted
 	spare  []converted // the list before prev, reused for the next
 	usable string      // the usable providers prev was converted with
+
+	// models is the last table's model list, shared with the next table
+	// when it is the same (tables never modify it); scratch is where the
+	// next list is built to compare.
+	models, scratch []table.Model
 }
 
 // converted is one route's conversion; ok is false when no target was
@@ -182,7 +187,7 @@ func (c *Converter) ToTable(t *tablev1.RoutingTable) (tab *table.Table, unusable
 	clear(c.spare) // drop references to the entities it held
 
 	// Models and routes are both sorted by model ID: one walk pairs them.
-	tab.Models = make([]table.Model, 0, len(e.GetModels()))
+	models := c.scratch[:0]
 	tab.Routes = make([]table.Route, 0, len(routes))
 	ri := 0
 	for _, m := range e.GetModels() {
@@ -193,8 +198,13 @@ func (c *Converter) ToTable(t *tablev1.RoutingTable) (tab *table.Table, unusable
 			continue
 		}
 		// Capabilities are shared, not copied: neither side modifies them.
-		tab.Models = append(tab.Models, table.Model{ID: m.GetId(), OwnedBy: m.GetOwnedBy(), Capabilities: m.GetCapabilities()})
+		models = append(models, table.Model{ID: m.GetId(), OwnedBy: m.GetOwnedBy(), Capabilities: m.GetCapabilities()})
 		tab.Routes = append(tab.Routes, conv[ri].out)
+	}
+	if c.models != nil && slices.EqualFunc(models, c.models, sameModel) {
+		tab.Models, c.scratch = c.models, models // the scratch stays ours
+	} else {
+		tab.Models, c.models, c.scratch = models, models, nil // the table owns it now
 	}
 	for _, k := range e.GetKeys() {
 		tab.Keys = append(tab.Keys, table.Key{ID: k.GetId(), Hash: k.GetHash()})
@@ -215,4 +225,8 @@ func convertRoute(rt *controlv1.Route, usable map[string]bool) converted {
 		}
 	}
 	return converted{src: rt, out: out, ok: len(out.Targets) > 0}
+}
+
+func sameModel(a, b table.Model) bool {
+	return a.ID == b.ID && a.OwnedBy == b.OwnedBy && a.Created == b.Created && slices.Equal(a.Capabilities, b.Capabilities)
 }
