@@ -4,11 +4,13 @@
 // (edge/tablesync, with the real gateway), for a table of 10 routes and
 // one of 1,000.
 //
-//	go run ./scripts/bench/distribution [-edges 100] [-changes 30] [-readme README.md] [-v]
+//	go run ./scripts/bench/distribution [-edges 100] [-changes 30] [-procs 1] [-readme README.md] [-v]
 //
-// Everything runs in this process on loopback: one control node (Raft on
-// disk, the embedded NATS server, the compiler and the publisher) and the
-// edges, each with its own NATS connection. The baseline, measured in the
+// Everything runs on loopback: one control node (Raft on disk, the
+// embedded NATS server, the compiler and the publisher) and the edges,
+// each with its own NATS connection, in this process or spread over
+// -procs child processes of it (each edge process then has its own heap,
+// as in production; on two cores the figures barely differ). The baseline, measured in the
 // same run, is a bare NATS publish→receive of a message the size of one
 // update to the same number of subscriber connections: what the bus
 // alone costs. Each change edits one route. The last line of the output
@@ -38,11 +40,8 @@ import (
 	"github.com/meridian-mesh/meridian/control/fsm"
 	"github.com/meridian-mesh/meridian/control/natsd"
 	"github.com/meridian-mesh/meridian/control/publish"
-	"github.com/meridian-mesh/meridian/edge/gateway"
-	"github.com/meridian-mesh/meridian/edge/tablesync"
 	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
 	"github.com/meridian-mesh/meridian/scripts/bench/readme"
-	"github.com/meridian-mesh/meridian/shared/table"
 	"github.com/meridian-mesh/meridian/shared/tablewire"
 )
 
@@ -57,6 +56,10 @@ type Config struct {
 	Readme string
 	// Verbose prints each change's slowest edge to stderr.
 	Verbose bool
+	// Procs is how many processes the edges run in: as in production,
+	// each process has its own heap, so one process's garbage collector
+	// never stands in for a hundred. 1 runs them in this process.
+	Procs int
 }
 
 const token = "bench-distribution-token-0123456789"
@@ -69,8 +72,18 @@ func main() {
 	flag.IntVar(&cfg.Changes, "changes", 30, "table changes timed per case")
 	flag.StringVar(&cfg.Readme, "readme", "", "replace the bench:distribution section of this markdown file with the results")
 	flag.BoolVar(&cfg.Verbose, "v", false, "print each change's slowest edge to stderr")
+	flag.IntVar(&cfg.Procs, "procs", 1, "processes the edges run in (1: all in this one)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
+	childNATS := flag.String("child-nats", "", "internal: run edges for a parent benchmark on this NATS URL")
+	childFirst := flag.Int("child-first", 0, "internal: first edge index of a child")
+	childEdges := flag.Int("child-edges", 0, "internal: edges in a child")
 	flag.Parse()
+	if *childNATS != "" {
+		if err := child(*childNATS, *childFirst, *childEdges); err != nil {
+			log.Fatal("distribution child: ", err)
+		}
+		return
+	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err != nil {
@@ -94,8 +107,8 @@ type result struct {
 }
 
 func run(cfg Config) error {
-	if cfg.Edges < 1 || cfg.Changes < 1 {
-		return errors.New("-edges and -changes must be positive")
+	if cfg.Edges < 1 || cfg.Changes < 1 || cfg.Procs < 1 {
+		return errors.New("-edges, -changes and -procs must be positive")
 	}
 	dir, err := os.MkdirTemp("", "meridian-bench-distribution-")
 	if err != nil {
@@ -211,49 +224,6 @@ func baseline(url string, cfg Config) (result, error) {
 	return result{name: "baseline: bare NATS publish→receive", p50: percentile(samples, .5), p99: percentile(samples, .99)}, nil
 }
 
-// edge is one table client in front of a real gateway, noting when each
-// revision was applied.
-type edge struct {
-	gw *gateway.Gateway
-	s  *tablesync.Syncer
-
-	mu      sync.Mutex
-	applied map[uint64]time.Time
-	cond    *sync.Cond
-}
-
-func (e *edge) apply(t *table.Table) error {
-	if err := e.gw.SetTable(t); err != nil {
-		return err
-	}
-	now := time.Now()
-	e.mu.Lock()
-	e.applied[t.Revision] = now
-	e.cond.Broadcast()
-	e.mu.Unlock()
-	return nil
-}
-
-// waitAtLeast returns when the edge applied rev or later.
-func (e *edge) waitAtLeast(rev uint64, timeout time.Duration) (time.Time, error) {
-	deadline := time.Now().Add(timeout)
-	timer := time.AfterFunc(timeout, func() { e.mu.Lock(); e.cond.Broadcast(); e.mu.Unlock() })
-	defer timer.Stop()
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for {
-		for r, at := range e.applied {
-			if r >= rev {
-				return at, nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return time.Time{}, fmt.Errorf("revision %d not applied within %s", rev, timeout)
-		}
-		e.cond.Wait()
-	}
-}
-
 func measure(url, dir string, routes int, cfg Config) (result, error) {
 	ccfg := cluster.DefaultConfig()
 	ccfg.DataDir, ccfg.Bootstrap, ccfg.Logger = dir, true, quiet
@@ -306,26 +276,19 @@ func measure(url, dir string, routes int, cfg Config) (result, error) {
 		return result{}, err
 	}
 
-	edges := make([]*edge, cfg.Edges)
-	for i := range edges {
-		e := &edge{gw: gateway.New(gateway.Config{Logger: quiet}), applied: map[uint64]time.Time{}}
-		e.cond = sync.NewCond(&e.mu)
-		scfg := tablesync.DefaultConfig()
-		scfg.NodeID, scfg.URLs, scfg.Token = fmt.Sprintf("edge-%03d", i), []string{url}, token
-		scfg.Resolver.Getenv = func(string) string { return "sk-bench" }
-		scfg.Apply, scfg.Logger = e.apply, quiet
-		if e.s, err = tablesync.New(scfg); err != nil {
-			return result{}, err
-		}
-		if err := e.s.Start(ctx); err != nil {
-			return result{}, err
-		}
-		defer e.s.Close()
-		defer e.gw.Close()
-		edges[i] = e
+	f := newFleet(cfg.Edges)
+	var stopEdges func()
+	if cfg.Procs > 1 {
+		stopEdges, err = spawnEdges(url, cfg.Edges, cfg.Procs, f)
+	} else {
+		stopEdges, err = runEdges(ctx, url, 0, cfg.Edges, f.record)
 	}
-	for _, e := range edges {
-		if _, err := e.waitAtLeast(first, 30*time.Second); err != nil {
+	if err != nil {
+		return result{}, err
+	}
+	defer stopEdges()
+	for i := range cfg.Edges {
+		if _, err := f.waitAtLeast(i, first, 60*time.Second); err != nil {
 			return result{}, err
 		}
 	}
@@ -338,8 +301,8 @@ func measure(url, dir string, routes int, cfg Config) (result, error) {
 		}
 		t0 := time.Now()
 		slowest := time.Duration(0)
-		for _, e := range edges {
-			at, err := e.waitAtLeast(rev, 30*time.Second)
+		for i := range cfg.Edges {
+			at, err := f.waitAtLeast(i, rev, 30*time.Second)
 			if err != nil {
 				return result{}, err
 			}
