@@ -291,8 +291,9 @@ func (s *Syncer) handle(m *nats.Msg) {
 		if hb.GetRevision() > s.st.Revision || s.st.Source != SourceControl && hb.GetRevision() > 0 {
 			if s.behindSince.IsZero() {
 				s.behindSince = now
-			} else if now.Sub(s.behindSince) > 2*s.hbInterval && !s.needSnapshot {
-				// An update was lost, or arrived corrupt: catch up.
+			} else if now.Sub(s.behindSince) > 2*s.hbInterval && !s.needSnapshot && hb.GetRevision() != s.st.RejectedRevision {
+				// An update was lost, or arrived corrupt: catch up. (Not
+				// for a revision this edge rejected: it would again.)
 				s.needSnapshot, s.nextSnapshot = true, time.Time{}
 			}
 		} else {
@@ -306,8 +307,8 @@ func (s *Syncer) handle(m *nats.Msg) {
 			return
 		}
 		if full := u.GetFull(); full != nil {
-			if full.GetRevision() <= s.st.Revision && s.st.Source == SourceControl {
-				return // already have it, or newer
+			if full.GetRevision() < s.st.Revision || full.GetRevision() == s.st.Revision && s.st.Source == SourceControl {
+				return // already have it, or newer: an edge never moves back
 			}
 			if err := s.install(full, SourceControl, len(m.Data)); err != nil {
 				s.reject(full.GetRevision(), err)
