@@ -291,10 +291,14 @@ func (s *Syncer) handle(m *nats.Msg) {
 		if hb.GetRevision() > s.st.Revision || s.st.Source != SourceControl && hb.GetRevision() > 0 {
 			if s.behindSince.IsZero() {
 				s.behindSince = now
-			} else if now.Sub(s.behindSince) > 2*s.hbInterval && !s.needSnapshot && hb.GetRevision() != s.st.RejectedRevision {
-				// An update was lost, or arrived corrupt: catch up. (Not
-				// for a revision this edge rejected: it would again.)
+			} else if now.Sub(s.behindSince) > 2*s.hbInterval && !s.needSnapshot {
+				// An update was lost, or arrived corrupt: catch up. A
+				// revision this edge rejected is asked for again only
+				// slowly: it is likely rejected again.
 				s.needSnapshot, s.nextSnapshot = true, time.Time{}
+				if hb.GetRevision() == s.st.RejectedRevision {
+					s.nextSnapshot = now.Add(jitter(s.cfg.RetryMax, 0.2))
+				}
 			}
 		} else {
 			s.behindSince = time.Time{}
