@@ -134,6 +134,12 @@ func (p *Publisher) compileState() {
 	if g := p.good.Load(); g != nil && g.table.GetRevision() >= s.Index() {
 		return
 	}
+	p.mu.Lock()
+	seen := p.stateRev == s.Index() && p.rejected != ""
+	p.mu.Unlock()
+	if seen {
+		return // this state was rejected already; a rejected write changed nothing
+	}
 	cfg := p.cfg.Compile
 	// A table must fit in one NATS message, whatever the server allows.
 	if max := int(p.cfg.Conn.MaxPayload()) - 4096; max > 0 && max < cfg.MaxBytes {
