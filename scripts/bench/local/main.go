@@ -47,9 +47,9 @@ type flags struct {
 func main() {
 	var f flags
 	flag.StringVar(&f.ollama, "ollama", "bin/ollama", "the Ollama binary (make ollama)")
-	flag.IntVar(&f.samples, "n", 40, "measured requests per path")
+	flag.IntVar(&f.samples, "n", 60, "measured requests per path")
 	flag.IntVar(&f.warmup, "warmup", 5, "unmeasured requests per path first")
-	flag.IntVar(&f.tokens, "tokens", 256, "tokens generated per request")
+	flag.IntVar(&f.tokens, "tokens", 512, "tokens generated per request")
 	flag.IntVar(&f.threads, "threads", 1, "num_thread for both paths")
 	flag.StringVar(&f.readme, "readme", "", "README to update between its bench:local markers")
 	flag.Parse()
