@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -455,4 +456,36 @@ func TestRecreateOnChange(t *testing.T) {
 	if got := level(""); got != "F16" {
 		t.Fatalf("unchanged: %s", got)
 	}
+}
+
+// TestReapOrphans: an edge killed without cleaning up leaves its Ollama's
+// group running; the next start kills it, and only if it runs Ollama.
+func TestReapOrphans(t *testing.T) {
+	bin := enginetest.Binary(t)
+	dir := t.TempDir()
+	startGroup := func(name string, args ...string) int {
+		cmd := exec.Command(name, args...)
+		cmd.Env = append(os.Environ(), "HOME="+dir, "OLLAMA_MODELS="+filepath.Join(dir, "models"), "OLLAMA_HOST=127.0.0.1:0")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go cmd.Wait()
+		t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
+		return cmd.Process.Pid
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	record := func(pgid int) { os.WriteFile(filepath.Join(dir, pidFile), []byte(strconv.Itoa(pgid)), 0o600) }
+
+	other := startGroup("sleep", "60")
+	record(other)
+	reapOrphans(dir, log)
+	if len(GroupMembers(other)) == 0 {
+		t.Fatal("a group that runs no Ollama was killed")
+	}
+
+	orphan := startGroup(bin, "serve")
+	record(orphan)
+	reapOrphans(dir, log)
+	waitFor(t, 10*time.Second, "the orphaned Ollama to die", func() bool { return len(GroupMembers(orphan)) == 0 })
 }

@@ -24,6 +24,7 @@ import (
 type process struct {
 	cmd    *exec.Cmd
 	pgid   int
+	pid    string        // the file recording pgid, for reapOrphans
 	url    string        // set once the server listens
 	exited chan struct{} // closed when the server exits
 	err    error         // the exit status, valid after exited closes
@@ -67,8 +68,8 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (*process, error)
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("local engine: start %s: %w", cfg.Binary, err)
 	}
-	p := &process{cmd: cmd, pgid: cmd.Process.Pid, exited: make(chan struct{})}
-	os.WriteFile(filepath.Join(dataDir, pidFile), []byte(strconv.Itoa(p.pgid)), 0o600)
+	p := &process{cmd: cmd, pgid: cmd.Process.Pid, pid: filepath.Join(dataDir, pidFile), exited: make(chan struct{})}
+	os.WriteFile(p.pid, []byte(strconv.Itoa(p.pgid)), 0o600)
 
 	addr := make(chan string, 1)
 	var logs sync.WaitGroup
@@ -165,6 +166,7 @@ func (p *process) stop(grace time.Duration) {
 	// kill takes them too.
 	syscall.Kill(-p.pgid, syscall.SIGKILL)
 	<-p.exited
+	os.Remove(p.pid) // nothing left to reap
 }
 
 // reapOrphans kills the process group a previous run of this edge left
