@@ -5,6 +5,16 @@
 //	meridian-control -data-dir D -raft-addr 10.0.0.1:7401 -http-addr 10.0.0.1:7400 \
 //	    -bootstrap-expect 3 -join http://10.0.0.2:7400,http://10.0.0.3:7400
 //
+// With NATS credentials in the environment (MERIDIAN_NATS_TOKEN, or
+// -nats-user and MERIDIAN_NATS_PASSWORD) the node embeds a NATS server
+// and distributes the routing table to the edges through it:
+//
+//	MERIDIAN_NATS_TOKEN=... meridian-control ... -nats-listen 10.0.0.1:4222 \
+//	    -nats-cluster-listen 10.0.0.1:6222 -nats-routes 10.0.0.2:6222,10.0.0.3:6222
+//
+// -nats-url uses an existing NATS cluster instead. Without credentials the
+// node runs no distribution and says so: the bus is never run open.
+//
 // SIGTERM or SIGINT leaves gracefully: a leader hands leadership over
 // before it stops. The node stays a voter; `meridianctl cluster remove`
 // takes it out of the cluster.
@@ -44,7 +54,10 @@ func main() {
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM key for -tls-cert")
 	fs.StringVar(&cfg.TLSCA, "tls-ca", "", "PEM CA certificate trusted for the other nodes' APIs (default: system roots)")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn, error or off")
+	natsURLs, natsRoutes := natsFlags(fs, &cfg.NATS)
 	fs.Parse(os.Args[1:])
+	cfg.NATS.URLs, cfg.NATS.Routes = splitList(*natsURLs), splitList(*natsRoutes)
+	natsSecrets(&cfg.NATS, os.Getenv)
 
 	cfg.Join = splitList(*join)
 	for _, p := range splitList(*peers) {

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/meridian-mesh/meridian/control/api"
 	"github.com/meridian-mesh/meridian/control/cluster"
 	"github.com/meridian-mesh/meridian/shared/pki"
@@ -51,6 +53,8 @@ type Config struct {
 	// on every node.
 	AdminTokens []string
 	ReadTokens  []string
+	// NATS is how the routing table reaches the edges (distribution.go).
+	NATS NATSConfig
 	// LogLevel is debug, info, warn, error or off.
 	LogLevel string
 	// TLSCert and TLSKey, when set, serve the API over HTTPS (PEM files,
@@ -71,6 +75,7 @@ func DefaultConfig() Config {
 		RaftAddr: "127.0.0.1:7401",
 		HTTPAddr: "127.0.0.1:7400",
 		LogLevel: "info",
+		NATS:     NATSConfig{Listen: "127.0.0.1:4222"},
 	}
 }
 
@@ -97,6 +102,9 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		errs = append(errs, fmt.Errorf("http addr: %w", err))
+	}
+	if err := c.NATS.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -148,7 +156,16 @@ func run(ctx context.Context, cfg Config) error {
 		node.Close()
 		return err
 	}
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	reg := prometheus.NewRegistry()
+	dist, err := startDistribution(cfg, node, logger, reg)
+	if err != nil {
+		node.Close()
+		return err
+	}
+	if dist != nil {
+		defer dist.Close() // after the API: edges move to the other nodes' servers
+	}
+	srv := &http.Server{Handler: withDistribution(handler, dist, reg), ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	logger.Info("meridian-control started", "id", node.ID(), "raft", node.RaftAddr(), "api", cfg.APIAdvertise)

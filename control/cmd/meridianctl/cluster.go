@@ -31,10 +31,15 @@ func (c *cli) status(ctx context.Context) error {
 		}
 		counts[k.Plural] = len(ms)
 	}
+	dist, derr := distributionStatus(ctx, cl)
 	if c.json {
 		enc := json.NewEncoder(c.stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(map[string]any{"cluster": info, "entities": counts})
+		out := map[string]any{"cluster": info, "entities": counts}
+		if derr == nil {
+			out["distribution"] = dist
+		}
+		return enc.Encode(out)
 	}
 	leader := "none"
 	for _, s := range info.Servers {
@@ -51,7 +56,11 @@ func (c *cli) status(ctx context.Context) error {
 	for _, k := range fsm.Kinds {
 		fmt.Fprintf(tw, "%s\t%d\n", k.Plural, counts[k.Plural])
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	c.printDistribution(dist, derr)
+	return nil
 }
 
 func (c *cli) printServers(servers any) {

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"text/tabwriter"
+	"time"
+
+	"github.com/meridian-mesh/meridian/control/client"
+	"github.com/meridian-mesh/meridian/control/distribution"
+	"github.com/meridian-mesh/meridian/control/publish"
+)
+
+// distributionStatus asks the node for its view of table distribution;
+// nil when the node runs none.
+func distributionStatus(ctx context.Context, cl *client.Client) (*publish.Status, error) {
+	resp, err := cl.Do(ctx, http.MethodGet, distribution.StatusPath, nil, "")
+	if err != nil {
+		return nil, err
+	}
+	var st publish.Status
+	if err := json.Unmarshal(resp.Body, &st); err != nil {
+		return nil, fmt.Errorf("distribution status: %w", err)
+	}
+	return &st, nil
+}
+
+// printDistribution prints the table's revision, a rejection if there is
+// one, and each edge's applied revision, lag and staleness.
+func (c *cli) printDistribution(st *publish.Status, err error) {
+	fmt.Fprintln(c.stdout)
+	if err != nil {
+		fmt.Fprintf(c.stdout, "Routing table: unavailable on this node (%v)\n", err)
+		return
+	}
+	fmt.Fprintf(c.stdout, "Routing table: revision %d (state %d)", st.TableRevision, st.StateRevision)
+	if st.Leader {
+		fmt.Fprintf(c.stdout, ", published %d by this node", st.PublishedRevision)
+	}
+	fmt.Fprintln(c.stdout)
+	if st.Rejected != "" {
+		fmt.Fprintf(c.stdout, "REJECTED at revision %d, not published: %s\n", st.RejectedRevision, st.Rejected)
+	}
+	if len(st.Edges) == 0 {
+		fmt.Fprintln(c.stdout, "No edge has reported.")
+		return
+	}
+	fmt.Fprintln(c.stdout)
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "EDGE\tREGION\tREVISION\tLAG\tSTATE\tLAST REPORT\tREJECTED")
+	for _, e := range st.Edges {
+		state := "current"
+		switch {
+		case e.Silent:
+			state = "silent"
+		case e.Stale:
+			state = "stale"
+		case e.Lag > 0:
+			state = "behind"
+		}
+		rejected := "-"
+		if e.RejectedReason != "" {
+			rejected = fmt.Sprintf("%d: %s", e.RejectedRevision, e.RejectedReason)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s ago\t%s\n", e.Node, dash(e.Region), e.Revision, e.Lag, state,
+			time.Since(e.LastReport).Round(time.Second), rejected)
+	}
+	tw.Flush()
+}
