@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"text/tabwriter"
@@ -31,6 +32,11 @@ func distributionStatus(ctx context.Context, cl *client.Client) (*publish.Status
 // one, and each edge's applied revision, lag and staleness.
 func (c *cli) printDistribution(st *publish.Status, err error) {
 	fmt.Fprintln(c.stdout)
+	var ce *client.Error
+	if errors.As(err, &ce) && ce.Status == http.StatusNotFound {
+		fmt.Fprintln(c.stdout, "Routing table: not distributed by this node (start meridian-control with NATS credentials, MERIDIAN_NATS_TOKEN or MERIDIAN_NATS_PASSWORD)")
+		return
+	}
 	if err != nil {
 		fmt.Fprintf(c.stdout, "Routing table: unavailable on this node (%v)\n", err)
 		return
