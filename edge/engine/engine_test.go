@@ -233,7 +233,11 @@ func TestLocalEngine(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if resp, err := e.Do(ctx, chatReq("tiny", true, 1000000), ""); err == nil {
+				// Long enough to hold the slots for the test (about 5 s at
+				// the tiny model's speed), short enough that a request
+				// Ollama had queued, and starts after its client left,
+				// cannot hold a slot into the next test.
+				if resp, err := e.Do(ctx, chatReq("tiny", true, 20000), ""); err == nil {
 					collect(resp.Stream)
 				}
 			}()
