@@ -53,10 +53,13 @@ if ((${#pkgs[@]})); then
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}"
 fi
 
-malgo=$($GO list -m -f '{{.Dir}}' github.com/gen2brain/malgo 2>/dev/null || true)
+# Pinned here, not through go.mod: nothing imports malgo, so a tidy would
+# drop it from go.mod.
+MALGO=github.com/gen2brain/malgo@v0.11.24
+malgo=$($GO mod download -json "$MALGO" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
 if [ -z "$malgo" ] || [ ! -f "$malgo/miniaudio.h" ]; then
-	$GO mod download github.com/gen2brain/malgo
-	malgo=$($GO list -m -f '{{.Dir}}' github.com/gen2brain/malgo)
+	echo "make ollama: $MALGO has no miniaudio.h (download failed?)" >&2
+	exit 1
 fi
 inc="$BIN/.ollama-include"
 mkdir -p "$inc/miniaudio"
