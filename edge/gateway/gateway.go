@@ -62,6 +62,9 @@ type target struct {
 	spec table.Provider
 	p    provider.Provider
 	brk  breaker
+	// loaded is p when it reports its own load (provider.Loaded): then
+	// the gateway asks it before each attempt and keeps no breaker.
+	loaded provider.Loaded
 }
 
 // New returns a Gateway with an empty table.
@@ -111,7 +114,8 @@ func (g *Gateway) SetTable(t *table.Table) error {
 			}
 			return fmt.Errorf("provider %q: %w", spec.ID, err)
 		}
-		next.providers[spec.ID] = &target{spec: spec, p: p}
+		loaded, _ := p.(provider.Loaded)
+		next.providers[spec.ID] = &target{spec: spec, p: p, loaded: loaded}
 	}
 	g.state.Store(next)
 	for id, tg := range old.providers {
@@ -211,9 +215,9 @@ func (g *Gateway) Do(ctx context.Context, req *llm.Request) (*Result, error) {
 		t := st.providers[tg.Provider]
 		name := "provider/" + tg.Provider
 		last := i == len(route.Targets)-1
-		loaded, selfReporting := t.p.(provider.Loaded)
+		selfReporting := t.loaded != nil
 		if selfReporting {
-			if why := loaded.Load().Unavailable(); why != "" && !last {
+			if why := t.loaded.Load().Unavailable(); why != "" && !last {
 				res.Route.Failed = append(res.Route.Failed, name+"("+why+")")
 				continue
 			}
@@ -313,8 +317,8 @@ func (g *Gateway) Plan(model string) (*Plan, error) {
 			pt.UpstreamModel = model
 		}
 		last := i == len(route.Targets)-1
-		if loaded, ok := t.p.(provider.Loaded); ok {
-			ld := loaded.Load()
+		if t.loaded != nil {
+			ld := t.loaded.Load()
 			pt.Load = &ld
 			if !last {
 				pt.Skipped = ld.Unavailable()
