@@ -13,7 +13,7 @@ import (
 // HeaderTableRevision names the routing table revision that served a
 // response, with "; stale" when the edge cannot confirm it is current:
 // "42" or "42; stale".
-const HeaderTableRevision = "x-meridian-table-rev"
+const HeaderTableRevision = "X-Meridian-Table-Rev" // canonical, so Set does not rewrite it per request
 
 // seedTable installs the static table from the config. With a control
 // plane configured, it goes through the table client, the path every
