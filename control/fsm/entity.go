@@ -312,8 +312,8 @@ func validateModel(m proto.Message) error {
 		return invalid("capabilities", "holds more than %d entries", maxList)
 	}
 	for i, c := range md.GetCapabilities() {
-		if c != table.CapVision && c != table.CapTools {
-			return invalid(fmt.Sprintf("capabilities[%d]", i), "unknown capability %q (known: %s, %s)", c, table.CapVision, table.CapTools)
+		if !slices.Contains(table.Capabilities, c) {
+			return invalid(fmt.Sprintf("capabilities[%d]", i), "unknown capability %q (known: %s)", c, strings.Join(table.Capabilities, ", "))
 		}
 		if slices.Index(md.GetCapabilities(), c) != i {
 			return invalid(fmt.Sprintf("capabilities[%d]", i), "repeats %q", c)
@@ -334,11 +334,13 @@ func validateModel(m proto.Message) error {
 	}
 	if gguf != "" {
 		u, err := url.Parse(gguf)
-		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			return invalid("gguf", "must be an http(s) URL of a GGUF file")
+		web := err == nil && (u.Scheme == "https" || u.Scheme == "http") && u.Host != ""
+		local := err == nil && u.Scheme == "file" && u.Host == "" && strings.HasPrefix(u.Path, "/")
+		if !web && !local {
+			return invalid("gguf", `must be an http(s) URL of a GGUF file, or "file:///path" on the edges`)
 		}
 	}
-	return nil
+	return checkRegions(md.GetAllowedRegions())
 }
 
 func validatePlacement(m proto.Message) error {
@@ -392,6 +394,11 @@ func validateProvider(m proto.Message) error {
 	if err := checkText("base_url", p.GetBaseUrl()); err != nil {
 		return err
 	}
+	if p.GetRegion() != "" {
+		if err := checkID("region", p.GetRegion()); err != nil {
+			return err
+		}
+	}
 	ref := p.GetSecretRef()
 	switch {
 	case ref == "":
@@ -443,14 +450,8 @@ func validateRoute(m proto.Message) error {
 			return err
 		}
 	}
-	for i, reg := range r.GetAllowedRegions() {
-		field := fmt.Sprintf("allowed_regions[%d]", i)
-		if err := checkID(field, reg); err != nil {
-			return err
-		}
-		if slices.Index(r.GetAllowedRegions(), reg) != i {
-			return invalid(field, "repeats %q", reg)
-		}
+	if err := checkRegions(r.GetAllowedRegions()); err != nil {
+		return err
 	}
 	return checkFinite("max_price", r.GetMaxPrice(), 0, maxMoney)
 }
@@ -478,6 +479,9 @@ func validateTenant(m proto.Message) error {
 	if err := checkText("name", t.GetName()); err != nil {
 		return err
 	}
+	if err := checkRegions(t.GetAllowedRegions()); err != nil {
+		return err
+	}
 	return checkFinite("monthly_budget", t.GetMonthlyBudget(), 0, maxMoney)
 }
 
@@ -493,6 +497,31 @@ func validatePrice(m proto.Message) error {
 		return err
 	}
 	return checkFinite("output", p.GetOutput(), 0, maxMoney)
+}
+
+func regionRefs(regions []string) []ref {
+	var out []ref
+	for i, reg := range regions {
+		out = append(out, ref{fmt.Sprintf("allowed_regions[%d]", i), KindRegion, reg})
+	}
+	return out
+}
+
+// checkRegions validates an allowed_regions list: IDs, no repeats.
+func checkRegions(regions []string) error {
+	if len(regions) > maxList {
+		return invalid("allowed_regions", "holds at most %d entries", maxList)
+	}
+	for i, reg := range regions {
+		field := fmt.Sprintf("allowed_regions[%d]", i)
+		if err := checkID(field, reg); err != nil {
+			return err
+		}
+		if slices.Index(regions, reg) != i {
+			return invalid(field, "repeats %q", reg)
+		}
+	}
+	return nil
 }
 
 func targetRefs(field string, ts []*controlv1.Target) []ref {
@@ -511,7 +540,7 @@ func init() {
 			ID:       func(m proto.Message) string { return m.(*controlv1.Region).GetId() },
 			validate: validateRegion,
 			refs:     func(proto.Message) []ref { return nil },
-			deps:     []string{KindNode, KindPlacement, KindRoute},
+			deps:     []string{KindNode, KindModel, KindProvider, KindPlacement, KindRoute, KindTenant},
 		},
 		{
 			Name: KindNode, Plural: "nodes",
@@ -528,7 +557,9 @@ func init() {
 			New:      func() proto.Message { return &controlv1.Model{} },
 			ID:       func(m proto.Message) string { return m.(*controlv1.Model).GetId() },
 			validate: validateModel,
-			refs:     func(proto.Message) []ref { return nil },
+			refs: func(m proto.Message) []ref {
+				return regionRefs(m.(*controlv1.Model).GetAllowedRegions())
+			},
 			deps:     []string{KindPlacement, KindRoute, KindPrice},
 		},
 		{
@@ -536,7 +567,12 @@ func init() {
 			New:      func() proto.Message { return &controlv1.Provider{} },
 			ID:       func(m proto.Message) string { return m.(*controlv1.Provider).GetId() },
 			validate: validateProvider,
-			refs:     func(proto.Message) []ref { return nil },
+			refs: func(m proto.Message) []ref {
+				if r := m.(*controlv1.Provider).GetRegion(); r != "" {
+					return []ref{{"region", KindRegion, r}}
+				}
+				return nil
+			},
 			deps:     []string{KindRoute, KindPrice},
 		},
 		{
@@ -566,10 +602,7 @@ func init() {
 				out := []ref{{"model", KindModel, r.GetModel()}}
 				out = append(out, targetRefs("targets", r.GetTargets())...)
 				out = append(out, targetRefs("fallbacks", r.GetFallbacks())...)
-				for i, reg := range r.GetAllowedRegions() {
-					out = append(out, ref{fmt.Sprintf("allowed_regions[%d]", i), KindRegion, reg})
-				}
-				return out
+				return append(out, regionRefs(r.GetAllowedRegions())...)
 			},
 		},
 		{
@@ -577,7 +610,9 @@ func init() {
 			New:      func() proto.Message { return &controlv1.Tenant{} },
 			ID:       func(m proto.Message) string { return m.(*controlv1.Tenant).GetId() },
 			validate: validateTenant,
-			refs:     func(proto.Message) []ref { return nil },
+			refs: func(m proto.Message) []ref {
+				return regionRefs(m.(*controlv1.Tenant).GetAllowedRegions())
+			},
 			deps:     []string{KindKey},
 		},
 		{

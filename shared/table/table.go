@@ -35,6 +35,90 @@ type Table struct {
 	// Keys are the client API keys the edge accepts, as hashes. When
 	// empty, the edge accepts requests without a key.
 	Keys []Key `yaml:"keys,omitempty" json:"keys,omitempty"`
+
+	// The fleet, for the router (edge/router). A table from a config
+	// file usually leaves these empty: the edge then routes as one node.
+
+	// Regions are the places nodes and providers run in, with their
+	// coordinates for nearest routing.
+	Regions []Region `yaml:"regions,omitempty" json:"regions,omitempty"`
+	// Nodes are the fleet's edges and the region each runs in.
+	Nodes []Node `yaml:"nodes,omitempty" json:"nodes,omitempty"`
+	// Placements put models on nodes, or on a number of a region's nodes.
+	Placements []Placement `yaml:"placements,omitempty" json:"placements,omitempty"`
+	// Prices are what providers charge, for the cheapest strategy and
+	// price caps.
+	Prices []Price `yaml:"prices,omitempty" json:"prices,omitempty"`
+	// Tenants carry the policies of the keys that bill to them.
+	Tenants []Tenant `yaml:"tenants,omitempty" json:"tenants,omitempty"`
+}
+
+// Region is a place nodes and providers run in.
+type Region struct {
+	ID string `yaml:"id" json:"id"`
+	// Latitude and Longitude locate the region, degrees.
+	Latitude  float64 `yaml:"latitude" json:"latitude"`
+	Longitude float64 `yaml:"longitude" json:"longitude"`
+}
+
+// Node is one edge of the fleet.
+type Node struct {
+	ID string `yaml:"id" json:"id"`
+	// Region is a Region.ID.
+	Region string `yaml:"region" json:"region"`
+}
+
+// Placement asks for a model to run on one node, or on Desired nodes of
+// a region. Which nodes of the region is decided by rendezvous hashing
+// of the model and node IDs (Compiled.PlacedOn), so every edge computes
+// the same answer without asking anyone.
+type Placement struct {
+	// Model is a Model.ID; the model must have a Local source.
+	Model string `yaml:"model" json:"model"`
+	// Node is a Node.ID, or empty when Region is set.
+	Node string `yaml:"node,omitempty" json:"node,omitempty"`
+	// Region is a Region.ID, or empty when Node is set.
+	Region string `yaml:"region,omitempty" json:"region,omitempty"`
+	// Desired is the number of the region's nodes to run the model on.
+	// Zero means 1.
+	Desired int `yaml:"desired,omitempty" json:"desired,omitempty"`
+}
+
+// Price is what a provider charges for a model, USD per 1M tokens.
+type Price struct {
+	Provider string  `yaml:"provider" json:"provider"`
+	Model    string  `yaml:"model" json:"model"`
+	Input    float64 `yaml:"input" json:"input"`
+	Output   float64 `yaml:"output" json:"output"`
+}
+
+// Tenant is a customer whose keys share policies.
+type Tenant struct {
+	ID string `yaml:"id" json:"id"`
+	// AllowedRegions are the Region.IDs its requests may be served in;
+	// empty means anywhere.
+	AllowedRegions []string `yaml:"allowed_regions,omitempty" json:"allowed_regions,omitempty"`
+}
+
+// LocalSource says where a model that nodes run themselves comes from.
+type LocalSource struct {
+	// GGUF is the path of a GGUF file on the edge.
+	GGUF string `yaml:"gguf,omitempty" json:"gguf,omitempty"`
+	// Quantization is applied when creating from GGUF, such as "q8_0";
+	// empty keeps the file's.
+	Quantization string `yaml:"quantization,omitempty" json:"quantization,omitempty"`
+	// Ollama is the model's reference in Ollama's registry, such as
+	// "llama3.2:1b", pulled when absent.
+	Ollama string `yaml:"ollama,omitempty" json:"ollama,omitempty"`
+}
+
+// EngineName is the model's name in the local engine: its Ollama
+// reference when pulled, else the model ID.
+func (m *Model) EngineName() string {
+	if m.Local != nil && m.Local.Ollama != "" {
+		return m.Local.Ollama
+	}
+	return m.ID
 }
 
 // Provider kinds. Each kind names a wire format an adapter speaks.
@@ -60,6 +144,10 @@ type Provider struct {
 	// "https://api.example.com/v1" (Ollama's has none). A preset sets it.
 	// Only operators set it; a request never can.
 	BaseURL string `yaml:"base_url,omitempty" json:"base_url,omitempty"`
+	// Region is the Region.ID where the provider processes requests;
+	// empty means unknown, and such a provider never serves a route
+	// that restricts regions.
+	Region string `yaml:"region,omitempty" json:"region,omitempty"`
 	// APIKey is the provider credential. It is redacted wherever it is
 	// printed or logged.
 	APIKey Secret `yaml:"api_key,omitempty" json:"api_key,omitempty"`
@@ -117,25 +205,57 @@ type Model struct {
 	// needing one the model lacks gets a 400 before it is sent anywhere.
 	// An empty list means "not declared": nothing is checked.
 	Capabilities []string `yaml:"capabilities,omitempty" json:"capabilities,omitempty"`
+	// ContextLength is the model's context window, tokens; zero means
+	// unknown, and nothing is checked.
+	ContextLength int `yaml:"context_length,omitempty" json:"context_length,omitempty"`
+	// AllowedRegions are the Region.IDs the model may be served in;
+	// empty means anywhere.
+	AllowedRegions []string `yaml:"allowed_regions,omitempty" json:"allowed_regions,omitempty"`
+	// Local, when set, lets nodes run the model themselves, wherever it
+	// is placed.
+	Local *LocalSource `yaml:"local,omitempty" json:"local,omitempty"`
 }
 
 // Model capabilities.
 const (
 	CapVision = "vision"
 	CapTools  = "tools"
+	// CapJSON is JSON mode: response_format json_object or json_schema.
+	CapJSON = "json"
 )
+
+// Capabilities lists every known capability.
+var Capabilities = []string{CapVision, CapTools, CapJSON}
 
 // Has reports whether m declares capability c, or declares none.
 func (m *Model) Has(c string) bool {
 	return len(m.Capabilities) == 0 || slices.Contains(m.Capabilities, c)
 }
 
-// Route strategies.
+// Route strategies: how the router orders a request's candidates (see
+// edge/router for each one's exact rule).
 const (
-	// StrategyOrdered tries targets in the order given, moving on only
-	// when a target fails before its first byte.
+	// StrategyOrdered tries the route's targets in the order written,
+	// then the fleet's placed copies (local, then peers, nearest first).
 	StrategyOrdered = "ordered"
+	// StrategyNearest orders by great-circle distance from the client,
+	// then by link RTT.
+	StrategyNearest = "nearest"
+	// StrategyFastest orders by smoothed time to first token.
+	StrategyFastest = "fastest"
+	// StrategyCheapest orders by price for the estimated tokens.
+	StrategyCheapest = "cheapest"
+	// StrategyWeighted picks the first target at random by weight.
+	StrategyWeighted = "weighted"
+	// StrategyLeastBusy orders by requests in flight and queued.
+	StrategyLeastBusy = "least-busy"
+	// StrategyLocalFirst tries this node, then the nearest peer, then
+	// the route's providers in order.
+	StrategyLocalFirst = "local-first"
 )
+
+// Strategies lists every strategy.
+var Strategies = []string{StrategyOrdered, StrategyNearest, StrategyFastest, StrategyCheapest, StrategyWeighted, StrategyLeastBusy, StrategyLocalFirst}
 
 // Route says which targets serve a model.
 type Route struct {
@@ -143,8 +263,16 @@ type Route struct {
 	Model string `yaml:"model" json:"model"`
 	// Strategy picks the order of targets. Empty means "ordered".
 	Strategy string `yaml:"strategy,omitempty" json:"strategy,omitempty"`
-	// Targets are tried in order; later ones are fallbacks.
+	// Targets are the providers that serve the model. A route of a
+	// model placed in the fleet may list none.
 	Targets []Target `yaml:"targets" json:"targets"`
+	// AllowedRegions are the Region.IDs requests may be served in (data
+	// residency); empty means anywhere.
+	AllowedRegions []string `yaml:"allowed_regions,omitempty" json:"allowed_regions,omitempty"`
+	// MaxPrice is the highest acceptable price per 1M tokens, input plus
+	// output, USD; zero means no cap. A provider without a price is
+	// never under a cap.
+	MaxPrice float64 `yaml:"max_price,omitempty" json:"max_price,omitempty"`
 }
 
 // Target is one place a model can run.
@@ -154,6 +282,9 @@ type Target struct {
 	// Model is the provider's own name for the model. Empty means the
 	// route's model name.
 	Model string `yaml:"model,omitempty" json:"model,omitempty"`
+	// Weight is the target's share under the weighted strategy; zero
+	// means 1.
+	Weight int `yaml:"weight,omitempty" json:"weight,omitempty"`
 }
 
 // Key is a client API key, held only as a hash.
@@ -162,6 +293,8 @@ type Key struct {
 	ID string `yaml:"id" json:"id"`
 	// Hash is "sha256:" followed by the hex SHA-256 of the key.
 	Hash string `yaml:"hash" json:"hash"`
+	// Tenant is the Tenant.ID the key bills to, or empty.
+	Tenant string `yaml:"tenant,omitempty" json:"tenant,omitempty"`
 }
 
 // Secret is a credential. It prints as "[redacted]" through fmt, slog,
@@ -232,7 +365,16 @@ type Compiled struct {
 	models    map[string]*Model
 	routes    map[string]*Route
 	keys      map[string]*Key
+	regions   map[string]*Region
+	nodes     map[string]*Node
+	tenants   map[string]*Tenant
+	prices    map[priceKey]*Price
+	// placed is, per model ID, the IDs of the nodes it is placed on,
+	// sorted.
+	placed map[string][]string
 }
+
+type priceKey struct{ provider, model string }
 
 // Compile validates t and builds its indexes. It fills providers' kinds
 // and base URLs from their presets, in t itself. The caller must not
@@ -244,6 +386,14 @@ func Compile(t *Table) (*Compiled, error) {
 		models:    make(map[string]*Model, len(t.Models)),
 		routes:    make(map[string]*Route, len(t.Routes)),
 		keys:      make(map[string]*Key, len(t.Keys)),
+		regions:   make(map[string]*Region, len(t.Regions)),
+		nodes:     make(map[string]*Node, len(t.Nodes)),
+		tenants:   make(map[string]*Tenant, len(t.Tenants)),
+		prices:    make(map[priceKey]*Price, len(t.Prices)),
+		placed:    make(map[string][]string),
+	}
+	if err := c.compileFleet(t); err != nil {
+		return nil, err
 	}
 	for i := range t.Providers {
 		p := &t.Providers[i]
@@ -273,6 +423,9 @@ func Compile(t *Table) (*Compiled, error) {
 		} else if err := checkBaseURL(p.BaseURL); err != nil {
 			return nil, fieldErr("providers[%d].base_url", i)("%v", err)
 		}
+		if p.Region != "" && c.regions[p.Region] == nil {
+			return nil, fieldErr("providers[%d].region", i)("references unknown region %q", p.Region)
+		}
 		if p.ConnectTimeout < 0 || p.FirstByteTimeout < 0 || p.ChunkTimeout < 0 || p.MaxIdleConns < 0 {
 			return nil, bad("timeouts and pool sizes must not be negative")
 		}
@@ -287,11 +440,36 @@ func Compile(t *Table) (*Compiled, error) {
 			return nil, fieldErr("models[%d].id", i)("duplicate model %q", m.ID)
 		}
 		for j, cp := range m.Capabilities {
-			if cp != CapVision && cp != CapTools {
-				return nil, fieldErr("models[%d].capabilities[%d]", i, j)("unknown capability %q (known: %s, %s)", cp, CapVision, CapTools)
+			if !slices.Contains(Capabilities, cp) {
+				return nil, fieldErr("models[%d].capabilities[%d]", i, j)("unknown capability %q (known: %s)", cp, strings.Join(Capabilities, ", "))
 			}
 		}
+		if m.ContextLength < 0 {
+			return nil, fieldErr("models[%d].context_length", i)("must not be negative")
+		}
+		if err := c.checkRegions(fmt.Sprintf("models[%d].allowed_regions", i), m.AllowedRegions); err != nil {
+			return nil, err
+		}
+		if m.Local != nil && m.Local.GGUF == "" && m.Local.Ollama == "" {
+			return nil, fieldErr("models[%d].local", i)("needs a source: gguf or ollama")
+		}
 		c.models[m.ID] = m
+	}
+	if err := c.compilePlacements(t); err != nil {
+		return nil, err
+	}
+	for i := range t.Prices {
+		p := &t.Prices[i]
+		k := priceKey{p.Provider, p.Model}
+		switch {
+		case c.providers[p.Provider] == nil && p.Provider != KindLocal:
+			return nil, fieldErr("prices[%d].provider", i)("references unknown provider %q", p.Provider)
+		case c.prices[k] != nil:
+			return nil, fieldErr("prices[%d]", i)("duplicate price for %s/%s", p.Provider, p.Model)
+		case !(p.Input >= 0) || !(p.Output >= 0):
+			return nil, fieldErr("prices[%d]", i)("input and output must be numbers, zero or more")
+		}
+		c.prices[k] = p
 	}
 	for i := range t.Routes {
 		r := &t.Routes[i]
@@ -304,23 +482,37 @@ func Compile(t *Table) (*Compiled, error) {
 		if _, dup := c.routes[r.Model]; dup {
 			return nil, fieldErr("routes[%d].model", i)("model %q already has a route", r.Model)
 		}
-		if r.Strategy != "" && r.Strategy != StrategyOrdered {
-			return nil, fieldErr("routes[%d].strategy", i)("unknown strategy %q (known: %s)", r.Strategy, StrategyOrdered)
+		if r.Strategy != "" && !slices.Contains(Strategies, r.Strategy) {
+			return nil, fieldErr("routes[%d].strategy", i)("unknown strategy %q (known: %s)", r.Strategy, strings.Join(Strategies, ", "))
 		}
-		if len(r.Targets) == 0 {
-			return nil, fieldErr("routes[%d].targets", i)("needs at least one target")
+		if len(r.Targets) == 0 && len(c.placed[r.Model]) == 0 {
+			return nil, fieldErr("routes[%d].targets", i)("needs at least one target, or a placement of model %q", r.Model)
 		}
 		for j, tg := range r.Targets {
 			if _, ok := c.providers[tg.Provider]; !ok {
 				return nil, fieldErr("routes[%d].targets[%d].provider", i, j)("references unknown provider %q", tg.Provider)
 			}
+			if tg.Weight < 0 {
+				return nil, fieldErr("routes[%d].targets[%d].weight", i, j)("must not be negative")
+			}
+		}
+		if err := c.checkRegions(fmt.Sprintf("routes[%d].allowed_regions", i), r.AllowedRegions); err != nil {
+			return nil, err
+		}
+		if r.MaxPrice < 0 || r.MaxPrice != r.MaxPrice {
+			return nil, fieldErr("routes[%d].max_price", i)("must be a number, zero or more")
 		}
 		c.routes[r.Model] = r
 	}
 	for _, m := range t.Models {
-		if _, ok := c.routes[m.ID]; !ok {
-			return nil, fieldErr("models[%s]", m.ID)("has no route, so no request for it could be served")
+		if _, ok := c.routes[m.ID]; ok {
+			continue
 		}
+		if len(c.placed[m.ID]) == 0 {
+			return nil, fieldErr("models[%s]", m.ID)("has no route and no placement, so no request for it could be served")
+		}
+		// A placed model needs no route: the fleet's copies serve it.
+		c.routes[m.ID] = &Route{Model: m.ID}
 	}
 	for i := range t.Keys {
 		k := &t.Keys[i]
@@ -335,9 +527,150 @@ func Compile(t *Table) (*Compiled, error) {
 		if _, dup := c.keys[norm]; dup {
 			return nil, fieldErr("keys[%d].hash", i)("duplicate key hash")
 		}
+		if k.Tenant != "" && c.tenants[k.Tenant] == nil {
+			return nil, fieldErr("keys[%d].tenant", i)("references unknown tenant %q", k.Tenant)
+		}
 		c.keys[norm] = k
 	}
 	return c, nil
+}
+
+// compileFleet indexes regions, nodes and tenants, which the rest of the
+// table references.
+func (c *Compiled) compileFleet(t *Table) error {
+	for i := range t.Regions {
+		r := &t.Regions[i]
+		switch {
+		case r.ID == "":
+			return fieldErr("regions[%d].id", i)("is required")
+		case c.regions[r.ID] != nil:
+			return fieldErr("regions[%d].id", i)("duplicate region %q", r.ID)
+		case !(r.Latitude >= -90 && r.Latitude <= 90) || !(r.Longitude >= -180 && r.Longitude <= 180):
+			return fieldErr("regions[%d]", i)("latitude must be within ±90 and longitude within ±180")
+		}
+		c.regions[r.ID] = r
+	}
+	for i := range t.Nodes {
+		n := &t.Nodes[i]
+		switch {
+		case n.ID == "":
+			return fieldErr("nodes[%d].id", i)("is required")
+		case c.nodes[n.ID] != nil:
+			return fieldErr("nodes[%d].id", i)("duplicate node %q", n.ID)
+		case c.regions[n.Region] == nil:
+			return fieldErr("nodes[%d].region", i)("references unknown region %q", n.Region)
+		}
+		c.nodes[n.ID] = n
+	}
+	for i := range t.Tenants {
+		tn := &t.Tenants[i]
+		switch {
+		case tn.ID == "":
+			return fieldErr("tenants[%d].id", i)("is required")
+		case c.tenants[tn.ID] != nil:
+			return fieldErr("tenants[%d].id", i)("duplicate tenant %q", tn.ID)
+		}
+		if err := c.checkRegions(fmt.Sprintf("tenants[%d].allowed_regions", i), tn.AllowedRegions); err != nil {
+			return err
+		}
+		c.tenants[tn.ID] = tn
+	}
+	return nil
+}
+
+// compilePlacements resolves placements to nodes, once models are known.
+func (c *Compiled) compilePlacements(t *Table) error {
+	for i := range t.Placements {
+		p := &t.Placements[i]
+		m := c.models[p.Model]
+		switch {
+		case m == nil:
+			return fieldErr("placements[%d].model", i)("references unknown model %q", p.Model)
+		case m.Local == nil:
+			return fieldErr("placements[%d].model", i)("model %q has no local source, so no node can run it", p.Model)
+		case (p.Node == "") == (p.Region == ""):
+			return fieldErr("placements[%d]", i)("names a node or a region, not both")
+		case p.Desired < 0:
+			return fieldErr("placements[%d].desired", i)("must not be negative")
+		}
+		if p.Node != "" {
+			if c.nodes[p.Node] == nil {
+				return fieldErr("placements[%d].node", i)("references unknown node %q", p.Node)
+			}
+			c.place(p.Model, p.Node)
+			continue
+		}
+		if c.regions[p.Region] == nil {
+			return fieldErr("placements[%d].region", i)("references unknown region %q", p.Region)
+		}
+		for _, n := range rendezvous(p.Model, p.Region, t.Nodes, max(p.Desired, 1)) {
+			c.place(p.Model, n)
+		}
+	}
+	for _, ids := range c.placed {
+		slices.Sort(ids)
+	}
+	return nil
+}
+
+func (c *Compiled) place(model, node string) {
+	if !slices.Contains(c.placed[model], node) {
+		c.placed[model] = append(c.placed[model], node)
+	}
+}
+
+// rendezvous picks n of a region's nodes for a model: those with the
+// highest hash of (model, node). Every edge picks the same ones, and
+// adding or removing a node moves only the placements it wins or held.
+func rendezvous(model, region string, nodes []Node, n int) []string {
+	type scored struct {
+		id    string
+		score uint64
+	}
+	var in []scored
+	for _, nd := range nodes {
+		if nd.Region == region {
+			in = append(in, scored{nd.ID, fnv64(model, nd.ID)})
+		}
+	}
+	slices.SortFunc(in, func(a, b scored) int {
+		if a.score != b.score {
+			if a.score > b.score {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a.id, b.id)
+	})
+	out := make([]string, 0, min(n, len(in)))
+	for i := 0; i < len(in) && i < n; i++ {
+		out = append(out, in[i].id)
+	}
+	return out
+}
+
+// fnv64 is FNV-1a over a, a zero byte and b.
+func fnv64(a, b string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(a); i++ {
+		h = (h ^ uint64(a[i])) * 1099511628211
+	}
+	h *= 1099511628211
+	for i := 0; i < len(b); i++ {
+		h = (h ^ uint64(b[i])) * 1099511628211
+	}
+	return h
+}
+
+// checkRegions checks an allowed-regions list against the table's
+// regions.
+func (c *Compiled) checkRegions(field string, regions []string) error {
+	for j, r := range regions {
+		if c.regions[r] == nil {
+			return fieldErr("%s[%d]", field, j)("references unknown region %q", r)
+		}
+	}
+	return nil
 }
 
 func checkBaseURL(raw string) error {
@@ -385,6 +718,46 @@ func (c *Compiled) Route(model string) (*Route, bool) {
 func (c *Compiled) Provider(id string) (*Provider, bool) {
 	p, ok := c.providers[id]
 	return p, ok
+}
+
+// Region returns the region with the given ID.
+func (c *Compiled) Region(id string) (*Region, bool) {
+	r, ok := c.regions[id]
+	return r, ok
+}
+
+// Node returns the fleet node with the given ID.
+func (c *Compiled) Node(id string) (*Node, bool) {
+	n, ok := c.nodes[id]
+	return n, ok
+}
+
+// Tenant returns the tenant with the given ID.
+func (c *Compiled) Tenant(id string) (*Tenant, bool) {
+	t, ok := c.tenants[id]
+	return t, ok
+}
+
+// Price returns what provider charges for model, per 1M tokens.
+func (c *Compiled) Price(provider, model string) (*Price, bool) {
+	p, ok := c.prices[priceKey{provider, model}]
+	return p, ok
+}
+
+// PlacedOn returns the IDs of the nodes a model is placed on, sorted.
+// Callers must not modify it.
+func (c *Compiled) PlacedOn(model string) []string { return c.placed[model] }
+
+// PlacedHere returns the models placed on a node, in table order.
+func (c *Compiled) PlacedHere(node string) []*Model {
+	var out []*Model
+	for i := range c.table.Models {
+		m := &c.table.Models[i]
+		if slices.Contains(c.placed[m.ID], node) {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // RequireKeys reports whether the table carries key hashes, so that

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -105,12 +106,12 @@ func readSmallFile(path string) ([]byte, error) {
 //     the returned list ("openai: its secret_ref did not resolve …"),
 //     and so are its targets. The rest of the table still applies, so
 //     key revocations and other changes reach this edge regardless;
-//   - every model with a route, the route's targets followed by its
-//     fallbacks, tried in order (the edge's router is "ordered" today;
-//     the declared strategy, allowed regions and price caps stay in the
-//     RoutingTable for the routers that read them). A model with no route,
-//     or whose targets are all unusable here, is not served;
-//   - every key hash.
+//   - every model with a route or a placement: the route's targets
+//     followed by its fallbacks, with its strategy, allowed regions and
+//     price cap, for edge/router. A model whose targets are all unusable
+//     here and that is placed nowhere is not served;
+//   - the fleet: regions, nodes, placements, prices and tenants;
+//   - every key hash, with its tenant.
 func ToTable(t *tablev1.RoutingTable, r Resolver) (tab *table.Table, unusable []string, err error) {
 	return NewConverter(r).ToTable(t)
 }
@@ -159,7 +160,7 @@ func (c *Converter) ToTable(t *tablev1.RoutingTable) (tab *table.Table, unusable
 			continue
 		}
 		tab.Providers = append(tab.Providers, table.Provider{
-			ID: p.GetId(), Preset: p.GetPreset(), Kind: p.GetKind(), BaseURL: p.GetBaseUrl(), APIKey: key,
+			ID: p.GetId(), Preset: p.GetPreset(), Kind: p.GetKind(), BaseURL: p.GetBaseUrl(), APIKey: key, Region: p.GetRegion(),
 		})
 		usable[p.GetId()] = true
 		usableKey.WriteString(p.GetId())
@@ -186,6 +187,11 @@ func (c *Converter) ToTable(t *tablev1.RoutingTable) (tab *table.Table, unusable
 	c.prev, c.spare, c.usable = conv, c.prev, usableKey.String()
 	clear(c.spare) // drop references to the entities it held
 
+	c.fleet(e, tab)
+	placed := make(map[string]bool, len(e.GetPlacements()))
+	for _, p := range e.GetPlacements() {
+		placed[p.GetModel()] = true
+	}
 	// Models and routes are both sorted by model ID: one walk pairs them.
 	models := c.scratch[:0]
 	tab.Routes = make([]table.Route, 0, len(routes))
@@ -194,12 +200,15 @@ func (c *Converter) ToTable(t *tablev1.RoutingTable) (tab *table.Table, unusable
 		for ri < len(routes) && routes[ri].GetModel() < m.GetId() {
 			ri++
 		}
-		if ri == len(routes) || routes[ri].GetModel() != m.GetId() || !conv[ri].ok {
+		routed := ri < len(routes) && routes[ri].GetModel() == m.GetId()
+		isPlaced := placed[m.GetId()] && m.GetLocal()
+		if !isPlaced && (!routed || !conv[ri].ok) {
 			continue
 		}
-		// Capabilities are shared, not copied: neither side modifies them.
-		models = append(models, table.Model{ID: m.GetId(), OwnedBy: m.GetOwnedBy(), Capabilities: m.GetCapabilities()})
-		tab.Routes = append(tab.Routes, conv[ri].out)
+		models = append(models, convertModel(m))
+		if routed {
+			tab.Routes = append(tab.Routes, conv[ri].out)
+		}
 	}
 	if c.models != nil && slices.EqualFunc(models, c.models, sameModel) {
 		tab.Models, c.scratch = c.models, models // the scratch stays ours
@@ -207,7 +216,7 @@ func (c *Converter) ToTable(t *tablev1.RoutingTable) (tab *table.Table, unusable
 		tab.Models, c.models, c.scratch = models, models, nil // the table owns it now
 	}
 	for _, k := range e.GetKeys() {
-		tab.Keys = append(tab.Keys, table.Key{ID: k.GetId(), Hash: k.GetHash()})
+		tab.Keys = append(tab.Keys, table.Key{ID: k.GetId(), Hash: k.GetHash(), Tenant: k.GetTenant()})
 	}
 	return tab, unusable, nil
 }
@@ -215,11 +224,16 @@ func (c *Converter) ToTable(t *tablev1.RoutingTable) (tab *table.Table, unusable
 // convertRoute is one route for the edge: its targets, then its
 // fallbacks, those on usable providers, without repeats.
 func convertRoute(rt *controlv1.Route, usable map[string]bool) converted {
-	out := table.Route{Model: rt.GetModel(), Targets: make([]table.Target, 0, len(rt.GetTargets())+len(rt.GetFallbacks()))}
+	out := table.Route{
+		Model: rt.GetModel(), Strategy: rt.GetStrategy(), AllowedRegions: rt.GetAllowedRegions(), MaxPrice: rt.GetMaxPrice(),
+		Targets: make([]table.Target, 0, len(rt.GetTargets())+len(rt.GetFallbacks())),
+	}
 	for _, ts := range [2][]*controlv1.Target{rt.GetTargets(), rt.GetFallbacks()} {
 		for _, tg := range ts {
-			target := table.Target{Provider: tg.GetProvider(), Model: tg.GetModel()}
-			if usable[target.Provider] && !slices.Contains(out.Targets, target) {
+			target := table.Target{Provider: tg.GetProvider(), Model: tg.GetModel(), Weight: int(tg.GetWeight())}
+			if usable[target.Provider] && !slices.ContainsFunc(out.Targets, func(t table.Target) bool {
+				return t.Provider == target.Provider && t.Model == target.Model
+			}) {
 				out.Targets = append(out.Targets, target)
 			}
 		}
@@ -227,6 +241,50 @@ func convertRoute(rt *controlv1.Route, usable map[string]bool) converted {
 	return converted{src: rt, out: out, ok: len(out.Targets) > 0}
 }
 
+// convertModel is a model for the edge. Slices are shared, not copied:
+// neither side modifies them.
+func convertModel(m *controlv1.Model) table.Model {
+	out := table.Model{
+		ID: m.GetId(), OwnedBy: m.GetOwnedBy(), Capabilities: m.GetCapabilities(),
+		ContextLength: int(m.GetContextLength()), AllowedRegions: m.GetAllowedRegions(),
+	}
+	if m.GetLocal() {
+		src := &table.LocalSource{Quantization: m.GetQuantization(), Ollama: m.GetOllama()}
+		if g := m.GetGguf(); g != "" {
+			// A file: URL is a path on the edge; an http(s) URL is
+			// fetched by the edge (edge/engine) into its data dir.
+			if u, err := url.Parse(g); err == nil && u.Scheme == "file" {
+				src.GGUF = u.Path
+			} else {
+				src.GGUF = g
+			}
+		}
+		out.Local = src
+	}
+	return out
+}
+
+// fleet copies regions, nodes, placements, prices and tenants.
+func (c *Converter) fleet(e *tablev1.Entities, tab *table.Table) {
+	for _, r := range e.GetRegions() {
+		tab.Regions = append(tab.Regions, table.Region{ID: r.GetId(), Latitude: r.GetLatitude(), Longitude: r.GetLongitude()})
+	}
+	for _, n := range e.GetNodes() {
+		tab.Nodes = append(tab.Nodes, table.Node{ID: n.GetId(), Region: n.GetRegion()})
+	}
+	for _, p := range e.GetPlacements() {
+		tab.Placements = append(tab.Placements, table.Placement{Model: p.GetModel(), Node: p.GetNode(), Region: p.GetRegion(), Desired: int(p.GetDesired())})
+	}
+	for _, p := range e.GetPrices() {
+		tab.Prices = append(tab.Prices, table.Price{Provider: p.GetProvider(), Model: p.GetModel(), Input: p.GetInput(), Output: p.GetOutput()})
+	}
+	for _, t := range e.GetTenants() {
+		tab.Tenants = append(tab.Tenants, table.Tenant{ID: t.GetId(), AllowedRegions: t.GetAllowedRegions()})
+	}
+}
+
 func sameModel(a, b table.Model) bool {
-	return a.ID == b.ID && a.OwnedBy == b.OwnedBy && a.Created == b.Created && slices.Equal(a.Capabilities, b.Capabilities)
+	return a.ID == b.ID && a.OwnedBy == b.OwnedBy && a.Created == b.Created && slices.Equal(a.Capabilities, b.Capabilities) &&
+		a.ContextLength == b.ContextLength && slices.Equal(a.AllowedRegions, b.AllowedRegions) &&
+		(a.Local == nil) == (b.Local == nil) && (a.Local == nil || *a.Local == *b.Local)
 }

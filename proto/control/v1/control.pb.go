@@ -332,9 +332,12 @@ type Model struct {
 	// Ollama model reference, for example "llama3.1:8b".
 	Ollama string `protobuf:"bytes,9,opt,name=ollama,proto3" json:"ollama,omitempty"`
 	// Reported by GET /v1/models; empty means "meridian".
-	OwnedBy       string `protobuf:"bytes,10,opt,name=owned_by,json=ownedBy,proto3" json:"owned_by,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	OwnedBy string `protobuf:"bytes,10,opt,name=owned_by,json=ownedBy,proto3" json:"owned_by,omitempty"`
+	// Region.ids the model may be served in, wherever it is routed from
+	// (data residency); empty means anywhere.
+	AllowedRegions []string `protobuf:"bytes,11,rep,name=allowed_regions,json=allowedRegions,proto3" json:"allowed_regions,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Model) Reset() {
@@ -437,6 +440,13 @@ func (x *Model) GetOwnedBy() string {
 	return ""
 }
 
+func (x *Model) GetAllowedRegions() []string {
+	if x != nil {
+		return x.AllowedRegions
+	}
+	return nil
+}
+
 // Placement asks for a model to run on a node or in a region.
 type Placement struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -528,7 +538,12 @@ type Provider struct {
 	Kind    string `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
 	BaseUrl string `protobuf:"bytes,4,opt,name=base_url,json=baseUrl,proto3" json:"base_url,omitempty"`
 	// Where edges read the credential: "env:NAME" or "file:/path".
-	SecretRef     string `protobuf:"bytes,5,opt,name=secret_ref,json=secretRef,proto3" json:"secret_ref,omitempty"`
+	SecretRef string `protobuf:"bytes,5,opt,name=secret_ref,json=secretRef,proto3" json:"secret_ref,omitempty"`
+	// Region.id where the provider serves requests (where the data is
+	// processed), for data residency and nearest routing; empty means
+	// unknown: such a provider is never a candidate for a route, model or
+	// tenant that restricts regions.
+	Region        string `protobuf:"bytes,6,opt,name=region,proto3" json:"region,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -594,6 +609,13 @@ func (x *Provider) GetBaseUrl() string {
 func (x *Provider) GetSecretRef() string {
 	if x != nil {
 		return x.SecretRef
+	}
+	return ""
+}
+
+func (x *Provider) GetRegion() string {
+	if x != nil {
+		return x.Region
 	}
 	return ""
 }
@@ -826,9 +848,12 @@ type Tenant struct {
 	MonthlyBudget float64 `protobuf:"fixed64,3,opt,name=monthly_budget,json=monthlyBudget,proto3" json:"monthly_budget,omitempty"`
 	// Whether requests are refused once the budget is spent, rather than
 	// only reported.
-	HardLimit     bool `protobuf:"varint,4,opt,name=hard_limit,json=hardLimit,proto3" json:"hard_limit,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	HardLimit bool `protobuf:"varint,4,opt,name=hard_limit,json=hardLimit,proto3" json:"hard_limit,omitempty"`
+	// Region.ids the tenant's requests may be served in (data residency);
+	// empty means anywhere.
+	AllowedRegions []string `protobuf:"bytes,5,rep,name=allowed_regions,json=allowedRegions,proto3" json:"allowed_regions,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Tenant) Reset() {
@@ -887,6 +912,13 @@ func (x *Tenant) GetHardLimit() bool {
 		return x.HardLimit
 	}
 	return false
+}
+
+func (x *Tenant) GetAllowedRegions() []string {
+	if x != nil {
+		return x.AllowedRegions
+	}
+	return nil
 }
 
 // Price is what a provider charges for a model, USD per 1M tokens.
@@ -1721,7 +1753,7 @@ const file_proto_control_v1_control_proto_rawDesc = "" +
 	"\x06labels\x18\x05 \x03(\v2%.meridian.control.v1.Node.LabelsEntryR\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9b\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc4\x02\n" +
 	"\x05Model\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06family\x18\x02 \x01(\tR\x06family\x12\x1e\n" +
@@ -1735,20 +1767,22 @@ const file_proto_control_v1_control_proto_rawDesc = "" +
 	"\x04gguf\x18\b \x01(\tR\x04gguf\x12\x16\n" +
 	"\x06ollama\x18\t \x01(\tR\x06ollama\x12\x19\n" +
 	"\bowned_by\x18\n" +
-	" \x01(\tR\aownedBy\"w\n" +
+	" \x01(\tR\aownedBy\x12'\n" +
+	"\x0fallowed_regions\x18\v \x03(\tR\x0eallowedRegions\"w\n" +
 	"\tPlacement\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05model\x18\x02 \x01(\tR\x05model\x12\x12\n" +
 	"\x04node\x18\x03 \x01(\tR\x04node\x12\x16\n" +
 	"\x06region\x18\x04 \x01(\tR\x06region\x12\x18\n" +
-	"\adesired\x18\x05 \x01(\rR\adesired\"\x80\x01\n" +
+	"\adesired\x18\x05 \x01(\rR\adesired\"\x98\x01\n" +
 	"\bProvider\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06preset\x18\x02 \x01(\tR\x06preset\x12\x12\n" +
 	"\x04kind\x18\x03 \x01(\tR\x04kind\x12\x19\n" +
 	"\bbase_url\x18\x04 \x01(\tR\abaseUrl\x12\x1d\n" +
 	"\n" +
-	"secret_ref\x18\x05 \x01(\tR\tsecretRef\"R\n" +
+	"secret_ref\x18\x05 \x01(\tR\tsecretRef\x12\x16\n" +
+	"\x06region\x18\x06 \x01(\tR\x06region\"R\n" +
 	"\x06Target\x12\x1a\n" +
 	"\bprovider\x18\x01 \x01(\tR\bprovider\x12\x14\n" +
 	"\x05model\x18\x02 \x01(\tR\x05model\x12\x16\n" +
@@ -1763,13 +1797,14 @@ const file_proto_control_v1_control_proto_rawDesc = "" +
 	"\x03Key\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04hash\x18\x02 \x01(\tR\x04hash\x12\x16\n" +
-	"\x06tenant\x18\x03 \x01(\tR\x06tenant\"r\n" +
+	"\x06tenant\x18\x03 \x01(\tR\x06tenant\"\x9b\x01\n" +
 	"\x06Tenant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12%\n" +
 	"\x0emonthly_budget\x18\x03 \x01(\x01R\rmonthlyBudget\x12\x1d\n" +
 	"\n" +
-	"hard_limit\x18\x04 \x01(\bR\thardLimit\"g\n" +
+	"hard_limit\x18\x04 \x01(\bR\thardLimit\x12'\n" +
+	"\x0fallowed_regions\x18\x05 \x03(\tR\x0eallowedRegions\"g\n" +
 	"\x05Price\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x1a\n" +
 	"\bprovider\x18\x02 \x01(\tR\bprovider\x12\x14\n" +

@@ -33,6 +33,9 @@
 // Capability version (the "schema" field of every message), history:
 //   1  first version: full tables, deltas, heartbeats, snapshots and
 //      applied reports.
+//   1  (fields added, no version change: older receivers ignore them)
+//      Model.allowed_regions, Provider.region, Tenant.allowed_regions,
+//      AppliedReport.ready_models, for the router.
 // A receiver rejects a message whose schema is newer than it knows, and
 // says so in its AppliedReport.
 //
@@ -750,7 +753,10 @@ type AppliedReport struct {
 	// marks an edge silent after a few of these pass without one.
 	IntervalMs uint32 `protobuf:"varint,9,opt,name=interval_ms,json=intervalMs,proto3" json:"interval_ms,omitempty"`
 	// Where the table came from: "control", "disk" or "config".
-	Source        string `protobuf:"bytes,10,opt,name=source,proto3" json:"source,omitempty"`
+	Source string `protobuf:"bytes,10,opt,name=source,proto3" json:"source,omitempty"`
+	// Models the edge's local engine has loaded and serves, sorted; what
+	// `meridianctl placement ls` shows against the placements.
+	ReadyModels   []string `protobuf:"bytes,11,rep,name=ready_models,json=readyModels,proto3" json:"ready_models,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -855,6 +861,13 @@ func (x *AppliedReport) GetSource() string {
 	return ""
 }
 
+func (x *AppliedReport) GetReadyModels() []string {
+	if x != nil {
+		return x.ReadyModels
+	}
+	return nil
+}
+
 var File_proto_table_v1_table_proto protoreflect.FileDescriptor
 
 const file_proto_table_v1_table_proto_rawDesc = "" +
@@ -914,7 +927,7 @@ const file_proto_table_v1_table_proto_rawDesc = "" +
 	"\rSnapshotReply\x12\x16\n" +
 	"\x06schema\x18\x01 \x01(\rR\x06schema\x125\n" +
 	"\x05table\x18\x02 \x01(\v2\x1f.meridian.table.v1.RoutingTableR\x05table\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error\"\xb0\x02\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"\xd3\x02\n" +
 	"\rAppliedReport\x12\x16\n" +
 	"\x06schema\x18\x01 \x01(\rR\x06schema\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x16\n" +
@@ -927,7 +940,8 @@ const file_proto_table_v1_table_proto_rawDesc = "" +
 	"\vinterval_ms\x18\t \x01(\rR\n" +
 	"intervalMs\x12\x16\n" +
 	"\x06source\x18\n" +
-	" \x01(\tR\x06sourceB:Z8github.com/meridian-mesh/meridian/proto/table/v1;tablev1b\x06proto3"
+	" \x01(\tR\x06source\x12!\n" +
+	"\fready_models\x18\v \x03(\tR\vreadyModelsB:Z8github.com/meridian-mesh/meridian/proto/table/v1;tablev1b\x06proto3"
 
 var (
 	file_proto_table_v1_table_proto_rawDescOnce sync.Once
