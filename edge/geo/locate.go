@@ -181,12 +181,22 @@ func (l *Locator) forwardedClient(h http.Header, peer netip.Addr) netip.Addr {
 // parseHostPort parses "ip:port", "[v6]:port" or a bare address, with
 // IPv4-mapped IPv6 unmapped and any zone dropped. It returns the zero Addr
 // for anything else (a Unix socket peer, garbage).
+//
+// The form is chosen by shape, not by trying one parser then the other,
+// because a failed parse allocates its error.
 func parseHostPort(s string) netip.Addr {
 	var a netip.Addr
-	if ap, err := netip.ParseAddrPort(s); err == nil {
+	if strings.HasPrefix(s, "[") || strings.Count(s, ":") == 1 {
+		ap, err := netip.ParseAddrPort(s)
+		if err != nil {
+			return netip.Addr{}
+		}
 		a = ap.Addr()
-	} else if a, err = netip.ParseAddr(s); err != nil {
-		return netip.Addr{}
+	} else {
+		var err error
+		if a, err = netip.ParseAddr(s); err != nil {
+			return netip.Addr{}
+		}
 	}
 	return a.Unmap().WithZone("")
 }
