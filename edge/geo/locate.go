@@ -46,6 +46,9 @@ type Locator struct {
 	trusted      []netip.Prefix // masked, IPv4 unmapped
 	forwardedFor bool
 	fallback     Location
+	// geoip is whether a database was opened, so a Locator without one
+	// never touches mu on the hot path.
+	geoip bool
 
 	mu sync.RWMutex
 	db *maxminddb.Reader // nil when GeoIP is disabled or after Close
@@ -80,7 +83,7 @@ func New(cfg Config, fallback Point) (*Locator, error) {
 		if err != nil {
 			return nil, fmt.Errorf("geo.geoip_database: %w", err)
 		}
-		l.db = db
+		l.db, l.geoip = db, true
 	}
 	return l, nil
 }
@@ -222,7 +225,7 @@ type geoRecord struct {
 // registered country when the country is missing, as for some anycast and
 // satellite ranges).
 func (l *Locator) lookup(a netip.Addr) (Location, bool) {
-	if !a.IsValid() {
+	if !l.geoip || !a.IsValid() {
 		return Location{}, false
 	}
 	l.mu.RLock()

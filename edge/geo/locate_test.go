@@ -411,3 +411,33 @@ func ExampleLocator() {
 	// {{48.8566 2.3522} FR header}
 	// {{50.11 8.68}  edge}
 }
+
+// FuzzLocate feeds arbitrary header values and peer addresses to a Locator
+// that trusts every peer, with a GeoIP database, so every path runs: it must never panic and must
+// always return a valid point with a known source.
+func FuzzLocate(f *testing.F) {
+	f.Add("51.5,-0.1", "gb", "203.0.113.9, 10.0.0.1", "10.0.0.1:1")
+	f.Add("91,0", "XX", "[2001:db8:1::1]:80,,", "[fd00::1%eth0]:1")
+	f.Add("", "", "not-an-ip", "@")
+	f.Add("1,2,3", "zz", "::ffff:203.0.113.9", "203.0.113.9")
+	cfg := DefaultConfig()
+	cfg.TrustedProxies = []string{"0.0.0.0/1", "128.0.0.0/1", "::/0"}
+	cfg.ForwardedFor = true
+	cfg.GeoIPDatabase = writeDB(f)
+	l := newLocator(f, cfg)
+	f.Fuzz(func(t *testing.T, loc, country, xff, remote string) {
+		h := http.Header{}
+		h.Set(HeaderClientLocation, loc)
+		h.Set(HeaderCFIPCountry, country)
+		h.Set("X-Forwarded-For", xff)
+		got := l.Locate(h, remote)
+		if !got.Point.Valid() {
+			t.Fatalf("invalid point %+v", got)
+		}
+		switch got.Source {
+		case SourceHeader, SourceGeoIP, SourceEdge:
+		default:
+			t.Fatalf("unexpected source %+v", got)
+		}
+	})
+}
