@@ -28,9 +28,9 @@ const (
 
 // Location is a client's place and how it was found.
 type Location struct {
-	Point   Point
+	Point   Point  // where, in degrees
 	Country string // ISO code when known, upper case
-	Source  Source
+	Source  Source // how Point was found
 }
 
 // ErrInvalidFallback is returned by New when the fallback point is not Valid.
