@@ -1,7 +1,9 @@
 // Package gateway is the edge's request path between the API surfaces and
-// the targets: it looks a model up in the routing table, tries its targets
-// in order and fails over to the next one when a target fails before its
-// first byte.
+// the targets: it asks edge/router for a plan, tries the plan's targets in
+// order and fails over to the next one when a target fails before its
+// first byte. It owns no routing decision: the order, the exclusions and
+// the explanation all come from the router, and the dry run (Explain)
+// prints the same plan Do executes.
 //
 // The routing table is swapped atomically (SetTable); a request reads one
 // table from start to end and never sees half of one. The gateway never
@@ -23,6 +25,7 @@ import (
 
 	"github.com/meridian-mesh/meridian/edge/metrics"
 	"github.com/meridian-mesh/meridian/edge/provider"
+	"github.com/meridian-mesh/meridian/edge/router"
 	"github.com/meridian-mesh/meridian/shared/llm"
 	"github.com/meridian-mesh/meridian/shared/table"
 )
@@ -42,26 +45,50 @@ type Config struct {
 	// BreakerCooldown is how long a tripped target is skipped before it
 	// is tried again. Zero means 10s.
 	BreakerCooldown time.Duration
+	// FailoverBudget caps the time one request spends on failed
+	// attempts: once spent, no further target is tried. Zero means 30s.
+	FailoverBudget time.Duration
+	// Router plans requests. Nil means a router for a node of its own:
+	// no peers, and the table's kind-local provider as its engine.
+	Router *router.Router
+	// Local serves the router's local targets: the node's engine. Nil
+	// means the table's provider of kind local, if any.
+	Local provider.Provider
+	// Peer returns a forwarder to a peer node at a link address, for the
+	// router's peer targets. Nil means peers are never tried.
+	Peer func(node, addr string) (provider.Provider, error)
 }
 
 // Gateway routes canonical requests to targets.
 type Gateway struct {
-	cfg   Config
-	log   *slog.Logger
-	state atomic.Pointer[state]
+	cfg    Config
+	log    *slog.Logger
+	router *router.Router
+	state  atomic.Pointer[state]
+	plans  sync.Pool // *router.Plan
 
 	mu sync.Mutex // serialises SetTable
+
+	peerMu sync.Mutex // serialises making peers; reads are lock-free
+	peers  sync.Map   // node ID → *peerTarget
+}
+
+// peerTarget is a forwarder to one peer, at the address it was made for.
+type peerTarget struct {
+	addr string
+	p    provider.Provider
 }
 
 type state struct {
 	tab       *table.Compiled
 	providers map[string]*target
+	// local is the table's provider of kind local, when it has one.
+	local provider.Provider
 }
 
 type target struct {
 	spec table.Provider
 	p    provider.Provider
-	brk  breaker
 	// loaded is p when it reports its own load (provider.Loaded): then
 	// the gateway asks it before each attempt and keeps no breaker.
 	loaded provider.Loaded
@@ -81,7 +108,17 @@ func New(cfg Config) *Gateway {
 	if cfg.BreakerCooldown == 0 {
 		cfg.BreakerCooldown = 10 * time.Second
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Logger}
+	if cfg.FailoverBudget == 0 {
+		cfg.FailoverBudget = 30 * time.Second
+	}
+	g := &Gateway{cfg: cfg, log: cfg.Logger, router: cfg.Router}
+	if g.router == nil {
+		rc := router.DefaultConfig()
+		rc.BreakerThreshold, rc.BreakerCooldown = cfg.BreakerThreshold, cfg.BreakerCooldown
+		rc.Local = &tableLocal{g: g}
+		g.router = router.New(rc)
+	}
+	g.plans.New = func() any { return &router.Plan{} }
 	empty, _ := table.Compile(&table.Table{})
 	g.state.Store(&state{tab: empty, providers: map[string]*target{}})
 	return g
@@ -101,6 +138,9 @@ func (g *Gateway) SetTable(t *table.Table) error {
 	old := g.state.Load()
 	next := &state{tab: compiled, providers: make(map[string]*target, len(t.Providers))}
 	for _, spec := range t.Providers {
+		if spec.Kind == table.KindPeer {
+			continue // the router's peer targets, reached through cfg.Peer
+		}
 		if prev, ok := old.providers[spec.ID]; ok && prev.spec == spec {
 			next.providers[spec.ID] = prev
 			continue
@@ -117,7 +157,13 @@ func (g *Gateway) SetTable(t *table.Table) error {
 		loaded, _ := p.(provider.Loaded)
 		next.providers[spec.ID] = &target{spec: spec, p: p, loaded: loaded}
 	}
+	for _, spec := range t.Providers {
+		if spec.Kind == table.KindLocal {
+			next.local = next.providers[spec.ID].p
+		}
+	}
 	g.state.Store(next)
+	g.router.SetTable(compiled)
 	for id, tg := range old.providers {
 		if next.providers[id] != tg {
 			tg.p.Close()
@@ -140,15 +186,51 @@ func (g *Gateway) Close() {
 	for _, tg := range g.state.Load().providers {
 		tg.p.Close()
 	}
+	g.peers.Range(func(k, v any) bool {
+		v.(*peerTarget).p.Close()
+		g.peers.Delete(k)
+		return true
+	})
+}
+
+// Router returns the gateway's router.
+func (g *Gateway) Router() *router.Router { return g.router }
+
+// tableLocal is the router's engine when the node gives none: the
+// table's provider of kind local.
+type tableLocal struct{ g *Gateway }
+
+func (l *tableLocal) Ready(string) bool {
+	p := l.g.state.Load().local
+	if p == nil {
+		return false
+	}
+	if ld, ok := p.(provider.Loaded); ok {
+		return ld.Load().Up
+	}
+	return true
+}
+
+func (l *tableLocal) Busy() int {
+	if ld, ok := l.g.state.Load().local.(provider.Loaded); ok {
+		return ld.Load().Running
+	}
+	return 0
 }
 
 // Route says how a request was served, for the x-meridian-route header
 // and for logs.
 type Route struct {
-	// Target is where the request ran, such as "provider/openai".
+	// Target is where the request ran: "local", "peer/NODE" or
+	// "provider/ID".
 	Target string
-	// Provider is the provider ID of Target.
+	// Kind is the target's kind: local, peer or provider.
+	Kind string
+	// Provider is the provider or peer node ID of Target; empty for
+	// local.
 	Provider string
+	// Strategy is the route's strategy.
+	Strategy string
 	// UpstreamModel is the model name sent to the target.
 	UpstreamModel string
 	// Attempt is the 1-based number of the attempt that succeeded, or
@@ -166,6 +248,9 @@ func (r Route) Header() string {
 	var b strings.Builder
 	if r.Target != "" {
 		fmt.Fprintf(&b, "target=%s; model=%s; attempt=%d; reason=%s", r.Target, r.UpstreamModel, r.Attempt, r.Reason)
+		if r.Kind != "" {
+			fmt.Fprintf(&b, "; kind=%s; strategy=%s", r.Kind, r.Strategy)
+		}
 	} else {
 		fmt.Fprintf(&b, "target=none; attempts=%d", r.Attempt)
 	}
@@ -191,77 +276,167 @@ type Result struct {
 // route was skipped.
 var ErrNoTarget = errors.New("no target available")
 
+// Client is what the node knows of a request's client, for the router.
+// The node's middleware and the API surfaces put it in the request's
+// context (WithClient); a request without one is routed as if its
+// client stood in this node's region.
+type Client struct {
+	// Location is where the client is; HasLocation false when unknown.
+	Location    router.Point
+	HasLocation bool
+	// Tenant is the tenant of the client's key.
+	Tenant string
+	// Forwarded marks a request a peer routed here: it runs on this
+	// node's engine or nowhere.
+	Forwarded bool
+}
+
+type clientKey struct{}
+
+// WithClient returns ctx carrying c.
+func WithClient(ctx context.Context, c *Client) context.Context {
+	return context.WithValue(ctx, clientKey{}, c)
+}
+
+// ClientFrom returns the client in ctx, nil when none.
+func ClientFrom(ctx context.Context) *Client {
+	c, _ := ctx.Value(clientKey{}).(*Client)
+	return c
+}
+
+// request is what the router is told of req.
+func (g *Gateway) request(ctx context.Context, req *llm.Request, r *router.Request) *llm.Error {
+	*r = router.Request{Model: req.Model, PromptTokens: len(req.Body) / 4}
+	if c := ClientFrom(ctx); c != nil {
+		r.Client, r.HasClient, r.Tenant, r.LocalOnly = c.Location, c.HasLocation, c.Tenant, c.Forwarded
+	}
+	if req.Op != llm.OpChat || !g.router.NeedsCapabilities(req.Model) {
+		return nil
+	}
+	c, err := req.ChatRequest()
+	if err != nil {
+		return llm.AsError(err)
+	}
+	r.Needs = needsOf(c)
+	if c.MaxTokens != nil {
+		r.MaxTokens = *c.MaxTokens
+	}
+	return nil
+}
+
+// needsOf reads what a decoded chat request needs of its model.
+func needsOf(c *llm.ChatRequest) router.Needs {
+	var n router.Needs
+	if len(c.Tools) > 0 {
+		n |= router.NeedTools
+	}
+	if rf := bytes.TrimSpace(c.ResponseFormat); len(rf) > 0 && !bytes.Equal(rf, []byte("null")) &&
+		(bytes.Contains(rf, []byte(`"json_object"`)) || bytes.Contains(rf, []byte(`"json_schema"`))) {
+		n |= router.NeedJSON
+	}
+	for i := range c.Messages {
+		parts, _ := c.Messages[i].Parts()
+		for _, p := range parts {
+			if p.Type == "image_url" || p.ImageURL != nil {
+				n |= router.NeedVision
+			}
+		}
+	}
+	return n
+}
+
+// refusalError is a plan's refusal in the canonical error type.
+func refusalError(r *router.Refusal) *llm.Error {
+	typ := llm.TypeInvalidRequest
+	if r.Status == http.StatusForbidden {
+		typ = llm.TypePermission
+	}
+	return &llm.Error{Status: r.Status, Type: typ, Code: r.Code, Param: r.Param, Message: r.Message}
+}
+
 // Do serves req. It always returns a Result, so the caller can report the
 // route even for a failure. Errors are *llm.Error, or ctx's error when the
 // client went away.
 func (g *Gateway) Do(ctx context.Context, req *llm.Request) (*Result, error) {
 	st := g.state.Load()
 	res := &Result{}
-	route, ok := st.tab.Route(req.Model)
-	if !ok {
-		return res, &llm.Error{
-			Status: http.StatusNotFound, Type: llm.TypeInvalidRequest, Code: "model_not_found", Param: "model",
-			Message: fmt.Sprintf("The model %q does not exist on this Meridian node.", req.Model),
+	var rreq router.Request
+	if e := g.request(ctx, req, &rreq); e != nil {
+		return res, e
+	}
+	p := g.plans.Get().(*router.Plan)
+	defer g.plans.Put(p)
+	g.router.Choose(&rreq, p)
+	res.Route.Strategy = p.Strategy
+	if p.Refusal != nil {
+		g.refused(p.Refusal)
+		return res, refusalError(p.Refusal)
+	}
+	for i := range p.Excluded {
+		// Health exclusions explain why a better target was passed by.
+		if ex := &p.Excluded[i]; ex.Reason == router.ReasonBreaker || ex.Reason == router.ReasonLinkDown {
+			res.Route.Failed = append(res.Route.Failed, ex.Key+"("+ex.Reason+")")
 		}
 	}
-	if m, ok := st.tab.Model(req.Model); ok {
-		if e := checkCapabilities(m, req); e != nil {
-			return res, e
-		}
-	}
+	rc := g.router.Config()
 	var lastErr error
-	now := time.Now()
-	for i, tg := range route.Targets {
-		t := st.providers[tg.Provider]
-		name := "provider/" + tg.Provider
-		last := i == len(route.Targets)-1
-		selfReporting := t.loaded != nil
-		if selfReporting {
-			if why := t.loaded.Load().Unavailable(); why != "" && !last {
-				res.Route.Failed = append(res.Route.Failed, name+"("+why+")")
-				continue
-			}
-		} else if !last && !t.brk.allow(now) {
-			res.Route.Failed = append(res.Route.Failed, name+"(breaker-open)")
+	var failing time.Duration
+	for i := range p.Targets {
+		ch := &p.Targets[i]
+		last := i == len(p.Targets)-1
+		if failing >= g.cfg.FailoverBudget {
+			res.Route.Failed = append(res.Route.Failed, ch.Key+"(failover-budget)")
+			break
+		}
+		prov, loaded, why := g.target(st, ch)
+		if why == "" && loaded != nil && !last {
+			why = loaded.Load().Unavailable()
+		}
+		if why != "" {
+			res.Route.Failed = append(res.Route.Failed, ch.Key+"("+why+")")
 			continue
 		}
-		model := tg.Model
-		if model == "" {
-			model = req.Model
+		stats := ch.Stats()
+		if !stats.Begin(time.Now(), ch.Force || last) {
+			res.Route.Failed = append(res.Route.Failed, ch.Key+"(breaker-probing)")
+			continue
 		}
 		res.Route.Attempt++
 		start := time.Now()
-		resp, err := t.p.Do(ctx, req, model)
+		resp, err := prov.Do(ctx, req, ch.UpstreamModel)
 		if err == nil && resp.Stream != nil {
 			resp.Stream, err = peek(resp.Stream)
 		}
-		res.Upstream += time.Since(start)
+		took := time.Since(start)
+		res.Upstream += took
 		if err == nil {
-			if !selfReporting {
-				t.brk.success()
-			}
-			g.attempt(name, "ok")
-			res.Route.Target, res.Route.Provider, res.Route.UpstreamModel = name, tg.Provider, model
+			stats.End(time.Now(), true, false, took, rc.BreakerThreshold, rc.BreakerCooldown)
+			g.attempt(ch.Key, "ok")
+			res.Route.Target, res.Route.Kind, res.Route.Provider, res.Route.UpstreamModel = ch.Key, ch.Kind.String(), ch.ID, ch.UpstreamModel
 			res.Route.Reason = "primary"
 			if i > 0 {
 				res.Route.Reason = "failover"
+				g.failover()
 			}
+			g.decided(p.Strategy, ch.Kind)
 			res.Response = resp
 			return res, nil
 		}
-		g.attempt(name, "error")
+		g.attempt(ch.Key, "error")
+		e := llm.AsError(err)
+		// A target that reports its own load (the local engine) turns
+		// requests away when busy; that is no failure of its health.
+		counts := e.Retryable && ctx.Err() == nil && loaded == nil
+		stats.End(time.Now(), false, counts, 0, rc.BreakerThreshold, rc.BreakerCooldown)
 		if ctx.Err() != nil {
 			return res, ctx.Err()
 		}
-		e := llm.AsError(err)
 		if !e.Retryable {
 			return res, e
 		}
-		if !selfReporting {
-			t.brk.failure(time.Now(), g.cfg.BreakerThreshold, g.cfg.BreakerCooldown)
-		}
-		res.Route.Failed = append(res.Route.Failed, fmt.Sprintf("%s(%d)", name, e.Status))
-		g.log.Warn("target failed, trying the next one", "request_id", req.ID, "model", req.Model, "target", name, "err", e)
+		failing += took
+		res.Route.Failed = append(res.Route.Failed, fmt.Sprintf("%s(%d)", ch.Key, e.Status))
+		g.log.Warn("target failed, trying the next one", "request_id", req.ID, "model", req.Model, "target", ch.Key, "err", e)
 		lastErr = e
 	}
 	if lastErr == nil {
@@ -270,110 +445,124 @@ func (g *Gateway) Do(ctx context.Context, req *llm.Request) (*Result, error) {
 	return res, lastErr
 }
 
-// Plan is what Do would try for a model, in order, and why: the answer
-// to "where would this request go?" without sending one.
-type Plan struct {
-	Model         string       `json:"model"`
-	TableRevision uint64       `json:"table_revision"`
-	Strategy      string       `json:"strategy"`
-	Capabilities  []string     `json:"capabilities,omitempty"`
-	Targets       []PlanTarget `json:"targets"`
-}
-
-// PlanTarget is one target of a Plan.
-type PlanTarget struct {
-	Target        string `json:"target"`
-	Kind          string `json:"kind"`
-	UpstreamModel string `json:"upstream_model"`
-	// Skipped says why Do would pass this target by, such as
-	// "breaker-open until 2026-01-02T15:04:05Z" or "queue-full"; empty
-	// when it would try it.
-	Skipped string `json:"skipped,omitempty"`
-	// Load is the state of a target that reports its own, such as the
-	// local engine.
-	Load *provider.Load `json:"load,omitempty"`
-}
-
-// Plan explains the route Do would take for model now.
-func (g *Gateway) Plan(model string) (*Plan, error) {
-	st := g.state.Load()
-	route, ok := st.tab.Route(model)
-	if !ok {
-		return nil, &llm.Error{Status: http.StatusNotFound, Type: llm.TypeInvalidRequest, Code: "model_not_found", Param: "model",
-			Message: fmt.Sprintf("The model %q does not exist on this Meridian node.", model)}
-	}
-	p := &Plan{Model: model, TableRevision: st.tab.Revision(), Strategy: route.Strategy}
-	if p.Strategy == "" {
-		p.Strategy = table.StrategyOrdered
-	}
-	if m, ok := st.tab.Model(model); ok {
-		p.Capabilities = m.Capabilities
-	}
-	now := time.Now()
-	for i, tg := range route.Targets {
-		t := st.providers[tg.Provider]
-		pt := PlanTarget{Target: "provider/" + tg.Provider, Kind: t.spec.Kind, UpstreamModel: tg.Model}
-		if pt.UpstreamModel == "" {
-			pt.UpstreamModel = model
+// target returns the adapter for a plan's choice, or why there is none.
+func (g *Gateway) target(st *state, ch *router.Choice) (provider.Provider, provider.Loaded, string) {
+	var p provider.Provider
+	switch ch.Kind {
+	case router.KindProvider:
+		if t := st.providers[ch.ID]; t != nil {
+			p = t.p
 		}
-		last := i == len(route.Targets)-1
-		if t.loaded != nil {
-			ld := t.loaded.Load()
-			pt.Load = &ld
-			if !last {
-				pt.Skipped = ld.Unavailable()
-			}
-		} else if !last && !t.brk.allow(now) {
-			pt.Skipped = "breaker-open until " + time.Unix(0, t.brk.openUntil.Load()).UTC().Format(time.RFC3339)
+	case router.KindLocal:
+		p = g.cfg.Local
+		if p == nil {
+			p = st.local
 		}
-		p.Targets = append(p.Targets, pt)
+	case router.KindPeer:
+		p = g.peer(ch.ID, ch.Addr)
 	}
-	return p, nil
+	if p == nil {
+		return nil, nil, "unavailable"
+	}
+	loaded, _ := p.(provider.Loaded)
+	return p, loaded, ""
 }
 
-var (
-	imageKey = []byte(`"image_url"`)
-	toolsKey = []byte(`"tools"`)
-)
-
-// checkCapabilities refuses a request that needs what its model lacks:
-// images for a text-only model, tools for a model without tool use. Both
-// checks start with a byte search, so a model that declares nothing, or a
-// request that needs nothing, costs almost nothing.
-func checkCapabilities(m *table.Model, req *llm.Request) *llm.Error {
-	if len(m.Capabilities) == 0 || req.Op != llm.OpChat {
+// peer returns the forwarder to a peer, making it on first use.
+func (g *Gateway) peer(node, addr string) provider.Provider {
+	if v, ok := g.peers.Load(node); ok && v.(*peerTarget).addr == addr {
+		return v.(*peerTarget).p
+	}
+	if g.cfg.Peer == nil || addr == "" {
 		return nil
 	}
-	needVision := !m.Has(table.CapVision) && (req.Body == nil || bytes.Contains(req.Body, imageKey))
-	needTools := !m.Has(table.CapTools) && (req.Body == nil || bytes.Contains(req.Body, toolsKey))
-	if !needVision && !needTools {
-		return nil
+	g.peerMu.Lock()
+	defer g.peerMu.Unlock()
+	if v, ok := g.peers.Load(node); ok && v.(*peerTarget).addr == addr {
+		return v.(*peerTarget).p
 	}
-	c, err := req.ChatRequest()
+	p, err := g.cfg.Peer(node, addr)
 	if err != nil {
-		return llm.AsError(err)
+		g.log.Warn("peer target", "node", node, "addr", addr, "err", err)
+		return nil
 	}
-	if needVision {
-		for i := range c.Messages {
-			parts, _ := c.Messages[i].Parts()
-			for _, p := range parts {
-				if p.Type == "image_url" || p.ImageURL != nil {
-					return &llm.Error{Status: http.StatusBadRequest, Type: llm.TypeInvalidRequest, Param: fmt.Sprintf("messages[%d].content", i),
-						Message: fmt.Sprintf("The model %q accepts text only; messages[%d] contains an image.", m.ID, i)}
-				}
+	if old, ok := g.peers.Swap(node, &peerTarget{addr: addr, p: p}); ok {
+		old.(*peerTarget).p.Close()
+	}
+	return p
+}
+
+// Explain is the dry run: the plan Do would execute for a request now,
+// with every candidate's score and every exclusion's reason. It sends
+// nothing.
+func (g *Gateway) Explain(r *router.Request) *Explanation {
+	p := &router.Plan{}
+	g.router.Choose(r, p)
+	p.AllowedRegions = p.Allowed()
+	ex := &Explanation{Plan: p}
+	st := g.state.Load()
+	for i := range p.Targets {
+		ch := &p.Targets[i]
+		_, loaded, why := g.target(st, ch)
+		t := ExplainedTarget{Choice: ch, Skipped: why}
+		if loaded != nil {
+			ld := loaded.Load()
+			t.Load = &ld
+			if why == "" && i < len(p.Targets)-1 {
+				t.Skipped = ld.Unavailable()
 			}
 		}
+		if ch.Breaker == router.BreakerOpen {
+			t.OpenUntil = ch.Stats().OpenUntil().UTC().Format(time.RFC3339)
+		}
+		ex.Targets = append(ex.Targets, t)
 	}
-	if needTools && len(c.Tools) > 0 {
-		return &llm.Error{Status: http.StatusBadRequest, Type: llm.TypeInvalidRequest, Param: "tools",
-			Message: fmt.Sprintf("The model %q does not support tools.", m.ID)}
+	if p.Refusal != nil {
+		ex.Error = refusalError(p.Refusal)
 	}
-	return nil
+	return ex
+}
+
+// Explanation is the dry run's answer.
+type Explanation struct {
+	*router.Plan
+	// Targets shadows the plan's, with what the gateway adds: load of
+	// targets that report it and why Do would pass one by.
+	Targets []ExplainedTarget `json:"targets"`
+	Error   *llm.Error        `json:"-"`
+}
+
+// ExplainedTarget is one target of an Explanation.
+type ExplainedTarget struct {
+	*router.Choice
+	// Skipped says why Do would pass this target by, such as
+	// "queue-full"; empty when it would try it.
+	Skipped   string         `json:"skipped,omitempty"`
+	Load      *provider.Load `json:"load,omitempty"`
+	OpenUntil string         `json:"breaker_open_until,omitempty"`
 }
 
 func (g *Gateway) attempt(target, outcome string) {
 	if g.cfg.Metrics != nil {
 		g.cfg.Metrics.Attempts.WithLabelValues(target, outcome).Inc()
+	}
+}
+
+func (g *Gateway) decided(strategy string, k router.Kind) {
+	if g.cfg.Metrics != nil {
+		g.cfg.Metrics.Decisions.WithLabelValues(strategy, k.String()).Inc()
+	}
+}
+
+func (g *Gateway) failover() {
+	if g.cfg.Metrics != nil {
+		g.cfg.Metrics.Failovers.Inc()
+	}
+}
+
+func (g *Gateway) refused(r *router.Refusal) {
+	if g.cfg.Metrics != nil {
+		g.cfg.Metrics.Refusals.WithLabelValues(r.Code).Inc()
 	}
 }
 
@@ -431,26 +620,12 @@ func (p *peeked) Next() (*llm.Chunk, error) {
 	return p.Stream.Next()
 }
 
-// breaker skips a target after consecutive failures. It is lock-free: a
-// race between two requests can only let one extra attempt through.
-type breaker struct {
-	fails     atomic.Int32
-	openUntil atomic.Int64 // unix nanoseconds
-}
-
-func (b *breaker) allow(now time.Time) bool {
-	return now.UnixNano() >= b.openUntil.Load()
-}
-
-func (b *breaker) success() {
-	if b.fails.Load() != 0 {
-		b.fails.Store(0)
+// Plan is Explain for a model alone, with no client location or tenant:
+// the plan for a client in this node's region. An unknown model is a 404.
+func (g *Gateway) Plan(model string) (*Explanation, error) {
+	ex := g.Explain(&router.Request{Model: model})
+	if ex.Error != nil && ex.Error.Status == http.StatusNotFound {
+		return nil, ex.Error
 	}
-}
-
-func (b *breaker) failure(now time.Time, threshold int, cooldown time.Duration) {
-	if int(b.fails.Add(1)) >= threshold {
-		b.openUntil.Store(now.Add(cooldown).UnixNano())
-		b.fails.Store(0)
-	}
+	return ex, nil
 }

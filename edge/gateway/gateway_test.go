@@ -116,7 +116,7 @@ func TestPrimaryAndUpstreamModel(t *testing.T) {
 	if string(res.Response.Body) != `{"id":"x"}` || a.models[0] != "a-m" {
 		t.Fatalf("body %s, upstream model %v", res.Response.Body, a.models)
 	}
-	if got := res.Route.Header(); got != "target=provider/a; model=a-m; attempt=1; reason=primary" {
+	if got := res.Route.Header(); got != "target=provider/a; model=a-m; attempt=1; reason=primary; kind=provider; strategy=ordered" {
 		t.Fatalf("route header = %q", got)
 	}
 }
@@ -287,7 +287,7 @@ func TestCapabilities(t *testing.T) {
 	}
 	image := `{"model":"text-only","messages":[{"role":"user","content":[{"type":"text","text":"what is this?"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AA=="}}]}]}`
 	_, err := g.Do(context.Background(), &llm.Request{Op: llm.OpChat, Model: "text-only", Body: []byte(image)})
-	if e := llm.AsError(err); e.Status != 400 || e.Param != "messages[0].content" || !strings.Contains(e.Message, "text only") {
+	if e := llm.AsError(err); e.Status != 400 || e.Param != "messages" || !strings.Contains(e.Message, "text only") {
 		t.Fatalf("image to a text-only model: %v", err)
 	}
 	// The same request typed (as the Anthropic surface builds it).
@@ -316,15 +316,16 @@ func TestPlanExplainsTheRoute(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(p.Targets) != 2 || p.Targets[0].Target != "provider/a" || p.Targets[0].UpstreamModel != "a-m" || p.Targets[0].Skipped != "" || p.Strategy != "ordered" {
+	if len(p.Targets) != 2 || p.Targets[0].Key != "provider/a" || p.Targets[0].UpstreamModel != "a-m" || p.Targets[0].Skipped != "" || p.Strategy != "ordered" {
 		t.Fatalf("plan = %+v", p)
 	}
 	for range 2 { // trip a's breaker (threshold 2)
 		g.Do(context.Background(), &llm.Request{Model: "m"})
 	}
 	p, _ = g.Plan("m")
-	if !strings.HasPrefix(p.Targets[0].Skipped, "breaker-open until ") {
-		t.Fatalf("plan does not show the open breaker: %+v", p.Targets[0])
+	if len(p.Targets) != 1 || p.Targets[0].Key != "provider/b" || len(p.Excluded) != 1 || p.Excluded[0].Key != "provider/a" ||
+		p.Excluded[0].Reason != "breaker-open" || p.Excluded[0].Breaker != "open" {
+		t.Fatalf("plan does not show the open breaker: %+v %+v", p.Targets, p.Excluded)
 	}
 	if a.calls != 2 {
 		t.Fatalf("Plan sent requests: a called %d times", a.calls)
@@ -365,7 +366,7 @@ func TestSelfReportingTarget(t *testing.T) {
 	}
 	// Full: passed by without an attempt, and the dry run says why.
 	res, err := g.Do(context.Background(), &llm.Request{Model: "m"})
-	if err != nil || local.calls != 0 || !strings.Contains(res.Route.Header(), "provider/local(queue-full)") {
+	if err != nil || local.calls != 0 || !strings.Contains(res.Route.Header(), "local(queue-full)") {
 		t.Fatalf("route %q, err %v, local calls %d", res.Route.Header(), err, local.calls)
 	}
 	p, _ := g.Plan("m")
@@ -385,13 +386,17 @@ func TestSelfReportingTarget(t *testing.T) {
 	local.mu.Unlock()
 	local.fake.do = ok("{}")
 	res, err = g.Do(context.Background(), &llm.Request{Model: "m"})
-	if err != nil || res.Route.Provider != "local" {
+	if err != nil || res.Route.Target != "local" || res.Route.Kind != "local" {
 		t.Fatalf("a target with room again was passed by: %q %v", res.Route.Header(), err)
 	}
 	local.mu.Lock()
 	local.load.Up = false
 	local.mu.Unlock()
-	if res, _ := g.Do(context.Background(), &llm.Request{Model: "m"}); !strings.Contains(res.Route.Header(), "provider/local(down)") {
+	// Down: not a candidate at all, and the dry run says why.
+	if res, _ := g.Do(context.Background(), &llm.Request{Model: "m"}); res.Route.Target != "provider/cloud" {
 		t.Fatalf("route %q", res.Route.Header())
+	}
+	if p, _ := g.Plan("m"); len(p.Excluded) != 1 || p.Excluded[0].Key != "local" || p.Excluded[0].Reason != "not-ready" {
+		t.Fatalf("plan %+v", p.Excluded)
 	}
 }

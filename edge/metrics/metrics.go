@@ -23,6 +23,15 @@ type Metrics struct {
 	// Attempts counts upstream attempts by target and outcome ("ok",
 	// "error"); more attempts than requests means failover happened.
 	Attempts *prometheus.CounterVec
+	// Decisions counts served requests by route strategy and target kind
+	// (local, peer, provider).
+	Decisions *prometheus.CounterVec
+	// Failovers counts requests served by another target than their
+	// plan's first.
+	Failovers prometheus.Counter
+	// Refusals counts requests no target may serve, by code
+	// (region_not_allowed, price_cap, capability_not_supported, …).
+	Refusals *prometheus.CounterVec
 	// TTFT is the time from receiving a streamed request to its first
 	// chunk, by model and target.
 	TTFT *prometheus.HistogramVec
@@ -46,6 +55,15 @@ func New() *Metrics {
 	m.Attempts = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "meridian_upstream_attempts_total", Help: "Upstream attempts by target and outcome.",
 	}, []string{"target", "outcome"})
+	m.Decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meridian_route_decisions_total", Help: "Served requests by route strategy and target kind.",
+	}, []string{"strategy", "kind"})
+	m.Failovers = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "meridian_route_failovers_total", Help: "Requests served by another target than their plan's first.",
+	})
+	m.Refusals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meridian_route_refusals_total", Help: "Requests no target may serve, by reason code.",
+	}, []string{"code"})
 	m.TTFT = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "meridian_time_to_first_token_seconds", Help: "Time from request to first streamed chunk.",
 		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
@@ -63,7 +81,7 @@ func New() *Metrics {
 	m.TableRevision = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "meridian_table_revision", Help: "Revision of the routing table in use.",
 	})
-	m.reg.MustRegister(m.Requests, m.Attempts, m.TTFT, m.Overhead, m.Tokens, m.InFlight, m.TableRevision,
+	m.reg.MustRegister(m.Requests, m.Attempts, m.Decisions, m.Failovers, m.Refusals, m.TTFT, m.Overhead, m.Tokens, m.InFlight, m.TableRevision,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -613,7 +613,7 @@ func TestRouteDryRun(t *testing.T) {
 			Target, Kind, UpstreamModel string
 		} `json:"targets"`
 	}
-	if resp.StatusCode != 200 || json.Unmarshal(b, &p) != nil || len(p.Targets) != 2 || p.Targets[0].Target != "provider/dead" || p.Targets[1].Target != "provider/mock" {
+	if resp.StatusCode != 200 || json.Unmarshal(b, &p) != nil || len(p.Targets) != 2 || p.Targets[0].Key != "provider/dead" || p.Targets[1].Key != "provider/mock" {
 		t.Fatalf("%d %s", resp.StatusCode, b)
 	}
 	if len(m.mock.Requests()) != before {

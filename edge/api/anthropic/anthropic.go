@@ -57,6 +57,7 @@ var errorTypes = map[string]struct {
 	llm.TypeInvalidRequest: {"invalid_request_error", 0},
 	llm.TypeAuthentication: {"authentication_error", http.StatusUnauthorized},
 	llm.TypeNotFound:       {"not_found_error", http.StatusNotFound},
+	llm.TypePermission:     {"permission_error", http.StatusForbidden},
 	llm.TypeRateLimit:      {"rate_limit_error", http.StatusTooManyRequests},
 	llm.TypeOverloaded:     {"overloaded_error", 529},
 	llm.TypeUpstream:       {"api_error", 0},

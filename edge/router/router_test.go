@@ -1,0 +1,433 @@
+package router
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meridian-mesh/meridian/shared/table"
+)
+
+// fakeLinks and fakeLocal are the live health a test scripts.
+type fakeLinks map[string]bool // node → down
+
+func (f fakeLinks) Down(node string) bool { return f[node] }
+
+type fakeLocal struct {
+	ready map[string]bool
+	busy  int
+}
+
+func (f *fakeLocal) Ready(m string) bool { return f.ready[m] }
+func (f *fakeLocal) Busy() int           { return f.busy }
+
+// fleet is a three-region table: eu-west (Dublin), us-east (Virginia),
+// ap-south (Mumbai); one edge per region; a tiny model placed on the EU
+// and Asian edges; providers in the EU and the US.
+func fleet() *table.Table {
+	return &table.Table{
+		Revision: 7,
+		Regions: []table.Region{
+			{ID: "eu-west", Latitude: 53.35, Longitude: -6.26},
+			{ID: "us-east", Latitude: 38.9, Longitude: -77.4},
+			{ID: "ap-south", Latitude: 19.07, Longitude: 72.88},
+		},
+		Nodes: []table.Node{{ID: "edge-eu", Region: "eu-west"}, {ID: "edge-us", Region: "us-east"}, {ID: "edge-ap", Region: "ap-south"}},
+		Providers: []table.Provider{
+			{ID: "oa-eu", Kind: table.KindOpenAI, BaseURL: "http://127.0.0.1:1/v1", Region: "eu-west"},
+			{ID: "oa-us", Kind: table.KindOpenAI, BaseURL: "http://127.0.0.1:2/v1", Region: "us-east"},
+			{ID: "cheap", Kind: table.KindOpenAI, BaseURL: "http://127.0.0.1:3/v1"},
+		},
+		Models: []table.Model{
+			{ID: "tiny", Local: &table.LocalSource{GGUF: "/models/tiny.gguf"}},
+			{ID: "gpt", Capabilities: []string{"tools", "json"}, ContextLength: 1000},
+			{ID: "gpt-vision", Capabilities: []string{"tools", "json", "vision"}},
+		},
+		Placements: []table.Placement{{Model: "tiny", Node: "edge-eu"}, {Model: "tiny", Node: "edge-ap"}},
+		Routes: []table.Route{
+			{Model: "tiny", Strategy: table.StrategyNearest, Targets: []table.Target{{Provider: "oa-us"}}},
+			{Model: "gpt", Targets: []table.Target{{Provider: "oa-us"}, {Provider: "oa-eu"}, {Provider: "cheap", Model: "gpt-vision"}}},
+			{Model: "gpt-vision", Targets: []table.Target{{Provider: "cheap"}}},
+		},
+		Prices: []table.Price{
+			{Provider: "oa-us", Model: "gpt", Input: 5, Output: 15},
+			{Provider: "oa-eu", Model: "gpt", Input: 6, Output: 18},
+			{Provider: "cheap", Model: "gpt-vision", Input: 0.5, Output: 1},
+		},
+		Tenants: []table.Tenant{{ID: "acme-eu", AllowedRegions: []string{"eu-west"}}},
+		Keys:    []table.Key{{ID: "k", Hash: "sha256:" + strings.Repeat("a", 64), Tenant: "acme-eu"}},
+	}
+}
+
+type harness struct {
+	r     *Router
+	links fakeLinks
+	local *fakeLocal
+	ms    []Member
+}
+
+func newHarness(t testing.TB, node, region string, tab *table.Table, edit ...func(*table.Table)) *harness {
+	t.Helper()
+	for _, f := range edit {
+		f(tab)
+	}
+	c, err := table.Compile(tab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{links: fakeLinks{}, local: &fakeLocal{ready: map[string]bool{}}}
+	cfg := DefaultConfig()
+	cfg.Node, cfg.Region, cfg.Links, cfg.Local = node, region, h.links, h.local
+	h.r = New(cfg)
+	h.r.SetTable(c)
+	return h
+}
+
+func (h *harness) members(ms ...Member) { h.ms = ms; h.r.SetMembers(ms) }
+
+func alive(id, region string, ready ...string) Member {
+	return Member{ID: id, Region: region, Addr: "127.0.0.1:7000", Alive: true, Ready: ready}
+}
+
+func (h *harness) plan(req Request) *Plan {
+	p := &Plan{}
+	h.r.Choose(&req, p)
+	return p
+}
+
+func keys(cs []Choice) []string {
+	var out []string
+	for _, c := range cs {
+		out = append(out, c.Key)
+	}
+	return out
+}
+
+func reasons(cs []Choice) map[string]string {
+	out := map[string]string{}
+	for _, c := range cs {
+		out[c.Key] = c.Reason
+	}
+	return out
+}
+
+var (
+	dublin = Point{Lat: 53.35, Lon: -6.26}
+	nyc    = Point{Lat: 40.71, Lon: -74.0}
+	delhi  = Point{Lat: 28.6, Lon: 77.2}
+)
+
+func TestNearestLandsOnTheClosestPoP(t *testing.T) {
+	// Seen from the US edge, which does not hold the model.
+	h := newHarness(t, "edge-us", "us-east", fleet())
+	h.members(alive("edge-eu", "eu-west", "tiny"), alive("edge-ap", "ap-south", "tiny"))
+	for _, tc := range []struct {
+		client Point
+		want   []string
+	}{
+		{dublin, []string{"peer/edge-eu", "provider/oa-us", "peer/edge-ap"}},
+		{nyc, []string{"provider/oa-us", "peer/edge-eu", "peer/edge-ap"}},
+		{delhi, []string{"peer/edge-ap", "peer/edge-eu", "provider/oa-us"}},
+	} {
+		p := h.plan(Request{Model: "tiny", Client: tc.client, HasClient: true})
+		if got := keys(p.Targets); !slices.Equal(got, tc.want) {
+			t.Errorf("client %v: plan %v, want %v", tc.client, got, tc.want)
+		}
+	}
+	// No client location: the edge's own region stands in.
+	if got := keys(h.plan(Request{Model: "tiny"}).Targets); got[0] != "provider/oa-us" {
+		t.Errorf("no location: %v", got)
+	}
+}
+
+func TestLocalIsACandidateOnlyWhenPlacedAndReady(t *testing.T) {
+	h := newHarness(t, "edge-eu", "eu-west", fleet())
+	p := h.plan(Request{Model: "tiny", Client: dublin, HasClient: true})
+	if reasons(p.Excluded)["local"] != ReasonNotReady {
+		t.Fatalf("local not ready yet: %v", reasons(p.Excluded))
+	}
+	h.local.ready["tiny"] = true
+	if got := keys(h.plan(Request{Model: "tiny", Client: dublin, HasClient: true}).Targets); got[0] != "local" {
+		t.Fatalf("plan %v", got)
+	}
+	// On the US edge, where it is not placed, there is no local candidate.
+	h2 := newHarness(t, "edge-us", "us-east", fleet())
+	h2.local.ready["tiny"] = true
+	p = h2.plan(Request{Model: "tiny"})
+	if slices.Contains(keys(p.Targets), "local") || reasons(p.Excluded)["local"] != "" {
+		t.Fatalf("unplaced local in plan: %v %v", keys(p.Targets), reasons(p.Excluded))
+	}
+}
+
+func TestPeerHealthExclusions(t *testing.T) {
+	h := newHarness(t, "edge-us", "us-east", fleet(), func(tb *table.Table) {
+		tb.Nodes = append(tb.Nodes, table.Node{ID: "edge-eu2", Region: "eu-west"}, table.Node{ID: "edge-rogue", Region: "eu-west"})
+		tb.Placements = append(tb.Placements, table.Placement{Model: "tiny", Node: "edge-eu2"})
+	})
+	dead := alive("edge-ap", "ap-south", "tiny")
+	dead.Alive = false
+	draining := alive("edge-eu2", "eu-west", "tiny")
+	draining.Draining = true
+	h.members(alive("edge-eu", "eu-west"), dead, draining, alive("edge-rogue", "eu-west", "tiny"))
+	got := reasons(h.plan(Request{Model: "tiny"}).Excluded)
+	want := map[string]string{"peer/edge-eu": ReasonNotReady, "peer/edge-ap": ReasonDead, "peer/edge-eu2": ReasonDraining, "peer/edge-rogue": ReasonNotPlaced}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s: reason %q, want %q (all: %v)", k, got[k], v, got)
+		}
+	}
+	// A ready peer whose link is down is out at once.
+	h.members(alive("edge-eu", "eu-west", "tiny"))
+	h.links["edge-eu"] = true
+	if r := reasons(h.plan(Request{Model: "tiny"}).Excluded)["peer/edge-eu"]; r != ReasonLinkDown {
+		t.Fatalf("link down: %q", r)
+	}
+	// A placed peer gossip has never heard of is no candidate either.
+	h.members()
+	if r := reasons(h.plan(Request{Model: "tiny"}).Excluded)["peer/edge-eu"]; r != ReasonUnknown {
+		t.Fatalf("unknown peer: %q", r)
+	}
+	// Without links, no peer is ever a candidate.
+	h3 := newHarness(t, "edge-us", "us-east", fleet())
+	h3.r.cfg.Links = nil
+	h3.members(alive("edge-eu", "eu-west", "tiny"))
+	if r := reasons(h3.plan(Request{Model: "tiny"}).Excluded)["peer/edge-eu"]; r != ReasonNoLinks {
+		t.Fatalf("no links: %q", r)
+	}
+}
+
+func TestResidency(t *testing.T) {
+	eu := func(tb *table.Table) { tb.Routes[1].AllowedRegions = []string{"eu-west"} }
+	h := newHarness(t, "edge-us", "us-east", fleet(), eu)
+	p := h.plan(Request{Model: "gpt", Client: nyc, HasClient: true})
+	if got := keys(p.Targets); !slices.Equal(got, []string{"provider/oa-eu"}) {
+		t.Fatalf("EU-only route: %v", got)
+	}
+	ex := reasons(p.Excluded)
+	if ex["provider/oa-us"] != ReasonResidency || ex["provider/cheap"] != ReasonResidency {
+		t.Fatalf("exclusions %v", ex)
+	}
+	// Every EU target down: a 403, never the US.
+	h.r.Stats("provider/oa-eu").openUntil.Store(time.Now().Add(time.Hour).UnixNano())
+	p = h.plan(Request{Model: "gpt"})
+	if len(p.Targets) != 0 || p.Refusal == nil || p.Refusal.Status != 403 || p.Refusal.Code != "region_not_allowed" || !strings.Contains(p.Refusal.Message, "eu-west") {
+		t.Fatalf("plan %v refusal %+v", keys(p.Targets), p.Refusal)
+	}
+	// The tenant's policy applies to every route.
+	h2 := newHarness(t, "edge-us", "us-east", fleet())
+	if got := keys(h2.plan(Request{Model: "gpt", Tenant: "acme-eu"}).Targets); !slices.Equal(got, []string{"provider/oa-eu"}) {
+		t.Fatalf("tenant: %v", got)
+	}
+	// The model's too; and lists intersect.
+	h3 := newHarness(t, "edge-us", "us-east", fleet(), func(tb *table.Table) {
+		tb.Models[1].AllowedRegions = []string{"us-east"}
+	})
+	if p := h3.plan(Request{Model: "gpt", Tenant: "acme-eu"}); p.Refusal == nil || p.Refusal.Status != 403 || len(p.AllowedRegions) != 0 {
+		t.Fatalf("disjoint lists: %v %+v", keys(p.Targets), p.Refusal)
+	}
+}
+
+func TestPriceCapAndCheapest(t *testing.T) {
+	h := newHarness(t, "edge-us", "us-east", fleet(), func(tb *table.Table) {
+		tb.Routes[1].Strategy = table.StrategyCheapest
+	})
+	if got := keys(h.plan(Request{Model: "gpt", PromptTokens: 1000}).Targets); !slices.Equal(got, []string{"provider/cheap", "provider/oa-us", "provider/oa-eu"}) {
+		t.Fatalf("cheapest: %v", got)
+	}
+	h = newHarness(t, "edge-us", "us-east", fleet(), func(tb *table.Table) { tb.Routes[1].MaxPrice = 21 })
+	p := h.plan(Request{Model: "gpt"})
+	if got := keys(p.Targets); !slices.Equal(got, []string{"provider/oa-us", "provider/cheap"}) || reasons(p.Excluded)["provider/oa-eu"] != ReasonPrice {
+		t.Fatalf("cap: %v %v", got, reasons(p.Excluded))
+	}
+	h = newHarness(t, "edge-us", "us-east", fleet(), func(tb *table.Table) { tb.Routes[1].MaxPrice = 0.1 })
+	if p := h.plan(Request{Model: "gpt"}); p.Refusal == nil || p.Refusal.Code != "price_cap" || p.Refusal.Status != 403 {
+		t.Fatalf("nothing under the cap: %+v", p.Refusal)
+	}
+}
+
+func TestCapabilitiesRouteAround(t *testing.T) {
+	h := newHarness(t, "edge-us", "us-east", fleet())
+	// Only the target that runs gpt-vision takes images.
+	p := h.plan(Request{Model: "gpt", Needs: NeedVision | NeedTools})
+	if got := keys(p.Targets); !slices.Equal(got, []string{"provider/cheap"}) || reasons(p.Excluded)["provider/oa-us"] != ReasonCapability {
+		t.Fatalf("vision: %v %v", got, reasons(p.Excluded))
+	}
+	h2 := newHarness(t, "edge-us", "us-east", fleet(), func(tb *table.Table) { tb.Routes[1].Targets = tb.Routes[1].Targets[:2] })
+	if p := h2.plan(Request{Model: "gpt", Needs: NeedVision}); p.Refusal == nil || p.Refusal.Status != 400 || p.Refusal.Code != "capability_not_supported" {
+		t.Fatalf("no vision anywhere: %+v", p.Refusal)
+	}
+	// Context length: gpt holds 1000 tokens, gpt-vision declares none.
+	if got := keys(h.plan(Request{Model: "gpt", PromptTokens: 5000}).Targets); !slices.Equal(got, []string{"provider/cheap"}) {
+		t.Fatalf("long prompt: %v", got)
+	}
+	if p := h2.plan(Request{Model: "gpt", PromptTokens: 5000}); p.Refusal == nil || p.Refusal.Code != "context_length_exceeded" {
+		t.Fatalf("too long everywhere: %+v", p.Refusal)
+	}
+}
+
+func TestFastestUsesObservedTTFT(t *testing.T) {
+	h := newHarness(t, "edge-us", "us-east", fleet(), func(tb *table.Table) { tb.Routes[1].Strategy = table.StrategyFastest })
+	now := time.Now()
+	for _, x := range []struct {
+		key string
+		d   time.Duration
+	}{{"provider/oa-us", 900 * time.Millisecond}, {"provider/oa-eu", 100 * time.Millisecond}} {
+		s := h.r.Stats(x.key)
+		s.Begin(now, false)
+		s.End(now, true, false, x.d, 5, time.Second)
+	}
+	// cheap was never tried: the prior (400ms) puts it between.
+	if got := keys(h.plan(Request{Model: "gpt"}).Targets); !slices.Equal(got, []string{"provider/oa-eu", "provider/cheap", "provider/oa-us"}) {
+		t.Fatalf("fastest: %v", got)
+	}
+}
+
+func TestLeastBusyAndLocalFirst(t *testing.T) {
+	h := newHarness(t, "edge-eu", "eu-west", fleet(), func(tb *table.Table) { tb.Routes[0].Strategy = table.StrategyLeastBusy })
+	h.local.ready["tiny"], h.local.busy = true, 9
+	busy := alive("edge-ap", "ap-south", "tiny")
+	busy.InFlight = 3
+	h.members(busy)
+	if got := keys(h.plan(Request{Model: "tiny"}).Targets); !slices.Equal(got, []string{"provider/oa-us", "peer/edge-ap", "local"}) {
+		t.Fatalf("least-busy: %v", got)
+	}
+	h = newHarness(t, "edge-eu", "eu-west", fleet(), func(tb *table.Table) { tb.Routes[0].Strategy = table.StrategyLocalFirst })
+	h.local.ready["tiny"] = true
+	h.members(busy)
+	if got := keys(h.plan(Request{Model: "tiny", Client: nyc, HasClient: true}).Targets); !slices.Equal(got, []string{"local", "peer/edge-ap", "provider/oa-us"}) {
+		t.Fatalf("local-first: %v", got)
+	}
+}
+
+func TestOrderedPutsTheFleetAfterTheRoute(t *testing.T) {
+	h := newHarness(t, "edge-us", "us-east", fleet(), func(tb *table.Table) { tb.Routes[0].Strategy = "" })
+	h.members(alive("edge-eu", "eu-west", "tiny"), alive("edge-ap", "ap-south", "tiny"))
+	p := h.plan(Request{Model: "tiny", Client: delhi, HasClient: true})
+	if got := keys(p.Targets); !slices.Equal(got, []string{"provider/oa-us", "peer/edge-ap", "peer/edge-eu"}) || p.Strategy != "ordered" {
+		t.Fatalf("ordered: %v %s", got, p.Strategy)
+	}
+}
+
+func TestWeightedSharesByWeight(t *testing.T) {
+	h := newHarness(t, "edge-us", "us-east", fleet(), func(tb *table.Table) {
+		tb.Routes[1].Strategy = table.StrategyWeighted
+		tb.Routes[1].Targets[0].Weight = 3
+		tb.Routes[1].Targets[1].Weight = 1
+		tb.Routes[1].Targets = tb.Routes[1].Targets[:2]
+	})
+	first := map[string]int{}
+	for range 4000 {
+		p := h.plan(Request{Model: "gpt"})
+		if len(p.Targets) != 2 {
+			t.Fatalf("plan %v", keys(p.Targets))
+		}
+		first[p.Targets[0].Key]++
+	}
+	if us := first["provider/oa-us"]; us < 2700 || us > 3300 {
+		t.Fatalf("weight 3:1 gave %v", first)
+	}
+}
+
+func TestBreakerHalfOpenAdmitsOneProbe(t *testing.T) {
+	h := newHarness(t, "edge-us", "us-east", fleet())
+	h.r.cfg.BreakerCooldown = 50 * time.Millisecond
+	s := h.r.Stats("provider/oa-us")
+	now := time.Now()
+	for range 5 {
+		s.Begin(now, false)
+		s.End(now, false, true, 0, 5, 50*time.Millisecond)
+	}
+	if s.State(now) != BreakerOpen || reasons(h.plan(Request{Model: "gpt"}).Excluded)["provider/oa-us"] != ReasonBreaker {
+		t.Fatal("breaker did not open after 5 failures")
+	}
+	later := now.Add(time.Second)
+	if s.State(later) != BreakerHalfOpen {
+		t.Fatalf("state %s after the cooldown", s.State(later))
+	}
+	if !s.Begin(later, false) {
+		t.Fatal("the first probe was refused")
+	}
+	if s.Begin(later, false) {
+		t.Fatal("a second request got through while the probe runs")
+	}
+	s.End(later, false, true, 0, 5, 50*time.Millisecond) // the probe failed: open again
+	if s.State(later) != BreakerOpen {
+		t.Fatalf("state %s after a failed probe", s.State(later))
+	}
+	evenLater := later.Add(time.Second)
+	s.Begin(evenLater, false)
+	s.End(evenLater, true, false, time.Millisecond, 5, 50*time.Millisecond)
+	if s.State(evenLater) != BreakerClosed || s.Opened() != 2 || s.Probes() != 2 {
+		t.Fatalf("state %s opened %d probes %d", s.State(evenLater), s.Opened(), s.Probes())
+	}
+}
+
+func TestEveryBreakerOpenStillTries(t *testing.T) {
+	h := newHarness(t, "edge-us", "us-east", fleet())
+	for _, k := range []string{"provider/oa-us", "provider/oa-eu", "provider/cheap"} {
+		h.r.Stats(k).openUntil.Store(time.Now().Add(time.Hour).UnixNano())
+	}
+	p := h.plan(Request{Model: "gpt"})
+	if len(p.Targets) != 3 || !p.Targets[0].Force || p.Refusal != nil {
+		t.Fatalf("plan %v %+v", keys(p.Targets), p.Refusal)
+	}
+}
+
+func TestForwardedRunsLocallyOnly(t *testing.T) {
+	h := newHarness(t, "edge-eu", "eu-west", fleet())
+	h.local.ready["tiny"] = true
+	h.members(alive("edge-ap", "ap-south", "tiny"))
+	p := h.plan(Request{Model: "tiny", LocalOnly: true})
+	if got := keys(p.Targets); !slices.Equal(got, []string{"local"}) || reasons(p.Excluded)["provider/oa-us"] != ReasonNotLocal {
+		t.Fatalf("forwarded: %v %v", got, reasons(p.Excluded))
+	}
+}
+
+func TestUnknownModel(t *testing.T) {
+	h := newHarness(t, "edge-us", "us-east", fleet())
+	if p := h.plan(Request{Model: "nope"}); p.Refusal == nil || p.Refusal.Status != 404 {
+		t.Fatalf("%+v", p.Refusal)
+	}
+}
+
+func TestRegionPlacementIsDeterministic(t *testing.T) {
+	tab := fleet()
+	for i := range 6 {
+		tab.Nodes = append(tab.Nodes, table.Node{ID: fmt.Sprintf("eu-%d", i), Region: "eu-west"})
+	}
+	tab.Placements = []table.Placement{{Model: "tiny", Region: "eu-west", Desired: 3}}
+	a, err := table.Compile(tab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := a.PlacedOn("tiny")
+	if len(got) != 3 {
+		t.Fatalf("placed on %v", got)
+	}
+	// Adding a node elsewhere moves nothing.
+	tab2 := fleet()
+	tab2.Nodes = append(slices.Clone(tab.Nodes), table.Node{ID: "us-2", Region: "us-east"})
+	tab2.Placements = tab.Placements
+	b, _ := table.Compile(tab2)
+	if !slices.Equal(b.PlacedOn("tiny"), got) {
+		t.Fatalf("placement moved: %v → %v", got, b.PlacedOn("tiny"))
+	}
+}
+
+func TestChooseAllocatesNothing(t *testing.T) {
+	h := newHarness(t, "edge-us", "us-east", fleet())
+	h.members(alive("edge-eu", "eu-west", "tiny"), alive("edge-ap", "ap-south", "tiny"))
+	p := &Plan{}
+	for _, req := range []Request{
+		{Model: "tiny", Client: delhi, HasClient: true},
+		{Model: "gpt", Tenant: "acme-eu", PromptTokens: 100},
+		{Model: "gpt", Needs: NeedTools},
+	} {
+		h.r.Choose(&req, p) // grow the plan's slices
+		if n := testing.AllocsPerRun(100, func() { h.r.Choose(&req, p) }); n != 0 {
+			t.Errorf("%+v: %v allocations per decision", req, n)
+		}
+	}
+}
