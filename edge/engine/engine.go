@@ -230,7 +230,11 @@ func (e *Engine) serve(ctx context.Context, p *process) {
 	case <-ctx.Done():
 	}
 	e.conn.Store(nil)
-	e.kick() // the reconciler abandons this server and marks its models loading
+	// A new server must load the models again. The reconciler marks them
+	// too, when it notices; doing it here leaves no moment when a new
+	// server looks ready with the old one's models.
+	e.markLoading()
+	e.kick()
 	c.close()
 }
 
