@@ -190,7 +190,9 @@ func (e *Engine) reconcile(ctx context.Context) {
 // next picks the reconciler's next step: first unload what the server
 // was given but is no longer placed (or is placed with another spec),
 // to free memory, then load what is placed and the server lacks, in
-// placement order.
+// placement order. A model still loading needs loading even if the
+// server was given it: Place removed it and placed it again before the
+// unload.
 func (e *Engine) next(have map[string]Model) (step, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -200,7 +202,7 @@ func (e *Engine) next(have map[string]Model) (step, bool) {
 		}
 	}
 	for _, m := range e.want {
-		if _, ok := have[m.Name]; !ok {
+		if _, ok := have[m.Name]; !ok || e.models[m.Name].State == StateLoading {
 			return step{model: m}, true
 		}
 	}

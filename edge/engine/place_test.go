@@ -80,6 +80,58 @@ func TestPlaceStates(t *testing.T) {
 	}
 }
 
+// TestNextStep: what the reconciler does next, given what the server was
+// given and what is placed.
+func TestNextStep(t *testing.T) {
+	a, a8, b := Model{Name: "a", GGUF: "a.gguf"}, Model{Name: "a", GGUF: "a.gguf", Quantize: "q8_0"}, Model{Name: "b", Pull: true}
+	cfg := Default()
+	cfg.Enabled, cfg.URL, cfg.DataDir = true, "http://127.0.0.1:1", t.TempDir()
+	for _, tc := range []struct {
+		name   string
+		have   []Model
+		places [][]Model // Place calls, in order
+		ready  []string  // models marked ready after the calls
+		want   step
+		idle   bool
+	}{
+		{name: "nothing to do", idle: true},
+		{name: "load a new model", places: [][]Model{{a, b}}, want: step{model: a}},
+		{name: "load in placement order", places: [][]Model{{b, a}}, want: step{model: b}},
+		{name: "in sync", have: []Model{a}, places: [][]Model{{a}}, ready: []string{"a"}, idle: true},
+		{name: "unload a removed model first", have: []Model{a}, places: [][]Model{{b}}, want: step{model: a, unload: true}},
+		{name: "unload the old spec first", have: []Model{a}, places: [][]Model{{a8}}, want: step{model: a, unload: true}},
+		{name: "failed stays failed", have: []Model{a}, places: [][]Model{{a}}, idle: true},
+		{name: "removed and placed again before the unload", have: []Model{a}, places: [][]Model{{a}, nil, {a}}, ready: []string{"a"}, want: step{model: a}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			have := map[string]Model{}
+			for _, m := range tc.have {
+				have[m.Name] = m
+			}
+			for i, set := range tc.places {
+				e.Place(set)
+				if i == 0 {
+					// The server loaded (or failed) what it was given.
+					for _, m := range tc.have {
+						e.setState(m.Name, StateFailed)
+					}
+					for _, name := range tc.ready {
+						e.setState(name, StateReady)
+					}
+				}
+			}
+			got, ok := e.next(have)
+			if ok == tc.idle || (ok && got != tc.want) {
+				t.Fatalf("next = %+v %v, want %+v (idle %v)", got, ok, tc.want, tc.idle)
+			}
+		})
+	}
+}
+
 func (e *Engine) setState(name, state string) {
 	e.mu.Lock()
 	e.models[name] = ModelStatus{State: state}
@@ -245,6 +297,13 @@ func TestPlace(t *testing.T) {
 		waitFor(t, time.Minute, "b to be ready", readyAre("b"))
 		answers("b")
 		waitFor(t, 30*time.Second, "/api/ps to list b alone", func() bool { return slices.Equal(running(), []string{"b"}) })
+
+		// Removed and placed again at once: b must come back, whether or
+		// not the reconciler unloaded it in between.
+		e.Place(nil)
+		e.Place([]Model{{Name: "b", GGUF: tiny}})
+		waitFor(t, time.Minute, "b to be ready again", readyAre("b"))
+		answers("b")
 	})
 
 	t.Run("a restart loads the current set", func(t *testing.T) {
