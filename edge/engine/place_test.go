@@ -2,10 +2,12 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"path/filepath"
 	"slices"
@@ -322,4 +324,267 @@ func TestPlace(t *testing.T) {
 			t.Fatalf("/api/ps lists %v after the restart, want b", got)
 		}
 	})
+}
+
+// fakeOllama answers the model-management calls of Ollama's API the
+// reconciler makes, and records them, so the reconciler's order of work
+// can be checked exactly. While gate is set, creates wait for it.
+type fakeOllama struct {
+	mu      sync.Mutex
+	models  map[string]bool // created
+	loaded  map[string]bool
+	calls   []string // "create a", "cancel a", "load a", "unload a"
+	busy    int      // management calls in progress
+	maxBusy int
+	gate    chan struct{}
+}
+
+func newFakeOllama(t *testing.T) (*fakeOllama, string) {
+	f := &fakeOllama{models: map[string]bool{}, loaded: map[string]bool{}}
+	srv := httptest.NewServer(f)
+	t.Cleanup(srv.Close)
+	return f, srv.URL
+}
+
+func (f *fakeOllama) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Model     string        `json:"model"`
+		Prompt    string        `json:"prompt"`
+		KeepAlive *api.Duration `json:"keep_alive"`
+	}
+	if r.Method == http.MethodPost {
+		json.NewDecoder(r.Body).Decode(&req)
+	}
+	notFound := func() {
+		w.WriteHeader(http.StatusNotFound)
+		io.WriteString(w, `{"error":"model '`+req.Model+`' not found"}`)
+	}
+	switch {
+	case r.URL.Path == "/" || strings.HasPrefix(r.URL.Path, "/api/blobs/"):
+		w.WriteHeader(http.StatusOK)
+	case r.URL.Path == "/api/ps":
+		f.mu.Lock()
+		var ps api.ProcessResponse
+		for name := range f.loaded {
+			ps.Models = append(ps.Models, api.ProcessModelResponse{Name: name})
+		}
+		f.mu.Unlock()
+		json.NewEncoder(w).Encode(ps)
+	case r.URL.Path == "/api/show":
+		f.mu.Lock()
+		ok := f.models[req.Model]
+		f.mu.Unlock()
+		if !ok {
+			notFound()
+			return
+		}
+		io.WriteString(w, `{}`)
+	case r.URL.Path == "/api/create":
+		f.enter("create " + req.Model)
+		defer f.leave()
+		f.mu.Lock()
+		gate := f.gate
+		f.mu.Unlock()
+		if gate != nil {
+			select {
+			case <-gate:
+			case <-r.Context().Done():
+				f.record("cancel " + req.Model)
+				return
+			}
+		}
+		f.mu.Lock()
+		f.models[req.Model] = true
+		f.mu.Unlock()
+		io.WriteString(w, `{"status":"success"}`+"\n")
+	case r.URL.Path == "/api/generate":
+		f.mu.Lock()
+		ok := f.models[req.Model]
+		f.mu.Unlock()
+		if !ok {
+			notFound()
+			return
+		}
+		what := "load "
+		if req.Prompt == "" && req.KeepAlive != nil && req.KeepAlive.Duration == 0 {
+			what = "unload "
+		}
+		f.enter(what + req.Model)
+		defer f.leave()
+		f.mu.Lock()
+		f.loaded[req.Model] = what == "load "
+		if what == "unload " {
+			delete(f.loaded, req.Model)
+		}
+		f.mu.Unlock()
+		io.WriteString(w, `{"model":"`+req.Model+`","done":true}`)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+func (f *fakeOllama) record(call string) {
+	f.mu.Lock()
+	f.calls = append(f.calls, call)
+	f.mu.Unlock()
+}
+
+func (f *fakeOllama) enter(call string) {
+	f.mu.Lock()
+	f.calls = append(f.calls, call)
+	f.busy++
+	f.maxBusy = max(f.maxBusy, f.busy)
+	f.mu.Unlock()
+}
+
+func (f *fakeOllama) leave() {
+	f.mu.Lock()
+	f.busy--
+	f.mu.Unlock()
+}
+
+// since returns the calls recorded from the n-th on.
+func (f *fakeOllama) since(n int) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.calls[min(n, len(f.calls)):])
+}
+
+func (f *fakeOllama) mark() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.calls)
+}
+
+func (f *fakeOllama) setGate(g chan struct{}) {
+	f.mu.Lock()
+	f.gate = g
+	f.mu.Unlock()
+}
+
+func (f *fakeOllama) loadedModels() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for name := range f.loaded {
+		out = append(out, name)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestReconcileOrder runs the reconciler against a fake Ollama, where
+// the order of its work can be checked exactly: Place calls made during
+// a long create coalesce into one more pass with the latest set, a load
+// made pointless is cancelled, and management calls never overlap.
+func TestReconcileOrder(t *testing.T) {
+	f, base := newFakeOllama(t)
+	dir := t.TempDir()
+	gguf := enginetest.Model(t, dir, "tiny", tinygguf.VariantChain)
+	m := func(name string) Model { return Model{Name: name, GGUF: gguf} }
+	cfg := Default()
+	cfg.Enabled, cfg.URL, cfg.DataDir = true, base, filepath.Join(dir, "state")
+	e, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu      sync.Mutex
+		gossips [][]string
+	)
+	e.OnChange(func() {
+		ready := e.ReadyModels()
+		mu.Lock()
+		gossips = append(gossips, ready)
+		mu.Unlock()
+	})
+	gossiped := func(want ...string) func() bool {
+		return func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return slices.ContainsFunc(gossips, func(g []string) bool { return slices.Equal(g, want) })
+		}
+	}
+	e.Start()
+	defer e.Stop()
+	waitFor(t, 10*time.Second, "the engine to attach", func() bool { ok, _ := e.Ready(); return ok })
+	readyAre := func(want ...string) func() bool {
+		return func() bool { return slices.Equal(e.ReadyModels(), want) }
+	}
+	hasCall := func(from int, call string) func() bool {
+		return func() bool { return slices.Contains(f.since(from), call) }
+	}
+
+	t.Run("coalesce", func(t *testing.T) {
+		gate := make(chan struct{})
+		f.setGate(gate)
+		from := f.mark()
+		e.Place([]Model{m("a")})
+		waitFor(t, 10*time.Second, "a's create to start", hasCall(from, "create a"))
+		// a stays placed, so its create goes on; the sets in between
+		// are never worked on.
+		e.Place([]Model{m("a"), m("b")})
+		e.Place([]Model{m("a"), m("c")})
+		e.Place([]Model{m("a"), m("d")})
+		f.setGate(nil)
+		close(gate)
+		waitFor(t, 10*time.Second, "a and d to be ready", readyAre("a", "d"))
+		if got, want := f.since(from), []string{"create a", "load a", "create d", "load d"}; !slices.Equal(got, want) {
+			t.Fatalf("calls %q, want %q", got, want)
+		}
+		waitFor(t, 5*time.Second, "OnChange with a and d ready", gossiped("a", "d"))
+	})
+
+	t.Run("remove", func(t *testing.T) {
+		from := f.mark()
+		e.Place([]Model{m("d")})
+		if _, err := e.Do(context.Background(), chatReq("a", false, 4), ""); !isRetryable503(err) {
+			t.Fatalf("request to a removed model: %v, want a retryable 503", err)
+		}
+		waitFor(t, 10*time.Second, "a to be unloaded", func() bool { return slices.Equal(f.loadedModels(), []string{"d"}) })
+		if got, want := f.since(from), []string{"unload a"}; !slices.Equal(got, want) {
+			t.Fatalf("calls %q, want %q", got, want)
+		}
+		waitFor(t, 5*time.Second, "OnChange with d ready", gossiped("d"))
+	})
+
+	t.Run("changed spec", func(t *testing.T) {
+		from := f.mark()
+		e.Place([]Model{{Name: "d", GGUF: gguf, Quantize: "q8_0"}})
+		if got := e.ReadyModels(); len(got) != 0 {
+			t.Fatalf("ready %v right after its spec changed", got)
+		}
+		waitFor(t, 10*time.Second, "d to be ready again", readyAre("d"))
+		if got, want := f.since(from), []string{"unload d", "create d", "load d"}; !slices.Equal(got, want) {
+			t.Fatalf("calls %q, want %q", got, want)
+		}
+	})
+
+	t.Run("a load made pointless is cancelled", func(t *testing.T) {
+		gate := make(chan struct{})
+		defer close(gate)
+		f.setGate(gate)
+		defer f.setGate(nil)
+		from := f.mark()
+		e.Place([]Model{{Name: "d", GGUF: gguf, Quantize: "q8_0"}, m("x")})
+		waitFor(t, 10*time.Second, "x's create to start", hasCall(from, "create x"))
+		e.Place(nil)
+		waitFor(t, 10*time.Second, "x's create to be cancelled", hasCall(from, "cancel x"))
+		waitFor(t, 10*time.Second, "nothing loaded", func() bool { return len(f.loadedModels()) == 0 })
+		waitFor(t, 5*time.Second, "OnChange with none ready", gossiped())
+		if ok, notReady := e.Ready(); !ok || len(notReady) != 0 || len(e.Models()) != 0 {
+			t.Fatalf("Ready() = %v %v, models %v, with nothing placed", ok, notReady, e.Models())
+		}
+	})
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.maxBusy != 1 {
+		t.Fatalf("%d management calls ran at once, want 1", f.maxBusy)
+	}
+}
+
+func isRetryable503(err error) bool {
+	var le *llm.Error
+	return errors.As(err, &le) && le.Retryable && le.Status == http.StatusServiceUnavailable
 }
