@@ -137,7 +137,7 @@ func New(cfg Config, log *slog.Logger) (*Engine, error) {
 	}
 	e := &Engine{cfg: cfg, log: log.With("component", "local"), ollamaLog: log.With("component", "ollama"),
 		models: map[string]ModelStatus{}, retired: map[string]bool{}, wake: make(chan struct{}, 1)}
-	e.place(cfg.Models)
+	e.place(cfg.Models) // validated: skips none
 	return e, nil
 }
 

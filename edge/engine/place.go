@@ -40,14 +40,25 @@ type step struct {
 // Ollama restarts, not on every Place of the same spec.
 func (e *Engine) Place(models []Model) {
 	e.mu.Lock()
-	e.place(models)
+	skipped := e.place(models)
 	e.mu.Unlock()
+	e.logSkipped(skipped)
 	e.kick()
 }
 
-// place records the desired set and updates the models' states. e.mu is
-// held.
-func (e *Engine) place(models []Model) {
+// skip is a model Place leaves out, and why.
+type skip struct{ name, why string }
+
+// logSkipped logs the models place skipped, once e.mu is released.
+func (e *Engine) logSkipped(skipped []skip) {
+	for _, s := range skipped {
+		e.log.Warn("local engine: placement skipped", "model", s.name, "err", s.why)
+	}
+}
+
+// place records the desired set and updates the models' states. It
+// returns the models it skipped. e.mu is held.
+func (e *Engine) place(models []Model) (skipped []skip) {
 	prev := make(map[string]Model, len(e.want))
 	for _, m := range e.want {
 		prev[m.Name] = m
@@ -63,12 +74,12 @@ func (e *Engine) place(models []Model) {
 	}
 	for _, m := range models {
 		if placed[m.Name] {
-			e.log.Warn("local engine: placement names a model twice; the first wins", "model", m.Name)
+			skipped = append(skipped, skip{m.Name, "placed twice; the first wins"})
 			continue
 		}
 		field, msg := m.check()
 		if field == ".name" {
-			e.log.Warn("local engine: placement refused", "model", m.Name, "err", msg)
+			skipped = append(skipped, skip{m.Name, msg})
 			continue
 		}
 		placed[m.Name] = true
@@ -89,6 +100,7 @@ func (e *Engine) place(models []Model) {
 		}
 	}
 	e.want = want
+	return skipped
 }
 
 // wanted returns the placed model called name. e.mu is held.
