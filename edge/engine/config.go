@@ -52,7 +52,8 @@ type Config struct {
 	// Defaults 250ms and 30s.
 	RestartBackoff    time.Duration `yaml:"restart_backoff"`
 	MaxRestartBackoff time.Duration `yaml:"max_restart_backoff"`
-	// Models are the models placed on this node.
+	// Models are the models placed on this node when it starts. Place
+	// replaces the set at run time, as the control plane places models.
 	Models []Model `yaml:"models"`
 }
 
@@ -130,31 +131,41 @@ func (c *Config) Validate() error {
 	seen := map[string]bool{}
 	for i, m := range c.Models {
 		field := fmt.Sprintf("models[%d]", i)
-		if !modelName.MatchString(m.Name) {
-			return bad(field+".name", "must be an Ollama model name such as \"tiny\" or \"llama3.2:1b\", got %q", m.Name)
-		}
 		if seen[m.Name] {
 			return bad(field+".name", "duplicate model %q", m.Name)
 		}
 		seen[m.Name] = true
-		if m.GGUF == "" && !m.Pull {
-			return bad(field, "needs a gguf file to create %q from, or pull: true", m.Name)
-		}
-		if m.GGUF != "" && m.Pull {
-			return bad(field, "gguf and pull exclude each other")
-		}
-		ok := false
-		for _, q := range quantizations {
-			ok = ok || q == m.Quantize
-		}
-		if !ok {
-			return bad(field+".quantize", "unknown quantization %q (known: q8_0, q4_K_M, q4_K_S, q4_0, q4_1, q5_K_M, q5_K_S, q6_K)", m.Quantize)
-		}
-		if m.Quantize != "" && m.GGUF == "" {
-			return bad(field+".quantize", "applies only when creating from gguf")
+		if sub, msg := m.check(); msg != "" {
+			return bad(field+sub, "%s", msg)
 		}
 	}
 	return nil
+}
+
+// check reports what is wrong with m, if anything: the field, relative
+// to the model ("" for the model itself, ".name", ".quantize"), and why.
+// Config.Validate and Place share it.
+func (m Model) check() (field, msg string) {
+	if !modelName.MatchString(m.Name) {
+		return ".name", fmt.Sprintf("must be an Ollama model name such as \"tiny\" or \"llama3.2:1b\", got %q", m.Name)
+	}
+	if m.GGUF == "" && !m.Pull {
+		return "", fmt.Sprintf("needs a gguf file to create %q from, or pull: true", m.Name)
+	}
+	if m.GGUF != "" && m.Pull {
+		return "", "gguf and pull exclude each other"
+	}
+	ok := false
+	for _, q := range quantizations {
+		ok = ok || q == m.Quantize
+	}
+	if !ok {
+		return ".quantize", fmt.Sprintf("unknown quantization %q (known: q8_0, q4_K_M, q4_K_S, q4_0, q4_1, q5_K_M, q5_K_S, q6_K)", m.Quantize)
+	}
+	if m.Quantize != "" && m.GGUF == "" {
+		return ".quantize", "applies only when creating from gguf"
+	}
+	return "", ""
 }
 
 // ModelNames returns the names of the placed models.

@@ -1,7 +1,10 @@
 // Package engine runs an edge's local inference: it supervises a local
 // `ollama serve` (or attaches to one that already runs), makes sure the
 // models placed on the node exist and stay loaded, and serves requests to
-// them as a gateway target of kind "local".
+// them as a gateway target of kind "local". The placed models change at
+// run time (Place, as the control plane places models on the edge): a
+// reconciler creates or pulls and loads new ones and unloads removed
+// ones, in the background.
 //
 // Ollama runs out of process, so a crashing model runner takes nothing
 // else down and the edge binary stays cgo-free. The server runs in a
@@ -15,7 +18,8 @@
 // Retry-After, so the router can send it elsewhere.
 //
 // This package must never block a request on model management: a model
-// that is not loaded yet gets a retryable 503 at once.
+// that is not loaded yet, or no longer placed, gets a retryable 503 at
+// once.
 package engine
 
 import (
@@ -93,8 +97,14 @@ type Engine struct {
 	tps      atomic.Uint64 // float64 bits of the tokens/s moving average
 	pgid     atomic.Int64
 
-	mu     sync.Mutex // guards models
-	models map[string]ModelStatus
+	mu       sync.Mutex             // guards the fields below; a leaf lock (place.go)
+	models   map[string]ModelStatus // the placed models' states
+	want     []Model                // the placed models, in placement order
+	retired  map[string]bool        // models placed once and removed since: Do refuses them
+	dirty    bool                   // a state changed since onChange was last called
+	onChange func()                 // called by the reconciler after state changes
+
+	wake chan struct{} // wakes the reconciler; capacity 1, see kick
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -125,26 +135,35 @@ func New(cfg Config, log *slog.Logger) (*Engine, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	e := &Engine{cfg: cfg, log: log.With("component", "local"), ollamaLog: log.With("component", "ollama"), models: map[string]ModelStatus{}}
-	for _, m := range cfg.Models {
-		e.models[m.Name] = ModelStatus{State: StateLoading}
-	}
+	e := &Engine{cfg: cfg, log: log.With("component", "local"), ollamaLog: log.With("component", "ollama"),
+		models: map[string]ModelStatus{}, retired: map[string]bool{}, wake: make(chan struct{}, 1)}
+	e.place(cfg.Models) // validated: skips none
 	return e, nil
 }
 
-// Start starts or attaches to Ollama and prepares the placed models in
-// the background. It returns at once; Ready reports progress. Stop ends
-// what Start began.
+// Start starts or attaches to Ollama and the reconciler that prepares
+// the placed models, in the background. It returns at once; Ready
+// reports progress. Stop ends what Start began.
 func (e *Engine) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel, e.done = cancel, make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
 	go func() {
-		defer close(e.done)
+		defer wg.Done()
+		e.reconcile(ctx)
+	}()
+	go func() {
+		defer wg.Done()
 		if e.cfg.URL != "" {
 			e.attach(ctx)
 		} else {
 			e.supervise(ctx)
 		}
+	}()
+	go func() {
+		wg.Wait()
+		close(e.done)
 	}()
 }
 
@@ -196,8 +215,8 @@ func (e *Engine) supervise(ctx context.Context) {
 	}
 }
 
-// serve routes requests to the running process p and prepares the
-// models, until p exits or ctx ends.
+// serve routes requests to the running process p, and has the
+// reconciler prepare the placed models on it, until p exits or ctx ends.
 func (e *Engine) serve(ctx context.Context, p *process) {
 	c, err := e.connect(p.url)
 	if err != nil {
@@ -205,21 +224,18 @@ func (e *Engine) serve(ctx context.Context, p *process) {
 		return
 	}
 	e.conn.Store(c)
-	mctx, cancel := context.WithCancel(ctx)
-	prepared := make(chan struct{})
-	go func() {
-		defer close(prepared)
-		e.prepare(mctx, c.client)
-	}()
+	e.kick()
 	select {
 	case <-p.exited:
 	case <-ctx.Done():
 	}
 	e.conn.Store(nil)
-	cancel()
-	<-prepared
+	// A new server must load the models again. The reconciler marks them
+	// too, when it notices; doing it here leaves no moment when a new
+	// server looks ready with the old one's models.
+	e.markLoading()
+	e.kick()
 	c.close()
-	e.markLoading() // a new server must load them again
 }
 
 // attach serves through an Ollama that someone else runs.
@@ -229,12 +245,14 @@ func (e *Engine) attach(ctx context.Context) {
 		e.log.Error("local engine", "err", err)
 		return
 	}
-	e.conn.Store(c)
 	backoff := e.cfg.RestartBackoff
 	for ctx.Err() == nil {
 		if err := c.client.Heartbeat(ctx); err == nil {
+			// Only now, so that the reconciler does not fail the models
+			// on an Ollama still starting.
 			e.log.Info("local engine: attached", "url", e.cfg.URL)
-			e.prepare(ctx, c.client)
+			e.conn.Store(c)
+			e.kick()
 			break
 		} else if ctx.Err() == nil {
 			e.log.Warn("local engine: ollama not answering yet", "url", e.cfg.URL, "err", err, "retry_in", backoff)
@@ -280,43 +298,6 @@ func (e *Engine) connect(base string) (*conn, error) {
 		return nil, fmt.Errorf("local engine: %w", err)
 	}
 	return &conn{base: base, native: native, compat: compat, client: api.NewClient(u, &http.Client{})}, nil
-}
-
-// prepare makes sure every placed model exists and is loaded. A model
-// that fails is reported and the others go on.
-func (e *Engine) prepare(ctx context.Context, c *api.Client) {
-	for _, m := range e.cfg.Models {
-		start := time.Now()
-		err := ensure(ctx, c, m, e.cfg.KeepAlive, e.cfg.DataDir, e.log)
-		if ctx.Err() != nil {
-			return
-		}
-		if err != nil {
-			e.log.Error("local model failed", "model", m.Name, "err", err)
-			e.setModel(m.Name, ModelStatus{State: StateFailed, Error: err.Error()})
-			continue
-		}
-		e.log.Info("local model ready", "model", m.Name, "took", time.Since(start).Round(time.Millisecond))
-		e.setModel(m.Name, ModelStatus{State: StateReady})
-	}
-}
-
-func (e *Engine) setModel(name string, st ModelStatus) {
-	e.mu.Lock()
-	e.models[name] = st
-	e.mu.Unlock()
-}
-
-// markLoading puts ready models back to loading after a crash: the new
-// server has to load them again.
-func (e *Engine) markLoading() {
-	e.mu.Lock()
-	for name, st := range e.models {
-		if st.State == StateReady {
-			e.models[name] = ModelStatus{State: StateLoading}
-		}
-	}
-	e.mu.Unlock()
 }
 
 // Models returns every placed model's state.
@@ -401,8 +382,11 @@ func (e *Engine) Do(ctx context.Context, req *llm.Request, upstreamModel string)
 	}
 	if st, ok := e.modelState(model); ok && st.State != StateReady {
 		msg := "Model '" + model + "' is still loading on this node."
-		if st.State == StateFailed {
+		switch st.State {
+		case StateFailed:
 			msg = "Model '" + model + "' failed to load on this node."
+		case stateRemoved:
+			msg = "Model '" + model + "' is no longer placed on this node."
 		}
 		return nil, &llm.Error{Status: http.StatusServiceUnavailable, Type: llm.TypeOverloaded, Code: "model_not_loaded",
 			Message: msg, Retryable: true, RetryAfter: time.Second}
@@ -435,10 +419,18 @@ func (e *Engine) Do(ctx context.Context, req *llm.Request, upstreamModel string)
 	return resp, nil
 }
 
+// stateRemoved is what Do finds for a model Place removed. Models
+// never placed are passed to Ollama as they are: an attached Ollama may
+// have models of its own that routes name.
+const stateRemoved = "removed"
+
 func (e *Engine) modelState(name string) (ModelStatus, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	st, ok := e.models[name]
+	if !ok && e.retired[name] {
+		return ModelStatus{State: stateRemoved}, true
+	}
 	return st, ok
 }
 

@@ -115,6 +115,19 @@ func warm(ctx context.Context, c *api.Client, name string, keep time.Duration) e
 	return nil
 }
 
+// unload asks Ollama to drop the model from memory: an empty generate
+// request with keep_alive 0, as Ollama's API defines it (and `ollama
+// stop` sends). Ollama answers at once and unloads the model when its
+// last request ends. A model Ollama does not know is not loaded either.
+func unload(ctx context.Context, c *api.Client, name string) error {
+	stream := false
+	err := c.Generate(ctx, &api.GenerateRequest{Model: name, Stream: &stream, KeepAlive: &api.Duration{}}, func(api.GenerateResponse) error { return nil })
+	if err != nil && !isNotFound(err) {
+		return fmt.Errorf("model %s: unload: %w", name, err)
+	}
+	return nil
+}
+
 func isNotFound(err error) bool {
 	var se api.StatusError
 	return errors.As(err, &se) && se.StatusCode == 404
