@@ -424,6 +424,16 @@ func (e *Engine) Do(ctx context.Context, req *llm.Request, upstreamModel string)
 // have models of its own that routes name.
 const stateRemoved = "removed"
 
+// ModelReady reports whether the engine serves the named model now. It
+// copies nothing, for the router's per-request check.
+func (e *Engine) ModelReady(name string) bool {
+	if e.conn.Load() == nil {
+		return false
+	}
+	st, ok := e.modelState(name)
+	return ok && st.State == StateReady
+}
+
 func (e *Engine) modelState(name string) (ModelStatus, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()

@@ -328,6 +328,21 @@ func (t *Transport) Healthy(nodeID string) bool {
 	return p != nil && p.up()
 }
 
+// Down reports whether the link to the named peer died or failed to
+// dial, with a redial pending: requests must not wait on it. A peer never
+// dialled is not down.
+func (t *Transport) Down(nodeID string) bool {
+	t.mu.Lock()
+	p := t.peers[nodeID]
+	t.mu.Unlock()
+	if p == nil {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.down
+}
+
 // LinkState is one peer's link, for status pages and tests.
 type LinkState struct {
 	Node string `json:"node"`
