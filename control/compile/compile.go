@@ -58,6 +58,13 @@ type Table struct {
 // the edge's shared/table validation after conversion, with every
 // secret_ref assumed to resolve. An error wraps ErrRejected and says why.
 func Compile(cfg Config, s *fsm.State) (*Table, error) {
+	return Check(cfg, Build(s))
+}
+
+// Build lays a state out as its routing table, sorted, without checking
+// it: Compile checks it, and the control API runs tablewire.Validate on
+// a write's preview with it.
+func Build(s *fsm.State) *tablev1.RoutingTable {
 	t := &tablev1.RoutingTable{Schema: tablewire.Schema, Revision: s.Index(), Entities: &tablev1.Entities{}}
 	e := t.Entities
 	for _, m := range s.List(fsm.KindRegion) {
@@ -90,7 +97,7 @@ func Compile(cfg Config, s *fsm.State) (*Table, error) {
 	// The state lists by ID already; sorting again makes the order this
 	// package's promise rather than the state's.
 	tablewire.Sort(e)
-	return Check(cfg, t)
+	return t
 }
 
 // Check validates a table and encodes it: the same checks Compile runs,
