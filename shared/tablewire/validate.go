@@ -83,23 +83,20 @@ func Validate(t *tablev1.RoutingTable) error {
 		}
 		return nodes[i].GetRegion()
 	}
-	// occupied: which regions hold a node or a provider, built on first
-	// use, as most tables restrict no region.
-	var occupied map[string]bool
-	holds := func(region string) (node, any bool) {
-		if occupied == nil {
-			occupied = make(map[string]bool, len(nodes)+len(providers))
+	// The regions holding a node, and those holding a provider, built on
+	// first use: most tables restrict no region.
+	var withNode, withProvider map[string]bool
+	holds := func(region string) (node, nodeOrProvider bool) {
+		if withNode == nil {
+			withNode, withProvider = make(map[string]bool, len(nodes)), make(map[string]bool, len(providers))
 			for _, n := range nodes {
-				occupied[n.GetRegion()] = true // a node: true
+				withNode[n.GetRegion()] = true
 			}
 			for _, p := range providers {
-				if r := p.GetRegion(); r != "" && !occupied[r] {
-					occupied[r] = false // a provider only: present, false
-				}
+				withProvider[p.GetRegion()] = p.GetRegion() != ""
 			}
 		}
-		node, any = occupied[region]
-		return node, any
+		return withNode[region], withNode[region] || withProvider[region]
 	}
 	// servable refuses an allowed-regions list none of whose regions
 	// holds a node or a provider: nothing could serve under it.
