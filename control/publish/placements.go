@@ -37,6 +37,10 @@ func resolvePlacements(t *tablev1.RoutingTable, edge *table.Compiled) []Placemen
 		return nil
 	}
 	ps := t.GetEntities().GetPlacements()
+	perModel := make(map[string]int, len(ps))
+	for _, p := range ps {
+		perModel[p.GetModel()]++
+	}
 	out := make([]PlacementStatus, 0, len(ps))
 	for _, p := range ps {
 		st := PlacementStatus{ID: p.GetId(), Model: p.GetModel(), Node: p.GetNode(), Region: p.GetRegion(), Desired: max(p.GetDesired(), 1), Nodes: []string{}}
@@ -46,6 +50,8 @@ func resolvePlacements(t *tablev1.RoutingTable, edge *table.Compiled) []Placemen
 			if slices.Contains(placed, p.GetNode()) {
 				st.Nodes = []string{p.GetNode()}
 			}
+		case perModel[p.GetModel()] == 1:
+			st.Nodes = slices.Clone(placed) // this placement's alone
 		default:
 			st.Nodes = placedInRegion(edge, p.GetModel(), p.GetRegion(), int(st.Desired))
 		}

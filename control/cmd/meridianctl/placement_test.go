@@ -115,4 +115,7 @@ func TestPlacementLs(t *testing.T) {
 	controltest.WaitFor(t, 10*time.Second, "tiny-a gone", func() bool {
 		return !strings.Contains(cli.ok("placement", "ls"), "tiny-a")
 	})
+	if out := cli.ok("placement", "ls"); !strings.Contains(out, "region=eu-west  2        edge-a,edge-b  0/2") {
+		t.Fatalf("the region placement alone:\n%s", out)
+	}
 }
