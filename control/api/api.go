@@ -24,6 +24,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -75,6 +76,7 @@ type Server struct {
 	readers [][32]byte
 	mux     *http.ServeMux
 	met     *metrics
+	valid   atomic.Pointer[validState] // see routable.go
 }
 
 // New returns the API for a node.
@@ -518,6 +520,10 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request, body []byte, stat
 		s.met.writes.WithLabelValues(outcome).Inc()
 	}()
 	s.onLeader(w, r, body, func() error {
+		if err := s.checkRoutable(cmd); err != nil {
+			fail(w, err)
+			return nil
+		}
 		res, err := s.node.Apply(fsm.TypeWrite, cmd)
 		if err != nil {
 			return err

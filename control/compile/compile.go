@@ -16,6 +16,7 @@ import (
 	"github.com/meridian-mesh/meridian/control/fsm"
 	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
 	tablev1 "github.com/meridian-mesh/meridian/proto/table/v1"
+	"github.com/meridian-mesh/meridian/shared/table"
 	"github.com/meridian-mesh/meridian/shared/tablewire"
 )
 
@@ -45,6 +46,10 @@ type Table struct {
 	Table *tablev1.RoutingTable
 	// Bytes is Table, deterministically encoded.
 	Bytes []byte
+	// Edge is Table as an edge holding every secret compiles it, for
+	// reading what every edge computes from it (such as the nodes a
+	// placement resolves to). Its credentials are placeholders.
+	Edge *table.Compiled
 }
 
 // Compile builds and validates the table for a state. The table passes
@@ -53,6 +58,13 @@ type Table struct {
 // the edge's shared/table validation after conversion, with every
 // secret_ref assumed to resolve. An error wraps ErrRejected and says why.
 func Compile(cfg Config, s *fsm.State) (*Table, error) {
+	return Check(cfg, Build(s))
+}
+
+// Build lays a state out as its routing table, sorted, without checking
+// it: Compile checks it, and the control API runs tablewire.Validate on
+// a write's preview with it.
+func Build(s *fsm.State) *tablev1.RoutingTable {
 	t := &tablev1.RoutingTable{Schema: tablewire.Schema, Revision: s.Index(), Entities: &tablev1.Entities{}}
 	e := t.Entities
 	for _, m := range s.List(fsm.KindRegion) {
@@ -85,7 +97,7 @@ func Compile(cfg Config, s *fsm.State) (*Table, error) {
 	// The state lists by ID already; sorting again makes the order this
 	// package's promise rather than the state's.
 	tablewire.Sort(e)
-	return Check(cfg, t)
+	return t
 }
 
 // Check validates a table and encodes it: the same checks Compile runs,
@@ -96,7 +108,8 @@ func Check(cfg Config, t *tablev1.RoutingTable) (*Table, error) {
 	}
 	// Every ref resolves to a placeholder: the control plane checks the
 	// table's shape; whether a secret exists is each edge's concern.
-	if err := tablewire.CheckEdge(t); err != nil {
+	edge, err := tablewire.CompileEdge(t)
+	if err != nil {
 		return nil, fmt.Errorf("%w at revision %d: %w", ErrRejected, t.GetRevision(), err)
 	}
 	b, err := tablewire.Encode(t)
@@ -110,7 +123,7 @@ func Check(cfg Config, t *tablev1.RoutingTable) (*Table, error) {
 	if len(b) > max {
 		return nil, fmt.Errorf("%w at revision %d: %w: %d bytes, cap %d", ErrRejected, t.GetRevision(), tablewire.ErrTooLarge, len(b), max)
 	}
-	return &Table{Table: t, Bytes: b}, nil
+	return &Table{Table: t, Bytes: b, Edge: edge}, nil
 }
 
 // Equal reports whether two compiled tables hold the same entities,

@@ -20,6 +20,7 @@ import (
 
 	"github.com/meridian-mesh/meridian/control/api"
 	"github.com/meridian-mesh/meridian/control/cluster"
+	"github.com/meridian-mesh/meridian/control/distribution"
 )
 
 // Tokens every test cluster accepts.
@@ -38,7 +39,15 @@ type Options struct {
 	TrailingLogs      uint64
 	// Verbose sends raft's logs to the test log.
 	Verbose bool
+	// Distribution runs each member's routing table distribution: an
+	// embedded NATS server on 127.0.0.1 (each member its own, not
+	// clustered), token NATSToken, with the status served beside the
+	// API as meridian-control serves it.
+	Distribution bool
 }
+
+// NATSToken authenticates to the members' NATS servers.
+const NATSToken = "test-nats-token-0123456789abcd"
 
 // Cluster is a set of control nodes in this process.
 type Cluster struct {
@@ -60,7 +69,19 @@ type Member struct {
 	mu      sync.Mutex
 	applied map[string]int
 	srv     *http.Server
+	dist    *distribution.Distribution
 	up      bool
+}
+
+// NATSURL is the member's NATS server, with Options.Distribution; edges
+// connect there with NATSToken.
+func (m *Member) NATSURL() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.dist == nil {
+		return ""
+	}
+	return m.dist.ClientURL()
 }
 
 // Start starts n voters bootstrapped with the same peer list and waits
@@ -161,6 +182,22 @@ func (m *Member) start(peers []cluster.Peer, bootstrap bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var handler http.Handler = srv
+	var dist *distribution.Distribution
+	if m.c.opts.Distribution {
+		dcfg := distribution.DefaultConfig()
+		dcfg.Listen, dcfg.Token, dcfg.Logger = "127.0.0.1:0", NATSToken, logger
+		dcfg.HeartbeatInterval = 100 * time.Millisecond
+		dcfg.ReadTokens = []string{AdminToken, ReadToken}
+		if dist, err = distribution.Start(dcfg, node); err != nil {
+			node.Close()
+			t.Fatalf("distribution of %s: %v", m.Name, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET "+distribution.StatusPath, dist.Handler())
+		mux.Handle("/", srv)
+		handler = mux
+	}
 	var l net.Listener
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		l, err = net.Listen("tcp", strings.TrimPrefix(m.URL, "http://"))
@@ -170,11 +207,14 @@ func (m *Member) start(peers []cluster.Peer, bootstrap bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	if err != nil {
+		if dist != nil {
+			dist.Close()
+		}
 		node.Close()
 		t.Fatalf("listen %s: %v", m.URL, err)
 	}
 	m.mu.Lock()
-	m.Node, m.srv, m.up = node, &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}, true
+	m.Node, m.srv, m.dist, m.up = node, &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}, dist, true
 	hs := m.srv
 	m.mu.Unlock()
 	go hs.Serve(l)
@@ -188,9 +228,13 @@ func (m *Member) Kill() {
 		return
 	}
 	m.up = false
-	srv, node := m.srv, m.Node
+	srv, node, dist := m.srv, m.Node, m.dist
+	m.dist = nil
 	m.mu.Unlock()
 	srv.Close()
+	if dist != nil {
+		dist.Close()
+	}
 	node.Close()
 }
 

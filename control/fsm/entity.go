@@ -560,7 +560,7 @@ func init() {
 			refs: func(m proto.Message) []ref {
 				return regionRefs(m.(*controlv1.Model).GetAllowedRegions())
 			},
-			deps:     []string{KindPlacement, KindRoute, KindPrice},
+			deps: []string{KindPlacement, KindRoute, KindPrice},
 		},
 		{
 			Name: KindProvider, Plural: "providers",
@@ -573,7 +573,7 @@ func init() {
 				}
 				return nil
 			},
-			deps:     []string{KindRoute, KindPrice},
+			deps: []string{KindRoute, KindPrice},
 		},
 		{
 			Name: KindPlacement, Plural: "placements",
@@ -613,7 +613,7 @@ func init() {
 			refs: func(m proto.Message) []ref {
 				return regionRefs(m.(*controlv1.Tenant).GetAllowedRegions())
 			},
-			deps:     []string{KindKey},
+			deps: []string{KindKey},
 		},
 		{
 			Name: KindKey, Plural: "keys",

@@ -58,6 +58,9 @@ type compiled struct {
 	bytes    []byte
 	full     []byte // TableUpdate carrying the whole table
 	snapshot []byte // SnapshotReply carrying it
+	// placements are the table's placements resolved to nodes, without
+	// readiness, which Status adds from the edges' reports.
+	placements []PlacementStatus
 }
 
 // New checks the config and returns a publisher; Run starts it.
@@ -161,7 +164,8 @@ func (p *Publisher) compileState() {
 	p.rejected, p.rejectedRev = "", 0
 	p.mu.Unlock()
 	p.m.accepted(t.Table.GetRevision(), len(t.Bytes))
-	p.good.Store(&compiled{table: t.Table, bytes: t.Bytes, full: wrap(nil, 2, t.Bytes), snapshot: wrap(protowire.AppendVarint(protowire.AppendTag(nil, 1, protowire.VarintType), tablewire.Schema), 2, t.Bytes)})
+	p.good.Store(&compiled{table: t.Table, bytes: t.Bytes, full: wrap(nil, 2, t.Bytes), snapshot: wrap(protowire.AppendVarint(protowire.AppendTag(nil, 1, protowire.VarintType), tablewire.Schema), 2, t.Bytes),
+		placements: resolvePlacements(t.Table, t.Edge)})
 }
 
 // wrap appends t's bytes as field num of a message: the encoding of a

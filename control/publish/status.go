@@ -38,6 +38,9 @@ type Status struct {
 	RejectedRevision uint64 `json:"rejected_revision,omitempty"`
 	// Edges are the edges that reported, sorted by node.
 	Edges []EdgeStatus `json:"edges"`
+	// Placements are the last valid table's placements, sorted by ID,
+	// with the nodes each resolves to and those reporting it ready.
+	Placements []PlacementStatus `json:"placements"`
 }
 
 // EdgeStatus is one edge's last report, as this control node heard it.
@@ -59,6 +62,9 @@ type EdgeStatus struct {
 	RejectedRevision uint64    `json:"rejected_revision,omitempty"`
 	RejectedReason   string    `json:"rejected_reason,omitempty"`
 	Unusable         []string  `json:"unusable,omitempty"`
+	// ReadyModels are the models the edge's local engine serves, as it
+	// last reported them, sorted.
+	ReadyModels []string `json:"ready_models,omitempty"`
 }
 
 // maxNodeID bounds a reporting edge's ID, bytes.
@@ -76,6 +82,11 @@ func (p *Publisher) recordApplied(m *nats.Msg) {
 		p.m.reports.WithLabelValues("over_limit").Inc()
 		return
 	}
+	// The edge sends its ready models sorted; an older or foreign sender
+	// might not, and placements look them up.
+	if !slices.IsSorted(r.GetReadyModels()) {
+		slices.Sort(r.ReadyModels)
+	}
 	p.edges[r.GetNode()] = &edgeRecord{report: r, at: p.cfg.Now()}
 	p.m.reports.WithLabelValues("ok").Inc()
 }
@@ -83,7 +94,8 @@ func (p *Publisher) recordApplied(m *nats.Msg) {
 // Status returns this node's view of distribution.
 func (p *Publisher) Status() Status {
 	rev := uint64(0)
-	if g := p.good.Load(); g != nil {
+	g := p.good.Load()
+	if g != nil {
 		rev = g.table.GetRevision()
 	}
 	now := p.cfg.Now()
@@ -103,7 +115,7 @@ func (p *Publisher) Status() Status {
 		es := EdgeStatus{
 			Node: r.GetNode(), Region: r.GetRegion(), Revision: r.GetRevision(), Stale: r.GetStale(),
 			LastReport: e.at, Source: r.GetSource(), RejectedRevision: r.GetRejectedRevision(),
-			RejectedReason: r.GetRejectedReason(), Unusable: r.GetUnusable(),
+			RejectedReason: r.GetRejectedReason(), Unusable: r.GetUnusable(), ReadyModels: r.GetReadyModels(),
 		}
 		if rev > r.GetRevision() {
 			es.Lag = rev - r.GetRevision()
@@ -116,6 +128,10 @@ func (p *Publisher) Status() Status {
 		st.Edges = append(st.Edges, es)
 	}
 	slices.SortFunc(st.Edges, func(a, b EdgeStatus) int { return strings.Compare(a.Node, b.Node) })
+	st.Placements = []PlacementStatus{}
+	if g != nil {
+		st.Placements = readyOn(g.placements, st.Edges)
+	}
 	return st
 }
 

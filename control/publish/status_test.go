@@ -1,11 +1,16 @@
 package publish
 
 import (
+	"encoding/json"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/meridian-mesh/meridian/control/compile"
+	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
 	tablev1 "github.com/meridian-mesh/meridian/proto/table/v1"
 	"github.com/meridian-mesh/meridian/shared/tablewire"
 )
@@ -43,4 +48,80 @@ func TestEdgeReports(t *testing.T) {
 	if st = p.Status(); len(st.Edges) != 0 {
 		t.Fatalf("silent edges not forgotten: %+v", st.Edges)
 	}
+}
+
+// An edge's ready models reach the status, on the edge and against the
+// placements of the last valid table: a node placement, and a region
+// placement resolved as every edge resolves it. Silent edges count as
+// not ready.
+func TestReadyModelsInStatus(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	cfg := DefaultConfig()
+	cfg.Now = func() time.Time { return now }
+	p := &Publisher{cfg: cfg, m: newMetrics(nil), edges: map[string]*edgeRecord{}}
+	tab := &tablev1.RoutingTable{Schema: tablewire.Schema, Revision: 10, Entities: &tablev1.Entities{
+		Regions: []*controlv1.Region{{Id: "eu-west"}, {Id: "us-east"}},
+		Nodes:   []*controlv1.Node{{Id: "edge-a", Region: "eu-west"}, {Id: "edge-b", Region: "eu-west"}, {Id: "edge-c", Region: "eu-west"}, {Id: "edge-u", Region: "us-east"}},
+		Models:  []*controlv1.Model{{Id: "tiny", Local: true, Ollama: "tinyllama"}},
+		Placements: []*controlv1.Placement{
+			{Id: "tiny-eu", Model: "tiny", Region: "eu-west", Desired: 2},
+			{Id: "tiny-u", Model: "tiny", Node: "edge-u", Desired: 1},
+		},
+	}}
+	ct, err := compile.Check(compile.DefaultConfig(), tab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.good.Store(&compiled{table: ct.Table, placements: resolvePlacements(ct.Table, ct.Edge)})
+	st := p.Status()
+	if len(st.Placements) != 2 {
+		t.Fatalf("placements %+v", st.Placements)
+	}
+	eu := st.Placements[0]
+	if eu.ID != "tiny-eu" || eu.Desired != 2 || len(eu.Nodes) != 2 || len(eu.Ready) != 0 {
+		t.Fatalf("region placement %+v", eu)
+	}
+	for _, n := range eu.Nodes {
+		if !slices.Contains(ct.Edge.PlacedOn("tiny"), n) {
+			t.Fatalf("region placement resolves to %v; edges place tiny on %v", eu.Nodes, ct.Edge.PlacedOn("tiny"))
+		}
+	}
+
+	report := func(r *tablev1.AppliedReport) {
+		b, _ := tablewire.Encode(r)
+		p.recordApplied(&nats.Msg{Data: b})
+	}
+	report(&tablev1.AppliedReport{Schema: 1, Node: eu.Nodes[0], Revision: 10, IntervalMs: 1000, ReadyModels: []string{"tiny", "other"}})
+	report(&tablev1.AppliedReport{Schema: 1, Node: eu.Nodes[1], Revision: 10, IntervalMs: 1000})
+	report(&tablev1.AppliedReport{Schema: 1, Node: "edge-u", Revision: 10, IntervalMs: 1000, ReadyModels: []string{"tiny"}})
+	st = p.Status()
+	e, ok := edgeByNode(st, eu.Nodes[0])
+	if !ok || !slices.Equal(e.ReadyModels, []string{"other", "tiny"}) {
+		t.Fatalf("edge %s: %+v", eu.Nodes[0], e)
+	}
+	if got := st.Placements[0].Ready; !slices.Equal(got, []string{eu.Nodes[0]}) {
+		t.Fatalf("tiny-eu ready on %v, want [%s]", got, eu.Nodes[0])
+	}
+	if got := st.Placements[1]; !slices.Equal(got.Nodes, []string{"edge-u"}) || !slices.Equal(got.Ready, []string{"edge-u"}) {
+		t.Fatalf("tiny-u %+v", got)
+	}
+	b, _ := json.Marshal(st)
+	if !strings.Contains(string(b), `"ready_models":["other","tiny"]`) || !strings.Contains(string(b), `"ready":["edge-u"]`) {
+		t.Fatalf("status JSON lacks the ready models: %s", b)
+	}
+
+	// An edge gone silent is not ready, whatever it said last.
+	now = now.Add(10 * time.Second)
+	if got := p.Status().Placements[1].Ready; len(got) != 0 {
+		t.Fatalf("a silent edge counts as ready: %v", got)
+	}
+}
+
+func edgeByNode(st Status, node string) (EdgeStatus, bool) {
+	for _, e := range st.Edges {
+		if e.Node == node {
+			return e, true
+		}
+	}
+	return EdgeStatus{}, false
 }

@@ -64,6 +64,13 @@ type Config struct {
 	// (gateway.SetTable, which runs shared/table's validation). It must
 	// keep the old table when it returns an error.
 	Apply func(*table.Table) error
+	// ReadyModels, when set, returns the IDs (Model.ID, not the engine's
+	// own name) of the models this edge's local engine has loaded and
+	// serves. It is called on the client's goroutine for every applied
+	// report, so it must be cheap and must not block; the client copies
+	// and sorts the result. Nil reports none. When the set changes, call
+	// Syncer.ReportReady so the control plane hears at once.
+	ReadyModels func() []string
 	// Logger receives the client's logs; they never carry credentials.
 	Logger *slog.Logger
 	// Registerer receives the client's metrics; nil registers none.

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -83,8 +84,9 @@ type Syncer struct {
 
 	nc      *nats.Conn
 	msgs    chan *nats.Msg
-	kick    chan bool   // a connection is up (true: a reconnection); maybe ask for a snapshot
-	persist chan []byte // latest table to write to disk; one slot
+	kick    chan bool     // a connection is up (true: a reconnection); maybe ask for a snapshot
+	persist chan []byte   // latest table to write to disk; one slot
+	ready   chan struct{} // the ready models changed: report; one slot
 	done    sync.WaitGroup
 	stop    context.CancelFunc
 	synced  atomic.Bool // a table from the control plane was applied
@@ -93,6 +95,8 @@ type Syncer struct {
 	conv         *tablewire.Converter
 	reportTimer  *time.Timer           // nil until the loop runs
 	reportSoon   bool                  // a report is due shortly, after a change
+	readyTimer   *time.Timer           // a held-back ready report; nil when none is due
+	readySent    time.Time             // when the last ready report went out
 	cur          *tablev1.RoutingTable // last table from the control plane or disk; nil for config
 	curSize      int                   // cur's encoded size, bytes, or an upper bound of it
 	st           Status
@@ -117,6 +121,7 @@ func New(cfg Config) (*Syncer, error) {
 	s := &Syncer{
 		cfg: cfg, log: cfg.Logger.With("component", "tablesync"), m: newMetrics(cfg.Registerer),
 		msgs: make(chan *nats.Msg, 4096), kick: make(chan bool, 2), persist: make(chan []byte, 1),
+		ready:      make(chan struct{}, 1),
 		hbInterval: cfg.HeartbeatInterval, retry: cfg.RetryMin, conv: tablewire.NewConverter(cfg.Resolver),
 	}
 	s.st.Stale = true
@@ -242,10 +247,25 @@ func (s *Syncer) run(ctx context.Context) {
 	defer check.Stop()
 	s.reportTimer = time.NewTimer(0)
 	defer s.reportTimer.Stop()
+	defer func() {
+		if s.readyTimer != nil {
+			s.readyTimer.Stop()
+		}
+	}()
 	for {
+		var readyDue <-chan time.Time
+		if s.readyTimer != nil {
+			readyDue = s.readyTimer.C
+		}
 		select {
 		case <-ctx.Done():
 			return
+		case <-s.ready:
+			s.reportReady()
+		case <-readyDue:
+			s.readyTimer = nil
+			s.readySent = time.Now()
+			s.report()
 		case m := <-s.msgs:
 			s.handle(m)
 		case reconnect := <-s.kick:
@@ -464,6 +484,46 @@ func (s *Syncer) scheduleReport() {
 	s.reportTimer.Reset(jitter(min(reportDelay, s.cfg.ReportInterval), 0.5))
 }
 
+// ReadyGap is the least time between two reports that ReportReady
+// triggers: a flapping engine sends at most one extra report per gap, and
+// the last change always reaches the control plane.
+const ReadyGap = 250 * time.Millisecond
+
+// ReportReady tells the control plane, soon, which models this edge
+// serves now (Config.ReadyModels): at once, or ReadyGap after the last
+// such report when that was more recent. The node calls it whenever its
+// local engine loads or drops a model. It never blocks and is safe from
+// any goroutine; before Start it does nothing beyond marking a report due.
+func (s *Syncer) ReportReady() {
+	select {
+	case s.ready <- struct{}{}:
+	default: // one is pending already; it reads the set when it is sent
+	}
+}
+
+// reportReady sends a ready report now, or arms the timer that sends it
+// once ReadyGap has passed since the last one.
+func (s *Syncer) reportReady() {
+	if s.readyTimer != nil {
+		return // a held-back report is due and will carry this change
+	}
+	if wait := ReadyGap - time.Since(s.readySent); wait > 0 {
+		s.readyTimer = time.NewTimer(wait)
+		return
+	}
+	s.readySent = time.Now()
+	s.report()
+}
+
+// readyModels is Config.ReadyModels' answer, copied, sorted and without
+// repeats.
+func (s *Syncer) readyModels() []string {
+	if s.cfg.ReadyModels == nil {
+		return nil
+	}
+	return slices.Compact(slices.Sorted(slices.Values(s.cfg.ReadyModels())))
+}
+
 // reject records a table the edge refused; the old one stays in use.
 func (s *Syncer) reject(rev uint64, err error) {
 	s.m.rejected.Inc()
@@ -511,6 +571,7 @@ func (s *Syncer) report() {
 		Schema: tablewire.Schema, Node: s.cfg.NodeID, Region: s.cfg.Region, Revision: s.st.Revision,
 		Stale: s.st.Stale, RejectedRevision: s.st.RejectedRevision, RejectedReason: s.st.RejectedReason,
 		Unusable: s.st.Unusable, IntervalMs: uint32(s.cfg.ReportInterval.Milliseconds()), Source: s.st.Source,
+		ReadyModels: s.readyModels(),
 	})
 	if err == nil {
 		err = s.nc.Publish(tablewire.SubjectApplied, b)

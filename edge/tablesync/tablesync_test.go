@@ -3,6 +3,7 @@ package tablesync
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -363,5 +364,93 @@ func TestSecretsStayOutOfLogs(t *testing.T) {
 	}
 	if st := s.Status(); strings.Contains(st.RejectedReason+strings.Join(st.Unusable, ""), ref) {
 		t.Fatalf("a secret_ref reached the status: %+v", st)
+	}
+}
+
+// Every report carries the engine's ready models, sorted; ReportReady
+// sends one at once, and a flapping engine makes at most one more per
+// ReadyGap, the last state always arriving.
+func TestReadyModelsReported(t *testing.T) {
+	b := newBus(t)
+	b.serve(tableAt(5, "a"))
+	var mu sync.Mutex
+	var reports []*tablev1.AppliedReport
+	sub, err := b.nc.Subscribe(tablewire.SubjectApplied, func(m *nats.Msg) {
+		r := &tablev1.AppliedReport{}
+		if proto.Unmarshal(m.Data, r) == nil {
+			mu.Lock()
+			reports = append(reports, r)
+			mu.Unlock()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	b.nc.Flush()
+	last := func() (int, *tablev1.AppliedReport) {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(reports) == 0 {
+			return 0, nil
+		}
+		return len(reports), reports[len(reports)-1]
+	}
+
+	var readyMu sync.Mutex
+	ready := []string{"tiny", "llama"}
+	set := func(ms ...string) {
+		readyMu.Lock()
+		ready = ms
+		readyMu.Unlock()
+	}
+	s, _ := newSyncer(t, []string{b.ns.ClientURL()}, "")
+	s.cfg.ReadyModels = func() []string {
+		readyMu.Lock()
+		defer readyMu.Unlock()
+		return ready
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	waitFor(t, 5*time.Second, "a report of the ready models", func() bool {
+		_, r := last()
+		return r != nil && strings.Join(r.GetReadyModels(), ",") == "llama,tiny"
+	})
+
+	// Let the start's reports (the apply, turning stale) go out first.
+	waitFor(t, 5*time.Second, "the edge to turn stale", func() bool { return s.Status().Stale })
+	settled, _ := last()
+	waitFor(t, 5*time.Second, "reports to settle", func() bool {
+		n, _ := last()
+		if n != settled {
+			settled = n
+			return false
+		}
+		return true
+	})
+
+	set("tiny")
+	s.ReportReady()
+	waitFor(t, 5*time.Second, "an immediate report", func() bool {
+		_, r := last()
+		return strings.Join(r.GetReadyModels(), ",") == "tiny"
+	})
+	before, _ := last()
+	start := time.Now()
+	for i := range 50 {
+		set(fmt.Sprintf("m%02d", i))
+		s.ReportReady()
+	}
+	waitFor(t, 5*time.Second, "the last ready set", func() bool {
+		_, r := last()
+		return strings.Join(r.GetReadyModels(), ",") == "m49"
+	})
+	if time.Since(start) < ReadyGap/2 {
+		t.Fatalf("the flap's report came %s after the previous one; ReadyGap is %s", time.Since(start), ReadyGap)
+	}
+	if n, _ := last(); n-before > 2 {
+		t.Fatalf("50 changes sent %d reports; want at most 2", n-before)
 	}
 }

@@ -71,18 +71,28 @@ func (r Resolver) resolve(ref string) (table.Secret, error) {
 // the result: a table that passes is one every edge with its secrets
 // accepts.
 func CheckEdge(t *tablev1.RoutingTable) error {
+	_, err := CompileEdge(t)
+	return err
+}
+
+// CompileEdge is CheckEdge returning the compiled table, for the control
+// plane to read what every edge will compute from it, such as the nodes
+// a placement resolves to (table.Compiled.PlacedOn). Its providers hold
+// placeholder credentials.
+func CompileEdge(t *tablev1.RoutingTable) (*table.Compiled, error) {
 	tab, _, err := ToTable(t, Resolver{
 		Getenv:      func(string) string { return "placeholder" },
 		ReadFile:    func(string) ([]byte, error) { return []byte("placeholder"), nil },
 		LocalEngine: true,
 	})
+	var c *table.Compiled
 	if err == nil {
-		err = tab.Validate()
+		c, err = table.Compile(tab)
 	}
 	if err != nil {
-		return fmt.Errorf("%w: the edge's table check: %w", ErrInvalid, err)
+		return nil, fmt.Errorf("%w: the edge's table check: %w", ErrInvalid, err)
 	}
-	return nil
+	return c, nil
 }
 
 func readSmallFile(path string) ([]byte, error) {

@@ -23,7 +23,7 @@ func sample(rev uint64) *tablev1.RoutingTable {
 		Placements: []*controlv1.Placement{{Id: "p1", Model: "tiny", Region: "eu", Desired: 1}},
 		Providers: []*controlv1.Provider{
 			{Id: "local", Kind: "local"},
-			{Id: "oai", Preset: "openai", SecretRef: "env:OAI_KEY"},
+			{Id: "oai", Preset: "openai", SecretRef: "env:OAI_KEY", Region: "eu"},
 		},
 		Routes: []*controlv1.Route{
 			{Model: "gpt", Targets: []*controlv1.Target{{Provider: "oai"}}, AllowedRegions: []string{"eu"}},
@@ -57,6 +57,46 @@ func TestValidate(t *testing.T) {
 		{"duplicate", func(e *tablev1.Entities) { e.Regions = append(e.Regions, e.Regions[1]) }, "regions[2]"},
 		{"unsorted", func(e *tablev1.Entities) { e.Regions[0], e.Regions[1] = e.Regions[1], e.Regions[0] }, "regions[1]"},
 		{"no id", func(e *tablev1.Entities) { e.Tenants = append(e.Tenants, &controlv1.Tenant{}) }, "tenants[1]"},
+
+		// What could never route.
+		{"route regions empty", func(e *tablev1.Entities) { e.Routes[0].AllowedRegions = []string{"us"} }, "routes[gpt].allowed_regions"},
+		{"model regions empty", func(e *tablev1.Entities) { e.Models[0].AllowedRegions = []string{"us"} }, "models[gpt].allowed_regions"},
+		{"model region unknown", func(e *tablev1.Entities) { e.Models[0].AllowedRegions = []string{"mars"} }, "models[gpt].allowed_regions[0]"},
+		{"tenant regions empty", func(e *tablev1.Entities) { e.Tenants[0].AllowedRegions = []string{"us"} }, "tenants[acme].allowed_regions"},
+		{"tenant region unknown", func(e *tablev1.Entities) { e.Tenants[0].AllowedRegions = []string{"eu", "mars"} }, "tenants[acme].allowed_regions[1]"},
+		{"one region occupied is enough", func(e *tablev1.Entities) {
+			e.Tenants[0].AllowedRegions = []string{"us", "eu"}
+			e.Models[0].AllowedRegions = []string{"us", "eu"}
+		}, ""},
+		{"a provider's region is occupied", func(e *tablev1.Entities) {
+			e.Nodes = nil
+			e.Placements = nil
+			e.Routes[1].Targets = e.Routes[1].Fallbacks
+		}, ""},
+		{"route excludes its provider", func(e *tablev1.Entities) {
+			e.Providers[1].Region = "us"
+			e.Nodes = append(e.Nodes, &controlv1.Node{Id: "edge-2", Region: "us"})
+			e.Routes[0].AllowedRegions = []string{"eu"}
+		}, "routes[gpt].allowed_regions"},
+		{"route's provider has no region", func(e *tablev1.Entities) { e.Providers[1].Region = "" }, "routes[gpt].allowed_regions"},
+		{"route served by its placed copies", func(e *tablev1.Entities) {
+			e.Providers[1].Region = "us"
+			e.Nodes = append(e.Nodes, &controlv1.Node{Id: "edge-2", Region: "us"})
+			e.Routes[0].AllowedRegions = nil
+			e.Routes[1].AllowedRegions = []string{"eu"}
+		}, ""},
+		{"route excludes its providers and placements", func(e *tablev1.Entities) {
+			e.Nodes = append(e.Nodes, &controlv1.Node{Id: "edge-2", Region: "us"})
+			e.Routes[1].AllowedRegions = []string{"us"}
+		}, "routes[tiny].allowed_regions"},
+		{"route served by a node placement", func(e *tablev1.Entities) {
+			e.Nodes = append(e.Nodes, &controlv1.Node{Id: "edge-2", Region: "us"})
+			e.Placements = append(e.Placements, &controlv1.Placement{Id: "p2", Model: "tiny", Node: "edge-2", Desired: 1})
+			e.Routes[1].AllowedRegions = []string{"us"}
+		}, ""},
+		{"placement region without nodes", func(e *tablev1.Entities) { e.Placements[0].Region = "us" }, "placements[p1].region"},
+		{"placement of a remote model", func(e *tablev1.Entities) { e.Placements[0].Model = "gpt" }, "placements[p1].model"},
+		{"placement of a sourceless model", func(e *tablev1.Entities) { e.Models[1].Ollama = "" }, "placements[p1].model"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

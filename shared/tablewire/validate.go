@@ -16,9 +16,20 @@ import (
 // providers and regions, keys to tenants, prices to models and
 // providers), and every routed model having at least one possible target.
 // A target is possible when its provider exists and, for the local
-// engine, the model is placed somewhere. Field-level checks of providers,
-// models and keys belong to shared/table, which the edge runs on the
-// converted table (ToTable).
+// engine, the model is placed somewhere.
+//
+// It also refuses what could never route, so the control plane refuses
+// the write that would make it (control/api) rather than publishing a
+// table that serves nothing:
+//   - an allowed_regions list (route, model or tenant) none of whose
+//     regions holds a node or a provider with that region;
+//   - a route whose allowed regions hold none of its providers' regions
+//     and none of the regions the model is placed in;
+//   - a placement by region whose region holds no node;
+//   - a placement of a model without a local source.
+//
+// Field-level checks of providers, models and keys belong to
+// shared/table, which the edge runs on the converted table (ToTable).
 func Validate(t *tablev1.RoutingTable) error {
 	if t == nil {
 		return fmt.Errorf("%w: no table", ErrInvalid)
@@ -50,26 +61,7 @@ func Validate(t *tablev1.RoutingTable) error {
 			return invalidf("nodes["+n.GetId()+"].region", "references unknown region %q", n.GetRegion())
 		}
 	}
-	var placed map[string]bool
-	for _, p := range e.GetPlacements() {
-		f := func() string { return "placements[" + p.GetId() + "]" }
-		if !has(kModels, p.GetModel()) {
-			return invalidf(f()+".model", "references unknown model %q", p.GetModel())
-		}
-		switch {
-		case p.GetNode() != "" && p.GetRegion() != "", p.GetNode() == "" && p.GetRegion() == "":
-			return invalidf(f(), "names a node or a region, exactly one")
-		case p.GetNode() != "" && !has(kNodes, p.GetNode()):
-			return invalidf(f()+".node", "references unknown node %q", p.GetNode())
-		case p.GetRegion() != "" && !has(kRegions, p.GetRegion()):
-			return invalidf(f()+".region", "references unknown region %q", p.GetRegion())
-		}
-		if placed == nil {
-			placed = map[string]bool{}
-		}
-		placed[p.GetModel()] = true
-	}
-	providers := e.GetProviders()
+	providers, models, nodes := e.GetProviders(), e.GetModels(), e.GetNodes()
 	provider := func(id string) (*controlv1.Provider, bool) {
 		i, ok := slices.BinarySearchFunc(providers, id, func(p *controlv1.Provider, id string) int { return strings.Compare(p.GetId(), id) })
 		if !ok {
@@ -77,7 +69,98 @@ func Validate(t *tablev1.RoutingTable) error {
 		}
 		return providers[i], true
 	}
-	models, mi := e.GetModels(), 0
+	model := func(id string) *controlv1.Model {
+		i, ok := slices.BinarySearchFunc(models, id, func(m *controlv1.Model, id string) int { return strings.Compare(m.GetId(), id) })
+		if !ok {
+			return nil
+		}
+		return models[i]
+	}
+	nodeRegion := func(id string) string {
+		i, ok := slices.BinarySearchFunc(nodes, id, func(n *controlv1.Node, id string) int { return strings.Compare(n.GetId(), id) })
+		if !ok {
+			return ""
+		}
+		return nodes[i].GetRegion()
+	}
+	// The regions holding a node, and those holding a provider, built on
+	// first use: most tables restrict no region.
+	var withNode, withProvider map[string]bool
+	holds := func(region string) (node, nodeOrProvider bool) {
+		if withNode == nil {
+			withNode, withProvider = make(map[string]bool, len(nodes)), make(map[string]bool, len(providers))
+			for _, n := range nodes {
+				withNode[n.GetRegion()] = true
+			}
+			for _, p := range providers {
+				withProvider[p.GetRegion()] = p.GetRegion() != ""
+			}
+		}
+		return withNode[region], withNode[region] || withProvider[region]
+	}
+	// servable refuses an allowed-regions list none of whose regions
+	// holds a node or a provider: nothing could serve under it.
+	servable := func(field string, regions []string) error {
+		for i, reg := range regions {
+			if !has(kRegions, reg) {
+				return invalidf(fmt.Sprintf("%s[%d]", field, i), "references unknown region %q", reg)
+			}
+		}
+		if len(regions) == 0 {
+			return nil
+		}
+		for _, reg := range regions {
+			if _, ok := holds(reg); ok {
+				return nil
+			}
+		}
+		return invalidf(field, "no node or provider is in any of the regions %s, so nothing could ever serve under it", strings.Join(regions, ", "))
+	}
+	var placed map[string]bool
+	// placedIn holds, per placed model, the regions of the nodes it is
+	// placed on: a route restricted to regions can use those copies.
+	var placedIn map[string][]string
+	for _, p := range e.GetPlacements() {
+		f := func() string { return "placements[" + p.GetId() + "]" }
+		m := model(p.GetModel())
+		if m == nil {
+			return invalidf(f()+".model", "references unknown model %q", p.GetModel())
+		}
+		if !m.GetLocal() || m.GetGguf() == "" && m.GetOllama() == "" {
+			return invalidf(f()+".model", "model %q has no local source (local with gguf or ollama), so no node can run it", p.GetModel())
+		}
+		region := p.GetRegion()
+		switch {
+		case p.GetNode() != "" && p.GetRegion() != "", p.GetNode() == "" && p.GetRegion() == "":
+			return invalidf(f(), "names a node or a region, exactly one")
+		case p.GetNode() != "" && !has(kNodes, p.GetNode()):
+			return invalidf(f()+".node", "references unknown node %q", p.GetNode())
+		case p.GetRegion() != "" && !has(kRegions, p.GetRegion()):
+			return invalidf(f()+".region", "references unknown region %q", p.GetRegion())
+		case p.GetRegion() != "":
+			if node, _ := holds(p.GetRegion()); !node {
+				return invalidf(f()+".region", "region %q holds no node, so the model would run nowhere", p.GetRegion())
+			}
+		default:
+			region = nodeRegion(p.GetNode())
+		}
+		if placed == nil {
+			placed, placedIn = map[string]bool{}, map[string][]string{}
+		}
+		placed[p.GetModel()] = true
+		placedIn[p.GetModel()] = append(placedIn[p.GetModel()], region)
+	}
+	for _, m := range models {
+		if err := servable("models["+m.GetId()+"].allowed_regions", m.GetAllowedRegions()); err != nil {
+			return err
+		}
+	}
+	for _, tn := range e.GetTenants() {
+		if err := servable("tenants["+tn.GetId()+"].allowed_regions", tn.GetAllowedRegions()); err != nil {
+			return err
+		}
+	}
+	mi := 0
 	for _, r := range e.GetRoutes() {
 		f := func() string { return "routes[" + r.GetModel() + "]" }
 		// Routes and models are both sorted by model: walk them together.
@@ -91,6 +174,9 @@ func Validate(t *tablev1.RoutingTable) error {
 			return invalidf(f()+".targets", "needs at least one target")
 		}
 		possible := false
+		allowed := r.GetAllowedRegions()
+		// inside: some target or placed copy serves within allowed.
+		inside := len(allowed) == 0 || slices.ContainsFunc(placedIn[r.GetModel()], func(reg string) bool { return slices.Contains(allowed, reg) })
 		for li, ts := range [2][]*controlv1.Target{r.GetTargets(), r.GetFallbacks()} {
 			for i, tg := range ts {
 				p, ok := provider(tg.GetProvider())
@@ -100,15 +186,18 @@ func Validate(t *tablev1.RoutingTable) error {
 				if providerKind(p) != table.KindLocal || placed[modelOf(r, tg)] {
 					possible = true
 				}
+				inside = inside || p.GetRegion() != "" && slices.Contains(allowed, p.GetRegion())
 			}
 		}
 		if !possible {
 			return invalidf(f(), "has no possible target: its only targets are the local engine and the model is placed nowhere")
 		}
-		for i, reg := range r.GetAllowedRegions() {
-			if !has(kRegions, reg) {
-				return invalidf(fmt.Sprintf("%s.allowed_regions[%d]", f(), i), "references unknown region %q", reg)
-			}
+		if err := servable(f()+".allowed_regions", allowed); err != nil {
+			return err
+		}
+		if !inside {
+			return invalidf(f()+".allowed_regions", "none of its providers serves in %s (a provider without a region never does), and model %q is placed on no node there, so the route could never serve a request",
+				strings.Join(allowed, ", "), r.GetModel())
 		}
 	}
 	for _, k := range e.GetKeys() {

@@ -43,6 +43,9 @@ func (c *cli) entity(ctx context.Context, pos []string) error {
 		if len(rest) != 0 {
 			return fmt.Errorf("%w: %s ls takes no arguments", errUsage, k.Name)
 		}
+		if k.Name == fsm.KindPlacement {
+			return c.placements(ctx, cl)
+		}
 		ms, _, err := cl.List(ctx, k.Name, c.readOpts())
 		if err != nil {
 			return err
@@ -150,6 +153,11 @@ func (c *cli) buildEntity(ctx context.Context, cl *client.Client, k *fsm.Kind, i
 		obj = map[string]any{}
 	}
 	setID(k, obj, id)
+	if _, ok := obj["desired"]; !ok && k.Name == fsm.KindPlacement {
+		// One instance unless told otherwise, so placing a model on a
+		// node takes only the model and the node.
+		obj["desired"] = 1
+	}
 	desc := k.New().ProtoReflect().Descriptor()
 	for _, a := range assigns {
 		path, value, ok := strings.Cut(a, "=")

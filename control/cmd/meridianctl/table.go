@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -49,13 +50,20 @@ func (c *cli) printDistribution(st *publish.Status, err error) {
 	if st.Rejected != "" {
 		fmt.Fprintf(c.stdout, "REJECTED at revision %d, not published: %s\n", st.RejectedRevision, st.Rejected)
 	}
+	defer func() {
+		if len(st.Placements) > 0 {
+			fmt.Fprintln(c.stdout)
+			c.printPlacements(st, false) // a rejection is said above
+
+		}
+	}()
 	if len(st.Edges) == 0 {
 		fmt.Fprintln(c.stdout, "No edge has reported.")
 		return
 	}
 	fmt.Fprintln(c.stdout)
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "EDGE\tREGION\tREVISION\tLAG\tSTATE\tLAST REPORT\tREJECTED")
+	fmt.Fprintln(tw, "EDGE\tREGION\tREVISION\tLAG\tSTATE\tREADY MODELS\tLAST REPORT\tREJECTED")
 	for _, e := range st.Edges {
 		state := "current"
 		switch {
@@ -70,8 +78,8 @@ func (c *cli) printDistribution(st *publish.Status, err error) {
 		if e.RejectedReason != "" {
 			rejected = fmt.Sprintf("%d: %s", e.RejectedRevision, e.RejectedReason)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s ago\t%s\n", e.Node, dash(e.Region), e.Revision, e.Lag, state,
-			time.Since(e.LastReport).Round(time.Second), rejected)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s ago\t%s\n", e.Node, dash(e.Region), e.Revision, e.Lag, state,
+			dash(strings.Join(e.ReadyModels, ",")), time.Since(e.LastReport).Round(time.Second), rejected)
 	}
 	tw.Flush()
 }
