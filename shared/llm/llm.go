@@ -161,12 +161,15 @@ type Usage struct {
 const (
 	TypeInvalidRequest = "invalid_request_error"
 	TypeAuthentication = "authentication_error"
-	TypeNotFound       = "not_found_error"
-	TypeRateLimit      = "rate_limit_error"
-	TypeUpstream       = "upstream_error"
-	TypeTimeout        = "timeout_error"
-	TypeServer         = "server_error"
-	TypeOverloaded     = "overloaded_error"
+	// TypePermission is a request a policy forbids, such as data
+	// residency: a 403.
+	TypePermission = "permission_error"
+	TypeNotFound   = "not_found_error"
+	TypeRateLimit  = "rate_limit_error"
+	TypeUpstream   = "upstream_error"
+	TypeTimeout    = "timeout_error"
+	TypeServer     = "server_error"
+	TypeOverloaded = "overloaded_error"
 )
 
 // Error is a request failure with everything a surface needs to report it
