@@ -75,6 +75,9 @@ func (c *Config) Authenticate(r *http.Request) (keyID string, e *llm.Error) {
 		return "", &llm.Error{Status: http.StatusUnauthorized, Type: llm.TypeAuthentication, Code: "invalid_api_key",
 			Message: "Incorrect API key provided."}
 	}
+	if c := gateway.ClientFrom(r.Context()); c != nil {
+		c.Tenant = k.Tenant // the tenant's policies reach the router
+	}
 	return k.ID, nil
 }
 

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/meridian-mesh/meridian/edge/engine"
+	"github.com/meridian-mesh/meridian/edge/geo"
 	"github.com/meridian-mesh/meridian/shared/table"
 	"go.yaml.in/yaml/v3"
 )
@@ -69,6 +70,13 @@ type Config struct {
 	// delivers the routing table. Off unless nats_urls is set.
 	Control Control `yaml:"control"`
 
+	// Geo says how the edge finds where a client is: trusted headers
+	// from trusted proxies, then a GeoIP database, then its own region.
+	Geo geo.Config `yaml:"geo"`
+
+	// Routing tunes the router's health checks.
+	Routing Routing `yaml:"routing"`
+
 	// Table is the static routing table: providers, models, routes and
 	// client key hashes. Use EffectiveTable, which adds the local
 	// engine's routes.
@@ -110,6 +118,19 @@ func (c *Config) EffectiveTable() table.Table {
 		t.Routes = append(t.Routes, table.Route{Model: m.Name, Targets: []table.Target{{Provider: local, Model: m.Name}}})
 	}
 	return t
+}
+
+// Routing tunes the router (edge/router) and the gateway's failover.
+type Routing struct {
+	// BreakerThreshold is the consecutive retryable failures that open a
+	// target's breaker. Default 5.
+	BreakerThreshold int `yaml:"breaker_threshold"`
+	// BreakerCooldown is how long an open breaker keeps its target out
+	// of plans before one probe may try it. Default 10s.
+	BreakerCooldown time.Duration `yaml:"breaker_cooldown"`
+	// FailoverBudget caps the time one request spends on failed attempts
+	// before it gives up. Default 30s.
+	FailoverBudget time.Duration `yaml:"failover_budget"`
 }
 
 // Gossip is the edge's membership gossip (memberlist, over UDP and TCP).
@@ -210,6 +231,8 @@ func Default() Config {
 		Local:           engine.Default(),
 		Link:            DefaultLink(),
 		Control:         DefaultControl(),
+		Geo:             geo.DefaultConfig(),
+		Routing:         Routing{BreakerThreshold: 5, BreakerCooldown: 10 * time.Second, FailoverBudget: 30 * time.Second},
 	}
 }
 
@@ -261,6 +284,12 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Control.validate(); err != nil {
 		return err
+	}
+	if err := c.Geo.Validate(); err != nil {
+		return err
+	}
+	if c.Routing.BreakerThreshold < 1 || c.Routing.BreakerCooldown <= 0 || c.Routing.FailoverBudget <= 0 {
+		return bad("routing", "breaker_threshold must be at least 1, breaker_cooldown and failover_budget above zero")
 	}
 	if !c.Local.Enabled {
 		for i, p := range c.Table.Providers {

@@ -286,8 +286,8 @@ type Client struct {
 	HasLocation bool
 	// Tenant is the tenant of the client's key.
 	Tenant string
-	// Forwarded marks a request a peer routed here: it runs on this
-	// node's engine or nowhere.
+	// Forwarded marks a request a peer routed here: it never hops to
+	// another peer.
 	Forwarded bool
 }
 
@@ -308,8 +308,9 @@ func ClientFrom(ctx context.Context) *Client {
 func (g *Gateway) request(ctx context.Context, req *llm.Request, r *router.Request) *llm.Error {
 	*r = router.Request{Model: req.Model, PromptTokens: len(req.Body) / 4}
 	if c := ClientFrom(ctx); c != nil {
-		r.Client, r.HasClient, r.Tenant, r.LocalOnly = c.Location, c.HasLocation, c.Tenant, c.Forwarded
+		r.Client, r.HasClient, r.Tenant, r.Forwarded = c.Location, c.HasLocation, c.Tenant, c.Forwarded
 	}
+	r.AllowedRegions = req.AllowedRegions
 	if req.Op != llm.OpChat || !g.router.NeedsCapabilities(req.Model) {
 		return nil
 	}
@@ -400,6 +401,10 @@ func (g *Gateway) Do(ctx context.Context, req *llm.Request) (*Result, error) {
 		if !stats.Begin(time.Now(), ch.Force || last) {
 			res.Route.Failed = append(res.Route.Failed, ch.Key+"(breaker-probing)")
 			continue
+		}
+		if ch.Kind == router.KindPeer && req.AllowedRegions == nil {
+			// The peer serves under this plan's residency policy.
+			req.AllowedRegions = p.Allowed()
 		}
 		res.Route.Attempt++
 		start := time.Now()

@@ -226,6 +226,8 @@ func encodeHeader(id []byte, req *llm.Request, model string, hops int, now time.
 		TopK:         topK,
 		SentUnixMs:   now.UnixMilli(),
 		Hops:         uint32(hops),
+
+		AllowedRegions: req.AllowedRegions,
 	}
 	if !deadline.IsZero() {
 		h.DeadlineUnixMs = deadline.UnixMilli()
@@ -242,7 +244,11 @@ func decodeHeader(h *linkv1.Header) (*llm.Request, error) {
 	if h.Model == "" || len(h.Body) == 0 {
 		return nil, fmt.Errorf("%w: header without model or body", ErrBadFrame)
 	}
-	req := &llm.Request{ID: h.RequestId, Op: op, Model: h.Model, Stream: h.Stream, IncludeUsage: h.IncludeUsage, Body: h.Body}
+	req := &llm.Request{ID: h.RequestId, Op: op, Model: h.Model, Stream: h.Stream, IncludeUsage: h.IncludeUsage, Body: h.Body,
+		AllowedRegions: h.AllowedRegions}
+	if len(h.AllowedRegions) > 64 {
+		return nil, fmt.Errorf("%w: more than 64 allowed regions", ErrBadFrame)
+	}
 	if h.TopK != nil {
 		c, err := req.ChatRequest()
 		if err != nil {

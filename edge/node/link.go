@@ -10,12 +10,12 @@ import (
 	"net/http"
 
 	"github.com/meridian-mesh/meridian/edge/config"
+	"github.com/meridian-mesh/meridian/edge/gateway"
 	"github.com/meridian-mesh/meridian/edge/link"
 	"github.com/meridian-mesh/meridian/edge/metrics"
 	"github.com/meridian-mesh/meridian/edge/provider"
 	"github.com/meridian-mesh/meridian/shared/llm"
 	"github.com/meridian-mesh/meridian/shared/pki"
-	"github.com/meridian-mesh/meridian/shared/table"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -55,32 +55,16 @@ func (r nodeRegisterer) Register(c prometheus.Collector) error   { r.m.Register(
 func (r nodeRegisterer) MustRegister(cs ...prometheus.Collector) { r.m.Register(cs...) }
 func (r nodeRegisterer) Unregister(prometheus.Collector) bool    { return false }
 
-// newTarget builds the gateway's targets: a link-backed forwarder for
-// kind peer, and newProvider's targets for every other kind.
-func (n *Node) newTarget(p table.Provider) (provider.Provider, error) {
-	if p.Kind != table.KindPeer {
-		return n.newProvider(p)
-	}
-	if n.link == nil {
-		return nil, fmt.Errorf("provider %q is a peer, but this node runs no links", p.ID)
-	}
-	node, addr, err := table.ParsePeerURL(p.BaseURL)
-	if err != nil {
-		return nil, fmt.Errorf("provider %q: base_url %w", p.ID, err)
-	}
-	if node == n.cfg.NodeID {
-		return nil, fmt.Errorf("provider %q is this node itself", p.ID)
-	}
-	return n.link.Peer(node, addr)
-}
-
 var _ provider.Provider = (*link.Peer)(nil)
 
 // serveForwarded runs a request a peer forwarded here through this
 // node's gateway. The link put the hop count in ctx, so a peer target
 // here refuses to forward it further once the limit is reached.
+//
+// A peer that forwards a request here has routed it already: it never
+// hops onwards, and the residency policy it carries still applies.
 func (n *Node) serveForwarded(ctx context.Context, req *llm.Request) (*llm.Response, error) {
-	res, err := n.gw.Do(ctx, req)
+	res, err := n.gw.Do(gateway.WithClient(ctx, &gateway.Client{Forwarded: true}), req)
 	if err != nil {
 		return nil, err
 	}

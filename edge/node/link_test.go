@@ -115,7 +115,7 @@ func TestLinkFidelity(t *testing.T) {
 				t.Errorf("forwarded body differs\n got %s\nwant %s", g, w)
 			}
 			if direct.StatusCode == 200 {
-				if route := fwd.Header.Get("X-Meridian-Route"); !strings.Contains(route, "target=provider/b;") {
+				if route := fwd.Header.Get("X-Meridian-Route"); !strings.Contains(route, "target=peer/edge-b;") {
 					t.Errorf("route %q: not served through the peer\nA's log:\n%s", route, grep(p.a.logs.String(), "target failed"))
 				}
 			}
@@ -246,8 +246,8 @@ func TestLinkPeerKilledBeforeFirstByte(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(string(body), "[DONE]") {
 		t.Fatalf("status %d body %s", resp.StatusCode, body)
 	}
-	if route := resp.Header.Get("X-Meridian-Route"); !strings.Contains(route, "reason=failover") || !strings.Contains(route, "provider/b(502)") {
-		t.Errorf("route %q: want a failover past provider/b", route)
+	if route := resp.Header.Get("X-Meridian-Route"); !strings.Contains(route, "reason=failover") || !strings.Contains(route, "peer/edge-b(502)") {
+		t.Errorf("route %q: want a failover past peer/edge-b", route)
 	}
 }
 

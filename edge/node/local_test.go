@@ -89,7 +89,7 @@ func TestLocalModels(t *testing.T) {
 		if cc.Choices[0].FinishReason != "length" || cc.Usage.CompletionTokens != 20 || cc.Usage.PromptTokens == 0 {
 			t.Fatalf("finish %q usage %+v", cc.Choices[0].FinishReason, cc.Usage)
 		}
-		if route := raw.Header.Get("X-Meridian-Route"); !strings.Contains(route, "target=provider/local") {
+		if route := raw.Header.Get("X-Meridian-Route"); !strings.Contains(route, "target=local;") {
 			t.Fatalf("route %q", route)
 		}
 	})
@@ -246,7 +246,7 @@ func TestLocalQueueFailover(t *testing.T) {
 	resp := m.post("/v1/chat/completions", chatBody("tiny-or-mock", "hello", ""))
 	b := readBody(t, resp)
 	route := resp.Header.Get("X-Meridian-Route")
-	if resp.StatusCode != 200 || !strings.Contains(route, "target=provider/mock") || !strings.Contains(route, "failed=provider/local(queue-full)") {
+	if resp.StatusCode != 200 || !strings.Contains(route, "target=provider/mock") || !strings.Contains(route, "failed=local(queue-full)") {
 		t.Fatalf("status %d route %q: %s", resp.StatusCode, route, b)
 	}
 	// The dry run shows why, with the engine's load.

@@ -25,6 +25,7 @@ import (
 	"github.com/meridian-mesh/meridian/edge/config"
 	"github.com/meridian-mesh/meridian/edge/engine"
 	"github.com/meridian-mesh/meridian/edge/gateway"
+	"github.com/meridian-mesh/meridian/edge/geo"
 	"github.com/meridian-mesh/meridian/edge/gossip"
 	"github.com/meridian-mesh/meridian/edge/link"
 	"github.com/meridian-mesh/meridian/edge/metrics"
@@ -46,6 +47,8 @@ type Node struct {
 	draining atomic.Bool
 
 	link *link.Transport // nil when links are off (link.go)
+
+	locator *geo.Locator // where clients are (mesh.go)
 
 	sync *tablesync.Syncer // nil without a control plane (table.go)
 }
@@ -71,7 +74,19 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 	if n.link, err = newLink(cfg, log, m); err != nil {
 		return nil, err
 	}
-	n.gw = gateway.New(gateway.Config{Logger: log, Metrics: m, NewProvider: n.newTarget})
+	if n.locator, err = geo.New(cfg.Geo, geo.Point{}); err != nil {
+		return nil, err
+	}
+	gc := gateway.Config{Logger: log, Metrics: m, NewProvider: n.newProvider, Router: n.newRouter(), FailoverBudget: cfg.Routing.FailoverBudget}
+	if n.engine != nil {
+		gc.Local = n.engine
+		n.engine.OnChange(n.readyChanged)
+	}
+	if n.link != nil {
+		gc.Peer = n.peerTarget
+	}
+	n.gw = gateway.New(gc)
+	m.Register(breakerCollector{n})
 	gw := n.gw
 	if err = n.seedTable(); err != nil {
 		return nil, fmt.Errorf("static table: %w", err)
@@ -150,16 +165,11 @@ func newGossip(cfg config.Config, log *slog.Logger) (*gossip.Node, error) {
 	return g, nil
 }
 
-// publishTable tells the fleet which models this node serves and which
-// table revision it applied.
+// publishTable tells the fleet which models this node's engine serves
+// and which table revision it applied.
 func (n *Node) publishTable() {
-	tab := n.gw.Table()
-	models := make([]string, 0, len(tab.Models()))
-	for _, m := range tab.Models() {
-		models = append(models, m.ID)
-	}
-	n.gossip.SetReadyModels(models)
-	n.gossip.SetTableRevision(tab.Revision())
+	n.gossip.SetReadyModels(n.readyModels())
+	n.gossip.SetTableRevision(n.gw.Table().Revision())
 }
 
 // reportLoad gossips the requests in flight, and how many wait for the
@@ -245,6 +255,7 @@ func (n *Node) Run(ctx context.Context) error {
 		stopLoad := make(chan struct{})
 		defer close(stopLoad)
 		go n.reportLoad(stopLoad)
+		go n.followMembers(stopLoad)
 	}
 	n.log.Info("edge ready", "addr", n.ln.Addr().String(), "region", n.cfg.Region, "models", len(n.cfg.Table.Models))
 	select {
@@ -280,25 +291,6 @@ func (n *Node) Run(ctx context.Context) error {
 func (n *Node) healthz(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Write([]byte(`{"status":"ok"}` + "\n"))
-}
-
-// route explains, without sending anything, where a request for
-// ?model= would go: GET /v1/meridian/route?model=gpt-4o-mini.
-func (n *Node) route(w http.ResponseWriter, r *http.Request) {
-	model := r.URL.Query().Get("model")
-	if model == "" {
-		openaiapi.WriteError(w, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "model", "Missing required parameter: 'model'."))
-		return
-	}
-	p, err := n.gw.Plan(model)
-	if err != nil {
-		openaiapi.WriteError(w, llm.AsError(err))
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(p)
 }
 
 // Readiness is the body of /readyz.
@@ -361,6 +353,7 @@ func (n *Node) wrap(h http.Handler) http.Handler {
 		}
 		w.Header().Set(api.HeaderRequestID, id)
 		w.Header().Set(HeaderTableRevision, n.tableRevisionHeader())
+		r = r.WithContext(gateway.WithClient(r.Context(), n.client(r)))
 		defer func() {
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler {

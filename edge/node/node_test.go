@@ -80,7 +80,7 @@ func TestChatPlain(t *testing.T) {
 	if got := resp.Header.Get("X-Request-Id"); got != "client-id-42" {
 		t.Fatalf("x-request-id = %q, want the client's", got)
 	}
-	if got := resp.Header.Get("X-Meridian-Route"); got != "target=provider/mock; model=gpt-4o; attempt=1; reason=primary" {
+	if got := resp.Header.Get("X-Meridian-Route"); got != "target=provider/mock; model=gpt-4o; attempt=1; reason=primary; kind=provider; strategy=ordered" {
 		t.Fatalf("x-meridian-route = %q", got)
 	}
 	if _, err := strconv.Atoi(resp.Header.Get("X-Meridian-Overhead-Us")); err != nil {
@@ -613,7 +613,7 @@ func TestRouteDryRun(t *testing.T) {
 			Target, Kind, UpstreamModel string
 		} `json:"targets"`
 	}
-	if resp.StatusCode != 200 || json.Unmarshal(b, &p) != nil || len(p.Targets) != 2 || p.Targets[0].Key != "provider/dead" || p.Targets[1].Key != "provider/mock" {
+	if resp.StatusCode != 200 || json.Unmarshal(b, &p) != nil || len(p.Targets) != 2 || p.Targets[0].Target != "provider/dead" || p.Targets[1].Target != "provider/mock" {
 		t.Fatalf("%d %s", resp.StatusCode, b)
 	}
 	if len(m.mock.Requests()) != before {

@@ -22,7 +22,11 @@ const HeaderTableRevision = "X-Meridian-Table-Rev" // canonical, so Set does not
 func (n *Node) seedTable() error {
 	if !n.cfg.Control.Enabled() {
 		tab := n.cfg.EffectiveTable()
-		return n.gw.SetTable(&tab)
+		if err := n.gw.SetTable(&tab); err != nil {
+			return err
+		}
+		n.place(n.gw.Table())
+		return nil
 	}
 	c := n.cfg.Control
 	tlsCfg, err := c.TLSConfig()
@@ -35,6 +39,7 @@ func (n *Node) seedTable() error {
 	sc.CachePath, sc.MaxBytes, sc.StaleAfter, sc.ReportInterval = c.CachePath(n.cfg.NodeID), c.MaxTableBytes, c.StaleAfter, c.ReportInterval
 	sc.Resolver.LocalEngine = n.engine != nil
 	sc.Apply = n.applyTable
+	sc.ReadyModels = n.readyModels
 	sc.Logger = n.log
 	sc.Registerer = registerer{n.metrics.Register}
 	if n.sync, err = tablesync.New(sc); err != nil {
@@ -54,6 +59,7 @@ func (n *Node) applyTable(t *table.Table) error {
 	if err := n.gw.SetTable(&eff); err != nil {
 		return err
 	}
+	n.place(n.gw.Table())
 	if n.gossip != nil {
 		n.publishTable()
 	}

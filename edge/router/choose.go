@@ -39,10 +39,13 @@ type Request struct {
 	// PromptTokens and MaxTokens are estimates, for context length and
 	// price; zero means unknown.
 	PromptTokens, MaxTokens int
-	// LocalOnly restricts the plan to this node's engine: a request a
-	// peer forwarded here was routed already, and must not hop again or
-	// leave the region the peer chose.
-	LocalOnly bool
+	// Forwarded marks a request a peer routed here: it never hops to
+	// another peer (no request goes round the mesh).
+	Forwarded bool
+	// AllowedRegions is a residency list the request carries, from the
+	// edge that routed it first; it applies with the route's, the
+	// model's and the tenant's.
+	AllowedRegions []string
 }
 
 // Exclusion reasons, as the dry run and x-meridian-route print them.
@@ -59,7 +62,7 @@ const (
 	ReasonDead       = "dead"
 	ReasonDraining   = "draining"
 	ReasonUnknown    = "no-gossip" // a placed peer gossip has never seen
-	ReasonNotLocal   = "forwarded" // a forwarded request runs here or nowhere
+	ReasonForwarded  = "forwarded" // a forwarded request never hops again
 )
 
 // Choice is one candidate in a plan.
@@ -114,13 +117,13 @@ type Plan struct {
 	AllowedRegions []string `json:"allowed_regions,omitempty"`
 
 	refusal Refusal
-	allowed [3][]string
+	allowed [4][]string
 }
 
 // Allowed is the intersection of the residency lists that applied: nil
 // when none did. It allocates, so Choose leaves it to explanations.
 func (p *Plan) Allowed() []string {
-	if len(p.allowed[0]) == 0 && len(p.allowed[1]) == 0 && len(p.allowed[2]) == 0 {
+	if len(p.allowed[0]) == 0 && len(p.allowed[1]) == 0 && len(p.allowed[2]) == 0 && len(p.allowed[3]) == 0 {
 		return nil
 	}
 	return intersect(&p.allowed)
@@ -130,7 +133,7 @@ func (p *Plan) Allowed() []string {
 func (p *Plan) Reset() {
 	p.Model, p.TableRevision, p.Strategy, p.Refusal = "", 0, "", nil
 	p.Targets, p.Excluded, p.AllowedRegions = p.Targets[:0], p.Excluded[:0], nil
-	p.allowed = [3][]string{}
+	p.allowed = [4][]string{}
 }
 
 // ModelView is what a caller needs to know of a model before asking for
@@ -162,21 +165,23 @@ func (r *Router) Choose(req *Request, p *Plan) {
 			p.allowed[2] = tn.AllowedRegions
 		}
 	}
-	restricted := len(p.allowed[0]) > 0 || len(p.allowed[1]) > 0 || len(p.allowed[2]) > 0
+	p.allowed[3] = req.AllowedRegions
+	restricted := len(p.allowed[0]) > 0 || len(p.allowed[1]) > 0 || len(p.allowed[2]) > 0 || len(p.allowed[3]) > 0
 	client, hasClient := req.Client, req.HasClient
 	if !hasClient {
 		client, hasClient = v.self, v.hasSelf
 	}
 	now := time.Now()
-	var byResidency, byPrice, byCapability, byContext, byBreaker int
+	var byResidency, byPrice, byCapability, byContext, byBreaker, byForwarded int
 	for i := range mv.cands {
 		c := &mv.cands[i]
 		ch := Choice{Kind: c.kind, Key: c.key, ID: c.id, UpstreamModel: c.upstream, Region: c.region, Addr: c.addr, stats: c.stats, written: c.written}
 		ch.Breaker = c.stats.State(now)
 		why := ""
 		switch {
-		case req.LocalOnly && c.kind != KindLocal:
-			why = ReasonNotLocal
+		case req.Forwarded && c.kind == KindPeer:
+			why = ReasonForwarded
+			byForwarded++
 		case restricted && !allows(&p.allowed, c.region):
 			why = ReasonResidency
 			byResidency++
@@ -229,6 +234,8 @@ func (r *Router) Choose(req *Request, p *Plan) {
 			p.refuse(http.StatusBadRequest, "capability_not_supported", needParam(req.Needs), needWord(req.Needs))
 		case byContext > 0:
 			p.refuse(http.StatusBadRequest, "context_length_exceeded", "messages", "")
+		case byForwarded > 0 && len(p.Excluded) == byForwarded:
+			p.refuse(http.StatusLoopDetected, "hop_limit", "", "")
 		}
 		return
 	}
@@ -371,7 +378,7 @@ func pickWeighted(ts []Choice, mv *modelView) {
 }
 
 // allows reports whether region is in every set list.
-func allows(lists *[3][]string, region string) bool {
+func allows(lists *[4][]string, region string) bool {
 	if region == "" {
 		return false
 	}
@@ -384,7 +391,7 @@ func allows(lists *[3][]string, region string) bool {
 }
 
 // intersect is the regions every set list allows, for explanations.
-func intersect(lists *[3][]string) []string {
+func intersect(lists *[4][]string) []string {
 	var out []string
 	first := true
 	for _, l := range lists {
@@ -454,6 +461,8 @@ func (p *Plan) refuse(status int, code, param, detail string) {
 		} else {
 			p.refusal.Message = fmt.Sprintf("The model %q does not support %s, and no target for it does.", p.Model, detail)
 		}
+	case "hop_limit":
+		p.refusal.Message = fmt.Sprintf("A peer forwarded this request for model %q here, and this node could only forward it again; requests are never passed on twice.", p.Model)
 	case "context_length_exceeded":
 		p.refusal.Message = fmt.Sprintf("The request is longer than the context window of every target for model %q.", p.Model)
 	}

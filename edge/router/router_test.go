@@ -375,13 +375,14 @@ func TestEveryBreakerOpenStillTries(t *testing.T) {
 	}
 }
 
-func TestForwardedRunsLocallyOnly(t *testing.T) {
+func TestForwardedNeverHopsAgainAndKeepsItsPolicy(t *testing.T) {
 	h := newHarness(t, "edge-eu", "eu-west", fleet())
 	h.local.ready["tiny"] = true
 	h.members(alive("edge-ap", "ap-south", "tiny"))
-	p := h.plan(Request{Model: "tiny", LocalOnly: true})
-	if got := keys(p.Targets); !slices.Equal(got, []string{"local"}) || reasons(p.Excluded)["provider/oa-us"] != ReasonNotLocal {
-		t.Fatalf("forwarded: %v %v", got, reasons(p.Excluded))
+	p := h.plan(Request{Model: "tiny", Forwarded: true, AllowedRegions: []string{"eu-west"}})
+	ex := reasons(p.Excluded)
+	if got := keys(p.Targets); !slices.Equal(got, []string{"local"}) || ex["peer/edge-ap"] != ReasonForwarded || ex["provider/oa-us"] != ReasonResidency {
+		t.Fatalf("forwarded: %v %v", got, ex)
 	}
 }
 

@@ -74,6 +74,10 @@ type Request struct {
 	// from Body on first use (see ChatRequest), because the OpenAI path
 	// never needs it.
 	Chat *ChatRequest
+	// AllowedRegions, when set, are the only regions the request may be
+	// served in: the residency policy of the edge that routed it first,
+	// carried across a link so the serving edge keeps to it.
+	AllowedRegions []string
 	// Body is the request as the client sent it, in OpenAI's format.
 	// Adapters for OpenAI-compatible upstreams forward it with only the
 	// model name changed, so unknown fields pass through.

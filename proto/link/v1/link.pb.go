@@ -242,9 +242,13 @@ type Header struct {
 	// hops counts the links this request has crossed, this one included.
 	Hops uint32 `protobuf:"varint,11,opt,name=hops,proto3" json:"hops,omitempty"`
 	// traceparent is the W3C trace context, when there is one.
-	Traceparent   string `protobuf:"bytes,12,opt,name=traceparent,proto3" json:"traceparent,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Traceparent string `protobuf:"bytes,12,opt,name=traceparent,proto3" json:"traceparent,omitempty"`
+	// allowed_regions are the regions the forwarding edge's residency
+	// policy allows this request in; the serving edge serves it only
+	// there. Empty means anywhere.
+	AllowedRegions []string `protobuf:"bytes,13,rep,name=allowed_regions,json=allowedRegions,proto3" json:"allowed_regions,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Header) Reset() {
@@ -359,6 +363,13 @@ func (x *Header) GetTraceparent() string {
 		return x.Traceparent
 	}
 	return ""
+}
+
+func (x *Header) GetAllowedRegions() []string {
+	if x != nil {
+		return x.AllowedRegions
+	}
+	return nil
 }
 
 // Error mirrors shared/llm.Error; the cause never crosses a link.
@@ -747,7 +758,7 @@ const file_proto_link_v1_link_proto_rawDesc = "" +
 	"\x05chunk\x18\x03 \x01(\v2\x17.meridian.link.v1.ChunkH\x00R\x05chunk\x12,\n" +
 	"\x04body\x18\x04 \x01(\v2\x16.meridian.link.v1.BodyH\x00R\x04body\x125\n" +
 	"\atrailer\x18\x05 \x01(\v2\x19.meridian.link.v1.TrailerH\x00R\atrailerB\x06\n" +
-	"\x04kind\"\xea\x02\n" +
+	"\x04kind\"\x93\x03\n" +
 	"\x06Header\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\fR\x02id\x12\x1d\n" +
 	"\n" +
@@ -763,7 +774,8 @@ const file_proto_link_v1_link_proto_rawDesc = "" +
 	"\x10deadline_unix_ms\x18\n" +
 	" \x01(\x03R\x0edeadlineUnixMs\x12\x12\n" +
 	"\x04hops\x18\v \x01(\rR\x04hops\x12 \n" +
-	"\vtraceparent\x18\f \x01(\tR\vtraceparentB\b\n" +
+	"\vtraceparent\x18\f \x01(\tR\vtraceparent\x12'\n" +
+	"\x0fallowed_regions\x18\r \x03(\tR\x0eallowedRegionsB\b\n" +
 	"\x06_top_k\"\xbb\x01\n" +
 	"\x05Error\x12\x16\n" +
 	"\x06status\x18\x01 \x01(\x05R\x06status\x12\x12\n" +

@@ -1,0 +1,239 @@
+package node
+
+import (
+	"encoding/json"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	openaiapi "github.com/meridian-mesh/meridian/edge/api/openai"
+	"github.com/meridian-mesh/meridian/edge/engine"
+	"github.com/meridian-mesh/meridian/edge/gateway"
+	"github.com/meridian-mesh/meridian/edge/geo"
+	"github.com/meridian-mesh/meridian/edge/gossip"
+	"github.com/meridian-mesh/meridian/edge/link"
+	"github.com/meridian-mesh/meridian/edge/provider"
+	"github.com/meridian-mesh/meridian/edge/router"
+	"github.com/meridian-mesh/meridian/shared/llm"
+	"github.com/meridian-mesh/meridian/shared/table"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// This file wires the router's live inputs: gossip's membership view,
+// link health, the engine's ready models, the placements the table makes
+// on this node, and where each client is.
+
+// newRouter builds the node's router over its links and engine.
+func (n *Node) newRouter() *router.Router {
+	rc := router.DefaultConfig()
+	rc.Node, rc.Region = n.cfg.NodeID, n.cfg.Region
+	rc.BreakerThreshold, rc.BreakerCooldown = n.cfg.Routing.BreakerThreshold, n.cfg.Routing.BreakerCooldown
+	if n.link != nil {
+		rc.Links = linkHealth{n.link}
+	}
+	if n.engine != nil {
+		rc.Local = engineLocal{n.engine}
+	}
+	return router.New(rc)
+}
+
+type linkHealth struct{ t *link.Transport }
+
+func (l linkHealth) Down(node string) bool { return l.t.Down(node) }
+
+type engineLocal struct{ e *engine.Engine }
+
+func (l engineLocal) Ready(name string) bool { return l.e.ModelReady(name) }
+func (l engineLocal) Busy() int              { return l.e.Stats().Running }
+
+// peerTarget makes the gateway's forwarder to a peer.
+func (n *Node) peerTarget(node, addr string) (provider.Provider, error) {
+	return n.link.Peer(node, addr)
+}
+
+// followMembers feeds gossip's view of the fleet to the router, every
+// 200–250 ms, until stop closes. Only a changed view is handed over.
+func (n *Node) followMembers(stop <-chan struct{}) {
+	var last []router.Member
+	for {
+		var ms []router.Member
+		for _, m := range n.gossip.Members() {
+			if m.ID == n.cfg.NodeID {
+				continue
+			}
+			ms = append(ms, router.Member{
+				ID: m.ID, Region: m.Region, Addr: m.QUICAddr, Alive: m.State == gossip.StateAlive, Draining: m.Draining,
+				Ready: m.ReadyModels, InFlight: m.Load.InFlight, Queued: m.Load.QueueDepth, RTT: m.RTT,
+			})
+		}
+		if !slices.EqualFunc(ms, last, sameMember) {
+			n.gw.Router().SetMembers(ms)
+			last = ms
+		}
+		select {
+		case <-stop:
+			return
+		case <-time.After(200*time.Millisecond + time.Duration(rand.Int64N(int64(50*time.Millisecond)))):
+		}
+	}
+}
+
+func sameMember(a, b router.Member) bool {
+	return a.ID == b.ID && a.Region == b.Region && a.Addr == b.Addr && a.Alive == b.Alive && a.Draining == b.Draining &&
+		a.InFlight == b.InFlight && a.Queued == b.Queued && slices.Equal(a.Ready, b.Ready) &&
+		// RTT moves all the time; only a change of a fifth counts.
+		absDur(a.RTT-b.RTT)*5 <= max(a.RTT, b.RTT)
+}
+
+func absDur(d time.Duration) time.Duration {
+	if d < 0 {
+		return -d
+	}
+	return d
+}
+
+// place makes the engine run what the table places on this node, plus
+// the models the config file places.
+func (n *Node) place(tab *table.Compiled) {
+	here := tab.PlacedHere(n.cfg.NodeID)
+	if n.engine == nil {
+		if len(here) > 0 {
+			n.log.Warn("models are placed on this node, but it runs no local engine (local.enabled is false)", "models", len(here))
+		}
+		return
+	}
+	models := slices.Clone(n.cfg.Local.Models)
+	for _, m := range here {
+		if slices.ContainsFunc(models, func(x engine.Model) bool { return x.Name == m.EngineName() }) {
+			continue
+		}
+		models = append(models, engine.Model{Name: m.EngineName(), GGUF: m.Local.GGUF, Quantize: m.Local.Quantization, Pull: m.Local.Ollama != ""})
+	}
+	n.engine.Place(models)
+}
+
+// readyModels are the model IDs this node's engine serves now: what it
+// gossips as ready and reports to the control plane.
+func (n *Node) readyModels() []string {
+	if n.engine == nil {
+		return nil
+	}
+	ready := n.engine.ReadyModels()
+	tab := n.gw.Table()
+	var ids []string
+	for _, m := range tab.Models() {
+		if slices.Contains(ready, m.EngineName()) {
+			ids = append(ids, m.ID)
+		}
+	}
+	slices.Sort(ids)
+	return slices.Compact(ids)
+}
+
+// readyChanged tells the fleet at once when the engine's ready set moves.
+func (n *Node) readyChanged() {
+	if n.gossip != nil {
+		n.gossip.SetReadyModels(n.readyModels())
+	}
+	if n.sync != nil {
+		n.sync.ReportReady()
+	}
+}
+
+// client finds where a request's client is, for the router.
+func (n *Node) client(r *http.Request) *gateway.Client {
+	c := &gateway.Client{}
+	if n.locator != nil {
+		if loc := n.locator.Locate(r.Header, r.RemoteAddr); loc.Source != geo.SourceEdge {
+			c.Location, c.HasLocation = loc.Point, true
+		}
+	}
+	return c
+}
+
+// route is the dry run: GET /v1/meridian/route?model=…[&lat=…&lon=…|
+// &country=…][&key=KEY_ID]. It lists every candidate with its score
+// and every excluded one with the reason, and sends nothing.
+func (n *Node) route(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	req := router.Request{Model: q.Get("model")}
+	if req.Model == "" {
+		openaiapi.WriteError(w, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "model", "Missing required parameter: 'model'."))
+		return
+	}
+	switch {
+	case q.Has("lat") || q.Has("lon"):
+		loc, ok := geo.Parse(q.Get("lat") + "," + q.Get("lon"))
+		if !ok {
+			openaiapi.WriteError(w, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "lat", "lat and lon must be decimal degrees within ±90 and ±180."))
+			return
+		}
+		req.Client, req.HasClient = loc.Point, true
+	case q.Has("country"):
+		p, ok := geo.Country(q.Get("country"))
+		if !ok {
+			openaiapi.WriteError(w, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "country", "Unknown ISO 3166-1 alpha-2 country code %q.", q.Get("country")))
+			return
+		}
+		req.Client, req.HasClient = p, true
+	default:
+		c := n.client(r)
+		req.Client, req.HasClient = c.Location, c.HasLocation
+	}
+	if id := q.Get("key"); id != "" {
+		i := slices.IndexFunc(n.gw.Table().Table().Keys, func(k table.Key) bool { return k.ID == id })
+		if i < 0 {
+			openaiapi.WriteError(w, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "key", "No key with ID %q.", id))
+			return
+		}
+		req.Tenant = n.gw.Table().Table().Keys[i].Tenant
+	}
+	if v := q.Get("prompt_tokens"); v != "" {
+		req.PromptTokens, _ = strconv.Atoi(v)
+	}
+	ex := n.gw.Explain(&req)
+	if ex.Error != nil && ex.Error.Status == http.StatusNotFound {
+		openaiapi.WriteError(w, ex.Error)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(ex)
+}
+
+// breakerCollector exposes every target's breaker state: 0 closed, 1
+// half-open, 2 open. Targets come from the table, so labels stay bounded.
+type breakerCollector struct{ n *Node }
+
+var breakerDesc = prometheus.NewDesc("meridian_breaker_state", "Target breaker state: 0 closed, 1 half-open, 2 open.", []string{"target"}, nil)
+
+func (c breakerCollector) Describe(ch chan<- *prometheus.Desc) { ch <- breakerDesc }
+
+func (c breakerCollector) Collect(ch chan<- prometheus.Metric) {
+	now := time.Now()
+	p := &router.Plan{}
+	seen := map[string]bool{}
+	for _, m := range c.n.gw.Table().Models() {
+		c.n.gw.Router().Choose(&router.Request{Model: m.ID}, p)
+		for _, list := range [][]router.Choice{p.Targets, p.Excluded} {
+			for i := range list {
+				t := &list[i]
+				if seen[t.Key] || t.Stats() == nil {
+					continue
+				}
+				seen[t.Key] = true
+				v := 0.0
+				switch t.Stats().State(now) {
+				case router.BreakerHalfOpen:
+					v = 1
+				case router.BreakerOpen:
+					v = 2
+				}
+				ch <- prometheus.MustNewConstMetric(breakerDesc, prometheus.GaugeValue, v, t.Key)
+			}
+		}
+	}
+}
