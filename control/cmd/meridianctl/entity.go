@@ -47,7 +47,7 @@ func (c *cli) entity(ctx context.Context, pos []string) error {
 		if err != nil {
 			return err
 		}
-		return c.printEntities(k, ms)
+		return c.printEntities(k, ms, true)
 	case "get":
 		if len(rest) != 1 {
 			return fmt.Errorf("%w: %s get takes one ID", errUsage, k.Name)
@@ -56,7 +56,7 @@ func (c *cli) entity(ctx context.Context, pos []string) error {
 		if err != nil {
 			return err
 		}
-		return c.printEntities(k, []proto.Message{m})
+		return c.printEntities(k, []proto.Message{m}, false)
 	case "rm", "delete":
 		if len(rest) != 1 {
 			return fmt.Errorf("%w: %s rm takes one ID", errUsage, k.Name)
@@ -288,8 +288,9 @@ func readFile(stdin io.Reader, path string) ([]byte, error) {
 	return b, nil
 }
 
-// printEntities prints entities as a table, or as JSON with -json.
-func (c *cli) printEntities(k *fsm.Kind, ms []proto.Message) error {
+// printEntities prints entities as a table, or as JSON with -json: an
+// array for a list, whatever its length, and an object for a get.
+func (c *cli) printEntities(k *fsm.Kind, ms []proto.Message, list bool) error {
 	if c.json {
 		var out []json.RawMessage
 		for _, m := range ms {
@@ -304,7 +305,7 @@ func (c *cli) printEntities(k *fsm.Kind, ms []proto.Message) error {
 		}
 		enc := json.NewEncoder(c.stdout)
 		enc.SetIndent("", "  ")
-		if len(out) == 1 && len(ms) == 1 {
+		if !list && len(out) == 1 {
 			return enc.Encode(out[0])
 		}
 		return enc.Encode(out)

@@ -29,6 +29,21 @@ import (
 // generated.
 type fleet map[string][]proto.Message
 
+// GoString shows a drawn fleet, in rapid's failure reports, as the
+// fleet file it becomes.
+func (f fleet) GoString() string {
+	var fail failer
+	b := fleetYAML(&fail, f, false)
+	if fail != "" {
+		return string(fail)
+	}
+	return "\n" + string(b)
+}
+
+type failer string
+
+func (f *failer) Fatalf(format string, args ...any) { *f = failer(fmt.Sprintf(format, args...)) }
+
 func (f fleet) size() int {
 	n := 0
 	for _, ms := range f {
