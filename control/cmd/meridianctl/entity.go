@@ -227,10 +227,20 @@ func assign(desc protoreflect.MessageDescriptor, obj map[string]any, path []stri
 	case fd.IsList() && fd.Kind() == protoreflect.MessageKind:
 		var list []any
 		for _, item := range strings.Split(value, ",") {
+			// provider[:model][=weight]: neither IDs nor model IDs hold
+			// '=', and provider IDs hold no ':'.
+			item, weight, weighted := strings.Cut(item, "=")
 			provider, model, _ := strings.Cut(item, ":")
 			t := map[string]any{"provider": provider}
 			if model != "" {
 				t["model"] = model
+			}
+			if weighted {
+				w, err := strconv.ParseUint(weight, 10, 32)
+				if err != nil {
+					return fmt.Errorf("%q: the weight after '=' is not a whole number", item+"="+weight)
+				}
+				t["weight"] = w
 			}
 			list = append(list, t)
 		}
@@ -364,6 +374,9 @@ func render(v any) string {
 				s := render(t["provider"])
 				if m := render(t["model"]); m != "" {
 					s += ":" + m
+				}
+				if w := render(t["weight"]); w != "" && w != "0" {
+					s += "=" + w
 				}
 				parts = append(parts, s)
 				continue
