@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/meridian-mesh/meridian/control/compile"
 	"github.com/meridian-mesh/meridian/control/controltest"
 	"github.com/meridian-mesh/meridian/control/fsm"
 	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
@@ -80,6 +81,10 @@ func TestFleetFiles(t *testing.T) {
 				t.Fatalf("apply:\n%s", out)
 			}
 			checkFleet(t, cli, fleet(want), file, "apply -f "+file)
+			// What edges would receive: the state compiles to a table.
+			if _, err := compile.Compile(compile.DefaultConfig(), c.Members[0].Node.FSM().State()); err != nil {
+				t.Fatalf("the applied fleet does not compile to a routing table: %v", err)
+			}
 			if out := cli.ok("apply", "-f", file); !strings.Contains(out, "No changes") || !strings.Contains(out, " 0 to change") {
 				t.Fatalf("re-apply is not a no-op:\n%s", out)
 			}
