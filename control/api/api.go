@@ -714,8 +714,8 @@ func decodePut(raw json.RawMessage) (proto.Message, bool, error) {
 	if err := json.Unmarshal(fields["kind"], &kind); err != nil || kind == "" {
 		return nil, false, &fsm.Error{Code: fsm.CodeInvalid, Field: "kind", Message: "must name the entity's kind, a string; " + putShape}
 	}
-	k, ok := fsm.KindByName(kind)
-	if !ok || k.Name != kind {
+	k, ok := fsm.KindByName(kind) // singular, or plural as the flat shape allowed
+	if !ok {
 		return nil, false, &fsm.Error{Code: fsm.CodeInvalid, Field: "kind", Message: unknownKind(kind)}
 	}
 	entity, wrapped := fields["entity"]
