@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/meridian-mesh/meridian/edge/api"
 	"github.com/meridian-mesh/meridian/edge/gateway"
@@ -55,4 +56,42 @@ func TestInvalidUTF8(t *testing.T) {
 	if rec.Code == http.StatusBadRequest {
 		t.Fatalf("a valid UTF-8 body was refused: %s", rec.Body)
 	}
+}
+
+// FuzzInvalidUTF8 puts arbitrary bytes into a message's content, as
+// they are (quotes, backslashes and control bytes aside, which JSON
+// escapes): the body is accepted exactly when it is UTF-8, and refused
+// with a 400 that says so otherwise.
+func FuzzInvalidUTF8(f *testing.F) {
+	f.Add([]byte("plain"))
+	f.Add([]byte("a\xffb"))
+	f.Add([]byte("\xed\xa0\x80"))
+	f.Add([]byte("日本\xe6\x97"))
+	f.Fuzz(func(t *testing.T, content []byte) {
+		body := rawContentBody(`{"model":"m","messages":[{"role":"user","content":"`, content, `"}]}`)
+		_, e := DecodeChat(body)
+		switch {
+		case utf8.Valid(body) && e != nil:
+			t.Fatalf("refused UTF-8 %q: %v", body, e)
+		case !utf8.Valid(body) && (e == nil || e.Status != http.StatusBadRequest || !strings.Contains(e.Message, "UTF-8")):
+			t.Fatalf("did not refuse %q as not UTF-8: %+v", body, e)
+		}
+	})
+}
+
+// rawContentBody builds prefix+content+suffix with content's bytes as
+// they are, but for those a JSON string cannot hold unescaped.
+func rawContentBody(prefix string, content []byte, suffix string) []byte {
+	b := []byte(prefix)
+	for _, c := range content {
+		switch {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c < 0x20:
+			b = append(b, ' ')
+		default:
+			b = append(b, c)
+		}
+	}
+	return append(b, suffix...)
 }
