@@ -433,3 +433,54 @@ func TestRoundTrip(t *testing.T) {
 	})
 	t.Logf("%d fleets round-tripped", n)
 }
+
+// TestRoundTripCoversEveryField keeps the generator honest as entities
+// grow: across a few hundred drawn fleets, every kind appears and every
+// field of every entity (and of the messages inside them) is set at
+// least once, so TestRoundTrip does test every field.
+func TestRoundTripCoversEveryField(t *testing.T) {
+	seen := map[string]bool{}
+	var mark func(prefix string, r protoreflect.Message)
+	mark = func(prefix string, r protoreflect.Message) {
+		r.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+			name := prefix + "." + string(fd.Name())
+			seen[name] = true
+			switch {
+			case fd.IsList() && fd.Kind() == protoreflect.MessageKind:
+				for i := 0; i < v.List().Len(); i++ {
+					mark(name, v.List().Get(i).Message())
+				}
+			case !fd.IsList() && !fd.IsMap() && fd.Kind() == protoreflect.MessageKind:
+				mark(name, v.Message())
+			}
+			return true
+		})
+	}
+	for i := range 300 {
+		for kind, ms := range genFleet.Example(i) {
+			for _, m := range ms {
+				mark(kind, m.ProtoReflect())
+			}
+		}
+	}
+	var missing []string
+	var want func(prefix string, d protoreflect.MessageDescriptor)
+	want = func(prefix string, d protoreflect.MessageDescriptor) {
+		for i := 0; i < d.Fields().Len(); i++ {
+			fd := d.Fields().Get(i)
+			name := prefix + "." + string(fd.Name())
+			if !seen[name] {
+				missing = append(missing, name)
+			}
+			if fd.Kind() == protoreflect.MessageKind && !fd.IsMap() {
+				want(name, fd.Message())
+			}
+		}
+	}
+	for _, k := range fsm.Kinds {
+		want(k.Name, k.New().ProtoReflect().Descriptor())
+	}
+	if len(missing) > 0 {
+		t.Fatalf("the fleet generator never sets %s", strings.Join(missing, ", "))
+	}
+}
