@@ -1,10 +1,12 @@
 package main
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/meridian-mesh/meridian/control/compile"
 	"github.com/meridian-mesh/meridian/control/controltest"
@@ -107,5 +109,25 @@ func TestFleetFiles(t *testing.T) {
 	}
 	if strings.Contains(out, "tier") {
 		t.Errorf("dry run shows an unchanged label:\n%s", out)
+	}
+
+	// A zero is a zero however it is written: -0 sent to the API reads
+	// back as 0, and against 0 in a file (YAML reads "-0" as the integer
+	// 0) is no change.
+	cli.ok("cluster", "snapshot", "restore", empty)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, b, _, err := c.Members[0].Do(ctx, "PUT", "/v1/control/regions/zero", controltest.AdminToken,
+		strings.NewReader(`{"id":"zero","latitude":-0,"longitude":-0.0}`))
+	if err != nil || st != 200 {
+		t.Fatalf("put -0: %d %s %v", st, b, err)
+	}
+	if out := cli.ok("region", "get", "zero", "-json"); strings.Contains(out, "-0") {
+		t.Errorf("-0 reads back as -0:\n%s", out)
+	}
+	zero := filepath.Join(dir, "zero.yaml")
+	os.WriteFile(zero, []byte("regions:\n  - {id: zero, latitude: -0, longitude: 0}\n"), 0o600)
+	if out := cli.ok("apply", "-f", zero, "--dry-run"); !strings.Contains(out, "No changes") {
+		t.Errorf("-0 against 0 is a change:\n%s", out)
 	}
 }
