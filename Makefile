@@ -42,9 +42,31 @@ run: ollama build
 # The local-inference tests run the real Ollama that `make ollama` builds
 # (a no-op once built); MERIDIAN_REQUIRE_OLLAMA turns their skip into a
 # failure, so they can never silently not run here.
+#
+# The Node SDK tests need scripts/sdktest/node/node_modules: where node and
+# npm exist, `npm ci` installs it (pinned by package-lock.json) when it is
+# missing or older than the lock. Outside CI those tests skip without it,
+# so the run then ends by saying so, loudly; in CI they fail instead.
+SDKTEST_NODE := scripts/sdktest/node
+
 test: ollama
-	$(GO) vet ./...
-	MERIDIAN_REQUIRE_OLLAMA=1 MERIDIAN_OLLAMA=$(abspath $(BIN))/ollama $(GO) test -race -count=1 ./...
+	@skip=; \
+	if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+		skip="node or npm is not installed (sudo apt-get install -y nodejs npm)"; \
+	elif [ ! -f $(SDKTEST_NODE)/node_modules/openai/package.json ] || [ $(SDKTEST_NODE)/package-lock.json -nt $(SDKTEST_NODE)/node_modules/.package-lock.json ]; then \
+		echo "cd $(SDKTEST_NODE) && npm ci --no-audit --no-fund"; \
+		(cd $(SDKTEST_NODE) && npm ci --no-audit --no-fund) || skip="npm ci in $(SDKTEST_NODE) failed (see above)"; \
+	fi; \
+	echo "$(GO) vet ./..."; $(GO) vet ./... || exit 1; \
+	echo "$(GO) test -race -count=1 ./..."; \
+	status=0; MERIDIAN_REQUIRE_OLLAMA=1 MERIDIAN_OLLAMA=$(abspath $(BIN))/ollama $(GO) test -race -count=1 ./... || status=$$?; \
+	if [ -n "$$skip" ]; then \
+		echo; echo "######################################################################"; \
+		echo "## make test: the Node SDK tests (edge/node TestNodeSDKs) were SKIPPED:"; \
+		echo "##   $$skip"; \
+		echo "######################################################################"; \
+	fi; \
+	exit $$status
 
 bench: bench-gateway bench-adapters bench-gossip bench-local bench-links bench-control bench-distribution
 	$(GO) test -run '^$$' -bench . -benchmem ./shared/... ./edge/...

@@ -8,6 +8,15 @@
 // caller asks for ?consistent. This package must never change state other
 // than through cluster.Node.Apply, and never log a token or a request
 // body.
+//
+// API history (v1 only ever adds, so a v1 client keeps working until a
+// removal listed here):
+//   - 2026-12: a batch put carries its entity under "entity",
+//     {"kind": "provider", "entity": {...}} (BatchPut). The flat shape
+//     before it, the entity's fields beside "kind", could not carry a
+//     provider's own "kind" field. It is still read, with a
+//     "Deprecation: true" answer header, and goes away in the first
+//     release after 2027-06-01, which answers it with 400.
 package api
 
 import (
@@ -22,6 +31,7 @@ import (
 	"io"
 	"math/big"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -32,6 +42,7 @@ import (
 	"github.com/meridian-mesh/meridian/control/cluster"
 	"github.com/meridian-mesh/meridian/control/fsm"
 	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
+	"github.com/meridian-mesh/meridian/shared/table"
 )
 
 // Headers the API reads and sets.
@@ -420,7 +431,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, leaderAPI strin
 		io.Copy(io.Discard, resp.Body)
 		return false
 	}
-	for _, h := range []string{"Content-Type", HeaderIndex, HeaderKnownLeader} {
+	for _, h := range []string{"Content-Type", HeaderIndex, HeaderKnownLeader, HeaderDeprecation} {
 		if v := resp.Header.Get(h); v != "" {
 			w.Header().Set(h, v)
 		}
@@ -626,11 +637,22 @@ func (s *Server) del(w http.ResponseWriter, r *http.Request) {
 // Batch is the body of POST /v1/control/batch: puts and deletes applied
 // atomically.
 type Batch struct {
-	// Put lists entities to create or replace, each an object with a
-	// "kind" and the entity's fields.
+	// Put lists entities to create or replace, each a BatchPut. The
+	// deprecated flat shape, an entity's fields beside "kind", is still
+	// read; see the package's API history.
 	Put []json.RawMessage `json:"put,omitempty"`
 	// Delete lists entities to delete.
 	Delete []BatchDelete `json:"delete,omitempty"`
+}
+
+// BatchPut is one entity to create or replace: its kind, and the entity
+// under "entity", so that no field of an entity can ever collide with
+// the envelope's (a provider has a "kind" of its own).
+type BatchPut struct {
+	// Kind is the entity's kind, singular: "region", "provider", ...
+	Kind string `json:"kind"`
+	// Entity is the entity's JSON form, as GET returns it.
+	Entity json.RawMessage `json:"entity"`
 }
 
 // BatchDelete names one entity to delete.
@@ -639,53 +661,108 @@ type BatchDelete struct {
 	ID   string `json:"id"`
 }
 
+// HeaderDeprecation is set on an answer to a request that used a shape
+// the API will stop reading.
+const HeaderDeprecation = "Deprecation"
+
 // DecodeBatch reads a batch body into ops.
 func DecodeBatch(body []byte) ([]*controlv1.Op, error) {
+	ops, _, err := decodeBatch(body)
+	return ops, err
+}
+
+// decodeBatch reads a batch body into ops, and reports whether any put
+// used the deprecated flat shape.
+func decodeBatch(body []byte) (ops []*controlv1.Op, flat bool, err error) {
 	var b Batch
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&b); err != nil {
-		return nil, &fsm.Error{Code: fsm.CodeInvalid, Message: "malformed batch: " + err.Error()}
+		return nil, false, &fsm.Error{Code: fsm.CodeInvalid, Message: "malformed batch: " + err.Error()}
 	}
-	var ops []*controlv1.Op
 	for i, raw := range b.Put {
-		var head struct {
-			Kind string `json:"kind"`
-		}
-		if err := json.Unmarshal(raw, &head); err != nil {
-			return nil, &fsm.Error{Code: fsm.CodeInvalid, Field: fmt.Sprintf("put[%d]", i), Message: "must be an object"}
-		}
-		k, ok := fsm.KindByName(head.Kind)
-		if !ok {
-			return nil, &fsm.Error{Code: fsm.CodeInvalid, Field: fmt.Sprintf("put[%d].kind", i), Message: fmt.Sprintf("unknown kind %q", head.Kind)}
-		}
-		var fields map[string]json.RawMessage
-		if err := json.Unmarshal(raw, &fields); err != nil {
-			return nil, &fsm.Error{Code: fsm.CodeInvalid, Field: fmt.Sprintf("put[%d]", i), Message: "must be an object"}
-		}
-		delete(fields, "kind")
-		rest, _ := json.Marshal(fields)
-		m, err := DecodeEntity(k, rest)
+		m, isFlat, err := decodePut(raw)
 		if err != nil {
 			var fe *fsm.Error
 			if errors.As(err, &fe) {
-				fe.Field = fmt.Sprintf("put[%d].%s", i, fe.Field)
+				fe.Field = strings.TrimSuffix(fmt.Sprintf("put[%d].%s", i, fe.Field), ".")
 			}
-			return nil, err
+			return nil, false, err
 		}
+		flat = flat || isFlat
 		ops = append(ops, fsm.PutOp(m))
 	}
 	for i, d := range b.Delete {
 		k, ok := fsm.KindByName(d.Kind)
 		if !ok {
-			return nil, &fsm.Error{Code: fsm.CodeInvalid, Field: fmt.Sprintf("delete[%d].kind", i), Message: fmt.Sprintf("unknown kind %q", d.Kind)}
+			return nil, false, &fsm.Error{Code: fsm.CodeInvalid, Field: fmt.Sprintf("delete[%d].kind", i), Message: unknownKind(d.Kind)}
 		}
 		ops = append(ops, fsm.DeleteOp(k.Name, d.ID))
 	}
 	if len(ops) == 0 {
-		return nil, &fsm.Error{Code: fsm.CodeInvalid, Field: "put", Message: "a batch needs at least one put or delete"}
+		return nil, false, &fsm.Error{Code: fsm.CodeInvalid, Field: "put", Message: "a batch needs at least one put or delete"}
 	}
-	return ops, nil
+	return ops, flat, nil
+}
+
+const putShape = `a put is {"kind": "provider", "entity": {...}}`
+
+// decodePut reads one put, in either shape. A put with an "entity" is a
+// BatchPut; one without is the flat shape, which is unambiguous because
+// no entity has a field named "entity", and no entity kind is also a
+// provider's wire format.
+func decodePut(raw json.RawMessage) (proto.Message, bool, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil || fields == nil {
+		return nil, false, &fsm.Error{Code: fsm.CodeInvalid, Message: "must be an object; " + putShape}
+	}
+	var kind string
+	if err := json.Unmarshal(fields["kind"], &kind); err != nil || kind == "" {
+		return nil, false, &fsm.Error{Code: fsm.CodeInvalid, Field: "kind", Message: "must name the entity's kind, a string; " + putShape}
+	}
+	k, ok := fsm.KindByName(kind) // singular, or plural as the flat shape allowed
+	if !ok {
+		return nil, false, &fsm.Error{Code: fsm.CodeInvalid, Field: "kind", Message: unknownKind(kind)}
+	}
+	entity, wrapped := fields["entity"]
+	if !wrapped {
+		// The flat shape: the entity's fields beside "kind".
+		delete(fields, "kind")
+		rest, _ := json.Marshal(fields)
+		m, err := DecodeEntity(k, rest)
+		return m, true, err
+	}
+	for f := range fields {
+		if f != "kind" && f != "entity" {
+			return nil, false, &fsm.Error{Code: fsm.CodeInvalid, Field: f, Message: "unknown field; " + putShape}
+		}
+	}
+	if t := bytes.TrimSpace(entity); len(t) == 0 || t[0] != '{' {
+		return nil, false, &fsm.Error{Code: fsm.CodeInvalid, Field: "entity", Message: "must be the entity, a JSON object"}
+	}
+	m, err := DecodeEntity(k, entity)
+	if err != nil {
+		var fe *fsm.Error
+		if errors.As(err, &fe) {
+			fe.Field = strings.TrimSuffix("entity."+fe.Field, ".")
+		}
+	}
+	return m, false, err
+}
+
+// unknownKind explains a kind that names no entity kind, pointing out a
+// provider's wire format sent where the entity's kind belongs.
+func unknownKind(kind string) string {
+	names := make([]string, len(fsm.Kinds))
+	for i, k := range fsm.Kinds {
+		names[i] = k.Name
+	}
+	msg := fmt.Sprintf("unknown entity kind %q (known: %s)", kind, strings.Join(names, ", "))
+	wire := []string{table.KindOpenAI, table.KindAnthropic, table.KindGemini, table.KindOllama, table.KindLocal, table.KindPeer}
+	if slices.Contains(wire, kind) {
+		msg += fmt.Sprintf("; %q is a provider's wire format: %s", kind, putShape)
+	}
+	return msg
 }
 
 func (s *Server) batch(w http.ResponseWriter, r *http.Request) {
@@ -693,10 +770,13 @@ func (s *Server) batch(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	ops, err := DecodeBatch(body)
+	ops, flat, err := decodeBatch(body)
 	if err != nil {
 		fail(w, err)
 		return
+	}
+	if flat {
+		w.Header().Set(HeaderDeprecation, "true")
 	}
 	s.write(w, r, body, http.StatusOK, ops...)
 }

@@ -87,7 +87,13 @@ func TestAPIValidationAuthAndForwarding(t *testing.T) {
 		{"missing", "GET", "/v1/control/regions/nowhere", read, "", 404, fsm.CodeNotFound, "id"},
 		{"body too large", "PUT", "/v1/control/regions/us", admin, `{"id":"us","name":"` + strings.Repeat("x", 2<<20) + `"}`, 413, api.CodeTooLarge, ""},
 		{"secret as ref", "PUT", "/v1/control/providers/p", admin, `{"id":"p","preset":"openai","secret_ref":"sk-live-123"}`, 400, fsm.CodeInvalid, "secret_ref"},
-		{"batch dangling", "POST", "/v1/control/batch", admin, `{"put":[{"kind":"node","id":"n9","region":"nowhere"}]}`, 400, fsm.CodeReference, "region"},
+		{"batch dangling", "POST", "/v1/control/batch", admin, `{"put":[{"kind":"node","entity":{"id":"n9","region":"nowhere"}}]}`, 400, fsm.CodeReference, "region"},
+		{"batch flat dangling", "POST", "/v1/control/batch", admin, `{"put":[{"kind":"node","id":"n9","region":"nowhere"}]}`, 400, fsm.CodeReference, "region"},
+		{"batch bad entity field", "POST", "/v1/control/batch", admin, `{"put":[{"kind":"region","entity":{"id":"x","latitude":200}}]}`, 400, fsm.CodeInvalid, "put[0].entity.latitude"},
+		{"batch field beside entity", "POST", "/v1/control/batch", admin, `{"put":[{"kind":"region","id":"x","entity":{"id":"x"}}]}`, 400, fsm.CodeInvalid, "put[0].id"},
+		{"batch entity not an object", "POST", "/v1/control/batch", admin, `{"put":[{"kind":"region","entity":["x"]}]}`, 400, fsm.CodeInvalid, "put[0].entity"},
+		{"batch no kind", "POST", "/v1/control/batch", admin, `{"put":[{"entity":{"id":"x"}}]}`, 400, fsm.CodeInvalid, "put[0].kind"},
+		{"batch wire format as kind", "POST", "/v1/control/batch", admin, `{"put":[{"kind":"openai","id":"p","base_url":"http://h/v1"}]}`, 400, fsm.CodeInvalid, "put[0].kind"},
 	}
 	for _, tc := range cases {
 		st, b, _ := do(tc.method, tc.path, tc.token, tc.body)
@@ -102,6 +108,24 @@ func TestAPIValidationAuthAndForwarding(t *testing.T) {
 		if strings.Contains(string(b), "sk-live-123") {
 			t.Errorf("%s: the error body echoes a secret", tc.name)
 		}
+	}
+
+	// A batch put carries its entity under "entity", so a provider's own
+	// kind arrives (issue 23). The flat shape is still read, and the
+	// answer says it is deprecated.
+	st, b, h = do("POST", "/v1/control/batch", admin, `{"put":[{"kind":"provider","entity":{"id":"mock","kind":"openai","base_url":"http://127.0.0.1:9100/v1","secret_ref":"env:MOCK_KEY"}}]}`)
+	if st != 200 || h.Get(api.HeaderDeprecation) != "" {
+		t.Fatalf("batch put of a provider with a kind: %d %s %v", st, b, h)
+	}
+	if st, b, _ := do("GET", "/v1/control/providers/mock?consistent", read, ""); st != 200 || !strings.Contains(string(b), `"kind":"openai"`) {
+		t.Fatalf("provider after batch: %d %s", st, b)
+	}
+	st, b, h = do("POST", "/v1/control/batch", admin, `{"put":[{"kind":"provider","id":"flat","preset":"groq"}]}`)
+	if st != 200 || h.Get(api.HeaderDeprecation) != "true" {
+		t.Fatalf("flat batch put: %d %s %v", st, b, h)
+	}
+	if st, b, _ := do("POST", "/v1/control/batch", admin, `{"put":[{"kind":"openai","id":"p"}]}`); !strings.Contains(string(b), `{\"kind\": \"provider\", \"entity\"`) {
+		t.Errorf("a wire format sent as the entity kind is not explained: %d %s", st, b)
 	}
 
 	// A retried write with the same request ID applies once.
@@ -232,6 +256,9 @@ func FuzzDecodeBatch(f *testing.F) {
 	f.Add([]byte(`{"put":[{"kind":"price","model":"m","provider":"p","input":1}]}`))
 	f.Add([]byte(`{"put":[{"kind":"nope"}]}`))
 	f.Add([]byte(`{"delete":[]}`))
+	f.Add([]byte(`{"put":[{"kind":"provider","entity":{"id":"p","kind":"openai","base_url":"http://h/v1"}}]}`))
+	f.Add([]byte(`{"put":[{"kind":"node","entity":{"id":"n","region":"r","labels":{"a":"b"}},"x":1}]}`))
+	f.Add([]byte(`{"put":[{"kind":"routes","model":"m","targets":[{"provider":"p","weight":2}]}]}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		ops, err := api.DecodeBatch(body)
 		if err != nil {

@@ -28,6 +28,7 @@ func TestOpenAPIMatchesEntities(t *testing.T) {
 			} `yaml:"parameters"`
 			Schemas map[string]struct {
 				Properties map[string]any `yaml:"properties"`
+				Enum       []string       `yaml:"enum"`
 			} `yaml:"schemas"`
 		} `yaml:"components"`
 	}
@@ -36,6 +37,9 @@ func TestOpenAPIMatchesEntities(t *testing.T) {
 	}
 	enum := doc.Components.Parameters["Kind"].Schema.Enum
 	for _, k := range fsm.Kinds {
+		if !slices.Contains(doc.Components.Schemas["EntityKind"].Enum, k.Name) {
+			t.Errorf("kind %s missing from the EntityKind schema", k.Name)
+		}
 		if !slices.Contains(enum, k.Plural) {
 			t.Errorf("kind %s missing from the Kind parameter", k.Plural)
 		}

@@ -261,13 +261,10 @@ func (c *Client) Get(ctx context.Context, kind, id string, o ReadOptions) (proto
 	return m, nil
 }
 
-func escapeID(id string) string {
-	parts := strings.Split(id, "/")
-	for i, p := range parts {
-		parts[i] = url.PathEscape(p)
-	}
-	return strings.Join(parts, "/")
-}
+// escapeID escapes an ID as one path segment: a model ID may hold '/',
+// and sent as is, "a//b" or "a/./b" would be cleaned by the server's mux
+// into another ID.
+func escapeID(id string) string { return url.PathEscape(id) }
 
 // WriteOptions adjust a write.
 type WriteOptions struct {
@@ -356,12 +353,10 @@ func (c *Client) Batch(ctx context.Context, puts []proto.Message, deletes []Ref,
 		if err != nil {
 			return 0, err
 		}
-		var fields map[string]json.RawMessage
-		if err := json.Unmarshal(raw, &fields); err != nil {
+		one, err := json.Marshal(api.BatchPut{Kind: k.Name, Entity: raw})
+		if err != nil {
 			return 0, err
 		}
-		fields["kind"], _ = json.Marshal(k.Name)
-		one, _ := json.Marshal(fields)
 		b.Put = append(b.Put, one)
 	}
 	for _, d := range deletes {

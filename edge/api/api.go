@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/meridian-mesh/meridian/edge/gateway"
 	"github.com/meridian-mesh/meridian/edge/metrics"
@@ -337,4 +338,23 @@ func Relay(st llm.Stream, start time.Time, o *Outcome, write func(c *llm.Chunk, 
 		}
 		sent++
 	}
+}
+
+// InvalidUTF8 returns the offset of the first byte of body that is not
+// valid UTF-8, or -1 when it all is. JSON is UTF-8 (RFC 8259), and an
+// upstream that gets a body that is not may reject it, mangle it or, as
+// OpenAI's API does, refuse it; the surfaces refuse it first, in the
+// client's own format.
+func InvalidUTF8(body []byte) int {
+	if utf8.Valid(body) {
+		return -1 // the fast path every well-formed request takes
+	}
+	for i := 0; i < len(body); {
+		r, n := utf8.DecodeRune(body[i:])
+		if r == utf8.RuneError && n <= 1 {
+			return i
+		}
+		i += n
+	}
+	return -1
 }

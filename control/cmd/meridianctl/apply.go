@@ -76,28 +76,57 @@ func readFleet(raw []byte) (map[string][]proto.Message, error) {
 	return out, nil
 }
 
-// diffFields names the top-level fields whose values differ, with old
-// and new values.
+// diffFields lists the fields whose values differ, with old and new
+// values. It descends into objects and into lists of the same length, so
+// a change reads "capacity.gpus: 2 → 4" or "targets[1].weight: 1 → 3"
+// rather than as two whole objects.
 func diffFields(old, new proto.Message) []string {
-	var a, b map[string]any
+	var a, b any
 	ob, _ := api.EncodeEntity(old)
 	nb, _ := api.EncodeEntity(new)
 	json.Unmarshal(ob, &a)
 	json.Unmarshal(nb, &b)
-	var keys []string
-	for k := range b {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
 	var out []string
-	for _, k := range keys {
-		if !reflect.DeepEqual(a[k], b[k]) {
-			oj, _ := json.Marshal(a[k])
-			nj, _ := json.Marshal(b[k])
-			out = append(out, fmt.Sprintf("%s: %s → %s", k, oj, nj))
-		}
-	}
+	diffValue("", a, b, &out)
 	return out
+}
+
+func diffValue(path string, a, b any, out *[]string) {
+	am, aok := a.(map[string]any)
+	bm, bok := b.(map[string]any)
+	if aok && bok {
+		keys := make([]string, 0, len(am)+len(bm))
+		for k := range am {
+			keys = append(keys, k)
+		}
+		for k := range bm {
+			if _, ok := am[k]; !ok {
+				keys = append(keys, k)
+			}
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			p := k
+			if path != "" {
+				p = path + "." + k
+			}
+			diffValue(p, am[k], bm[k], out)
+		}
+		return
+	}
+	al, aok := a.([]any)
+	bl, bok := b.([]any)
+	if aok && bok && len(al) == len(bl) {
+		for i := range al {
+			diffValue(fmt.Sprintf("%s[%d]", path, i), al[i], bl[i], out)
+		}
+		return
+	}
+	if !reflect.DeepEqual(a, b) {
+		oj, _ := json.Marshal(a)
+		nj, _ := json.Marshal(b)
+		*out = append(*out, fmt.Sprintf("%s: %s → %s", path, oj, nj))
+	}
 }
 
 func (c *cli) apply(ctx context.Context, rest []string) error {

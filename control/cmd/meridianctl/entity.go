@@ -50,7 +50,7 @@ func (c *cli) entity(ctx context.Context, pos []string) error {
 		if err != nil {
 			return err
 		}
-		return c.printEntities(k, ms)
+		return c.printEntities(k, ms, true)
 	case "get":
 		if len(rest) != 1 {
 			return fmt.Errorf("%w: %s get takes one ID", errUsage, k.Name)
@@ -59,7 +59,7 @@ func (c *cli) entity(ctx context.Context, pos []string) error {
 		if err != nil {
 			return err
 		}
-		return c.printEntities(k, []proto.Message{m})
+		return c.printEntities(k, []proto.Message{m}, false)
 	case "rm", "delete":
 		if len(rest) != 1 {
 			return fmt.Errorf("%w: %s rm takes one ID", errUsage, k.Name)
@@ -235,10 +235,20 @@ func assign(desc protoreflect.MessageDescriptor, obj map[string]any, path []stri
 	case fd.IsList() && fd.Kind() == protoreflect.MessageKind:
 		var list []any
 		for _, item := range strings.Split(value, ",") {
+			// provider[:model][=weight]: neither IDs nor model IDs hold
+			// '=', and provider IDs hold no ':'.
+			item, weight, weighted := strings.Cut(item, "=")
 			provider, model, _ := strings.Cut(item, ":")
 			t := map[string]any{"provider": provider}
 			if model != "" {
 				t["model"] = model
+			}
+			if weighted {
+				w, err := strconv.ParseUint(weight, 10, 32)
+				if err != nil {
+					return fmt.Errorf("%q: the weight after '=' is not a whole number", item+"="+weight)
+				}
+				t["weight"] = w
 			}
 			list = append(list, t)
 		}
@@ -296,8 +306,9 @@ func readFile(stdin io.Reader, path string) ([]byte, error) {
 	return b, nil
 }
 
-// printEntities prints entities as a table, or as JSON with -json.
-func (c *cli) printEntities(k *fsm.Kind, ms []proto.Message) error {
+// printEntities prints entities as a table, or as JSON with -json: an
+// array for a list, whatever its length, and an object for a get.
+func (c *cli) printEntities(k *fsm.Kind, ms []proto.Message, list bool) error {
 	if c.json {
 		var out []json.RawMessage
 		for _, m := range ms {
@@ -312,7 +323,7 @@ func (c *cli) printEntities(k *fsm.Kind, ms []proto.Message) error {
 		}
 		enc := json.NewEncoder(c.stdout)
 		enc.SetIndent("", "  ")
-		if len(out) == 1 && len(ms) == 1 {
+		if !list && len(out) == 1 {
 			return enc.Encode(out[0])
 		}
 		return enc.Encode(out)
@@ -371,6 +382,9 @@ func render(v any) string {
 				s := render(t["provider"])
 				if m := render(t["model"]); m != "" {
 					s += ":" + m
+				}
+				if w := render(t["weight"]); w != "" && w != "0" {
+					s += "=" + w
 				}
 				parts = append(parts, s)
 				continue

@@ -76,7 +76,8 @@ Flags (anywhere on the line):
 
 set takes field=value pairs: lists are comma-separated (addresses=a:1,b:2),
 maps are k:v pairs (labels=gpu:a100,tier:1), nested fields use dots
-(capacity.gpus=2), and targets/fallbacks are provider[:model] lists.
+(capacity.gpus=2), and targets/fallbacks are provider[:model][=weight]
+lists.
 An existing entity is updated field by field; -f reads a whole entity
 from a JSON or YAML file.
 `

@@ -17,7 +17,7 @@ import (
 )
 
 type ctl struct {
-	t   *testing.T
+	t   cliTB
 	env map[string]string
 }
 

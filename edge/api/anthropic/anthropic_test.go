@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/meridian-mesh/meridian/shared/llm"
 )
@@ -208,13 +209,19 @@ func TestAppendMessage(t *testing.T) {
 }
 
 // FuzzDecodeMessages checks that no body panics the decoder and that
-// everything it accepts is a routable canonical chat.
+// everything it accepts is UTF-8 and a routable canonical chat.
 func FuzzDecodeMessages(f *testing.F) {
 	f.Add([]byte(`{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`))
 	f.Add([]byte(`{"model":"m","max_tokens":5,"system":"s","messages":[{"role":"assistant","content":[{"type":"tool_use","id":"a","name":"f","input":{"x":[1]}}]},{"role":"user","content":[{"type":"tool_result","tool_use_id":"a","content":"ok","is_error":true}]}]}`))
 	f.Add([]byte(`{"model":"m","max_tokens":5,"tools":[{"name":"f"}],"tool_choice":{"type":"any"},"messages":[{"role":"user","content":[{"type":"image","source":{"type":"url","url":"https://x/y.png"}}]}]}`))
+	for _, b := range invalidUTF8 {
+		f.Add([]byte(b))
+	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		req, e := DecodeMessages(body)
+		if e == nil && !utf8.Valid(body) {
+			t.Fatalf("accepted a body that is not UTF-8: %q", body)
+		}
 		if e != nil {
 			if e.Status != http.StatusBadRequest || e.Message == "" {
 				t.Fatalf("bad error %+v", e)

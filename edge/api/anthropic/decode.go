@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/meridian-mesh/meridian/edge/api"
 	"github.com/meridian-mesh/meridian/shared/jsonscan"
 	"github.com/meridian-mesh/meridian/shared/llm"
 )
@@ -28,6 +29,10 @@ func missing(param string) *llm.Error { return bad(param, "Field required") }
 // Errors name the field the way Anthropic does, e.g.
 // "messages.1.content.0.type".
 func DecodeMessages(body []byte) (*llm.Request, *llm.Error) {
+	// jsonscan accepts any bytes inside strings; JSON is UTF-8.
+	if at := api.InvalidUTF8(body); at >= 0 {
+		return nil, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "", "The request body is not valid UTF-8: invalid byte at offset %d.", at)
+	}
 	s := jsonscan.New(body)
 	if s.Peek() != jsonscan.Object {
 		s.Skip()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/meridian-mesh/meridian/edge/api"
 	"github.com/meridian-mesh/meridian/shared/llm"
 	"github.com/tidwall/gjson"
 )
@@ -56,6 +57,10 @@ func syntaxError(body []byte) *llm.Error {
 // object checks that body is a JSON object and returns its top-level
 // fields, the last one winning for a repeated key as in encoding/json.
 func object(body []byte, want ...string) (map[string]gjson.Result, *llm.Error) {
+	// gjson accepts any bytes inside strings; OpenAI's API does not.
+	if at := api.InvalidUTF8(body); at >= 0 {
+		return nil, bad("", "We could not parse the JSON body of your request: it is not valid UTF-8 (invalid byte at offset %d).", at)
+	}
 	if !gjson.ValidBytes(body) {
 		return nil, syntaxError(body)
 	}

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/meridian-mesh/meridian/shared/llm"
 )
@@ -78,17 +79,24 @@ func TestDecodeOthers(t *testing.T) {
 }
 
 // FuzzDecodeChat checks that no body makes the decoder panic, and that
-// whatever it accepts is a request the gateway can route: a model, at
-// least one message with a known role, and the body kept byte for byte.
+// whatever it accepts is a request the gateway can route: UTF-8, a
+// model, at least one message with a known role, and the body kept byte
+// for byte.
 func FuzzDecodeChat(f *testing.F) {
 	f.Add([]byte(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`))
 	f.Add([]byte(`{"model":"m","stream":true,"stream_options":{"include_usage":true},"n":2,"messages":[{"role":"tool","tool_call_id":"c","content":null}]}`))
 	f.Add([]byte(`{"model":"m","tools":[{"type":"function","function":{"name":"f"}}],"messages":[{"role":"assistant","tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]}]}`))
 	f.Add([]byte(`{"model":1}`))
 	f.Add([]byte(`[]`))
+	for _, b := range invalidUTF8 {
+		f.Add([]byte(b))
+	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		for _, decode := range []func([]byte) (*llm.Request, *llm.Error){DecodeChat, DecodeCompletion, DecodeEmbedding} {
 			req, e := decode(body)
+			if e == nil && !utf8.Valid(body) {
+				t.Fatalf("accepted a body that is not UTF-8: %q", body)
+			}
 			if e != nil {
 				if e.Status != http.StatusBadRequest || e.Message == "" {
 					t.Fatalf("error without status or message: %+v", e)
