@@ -28,7 +28,7 @@ func (c *cli) placements(ctx context.Context, cl *client.Client) error {
 		if err != nil {
 			return err
 		}
-		return c.printEntities(k, ms)
+		return c.printEntities(k, ms, true)
 	}
 	if err != nil {
 		return err

@@ -97,6 +97,13 @@ func ids(t *rapid.T, label string, gen *rapid.Generator[string], max int) []stri
 	return rapid.SliceOfNDistinct(gen, 0, max, rapid.ID[string]).Draw(t, label)
 }
 
+// dedupe returns the distinct strings of s, sorted.
+func dedupe(s []string) []string {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return slices.Compact(s)
+}
+
 // providerForms are the ways README documents to write a provider.
 var providerForms = []string{"preset", "preset+base_url", "preset+kind", "kind+base_url", "kind local"}
 
@@ -105,6 +112,11 @@ var providerForms = []string{"preset", "preset+base_url", "preset+kind", "kind+b
 var genFleet = rapid.Custom(func(t *rapid.T) fleet {
 	f := fleet{}
 	var regions, nodes, localModels, models, providers, tenants []string
+	// served are the regions that hold a node or a provider: the only
+	// ones an allowed_regions list may name and still route.
+	var served, nodeRegions []string
+	providerRegion := map[string]string{}
+	localProvider, placed := map[string]bool{}, map[string]bool{}
 	for _, id := range ids(t, "regions", idGen, 3) {
 		f[fsm.KindRegion] = append(f[fsm.KindRegion], &controlv1.Region{Id: id, Name: textGen.Draw(t, "name"),
 			Latitude: coordGen(90).Draw(t, "lat"), Longitude: coordGen(180).Draw(t, "lon")})
@@ -126,8 +138,11 @@ var genFleet = rapid.Custom(func(t *rapid.T) fleet {
 			}
 			f[fsm.KindNode] = append(f[fsm.KindNode], n)
 			nodes = append(nodes, id)
+			served = append(served, n.Region)
+			nodeRegions = append(nodeRegions, n.Region)
 		}
 	}
+	var modelsDrawn []*controlv1.Model
 	for _, id := range ids(t, "models", modelIDGen, 4) {
 		m := &controlv1.Model{Id: id, Family: textGen.Draw(t, "family"), Parameters: textGen.Draw(t, "parameters"),
 			Quantization: textGen.Draw(t, "quantization"), ContextLength: rapid.Uint32().Draw(t, "context_length"),
@@ -142,6 +157,7 @@ var genFleet = rapid.Custom(func(t *rapid.T) fleet {
 		if m.Local {
 			localModels = append(localModels, id)
 		}
+		modelsDrawn = append(modelsDrawn, m)
 		f[fsm.KindModel] = append(f[fsm.KindModel], m)
 		models = append(models, id)
 	}
@@ -163,17 +179,32 @@ var genFleet = rapid.Custom(func(t *rapid.T) fleet {
 		}
 		p.SecretRef = rapid.OneOf(rapid.Just(""), rapid.StringMatching(`env:[A-Za-z_][A-Za-z0-9_]{0,15}`),
 			rapid.StringMatching(`file:/[a-z0-9._-]{1,8}(/[a-z0-9._-]{1,8}){0,2}`)).Draw(t, "secret_ref")
+		if p.Kind == table.KindLocal {
+			localProvider[id] = true
+		}
+		if len(regions) > 0 && rapid.Bool().Draw(t, "has region") {
+			p.Region = pick(t, "region", regions)
+			providerRegion[id] = p.Region
+			served = append(served, p.Region)
+		}
 		f[fsm.KindProvider] = append(f[fsm.KindProvider], p)
 		providers = append(providers, id)
 	}
-	if len(localModels) > 0 && (len(nodes) > 0 || len(regions) > 0) {
+	// Models may be restricted to regions that something serves; the
+	// provider loop above has filled served.
+	for _, m := range modelsDrawn {
+		m.AllowedRegions = subset(t, "model allowed_regions", dedupe(served), 2)
+	}
+	if len(localModels) > 0 && len(nodes) > 0 {
 		for _, id := range ids(t, "placements", idGen, 3) {
 			p := &controlv1.Placement{Id: id, Model: pick(t, "model", localModels), Desired: uint32(rapid.IntRange(1, 10000).Draw(t, "desired"))}
-			if len(nodes) > 0 && (len(regions) == 0 || rapid.Bool().Draw(t, "on a node")) {
+			// A region placement needs a node in its region.
+			if rapid.Bool().Draw(t, "on a node") {
 				p.Node = pick(t, "node", nodes)
 			} else {
-				p.Region = pick(t, "region", regions)
+				p.Region = pick(t, "region", dedupe(nodeRegions))
 			}
+			placed[p.Model] = true
 			f[fsm.KindPlacement] = append(f[fsm.KindPlacement], p)
 		}
 	}
@@ -190,10 +221,23 @@ var genFleet = rapid.Custom(func(t *rapid.T) fleet {
 	if len(providers) > 0 {
 		for _, model := range subset(t, "routes", models, 4) {
 			r := &controlv1.Route{Model: model, Strategy: pick(t, "strategy", append([]string{""}, fsm.Strategies...)),
-				Targets:        rapid.SliceOfN(target, 1, 3).Draw(t, "targets"),
-				Fallbacks:      rapid.SliceOfN(target, 0, 2).Draw(t, "fallbacks"),
-				AllowedRegions: subset(t, "allowed_regions", regions, 3),
-				MaxPrice:       moneyGen.Draw(t, "max_price")}
+				Targets:   rapid.SliceOfN(target, 1, 3).Draw(t, "targets"),
+				Fallbacks: rapid.SliceOfN(target, 0, 2).Draw(t, "fallbacks"),
+				MaxPrice:  moneyGen.Draw(t, "max_price")}
+			// A route may only be restricted to regions its own
+			// providers serve in, or it could never route.
+			var own []string
+			for _, tg := range append(slices.Clone(r.Targets), r.Fallbacks...) {
+				if reg := providerRegion[tg.Provider]; reg != "" {
+					own = append(own, reg)
+				}
+			}
+			r.AllowedRegions = subset(t, "allowed_regions", dedupe(own), 3)
+			if !placed[model] && !slices.ContainsFunc(append(slices.Clone(r.Targets), r.Fallbacks...), func(tg *controlv1.Target) bool {
+				return !localProvider[tg.Provider]
+			}) {
+				continue // only the local engine, and placed nowhere: it could never route
+			}
 			if len(r.Fallbacks) == 0 {
 				r.Fallbacks = nil
 			}
@@ -202,7 +246,8 @@ var genFleet = rapid.Custom(func(t *rapid.T) fleet {
 	}
 	for _, id := range ids(t, "tenants", idGen, 3) {
 		f[fsm.KindTenant] = append(f[fsm.KindTenant], &controlv1.Tenant{Id: id, Name: textGen.Draw(t, "name"),
-			MonthlyBudget: moneyGen.Draw(t, "monthly_budget"), HardLimit: rapid.Bool().Draw(t, "hard_limit")})
+			MonthlyBudget: moneyGen.Draw(t, "monthly_budget"), HardLimit: rapid.Bool().Draw(t, "hard_limit"),
+			AllowedRegions: subset(t, "tenant allowed_regions", dedupe(served), 2)})
 		tenants = append(tenants, id)
 	}
 	hashes := ids(t, "hashes", rapid.StringMatching(`[0-9a-f]{64}`), 3)
@@ -456,9 +501,26 @@ func TestRoundTrip(t *testing.T) {
 		cli.ok("cluster", "snapshot", "restore", snap)
 		checkFleet(rt, cli, f, file, "snapshot save+restore")
 
-		// KIND set, one entity at a time in dependency order.
+		// KIND set, one entity at a time in dependency order, providers
+		// before models: a model's allowed_regions must name a region
+		// something serves in when it is written.
 		cli.ok("cluster", "snapshot", "restore", empty)
-		for _, k := range fsm.Kinds {
+		order := slices.Clone(fsm.Kinds)
+		slices.SortStableFunc(order, func(a, b *fsm.Kind) int {
+			rank := func(k *fsm.Kind) int {
+				switch k.Name {
+				case fsm.KindRegion:
+					return -3
+				case fsm.KindNode:
+					return -2
+				case fsm.KindProvider:
+					return -1
+				}
+				return 0
+			}
+			return rank(a) - rank(b)
+		})
+		for _, k := range order {
 			for _, m := range f[k.Name] {
 				cli.ok(setArgs(k, m)...)
 			}
