@@ -56,10 +56,13 @@ type propFleet struct {
 	local   *propLocal               // nil: the node runs no engine
 }
 
-func subset[V any](t *rapid.T, from []V, label string) []V {
+func subset[V any](t *rapid.T, from []V, label string) []V { return sometimes(t, from, label, 2) }
+
+// sometimes is a subset holding each element with probability 1/n.
+func sometimes[V any](t *rapid.T, from []V, label string, n int) []V {
 	var out []V
 	for i, v := range from {
-		if rapid.Bool().Draw(t, fmt.Sprintf("%s-%d", label, i)) {
+		if rapid.IntRange(1, n).Draw(t, fmt.Sprintf("%s-%d", label, i)) == 1 {
 			out = append(out, v)
 		}
 	}
@@ -68,7 +71,7 @@ func subset[V any](t *rapid.T, from []V, label string) []V {
 
 // maybeRegions is usually no restriction, sometimes a few regions.
 func maybeRegions(t *rapid.T, regions []string, label string) []string {
-	if rapid.IntRange(0, 2).Draw(t, label+"-restricted") != 0 {
+	if rapid.IntRange(0, 3).Draw(t, label+"-restricted") != 0 {
 		return nil
 	}
 	return subset(t, regions, label)
@@ -119,15 +122,15 @@ func genTable(t *rapid.T) *table.Table {
 		m := table.Model{ID: id,
 			Capabilities:   subset(t, table.Capabilities, "caps"),
 			AllowedRegions: maybeRegions(t, regions, "model-allowed")}
-		if rapid.Bool().Draw(t, "has-context") {
+		if rapid.IntRange(0, 3).Draw(t, "has-context") == 0 {
 			m.ContextLength = rapid.IntRange(1, 4000).Draw(t, "context")
 		}
-		if rapid.Bool().Draw(t, "local") {
+		if rapid.IntRange(0, 2).Draw(t, "local") != 0 {
 			m.Local = &table.LocalSource{GGUF: "/models/" + id + ".gguf"}
 			if rapid.Bool().Draw(t, "ollama") {
 				m.Local.Ollama = fmt.Sprintf("ref-%d:1b", i)
 			}
-			for range rapid.IntRange(0, 3).Draw(t, "placements") {
+			for range rapid.IntRange(0, 4).Draw(t, "placements") {
 				pl := table.Placement{Model: id}
 				if rapid.Bool().Draw(t, "by-node") {
 					pl.Node = rapid.SampledFrom(nodes).Draw(t, "placement-node")
@@ -189,7 +192,7 @@ func genTable(t *rapid.T) *table.Table {
 func genFleet(t *rapid.T) *propFleet {
 	tab := genTable(t)
 	f := &propFleet{tab: tab, members: map[string]router.Member{}}
-	var nodes, regions, names []string
+	var nodes, regions, names, models []string
 	for _, n := range tab.Nodes {
 		nodes = append(nodes, n.ID)
 	}
@@ -198,6 +201,7 @@ func genFleet(t *rapid.T) *propFleet {
 	}
 	for _, m := range tab.Models {
 		names = append(names, m.ID, m.EngineName(), "upstream-"+m.ID)
+		models = append(models, m.ID)
 	}
 	// This node: usually one of the table's, sometimes one it does not
 	// know yet.
@@ -216,7 +220,7 @@ func genFleet(t *rapid.T) *propFleet {
 			Region:   rapid.SampledFrom(append(slices.Clone(regions), "")).Draw(t, "member-region"),
 			Alive:    rapid.IntRange(0, 4).Draw(t, "alive") != 0,
 			Draining: rapid.IntRange(0, 4).Draw(t, "draining") == 0,
-			Ready:    subset(t, names, "member-ready"),
+			Ready:    slices.Concat(subset(t, names, "member-ready"), subset(t, models, "member-ready-model")),
 			InFlight: rapid.IntRange(0, 20).Draw(t, "member-inflight"),
 			Queued:   rapid.IntRange(0, 20).Draw(t, "member-queued"),
 			RTT:      time.Duration(rapid.IntRange(0, 300).Draw(t, "rtt-ms")) * time.Millisecond}
@@ -227,7 +231,7 @@ func genFleet(t *rapid.T) *propFleet {
 	}
 	if rapid.IntRange(0, 5).Draw(t, "links") != 0 {
 		f.links = propLinks{}
-		for _, id := range subset(t, append(slices.Clone(nodes), "ghost"), "down") {
+		for _, id := range sometimes(t, append(slices.Clone(nodes), "ghost"), "down", 5) {
 			f.links[id] = true
 		}
 	}
@@ -252,12 +256,15 @@ func genRequest(t *rapid.T, tab *table.Table) router.Request {
 		regions = append(regions, r.ID)
 	}
 	req := router.Request{
-		Model:        rapid.SampledFrom(append(models, models[0], "unknown")).Draw(t, "req-model"),
+		Model:        rapid.SampledFrom(models).Draw(t, "req-model"),
 		Tenant:       rapid.SampledFrom(append(tenants, "", "", "nobody")).Draw(t, "req-tenant"),
 		Needs:        router.Needs(rapid.IntRange(0, 7).Draw(t, "req-needs")) & router.Needs(rapid.SampledFrom([]int{0, 0, 7}).Draw(t, "req-needs-mask")),
-		PromptTokens: rapid.SampledFrom([]int{0, 10, 500, 3000, 9000}).Draw(t, "req-prompt"),
+		PromptTokens: rapid.SampledFrom([]int{0, 0, 10, 10, 500, 3000, 9000}).Draw(t, "req-prompt"),
 		MaxTokens:    rapid.SampledFrom([]int{0, 100, 2000}).Draw(t, "req-max"),
 		Forwarded:    rapid.IntRange(0, 4).Draw(t, "req-forwarded") == 0,
+	}
+	if rapid.IntRange(0, 9).Draw(t, "req-unknown-model") == 0 {
+		req.Model = "unknown"
 	}
 	if rapid.Bool().Draw(t, "req-client") {
 		req.HasClient = true
@@ -268,7 +275,12 @@ func genRequest(t *rapid.T, tab *table.Table) router.Request {
 }
 
 func TestChooseProperties(t *testing.T) {
+	// seen counts what the generated cases covered, logged at the end so
+	// a generator that drifts into trivial cases shows.
+	seen := map[string]int{}
+	defer func() { t.Logf("covered: %v", seen) }()
 	rapid.Check(t, func(rt *rapid.T) {
+		seen["fleets"]++
 		f := genFleet(rt)
 		cfg := router.DefaultConfig()
 		cfg.Node, cfg.Region = f.self, f.region
@@ -287,6 +299,7 @@ func TestChooseProperties(t *testing.T) {
 		})
 		defer g.Close()
 		if err := g.SetTable(f.tab); err != nil {
+			seen["skipped"]++
 			rt.Skipf("generated table rejected: %v", err)
 		}
 		tab := g.Table()
@@ -310,7 +323,7 @@ func TestChooseProperties(t *testing.T) {
 			keys = append(keys, "peer/"+n.ID)
 		}
 		now := time.Now()
-		for _, k := range subset(rt, keys, "breaker-open") {
+		for _, k := range sometimes(rt, keys, "breaker-open", 4) {
 			s := r.Stats(k)
 			for range cfg.BreakerThreshold {
 				s.Begin(now, false)
@@ -329,6 +342,19 @@ func TestChooseProperties(t *testing.T) {
 			r.Choose(&req, reused)
 			ex := g.Explain(&req)
 			checkPlan(rt, f, tab, cfg, &req, reused)
+			seen["plans"]++
+			for _, c := range reused.Targets {
+				seen["target-"+c.Kind.String()]++
+				if c.Force {
+					seen["forced"]++
+				}
+			}
+			for _, c := range reused.Excluded {
+				seen["excluded-"+c.Reason]++
+			}
+			if reused.Refusal != nil {
+				seen["refused-"+reused.Refusal.Code]++
+			}
 			samePlan(rt, reused, ex.Plan)
 		}
 	})
