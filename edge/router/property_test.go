@@ -375,17 +375,21 @@ func checkPlan(t *rapid.T, f *propFleet, tab *table.Compiled, cfg router.Config,
 	// The candidates, from the table and gossip alone.
 	want := map[string]bool{}
 	staticPeers := map[string]string{} // node → the provider's written region
+	writtenBy := map[string]string{}   // fleet target key → the first provider naming it
 	localProvider := false
 	for _, tg := range route.Targets {
 		pr, _ := tab.Provider(tg.Provider)
 		switch pr.Kind {
 		case table.KindLocal:
 			want["local"], localProvider = true, true
+			if writtenBy["local"] == "" {
+				writtenBy["local"] = pr.ID
+			}
 		case table.KindPeer:
 			// A peer URL naming this node is no peer: it is left out.
 			if node, _, _ := table.ParsePeerURL(pr.BaseURL); node != f.self {
 				if _, dup := staticPeers[node]; !dup {
-					staticPeers[node] = pr.Region
+					staticPeers[node], writtenBy["peer/"+node] = pr.Region, pr.ID
 				}
 				want["peer/"+node] = true
 			}
@@ -439,11 +443,96 @@ func checkPlan(t *rapid.T, f *propFleet, tab *table.Compiled, cfg router.Config,
 	}
 	restricted := slices.ContainsFunc(lists, func(l []string) bool { return len(l) > 0 })
 
-	for _, c := range p.Targets {
-		region := ""
+	// regionOf is where a candidate serves: this node's region for
+	// local; for a peer the table's word on where the node runs, else
+	// gossip's, else the written provider's; a provider's own.
+	regionOf := func(c *router.Choice) string {
 		switch c.Kind {
 		case router.KindLocal:
-			region = cfg.Region
+			return cfg.Region
+		case router.KindPeer:
+			if n, ok := tab.Node(c.ID); ok {
+				return n.Region
+			}
+			if mb, ok := f.members[c.ID]; ok {
+				return mb.Region
+			}
+			return staticPeers[c.ID]
+		}
+		pr, _ := tab.Provider(c.ID)
+		return pr.Region
+	}
+	// underCap is whether a candidate's price is known and within the
+	// route's cap. The fleet's own targets are free unless priced: by
+	// the provider that wrote them, else by provider "local".
+	underCap := func(c *router.Choice) bool {
+		if route.MaxPrice <= 0 {
+			return true
+		}
+		var pr *table.Price
+		var ok bool
+		switch by := writtenBy[c.Key]; {
+		case c.Kind == router.KindProvider:
+			pr, ok = tab.Price(c.ID, c.UpstreamModel)
+		case by != "":
+			pr, ok = tab.Price(by, c.UpstreamModel)
+		default:
+			pr, ok = tab.Price(table.KindLocal, m.ID)
+		}
+		if !ok {
+			return c.Kind != router.KindProvider
+		}
+		return pr.Input+pr.Output <= route.MaxPrice
+	}
+	now := time.Now()
+	// Every exclusion's reason holds: none is a target lost.
+	for i := range p.Excluded {
+		c := &p.Excluded[i]
+		mb, inGossip := f.members[c.ID]
+		var holds bool
+		switch c.Reason {
+		case router.ReasonResidency:
+			holds = restricted && !allowed(regionOf(c))
+		case router.ReasonPrice:
+			holds = !underCap(c)
+		case router.ReasonForwarded:
+			holds = req.Forwarded && c.Kind == router.KindPeer
+		case router.ReasonNoLinks:
+			holds = f.links == nil && c.Kind == router.KindPeer
+		case router.ReasonLinkDown:
+			holds = f.links[c.ID] && c.Kind == router.KindPeer
+		case router.ReasonDead:
+			holds = inGossip && !mb.Alive
+		case router.ReasonDraining:
+			holds = inGossip && mb.Draining
+		case router.ReasonBreaker:
+			holds = c.Stats().State(now) == router.BreakerOpen
+		case router.ReasonNotPlaced:
+			holds = c.Kind == router.KindPeer && !slices.Contains(placed, c.ID)
+		case router.ReasonNotReady:
+			if c.Kind == router.KindLocal {
+				holds = f.local == nil || !f.local.ready[c.UpstreamModel]
+			} else {
+				holds = inGossip && !slices.Contains(mb.Ready, m.ID)
+			}
+		case router.ReasonUnknown:
+			holds = c.Kind == router.KindPeer && (!inGossip || mb.Addr == "")
+		case router.ReasonCapability, router.ReasonContext:
+			holds = true // checked on targets below, from the other side
+		}
+		if !holds {
+			t.Fatalf("%s excluded for %q, which does not hold", c.Key, c.Reason)
+		}
+	}
+
+	for i := range p.Targets {
+		c := &p.Targets[i]
+		region := regionOf(c)
+		if !underCap(c) {
+			t.Fatalf("%s above the price cap %v", c.Key, route.MaxPrice)
+		}
+		switch c.Kind {
+		case router.KindLocal:
 			if !localProvider && !(m.Local != nil && slices.Contains(placed, f.self)) {
 				t.Fatalf("local target for %s, neither placed on %s nor in the route", m.ID, f.self)
 			}
@@ -452,16 +541,7 @@ func checkPlan(t *rapid.T, f *propFleet, tab *table.Compiled, cfg router.Config,
 			}
 		case router.KindPeer:
 			mb, inGossip := f.members[c.ID]
-			written, static := staticPeers[c.ID]
-			// The table's word on where a node runs, else gossip's, else
-			// the written provider's.
-			if n, ok := tab.Node(c.ID); ok {
-				region = n.Region
-			} else if inGossip {
-				region = mb.Region
-			} else {
-				region = written
-			}
+			_, static := staticPeers[c.ID]
 			switch {
 			case c.ID == f.self:
 				t.Fatalf("the router's own node %s is a peer target", f.self)
@@ -485,16 +565,8 @@ func checkPlan(t *rapid.T, f *propFleet, tab *table.Compiled, cfg router.Config,
 				t.Fatalf("peer %s does not have %s ready", c.Key, m.ID)
 			}
 		case router.KindProvider:
-			pr, ok := tab.Provider(c.ID)
-			if !ok {
+			if _, ok := tab.Provider(c.ID); !ok {
 				t.Fatalf("unknown provider %s", c.Key)
-			}
-			region = pr.Region
-			if route.MaxPrice > 0 {
-				price, ok := tab.Price(c.ID, c.UpstreamModel)
-				if !ok || price.Input+price.Output > route.MaxPrice {
-					t.Fatalf("%s above the cap %v (price %+v)", c.Key, route.MaxPrice, price)
-				}
 			}
 		}
 		if c.Region != region {
