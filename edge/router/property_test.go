@@ -593,6 +593,14 @@ func checkPlan(t *rapid.T, f *propFleet, tab *table.Compiled, cfg router.Config,
 		}
 	}
 
+	// The strategy's order: scores never go down (a weighted pick's is
+	// -Inf, a forced plan's the time its breaker closes).
+	for i := 1; i < len(p.Targets); i++ {
+		if p.Targets[i].Score < p.Targets[i-1].Score {
+			t.Fatalf("%s plan out of order: %s scores %v after %s's %v", p.Strategy, p.Targets[i].Key, p.Targets[i].Score, p.Targets[i-1].Key, p.Targets[i-1].Score)
+		}
+	}
+
 	byResidency := slices.ContainsFunc(p.Excluded, func(c router.Choice) bool { return c.Reason == router.ReasonResidency })
 	if p.Refusal != nil && p.Refusal.Code == "region_not_allowed" {
 		if len(p.Targets) != 0 || !byResidency || p.Refusal.Status != 403 {
