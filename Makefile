@@ -3,7 +3,7 @@ GO        ?= go
 FUZZTIME  ?= 10s
 BIN       := bin
 
-.PHONY: help build ollama tinymodel proto test run bench bench-gateway bench-adapters bench-gossip bench-local bench-links bench-control bench-distribution fuzz lint clean
+.PHONY: help build ollama tinymodel proto test run bench bench-gateway bench-adapters bench-gossip bench-local bench-links bench-control bench-distribution bench-router fuzz lint clean
 
 help:
 	@echo "make build          build meridian-edge, meridian-control, meridianctl and mockprovider into $(BIN)/"
@@ -19,6 +19,7 @@ help:
 	@echo "make bench-links    forwarding to a peer edge: warm QUIC, 0-RTT QUIC, TCP+TLS and HTTP/2 under WAN delay"
 	@echo "make bench-control  control plane write latency, throughput and leader failover on 3 nodes"
 	@echo "make bench-distribution  time from a table change to 100 edges applying it, 10 and 1,000 routes, against bare NATS"
+	@echo "make bench-router   one routing decision per strategy on a 100-node, 50-model fleet, against a map lookup"
 	@echo "make tinymodel      write the tiny test models to $(BIN)/tiny.gguf and $(BIN)/tiny-repeat.gguf"
 	@echo "make fuzz           a short run of every fuzz target (FUZZTIME=$(FUZZTIME) each)"
 	@echo "make lint           gofmt check, go vet and staticcheck"
@@ -68,7 +69,7 @@ test: ollama
 	fi; \
 	exit $$status
 
-bench: bench-gateway bench-adapters bench-gossip bench-local bench-links bench-control bench-distribution
+bench: bench-gateway bench-adapters bench-gossip bench-local bench-links bench-control bench-distribution bench-router
 	$(GO) test -run '^$$' -bench . -benchmem ./shared/... ./edge/...
 
 bench-adapters:
@@ -95,6 +96,9 @@ bench-control:
 
 bench-distribution:
 	$(GO) run ./scripts/bench/distribution -readme README.md
+
+bench-router:
+	$(GO) run ./scripts/bench/router -readme README.md
 
 # Every fuzz target in the module, each run for FUZZTIME. A run that ends
 # with go's own "context deadline exceeded" and no failing input (the

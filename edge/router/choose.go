@@ -214,13 +214,19 @@ func (r *Router) Choose(req *Request, p *Plan) {
 		// anyway, soonest to close first, rather than fail for sure. Not
 		// under a residency policy that left targets out: there, the
 		// client learns that the policy is why (403).
-		for i := 0; i < len(p.Excluded); i++ {
-			if ch := p.Excluded[i]; ch.Reason == ReasonBreaker {
-				ch.Reason, ch.Force = "", true
-				ch.Score = float64(ch.stats.openUntil.Load())
-				p.Targets = append(p.Targets, ch)
+		// They move from Excluded to Targets: a candidate is in one.
+		n := 0
+		for _, ch := range p.Excluded {
+			if ch.Reason != ReasonBreaker {
+				p.Excluded[n] = ch
+				n++
+				continue
 			}
+			ch.Reason, ch.Force = "", true
+			ch.Score = float64(ch.stats.openUntil.Load())
+			p.Targets = append(p.Targets, ch)
 		}
+		p.Excluded = p.Excluded[:n]
 		slices.SortStableFunc(p.Targets, byScore)
 		return
 	}

@@ -302,6 +302,9 @@ func (r *Router) rebuild() {
 				c.kind, c.id, c.key, c.region, c.engine = KindLocal, "", "local", r.cfg.Region, up
 			case table.KindPeer:
 				node, addr, _ := table.ParsePeerURL(p.BaseURL)
+				if node == r.cfg.Node {
+					continue // this node itself: never a peer of its own
+				}
 				c.kind, c.id, c.key, c.addr, c.static, c.placed = KindPeer, node, "peer/"+node, addr, true, true
 				c.member = v.members[node]
 				if n, ok := tab.Node(node); ok {
@@ -314,6 +317,9 @@ func (r *Router) rebuild() {
 				c.in, c.out, c.hasPrice = pr.Input, pr.Output, true
 			} else if c.kind != KindProvider {
 				c.hasPrice = true // the fleet's own hardware: free unless priced
+			}
+			if c.kind != KindProvider && slices.ContainsFunc(mv.cands, func(o cand) bool { return o.key == c.key }) {
+				continue // the same engine or peer written twice: the first counts
 			}
 			r.locate(tab, &c)
 			add(c)

@@ -373,6 +373,34 @@ func TestEveryBreakerOpenStillTries(t *testing.T) {
 	if len(p.Targets) != 3 || !p.Targets[0].Force || p.Refusal != nil {
 		t.Fatalf("plan %v %+v", keys(p.Targets), p.Refusal)
 	}
+	// Tried anyway, they are no longer excluded: a candidate is in one
+	// list (found by the property test).
+	if len(p.Excluded) != 0 {
+		t.Fatalf("forced targets still excluded: %v", reasons(p.Excluded))
+	}
+}
+
+// Found by the property test: a route may name this node through a peer
+// provider, or name the same engine or peer twice.
+func TestRouteNamingThisNodeOrATargetTwice(t *testing.T) {
+	h := newHarness(t, "edge-eu", "eu-west", fleet(), func(tb *table.Table) {
+		tb.Providers = append(tb.Providers,
+			table.Provider{ID: "self", Kind: table.KindPeer, BaseURL: "meridian-link://127.0.0.1:7443/edge-eu"},
+			table.Provider{ID: "ap-1", Kind: table.KindPeer, BaseURL: "meridian-link://127.0.0.1:7443/edge-ap"},
+			table.Provider{ID: "ap-2", Kind: table.KindPeer, BaseURL: "meridian-link://127.0.0.1:7444/edge-ap"},
+			table.Provider{ID: "engine-1", Kind: table.KindLocal},
+			table.Provider{ID: "engine-2", Kind: table.KindLocal})
+		tb.Routes[1].Targets = []table.Target{{Provider: "self"}, {Provider: "ap-1"}, {Provider: "ap-2"}, {Provider: "engine-1"}, {Provider: "engine-2"}}
+	})
+	h.local.ready["gpt"] = true
+	h.members(alive("edge-ap", "ap-south"))
+	p := h.plan(Request{Model: "gpt"})
+	if got := keys(p.Targets); !slices.Equal(got, []string{"peer/edge-ap", "local"}) || len(p.Excluded) != 0 {
+		t.Fatalf("plan %v excluded %v", got, reasons(p.Excluded))
+	}
+	if p.Targets[0].Addr != "127.0.0.1:7443" {
+		t.Fatalf("the first written peer URL should count: %s", p.Targets[0].Addr)
+	}
 }
 
 func TestForwardedNeverHopsAgainAndKeepsItsPolicy(t *testing.T) {
