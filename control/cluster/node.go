@@ -49,6 +49,9 @@ var (
 	ErrNotReady = errors.New("leader not yet ready for consistent reads")
 	// ErrClosed means the node has shut down.
 	ErrClosed = errors.New("control node shut down")
+	// ErrStoreDamaged means the node's Raft log or snapshot store in its
+	// data dir does not open; the node does not start from it.
+	ErrStoreDamaged = errors.New("raft store damaged")
 )
 
 // Node is one control node's Raft member.
@@ -89,14 +92,16 @@ func Open(cfg Config) (*Node, error) {
 	n.fsm = fsm.New(fsm.Config{Logger: n.logger, OnApply: cfg.OnApply})
 	hlog := newHCLogger(n.logger)
 
-	// raft-wal's Close leaves its metadata database open (and locked), so
-	// the node owns it and closes it after the log; otherwise a node
-	// restarted in the same process would wait forever for the lock.
+	// The node owns the WAL's metadata database: raft-wal v0.4.1 closes it
+	// in Close, but not when Open fails, and v0.4.0 never did, which left
+	// it locked for a node restarted in the same process. Closing it again
+	// is a no-op.
 	n.meta = &metadb.BoltMetaDB{}
-	n.wal, err = raftwal.Open(filepath.Join(cfg.DataDir, "raft", "wal"), raftwal.WithLogger(hlog.Named("wal")), raftwal.WithMetaStore(n.meta))
+	walDir := filepath.Join(cfg.DataDir, "raft", "wal")
+	n.wal, err = raftwal.Open(walDir, raftwal.WithLogger(hlog.Named("wal")), raftwal.WithMetaStore(n.meta))
 	if err != nil {
 		n.meta.Close()
-		return nil, fmt.Errorf("open raft log: %w", err)
+		return nil, damaged(cfg.DataDir, "raft log in "+walDir, err)
 	}
 	logs, err := raft.NewLogCache(512, n.wal)
 	if err != nil {
@@ -108,7 +113,14 @@ func Open(cfg Config) (*Node, error) {
 	if err != nil {
 		n.wal.Close()
 		n.meta.Close()
-		return nil, fmt.Errorf("snapshot store: %w", err)
+		return nil, damaged(cfg.DataDir, "snapshot store in "+filepath.Join(cfg.DataDir, "raft", "snapshots"), err)
+	}
+	// raft.NewRaft panics on a log entry it cannot read; read everything
+	// it will read first, so a damaged store is an error with a way back.
+	if err := checkStores(cfg.DataDir, n.wal, n.wal, snaps); err != nil {
+		n.wal.Close()
+		n.meta.Close()
+		return nil, err
 	}
 	var advertise net.Addr
 	if a := cfg.RaftAdvertise; a != "" {
@@ -182,6 +194,57 @@ func Open(cfg Config) (*Node, error) {
 	n.done.Add(1)
 	go n.leaderLoop()
 	return n, nil
+}
+
+// checkStores reads what raft.NewRaft reads at start: the stored term,
+// the newest snapshot that opens, and every log entry after it up to the
+// last, which raft scans for configuration changes and panics on if one
+// cannot be read.
+func checkStores(dataDir string, logs raft.LogStore, stable raft.StableStore, snaps raft.SnapshotStore) error {
+	walDir := filepath.Join(dataDir, "raft", "wal")
+	if _, err := stable.GetUint64([]byte("CurrentTerm")); err != nil && err.Error() != "not found" {
+		return damaged(dataDir, "raft stable store in "+walDir, err)
+	}
+	metas, err := snaps.List()
+	if err != nil {
+		return damaged(dataDir, "snapshot store in "+filepath.Join(dataDir, "raft", "snapshots"), err)
+	}
+	var snapIndex uint64
+	var snapErr error
+	for _, m := range metas {
+		_, rc, err := snaps.Open(m.ID)
+		if err != nil {
+			snapErr = errors.Join(snapErr, fmt.Errorf("snapshot %s: %w", m.ID, err))
+			continue
+		}
+		rc.Close()
+		snapIndex = m.Index
+		break
+	}
+	if len(metas) > 0 && snapIndex == 0 {
+		return damaged(dataDir, "snapshot store in "+filepath.Join(dataDir, "raft", "snapshots"), snapErr)
+	}
+	last, err := logs.LastIndex()
+	if err != nil {
+		return damaged(dataDir, "raft log in "+walDir, err)
+	}
+	var entry raft.Log
+	for i := snapIndex + 1; i <= last; i++ {
+		if err := logs.GetLog(i, &entry); err != nil {
+			return damaged(dataDir, "raft log in "+walDir, fmt.Errorf("entry %d of %d: %w", i, last, err))
+		}
+	}
+	return nil
+}
+
+// damaged is the error for a store that does not open: what, where, why,
+// and the way back.
+func damaged(dataDir, what string, cause error) error {
+	raftDir := filepath.Join(dataDir, "raft")
+	return fmt.Errorf("%w: the %s cannot be read: %v. The way back: stop this node, move %s aside "+
+		"(keep %s, the node's ID), and start it again without -bootstrap, -bootstrap-expect or -peers; "+
+		"it rejoins as the same voter with an empty log and the leader sends it a snapshot",
+		ErrStoreDamaged, what, cause, raftDir, filepath.Join(dataDir, "node-id"))
 }
 
 func (n *Node) closeStores() {
