@@ -107,6 +107,7 @@ func (s *Server) routes() {
 	s.mux.Handle("GET /v1/control/cluster", s.auth(roleRead, s.clusterInfo))
 	s.mux.Handle("POST /v1/control/cluster/join", s.auth(roleAdmin, s.join))
 	s.mux.Handle("DELETE /v1/control/cluster/peers/{id}", s.auth(roleAdmin, s.removePeer))
+	s.mux.Handle("POST /v1/control/cluster/transfer", s.auth(roleAdmin, s.transfer))
 	s.mux.Handle("GET /v1/control/snapshot", s.auth(roleAdmin, s.snapshotSave))
 	s.mux.Handle("PUT /v1/control/snapshot", s.auth(roleAdmin, s.snapshotRestore))
 	s.mux.Handle("POST /v1/control/batch", s.auth(roleAdmin, s.batch))
@@ -328,6 +329,7 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request) bool {
 	}
 	deadline := time.Now().Add(s.cfg.HoldTimeout)
 	for {
+		changed := s.node.LeaderChanged()
 		err := s.node.ConsistentRead()
 		if err == nil {
 			return true
@@ -339,7 +341,7 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request) bool {
 				}
 			}
 		}
-		if !s.hold(r.Context(), deadline) {
+		if !s.hold(r.Context(), deadline, changed) {
 			writeError(w, http.StatusServiceUnavailable, &fsm.Error{Code: CodeNoLeader,
 				Message: fmt.Sprintf("no leader could serve a consistent read within %s", s.cfg.HoldTimeout)})
 			return false
@@ -367,9 +369,11 @@ func (s *Server) block(ctx context.Context, idx uint64, wait time.Duration) {
 	}
 }
 
-// hold waits before the next attempt at a held request. It reports false
-// once the deadline has passed.
-func (s *Server) hold(ctx context.Context, deadline time.Time) bool {
+// hold waits before the next attempt at a held request: until the
+// leader changes (changed, taken before the attempt, so no change is
+// missed) or the retry interval passes. It reports false once the
+// deadline has passed.
+func (s *Server) hold(ctx context.Context, deadline time.Time, changed <-chan struct{}) bool {
 	if time.Now().After(deadline) {
 		return false
 	}
@@ -379,6 +383,8 @@ func (s *Server) hold(ctx context.Context, deadline time.Time) bool {
 	defer t.Stop()
 	select {
 	case <-t.C:
+		return true
+	case <-changed:
 		return true
 	case <-ctx.Done():
 		return false
@@ -455,6 +461,7 @@ func (s *Server) onLeader(w http.ResponseWriter, r *http.Request, body []byte, f
 	deadline := time.Now().Add(s.cfg.HoldTimeout)
 	var last error
 	for {
+		changed := s.node.LeaderChanged()
 		if s.node.IsLeader() {
 			err := fn()
 			if err == nil {
@@ -475,7 +482,7 @@ func (s *Server) onLeader(w http.ResponseWriter, r *http.Request, body []byte, f
 				return
 			}
 		}
-		if !s.hold(r.Context(), deadline) {
+		if !s.hold(r.Context(), deadline, changed) {
 			e := &fsm.Error{Code: CodeNoLeader, Message: fmt.Sprintf("no leader accepted the write within %s; retry with the same %s", s.cfg.HoldTimeout, HeaderRequestID)}
 			if errors.Is(last, cluster.ErrUnknownOutcome) {
 				e.Code, e.Message = CodeUnknown, fmt.Sprintf("the write's outcome is unknown (leadership was lost); retry with the same %s", HeaderRequestID)
@@ -771,6 +778,21 @@ func (s *Server) removePeer(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, struct {
 			Removed string `json:"removed"`
 		}{id})
+		return nil
+	})
+}
+
+// transfer hands leadership from the leader to the most up-to-date
+// other voter (a planned hand-over, before an upgrade or a restart).
+func (s *Server) transfer(w http.ResponseWriter, r *http.Request) {
+	s.onLeader(w, r, nil, func() error {
+		from := s.node.ID()
+		if err := s.node.TransferLeadership(); err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, struct {
+			From string `json:"from"`
+		}{from})
 		return nil
 	})
 }

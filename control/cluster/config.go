@@ -60,13 +60,29 @@ type Config struct {
 	// itself.
 	Peers []Peer
 
-	// Raft timings; zero keeps hashicorp/raft's defaults (1 s heartbeat
-	// and election timeouts, 500 ms lease, 50 ms commit), which give
-	// leader failover in about 1.3–2.6 s. Tests tighten them.
-	HeartbeatTimeout   time.Duration
-	ElectionTimeout    time.Duration
+	// HeartbeatTimeout is how long a follower goes without hearing from
+	// the leader before it stands for election; raft waits a random time
+	// between it and twice it, so followers rarely stand together, and
+	// the leader heartbeats every tenth of it. DefaultConfig sets 200 ms
+	// (raft's default is 1 s): failover then takes about 200–450 ms on a
+	// LAN, and a heartbeat gap must last 200 ms to start an election,
+	// which a 40 ms one-way WAN delay (heartbeats every ~100 ms, one
+	// round trip plus the interval) leaves room for. Zero keeps raft's.
+	HeartbeatTimeout time.Duration
+	// ElectionTimeout is how long a candidate waits for votes before it
+	// stands again (randomised the same way). DefaultConfig sets 200 ms,
+	// with HeartbeatTimeout; zero keeps raft's 1 s.
+	ElectionTimeout time.Duration
+	// LeaderLeaseTimeout is how long a leader keeps leading without a
+	// quorum's contact. DefaultConfig sets 150 ms: shorter than the
+	// heartbeat timeout, so a cut-off leader steps down before the others
+	// elect a new one, and longer than a heartbeat round trip with a 40 ms
+	// one-way delay plus the heartbeat interval (~120 ms), so a slow link
+	// does not depose it. Zero keeps raft's 500 ms.
 	LeaderLeaseTimeout time.Duration
-	CommitTimeout      time.Duration
+	// CommitTimeout bounds how long a follower waits to learn the commit
+	// index when no new entries come; zero keeps raft's 50 ms.
+	CommitTimeout time.Duration
 	// SnapshotThreshold is how many log entries trigger a snapshot; zero
 	// keeps raft's 8192.
 	SnapshotThreshold uint64
@@ -89,11 +105,14 @@ type Config struct {
 // must still be set.
 func DefaultConfig() Config {
 	return Config{
-		NodeName:     "control",
-		RaftAddr:     "127.0.0.1:7401",
-		APIAddr:      "http://127.0.0.1:7400",
-		ApplyTimeout: 10 * time.Second,
-		Logger:       slog.Default(),
+		NodeName:           "control",
+		RaftAddr:           "127.0.0.1:7401",
+		APIAddr:            "http://127.0.0.1:7400",
+		HeartbeatTimeout:   200 * time.Millisecond,
+		ElectionTimeout:    200 * time.Millisecond,
+		LeaderLeaseTimeout: 150 * time.Millisecond,
+		ApplyTimeout:       10 * time.Second,
+		Logger:             slog.Default(),
 	}
 }
 

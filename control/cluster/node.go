@@ -67,8 +67,11 @@ type Node struct {
 
 	ready    atomic.Bool // leader and caught up: consistent reads allowed
 	notifyCh chan bool
-	stop     chan struct{}
-	done     sync.WaitGroup
+	// leaderChange is closed, and replaced, when the known leader changes.
+	leaderChange atomic.Pointer[chan struct{}]
+	observeCh    chan raft.Observation
+	stop         chan struct{}
+	done         sync.WaitGroup
 	// closeMu guards closed and is held across Close's shutdown; it is
 	// the only lock Node takes, and never taken from raft callbacks.
 	closeMu sync.Mutex
@@ -88,7 +91,10 @@ func Open(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, id: id, logger: cfg.Logger.With("node", cfg.NodeName), notifyCh: make(chan bool, 8), stop: make(chan struct{})}
+	n := &Node{cfg: cfg, id: id, logger: cfg.Logger.With("node", cfg.NodeName), notifyCh: make(chan bool, 8), stop: make(chan struct{}),
+		observeCh: make(chan raft.Observation, 16)}
+	first := make(chan struct{})
+	n.leaderChange.Store(&first)
 	n.fsm = fsm.New(fsm.Config{Logger: n.logger, OnApply: cfg.OnApply})
 	hlog := newHCLogger(n.logger)
 
@@ -191,8 +197,13 @@ func Open(cfg Config) (*Node, error) {
 			return nil, fmt.Errorf("bootstrap: %w", err)
 		}
 	}
-	n.done.Add(1)
+	n.raft.RegisterObserver(raft.NewObserver(n.observeCh, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	}))
+	n.done.Add(2)
 	go n.leaderLoop()
+	go n.observe()
 	return n, nil
 }
 
@@ -580,6 +591,42 @@ func (n *Node) leaderLoop() {
 			tick.Reset(jitter(time.Second))
 		}
 	}
+}
+
+// observe wakes LeaderChanged's waiters on every change of leader.
+func (n *Node) observe() {
+	defer n.done.Done()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-n.observeCh:
+			next := make(chan struct{})
+			close(*n.leaderChange.Swap(&next))
+		}
+	}
+}
+
+// LeaderChanged returns a channel closed the next time the known leader
+// changes (to another node or to none), so a request held for a leader
+// retries at once rather than on its next poll.
+func (n *Node) LeaderChanged() <-chan struct{} { return *n.leaderChange.Load() }
+
+// TransferLeadership hands leadership to the most up-to-date other voter
+// and returns once this node has stepped down. It must run on the leader;
+// a failed transfer leaves this node leading and is not ErrNotLeader, so
+// a caller that retries on another node does not transfer twice.
+func (n *Node) TransferLeadership() error {
+	if !n.IsLeader() {
+		return ErrNotLeader
+	}
+	if err := n.raft.LeadershipTransfer().Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) {
+			return fmt.Errorf("%w: %v", ErrNotLeader, err)
+		}
+		return fmt.Errorf("leadership transfer: %v", err)
+	}
+	return nil
 }
 
 // ensureMember records this node's addresses if the state lacks them,
