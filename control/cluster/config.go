@@ -62,22 +62,26 @@ type Config struct {
 
 	// HeartbeatTimeout is how long a follower goes without hearing from
 	// the leader before it stands for election; raft waits a random time
-	// between it and twice it, so followers rarely stand together, and
-	// the leader heartbeats every tenth of it. DefaultConfig sets 200 ms
-	// (raft's default is 1 s): failover then takes about 200–450 ms on a
-	// LAN, and a heartbeat gap must last 200 ms to start an election,
-	// which a 40 ms one-way WAN delay (heartbeats every ~100 ms, one
-	// round trip plus the interval) leaves room for. Zero keeps raft's.
+	// between it and twice it (the jitter that keeps followers from
+	// standing together), and the leader heartbeats every tenth of it.
+	// DefaultConfig sets 150 ms (raft's default is 1 s). A survivor
+	// refuses votes while it still knows the dead leader, so failover
+	// waits for the later of two followers' timeouts, about twice this:
+	// ~350 ms on a LAN, where heartbeats come every 15–30 ms. With 40 ms
+	// of one-way delay heartbeats come every ~100 ms (a round trip plus
+	// the interval), leaving a stall of ~40 ms before a spurious
+	// election: raise it on slower links. Zero keeps raft's.
 	HeartbeatTimeout time.Duration
 	// ElectionTimeout is how long a candidate waits for votes before it
-	// stands again (randomised the same way). DefaultConfig sets 200 ms,
-	// with HeartbeatTimeout; zero keeps raft's 1 s.
+	// stands again, randomised the same way. DefaultConfig sets 150 ms,
+	// the least raft allows with a 150 ms heartbeat timeout; a split
+	// vote then costs 150–300 ms. Zero keeps raft's 1 s.
 	ElectionTimeout time.Duration
 	// LeaderLeaseTimeout is how long a leader keeps leading without a
-	// quorum's contact. DefaultConfig sets 150 ms: shorter than the
-	// heartbeat timeout, so a cut-off leader steps down before the others
-	// elect a new one, and longer than a heartbeat round trip with a 40 ms
-	// one-way delay plus the heartbeat interval (~120 ms), so a slow link
+	// quorum's contact. DefaultConfig sets 150 ms, at most the heartbeat
+	// timeout as raft requires, so a cut-off leader steps down about when
+	// the others elect a new one, and above a heartbeat round trip with
+	// 40 ms of one-way delay plus the interval (~110 ms), so a slow link
 	// does not depose it. Zero keeps raft's 500 ms.
 	LeaderLeaseTimeout time.Duration
 	// CommitTimeout bounds how long a follower waits to learn the commit

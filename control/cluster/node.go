@@ -254,7 +254,7 @@ func damaged(dataDir, what string, cause error) error {
 	raftDir := filepath.Join(dataDir, "raft")
 	return fmt.Errorf("%w: the %s cannot be read: %v. The way back: stop this node, move %s aside "+
 		"(keep %s, the node's ID), and start it again without -bootstrap, -bootstrap-expect or -peers; "+
-		"it rejoins as the same voter with an empty log and the leader sends it a snapshot",
+		"it rejoins as the same voter with an empty log, and the leader sends it the state (a snapshot once its log no longer reaches back)",
 		ErrStoreDamaged, what, cause, raftDir, filepath.Join(dataDir, "node-id"))
 }
 

@@ -266,3 +266,51 @@ func (b badLog) GetLog(i uint64, l *raft.Log) error {
 	}
 	return b.InmemStore.GetLog(i, l)
 }
+
+// TestRejoinWithEmptyRaftDir follows the way back that a damaged store's
+// error gives: the node's raft folder moved aside, its node ID kept, and
+// started without a bootstrap, it rejoins as the same voter and catches
+// up from the leader.
+func TestRejoinWithEmptyRaftDir(t *testing.T) {
+	cfgs, nodes := threeNodes(t)
+	for i := range 20 {
+		put(t, nodes, fmt.Sprintf("r%d", i))
+	}
+	l := leaderOf(t, nodes)
+	fi := 0
+	for nodes[fi] == l {
+		fi++
+	}
+	if err := nodes[fi].Close(); err != nil {
+		t.Fatal(err)
+	}
+	nodes[fi] = nil
+	raftDir := filepath.Join(cfgs[fi].DataDir, "raft")
+	if err := os.Rename(raftDir, raftDir+".damaged"); err != nil {
+		t.Fatal(err)
+	}
+	put(t, nodes, "while-away")
+	// A snapshot on the leader: the node gets the state from the log
+	// while the leader still has it, and the snapshot once the log is
+	// compacted past it (raft-wal drops whole 64 MiB segments only).
+	if err := leaderOf(t, nodes).Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := cfgs[fi]
+	cfg.Peers, cfg.NodeID = nil, ""
+	n := openRetry(t, cfg)
+	nodes[fi] = n
+	if n.ID() != cfgs[fi].NodeID {
+		t.Fatalf("rejoined as %s, not as %s", n.ID(), cfgs[fi].NodeID)
+	}
+	poll(t, "the rejoined node to hold every write", func() bool {
+		_, ok := n.FSM().State().Get(fsm.KindRegion, "while-away")
+		_, first := n.FSM().State().Get(fsm.KindRegion, "r0")
+		return ok && first
+	})
+	put(t, nodes, "after")
+	poll(t, "the rejoined node to follow new writes", func() bool {
+		_, ok := n.FSM().State().Get(fsm.KindRegion, "after")
+		return ok
+	})
+}

@@ -554,4 +554,3 @@ func regions(ctx context.Context, p *proc) (map[string]bool, error) {
 	}
 	return out, nil
 }
-
