@@ -72,10 +72,13 @@ type Config struct {
 	// the interval), leaving a stall of ~40 ms before a spurious
 	// election: raise it on slower links. Zero keeps raft's.
 	HeartbeatTimeout time.Duration
-	// ElectionTimeout is how long a candidate waits for votes before it
-	// stands again, randomised the same way. DefaultConfig sets 150 ms,
-	// the least raft allows with a 150 ms heartbeat timeout; a split
-	// vote then costs 150–300 ms. Zero keeps raft's 1 s.
+	// ElectionTimeout is how long a candidate waits before it stands
+	// again, randomised the same way. DefaultConfig sets 300 ms, twice the
+	// heartbeat timeout: a follower whose pre-vote was refused (the other
+	// survivor still knew the old leader) then retries only after the
+	// other has had time to time out and win, even with an 80 ms round
+	// trip, instead of standing against it and splitting the vote. Zero
+	// keeps raft's 1 s.
 	ElectionTimeout time.Duration
 	// LeaderLeaseTimeout is how long a leader keeps leading without a
 	// quorum's contact. DefaultConfig sets 150 ms, at most the heartbeat
@@ -113,7 +116,7 @@ func DefaultConfig() Config {
 		RaftAddr:           "127.0.0.1:7401",
 		APIAddr:            "http://127.0.0.1:7400",
 		HeartbeatTimeout:   150 * time.Millisecond,
-		ElectionTimeout:    150 * time.Millisecond,
+		ElectionTimeout:    300 * time.Millisecond,
 		LeaderLeaseTimeout: 150 * time.Millisecond,
 		ApplyTimeout:       10 * time.Second,
 		Logger:             slog.Default(),

@@ -269,6 +269,26 @@ func maxTerm(ms []*member) uint64 {
 	return t
 }
 
+// settled waits until every running member is in the same term and
+// knows the same leader, so a freshly started cluster's last candidacies
+// are over before elections are counted.
+func settled(ms []*member) error {
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		var terms []uint64
+		var leaders []string
+		for _, m := range ms {
+			if m.node != nil {
+				id, _, _ := m.node.Leader()
+				terms, leaders = append(terms, m.node.Stats().Term), append(leaders, id)
+			}
+		}
+		if len(slices.Compact(terms)) == 1 && len(slices.Compact(leaders)) == 1 && leaders[0] != "" {
+			return nil
+		}
+	}
+	return errors.New("the members never agreed on a term and a leader")
+}
+
 // quiet runs fn, a phase in which nothing should cause an election, and
 // returns how many elections happened anyway.
 func quiet(ms []*member, fn func() error) (uint64, error) {
@@ -327,12 +347,26 @@ func failovers(ctx context.Context, ms []*member, n int, tag string, newClient f
 		}
 		killed := time.Now()
 		l.kill()
+		// When a survivor first leads: the election's share of the time.
+		elected := make(chan time.Duration, 1)
+		go func() {
+			for time.Since(killed) < 30*time.Second {
+				for _, m := range ms {
+					if m != l && m.node != nil && m.node.IsLeader() {
+						elected <- time.Since(killed)
+						return
+					}
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+			elected <- 0
+		}()
 		if _, err := c.Put(ctx, &controlv1.Region{Id: fmt.Sprintf("%s-failover-%d", tag, k)}, client.WriteOptions{}); err != nil {
 			return nil, fmt.Errorf("write after kill %d: %w", k, err)
 		}
 		d := time.Since(killed)
 		out = append(out, d)
-		fmt.Printf("%s failover %d: %.0f ms\n", tag, k+1, float64(d)/float64(time.Millisecond))
+		fmt.Printf("%s failover %d: %.0f ms (a survivor led after %.0f ms)\n", tag, k+1, float64(d)/float64(time.Millisecond), float64(<-elected)/float64(time.Millisecond))
 		if err := l.start(); err != nil {
 			return nil, err
 		}
@@ -410,11 +444,14 @@ func run(cfg Config) error {
 	spurious := func(n uint64, err error) error {
 		res.spurious += n
 		if n > 0 {
-			fmt.Printf("spurious elections: %d\n", n)
+			fmt.Printf("spurious elections: %d (%s)\n", n, time.Now().Format(time.TimeOnly))
 		}
 		return err
 	}
 
+	if err := settled(ms3); err != nil {
+		return err
+	}
 	if err := spurious(quiet(ms3, idle(cfg.Idle))); err != nil {
 		return err
 	}
@@ -503,6 +540,9 @@ func run(cfg Config) error {
 			return err
 		}
 		if _, err := leader(wan, 30*time.Second); err != nil {
+			return err
+		}
+		if err := settled(wan); err != nil {
 			return err
 		}
 		before := res.spurious
