@@ -26,6 +26,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -583,5 +584,6 @@ func report(cfg Config, r results) string {
 		fmt.Fprintf(&b, "| unplanned leader failover p50, %s one-way delay (%d kills) | %.0f ms | < 1,000 |\n", r.wanDelay, len(r.wanFailovers), ms(percentile(r.wanFailovers, 0.5)))
 	}
 	fmt.Fprintf(&b, "| spurious elections (idle %s, %s with delay, and under write load) | %d | 0 |\n", r.idle, r.idle/2, r.spurious)
+	fmt.Fprintf(&b, "\nMeasured by `make bench-control` on %s, %d CPUs.\n", time.Now().Format("2006-01-02"), runtime.NumCPU())
 	return b.String()
 }

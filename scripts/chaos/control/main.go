@@ -68,7 +68,7 @@ type Config struct {
 }
 
 func main() {
-	cfg := Config{Cycles: 24, Writers: 4, MaxWrites: 50_000, MaxDuration: 10 * time.Minute, FailoverBound: 3 * time.Second, ComeBack: 30 * time.Second}
+	cfg := Config{Cycles: 60, Writers: 4, MaxWrites: 50_000, MaxDuration: 10 * time.Minute, FailoverBound: 3 * time.Second, ComeBack: 30 * time.Second}
 	quick := flag.Bool("quick", false, "the bounded form CI runs: 8 cycles")
 	flag.IntVar(&cfg.Cycles, "cycles", cfg.Cycles, "fault cycles")
 	flag.IntVar(&cfg.Writers, "writers", cfg.Writers, "concurrent writers")
