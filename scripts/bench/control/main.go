@@ -73,6 +73,8 @@ func main() {
 	quick := flag.Bool("quick", false, "a shorter run")
 	idle := flag.Duration("idle", 0, "idle window in which elections are counted (default 30s, 5s with -quick)")
 	flag.DurationVar(&cfg.WANDelay, "wan-delay", cfg.WANDelay, "one-way delay between nodes for the WAN failover run; 0 skips it")
+	logRaft := flag.Bool("raft-log", false, "send the members' Raft logs to stderr")
+	wanKills := flag.Int("wan-kills", 0, "leader kills over the WAN (default 7, 3 with -quick)")
 	flag.StringVar(&cfg.Readme, "readme", "", "rewrite the bench:control section of this markdown file")
 	flag.Parse()
 	if *quick {
@@ -80,6 +82,12 @@ func main() {
 	}
 	if *idle > 0 {
 		cfg.Idle = *idle
+	}
+	if *logRaft {
+		raftLog = os.Stderr
+	}
+	if *wanKills > 0 {
+		cfg.WANKills = *wanKills
 	}
 	if err := run(cfg); err != nil {
 		fmt.Fprintf(os.Stderr, "bench-control: %v\n", err)
@@ -106,9 +114,12 @@ func freeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
+// raftLog, when set, receives every member's logs (-raft-log).
+var raftLog io.Writer = io.Discard
+
 // start runs a member with the node's default (tuned) timings.
 func (m *member) start() error {
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	logger := slog.New(slog.NewTextHandler(raftLog, nil))
 	cfg := cluster.DefaultConfig()
 	cfg.DataDir, cfg.NodeName, cfg.NodeID = m.dir, m.name, m.id
 	cfg.RaftAddr, cfg.APIAddr, cfg.Peers, cfg.Logger = m.raftAddr, m.url, m.peers, logger
