@@ -24,6 +24,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -75,6 +76,8 @@ type Server struct {
 	readers [][32]byte
 	mux     *http.ServeMux
 	met     *metrics
+	// held counts the requests waiting in hold for a leader.
+	held atomic.Int64
 }
 
 // New returns the API for a node.
@@ -377,6 +380,8 @@ func (s *Server) hold(ctx context.Context, deadline time.Time, changed <-chan st
 	if time.Now().After(deadline) {
 		return false
 	}
+	s.held.Add(1)
+	defer s.held.Add(-1)
 	d := s.cfg.HoldRetry + randDuration(s.cfg.HoldRetry)
 	d = min(d, time.Until(deadline)+time.Millisecond)
 	t := time.NewTimer(d)
@@ -385,6 +390,20 @@ func (s *Server) hold(ctx context.Context, deadline time.Time, changed <-chan st
 	case <-t.C:
 		return true
 	case <-changed:
+	case <-ctx.Done():
+		return false
+	}
+	// Every held request wakes at once. Spread them over a time that
+	// grows with their number (0.2 ms each, at most HoldRetry), so a
+	// lone request retries at once and a new leader is not met by a
+	// stampede that starves its heartbeats.
+	spread := min(s.cfg.HoldRetry, time.Duration(s.held.Load()-1)*200*time.Microsecond)
+	if spread <= 0 {
+		return true
+	}
+	t.Reset(randDuration(spread))
+	select {
+	case <-t.C:
 		return true
 	case <-ctx.Done():
 		return false
