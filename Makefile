@@ -3,7 +3,7 @@ GO        ?= go
 FUZZTIME  ?= 10s
 BIN       := bin
 
-.PHONY: help build ollama tinymodel proto test run bench bench-gateway bench-adapters bench-gossip bench-local bench-links bench-control bench-distribution bench-router fuzz lint clean
+.PHONY: help build ollama tinymodel proto test run bench bench-gateway bench-adapters bench-gossip bench-local bench-links bench-control bench-distribution bench-router chaos-control fuzz lint clean
 
 help:
 	@echo "make build          build meridian-edge, meridian-control, meridianctl and mockprovider into $(BIN)/"
@@ -18,6 +18,7 @@ help:
 	@echo "make bench-local    local inference through the edge against the same Ollama directly"
 	@echo "make bench-links    forwarding to a peer edge: warm QUIC, 0-RTT QUIC, TCP+TLS and HTTP/2 under WAN delay"
 	@echo "make bench-control  control plane write latency, throughput and leader failover on 3 nodes"
+	@echo "make chaos-control  crash test: 3 meridian-control processes under write load, SIGKILLed and restarted (QUICK=1: the bounded CI form; CYCLES=n)"
 	@echo "make bench-distribution  time from a table change to 100 edges applying it, 10 and 1,000 routes, against bare NATS"
 	@echo "make bench-router   one routing decision per strategy on a 100-node, 50-model fleet, against a map lookup"
 	@echo "make tinymodel      write the tiny test models to $(BIN)/tiny.gguf and $(BIN)/tiny-repeat.gguf"
@@ -93,6 +94,11 @@ bench-links:
 
 bench-control:
 	$(GO) run ./scripts/bench/control $(if $(QUICK),-quick) -readme README.md
+
+# The control plane's process-level crash test; QUICK=1 is the bounded
+# form .ci/run runs, CYCLES=n a longer one.
+chaos-control:
+	$(GO) run ./scripts/chaos/control $(if $(QUICK),-quick) $(if $(CYCLES),-cycles $(CYCLES))
 
 bench-distribution:
 	$(GO) run ./scripts/bench/distribution -readme README.md

@@ -88,6 +88,8 @@ type Server struct {
 	mux     *http.ServeMux
 	met     *metrics
 	valid   atomic.Pointer[validState] // see routable.go
+	// held counts the requests waiting in hold for a leader.
+	held atomic.Int64
 }
 
 // New returns the API for a node.
@@ -120,6 +122,7 @@ func (s *Server) routes() {
 	s.mux.Handle("GET /v1/control/cluster", s.auth(roleRead, s.clusterInfo))
 	s.mux.Handle("POST /v1/control/cluster/join", s.auth(roleAdmin, s.join))
 	s.mux.Handle("DELETE /v1/control/cluster/peers/{id}", s.auth(roleAdmin, s.removePeer))
+	s.mux.Handle("POST /v1/control/cluster/transfer", s.auth(roleAdmin, s.transfer))
 	s.mux.Handle("GET /v1/control/snapshot", s.auth(roleAdmin, s.snapshotSave))
 	s.mux.Handle("PUT /v1/control/snapshot", s.auth(roleAdmin, s.snapshotRestore))
 	s.mux.Handle("POST /v1/control/batch", s.auth(roleAdmin, s.batch))
@@ -341,6 +344,7 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request) bool {
 	}
 	deadline := time.Now().Add(s.cfg.HoldTimeout)
 	for {
+		changed := s.node.LeaderChanged()
 		err := s.node.ConsistentRead()
 		if err == nil {
 			return true
@@ -352,7 +356,7 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request) bool {
 				}
 			}
 		}
-		if !s.hold(r.Context(), deadline) {
+		if !s.hold(r.Context(), deadline, changed) {
 			writeError(w, http.StatusServiceUnavailable, &fsm.Error{Code: CodeNoLeader,
 				Message: fmt.Sprintf("no leader could serve a consistent read within %s", s.cfg.HoldTimeout)})
 			return false
@@ -380,16 +384,36 @@ func (s *Server) block(ctx context.Context, idx uint64, wait time.Duration) {
 	}
 }
 
-// hold waits before the next attempt at a held request. It reports false
-// once the deadline has passed.
-func (s *Server) hold(ctx context.Context, deadline time.Time) bool {
+// hold waits before the next attempt at a held request: until the
+// leader changes (changed, taken before the attempt, so no change is
+// missed) or the retry interval passes. It reports false once the
+// deadline has passed.
+func (s *Server) hold(ctx context.Context, deadline time.Time, changed <-chan struct{}) bool {
 	if time.Now().After(deadline) {
 		return false
 	}
+	s.held.Add(1)
+	defer s.held.Add(-1)
 	d := s.cfg.HoldRetry + randDuration(s.cfg.HoldRetry)
 	d = min(d, time.Until(deadline)+time.Millisecond)
 	t := time.NewTimer(d)
 	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-changed:
+	case <-ctx.Done():
+		return false
+	}
+	// Every held request wakes at once. Spread them over a time that
+	// grows with their number (0.2 ms each, at most HoldRetry), so a
+	// lone request retries at once and a new leader is not met by a
+	// stampede that starves its heartbeats.
+	spread := min(s.cfg.HoldRetry, time.Duration(s.held.Load()-1)*200*time.Microsecond)
+	if spread <= 0 {
+		return true
+	}
+	t.Reset(randDuration(spread))
 	select {
 	case <-t.C:
 		return true
@@ -468,6 +492,7 @@ func (s *Server) onLeader(w http.ResponseWriter, r *http.Request, body []byte, f
 	deadline := time.Now().Add(s.cfg.HoldTimeout)
 	var last error
 	for {
+		changed := s.node.LeaderChanged()
 		if s.node.IsLeader() {
 			err := fn()
 			if err == nil {
@@ -488,7 +513,7 @@ func (s *Server) onLeader(w http.ResponseWriter, r *http.Request, body []byte, f
 				return
 			}
 		}
-		if !s.hold(r.Context(), deadline) {
+		if !s.hold(r.Context(), deadline, changed) {
 			e := &fsm.Error{Code: CodeNoLeader, Message: fmt.Sprintf("no leader accepted the write within %s; retry with the same %s", s.cfg.HoldTimeout, HeaderRequestID)}
 			if errors.Is(last, cluster.ErrUnknownOutcome) {
 				e.Code, e.Message = CodeUnknown, fmt.Sprintf("the write's outcome is unknown (leadership was lost); retry with the same %s", HeaderRequestID)
@@ -857,6 +882,21 @@ func (s *Server) removePeer(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, struct {
 			Removed string `json:"removed"`
 		}{id})
+		return nil
+	})
+}
+
+// transfer hands leadership from the leader to the most up-to-date
+// other voter (a planned hand-over, before an upgrade or a restart).
+func (s *Server) transfer(w http.ResponseWriter, r *http.Request) {
+	s.onLeader(w, r, nil, func() error {
+		from := s.node.ID()
+		if err := s.node.TransferLeadership(); err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, struct {
+			From string `json:"from"`
+		}{from})
 		return nil
 	})
 }

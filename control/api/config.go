@@ -26,7 +26,9 @@ type Config struct {
 	// with 503.
 	HoldTimeout time.Duration
 	// HoldRetry is the base interval between attempts while a write is
-	// held; each wait adds up to 100% jitter.
+	// held; each wait adds up to 100% jitter. A change of leader ends the
+	// wait at once, so this only bounds how long a held request goes
+	// without looking.
 	HoldRetry time.Duration
 	// DefaultWait is a blocking query's wait when ?wait is not given.
 	DefaultWait time.Duration

@@ -410,6 +410,22 @@ func (c *Client) RemovePeer(ctx context.Context, id string) error {
 	return err
 }
 
+// Transfer asks the leader to hand leadership to the most up-to-date
+// other voter, and returns the ID of the node that led.
+func (c *Client) Transfer(ctx context.Context) (string, error) {
+	resp, err := c.Do(ctx, http.MethodPost, "/v1/control/cluster/transfer", nil, cluster.NewUUID())
+	if err != nil {
+		return "", err
+	}
+	var out struct {
+		From string `json:"from"`
+	}
+	if err := json.Unmarshal(resp.Body, &out); err != nil {
+		return "", fmt.Errorf("transfer: %w", err)
+	}
+	return out.From, nil
+}
+
 // SnapshotSave writes a consistent snapshot of the whole state to w and
 // returns its index.
 func (c *Client) SnapshotSave(ctx context.Context, w io.Writer) (uint64, error) {

@@ -367,3 +367,71 @@ func TestRegisterModelRejectsStaleRead(t *testing.T) {
 		t.Fatal("a read concurrent with a write failed the check")
 	}
 }
+
+// TestTransferUnderLoad hands leadership over, asked through a follower,
+// while writers keep writing: the leader changes, no write fails, and
+// none applies twice.
+func TestTransferUnderLoad(t *testing.T) {
+	c := controltest.Start(t, 3, controltest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	old := c.Leader()
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	errs := make(chan error, 3)
+	var ids sync.Map
+	for w := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cl := newClient(t, c, w)
+			for i := 0; !stop.Load() && i < 2000; i++ {
+				id := fmt.Sprintf("tr-%d-%d", w, i)
+				if _, err := cl.Put(ctx, &controlv1.Region{Id: id}, client.WriteOptions{RequestID: id}); err != nil {
+					errs <- err
+					return
+				}
+				ids.Store(id, true)
+			}
+		}()
+	}
+	controltest.WaitFor(t, 10*time.Second, "some writes", func() bool {
+		n := 0
+		ids.Range(func(any, any) bool { n++; return n < 20 })
+		return n >= 20
+	})
+	f := c.Followers()[0]
+	from, err := newClient(t, c, indexOf(c, f)).Transfer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if from != old.ID {
+		t.Errorf("transfer reports %s as the old leader, want %s", from, old.ID)
+	}
+	controltest.WaitFor(t, 10*time.Second, "a new leader", func() bool { return c.Leader() != old })
+	stop.Store(true)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("a write failed across the transfer: %v", err)
+	}
+	c.WaitConverged()
+	for _, m := range c.Members {
+		applied := m.Applied()
+		ids.Range(func(k, _ any) bool {
+			if n := applied[k.(string)]; n != 1 {
+				t.Errorf("%s applied %s %d times", m.Name, k, n)
+			}
+			return true
+		})
+	}
+}
+
+func indexOf(c *controltest.Cluster, m *controltest.Member) int {
+	for i, x := range c.Members {
+		if x == m {
+			return i
+		}
+	}
+	return 0
+}

@@ -60,13 +60,36 @@ type Config struct {
 	// itself.
 	Peers []Peer
 
-	// Raft timings; zero keeps hashicorp/raft's defaults (1 s heartbeat
-	// and election timeouts, 500 ms lease, 50 ms commit), which give
-	// leader failover in about 1.3–2.6 s. Tests tighten them.
-	HeartbeatTimeout   time.Duration
-	ElectionTimeout    time.Duration
+	// HeartbeatTimeout is how long a follower goes without hearing from
+	// the leader before it stands for election; raft waits a random time
+	// between it and twice it (the jitter that keeps followers from
+	// standing together), and the leader heartbeats every tenth of it.
+	// DefaultConfig sets 150 ms (raft's default is 1 s). A survivor
+	// refuses votes while it still knows the dead leader, so failover
+	// waits for the later of two followers' timeouts, about twice this:
+	// ~350 ms on a LAN, where heartbeats come every 15–30 ms. With 40 ms
+	// of one-way delay heartbeats come every ~100 ms (a round trip plus
+	// the interval), leaving a stall of ~40 ms before a spurious
+	// election: raise it on slower links. Zero keeps raft's.
+	HeartbeatTimeout time.Duration
+	// ElectionTimeout is how long a candidate waits before it stands
+	// again, randomised the same way. DefaultConfig sets 300 ms, twice the
+	// heartbeat timeout: a follower whose pre-vote was refused (the other
+	// survivor still knew the old leader) then retries only after the
+	// other has had time to time out and win, even with an 80 ms round
+	// trip, instead of standing against it and splitting the vote. Zero
+	// keeps raft's 1 s.
+	ElectionTimeout time.Duration
+	// LeaderLeaseTimeout is how long a leader keeps leading without a
+	// quorum's contact. DefaultConfig sets 150 ms, at most the heartbeat
+	// timeout as raft requires, so a cut-off leader steps down about when
+	// the others elect a new one, and above a heartbeat round trip with
+	// 40 ms of one-way delay plus the interval (~110 ms), so a slow link
+	// does not depose it. Zero keeps raft's 500 ms.
 	LeaderLeaseTimeout time.Duration
-	CommitTimeout      time.Duration
+	// CommitTimeout bounds how long a follower waits to learn the commit
+	// index when no new entries come; zero keeps raft's 50 ms.
+	CommitTimeout time.Duration
 	// SnapshotThreshold is how many log entries trigger a snapshot; zero
 	// keeps raft's 8192.
 	SnapshotThreshold uint64
@@ -89,11 +112,14 @@ type Config struct {
 // must still be set.
 func DefaultConfig() Config {
 	return Config{
-		NodeName:     "control",
-		RaftAddr:     "127.0.0.1:7401",
-		APIAddr:      "http://127.0.0.1:7400",
-		ApplyTimeout: 10 * time.Second,
-		Logger:       slog.Default(),
+		NodeName:           "control",
+		RaftAddr:           "127.0.0.1:7401",
+		APIAddr:            "http://127.0.0.1:7400",
+		HeartbeatTimeout:   150 * time.Millisecond,
+		ElectionTimeout:    300 * time.Millisecond,
+		LeaderLeaseTimeout: 150 * time.Millisecond,
+		ApplyTimeout:       10 * time.Second,
+		Logger:             slog.Default(),
 	}
 }
 

@@ -49,6 +49,9 @@ var (
 	ErrNotReady = errors.New("leader not yet ready for consistent reads")
 	// ErrClosed means the node has shut down.
 	ErrClosed = errors.New("control node shut down")
+	// ErrStoreDamaged means the node's Raft log or snapshot store in its
+	// data dir does not open; the node does not start from it.
+	ErrStoreDamaged = errors.New("raft store damaged")
 )
 
 // Node is one control node's Raft member.
@@ -64,8 +67,11 @@ type Node struct {
 
 	ready    atomic.Bool // leader and caught up: consistent reads allowed
 	notifyCh chan bool
-	stop     chan struct{}
-	done     sync.WaitGroup
+	// leaderChange is closed, and replaced, when the known leader changes.
+	leaderChange atomic.Pointer[chan struct{}]
+	observeCh    chan raft.Observation
+	stop         chan struct{}
+	done         sync.WaitGroup
 	// closeMu guards closed and is held across Close's shutdown; it is
 	// the only lock Node takes, and never taken from raft callbacks.
 	closeMu sync.Mutex
@@ -85,18 +91,23 @@ func Open(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, id: id, logger: cfg.Logger.With("node", cfg.NodeName), notifyCh: make(chan bool, 8), stop: make(chan struct{})}
+	n := &Node{cfg: cfg, id: id, logger: cfg.Logger.With("node", cfg.NodeName), notifyCh: make(chan bool, 8), stop: make(chan struct{}),
+		observeCh: make(chan raft.Observation, 16)}
+	first := make(chan struct{})
+	n.leaderChange.Store(&first)
 	n.fsm = fsm.New(fsm.Config{Logger: n.logger, OnApply: cfg.OnApply})
 	hlog := newHCLogger(n.logger)
 
-	// raft-wal's Close leaves its metadata database open (and locked), so
-	// the node owns it and closes it after the log; otherwise a node
-	// restarted in the same process would wait forever for the lock.
+	// The node owns the WAL's metadata database: raft-wal v0.4.1 closes it
+	// in Close, but not when Open fails, and v0.4.0 never did, which left
+	// it locked for a node restarted in the same process. Closing it again
+	// is a no-op.
 	n.meta = &metadb.BoltMetaDB{}
-	n.wal, err = raftwal.Open(filepath.Join(cfg.DataDir, "raft", "wal"), raftwal.WithLogger(hlog.Named("wal")), raftwal.WithMetaStore(n.meta))
+	walDir := filepath.Join(cfg.DataDir, "raft", "wal")
+	n.wal, err = raftwal.Open(walDir, raftwal.WithLogger(hlog.Named("wal")), raftwal.WithMetaStore(n.meta))
 	if err != nil {
 		n.meta.Close()
-		return nil, fmt.Errorf("open raft log: %w", err)
+		return nil, damaged(cfg.DataDir, "raft log in "+walDir, err)
 	}
 	logs, err := raft.NewLogCache(512, n.wal)
 	if err != nil {
@@ -108,7 +119,14 @@ func Open(cfg Config) (*Node, error) {
 	if err != nil {
 		n.wal.Close()
 		n.meta.Close()
-		return nil, fmt.Errorf("snapshot store: %w", err)
+		return nil, damaged(cfg.DataDir, "snapshot store in "+filepath.Join(cfg.DataDir, "raft", "snapshots"), err)
+	}
+	// raft.NewRaft panics on a log entry it cannot read; read everything
+	// it will read first, so a damaged store is an error with a way back.
+	if err := checkStores(cfg.DataDir, n.wal, n.wal, snaps); err != nil {
+		n.wal.Close()
+		n.meta.Close()
+		return nil, err
 	}
 	var advertise net.Addr
 	if a := cfg.RaftAdvertise; a != "" {
@@ -179,9 +197,65 @@ func Open(cfg Config) (*Node, error) {
 			return nil, fmt.Errorf("bootstrap: %w", err)
 		}
 	}
-	n.done.Add(1)
+	n.raft.RegisterObserver(raft.NewObserver(n.observeCh, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	}))
+	n.done.Add(2)
 	go n.leaderLoop()
+	go n.observe()
 	return n, nil
+}
+
+// checkStores reads what raft.NewRaft reads at start: the stored term,
+// the newest snapshot that opens, and every log entry after it up to the
+// last, which raft scans for configuration changes and panics on if one
+// cannot be read.
+func checkStores(dataDir string, logs raft.LogStore, stable raft.StableStore, snaps raft.SnapshotStore) error {
+	walDir := filepath.Join(dataDir, "raft", "wal")
+	if _, err := stable.GetUint64([]byte("CurrentTerm")); err != nil && err.Error() != "not found" {
+		return damaged(dataDir, "raft stable store in "+walDir, err)
+	}
+	metas, err := snaps.List()
+	if err != nil {
+		return damaged(dataDir, "snapshot store in "+filepath.Join(dataDir, "raft", "snapshots"), err)
+	}
+	var snapIndex uint64
+	var snapErr error
+	for _, m := range metas {
+		_, rc, err := snaps.Open(m.ID)
+		if err != nil {
+			snapErr = errors.Join(snapErr, fmt.Errorf("snapshot %s: %w", m.ID, err))
+			continue
+		}
+		rc.Close()
+		snapIndex = m.Index
+		break
+	}
+	if len(metas) > 0 && snapIndex == 0 {
+		return damaged(dataDir, "snapshot store in "+filepath.Join(dataDir, "raft", "snapshots"), snapErr)
+	}
+	last, err := logs.LastIndex()
+	if err != nil {
+		return damaged(dataDir, "raft log in "+walDir, err)
+	}
+	var entry raft.Log
+	for i := snapIndex + 1; i <= last; i++ {
+		if err := logs.GetLog(i, &entry); err != nil {
+			return damaged(dataDir, "raft log in "+walDir, fmt.Errorf("entry %d of %d: %w", i, last, err))
+		}
+	}
+	return nil
+}
+
+// damaged is the error for a store that does not open: what, where, why,
+// and the way back.
+func damaged(dataDir, what string, cause error) error {
+	raftDir := filepath.Join(dataDir, "raft")
+	return fmt.Errorf("%w: the %s cannot be read: %v. The way back: stop this node, move %s aside "+
+		"(keep %s, the node's ID), and start it again without -bootstrap, -bootstrap-expect or -peers; "+
+		"it rejoins as the same voter with an empty log, and the leader sends it the state (a snapshot once its log no longer reaches back)",
+		ErrStoreDamaged, what, cause, raftDir, filepath.Join(dataDir, "node-id"))
 }
 
 func (n *Node) closeStores() {
@@ -517,6 +591,42 @@ func (n *Node) leaderLoop() {
 			tick.Reset(jitter(time.Second))
 		}
 	}
+}
+
+// observe wakes LeaderChanged's waiters on every change of leader.
+func (n *Node) observe() {
+	defer n.done.Done()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-n.observeCh:
+			next := make(chan struct{})
+			close(*n.leaderChange.Swap(&next))
+		}
+	}
+}
+
+// LeaderChanged returns a channel closed the next time the known leader
+// changes (to another node or to none), so a request held for a leader
+// retries at once rather than on its next poll.
+func (n *Node) LeaderChanged() <-chan struct{} { return *n.leaderChange.Load() }
+
+// TransferLeadership hands leadership to the most up-to-date other voter
+// and returns once this node has stepped down. It must run on the leader;
+// a failed transfer leaves this node leading and is not ErrNotLeader, so
+// a caller that retries on another node does not transfer twice.
+func (n *Node) TransferLeadership() error {
+	if !n.IsLeader() {
+		return ErrNotLeader
+	}
+	if err := n.raft.LeadershipTransfer().Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) {
+			return fmt.Errorf("%w: %v", ErrNotLeader, err)
+		}
+		return fmt.Errorf("leadership transfer: %v", err)
+	}
+	return nil
 }
 
 // ensureMember records this node's addresses if the state lacks them,

@@ -66,8 +66,14 @@ func TestSingleNodeKeepsIDAndStateAcrossRestarts(t *testing.T) {
 	if _, ok := n.FSM().State().Get(fsm.KindRegion, "eu"); !ok {
 		t.Fatal("restart lost the region")
 	}
-	if _, ok := n.FSM().State().Member(id); !ok {
-		t.Fatal("the leader did not record its own address")
+	// The leader records its address once it is ready, so poll.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, ok := n.FSM().State().Member(id); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the leader did not record its own address")
+		}
 	}
 
 	other := testConfig(dir)

@@ -1,17 +1,22 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/meridian-mesh/meridian/control/api"
 	"github.com/meridian-mesh/meridian/control/client"
+	"github.com/meridian-mesh/meridian/control/cluster"
 	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
 	"github.com/meridian-mesh/meridian/shared/pki"
 )
@@ -164,5 +169,32 @@ func TestServesTLS(t *testing.T) {
 	}
 	if time.Since(start) > 10*time.Second {
 		t.Fatal("a certificate error was retried")
+	}
+}
+
+// TestDamagedStoreFailsStart: a node whose Raft log does not open does
+// not start, and says where, why and the way back.
+func TestDamagedStoreFailsStart(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.DataDir = t.TempDir()
+	cfg.RaftAddr, cfg.HTTPAddr = freeAddr(t), freeAddr(t)
+	cfg.Bootstrap, cfg.AdminTokens, cfg.LogLevel = true, []string{"admin-token-0123456789"}, "off"
+	walDir := filepath.Join(cfg.DataDir, "raft", "wal")
+	if err := os.MkdirAll(walDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(walDir, "wal-meta.db"), bytes.Repeat([]byte{0xa5}, 64*1024), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := run(ctx, cfg)
+	if !errors.Is(err, cluster.ErrStoreDamaged) {
+		t.Fatalf("started on a damaged log, or failed otherwise: %v", err)
+	}
+	for _, want := range []string{walDir, "move " + filepath.Join(cfg.DataDir, "raft") + " aside", "snapshot"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q: %v", want, err)
+		}
 	}
 }

@@ -55,6 +55,15 @@ type Config struct {
 	ReadTokens  []string
 	// NATS is how the routing table reaches the edges (distribution.go).
 	NATS NATSConfig
+	// Raft timings and snapshots; zero keeps cluster.DefaultConfig's
+	// (cluster.Config documents each, and why).
+	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout time.Duration
+	// SnapshotThreshold is how many log entries trigger a snapshot.
+	SnapshotThreshold uint64
+	// SnapshotInterval is how often the threshold is checked.
+	SnapshotInterval time.Duration
+	// TrailingLogs is how many entries a snapshot leaves in the log.
+	TrailingLogs uint64
 	// LogLevel is debug, info, warn, error or off.
 	LogLevel string
 	// TLSCert and TLSKey, when set, serve the API over HTTPS (PEM files,
@@ -135,6 +144,15 @@ func run(ctx context.Context, cfg Config) error {
 	ccfg.DataDir, ccfg.NodeName, ccfg.NodeID = cfg.DataDir, cfg.NodeName, cfg.NodeID
 	ccfg.RaftAddr, ccfg.RaftAdvertise, ccfg.APIAddr = cfg.RaftAddr, cfg.RaftAdvertise, cfg.APIAdvertise
 	ccfg.Bootstrap, ccfg.Peers, ccfg.Logger = cfg.Bootstrap, cfg.Peers, logger
+	for _, t := range []struct {
+		dst *time.Duration
+		v   time.Duration
+	}{{&ccfg.HeartbeatTimeout, cfg.HeartbeatTimeout}, {&ccfg.ElectionTimeout, cfg.ElectionTimeout}, {&ccfg.LeaderLeaseTimeout, cfg.LeaderLeaseTimeout}, {&ccfg.SnapshotInterval, cfg.SnapshotInterval}} {
+		if t.v > 0 {
+			*t.dst = t.v
+		}
+	}
+	ccfg.SnapshotThreshold, ccfg.TrailingLogs = cfg.SnapshotThreshold, cfg.TrailingLogs
 	if cfg.BootstrapExpect > 0 && !cluster.HasState(cfg.DataDir) {
 		if ccfg.Peers, err = discover(ctx, cfg, serverTLS, httpClient, logger); err != nil {
 			return err

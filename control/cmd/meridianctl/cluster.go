@@ -91,7 +91,7 @@ func dash(s string) string {
 
 func (c *cli) cluster(ctx context.Context, rest []string) error {
 	if len(rest) == 0 {
-		return fmt.Errorf("%w: cluster needs join, remove or snapshot", errUsage)
+		return fmt.Errorf("%w: cluster needs join, remove, transfer or snapshot", errUsage)
 	}
 	cl, err := c.client()
 	if err != nil {
@@ -113,6 +113,16 @@ func (c *cli) cluster(ctx context.Context, rest []string) error {
 			return err
 		}
 		return c.done("removed "+rest[1], 0)
+	case rest[0] == "transfer" && len(rest) == 1:
+		from, err := cl.Transfer(ctx)
+		if err != nil {
+			return err
+		}
+		if c.json {
+			return json.NewEncoder(c.stdout).Encode(map[string]string{"from": from})
+		}
+		fmt.Fprintf(c.stdout, "%s handed leadership over\n", from)
+		return nil
 	case rest[0] == "snapshot" && len(rest) == 3 && rest[1] == "save":
 		var buf bytes.Buffer
 		idx, err := cl.SnapshotSave(ctx, &buf)
@@ -134,7 +144,7 @@ func (c *cli) cluster(ctx context.Context, rest []string) error {
 		}
 		return c.done("restored snapshot from "+rest[2], idx)
 	}
-	return fmt.Errorf("%w: cluster join API_ADDR | remove NODE_ID | snapshot save|restore FILE", errUsage)
+	return fmt.Errorf("%w: cluster join API_ADDR | remove NODE_ID | transfer | snapshot save|restore FILE", errUsage)
 }
 
 // writeFileAtomic writes a file whole or not at all.

@@ -59,6 +59,7 @@ Usage:
   meridianctl [flags] status
   meridianctl [flags] cluster join API_ADDR
   meridianctl [flags] cluster remove NODE_ID
+  meridianctl [flags] cluster transfer
   meridianctl [flags] cluster snapshot save FILE
   meridianctl [flags] cluster snapshot restore FILE
   meridianctl tls ca --dir DIR [--name NAME] [--days N]
