@@ -179,7 +179,9 @@ func startMesh(t *testing.T) *mesh {
 	m.client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 30 * time.Second}}
 	t.Cleanup(m.client.CloseIdleConnections)
 
-	m.control = controltest.Start(t, 3, controltest.Options{Distribution: true})
+	// Timers doubled: an Ollama starting on two shared cores must not
+	// cost the leader its lease.
+	m.control = controltest.Start(t, 3, controltest.Options{Distribution: true, ClusterNATS: true, Timers: 2})
 	m.leader = m.control.Leader()
 
 	for i, u := range []struct{ id, region string }{
@@ -248,7 +250,9 @@ func (m *mesh) startEdge(t *testing.T, id, region, certs string, seeds []string,
 	cfg.Link.Enabled, cfg.Link.Listen = true, "127.0.0.1:0"
 	cfg.Link.CAFile = filepath.Join(certs, pki.CACertFile)
 	cfg.Link.CertFile, cfg.Link.KeyFile = filepath.Join(certs, id+".crt"), filepath.Join(certs, id+".key")
-	cfg.Control.NATSURLs = []string{m.leader.NATSURL()}
+	for _, cm := range m.control.Members {
+		cfg.Control.NATSURLs = append(cfg.Control.NATSURLs, cm.NATSURL())
+	}
 	cfg.Control.Token = controltest.NATSToken
 	cfg.Control.TableCache = filepath.Join(t.TempDir(), "table.pb")
 	cfg.Geo.TrustedProxies = []string{"127.0.0.1/32"}

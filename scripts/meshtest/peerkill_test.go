@@ -28,6 +28,7 @@ func testPeerKilled(t *testing.T, m *mesh) {
 		cut        bool  // streaming began, then the stream broke
 		afterKill  bool  // sent after the kill
 		beforeKill bool  // answered before the kill
+		took       time.Duration
 	}
 	var (
 		mu       sync.Mutex
@@ -51,6 +52,7 @@ func testPeerKilled(t *testing.T, m *mesh) {
 				default:
 				}
 				o := outcome{afterKill: killed.Load()}
+				began := time.Now()
 				req, _ := http.NewRequest(http.MethodPost, m.c.url+"/v1/chat/completions", strings.NewReader(body))
 				req.Header.Set("Content-Type", "application/json")
 				req.Header.Set("Authorization", "Bearer "+keyOpen)
@@ -72,6 +74,7 @@ func testPeerKilled(t *testing.T, m *mesh) {
 						}
 					}
 				}
+				o.took = time.Since(began)
 				mu.Lock()
 				outcomes = append(outcomes, o)
 				mu.Unlock()
@@ -92,7 +95,11 @@ func testPeerKilled(t *testing.T, m *mesh) {
 	m.a.shutdown(t)
 
 	var viaPeer, viaProvider, failover, cut int
+	var slowest time.Duration
 	for _, o := range outcomes {
+		if o.afterKill {
+			slowest = max(slowest, o.took)
+		}
 		switch {
 		case o.err != nil:
 			t.Errorf("a request failed before its response began (sent after the kill: %v): %v", o.afterKill, o.err)
@@ -117,8 +124,8 @@ func testPeerKilled(t *testing.T, m *mesh) {
 			t.Errorf("unexpected route %q", o.route)
 		}
 	}
-	t.Logf("%d requests: %d served by edge-a, %d by the provider (%d after a failed attempt), %d streams cut mid-way by the kill",
-		len(outcomes), viaPeer, viaProvider, failover, cut)
+	t.Logf("%d requests: %d served by edge-a, %d by the provider (%d after a failed attempt), %d streams cut mid-way by the kill; slowest sent after the kill: %v",
+		len(outcomes), viaPeer, viaProvider, failover, cut, slowest.Round(time.Millisecond))
 	waitFor(t, 15*time.Second, "edge-c to see edge-a gone", func() bool {
 		x := m.explain(t, m.c, "tiny")
 		ex, ok := x.excluded("peer/edge-a")
