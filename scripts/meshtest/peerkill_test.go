@@ -84,9 +84,10 @@ func testPeerKilled(t *testing.T, m *mesh) {
 	waitFor(t, 30*time.Second, "edge-c's clients served by edge-a", func() bool { return peerOK.Load() >= 6 })
 
 	// Kill A as a crash would: no gossip leave, links gone at once.
-	killed.Store(true)
+	// Requests sent meanwhile count as sent before it.
 	m.a.node.Gossip().Kill()
 	m.a.node.Link().Close()
+	killed.Store(true)
 	killedAt := time.Now()
 
 	waitFor(t, 30*time.Second, "requests served after the kill", func() bool { return afterOK.Load() >= 15 })
