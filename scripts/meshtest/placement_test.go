@@ -2,6 +2,7 @@ package meshtest
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -37,6 +38,11 @@ func testPlacement(t *testing.T, m *mesh) {
 	}
 	if err := json.Unmarshal(a.body, &cc); err != nil || len(cc.Choices) != 1 || cc.Choices[0].Message.Content != enginetest.Expected(8) {
 		t.Fatalf("tiny through the peer answered %s, want the tiny model's %q", a.body, enginetest.Expected(8))
+	}
+	// Streamed, chunk by chunk over the link.
+	a = m.chat(t, m.c, "tiny", keyOpen, "", `"max_tokens":12,"stream":true`)
+	if got := streamedContent(t, a.body); a.status != 200 || routeField(a.route, "target") != "peer/edge-a" || got != enginetest.Expected(12) {
+		t.Fatalf("tiny streamed through the peer: %d route %q content %q, want %q", a.status, a.route, got, enginetest.Expected(12))
 	}
 	if n := fallback.requests.Load() - before; n != 0 {
 		t.Errorf("the fallback provider received %d requests while the peer served", n)
@@ -78,4 +84,39 @@ func (m *mesh) placeTiny(t *testing.T) {
 		x := m.explain(t, m.c, "tiny")
 		return len(x.Targets) > 0 && x.Targets[0].Target == "peer/edge-a"
 	})
+}
+
+// streamedContent joins the content of an OpenAI chat stream's chunks;
+// it fails the test on a stream that does not end with [DONE].
+func streamedContent(t *testing.T, body []byte) string {
+	t.Helper()
+	var sb strings.Builder
+	done := false
+	for _, line := range strings.Split(string(body), "\n") {
+		data, ok := strings.CutPrefix(line, "data: ")
+		if !ok {
+			continue
+		}
+		if data == "[DONE]" {
+			done = true
+			continue
+		}
+		var chunk struct {
+			Choices []struct {
+				Delta struct {
+					Content string `json:"content"`
+				} `json:"delta"`
+			} `json:"choices"`
+		}
+		if err := json.Unmarshal([]byte(data), &chunk); err != nil {
+			t.Fatalf("stream event %q: %v", data, err)
+		}
+		for _, c := range chunk.Choices {
+			sb.WriteString(c.Delta.Content)
+		}
+	}
+	if !done {
+		t.Fatalf("stream without [DONE]: %s", body)
+	}
+	return sb.String()
 }
