@@ -255,6 +255,9 @@ func (m *mesh) startEdge(t *testing.T, id, region, certs string, seeds []string,
 	}
 	cfg.Control.Token = controltest.NATSToken
 	cfg.Control.TableCache = filepath.Join(t.TempDir(), "table.pb")
+	// The test control plane beats every 100ms; a loaded machine can miss
+	// three in a row, and a stale table still serves.
+	cfg.Control.StaleAfter = 20
 	cfg.Geo.TrustedProxies = []string{"127.0.0.1/32"}
 	cfg.Routing.BreakerThreshold, cfg.Routing.BreakerCooldown = breakerThreshold, breakerCooldown
 	if edit != nil {
