@@ -41,9 +41,13 @@ type Options struct {
 	Verbose bool
 	// Distribution runs each member's routing table distribution: an
 	// embedded NATS server on 127.0.0.1 (each member its own, not
-	// clustered), token NATSToken, with the status served beside the
+	// clustered unless ClusterNATS), token NATSToken, with the status served beside the
 	// API as meridian-control serves it.
 	Distribution bool
+	// ClusterNATS clusters the members' NATS servers with each other,
+	// as meridian-control does, so a client of any member's server gets
+	// the tables whichever member leads. Needs Distribution.
+	ClusterNATS bool
 }
 
 // NATSToken authenticates to the members' NATS servers.
@@ -65,6 +69,8 @@ type Member struct {
 	RaftAddr string
 	URL      string
 	Node     *cluster.Node
+	// natsRoute is the member's NATS route address, with ClusterNATS.
+	natsRoute string
 
 	mu      sync.Mutex
 	applied map[string]int
@@ -93,6 +99,9 @@ func Start(t testing.TB, n int, opts Options) *Cluster {
 	for i := range n {
 		m := &Member{c: c, Dir: filepath.Join(t.TempDir(), fmt.Sprintf("n%d", i)), ID: cluster.NewUUID(),
 			Name: fmt.Sprintf("n%d", i), RaftAddr: freeAddr(t), URL: "http://" + freeAddr(t), applied: map[string]int{}}
+		if opts.ClusterNATS {
+			m.natsRoute = freeAddr(t)
+		}
 		c.Members = append(c.Members, m)
 		peers = append(peers, cluster.Peer{ID: m.ID, Addr: m.RaftAddr, APIAddr: m.URL, Name: m.Name})
 	}
@@ -127,6 +136,9 @@ func freeAddr(t testing.TB) string {
 func (c *Cluster) AddMember() *Member {
 	m := &Member{c: c, Dir: filepath.Join(c.t.TempDir(), fmt.Sprintf("n%d", len(c.Members))), ID: cluster.NewUUID(),
 		Name: fmt.Sprintf("n%d", len(c.Members)), RaftAddr: freeAddr(c.t), URL: "http://" + freeAddr(c.t), applied: map[string]int{}}
+	if c.opts.ClusterNATS {
+		m.natsRoute = freeAddr(c.t)
+	}
 	c.Members = append(c.Members, m)
 	m.start(nil, false)
 	return m
@@ -189,6 +201,12 @@ func (m *Member) start(peers []cluster.Peer, bootstrap bool) {
 		dcfg.Listen, dcfg.Token, dcfg.Logger = "127.0.0.1:0", NATSToken, logger
 		dcfg.HeartbeatInterval = 100 * time.Millisecond
 		dcfg.ReadTokens = []string{AdminToken, ReadToken}
+		if m.natsRoute != "" {
+			dcfg.ClusterListen = m.natsRoute
+			for _, o := range m.c.Members {
+				dcfg.Routes = append(dcfg.Routes, o.natsRoute)
+			}
+		}
 		if dist, err = distribution.Start(dcfg, node); err != nil {
 			node.Close()
 			t.Fatalf("distribution of %s: %v", m.Name, err)

@@ -159,7 +159,8 @@ type Gossip struct {
 	// separated; it wins over Keys.
 	KeysEnv string `yaml:"keys_env"`
 	// QUICAddr is the address peers reach this node's QUIC links at,
-	// advertised in gossip.
+	// advertised in gossip. Default, with links on: advertise and the
+	// port link.listen bound.
 	QUICAddr string `yaml:"quic_addr"`
 }
 

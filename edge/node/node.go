@@ -109,6 +109,13 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 	mux.HandleFunc("/v1/models", byClientFormat(oai.Models, anth.Models))
 	mux.HandleFunc("/v1/models/{id...}", byClientFormat(oai.Model, anth.Model))
 	if cfg.Gossip.Enabled {
+		if cfg.Gossip.QUICAddr == "" && n.link != nil {
+			// Peers dial links where gossip says they are. Unset, that
+			// is the advertised address with the port the link bound,
+			// which "port 0" only decides now.
+			_, port, _ := net.SplitHostPort(n.link.Addr().String())
+			cfg.Gossip.QUICAddr = net.JoinHostPort(cfg.Gossip.Advertise, port)
+		}
 		if n.gossip, err = newGossip(cfg, log); err != nil {
 			return nil, err
 		}

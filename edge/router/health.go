@@ -76,13 +76,20 @@ func (s *Stats) Begin(now time.Time, force bool) bool {
 	return true
 }
 
-// End records an attempt's outcome: ok with its time to first token, or
-// a retryable failure (failed); a client error is neither and only ends
-// the attempt.
+// End records an attempt's outcome: ok with its time to first token
+// (the attempt's duration so far, which dates its start), or a retryable
+// failure (failed); a client error is neither and only ends the attempt.
 func (s *Stats) End(now time.Time, ok, failed bool, ttft time.Duration, threshold int, cooldown time.Duration) {
 	s.inFlight.Add(-1)
 	switch {
 	case ok:
+		if u := s.openUntil.Load(); u != 0 && now.Add(-ttft).UnixNano() < u-int64(cooldown) {
+			// Begun before the breaker opened, it says nothing of the
+			// target since: only an attempt begun after (the probe, or
+			// a last resort) may close the breaker.
+			s.observe(ttft)
+			return
+		}
 		if s.fails.Load() != 0 {
 			s.fails.Store(0)
 		}

@@ -364,6 +364,35 @@ func TestBreakerHalfOpenAdmitsOneProbe(t *testing.T) {
 	}
 }
 
+// TestBreakerIgnoresSuccessBegunBeforeItOpened: a slow attempt that
+// started while the target still looked healthy and succeeds after its
+// breaker opened does not close it; the probe does.
+func TestBreakerIgnoresSuccessBegunBeforeItOpened(t *testing.T) {
+	s := &Stats{}
+	now, cooldown := time.Now(), 200*time.Millisecond
+	s.Begin(now, false) // the slow one
+	for range 3 {
+		s.Begin(now, false)
+		s.End(now, false, true, 0, 3, cooldown)
+	}
+	if s.State(now) != BreakerOpen {
+		t.Fatal("breaker did not open")
+	}
+	at := now.Add(50 * time.Millisecond)
+	s.End(at, true, false, 60*time.Millisecond, 3, cooldown) // began 10ms before it opened
+	if s.State(at) != BreakerOpen {
+		t.Fatalf("state %s after a success begun before the breaker opened", s.State(at))
+	}
+	later := now.Add(time.Second)
+	if !s.Begin(later, false) {
+		t.Fatal("the probe was refused")
+	}
+	s.End(later, true, false, time.Millisecond, 3, cooldown)
+	if s.State(later) != BreakerClosed || s.Probes() != 1 {
+		t.Fatalf("state %s probes %d after the probe succeeded", s.State(later), s.Probes())
+	}
+}
+
 func TestEveryBreakerOpenStillTries(t *testing.T) {
 	h := newHarness(t, "edge-us", "us-east", fleet())
 	for _, k := range []string{"provider/oa-us", "provider/oa-eu", "provider/cheap"} {
