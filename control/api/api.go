@@ -873,6 +873,18 @@ func (s *Server) removePeer(w http.ResponseWriter, r *http.Request) {
 			found = found || srv.ID == id
 		}
 		if !found {
+			// A retry of a removal whose Raft step committed but whose
+			// member record was not yet dropped (the leader changed in
+			// between) finishes the job rather than answering 404.
+			if _, member := s.node.FSM().State().Member(id); member {
+				if _, err := s.node.Apply(fsm.TypeRemoveMember, &controlv1.RemoveMember{RequestId: cluster.NewUUID(), Id: id}); err != nil {
+					return err
+				}
+				writeJSON(w, http.StatusOK, struct {
+					Removed string `json:"removed"`
+				}{id})
+				return nil
+			}
 			writeError(w, http.StatusNotFound, &fsm.Error{Code: fsm.CodeNotFound, Field: "id", Message: fmt.Sprintf("no control node %q in the cluster", id)})
 			return nil
 		}
