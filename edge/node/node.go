@@ -71,7 +71,7 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 		}
 		m.Register(localCollectors(n.engine, cfg.Local.ModelNames())...)
 	}
-	if n.link, err = newLink(cfg, log, m); err != nil {
+	if n.link, err = newLink(cfg, log, m, n.peerDown); err != nil {
 		return nil, err
 	}
 	if n.locator, err = geo.New(cfg.Geo, geo.Point{}); err != nil {
