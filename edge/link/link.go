@@ -344,6 +344,15 @@ func (t *Transport) Close() error {
 	return err
 }
 
+// Kill stops the transport abruptly, as a crash would: the socket
+// closes first, so no peer hears a close and each sees only silence;
+// then everything is released. It is for tests and benchmarks of
+// failure detection.
+func (t *Transport) Kill() {
+	t.udp.Close()
+	t.Close()
+}
+
 // Healthy reports whether a link to the named peer is up now. A peer
 // whose link died is unhealthy until a redial succeeds; one never dialled
 // is unhealthy too.
