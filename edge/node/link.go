@@ -43,6 +43,7 @@ func newLink(cfg config.Config, log *slog.Logger, m *metrics.Metrics, down func(
 	c := link.DefaultConfig()
 	c.NodeID, c.Certificate, c.CAs = cfg.NodeID, cert, cas
 	c.MaxHops, c.KeepAlivePeriod, c.MaxIdleTimeout, c.ReplayWindow = lc.MaxHops, lc.KeepAlive, lc.IdleTimeout, lc.ReplayWindow
+	c.PingInterval, c.PingMisses = lc.PingInterval, lc.PingMisses
 	c.Logger = log.With("component", "link")
 	c.OnPeerDown = down
 	c.Registerer = nodeRegisterer{m}

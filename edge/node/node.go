@@ -77,7 +77,7 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 	if n.locator, err = geo.New(cfg.Geo, geo.Point{}); err != nil {
 		return nil, err
 	}
-	gc := gateway.Config{Logger: log, Metrics: m, NewProvider: n.newProvider, Router: n.newRouter(), FailoverBudget: cfg.Routing.FailoverBudget}
+	gc := gateway.Config{Logger: log, Metrics: m, NewProvider: n.newProvider, Router: n.newRouter(), FailoverBudget: cfg.Routing.FailoverBudget, PeerTTFBFloor: cfg.Routing.PeerTTFBFloor}
 	if n.engine != nil {
 		gc.Local = n.engine
 		n.engine.OnChange(n.readyChanged)
