@@ -78,6 +78,7 @@ type Node struct {
 	events  chan event
 	dropped atomic.Uint64
 	changed chan struct{} // a suspicion came or went; capacity 1
+	refuted atomic.Int64  // time of the newest suspicion of this node refuted
 
 	mu      sync.Mutex // guards meta, lastVer
 	updMu   sync.Mutex // serializes UpdateNode calls with Close
@@ -224,7 +225,7 @@ func (n *Node) Suspect(node string) {
 	if node == "" || node == n.cfg.NodeID || len(node) > MaxNodeIDLen || n.closed.Load() {
 		return
 	}
-	s := suspicion{Node: node, By: n.cfg.NodeID, At: time.Now().UnixNano()}
+	s := suspicion{Node: node, By: n.cfg.NodeID, At: time.Now().UnixNano(), Ver: n.tab.version(node)}
 	n.queue.QueueBroadcast(&namedBroadcast{name: "suspect/" + node, msg: encodeSuspicion(s)})
 }
 
@@ -248,12 +249,12 @@ func (n *Node) suspected(b []byte) {
 		return
 	}
 	if s.Node == n.cfg.NodeID {
-		// Refute: a record newer than the suspicion clears it
-		// everywhere. Only once per suspicion time.
-		if n.tab.suspect(s, time.Now()) {
+		// Refute: a record newer than the suspected version clears it
+		// everywhere. Once per suspicion.
+		if old := n.refuted.Load(); s.At > old && n.refuted.CompareAndSwap(old, s.At) {
 			n.log.Info("refuting a suspicion", "by", s.By)
 			models := n.tab.ownModels(n.cfg.NodeID)
-			n.publish(msgModels, func(r *record) { r.ModelsVer, r.Models = max(n.nextVersion(), uint64(s.At)+1), models })
+			n.publish(msgModels, func(r *record) { r.ModelsVer, r.Models = max(n.nextVersion(), s.Ver+1), models })
 		}
 		return
 	}

@@ -113,17 +113,22 @@ type peer struct {
 	samples int // RTT samples taken
 	// suspectAt is the newest standing suspicion's time (suspecter's
 	// clock, unix ns), 0 when none; it stands until suspectUntil (local
-	// clock) unless a record with a newer version refutes it.
+	// clock) unless a record of the node newer than suspectVer refutes
+	// it. Versions are the node's own, so no two clocks are compared.
 	suspectAt    int64
+	suspectVer   uint64
 	suspectBy    string
 	suspectUntil time.Time
 }
 
-// suspicion says node By's link declared node N dead at At (unix ns).
+// suspicion says node By's link declared node N dead at At (By's clock,
+// unix ns), when the newest record By had of N was version Ver: any
+// newer record from N refutes it.
 type suspicion struct {
 	Node string `json:"n"`
 	By   string `json:"by"`
 	At   int64  `json:"at"`
+	Ver  uint64 `json:"v"`
 }
 
 func encodeSuspicion(s suspicion) []byte {
@@ -145,17 +150,27 @@ func decodeSuspicion(b []byte) (suspicion, error) {
 	return s, nil
 }
 
-// suspect records s until until, unless the node's records already
-// refute it. It reports whether s is news (to re-gossip).
+// suspect records s until until, unless a record this node holds
+// already refutes it. It reports whether s is news (to re-gossip).
 func (t *table) suspect(s suspicion, until time.Time) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	p := t.getLocked(s.Node)
-	if s.At <= p.suspectAt || uint64(s.At) < max(p.rec.ModelsVer, p.rec.LoadVer) {
+	if s.At <= p.suspectAt || max(p.rec.ModelsVer, p.rec.LoadVer) > s.Ver {
 		return false
 	}
-	p.suspectAt, p.suspectBy, p.suspectUntil = s.At, s.By, until
+	p.suspectAt, p.suspectVer, p.suspectBy, p.suspectUntil = s.At, s.Ver, s.By, until
 	return true
+}
+
+// version is the newest record version held for id, 0 when none.
+func (t *table) version(id string) uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if p, ok := t.peers[id]; ok {
+		return max(p.rec.ModelsVer, p.rec.LoadVer)
+	}
+	return 0
 }
 
 // ownModels is this node's own ready models, for a refutation.
@@ -222,7 +237,7 @@ func (t *table) merge(r record) (models, load bool) {
 		p.rec.LoadVer, p.rec.Load = r.LoadVer, r.Load
 		load = true
 	}
-	if p.suspectAt != 0 && max(r.ModelsVer, r.LoadVer) > uint64(p.suspectAt) {
+	if p.suspectAt != 0 && max(r.ModelsVer, r.LoadVer) > p.suspectVer {
 		p.suspectAt = 0 // refuted: the node spoke after it was suspected
 	}
 	p.rec.Node = r.Node
