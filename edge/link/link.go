@@ -5,7 +5,7 @@
 // Each node runs one Transport on one UDP socket, used both to listen and
 // to dial. Links are mutual TLS 1.3 with node certificates from the
 // cluster CA and ALPN "meridian-link/1". There is one persistent
-// connection per peer, dialled lazily and kept warm by keep-alives, and
+// connection per peer, dialled lazily and kept warm by pings, and
 // one QUIC stream per forwarded request, so a request on a warm link
 // reaches the peer in half a round trip, and one on a resumed link (0-RTT)
 // costs no handshake round trip either.
@@ -23,6 +23,11 @@
 //   - A request crosses at most Config.MaxHops links (carried in the
 //     context: WithHops, Hops), so two edges that each route a model to the
 //     other cannot loop.
+//   - A dialled link that hears no echo of its pings for
+//     max(PingMisses × PingInterval, 3 × RTT + PingInterval) is closed
+//     (liveness.go): requests waiting on it fail over at once, the peer
+//     is Down, and OnPeerDown tells the node. A redial is trusted only
+//     after a handshake and an answered ping.
 //   - A reset in either direction cancels the work on both sides.
 //   - A failure before the first byte is a Retryable *llm.Error, so the
 //     gateway fails over; after it, the stream ends with an error, never
