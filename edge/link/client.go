@@ -496,7 +496,11 @@ func (p *peerState) live(conn *quic.Conn, pg *pinger) {
 	if pg == nil {
 		pg = newPinger(&p.t.cfg, conn)
 	}
-	pg.run(func(rtt time.Duration) { p.rtt.Store(int64(rtt)) })
+	m := p.t.met
+	pg.run(func(rtt time.Duration) {
+		p.rtt.Store(int64(rtt))
+		m.rtt.WithLabelValues(p.node).Set(rtt.Seconds())
+	}, func() { m.silent.WithLabelValues(p.node).Inc() })
 }
 
 // markDown records a failed link and starts the background redial, once.
@@ -619,6 +623,7 @@ func (p *peerState) close() {
 		c.CloseWithError(codeShutdown, "shutting down")
 	}
 	p.t.met.up.DeleteLabelValues(p.node)
+	p.t.met.rtt.DeleteLabelValues(p.node)
 }
 
 // dial opens a link to node at addr: 0-RTT when the session cache holds a

@@ -131,8 +131,9 @@ func (p *pinger) probe(ctx context.Context, timeout time.Duration) (time.Duratio
 }
 
 // run pings conn until it closes, and closes it once it has been silent
-// for longer than deadAfter. rtt receives every new smoothed RTT.
-func (p *pinger) run(rtt func(time.Duration)) {
+// for longer than deadAfter. rtt receives every new smoothed RTT; dead
+// is called once if the link is declared dead.
+func (p *pinger) run(rtt func(time.Duration), dead func()) {
 	if !supportsPing(p.conn) {
 		return
 	}
@@ -157,21 +158,19 @@ func (p *pinger) run(rtt func(time.Duration)) {
 	}()
 	last := time.Now()
 	for {
-		dead := p.cfg.deadAfter(p.srtt)
-		wctx, cancel := context.WithDeadline(ctx, last.Add(dead))
+		wctx, cancel := context.WithDeadline(ctx, last.Add(p.cfg.deadAfter(p.srtt)))
 		err := p.pong(wctx)
 		cancel()
 		if ctx.Err() != nil {
 			return
 		}
 		if err != nil {
+			dead()
 			p.conn.CloseWithError(codeUnresponsive, fmt.Sprintf("no answer to pings for %v", time.Since(last).Round(time.Millisecond)))
 			return
 		}
 		last = time.Now()
-		if rtt != nil {
-			rtt(p.srtt)
-		}
+		rtt(p.srtt)
 	}
 }
 

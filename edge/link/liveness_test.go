@@ -114,6 +114,9 @@ func TestSilentPeerDeclaredDead(t *testing.T) {
 			case <-time.After(time.Second):
 				t.Errorf("OnPeerDown not called (down %v after the kill)", detected)
 			}
+			if v := counterValue(a.met.silent.WithLabelValues("edge-b")); v != 1 {
+				t.Errorf("meridian_link_unresponsive_total %v, want 1", v)
+			}
 			if _, err := p.Do(context.Background(), chatReq(false, "after"), "gpt"); !errors.Is(err, ErrPeerDown) {
 				t.Fatalf("request to the dead peer: %v", err)
 			}
