@@ -3,7 +3,7 @@ GO        ?= go
 FUZZTIME  ?= 10s
 BIN       := bin
 
-.PHONY: help build ollama tinymodel proto test run bench bench-gateway bench-adapters bench-gossip bench-local bench-links bench-control bench-distribution bench-router chaos-control fuzz lint clean
+.PHONY: help build ollama tinymodel proto test run bench bench-gateway bench-adapters bench-gossip bench-local bench-links bench-peerdeath bench-control bench-distribution bench-router chaos-control fuzz lint clean
 
 help:
 	@echo "make build          build meridian-edge, meridian-control, meridianctl and mockprovider into $(BIN)/"
@@ -17,6 +17,7 @@ help:
 	@echo "make bench-gossip   gossip convergence, failure detection, dissemination and traffic"
 	@echo "make bench-local    local inference through the edge against the same Ollama directly"
 	@echo "make bench-links    forwarding to a peer edge: warm QUIC, 0-RTT QUIC, TCP+TLS and HTTP/2 under WAN delay"
+	@echo "make bench-peerdeath a peer edge killed under load: failed and delayed requests, time out of routing"
 	@echo "make bench-control  control plane write latency, throughput and leader failover on 3 nodes"
 	@echo "make chaos-control  crash test: 3 meridian-control processes under write load, SIGKILLed and restarted (QUICK=1: the bounded CI form; CYCLES=n)"
 	@echo "make bench-distribution  time from a table change to 100 edges applying it, 10 and 1,000 routes, against bare NATS"
@@ -70,7 +71,7 @@ test: ollama
 	fi; \
 	exit $$status
 
-bench: bench-gateway bench-adapters bench-gossip bench-local bench-links bench-control bench-distribution bench-router
+bench: bench-gateway bench-adapters bench-gossip bench-local bench-links bench-peerdeath bench-control bench-distribution bench-router
 	$(GO) test -run '^$$' -bench . -benchmem ./shared/... ./edge/...
 
 bench-adapters:
@@ -91,6 +92,9 @@ bench-gateway:
 
 bench-links:
 	$(GO) run ./scripts/bench/links -readme README.md
+
+bench-peerdeath:
+	$(GO) run ./scripts/bench/peerdeath
 
 bench-control:
 	$(GO) run ./scripts/bench/control $(if $(QUICK),-quick) -readme README.md

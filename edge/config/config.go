@@ -131,6 +131,11 @@ type Routing struct {
 	// FailoverBudget caps the time one request spends on failed attempts
 	// before it gives up. Default 30s.
 	FailoverBudget time.Duration `yaml:"failover_budget"`
+	// PeerTTFBFloor is the least time a request forwarded to a peer may
+	// wait for its first byte; past the peer's budget (twice its p99-ish
+	// time to first token, at least this) the next target is tried.
+	// Default 1s.
+	PeerTTFBFloor time.Duration `yaml:"peer_ttfb_floor"`
 }
 
 // Gossip is the edge's membership gossip (memberlist, over UDP and TCP).
@@ -233,7 +238,7 @@ func Default() Config {
 		Link:            DefaultLink(),
 		Control:         DefaultControl(),
 		Geo:             geo.DefaultConfig(),
-		Routing:         Routing{BreakerThreshold: 5, BreakerCooldown: 10 * time.Second, FailoverBudget: 30 * time.Second},
+		Routing:         Routing{BreakerThreshold: 5, BreakerCooldown: 10 * time.Second, FailoverBudget: 30 * time.Second, PeerTTFBFloor: time.Second},
 	}
 }
 
@@ -289,7 +294,7 @@ func (c *Config) Validate() error {
 	if err := c.Geo.Validate(); err != nil {
 		return err
 	}
-	if c.Routing.BreakerThreshold < 1 || c.Routing.BreakerCooldown <= 0 || c.Routing.FailoverBudget <= 0 {
+	if c.Routing.BreakerThreshold < 1 || c.Routing.BreakerCooldown <= 0 || c.Routing.FailoverBudget <= 0 || c.Routing.PeerTTFBFloor < 0 {
 		return bad("routing", "breaker_threshold must be at least 1, breaker_cooldown and failover_budget above zero")
 	}
 	if !c.Local.Enabled {

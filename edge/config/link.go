@@ -29,9 +29,15 @@ type Link struct {
 	MaxHops int `yaml:"max_hops"`
 	// KeepAlive is how often an idle link is kept warm. Default 1s.
 	KeepAlive time.Duration `yaml:"keepalive"`
-	// IdleTimeout is the silence after which a link is declared dead and
-	// its peer skipped until a redial succeeds. Default 5s.
+	// IdleTimeout is QUIC's own idle timeout, the backstop for peers
+	// that do not answer pings. Default 5s.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// PingInterval is how often a link pings its peer; a link silent for
+	// max(PingMisses × PingInterval, 3 × RTT + PingInterval) is declared
+	// dead and its peer skipped until a redial and a probe succeed.
+	// Defaults 200ms and 4.
+	PingInterval time.Duration `yaml:"ping_interval"`
+	PingMisses   int           `yaml:"ping_misses"`
 	// ReplayWindow bounds how old a forwarded request may be, by the
 	// sender's clock, and how long its ID is remembered against 0-RTT
 	// replays. Default 30s.
@@ -40,7 +46,7 @@ type Link struct {
 
 // DefaultLink returns the link settings used where nothing is set.
 func DefaultLink() Link {
-	return Link{Listen: "0.0.0.0:7443", MaxHops: 2, KeepAlive: time.Second, IdleTimeout: 5 * time.Second, ReplayWindow: 30 * time.Second}
+	return Link{Listen: "0.0.0.0:7443", MaxHops: 2, KeepAlive: time.Second, IdleTimeout: 5 * time.Second, PingInterval: 200 * time.Millisecond, PingMisses: 4, ReplayWindow: 30 * time.Second}
 }
 
 func (l *Link) validate(t *table.Table) error {
@@ -70,6 +76,9 @@ func (l *Link) validate(t *table.Table) error {
 	}
 	if l.KeepAlive <= 0 || l.IdleTimeout <= l.KeepAlive {
 		return bad("link.idle_timeout", "must be longer than link.keepalive, which must be positive")
+	}
+	if l.PingInterval <= 0 || l.PingMisses < 2 {
+		return bad("link.ping_interval", "must be positive, with link.ping_misses at least 2")
 	}
 	if l.ReplayWindow <= 0 {
 		return bad("link.replay_window", "must be positive")

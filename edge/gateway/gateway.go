@@ -57,6 +57,13 @@ type Config struct {
 	// Peer returns a forwarder to a peer node at a link address, for the
 	// router's peer targets. Nil means peers are never tried.
 	Peer func(node, addr string) (provider.Provider, error)
+	// PeerTTFBFloor is the least time an attempt at a peer may wait for
+	// its first byte. Past the peer's budget (router.Stats.TTFTBudget:
+	// twice its p99-ish time to first token, at least this floor) the
+	// attempt is cancelled and the next target tried. Zero means 1s; a
+	// peer with no successful attempt yet has no budget but the link's
+	// own liveness.
+	PeerTTFBFloor time.Duration
 }
 
 // Gateway routes canonical requests to targets.
@@ -110,6 +117,9 @@ func New(cfg Config) *Gateway {
 	}
 	if cfg.FailoverBudget == 0 {
 		cfg.FailoverBudget = 30 * time.Second
+	}
+	if cfg.PeerTTFBFloor == 0 {
+		cfg.PeerTTFBFloor = time.Second
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger, router: cfg.Router}
 	if g.router == nil {
@@ -408,9 +418,32 @@ func (g *Gateway) Do(ctx context.Context, req *llm.Request) (*Result, error) {
 		}
 		res.Route.Attempt++
 		start := time.Now()
-		resp, err := prov.Do(ctx, req, ch.UpstreamModel)
+		actx, budget := ctx, time.Duration(0)
+		var timer *time.Timer
+		var cancel context.CancelFunc
+		if ch.Kind == router.KindPeer {
+			if budget = stats.TTFTBudget(g.cfg.PeerTTFBFloor); budget > 0 {
+				// Never wait blindly on a peer: past its budget the
+				// attempt is cancelled (the link resets its stream) and
+				// the next target tried.
+				actx, cancel = context.WithCancel(ctx)
+				timer = time.AfterFunc(budget, cancel)
+			}
+		}
+		resp, err := prov.Do(actx, req, ch.UpstreamModel)
 		if err == nil && resp.Stream != nil {
 			resp.Stream, err = peek(resp.Stream)
+		}
+		if timer != nil && !timer.Stop() && ctx.Err() == nil && (err != nil || resp.Stream != nil) {
+			if err == nil {
+				resp.Stream.Close()
+			}
+			err = &llm.Error{Status: http.StatusGatewayTimeout, Type: llm.TypeUpstream, Code: "peer_ttfb_timeout",
+				Message:   "The Meridian node serving this request did not answer in time.",
+				Retryable: true, Cause: fmt.Errorf("%s: no first byte within %v", ch.Key, budget)}
+		}
+		if err != nil && cancel != nil {
+			cancel()
 		}
 		took := time.Since(start)
 		res.Upstream += took

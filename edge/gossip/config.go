@@ -119,6 +119,11 @@ type Config struct {
 	// member list to repair state after dropped events. Zero = the
 	// effective ProbeInterval.
 	RefreshInterval time.Duration
+	// SuspicionTimeout is how long a suspicion (Node.Suspect: another
+	// edge's link declared the node dead) marks a member suspect when
+	// the node neither refutes it nor is declared dead by memberlist.
+	// Zero = 10s.
+	SuspicionTimeout time.Duration
 
 	// tweak, set only by tests, edits the final memberlist config.
 	tweak func(*memberlist.Config)
@@ -178,7 +183,7 @@ func (c Config) Validate() error {
 	case len(c.Keys) == 0:
 		return bad("no gossip keys; gossip must be encrypted")
 	case c.RejoinInterval < 0, c.ProbeInterval < 0, c.ProbeTimeout < 0, c.GossipInterval < 0,
-		c.PushPullInterval < 0, c.UpdateTimeout < 0, c.LeaveTimeout < 0, c.RefreshInterval < 0:
+		c.PushPullInterval < 0, c.UpdateTimeout < 0, c.LeaveTimeout < 0, c.RefreshInterval < 0, c.SuspicionTimeout < 0:
 		return bad("negative duration")
 	case c.SuspicionMult < 0, c.RetransmitMult < 0:
 		return bad("negative multiplier")

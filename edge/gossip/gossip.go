@@ -77,6 +77,8 @@ type Node struct {
 
 	events  chan event
 	dropped atomic.Uint64
+	changed chan struct{} // a suspicion came or went; capacity 1
+	refuted atomic.Int64  // time of the newest suspicion of this node refuted
 
 	mu      sync.Mutex // guards meta, lastVer
 	updMu   sync.Mutex // serializes UpdateNode calls with Close
@@ -141,6 +143,7 @@ func New(cfg Config, logger *slog.Logger) (*Node, error) {
 		tab:     newTable(),
 		addr:    net.JoinHostPort(cfg.AdvertiseAddr, strconv.Itoa(mc.AdvertisePort)),
 		events:  make(chan event, cfg.EventBuffer),
+		changed: make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		meta:    NodeMeta{NodeID: cfg.NodeID, Region: cfg.Region, QUICAddr: cfg.QUICAddr, ModelsDigest: ModelsDigest(nil)},
 	}
@@ -211,6 +214,60 @@ func (n *Node) Members() []Member { return n.tab.members() }
 
 // RTT is the smoothed (EWMA, alpha 0.2) probe round trip to peerID.
 func (n *Node) RTT(peerID string) (time.Duration, bool) { return n.tab.rtt(peerID) }
+
+// Suspect tells the fleet that this node's link declared node dead, so
+// the others stop sending to it before their own links notice: every
+// member that hears it shows node as Suspect until node refutes it (an
+// alive node does so at once, by re-publishing its records), memberlist
+// sees it come back, or SuspicionTimeout passes. This node's own view is
+// unchanged: its link is its evidence. It never blocks.
+func (n *Node) Suspect(node string) {
+	if node == "" || node == n.cfg.NodeID || len(node) > MaxNodeIDLen || n.closed.Load() {
+		return
+	}
+	s := suspicion{Node: node, By: n.cfg.NodeID, At: time.Now().UnixNano(), Ver: n.tab.version(node)}
+	n.queue.QueueBroadcast(&namedBroadcast{name: "suspect/" + node, msg: encodeSuspicion(s)})
+}
+
+// Changed is signalled (without blocking, coalesced) when a member's
+// Suspect flag may have changed, so a follower of Members need not wait
+// for its next poll.
+func (n *Node) Changed() <-chan struct{} { return n.changed }
+
+func (n *Node) signal() {
+	select {
+	case n.changed <- struct{}{}:
+	default:
+	}
+}
+
+// suspected handles a suspicion heard through gossip.
+func (n *Node) suspected(b []byte) {
+	s, err := decodeSuspicion(b)
+	if err != nil {
+		n.log.Debug("dropping suspicion", "err", err)
+		return
+	}
+	if s.Node == n.cfg.NodeID {
+		// Refute: a record newer than the suspected version clears it
+		// everywhere. Once per suspicion.
+		if old := n.refuted.Load(); s.At > old && n.refuted.CompareAndSwap(old, s.At) {
+			n.log.Info("refuting a suspicion", "by", s.By)
+			models := n.tab.ownModels(n.cfg.NodeID)
+			n.publish(msgModels, func(r *record) { r.ModelsVer, r.Models = max(n.nextVersion(), s.Ver+1), models })
+		}
+		return
+	}
+	timeout := n.cfg.SuspicionTimeout
+	if timeout == 0 {
+		timeout = 10 * time.Second
+	}
+	if n.tab.suspect(s, time.Now().Add(timeout)) {
+		n.log.Info("peer suspected", "peer", s.Node, "by", s.By)
+		n.queue.QueueBroadcast(&namedBroadcast{name: "suspect/" + s.Node, msg: bytes.Clone(b)})
+		n.signal()
+	}
+}
 
 // Stats returns the node's counters.
 func (n *Node) Stats() Stats {
@@ -461,6 +518,10 @@ func (d *delegate) NodeMeta(limit int) []byte {
 
 func (d *delegate) NotifyMsg(b []byte) {
 	n := (*Node)(d)
+	if len(b) > 0 && b[0] == msgSuspect {
+		n.suspected(b)
+		return
+	}
 	t, r, err := decodeRecordMsg(b)
 	if err != nil {
 		n.log.Debug("dropping broadcast", "err", err)

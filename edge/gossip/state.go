@@ -14,10 +14,12 @@ import (
 // rttAlpha is the EWMA weight of a new RTT sample.
 const rttAlpha = 0.2
 
-// Member states, as reported in Member.State. There is no "suspect":
-// memberlist raises no event when it suspects a node and its member list
-// cannot be read without racing, so a suspect node shows as alive until
-// it is declared dead (see DetectionBound).
+// Member states, as reported in Member.State. There is no "suspect"
+// state: memberlist raises no event when it suspects a node and its
+// member list cannot be read without racing, so a node memberlist
+// suspects shows as alive until it is declared dead (see
+// DetectionBound). Member.Suspect is this package's own, faster signal:
+// another edge's link declared the node dead (Node.Suspect).
 const (
 	StateAlive = "alive"
 	StateDead  = "dead"
@@ -52,6 +54,11 @@ type Member struct {
 	ModelsDigest  uint64        `json:"models_digest"`
 	TableRevision uint64        `json:"table_revision"`
 	Draining      bool          `json:"draining"`
+	// Suspect is set while a suspicion from another edge stands: the
+	// node has not refuted it (by a record newer than the suspicion),
+	// memberlist has not seen it come back, and SuspicionTimeout has not
+	// passed.
+	Suspect bool `json:"suspect,omitempty"`
 }
 
 // record is the rich per-node state carried by broadcasts and push-pull.
@@ -71,6 +78,7 @@ type record struct {
 const (
 	msgModels     byte = 1
 	msgLoad       byte = 2
+	msgSuspect    byte = 3 // a suspicion; body suspicion
 	stateVersion1 byte = 1
 )
 
@@ -103,6 +111,76 @@ type peer struct {
 	hasRTT  bool
 	downs   int // times the state left alive
 	samples int // RTT samples taken
+	// suspectAt is the newest standing suspicion's time (suspecter's
+	// clock, unix ns), 0 when none; it stands until suspectUntil (local
+	// clock) unless a record of the node newer than suspectVer refutes
+	// it. Versions are the node's own, so no two clocks are compared.
+	suspectAt    int64
+	suspectVer   uint64
+	suspectBy    string
+	suspectUntil time.Time
+}
+
+// suspicion says node By's link declared node N dead at At (By's clock,
+// unix ns), when the newest record By had of N was version Ver: any
+// newer record from N refutes it.
+type suspicion struct {
+	Node string `json:"n"`
+	By   string `json:"by"`
+	At   int64  `json:"at"`
+	Ver  uint64 `json:"v"`
+}
+
+func encodeSuspicion(s suspicion) []byte {
+	b, err := json.Marshal(s)
+	if err != nil { // cannot happen for this type
+		panic(err)
+	}
+	return append([]byte{msgSuspect}, b...)
+}
+
+func decodeSuspicion(b []byte) (suspicion, error) {
+	var s suspicion
+	if len(b) < 2 || b[0] != msgSuspect {
+		return s, fmt.Errorf("%w: bad suspicion", ErrBadMessage)
+	}
+	if err := json.Unmarshal(b[1:], &s); err != nil || s.Node == "" || len(s.Node) > MaxNodeIDLen || len(s.By) > MaxNodeIDLen || s.At <= 0 {
+		return s, fmt.Errorf("%w: bad suspicion body", ErrBadMessage)
+	}
+	return s, nil
+}
+
+// suspect records s until until, unless a record this node holds
+// already refutes it. It reports whether s is news (to re-gossip).
+func (t *table) suspect(s suspicion, until time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.getLocked(s.Node)
+	if s.At <= p.suspectAt || max(p.rec.ModelsVer, p.rec.LoadVer) > s.Ver {
+		return false
+	}
+	p.suspectAt, p.suspectVer, p.suspectBy, p.suspectUntil = s.At, s.Ver, s.By, until
+	return true
+}
+
+// version is the newest record version held for id, 0 when none.
+func (t *table) version(id string) uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if p, ok := t.peers[id]; ok {
+		return max(p.rec.ModelsVer, p.rec.LoadVer)
+	}
+	return 0
+}
+
+// ownModels is this node's own ready models, for a refutation.
+func (t *table) ownModels(id string) []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if p, ok := t.peers[id]; ok {
+		return slices.Clone(p.rec.Models)
+	}
+	return nil
 }
 
 // table is the peer table. Its lock is a leaf: nothing is called while it
@@ -135,6 +213,9 @@ func (t *table) setNode(id, addr, state string, meta []byte) {
 	if p.state == StateAlive && state != StateAlive {
 		p.downs++
 	}
+	if p.state != "" && p.state != StateAlive && state == StateAlive {
+		p.suspectAt = 0 // back: memberlist saw it rejoin
+	}
 	p.state = state
 	if meta != nil {
 		if m, err := DecodeMeta(meta); err == nil {
@@ -155,6 +236,9 @@ func (t *table) merge(r record) (models, load bool) {
 	if r.LoadVer > p.rec.LoadVer {
 		p.rec.LoadVer, p.rec.Load = r.LoadVer, r.Load
 		load = true
+	}
+	if p.suspectAt != 0 && max(r.ModelsVer, r.LoadVer) > p.suspectVer {
+		p.suspectAt = 0 // refuted: the node spoke after it was suspected
 	}
 	p.rec.Node = r.Node
 	return models, load
@@ -218,6 +302,7 @@ func (t *table) snapshot() []record {
 
 // members returns copies of every node memberlist has reported, sorted by ID.
 func (t *table) members() []Member {
+	now := time.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	out := make([]Member, 0, len(t.peers))
@@ -239,6 +324,7 @@ func (t *table) members() []Member {
 			ModelsDigest:  p.meta.ModelsDigest,
 			TableRevision: p.meta.TableRevision,
 			Draining:      p.meta.Draining,
+			Suspect:       p.suspectAt != 0 && now.Before(p.suspectUntil) && p.state == StateAlive,
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })

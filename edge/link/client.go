@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	linkv1 "github.com/meridian-mesh/meridian/proto/link/v1"
@@ -396,6 +397,8 @@ type peerState struct {
 	lastErr   error
 	redialing bool
 	closed    bool
+
+	rtt atomic.Int64 // smoothed ping RTT, ns; 0 until measured
 }
 
 func (p *peerState) up() bool {
@@ -448,29 +451,30 @@ func (p *peerState) get(ctx context.Context) (*quic.Conn, error) {
 // on its own timeout, not the request's, so one impatient client does not
 // fail the dial for the others waiting on it.
 func (p *peerState) dialOnce(ch chan struct{}) {
-	conn, err := p.dial()
+	conn, err := p.dial(p.t.cfg.HandshakeTimeout)
 	p.mu.Lock()
 	p.dialing = nil
 	if err != nil {
 		p.markDown(err)
 	} else {
-		p.install(conn)
+		p.install(conn, nil)
 	}
 	p.mu.Unlock()
 	close(ch)
 }
 
-func (p *peerState) dial() (*quic.Conn, error) {
+func (p *peerState) dial(timeout time.Duration) (*quic.Conn, error) {
 	p.mu.Lock()
 	addr := p.addr
 	p.mu.Unlock()
-	ctx, cancel := context.WithTimeout(p.t.ctx, p.t.cfg.HandshakeTimeout)
+	ctx, cancel := context.WithTimeout(p.t.ctx, timeout)
 	defer cancel()
 	return p.t.dial(ctx, p.node, addr)
 }
 
-// install makes conn the peer's link and watches it. p.mu is held.
-func (p *peerState) install(conn *quic.Conn) {
+// install makes conn the peer's link, watches it and starts its pings
+// (pg, when a probe already made one). p.mu is held.
+func (p *peerState) install(conn *quic.Conn, pg *pinger) {
 	if p.closed {
 		conn.CloseWithError(codeShutdown, "closed")
 		return
@@ -478,6 +482,25 @@ func (p *peerState) install(conn *quic.Conn) {
 	p.conn, p.down, p.lastErr = conn, false, nil
 	p.t.met.up.WithLabelValues(p.node).Set(1)
 	go p.watch(conn)
+	go p.live(conn, pg)
+}
+
+// live runs conn's pings once its handshake is done, until it closes or
+// is declared dead (which closes it: watch then marks the peer down).
+func (p *peerState) live(conn *quic.Conn, pg *pinger) {
+	select {
+	case <-conn.HandshakeComplete():
+	case <-conn.Context().Done():
+		return
+	}
+	if pg == nil {
+		pg = newPinger(&p.t.cfg, conn)
+	}
+	m := p.t.met
+	pg.run(func(rtt time.Duration) {
+		p.rtt.Store(int64(rtt))
+		m.rtt.WithLabelValues(p.node).Set(rtt.Seconds())
+	}, func() { m.silent.WithLabelValues(p.node).Inc() })
 }
 
 // markDown records a failed link and starts the background redial, once.
@@ -486,6 +509,9 @@ func (p *peerState) markDown(err error) {
 	p.lastErr = err
 	p.down = true
 	p.t.met.up.WithLabelValues(p.node).Set(0)
+	if cb := p.t.cfg.OnPeerDown; cb != nil && !p.closed {
+		go cb(p.node, err)
+	}
 	if !p.redialing && !p.closed {
 		p.redialing = true
 		go p.redial()
@@ -522,15 +548,16 @@ func (p *peerState) redial() {
 			return
 		case <-time.After(wait):
 		}
-		conn, err := p.dial()
+		conn, err := p.dial(p.t.cfg.RedialTimeout)
+		var pg *pinger
 		if err == nil {
 			// A 0-RTT dial returns before the peer has answered at all;
 			// a redial must prove the peer is back before routing
-			// trusts it again.
+			// trusts it again: a handshake, then a probe.
 			// NextConnection waits for the handshake and, should the
 			// peer have rejected 0-RTT (it restarted and lost its ticket
 			// keys), makes the connection usable again.
-			ctx, cancel := context.WithCancel(context.Background())
+			ctx, cancel := context.WithTimeout(context.Background(), p.t.cfg.RedialTimeout)
 			go func() {
 				select {
 				case <-p.stop:
@@ -539,6 +566,13 @@ func (p *peerState) redial() {
 				}
 			}()
 			next, nerr := conn.NextConnection(ctx)
+			if nerr == nil {
+				pg = newPinger(&p.t.cfg, next)
+				var rtt time.Duration
+				if rtt, nerr = pg.probe(ctx, 0); nerr == nil && rtt > 0 {
+					p.rtt.Store(int64(rtt))
+				}
+			}
 			cancel()
 			if nerr != nil {
 				conn.CloseWithError(codeShutdown, "redial failed")
@@ -563,7 +597,7 @@ func (p *peerState) redial() {
 		}
 		if err == nil {
 			p.redialing = false
-			p.install(conn)
+			p.install(conn, pg)
 			p.mu.Unlock()
 			p.t.log.Info("link: peer link restored", "peer", p.node)
 			return
@@ -589,6 +623,7 @@ func (p *peerState) close() {
 		c.CloseWithError(codeShutdown, "shutting down")
 	}
 	p.t.met.up.DeleteLabelValues(p.node)
+	p.t.met.rtt.DeleteLabelValues(p.node)
 }
 
 // dial opens a link to node at addr: 0-RTT when the session cache holds a

@@ -5,7 +5,7 @@
 // Each node runs one Transport on one UDP socket, used both to listen and
 // to dial. Links are mutual TLS 1.3 with node certificates from the
 // cluster CA and ALPN "meridian-link/1". There is one persistent
-// connection per peer, dialled lazily and kept warm by keep-alives, and
+// connection per peer, dialled lazily and kept warm by pings, and
 // one QUIC stream per forwarded request, so a request on a warm link
 // reaches the peer in half a round trip, and one on a resumed link (0-RTT)
 // costs no handshake round trip either.
@@ -23,6 +23,11 @@
 //   - A request crosses at most Config.MaxHops links (carried in the
 //     context: WithHops, Hops), so two edges that each route a model to the
 //     other cannot loop.
+//   - A dialled link that hears no echo of its pings for
+//     max(PingMisses × PingInterval, 3 × RTT + PingInterval) is closed
+//     (liveness.go): requests waiting on it fail over at once, the peer
+//     is Down, and OnPeerDown tells the node. A redial is trusted only
+//     after a handshake and an answered ping.
 //   - A reset in either direction cancels the work on both sides.
 //   - A failure before the first byte is a Retryable *llm.Error, so the
 //     gateway fails over; after it, the stream ends with an error, never
@@ -67,13 +72,23 @@ type Config struct {
 	// in both directions.
 	CAs *x509.CertPool
 
-	// KeepAlivePeriod is how often an idle link sends a keep-alive, so
-	// NATs and the peer's idle timer never close a warm link. Default 1s.
+	// KeepAlivePeriod is how often an idle link sends a QUIC keep-alive
+	// when nothing else is sent, so NATs and the peer's idle timer never
+	// close a warm link. Pings (PingInterval) make it moot on links to
+	// current peers. Default 1s.
 	KeepAlivePeriod time.Duration
-	// MaxIdleTimeout is how long a link may hear nothing before it is
-	// declared dead; with keep-alives every second this is dead-peer
-	// detection time. Default 5s.
+	// MaxIdleTimeout is QUIC's own idle timeout: the backstop for links
+	// to peers that do not answer pings. Default 5s.
 	MaxIdleTimeout time.Duration
+	// PingInterval is how often a dialled link sends a PING datagram
+	// (jittered ±10 %); the peer echoes it. The echoes measure the link's
+	// RTT and prove it alive. Default 200ms.
+	PingInterval time.Duration
+	// PingMisses is how many ping intervals without an echo declare a
+	// link dead, unless 3 × RTT + PingInterval is longer: a link is dead
+	// after max(PingMisses × PingInterval, 3 × RTT + PingInterval) of
+	// silence. Default 4 (800ms on a LAN).
+	PingMisses int
 	// HandshakeTimeout bounds a dial. Default 5s.
 	HandshakeTimeout time.Duration
 	// MaxIncomingStreams is how many forwarded requests one peer may have
@@ -91,8 +106,18 @@ type Config struct {
 	// one. Default 16 MiB.
 	MaxFrameBytes int
 	// RedialMin and RedialMax bound the backoff of background redials to
-	// a peer whose link died. Defaults 250ms and 5s.
+	// a peer whose link died. Defaults 100ms and 1s, so a peer that comes
+	// back is linked again within about RedialMax + RedialTimeout.
 	RedialMin, RedialMax time.Duration
+	// RedialTimeout bounds one background redial: its handshake and the
+	// probe (one PING answered) that must succeed before the link is
+	// trusted again. A short bound means a dial that started while the
+	// peer was dead gives way soon to one that finds it back. Default 1s.
+	RedialTimeout time.Duration
+	// OnPeerDown, if set, is called on its own goroutine whenever a link
+	// to a peer is declared dead or a dial to it fails, with the cause.
+	// The node uses it to tell the fleet (gossip suspicion).
+	OnPeerDown func(node string, cause error)
 
 	// SessionCache keeps TLS session tickets for 0-RTT resumption. Nil
 	// means a fresh LRU cache; tests and benchmarks share one between
@@ -111,13 +136,16 @@ func DefaultConfig() Config {
 	return Config{
 		KeepAlivePeriod:    time.Second,
 		MaxIdleTimeout:     5 * time.Second,
+		PingInterval:       200 * time.Millisecond,
+		PingMisses:         4,
 		HandshakeTimeout:   5 * time.Second,
 		MaxIncomingStreams: 10000,
 		ReplayWindow:       30 * time.Second,
 		MaxHops:            2,
 		MaxFrameBytes:      16 << 20,
-		RedialMin:          250 * time.Millisecond,
-		RedialMax:          5 * time.Second,
+		RedialMin:          100 * time.Millisecond,
+		RedialMax:          time.Second,
+		RedialTimeout:      time.Second,
 	}
 }
 
@@ -136,8 +164,10 @@ func (c *Config) Validate() error {
 		return errors.New("link: HandshakeTimeout and ReplayWindow must be positive")
 	case c.MaxIncomingStreams < 1 || c.MaxHops < 1 || c.MaxFrameBytes < 1024:
 		return errors.New("link: MaxIncomingStreams and MaxHops must be at least 1, MaxFrameBytes at least 1024")
-	case c.RedialMin <= 0 || c.RedialMax < c.RedialMin:
-		return errors.New("link: RedialMin must be positive and RedialMax at least RedialMin")
+	case c.RedialMin <= 0 || c.RedialMax < c.RedialMin || c.RedialTimeout <= 0:
+		return errors.New("link: RedialMin and RedialTimeout must be positive and RedialMax at least RedialMin")
+	case c.PingInterval <= 0 || c.PingMisses < 2:
+		return errors.New("link: PingInterval must be positive and PingMisses at least 2")
 	}
 	return nil
 }
@@ -241,6 +271,7 @@ func New(cfg Config, pc net.PacketConn) (*Transport, error) {
 		KeepAlivePeriod:      cfg.KeepAlivePeriod,
 		MaxIncomingStreams:   cfg.MaxIncomingStreams,
 		Allow0RTT:            true,
+		EnableDatagrams:      true, // pings (liveness.go)
 	}
 	t.srvTLS, t.cliTLS = serverTLS(cfg), clientTLS(cfg)
 	return t, nil
@@ -318,6 +349,15 @@ func (t *Transport) Close() error {
 	return err
 }
 
+// Kill stops the transport abruptly, as a crash would: the socket
+// closes first, so no peer hears a close and each sees only silence;
+// then everything is released. It is for tests and benchmarks of
+// failure detection.
+func (t *Transport) Kill() {
+	t.udp.Close()
+	t.Close()
+}
+
 // Healthy reports whether a link to the named peer is up now. A peer
 // whose link died is unhealthy until a redial succeeds; one never dialled
 // is unhealthy too.
@@ -343,6 +383,18 @@ func (t *Transport) Down(nodeID string) bool {
 	return p.down
 }
 
+// RTT is the smoothed ping round trip to the named peer, zero when
+// unknown.
+func (t *Transport) RTT(nodeID string) time.Duration {
+	t.mu.Lock()
+	p := t.peers[nodeID]
+	t.mu.Unlock()
+	if p == nil {
+		return 0
+	}
+	return time.Duration(p.rtt.Load())
+}
+
 // LinkState is one peer's link, for status pages and tests.
 type LinkState struct {
 	Node string `json:"node"`
@@ -351,6 +403,9 @@ type LinkState struct {
 	// Down says the link died and a redial is pending; requests fail
 	// over at once meanwhile.
 	Down bool `json:"down"`
+	// RTTMs is the link's smoothed ping RTT, in milliseconds; zero until
+	// measured.
+	RTTMs float64 `json:"rtt_ms"`
 }
 
 // Links lists the peers this transport dials.
@@ -360,7 +415,8 @@ func (t *Transport) Links() []LinkState {
 	out := make([]LinkState, 0, len(t.peers))
 	for _, p := range t.peers {
 		p.mu.Lock()
-		out = append(out, LinkState{Node: p.node, Addr: p.addr, Up: p.conn != nil && p.conn.Context().Err() == nil, Down: p.down})
+		out = append(out, LinkState{Node: p.node, Addr: p.addr, Up: p.conn != nil && p.conn.Context().Err() == nil, Down: p.down,
+			RTTMs: float64(p.rtt.Load()) / 1e6})
 		p.mu.Unlock()
 	}
 	return out

@@ -14,6 +14,8 @@ type linkMetrics struct {
 	open       *prometheus.GaugeVec   // direction
 	bytes      *prometheus.CounterVec // direction
 	handshakes *prometheus.CounterVec // kind
+	rtt        *prometheus.GaugeVec   // peer
+	silent     *prometheus.CounterVec // peer
 }
 
 func newLinkMetrics(reg prometheus.Registerer) (*linkMetrics, error) {
@@ -33,11 +35,17 @@ func newLinkMetrics(reg prometheus.Registerer) (*linkMetrics, error) {
 		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_link_handshakes_total", Help: "Links dialled, by handshake kind: full, resumed (1-RTT) or 0rtt.",
 		}, []string{"kind"}),
+		rtt: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meridian_link_rtt_seconds", Help: "Smoothed round trip of a peer link's pings.",
+		}, []string{"peer"}),
+		silent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_link_unresponsive_total", Help: "Peer links declared dead because their pings went unanswered.",
+		}, []string{"peer"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.up, m.streams, m.open, m.bytes, m.handshakes} {
+	for _, c := range []prometheus.Collector{m.up, m.streams, m.open, m.bytes, m.handshakes, m.rtt, m.silent} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("link: metrics: %w", err)
 		}

@@ -39,6 +39,7 @@ func (t *Transport) serveConn(conn *quic.Conn, h Handler) {
 		delete(t.served, conn)
 		t.mu.Unlock()
 	})
+	go echo(conn)
 	t.acceptStream(conn, h)
 }
 

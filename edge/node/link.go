@@ -21,7 +21,7 @@ import (
 
 // newLink opens the node's link transport when links are enabled. It
 // dials at once; it serves peers only from Run.
-func newLink(cfg config.Config, log *slog.Logger, m *metrics.Metrics) (*link.Transport, error) {
+func newLink(cfg config.Config, log *slog.Logger, m *metrics.Metrics, down func(node string, cause error)) (*link.Transport, error) {
 	lc := cfg.Link
 	if !lc.Enabled {
 		return nil, nil
@@ -43,7 +43,9 @@ func newLink(cfg config.Config, log *slog.Logger, m *metrics.Metrics) (*link.Tra
 	c := link.DefaultConfig()
 	c.NodeID, c.Certificate, c.CAs = cfg.NodeID, cert, cas
 	c.MaxHops, c.KeepAlivePeriod, c.MaxIdleTimeout, c.ReplayWindow = lc.MaxHops, lc.KeepAlive, lc.IdleTimeout, lc.ReplayWindow
+	c.PingInterval, c.PingMisses = lc.PingInterval, lc.PingMisses
 	c.Logger = log.With("component", "link")
+	c.OnPeerDown = down
 	c.Registerer = nodeRegisterer{m}
 	return link.Listen(c, lc.Listen)
 }

@@ -48,13 +48,24 @@ type engineLocal struct{ e *engine.Engine }
 func (l engineLocal) Ready(name string) bool { return l.e.ModelReady(name) }
 func (l engineLocal) Busy() int              { return l.e.Stats().Running }
 
+// peerDown tells the fleet that this node's link declared a peer dead,
+// so other edges stop sending to it before their own links notice. This
+// node's router already left it out: it reads the link's Down.
+func (n *Node) peerDown(node string, cause error) {
+	if g := n.gossip; g != nil {
+		n.log.Info("link: peer declared dead, suspicion broadcast", "peer", node, "err", cause)
+		g.Suspect(node)
+	}
+}
+
 // peerTarget makes the gateway's forwarder to a peer.
 func (n *Node) peerTarget(node, addr string) (provider.Provider, error) {
 	return n.link.Peer(node, addr)
 }
 
 // followMembers feeds gossip's view of the fleet to the router, every
-// 200–250 ms, until stop closes. Only a changed view is handed over.
+// 200–250 ms and at once when gossip hears a suspicion, until stop
+// closes. Only a changed view is handed over.
 func (n *Node) followMembers(stop <-chan struct{}) {
 	var last []router.Member
 	for {
@@ -64,7 +75,7 @@ func (n *Node) followMembers(stop <-chan struct{}) {
 				continue
 			}
 			ms = append(ms, router.Member{
-				ID: m.ID, Region: m.Region, Addr: m.QUICAddr, Alive: m.State == gossip.StateAlive, Draining: m.Draining,
+				ID: m.ID, Region: m.Region, Addr: m.QUICAddr, Alive: m.State == gossip.StateAlive, Suspect: m.Suspect, Draining: m.Draining,
 				Ready: m.ReadyModels, InFlight: m.Load.InFlight, Queued: m.Load.QueueDepth, RTT: m.RTT,
 			})
 		}
@@ -75,13 +86,14 @@ func (n *Node) followMembers(stop <-chan struct{}) {
 		select {
 		case <-stop:
 			return
+		case <-n.gossip.Changed():
 		case <-time.After(200*time.Millisecond + time.Duration(rand.Int64N(int64(50*time.Millisecond)))):
 		}
 	}
 }
 
 func sameMember(a, b router.Member) bool {
-	return a.ID == b.ID && a.Region == b.Region && a.Addr == b.Addr && a.Alive == b.Alive && a.Draining == b.Draining &&
+	return a.ID == b.ID && a.Region == b.Region && a.Addr == b.Addr && a.Alive == b.Alive && a.Suspect == b.Suspect && a.Draining == b.Draining &&
 		a.InFlight == b.InFlight && a.Queued == b.Queued && slices.Equal(a.Ready, b.Ready) &&
 		// RTT moves all the time; only a change of a fifth counts.
 		absDur(a.RTT-b.RTT)*5 <= max(a.RTT, b.RTT)

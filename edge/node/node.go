@@ -71,13 +71,13 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 		}
 		m.Register(localCollectors(n.engine, cfg.Local.ModelNames())...)
 	}
-	if n.link, err = newLink(cfg, log, m); err != nil {
+	if n.link, err = newLink(cfg, log, m, n.peerDown); err != nil {
 		return nil, err
 	}
 	if n.locator, err = geo.New(cfg.Geo, geo.Point{}); err != nil {
 		return nil, err
 	}
-	gc := gateway.Config{Logger: log, Metrics: m, NewProvider: n.newProvider, Router: n.newRouter(), FailoverBudget: cfg.Routing.FailoverBudget}
+	gc := gateway.Config{Logger: log, Metrics: m, NewProvider: n.newProvider, Router: n.newRouter(), FailoverBudget: cfg.Routing.FailoverBudget, PeerTTFBFloor: cfg.Routing.PeerTTFBFloor}
 	if n.engine != nil {
 		gc.Local = n.engine
 		n.engine.OnChange(n.readyChanged)

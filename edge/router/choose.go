@@ -60,6 +60,7 @@ const (
 	ReasonNotReady   = "not-ready"
 	ReasonNotPlaced  = "not-placed"
 	ReasonDead       = "dead"
+	ReasonSuspect    = "suspect" // another edge's link declared it dead
 	ReasonDraining   = "draining"
 	ReasonUnknown    = "no-gossip" // a placed peer gossip has never seen
 	ReasonForwarded  = "forwarded" // a forwarded request never hops again
@@ -285,6 +286,8 @@ func (r *Router) health(v *view, c *cand) string {
 			return ReasonUnknown
 		case m != nil && !m.Alive:
 			return ReasonDead
+		case m != nil && m.Suspect:
+			return ReasonSuspect
 		case m != nil && m.Draining:
 			return ReasonDraining
 		case m != nil && !c.static && !slices.Contains(m.Ready, c.upstream):

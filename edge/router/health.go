@@ -26,6 +26,7 @@ type Stats struct {
 	openUntil atomic.Int64 // unix ns; 0 when closed
 	probing   atomic.Bool
 	ttft      atomic.Int64 // EWMA, ns; 0 before the first sample
+	ttftDev   atomic.Int64 // EWMA of |sample - ttft|, ns
 	inFlight  atomic.Int32
 	opened    atomic.Uint64 // times the breaker opened
 	probes    atomic.Uint64 // half-open probes admitted
@@ -57,6 +58,19 @@ func (s *Stats) Probes() uint64 { return s.probes.Load() }
 
 // TTFT is the smoothed time to first token, zero before any success.
 func (s *Stats) TTFT() time.Duration { return time.Duration(s.ttft.Load()) }
+
+// TTFTBudget is how long an attempt at the target may wait for its
+// first byte before it is given up for the next candidate: a p99-ish
+// estimate of its time to first token (EWMA + 4 × mean deviation, as
+// TCP's RTO), doubled for margin, and never below floor. Zero when the
+// target has no successful attempt yet: there is nothing to judge by.
+func (s *Stats) TTFTBudget(floor time.Duration) time.Duration {
+	t := s.ttft.Load()
+	if t == 0 {
+		return 0
+	}
+	return max(floor, 2*time.Duration(t+4*s.ttftDev.Load()))
+}
 
 // InFlight is the requests this node has at the target now.
 func (s *Stats) InFlight() int { return int(s.inFlight.Load()) }
@@ -123,6 +137,16 @@ func (s *Stats) observe(d time.Duration) {
 			next = old + (int64(d)-old)/8
 		}
 		if s.ttft.CompareAndSwap(old, next) {
+			if old != 0 {
+				// The deviation (alpha 1/4) is advisory: a lost update
+				// under contention costs nothing.
+				dev := s.ttftDev.Load()
+				diff := int64(d) - old
+				if diff < 0 {
+					diff = -diff
+				}
+				s.ttftDev.Store(dev + (diff-dev)/4)
+			}
 			return
 		}
 	}

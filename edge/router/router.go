@@ -70,7 +70,11 @@ type Member struct {
 	// Addr is the peer's QUIC link address, host:port.
 	Addr string
 	// Alive is false once gossip marks the peer dead or left.
-	Alive    bool
+	Alive bool
+	// Suspect is set while another edge's link has declared the peer
+	// dead and neither the peer has refuted it nor the suspicion timed
+	// out: this edge stops sending before its own link notices.
+	Suspect  bool
 	Draining bool
 	// Ready are the model IDs the peer's engine has loaded and serves.
 	Ready []string

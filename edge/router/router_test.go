@@ -489,3 +489,19 @@ func TestChooseAllocatesNothing(t *testing.T) {
 		}
 	}
 }
+
+// TestSuspectPeerIsOut: a peer another edge's link declared dead leaves
+// the plan at once, and comes back when the suspicion clears.
+func TestSuspectPeerIsOut(t *testing.T) {
+	h := newHarness(t, "edge-us", "us-east", fleet())
+	sus := alive("edge-eu", "eu-west", "tiny")
+	sus.Suspect = true
+	h.members(sus)
+	if r := reasons(h.plan(Request{Model: "tiny"}).Excluded)["peer/edge-eu"]; r != ReasonSuspect {
+		t.Fatalf("suspect peer: reason %q", r)
+	}
+	h.members(alive("edge-eu", "eu-west", "tiny"))
+	if r, ok := reasons(h.plan(Request{Model: "tiny"}).Excluded)["peer/edge-eu"]; ok {
+		t.Fatalf("cleared peer still excluded: %q", r)
+	}
+}

@@ -99,6 +99,9 @@ const (
 
 var pathNames = [numPaths]string{"direct (B itself)", "(a) warm QUIC link", "(b) new QUIC link, 0-RTT", "(c) HTTP/1.1, new TCP+TLS 1.3", "(d) HTTP/2, warm TCP+TLS"}
 
+// idleWindow is how long an idle link's traffic is counted.
+const idleWindow = 5 * time.Second
+
 // teardown is the pause between closing a link and timing a new one.
 const teardown = 5 * time.Millisecond
 
@@ -182,6 +185,17 @@ func run(ctx context.Context, cfg Config) error {
 		}
 		res.rows = append(res.rows, row)
 	}
+	// What a warm link costs while idle: pings (and their echoes and
+	// ACKs) through the relay, both directions, over idleWindow.
+	if _, err := b.viaLink(ctx); err != nil {
+		return fmt.Errorf("idle warm-up: %w", err)
+	}
+	time.Sleep(time.Second) // let the request's own packets settle
+	n0, b0, t0 := b.udp.Forwarded.Load(), b.udp.UDPBytes.Load(), time.Now()
+	time.Sleep(idleWindow)
+	secs := time.Since(t0).Seconds()
+	res.idleBytes = float64(b.udp.UDPBytes.Load()-b0) / secs
+	res.idlePackets = float64(b.udp.Forwarded.Load()-n0) / secs
 	res.took = time.Since(started)
 	// Check that each column measured what it says: (b) resumed with
 	// 0-RTT every time, (c) opened a connection per request.

@@ -37,6 +37,9 @@ type results struct {
 	rows    []row
 	took    time.Duration
 	checks  []string // verdicts on what was measured
+	// idleBytes and idlePackets are an idle warm link's UDP payload
+	// bytes and datagrams per second, both directions.
+	idleBytes, idlePackets float64
 }
 
 type report struct {
@@ -79,11 +82,14 @@ func (res results) report() report {
 	for _, v := range append(res.checks, verdicts...) {
 		tb.WriteString(v + "\n")
 	}
+	fmt.Fprintf(&tb, "idle warm link: %.0f bytes/s of UDP payload (+%.0f bytes/s of IP/UDP headers), %.1f datagrams/s, both directions (pings every 200ms, echoes, ACKs)\n",
+		res.idleBytes, 28*res.idlePackets, res.idlePackets)
 	fmt.Fprintf(&tb, "took %v on %d CPUs\n", res.took.Round(time.Millisecond), runtime.NumCPU())
 	fmt.Fprintf(&md, "\nTime to first token in ms, median of %d samples per cell, with the time added over edge B serving the request itself in brackets. "+
 		"A userspace relay (`scripts/wan`) adds the one-way delay in each direction; \"path ping\" is a bare datagram's round trip through the same kind of relay, which the targets (warm link adds at most 1 RTT + 0.5 ms, a new 0-RTT link 1 RTT + 2 ms) are held against. "+
 		"Every sample follows an idle gap of one RTT, the baseline's too. Measured by `make bench-links` on %s, %d CPUs.\n",
 		res.samples, time.Now().UTC().Format("2006-01-02"), runtime.NumCPU())
+	fmt.Fprintf(&md, "\nAn idle warm link costs %.0f bytes/s of UDP payload (%.1f datagrams/s, both directions): its liveness pings every 200 ms, their echoes and ACKs.\n", res.idleBytes, res.idlePackets)
 	summary := fmt.Sprintf("links: delay_ms=%d warm_added_ms=%s zerortt_added_ms=%s tcp_tls_new_added_ms=%s ratio_tcp_over_warm=%.2f",
 		last.delayMS, ms(last.added(warmQUIC)), ms(last.added(zeroRTT)), ms(last.added(tcpNew)), ratio)
 	return report{text: tb.String(), markdown: md.String(), summary: summary}

@@ -81,6 +81,9 @@ type Relay struct {
 	// Counters, for the admin state: datagrams and chunks forwarded and
 	// dropped, and TCP connections accepted.
 	Forwarded, Dropped, Accepted atomic.Int64
+	// UDPBytes counts the UDP payload bytes of datagrams forwarded, both
+	// directions, so a benchmark can tell what an idle link costs.
+	UDPBytes atomic.Int64
 }
 
 // Start listens and relays until Close.
@@ -276,10 +279,12 @@ func (r *Relay) session(from *net.UDPAddr) (*udpSession, error) {
 	s.toUp = newDelayLine(func(b []byte) {
 		up.Write(b)
 		r.Forwarded.Add(1)
+		r.UDPBytes.Add(int64(len(b)))
 	})
 	s.toDown = newDelayLine(func(b []byte) {
 		r.udp.WriteToUDP(b, from)
 		r.Forwarded.Add(1)
+		r.UDPBytes.Add(int64(len(b)))
 	})
 	r.sessions[key] = s
 	r.wg.Add(1)
