@@ -24,6 +24,7 @@ import (
 	"github.com/meridian-mesh/meridian/edge/gateway"
 	"github.com/meridian-mesh/meridian/edge/metrics"
 	"github.com/meridian-mesh/meridian/shared/llm"
+	"github.com/meridian-mesh/meridian/shared/table"
 )
 
 // Response headers every answer carries.
@@ -48,16 +49,23 @@ type Config struct {
 	// KeepAlive is the silence on a stream after which a keep-alive is
 	// sent, so proxies and clients keep the connection open.
 	KeepAlive time.Duration
+	// NoAuth accepts requests without a key: the edge's auth mode
+	// "none". The zero value demands a key the routing table lists, so
+	// a surface built without thought about auth is closed, not open.
+	NoAuth bool
 }
 
 // Authenticate checks the client's key against the table's key hashes.
-// A table without keys accepts every request. The key may come as
-// "Authorization: Bearer", "x-api-key" (Anthropic's SDKs) or "api-key".
+// The key may come as "Authorization: Bearer", "x-api-key" (Anthropic's
+// SDKs) or "api-key".
+//
+// Unless NoAuth is set, a key the table lists is required, and a table
+// that lists none refuses every request: deleting the last key, or a
+// control plane that has none yet, closes the edge rather than opening
+// it. With NoAuth every request is accepted; a key the table lists
+// still names its tenant, so tenant policies apply.
 func (c *Config) Authenticate(r *http.Request) (keyID string, e *llm.Error) {
 	tab := c.Gateway.Table()
-	if !tab.RequireKeys() {
-		return "", nil
-	}
 	key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok {
 		key = r.Header.Get("X-Api-Key")
@@ -66,20 +74,47 @@ func (c *Config) Authenticate(r *http.Request) (keyID string, e *llm.Error) {
 		key = r.Header.Get("Api-Key")
 	}
 	key = strings.TrimSpace(key)
+	if c.NoAuth {
+		if key == "" || !tab.HasKeys() {
+			return "", nil
+		}
+		return c.lookup(r, tab, key), nil
+	}
+	if !tab.HasKeys() {
+		return "", ErrNoKeys()
+	}
 	if key == "" {
 		return "", &llm.Error{Status: http.StatusUnauthorized, Type: llm.TypeAuthentication, Code: "invalid_api_key",
 			Message: "You didn't provide an API key. Send it in the Authorization header as 'Bearer YOUR_KEY' or in x-api-key."}
 	}
-	sum := sha256.Sum256([]byte(key))
-	k, ok := tab.KeyByHash(hex.EncodeToString(sum[:]))
-	if !ok {
+	id := c.lookup(r, tab, key)
+	if id == "" {
 		return "", &llm.Error{Status: http.StatusUnauthorized, Type: llm.TypeAuthentication, Code: "invalid_api_key",
 			Message: "Incorrect API key provided."}
 	}
-	if c := gateway.ClientFrom(r.Context()); c != nil {
-		c.Tenant = k.Tenant // the tenant's policies reach the router
+	return id, nil
+}
+
+// ErrNoKeys is the answer of an edge in auth mode "keys" whose routing
+// table lists no keys: it can authenticate nobody, so it refuses
+// everybody.
+func ErrNoKeys() *llm.Error {
+	return &llm.Error{Status: http.StatusUnauthorized, Type: llm.TypeAuthentication, Code: "invalid_api_key",
+		Message: "This Meridian edge requires an API key but has no keys to accept: its routing table lists none, so every request is refused until an operator adds one."}
+}
+
+// lookup returns the ID of the table's key whose hash matches key, or ""
+// when none does, and hands the key's tenant to the router.
+func (c *Config) lookup(r *http.Request, tab *table.Compiled, key string) string {
+	sum := sha256.Sum256([]byte(key))
+	k, ok := tab.KeyByHash(hex.EncodeToString(sum[:]))
+	if !ok {
+		return ""
 	}
-	return k.ID, nil
+	if cl := gateway.ClientFrom(r.Context()); cl != nil {
+		cl.Tenant = k.Tenant // the tenant's policies reach the router
+	}
+	return k.ID
 }
 
 // ReadBody reads a request body within the size and time limits.

@@ -55,6 +55,12 @@ type Config struct {
 	// LogFormat is "json" or "text". Default: "json".
 	LogFormat string `yaml:"log_format"`
 
+	// Auth is whether clients must present an API key: AuthKeys or
+	// AuthNone. Empty derives it (see AuthMode): "keys" when the edge
+	// follows a control plane or its static table lists a key, "none"
+	// only for a standalone edge with no keys configured at all.
+	Auth string `yaml:"auth"`
+
 	// Gossip configures membership gossip with the other edges. Off
 	// unless enabled: a single edge needs none.
 	Gossip Gossip `yaml:"gossip"`
@@ -118,6 +124,29 @@ func (c *Config) EffectiveTable() table.Table {
 		t.Routes = append(t.Routes, table.Route{Model: m.Name, Targets: []table.Target{{Provider: local, Model: m.Name}}})
 	}
 	return t
+}
+
+// Auth modes, the values of Config.Auth.
+const (
+	// AuthKeys demands a key the routing table lists. A table that lists
+	// none refuses every request: the edge closes, it never opens.
+	AuthKeys = "keys"
+	// AuthNone accepts requests without a key.
+	AuthNone = "none"
+)
+
+// AuthMode returns the auth mode in force, and whether it was derived
+// rather than written. Derived, it is AuthKeys as soon as anything could
+// deliver keys (a control plane) or the static table lists one: a table
+// without keys, from either source, must never be what opens the edge.
+func (c *Config) AuthMode() (mode string, derived bool) {
+	if c.Auth != "" {
+		return c.Auth, false
+	}
+	if c.Control.Enabled() || len(c.Table.Keys) > 0 {
+		return AuthKeys, true
+	}
+	return AuthNone, true
 }
 
 // Routing tunes the router (edge/router) and the gateway's failover.
@@ -279,6 +308,15 @@ func (c *Config) Validate() error {
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		return bad("log_format", `must be "json" or "text", got %q`, c.LogFormat)
 	}
+	switch c.Auth {
+	case "", AuthKeys:
+	case AuthNone:
+		if n := len(c.Table.Keys); n > 0 {
+			return bad("auth", `is "none", but keys lists %d key(s) that would never be checked; remove them or use "keys"`, n)
+		}
+	default:
+		return bad("auth", `must be "keys" or "none", got %q`, c.Auth)
+	}
 	if err := c.Gossip.validate(); err != nil {
 		return err
 	}
@@ -375,6 +413,7 @@ var envVars = []struct {
 	{"MERIDIAN_LISTEN", func(c *Config, v string) error { c.Listen = v; return nil }},
 	{"MERIDIAN_LOG_LEVEL", func(c *Config, v string) error { c.LogLevel = v; return nil }},
 	{"MERIDIAN_LOG_FORMAT", func(c *Config, v string) error { c.LogFormat = v; return nil }},
+	{"MERIDIAN_AUTH", func(c *Config, v string) error { c.Auth = v; return nil }},
 	{"MERIDIAN_NATS_URLS", func(c *Config, v string) error { c.Control.NATSURLs = strings.Split(v, ","); return nil }},
 	{"MERIDIAN_LOCAL_BINARY", func(c *Config, v string) error { c.Local.Binary = v; return nil }},
 	{"MERIDIAN_LOCAL_URL", func(c *Config, v string) error { c.Local.URL = v; return nil }},

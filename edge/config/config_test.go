@@ -1,11 +1,14 @@
 package config
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meridian-mesh/meridian/shared/table"
 )
 
 const sample = `
@@ -192,5 +195,62 @@ local:
 		if err == nil || !strings.Contains(err.Error(), tt.field+":") {
 			t.Errorf("%q: err = %v, want one naming %s", tt.yaml, err, tt.field)
 		}
+	}
+}
+
+// The auth mode is "keys" unless "none" is written, or the edge stands
+// alone with no keys at all: nothing a table lacks can open an edge.
+func TestAuthMode(t *testing.T) {
+	const (
+		control = "control:\n  nats_urls: [\"nats://127.0.0.1:4222\"]\n  token: t0k3n-0123456789\n"
+		keys    = "keys:\n  - id: k\n    hash: sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\n"
+	)
+	for _, tt := range []struct {
+		name, body string
+		env        map[string]string
+		mode       string
+		derived    bool
+	}{
+		{"standalone, no keys", "", nil, AuthNone, true},
+		{"standalone with keys", keys, nil, AuthKeys, true},
+		{"follows a control plane", control, nil, AuthKeys, true},
+		{"control plane from the environment", "", map[string]string{"MERIDIAN_NATS_URLS": "nats://127.0.0.1:4222", "T": "t0k3n-0123456789"}, AuthKeys, true},
+		{"written none, control plane", control + "auth: none\n", nil, AuthNone, false},
+		{"written keys, standalone without keys", "auth: keys\n", nil, AuthKeys, false},
+		{"from the environment", "", map[string]string{"MERIDIAN_AUTH": "keys"}, AuthKeys, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			body := tt.body
+			if tt.env["T"] != "" {
+				body += "control:\n  token_env: T\n"
+			}
+			c, err := Load(write(t, body), env(tt.env))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if mode, derived := c.AuthMode(); mode != tt.mode || derived != tt.derived {
+				t.Fatalf("AuthMode() = %q, derived %v; want %q, derived %v", mode, derived, tt.mode, tt.derived)
+			}
+		})
+	}
+}
+
+func TestAuthModeValidation(t *testing.T) {
+	for name, body := range map[string]string{
+		"unknown mode":   "auth: open\n",
+		"misspelt":       "auth: Keys\n",
+		"none with keys": "auth: none\nkeys:\n  - id: k\n    hash: sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\n",
+	} {
+		_, err := Load(write(t, body), nil)
+		var fe *table.FieldError
+		if !errors.As(err, &fe) || fe.Field != "auth" {
+			t.Errorf("%s: err = %v, want a field error on auth", name, err)
+		}
+	}
+	c := Default()
+	c.Auth = "sometimes"
+	var fe *table.FieldError
+	if err := c.Validate(); !errors.As(err, &fe) || fe.Field != "auth" || !strings.Contains(fe.Msg, `"sometimes"`) {
+		t.Fatalf("Validate: %v", err)
 	}
 }

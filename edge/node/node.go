@@ -92,6 +92,8 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 		return nil, fmt.Errorf("static table: %w", err)
 	}
 
+	n.logAuth()
+
 	mux := http.NewServeMux()
 	surface := api.Config{
 		Gateway:         gw,
@@ -100,6 +102,7 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 		MaxBodyBytes:    cfg.MaxBodyBytes,
 		BodyReadTimeout: cfg.BodyReadTimeout,
 		KeepAlive:       cfg.StreamKeepAlive,
+		NoAuth:          n.authMode() == config.AuthNone,
 	}
 	oai, anth := openaiapi.New(surface), anthropicapi.New(surface)
 	oai.Register(mux)
@@ -264,7 +267,7 @@ func (n *Node) Run(ctx context.Context) error {
 		go n.reportLoad(stopLoad)
 		go n.followMembers(stopLoad)
 	}
-	n.log.Info("edge ready", "addr", n.ln.Addr().String(), "region", n.cfg.Region, "models", len(n.cfg.Table.Models))
+	n.log.Info("edge ready", "addr", n.ln.Addr().String(), "region", n.cfg.Region, "models", len(n.cfg.Table.Models), "auth", n.authMode())
 	select {
 	case err := <-errc:
 		return err
@@ -295,6 +298,37 @@ func (n *Node) Run(ctx context.Context) error {
 	return err
 }
 
+// reasonNoKeys is /readyz's reason when auth is on and no key exists.
+const reasonNoKeys = "auth: keys mode but the routing table has no keys"
+
+// authMode is the auth mode in force: config.AuthKeys or AuthNone.
+func (n *Node) authMode() string {
+	mode, _ := n.cfg.AuthMode()
+	return mode
+}
+
+// logAuth says at start how clients are authenticated, loudly when they
+// are not.
+func (n *Node) logAuth() {
+	mode, derived := n.cfg.AuthMode()
+	switch {
+	case mode == config.AuthNone && derived:
+		n.log.Warn("auth: none: this edge accepts every request without an API key, because it is standalone and lists no keys; set auth: keys, or list keys, before exposing it")
+	case mode == config.AuthNone:
+		n.log.Warn("auth: none (set in the config): this edge accepts every request without an API key")
+	case n.sync == nil && !n.gw.Table().HasKeys():
+		n.warnNoKeys() // a control plane's tables warn as they apply
+	default:
+		n.log.Info("auth: keys", "derived", derived)
+	}
+}
+
+// warnNoKeys says why an edge in auth mode keys refuses everyone.
+func (n *Node) warnNoKeys() {
+	n.log.Warn("auth: keys mode but the routing table has no keys: every request gets 401 and /readyz says not ready until a key is added",
+		"table_revision", n.gw.Table().Revision())
+}
+
 func (n *Node) healthz(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Write([]byte(`{"status":"ok"}` + "\n"))
@@ -308,7 +342,9 @@ type Readiness struct {
 	Draining      bool   `json:"draining"`
 	TableRevision uint64 `json:"table_revision"`
 	Models        int    `json:"models"`
-	Reason        string `json:"reason,omitempty"`
+	// Auth is the auth mode in force, "keys" or "none".
+	Auth   string `json:"auth"`
+	Reason string `json:"reason,omitempty"`
 	// Local is the local engine's state, when the node runs one.
 	Local *LocalStatus `json:"local,omitempty"`
 	// Table is the routing table's source and freshness, when the node
@@ -320,7 +356,7 @@ func (n *Node) readyz(w http.ResponseWriter, r *http.Request) {
 	tab := n.gw.Table()
 	rd := Readiness{
 		Node: n.cfg.NodeID, Region: n.cfg.Region, Draining: n.draining.Load(),
-		TableRevision: tab.Revision(), Models: len(tab.Models()),
+		TableRevision: tab.Revision(), Models: len(tab.Models()), Auth: n.authMode(),
 	}
 	if n.sync != nil {
 		st := n.sync.Status()
@@ -333,6 +369,10 @@ func (n *Node) readyz(w http.ResponseWriter, r *http.Request) {
 		rd.Reason = "draining"
 	case rd.Models == 0:
 		rd.Reason = "routing table has no models"
+	case rd.Auth == config.AuthKeys && !tab.HasKeys():
+		// It would refuse every request (api.ErrNoKeys): an edge that
+		// can authenticate nobody takes no traffic from the balancer.
+		rd.Reason = reasonNoKeys
 	case !localReady && !local.Up:
 		rd.Reason = "local engine is not up"
 	case !localReady:

@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meridian-mesh/meridian/edge/config"
 	"github.com/meridian-mesh/meridian/edge/tablesync"
 	"github.com/meridian-mesh/meridian/shared/table"
 )
@@ -62,6 +63,9 @@ func (n *Node) applyTable(t *table.Table) error {
 	n.place(n.gw.Table())
 	if n.gossip != nil {
 		n.publishTable()
+	}
+	if n.authMode() == config.AuthKeys && !n.gw.Table().HasKeys() {
+		n.warnNoKeys()
 	}
 	return nil
 }

@@ -119,6 +119,7 @@ func TestEdgeFollowsControlPlane(t *testing.T) {
 		c.Control.NATSURLs = []string{fc.url}
 		c.Control.Token = testNATSToken
 		c.Control.TableCache = cache
+		c.Auth = config.AuthNone // its table lists no keys
 	}
 	m := startMesh(t, withControl)
 	m.waitFor("the control plane's table", func() bool {
@@ -197,6 +198,7 @@ func TestTableSwapIsAtomic(t *testing.T) {
 		fc.write(t, genOps(0, base)...)
 		c.Control.NATSURLs, c.Control.Token = []string{fc.url}, testNATSToken
 		c.Control.TableCache = filepath.Join(t.TempDir(), "table.pb")
+		c.Auth = config.AuthNone // its tables list no keys
 	})
 	m.waitFor("generation 0", func() bool { _, body := get(t, m.url+"/v1/models"); return strings.Contains(body, "g000-m0") })
 

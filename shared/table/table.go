@@ -32,8 +32,10 @@ type Table struct {
 	Models []Model `yaml:"models" json:"models"`
 	// Routes say, per model, which targets serve it and in what order.
 	Routes []Route `yaml:"routes" json:"routes"`
-	// Keys are the client API keys the edge accepts, as hashes. When
-	// empty, the edge accepts requests without a key.
+	// Keys are the client API keys the edge accepts, as hashes. Whether
+	// an edge demands one is its auth mode (edge config `auth`), never
+	// the length of this list: in mode "keys" an empty list refuses
+	// every request.
 	Keys []Key `yaml:"keys,omitempty" json:"keys,omitempty"`
 
 	// The fleet, for the router (edge/router). A table from a config
@@ -760,9 +762,10 @@ func (c *Compiled) PlacedHere(node string) []*Model {
 	return out
 }
 
-// RequireKeys reports whether the table carries key hashes, so that
-// requests must present a key.
-func (c *Compiled) RequireKeys() bool { return len(c.keys) > 0 }
+// HasKeys reports whether the table carries any key hash. It is a fact
+// about the table, not a policy: the edge's auth mode decides whether a
+// key is required, and a table without keys never switches that off.
+func (c *Compiled) HasKeys() bool { return len(c.keys) > 0 }
 
 // KeyByHash returns the key whose lowercase hex SHA-256 is hexHash.
 func (c *Compiled) KeyByHash(hexHash string) (*Key, bool) {

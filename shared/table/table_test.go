@@ -74,8 +74,8 @@ func TestCompiledLookups(t *testing.T) {
 	if _, ok := c.Provider("p"); !ok {
 		t.Fatal("provider p missing")
 	}
-	if !c.RequireKeys() {
-		t.Fatal("keys present but not required")
+	if !c.HasKeys() {
+		t.Fatal("keys present but HasKeys is false")
 	}
 	if k, ok := c.KeyByHash(strings.Repeat("ab", 32)); !ok || k.ID != "k" {
 		t.Fatal("key lookup by hash failed")
