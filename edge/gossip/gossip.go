@@ -258,6 +258,9 @@ func (n *Node) suspected(b []byte) {
 		}
 		return
 	}
+	if s.By == n.cfg.NodeID {
+		return // our own suspicion, echoed back: our link is our evidence
+	}
 	timeout := n.cfg.SuspicionTimeout
 	if timeout == 0 {
 		timeout = 10 * time.Second
