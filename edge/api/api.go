@@ -24,6 +24,7 @@ import (
 	"github.com/meridian-mesh/meridian/edge/gateway"
 	"github.com/meridian-mesh/meridian/edge/metrics"
 	"github.com/meridian-mesh/meridian/shared/llm"
+	"github.com/meridian-mesh/meridian/shared/table"
 )
 
 // Response headers every answer carries.
@@ -126,6 +127,47 @@ func tooLarge(limit int64) *llm.Error {
 		"The request body exceeds this server's limit of %d bytes.", limit)
 }
 
+// LabelUnknown is the metric label for a model or target the routing
+// table does not know.
+const LabelUnknown = "unknown"
+
+// labels returns o's model and target as metric labels. Only names the
+// routing table knows become labels: the model comes from the client, and
+// a label per name a client makes up would grow /metrics without bound.
+// The log line keeps the names as they came.
+func (c *Config) labels(o *Outcome) (model, target string) {
+	model, target = LabelUnknown, LabelUnknown
+	var tab *table.Compiled
+	if c.Gateway != nil {
+		tab = c.Gateway.Table()
+	}
+	if o.Model == "" {
+		model = "none" // refused before the body named one
+	} else if tab != nil {
+		if _, ok := tab.Model(o.Model); ok {
+			model = o.Model
+		} else if _, ok := tab.Route(o.Model); ok {
+			model = o.Model
+		}
+	}
+	switch kind, id, _ := strings.Cut(o.Target, "/"); {
+	case o.Target == "":
+		target = "none"
+	case o.Target == "local":
+		target = o.Target
+	case tab == nil:
+	case kind == "provider":
+		if _, ok := tab.Provider(id); ok {
+			target = o.Target
+		}
+	case kind == "peer":
+		if _, ok := tab.Node(id); ok {
+			target = o.Target
+		}
+	}
+	return model, target
+}
+
 // Micros renders d as whole microseconds for x-meridian-overhead-us.
 func Micros(d time.Duration) string {
 	if d < 0 {
@@ -156,20 +198,17 @@ func (o *Outcome) Fail(e *llm.Error) {
 func (c *Config) Finish(r *http.Request, start time.Time, o *Outcome) {
 	d := time.Since(start)
 	if m := c.Metrics; m != nil {
-		target := o.Target
-		if target == "" {
-			target = "none"
-		}
-		m.Requests.WithLabelValues(o.Model, target, o.Status).Inc()
+		model, target := c.labels(o)
+		m.Requests.WithLabelValues(model, target, o.Status).Inc()
 		if o.Target != "" {
 			m.ObserveOverhead(o.Overhead)
 		}
 		if o.TTFT > 0 {
-			m.TTFT.WithLabelValues(o.Model, target).Observe(o.TTFT.Seconds())
+			m.TTFT.WithLabelValues(model, target).Observe(o.TTFT.Seconds())
 		}
 		if o.HasUsage {
-			m.Tokens.WithLabelValues(o.Model, target, "in").Add(float64(o.Usage.PromptTokens))
-			m.Tokens.WithLabelValues(o.Model, target, "out").Add(float64(o.Usage.CompletionTokens))
+			m.Tokens.WithLabelValues(model, target, "in").Add(float64(o.Usage.PromptTokens))
+			m.Tokens.WithLabelValues(model, target, "out").Add(float64(o.Usage.CompletionTokens))
 		}
 	}
 	log := c.Logger
