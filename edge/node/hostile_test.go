@@ -55,3 +55,21 @@ func TestUnknownModelsAddNoSeries(t *testing.T) {
 		t.Fatalf(`unknown models are not counted under model="unknown":\n%s`, grep(after, "meridian_requests_total"))
 	}
 }
+
+// TestDeepNestingRefusedInClientFormat sends a 4 MiB body of nested
+// arrays to the OpenAI surface: it answers 400 in OpenAI's error shape,
+// naming the depth limit.
+func TestDeepNestingRefusedInClientFormat(t *testing.T) {
+	m := startMesh(t, nil)
+	head, tail := `{"model":"gpt-4o-mini","messages":[{"role":"user","content":`, `}]}`
+	depth := (4<<20 - len(head) - len(tail)) / 2
+	body := head + strings.Repeat("[", depth) + strings.Repeat("]", depth) + tail
+	resp := m.post("/v1/chat/completions", body)
+	b := readBody(t, resp)
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("status %d: %s", resp.StatusCode, b)
+	}
+	if e := decodeError(t, b); e.Error.Type != "invalid_request_error" || !strings.Contains(e.Error.Message, "nested deeper than 512") {
+		t.Fatalf("error %+v", e.Error)
+	}
+}
