@@ -49,6 +49,10 @@ type Config struct {
 	// KeepAlive is the silence on a stream after which a keep-alive is
 	// sent, so proxies and clients keep the connection open.
 	KeepAlive time.Duration
+	// StreamWriteTimeout bounds each write of a stream to the client; a
+	// client that reads nothing for this long has its stream ended, which
+	// closes the upstream and frees what it held. Zero means no bound.
+	StreamWriteTimeout time.Duration
 }
 
 // Authenticate checks the client's key against the table's key hashes.
@@ -252,6 +256,9 @@ type StreamWriter struct {
 	w         http.ResponseWriter
 	rc        *http.ResponseController
 	keepAlive []byte
+	// writeTimeout is the write deadline set before each flush; zero
+	// means none.
+	writeTimeout time.Duration
 
 	mu      sync.Mutex
 	buf     []byte
@@ -275,7 +282,9 @@ func (c *Config) StartStream(w http.ResponseWriter, start time.Time, upstream ti
 	h.Set(HeaderOverhead, Micros(o.Overhead))
 	w.WriteHeader(http.StatusOK)
 	o.Status = "200"
-	return NewStreamWriter(w, c.KeepAlive, keepAlive)
+	sw := NewStreamWriter(w, c.KeepAlive, keepAlive)
+	sw.writeTimeout = c.StreamWriteTimeout
+	return sw
 }
 
 // NewStreamWriter returns a writer for w that sends keepAlive after every
@@ -310,6 +319,16 @@ func (sw *StreamWriter) Flush() error {
 }
 
 func (sw *StreamWriter) flushLocked() error {
+	if sw.writeTimeout > 0 {
+		// Without a deadline, a client that stops reading blocks this
+		// write, and with it the handler, its upstream and its engine
+		// slot, for as long as the connection lives. The server has no
+		// WriteTimeout (it would cut long streams), so each flush gets
+		// its own.
+		if err := sw.rc.SetWriteDeadline(time.Now().Add(sw.writeTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			return err
+		}
+	}
 	if len(sw.buf) > 0 {
 		_, err := sw.w.Write(sw.buf)
 		sw.buf = sw.buf[:0]
@@ -345,13 +364,18 @@ func (sw *StreamWriter) onSilence() {
 }
 
 // Stop ends keep-alives; after it returns the timer never touches the
-// ResponseWriter again.
+// ResponseWriter again. The last write deadline is renewed for the
+// server's own final flush; the connection keeps it, so whoever serves
+// the connection's next request must clear it (the node does).
 func (sw *StreamWriter) Stop() {
 	sw.mu.Lock()
 	defer sw.mu.Unlock()
 	sw.stopped = true
 	if sw.ka != nil {
 		sw.ka.Stop()
+	}
+	if sw.writeTimeout > 0 {
+		sw.rc.SetWriteDeadline(time.Now().Add(sw.writeTimeout))
 	}
 }
 

@@ -2,9 +2,13 @@ package node
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/meridian-mesh/meridian/edge/config"
 )
 
 // seriesCount counts the meridian_* sample lines of a /metrics scrape
@@ -71,5 +75,41 @@ func TestDeepNestingRefusedInClientFormat(t *testing.T) {
 	}
 	if e := decodeError(t, b); e.Error.Type != "invalid_request_error" || !strings.Contains(e.Error.Message, "nested deeper than 512") {
 		t.Fatalf("error %+v", e.Error)
+	}
+}
+
+// TestStalledStreamReaderIsCut sends a streaming request over a raw
+// connection that never reads its answer, against an upstream that
+// streams far more than the socket buffers hold. The write deadline cuts
+// the stream, the upstream is closed and the request leaves flight.
+func TestStalledStreamReaderIsCut(t *testing.T) {
+	m := startMesh(t, func(c *config.Config) { c.StreamWriteTimeout = 300 * time.Millisecond })
+	conn, err := net.Dial("tcp", m.node.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.(*net.TCPConn).SetReadBuffer(4 << 10)
+	body := chatBody("gpt-4o-mini", "hi #mock chunks=1000000", `"stream":true`)
+	fmt.Fprintf(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+
+	m.waitFor("the stream to start", func() bool { return m.node.metrics.RequestsInFlight() == 1 })
+	// Filling the socket buffers takes a moment; then the next write
+	// waits out the 300ms deadline and the stream ends.
+	deadline := time.Now().Add(20 * time.Second)
+	for m.node.metrics.RequestsInFlight() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("a client that stopped reading still holds its stream after 20s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if logs := m.logs.String(); !strings.Contains(logs, `"status":"499"`) {
+		t.Errorf("the cut stream was not logged as 499:\n%s", logs)
+	}
+	// The upstream request was cancelled, not left to run to its end.
+	select {
+	case <-m.mock.Canceled():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the upstream request of the cut stream was not cancelled")
 	}
 }

@@ -94,12 +94,13 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 
 	mux := http.NewServeMux()
 	surface := api.Config{
-		Gateway:         gw,
-		Metrics:         m,
-		Logger:          log,
-		MaxBodyBytes:    cfg.MaxBodyBytes,
-		BodyReadTimeout: cfg.BodyReadTimeout,
-		KeepAlive:       cfg.StreamKeepAlive,
+		Gateway:            gw,
+		Metrics:            m,
+		Logger:             log,
+		MaxBodyBytes:       cfg.MaxBodyBytes,
+		BodyReadTimeout:    cfg.BodyReadTimeout,
+		KeepAlive:          cfg.StreamKeepAlive,
+		StreamWriteTimeout: cfg.StreamWriteTimeout,
 	}
 	oai, anth := openaiapi.New(surface), anthropicapi.New(surface)
 	oai.Register(mux)
@@ -353,6 +354,9 @@ func (n *Node) wrap(h http.Handler) http.Handler {
 	localRoute := "target=edge/" + n.cfg.NodeID + "; reason=local"
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rw := &responseWriter{ResponseWriter: w, start: time.Now(), route: localRoute}
+		// A stream on this connection may have left a write deadline
+		// (api.StreamWriter); it must not cut this answer.
+		http.NewResponseController(w).SetWriteDeadline(time.Time{})
 		id := r.Header.Get(api.HeaderRequestID)
 		if !validRequestID(id) {
 			id = newRequestID()
