@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -53,6 +54,42 @@ type Config struct {
 	// client that reads nothing for this long has its stream ended, which
 	// closes the upstream and frees what it held. Zero means no bound.
 	StreamWriteTimeout time.Duration
+	// Admission bounds the requests served at once, across surfaces;
+	// nil means no bound.
+	Admission *Admission
+}
+
+// Admission counts the API requests being served against a limit. It is
+// shared by every surface of a node, so one client format cannot starve
+// the other of the budget.
+type Admission struct {
+	max int64
+	n   atomic.Int64
+}
+
+// NewAdmission returns an Admission that lets max requests in at once.
+func NewAdmission(max int) *Admission { return &Admission{max: int64(max)} }
+
+// Admit counts a request in, or refuses it with a 503 when the limit is
+// reached. Call Done for every admitted request.
+func (c *Config) Admit() *llm.Error {
+	a := c.Admission
+	if a == nil {
+		return nil
+	}
+	if a.n.Add(1) > a.max {
+		a.n.Add(-1)
+		return &llm.Error{Status: http.StatusServiceUnavailable, Type: llm.TypeServer, Code: "server_overloaded",
+			Message: "This Meridian node is serving as many requests as it may; retry shortly.", RetryAfter: time.Second, Retryable: true}
+	}
+	return nil
+}
+
+// Done counts an admitted request out.
+func (c *Config) Done() {
+	if a := c.Admission; a != nil {
+		a.n.Add(-1)
+	}
 }
 
 // Authenticate checks the client's key against the table's key hashes.

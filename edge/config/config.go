@@ -50,6 +50,10 @@ type Config struct {
 	// client that stops reading for this long has its stream ended, its
 	// upstream cancelled and its local-engine slot freed. Default: 30s.
 	StreamWriteTimeout time.Duration `yaml:"stream_write_timeout"`
+	// MaxInFlight bounds the API requests this edge serves at once;
+	// beyond it a request gets a 503 with Retry-After in its client's
+	// format. Default: 1024.
+	MaxInFlight int `yaml:"max_in_flight"`
 	// DrainTimeout is how long shutdown waits for in-flight requests and
 	// streams to finish before closing them. Default: 30s.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
@@ -235,6 +239,7 @@ func Default() Config {
 		BodyReadTimeout:    30 * time.Second,
 		StreamKeepAlive:    15 * time.Second,
 		StreamWriteTimeout: 30 * time.Second,
+		MaxInFlight:        1024,
 		DrainTimeout:       30 * time.Second,
 		LogLevel:           "info",
 		LogFormat:          "json",
@@ -275,6 +280,9 @@ func (c *Config) Validate() error {
 	}
 	if c.StreamWriteTimeout <= 0 {
 		return bad("stream_write_timeout", "must be positive")
+	}
+	if c.MaxInFlight < 1 {
+		return bad("max_in_flight", "must be at least 1, got %d", c.MaxInFlight)
 	}
 	if c.DrainTimeout <= 0 {
 		return bad("drain_timeout", "must be positive")
@@ -405,6 +413,10 @@ var envVars = []struct {
 	}},
 	{"MERIDIAN_STREAM_WRITE_TIMEOUT", func(c *Config, v string) (err error) {
 		c.StreamWriteTimeout, err = time.ParseDuration(v)
+		return err
+	}},
+	{"MERIDIAN_MAX_IN_FLIGHT", func(c *Config, v string) (err error) {
+		c.MaxInFlight, err = strconv.Atoi(v)
 		return err
 	}},
 	{"MERIDIAN_DRAIN_TIMEOUT", func(c *Config, v string) (err error) {

@@ -113,3 +113,36 @@ func TestStalledStreamReaderIsCut(t *testing.T) {
 		t.Fatal("the upstream request of the cut stream was not cancelled")
 	}
 }
+
+// TestMaxInFlightRefusesInClientFormat holds one stream open on an edge
+// that serves one request at a time: the next request gets a 503 with
+// Retry-After in its client's format, and once the stream ends requests
+// are served again.
+func TestMaxInFlightRefusesInClientFormat(t *testing.T) {
+	m := startMesh(t, func(c *config.Config) { c.MaxInFlight = 1 })
+	held := m.post("/v1/chat/completions", chatBody("gpt-4o-mini", "hi #mock chunks=100 chunk_delay_ms=50", `"stream":true`))
+	if held.StatusCode != http.StatusOK {
+		t.Fatalf("first stream: status %d", held.StatusCode)
+	}
+
+	resp := m.post("/v1/chat/completions", chatBody("gpt-4o-mini", "hi", ""))
+	b := readBody(t, resp)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("OpenAI over the limit: status %d, Retry-After %q: %s", resp.StatusCode, resp.Header.Get("Retry-After"), b)
+	}
+	if e := decodeError(t, b); e.Error.Type != "server_error" {
+		t.Fatalf("OpenAI over the limit: %+v", e.Error)
+	}
+	resp = m.post("/v1/messages", `{"model":"claude-mock","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}`, "anthropic-version", "2023-06-01")
+	b = readBody(t, resp)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(b), `"type":"error"`) {
+		t.Fatalf("Anthropic over the limit: status %d, Retry-After %q: %s", resp.StatusCode, resp.Header.Get("Retry-After"), b)
+	}
+
+	held.Body.Close()
+	m.waitFor("the held stream to end", func() bool { return m.node.metrics.RequestsInFlight() == 0 })
+	resp = m.post("/v1/chat/completions", chatBody("gpt-4o-mini", "hi", ""))
+	if b := readBody(t, resp); resp.StatusCode != http.StatusOK {
+		t.Fatalf("after the stream ended: status %d: %s", resp.StatusCode, b)
+	}
+}

@@ -101,6 +101,7 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 		BodyReadTimeout:    cfg.BodyReadTimeout,
 		KeepAlive:          cfg.StreamKeepAlive,
 		StreamWriteTimeout: cfg.StreamWriteTimeout,
+		Admission:          api.NewAdmission(cfg.MaxInFlight),
 	}
 	oai, anth := openaiapi.New(surface), anthropicapi.New(surface)
 	oai.Register(mux)
