@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -53,6 +54,46 @@ type Config struct {
 	// "none". The zero value demands a key the routing table lists, so
 	// a surface built without thought about auth is closed, not open.
 	NoAuth bool
+	// StreamWriteTimeout bounds each write of a stream to the client; a
+	// client that reads nothing for this long has its stream ended, which
+	// closes the upstream and frees what it held. Zero means no bound.
+	StreamWriteTimeout time.Duration
+	// Admission bounds the requests served at once, across surfaces;
+	// nil means no bound.
+	Admission *Admission
+}
+
+// Admission counts the API requests being served against a limit. It is
+// shared by every surface of a node, so one client format cannot starve
+// the other of the budget.
+type Admission struct {
+	max int64
+	n   atomic.Int64
+}
+
+// NewAdmission returns an Admission that lets max requests in at once.
+func NewAdmission(max int) *Admission { return &Admission{max: int64(max)} }
+
+// Admit counts a request in, or refuses it with a 503 when the limit is
+// reached. Call Done for every admitted request.
+func (c *Config) Admit() *llm.Error {
+	a := c.Admission
+	if a == nil {
+		return nil
+	}
+	if a.n.Add(1) > a.max {
+		a.n.Add(-1)
+		return &llm.Error{Status: http.StatusServiceUnavailable, Type: llm.TypeServer, Code: "server_overloaded",
+			Message: "This Meridian node is serving as many requests as it may; retry shortly.", RetryAfter: time.Second, Retryable: true}
+	}
+	return nil
+}
+
+// Done counts an admitted request out.
+func (c *Config) Done() {
+	if a := c.Admission; a != nil {
+		a.n.Add(-1)
+	}
 }
 
 // Authenticate checks the client's key against the table's key hashes.
@@ -161,6 +202,47 @@ func tooLarge(limit int64) *llm.Error {
 		"The request body exceeds this server's limit of %d bytes.", limit)
 }
 
+// LabelUnknown is the metric label for a model or target the routing
+// table does not know.
+const LabelUnknown = "unknown"
+
+// labels returns o's model and target as metric labels. Only names the
+// routing table knows become labels: the model comes from the client, and
+// a label per name a client makes up would grow /metrics without bound.
+// The log line keeps the names as they came.
+func (c *Config) labels(o *Outcome) (model, target string) {
+	model, target = LabelUnknown, LabelUnknown
+	var tab *table.Compiled
+	if c.Gateway != nil {
+		tab = c.Gateway.Table()
+	}
+	if o.Model == "" {
+		model = "none" // refused before the body named one
+	} else if tab != nil {
+		if _, ok := tab.Model(o.Model); ok {
+			model = o.Model
+		} else if _, ok := tab.Route(o.Model); ok {
+			model = o.Model
+		}
+	}
+	switch kind, id, _ := strings.Cut(o.Target, "/"); {
+	case o.Target == "":
+		target = "none"
+	case o.Target == "local":
+		target = o.Target
+	case tab == nil:
+	case kind == "provider":
+		if _, ok := tab.Provider(id); ok {
+			target = o.Target
+		}
+	case kind == "peer":
+		if _, ok := tab.Node(id); ok {
+			target = o.Target
+		}
+	}
+	return model, target
+}
+
 // Micros renders d as whole microseconds for x-meridian-overhead-us.
 func Micros(d time.Duration) string {
 	if d < 0 {
@@ -191,20 +273,17 @@ func (o *Outcome) Fail(e *llm.Error) {
 func (c *Config) Finish(r *http.Request, start time.Time, o *Outcome) {
 	d := time.Since(start)
 	if m := c.Metrics; m != nil {
-		target := o.Target
-		if target == "" {
-			target = "none"
-		}
-		m.Requests.WithLabelValues(o.Model, target, o.Status).Inc()
+		model, target := c.labels(o)
+		m.Requests.WithLabelValues(model, target, o.Status).Inc()
 		if o.Target != "" {
 			m.ObserveOverhead(o.Overhead)
 		}
 		if o.TTFT > 0 {
-			m.TTFT.WithLabelValues(o.Model, target).Observe(o.TTFT.Seconds())
+			m.TTFT.WithLabelValues(model, target).Observe(o.TTFT.Seconds())
 		}
 		if o.HasUsage {
-			m.Tokens.WithLabelValues(o.Model, target, "in").Add(float64(o.Usage.PromptTokens))
-			m.Tokens.WithLabelValues(o.Model, target, "out").Add(float64(o.Usage.CompletionTokens))
+			m.Tokens.WithLabelValues(model, target, "in").Add(float64(o.Usage.PromptTokens))
+			m.Tokens.WithLabelValues(model, target, "out").Add(float64(o.Usage.CompletionTokens))
 		}
 	}
 	log := c.Logger
@@ -248,6 +327,9 @@ type StreamWriter struct {
 	w         http.ResponseWriter
 	rc        *http.ResponseController
 	keepAlive []byte
+	// writeTimeout is the write deadline set before each flush; zero
+	// means none.
+	writeTimeout time.Duration
 
 	mu      sync.Mutex
 	buf     []byte
@@ -271,7 +353,9 @@ func (c *Config) StartStream(w http.ResponseWriter, start time.Time, upstream ti
 	h.Set(HeaderOverhead, Micros(o.Overhead))
 	w.WriteHeader(http.StatusOK)
 	o.Status = "200"
-	return NewStreamWriter(w, c.KeepAlive, keepAlive)
+	sw := NewStreamWriter(w, c.KeepAlive, keepAlive)
+	sw.writeTimeout = c.StreamWriteTimeout
+	return sw
 }
 
 // NewStreamWriter returns a writer for w that sends keepAlive after every
@@ -306,6 +390,16 @@ func (sw *StreamWriter) Flush() error {
 }
 
 func (sw *StreamWriter) flushLocked() error {
+	if sw.writeTimeout > 0 {
+		// Without a deadline, a client that stops reading blocks this
+		// write, and with it the handler, its upstream and its engine
+		// slot, for as long as the connection lives. The server has no
+		// WriteTimeout (it would cut long streams), so each flush gets
+		// its own.
+		if err := sw.rc.SetWriteDeadline(time.Now().Add(sw.writeTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			return err
+		}
+	}
 	if len(sw.buf) > 0 {
 		_, err := sw.w.Write(sw.buf)
 		sw.buf = sw.buf[:0]
@@ -341,13 +435,18 @@ func (sw *StreamWriter) onSilence() {
 }
 
 // Stop ends keep-alives; after it returns the timer never touches the
-// ResponseWriter again.
+// ResponseWriter again. The last write deadline is renewed for the
+// server's own final flush; the connection keeps it, so whoever serves
+// the connection's next request must clear it (the node does).
 func (sw *StreamWriter) Stop() {
 	sw.mu.Lock()
 	defer sw.mu.Unlock()
 	sw.stopped = true
 	if sw.ka != nil {
 		sw.ka.Stop()
+	}
+	if sw.writeTimeout > 0 {
+		sw.rc.SetWriteDeadline(time.Now().Add(sw.writeTimeout))
 	}
 }
 

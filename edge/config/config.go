@@ -46,6 +46,14 @@ type Config struct {
 	// StreamKeepAlive is the upstream silence, during a stream, after
 	// which a keep-alive comment is sent to the client. Default: 15s.
 	StreamKeepAlive time.Duration `yaml:"stream_keepalive"`
+	// StreamWriteTimeout bounds each write of a stream to the client: a
+	// client that stops reading for this long has its stream ended, its
+	// upstream cancelled and its local-engine slot freed. Default: 30s.
+	StreamWriteTimeout time.Duration `yaml:"stream_write_timeout"`
+	// MaxInFlight bounds the API requests this edge serves at once;
+	// beyond it a request gets a 503 with Retry-After in its client's
+	// format. Default: 1024.
+	MaxInFlight int `yaml:"max_in_flight"`
 	// DrainTimeout is how long shutdown waits for in-flight requests and
 	// streams to finish before closing them. Default: 30s.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
@@ -253,21 +261,23 @@ func Default() Config {
 		host = "edge"
 	}
 	return Config{
-		NodeID:          host,
-		Region:          "local",
-		Listen:          "127.0.0.1:8080",
-		MaxBodyBytes:    4 << 20,
-		BodyReadTimeout: 30 * time.Second,
-		StreamKeepAlive: 15 * time.Second,
-		DrainTimeout:    30 * time.Second,
-		LogLevel:        "info",
-		LogFormat:       "json",
-		Gossip:          Gossip{Bind: "0.0.0.0:7946", Cluster: "meridian", Profile: "lan"},
-		Local:           engine.Default(),
-		Link:            DefaultLink(),
-		Control:         DefaultControl(),
-		Geo:             geo.DefaultConfig(),
-		Routing:         Routing{BreakerThreshold: 5, BreakerCooldown: 10 * time.Second, FailoverBudget: 30 * time.Second, PeerTTFBFloor: time.Second},
+		NodeID:             host,
+		Region:             "local",
+		Listen:             "127.0.0.1:8080",
+		MaxBodyBytes:       4 << 20,
+		BodyReadTimeout:    30 * time.Second,
+		StreamKeepAlive:    15 * time.Second,
+		StreamWriteTimeout: 30 * time.Second,
+		MaxInFlight:        1024,
+		DrainTimeout:       30 * time.Second,
+		LogLevel:           "info",
+		LogFormat:          "json",
+		Gossip:             Gossip{Bind: "0.0.0.0:7946", Cluster: "meridian", Profile: "lan"},
+		Local:              engine.Default(),
+		Link:               DefaultLink(),
+		Control:            DefaultControl(),
+		Geo:                geo.DefaultConfig(),
+		Routing:            Routing{BreakerThreshold: 5, BreakerCooldown: 10 * time.Second, FailoverBudget: 30 * time.Second, PeerTTFBFloor: time.Second},
 	}
 }
 
@@ -296,6 +306,12 @@ func (c *Config) Validate() error {
 	}
 	if c.StreamKeepAlive < 0 {
 		return bad("stream_keepalive", "must not be negative (0 turns keep-alives off)")
+	}
+	if c.StreamWriteTimeout <= 0 {
+		return bad("stream_write_timeout", "must be positive")
+	}
+	if c.MaxInFlight < 1 {
+		return bad("max_in_flight", "must be at least 1, got %d", c.MaxInFlight)
 	}
 	if c.DrainTimeout <= 0 {
 		return bad("drain_timeout", "must be positive")
@@ -432,6 +448,14 @@ var envVars = []struct {
 	}},
 	{"MERIDIAN_STREAM_KEEPALIVE", func(c *Config, v string) (err error) {
 		c.StreamKeepAlive, err = time.ParseDuration(v)
+		return err
+	}},
+	{"MERIDIAN_STREAM_WRITE_TIMEOUT", func(c *Config, v string) (err error) {
+		c.StreamWriteTimeout, err = time.ParseDuration(v)
+		return err
+	}},
+	{"MERIDIAN_MAX_IN_FLIGHT", func(c *Config, v string) (err error) {
+		c.MaxInFlight, err = strconv.Atoi(v)
 		return err
 	}},
 	{"MERIDIAN_DRAIN_TIMEOUT", func(c *Config, v string) (err error) {

@@ -78,6 +78,8 @@ func TestLoadErrorsNameFileAndField(t *testing.T) {
 		{"bad value", "max_body_bytes: 10\n", nil, []string{"edge.yaml", "max_body_bytes"}},
 		{"bad listen", "listen: nowhere\n", nil, []string{"edge.yaml", "listen"}},
 		{"bad log level", "log_level: loud\n", nil, []string{"log_level"}},
+		{"zero max in flight", "max_in_flight: 0\n", nil, []string{"edge.yaml", "max_in_flight"}},
+		{"zero stream write timeout", "stream_write_timeout: 0s\n", nil, []string{"edge.yaml", "stream_write_timeout"}},
 		{"missing key env", sample, nil, []string{"edge.yaml", "providers[0].api_key_env", "TEST_OPENAI_KEY"}},
 		{"bad env", "", map[string]string{"MERIDIAN_DRAIN_TIMEOUT": "soon"}, []string{"MERIDIAN_DRAIN_TIMEOUT"}},
 		{"broken yaml", "providers: [\n", nil, []string{"edge.yaml"}},

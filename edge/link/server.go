@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"runtime/debug"
 	"time"
 
 	linkv1 "github.com/meridian-mesh/meridian/proto/link/v1"
@@ -73,6 +74,33 @@ func (t *Transport) serveStream(conn *quic.Conn, str *quic.Stream, h Handler) {
 		fr.release()
 		fw.release()
 	}()
+	// A panic in the handler or its stream must not take the node down
+	// with every other link stream: it ends this stream alone, with a
+	// non-retryable 500 (the same request would panic again elsewhere).
+	var (
+		reqID     string
+		streaming bool // a status frame went out; errors go in the trailer
+	)
+	defer func() {
+		v := recover()
+		if v == nil {
+			return
+		}
+		outcome = "panic"
+		t.log.Error("link: panic serving a forwarded request", "peer", peerName(conn.ConnectionState().TLS),
+			"request_id", reqID, "panic", v, "stack", string(debug.Stack()))
+		e := encodeError(&llm.Error{Status: http.StatusInternalServerError, Type: llm.TypeServer, Code: "internal_error",
+			Message: "The serving node failed while handling this request."})
+		f := &linkv1.Frame{Kind: &linkv1.Frame_Status{Status: &linkv1.Status{Error: e}}}
+		if streaming {
+			f = &linkv1.Frame{Kind: &linkv1.Frame_Trailer{Trailer: &linkv1.Trailer{Error: e}}}
+		}
+		if fw.write(f) != nil || fw.flush() != nil {
+			str.CancelWrite(codeAborted)
+			return
+		}
+		str.Close()
+	}()
 	abort := func(why string) {
 		outcome = why
 		str.CancelRead(codeAborted)
@@ -98,6 +126,7 @@ func (t *Transport) serveStream(conn *quic.Conn, str *quic.Stream, h Handler) {
 		abort("bad_header")
 		return
 	}
+	reqID = hdr.RequestId
 	str.SetReadDeadline(time.Time{})
 
 	ctx, cancel := context.WithCancel(conn.Context())
@@ -191,6 +220,7 @@ func (t *Transport) serveStream(conn *quic.Conn, str *quic.Stream, h Handler) {
 		str.Close()
 		return
 	}
+	streaming = true
 	if why := t.relay(ctx, fw, status, resp.Stream); why != "ok" {
 		abort(why)
 		return

@@ -96,13 +96,15 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 
 	mux := http.NewServeMux()
 	surface := api.Config{
-		Gateway:         gw,
-		Metrics:         m,
-		Logger:          log,
-		MaxBodyBytes:    cfg.MaxBodyBytes,
-		BodyReadTimeout: cfg.BodyReadTimeout,
-		KeepAlive:       cfg.StreamKeepAlive,
-		NoAuth:          n.authMode() == config.AuthNone,
+		Gateway:            gw,
+		Metrics:            m,
+		Logger:             log,
+		MaxBodyBytes:       cfg.MaxBodyBytes,
+		BodyReadTimeout:    cfg.BodyReadTimeout,
+		KeepAlive:          cfg.StreamKeepAlive,
+		StreamWriteTimeout: cfg.StreamWriteTimeout,
+		Admission:          api.NewAdmission(cfg.MaxInFlight),
+		NoAuth:             n.authMode() == config.AuthNone,
 	}
 	oai, anth := openaiapi.New(surface), anthropicapi.New(surface)
 	oai.Register(mux)
@@ -393,6 +395,9 @@ func (n *Node) wrap(h http.Handler) http.Handler {
 	localRoute := "target=edge/" + n.cfg.NodeID + "; reason=local"
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rw := &responseWriter{ResponseWriter: w, start: time.Now(), route: localRoute}
+		// A stream on this connection may have left a write deadline
+		// (api.StreamWriter); it must not cut this answer.
+		http.NewResponseController(w).SetWriteDeadline(time.Time{})
 		id := r.Header.Get(api.HeaderRequestID)
 		if !validRequestID(id) {
 			id = newRequestID()

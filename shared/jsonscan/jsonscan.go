@@ -547,3 +547,30 @@ func (s *Scanner) Raw() []byte {
 	}
 	return s.data[start:s.pos]
 }
+
+// TooDeep reports whether data nests objects and arrays deeper than
+// limit, and if so the offset of the first bracket past it. It is one
+// pass that counts brackets outside strings and checks nothing else, so
+// a caller can refuse hostile nesting before any parser recurses into
+// it; a body it passes may still be invalid JSON.
+func TooDeep(data []byte, limit int) (at int, deep bool) {
+	depth := 0
+	for i := 0; i < len(data); i++ {
+		switch data[i] {
+		case '"':
+			// Skip the string; an escape hides the byte after it.
+			for i++; i < len(data) && data[i] != '"'; i++ {
+				if data[i] == '\\' {
+					i++
+				}
+			}
+		case '[', '{':
+			if depth++; depth > limit {
+				return i, true
+			}
+		case ']', '}':
+			depth--
+		}
+	}
+	return -1, false
+}

@@ -102,3 +102,22 @@ func FuzzScanner(f *testing.F) {
 		}
 	})
 }
+
+func TestTooDeep(t *testing.T) {
+	tests := []struct {
+		in   string
+		at   int
+		deep bool
+	}{
+		{`[[]]`, -1, false},
+		{`[[[]]]`, 2, true},
+		{`{"a":{"b":[1]}}`, 10, true},
+		{`["[[[[", "\"[[[["]`, -1, false},
+		{`[{}, {}, [], []]`, -1, false},
+	}
+	for _, tt := range tests {
+		if at, deep := TooDeep([]byte(tt.in), 2); at != tt.at || deep != tt.deep {
+			t.Errorf("TooDeep(%s, 2) = %d, %v; want %d, %v", tt.in, at, deep, tt.at, tt.deep)
+		}
+	}
+}

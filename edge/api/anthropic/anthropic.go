@@ -128,6 +128,11 @@ func (s *Surface) messages(w http.ResponseWriter, r *http.Request) {
 		o.Fail(e)
 		WriteError(w, r, e)
 	}
+	if e := s.cfg.Admit(); e != nil {
+		fail(e)
+		return
+	}
+	defer s.cfg.Done()
 	if _, e := s.cfg.Authenticate(r); e != nil {
 		fail(e)
 		return

@@ -7,6 +7,7 @@ import (
 	"net/http"
 
 	"github.com/meridian-mesh/meridian/edge/api"
+	"github.com/meridian-mesh/meridian/shared/jsonscan"
 	"github.com/meridian-mesh/meridian/shared/llm"
 	"github.com/tidwall/gjson"
 )
@@ -60,6 +61,12 @@ func object(body []byte, want ...string) (map[string]gjson.Result, *llm.Error) {
 	// gjson accepts any bytes inside strings; OpenAI's API does not.
 	if at := api.InvalidUTF8(body); at >= 0 {
 		return nil, bad("", "We could not parse the JSON body of your request: it is not valid UTF-8 (invalid byte at offset %d).", at)
+	}
+	// gjson and encoding/json recurse per level: a body of nested
+	// brackets costs seconds of CPU before its 400. Count them first, to
+	// the limit the Anthropic surface's scanner enforces.
+	if at, deep := jsonscan.TooDeep(body, jsonscan.MaxDepth); deep {
+		return nil, bad("", "We could not parse the JSON body of your request: it is nested deeper than %d levels (at byte %d).", jsonscan.MaxDepth, at)
 	}
 	if !gjson.ValidBytes(body) {
 		return nil, syntaxError(body)

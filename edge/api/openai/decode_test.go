@@ -153,3 +153,51 @@ func BenchmarkDecodeChat(b *testing.B) {
 		}
 	})
 }
+
+// nestedChat is a chat body of about size bytes whose one message's
+// content nests arrays as deep as the size allows.
+func nestedChat(size int) []byte {
+	head := `{"model":"m","messages":[{"role":"user","content":`
+	tail := `}]}`
+	depth := (size - len(head) - len(tail)) / 2
+	b := make([]byte, 0, size)
+	b = append(b, head...)
+	b = append(b, strings.Repeat("[", depth)...)
+	b = append(b, strings.Repeat("]", depth)...)
+	return append(b, tail...)
+}
+
+// TestDecodeRefusesDeepNesting checks that a body nested deeper than the
+// shared limit is refused with a 400 that says why, on every endpoint,
+// and that nesting up to the limit, or brackets inside strings, pass.
+func TestDecodeRefusesDeepNesting(t *testing.T) {
+	deep := nestedChat(4 << 20)
+	for name, decode := range map[string]func([]byte) (*llm.Request, *llm.Error){
+		"chat": DecodeChat, "completion": DecodeCompletion, "embedding": DecodeEmbedding,
+	} {
+		_, e := decode(deep)
+		if e == nil || e.Status != http.StatusBadRequest || e.Type != llm.TypeInvalidRequest || !strings.Contains(e.Message, "nested deeper than 512") {
+			t.Errorf("%s: a 4 MiB deeply nested body got %+v, want a 400 naming the depth limit", name, e)
+		}
+	}
+	// 512 levels in all: the object, messages, the message, and content.
+	ok := `{"model":"m","messages":[{"role":"user","content":` + strings.Repeat("[", 509) + strings.Repeat("]", 509) + `}]}`
+	if _, e := DecodeChat([]byte(ok)); e != nil {
+		t.Errorf("512 levels refused: %v", e)
+	}
+	if _, e := DecodeChat([]byte(`{"model":"m","messages":[{"role":"user","content":"` + strings.Repeat("[{", 1000) + `\"]"}]}`)); e != nil {
+		t.Errorf("brackets inside a string refused: %v", e)
+	}
+}
+
+// BenchmarkDecodeDeepNesting measures refusing a 4 MiB body of nested
+// arrays: one pass over the bytes, not a recursive parse.
+func BenchmarkDecodeDeepNesting(b *testing.B) {
+	deep := nestedChat(4 << 20)
+	b.SetBytes(int64(len(deep)))
+	for b.Loop() {
+		if _, e := DecodeChat(deep); e == nil {
+			b.Fatal("accepted")
+		}
+	}
+}

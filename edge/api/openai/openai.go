@@ -112,6 +112,12 @@ func (s *Surface) post(decode func([]byte) (*llm.Request, *llm.Error)) http.Hand
 		}
 		o := api.Outcome{}
 		defer func() { s.cfg.Finish(r, start, &o) }()
+		if e := s.cfg.Admit(); e != nil {
+			o.Fail(e)
+			WriteError(w, e)
+			return
+		}
+		defer s.cfg.Done()
 
 		if _, e := s.cfg.Authenticate(r); e != nil {
 			o.Fail(e)
