@@ -31,8 +31,8 @@ func TestPanicInHandlerAnswersPeer(t *testing.T) {
 	b := startTransport(t, c.config(t, "edge-b"), func(ctx context.Context, req *llm.Request) (*llm.Response, error) {
 		switch body := string(req.Body); {
 		case strings.Contains(body, "panic-now"):
-			var m map[string]int
-			m["boom"]++ // a nil-map write: a real runtime panic
+			var s []int
+			_ = s[len(req.Body)] // an index out of range: a real runtime panic
 		case strings.Contains(body, "panic-mid-stream"):
 			return &llm.Response{Stream: &panicStream{fakeStream{ctx: ctx, n: 5}}}, nil
 		}
