@@ -537,7 +537,10 @@ func (g *Gateway) Explain(r *router.Request) *Explanation {
 	p := &router.Plan{}
 	g.router.Choose(r, p)
 	p.AllowedRegions = p.Allowed()
-	ex := &Explanation{Plan: p}
+	if p.Excluded == nil {
+		p.Excluded = []router.Choice{} // JSON readers get a list, never null
+	}
+	ex := &Explanation{Plan: p, Targets: []ExplainedTarget{}}
 	st := g.state.Load()
 	for i := range p.Targets {
 		ch := &p.Targets[i]
