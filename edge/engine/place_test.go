@@ -18,8 +18,8 @@ import (
 	"time"
 
 	"github.com/meridian-mesh/meridian/edge/engine/enginetest"
-	"github.com/meridian-mesh/meridian/scripts/tinymodel/tinygguf"
 	"github.com/meridian-mesh/meridian/shared/llm"
+	"github.com/meridian-mesh/meridian/shared/testkit/tinygguf"
 	"github.com/ollama/ollama/api"
 )
 

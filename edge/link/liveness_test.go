@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meridian-mesh/meridian/scripts/wan/relay"
 	"github.com/meridian-mesh/meridian/shared/llm"
+	"github.com/meridian-mesh/meridian/shared/testkit/relay"
 	"github.com/prometheus/client_golang/prometheus"
 )
 

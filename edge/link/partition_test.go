@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meridian-mesh/meridian/scripts/wan/relay"
 	"github.com/meridian-mesh/meridian/shared/llm"
+	"github.com/meridian-mesh/meridian/shared/testkit/relay"
 )
 
 // TestPartitionDetectedAndHealed cuts a warm link silently (no close

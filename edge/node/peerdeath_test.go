@@ -10,8 +10,8 @@ import (
 
 	"github.com/meridian-mesh/meridian/edge/config"
 	"github.com/meridian-mesh/meridian/edge/router"
-	"github.com/meridian-mesh/meridian/scripts/wan/relay"
 	"github.com/meridian-mesh/meridian/shared/table"
+	"github.com/meridian-mesh/meridian/shared/testkit/relay"
 )
 
 // TestPeerDeathUnderLoad is issue 22's acceptance: three edges with

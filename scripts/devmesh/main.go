@@ -34,9 +34,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/meridian-mesh/meridian/scripts/tinymodel/tinygguf"
 	"github.com/meridian-mesh/meridian/shared/pki"
 	"github.com/meridian-mesh/meridian/shared/providermock"
+	"github.com/meridian-mesh/meridian/shared/testkit/tinygguf"
 )
 
 type flags struct {

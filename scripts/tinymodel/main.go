@@ -9,7 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/meridian-mesh/meridian/scripts/tinymodel/tinygguf"
+	"github.com/meridian-mesh/meridian/shared/testkit/tinygguf"
 )
 
 type config struct {

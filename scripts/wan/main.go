@@ -1,7 +1,7 @@
 // Command wan is a userspace WAN emulator: it relays UDP and TCP to one
 // target, adding one-way delay, jitter and UDP loss in each direction,
 // and can partition the path through a small admin API on 127.0.0.1.
-// This kernel has no netem; see scripts/wan/relay.
+// This kernel has no netem; see shared/testkit/relay.
 //
 //	go run ./scripts/wan -target 127.0.0.1:7443 -udp 127.0.0.1:17443 -delay 20ms -admin 127.0.0.1:17000
 //	curl -X POST '127.0.0.1:17000/partition?on=true'
@@ -20,7 +20,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/meridian-mesh/meridian/scripts/wan/relay"
+	"github.com/meridian-mesh/meridian/shared/testkit/relay"
 )
 
 func main() {

@@ -47,6 +47,7 @@ var allowedModules = []string{
 // binary: test stand-ins and benchmark tools.
 var forbidden = []string{
 	"github.com/meridian-mesh/meridian/shared/providermock",
+	"github.com/meridian-mesh/meridian/shared/testkit/",
 	"github.com/meridian-mesh/meridian/scripts/",
 	"github.com/meridian-mesh/meridian/edge/engine/enginetest",
 	"github.com/meridian-mesh/meridian/control/",

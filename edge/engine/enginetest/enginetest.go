@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/meridian-mesh/meridian/scripts/tinymodel/tinygguf"
+	"github.com/meridian-mesh/meridian/shared/testkit/tinygguf"
 )
 
 // Binary returns the Ollama binary to test with: $MERIDIAN_OLLAMA, or

@@ -3,7 +3,7 @@
 // concurrent writers, unplanned leader failover (the leader killed) and
 // planned leadership transfer with the node's tuned Raft timings, the
 // same failover with 40 ms of one-way delay between the nodes (the WAN
-// relay, scripts/wan/relay), and the elections nobody caused: the
+// relay, shared/testkit/relay), and the elections nobody caused: the
 // Raft term must not move during an idle window or under write load. A
 // raw fsync'd append on the same disk is measured in the same run, so
 // write latency reads as a ratio to the disk's own cost.
@@ -38,7 +38,7 @@ import (
 	"github.com/meridian-mesh/meridian/control/cluster"
 	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
 	"github.com/meridian-mesh/meridian/scripts/bench/readme"
-	"github.com/meridian-mesh/meridian/scripts/wan/relay"
+	"github.com/meridian-mesh/meridian/shared/testkit/relay"
 )
 
 const token = "bench-admin-token-0123456789"

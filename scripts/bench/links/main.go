@@ -5,7 +5,7 @@
 //
 //	go run ./scripts/bench/links [-samples 21] [-delays 0,10,40] [-readme README.md] [-v]
 //
-// Transports, each through a userspace relay (scripts/wan/relay) that
+// Transports, each through a userspace relay (shared/testkit/relay) that
 // adds the one-way delay in each direction:
 //
 //	(a) warm QUIC link (edge/link), the connection already up;
@@ -47,11 +47,11 @@ import (
 	"github.com/meridian-mesh/meridian/edge/link"
 	"github.com/meridian-mesh/meridian/edge/metrics"
 	"github.com/meridian-mesh/meridian/scripts/bench/readme"
-	"github.com/meridian-mesh/meridian/scripts/wan/relay"
 	"github.com/meridian-mesh/meridian/shared/llm"
 	"github.com/meridian-mesh/meridian/shared/pki"
 	"github.com/meridian-mesh/meridian/shared/providermock"
 	"github.com/meridian-mesh/meridian/shared/table"
+	"github.com/meridian-mesh/meridian/shared/testkit/relay"
 )
 
 // Config is the benchmark's settings.

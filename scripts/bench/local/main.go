@@ -32,7 +32,7 @@ import (
 	"github.com/meridian-mesh/meridian/edge/engine"
 	"github.com/meridian-mesh/meridian/edge/node"
 	"github.com/meridian-mesh/meridian/scripts/bench/readme"
-	"github.com/meridian-mesh/meridian/scripts/tinymodel/tinygguf"
+	"github.com/meridian-mesh/meridian/shared/testkit/tinygguf"
 )
 
 type flags struct {
