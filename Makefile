@@ -52,6 +52,12 @@ run: ollama build
 # so the run then ends by saying so, loudly; in CI they fail instead.
 SDKTEST_NODE := scripts/sdktest/node
 
+# ALONE are packages whose tests run real clusters against wall-clock
+# bounds (30 gossip nodes in one process): they run after the rest, on
+# their own, so the whole-mesh and Ollama tests of other packages cannot
+# starve them of the two cores. Everything still runs, under -race.
+ALONE := ./edge/gossip
+
 test: ollama
 	@skip=; \
 	if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
@@ -61,8 +67,10 @@ test: ollama
 		(cd $(SDKTEST_NODE) && npm ci --no-audit --no-fund) || skip="npm ci in $(SDKTEST_NODE) failed (see above)"; \
 	fi; \
 	echo "$(GO) vet ./..."; $(GO) vet ./... || exit 1; \
-	echo "$(GO) test -race -count=1 ./..."; \
-	status=0; MERIDIAN_REQUIRE_OLLAMA=1 MERIDIAN_OLLAMA=$(abspath $(BIN))/ollama $(GO) test -race -count=1 ./... || status=$$?; \
+	pkgs=$$($(GO) list ./... | grep -v -x -F $(foreach a,$(ALONE),-e $(shell $(GO) list $(a)))); \
+	echo "$(GO) test -race -count=1 ./... (then $(ALONE) alone)"; \
+	status=0; MERIDIAN_REQUIRE_OLLAMA=1 MERIDIAN_OLLAMA=$(abspath $(BIN))/ollama $(GO) test -race -count=1 $$pkgs || status=$$?; \
+	$(GO) test -race -count=1 $(ALONE) || status=$$?; \
 	if [ -n "$$skip" ]; then \
 		echo; echo "######################################################################"; \
 		echo "## make test: the Node SDK tests (edge/node TestNodeSDKs) were SKIPPED:"; \
