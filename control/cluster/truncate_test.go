@@ -3,7 +3,6 @@ package cluster
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/meridian-mesh/meridian/control/fsm"
 	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
+	"github.com/meridian-mesh/meridian/shared/testkit/ports"
 )
 
 // threeNodes starts three voters bootstrapped with the same peer list on
@@ -48,12 +48,7 @@ func threeNodes(t *testing.T) ([]Config, []*Node) {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return ports.Addr(t)
 }
 
 // openRetry opens a node, retrying while the kernel still holds its port.

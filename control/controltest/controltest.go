@@ -21,6 +21,7 @@ import (
 	"github.com/meridian-mesh/meridian/control/api"
 	"github.com/meridian-mesh/meridian/control/cluster"
 	"github.com/meridian-mesh/meridian/control/distribution"
+	"github.com/meridian-mesh/meridian/shared/testkit/ports"
 )
 
 // Tokens every test cluster accepts.
@@ -124,12 +125,8 @@ func Start(t testing.TB, n int, opts Options) *Cluster {
 // freeAddr returns a loopback address with a port that was free a moment
 // ago.
 func freeAddr(t testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Helper()
+	return ports.Addr(t)
 }
 
 // AddMember starts a node with no bootstrap, ready to be joined.

@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/meridian-mesh/meridian/shared/testkit/ports"
 	"github.com/nats-io/nats.go"
 )
 
@@ -22,12 +22,8 @@ func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(
 func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func freeAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Helper()
+	return ports.Addr(t)
 }
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -26,6 +25,7 @@ import (
 	tablev1 "github.com/meridian-mesh/meridian/proto/table/v1"
 	"github.com/meridian-mesh/meridian/shared/table"
 	"github.com/meridian-mesh/meridian/shared/tablewire"
+	"github.com/meridian-mesh/meridian/shared/testkit/ports"
 )
 
 const (
@@ -61,12 +61,8 @@ type ctlNode struct {
 }
 
 func freeAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Helper()
+	return ports.Addr(t)
 }
 
 func newMesh(t *testing.T, controls int) *mesh {

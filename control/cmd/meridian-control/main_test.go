@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -19,15 +18,12 @@ import (
 	"github.com/meridian-mesh/meridian/control/cluster"
 	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
 	"github.com/meridian-mesh/meridian/shared/pki"
+	"github.com/meridian-mesh/meridian/shared/testkit/ports"
 )
 
 func freeAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Helper()
+	return ports.Addr(t)
 }
 
 // TestBootstrapExpectAndLeave starts three nodes that find each other

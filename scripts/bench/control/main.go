@@ -28,6 +28,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,6 +39,7 @@ import (
 	"github.com/meridian-mesh/meridian/control/cluster"
 	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
 	"github.com/meridian-mesh/meridian/scripts/bench/readme"
+	"github.com/meridian-mesh/meridian/shared/testkit/ports"
 	"github.com/meridian-mesh/meridian/shared/testkit/relay"
 )
 
@@ -105,13 +107,14 @@ type member struct {
 	peers                       []cluster.Peer
 }
 
+// freeAddr picks a port below the ephemeral range, where no client's
+// outgoing connection can take it before the node binds it.
 func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := ports.Pick()
 	if err != nil {
 		return "", err
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(p)), nil
 }
 
 // raftLog, when set, receives every member's logs (-raft-log).

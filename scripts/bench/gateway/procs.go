@@ -17,6 +17,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/meridian-mesh/meridian/shared/testkit/ports"
 )
 
 // stopGrace is how long a child gets to exit after SIGTERM before it is
@@ -253,15 +255,9 @@ func (f *fleet) stopAll() {
 	}
 }
 
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
+// freePort returns a loopback port below the ephemeral range that is
+// free now.
+func freePort() (int, error) { return ports.Pick() }
 
 // memory reads a process's resident set size and its peak, in kB, from
 // /proc/PID/status.

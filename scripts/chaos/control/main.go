@@ -29,6 +29,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,6 +40,7 @@ import (
 	"github.com/meridian-mesh/meridian/control/cluster"
 	"github.com/meridian-mesh/meridian/control/fsm"
 	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
+	"github.com/meridian-mesh/meridian/shared/testkit/ports"
 )
 
 const token = "chaos-admin-token-0123456789"
@@ -171,13 +173,14 @@ func (p *proc) lastLines() string {
 	return strings.Join(p.tail, "\n")
 }
 
+// freeAddr picks a port below the ephemeral range, where no client's
+// outgoing connection can take it before the node binds it.
 func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := ports.Pick()
 	if err != nil {
 		return "", err
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(p)), nil
 }
 
 func newClient(timeout time.Duration, addrs ...string) *client.Client {
