@@ -106,7 +106,10 @@ func (c *Config) Done() {
 // it. With NoAuth every request is accepted; a key the table lists
 // still names its tenant, so tenant policies apply.
 func (c *Config) Authenticate(r *http.Request) (keyID string, e *llm.Error) {
-	tab := c.Gateway.Table()
+	return c.authenticate(r, c.Gateway.SnapshotFor(r.Context()).Table())
+}
+
+func (c *Config) authenticate(r *http.Request, tab *table.Compiled) (keyID string, e *llm.Error) {
 	key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok {
 		key = r.Header.Get("X-Api-Key")
@@ -210,12 +213,8 @@ const LabelUnknown = "unknown"
 // routing table knows become labels: the model comes from the client, and
 // a label per name a client makes up would grow /metrics without bound.
 // The log line keeps the names as they came.
-func (c *Config) labels(o *Outcome) (model, target string) {
+func (c *Config) labels(o *Outcome, tab *table.Compiled) (model, target string) {
 	model, target = LabelUnknown, LabelUnknown
-	var tab *table.Compiled
-	if c.Gateway != nil {
-		tab = c.Gateway.Table()
-	}
 	if o.Model == "" {
 		model = "none" // refused before the body named one
 	} else if tab != nil {
@@ -241,6 +240,13 @@ func (c *Config) labels(o *Outcome) (model, target string) {
 		}
 	}
 	return model, target
+}
+
+func (c *Config) logger() *slog.Logger {
+	if c.Logger == nil {
+		return slog.Default()
+	}
+	return c.Logger
 }
 
 // Micros renders d as whole microseconds for x-meridian-overhead-us.
@@ -269,11 +275,12 @@ func (o *Outcome) Fail(e *llm.Error) {
 	o.Status, o.Err = strconv.Itoa(e.Status), e
 }
 
-// Finish writes the request's log line and metrics.
-func (c *Config) Finish(r *http.Request, start time.Time, o *Outcome) {
+// finish writes the request's log line and metrics; labels come from
+// tab, the request's table.
+func (c *Config) finish(r *http.Request, start time.Time, o *Outcome, tab *table.Compiled) {
 	d := time.Since(start)
 	if m := c.Metrics; m != nil {
-		model, target := c.labels(o)
+		model, target := c.labels(o, tab)
 		m.Requests.WithLabelValues(model, target, o.Status).Inc()
 		if o.Target != "" {
 			m.ObserveOverhead(o.Overhead)
@@ -286,10 +293,7 @@ func (c *Config) Finish(r *http.Request, start time.Time, o *Outcome) {
 			m.Tokens.WithLabelValues(model, target, "out").Add(float64(o.Usage.CompletionTokens))
 		}
 	}
-	log := c.Logger
-	if log == nil {
-		log = slog.Default()
-	}
+	log := c.logger()
 	if !log.Enabled(r.Context(), slog.LevelInfo) {
 		return
 	}

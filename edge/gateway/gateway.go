@@ -189,6 +189,50 @@ func (g *Gateway) SetTable(t *table.Table) error {
 // Table returns the table in use.
 func (g *Gateway) Table() *table.Compiled { return g.state.Load().tab }
 
+// Snapshot is the table state one request is served from: the table,
+// the adapters built for it and the router's view of it. A request takes
+// one (Snapshot, or the one its Client carries) and reads nothing else,
+// so its revision header, its authentication and its plan all come from
+// one revision even while SetTable swaps in the next.
+type Snapshot struct {
+	st *state
+	v  router.View
+}
+
+// Snapshot returns the table state in force now.
+func (g *Gateway) Snapshot() Snapshot {
+	st, v := g.state.Load(), g.router.Snapshot()
+	if v.Table() == st.tab {
+		return Snapshot{st, v} // the path every request takes
+	}
+	// SetTable is between its two stores, or the router view has moved
+	// on; under SetTable's lock the two agree.
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return Snapshot{g.state.Load(), g.router.Snapshot()}
+}
+
+// Valid reports whether s was taken (the zero Snapshot was not).
+func (s Snapshot) Valid() bool { return s.st != nil }
+
+// Table returns the snapshot's table.
+func (s Snapshot) Table() *table.Compiled { return s.st.tab }
+
+// SnapshotFor returns the snapshot the request in ctx is served from:
+// the one its Client carries, or a new one, which the Client then keeps
+// for the rest of the request.
+func (g *Gateway) SnapshotFor(ctx context.Context) Snapshot {
+	c := ClientFrom(ctx)
+	if c != nil && c.Snapshot.Valid() {
+		return c.Snapshot
+	}
+	s := g.Snapshot()
+	if c != nil {
+		c.Snapshot = s
+	}
+	return s
+}
+
 // Close releases every adapter.
 func (g *Gateway) Close() {
 	g.mu.Lock()
@@ -299,6 +343,9 @@ type Client struct {
 	// Forwarded marks a request a peer routed here: it never hops to
 	// another peer.
 	Forwarded bool
+	// Snapshot is the table state the request is served from, taken
+	// once (Gateway.SnapshotFor); zero until then.
+	Snapshot Snapshot
 }
 
 type clientKey struct{}
@@ -315,13 +362,13 @@ func ClientFrom(ctx context.Context) *Client {
 }
 
 // request is what the router is told of req.
-func (g *Gateway) request(ctx context.Context, req *llm.Request, r *router.Request) *llm.Error {
+func (g *Gateway) request(ctx context.Context, v router.View, req *llm.Request, r *router.Request) *llm.Error {
 	*r = router.Request{Model: req.Model, PromptTokens: len(req.Body) / 4}
 	if c := ClientFrom(ctx); c != nil {
 		r.Client, r.HasClient, r.Tenant, r.Forwarded = c.Location, c.HasLocation, c.Tenant, c.Forwarded
 	}
 	r.AllowedRegions = req.AllowedRegions
-	if req.Op != llm.OpChat || !g.router.NeedsCapabilities(req.Model) {
+	if req.Op != llm.OpChat || !v.NeedsCapabilities(req.Model) {
 		return nil
 	}
 	c, err := req.ChatRequest()
@@ -365,19 +412,25 @@ func refusalError(r *router.Refusal) *llm.Error {
 	return &llm.Error{Status: r.Status, Type: typ, Code: r.Code, Param: r.Param, Message: r.Message}
 }
 
-// Do serves req. It always returns a Result, so the caller can report the
-// route even for a failure. Errors are *llm.Error, or ctx's error when the
-// client went away.
+// Do serves req from the request's snapshot (SnapshotFor). It always
+// returns a Result, so the caller can report the route even for a
+// failure. Errors are *llm.Error, or ctx's error when the client went
+// away.
 func (g *Gateway) Do(ctx context.Context, req *llm.Request) (*Result, error) {
-	st := g.state.Load()
+	return g.DoIn(ctx, g.SnapshotFor(ctx), req)
+}
+
+// DoIn is Do from snapshot snap.
+func (g *Gateway) DoIn(ctx context.Context, snap Snapshot, req *llm.Request) (*Result, error) {
+	st := snap.st
 	res := &Result{}
 	var rreq router.Request
-	if e := g.request(ctx, req, &rreq); e != nil {
+	if e := g.request(ctx, snap.v, req, &rreq); e != nil {
 		return res, e
 	}
 	p := g.plans.Get().(*router.Plan)
 	defer g.plans.Put(p)
-	g.router.Choose(&rreq, p)
+	g.router.ChooseIn(snap.v, &rreq, p)
 	res.Route.Strategy = p.Strategy
 	if p.Refusal != nil {
 		g.refused(p.Refusal)

@@ -404,8 +404,12 @@ func (n *Node) wrap(h http.Handler) http.Handler {
 			r.Header.Set(api.HeaderRequestID, id)
 		}
 		w.Header().Set(api.HeaderRequestID, id)
-		w.Header().Set(HeaderTableRevision, n.tableRevisionHeader())
-		r = r.WithContext(gateway.WithClient(r.Context(), n.client(r)))
+		// The request's one table: this header, its key check and its
+		// plan all read this snapshot (the client carries it).
+		cl := n.client(r)
+		cl.Snapshot = n.gw.Snapshot()
+		w.Header().Set(HeaderTableRevision, n.tableRevisionHeader(cl.Snapshot.Table()))
+		r = r.WithContext(gateway.WithClient(r.Context(), cl))
 		defer func() {
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler {
@@ -413,12 +417,22 @@ func (n *Node) wrap(h http.Handler) http.Handler {
 				}
 				n.log.Error("handler panic", "request_id", id, "panic", fmt.Sprint(v))
 				if !rw.wrote {
-					openaiapi.WriteError(rw, &llm.Error{Status: http.StatusInternalServerError, Type: llm.TypeServer, Message: "internal error"})
+					writeError(rw, r, &llm.Error{Status: http.StatusInternalServerError, Type: llm.TypeServer, Message: "internal error"})
 				}
 			}
 		}()
 		h.ServeHTTP(rw, r)
 	})
+}
+
+// writeError writes e in the client's format: Anthropic's for its
+// SDKs (anthropic-version) and its path, OpenAI's for everyone else.
+func writeError(w http.ResponseWriter, r *http.Request, e *llm.Error) {
+	if r.Header.Get("Anthropic-Version") != "" || r.URL.Path == "/v1/messages" || strings.HasPrefix(r.URL.Path, "/v1/messages/") {
+		anthropicapi.WriteError(w, r, e)
+		return
+	}
+	openaiapi.WriteError(w, e)
 }
 
 // byClientFormat serves Anthropic's clients with anthropic and everyone

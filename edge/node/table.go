@@ -91,13 +91,14 @@ func (n *Node) TableStatus() tablesync.Status {
 }
 
 // tableRevisionHeader is the value of HeaderTableRevision.
-func (n *Node) tableRevisionHeader() string {
+// tab is the request's table (its snapshot), so the header names the
+// revision that served it.
+func (n *Node) tableRevisionHeader(tab *table.Compiled) string {
+	v := strconv.FormatUint(tab.Revision(), 10)
 	if n.sync == nil {
-		return strconv.FormatUint(n.gw.Table().Revision(), 10)
+		return v
 	}
-	st := n.sync.Status()
-	v := strconv.FormatUint(st.Revision, 10)
-	if st.Stale {
+	if n.sync.Status().Stale {
 		v += "; stale"
 	}
 	return v

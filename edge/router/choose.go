@@ -140,14 +140,25 @@ func (p *Plan) Reset() {
 // ModelView is what a caller needs to know of a model before asking for
 // a plan: whether the request's needs must be worked out.
 func (r *Router) NeedsCapabilities(model string) bool {
-	mv := r.view.Load().models[model]
+	return r.Snapshot().NeedsCapabilities(model)
+}
+
+// NeedsCapabilities is Router.NeedsCapabilities in this view.
+func (v View) NeedsCapabilities(model string) bool {
+	mv := v.v.models[model]
 	return mv != nil && mv.caps
 }
 
 // Choose fills p with the plan for req. It never blocks and, once p's
 // slices have grown, allocates nothing.
 func (r *Router) Choose(req *Request, p *Plan) {
-	v := r.view.Load()
+	r.ChooseIn(r.Snapshot(), req, p)
+}
+
+// ChooseIn is Choose in a view taken earlier (Snapshot), so that every
+// decision about one request reads one table.
+func (r *Router) ChooseIn(sv View, req *Request, p *Plan) {
+	v := sv.v
 	p.Reset()
 	p.Model, p.TableRevision = req.Model, v.tab.Revision()
 	mv := v.models[req.Model]

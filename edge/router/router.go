@@ -189,6 +189,19 @@ func (r *Router) SetMembers(ms []Member) {
 // Table returns the table plans are built from.
 func (r *Router) Table() *table.Compiled { return r.view.Load().tab }
 
+// View is one immutable snapshot of what plans read: the table and the
+// membership. A caller that decides several things about one request
+// (authentication, the plan, its revision header) takes one View and
+// uses it for all of them (ChooseIn), so no request straddles two
+// tables.
+type View struct{ v *view }
+
+// Snapshot returns the view in force now.
+func (r *Router) Snapshot() View { return View{r.view.Load()} }
+
+// Table returns the table v was built from.
+func (v View) Table() *table.Compiled { return v.v.tab }
+
 // Stats returns a target's health record, by key ("local",
 // "peer/NODE", "provider/ID"), creating it if needed.
 func (r *Router) Stats(key string) *Stats {

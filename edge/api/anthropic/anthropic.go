@@ -13,9 +13,6 @@
 package anthropic
 
 import (
-	"context"
-	"errors"
-	"io"
 	"log/slog"
 	"math"
 	"net/http"
@@ -43,7 +40,7 @@ func New(cfg api.Config) *Surface {
 
 // Register adds the surface's routes to mux.
 func (s *Surface) Register(mux *http.ServeMux) {
-	mux.HandleFunc("/v1/messages", s.messages)
+	mux.Handle("/v1/messages", s.cfg.Handler(format{}, decode))
 	mux.HandleFunc("/v1/messages/{rest...}", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, r, llm.Errorf(http.StatusNotFound, llm.TypeNotFound, "", "Not found: %s %s.", r.Method, r.URL.Path))
 	})
@@ -111,143 +108,42 @@ func WriteError(w http.ResponseWriter, r *http.Request, e *llm.Error) {
 	w.Write(appendErrorBody(nil, e, r.Header.Get(api.HeaderRequestID)))
 }
 
-func (s *Surface) messages(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		WriteError(w, r, llm.Errorf(http.StatusMethodNotAllowed, llm.TypeInvalidRequest, "", "Method %s is not allowed for %s; use POST.", r.Method, r.URL.Path))
-		return
-	}
-	if m := s.cfg.Metrics; m != nil {
-		m.BeginRequest()
-		defer m.EndRequest()
-	}
-	o := api.Outcome{}
-	defer func() { s.cfg.Finish(r, start, &o) }()
-	fail := func(e *llm.Error) {
-		o.Fail(e)
-		WriteError(w, r, e)
-	}
-	if e := s.cfg.Admit(); e != nil {
-		fail(e)
-		return
-	}
-	defer s.cfg.Done()
-	if _, e := s.cfg.Authenticate(r); e != nil {
-		fail(e)
-		return
-	}
-	if r.Header.Get("Anthropic-Version") == "" {
-		fail(llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "", "anthropic-version: header is required"))
-		return
-	}
-	body, e := s.cfg.ReadBody(w, r)
-	if e != nil {
-		fail(e)
-		return
-	}
-	req, e := DecodeMessages(body)
-	if e != nil {
-		fail(e)
-		return
-	}
-	req.ID = r.Header.Get(api.HeaderRequestID)
-	o.Model = req.Model
+// format is Anthropic's side of the request pipeline (api.Format).
+type format struct{}
 
-	res, err := s.cfg.Gateway.Do(r.Context(), req)
-	o.Target = res.Route.Target
-	w.Header().Set(api.HeaderRoute, res.Route.Header())
+var _ api.Format = format{}
+
+func (format) WriteError(w http.ResponseWriter, r *http.Request, e *llm.Error) { WriteError(w, r, e) }
+
+func (format) KeepAlive() []byte { return pingEvent }
+
+func (format) Encode(req *llm.Request, resp *llm.Response) ([]byte, llm.Usage, error) {
+	cc, err := resp.ChatCompletion()
 	if err != nil {
-		o.Err = err
-		if r.Context().Err() != nil {
-			o.Status = "499"
-			return
-		}
-		o.Overhead = time.Since(start) - res.Upstream
-		w.Header().Set(api.HeaderOverhead, api.Micros(o.Overhead))
-		fail(llm.AsError(err))
-		return
+		return nil, llm.Usage{}, err
 	}
-	if res.Response.Stream != nil {
-		s.stream(w, r, req, start, res, &o)
-		return
-	}
-	cc, err := res.Response.ChatCompletion()
-	if err != nil {
-		fail(llm.AsError(err))
-		return
-	}
-	out := appendMessage(make([]byte, 0, 1024), cc, req.Model)
-	o.Overhead = time.Since(start) - res.Upstream
-	o.Usage, o.HasUsage = res.Response.Usage, true
+	u := resp.Usage
 	if cc.Usage != nil {
-		o.Usage = *cc.Usage
+		u = *cc.Usage
 	}
-	o.Status = "200"
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set(api.HeaderOverhead, api.Micros(o.Overhead))
-	w.WriteHeader(http.StatusOK)
-	w.Write(out)
+	return appendMessage(make([]byte, 0, 1024), cc, req.Model), u, nil
+}
+
+func (format) Stream(_ *http.Request, req *llm.Request, _ *gateway.Result) api.StreamEncoder {
+	t := newTranslator(req.Model, "msg_"+req.ID)
+	t.requestID = req.ID
+	return t
+}
+
+// decode checks the headers Anthropic requires, then the body.
+func decode(r *http.Request, body []byte) (*llm.Request, *llm.Error) {
+	if r.Header.Get("Anthropic-Version") == "" {
+		return nil, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "", "anthropic-version: header is required")
+	}
+	return DecodeMessages(body)
 }
 
 var pingEvent = []byte("event: ping\ndata: {\"type\": \"ping\"}\n\n")
-
-// stream relays a canonical stream as Anthropic's event sequence.
-func (s *Surface) stream(w http.ResponseWriter, r *http.Request, req *llm.Request, start time.Time, res *gateway.Result, o *api.Outcome) {
-	st := res.Response.Stream
-	defer st.Close()
-	sw := s.cfg.StartStream(w, start, res.Upstream, pingEvent, o)
-	defer sw.Stop()
-	tr := newTranslator(req.Model, "msg_"+req.ID)
-	var translateErr error
-	streamErr, writeErr := api.Relay(st, start, o, func(c *llm.Chunk, flush bool) error {
-		if err := c.Parse(); err != nil {
-			translateErr = err
-			return err
-		}
-		return sw.Write(func(b []byte) []byte { return tr.chunk(b, c) }, flush)
-	})
-	o.Usage, o.HasUsage = st.Usage()
-	if !o.HasUsage && tr.hasUsage {
-		o.Usage, o.HasUsage = tr.usage, true
-	}
-	if translateErr != nil {
-		streamErr, writeErr = &llm.Error{Status: http.StatusBadGateway, Type: llm.TypeUpstream, Message: "upstream sent a chunk that could not be translated", Cause: translateErr}, nil
-	}
-	if writeErr != nil {
-		o.Status, o.Err = "499", writeErr
-		return
-	}
-	s.endStream(sw, r, r.Context(), tr, streamErr, o)
-}
-
-// endStream finishes a stream: message_delta and message_stop after a
-// clean end; an error event and no message_stop after anything else.
-func (s *Surface) endStream(sw *api.StreamWriter, r *http.Request, ctx context.Context, tr *translator, err error, o *api.Outcome) {
-	if errors.Is(err, io.EOF) {
-		if u, ok := o.Usage, o.HasUsage; ok && !tr.hasUsage {
-			tr.usage, tr.hasUsage = u, true
-		}
-		sw.Write(tr.finish, true)
-		return
-	}
-	if ctx.Err() != nil {
-		o.Status, o.Err = "499", err
-		sw.Flush()
-		return
-	}
-	o.Status, o.Err = "stream_error", err
-	e := llm.AsError(err)
-	if errors.Is(err, llm.ErrStreamCut) {
-		e = &llm.Error{Type: llm.TypeUpstream, Message: "The upstream provider ended the stream before it was complete; the response is truncated."}
-	}
-	sw.Write(func(b []byte) []byte {
-		b = append(b, "event: error\ndata: "...)
-		b = appendErrorBody(b, e, r.Header.Get(api.HeaderRequestID))
-		return append(b, '\n', '\n')
-	}, true)
-}
 
 // Models serves GET /v1/models in Anthropic's list shape, for Anthropic's
 // SDKs (which send anthropic-version).

@@ -95,6 +95,7 @@ func appendUsage(b []byte, u llm.Usage, input bool) []byte {
 // opens or the message ends.
 type translator struct {
 	model, id  string
+	requestID  string // for error events
 	started    bool
 	pinged     bool
 	next       int  // index of the next content block
@@ -227,3 +228,30 @@ func (t *translator) finish(b []byte) []byte {
 	b = event(b, "message_stop")
 	return append(b, `{"type":"message_stop"}`+"\n\n"...)
 }
+
+// Chunk is api.StreamEncoder's: the events for one canonical chunk.
+func (t *translator) Chunk(b []byte, c *llm.Chunk) ([]byte, error) {
+	if err := c.Parse(); err != nil {
+		return b, err
+	}
+	return t.chunk(b, c), nil
+}
+
+// End appends the events that end a message cleanly; u is the stream's
+// usage, when the chunks carried none.
+func (t *translator) End(b []byte, u llm.Usage, hasUsage bool) []byte {
+	if hasUsage && !t.hasUsage {
+		t.usage, t.hasUsage = u, true
+	}
+	return t.finish(b)
+}
+
+// Error appends an error event; no message_stop follows.
+func (t *translator) Error(b []byte, e *llm.Error) []byte {
+	b = append(b, "event: error\ndata: "...)
+	b = appendErrorBody(b, e, t.requestID)
+	return append(b, '\n', '\n')
+}
+
+// Usage is the usage the chunks carried.
+func (t *translator) Usage() (llm.Usage, bool) { return t.usage, t.hasUsage }

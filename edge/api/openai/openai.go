@@ -10,15 +10,11 @@
 package openai
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
-	"io"
 	"log/slog"
 	"math"
 	"net/http"
 	"strconv"
-	"time"
 
 	"github.com/meridian-mesh/meridian/edge/api"
 	"github.com/meridian-mesh/meridian/edge/gateway"
@@ -99,143 +95,63 @@ func methodNotAllowed(w http.ResponseWriter, r *http.Request, allow string) {
 		"Method %s is not allowed for %s; use %s.", r.Method, r.URL.Path, allow))
 }
 
-func (s *Surface) post(decode func([]byte) (*llm.Request, *llm.Error)) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		if r.Method != http.MethodPost {
-			methodNotAllowed(w, r, http.MethodPost)
-			return
-		}
-		if s.cfg.Metrics != nil {
-			s.cfg.Metrics.BeginRequest()
-			defer s.cfg.Metrics.EndRequest()
-		}
-		o := api.Outcome{}
-		defer func() { s.cfg.Finish(r, start, &o) }()
-		if e := s.cfg.Admit(); e != nil {
-			o.Fail(e)
-			WriteError(w, e)
-			return
-		}
-		defer s.cfg.Done()
+// format is OpenAI's side of the request pipeline (api.Format).
+type format struct{}
 
-		if _, e := s.cfg.Authenticate(r); e != nil {
-			o.Fail(e)
-			WriteError(w, e)
-			return
-		}
-		body, e := s.cfg.ReadBody(w, r)
-		if e != nil {
-			o.Fail(e)
-			WriteError(w, e)
-			return
-		}
-		req, e := decode(body)
-		if e != nil {
-			o.Fail(e)
-			WriteError(w, e)
-			return
-		}
-		req.ID = r.Header.Get(api.HeaderRequestID)
-		o.Model = req.Model
+var _ api.Format = format{}
 
-		res, err := s.cfg.Gateway.Do(r.Context(), req)
-		o.Target = res.Route.Target
-		w.Header().Set(api.HeaderRoute, res.Route.Header())
-		if err != nil {
-			o.Err = err
-			if r.Context().Err() != nil {
-				o.Status = "499" // the client went away; nobody is listening
-				return
-			}
-			e := llm.AsError(err)
-			o.Fail(e)
-			o.Overhead = time.Since(start) - res.Upstream
-			w.Header().Set(api.HeaderOverhead, api.Micros(o.Overhead))
-			WriteError(w, e)
-			return
-		}
-		resp := res.Response
-		if resp.Stream == nil {
-			body := resp.Body
-			if body == nil && resp.Completion != nil {
-				body, err = json.Marshal(resp.Completion)
-				if err != nil {
-					e := llm.AsError(err)
-					o.Fail(e)
-					WriteError(w, e)
-					return
-				}
-			}
-			o.Overhead = time.Since(start) - res.Upstream
-			o.Usage, o.HasUsage = resp.Usage, true
-			o.Status = "200"
-			h := w.Header()
-			h.Set("Content-Type", "application/json")
-			h.Set(api.HeaderOverhead, api.Micros(o.Overhead))
-			w.WriteHeader(http.StatusOK)
-			w.Write(body)
-			return
-		}
-		s.stream(w, r, req.IncludeUsage, start, res, &o)
-	})
+func (format) WriteError(w http.ResponseWriter, _ *http.Request, e *llm.Error) { WriteError(w, e) }
+
+func (format) KeepAlive() []byte { return keepAliveEvent }
+
+// Encode returns an OpenAI-compatible upstream's body as it came, and
+// renders a translating adapter's answer.
+func (format) Encode(_ *llm.Request, resp *llm.Response) ([]byte, llm.Usage, error) {
+	if resp.Body != nil || resp.Completion == nil {
+		return resp.Body, resp.Usage, nil
+	}
+	b, err := json.Marshal(resp.Completion)
+	return b, resp.Usage, err
 }
 
-// stream relays an SSE stream. Headers are already decided: the gateway
-// has peeked the first chunk, so from here on a failure can only be
-// reported inside the stream.
-func (s *Surface) stream(w http.ResponseWriter, r *http.Request, includeUsage bool, start time.Time, res *gateway.Result, o *api.Outcome) {
-	st := res.Response.Stream
-	defer st.Close()
-	sw := s.cfg.StartStream(w, start, res.Upstream, keepAliveEvent, o)
-	defer sw.Stop()
-	streamErr, writeErr := api.Relay(st, start, o, func(c *llm.Chunk, flush bool) error {
-		if c.Raw == nil && len(c.Choices) == 0 && c.Usage != nil && !includeUsage {
-			return nil // a translating adapter's usage chunk, which this client did not ask for
-		}
-		return sw.Write(func(b []byte) []byte {
-			b = append(b, "data: "...)
-			b = c.AppendJSON(b)
-			return append(b, '\n', '\n')
-		}, flush)
-	})
-	o.Usage, o.HasUsage = st.Usage()
-	if writeErr != nil {
-		o.Status, o.Err = "499", writeErr
-		return
+func (format) Stream(_ *http.Request, req *llm.Request, _ *gateway.Result) api.StreamEncoder {
+	return &streamEncoder{includeUsage: req.IncludeUsage}
+}
+
+// streamEncoder writes chunks as "data:" events: an OpenAI-compatible
+// upstream's chunk JSON as it came, a translating adapter's rendered.
+type streamEncoder struct{ includeUsage bool }
+
+func (e *streamEncoder) Chunk(b []byte, c *llm.Chunk) ([]byte, error) {
+	if c.Raw == nil && len(c.Choices) == 0 && c.Usage != nil && !e.includeUsage {
+		return b, nil // a translating adapter's usage chunk, which this client did not ask for
 	}
-	s.endStream(sw, r.Context(), streamErr, o)
+	b = append(b, "data: "...)
+	b = c.AppendJSON(b)
+	return append(b, '\n', '\n'), nil
+}
+
+// End writes [DONE] after a clean end.
+func (e *streamEncoder) End(b []byte, _ llm.Usage, _ bool) []byte { return append(b, doneEvent...) }
+
+// Error writes an error event, and no [DONE]: the client sees a broken
+// stream, never a quiet, truncated success.
+func (e *streamEncoder) Error(b []byte, err *llm.Error) []byte {
+	b = append(b, "data: "...)
+	b = append(b, errorBody(err)...)
+	return append(b, '\n', '\n')
+}
+
+func (e *streamEncoder) Usage() (llm.Usage, bool) { return llm.Usage{}, false }
+
+func (s *Surface) post(decode func([]byte) (*llm.Request, *llm.Error)) http.Handler {
+	return s.cfg.Handler(format{}, func(_ *http.Request, body []byte) (*llm.Request, *llm.Error) { return decode(body) })
 }
 
 var (
 	keepAliveEvent = []byte(": keep-alive\n\n")
 	doneEvent      = []byte("data: [DONE]\n\n")
 )
-
-// endStream finishes a stream: [DONE] after a clean end, an error event
-// and no [DONE] after anything else.
-func (s *Surface) endStream(sw *api.StreamWriter, ctx context.Context, err error, o *api.Outcome) {
-	if errors.Is(err, io.EOF) {
-		sw.Write(func(b []byte) []byte { return append(b, doneEvent...) }, true)
-		return
-	}
-	if ctx.Err() != nil {
-		o.Status, o.Err = "499", err
-		sw.Flush()
-		return
-	}
-	o.Status, o.Err = "stream_error", err
-	e := llm.AsError(err)
-	if errors.Is(err, llm.ErrStreamCut) {
-		e = &llm.Error{Type: llm.TypeUpstream, Code: "stream_interrupted",
-			Message: "The upstream provider ended the stream before it was complete; the response is truncated."}
-	}
-	sw.Write(func(b []byte) []byte {
-		b = append(b, "data: "...)
-		b = append(b, errorBody(e)...)
-		return append(b, '\n', '\n')
-	}, true)
-}
 
 type modelObject struct {
 	ID      string `json:"id"`
