@@ -371,10 +371,7 @@ func (e *Engine) Close() {}
 // Ollama that is down a retryable 503: the router then tries the next
 // target.
 func (e *Engine) Do(ctx context.Context, req *llm.Request, upstreamModel string) (*llm.Response, error) {
-	model := upstreamModel
-	if model == "" {
-		model = req.Model
-	}
+	model := req.UpstreamModel(upstreamModel)
 	c := e.conn.Load()
 	if c == nil {
 		return nil, &llm.Error{Status: http.StatusServiceUnavailable, Type: llm.TypeOverloaded, Code: "engine_unavailable",

@@ -99,6 +99,21 @@ func (r *Request) ChatRequest() (*ChatRequest, error) {
 	return r.Chat, nil
 }
 
+// UpstreamModel is the model name to ask a target for: the route's
+// upstream name when it sets one, else the client's, else the typed
+// chat request's.
+func (r *Request) UpstreamModel(upstream string) string {
+	switch {
+	case upstream != "":
+		return upstream
+	case r.Model != "":
+		return r.Model
+	case r.Chat != nil:
+		return r.Chat.Model
+	}
+	return ""
+}
+
 // ChatRequest is the typed part of a chat completions request. Fields
 // Meridian does not interpret are kept as raw JSON.
 type ChatRequest struct {

@@ -10,9 +10,7 @@ package anthropic
 
 import (
 	"context"
-	"errors"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/meridian-mesh/meridian/edge/provider/upstream"
@@ -28,87 +26,49 @@ const apiVersion = "2023-06-01"
 
 // Adapter talks to one Anthropic Messages provider.
 type Adapter struct {
-	id      string
-	url     string
-	key     string
-	silence time.Duration
-	client  *http.Client
+	up upstream.Provider
 }
+
+var style = upstream.Style{KeyHeader: "X-Api-Key", StreamAccept: "text/event-stream",
+	Fixed: []string{"Anthropic-Version", apiVersion}, ParseError: parseError}
 
 // New returns an adapter for p. p must have passed table validation.
 func New(p table.Provider) (*Adapter, error) {
-	p = p.WithDefaults()
-	return &Adapter{
-		id:      p.ID,
-		url:     strings.TrimRight(p.BaseURL, "/") + "/messages",
-		key:     p.APIKey.Reveal(),
-		silence: p.ChunkTimeout,
-		client:  upstream.NewClient(p),
-	}, nil
+	return &Adapter{up: upstream.NewProvider(p, style)}, nil
 }
 
 // Close releases idle connections.
-func (a *Adapter) Close() { a.client.CloseIdleConnections() }
+func (a *Adapter) Close() { a.up.Close() }
 
 // Do sends req to the Messages endpoint, asking for upstreamModel (the
 // client's model name when empty). Errors are *llm.Error, or ctx's error
 // when the client went away.
 func (a *Adapter) Do(ctx context.Context, req *llm.Request, upstreamModel string) (*llm.Response, error) {
 	if req.Op != llm.OpChat {
-		return nil, upstream.Unsupported(a.id, req.Op)
+		return nil, upstream.Unsupported(a.up.ID(), req.Op)
 	}
 	chat, err := req.ChatRequest()
 	if err != nil {
 		return nil, err
 	}
-	model := upstreamModel
-	if model == "" {
-		model = req.Model
-	}
-	if model == "" {
-		model = chat.Model
-	}
+	model := req.UpstreamModel(upstreamModel)
 	payload, err := encodeRequest(chat, model, req.Stream)
 	if err != nil {
 		return nil, err
 	}
-	h := make(http.Header, 6)
-	h.Set("Content-Type", "application/json")
-	h.Set("User-Agent", "meridian-edge")
-	h.Set("Anthropic-Version", apiVersion)
-	if req.Stream {
-		h.Set("Accept", "text/event-stream")
-	} else {
-		h.Set("Accept", "application/json")
-	}
-	if a.key != "" {
-		h.Set("X-Api-Key", a.key)
-	}
-	if req.ID != "" {
-		h.Set("X-Request-Id", req.ID)
-	}
-	call, err := upstream.Send(ctx, a.client, upstream.Request{
-		Provider: a.id, Method: http.MethodPost, URL: a.url, Header: h, Body: payload,
-		Silence: a.silence, ParseError: parseError,
-	})
+	call, err := a.up.Send(ctx, req, req.Stream, a.up.Base()+"/messages", payload)
 	if err != nil {
 		return nil, err
 	}
 	if req.Stream {
-		return &llm.Response{Stream: newStream(a.id, call, call.Resp.Body, model), Upstream: call.Since()}, nil
+		return &llm.Response{Stream: newStream(a.up.ID(), call, call.Resp.Body, model), Upstream: call.Since()}, nil
 	}
-	b, err := call.ReadAll()
-	call.Close(err == nil)
+	b, err := a.up.ReadAll(call)
 	if err != nil {
-		if errors.Is(err, llm.ErrStreamCut) {
-			// Nothing reached the client yet, so another target may
-			// still serve the request.
-			return nil, &llm.Error{Status: http.StatusBadGateway, Type: llm.TypeUpstream, Message: "upstream provider " + a.id + " broke off its response", Retryable: true, Cause: err}
-		}
 		return nil, err
 	}
 	took := call.Since()
-	c, err := decodeMessage(a.id, b, model, time.Now().Unix())
+	c, err := decodeMessage(a.up.ID(), b, model, time.Now().Unix())
 	if err != nil {
 		return nil, err
 	}

@@ -27,27 +27,18 @@ import (
 
 // Adapter talks to one Gemini provider.
 type Adapter struct {
-	id     string
-	base   string
-	key    string
-	client *http.Client
-	p      table.Provider
+	up upstream.Provider
 }
+
+var style = upstream.Style{KeyHeader: "X-Goog-Api-Key", StreamAccept: "text/event-stream", ParseError: ParseError}
 
 // New returns an adapter for p. p must have passed table validation.
 func New(p table.Provider) (*Adapter, error) {
-	p = p.WithDefaults()
-	return &Adapter{
-		id:     p.ID,
-		base:   strings.TrimRight(p.BaseURL, "/"),
-		key:    p.APIKey.Reveal(),
-		client: upstream.NewClient(p),
-		p:      p,
-	}, nil
+	return &Adapter{up: upstream.NewProvider(p, style)}, nil
 }
 
 // Close releases idle connections.
-func (a *Adapter) Close() { a.client.CloseIdleConnections() }
+func (a *Adapter) Close() { a.up.Close() }
 
 // endpoint returns the URL of a model's method. Model names are accepted
 // bare ("gemini-2.0-flash") or as Gemini names them ("models/…",
@@ -60,24 +51,21 @@ func (a *Adapter) endpoint(model string, stream bool) string {
 		collection, model = "/tunedModels/", rest
 	}
 	if stream {
-		return a.base + collection + url.PathEscape(model) + ":streamGenerateContent?alt=sse"
+		return a.up.Base() + collection + url.PathEscape(model) + ":streamGenerateContent?alt=sse"
 	}
-	return a.base + collection + url.PathEscape(model) + ":generateContent"
+	return a.up.Base() + collection + url.PathEscape(model) + ":generateContent"
 }
 
 // Do implements provider.Provider.
 func (a *Adapter) Do(ctx context.Context, req *llm.Request, upstreamModel string) (*llm.Response, error) {
 	if req.Op != llm.OpChat {
-		return nil, upstream.Unsupported(a.id, req.Op)
+		return nil, upstream.Unsupported(a.up.ID(), req.Op)
 	}
 	chat, err := req.ChatRequest()
 	if err != nil {
 		return nil, err
 	}
-	model := upstreamModel
-	if model == "" {
-		model = req.Model
-	}
+	model := req.UpstreamModel(upstreamModel)
 	if model == "" {
 		return nil, invalid("model", "no model to ask the upstream for")
 	}
@@ -85,38 +73,15 @@ func (a *Adapter) Do(ctx context.Context, req *llm.Request, upstreamModel string
 	if err != nil {
 		return nil, err
 	}
-	h := make(http.Header, 5)
-	h.Set("Content-Type", "application/json")
-	h.Set("User-Agent", "meridian-edge")
-	if req.Stream {
-		h.Set("Accept", "text/event-stream")
-	} else {
-		h.Set("Accept", "application/json")
-	}
-	if a.key != "" {
-		h.Set("X-Goog-Api-Key", a.key)
-	}
-	if req.ID != "" {
-		h.Set("X-Request-Id", req.ID)
-	}
-	call, err := upstream.Send(ctx, a.client, upstream.Request{
-		Provider: a.id, Method: http.MethodPost, URL: a.endpoint(model, req.Stream), Header: h, Body: payload,
-		Silence: a.p.ChunkTimeout, ParseError: ParseError,
-	})
+	call, err := a.up.Send(ctx, req, req.Stream, a.endpoint(model, req.Stream), payload)
 	if err != nil {
 		return nil, a.refine(err)
 	}
 	if req.Stream {
-		return &llm.Response{Stream: newStream(call, call.Resp.Body, a.id, model), Upstream: call.Since()}, nil
+		return &llm.Response{Stream: newStream(call, call.Resp.Body, a.up.ID(), model), Upstream: call.Since()}, nil
 	}
-	b, err := call.ReadAll()
-	call.Close(err == nil)
+	b, err := a.up.ReadAll(call)
 	if err != nil {
-		if errors.Is(err, llm.ErrStreamCut) {
-			// The body broke off before the client saw anything, so
-			// another target may be tried.
-			return nil, &llm.Error{Status: http.StatusBadGateway, Type: llm.TypeUpstream, Message: "upstream provider " + a.id + " broke off its response", Retryable: true, Cause: err}
-		}
 		return nil, err
 	}
 	cc, err := decodeResponse(b, model)
@@ -145,10 +110,10 @@ func (a *Adapter) refine(err error) error {
 	}
 	switch e.Code {
 	case codeKeyInvalid:
-		return upstream.StatusError(a.id, http.StatusUnauthorized, http.Header{}, upstream.ErrorDetail{}, e.Cause)
+		return upstream.StatusError(a.up.ID(), http.StatusUnauthorized, http.Header{}, upstream.ErrorDetail{}, e.Cause)
 	case codePrecondition:
 		return &llm.Error{Status: http.StatusBadGateway, Type: llm.TypeUpstream,
-			Message:   "upstream provider " + a.id + " cannot serve requests for Meridian's account",
+			Message:   "upstream provider " + a.up.ID() + " cannot serve requests for Meridian's account",
 			Retryable: true, Cause: e.Cause}
 	}
 	return err
@@ -158,7 +123,7 @@ func (a *Adapter) refine(err error) error {
 func (a *Adapter) named(err error) error {
 	var e *llm.Error
 	if errors.As(err, &e) && e.Type == llm.TypeUpstream {
-		e.Message = "upstream provider " + a.id + ": " + e.Message
+		e.Message = "upstream provider " + a.up.ID() + ": " + e.Message
 	}
 	return err
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/meridian-mesh/meridian/shared/llm"
+	"github.com/meridian-mesh/meridian/shared/table"
 )
 
 // memTransport answers every request with body, from memory, so stream
@@ -31,7 +32,12 @@ func (m memTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 func memAdapter(body []byte) *Adapter {
-	return &Adapter{id: "mem", base: "http://ollama.invalid", client: &http.Client{Transport: memTransport{body}}, silence: time.Minute}
+	a, err := New(table.Provider{ID: "mem", Kind: table.KindOllama, BaseURL: "http://ollama.invalid", ChunkTimeout: time.Minute})
+	if err != nil {
+		panic(err)
+	}
+	a.up.Client().Transport = memTransport{body}
+	return a
 }
 
 // request4K is a ~4 KB chat request: a long system prompt, a few turns,

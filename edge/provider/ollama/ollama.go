@@ -16,9 +16,6 @@ package ollama
 import (
 	"context"
 	"crypto/rand"
-	"errors"
-	"net/http"
-	"strings"
 	"time"
 
 	"github.com/meridian-mesh/meridian/edge/provider/upstream"
@@ -29,13 +26,13 @@ import (
 
 // Adapter talks to one Ollama server.
 type Adapter struct {
-	id      string
-	base    string
-	key     string
-	client  *http.Client
-	silence time.Duration
-	engine  Engine
+	up     upstream.Provider
+	engine Engine
 }
+
+// style: a configured key goes as a bearer token, for an Ollama behind
+// an authenticating proxy; streams are NDJSON.
+var style = upstream.Style{KeyHeader: "Authorization", KeyPrefix: "Bearer ", StreamAccept: "application/x-ndjson", ParseError: ParseError}
 
 // Engine holds the settings an edge adds to every request it sends to
 // an Ollama it runs itself (its "local" engine). Requests to a remote
@@ -77,33 +74,23 @@ func NewEngine(p table.Provider, e Engine) (*Adapter, error) {
 // Ollama needs no credential; a configured key is sent as a bearer
 // token for an Ollama behind an authenticating proxy.
 func New(p table.Provider) (*Adapter, error) {
-	p = p.WithDefaults()
-	return &Adapter{
-		id:      p.ID,
-		base:    strings.TrimRight(p.BaseURL, "/"),
-		key:     p.APIKey.Reveal(),
-		client:  upstream.NewClient(p),
-		silence: p.ChunkTimeout,
-	}, nil
+	return &Adapter{up: upstream.NewProvider(p, style)}, nil
 }
 
 // Close releases idle connections.
-func (a *Adapter) Close() { a.client.CloseIdleConnections() }
+func (a *Adapter) Close() { a.up.Close() }
 
 // Do sends req to Ollama, asking for upstreamModel (req.Model when
 // empty). Chat and embeddings are supported; legacy completions are not.
 func (a *Adapter) Do(ctx context.Context, req *llm.Request, upstreamModel string) (*llm.Response, error) {
-	model := upstreamModel
-	if model == "" {
-		model = req.Model
-	}
+	model := req.UpstreamModel(upstreamModel)
 	switch req.Op {
 	case llm.OpChat:
 		return a.chat(ctx, req, model)
 	case llm.OpEmbedding:
 		return a.embed(ctx, req, model)
 	}
-	return nil, upstream.Unsupported(a.id, req.Op)
+	return nil, upstream.Unsupported(a.up.ID(), req.Op)
 }
 
 func (a *Adapter) chat(ctx context.Context, req *llm.Request, model string) (*llm.Response, error) {
@@ -112,7 +99,7 @@ func (a *Adapter) chat(ctx context.Context, req *llm.Request, model string) (*ll
 		return nil, err
 	}
 	if model == "" {
-		model = c.Model
+		model = c.Model // req.Chat was decoded just now
 	}
 	payload, err := encodeChatFor(make([]byte, 0, len(req.Body)+512), c, model, req.Stream, a.engine)
 	if err != nil {
@@ -123,7 +110,7 @@ func (a *Adapter) chat(ctx context.Context, req *llm.Request, model string) (*ll
 		return nil, err
 	}
 	if req.Stream {
-		return &llm.Response{Stream: newStream(call, a.id, model), Upstream: call.Since()}, nil
+		return &llm.Response{Stream: newStream(call, a.up.ID(), model), Upstream: call.Since()}, nil
 	}
 	b, err := a.readAll(call)
 	if err != nil {
@@ -157,39 +144,12 @@ func (a *Adapter) embed(ctx context.Context, req *llm.Request, model string) (*l
 }
 
 func (a *Adapter) send(ctx context.Context, req *llm.Request, path string, payload []byte) (*upstream.Call, error) {
-	h := make(http.Header, 5)
-	h.Set("Content-Type", "application/json")
-	h.Set("User-Agent", "meridian-edge")
-	if req.Stream && req.Op == llm.OpChat {
-		h.Set("Accept", "application/x-ndjson")
-	} else {
-		h.Set("Accept", "application/json")
-	}
-	if a.key != "" {
-		h.Set("Authorization", "Bearer "+a.key)
-	}
-	if req.ID != "" {
-		h.Set("X-Request-Id", req.ID)
-	}
-	return upstream.Send(ctx, a.client, upstream.Request{
-		Provider: a.id, Method: http.MethodPost, URL: a.base + path, Header: h, Body: payload,
-		Silence: a.silence, ParseError: ParseError,
-	})
+	return a.up.Send(ctx, req, req.Stream && req.Op == llm.OpChat, a.up.Base()+path, payload)
 }
 
 // readAll reads a non-streamed answer and releases the call.
 func (a *Adapter) readAll(call *upstream.Call) ([]byte, error) {
-	b, err := call.ReadAll()
-	call.Close(err == nil)
-	if err != nil {
-		if errors.Is(err, llm.ErrStreamCut) {
-			// The body broke off: nothing reached the client yet, so
-			// another target may be tried.
-			return nil, &llm.Error{Status: http.StatusBadGateway, Type: llm.TypeUpstream, Message: "upstream provider " + a.id + " broke off its response", Retryable: true, Cause: err}
-		}
-		return nil, err
-	}
-	return b, nil
+	return a.up.ReadAll(call)
 }
 
 // ParseError reads an Ollama error body, {"error":"message"}.

@@ -17,8 +17,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"strings"
-	"time"
 
 	"github.com/meridian-mesh/meridian/edge/provider/upstream"
 	"github.com/meridian-mesh/meridian/shared/llm"
@@ -30,27 +28,18 @@ import (
 
 // Adapter talks to one OpenAI-compatible provider.
 type Adapter struct {
-	id      string
-	base    string
-	key     string
-	client  *http.Client
-	silence time.Duration // the provider's chunk timeout
+	up upstream.Provider
 }
+
+var style = upstream.Style{KeyHeader: "Authorization", KeyPrefix: "Bearer ", StreamAccept: "text/event-stream", ParseError: ParseError}
 
 // New returns an adapter for p. p must have passed table validation.
 func New(p table.Provider) (*Adapter, error) {
-	p = p.WithDefaults()
-	return &Adapter{
-		id:      p.ID,
-		base:    strings.TrimRight(p.BaseURL, "/"),
-		key:     p.APIKey.Reveal(),
-		client:  upstream.NewClient(p),
-		silence: p.ChunkTimeout,
-	}, nil
+	return &Adapter{up: upstream.NewProvider(p, style)}, nil
 }
 
 // Close releases idle connections.
-func (a *Adapter) Close() { a.client.CloseIdleConnections() }
+func (a *Adapter) Close() { a.up.Close() }
 
 func path(op llm.Op) string {
 	switch op {
@@ -98,36 +87,13 @@ func (a *Adapter) Do(ctx context.Context, req *llm.Request, upstreamModel string
 	if err != nil {
 		return nil, &llm.Error{Status: http.StatusBadRequest, Type: llm.TypeInvalidRequest, Message: "request could not be encoded for the upstream", Cause: err}
 	}
-	h := make(http.Header, 5)
-	h.Set("Content-Type", "application/json")
-	h.Set("User-Agent", "meridian-edge")
-	if req.Stream {
-		h.Set("Accept", "text/event-stream")
-	} else {
-		h.Set("Accept", "application/json")
-	}
-	if a.key != "" {
-		h.Set("Authorization", "Bearer "+a.key)
-	}
-	if req.ID != "" {
-		h.Set("X-Request-Id", req.ID)
-	}
-	call, err := upstream.Send(ctx, a.client, upstream.Request{
-		Provider: a.id, Method: http.MethodPost, URL: a.base + path(req.Op), Header: h, Body: payload,
-		Silence: a.silence, ParseError: ParseError,
-	})
+	call, err := a.up.Send(ctx, req, req.Stream, a.up.Base()+path(req.Op), payload)
 	if err != nil {
 		return nil, err
 	}
 	if !req.Stream {
-		b, err := call.ReadAll()
-		call.Close(err == nil)
+		b, err := a.up.ReadAll(call)
 		if err != nil {
-			if errors.Is(err, llm.ErrStreamCut) {
-				// The body broke off: nothing was sent to the client
-				// yet, so another target may be tried.
-				return nil, &llm.Error{Status: http.StatusBadGateway, Type: llm.TypeUpstream, Message: "upstream provider " + a.id + " broke off its response", Retryable: true, Cause: err}
-			}
 			return nil, err
 		}
 		out := &llm.Response{Body: b, Upstream: call.Since()}

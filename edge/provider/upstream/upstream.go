@@ -258,3 +258,100 @@ func Unsupported(provider string, op llm.Op) *llm.Error {
 	return &llm.Error{Status: http.StatusBadRequest, Type: llm.TypeInvalidRequest,
 		Message: fmt.Sprintf("provider %s does not support %s requests", provider, op)}
 }
+
+// Style is how a provider's API expects its requests: where the key goes
+// and what a stream is accepted as.
+type Style struct {
+	// KeyHeader carries the key, after KeyPrefix ("Authorization",
+	// "Bearer "); no header is sent when the provider has no key.
+	KeyHeader, KeyPrefix string
+	// StreamAccept is the Accept header of a streamed request.
+	StreamAccept string
+	// Fixed are headers every request carries, as name, value pairs.
+	Fixed []string
+	// ParseError reads an error body.
+	ParseError func(body []byte) ErrorDetail
+}
+
+// Provider is what every adapter keeps of the provider it talks to: its
+// ID, base URL, key, chunk timeout and connection pool. The key is only
+// ever written into the style's header.
+type Provider struct {
+	id      string
+	base    string
+	key     string
+	silence time.Duration
+	client  *http.Client
+	style   Style
+}
+
+// NewProvider returns the provider p, whose requests take style s. p
+// must have passed table validation.
+func NewProvider(p table.Provider, s Style) Provider {
+	p = p.WithDefaults()
+	return Provider{
+		id:      p.ID,
+		base:    strings.TrimRight(p.BaseURL, "/"),
+		key:     p.APIKey.Reveal(),
+		silence: p.ChunkTimeout,
+		client:  NewClient(p),
+		style:   s,
+	}
+}
+
+// ID is the provider's ID.
+func (p *Provider) ID() string { return p.id }
+
+// Base is the base URL, without a trailing slash.
+func (p *Provider) Base() string { return p.base }
+
+// Close releases idle connections.
+func (p *Provider) Close() { p.client.CloseIdleConnections() }
+
+// Header returns the headers of one request: JSON in, the style's
+// stream type or JSON out, the key and the request ID.
+func (p *Provider) Header(stream bool, requestID string) http.Header {
+	h := make(http.Header, 6)
+	h.Set("Content-Type", "application/json")
+	h.Set("User-Agent", "meridian-edge")
+	for i := 0; i+1 < len(p.style.Fixed); i += 2 {
+		h.Set(p.style.Fixed[i], p.style.Fixed[i+1])
+	}
+	if stream {
+		h.Set("Accept", p.style.StreamAccept)
+	} else {
+		h.Set("Accept", "application/json")
+	}
+	if p.key != "" {
+		h.Set(p.style.KeyHeader, p.style.KeyPrefix+p.key)
+	}
+	if requestID != "" {
+		h.Set("X-Request-Id", requestID)
+	}
+	return h
+}
+
+// Send posts payload to url (under Base) for request req; stream asks
+// for a streamed answer.
+func (p *Provider) Send(ctx context.Context, req *llm.Request, stream bool, url string, payload []byte) (*Call, error) {
+	return Send(ctx, p.client, Request{
+		Provider: p.id, Method: http.MethodPost, URL: url, Header: p.Header(stream, req.ID), Body: payload,
+		Silence: p.silence, ParseError: p.style.ParseError,
+	})
+}
+
+// ReadAll reads a non-streamed answer and releases the call. A body that
+// broke off is a retryable 502: nothing reached the client yet, so
+// another target may still serve the request.
+func (p *Provider) ReadAll(call *Call) ([]byte, error) {
+	b, err := call.ReadAll()
+	call.Close(err == nil)
+	if errors.Is(err, llm.ErrStreamCut) {
+		return nil, &llm.Error{Status: http.StatusBadGateway, Type: llm.TypeUpstream, Message: "upstream provider " + p.id + " broke off its response", Retryable: true, Cause: err}
+	}
+	return b, err
+}
+
+// Client is the provider's HTTP client, for benchmarks that swap its
+// transport.
+func (p *Provider) Client() *http.Client { return p.client }
