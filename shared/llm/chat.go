@@ -142,6 +142,11 @@ type Chunk struct {
 	// OpenAI's format. The OpenAI surface writes it unchanged; the typed
 	// fields are filled only when Parse is called.
 	Raw []byte
+	// Event is set on a chunk of a passed-through stream
+	// (Response.Format): it is the server-sent event's name, and Raw the
+	// event's data in the client's own format, to be written unchanged
+	// and never parsed.
+	Event string
 
 	parsed bool
 	usage  Usage

@@ -82,6 +82,13 @@ type Request struct {
 	// Adapters for OpenAI-compatible upstreams forward it with only the
 	// model name changed, so unknown fields pass through.
 	Body []byte
+	// Native is the request as the client sent it in another format,
+	// NativeFormat (Anthropic's). An adapter whose upstream speaks that
+	// format forwards it with only the model name changed, and answers
+	// in it (Response.Format), so neither side is translated; any other
+	// adapter translates Chat. Native never crosses a link.
+	Native       []byte
+	NativeFormat Format
 }
 
 // ChatRequest returns the typed chat request, decoding Body if needed
@@ -288,4 +295,8 @@ type Response struct {
 	// Upstream is the time spent waiting on the target: until the whole
 	// body for non-streamed responses, until response headers for streams.
 	Upstream time.Duration
+	// Format is the format of Body and of the stream's chunks when it is
+	// the request's NativeFormat, passed through; empty means OpenAI's
+	// (or a translating adapter's typed answer).
+	Format Format
 }

@@ -118,6 +118,9 @@ func (format) WriteError(w http.ResponseWriter, r *http.Request, e *llm.Error) {
 func (format) KeepAlive() []byte { return pingEvent }
 
 func (format) Encode(req *llm.Request, resp *llm.Response) ([]byte, llm.Usage, error) {
+	if resp.Format == llm.FormatAnthropic {
+		return resp.Body, resp.Usage, nil // an Anthropic upstream's answer, as it came
+	}
 	cc, err := resp.ChatCompletion()
 	if err != nil {
 		return nil, llm.Usage{}, err
@@ -140,7 +143,13 @@ func decode(r *http.Request, body []byte) (*llm.Request, *llm.Error) {
 	if r.Header.Get("Anthropic-Version") == "" {
 		return nil, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "", "anthropic-version: header is required")
 	}
-	return DecodeMessages(body)
+	req, e := DecodeMessages(body)
+	if e != nil {
+		return nil, e
+	}
+	// An Anthropic upstream gets these bytes as they are.
+	req.Native, req.NativeFormat = body, llm.FormatAnthropic
+	return req, nil
 }
 
 var pingEvent = []byte("event: ping\ndata: {\"type\": \"ping\"}\n\n")

@@ -1,6 +1,7 @@
 package anthropic
 
 import (
+	"bytes"
 	"encoding/json"
 	"strconv"
 	"strings"
@@ -94,16 +95,19 @@ func appendUsage(b []byte, u llm.Usage, input bool) []byte {
 // tool call opens a tool_use block, and a block is closed when another
 // opens or the message ends.
 type translator struct {
-	model, id  string
-	requestID  string // for error events
-	started    bool
-	pinged     bool
-	next       int  // index of the next content block
-	open       bool // a block is open, at index next-1
-	openTool   int  // canonical index of the open tool call, or -1 for text
-	stopReason string
-	usage      llm.Usage
-	hasUsage   bool
+	model, id string
+	requestID string // for error events
+	// passthrough is set once an upstream event was relayed as it came:
+	// the upstream's events then make the whole sequence.
+	passthrough bool
+	started     bool
+	pinged      bool
+	next        int  // index of the next content block
+	open        bool // a block is open, at index next-1
+	openTool    int  // canonical index of the open tool call, or -1 for text
+	stopReason  string
+	usage       llm.Usage
+	hasUsage    bool
 }
 
 func newTranslator(model, id string) *translator {
@@ -231,6 +235,12 @@ func (t *translator) finish(b []byte) []byte {
 
 // Chunk is api.StreamEncoder's: the events for one canonical chunk.
 func (t *translator) Chunk(b []byte, c *llm.Chunk) ([]byte, error) {
+	if c.Event != "" {
+		// An Anthropic upstream's event, relayed as it came; the
+		// message_stop that ends the stream is among them.
+		t.passthrough = true
+		return appendEvent(b, c.Event, c.Raw), nil
+	}
 	if err := c.Parse(); err != nil {
 		return b, err
 	}
@@ -240,6 +250,9 @@ func (t *translator) Chunk(b []byte, c *llm.Chunk) ([]byte, error) {
 // End appends the events that end a message cleanly; u is the stream's
 // usage, when the chunks carried none.
 func (t *translator) End(b []byte, u llm.Usage, hasUsage bool) []byte {
+	if t.passthrough {
+		return b // the upstream's own message_stop was relayed
+	}
 	if hasUsage && !t.hasUsage {
 		t.usage, t.hasUsage = u, true
 	}
@@ -255,3 +268,21 @@ func (t *translator) Error(b []byte, e *llm.Error) []byte {
 
 // Usage is the usage the chunks carried.
 func (t *translator) Usage() (llm.Usage, bool) { return t.usage, t.hasUsage }
+
+// appendEvent appends a server-sent event named name whose data is
+// data, a line per line of data.
+func appendEvent(b []byte, name string, data []byte) []byte {
+	b = append(b, "event: "...)
+	b = append(b, name...)
+	for {
+		b = append(b, "\ndata: "...)
+		i := bytes.IndexByte(data, '\n')
+		if i < 0 {
+			break
+		}
+		b = append(b, data[:i]...)
+		data = data[i+1:]
+	}
+	b = append(b, data...)
+	return append(b, '\n', '\n')
+}

@@ -47,6 +47,9 @@ func (a *Adapter) Do(ctx context.Context, req *llm.Request, upstreamModel string
 	if req.Op != llm.OpChat {
 		return nil, upstream.Unsupported(a.up.ID(), req.Op)
 	}
+	if req.NativeFormat == llm.FormatAnthropic && req.Native != nil {
+		return a.passthrough(ctx, req, req.UpstreamModel(upstreamModel))
+	}
 	chat, err := req.ChatRequest()
 	if err != nil {
 		return nil, err

@@ -193,3 +193,49 @@ func FuzzEncodeRequest(f *testing.F) {
 		}
 	})
 }
+
+// FuzzRawStream feeds arbitrary bytes to the passthrough stream: every
+// event comes out with its name and its data as they were, io.EOF comes
+// only right after message_stop, and every other end is a cut or an
+// *llm.Error.
+func FuzzRawStream(f *testing.F) {
+	addFiles(f, "*.sse")
+	f.Add(benchStream())
+	f.Add([]byte("event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n"))
+	f.Add([]byte("data: {\"type\":\"message_stop\"}\n\n"))
+	f.Add([]byte("event: message_delta\ndata: {\"usage\":{\"output_tokens\":-1}}\ndata: x\n\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s := newRawStream("claude", &memCall{}, bytes.NewReader(data))
+		last := ""
+		for {
+			c, err := s.Next()
+			if err != nil {
+				var e *llm.Error
+				switch {
+				case err == io.EOF:
+					if last != "message_stop" {
+						t.Fatalf("EOF after %q, not message_stop", last)
+					}
+				case errors.Is(err, llm.ErrStreamCut), errors.As(err, &e):
+				default:
+					t.Fatalf("unexpected error %v", err)
+				}
+				if again, _ := s.Next(); again != nil {
+					t.Fatal("a chunk after the end")
+				}
+				break
+			}
+			if c.Event == "" {
+				t.Fatalf("a chunk with no event name: %q", c.Raw)
+			}
+			for _, line := range bytes.Split(c.Raw, []byte("\n")) {
+				if !bytes.Contains(data, line) {
+					t.Fatalf("event %q with data %q that the input does not hold", c.Event, c.Raw)
+				}
+			}
+			last = c.Event
+		}
+		s.Usage()
+		s.Close()
+	})
+}
