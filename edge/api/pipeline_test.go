@@ -65,7 +65,7 @@ func newSurfaces(t *testing.T, do func(id string) (*llm.Response, error)) *surfa
 		return &fake{id: p.ID, do: func() (*llm.Response, error) { return do(p.ID) }}, nil
 	}})
 	t.Cleanup(gw.Close)
-	s := &surfaces{gw: gw, cfg: api.Config{Gateway: gw, Logger: quiet, MaxBodyBytes: 1 << 20}, mux: http.NewServeMux()}
+	s := &surfaces{gw: gw, cfg: api.Config{Gateway: gw, Logger: quiet, MaxBodyBytes: 8 << 20}, mux: http.NewServeMux()}
 	openai.New(s.cfg).Register(s.mux)
 	anthropic.New(s.cfg).Register(s.mux)
 	return s

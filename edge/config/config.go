@@ -54,6 +54,10 @@ type Config struct {
 	// beyond it a request gets a 503 with Retry-After in its client's
 	// format. Default: 1024.
 	MaxInFlight int `yaml:"max_in_flight"`
+	// MaxConnections bounds the client connections the API listener
+	// holds open at once; a connection beyond it is answered 503 with
+	// Retry-After and closed before its request is read. Default: 4096.
+	MaxConnections int `yaml:"max_connections"`
 	// DrainTimeout is how long shutdown waits for in-flight requests and
 	// streams to finish before closing them. Default: 30s.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
@@ -269,6 +273,7 @@ func Default() Config {
 		StreamKeepAlive:    15 * time.Second,
 		StreamWriteTimeout: 30 * time.Second,
 		MaxInFlight:        1024,
+		MaxConnections:     4096,
 		DrainTimeout:       30 * time.Second,
 		LogLevel:           "info",
 		LogFormat:          "json",
@@ -312,6 +317,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxInFlight < 1 {
 		return bad("max_in_flight", "must be at least 1, got %d", c.MaxInFlight)
+	}
+	if c.MaxConnections < 1 {
+		return bad("max_connections", "must be at least 1, got %d", c.MaxConnections)
 	}
 	if c.DrainTimeout <= 0 {
 		return bad("drain_timeout", "must be positive")
@@ -456,6 +464,10 @@ var envVars = []struct {
 	}},
 	{"MERIDIAN_MAX_IN_FLIGHT", func(c *Config, v string) (err error) {
 		c.MaxInFlight, err = strconv.Atoi(v)
+		return err
+	}},
+	{"MERIDIAN_MAX_CONNECTIONS", func(c *Config, v string) (err error) {
+		c.MaxConnections, err = strconv.Atoi(v)
 		return err
 	}},
 	{"MERIDIAN_DRAIN_TIMEOUT", func(c *Config, v string) (err error) {

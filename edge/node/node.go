@@ -226,7 +226,7 @@ func (n *Node) Listen() error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", n.cfg.Listen, err)
 	}
-	n.ln = ln
+	n.ln = newLimitListener(ln, n.cfg.MaxConnections)
 	return nil
 }
 
