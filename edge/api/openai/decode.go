@@ -58,15 +58,17 @@ func syntaxError(body []byte) *llm.Error {
 // object checks that body is a JSON object and returns its top-level
 // fields, the last one winning for a repeated key as in encoding/json.
 func object(body []byte, want ...string) (map[string]gjson.Result, *llm.Error) {
+	// gjson and encoding/json recurse per level: a body of nested
+	// brackets costs seconds of CPU before its 400. Count them first, to
+	// the limit the Anthropic surface's scanner enforces; the count stops
+	// at the limit, so a hostile body is refused after reading only that
+	// far, before any pass over all of it.
+	if at, deep := jsonscan.TooDeep(body, jsonscan.MaxDepth); deep {
+		return nil, bad("", "We could not parse the JSON body of your request: it is nested deeper than %d levels (at byte %d).", jsonscan.MaxDepth, at)
+	}
 	// gjson accepts any bytes inside strings; OpenAI's API does not.
 	if at := api.InvalidUTF8(body); at >= 0 {
 		return nil, bad("", "We could not parse the JSON body of your request: it is not valid UTF-8 (invalid byte at offset %d).", at)
-	}
-	// gjson and encoding/json recurse per level: a body of nested
-	// brackets costs seconds of CPU before its 400. Count them first, to
-	// the limit the Anthropic surface's scanner enforces.
-	if at, deep := jsonscan.TooDeep(body, jsonscan.MaxDepth); deep {
-		return nil, bad("", "We could not parse the JSON body of your request: it is nested deeper than %d levels (at byte %d).", jsonscan.MaxDepth, at)
 	}
 	if !gjson.ValidBytes(body) {
 		return nil, syntaxError(body)

@@ -352,7 +352,7 @@ func (e *edge) stall() (net.Conn, error) {
 	}
 	c.(*net.TCPConn).SetReadBuffer(4 << 10)
 	body := chat("gpt-4o-mini", `,"stream":true`)
-	body = strings.Replace(body, `"content":"hi"`, `"content":"hi #mock chunks=1000000"`, 1)
+	body = strings.Replace(body, `"content":"hi"`, `"content":"hi #mock chunks=1000000 chunk_delay_ms=1"`, 1)
 	_, err = fmt.Fprintf(c, "POST /v1/chat/completions HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
 	if err != nil {
 		c.Close()
