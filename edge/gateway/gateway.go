@@ -18,10 +18,11 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"strings"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/meridian-mesh/meridian/edge/metrics"
 	"github.com/meridian-mesh/meridian/edge/provider"
@@ -297,22 +298,42 @@ type Route struct {
 	Failed []string
 }
 
-// Header renders the route for x-meridian-route.
+// Header renders the route for x-meridian-route. It runs once per
+// request, so it appends into one buffer rather than formatting.
 func (r Route) Header() string {
-	var b strings.Builder
+	n := 64 + len(r.Target) + len(r.UpstreamModel) + len(r.Reason) + len(r.Kind) + len(r.Strategy)
+	for _, f := range r.Failed {
+		n += len(f) + 1
+	}
+	b := make([]byte, 0, n)
 	if r.Target != "" {
-		fmt.Fprintf(&b, "target=%s; model=%s; attempt=%d; reason=%s", r.Target, r.UpstreamModel, r.Attempt, r.Reason)
+		b = append(b, "target="...)
+		b = append(b, r.Target...)
+		b = append(b, "; model="...)
+		b = append(b, r.UpstreamModel...)
+		b = append(b, "; attempt="...)
+		b = strconv.AppendInt(b, int64(r.Attempt), 10)
+		b = append(b, "; reason="...)
+		b = append(b, r.Reason...)
 		if r.Kind != "" {
-			fmt.Fprintf(&b, "; kind=%s; strategy=%s", r.Kind, r.Strategy)
+			b = append(b, "; kind="...)
+			b = append(b, r.Kind...)
+			b = append(b, "; strategy="...)
+			b = append(b, r.Strategy...)
 		}
 	} else {
-		fmt.Fprintf(&b, "target=none; attempts=%d", r.Attempt)
+		b = append(b, "target=none; attempts="...)
+		b = strconv.AppendInt(b, int64(r.Attempt), 10)
 	}
-	if len(r.Failed) > 0 {
-		b.WriteString("; failed=")
-		b.WriteString(strings.Join(r.Failed, ","))
+	for i, f := range r.Failed {
+		if i == 0 {
+			b = append(b, "; failed="...)
+		} else {
+			b = append(b, ',')
+		}
+		b = append(b, f...)
 	}
-	return b.String()
+	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
 // Result is a served request.

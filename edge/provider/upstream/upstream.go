@@ -283,13 +283,16 @@ type Provider struct {
 	silence time.Duration
 	client  *http.Client
 	style   Style
+	// plain and stream are the headers every request carries, for plain
+	// and streamed answers; Header copies them.
+	plain, stream http.Header
 }
 
 // NewProvider returns the provider p, whose requests take style s. p
 // must have passed table validation.
 func NewProvider(p table.Provider, s Style) Provider {
 	p = p.WithDefaults()
-	return Provider{
+	pr := Provider{
 		id:      p.ID,
 		base:    strings.TrimRight(p.BaseURL, "/"),
 		key:     p.APIKey.Reveal(),
@@ -297,20 +300,11 @@ func NewProvider(p table.Provider, s Style) Provider {
 		client:  NewClient(p),
 		style:   s,
 	}
+	pr.plain, pr.stream = pr.template(false), pr.template(true)
+	return pr
 }
 
-// ID is the provider's ID.
-func (p *Provider) ID() string { return p.id }
-
-// Base is the base URL, without a trailing slash.
-func (p *Provider) Base() string { return p.base }
-
-// Close releases idle connections.
-func (p *Provider) Close() { p.client.CloseIdleConnections() }
-
-// Header returns the headers of one request: JSON in, the style's
-// stream type or JSON out, the key and the request ID.
-func (p *Provider) Header(stream bool, requestID string) http.Header {
+func (p *Provider) template(stream bool) http.Header {
 	h := make(http.Header, 6)
 	h.Set("Content-Type", "application/json")
 	h.Set("User-Agent", "meridian-edge")
@@ -325,8 +319,33 @@ func (p *Provider) Header(stream bool, requestID string) http.Header {
 	if p.key != "" {
 		h.Set(p.style.KeyHeader, p.style.KeyPrefix+p.key)
 	}
+	return h
+}
+
+// ID is the provider's ID.
+func (p *Provider) ID() string { return p.id }
+
+// Base is the base URL, without a trailing slash.
+func (p *Provider) Base() string { return p.base }
+
+// Close releases idle connections.
+func (p *Provider) Close() { p.client.CloseIdleConnections() }
+
+// Header returns the headers of one request: JSON in, the style's
+// stream type or JSON out, the key and the request ID. The values are
+// shared with every other request's and must not be written to; net/http
+// only reads them.
+func (p *Provider) Header(stream bool, requestID string) http.Header {
+	t := p.plain
+	if stream {
+		t = p.stream
+	}
+	h := make(http.Header, len(t)+1)
+	for k, v := range t {
+		h[k] = v
+	}
 	if requestID != "" {
-		h.Set("X-Request-Id", requestID)
+		h["X-Request-Id"] = []string{requestID}
 	}
 	return h
 }
