@@ -146,3 +146,36 @@ func TestMaxInFlightRefusesInClientFormat(t *testing.T) {
 		t.Fatalf("after the stream ended: status %d: %s", resp.StatusCode, b)
 	}
 }
+
+// TestStalledReaderFreesLocalSlot streams from the local engine to a
+// client that never reads: the write deadline cuts the stream, and the
+// engine's slot, the only one, is given back, so the next request is
+// served locally.
+func TestStalledReaderFreesLocalSlot(t *testing.T) {
+	m := startLocalMesh(t, func(c *config.Config) {
+		c.StreamWriteTimeout = 300 * time.Millisecond
+		c.Local.NumParallel, c.Local.Queue = 1, 0
+	})
+	conn, err := net.Dial("tcp", m.node.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.(*net.TCPConn).SetReadBuffer(4 << 10)
+	body := chatBody("tiny", "hello", `"stream":true,"max_tokens":1000000`)
+	fmt.Fprintf(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+
+	m.waitFor("the local slot to fill", func() bool { return m.node.engine.Stats().Running == 1 })
+	// The connection stays open and unread; only the deadline can end
+	// the stream.
+	m.waitFor("the stalled stream to give its slot back", func() bool {
+		return m.node.engine.Stats().Running == 0 && m.node.metrics.RequestsInFlight() == 0
+	})
+	resp := m.post("/v1/chat/completions", chatBody("tiny", "hello", `"max_tokens":4`))
+	if b := readBody(t, resp); resp.StatusCode != http.StatusOK || !strings.Contains(resp.Header.Get("X-Meridian-Route"), "target=local") {
+		t.Fatalf("after the cut: status %d, route %q: %s", resp.StatusCode, resp.Header.Get("X-Meridian-Route"), b)
+	}
+	if logs := m.logs.String(); !strings.Contains(logs, `"status":"499"`) {
+		t.Errorf("the cut stream was not logged as 499")
+	}
+}
