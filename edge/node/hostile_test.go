@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -177,5 +178,42 @@ func TestStalledReaderFreesLocalSlot(t *testing.T) {
 	}
 	if logs := m.logs.String(); !strings.Contains(logs, `"status":"499"`) {
 		t.Errorf("the cut stream was not logged as 499")
+	}
+}
+
+// TestPanicAnswersInClientFormat makes a handler behind the node's
+// middleware panic: the client gets a 500 in its own format, Anthropic's
+// for Anthropic's SDKs and path, OpenAI's otherwise, and the panic is
+// logged without reaching the client.
+func TestPanicAnswersInClientFormat(t *testing.T) {
+	m := startMesh(t, nil)
+	h := m.node.wrap(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic("handler bug sk-panic-secret") }))
+	for _, tc := range []struct {
+		path, version string
+		anth          bool
+	}{
+		{"/v1/models", "2023-06-01", true},
+		{"/v1/messages/count_tokens", "", true},
+		{"/v1/models", "", false},
+	} {
+		r := httptest.NewRequest(http.MethodGet, tc.path, nil)
+		if tc.version != "" {
+			r.Header.Set("Anthropic-Version", tc.version)
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		body := w.Body.String()
+		if w.Code != http.StatusInternalServerError || strings.Contains(body, "sk-panic-secret") {
+			t.Fatalf("%s: %d %s", tc.path, w.Code, body)
+		}
+		if got := strings.HasPrefix(body, `{"type":"error","error":{"type":"api_error"`); got != tc.anth {
+			t.Errorf("%s (anthropic-version %q): %s, want Anthropic's shape: %v", tc.path, tc.version, body, tc.anth)
+		}
+		if !tc.anth && !strings.HasPrefix(body, `{"error":{"message":"internal error","type":"server_error"`) {
+			t.Errorf("%s: %s, want OpenAI's shape", tc.path, body)
+		}
+	}
+	if !strings.Contains(m.logs.String(), "handler panic") {
+		t.Error("the panic was not logged")
 	}
 }
