@@ -29,12 +29,6 @@ func missing(param string) *llm.Error { return bad(param, "Field required") }
 // Errors name the field the way Anthropic does, e.g.
 // "messages.1.content.0.type".
 func DecodeMessages(body []byte) (*llm.Request, *llm.Error) {
-	// The depth limit first: it stops at the limit, so hostile nesting
-	// is refused before any pass over the whole body. The scanner below
-	// enforces the same limit.
-	if at, deep := jsonscan.TooDeep(body, jsonscan.MaxDepth); deep {
-		return nil, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "", "The request body is not valid JSON: nesting deeper than %d at byte %d", jsonscan.MaxDepth, at)
-	}
 	// jsonscan accepts any bytes inside strings; JSON is UTF-8.
 	if at := api.InvalidUTF8(body); at >= 0 {
 		return nil, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "", "The request body is not valid UTF-8: invalid byte at offset %d.", at)
