@@ -1,11 +1,15 @@
-// Package api holds what the edge's API surfaces share: the response
-// headers every answer carries, client authentication against the
-// routing table's key hashes, bounded body reading, the stream writer
-// that relays events with coalesced writes and keep-alives, and the
-// per-request log line and metrics.
+// Package api holds what the edge's API surfaces share: the request
+// pipeline every POST goes through (Handler: method, admission, auth,
+// body, decode, gateway, 499, overhead, panics), the response headers
+// every answer carries, client authentication against the routing
+// table's key hashes, bounded body reading, the stream writer that relays
+// events with coalesced writes and keep-alives, and the per-request log
+// line and metrics.
 //
-// Surfaces (api/openai, api/anthropic) own their wire formats; this
-// package knows none.
+// Surfaces (api/openai, api/anthropic) own their wire formats and give
+// the pipeline only their decoding, encoding and error shape (Format);
+// this package knows no format, and must never answer a client in one
+// it chose itself.
 package api
 
 import (

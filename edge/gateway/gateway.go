@@ -6,7 +6,9 @@
 // prints the same plan Do executes.
 //
 // The routing table is swapped atomically (SetTable); a request reads one
-// table from start to end and never sees half of one. The gateway never
+// table from start to end and never sees half of one: it takes one
+// Snapshot (table, adapters and router view together) when it arrives,
+// and its revision header, key check and plan all come from it. The gateway never
 // writes to a client: surfaces own the wire format.
 package gateway
 
@@ -608,14 +610,15 @@ func (g *Gateway) peer(node, addr string) provider.Provider {
 // with every candidate's score and every exclusion's reason. It sends
 // nothing.
 func (g *Gateway) Explain(r *router.Request) *Explanation {
+	snap := g.Snapshot()
 	p := &router.Plan{}
-	g.router.Choose(r, p)
+	g.router.ChooseIn(snap.v, r, p)
 	p.AllowedRegions = p.Allowed()
 	if p.Excluded == nil {
 		p.Excluded = []router.Choice{} // JSON readers get a list, never null
 	}
 	ex := &Explanation{Plan: p, Targets: []ExplainedTarget{}}
-	st := g.state.Load()
+	st := snap.st
 	for i := range p.Targets {
 		ch := &p.Targets[i]
 		_, loaded, why := g.target(st, ch)

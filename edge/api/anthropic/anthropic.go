@@ -160,7 +160,7 @@ func (s *Surface) Models(w http.ResponseWriter, r *http.Request) {
 	if !s.modelsAllowed(w, r) {
 		return
 	}
-	models := s.cfg.Gateway.Table().Models()
+	models := s.cfg.Gateway.SnapshotFor(r.Context()).Table().Models()
 	b := append(make([]byte, 0, 64+96*len(models)), `{"data":[`...)
 	for i := range models {
 		if i > 0 {
@@ -187,7 +187,7 @@ func (s *Surface) Model(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	m, ok := s.cfg.Gateway.Table().Model(id)
+	m, ok := s.cfg.Gateway.SnapshotFor(r.Context()).Table().Model(id)
 	if !ok {
 		WriteError(w, r, llm.Errorf(http.StatusNotFound, llm.TypeNotFound, "", "model: %s", id))
 		return

@@ -160,8 +160,8 @@ type modelObject struct {
 	OwnedBy string `json:"owned_by"`
 }
 
-func (s *Surface) modelObjects() []modelObject {
-	ms := s.cfg.Gateway.Table().Models()
+func (s *Surface) modelObjects(r *http.Request) []modelObject {
+	ms := s.cfg.Gateway.SnapshotFor(r.Context()).Table().Models()
 	out := make([]modelObject, 0, len(ms))
 	for _, m := range ms {
 		owner := m.OwnedBy
@@ -186,7 +186,7 @@ func (s *Surface) Models(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, struct {
 		Object string        `json:"object"`
 		Data   []modelObject `json:"data"`
-	}{"list", s.modelObjects()})
+	}{"list", s.modelObjects(r)})
 }
 
 // Model serves GET /v1/models/{id} in OpenAI's shape.
@@ -200,7 +200,7 @@ func (s *Surface) Model(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	for _, m := range s.modelObjects() {
+	for _, m := range s.modelObjects(r) {
 		if m.ID == id {
 			writeJSON(w, m)
 			return
