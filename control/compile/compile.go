@@ -71,7 +71,13 @@ func Build(s *fsm.State) *tablev1.RoutingTable {
 		e.Regions = append(e.Regions, m.(*controlv1.Region))
 	}
 	for _, m := range s.List(fsm.KindNode) {
-		e.Nodes = append(e.Nodes, m.(*controlv1.Node))
+		n := m.(*controlv1.Node)
+		if s.Revoked(n.GetId()) {
+			// Edges refuse links from a node the table marks revoked.
+			n = proto.Clone(n).(*controlv1.Node)
+			n.Revoked = true
+		}
+		e.Nodes = append(e.Nodes, n)
 	}
 	for _, m := range s.List(fsm.KindModel) {
 		e.Models = append(e.Models, m.(*controlv1.Model))

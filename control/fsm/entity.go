@@ -265,6 +265,9 @@ func validateNode(m proto.Message) error {
 	if err := checkID("region", n.GetRegion()); err != nil {
 		return err
 	}
+	if n.GetRevoked() {
+		return invalid("revoked", "is set by `meridianctl node revoke`, not written")
+	}
 	if len(n.GetAddresses()) > maxList {
 		return invalid("addresses", "holds more than %d addresses", maxList)
 	}

@@ -68,6 +68,9 @@ type Node struct {
 	ID string `yaml:"id" json:"id"`
 	// Region is a Region.ID.
 	Region string `yaml:"region" json:"region"`
+	// Revoked marks a node whose identity the control plane revoked:
+	// peers refuse its links. Only the control plane sets it.
+	Revoked bool `yaml:"revoked,omitempty" json:"revoked,omitempty"`
 }
 
 // Placement asks for a model to run on one node, or on Desired nodes of

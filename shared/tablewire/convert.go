@@ -280,7 +280,7 @@ func (c *Converter) fleet(e *tablev1.Entities, tab *table.Table) {
 		tab.Regions = append(tab.Regions, table.Region{ID: r.GetId(), Latitude: r.GetLatitude(), Longitude: r.GetLongitude()})
 	}
 	for _, n := range e.GetNodes() {
-		tab.Nodes = append(tab.Nodes, table.Node{ID: n.GetId(), Region: n.GetRegion()})
+		tab.Nodes = append(tab.Nodes, table.Node{ID: n.GetId(), Region: n.GetRegion(), Revoked: n.GetRevoked()})
 	}
 	for _, p := range e.GetPlacements() {
 		tab.Placements = append(tab.Placements, table.Placement{Model: p.GetModel(), Node: p.GetNode(), Region: p.GetRegion(), Desired: int(p.GetDesired())})
