@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -37,7 +38,10 @@ var ErrBadNodeID = errors.New("pki: node ID must be 1-63 characters of a-z, 0-9,
 
 // clockSkew backdates certificates so a peer whose clock is a little
 // behind still accepts them.
-const clockSkew = 5 * time.Minute
+const clockSkew = ClockSkew
+
+// ClockSkew is how far certificates are backdated.
+const ClockSkew = 5 * time.Minute
 
 // CA is a certificate authority held in memory.
 type CA struct {
@@ -90,14 +94,9 @@ func (ca *CA) IssueValidity(nodeID string, hosts []string, notBefore, notAfter t
 	return ca.issue(nodeID, hosts, notBefore, notAfter)
 }
 
-func (ca *CA) issue(nodeID string, hosts []string, notBefore, notAfter time.Time) (tls.Certificate, error) {
-	if !validNodeID(nodeID) {
-		return tls.Certificate{}, ErrBadNodeID
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
+// nodeTemplate is a node certificate: client and server auth plus the
+// node role, the node ID as common name and DNS SAN, hosts as more SANs.
+func nodeTemplate(nodeID string, hosts []string, notBefore, notAfter time.Time) *x509.Certificate {
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
 		Subject:      pkix.Name{CommonName: nodeID, Organization: []string{"Meridian"}},
@@ -106,6 +105,7 @@ func (ca *CA) issue(nodeID string, hosts []string, notBefore, notAfter time.Time
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		DNSNames:     []string{nodeID},
+		URIs:         []*url.URL{NodeURI(nodeID)},
 	}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
@@ -114,6 +114,18 @@ func (ca *CA) issue(nodeID string, hosts []string, notBefore, notAfter time.Time
 			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		}
 	}
+	return tmpl
+}
+
+func (ca *CA) issue(nodeID string, hosts []string, notBefore, notAfter time.Time) (tls.Certificate, error) {
+	if !validNodeID(nodeID) {
+		return tls.Certificate{}, ErrBadNodeID
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	tmpl := nodeTemplate(nodeID, hosts, notBefore, notAfter)
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("pki: sign certificate for %s: %w", nodeID, err)
