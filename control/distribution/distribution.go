@@ -60,6 +60,11 @@ type Config struct {
 	// then name 127.0.0.1 when it listens on every interface, or its
 	// listen address otherwise).
 	TLSCert, TLSKey, TLSCA string
+	// EdgeIdentities admits edges to the embedded server by the nkeys
+	// they registered when they joined (control/api join.go), each
+	// allowed only its own reports; a revoked node's connections are
+	// closed as the revocation applies.
+	EdgeIdentities bool
 	// HeartbeatInterval is the leader's heartbeat period. Default 1 s.
 	HeartbeatInterval time.Duration
 	// MaxTableBytes caps a compiled table, bytes. Default 4 MiB.
@@ -145,6 +150,9 @@ func Start(cfg Config, node Node) (*Distribution, error) {
 			}
 			ncfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 		}
+		if cfg.EdgeIdentities {
+			ncfg.Identities = fsmIdentities{node.FSM()}
+		}
 		ns, err := natsd.Start(ncfg)
 		if err != nil {
 			return nil, err
@@ -189,6 +197,9 @@ func Start(cfg Config, node Node) (*Distribution, error) {
 	d.cancel = cancel
 	go func() {
 		defer close(d.done)
+		if d.ns != nil && cfg.EdgeIdentities {
+			go d.watchRevocations(ctx, node.FSM(), cfg.Logger)
+		}
 		if err := d.pub.Run(ctx); err != nil {
 			cfg.Logger.Error("table publisher stopped", "err", err)
 		}

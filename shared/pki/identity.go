@@ -180,3 +180,15 @@ func ParseCertPEM(b []byte) (*x509.Certificate, error) {
 	}
 	return c, nil
 }
+
+// PoolOf returns a pool holding certs.
+func PoolOf(certs ...*x509.Certificate) *x509.CertPool {
+	p := x509.NewCertPool()
+	for _, c := range certs {
+		p.AddCert(c)
+	}
+	return p
+}
+
+// Chain is a one-certificate chain, for VerifyNode.
+func Chain(c *x509.Certificate) []*x509.Certificate { return []*x509.Certificate{c} }
