@@ -55,6 +55,9 @@ Usage:
   meridianctl [flags] KIND set ID [field=value ...] [-f FILE]
   meridianctl [flags] KIND rm ID
   meridianctl [flags] key new ID [tenant=ID]   make a random API key; prints it once, stores its hash
+  meridianctl [flags] node token ID [--region R] [--ttl 1h]   one-time join token for an edge; prints it once
+  meridianctl [flags] node revoke ID           end a node's links, NATS access and certificate renewals
+  meridianctl [flags] node identities          nodes that joined, and revocations
   meridianctl [flags] apply -f FILE [--dry-run] [--prune]
   meridianctl [flags] status
   meridianctl [flags] cluster join API_ADDR
@@ -106,6 +109,8 @@ type cli struct {
 	name   string
 	days   int
 	hosts  multiFlag
+	region string
+	ttl    string
 }
 
 type multiFlag []string
@@ -137,6 +142,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.StringVar(&c.name, "name", "Meridian development CA", "")
 	fs.IntVar(&c.days, "days", 365, "")
 	fs.Var(&c.hosts, "host", "")
+	fs.StringVar(&c.region, "region", "", "")
+	fs.StringVar(&c.ttl, "ttl", "1h", "")
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
@@ -201,6 +208,10 @@ func (c *cli) dispatch(ctx context.Context, pos []string) error {
 	case "help":
 		fmt.Fprint(c.stdout, usage)
 		return nil
+	case "node":
+		if len(pos) > 1 && (pos[1] == "token" || pos[1] == "revoke" || pos[1] == "identities") {
+			return c.nodeIdentity(ctx, pos[1:])
+		}
 	}
 	return c.entity(ctx, pos)
 }
