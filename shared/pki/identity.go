@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -192,3 +193,25 @@ func PoolOf(certs ...*x509.Certificate) *x509.CertPool {
 
 // Chain is a one-certificate chain, for VerifyNode.
 func Chain(c *x509.Certificate) []*x509.Certificate { return []*x509.Certificate{c} }
+
+// IssueServer signs a certificate for a service that is not a node (a
+// control API, a NATS server): client and server auth, name as common
+// name and DNS SAN, hosts as more SANs, and no node URI, so it can never
+// act as a link peer.
+func (ca *CA) IssueServer(name string, hosts []string, validFor time.Duration) (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	tmpl := nodeTemplate(name, hosts, time.Now().Add(-clockSkew), time.Now().Add(validFor))
+	tmpl.URIs = nil
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("pki: sign certificate for %s: %w", name, err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
+}
