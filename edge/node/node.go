@@ -51,6 +51,8 @@ type Node struct {
 	locator *geo.Locator // where clients are (mesh.go)
 
 	sync *tablesync.Syncer // nil without a control plane (table.go)
+
+	id *identity // nil without a fleet identity (join.go)
 }
 
 // New builds a node from a validated config. It does not listen yet.
@@ -71,7 +73,15 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 		}
 		m.Register(localCollectors(n.engine, cfg.Local.ModelNames())...)
 	}
-	if n.link, err = newLink(cfg, log, m, n.peerDown); err != nil {
+	if cfg.Control.Identity() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		n.id, err = loadIdentity(ctx, cfg, log)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+	}
+	if n.link, err = newLink(cfg, log, m, n.peerDown, n.id, n.authorizePeer); err != nil {
 		return nil, err
 	}
 	if n.locator, err = geo.New(cfg.Geo, geo.Point{}); err != nil {
@@ -250,6 +260,11 @@ func (n *Node) Run(ctx context.Context) error {
 		return err
 	}
 	defer n.closeLink() // after the drain below
+	if n.id != nil {
+		rctx, stopRenew := context.WithCancel(ctx)
+		defer stopRenew()
+		go n.id.renewLoop(rctx)
+	}
 	stopTable, terr := n.startTable(ctx)
 	if terr != nil {
 		return terr
