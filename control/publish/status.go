@@ -77,7 +77,7 @@ func (p *Publisher) recordApplied(m *nats.Msg) {
 		p.m.reports.WithLabelValues("bad").Inc()
 		return
 	}
-	if m.Subject != tablewire.SubjectApplied && m.Subject != tablewire.ReportSubject(r.GetNode()) {
+	if strings.HasPrefix(m.Subject, tablewire.SubjectApplied+".") && m.Subject != tablewire.ReportSubject(r.GetNode()) {
 		// An edge's identity may publish only its own subject, so a
 		// report there naming another node is forged.
 		p.m.reports.WithLabelValues("bad").Inc()
