@@ -52,6 +52,9 @@ type Options struct {
 	// KEK, when set, runs the cluster CA and join endpoints, and admits
 	// edges to NATS by the nkeys they registered at join.
 	KEK []byte
+	// NodeCertTTL is the life of node certificates issued at join and
+	// renewal; 0 keeps the API's default (12h).
+	NodeCertTTL time.Duration
 }
 
 // NATSToken authenticates to the members' NATS servers.
@@ -189,7 +192,7 @@ func (m *Member) start(peers []cluster.Peer, bootstrap bool) {
 	}
 	acfg := api.DefaultConfig()
 	acfg.AdminTokens, acfg.ReadTokens = []string{AdminToken}, []string{ReadToken}
-	acfg.Logger, acfg.KEK = logger, m.c.opts.KEK
+	acfg.Logger, acfg.KEK, acfg.NodeCertTTL = logger, m.c.opts.KEK, m.c.opts.NodeCertTTL
 	srv, err := api.New(acfg, node)
 	if err != nil {
 		t.Fatal(err)

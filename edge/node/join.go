@@ -282,11 +282,24 @@ func (id *identity) expiry() time.Time { return id.current().Leaf.NotAfter }
 
 // renewAt is half-way through the current certificate's life, jittered
 // by up to a tenth of it so a fleet joined together does not renew
-// together.
+// together. The life counts from issue, not from NotBefore, which the
+// CA backdates by pki.ClockSkew.
 func (id *identity) renewAt() time.Time {
 	l := id.current().Leaf
-	life := l.NotAfter.Sub(l.NotBefore)
-	return l.NotBefore.Add(life/2 + time.Duration(rand.Int64N(int64(life/10)+1)))
+	issued := l.NotBefore.Add(pki.ClockSkew)
+	if !issued.Before(l.NotAfter) {
+		issued = l.NotBefore
+	}
+	life := l.NotAfter.Sub(issued)
+	at := issued.Add(life/2 + time.Duration(rand.Int64N(int64(life/10)+1)))
+	return later(at, time.Now().Add(time.Second))
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // renewLoop renews at half life until ctx ends. A failed renewal is

@@ -17,6 +17,7 @@ import (
 	"github.com/meridian-mesh/meridian/control/controltest"
 	"github.com/meridian-mesh/meridian/control/seal"
 	"github.com/meridian-mesh/meridian/edge/config"
+	"github.com/meridian-mesh/meridian/shared/pki"
 	"github.com/meridian-mesh/meridian/shared/table"
 	"github.com/meridian-mesh/meridian/shared/tablewire"
 )
@@ -149,5 +150,36 @@ func TestEdgeJoinsAndIsRevoked(t *testing.T) {
 	}
 	if b2.id.current().Leaf.SerialNumber.Cmp(b.id.current().Leaf.SerialNumber) != 0 {
 		t.Fatal("the restarted edge did not reuse its stored certificate")
+	}
+}
+
+// A joined edge renews its certificate at half its life, by itself, and
+// keeps the renewed one on disk.
+func TestEdgeRenewsAtHalfLife(t *testing.T) {
+	kek, _ := seal.ParseKEK(seal.NewKEK())
+	c := controltest.Start(t, 1, controltest.Options{Distribution: true, KEK: kek, NodeCertTTL: 4 * time.Second})
+	m := c.Leader()
+	if st, b, _, err := m.Do(context.Background(), "PUT", "/v1/control/regions/eu", controltest.AdminToken,
+		strings.NewReader(`{"id":"eu","latitude":50,"longitude":8}`)); err != nil || st != 200 {
+		t.Fatalf("region: %d %s %v", st, b, err)
+	}
+	dir := t.TempDir()
+	n, err := joinedEdge(t, m, "edge-r", joinToken(t, m, "edge-r"), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := n.id.current().Leaf
+	controltest.WaitFor(t, 10*time.Second, "a renewed certificate", func() bool {
+		return n.id.current().Leaf.SerialNumber.Cmp(first.SerialNumber) != 0
+	})
+	if !time.Now().Before(first.NotAfter) {
+		t.Fatal("renewed only after the old certificate expired")
+	}
+	stored, err := os.ReadFile(filepath.Join(dir, "identity", "node.crt"))
+	if err != nil || !strings.Contains(string(stored), "CERTIFICATE") {
+		t.Fatalf("stored certificate: %v", err)
+	}
+	if cur := n.id.current(); string(pki.CertPEM(cur.Leaf.Raw)) != string(stored) {
+		t.Fatal("the renewed certificate is not the one on disk")
 	}
 }
