@@ -35,7 +35,7 @@ const tokenRetentionMs = 24 * 3600 * 1000
 //	"i/n/<node>"   → *controlv1.NodeIdentity
 var caKey = []byte("i/ca")
 
-func tokenKey(hash string) []byte   { return []byte("i/t/" + hash) }
+func tokenKey(hash string) []byte    { return []byte("i/t/" + hash) }
 func identityKey(node string) []byte { return []byte("i/n/" + node) }
 
 // HashToken returns the form a join token is stored and looked up in.

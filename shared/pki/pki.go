@@ -194,6 +194,18 @@ func LoadCA(dir string) (*CA, error) {
 // and server auth) and writes <nodeID>.crt and <nodeID>.key (0600) into
 // outDir.
 func WriteNodeCert(caDir, outDir, nodeID string, hosts []string, validFor time.Duration) error {
+	return writeCert(caDir, outDir, nodeID, hosts, validFor, (*CA).Issue)
+}
+
+// WriteServerCert is WriteNodeCert for a service that is not a node (a
+// control API, a NATS server): the certificate has no node URI, so it
+// can never act as a link peer.
+func WriteServerCert(caDir, outDir, name string, hosts []string, validFor time.Duration) error {
+	return writeCert(caDir, outDir, name, hosts, validFor, (*CA).IssueServer)
+}
+
+func writeCert(caDir, outDir, nodeID string, hosts []string, validFor time.Duration,
+	issue func(*CA, string, []string, time.Duration) (tls.Certificate, error)) error {
 	if !validNodeID(nodeID) {
 		return ErrBadNodeID
 	}
@@ -201,7 +213,7 @@ func WriteNodeCert(caDir, outDir, nodeID string, hosts []string, validFor time.D
 	if err != nil {
 		return err
 	}
-	c, err := ca.Issue(nodeID, hosts, validFor)
+	c, err := issue(ca, nodeID, hosts, validFor)
 	if err != nil {
 		return err
 	}

@@ -66,7 +66,8 @@ Usage:
   meridianctl [flags] cluster snapshot save FILE
   meridianctl [flags] cluster snapshot restore FILE
   meridianctl tls ca --dir DIR [--name NAME] [--days N]
-  meridianctl tls cert --ca-dir DIR --node ID [--host H]... --out DIR [--days N]
+  meridianctl tls cert --ca-dir DIR --node ID [--host H]... --out DIR [--days N] [--control]
+                                               --control: for a control API or NATS server, never a link peer
 
 Kinds: region node model placement provider route key tenant price
 
@@ -99,18 +100,19 @@ type cli struct {
 	stderr  io.Writer
 
 	// Command flags, shared so that they may appear anywhere.
-	file   string
-	dryRun bool
-	prune  bool
-	dir    string
-	caDir  string
-	out    string
-	node   string
-	name   string
-	days   int
-	hosts  multiFlag
-	region string
-	ttl    string
+	file    string
+	dryRun  bool
+	prune   bool
+	dir     string
+	caDir   string
+	out     string
+	node    string
+	name    string
+	days    int
+	hosts   multiFlag
+	region  string
+	ttl     string
+	control bool
 }
 
 type multiFlag []string
@@ -144,6 +146,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.Var(&c.hosts, "host", "")
 	fs.StringVar(&c.region, "region", "", "")
 	fs.StringVar(&c.ttl, "ttl", "1h", "")
+	fs.BoolVar(&c.control, "control", false, "")
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
