@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -138,8 +139,14 @@ func (c *Control) validate() error {
 		}
 	}
 	if c.APIURL != "" {
-		if u, err := url.Parse(c.APIURL); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") || u.User != nil {
+		u, err := url.Parse(c.APIURL)
+		if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") || u.User != nil {
 			return bad("api_url", `must look like "https://host:port" (or http:// on loopback), without credentials`)
+		}
+		if ip := net.ParseIP(u.Hostname()); u.Scheme == "http" && u.Hostname() != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			// The join token and certificate requests would cross the
+			// network in the clear.
+			return bad("api_url", "must be https:// unless it is a loopback address")
 		}
 	}
 	switch {
