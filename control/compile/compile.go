@@ -72,10 +72,11 @@ func Build(s *fsm.State) *tablev1.RoutingTable {
 	}
 	for _, m := range s.List(fsm.KindNode) {
 		n := m.(*controlv1.Node)
-		if s.Revoked(n.GetId()) {
-			// Edges refuse links from a node the table marks revoked.
+		if id, ok := s.NodeIdentity(n.GetId()); ok {
+			// Edges refuse links from a node the table marks revoked,
+			// and certificates issued before its latest join.
 			n = proto.Clone(n).(*controlv1.Node)
-			n.Revoked = true
+			n.Revoked, n.JoinedUnixMs = id.GetRevoked(), id.GetJoinedUnixMs()
 		}
 		e.Nodes = append(e.Nodes, n)
 	}

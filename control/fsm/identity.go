@@ -200,6 +200,20 @@ func applyRevokeNode(txn txnView, m *controlv1.RevokeNode) *controlv1.Result {
 		id.Revoked, id.RevokedUnixMs = true, m.GetNowUnixMs()
 	}
 	txn.Insert(identityKey(m.GetNode()), id)
+	// Tokens issued for the node and not yet used die with it: only a
+	// token created after the revocation re-admits it.
+	var live []*controlv1.JoinToken
+	txn.Root().WalkPrefix([]byte("i/t/"), func(_ []byte, v any) bool {
+		if t := v.(*controlv1.JoinToken); t.GetNode() == m.GetNode() && !t.GetUsed() {
+			live = append(live, t)
+		}
+		return false
+	})
+	for _, t := range live {
+		used := proto.Clone(t).(*controlv1.JoinToken)
+		used.Used = true
+		txn.Insert(tokenKey(t.GetHash()), used)
+	}
 	return &controlv1.Result{}
 }
 

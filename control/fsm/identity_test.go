@@ -75,8 +75,14 @@ func TestRevokeAndCASurviveSnapshot(t *testing.T) {
 	if !errors.Is(ResultError(r), ErrConflict) {
 		t.Fatalf("second CA = %v", r)
 	}
+	pending := HashToken("pending")
+	cmd(t, f, 3, TypeCreateJoinToken, &controlv1.CreateJoinToken{RequestId: "ct", NowUnixMs: 1,
+		Token: &controlv1.JoinToken{Hash: pending, Node: "n1", ExpiresUnixMs: 1 << 40}})
 	if r := cmd(t, f, 4, TypeRevokeNode, &controlv1.RevokeNode{RequestId: "rv", Node: "n1", NowUnixMs: 7}); r.GetCode() != "" {
 		t.Fatal(r)
+	}
+	if r := cmd(t, f, 4, TypeRedeemJoinToken, &controlv1.RedeemJoinToken{RequestId: "rd", Hash: pending, NatsKey: natsKey, NowUnixMs: 8}); r.GetMessage() != MsgTokenUsed {
+		t.Fatalf("a token issued before the revocation re-admitted the node: %v", r)
 	}
 	if r := cmd(t, f, 5, TypeRevokeNode, &controlv1.RevokeNode{RequestId: "rv2", Node: "ghost"}); !errors.Is(ResultError(r), ErrNotFound) {
 		t.Fatalf("revoking an unknown node = %v", r)

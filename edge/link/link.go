@@ -72,11 +72,12 @@ type Config struct {
 	// every handshake instead of Certificate, so a renewed certificate
 	// is used from the next link on.
 	GetCertificate func() (*tls.Certificate, error)
-	// Authorize, when set, is asked about every peer node at every
-	// handshake and by Revalidate: a non-nil error refuses it (a node
-	// the current table does not list, or lists as revoked). Nil
+	// Authorize, when set, is asked about every peer node, with its
+	// certificate, at every handshake and by Revalidate: a non-nil error
+	// refuses it (a node the current table does not list, or lists as
+	// revoked, or a certificate older than the node's latest join). Nil
 	// accepts any node certificate from the CA.
-	Authorize func(node string) error
+	Authorize func(node string, cert *x509.Certificate) error
 	// RevalidateInterval is how often open links are checked again
 	// (Revalidate), so a certificate that expires while its link is up
 	// ends the link. Default 30s.

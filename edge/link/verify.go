@@ -49,7 +49,7 @@ func (t *Transport) verifyPeer(cs tls.ConnectionState, want string) error {
 			leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
 	if t.cfg.Authorize != nil {
-		if err := t.cfg.Authorize(id); err != nil {
+		if err := t.cfg.Authorize(id, leaf); err != nil {
 			return fmt.Errorf("%w: %s: %v", ErrNotAuthorized, id, err)
 		}
 	}

@@ -2,6 +2,7 @@ package link
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"sync"
@@ -17,7 +18,7 @@ type allowList struct {
 	ok map[string]bool
 }
 
-func (a *allowList) authorize(node string) error {
+func (a *allowList) authorize(node string, _ *x509.Certificate) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if !a.ok[node] {

@@ -84,8 +84,8 @@ func TestEdgeJoinsAndIsRevoked(t *testing.T) {
 		st := a.TableStatus()
 		return st.Source == "control" && st.Connected
 	})
-	controltest.WaitFor(t, 10*time.Second, "edge-b to list edge-a", func() bool { return b.authorizePeer("edge-a") == nil })
-	if err := b.authorizePeer("edge-zz"); err == nil {
+	controltest.WaitFor(t, 10*time.Second, "edge-b to list edge-a", func() bool { return b.authorizePeer("edge-a", nil) == nil })
+	if err := b.authorizePeer("edge-zz", nil); err == nil {
 		t.Fatal("a node the table does not list was authorized")
 	}
 
@@ -130,7 +130,7 @@ func TestEdgeJoinsAndIsRevoked(t *testing.T) {
 	}
 	controltest.WaitFor(t, 5*time.Second, "edge-a to lose NATS", func() bool { return !a.TableStatus().Connected })
 	controltest.WaitFor(t, 5*time.Second, "edge-b to refuse edge-a", func() bool {
-		err := b.authorizePeer("edge-a")
+		err := b.authorizePeer("edge-a", nil)
 		return err != nil && strings.Contains(err.Error(), "revoked")
 	})
 	rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -141,6 +141,22 @@ func TestEdgeJoinsAndIsRevoked(t *testing.T) {
 	time.Sleep(500 * time.Millisecond) // a reconnect would come within the reconnect wait
 	if a.TableStatus().Connected {
 		t.Fatal("the revoked edge reconnected to NATS")
+	}
+
+	// Re-admitted with a new token, edge-a's old certificate stays dead
+	// for its peers; its new one is accepted.
+	old := a.id.current().Leaf
+	// Joins are told apart at a one-second tolerance for clocks.
+	time.Sleep(1100 * time.Millisecond)
+	a2, err := joinedEdge(t, m, "edge-a", joinToken(t, m, "edge-a"), t.TempDir())
+	if err != nil {
+		t.Fatalf("re-join: %v", err)
+	}
+	controltest.WaitFor(t, 5*time.Second, "edge-b to accept the re-joined edge-a", func() bool {
+		return b.authorizePeer("edge-a", a2.id.current().Leaf) == nil
+	})
+	if err := b.authorizePeer("edge-a", old); err == nil || !strings.Contains(err.Error(), "predates") {
+		t.Fatalf("edge-a's certificate from before the revocation: %v", err)
 	}
 
 	// edge-b restarts on its stored credentials, without a token.

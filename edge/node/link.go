@@ -3,11 +3,13 @@ package node
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/meridian-mesh/meridian/edge/config"
 	"github.com/meridian-mesh/meridian/edge/gateway"
@@ -25,7 +27,7 @@ import (
 // With a fleet identity the certificate and CA come from it, the
 // certificate follows its renewals, and only peers the current table
 // lists, unrevoked, are accepted (authorize).
-func newLink(cfg config.Config, log *slog.Logger, m *metrics.Metrics, down func(node string, cause error), id *identity, authorize func(string) error) (*link.Transport, error) {
+func newLink(cfg config.Config, log *slog.Logger, m *metrics.Metrics, down func(node string, cause error), id *identity, authorize func(string, *x509.Certificate) error) (*link.Transport, error) {
 	lc := cfg.Link
 	if !lc.Enabled {
 		return nil, nil
@@ -127,14 +129,17 @@ func (n *Node) links(w http.ResponseWriter, r *http.Request) {
 }
 
 // authorizePeer accepts a link peer the current table lists and has not
-// revoked.
-func (n *Node) authorizePeer(node string) error {
+// revoked, with a certificate issued since its latest join (the CA
+// backdates certificates by pki.ClockSkew).
+func (n *Node) authorizePeer(node string, cert *x509.Certificate) error {
 	nd, ok := n.gw.Table().Node(node)
 	switch {
 	case !ok:
 		return fmt.Errorf("node %s is not in the routing table", node)
 	case nd.Revoked:
 		return fmt.Errorf("node %s is revoked", node)
+	case cert != nil && !nd.Joined.IsZero() && cert.NotBefore.Add(pki.ClockSkew).Before(nd.Joined.Add(-time.Second)):
+		return fmt.Errorf("node %s's certificate predates its latest join", node)
 	}
 	return nil
 }

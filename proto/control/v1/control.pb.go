@@ -243,7 +243,12 @@ type Node struct {
 	Labels    map[string]string `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Set by the control plane in the routing table (never written through
 	// the API): the node's identity was revoked, so peers refuse its links.
-	Revoked       bool `protobuf:"varint,130,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	Revoked bool `protobuf:"varint,130,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	// Set by the control plane in the routing table: when the node last
+	// joined, Unix milliseconds. Peers refuse certificates issued before
+	// it, so a re-admitted node's old (perhaps stolen) certificates stay
+	// dead.
+	JoinedUnixMs  int64 `protobuf:"varint,131,opt,name=joined_unix_ms,json=joinedUnixMs,proto3" json:"joined_unix_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -318,6 +323,13 @@ func (x *Node) GetRevoked() bool {
 		return x.Revoked
 	}
 	return false
+}
+
+func (x *Node) GetJoinedUnixMs() int64 {
+	if x != nil {
+		return x.JoinedUnixMs
+	}
+	return 0
 }
 
 // Model is a model name clients may ask for.
@@ -2299,14 +2311,15 @@ const file_proto_control_v1_control_proto_rawDesc = "" +
 	"\x0egpu_memory_mib\x18\x02 \x01(\rR\fgpuMemoryMib\x12\x1d\n" +
 	"\n" +
 	"memory_mib\x18\x03 \x01(\rR\tmemoryMib\x12%\n" +
-	"\x0emax_concurrent\x18\x04 \x01(\rR\rmaxConcurrent\"\x9c\x02\n" +
+	"\x0emax_concurrent\x18\x04 \x01(\rR\rmaxConcurrent\"\xc3\x02\n" +
 	"\x04Node\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06region\x18\x02 \x01(\tR\x06region\x12\x1c\n" +
 	"\taddresses\x18\x03 \x03(\tR\taddresses\x129\n" +
 	"\bcapacity\x18\x04 \x01(\v2\x1d.meridian.control.v1.CapacityR\bcapacity\x12=\n" +
 	"\x06labels\x18\x05 \x03(\v2%.meridian.control.v1.Node.LabelsEntryR\x06labels\x12\x19\n" +
-	"\arevoked\x18\x82\x01 \x01(\bR\arevoked\x1a9\n" +
+	"\arevoked\x18\x82\x01 \x01(\bR\arevoked\x12%\n" +
+	"\x0ejoined_unix_ms\x18\x83\x01 \x01(\x03R\fjoinedUnixMs\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc4\x02\n" +
