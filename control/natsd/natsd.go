@@ -3,8 +3,10 @@
 // servers with routes to each other, so an edge connected to any of them
 // hears the leader, and an edge whose server dies reconnects to another.
 //
-// Every connection authenticates (user and password, or a token), and
-// clients may be required to use TLS. It must never log a credential:
+// Every connection authenticates: the control nodes with a user and
+// password or a token, which may do anything; edges that joined the
+// fleet with their own nkeys, which may only read tables and publish
+// their own reports (auth.go). A listener beyond loopback must use TLS. It must never log a credential:
 // NATS' own logs pass through a filter that redacts them.
 package natsd
 

@@ -34,7 +34,9 @@
 //     with io.EOF.
 //
 // This package must never accept a connection from a certificate outside
-// the cluster CA, and never send a request's cause (which may name hosts)
+// the cluster CA, from one that is not a node certificate (a control-API
+// certificate), that names another node than the one dialled, or that
+// Config.Authorize refuses (verify.go), and never send a request's cause (which may name hosts)
 // across a link: only the client-safe parts of an *llm.Error travel.
 package link
 

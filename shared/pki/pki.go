@@ -1,9 +1,12 @@
-// Package pki makes a development certificate authority and node
-// certificates for the mutual TLS of Meridian's links between nodes.
+// Package pki makes the certificate authority and node certificates for
+// the mutual TLS of Meridian's links between nodes, and checks them.
 //
-// It is for development clusters and tests: keys are written to disk
-// unencrypted (mode 0600). Production clusters bring certificates from
-// their own CA. The package never reads a key from anywhere but the
+// A node certificate names its node as common name, DNS SAN and the URI
+// SAN spiffe://meridian/node/<id> (identity.go); only such a certificate
+// may act as a link peer. The control plane's cluster CA signs them from
+// certificate requests (the key never leaves the node). The Write*
+// helpers are for development clusters and tests: keys are written to
+// disk unencrypted (mode 0600). The package never reads a key from anywhere but the
 // directories it is given, and never talks to the network.
 package pki
 
