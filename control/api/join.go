@@ -291,6 +291,20 @@ func (s *Server) joinNode(w http.ResponseWriter, r *http.Request) {
 	}
 	hash := fsm.HashToken(req.Token)
 	s.onLeader(w, r, body, func() error {
+		// Refuse what the leader's state already refuses without a Raft
+		// write, so guessing tokens costs the cluster no log entries.
+		if t, ok := s.node.FSM().State().JoinToken(hash); !ok || t.GetUsed() || t.GetExpiresUnixMs() <= time.Now().UnixMilli() {
+			msg, status := fsm.MsgTokenUnknown, http.StatusUnauthorized
+			switch {
+			case ok && t.GetUsed():
+				msg, status = fsm.MsgTokenUsed, http.StatusConflict
+			case ok:
+				msg = fsm.MsgTokenExpired
+			}
+			s.cfg.Logger.Warn("refused a join", "reason", msg)
+			writeError(w, status, &fsm.Error{Code: CodeUnauthorized, Field: "token", Message: msg})
+			return nil
+		}
 		ca, err := s.clusterCA(false)
 		if err != nil {
 			return err

@@ -136,3 +136,24 @@ func TestJoinTokenOnceRenewAndRevoke(t *testing.T) {
 		t.Fatalf("the CA key does not open with the KEK: %v", err)
 	}
 }
+
+// Guessing join tokens writes nothing to the Raft log.
+func TestUnknownJoinTokenCostsNoRaftWrite(t *testing.T) {
+	kek, _ := seal.ParseKEK(seal.NewKEK())
+	c := controltest.Start(t, 1, controltest.Options{KEK: kek})
+	m := c.Leader()
+	_, csr, _ := pki.NewKeyCSR("x")
+	nk, _ := nkeys.CreateUser()
+	pub, _ := nk.PublicKey()
+	before := m.Node.Stats().LastIndex
+	for range 20 {
+		st, b, _, err := m.Do(context.Background(), "POST", "/v1/control/identity/join", "",
+			jsonBody(t, api.NodeJoinRequest{Token: "mjt_guess", CSR: string(csr), NATSKey: pub}))
+		if err != nil || st != http.StatusUnauthorized {
+			t.Fatalf("guessed token: %d %s %v", st, b, err)
+		}
+	}
+	if after := m.Node.Stats().LastIndex; after != before {
+		t.Fatalf("20 guessed tokens moved the Raft log from index %d to %d", before, after)
+	}
+}
