@@ -52,8 +52,34 @@ type identity struct {
 	nkey nkeys.KeyPair
 	ca   *x509.CertPool
 
-	mu   sync.Mutex
-	cert *tls.Certificate
+	mu        sync.Mutex
+	cert      *tls.Certificate
+	renewErr  string    // the last renewal's failure, "" after a success
+	renewNext time.Time // when the next renewal runs
+}
+
+// IdentityStatus is the node certificate's state in /readyz.
+type IdentityStatus struct {
+	Expires   time.Time `json:"expires"`
+	NextRenew time.Time `json:"next_renew,omitzero"`
+	// RenewError is why the last renewal failed (a revoked node's are
+	// refused); empty after a success.
+	RenewError string `json:"renew_error,omitempty"`
+}
+
+func (id *identity) status() IdentityStatus {
+	id.mu.Lock()
+	defer id.mu.Unlock()
+	return IdentityStatus{Expires: id.cert.Leaf.NotAfter.UTC(), NextRenew: id.renewNext.UTC(), RenewError: id.renewErr}
+}
+
+func (id *identity) setRenewal(next time.Time, err error) {
+	id.mu.Lock()
+	defer id.mu.Unlock()
+	id.renewNext, id.renewErr = next, ""
+	if err != nil {
+		id.renewErr = err.Error()
+	}
 }
 
 // joinRequest, renewRequest and credentials are the control API's
@@ -308,6 +334,7 @@ func later(a, b time.Time) time.Time {
 // lapses.
 func (id *identity) renewLoop(ctx context.Context) {
 	next := id.renewAt()
+	id.setRenewal(next, nil)
 	for {
 		wait := time.Until(next)
 		t := time.NewTimer(max(wait, 0))
@@ -323,11 +350,13 @@ func (id *identity) renewLoop(ctx context.Context) {
 		if err == nil {
 			id.log.Info("identity: renewed the node certificate", "expires", id.expiry())
 			next = id.renewAt()
+			id.setRenewal(next, nil)
 			continue
 		}
 		left := time.Until(id.expiry())
 		id.log.Warn("identity: certificate renewal failed; retrying", "err", err, "expires_in", left.Round(time.Second))
 		next = time.Now().Add(min(time.Minute, max(left/4, time.Second)))
+		id.setRenewal(next, err)
 	}
 }
 

@@ -198,4 +198,7 @@ func TestEdgeRenewsAtHalfLife(t *testing.T) {
 	if cur := n.id.current(); string(pki.CertPEM(cur.Leaf.Raw)) != string(stored) {
 		t.Fatal("the renewed certificate is not the one on disk")
 	}
+	if st := n.id.status(); st.Expires.Before(first.NotAfter) || st.RenewError != "" {
+		t.Fatalf("identity status after renewal: %+v", st)
+	}
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/meridian-mesh/meridian/edge/metrics"
 	"github.com/meridian-mesh/meridian/edge/tablesync"
 	"github.com/meridian-mesh/meridian/shared/llm"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Node is a running edge node.
@@ -80,6 +81,9 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 		if err != nil {
 			return nil, err
 		}
+		m.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_identity_cert_expiry_timestamp_seconds",
+			Help: "When this node's certificate expires, Unix seconds; renewal runs at half its life."},
+			func() float64 { return float64(n.id.expiry().Unix()) }))
 	}
 	if n.link, err = newLink(cfg, log, m, n.peerDown, n.id, n.authorizePeer); err != nil {
 		return nil, err
@@ -367,6 +371,9 @@ type Readiness struct {
 	// Table is the routing table's source and freshness, when the node
 	// follows a control plane. A stale table still serves.
 	Table *tablesync.Status `json:"table,omitempty"`
+	// Identity is the node certificate's state, when the node joined
+	// the fleet (control.api_url).
+	Identity *IdentityStatus `json:"identity,omitempty"`
 }
 
 func (n *Node) readyz(w http.ResponseWriter, r *http.Request) {
@@ -378,6 +385,10 @@ func (n *Node) readyz(w http.ResponseWriter, r *http.Request) {
 	if n.sync != nil {
 		st := n.sync.Status()
 		rd.Table = &st
+	}
+	if n.id != nil {
+		st := n.id.status()
+		rd.Identity = &st
 	}
 	local, localReady := n.localStatus()
 	rd.Local = local
