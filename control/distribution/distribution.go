@@ -151,7 +151,7 @@ func Start(cfg Config, node Node) (*Distribution, error) {
 			ncfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 		}
 		if cfg.EdgeIdentities {
-			ncfg.Identities = fsmIdentities{node.FSM()}
+			ncfg.Identities = &fsmIdentities{f: node.FSM()}
 		}
 		ns, err := natsd.Start(ncfg)
 		if err != nil {

@@ -3,21 +3,38 @@ package distribution
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/meridian-mesh/meridian/control/fsm"
 )
 
 // fsmIdentities admits the edges the replicated state lists with a NATS
-// key and has not revoked.
-type fsmIdentities struct{ f *fsm.FSM }
+// key and has not revoked. The key index is rebuilt once per state, not
+// per connection, so a fleet reconnecting at once costs one pass.
+type fsmIdentities struct {
+	f     *fsm.FSM
+	index atomic.Pointer[keyIndex]
+}
 
-func (i fsmIdentities) EdgeByKey(pub string) (string, bool) {
-	for _, n := range i.f.State().NodeIdentities() {
-		if n.GetNatsKey() == pub && !n.GetRevoked() {
-			return n.GetNode(), true
+type keyIndex struct {
+	state *fsm.State
+	nodes map[string]string // NATS public key → node
+}
+
+func (i *fsmIdentities) EdgeByKey(pub string) (string, bool) {
+	s := i.f.State()
+	idx := i.index.Load()
+	if idx == nil || idx.state != s {
+		idx = &keyIndex{state: s, nodes: map[string]string{}}
+		for _, n := range s.NodeIdentities() {
+			if n.GetNatsKey() != "" && !n.GetRevoked() {
+				idx.nodes[n.GetNatsKey()] = n.GetNode()
+			}
 		}
+		i.index.Store(idx)
 	}
-	return "", false
+	node, ok := idx.nodes[pub]
+	return node, ok
 }
 
 // identityPrint is what a change of admitted edges changes.
