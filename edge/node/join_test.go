@@ -128,11 +128,14 @@ func TestEdgeJoinsAndIsRevoked(t *testing.T) {
 	if st, body, _, err := m.Do(context.Background(), "POST", "/v1/control/identity/revoke/edge-a", controltest.AdminToken, nil); err != nil || st != 200 {
 		t.Fatalf("revoke: %d %s %v", st, body, err)
 	}
+	revoked := time.Now()
 	controltest.WaitFor(t, 5*time.Second, "edge-a to lose NATS", func() bool { return !a.TableStatus().Connected })
+	busGone := time.Since(revoked)
 	controltest.WaitFor(t, 5*time.Second, "edge-b to refuse edge-a", func() bool {
 		err := b.authorizePeer("edge-a", nil)
 		return err != nil && strings.Contains(err.Error(), "revoked")
 	})
+	t.Logf("after the revocation: edge-a off the bus in %s, edge-b refusing it in %s (polled)", busGone, time.Since(revoked))
 	rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := a.id.renew(rctx); err == nil || !strings.Contains(err.Error(), "revoked") {
