@@ -55,7 +55,9 @@ type Config struct {
 	Password string
 	Token    string
 	// TLSCert and TLSKey (PEM files) make the embedded server require
-	// TLS from clients; TLSCA (PEM) is the CA a node checks NATS servers
+	// TLS from clients, and from the other control nodes' servers on the
+	// route listener (mutual TLS, checked against TLSCA); a listener
+	// that is not loopback must have it; TLSCA (PEM) is the CA a node checks NATS servers
 	// against: an existing cluster's, or its own (whose certificate must
 	// then name 127.0.0.1 when it listens on every interface, or its
 	// listen address otherwise).
@@ -149,6 +151,12 @@ func Start(cfg Config, node Node) (*Distribution, error) {
 				return nil, fmt.Errorf("distribution: NATS TLS: %w", err)
 			}
 			ncfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+			if cfg.ClusterListen != "" {
+				// Routes are mutual TLS with the same certificate, which
+				// the other control nodes' servers check against TLSCA.
+				ncfg.ClusterTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12,
+					RootCAs: clientTLS.RootCAs, ClientCAs: clientTLS.RootCAs, ClientAuth: tls.RequireAndVerifyClientCert}
+			}
 		}
 		if cfg.EdgeIdentities {
 			ncfg.Identities = &fsmIdentities{f: node.FSM()}

@@ -1,6 +1,7 @@
 package natsd
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
+	"github.com/meridian-mesh/meridian/shared/pki"
 	"github.com/meridian-mesh/meridian/shared/tablewire"
 )
 
@@ -159,4 +161,43 @@ func TestPlainListenerBeyondLoopbackRefused(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("loopback listener: %v", err)
 	}
+}
+
+func TestPlainClusterListenerBeyondLoopbackRefused(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Token, cfg.ClusterListen = pass, "10.1.2.3:6222"
+	if err := cfg.Validate(); !errors.Is(err, ErrPlainNonLoopback) {
+		t.Fatalf("Validate = %v, want ErrPlainNonLoopback", err)
+	}
+	cfg.ClusterListen = "127.0.0.1:6222"
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("loopback route listener: %v", err)
+	}
+}
+
+func TestRoutesOverMutualTLS(t *testing.T) {
+	ca, err := pki.NewCA("routes", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes := []string{freeAddr(t), freeAddr(t)}
+	var servers []*Server
+	for i, r := range routes {
+		cert, err := ca.IssueServer("ctl-"+string(rune('a'+i)), []string{"127.0.0.1"}, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := DefaultConfig()
+		cfg.Name, cfg.Listen, cfg.ClusterListen, cfg.Routes, cfg.Token = "n"+string(rune('0'+i)), "127.0.0.1:0", r, routes, pass
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		cfg.ClusterTLS = &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: ca.Pool(), ClientCAs: ca.Pool(),
+			ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}
+		s, err := Start(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Shutdown()
+		servers = append(servers, s)
+	}
+	waitFor(t, 10*time.Second, "the TLS route", func() bool { return servers[0].NumRoutes() > 0 && servers[1].NumRoutes() > 0 })
 }

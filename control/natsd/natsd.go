@@ -106,8 +106,10 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("%w: %s", ErrPlainNonLoopback, c.Listen))
 	}
 	if c.ClusterListen != "" {
-		if _, _, err := hostPort(c.ClusterListen); err != nil {
+		if h, _, err := hostPort(c.ClusterListen); err != nil {
 			errs = append(errs, fmt.Errorf("natsd: cluster listen: %w", err))
+		} else if c.ClusterTLS == nil && !loopbackHost(h) {
+			errs = append(errs, fmt.Errorf("%w: cluster listen %s", ErrPlainNonLoopback, c.ClusterListen))
 		}
 	}
 	for _, r := range c.Routes {
