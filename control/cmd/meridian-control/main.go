@@ -10,7 +10,12 @@
 // and distributes the routing table to the edges through it:
 //
 //	MERIDIAN_NATS_TOKEN=... meridian-control ... -nats-listen 10.0.0.1:4222 \
-//	    -nats-cluster-listen 10.0.0.1:6222 -nats-routes 10.0.0.2:6222,10.0.0.3:6222
+//	    -nats-cluster-listen 10.0.0.1:6222 -nats-routes 10.0.0.2:6222,10.0.0.3:6222 \
+//	    -nats-tls-cert nats.crt -nats-tls-key nats.key -nats-tls-ca ca.crt
+//
+// A NATS listener beyond loopback needs TLS. With a key-encryption key
+// (-kek-file or MERIDIAN_CONTROL_KEK) the node runs the cluster CA and
+// edges join with `meridianctl node token` (see README "Security model").
 //
 // -nats-url uses an existing NATS cluster instead. Without credentials the
 // node runs no distribution and says so: the bus is never run open.
