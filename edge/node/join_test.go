@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"github.com/meridian-mesh/meridian/control/controltest"
 	"github.com/meridian-mesh/meridian/control/seal"
 	"github.com/meridian-mesh/meridian/edge/config"
+	"github.com/meridian-mesh/meridian/shared/llm"
 	"github.com/meridian-mesh/meridian/shared/pki"
 	"github.com/meridian-mesh/meridian/shared/table"
 	"github.com/meridian-mesh/meridian/shared/tablewire"
@@ -89,6 +91,35 @@ func TestEdgeJoinsAndIsRevoked(t *testing.T) {
 		t.Fatal("a node the table does not list was authorized")
 	}
 
+	// edge-b links to edge-a with the certificates from joining.
+	peer, err := b.link.Peer("edge-a", a.link.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	forward := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		resp, err := peer.Do(ctx, &llm.Request{ID: "r1", Op: llm.OpChat, Model: "none",
+			Body: []byte(`{"model":"none","messages":[{"role":"user","content":"hi"}]}`)}, "none")
+		if err == nil && resp.Stream != nil {
+			resp.Stream.Close()
+		}
+		return err
+	}
+	linkUp := func() bool {
+		for _, l := range b.link.Links() {
+			if l.Node == "edge-a" && l.Up {
+				return true
+			}
+		}
+		return false
+	}
+	forward() // edge-a has no such model; the link comes up all the same
+	if !linkUp() {
+		t.Fatal("no link from edge-b to edge-a")
+	}
+
 	// The token was used: a second edge with it is refused.
 	if _, err := joinedEdge(t, m, "edge-a", tokA, t.TempDir()); err == nil || !strings.Contains(err.Error(), "already used") {
 		t.Fatalf("second use of a join token: %v", err)
@@ -136,6 +167,16 @@ func TestEdgeJoinsAndIsRevoked(t *testing.T) {
 		return err != nil && strings.Contains(err.Error(), "revoked")
 	})
 	t.Logf("after the revocation: edge-a off the bus in %s, edge-b refusing it in %s (polled)", busGone, time.Since(revoked))
+	controltest.WaitFor(t, 5*time.Second, "edge-b to drop its link to edge-a", func() bool { return !linkUp() })
+	peer.Disconnect()
+	err = forward()
+	var le *llm.Error
+	if !errors.As(err, &le) || le.Code != "peer_unavailable" && le.Code != "peer_link_lost" {
+		t.Fatalf("forwarding to the revoked edge: %v", err)
+	}
+	if linkUp() {
+		t.Fatal("edge-b linked to the revoked edge-a again")
+	}
 	rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := a.id.renew(rctx); err == nil || !strings.Contains(err.Error(), "revoked") {
