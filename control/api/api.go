@@ -126,6 +126,7 @@ func (s *Server) routes() {
 	s.mux.Handle("GET /v1/control/snapshot", s.auth(roleAdmin, s.snapshotSave))
 	s.mux.Handle("PUT /v1/control/snapshot", s.auth(roleAdmin, s.snapshotRestore))
 	s.mux.Handle("POST /v1/control/batch", s.auth(roleAdmin, s.batch))
+	s.identityRoutes()
 	s.mux.Handle("GET /v1/control/{kind}", s.auth(roleRead, s.list))
 	s.mux.Handle("POST /v1/control/{kind}", s.auth(roleAdmin, s.create))
 	s.mux.Handle("GET /v1/control/{kind}/{id...}", s.auth(roleRead, s.get))

@@ -36,6 +36,13 @@ type Config struct {
 	MaxWait time.Duration
 	// Logger receives request errors.
 	Logger *slog.Logger
+	// KEK is the 32-byte key-encryption key the cluster CA's key is
+	// sealed with (control/seal); the same on every control node. Nil
+	// disables the fleet identity endpoints (join.go).
+	KEK []byte
+	// NodeCertTTL is how long a node certificate issued at join or
+	// renewal is valid. Default 12h (DefaultNodeCertTTL).
+	NodeCertTTL time.Duration
 	// Client forwards requests to the leader. Nil means a client with a
 	// connection pool sized for concurrent writers.
 	Client *http.Client

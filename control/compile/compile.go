@@ -71,7 +71,14 @@ func Build(s *fsm.State) *tablev1.RoutingTable {
 		e.Regions = append(e.Regions, m.(*controlv1.Region))
 	}
 	for _, m := range s.List(fsm.KindNode) {
-		e.Nodes = append(e.Nodes, m.(*controlv1.Node))
+		n := m.(*controlv1.Node)
+		if id, ok := s.NodeIdentity(n.GetId()); ok {
+			// Edges refuse links from a node the table marks revoked,
+			// and certificates issued before its latest join.
+			n = proto.Clone(n).(*controlv1.Node)
+			n.Revoked, n.JoinedUnixMs = id.GetRevoked(), id.GetJoinedUnixMs()
+		}
+		e.Nodes = append(e.Nodes, n)
 	}
 	for _, m := range s.List(fsm.KindModel) {
 		e.Models = append(e.Models, m.(*controlv1.Model))

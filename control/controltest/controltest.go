@@ -49,6 +49,12 @@ type Options struct {
 	// as meridian-control does, so a client of any member's server gets
 	// the tables whichever member leads. Needs Distribution.
 	ClusterNATS bool
+	// KEK, when set, runs the cluster CA and join endpoints, and admits
+	// edges to NATS by the nkeys they registered at join.
+	KEK []byte
+	// NodeCertTTL is the life of node certificates issued at join and
+	// renewal; 0 keeps the API's default (12h).
+	NodeCertTTL time.Duration
 }
 
 // NATSToken authenticates to the members' NATS servers.
@@ -186,7 +192,7 @@ func (m *Member) start(peers []cluster.Peer, bootstrap bool) {
 	}
 	acfg := api.DefaultConfig()
 	acfg.AdminTokens, acfg.ReadTokens = []string{AdminToken}, []string{ReadToken}
-	acfg.Logger = logger
+	acfg.Logger, acfg.KEK, acfg.NodeCertTTL = logger, m.c.opts.KEK, m.c.opts.NodeCertTTL
 	srv, err := api.New(acfg, node)
 	if err != nil {
 		t.Fatal(err)
@@ -197,6 +203,7 @@ func (m *Member) start(peers []cluster.Peer, bootstrap bool) {
 		dcfg := distribution.DefaultConfig()
 		dcfg.Listen, dcfg.Token, dcfg.Logger = "127.0.0.1:0", NATSToken, logger
 		dcfg.HeartbeatInterval = 100 * time.Millisecond
+		dcfg.EdgeIdentities = len(m.c.opts.KEK) > 0
 		dcfg.ReadTokens = []string{AdminToken, ReadToken}
 		if m.natsRoute != "" {
 			dcfg.ClusterListen = m.natsRoute

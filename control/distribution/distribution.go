@@ -55,11 +55,18 @@ type Config struct {
 	Password string
 	Token    string
 	// TLSCert and TLSKey (PEM files) make the embedded server require
-	// TLS from clients; TLSCA (PEM) is the CA a node checks NATS servers
+	// TLS from clients, and from the other control nodes' servers on the
+	// route listener (mutual TLS, checked against TLSCA); a listener
+	// that is not loopback must have it; TLSCA (PEM) is the CA a node checks NATS servers
 	// against: an existing cluster's, or its own (whose certificate must
 	// then name 127.0.0.1 when it listens on every interface, or its
 	// listen address otherwise).
 	TLSCert, TLSKey, TLSCA string
+	// EdgeIdentities admits edges to the embedded server by the nkeys
+	// they registered when they joined (control/api join.go), each
+	// allowed only its own reports; a revoked node's connections are
+	// closed as the revocation applies.
+	EdgeIdentities bool
 	// HeartbeatInterval is the leader's heartbeat period. Default 1 s.
 	HeartbeatInterval time.Duration
 	// MaxTableBytes caps a compiled table, bytes. Default 4 MiB.
@@ -144,6 +151,15 @@ func Start(cfg Config, node Node) (*Distribution, error) {
 				return nil, fmt.Errorf("distribution: NATS TLS: %w", err)
 			}
 			ncfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+			if cfg.ClusterListen != "" {
+				// Routes are mutual TLS with the same certificate, which
+				// the other control nodes' servers check against TLSCA.
+				ncfg.ClusterTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12,
+					RootCAs: clientTLS.RootCAs, ClientCAs: clientTLS.RootCAs, ClientAuth: tls.RequireAndVerifyClientCert}
+			}
+		}
+		if cfg.EdgeIdentities {
+			ncfg.Identities = &fsmIdentities{f: node.FSM()}
 		}
 		ns, err := natsd.Start(ncfg)
 		if err != nil {
@@ -189,6 +205,9 @@ func Start(cfg Config, node Node) (*Distribution, error) {
 	d.cancel = cancel
 	go func() {
 		defer close(d.done)
+		if d.ns != nil && cfg.EdgeIdentities {
+			go d.watchRevocations(ctx, node.FSM(), cfg.Logger)
+		}
 		if err := d.pub.Run(ctx); err != nil {
 			cfg.Logger.Error("table publisher stopped", "err", err)
 		}

@@ -65,6 +65,14 @@ func Decode(b []byte) (Type, proto.Message, error) {
 		msg = &controlv1.SetMember{}
 	case TypeRemoveMember:
 		msg = &controlv1.RemoveMember{}
+	case TypeSetClusterCA:
+		msg = &controlv1.SetClusterCA{}
+	case TypeCreateJoinToken:
+		msg = &controlv1.CreateJoinToken{}
+	case TypeRedeemJoinToken:
+		msg = &controlv1.RedeemJoinToken{}
+	case TypeRevokeNode:
+		msg = &controlv1.RevokeNode{}
 	default:
 		if t&IgnoreUnknown != 0 {
 			return t, nil, fmt.Errorf("%w: %d", ErrIgnorable, t)
@@ -85,6 +93,14 @@ func RequestID(msg proto.Message) string {
 	case *controlv1.SetMember:
 		return m.GetRequestId()
 	case *controlv1.RemoveMember:
+		return m.GetRequestId()
+	case *controlv1.SetClusterCA:
+		return m.GetRequestId()
+	case *controlv1.CreateJoinToken:
+		return m.GetRequestId()
+	case *controlv1.RedeemJoinToken:
+		return m.GetRequestId()
+	case *controlv1.RevokeNode:
 		return m.GetRequestId()
 	}
 	return ""

@@ -265,6 +265,9 @@ func validateNode(m proto.Message) error {
 	if err := checkID("region", n.GetRegion()); err != nil {
 		return err
 	}
+	if n.GetRevoked() || n.GetJoinedUnixMs() != 0 {
+		return invalid("revoked", "revoked and joined_unix_ms are set by the control plane, not written")
+	}
 	if len(n.GetAddresses()) > maxList {
 		return invalid("addresses", "holds more than %d addresses", maxList)
 	}

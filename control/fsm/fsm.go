@@ -117,6 +117,14 @@ func (f *FSM) Apply(index uint64, data []byte) *controlv1.Result {
 			txn.Delete(memberKey(m.GetId()))
 			res = &controlv1.Result{}
 		}
+	case *controlv1.SetClusterCA:
+		res = applySetClusterCA(txn, m)
+	case *controlv1.CreateJoinToken:
+		res = applyCreateJoinToken(txn, m)
+	case *controlv1.RedeemJoinToken:
+		res = applyRedeemJoinToken(txn, m)
+	case *controlv1.RevokeNode:
+		res = applyRevokeNode(txn, m)
 	}
 	res.Index = index
 	next := &State{index: cur.index, dedupSeq: cur.dedupSeq}

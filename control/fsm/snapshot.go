@@ -61,6 +61,7 @@ func (s *State) WriteTo(w io.Writer) (int64, error) {
 		snap.Dedup = append(snap.Dedup, r.(*controlv1.Dedup))
 		return false
 	})
+	snap.Identity = s.identitySnapshot()
 	body, err := proto.MarshalOptions{Deterministic: true}.Marshal(snap)
 	if err != nil {
 		return 0, fmt.Errorf("encode snapshot: %w", err)
@@ -140,6 +141,7 @@ func ReadState(r io.Reader) (*State, error) {
 	for _, m := range snap.GetMembers() {
 		txn.Insert(memberKey(m.GetId()), m)
 	}
+	restoreIdentity(txn, snap.GetIdentity())
 	for _, d := range snap.GetDedup() {
 		txn.Insert(dedupKey(d.GetRequestId()), d)
 		txn.Insert(seqKey(d.GetSeq()), d.GetRequestId())

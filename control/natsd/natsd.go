@@ -3,8 +3,10 @@
 // servers with routes to each other, so an edge connected to any of them
 // hears the leader, and an edge whose server dies reconnects to another.
 //
-// Every connection authenticates (user and password, or a token), and
-// clients may be required to use TLS. It must never log a credential:
+// Every connection authenticates: the control nodes with a user and
+// password or a token, which may do anything; edges that joined the
+// fleet with their own nkeys, which may only read tables and publish
+// their own reports (auth.go). A listener beyond loopback must use TLS. It must never log a credential:
 // NATS' own logs pass through a filter that redacts them.
 package natsd
 
@@ -44,7 +46,12 @@ type Config struct {
 	// Token authenticates clients when no user is given; routes then
 	// authenticate with it as the password.
 	Token string
-	// TLS, when set, makes clients use TLS with this server config.
+	// Identities, when set, also admits edges by their own nkeys, each
+	// with EdgePermissions (auth.go); the token or user above is then the
+	// control nodes' credential. Call Server.Refresh when they change.
+	Identities Identities
+	// TLS, when set, makes clients use TLS with this server config. It
+	// is required when Listen is not a loopback address.
 	TLS *tls.Config
 	// ClusterTLS, when set, makes routes use TLS (it must carry a client
 	// certificate and the peers' CA).
@@ -72,6 +79,18 @@ func DefaultConfig() Config {
 // token: the bus carries the routing table and must never be open.
 var ErrNoAuth = errors.New("natsd: a user and password, or a token, is required")
 
+// ErrPlainNonLoopback is a client listener beyond loopback without TLS:
+// credentials and tables would cross the network in the clear.
+var ErrPlainNonLoopback = errors.New("natsd: a listener that is not loopback needs TLS")
+
+func loopbackHost(h string) bool {
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
 // Validate checks the config.
 func (c *Config) Validate() error {
 	var errs []error
@@ -81,12 +100,16 @@ func (c *Config) Validate() error {
 	if c.User != "" && c.Password == "" {
 		errs = append(errs, errors.New("natsd: a user needs a password"))
 	}
-	if _, _, err := hostPort(c.Listen); err != nil {
+	if h, _, err := hostPort(c.Listen); err != nil {
 		errs = append(errs, fmt.Errorf("natsd: listen: %w", err))
+	} else if c.TLS == nil && !loopbackHost(h) {
+		errs = append(errs, fmt.Errorf("%w: %s", ErrPlainNonLoopback, c.Listen))
 	}
 	if c.ClusterListen != "" {
-		if _, _, err := hostPort(c.ClusterListen); err != nil {
+		if h, _, err := hostPort(c.ClusterListen); err != nil {
 			errs = append(errs, fmt.Errorf("natsd: cluster listen: %w", err))
+		} else if c.ClusterTLS == nil && !loopbackHost(h) {
+			errs = append(errs, fmt.Errorf("%w: cluster listen %s", ErrPlainNonLoopback, c.ClusterListen))
 		}
 	}
 	for _, r := range c.Routes {
@@ -123,8 +146,9 @@ func hostPort(s string) (string, int, error) {
 
 // Server is a running embedded NATS server.
 type Server struct {
-	ns  *server.Server
-	cfg Config
+	ns   *server.Server
+	cfg  Config
+	auth *auth
 }
 
 // Start starts the server and waits until it accepts clients.
@@ -141,12 +165,14 @@ func Start(cfg Config) (*Server, error) {
 		opts.Port = server.RANDOM_PORT
 	}
 	routeUser, routePass := cfg.User, cfg.Password
-	if cfg.User != "" {
-		opts.Username, opts.Password = cfg.User, cfg.Password
-	} else {
-		opts.Authorization = cfg.Token
+	if cfg.User == "" {
 		routeUser, routePass = "meridian-route", cfg.Token
 	}
+	// One authenticator for every client, so the control credential and
+	// the edges' nkeys are checked in one place, and a nonce is always
+	// sent for the nkeys to sign.
+	au := &auth{user: []byte(cfg.User), pass: []byte(cfg.Password), token: []byte(cfg.Token), ids: cfg.Identities}
+	opts.CustomClientAuthentication, opts.AlwaysEnableNonce = au, true
 	if cfg.TLS != nil {
 		opts.TLS, opts.TLSConfig, opts.TLSTimeout = true, cfg.TLS, 5
 	}
@@ -181,7 +207,7 @@ func Start(cfg Config) (*Server, error) {
 		ns.Shutdown()
 		return nil, fmt.Errorf("natsd: not accepting clients on %s after %s", cfg.Listen, cfg.ReadyTimeout)
 	}
-	return &Server{ns: ns, cfg: cfg}, nil
+	return &Server{ns: ns, cfg: cfg, auth: au}, nil
 }
 
 // ClientURL returns the URL clients connect to, without credentials.

@@ -90,6 +90,12 @@ func (p *Publisher) Run(ctx context.Context) error {
 		return fmt.Errorf("publish: subscribe %s: %w", tablewire.SubjectApplied, err)
 	}
 	defer applied.Unsubscribe()
+	// Edges with their own NATS identity report on their own subject.
+	own, err := nc.Subscribe(tablewire.SubjectApplied+".>", p.recordApplied)
+	if err != nil {
+		return fmt.Errorf("publish: subscribe %s.>: %w", tablewire.SubjectApplied, err)
+	}
+	defer own.Unsubscribe()
 
 	watch := p.cfg.Source.Watch()
 	p.compileState()

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	tablev1 "github.com/meridian-mesh/meridian/proto/table/v1"
+	"github.com/meridian-mesh/meridian/shared/tablewire"
 )
 
 // edgeRecord is an edge's last report and when it arrived.
@@ -73,6 +74,12 @@ const maxNodeID = 128
 func (p *Publisher) recordApplied(m *nats.Msg) {
 	r := &tablev1.AppliedReport{}
 	if len(m.Data) > maxRequest || proto.Unmarshal(m.Data, r) != nil || r.GetNode() == "" || len(r.GetNode()) > maxNodeID {
+		p.m.reports.WithLabelValues("bad").Inc()
+		return
+	}
+	if strings.HasPrefix(m.Subject, tablewire.SubjectApplied+".") && m.Subject != tablewire.ReportSubject(r.GetNode()) {
+		// An edge's identity may publish only its own subject, so a
+		// report there naming another node is forged.
 		p.m.reports.WithLabelValues("bad").Inc()
 		return
 	}

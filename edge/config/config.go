@@ -347,7 +347,7 @@ func (c *Config) Validate() error {
 	if err := c.Local.Validate(); err != nil {
 		return err
 	}
-	if err := c.Link.validate(&c.Table); err != nil {
+	if err := c.Link.validate(&c.Table, c.Control.Identity()); err != nil {
 		return err
 	}
 	if err := c.Control.validate(); err != nil {
@@ -394,6 +394,7 @@ func Load(path string, getenv func(string) string) (Config, error) {
 	if err := resolveControlSecrets(&c.Control, getenv); err != nil {
 		return c, fmt.Errorf("config %s: %w", orEnv(path), err)
 	}
+	resolveJoinToken(&c.Control, getenv)
 	if err := c.Validate(); err != nil {
 		return c, fmt.Errorf("config %s: %w", orEnv(path), err)
 	}
@@ -439,6 +440,8 @@ var envVars = []struct {
 	{"MERIDIAN_LOG_FORMAT", func(c *Config, v string) error { c.LogFormat = v; return nil }},
 	{"MERIDIAN_AUTH", func(c *Config, v string) error { c.Auth = v; return nil }},
 	{"MERIDIAN_NATS_URLS", func(c *Config, v string) error { c.Control.NATSURLs = strings.Split(v, ","); return nil }},
+	{"MERIDIAN_CONTROL_API_URL", func(c *Config, v string) error { c.Control.APIURL = v; return nil }},
+	{"MERIDIAN_JOIN_TOKEN", func(c *Config, v string) error { c.Control.JoinToken = table.Secret(v); return nil }},
 	{"MERIDIAN_LOCAL_BINARY", func(c *Config, v string) error { c.Local.Binary = v; return nil }},
 	{"MERIDIAN_LOCAL_URL", func(c *Config, v string) error { c.Local.URL = v; return nil }},
 	{"MERIDIAN_LOCAL_DATA_DIR", func(c *Config, v string) error { c.Local.DataDir = v; return nil }},

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -47,6 +48,41 @@ type Control struct {
 	// ReportInterval is how often the edge reports its revision to the
 	// control plane, besides after each change. Default 10s.
 	ReportInterval time.Duration `yaml:"report_interval"`
+
+	// APIURL is a control node's management API, "http(s)://host:port";
+	// setting it turns on the fleet identity (edge/node/join.go): the
+	// edge joins with JoinToken once, receives its node certificate and
+	// registers its own NATS key, keeps them in DataDir, and renews the
+	// certificate at half its life. NATS then authenticates with that
+	// key (user, password and token are not needed) and links use that
+	// certificate (link.ca_file, cert_file and key_file are not needed).
+	// Env MERIDIAN_CONTROL_API_URL.
+	APIURL string `yaml:"api_url"`
+	// APICAFile is the CA (PEM) an https:// APIURL is checked against;
+	// empty means the system roots.
+	APICAFile string `yaml:"api_ca_file"`
+	// JoinToken is the one-time token from `meridianctl node token`,
+	// needed only until the edge has joined. Env MERIDIAN_JOIN_TOKEN.
+	JoinToken table.Secret `yaml:"join_token"`
+	// JoinTokenEnv names an environment variable holding the join token;
+	// it wins over JoinToken.
+	JoinTokenEnv string `yaml:"join_token_env"`
+	// DataDir keeps the edge's credentials (node key and certificate,
+	// the cluster CA, its NATS seed), mode 0700. Default: the table
+	// cache's folder, "<user cache dir>/meridian/<node_id>/identity".
+	DataDir string `yaml:"data_dir"`
+}
+
+// Identity reports whether the edge joins the fleet for its certificate
+// and NATS identity.
+func (c *Control) Identity() bool { return c.APIURL != "" }
+
+// IdentityDir returns the folder the edge's credentials are kept in.
+func (c *Control) IdentityDir(nodeID string) string {
+	if c.DataDir != "" {
+		return c.DataDir
+	}
+	return filepath.Join(filepath.Dir(c.CachePath(nodeID)), "identity")
 }
 
 // DefaultControl returns the control settings used where nothing is set.
@@ -102,10 +138,21 @@ func (c *Control) validate() error {
 			return bad(fmt.Sprintf("nats_urls[%d]", i), "must not carry credentials; use user with password_env, or token_env")
 		}
 	}
+	if c.APIURL != "" {
+		u, err := url.Parse(c.APIURL)
+		if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") || u.User != nil {
+			return bad("api_url", `must look like "https://host:port" (or http:// on loopback), without credentials`)
+		}
+		if ip := net.ParseIP(u.Hostname()); u.Scheme == "http" && u.Hostname() != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			// The join token and certificate requests would cross the
+			// network in the clear.
+			return bad("api_url", "must be https:// unless it is a loopback address")
+		}
+	}
 	switch {
 	case c.User != "" && c.Password == "":
 		return bad("password", "user %q needs a password (password_env)", c.User)
-	case c.User == "" && c.Token == "":
+	case c.User == "" && c.Token == "" && c.APIURL == "":
 		return bad("token", "the control plane's NATS requires authentication: set user and password_env, or token_env")
 	}
 	if c.MaxTableBytes < 1024 {
@@ -118,6 +165,17 @@ func (c *Control) validate() error {
 		return bad("report_interval", "must be positive")
 	}
 	return nil
+}
+
+// resolveJoinToken reads the join token from the variable the config
+// names. Unlike the other secrets it may be unset: an edge that joined
+// needs it no more.
+func resolveJoinToken(c *Control, getenv func(string) string) {
+	if c.JoinTokenEnv != "" && getenv != nil {
+		if v := strings.TrimSpace(getenv(c.JoinTokenEnv)); v != "" {
+			c.JoinToken = table.Secret(v)
+		}
+	}
 }
 
 // resolveControlSecrets reads the NATS password or token from the

@@ -64,3 +64,16 @@ func asFieldError(err error, fe **table.FieldError) bool {
 	*fe = e
 	return ok
 }
+
+func TestControlAPIURLNeedsTLSBeyondLoopback(t *testing.T) {
+	for url, ok := range map[string]bool{
+		"https://10.0.0.1:7400": true, "http://127.0.0.1:7400": true, "http://localhost:7400": true,
+		"http://10.0.0.1:7400": false, "https://u:p@10.0.0.1:7400": false, "ftp://x": false,
+	} {
+		c := DefaultControl()
+		c.NATSURLs, c.APIURL = []string{"nats://127.0.0.1:4222"}, url
+		if err := c.validate(); (err == nil) != ok {
+			t.Errorf("api_url %q: err %v, want ok=%v", url, err, ok)
+		}
+	}
+}

@@ -49,7 +49,9 @@ func DefaultLink() Link {
 	return Link{Listen: "0.0.0.0:7443", MaxHops: 2, KeepAlive: time.Second, IdleTimeout: 5 * time.Second, PingInterval: 200 * time.Millisecond, PingMisses: 4, ReplayWindow: 30 * time.Second}
 }
 
-func (l *Link) validate(t *table.Table) error {
+// validate checks the settings; with a fleet identity (control.api_url)
+// the certificate and CA come from joining, so the files are optional.
+func (l *Link) validate(t *table.Table, identity bool) error {
 	bad := func(field, format string, args ...any) error {
 		return &table.FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
 	}
@@ -67,8 +69,8 @@ func (l *Link) validate(t *table.Table) error {
 		return bad("link.listen", "port %q is not a number from 0 to 65535", port)
 	}
 	for _, f := range []struct{ field, v string }{{"link.ca_file", l.CAFile}, {"link.cert_file", l.CertFile}, {"link.key_file", l.KeyFile}} {
-		if f.v == "" {
-			return bad(f.field, "is required: links are mutual TLS with certificates from the cluster CA")
+		if f.v == "" && !identity {
+			return bad(f.field, "is required: links are mutual TLS with certificates from the cluster CA (or set control.api_url to join the fleet for one)")
 		}
 	}
 	if l.MaxHops < 1 {

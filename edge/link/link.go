@@ -34,7 +34,9 @@
 //     with io.EOF.
 //
 // This package must never accept a connection from a certificate outside
-// the cluster CA, and never send a request's cause (which may name hosts)
+// the cluster CA, from one that is not a node certificate (a control-API
+// certificate), that names another node than the one dialled, or that
+// Config.Authorize refuses (verify.go), and never send a request's cause (which may name hosts)
 // across a link: only the client-safe parts of an *llm.Error travel.
 package link
 
@@ -68,6 +70,20 @@ type Config struct {
 	// Certificate is this node's certificate and key, signed by the
 	// cluster CA, used both as server and as client.
 	Certificate tls.Certificate
+	// GetCertificate, when set, is asked for this node's certificate at
+	// every handshake instead of Certificate, so a renewed certificate
+	// is used from the next link on.
+	GetCertificate func() (*tls.Certificate, error)
+	// Authorize, when set, is asked about every peer node, with its
+	// certificate, at every handshake and by Revalidate: a non-nil error
+	// refuses it (a node the current table does not list, or lists as
+	// revoked, or a certificate older than the node's latest join). Nil
+	// accepts any node certificate from the CA.
+	Authorize func(node string, cert *x509.Certificate) error
+	// RevalidateInterval is how often open links are checked again
+	// (Revalidate), so a certificate that expires while its link is up
+	// ends the link. Default 30s.
+	RevalidateInterval time.Duration
 	// CAs holds the cluster CA. Only certificates it signed are accepted,
 	// in both directions.
 	CAs *x509.CertPool
@@ -146,6 +162,7 @@ func DefaultConfig() Config {
 		RedialMin:          100 * time.Millisecond,
 		RedialMax:          time.Second,
 		RedialTimeout:      time.Second,
+		RevalidateInterval: 30 * time.Second,
 	}
 }
 
@@ -154,7 +171,7 @@ func (c *Config) Validate() error {
 	switch {
 	case c.NodeID == "":
 		return errors.New("link: NodeID is required")
-	case len(c.Certificate.Certificate) == 0 || c.Certificate.PrivateKey == nil:
+	case c.GetCertificate == nil && (len(c.Certificate.Certificate) == 0 || c.Certificate.PrivateKey == nil):
 		return errors.New("link: Certificate is required")
 	case c.CAs == nil:
 		return errors.New("link: CAs is required")
@@ -274,6 +291,9 @@ func New(cfg Config, pc net.PacketConn) (*Transport, error) {
 		EnableDatagrams:      true, // pings (liveness.go)
 	}
 	t.srvTLS, t.cliTLS = serverTLS(cfg), clientTLS(cfg)
+	t.srvTLS.VerifyConnection = func(cs tls.ConnectionState) error { return t.verifyPeer(cs, "") }
+	t.cliTLS.VerifyConnection = func(cs tls.ConnectionState) error { return t.verifyPeer(cs, cs.ServerName) }
+	go t.revalidateLoop()
 	return t, nil
 }
 

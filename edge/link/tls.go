@@ -11,7 +11,7 @@ import (
 // resumed session keeps the client's verified chain, so mutual
 // authentication holds on resumption too.
 func serverTLS(cfg Config) *tls.Config {
-	return &tls.Config{
+	c := &tls.Config{
 		MinVersion:       tls.VersionTLS13,
 		Certificates:     []tls.Certificate{cfg.Certificate},
 		ClientAuth:       tls.RequireAndVerifyClientCert,
@@ -19,12 +19,17 @@ func serverTLS(cfg Config) *tls.Config {
 		NextProtos:       []string{ALPN},
 		VerifyConnection: requireALPN,
 	}
+	if cfg.GetCertificate != nil {
+		c.Certificates = nil
+		c.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return cfg.GetCertificate() }
+	}
+	return c
 }
 
 // clientTLS verifies the server against the cluster CA; the server name
 // is set per peer (its node ID) when dialling.
 func clientTLS(cfg Config) *tls.Config {
-	return &tls.Config{
+	c := &tls.Config{
 		MinVersion:         tls.VersionTLS13,
 		Certificates:       []tls.Certificate{cfg.Certificate},
 		RootCAs:            cfg.CAs,
@@ -32,6 +37,11 @@ func clientTLS(cfg Config) *tls.Config {
 		ClientSessionCache: cfg.SessionCache,
 		VerifyConnection:   requireALPN,
 	}
+	if cfg.GetCertificate != nil {
+		c.Certificates = nil
+		c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cfg.GetCertificate() }
+	}
+	return c
 }
 
 // requireALPN runs on full handshakes and resumptions alike.

@@ -3,11 +3,13 @@ package node
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/meridian-mesh/meridian/edge/config"
 	"github.com/meridian-mesh/meridian/edge/gateway"
@@ -21,10 +23,20 @@ import (
 
 // newLink opens the node's link transport when links are enabled. It
 // dials at once; it serves peers only from Run.
-func newLink(cfg config.Config, log *slog.Logger, m *metrics.Metrics, down func(node string, cause error)) (*link.Transport, error) {
+//
+// With a fleet identity the certificate and CA come from it, the
+// certificate follows its renewals, and only peers the current table
+// lists, unrevoked, are accepted (authorize).
+func newLink(cfg config.Config, log *slog.Logger, m *metrics.Metrics, down func(node string, cause error), id *identity, authorize func(string, *x509.Certificate) error) (*link.Transport, error) {
 	lc := cfg.Link
 	if !lc.Enabled {
 		return nil, nil
+	}
+	c := link.DefaultConfig()
+	if id != nil {
+		c.NodeID, c.CAs, c.Authorize = cfg.NodeID, id.ca, authorize
+		c.GetCertificate = func() (*tls.Certificate, error) { return id.current(), nil }
+		return listenLink(cfg, c, log, m, down)
 	}
 	cert, err := tls.LoadX509KeyPair(lc.CertFile, lc.KeyFile)
 	if err != nil {
@@ -40,8 +52,12 @@ func newLink(cfg config.Config, log *slog.Logger, m *metrics.Metrics, down func(
 	if err != nil {
 		return nil, fmt.Errorf("link: cluster CA: %w", err)
 	}
-	c := link.DefaultConfig()
 	c.NodeID, c.Certificate, c.CAs = cfg.NodeID, cert, cas
+	return listenLink(cfg, c, log, m, down)
+}
+
+func listenLink(cfg config.Config, c link.Config, log *slog.Logger, m *metrics.Metrics, down func(node string, cause error)) (*link.Transport, error) {
+	lc := cfg.Link
 	c.MaxHops, c.KeepAlivePeriod, c.MaxIdleTimeout, c.ReplayWindow = lc.MaxHops, lc.KeepAlive, lc.IdleTimeout, lc.ReplayWindow
 	c.PingInterval, c.PingMisses = lc.PingInterval, lc.PingMisses
 	c.Logger = log.With("component", "link")
@@ -110,4 +126,20 @@ func (n *Node) links(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(out)
+}
+
+// authorizePeer accepts a link peer the current table lists and has not
+// revoked, with a certificate issued since its latest join (the CA
+// backdates certificates by pki.ClockSkew).
+func (n *Node) authorizePeer(node string, cert *x509.Certificate) error {
+	nd, ok := n.gw.Table().Node(node)
+	switch {
+	case !ok:
+		return fmt.Errorf("node %s is not in the routing table", node)
+	case nd.Revoked:
+		return fmt.Errorf("node %s is revoked", node)
+	case cert != nil && !nd.Joined.IsZero() && cert.NotBefore.Add(pki.ClockSkew).Before(nd.Joined.Add(-time.Second)):
+		return fmt.Errorf("node %s's certificate predates its latest join", node)
+	}
+	return nil
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/meridian-mesh/meridian/edge/metrics"
 	"github.com/meridian-mesh/meridian/edge/tablesync"
 	"github.com/meridian-mesh/meridian/shared/llm"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Node is a running edge node.
@@ -51,6 +52,8 @@ type Node struct {
 	locator *geo.Locator // where clients are (mesh.go)
 
 	sync *tablesync.Syncer // nil without a control plane (table.go)
+
+	id *identity // nil without a fleet identity (join.go)
 }
 
 // New builds a node from a validated config. It does not listen yet.
@@ -71,7 +74,18 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 		}
 		m.Register(localCollectors(n.engine, cfg.Local.ModelNames())...)
 	}
-	if n.link, err = newLink(cfg, log, m, n.peerDown); err != nil {
+	if cfg.Control.Identity() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		n.id, err = loadIdentity(ctx, cfg, log)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		m.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_identity_cert_expiry_timestamp_seconds",
+			Help: "When this node's certificate expires, Unix seconds; renewal runs at half its life."},
+			func() float64 { return float64(n.id.expiry().Unix()) }))
+	}
+	if n.link, err = newLink(cfg, log, m, n.peerDown, n.id, n.authorizePeer); err != nil {
 		return nil, err
 	}
 	if n.locator, err = geo.New(cfg.Geo, geo.Point{}); err != nil {
@@ -250,6 +264,11 @@ func (n *Node) Run(ctx context.Context) error {
 		return err
 	}
 	defer n.closeLink() // after the drain below
+	if n.id != nil {
+		rctx, stopRenew := context.WithCancel(ctx)
+		defer stopRenew()
+		go n.id.renewLoop(rctx)
+	}
 	stopTable, terr := n.startTable(ctx)
 	if terr != nil {
 		return terr
@@ -352,6 +371,9 @@ type Readiness struct {
 	// Table is the routing table's source and freshness, when the node
 	// follows a control plane. A stale table still serves.
 	Table *tablesync.Status `json:"table,omitempty"`
+	// Identity is the node certificate's state, when the node joined
+	// the fleet (control.api_url).
+	Identity *IdentityStatus `json:"identity,omitempty"`
 }
 
 func (n *Node) readyz(w http.ResponseWriter, r *http.Request) {
@@ -363,6 +385,10 @@ func (n *Node) readyz(w http.ResponseWriter, r *http.Request) {
 	if n.sync != nil {
 		st := n.sync.Status()
 		rd.Table = &st
+	}
+	if n.id != nil {
+		st := n.id.status()
+		rd.Identity = &st
 	}
 	local, localReady := n.localStatus()
 	rd.Local = local

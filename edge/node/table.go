@@ -37,6 +37,11 @@ func (n *Node) seedTable() error {
 	sc := tablesync.DefaultConfig()
 	sc.NodeID, sc.Region, sc.URLs = n.cfg.NodeID, n.cfg.Region, c.NATSURLs
 	sc.User, sc.Password, sc.Token, sc.TLS = c.User, c.Password.Reveal(), c.Token.Reveal(), tlsCfg
+	if n.id != nil {
+		// The edge's own NATS identity replaces the shared credential.
+		sc.User, sc.Password, sc.Token = "", "", ""
+		sc.NKey, sc.Sign = n.id.natsAuth()
+	}
 	sc.CachePath, sc.MaxBytes, sc.StaleAfter, sc.ReportInterval = c.CachePath(n.cfg.NodeID), c.MaxTableBytes, c.StaleAfter, c.ReportInterval
 	sc.Resolver.LocalEngine = n.engine != nil
 	sc.Apply = n.applyTable
@@ -63,6 +68,10 @@ func (n *Node) applyTable(t *table.Table) error {
 	n.place(n.gw.Table())
 	if n.gossip != nil {
 		n.publishTable()
+	}
+	if n.link != nil && n.id != nil {
+		// A peer this table revokes or drops loses its links now.
+		n.link.Revalidate()
 	}
 	if n.authMode() == config.AuthKeys && !n.gw.Table().HasKeys() {
 		n.warnNoKeys()

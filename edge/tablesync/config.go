@@ -25,6 +25,13 @@ type Config struct {
 	User     string
 	Password string
 	Token    string
+	// NKey and Sign, when set, authenticate with the edge's own NATS
+	// identity instead (its user public nkey, and a signer of the
+	// server's nonce with its seed): the edge then reports on its own
+	// subject and reads replies only in its own inbox, as the server's
+	// permissions for it require.
+	NKey string
+	Sign func(nonce []byte) ([]byte, error)
 	// TLS, when set, makes the connection use TLS with this config
 	// (its RootCAs name the control plane's CA).
 	TLS *tls.Config
@@ -107,7 +114,7 @@ func (c *Config) Validate() error {
 	if len(c.URLs) == 0 {
 		errs = append(errs, errors.New("tablesync: at least one NATS URL is required"))
 	}
-	if (c.User == "" || c.Password == "") && c.Token == "" {
+	if (c.User == "" || c.Password == "") && c.Token == "" && (c.NKey == "" || c.Sign == nil) {
 		errs = append(errs, errors.New("tablesync: NATS credentials are required: a user and password, or a token"))
 	}
 	if c.Apply == nil {

@@ -199,7 +199,9 @@ func (s *Syncer) Start(ctx context.Context) error {
 			}
 		}),
 	}
-	if s.cfg.User != "" {
+	if s.cfg.NKey != "" {
+		opts = append(opts, nats.Nkey(s.cfg.NKey, s.cfg.Sign), nats.CustomInboxPrefix(tablewire.InboxPrefix(s.cfg.NodeID)))
+	} else if s.cfg.User != "" {
 		opts = append(opts, nats.UserInfo(s.cfg.User, s.cfg.Password))
 	} else {
 		opts = append(opts, nats.Token(s.cfg.Token))
@@ -574,7 +576,11 @@ func (s *Syncer) report() {
 		ReadyModels: s.readyModels(),
 	})
 	if err == nil {
-		err = s.nc.Publish(tablewire.SubjectApplied, b)
+		subj := tablewire.SubjectApplied
+		if s.cfg.NKey != "" {
+			subj = tablewire.ReportSubject(s.cfg.NodeID)
+		}
+		err = s.nc.Publish(subj, b)
 	}
 	if err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		s.log.Debug("applied report not sent", "err", err)

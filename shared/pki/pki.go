@@ -1,9 +1,12 @@
-// Package pki makes a development certificate authority and node
-// certificates for the mutual TLS of Meridian's links between nodes.
+// Package pki makes the certificate authority and node certificates for
+// the mutual TLS of Meridian's links between nodes, and checks them.
 //
-// It is for development clusters and tests: keys are written to disk
-// unencrypted (mode 0600). Production clusters bring certificates from
-// their own CA. The package never reads a key from anywhere but the
+// A node certificate names its node as common name, DNS SAN and the URI
+// SAN spiffe://meridian/node/<id> (identity.go); only such a certificate
+// may act as a link peer. The control plane's cluster CA signs them from
+// certificate requests (the key never leaves the node). The Write*
+// helpers are for development clusters and tests: keys are written to
+// disk unencrypted (mode 0600). The package never reads a key from anywhere but the
 // directories it is given, and never talks to the network.
 package pki
 
@@ -20,6 +23,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -37,7 +41,10 @@ var ErrBadNodeID = errors.New("pki: node ID must be 1-63 characters of a-z, 0-9,
 
 // clockSkew backdates certificates so a peer whose clock is a little
 // behind still accepts them.
-const clockSkew = 5 * time.Minute
+const clockSkew = ClockSkew
+
+// ClockSkew is how far certificates are backdated.
+const ClockSkew = 5 * time.Minute
 
 // CA is a certificate authority held in memory.
 type CA struct {
@@ -90,14 +97,9 @@ func (ca *CA) IssueValidity(nodeID string, hosts []string, notBefore, notAfter t
 	return ca.issue(nodeID, hosts, notBefore, notAfter)
 }
 
-func (ca *CA) issue(nodeID string, hosts []string, notBefore, notAfter time.Time) (tls.Certificate, error) {
-	if !validNodeID(nodeID) {
-		return tls.Certificate{}, ErrBadNodeID
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
+// nodeTemplate is a node certificate: client and server auth plus the
+// node role, the node ID as common name and DNS SAN, hosts as more SANs.
+func nodeTemplate(nodeID string, hosts []string, notBefore, notAfter time.Time) *x509.Certificate {
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
 		Subject:      pkix.Name{CommonName: nodeID, Organization: []string{"Meridian"}},
@@ -106,6 +108,7 @@ func (ca *CA) issue(nodeID string, hosts []string, notBefore, notAfter time.Time
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		DNSNames:     []string{nodeID},
+		URIs:         []*url.URL{NodeURI(nodeID)},
 	}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
@@ -114,6 +117,18 @@ func (ca *CA) issue(nodeID string, hosts []string, notBefore, notAfter time.Time
 			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		}
 	}
+	return tmpl
+}
+
+func (ca *CA) issue(nodeID string, hosts []string, notBefore, notAfter time.Time) (tls.Certificate, error) {
+	if !validNodeID(nodeID) {
+		return tls.Certificate{}, ErrBadNodeID
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	tmpl := nodeTemplate(nodeID, hosts, notBefore, notAfter)
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("pki: sign certificate for %s: %w", nodeID, err)
@@ -182,6 +197,18 @@ func LoadCA(dir string) (*CA, error) {
 // and server auth) and writes <nodeID>.crt and <nodeID>.key (0600) into
 // outDir.
 func WriteNodeCert(caDir, outDir, nodeID string, hosts []string, validFor time.Duration) error {
+	return writeCert(caDir, outDir, nodeID, hosts, validFor, (*CA).Issue)
+}
+
+// WriteServerCert is WriteNodeCert for a service that is not a node (a
+// control API, a NATS server): the certificate has no node URI, so it
+// can never act as a link peer.
+func WriteServerCert(caDir, outDir, name string, hosts []string, validFor time.Duration) error {
+	return writeCert(caDir, outDir, name, hosts, validFor, (*CA).IssueServer)
+}
+
+func writeCert(caDir, outDir, nodeID string, hosts []string, validFor time.Duration,
+	issue func(*CA, string, []string, time.Duration) (tls.Certificate, error)) error {
 	if !validNodeID(nodeID) {
 		return ErrBadNodeID
 	}
@@ -189,7 +216,7 @@ func WriteNodeCert(caDir, outDir, nodeID string, hosts []string, validFor time.D
 	if err != nil {
 		return err
 	}
-	c, err := ca.Issue(nodeID, hosts, validFor)
+	c, err := issue(ca, nodeID, hosts, validFor)
 	if err != nil {
 		return err
 	}

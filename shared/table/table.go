@@ -68,6 +68,13 @@ type Node struct {
 	ID string `yaml:"id" json:"id"`
 	// Region is a Region.ID.
 	Region string `yaml:"region" json:"region"`
+	// Revoked marks a node whose identity the control plane revoked:
+	// peers refuse its links. Only the control plane sets it.
+	Revoked bool `yaml:"revoked,omitempty" json:"revoked,omitempty"`
+	// Joined is when the node last joined the fleet; peers refuse its
+	// certificates issued before then. Zero for a node that never
+	// joined (static certificates).
+	Joined time.Time `yaml:"-" json:"joined,omitzero"`
 }
 
 // Placement asks for a model to run on one node, or on Desired nodes of

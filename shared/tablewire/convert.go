@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
 	tablev1 "github.com/meridian-mesh/meridian/proto/table/v1"
@@ -280,7 +281,7 @@ func (c *Converter) fleet(e *tablev1.Entities, tab *table.Table) {
 		tab.Regions = append(tab.Regions, table.Region{ID: r.GetId(), Latitude: r.GetLatitude(), Longitude: r.GetLongitude()})
 	}
 	for _, n := range e.GetNodes() {
-		tab.Nodes = append(tab.Nodes, table.Node{ID: n.GetId(), Region: n.GetRegion()})
+		tab.Nodes = append(tab.Nodes, table.Node{ID: n.GetId(), Region: n.GetRegion(), Revoked: n.GetRevoked(), Joined: msTime(n.GetJoinedUnixMs())})
 	}
 	for _, p := range e.GetPlacements() {
 		tab.Placements = append(tab.Placements, table.Placement{Model: p.GetModel(), Node: p.GetNode(), Region: p.GetRegion(), Desired: int(p.GetDesired())})
@@ -297,4 +298,11 @@ func sameModel(a, b table.Model) bool {
 	return a.ID == b.ID && a.OwnedBy == b.OwnedBy && a.Created == b.Created && slices.Equal(a.Capabilities, b.Capabilities) &&
 		a.ContextLength == b.ContextLength && slices.Equal(a.AllowedRegions, b.AllowedRegions) &&
 		(a.Local == nil) == (b.Local == nil) && (a.Local == nil || *a.Local == *b.Local)
+}
+
+func msTime(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms)
 }

@@ -16,3 +16,26 @@ const (
 	// requests in, so one of them replies.
 	SnapshotQueue = "meridian-control"
 )
+
+// subjectToken turns a node ID into one NATS subject token: node IDs may
+// hold '.', NATS' token separator, but never '_', so the mapping is
+// one-to-one.
+func subjectToken(node string) string {
+	b := []byte(node)
+	for i, c := range b {
+		if c == '.' {
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}
+
+// ReportSubject is the subject an edge with its own NATS identity
+// publishes its AppliedReports on; its permissions allow no other.
+// Control nodes subscribe to SubjectApplied + ".>".
+func ReportSubject(node string) string { return SubjectApplied + "." + subjectToken(node) }
+
+// InboxPrefix is the reply-subject prefix of an edge with its own NATS
+// identity: it may subscribe only below it, so it cannot read the
+// replies meant for other edges.
+func InboxPrefix(node string) string { return "_INBOX." + subjectToken(node) }

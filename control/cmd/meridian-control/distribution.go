@@ -86,6 +86,7 @@ func startDistribution(cfg Config, node *cluster.Node, logger *slog.Logger, reg 
 	dcfg.TLSCert, dcfg.TLSKey, dcfg.TLSCA = n.TLSCert, n.TLSKey, n.TLSCA
 	dcfg.ReadTokens = append(append([]string{}, cfg.AdminTokens...), cfg.ReadTokens...)
 	dcfg.Logger, dcfg.Registerer = logger, reg
+	dcfg.EdgeIdentities = len(cfg.KEK) > 0
 	d, err := distribution.Start(dcfg, node)
 	if err != nil {
 		return nil, fmt.Errorf("table distribution: %w", err)

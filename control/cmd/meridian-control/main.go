@@ -10,7 +10,12 @@
 // and distributes the routing table to the edges through it:
 //
 //	MERIDIAN_NATS_TOKEN=... meridian-control ... -nats-listen 10.0.0.1:4222 \
-//	    -nats-cluster-listen 10.0.0.1:6222 -nats-routes 10.0.0.2:6222,10.0.0.3:6222
+//	    -nats-cluster-listen 10.0.0.1:6222 -nats-routes 10.0.0.2:6222,10.0.0.3:6222 \
+//	    -nats-tls-cert nats.crt -nats-tls-key nats.key -nats-tls-ca ca.crt
+//
+// A NATS listener beyond loopback needs TLS. With a key-encryption key
+// (-kek-file or MERIDIAN_CONTROL_KEK) the node runs the cluster CA and
+// edges join with `meridianctl node token` (see README "Security model").
 //
 // -nats-url uses an existing NATS cluster instead. Without credentials the
 // node runs no distribution and says so: the bus is never run open.
@@ -60,6 +65,8 @@ func main() {
 	fs.DurationVar(&cfg.SnapshotInterval, "raft-snapshot-interval", 0, "how often the snapshot threshold is checked (default 2m)")
 	fs.Uint64Var(&cfg.TrailingLogs, "raft-trailing-logs", 0, "log entries a snapshot leaves behind (default 10240)")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn, error or off")
+	kekFile := fs.String("kek-file", "", "file holding the 32-byte key-encryption key (64 hex digits) that seals the cluster CA key (or MERIDIAN_CONTROL_KEK); enables join tokens and node certificates")
+	fs.DurationVar(&cfg.NodeCertTTL, "node-cert-ttl", 0, "validity of node certificates issued at join and renewal (default 12h)")
 	natsURLs, natsRoutes := natsFlags(fs, &cfg.NATS)
 	fs.Parse(os.Args[1:])
 	cfg.NATS.URLs, cfg.NATS.Routes = splitList(*natsURLs), splitList(*natsRoutes)
@@ -75,6 +82,11 @@ func main() {
 	}
 	cfg.AdminTokens = splitList(firstNonEmpty(*admin, os.Getenv("MERIDIAN_CONTROL_ADMIN_TOKENS")))
 	cfg.ReadTokens = splitList(firstNonEmpty(*read, os.Getenv("MERIDIAN_CONTROL_READ_TOKENS")))
+	kek, err := loadKEK(*kekFile, os.Getenv)
+	if err != nil {
+		fatal(err)
+	}
+	cfg.KEK = kek
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

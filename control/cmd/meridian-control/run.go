@@ -69,6 +69,15 @@ type Config struct {
 	// TLSCert and TLSKey, when set, serve the API over HTTPS (PEM files,
 	// e.g. from `meridianctl tls cert`).
 	TLSCert, TLSKey string
+	// KEK is the key-encryption key (32 bytes) that seals the cluster
+	// CA's key in the replicated state; the same on every control node.
+	// Set, it enables join tokens, node certificates and per-edge NATS
+	// identities; nil runs the fleet on static certificates and the
+	// shared NATS credential.
+	KEK []byte
+	// NodeCertTTL is how long issued node certificates are valid; 0
+	// means 12h.
+	NodeCertTTL time.Duration
 	// TLSCA is a PEM file of the CA that signed the other nodes' API
 	// certificates, trusted when forwarding to them; empty means the
 	// system roots.
@@ -169,6 +178,7 @@ func run(ctx context.Context, cfg Config) error {
 	}
 	acfg := api.DefaultConfig()
 	acfg.AdminTokens, acfg.ReadTokens, acfg.Logger, acfg.Client = cfg.AdminTokens, cfg.ReadTokens, logger, httpClient
+	acfg.KEK, acfg.NodeCertTTL = cfg.KEK, cfg.NodeCertTTL
 	handler, err := api.New(acfg, node)
 	if err != nil {
 		node.Close()

@@ -190,10 +190,14 @@ func (c *cli) tls(rest []string) error {
 		if c.caDir == "" || c.node == "" || c.out == "" {
 			return fmt.Errorf("%w: tls cert needs --ca-dir, --node and --out", errUsage)
 		}
-		if err := pki.WriteNodeCert(c.caDir, c.out, c.node, c.hosts, validFor); err != nil {
+		write, what := pki.WriteNodeCert, "node certificate"
+		if c.control {
+			write, what = pki.WriteServerCert, "control-API certificate (not usable as a link peer)"
+		}
+		if err := write(c.caDir, c.out, c.node, c.hosts, validFor); err != nil {
 			return err
 		}
-		fmt.Fprintf(c.stdout, "wrote a certificate for %s to %s, valid %d days\n", c.node, c.out, c.days)
+		fmt.Fprintf(c.stdout, "wrote a %s for %s to %s, valid %d days\n", what, c.node, c.out, c.days)
 		return nil
 	}
 	return fmt.Errorf("%w: tls ca | tls cert", errUsage)

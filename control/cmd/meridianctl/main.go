@@ -55,6 +55,9 @@ Usage:
   meridianctl [flags] KIND set ID [field=value ...] [-f FILE]
   meridianctl [flags] KIND rm ID
   meridianctl [flags] key new ID [tenant=ID]   make a random API key; prints it once, stores its hash
+  meridianctl [flags] node token ID [--region R] [--ttl 1h]   one-time join token for an edge; prints it once
+  meridianctl [flags] node revoke ID           end a node's links, NATS access and certificate renewals
+  meridianctl [flags] node identities          nodes that joined, and revocations
   meridianctl [flags] apply -f FILE [--dry-run] [--prune]
   meridianctl [flags] status
   meridianctl [flags] cluster join API_ADDR
@@ -63,7 +66,8 @@ Usage:
   meridianctl [flags] cluster snapshot save FILE
   meridianctl [flags] cluster snapshot restore FILE
   meridianctl tls ca --dir DIR [--name NAME] [--days N]
-  meridianctl tls cert --ca-dir DIR --node ID [--host H]... --out DIR [--days N]
+  meridianctl tls cert --ca-dir DIR --node ID [--host H]... --out DIR [--days N] [--control]
+                                               --control: for a control API or NATS server, never a link peer
 
 Kinds: region node model placement provider route key tenant price
 
@@ -96,16 +100,19 @@ type cli struct {
 	stderr  io.Writer
 
 	// Command flags, shared so that they may appear anywhere.
-	file   string
-	dryRun bool
-	prune  bool
-	dir    string
-	caDir  string
-	out    string
-	node   string
-	name   string
-	days   int
-	hosts  multiFlag
+	file    string
+	dryRun  bool
+	prune   bool
+	dir     string
+	caDir   string
+	out     string
+	node    string
+	name    string
+	days    int
+	hosts   multiFlag
+	region  string
+	ttl     string
+	control bool
 }
 
 type multiFlag []string
@@ -137,6 +144,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.StringVar(&c.name, "name", "Meridian development CA", "")
 	fs.IntVar(&c.days, "days", 365, "")
 	fs.Var(&c.hosts, "host", "")
+	fs.StringVar(&c.region, "region", "", "")
+	fs.StringVar(&c.ttl, "ttl", "1h", "")
+	fs.BoolVar(&c.control, "control", false, "")
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
@@ -201,6 +211,10 @@ func (c *cli) dispatch(ctx context.Context, pos []string) error {
 	case "help":
 		fmt.Fprint(c.stdout, usage)
 		return nil
+	case "node":
+		if len(pos) > 1 && (pos[1] == "token" || pos[1] == "revoke" || pos[1] == "identities") {
+			return c.nodeIdentity(ctx, pos[1:])
+		}
 	}
 	return c.entity(ctx, pos)
 }

@@ -238,9 +238,17 @@ type Node struct {
 	// Region.id the node runs in.
 	Region string `protobuf:"bytes,2,opt,name=region,proto3" json:"region,omitempty"`
 	// Addresses the node is reached at, host:port.
-	Addresses     []string          `protobuf:"bytes,3,rep,name=addresses,proto3" json:"addresses,omitempty"`
-	Capacity      *Capacity         `protobuf:"bytes,4,opt,name=capacity,proto3" json:"capacity,omitempty"`
-	Labels        map[string]string `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Addresses []string          `protobuf:"bytes,3,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	Capacity  *Capacity         `protobuf:"bytes,4,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	Labels    map[string]string `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Set by the control plane in the routing table (never written through
+	// the API): the node's identity was revoked, so peers refuse its links.
+	Revoked bool `protobuf:"varint,130,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	// Set by the control plane in the routing table: when the node last
+	// joined, Unix milliseconds. Peers refuse certificates issued before
+	// it, so a re-admitted node's old (perhaps stolen) certificates stay
+	// dead.
+	JoinedUnixMs  int64 `protobuf:"varint,131,opt,name=joined_unix_ms,json=joinedUnixMs,proto3" json:"joined_unix_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -308,6 +316,20 @@ func (x *Node) GetLabels() map[string]string {
 		return x.Labels
 	}
 	return nil
+}
+
+func (x *Node) GetRevoked() bool {
+	if x != nil {
+		return x.Revoked
+	}
+	return false
+}
+
+func (x *Node) GetJoinedUnixMs() int64 {
+	if x != nil {
+		return x.JoinedUnixMs
+	}
+	return 0
 }
 
 // Model is a model name clients may ask for.
@@ -1595,8 +1617,11 @@ type Snapshot struct {
 	Prices     []*Price     `protobuf:"bytes,11,rep,name=prices,proto3" json:"prices,omitempty"`
 	Members    []*Member    `protobuf:"bytes,12,rep,name=members,proto3" json:"members,omitempty"`
 	// Oldest first.
-	Dedup         []*Dedup `protobuf:"bytes,13,rep,name=dedup,proto3" json:"dedup,omitempty"`
-	DedupSeq      uint64   `protobuf:"varint,14,opt,name=dedup_seq,json=dedupSeq,proto3" json:"dedup_seq,omitempty"`
+	Dedup    []*Dedup `protobuf:"bytes,13,rep,name=dedup,proto3" json:"dedup,omitempty"`
+	DedupSeq uint64   `protobuf:"varint,14,opt,name=dedup_seq,json=dedupSeq,proto3" json:"dedup_seq,omitempty"`
+	// Fleet identity: the cluster CA, join tokens, joined nodes and
+	// revocations.
+	Identity      *Identity `protobuf:"bytes,130,opt,name=identity,proto3" json:"identity,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1729,6 +1754,548 @@ func (x *Snapshot) GetDedupSeq() uint64 {
 	return 0
 }
 
+func (x *Snapshot) GetIdentity() *Identity {
+	if x != nil {
+		return x.Identity
+	}
+	return nil
+}
+
+// ClusterCA is the cluster certificate authority. Its key is sealed with
+// the control nodes' key-encryption key (control/seal), never stored in
+// the clear.
+type ClusterCA struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// DER of the self-signed CA certificate.
+	CertDer []byte `protobuf:"bytes,1,opt,name=cert_der,json=certDer,proto3" json:"cert_der,omitempty"`
+	// PKCS#8 private key sealed with the KEK, label "ca-key".
+	SealedKey     []byte `protobuf:"bytes,2,opt,name=sealed_key,json=sealedKey,proto3" json:"sealed_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterCA) Reset() {
+	*x = ClusterCA{}
+	mi := &file_proto_control_v1_control_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterCA) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterCA) ProtoMessage() {}
+
+func (x *ClusterCA) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_control_v1_control_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterCA.ProtoReflect.Descriptor instead.
+func (*ClusterCA) Descriptor() ([]byte, []int) {
+	return file_proto_control_v1_control_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ClusterCA) GetCertDer() []byte {
+	if x != nil {
+		return x.CertDer
+	}
+	return nil
+}
+
+func (x *ClusterCA) GetSealedKey() []byte {
+	if x != nil {
+		return x.SealedKey
+	}
+	return nil
+}
+
+// JoinToken is a one-time token a new edge exchanges for its node
+// certificate. Only its hash is kept.
+type JoinToken struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "sha256:" and 64 hex digits of the token.
+	Hash string `protobuf:"bytes,1,opt,name=hash,proto3" json:"hash,omitempty"`
+	// Node ID the token lets join.
+	Node          string `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	Region        string `protobuf:"bytes,3,opt,name=region,proto3" json:"region,omitempty"`
+	ExpiresUnixMs int64  `protobuf:"varint,4,opt,name=expires_unix_ms,json=expiresUnixMs,proto3" json:"expires_unix_ms,omitempty"`
+	// Set once redeemed; a used token is refused.
+	Used          bool `protobuf:"varint,5,opt,name=used,proto3" json:"used,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinToken) Reset() {
+	*x = JoinToken{}
+	mi := &file_proto_control_v1_control_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinToken) ProtoMessage() {}
+
+func (x *JoinToken) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_control_v1_control_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
+func (*JoinToken) Descriptor() ([]byte, []int) {
+	return file_proto_control_v1_control_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *JoinToken) GetHash() string {
+	if x != nil {
+		return x.Hash
+	}
+	return ""
+}
+
+func (x *JoinToken) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *JoinToken) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *JoinToken) GetExpiresUnixMs() int64 {
+	if x != nil {
+		return x.ExpiresUnixMs
+	}
+	return 0
+}
+
+func (x *JoinToken) GetUsed() bool {
+	if x != nil {
+		return x.Used
+	}
+	return false
+}
+
+// NodeIdentity is a node that joined: its NATS public key and the serial
+// of its current certificate.
+type NodeIdentity struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Node   string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Region string                 `protobuf:"bytes,2,opt,name=region,proto3" json:"region,omitempty"`
+	// The node's NATS nkey public key ("U...").
+	NatsKey       string `protobuf:"bytes,3,opt,name=nats_key,json=natsKey,proto3" json:"nats_key,omitempty"`
+	JoinedUnixMs  int64  `protobuf:"varint,4,opt,name=joined_unix_ms,json=joinedUnixMs,proto3" json:"joined_unix_ms,omitempty"`
+	Revoked       bool   `protobuf:"varint,5,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	RevokedUnixMs int64  `protobuf:"varint,6,opt,name=revoked_unix_ms,json=revokedUnixMs,proto3" json:"revoked_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeIdentity) Reset() {
+	*x = NodeIdentity{}
+	mi := &file_proto_control_v1_control_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeIdentity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeIdentity) ProtoMessage() {}
+
+func (x *NodeIdentity) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_control_v1_control_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeIdentity.ProtoReflect.Descriptor instead.
+func (*NodeIdentity) Descriptor() ([]byte, []int) {
+	return file_proto_control_v1_control_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *NodeIdentity) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *NodeIdentity) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *NodeIdentity) GetNatsKey() string {
+	if x != nil {
+		return x.NatsKey
+	}
+	return ""
+}
+
+func (x *NodeIdentity) GetJoinedUnixMs() int64 {
+	if x != nil {
+		return x.JoinedUnixMs
+	}
+	return 0
+}
+
+func (x *NodeIdentity) GetRevoked() bool {
+	if x != nil {
+		return x.Revoked
+	}
+	return false
+}
+
+func (x *NodeIdentity) GetRevokedUnixMs() int64 {
+	if x != nil {
+		return x.RevokedUnixMs
+	}
+	return 0
+}
+
+// Identity is the identity part of a Snapshot.
+type Identity struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ca            *ClusterCA             `protobuf:"bytes,1,opt,name=ca,proto3" json:"ca,omitempty"`
+	Tokens        []*JoinToken           `protobuf:"bytes,2,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	Nodes         []*NodeIdentity        `protobuf:"bytes,3,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Identity) Reset() {
+	*x = Identity{}
+	mi := &file_proto_control_v1_control_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Identity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Identity) ProtoMessage() {}
+
+func (x *Identity) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_control_v1_control_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Identity.ProtoReflect.Descriptor instead.
+func (*Identity) Descriptor() ([]byte, []int) {
+	return file_proto_control_v1_control_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *Identity) GetCa() *ClusterCA {
+	if x != nil {
+		return x.Ca
+	}
+	return nil
+}
+
+func (x *Identity) GetTokens() []*JoinToken {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+func (x *Identity) GetNodes() []*NodeIdentity {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+// SetClusterCA (type 20) records the cluster CA, once: a second one is a
+// conflict, so two leaders racing to create it agree on the first.
+type SetClusterCA struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RequestId     string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Ca            *ClusterCA             `protobuf:"bytes,2,opt,name=ca,proto3" json:"ca,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetClusterCA) Reset() {
+	*x = SetClusterCA{}
+	mi := &file_proto_control_v1_control_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetClusterCA) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetClusterCA) ProtoMessage() {}
+
+func (x *SetClusterCA) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_control_v1_control_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetClusterCA.ProtoReflect.Descriptor instead.
+func (*SetClusterCA) Descriptor() ([]byte, []int) {
+	return file_proto_control_v1_control_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *SetClusterCA) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *SetClusterCA) GetCa() *ClusterCA {
+	if x != nil {
+		return x.Ca
+	}
+	return nil
+}
+
+// CreateJoinToken (type 21) records a join token's hash.
+type CreateJoinToken struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RequestId     string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Token         *JoinToken             `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	NowUnixMs     int64                  `protobuf:"varint,3,opt,name=now_unix_ms,json=nowUnixMs,proto3" json:"now_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateJoinToken) Reset() {
+	*x = CreateJoinToken{}
+	mi := &file_proto_control_v1_control_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateJoinToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateJoinToken) ProtoMessage() {}
+
+func (x *CreateJoinToken) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_control_v1_control_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateJoinToken.ProtoReflect.Descriptor instead.
+func (*CreateJoinToken) Descriptor() ([]byte, []int) {
+	return file_proto_control_v1_control_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *CreateJoinToken) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *CreateJoinToken) GetToken() *JoinToken {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+func (x *CreateJoinToken) GetNowUnixMs() int64 {
+	if x != nil {
+		return x.NowUnixMs
+	}
+	return 0
+}
+
+// RedeemJoinToken (type 22) uses a join token: it fails if the token is
+// unknown, used or expired at now_unix_ms, and otherwise records the node
+// and its NATS key.
+type RedeemJoinToken struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RequestId     string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Hash          string                 `protobuf:"bytes,2,opt,name=hash,proto3" json:"hash,omitempty"`
+	NatsKey       string                 `protobuf:"bytes,3,opt,name=nats_key,json=natsKey,proto3" json:"nats_key,omitempty"`
+	NowUnixMs     int64                  `protobuf:"varint,4,opt,name=now_unix_ms,json=nowUnixMs,proto3" json:"now_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedeemJoinToken) Reset() {
+	*x = RedeemJoinToken{}
+	mi := &file_proto_control_v1_control_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedeemJoinToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedeemJoinToken) ProtoMessage() {}
+
+func (x *RedeemJoinToken) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_control_v1_control_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedeemJoinToken.ProtoReflect.Descriptor instead.
+func (*RedeemJoinToken) Descriptor() ([]byte, []int) {
+	return file_proto_control_v1_control_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *RedeemJoinToken) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *RedeemJoinToken) GetHash() string {
+	if x != nil {
+		return x.Hash
+	}
+	return ""
+}
+
+func (x *RedeemJoinToken) GetNatsKey() string {
+	if x != nil {
+		return x.NatsKey
+	}
+	return ""
+}
+
+func (x *RedeemJoinToken) GetNowUnixMs() int64 {
+	if x != nil {
+		return x.NowUnixMs
+	}
+	return 0
+}
+
+// RevokeNode (type 23) revokes a node: its certificates no longer renew,
+// its links and NATS access end. A revoked node must join again with a
+// new token.
+type RevokeNode struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RequestId     string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Node          string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	NowUnixMs     int64                  `protobuf:"varint,3,opt,name=now_unix_ms,json=nowUnixMs,proto3" json:"now_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeNode) Reset() {
+	*x = RevokeNode{}
+	mi := &file_proto_control_v1_control_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeNode) ProtoMessage() {}
+
+func (x *RevokeNode) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_control_v1_control_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeNode.ProtoReflect.Descriptor instead.
+func (*RevokeNode) Descriptor() ([]byte, []int) {
+	return file_proto_control_v1_control_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *RevokeNode) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *RevokeNode) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *RevokeNode) GetNowUnixMs() int64 {
+	if x != nil {
+		return x.NowUnixMs
+	}
+	return 0
+}
+
 var File_proto_control_v1_control_proto protoreflect.FileDescriptor
 
 const file_proto_control_v1_control_proto_rawDesc = "" +
@@ -1744,13 +2311,15 @@ const file_proto_control_v1_control_proto_rawDesc = "" +
 	"\x0egpu_memory_mib\x18\x02 \x01(\rR\fgpuMemoryMib\x12\x1d\n" +
 	"\n" +
 	"memory_mib\x18\x03 \x01(\rR\tmemoryMib\x12%\n" +
-	"\x0emax_concurrent\x18\x04 \x01(\rR\rmaxConcurrent\"\x81\x02\n" +
+	"\x0emax_concurrent\x18\x04 \x01(\rR\rmaxConcurrent\"\xc3\x02\n" +
 	"\x04Node\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06region\x18\x02 \x01(\tR\x06region\x12\x1c\n" +
 	"\taddresses\x18\x03 \x03(\tR\taddresses\x129\n" +
 	"\bcapacity\x18\x04 \x01(\v2\x1d.meridian.control.v1.CapacityR\bcapacity\x12=\n" +
-	"\x06labels\x18\x05 \x03(\v2%.meridian.control.v1.Node.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\x05 \x03(\v2%.meridian.control.v1.Node.LabelsEntryR\x06labels\x12\x19\n" +
+	"\arevoked\x18\x82\x01 \x01(\bR\arevoked\x12%\n" +
+	"\x0ejoined_unix_ms\x18\x83\x01 \x01(\x03R\fjoinedUnixMs\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc4\x02\n" +
@@ -1857,7 +2426,7 @@ const file_proto_control_v1_control_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x123\n" +
-	"\x06result\x18\x03 \x01(\v2\x1b.meridian.control.v1.ResultR\x06result\"\xa6\x05\n" +
+	"\x06result\x18\x03 \x01(\v2\x1b.meridian.control.v1.ResultR\x06result\"\xe2\x05\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x125\n" +
@@ -1875,7 +2444,50 @@ const file_proto_control_v1_control_proto_rawDesc = "" +
 	"\x06prices\x18\v \x03(\v2\x1a.meridian.control.v1.PriceR\x06prices\x125\n" +
 	"\amembers\x18\f \x03(\v2\x1b.meridian.control.v1.MemberR\amembers\x120\n" +
 	"\x05dedup\x18\r \x03(\v2\x1a.meridian.control.v1.DedupR\x05dedup\x12\x1b\n" +
-	"\tdedup_seq\x18\x0e \x01(\x04R\bdedupSeqB>Z<github.com/meridian-mesh/meridian/proto/control/v1;controlv1b\x06proto3"
+	"\tdedup_seq\x18\x0e \x01(\x04R\bdedupSeq\x12:\n" +
+	"\bidentity\x18\x82\x01 \x01(\v2\x1d.meridian.control.v1.IdentityR\bidentity\"E\n" +
+	"\tClusterCA\x12\x19\n" +
+	"\bcert_der\x18\x01 \x01(\fR\acertDer\x12\x1d\n" +
+	"\n" +
+	"sealed_key\x18\x02 \x01(\fR\tsealedKey\"\x87\x01\n" +
+	"\tJoinToken\x12\x12\n" +
+	"\x04hash\x18\x01 \x01(\tR\x04hash\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12\x16\n" +
+	"\x06region\x18\x03 \x01(\tR\x06region\x12&\n" +
+	"\x0fexpires_unix_ms\x18\x04 \x01(\x03R\rexpiresUnixMs\x12\x12\n" +
+	"\x04used\x18\x05 \x01(\bR\x04used\"\xbd\x01\n" +
+	"\fNodeIdentity\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x16\n" +
+	"\x06region\x18\x02 \x01(\tR\x06region\x12\x19\n" +
+	"\bnats_key\x18\x03 \x01(\tR\anatsKey\x12$\n" +
+	"\x0ejoined_unix_ms\x18\x04 \x01(\x03R\fjoinedUnixMs\x12\x18\n" +
+	"\arevoked\x18\x05 \x01(\bR\arevoked\x12&\n" +
+	"\x0frevoked_unix_ms\x18\x06 \x01(\x03R\rrevokedUnixMs\"\xab\x01\n" +
+	"\bIdentity\x12.\n" +
+	"\x02ca\x18\x01 \x01(\v2\x1e.meridian.control.v1.ClusterCAR\x02ca\x126\n" +
+	"\x06tokens\x18\x02 \x03(\v2\x1e.meridian.control.v1.JoinTokenR\x06tokens\x127\n" +
+	"\x05nodes\x18\x03 \x03(\v2!.meridian.control.v1.NodeIdentityR\x05nodes\"]\n" +
+	"\fSetClusterCA\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12.\n" +
+	"\x02ca\x18\x02 \x01(\v2\x1e.meridian.control.v1.ClusterCAR\x02ca\"\x86\x01\n" +
+	"\x0fCreateJoinToken\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x124\n" +
+	"\x05token\x18\x02 \x01(\v2\x1e.meridian.control.v1.JoinTokenR\x05token\x12\x1e\n" +
+	"\vnow_unix_ms\x18\x03 \x01(\x03R\tnowUnixMs\"\x7f\n" +
+	"\x0fRedeemJoinToken\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x12\n" +
+	"\x04hash\x18\x02 \x01(\tR\x04hash\x12\x19\n" +
+	"\bnats_key\x18\x03 \x01(\tR\anatsKey\x12\x1e\n" +
+	"\vnow_unix_ms\x18\x04 \x01(\x03R\tnowUnixMs\"_\n" +
+	"\n" +
+	"RevokeNode\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12\x1e\n" +
+	"\vnow_unix_ms\x18\x03 \x01(\x03R\tnowUnixMsB>Z<github.com/meridian-mesh/meridian/proto/control/v1;controlv1b\x06proto3"
 
 var (
 	file_proto_control_v1_control_proto_rawDescOnce sync.Once
@@ -1890,33 +2502,41 @@ func file_proto_control_v1_control_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_control_v1_control_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_proto_control_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_proto_control_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_proto_control_v1_control_proto_goTypes = []any{
-	(Op_Action)(0),       // 0: meridian.control.v1.Op.Action
-	(*Region)(nil),       // 1: meridian.control.v1.Region
-	(*Capacity)(nil),     // 2: meridian.control.v1.Capacity
-	(*Node)(nil),         // 3: meridian.control.v1.Node
-	(*Model)(nil),        // 4: meridian.control.v1.Model
-	(*Placement)(nil),    // 5: meridian.control.v1.Placement
-	(*Provider)(nil),     // 6: meridian.control.v1.Provider
-	(*Target)(nil),       // 7: meridian.control.v1.Target
-	(*Route)(nil),        // 8: meridian.control.v1.Route
-	(*Key)(nil),          // 9: meridian.control.v1.Key
-	(*Tenant)(nil),       // 10: meridian.control.v1.Tenant
-	(*Price)(nil),        // 11: meridian.control.v1.Price
-	(*Member)(nil),       // 12: meridian.control.v1.Member
-	(*Op)(nil),           // 13: meridian.control.v1.Op
-	(*Write)(nil),        // 14: meridian.control.v1.Write
-	(*SetMember)(nil),    // 15: meridian.control.v1.SetMember
-	(*RemoveMember)(nil), // 16: meridian.control.v1.RemoveMember
-	(*Result)(nil),       // 17: meridian.control.v1.Result
-	(*Dedup)(nil),        // 18: meridian.control.v1.Dedup
-	(*Snapshot)(nil),     // 19: meridian.control.v1.Snapshot
-	nil,                  // 20: meridian.control.v1.Node.LabelsEntry
+	(Op_Action)(0),          // 0: meridian.control.v1.Op.Action
+	(*Region)(nil),          // 1: meridian.control.v1.Region
+	(*Capacity)(nil),        // 2: meridian.control.v1.Capacity
+	(*Node)(nil),            // 3: meridian.control.v1.Node
+	(*Model)(nil),           // 4: meridian.control.v1.Model
+	(*Placement)(nil),       // 5: meridian.control.v1.Placement
+	(*Provider)(nil),        // 6: meridian.control.v1.Provider
+	(*Target)(nil),          // 7: meridian.control.v1.Target
+	(*Route)(nil),           // 8: meridian.control.v1.Route
+	(*Key)(nil),             // 9: meridian.control.v1.Key
+	(*Tenant)(nil),          // 10: meridian.control.v1.Tenant
+	(*Price)(nil),           // 11: meridian.control.v1.Price
+	(*Member)(nil),          // 12: meridian.control.v1.Member
+	(*Op)(nil),              // 13: meridian.control.v1.Op
+	(*Write)(nil),           // 14: meridian.control.v1.Write
+	(*SetMember)(nil),       // 15: meridian.control.v1.SetMember
+	(*RemoveMember)(nil),    // 16: meridian.control.v1.RemoveMember
+	(*Result)(nil),          // 17: meridian.control.v1.Result
+	(*Dedup)(nil),           // 18: meridian.control.v1.Dedup
+	(*Snapshot)(nil),        // 19: meridian.control.v1.Snapshot
+	(*ClusterCA)(nil),       // 20: meridian.control.v1.ClusterCA
+	(*JoinToken)(nil),       // 21: meridian.control.v1.JoinToken
+	(*NodeIdentity)(nil),    // 22: meridian.control.v1.NodeIdentity
+	(*Identity)(nil),        // 23: meridian.control.v1.Identity
+	(*SetClusterCA)(nil),    // 24: meridian.control.v1.SetClusterCA
+	(*CreateJoinToken)(nil), // 25: meridian.control.v1.CreateJoinToken
+	(*RedeemJoinToken)(nil), // 26: meridian.control.v1.RedeemJoinToken
+	(*RevokeNode)(nil),      // 27: meridian.control.v1.RevokeNode
+	nil,                     // 28: meridian.control.v1.Node.LabelsEntry
 }
 var file_proto_control_v1_control_proto_depIdxs = []int32{
 	2,  // 0: meridian.control.v1.Node.capacity:type_name -> meridian.control.v1.Capacity
-	20, // 1: meridian.control.v1.Node.labels:type_name -> meridian.control.v1.Node.LabelsEntry
+	28, // 1: meridian.control.v1.Node.labels:type_name -> meridian.control.v1.Node.LabelsEntry
 	7,  // 2: meridian.control.v1.Route.targets:type_name -> meridian.control.v1.Target
 	7,  // 3: meridian.control.v1.Route.fallbacks:type_name -> meridian.control.v1.Target
 	0,  // 4: meridian.control.v1.Op.action:type_name -> meridian.control.v1.Op.Action
@@ -1943,11 +2563,17 @@ var file_proto_control_v1_control_proto_depIdxs = []int32{
 	11, // 25: meridian.control.v1.Snapshot.prices:type_name -> meridian.control.v1.Price
 	12, // 26: meridian.control.v1.Snapshot.members:type_name -> meridian.control.v1.Member
 	18, // 27: meridian.control.v1.Snapshot.dedup:type_name -> meridian.control.v1.Dedup
-	28, // [28:28] is the sub-list for method output_type
-	28, // [28:28] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	23, // 28: meridian.control.v1.Snapshot.identity:type_name -> meridian.control.v1.Identity
+	20, // 29: meridian.control.v1.Identity.ca:type_name -> meridian.control.v1.ClusterCA
+	21, // 30: meridian.control.v1.Identity.tokens:type_name -> meridian.control.v1.JoinToken
+	22, // 31: meridian.control.v1.Identity.nodes:type_name -> meridian.control.v1.NodeIdentity
+	20, // 32: meridian.control.v1.SetClusterCA.ca:type_name -> meridian.control.v1.ClusterCA
+	21, // 33: meridian.control.v1.CreateJoinToken.token:type_name -> meridian.control.v1.JoinToken
+	34, // [34:34] is the sub-list for method output_type
+	34, // [34:34] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_proto_control_v1_control_proto_init() }
@@ -1972,7 +2598,7 @@ func file_proto_control_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_control_v1_control_proto_rawDesc), len(file_proto_control_v1_control_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   20,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,104 @@
+package natsd
+
+import (
+	"crypto/subtle"
+	"encoding/base64"
+	"strings"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nkeys"
+
+	"github.com/meridian-mesh/meridian/shared/tablewire"
+)
+
+// Identities tells the server which edges may connect: each edge signs
+// the server's nonce with its own nkey, whose public key was registered
+// in the control plane's replicated state when it joined.
+type Identities interface {
+	// EdgeByKey returns the node a NATS user public key belongs to, and
+	// false for an unknown or revoked key.
+	EdgeByKey(pub string) (node string, ok bool)
+}
+
+// EdgePermissions are an edge identity's subject permissions: it reads
+// the tables and heartbeats, asks for snapshots and reads the replies in
+// its own inbox, and publishes only its own reports. It can publish no
+// table, no heartbeat and no other edge's report.
+func EdgePermissions(node string) *server.Permissions {
+	return &server.Permissions{
+		Publish: &server.SubjectPermission{Allow: []string{tablewire.SubjectSnapshot, tablewire.ReportSubject(node)}},
+		Subscribe: &server.SubjectPermission{Allow: []string{
+			tablewire.SubjectUpdate, tablewire.SubjectHeartbeat, tablewire.InboxPrefix(node) + ".>",
+		}},
+	}
+}
+
+// auth authenticates clients: the control credential (token, or user and
+// password) gets every permission, an edge's nkey gets EdgePermissions.
+// It is nats-server's CustomClientAuthentication, which replaces the
+// server's own client authentication; routes keep theirs.
+type auth struct {
+	user, pass, token []byte
+	ids               Identities
+}
+
+var _ server.Authentication = (*auth)(nil)
+
+func (a *auth) Check(c server.ClientAuthentication) bool {
+	o := c.GetOpts()
+	switch {
+	case o.Nkey != "" && a.ids != nil:
+		node, ok := a.ids.EdgeByKey(o.Nkey)
+		if !ok {
+			return false
+		}
+		pub, err := nkeys.FromPublicKey(o.Nkey)
+		if err != nil {
+			return false
+		}
+		sig, err := base64.RawURLEncoding.DecodeString(o.Sig)
+		if err != nil {
+			if sig, err = base64.StdEncoding.DecodeString(o.Sig); err != nil {
+				return false
+			}
+		}
+		nonce := c.GetNonce()
+		if len(nonce) == 0 || pub.Verify(nonce, sig) != nil {
+			return false
+		}
+		c.RegisterUser(&server.User{Username: "edge:" + node, Permissions: EdgePermissions(node)})
+		return true
+	case len(a.token) > 0 && o.Token != "":
+		return subtle.ConstantTimeCompare([]byte(o.Token), a.token) == 1
+	case len(a.user) > 0 && o.Username != "":
+		u := subtle.ConstantTimeCompare([]byte(o.Username), a.user)
+		p := subtle.ConstantTimeCompare([]byte(o.Password), a.pass)
+		return u&p == 1
+	}
+	return false
+}
+
+// Refresh closes every edge connection whose key was revoked or replaced
+// since it connected; call it when the identities change. New connections
+// are checked against the current identities anyway. It returns how many
+// it closed.
+func (s *Server) Refresh() int {
+	if s.auth.ids == nil {
+		return 0
+	}
+	cz, err := s.ns.Connz(&server.ConnzOptions{Username: true, Limit: 1 << 30})
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, c := range cz.Conns {
+		key := c.AuthorizedUser
+		if !strings.HasPrefix(key, "U") || len(key) != 56 {
+			continue
+		}
+		if _, ok := s.auth.ids.EdgeByKey(key); !ok && s.ns.DisconnectClientByID(c.Cid) == nil {
+			n++
+		}
+	}
+	return n
+}
