@@ -120,6 +120,7 @@ func (s *Server) routes() {
 	// Metrics carry no fleet data, so scrapers need no token.
 	s.mux.Handle("GET /metrics", s.met.handler())
 	s.mux.Handle("GET /v1/control/cluster", s.auth(roleRead, s.clusterInfo))
+	s.mux.Handle("GET /v1/control/table-key", s.auth(roleRead, s.tableKey))
 	s.mux.Handle("POST /v1/control/cluster/join", s.auth(roleAdmin, s.join))
 	s.mux.Handle("DELETE /v1/control/cluster/peers/{id}", s.auth(roleAdmin, s.removePeer))
 	s.mux.Handle("POST /v1/control/cluster/transfer", s.auth(roleAdmin, s.transfer))

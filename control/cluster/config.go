@@ -7,6 +7,8 @@ import (
 	"net"
 	"strings"
 	"time"
+
+	"github.com/meridian-mesh/meridian/control/seal"
 )
 
 // Peer is one voter in a bootstrap list.
@@ -99,6 +101,11 @@ type Config struct {
 	// TrailingLogs is how many entries a snapshot leaves in the log;
 	// zero keeps raft's 10240.
 	TrailingLogs uint64
+
+	// KEK seals the key material this node creates in the replicated
+	// state (the table-signing key). Nil stores it in the clear, for
+	// development only. Every control node of a cluster needs the same.
+	KEK *seal.KEK
 
 	// ApplyTimeout bounds how long one command waits to be enqueued.
 	ApplyTimeout time.Duration

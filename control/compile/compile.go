@@ -65,7 +65,8 @@ func Compile(cfg Config, s *fsm.State) (*Table, error) {
 // it: Compile checks it, and the control API runs tablewire.Validate on
 // a write's preview with it.
 func Build(s *fsm.State) *tablev1.RoutingTable {
-	t := &tablev1.RoutingTable{Schema: tablewire.Schema, Revision: s.Index(), Entities: &tablev1.Entities{}}
+	t := &tablev1.RoutingTable{Schema: tablewire.Schema, Revision: s.Index(), Entities: &tablev1.Entities{},
+		ClusterId: s.Identity().GetClusterId(), Epoch: s.Identity().GetEpoch()}
 	e := t.Entities
 	for _, m := range s.List(fsm.KindRegion) {
 		e.Regions = append(e.Regions, m.(*controlv1.Region))

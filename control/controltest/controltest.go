@@ -6,6 +6,7 @@ package controltest
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +22,7 @@ import (
 	"github.com/meridian-mesh/meridian/control/api"
 	"github.com/meridian-mesh/meridian/control/cluster"
 	"github.com/meridian-mesh/meridian/control/distribution"
+	"github.com/meridian-mesh/meridian/shared/tablewire"
 	"github.com/meridian-mesh/meridian/shared/testkit/ports"
 )
 
@@ -363,4 +365,41 @@ type testWriter struct{ t testing.TB }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
+}
+
+// TableKeys waits for the cluster's table-signing key (the first leader
+// creates it) and returns it, for an edge's tablesync.Config.TableKeys.
+func (c *Cluster) TableKeys() []ed25519.PublicKey {
+	c.t.Helper()
+	var pub ed25519.PublicKey
+	WaitFor(c.t, 20*time.Second, "the cluster's table-signing key", func() bool {
+		for _, m := range c.Members {
+			if m.Up() {
+				if id := m.Node.FSM().State().Identity(); id != nil {
+					pub = ed25519.PublicKey(id.GetPublicKey())
+					return true
+				}
+			}
+		}
+		return false
+	})
+	return []ed25519.PublicKey{pub}
+}
+
+// TableKey is TableKeys' key in config form ("ed25519:<base64>").
+func (c *Cluster) TableKey() string { return tablewire.FormatPublicKey(c.TableKeys()[0]) }
+
+// NodeTableKeys waits for node's state to hold the cluster's
+// table-signing key and returns it.
+func NodeTableKeys(t testing.TB, node *cluster.Node) []ed25519.PublicKey {
+	t.Helper()
+	var pub ed25519.PublicKey
+	WaitFor(t, 20*time.Second, "the cluster's table-signing key", func() bool {
+		if id := node.FSM().State().Identity(); id != nil {
+			pub = ed25519.PublicKey(id.GetPublicKey())
+			return true
+		}
+		return false
+	})
+	return []ed25519.PublicKey{pub}
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/meridian-mesh/meridian/control/fsm"
 	"github.com/meridian-mesh/meridian/control/natsd"
 	"github.com/meridian-mesh/meridian/control/publish"
+	"github.com/meridian-mesh/meridian/control/seal"
 )
 
 // Node is the control node's Raft member (*cluster.Node).
@@ -60,6 +61,9 @@ type Config struct {
 	// then name 127.0.0.1 when it listens on every interface, or its
 	// listen address otherwise).
 	TLSCert, TLSKey, TLSCA string
+	// KEK opens the table-signing key in the replicated state
+	// (control/seal); nil opens only one stored in the clear.
+	KEK *seal.KEK
 	// HeartbeatInterval is the leader's heartbeat period. Default 1 s.
 	HeartbeatInterval time.Duration
 	// MaxTableBytes caps a compiled table, bytes. Default 4 MiB.
@@ -180,7 +184,7 @@ func Start(cfg Config, node Node) (*Distribution, error) {
 	pcfg := publish.DefaultConfig()
 	pcfg.Conn, pcfg.Source, pcfg.IsLeader, pcfg.NodeID = nc, node.FSM(), node.IsLeader, node.ID()
 	pcfg.HeartbeatInterval, pcfg.Compile.MaxBytes = cfg.HeartbeatInterval, cfg.MaxTableBytes
-	pcfg.Logger, pcfg.Registerer = cfg.Logger, cfg.Registerer
+	pcfg.Logger, pcfg.Registerer, pcfg.KEK = cfg.Logger, cfg.Registerer, cfg.KEK
 	if d.pub, err = publish.New(pcfg); err != nil {
 		d.closeNATS()
 		return nil, err

@@ -2,6 +2,7 @@ package distribution
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/tls"
 	"encoding/json"
 	"log/slog"
@@ -107,6 +108,15 @@ func testEmbedded(t *testing.T, withTLS bool) {
 	scfg.ReportInterval, scfg.Logger = 200*time.Millisecond, quiet
 	scfg.Resolver.Getenv = func(string) string { return "sk" }
 	scfg.Apply = func(tab *table.Table) error { rev.Store(tab.Revision); return tab.Validate() }
+	var pub ed25519.PublicKey
+	for deadline := time.Now().Add(20 * time.Second); pub == nil; time.Sleep(20 * time.Millisecond) {
+		if id := node.FSM().State().Identity(); id != nil {
+			pub = id.GetPublicKey()
+		} else if time.Now().After(deadline) {
+			t.Fatal("no table-signing key")
+		}
+	}
+	scfg.TableKeys = []ed25519.PublicKey{pub}
 	s, err := tablesync.New(scfg)
 	if err != nil {
 		t.Fatal(err)

@@ -52,6 +52,8 @@ func (s *State) WriteTo(w io.Writer) (int64, error) {
 			snap.Prices = append(snap.Prices, m)
 		case *controlv1.Member:
 			snap.Members = append(snap.Members, m)
+		case *controlv1.ClusterIdentity:
+			snap.Identity = m
 		}
 		return false
 	})
@@ -139,6 +141,9 @@ func ReadState(r io.Reader) (*State, error) {
 	}
 	for _, m := range snap.GetMembers() {
 		txn.Insert(memberKey(m.GetId()), m)
+	}
+	if id := snap.GetIdentity(); id != nil {
+		txn.Insert(identityKey, id)
 	}
 	for _, d := range snap.GetDedup() {
 		txn.Insert(dedupKey(d.GetRequestId()), d)

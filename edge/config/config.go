@@ -431,6 +431,7 @@ var envVars = []struct {
 	{"MERIDIAN_LOG_FORMAT", func(c *Config, v string) error { c.LogFormat = v; return nil }},
 	{"MERIDIAN_AUTH", func(c *Config, v string) error { c.Auth = v; return nil }},
 	{"MERIDIAN_NATS_URLS", func(c *Config, v string) error { c.Control.NATSURLs = strings.Split(v, ","); return nil }},
+	{"MERIDIAN_TABLE_PUBLIC_KEY", func(c *Config, v string) error { c.Control.TablePublicKey = v; return nil }},
 	{"MERIDIAN_LOCAL_BINARY", func(c *Config, v string) error { c.Local.Binary = v; return nil }},
 	{"MERIDIAN_LOCAL_URL", func(c *Config, v string) error { c.Local.URL = v; return nil }},
 	{"MERIDIAN_LOCAL_DATA_DIR", func(c *Config, v string) error { c.Local.DataDir = v; return nil }},

@@ -34,7 +34,12 @@ func (n *Node) seedTable() error {
 	if err != nil {
 		return err
 	}
+	keys, err := tablesync.ParsePublicKeys(c.Keys())
+	if err != nil {
+		return err
+	}
 	sc := tablesync.DefaultConfig()
+	sc.TableKeys, sc.ClusterID = keys, c.ClusterID
 	sc.NodeID, sc.Region, sc.URLs = n.cfg.NodeID, n.cfg.Region, c.NATSURLs
 	sc.User, sc.Password, sc.Token, sc.TLS = c.User, c.Password.Reveal(), c.Token.Reveal(), tlsCfg
 	sc.CachePath, sc.MaxBytes, sc.StaleAfter, sc.ReportInterval = c.CachePath(n.cfg.NodeID), c.MaxTableBytes, c.StaleAfter, c.ReportInterval

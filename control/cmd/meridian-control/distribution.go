@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/meridian-mesh/meridian/control/cluster"
+	"github.com/meridian-mesh/meridian/control/seal"
 	"github.com/meridian-mesh/meridian/control/distribution"
 )
 
@@ -74,7 +75,7 @@ func (n *NATSConfig) validate() error {
 
 // startDistribution starts the node's table distribution, or returns nil
 // when NATS has no credentials.
-func startDistribution(cfg Config, node *cluster.Node, logger *slog.Logger, reg prometheus.Registerer) (*distribution.Distribution, error) {
+func startDistribution(cfg Config, node *cluster.Node, kek *seal.KEK, logger *slog.Logger, reg prometheus.Registerer) (*distribution.Distribution, error) {
 	n := cfg.NATS
 	if !n.enabled() {
 		logger.Warn("routing table distribution is off: NATS has no credentials (MERIDIAN_NATS_TOKEN, or -nats-user and MERIDIAN_NATS_PASSWORD)")
@@ -85,7 +86,7 @@ func startDistribution(cfg Config, node *cluster.Node, logger *slog.Logger, reg 
 	dcfg.User, dcfg.Password, dcfg.Token = n.User, n.Password, n.Token
 	dcfg.TLSCert, dcfg.TLSKey, dcfg.TLSCA = n.TLSCert, n.TLSKey, n.TLSCA
 	dcfg.ReadTokens = append(append([]string{}, cfg.AdminTokens...), cfg.ReadTokens...)
-	dcfg.Logger, dcfg.Registerer = logger, reg
+	dcfg.Logger, dcfg.Registerer, dcfg.KEK = logger, reg, kek
 	d, err := distribution.Start(dcfg, node)
 	if err != nil {
 		return nil, fmt.Errorf("table distribution: %w", err)

@@ -59,6 +59,7 @@ func main() {
 	fs.Uint64Var(&cfg.SnapshotThreshold, "raft-snapshot-threshold", 0, "log entries that trigger a snapshot (default 8192)")
 	fs.DurationVar(&cfg.SnapshotInterval, "raft-snapshot-interval", 0, "how often the snapshot threshold is checked (default 2m)")
 	fs.Uint64Var(&cfg.TrailingLogs, "raft-trailing-logs", 0, "log entries a snapshot leaves behind (default 10240)")
+	fs.StringVar(&cfg.KEKFile, "kek-file", os.Getenv("MERIDIAN_CONTROL_KEK_FILE"), "key-encryption key file sealing the table-signing key in Raft (or MERIDIAN_CONTROL_KEK_FILE); the same on every node")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn, error or off")
 	natsURLs, natsRoutes := natsFlags(fs, &cfg.NATS)
 	fs.Parse(os.Args[1:])

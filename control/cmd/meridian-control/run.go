@@ -18,6 +18,7 @@ import (
 
 	"github.com/meridian-mesh/meridian/control/api"
 	"github.com/meridian-mesh/meridian/control/cluster"
+	"github.com/meridian-mesh/meridian/control/seal"
 	"github.com/meridian-mesh/meridian/shared/pki"
 )
 
@@ -73,6 +74,11 @@ type Config struct {
 	// certificates, trusted when forwarding to them; empty means the
 	// system roots.
 	TLSCA string
+	// KEKFile holds the key-encryption key (32 bytes, hex or base64,
+	// mode 0600; `meridianctl kek` makes one) that seals key material in
+	// the replicated state: the same file on every control node. Empty
+	// stores it in the clear (development only; a warning says so).
+	KEKFile string
 }
 
 // DefaultConfig returns the defaults: API on 127.0.0.1:7400, Raft on
@@ -153,6 +159,14 @@ func run(ctx context.Context, cfg Config) error {
 		}
 	}
 	ccfg.SnapshotThreshold, ccfg.TrailingLogs = cfg.SnapshotThreshold, cfg.TrailingLogs
+	if cfg.KEKFile != "" {
+		if ccfg.KEK, err = seal.Load(cfg.KEKFile); err != nil {
+			return err
+		}
+		logger.Info("key material sealed with the key-encryption key", "kek", ccfg.KEK.ID())
+	} else {
+		logger.Warn("no key-encryption key (-kek-file): the table-signing key is stored in the clear in the Raft log and snapshots; development only")
+	}
 	if cfg.BootstrapExpect > 0 && !cluster.HasState(cfg.DataDir) {
 		if ccfg.Peers, err = discover(ctx, cfg, serverTLS, httpClient, logger); err != nil {
 			return err
@@ -175,7 +189,7 @@ func run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	reg := prometheus.NewRegistry()
-	dist, err := startDistribution(cfg, node, logger, reg)
+	dist, err := startDistribution(cfg, node, ccfg.KEK, logger, reg)
 	if err != nil {
 		node.Close()
 		return err

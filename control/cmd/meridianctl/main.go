@@ -62,6 +62,8 @@ Usage:
   meridianctl [flags] cluster transfer
   meridianctl [flags] cluster snapshot save FILE
   meridianctl [flags] cluster snapshot restore FILE
+  meridianctl [flags] table-key            print the table public key and cluster ID edges pin
+  meridianctl kek new FILE                 write a key-encryption key for meridian-control -kek-file
   meridianctl tls ca --dir DIR [--name NAME] [--days N]
   meridianctl tls cert --ca-dir DIR --node ID [--host H]... --out DIR [--days N]
 
@@ -198,6 +200,10 @@ func (c *cli) dispatch(ctx context.Context, pos []string) error {
 		return c.cluster(ctx, pos[1:])
 	case "tls":
 		return c.tls(pos[1:])
+	case "table-key":
+		return c.tableKey(ctx)
+	case "kek":
+		return c.kek(pos[1:])
 	case "help":
 		fmt.Fprint(c.stdout, usage)
 		return nil

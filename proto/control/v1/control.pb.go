@@ -1595,8 +1595,11 @@ type Snapshot struct {
 	Prices     []*Price     `protobuf:"bytes,11,rep,name=prices,proto3" json:"prices,omitempty"`
 	Members    []*Member    `protobuf:"bytes,12,rep,name=members,proto3" json:"members,omitempty"`
 	// Oldest first.
-	Dedup         []*Dedup `protobuf:"bytes,13,rep,name=dedup,proto3" json:"dedup,omitempty"`
-	DedupSeq      uint64   `protobuf:"varint,14,opt,name=dedup_seq,json=dedupSeq,proto3" json:"dedup_seq,omitempty"`
+	Dedup    []*Dedup `protobuf:"bytes,13,rep,name=dedup,proto3" json:"dedup,omitempty"`
+	DedupSeq uint64   `protobuf:"varint,14,opt,name=dedup_seq,json=dedupSeq,proto3" json:"dedup_seq,omitempty"`
+	// The cluster's identity and table-signing key; absent in snapshots
+	// taken before a leader created one.
+	Identity      *ClusterIdentity `protobuf:"bytes,100,opt,name=identity,proto3" json:"identity,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1729,6 +1732,144 @@ func (x *Snapshot) GetDedupSeq() uint64 {
 	return 0
 }
 
+func (x *Snapshot) GetIdentity() *ClusterIdentity {
+	if x != nil {
+		return x.Identity
+	}
+	return nil
+}
+
+// ClusterIdentity is the control plane's identity, created once by the
+// first leader (command type 4) and replicated like any state: every
+// control node signs with the same key after an election.
+type ClusterIdentity struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Random ID of the cluster; a table from another cluster is refused.
+	ClusterId string `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// Raised by every restore from backup, so edges accept a lower
+	// revision from the restored control plane on purpose.
+	Epoch uint64 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// ed25519 public key (32 bytes) that signs tables and heartbeats.
+	PublicKey []byte `protobuf:"bytes,3,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	// The ed25519 private key (seed, 32 bytes), sealed with the control
+	// plane's key-encryption key (control/seal).
+	SealedPrivateKey []byte `protobuf:"bytes,4,opt,name=sealed_private_key,json=sealedPrivateKey,proto3" json:"sealed_private_key,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ClusterIdentity) Reset() {
+	*x = ClusterIdentity{}
+	mi := &file_proto_control_v1_control_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterIdentity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterIdentity) ProtoMessage() {}
+
+func (x *ClusterIdentity) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_control_v1_control_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterIdentity.ProtoReflect.Descriptor instead.
+func (*ClusterIdentity) Descriptor() ([]byte, []int) {
+	return file_proto_control_v1_control_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ClusterIdentity) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *ClusterIdentity) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *ClusterIdentity) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
+func (x *ClusterIdentity) GetSealedPrivateKey() []byte {
+	if x != nil {
+		return x.SealedPrivateKey
+	}
+	return nil
+}
+
+// SetIdentity installs the cluster identity if the state has none; a
+// second one is ignored, so two leaders racing to create one agree.
+type SetIdentity struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RequestId     string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Identity      *ClusterIdentity       `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetIdentity) Reset() {
+	*x = SetIdentity{}
+	mi := &file_proto_control_v1_control_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetIdentity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetIdentity) ProtoMessage() {}
+
+func (x *SetIdentity) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_control_v1_control_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetIdentity.ProtoReflect.Descriptor instead.
+func (*SetIdentity) Descriptor() ([]byte, []int) {
+	return file_proto_control_v1_control_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *SetIdentity) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *SetIdentity) GetIdentity() *ClusterIdentity {
+	if x != nil {
+		return x.Identity
+	}
+	return nil
+}
+
 var File_proto_control_v1_control_proto protoreflect.FileDescriptor
 
 const file_proto_control_v1_control_proto_rawDesc = "" +
@@ -1857,7 +1998,7 @@ const file_proto_control_v1_control_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x123\n" +
-	"\x06result\x18\x03 \x01(\v2\x1b.meridian.control.v1.ResultR\x06result\"\xa6\x05\n" +
+	"\x06result\x18\x03 \x01(\v2\x1b.meridian.control.v1.ResultR\x06result\"\xe8\x05\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x125\n" +
@@ -1875,7 +2016,19 @@ const file_proto_control_v1_control_proto_rawDesc = "" +
 	"\x06prices\x18\v \x03(\v2\x1a.meridian.control.v1.PriceR\x06prices\x125\n" +
 	"\amembers\x18\f \x03(\v2\x1b.meridian.control.v1.MemberR\amembers\x120\n" +
 	"\x05dedup\x18\r \x03(\v2\x1a.meridian.control.v1.DedupR\x05dedup\x12\x1b\n" +
-	"\tdedup_seq\x18\x0e \x01(\x04R\bdedupSeqB>Z<github.com/meridian-mesh/meridian/proto/control/v1;controlv1b\x06proto3"
+	"\tdedup_seq\x18\x0e \x01(\x04R\bdedupSeq\x12@\n" +
+	"\bidentity\x18d \x01(\v2$.meridian.control.v1.ClusterIdentityR\bidentity\"\x93\x01\n" +
+	"\x0fClusterIdentity\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x03 \x01(\fR\tpublicKey\x12,\n" +
+	"\x12sealed_private_key\x18\x04 \x01(\fR\x10sealedPrivateKey\"n\n" +
+	"\vSetIdentity\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12@\n" +
+	"\bidentity\x18\x02 \x01(\v2$.meridian.control.v1.ClusterIdentityR\bidentityB>Z<github.com/meridian-mesh/meridian/proto/control/v1;controlv1b\x06proto3"
 
 var (
 	file_proto_control_v1_control_proto_rawDescOnce sync.Once
@@ -1890,33 +2043,35 @@ func file_proto_control_v1_control_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_control_v1_control_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_proto_control_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_proto_control_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_proto_control_v1_control_proto_goTypes = []any{
-	(Op_Action)(0),       // 0: meridian.control.v1.Op.Action
-	(*Region)(nil),       // 1: meridian.control.v1.Region
-	(*Capacity)(nil),     // 2: meridian.control.v1.Capacity
-	(*Node)(nil),         // 3: meridian.control.v1.Node
-	(*Model)(nil),        // 4: meridian.control.v1.Model
-	(*Placement)(nil),    // 5: meridian.control.v1.Placement
-	(*Provider)(nil),     // 6: meridian.control.v1.Provider
-	(*Target)(nil),       // 7: meridian.control.v1.Target
-	(*Route)(nil),        // 8: meridian.control.v1.Route
-	(*Key)(nil),          // 9: meridian.control.v1.Key
-	(*Tenant)(nil),       // 10: meridian.control.v1.Tenant
-	(*Price)(nil),        // 11: meridian.control.v1.Price
-	(*Member)(nil),       // 12: meridian.control.v1.Member
-	(*Op)(nil),           // 13: meridian.control.v1.Op
-	(*Write)(nil),        // 14: meridian.control.v1.Write
-	(*SetMember)(nil),    // 15: meridian.control.v1.SetMember
-	(*RemoveMember)(nil), // 16: meridian.control.v1.RemoveMember
-	(*Result)(nil),       // 17: meridian.control.v1.Result
-	(*Dedup)(nil),        // 18: meridian.control.v1.Dedup
-	(*Snapshot)(nil),     // 19: meridian.control.v1.Snapshot
-	nil,                  // 20: meridian.control.v1.Node.LabelsEntry
+	(Op_Action)(0),          // 0: meridian.control.v1.Op.Action
+	(*Region)(nil),          // 1: meridian.control.v1.Region
+	(*Capacity)(nil),        // 2: meridian.control.v1.Capacity
+	(*Node)(nil),            // 3: meridian.control.v1.Node
+	(*Model)(nil),           // 4: meridian.control.v1.Model
+	(*Placement)(nil),       // 5: meridian.control.v1.Placement
+	(*Provider)(nil),        // 6: meridian.control.v1.Provider
+	(*Target)(nil),          // 7: meridian.control.v1.Target
+	(*Route)(nil),           // 8: meridian.control.v1.Route
+	(*Key)(nil),             // 9: meridian.control.v1.Key
+	(*Tenant)(nil),          // 10: meridian.control.v1.Tenant
+	(*Price)(nil),           // 11: meridian.control.v1.Price
+	(*Member)(nil),          // 12: meridian.control.v1.Member
+	(*Op)(nil),              // 13: meridian.control.v1.Op
+	(*Write)(nil),           // 14: meridian.control.v1.Write
+	(*SetMember)(nil),       // 15: meridian.control.v1.SetMember
+	(*RemoveMember)(nil),    // 16: meridian.control.v1.RemoveMember
+	(*Result)(nil),          // 17: meridian.control.v1.Result
+	(*Dedup)(nil),           // 18: meridian.control.v1.Dedup
+	(*Snapshot)(nil),        // 19: meridian.control.v1.Snapshot
+	(*ClusterIdentity)(nil), // 20: meridian.control.v1.ClusterIdentity
+	(*SetIdentity)(nil),     // 21: meridian.control.v1.SetIdentity
+	nil,                     // 22: meridian.control.v1.Node.LabelsEntry
 }
 var file_proto_control_v1_control_proto_depIdxs = []int32{
 	2,  // 0: meridian.control.v1.Node.capacity:type_name -> meridian.control.v1.Capacity
-	20, // 1: meridian.control.v1.Node.labels:type_name -> meridian.control.v1.Node.LabelsEntry
+	22, // 1: meridian.control.v1.Node.labels:type_name -> meridian.control.v1.Node.LabelsEntry
 	7,  // 2: meridian.control.v1.Route.targets:type_name -> meridian.control.v1.Target
 	7,  // 3: meridian.control.v1.Route.fallbacks:type_name -> meridian.control.v1.Target
 	0,  // 4: meridian.control.v1.Op.action:type_name -> meridian.control.v1.Op.Action
@@ -1943,11 +2098,13 @@ var file_proto_control_v1_control_proto_depIdxs = []int32{
 	11, // 25: meridian.control.v1.Snapshot.prices:type_name -> meridian.control.v1.Price
 	12, // 26: meridian.control.v1.Snapshot.members:type_name -> meridian.control.v1.Member
 	18, // 27: meridian.control.v1.Snapshot.dedup:type_name -> meridian.control.v1.Dedup
-	28, // [28:28] is the sub-list for method output_type
-	28, // [28:28] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	20, // 28: meridian.control.v1.Snapshot.identity:type_name -> meridian.control.v1.ClusterIdentity
+	20, // 29: meridian.control.v1.SetIdentity.identity:type_name -> meridian.control.v1.ClusterIdentity
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_proto_control_v1_control_proto_init() }
@@ -1972,7 +2129,7 @@ func file_proto_control_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_control_v1_control_proto_rawDesc), len(file_proto_control_v1_control_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
