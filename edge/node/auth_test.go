@@ -113,7 +113,7 @@ func TestDeletingLastKeyKeepsEdgeClosed(t *testing.T) {
 			fsm.PutOp(&controlv1.Model{Id: "ctl-model"}),
 			fsm.PutOp(&controlv1.Route{Model: "ctl-model", Targets: []*controlv1.Target{{Provider: "ctl-mock", Model: "gpt-4o-mini"}}}),
 			fsm.PutOp(&controlv1.Key{Id: "only-key", Hash: clientKeyHash()}))
-		c.Control.NATSURLs, c.Control.Token = []string{fc.url}, testNATSToken
+		c.Control.NATSURLs, c.Control.Token, c.Control.TablePublicKey = []string{fc.url}, testNATSToken, fc.key
 		c.Control.TableCache = filepath.Join(t.TempDir(), "table.pb")
 	})
 	// startMesh waited for /readyz: the key arrived.
@@ -174,7 +174,7 @@ func TestAuthNoneAcceptsWithoutKey(t *testing.T) {
 			fsm.PutOp(&controlv1.Provider{Id: "ctl-mock", Kind: "openai", BaseUrl: c.Table.Providers[0].BaseURL, SecretRef: "env:MERIDIAN_TEST_MOCK_KEY"}),
 			fsm.PutOp(&controlv1.Model{Id: "ctl-model"}),
 			fsm.PutOp(&controlv1.Route{Model: "ctl-model", Targets: []*controlv1.Target{{Provider: "ctl-mock", Model: "gpt-4o-mini"}}}))
-		c.Control.NATSURLs, c.Control.Token = []string{fc.url}, testNATSToken
+		c.Control.NATSURLs, c.Control.Token, c.Control.TablePublicKey = []string{fc.url}, testNATSToken, fc.key
 		c.Control.TableCache = filepath.Join(t.TempDir(), "table.pb")
 		c.Auth = config.AuthNone
 	})

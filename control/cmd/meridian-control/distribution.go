@@ -11,8 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/meridian-mesh/meridian/control/cluster"
-	"github.com/meridian-mesh/meridian/control/seal"
 	"github.com/meridian-mesh/meridian/control/distribution"
+	"github.com/meridian-mesh/meridian/control/seal"
 )
 
 // NATSConfig is how the node distributes the routing table: through the
