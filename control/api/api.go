@@ -541,6 +541,10 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request, body []byte, stat
 		writeError(w, http.StatusBadRequest, &fsm.Error{Code: fsm.CodeInvalid, Field: HeaderRequestID, Message: "is longer than 128 characters"})
 		return
 	}
+	if err := s.checkSecretRefs(ops); err != nil {
+		fail(w, err)
+		return
+	}
 	cmd := &controlv1.Write{RequestId: reqID, Ops: ops}
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w}

@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
+
+	"github.com/meridian-mesh/meridian/shared/tablewire"
 )
 
 // Config configures the management API.
@@ -18,6 +20,10 @@ type Config struct {
 	// AllowNoAuth serves every request without a token when no tokens
 	// are configured. Only for tests and local development.
 	AllowNoAuth bool
+	// Secrets bounds providers' secret_refs: a write naming anything else
+	// is refused (the zero value is tablewire's defaults: env vars
+	// starting MERIDIAN_SECRET_, files in /etc/meridian/secrets).
+	Secrets tablewire.SecretPolicy
 	// MaxBody bounds a request body, bytes.
 	MaxBody int64
 	// MaxSnapshot bounds an uploaded snapshot, bytes.

@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/meridian-mesh/meridian/control/fsm"
+	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
 	"github.com/meridian-mesh/meridian/shared/tablewire"
 )
 
@@ -24,4 +25,23 @@ func (s *Server) tableKey(w http.ResponseWriter, r *http.Request) {
 	}
 	s.setIndex(w)
 	writeJSON(w, http.StatusOK, TableKey{PublicKey: tablewire.FormatPublicKey(id.GetPublicKey()), ClusterID: id.GetClusterId(), Epoch: id.GetEpoch()})
+}
+
+// checkSecretRefs refuses a write that points a provider's secret_ref
+// outside the configured bounds (tablewire.SecretPolicy): 400 with the
+// field named, on whichever node the write arrives at. The FSM checks
+// only the ref's form, since the bounds are configuration and the FSM
+// must not depend on it; the compiler checks them again before a table
+// is published.
+func (s *Server) checkSecretRefs(ops []*controlv1.Op) error {
+	for _, op := range ops {
+		p := op.GetProvider()
+		if p == nil {
+			continue
+		}
+		if err := s.cfg.Secrets.Check(p.GetSecretRef()); err != nil {
+			return &fsm.Error{Code: fsm.CodeInvalid, Field: "secret_ref", Message: "provider " + p.GetId() + ": " + err.Error()}
+		}
+	}
+	return nil
 }

@@ -21,6 +21,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meridian-mesh/meridian/shared/tablewire"
+
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -64,6 +66,8 @@ type Config struct {
 	// KEK opens the table-signing key in the replicated state
 	// (control/seal); nil opens only one stored in the clear.
 	KEK *seal.KEK
+	// Secrets bounds providers' secret_refs in published tables.
+	Secrets tablewire.SecretPolicy
 	// HeartbeatInterval is the leader's heartbeat period. Default 1 s.
 	HeartbeatInterval time.Duration
 	// MaxTableBytes caps a compiled table, bytes. Default 4 MiB.
@@ -185,6 +189,7 @@ func Start(cfg Config, node Node) (*Distribution, error) {
 	pcfg.Conn, pcfg.Source, pcfg.IsLeader, pcfg.NodeID = nc, node.FSM(), node.IsLeader, node.ID()
 	pcfg.HeartbeatInterval, pcfg.Compile.MaxBytes = cfg.HeartbeatInterval, cfg.MaxTableBytes
 	pcfg.Logger, pcfg.Registerer, pcfg.KEK = cfg.Logger, cfg.Registerer, cfg.KEK
+	pcfg.Compile.Secrets = cfg.Secrets
 	if d.pub, err = publish.New(pcfg); err != nil {
 		d.closeNATS()
 		return nil, err

@@ -91,7 +91,7 @@ func testEmbedded(t *testing.T, withTLS bool) {
 		t.Fatalf("client URL %s", d.ClientURL())
 	}
 	res, err := node.Apply(fsm.TypeWrite, &controlv1.Write{RequestId: "r1", Ops: []*controlv1.Op{
-		fsm.PutOp(&controlv1.Provider{Id: "oai", Preset: "openai", SecretRef: "env:K"}),
+		fsm.PutOp(&controlv1.Provider{Id: "oai", Preset: "openai", SecretRef: "env:MERIDIAN_SECRET_K"}),
 		fsm.PutOp(&controlv1.Model{Id: "gpt-4o"}),
 		fsm.PutOp(&controlv1.Route{Model: "gpt-4o", Targets: []*controlv1.Target{{Provider: "oai"}}}),
 	}})

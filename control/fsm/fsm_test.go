@@ -28,7 +28,7 @@ func fleet() []*controlv1.Op {
 		PutOp(&controlv1.Region{Id: "eu", Name: "Europe", Latitude: 50, Longitude: 8}),
 		PutOp(&controlv1.Node{Id: "n1", Region: "eu", Addresses: []string{"10.0.0.1:8080"}}),
 		PutOp(&controlv1.Model{Id: "llama3", Local: true, Ollama: "llama3.1:8b"}),
-		PutOp(&controlv1.Provider{Id: "oai", Preset: "openai", SecretRef: "env:OPENAI_API_KEY"}),
+		PutOp(&controlv1.Provider{Id: "oai", Preset: "openai", SecretRef: "env:MERIDIAN_SECRET_OPENAI_API_KEY"}),
 		// Listed before its tenant: references are checked at the end.
 		PutOp(&controlv1.Key{Id: "k1", Hash: hashA, Tenant: "acme"}),
 		PutOp(&controlv1.Tenant{Id: "acme", MonthlyBudget: 100}),

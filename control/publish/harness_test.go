@@ -318,7 +318,7 @@ func fleetOps() []*controlv1.Op {
 		fsm.PutOp(&controlv1.Region{Id: "eu", Name: "Europe", Latitude: 50, Longitude: 8}),
 		fsm.PutOp(&controlv1.Node{Id: "n1", Region: "eu"}),
 		fsm.PutOp(&controlv1.Model{Id: "gpt-4o"}),
-		fsm.PutOp(&controlv1.Provider{Id: "oai", Preset: "openai", SecretRef: "env:OPENAI_API_KEY"}),
+		fsm.PutOp(&controlv1.Provider{Id: "oai", Preset: "openai", SecretRef: "env:MERIDIAN_SECRET_OPENAI_API_KEY"}),
 		fsm.PutOp(&controlv1.Provider{Id: "local", Kind: "local"}),
 		fsm.PutOp(&controlv1.Route{Model: "gpt-4o", Targets: []*controlv1.Target{{Provider: "oai"}}}),
 		fsm.PutOp(&controlv1.Key{Id: "k1", Hash: hashA}),

@@ -47,6 +47,12 @@ type Control struct {
 	// the edge accepts; empty trusts the cluster of the first table the
 	// edge applies (kept with the table on disk), then only that one.
 	ClusterID string `yaml:"cluster_id"`
+	// SecretEnvPrefix and SecretsDir bound the secret_refs this edge
+	// resolves from the control plane's tables: environment variables
+	// starting with the prefix, files in the directory (symlinks may not
+	// lead out). Defaults MERIDIAN_SECRET_ and /etc/meridian/secrets.
+	SecretEnvPrefix string `yaml:"secret_env_prefix"`
+	SecretsDir      string `yaml:"secrets_dir"`
 	// TableCache is where the last good table is kept, so the edge can
 	// start while the control plane is down. Default:
 	// "<user cache dir>/meridian/<node_id>/table.pb".

@@ -4,6 +4,8 @@ import (
 	"context"
 	"strconv"
 
+	"github.com/meridian-mesh/meridian/shared/tablewire"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meridian-mesh/meridian/edge/config"
@@ -44,6 +46,7 @@ func (n *Node) seedTable() error {
 	sc.User, sc.Password, sc.Token, sc.TLS = c.User, c.Password.Reveal(), c.Token.Reveal(), tlsCfg
 	sc.CachePath, sc.MaxBytes, sc.StaleAfter, sc.ReportInterval = c.CachePath(n.cfg.NodeID), c.MaxTableBytes, c.StaleAfter, c.ReportInterval
 	sc.Resolver.LocalEngine = n.engine != nil
+	sc.Resolver.Policy = tablewire.SecretPolicy{EnvPrefix: c.SecretEnvPrefix, Dir: c.SecretsDir}
 	sc.Apply = n.applyTable
 	sc.ReadyModels = n.readyModels
 	sc.Logger = n.log

@@ -121,14 +121,14 @@ func get(t *testing.T, url string) (*http.Response, string) {
 // on every response, and, restarted while the control plane is down,
 // serves the table from its disk and says it is stale.
 func TestEdgeFollowsControlPlane(t *testing.T) {
-	t.Setenv("MERIDIAN_TEST_MOCK_KEY", mockKey)
+	t.Setenv("MERIDIAN_SECRET_TEST_MOCK_KEY", mockKey)
 	fc := startFakeControl(t)
 	cache := filepath.Join(t.TempDir(), "table.pb")
 	var rev uint64
 	withControl := func(c *config.Config) {
 		if rev == 0 {
 			rev = fc.write(t,
-				fsm.PutOp(&controlv1.Provider{Id: "ctl-mock", Kind: "openai", BaseUrl: c.Table.Providers[0].BaseURL, SecretRef: "env:MERIDIAN_TEST_MOCK_KEY"}),
+				fsm.PutOp(&controlv1.Provider{Id: "ctl-mock", Kind: "openai", BaseUrl: c.Table.Providers[0].BaseURL, SecretRef: "env:MERIDIAN_SECRET_TEST_MOCK_KEY"}),
 				fsm.PutOp(&controlv1.Model{Id: "ctl-model"}),
 				fsm.PutOp(&controlv1.Route{Model: "ctl-model", Targets: []*controlv1.Target{{Provider: "ctl-mock", Model: "gpt-4o-mini"}}}))
 		}
@@ -191,13 +191,13 @@ func TestEdgeFollowsControlPlane(t *testing.T) {
 // the whole set of models revision after revision, every /v1/models
 // answer lists one revision's set, complete.
 func TestTableSwapIsAtomic(t *testing.T) {
-	t.Setenv("MERIDIAN_TEST_MOCK_KEY", mockKey)
+	t.Setenv("MERIDIAN_SECRET_TEST_MOCK_KEY", mockKey)
 	fc := startFakeControl(t)
 	const perGen = 10
 	genOps := func(gen int, base string) []*controlv1.Op {
 		var ops []*controlv1.Op
 		if gen == 0 {
-			ops = append(ops, fsm.PutOp(&controlv1.Provider{Id: "ctl-mock", Kind: "openai", BaseUrl: base, SecretRef: "env:MERIDIAN_TEST_MOCK_KEY"}))
+			ops = append(ops, fsm.PutOp(&controlv1.Provider{Id: "ctl-mock", Kind: "openai", BaseUrl: base, SecretRef: "env:MERIDIAN_SECRET_TEST_MOCK_KEY"}))
 		}
 		for i := range perGen {
 			if gen > 0 {

@@ -111,7 +111,7 @@ func run(ctx context.Context, f flags, out io.Writer) error {
 
 	var procs procGroup
 	defer procs.stop()
-	env := append(os.Environ(), "MERIDIAN_DEV_MOCK_KEY="+mockKey,
+	env := append(os.Environ(), "MERIDIAN_SECRET_DEV_MOCK_KEY="+mockKey,
 		"MERIDIAN_CONTROL_ADDR=http://"+controlAPI, "MERIDIAN_CONTROL_TOKEN="+adminToken)
 
 	// The control plane: one node, bootstrapped on first start; its Raft

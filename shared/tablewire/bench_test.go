@@ -11,7 +11,7 @@ import (
 
 func bigTable(rev uint64, routes, variant int) *tablev1.RoutingTable {
 	t := &tablev1.RoutingTable{Schema: Schema, Revision: rev, Entities: &tablev1.Entities{
-		Providers: []*controlv1.Provider{{Id: "oai", Preset: "openai", SecretRef: "env:K"}},
+		Providers: []*controlv1.Provider{{Id: "oai", Preset: "openai", SecretRef: "env:MERIDIAN_SECRET_K"}},
 	}}
 	for i := range routes {
 		id := fmt.Sprintf("model-%04d", i)

@@ -86,7 +86,7 @@ func startDistribution(cfg Config, node *cluster.Node, kek *seal.KEK, logger *sl
 	dcfg.User, dcfg.Password, dcfg.Token = n.User, n.Password, n.Token
 	dcfg.TLSCert, dcfg.TLSKey, dcfg.TLSCA = n.TLSCert, n.TLSKey, n.TLSCA
 	dcfg.ReadTokens = append(append([]string{}, cfg.AdminTokens...), cfg.ReadTokens...)
-	dcfg.Logger, dcfg.Registerer, dcfg.KEK = logger, reg, kek
+	dcfg.Logger, dcfg.Registerer, dcfg.KEK, dcfg.Secrets = logger, reg, kek, cfg.Secrets
 	d, err := distribution.Start(dcfg, node)
 	if err != nil {
 		return nil, fmt.Errorf("table distribution: %w", err)

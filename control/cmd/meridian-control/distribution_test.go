@@ -105,7 +105,7 @@ func writeRoute(t *testing.T, httpAddr string) uint64 {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	idx, err := cl.Batch(ctx, []proto.Message{
-		&controlv1.Provider{Id: "oai", Preset: "openai", SecretRef: "env:OPENAI_API_KEY"},
+		&controlv1.Provider{Id: "oai", Preset: "openai", SecretRef: "env:MERIDIAN_SECRET_OPENAI_API_KEY"},
 		&controlv1.Model{Id: "gpt-4o"},
 		&controlv1.Route{Model: "gpt-4o", Targets: []*controlv1.Target{{Provider: "oai"}}},
 	}, nil, client.WriteOptions{})

@@ -31,6 +31,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/meridian-mesh/meridian/shared/tablewire"
+
 	"github.com/meridian-mesh/meridian/control/cluster"
 )
 
@@ -60,6 +62,8 @@ func main() {
 	fs.DurationVar(&cfg.SnapshotInterval, "raft-snapshot-interval", 0, "how often the snapshot threshold is checked (default 2m)")
 	fs.Uint64Var(&cfg.TrailingLogs, "raft-trailing-logs", 0, "log entries a snapshot leaves behind (default 10240)")
 	fs.StringVar(&cfg.KEKFile, "kek-file", os.Getenv("MERIDIAN_CONTROL_KEK_FILE"), "key-encryption key file sealing the table-signing key in Raft (or MERIDIAN_CONTROL_KEK_FILE); the same on every node")
+	fs.StringVar(&cfg.Secrets.EnvPrefix, "secret-env-prefix", tablewire.DefaultSecretEnvPrefix, "the only environment variables a provider's secret_ref may name start with this")
+	fs.StringVar(&cfg.Secrets.Dir, "secrets-dir", tablewire.DefaultSecretsDir, "the only directory a provider's file: secret_ref may name a file in")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn, error or off")
 	natsURLs, natsRoutes := natsFlags(fs, &cfg.NATS)
 	fs.Parse(os.Args[1:])

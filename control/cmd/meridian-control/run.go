@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meridian-mesh/meridian/shared/tablewire"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meridian-mesh/meridian/control/api"
@@ -79,6 +81,9 @@ type Config struct {
 	// the replicated state: the same file on every control node. Empty
 	// stores it in the clear (development only; a warning says so).
 	KEKFile string
+	// Secrets bounds providers' secret_refs: env vars with this prefix,
+	// files in this directory. Edges enforce their own copy of it.
+	Secrets tablewire.SecretPolicy
 }
 
 // DefaultConfig returns the defaults: API on 127.0.0.1:7400, Raft on
@@ -183,6 +188,7 @@ func run(ctx context.Context, cfg Config) error {
 	}
 	acfg := api.DefaultConfig()
 	acfg.AdminTokens, acfg.ReadTokens, acfg.Logger, acfg.Client = cfg.AdminTokens, cfg.ReadTokens, logger, httpClient
+	acfg.Secrets = cfg.Secrets
 	handler, err := api.New(acfg, node)
 	if err != nil {
 		node.Close()

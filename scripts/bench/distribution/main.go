@@ -280,7 +280,7 @@ func measure(url, dir string, routes int, cfg Config) (result, error) {
 		}
 		return res.GetIndex(), nil
 	}
-	ops := []*controlv1.Op{fsm.PutOp(&controlv1.Provider{Id: "oai", Preset: "openai", SecretRef: "env:BENCH_KEY"})}
+	ops := []*controlv1.Op{fsm.PutOp(&controlv1.Provider{Id: "oai", Preset: "openai", SecretRef: "env:MERIDIAN_SECRET_BENCH_KEY"})}
 	for i := range routes {
 		id := fmt.Sprintf("model-%04d", i)
 		ops = append(ops, fsm.PutOp(&controlv1.Model{Id: id}), fsm.PutOp(route(id, 0)))
