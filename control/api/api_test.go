@@ -175,12 +175,21 @@ func TestAPIValidationAuthAndForwarding(t *testing.T) {
 		t.Fatalf("short wait returned after %s", time.Since(start))
 	}
 
-	// Metrics need no token and count forwarded writes.
-	st, b, _ = do("GET", "/metrics", "", "")
+	// Metrics and /self need a read token; health needs none.
+	for _, path := range []string{"/metrics", "/v1/control/self"} {
+		if st, b, _ = do("GET", path, "", ""); st != 401 {
+			t.Fatalf("%s without a token: %d %s", path, st, b)
+		}
+	}
+	if st, b, _ = do("GET", "/v1/control/health", "", ""); st != 200 || !strings.Contains(string(b), `"ok":true`) {
+		t.Fatalf("health: %d %s", st, b)
+	}
+	// Metrics count forwarded writes.
+	st, b, _ = do("GET", "/metrics", read, "")
 	if st != 200 || !strings.Contains(string(b), `meridian_control_writes_total{outcome="forwarded"}`) || !strings.Contains(string(b), "meridian_control_raft_applied_index") {
 		t.Fatalf("metrics: %d\n%s", st, b)
 	}
-	st, b, _, _ = c.Leader().Do(ctx, "GET", "/metrics", "", strings.NewReader(""))
+	st, b, _, _ = c.Leader().Do(ctx, "GET", "/metrics", controltest.ReadToken, strings.NewReader(""))
 	if st != 200 || !strings.Contains(string(b), `meridian_control_writes_total{outcome="ok"}`) || !strings.Contains(string(b), `meridian_control_raft_leader 1`) {
 		t.Fatalf("leader metrics: %d\n%s", st, b)
 	}

@@ -24,6 +24,10 @@ type Config struct {
 	// is refused (the zero value is tablewire's defaults: env vars
 	// starting MERIDIAN_SECRET_, files in /etc/meridian/secrets).
 	Secrets tablewire.SecretPolicy
+	// OpenEndpoints serves /metrics and /v1/control/self without a token
+	// (for a scraper on a trusted network). Off by default: both need a
+	// read token.
+	OpenEndpoints bool
 	// MaxBody bounds a request body, bytes.
 	MaxBody int64
 	// MaxSnapshot bounds an uploaded snapshot, bytes.

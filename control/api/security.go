@@ -45,3 +45,28 @@ func (s *Server) checkSecretRefs(ops []*controlv1.Op) error {
 	}
 	return nil
 }
+
+// readOrOpen requires a read token unless OpenEndpoints.
+func (s *Server) readOrOpen(h http.HandlerFunc) http.Handler {
+	if s.cfg.OpenEndpoints {
+		return h
+	}
+	return s.auth(roleRead, h)
+}
+
+// Health is GET /v1/control/health, served without a token for load
+// balancers and process supervisors: 200 while the node's replica
+// applies, 503 with the reason once it has halted on a log entry it
+// could not apply.
+type Health struct {
+	OK     bool   `json:"ok"`
+	Halted string `json:"halted,omitempty"`
+}
+
+func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+	if err := s.node.Healthy(); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, Health{Halted: err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, Health{OK: true})
+}

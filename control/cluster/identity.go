@@ -59,3 +59,8 @@ func restoredIdentity(cur, backup *controlv1.ClusterIdentity) (*controlv1.Cluste
 		SealedPrivateKey: base.GetSealedPrivateKey(), Epoch: max(cur.GetEpoch(), backup.GetEpoch()) + 1}
 	return out, nil
 }
+
+// Healthy returns why this node cannot serve as a replica, or nil: a
+// log entry it could not apply halts it (fsm.FSM.Halted) until it is
+// rebuilt from the others.
+func (n *Node) Healthy() error { return n.fsm.Halted() }

@@ -136,7 +136,7 @@ func Open(cfg Config) (*Node, error) {
 			return nil, fmt.Errorf("raft advertise %q: %w", a, err)
 		}
 	}
-	n.trans, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, advertise, 3, 10*time.Second, hlog.Named("transport"))
+	n.trans, err = openTransport(cfg, advertise, &raft.NetworkTransportConfig{MaxPool: 3, Timeout: 10 * time.Second, Logger: hlog.Named("transport")})
 	if err != nil {
 		n.wal.Close()
 		n.meta.Close()

@@ -121,7 +121,7 @@ func run(ctx context.Context, f flags, out io.Writer) error {
 		"-http-addr", controlAPI, "-raft-addr", controlRaft, "-admin-tokens", adminToken, "-log-level", "warn"); err != nil {
 		return err
 	}
-	if err := waitHTTP(ctx, "http://"+controlAPI+"/v1/control/self", &procs); err != nil {
+	if err := waitHTTP(ctx, "http://"+controlAPI+"/v1/control/health", &procs); err != nil {
 		return fmt.Errorf("control node: %w", err)
 	}
 	apply := exec.CommandContext(ctx, filepath.Join(f.bin, "meridianctl"), "apply", "-f", "scripts/devmesh/fleet.yaml")

@@ -1,15 +1,19 @@
 package main
 
 import (
+	"crypto/sha256"
+	"crypto/subtle"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/meridian-mesh/meridian/control/api"
 	"github.com/meridian-mesh/meridian/control/cluster"
 	"github.com/meridian-mesh/meridian/control/distribution"
 	"github.com/meridian-mesh/meridian/control/seal"
@@ -101,12 +105,42 @@ func startDistribution(cfg Config, node *cluster.Node, kek *seal.KEK, logger *sl
 
 // withDistribution serves the distribution status and the node's metrics
 // beside the management API.
-func withDistribution(apiHandler http.Handler, d *distribution.Distribution, reg *prometheus.Registry) http.Handler {
+//
+// The metrics need a read (or admin) token unless open.
+func withDistribution(apiHandler http.Handler, d *distribution.Distribution, reg *prometheus.Registry, tokens []string, open bool) http.Handler {
 	mux := http.NewServeMux()
 	if d != nil {
 		mux.Handle("GET "+distribution.StatusPath, d.Handler())
 	}
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	var metrics http.Handler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	if !open {
+		metrics = requireToken(tokens, metrics)
+	}
+	mux.Handle("GET /metrics", metrics)
 	mux.Handle("/", apiHandler)
 	return mux
+}
+
+// requireToken answers 401 unless the request carries one of tokens as
+// a bearer token, compared in constant time.
+func requireToken(tokens []string, h http.Handler) http.Handler {
+	sums := make([][32]byte, len(tokens))
+	for i, t := range tokens {
+		sums[i] = sha256.Sum256([]byte(t))
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		sum := sha256.Sum256([]byte(tok))
+		ok := 0
+		for _, s := range sums {
+			ok |= subtle.ConstantTimeCompare(sum[:], s[:])
+		}
+		if tok == "" || ok == 0 {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			fmt.Fprintf(w, `{"error":{"code":%q,"message":"a read token is required"}}`+"\n", api.CodeUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }

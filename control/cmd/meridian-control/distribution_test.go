@@ -144,7 +144,10 @@ func TestEmbeddedNATSDistributesTheTable(t *testing.T) {
 	if code, _ := get(t, "http://"+httpAddr+"/v1/control/distribution", ""); code != http.StatusUnauthorized {
 		t.Fatalf("status without a token: %d", code)
 	}
-	if _, body := get(t, "http://"+httpAddr+"/metrics", ""); !strings.Contains(body, "meridian_control_table_revision") {
+	if code, _ := get(t, "http://"+httpAddr+"/metrics", ""); code != http.StatusUnauthorized {
+		t.Fatalf("/metrics without a token: %d", code)
+	}
+	if _, body := get(t, "http://"+httpAddr+"/metrics", testAdmin); !strings.Contains(body, "meridian_control_table_revision") {
 		t.Fatal("/metrics lacks the table revision")
 	}
 }

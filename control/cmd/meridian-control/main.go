@@ -64,12 +64,20 @@ func main() {
 	fs.StringVar(&cfg.KEKFile, "kek-file", os.Getenv("MERIDIAN_CONTROL_KEK_FILE"), "key-encryption key file sealing the table-signing key in Raft (or MERIDIAN_CONTROL_KEK_FILE); the same on every node")
 	fs.StringVar(&cfg.Secrets.EnvPrefix, "secret-env-prefix", tablewire.DefaultSecretEnvPrefix, "the only environment variables a provider's secret_ref may name start with this")
 	fs.StringVar(&cfg.Secrets.Dir, "secrets-dir", tablewire.DefaultSecretsDir, "the only directory a provider's file: secret_ref may name a file in")
+	raftCA := fs.String("raft-tls-ca", "", "PEM CA that signs every control node's Raft certificate; with -raft-tls-cert and -raft-tls-key, Raft runs over mutual TLS")
+	raftCert := fs.String("raft-tls-cert", "", "PEM certificate of this node for Raft (naming the host of its Raft address)")
+	raftKey := fs.String("raft-tls-key", "", "PEM key for -raft-tls-cert")
+	fs.BoolVar(&cfg.RaftInsecure, "raft-insecure", false, "allow plain-TCP Raft on a non-loopback address (development only: anyone reaching the port can rewrite the fleet)")
+	fs.BoolVar(&cfg.OpenEndpoints, "open-metrics", false, "serve /metrics and /v1/control/self without a token")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn, error or off")
 	natsURLs, natsRoutes := natsFlags(fs, &cfg.NATS)
 	fs.Parse(os.Args[1:])
 	cfg.NATS.URLs, cfg.NATS.Routes = splitList(*natsURLs), splitList(*natsRoutes)
 	natsSecrets(&cfg.NATS, os.Getenv)
 
+	if *raftCA != "" || *raftCert != "" || *raftKey != "" {
+		cfg.RaftTLS = &cluster.RaftTLS{CAFile: *raftCA, CertFile: *raftCert, KeyFile: *raftKey}
+	}
 	cfg.Join = splitList(*join)
 	for _, p := range splitList(*peers) {
 		peer, err := cluster.ParsePeer(p)

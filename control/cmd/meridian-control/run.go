@@ -81,6 +81,12 @@ type Config struct {
 	// the replicated state: the same file on every control node. Empty
 	// stores it in the clear (development only; a warning says so).
 	KEKFile string
+	// RaftTLS runs Raft over mutual TLS; RaftInsecure allows plain TCP
+	// off loopback (development only). cluster.Config documents both.
+	RaftTLS      *cluster.RaftTLS
+	RaftInsecure bool
+	// OpenEndpoints serves /metrics and /v1/control/self without a token.
+	OpenEndpoints bool
 	// Secrets bounds providers' secret_refs: env vars with this prefix,
 	// files in this directory. Edges enforce their own copy of it.
 	Secrets tablewire.SecretPolicy
@@ -164,6 +170,7 @@ func run(ctx context.Context, cfg Config) error {
 		}
 	}
 	ccfg.SnapshotThreshold, ccfg.TrailingLogs = cfg.SnapshotThreshold, cfg.TrailingLogs
+	ccfg.RaftTLS, ccfg.RaftInsecure = cfg.RaftTLS, cfg.RaftInsecure
 	if cfg.KEKFile != "" {
 		if ccfg.KEK, err = seal.Load(cfg.KEKFile); err != nil {
 			return err
@@ -188,7 +195,7 @@ func run(ctx context.Context, cfg Config) error {
 	}
 	acfg := api.DefaultConfig()
 	acfg.AdminTokens, acfg.ReadTokens, acfg.Logger, acfg.Client = cfg.AdminTokens, cfg.ReadTokens, logger, httpClient
-	acfg.Secrets = cfg.Secrets
+	acfg.Secrets, acfg.OpenEndpoints = cfg.Secrets, cfg.OpenEndpoints
 	handler, err := api.New(acfg, node)
 	if err != nil {
 		node.Close()
@@ -203,7 +210,8 @@ func run(ctx context.Context, cfg Config) error {
 	if dist != nil {
 		defer dist.Close() // after the API: edges move to the other nodes' servers
 	}
-	srv := &http.Server{Handler: withDistribution(handler, dist, reg), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: withDistribution(handler, dist, reg, append(append([]string{}, cfg.AdminTokens...), cfg.ReadTokens...), cfg.OpenEndpoints),
+		ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	logger.Info("meridian-control started", "id", node.ID(), "raft", node.RaftAddr(), "api", cfg.APIAdvertise)
