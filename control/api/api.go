@@ -123,6 +123,7 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("GET /v1/control/health", s.health)
 	s.mux.Handle("GET /v1/control/cluster", s.auth(roleRead, s.clusterInfo))
 	s.mux.Handle("GET /v1/control/table-key", s.auth(roleRead, s.tableKey))
+	s.mux.Handle("POST /v1/control/table-key/{step}", s.auth(roleAdmin, s.rotateTableKey))
 	s.mux.Handle("POST /v1/control/cluster/join", s.auth(roleAdmin, s.join))
 	s.mux.Handle("DELETE /v1/control/cluster/peers/{id}", s.auth(roleAdmin, s.removePeer))
 	s.mux.Handle("POST /v1/control/cluster/transfer", s.auth(roleAdmin, s.transfer))

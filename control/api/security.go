@@ -1,8 +1,10 @@
 package api
 
 import (
+	"errors"
 	"net/http"
 
+	"github.com/meridian-mesh/meridian/control/cluster"
 	"github.com/meridian-mesh/meridian/control/fsm"
 	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
 	"github.com/meridian-mesh/meridian/shared/tablewire"
@@ -14,6 +16,45 @@ type TableKey struct {
 	PublicKey string `json:"public_key"`
 	ClusterID string `json:"cluster_id"`
 	Epoch     uint64 `json:"epoch"`
+	// NextPublicKey is a staged key (POST /v1/control/table-key/stage):
+	// pin it on every edge beside the current one, then promote it.
+	NextPublicKey string `json:"next_public_key,omitempty"`
+}
+
+func tableKeyOf(id *controlv1.ClusterIdentity) TableKey {
+	k := TableKey{PublicKey: tablewire.FormatPublicKey(id.GetPublicKey()), ClusterID: id.GetClusterId(), Epoch: id.GetEpoch()}
+	if id.GetNextPublicKey() != nil {
+		k.NextPublicKey = tablewire.FormatPublicKey(id.GetNextPublicKey())
+	}
+	return k
+}
+
+// rotateTableKey is POST /v1/control/table-key/{step}, step "stage" or
+// "promote", on the leader.
+func (s *Server) rotateTableKey(w http.ResponseWriter, r *http.Request) {
+	step := r.PathValue("step")
+	if step != "stage" && step != "promote" {
+		writeError(w, http.StatusNotFound, &fsm.Error{Code: fsm.CodeNotFound, Field: "step", Message: `must be "stage" or "promote"`})
+		return
+	}
+	s.onLeader(w, r, nil, func() error {
+		var id *controlv1.ClusterIdentity
+		var err error
+		if step == "stage" {
+			id, err = s.node.StageTableKey()
+		} else {
+			id, err = s.node.PromoteTableKey()
+		}
+		switch {
+		case errors.Is(err, cluster.ErrNoIdentity), errors.Is(err, cluster.ErrNoNextKey):
+			writeError(w, http.StatusConflict, &fsm.Error{Code: fsm.CodeConflict, Message: err.Error()})
+			return nil
+		case err != nil:
+			return err
+		}
+		writeJSON(w, http.StatusOK, tableKeyOf(id))
+		return nil
+	})
 }
 
 func (s *Server) tableKey(w http.ResponseWriter, r *http.Request) {
@@ -24,7 +65,7 @@ func (s *Server) tableKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.setIndex(w)
-	writeJSON(w, http.StatusOK, TableKey{PublicKey: tablewire.FormatPublicKey(id.GetPublicKey()), ClusterID: id.GetClusterId(), Epoch: id.GetEpoch()})
+	writeJSON(w, http.StatusOK, tableKeyOf(id))
 }
 
 // checkSecretRefs refuses a write that points a provider's secret_ref

@@ -40,8 +40,19 @@ func applySetIdentity(txn txnView, m *controlv1.SetIdentity) *controlv1.Result {
 	if id.GetClusterId() == "" || len(id.GetPublicKey()) != ed25519.PublicKeySize || len(id.GetSealedPrivateKey()) == 0 {
 		return errResult(invalid("identity", "needs a cluster ID, a 32-byte ed25519 public key and a sealed private key"))
 	}
-	if _, ok := txn.Get(identityKey); ok {
-		return &controlv1.Result{}
+	if n := id.GetNextPublicKey(); n != nil && (len(n) != ed25519.PublicKeySize || len(id.GetSealedNextPrivateKey()) == 0) {
+		return errResult(invalid("identity.next_public_key", "needs 32 bytes and a sealed private key"))
+	}
+	if cur, ok := txn.Get(identityKey); ok {
+		if !m.GetReplace() {
+			return &controlv1.Result{}
+		}
+		c := cur.(*controlv1.ClusterIdentity)
+		if c.GetClusterId() != id.GetClusterId() {
+			return errResult(invalid("identity.cluster_id", "a replacement keeps the cluster ID"))
+		}
+		id = proto.Clone(id).(*controlv1.ClusterIdentity)
+		id.Epoch = max(id.GetEpoch(), c.GetEpoch())
 	}
 	txn.Insert(identityKey, proto.Clone(id))
 	return &controlv1.Result{}

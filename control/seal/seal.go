@@ -36,6 +36,27 @@ const (
 type KEK struct {
 	aead cipher.AEAD
 	id   [8]byte
+	// previous are retired KEKs that still open blobs sealed with them,
+	// during a KEK rotation (WithPrevious).
+	previous []*KEK
+}
+
+// WithPrevious returns k that also opens blobs sealed by the retired
+// KEKs old; Seal always uses k. The control plane re-seals what it
+// finds sealed by an old KEK, after which the old file can go.
+func (k *KEK) WithPrevious(old ...*KEK) *KEK {
+	c := *k
+	c.previous = append(append([]*KEK{}, k.previous...), old...)
+	return &c
+}
+
+// Current reports whether blob is sealed by k itself (not by a retired
+// KEK, and not in the clear while k exists).
+func (k *KEK) Current(blob []byte) bool {
+	if k == nil {
+		return len(blob) > 0 && blob[0] == versionClear
+	}
+	return len(blob) >= 9 && blob[0] == versionGCM && bytes.Equal(blob[1:9], k.id[:])
 }
 
 // Blob format versions, the first byte of a sealed blob.
@@ -163,6 +184,11 @@ func (k *KEK) Open(blob []byte, aad string) ([]byte, error) {
 			return nil, ErrCorrupt
 		}
 		if !bytes.Equal(blob[1:9], k.id[:]) {
+			for _, p := range k.previous {
+				if bytes.Equal(blob[1:9], p.id[:]) {
+					return p.Open(blob, aad)
+				}
+			}
 			return nil, fmt.Errorf("%w: blob sealed by KEK %x, this node has %s", ErrWrongKEK, blob[1:9], k.ID())
 		}
 		pt, err := k.aead.Open(nil, blob[9:9+ns], blob[9+ns:], []byte(aad))

@@ -64,6 +64,7 @@ func main() {
 	fs.StringVar(&cfg.KEKFile, "kek-file", os.Getenv("MERIDIAN_CONTROL_KEK_FILE"), "key-encryption key file sealing the table-signing key in Raft (or MERIDIAN_CONTROL_KEK_FILE); the same on every node")
 	fs.StringVar(&cfg.Secrets.EnvPrefix, "secret-env-prefix", tablewire.DefaultSecretEnvPrefix, "the only environment variables a provider's secret_ref may name start with this")
 	fs.StringVar(&cfg.Secrets.Dir, "secrets-dir", tablewire.DefaultSecretsDir, "the only directory a provider's file: secret_ref may name a file in")
+	fs.StringVar(&cfg.KEKPreviousFile, "kek-previous-file", "", "the retired key-encryption key during a KEK rotation; the leader re-seals with -kek-file")
 	raftCA := fs.String("raft-tls-ca", "", "PEM CA that signs every control node's Raft certificate; with -raft-tls-cert and -raft-tls-key, Raft runs over mutual TLS")
 	raftCert := fs.String("raft-tls-cert", "", "PEM certificate of this node for Raft (naming the host of its Raft address)")
 	raftKey := fs.String("raft-tls-key", "", "PEM key for -raft-tls-cert")

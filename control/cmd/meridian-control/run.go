@@ -81,6 +81,9 @@ type Config struct {
 	// the replicated state: the same file on every control node. Empty
 	// stores it in the clear (development only; a warning says so).
 	KEKFile string
+	// KEKPreviousFile is the retired KEK during a rotation: it still
+	// opens what it sealed, and the leader re-seals that with KEKFile.
+	KEKPreviousFile string
 	// RaftTLS runs Raft over mutual TLS; RaftInsecure allows plain TCP
 	// off loopback (development only). cluster.Config documents both.
 	RaftTLS      *cluster.RaftTLS
@@ -174,6 +177,13 @@ func run(ctx context.Context, cfg Config) error {
 	if cfg.KEKFile != "" {
 		if ccfg.KEK, err = seal.Load(cfg.KEKFile); err != nil {
 			return err
+		}
+		if cfg.KEKPreviousFile != "" {
+			old, err := seal.Load(cfg.KEKPreviousFile)
+			if err != nil {
+				return err
+			}
+			ccfg.KEK = ccfg.KEK.WithPrevious(old)
 		}
 		logger.Info("key material sealed with the key-encryption key", "kek", ccfg.KEK.ID())
 	} else {

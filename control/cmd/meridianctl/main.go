@@ -63,6 +63,8 @@ Usage:
   meridianctl [flags] cluster snapshot save FILE
   meridianctl [flags] cluster snapshot restore FILE
   meridianctl [flags] table-key            print the table public key and cluster ID edges pin
+  meridianctl [flags] table-key stage      create the next table key (pin it on every edge, then promote)
+  meridianctl [flags] table-key promote    sign with the staged key from now on
   meridianctl kek new FILE                 write a key-encryption key for meridian-control -kek-file
   meridianctl tls ca --dir DIR [--name NAME] [--days N]
   meridianctl tls cert --ca-dir DIR --node ID [--host H]... --out DIR [--days N]
@@ -201,7 +203,7 @@ func (c *cli) dispatch(ctx context.Context, pos []string) error {
 	case "tls":
 		return c.tls(pos[1:])
 	case "table-key":
-		return c.tableKey(ctx)
+		return c.tableKey(ctx, pos[1:])
 	case "kek":
 		return c.kek(pos[1:])
 	case "help":

@@ -5,17 +5,26 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/meridian-mesh/meridian/control/api"
 	"github.com/meridian-mesh/meridian/control/seal"
 )
 
 // tableKey prints what an edge pins: its control.table_public_key and
 // control.cluster_id lines.
-func (c *cli) tableKey(ctx context.Context) error {
+func (c *cli) tableKey(ctx context.Context, args []string) error {
 	cl, err := c.client()
 	if err != nil {
 		return err
 	}
-	k, err := cl.TableKey(ctx)
+	var k *api.TableKey
+	switch {
+	case len(args) == 0:
+		k, err = cl.TableKey(ctx)
+	case len(args) == 1 && (args[0] == "stage" || args[0] == "promote"):
+		k, err = cl.RotateTableKey(ctx, args[0])
+	default:
+		return fmt.Errorf("%w: table-key [stage|promote]", errUsage)
+	}
 	if err != nil {
 		return err
 	}
@@ -24,7 +33,12 @@ func (c *cli) tableKey(ctx context.Context) error {
 		fmt.Fprintln(c.stdout, string(b))
 		return nil
 	}
-	fmt.Fprintf(c.stdout, "# the edge's control: section (epoch %d)\ntable_public_key: %s\ncluster_id: %s\n", k.Epoch, k.PublicKey, k.ClusterID)
+	if k.NextPublicKey == "" {
+		fmt.Fprintf(c.stdout, "# the edge's control: section (epoch %d)\ntable_public_key: %s\ncluster_id: %s\n", k.Epoch, k.PublicKey, k.ClusterID)
+		return nil
+	}
+	fmt.Fprintf(c.stdout, "# the edge's control: section (epoch %d); a rotation is staged: pin both, then `meridianctl table-key promote`\ntable_public_keys: [%s, %s]\ncluster_id: %s\n",
+		k.Epoch, k.PublicKey, k.NextPublicKey, k.ClusterID)
 	return nil
 }
 

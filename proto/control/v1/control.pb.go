@@ -1754,8 +1754,12 @@ type ClusterIdentity struct {
 	// The ed25519 private key (seed, 32 bytes), sealed with the control
 	// plane's key-encryption key (control/seal).
 	SealedPrivateKey []byte `protobuf:"bytes,4,opt,name=sealed_private_key,json=sealedPrivateKey,proto3" json:"sealed_private_key,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// A staged next key (meridianctl table-key stage): edges are given its
+	// public key before promote makes it the signing key.
+	NextPublicKey        []byte `protobuf:"bytes,5,opt,name=next_public_key,json=nextPublicKey,proto3" json:"next_public_key,omitempty"`
+	SealedNextPrivateKey []byte `protobuf:"bytes,6,opt,name=sealed_next_private_key,json=sealedNextPrivateKey,proto3" json:"sealed_next_private_key,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *ClusterIdentity) Reset() {
@@ -1816,12 +1820,29 @@ func (x *ClusterIdentity) GetSealedPrivateKey() []byte {
 	return nil
 }
 
+func (x *ClusterIdentity) GetNextPublicKey() []byte {
+	if x != nil {
+		return x.NextPublicKey
+	}
+	return nil
+}
+
+func (x *ClusterIdentity) GetSealedNextPrivateKey() []byte {
+	if x != nil {
+		return x.SealedNextPrivateKey
+	}
+	return nil
+}
+
 // SetIdentity installs the cluster identity if the state has none; a
 // second one is ignored, so two leaders racing to create one agree.
 type SetIdentity struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	RequestId     string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	Identity      *ClusterIdentity       `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Identity  *ClusterIdentity       `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
+	// Replace an existing identity of the same cluster (key rotation, a
+	// new KEK); its epoch never goes down.
+	Replace       bool `protobuf:"varint,3,opt,name=replace,proto3" json:"replace,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1868,6 +1889,13 @@ func (x *SetIdentity) GetIdentity() *ClusterIdentity {
 		return x.Identity
 	}
 	return nil
+}
+
+func (x *SetIdentity) GetReplace() bool {
+	if x != nil {
+		return x.Replace
+	}
+	return false
 }
 
 var File_proto_control_v1_control_proto protoreflect.FileDescriptor
@@ -2017,18 +2045,21 @@ const file_proto_control_v1_control_proto_rawDesc = "" +
 	"\amembers\x18\f \x03(\v2\x1b.meridian.control.v1.MemberR\amembers\x120\n" +
 	"\x05dedup\x18\r \x03(\v2\x1a.meridian.control.v1.DedupR\x05dedup\x12\x1b\n" +
 	"\tdedup_seq\x18\x0e \x01(\x04R\bdedupSeq\x12@\n" +
-	"\bidentity\x18d \x01(\v2$.meridian.control.v1.ClusterIdentityR\bidentity\"\x93\x01\n" +
+	"\bidentity\x18d \x01(\v2$.meridian.control.v1.ClusterIdentityR\bidentity\"\xf2\x01\n" +
 	"\x0fClusterIdentity\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x1d\n" +
 	"\n" +
 	"public_key\x18\x03 \x01(\fR\tpublicKey\x12,\n" +
-	"\x12sealed_private_key\x18\x04 \x01(\fR\x10sealedPrivateKey\"n\n" +
+	"\x12sealed_private_key\x18\x04 \x01(\fR\x10sealedPrivateKey\x12&\n" +
+	"\x0fnext_public_key\x18\x05 \x01(\fR\rnextPublicKey\x125\n" +
+	"\x17sealed_next_private_key\x18\x06 \x01(\fR\x14sealedNextPrivateKey\"\x88\x01\n" +
 	"\vSetIdentity\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12@\n" +
-	"\bidentity\x18\x02 \x01(\v2$.meridian.control.v1.ClusterIdentityR\bidentityB>Z<github.com/meridian-mesh/meridian/proto/control/v1;controlv1b\x06proto3"
+	"\bidentity\x18\x02 \x01(\v2$.meridian.control.v1.ClusterIdentityR\bidentity\x12\x18\n" +
+	"\areplace\x18\x03 \x01(\bR\areplaceB>Z<github.com/meridian-mesh/meridian/proto/control/v1;controlv1b\x06proto3"
 
 var (
 	file_proto_control_v1_control_proto_rawDescOnce sync.Once
