@@ -438,6 +438,10 @@ func randDuration(d time.Duration) time.Duration {
 // reports false, having written nothing, when the leader could not be
 // reached or answered that it no longer leads; the caller retries.
 func (s *Server) forward(w http.ResponseWriter, r *http.Request, leaderAPI string, body []byte) bool {
+	if s.cfg.ForwardTLSOnly && !strings.HasPrefix(leaderAPI, "https://") {
+		s.cfg.Logger.Error("not forwarding to a leader without TLS: the request's token would cross the network in the clear", "leader", leaderAPI)
+		return false
+	}
 	u := strings.TrimSuffix(leaderAPI, "/") + r.URL.RequestURI()
 	req, err := http.NewRequestWithContext(r.Context(), r.Method, u, bytes.NewReader(body))
 	if err != nil {

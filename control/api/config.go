@@ -28,6 +28,10 @@ type Config struct {
 	// (for a scraper on a trusted network). Off by default: both need a
 	// read token.
 	OpenEndpoints bool
+	// ForwardTLSOnly refuses to forward to a leader whose API address is
+	// not https://, so a bearer token never crosses the network in the
+	// clear; a node serving TLS sets it.
+	ForwardTLSOnly bool
 	// MaxBody bounds a request body, bytes.
 	MaxBody int64
 	// MaxSnapshot bounds an uploaded snapshot, bytes.

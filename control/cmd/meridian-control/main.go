@@ -54,6 +54,7 @@ func main() {
 	read := fs.String("read-tokens", "", "comma-separated read-only tokens (or MERIDIAN_CONTROL_READ_TOKENS)")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate to serve the API over HTTPS")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM key for -tls-cert")
+	fs.StringVar(&cfg.TLSClientCA, "tls-client-ca", "", "PEM CA whose client certificates the API requires (mutual TLS; needs -tls-cert)")
 	fs.StringVar(&cfg.TLSCA, "tls-ca", "", "PEM CA certificate trusted for the other nodes' APIs (default: system roots)")
 	fs.DurationVar(&cfg.HeartbeatTimeout, "raft-heartbeat-timeout", 0, "how long a follower waits for the leader before standing for election (default 200ms)")
 	fs.DurationVar(&cfg.ElectionTimeout, "raft-election-timeout", 0, "how long a candidate waits for votes (default 200ms)")

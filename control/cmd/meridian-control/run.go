@@ -76,6 +76,10 @@ type Config struct {
 	// certificates, trusted when forwarding to them; empty means the
 	// system roots.
 	TLSCA string
+	// TLSClientCA, with TLSCert, makes the API require a client
+	// certificate signed by this CA (PEM) from every caller, other
+	// control nodes included: mutual TLS on top of the bearer tokens.
+	TLSClientCA string
 	// KEKFile holds the key-encryption key (32 bytes, hex or base64,
 	// mode 0600; `meridianctl kek` makes one) that seals key material in
 	// the replicated state: the same file on every control node. Empty
@@ -125,6 +129,9 @@ func (c *Config) Validate() error {
 	}
 	if len(c.AdminTokens) == 0 {
 		errs = append(errs, errors.New("no admin token: set -admin-tokens or MERIDIAN_CONTROL_ADMIN_TOKENS"))
+	}
+	if c.TLSClientCA != "" && c.TLSCert == "" {
+		errs = append(errs, errors.New("-tls-client-ca needs -tls-cert and -tls-key"))
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		errs = append(errs, errors.New("give -tls-cert and -tls-key together"))
@@ -206,6 +213,7 @@ func run(ctx context.Context, cfg Config) error {
 	acfg := api.DefaultConfig()
 	acfg.AdminTokens, acfg.ReadTokens, acfg.Logger, acfg.Client = cfg.AdminTokens, cfg.ReadTokens, logger, httpClient
 	acfg.Secrets, acfg.OpenEndpoints = cfg.Secrets, cfg.OpenEndpoints
+	acfg.ForwardTLSOnly = serverTLS != nil
 	handler, err := api.New(acfg, node)
 	if err != nil {
 		node.Close()
@@ -328,7 +336,17 @@ func tlsConfigs(cfg Config) (server, client *tls.Config, err error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("tls: %w", err)
 	}
-	return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}, client, nil
+	server = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+	// The node's own certificate authenticates it when it forwards to a
+	// leader that asks for client certificates.
+	client.Certificates = []tls.Certificate{cert}
+	if cfg.TLSClientCA != "" {
+		if server.ClientCAs, err = pki.LoadPool(cfg.TLSClientCA); err != nil {
+			return nil, nil, err
+		}
+		server.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return server, client, nil
 }
 
 func listen(addr string, conf *tls.Config) (net.Listener, error) {

@@ -77,6 +77,9 @@ Flags (anywhere on the line):
   -json            print JSON instead of tables
   -stale           read from the answering node's copy instead of the leader's
   -ca-cert FILE    PEM CA to trust for an https:// address (MERIDIAN_CONTROL_CACERT)
+  -client-cert FILE, -client-key FILE
+                   PEM client certificate and key, for an API that requires
+                   mutual TLS (MERIDIAN_CONTROL_CLIENT_CERT, MERIDIAN_CONTROL_CLIENT_KEY)
   -timeout D       overall time limit (default 60s)
 
 set takes field=value pairs: lists are comma-separated (addresses=a:1,b:2),
@@ -94,6 +97,9 @@ type cli struct {
 	json    bool
 	stale   bool
 	caCert  string
+	// clientCert and clientKey authenticate to an API requiring mutual
+	// TLS.
+	clientCert, clientKey string
 	timeout time.Duration
 	stdin   io.Reader
 	stdout  io.Writer
@@ -130,6 +136,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.BoolVar(&c.json, "json", false, "")
 	fs.BoolVar(&c.stale, "stale", false, "")
 	fs.StringVar(&c.caCert, "ca-cert", getenv("MERIDIAN_CONTROL_CACERT"), "")
+	fs.StringVar(&c.clientCert, "client-cert", getenv("MERIDIAN_CONTROL_CLIENT_CERT"), "")
+	fs.StringVar(&c.clientKey, "client-key", getenv("MERIDIAN_CONTROL_CLIENT_KEY"), "")
 	fs.DurationVar(&c.timeout, "timeout", 60*time.Second, "")
 	fs.StringVar(&c.file, "f", "", "")
 	fs.BoolVar(&c.dryRun, "dry-run", false, "")
@@ -182,12 +190,23 @@ func (c *cli) client() (*client.Client, error) {
 	// Retries cover a leader election (a few seconds) and then give up,
 	// so a wrong address fails in seconds, not minutes.
 	cfg := client.Config{Addrs: strings.Split(c.addr, ","), Token: c.token, RetryTimeout: 10 * time.Second}
-	if c.caCert != "" {
-		pool, err := pki.LoadPool(c.caCert)
-		if err != nil {
-			return nil, err
+	if c.caCert != "" || c.clientCert != "" {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12}
+		if c.caCert != "" {
+			pool, err := pki.LoadPool(c.caCert)
+			if err != nil {
+				return nil, err
+			}
+			tc.RootCAs = pool
 		}
-		cfg.HTTP = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}}}
+		if c.clientCert != "" {
+			cert, err := tls.LoadX509KeyPair(c.clientCert, c.clientKey)
+			if err != nil {
+				return nil, fmt.Errorf("client certificate: %w", err)
+			}
+			tc.Certificates = []tls.Certificate{cert}
+		}
+		cfg.HTTP = &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}
 	}
 	return client.New(cfg)
 }
