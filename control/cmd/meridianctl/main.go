@@ -92,18 +92,18 @@ from a JSON or YAML file.
 
 // cli holds one invocation's settings and streams.
 type cli struct {
-	addr    string
-	token   string
-	json    bool
-	stale   bool
-	caCert  string
+	addr   string
+	token  string
+	json   bool
+	stale  bool
+	caCert string
 	// clientCert and clientKey authenticate to an API requiring mutual
 	// TLS.
 	clientCert, clientKey string
-	timeout time.Duration
-	stdin   io.Reader
-	stdout  io.Writer
-	stderr  io.Writer
+	timeout               time.Duration
+	stdin                 io.Reader
+	stdout                io.Writer
+	stderr                io.Writer
 
 	// Command flags, shared so that they may appear anywhere.
 	file   string
