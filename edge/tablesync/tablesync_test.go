@@ -344,7 +344,7 @@ func (l *logBuf) String() string {
 // Neither a provider's secret_ref nor its credential reaches the logs,
 // whether the ref resolves, fails to, or comes in a rejected table.
 func TestSecretsStayOutOfLogs(t *testing.T) {
-	const ref, secret = "MERIDIAN_HIDDEN_REF_NAME", "sk-very-secret-value"
+	const ref, secret = "MERIDIAN_SECRET_HIDDEN_REF_NAME", "sk-very-secret-value"
 	b := newBus(t)
 	withRefs := func(rev uint64, bad bool) *tablev1.RoutingTable {
 		tab := tableAt(rev, "a")
