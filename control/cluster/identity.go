@@ -4,7 +4,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
-	"fmt"
 
 	"google.golang.org/protobuf/proto"
 
@@ -43,22 +42,21 @@ func (n *Node) ensureIdentity() {
 	}
 }
 
-// restoredIdentity is the identity a restored state carries: the
-// current keys when there are any (a restore brings back fleet data, not
-// a table key the edges may no longer pin), else the backup's, and an
-// epoch above both the backup's and the current one, so edges accept the
-// restored, possibly older, table on purpose.
+// restoredIdentity is the identity a restored state carries, with an
+// epoch above both the backup's and the current one so edges accept the
+// restored, possibly older, table on purpose. Within one cluster the
+// current keys stay (a restore brings back fleet data, not a table key
+// the edges may no longer pin). A backup of another cluster brings its
+// own identity back: that is disaster recovery onto fresh nodes, whose
+// first leader made a throwaway identity before the restore; edges of
+// the old cluster then follow the restored one again.
 func restoredIdentity(cur, backup *controlv1.ClusterIdentity) (*controlv1.ClusterIdentity, error) {
 	base := cur
-	if base == nil {
+	if base == nil || backup != nil && backup.GetClusterId() != cur.GetClusterId() {
 		base = backup
 	}
 	if base == nil {
 		return nil, nil
-	}
-	if cur != nil && backup != nil && cur.GetClusterId() != backup.GetClusterId() {
-		return nil, fmt.Errorf("restore: the backup belongs to cluster %s, this is cluster %s; edges would refuse its tables",
-			backup.GetClusterId(), cur.GetClusterId())
 	}
 	out := proto.Clone(base).(*controlv1.ClusterIdentity)
 	out.Epoch = max(cur.GetEpoch(), backup.GetEpoch()) + 1
