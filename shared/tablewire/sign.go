@@ -82,7 +82,10 @@ func Verify(keys []ed25519.PublicKey, ctx string, field protowire.Number, b []by
 		return fmt.Errorf("%w: no table public key is configured", ErrSignature)
 	}
 	var sig []byte
-	unsigned := make([]byte, 0, len(b))
+	// Sign appends the signature, so the signed bytes are usually b's
+	// prefix; they are copied only when other fields follow it.
+	var unsigned []byte
+	sigAt, copied := -1, false
 	for rest := b; len(rest) > 0; {
 		num, typ, n := protowire.ConsumeTag(rest)
 		if n < 0 {
@@ -100,11 +103,17 @@ func Verify(keys []ed25519.PublicKey, ctx string, field protowire.Number, b []by
 			if v == nil {
 				v = []byte{}
 			}
-			sig = v
-		} else {
+			sig, sigAt = v, len(b)-len(rest)
+		} else if sigAt >= 0 {
+			if !copied {
+				unsigned, copied = append(make([]byte, 0, len(b)), b[:sigAt]...), true
+			}
 			unsigned = append(unsigned, rest[:n+m]...)
 		}
 		rest = rest[n+m:]
+	}
+	if !copied && sigAt >= 0 {
+		unsigned = b[:sigAt]
 	}
 	if sig == nil {
 		return fmt.Errorf("%w: the message is not signed", ErrSignature)
