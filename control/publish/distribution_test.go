@@ -22,8 +22,9 @@ func TestChangeReachesAllEdges(t *testing.T) {
 	edges := ms.startEdges(50, func(i int) []string { return ms.urls() })
 	ms.waitEdges(edges, ms.tableRevision(), 30*time.Second)
 
-	ms.write(modelOps("mistral-large")...)
-	rev := ms.tableRevision()
+	// The write's own index: the table revision read now may still be
+	// the previous one, before the publisher compiled the write.
+	rev := ms.write(modelOps("mistral-large")...).GetIndex()
 	ms.waitEdges(edges, rev, 30*time.Second)
 	for _, e := range edges {
 		e.mu.Lock()

@@ -292,6 +292,9 @@ func discover(ctx context.Context, cfg Config, serverTLS *tls.Config, client *ht
 			}
 			reqCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			req, _ := http.NewRequestWithContext(reqCtx, http.MethodGet, strings.TrimSuffix(addr, "/")+"/v1/control/self", nil)
+			// A voter that found the others first serves its real API,
+			// where /self needs a token; every voter has the same ones.
+			req.Header.Set("Authorization", "Bearer "+cfg.AdminTokens[0])
 			resp, err := client.Do(req)
 			if err != nil {
 				cancel()
