@@ -103,9 +103,9 @@ func TestChangeReachesAllEdges(t *testing.T) {
 		})
 	}
 	// Fixing the state publishes again.
-	ms.write(fsm.DeleteOp(fsm.KindRoute, "orphan"))
+	fix := ms.write(fsm.DeleteOp(fsm.KindRoute, "orphan")).GetIndex()
 	controltest.WaitFor(t, 10*time.Second, "the rejection to clear", func() bool { return ms.leader().pub.Status().Rejected == "" })
-	ms.waitEdges(edges, ms.tableRevision(), 30*time.Second)
+	ms.waitEdges(edges, fix, 30*time.Second)
 }
 
 // Kill the leader while changes stream in: every edge converges on the
@@ -131,10 +131,11 @@ func TestLeaderKilledWhileChangesStream(t *testing.T) {
 	old := ms.leader()
 	old.kill()
 	wg.Wait()
+	// The leader compiles the last write a moment after it returns.
+	controltest.WaitFor(t, 10*time.Second, "the final table with 31 models", func() bool {
+		return len(ms.leader().pub.Table().GetEntities().GetModels()) == 31
+	})
 	final := ms.tableRevision()
-	if n := len(ms.leader().pub.Table().GetEntities().GetModels()); n != 31 {
-		t.Fatalf("final table has %d models, want 31", n)
-	}
 	ms.waitEdges(edges, final, 30*time.Second)
 	// Both kinds of update ran: deltas for changes, a full table from
 	// each new leader.
