@@ -116,10 +116,14 @@ func New(cfg Config, node *cluster.Node) (*Server, error) {
 }
 
 func (s *Server) routes() {
-	s.mux.HandleFunc("GET /v1/control/self", s.self)
-	// Metrics carry no fleet data, so scrapers need no token.
-	s.mux.Handle("GET /metrics", s.met.handler())
+	// Who a node is and its metrics need a read token unless the config
+	// opens them (OpenEndpoints); health never does (security.go).
+	s.mux.Handle("GET /v1/control/self", s.readOrOpen(s.self))
+	s.mux.Handle("GET /metrics", s.readOrOpen(s.met.handler().ServeHTTP))
+	s.mux.HandleFunc("GET /v1/control/health", s.health)
 	s.mux.Handle("GET /v1/control/cluster", s.auth(roleRead, s.clusterInfo))
+	s.mux.Handle("GET /v1/control/table-key", s.auth(roleRead, s.tableKey))
+	s.mux.Handle("POST /v1/control/table-key/{step}", s.auth(roleAdmin, s.rotateTableKey))
 	s.mux.Handle("POST /v1/control/cluster/join", s.auth(roleAdmin, s.join))
 	s.mux.Handle("DELETE /v1/control/cluster/peers/{id}", s.auth(roleAdmin, s.removePeer))
 	s.mux.Handle("POST /v1/control/cluster/transfer", s.auth(roleAdmin, s.transfer))
@@ -435,6 +439,10 @@ func randDuration(d time.Duration) time.Duration {
 // reports false, having written nothing, when the leader could not be
 // reached or answered that it no longer leads; the caller retries.
 func (s *Server) forward(w http.ResponseWriter, r *http.Request, leaderAPI string, body []byte) bool {
+	if s.cfg.ForwardTLSOnly && !strings.HasPrefix(leaderAPI, "https://") {
+		s.cfg.Logger.Error("not forwarding to a leader without TLS: the request's token would cross the network in the clear", "leader", leaderAPI)
+		return false
+	}
 	u := strings.TrimSuffix(leaderAPI, "/") + r.URL.RequestURI()
 	req, err := http.NewRequestWithContext(r.Context(), r.Method, u, bytes.NewReader(body))
 	if err != nil {
@@ -539,6 +547,10 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request, body []byte, stat
 		r.Header.Set(HeaderRequestID, reqID)
 	} else if len(reqID) > 128 {
 		writeError(w, http.StatusBadRequest, &fsm.Error{Code: fsm.CodeInvalid, Field: HeaderRequestID, Message: "is longer than 128 characters"})
+		return
+	}
+	if err := s.checkSecretRefs(ops); err != nil {
+		fail(w, err)
 		return
 	}
 	cmd := &controlv1.Write{RequestId: reqID, Ops: ops}
@@ -829,7 +841,7 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 	s.onLeader(w, r, body, func() error {
 		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 		defer cancel()
-		self, err := fetchSelf(ctx, s.client, jr.Addr)
+		self, err := fetchSelf(ctx, s.client, jr.Addr, r.Header.Get("Authorization"))
 		if err != nil {
 			writeError(w, http.StatusBadGateway, &fsm.Error{Code: fsm.CodeInvalid, Field: "addr", Message: err.Error()})
 			return nil
@@ -842,10 +854,15 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-func fetchSelf(ctx context.Context, c *http.Client, addr string) (*Self, error) {
+// fetchSelf asks a node to join who it is, with the joining admin's
+// token: every node of a cluster shares its tokens, and /self needs one.
+func fetchSelf(ctx context.Context, c *http.Client, addr, authorization string) (*Self, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(addr, "/")+"/v1/control/self", nil)
 	if err != nil {
 		return nil, fmt.Errorf("new node %s: %w", addr, err)
+	}
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
 	}
 	resp, err := c.Do(req)
 	if err != nil {

@@ -87,6 +87,9 @@ func TestAPIValidationAuthAndForwarding(t *testing.T) {
 		{"missing", "GET", "/v1/control/regions/nowhere", read, "", 404, fsm.CodeNotFound, "id"},
 		{"body too large", "PUT", "/v1/control/regions/us", admin, `{"id":"us","name":"` + strings.Repeat("x", 2<<20) + `"}`, 413, api.CodeTooLarge, ""},
 		{"secret as ref", "PUT", "/v1/control/providers/p", admin, `{"id":"p","preset":"openai","secret_ref":"sk-live-123"}`, 400, fsm.CodeInvalid, "secret_ref"},
+		{"ref to a system file", "PUT", "/v1/control/providers/p", admin, `{"id":"p","preset":"openai","secret_ref":"file:/etc/passwd"}`, 400, fsm.CodeInvalid, "secret_ref"},
+		{"ref to any env var", "PUT", "/v1/control/providers/p", admin, `{"id":"p","preset":"openai","secret_ref":"env:HOME"}`, 400, fsm.CodeInvalid, "secret_ref"},
+		{"ref out by traversal", "POST", "/v1/control/batch", admin, `{"put":[{"kind":"provider","entity":{"id":"p","preset":"openai","secret_ref":"file:/etc/meridian/secrets/../../shadow"}}]}`, 400, fsm.CodeInvalid, "secret_ref"},
 		{"batch dangling", "POST", "/v1/control/batch", admin, `{"put":[{"kind":"node","entity":{"id":"n9","region":"nowhere"}}]}`, 400, fsm.CodeReference, "region"},
 		{"batch flat dangling", "POST", "/v1/control/batch", admin, `{"put":[{"kind":"node","id":"n9","region":"nowhere"}]}`, 400, fsm.CodeReference, "region"},
 		{"batch bad entity field", "POST", "/v1/control/batch", admin, `{"put":[{"kind":"region","entity":{"id":"x","latitude":200}}]}`, 400, fsm.CodeInvalid, "put[0].entity.latitude"},
@@ -113,7 +116,7 @@ func TestAPIValidationAuthAndForwarding(t *testing.T) {
 	// A batch put carries its entity under "entity", so a provider's own
 	// kind arrives (issue 23). The flat shape is still read, and the
 	// answer says it is deprecated.
-	st, b, h = do("POST", "/v1/control/batch", admin, `{"put":[{"kind":"provider","entity":{"id":"mock","kind":"openai","base_url":"http://127.0.0.1:9100/v1","secret_ref":"env:MOCK_KEY"}}]}`)
+	st, b, h = do("POST", "/v1/control/batch", admin, `{"put":[{"kind":"provider","entity":{"id":"mock","kind":"openai","base_url":"http://127.0.0.1:9100/v1","secret_ref":"env:MERIDIAN_SECRET_MOCK_KEY"}}]}`)
 	if st != 200 || h.Get(api.HeaderDeprecation) != "" {
 		t.Fatalf("batch put of a provider with a kind: %d %s %v", st, b, h)
 	}
@@ -172,12 +175,21 @@ func TestAPIValidationAuthAndForwarding(t *testing.T) {
 		t.Fatalf("short wait returned after %s", time.Since(start))
 	}
 
-	// Metrics need no token and count forwarded writes.
-	st, b, _ = do("GET", "/metrics", "", "")
+	// Metrics and /self need a read token; health needs none.
+	for _, path := range []string{"/metrics", "/v1/control/self"} {
+		if st, b, _ = do("GET", path, "", ""); st != 401 {
+			t.Fatalf("%s without a token: %d %s", path, st, b)
+		}
+	}
+	if st, b, _ = do("GET", "/v1/control/health", "", ""); st != 200 || !strings.Contains(string(b), `"ok":true`) {
+		t.Fatalf("health: %d %s", st, b)
+	}
+	// Metrics count forwarded writes.
+	st, b, _ = do("GET", "/metrics", read, "")
 	if st != 200 || !strings.Contains(string(b), `meridian_control_writes_total{outcome="forwarded"}`) || !strings.Contains(string(b), "meridian_control_raft_applied_index") {
 		t.Fatalf("metrics: %d\n%s", st, b)
 	}
-	st, b, _, _ = c.Leader().Do(ctx, "GET", "/metrics", "", strings.NewReader(""))
+	st, b, _, _ = c.Leader().Do(ctx, "GET", "/metrics", controltest.ReadToken, strings.NewReader(""))
 	if st != 200 || !strings.Contains(string(b), `meridian_control_writes_total{outcome="ok"}`) || !strings.Contains(string(b), `meridian_control_raft_leader 1`) {
 		t.Fatalf("leader metrics: %d\n%s", st, b)
 	}
@@ -220,7 +232,7 @@ func FuzzDecodeEntity(f *testing.F) {
 	f.Add(uint8(0), []byte(`{"id":"eu","latitude":50,"longitude":8}`))
 	f.Add(uint8(1), []byte(`{"id":"n1","region":"eu","addresses":["10.0.0.1:80"],"labels":{"gpu":"a100"},"capacity":{"gpus":2}}`))
 	f.Add(uint8(2), []byte(`{"id":"llama3","local":true,"ollama":"llama3.1:8b","capabilities":["tools"]}`))
-	f.Add(uint8(4), []byte(`{"id":"p","preset":"openai","secret_ref":"env:X"}`))
+	f.Add(uint8(4), []byte(`{"id":"p","preset":"openai","secret_ref":"env:MERIDIAN_SECRET_X"}`))
 	f.Add(uint8(5), []byte(`{"model":"m","targets":[{"provider":"p"}],"max_price":1.5}`))
 	f.Add(uint8(7), []byte(`{"id":"k","hash":"sha256:`+strings.Repeat("0", 64)+`"}`))
 	f.Add(uint8(8), []byte(`{"model":"m","provider":"p","input":1,"output":2}`))

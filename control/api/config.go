@@ -5,6 +5,9 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
+
+	"github.com/meridian-mesh/meridian/control/seal"
+	"github.com/meridian-mesh/meridian/shared/tablewire"
 )
 
 // Config configures the management API.
@@ -18,6 +21,18 @@ type Config struct {
 	// AllowNoAuth serves every request without a token when no tokens
 	// are configured. Only for tests and local development.
 	AllowNoAuth bool
+	// Secrets bounds providers' secret_refs: a write naming anything else
+	// is refused (the zero value is tablewire's defaults: env vars
+	// starting MERIDIAN_SECRET_, files in /etc/meridian/secrets).
+	Secrets tablewire.SecretPolicy
+	// OpenEndpoints serves /metrics and /v1/control/self without a token
+	// (for a scraper on a trusted network). Off by default: both need a
+	// read token.
+	OpenEndpoints bool
+	// ForwardTLSOnly refuses to forward to a leader whose API address is
+	// not https://, so a bearer token never crosses the network in the
+	// clear; a node serving TLS sets it.
+	ForwardTLSOnly bool
 	// MaxBody bounds a request body, bytes.
 	MaxBody int64
 	// MaxSnapshot bounds an uploaded snapshot, bytes.
@@ -39,7 +54,7 @@ type Config struct {
 	// KEK is the 32-byte key-encryption key the cluster CA's key is
 	// sealed with (control/seal); the same on every control node. Nil
 	// disables the fleet identity endpoints (join.go).
-	KEK []byte
+	KEK *seal.KEK
 	// NodeCertTTL is how long a node certificate issued at join or
 	// renewal is valid. Default 12h (DefaultNodeCertTTL).
 	NodeCertTTL time.Duration

@@ -30,7 +30,6 @@ import (
 //	POST /v1/control/identity/join          join token: first certificate
 //	POST /v1/control/identity/renew         current certificate: a new one
 //	GET  /v1/control/identity/ca            open: the CA certificate
-const caKeyLabel = "ca-key"
 
 // Identity defaults.
 const (
@@ -95,9 +94,9 @@ func (s *Server) identityRoutes() {
 }
 
 func (s *Server) identityOn(w http.ResponseWriter) bool {
-	if len(s.cfg.KEK) == 0 {
+	if s.cfg.KEK == nil {
 		writeError(w, http.StatusNotImplemented, &fsm.Error{Code: CodeNoIdentity,
-			Message: "this control plane runs no cluster CA: set a key-encryption key (MERIDIAN_CONTROL_KEK)"})
+			Message: "this control plane runs no cluster CA: set a key-encryption key (-kek-file)"})
 		return false
 	}
 	return true
@@ -108,7 +107,7 @@ func (s *Server) identityOn(w http.ResponseWriter) bool {
 func (s *Server) clusterCA(create bool) (*pki.CA, error) {
 	for range 2 {
 		if c, ok := s.node.FSM().State().ClusterCA(); ok {
-			key, err := seal.Open(s.cfg.KEK, caKeyLabel, c.GetSealedKey())
+			key, err := s.cfg.KEK.Open(c.GetSealedKey(), seal.AADClusterCAKey)
 			if err != nil {
 				return nil, fmt.Errorf("open the cluster CA key (is the KEK the one it was sealed with?): %w", err)
 			}
@@ -125,7 +124,7 @@ func (s *Server) clusterCA(create bool) (*pki.CA, error) {
 		if err != nil {
 			return nil, err
 		}
-		sealed, err := seal.Seal(s.cfg.KEK, caKeyLabel, der)
+		sealed, err := s.cfg.KEK.Seal(der, seal.AADClusterCAKey)
 		if err != nil {
 			return nil, err
 		}

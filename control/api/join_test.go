@@ -27,7 +27,7 @@ func jsonBody(t *testing.T, v any) *strings.Reader {
 }
 
 func TestJoinTokenOnceRenewAndRevoke(t *testing.T) {
-	kek, _ := seal.ParseKEK(seal.NewKEK())
+	kek, _ := seal.New([]byte("test-kek-32-bytes-0123456789abcd"))
 	c := controltest.Start(t, 3, controltest.Options{KEK: kek})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -132,14 +132,14 @@ func TestJoinTokenOnceRenewAndRevoke(t *testing.T) {
 	}
 	// The CA key is sealed in the replicated state, never in the clear.
 	caRec, _ := f.Node.FSM().State().ClusterCA()
-	if _, err := seal.Open(kek, "ca-key", caRec.GetSealedKey()); err != nil {
+	if _, err := kek.Open(caRec.GetSealedKey(), seal.AADClusterCAKey); err != nil {
 		t.Fatalf("the CA key does not open with the KEK: %v", err)
 	}
 }
 
 // Guessing join tokens writes nothing to the Raft log.
 func TestUnknownJoinTokenCostsNoRaftWrite(t *testing.T) {
-	kek, _ := seal.ParseKEK(seal.NewKEK())
+	kek, _ := seal.New([]byte("test-kek-32-bytes-0123456789abcd"))
 	c := controltest.Start(t, 1, controltest.Options{KEK: kek})
 	m := c.Leader()
 	_, csr, _ := pki.NewKeyCSR("x")

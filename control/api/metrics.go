@@ -51,6 +51,13 @@ func newMetrics(node *cluster.Node) *metrics {
 			}
 			return 0
 		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_control_replica_halted",
+			Help: "1 once this node's replica met a log entry it could not apply and stopped applying; rebuild the node."}, func() float64 {
+			if node.Healthy() != nil {
+				return 1
+			}
+			return 0
+		}),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

@@ -32,7 +32,7 @@ func TestWritesThatCouldNeverRouteAreRefused(t *testing.T) {
 		{"/v1/control/regions/ap-south", `{"id":"ap-south"}`},
 		{"/v1/control/nodes/edge-a", `{"id":"edge-a","region":"eu-west"}`},
 		{"/v1/control/nodes/edge-u", `{"id":"edge-u","region":"us-east"}`},
-		{"/v1/control/providers/oai", `{"id":"oai","preset":"openai","secret_ref":"env:OAI_KEY","region":"eu-west"}`},
+		{"/v1/control/providers/oai", `{"id":"oai","preset":"openai","secret_ref":"env:MERIDIAN_SECRET_OAI_KEY","region":"eu-west"}`},
 		{"/v1/control/models/gpt", `{"id":"gpt"}`}, // alone: the edge's check fails, the write does not
 		{"/v1/control/routes/gpt", `{"model":"gpt","targets":[{"provider":"oai"}],"allowed_regions":["eu-west"]}`},
 		{"/v1/control/models/tiny", `{"id":"tiny","local":true,"ollama":"tinyllama"}`},
@@ -78,7 +78,7 @@ func TestWritesThatCouldNeverRouteAreRefused(t *testing.T) {
 	}
 
 	// The same changes in an order that routes are accepted.
-	if st, b := do("PUT", "/v1/control/providers/oai-us", `{"id":"oai-us","preset":"openai","secret_ref":"env:OAI_KEY","region":"us-east"}`); st != 200 {
+	if st, b := do("PUT", "/v1/control/providers/oai-us", `{"id":"oai-us","preset":"openai","secret_ref":"env:MERIDIAN_SECRET_OAI_KEY","region":"us-east"}`); st != 200 {
 		t.Fatalf("provider in us-east: %d %s", st, b)
 	}
 	if st, b := do("PUT", "/v1/control/routes/gpt", `{"model":"gpt","targets":[{"provider":"oai"}],"fallbacks":[{"provider":"oai-us"}],"allowed_regions":["us-east"]}`); st != 200 {

@@ -451,3 +451,31 @@ func (c *Client) SnapshotRestore(ctx context.Context, r io.Reader) (uint64, erro
 	}
 	return writeIndex(resp), nil
 }
+
+// RotateTableKey runs one step of a table-key rotation: "stage" creates
+// the next key, "promote" signs with it from then on.
+func (c *Client) RotateTableKey(ctx context.Context, step string) (*api.TableKey, error) {
+	resp, err := c.Do(ctx, http.MethodPost, "/v1/control/table-key/"+step, nil, "")
+	if err != nil {
+		return nil, err
+	}
+	var k api.TableKey
+	if err := json.Unmarshal(resp.Body, &k); err != nil {
+		return nil, fmt.Errorf("table key: %w", err)
+	}
+	return &k, nil
+}
+
+// TableKey returns the cluster's table-signing public key and ID, which
+// edges pin in their config.
+func (c *Client) TableKey(ctx context.Context) (*api.TableKey, error) {
+	resp, err := c.Do(ctx, http.MethodGet, "/v1/control/table-key", nil, "")
+	if err != nil {
+		return nil, err
+	}
+	var k api.TableKey
+	if err := json.Unmarshal(resp.Body, &k); err != nil {
+		return nil, fmt.Errorf("table key: %w", err)
+	}
+	return &k, nil
+}

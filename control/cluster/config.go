@@ -7,6 +7,8 @@ import (
 	"net"
 	"strings"
 	"time"
+
+	"github.com/meridian-mesh/meridian/control/seal"
 )
 
 // Peer is one voter in a bootstrap list.
@@ -48,6 +50,14 @@ type Config struct {
 	RaftAddr string
 	// RaftAdvertise is the address other nodes dial; empty means RaftAddr.
 	RaftAdvertise string
+	// RaftTLS, when set, runs Raft over mutual TLS (tls.go). Without it
+	// Raft is plain TCP, which Validate allows only on loopback or with
+	// RaftInsecure.
+	RaftTLS *RaftTLS
+	// RaftInsecure allows plain-TCP Raft on a non-loopback address:
+	// anyone who reaches the port can then rewrite the fleet's state.
+	// Development only.
+	RaftInsecure bool
 	// APIAddr is this node's management API base URL
 	// ("http://host:port"), which followers forward writes to.
 	APIAddr string
@@ -100,6 +110,11 @@ type Config struct {
 	// zero keeps raft's 10240.
 	TrailingLogs uint64
 
+	// KEK seals the key material this node creates in the replicated
+	// state (the table-signing key). Nil stores it in the clear, for
+	// development only. Every control node of a cluster needs the same.
+	KEK *seal.KEK
+
 	// ApplyTimeout bounds how long one command waits to be enqueued.
 	ApplyTimeout time.Duration
 	// Logger receives the node's and raft's logs.
@@ -131,6 +146,12 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.RaftAddr); err != nil {
 		errs = append(errs, fmt.Errorf("raft addr %q: %w", c.RaftAddr, err))
+	}
+	if c.RaftTLS == nil && !c.RaftInsecure && (!loopbackOnly(c.RaftAddr) || c.RaftAdvertise != "" && !loopbackOnly(c.RaftAdvertise)) {
+		errs = append(errs, ErrInsecureRaft)
+	}
+	if t := c.RaftTLS; t != nil && (t.CAFile == "" || t.CertFile == "" || t.KeyFile == "") {
+		errs = append(errs, errors.New("raft tls needs a CA, a certificate and a key"))
 	}
 	if c.Bootstrap && len(c.Peers) > 0 {
 		errs = append(errs, errors.New("give bootstrap or peers, not both"))

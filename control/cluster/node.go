@@ -136,7 +136,7 @@ func Open(cfg Config) (*Node, error) {
 			return nil, fmt.Errorf("raft advertise %q: %w", a, err)
 		}
 	}
-	n.trans, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, advertise, 3, 10*time.Second, hlog.Named("transport"))
+	n.trans, err = openTransport(cfg, advertise, &raft.NetworkTransportConfig{MaxPool: 3, Timeout: 10 * time.Second, Logger: hlog.Named("transport")})
 	if err != nil {
 		n.wal.Close()
 		n.meta.Close()
@@ -517,13 +517,24 @@ func (n *Node) Restore(data []byte) error {
 	if err != nil {
 		return err
 	}
-	if cur := n.raft.LastIndex(); st.Index() <= cur {
-		var buf bytes.Buffer
-		if _, err := st.WithIndex(cur + 1).WriteTo(&buf); err != nil {
-			return err
-		}
-		data = buf.Bytes()
+	id, err := restoredIdentity(n.fsm.State().Identity(), st.Identity())
+	if err != nil {
+		return err
 	}
+	if id != nil {
+		st = st.WithIdentity(id)
+	}
+	// Re-encoded always: the identity changed, and the index must pass
+	// the current one.
+	idx := st.Index()
+	if cur := n.raft.LastIndex(); idx <= cur {
+		idx = cur + 1
+	}
+	var buf bytes.Buffer
+	if _, err := st.WithIndex(idx).WriteTo(&buf); err != nil {
+		return err
+	}
+	data = buf.Bytes()
 	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: int64(len(data))}
 	if err := n.raft.Restore(meta, bytes.NewReader(data), n.cfg.ApplyTimeout); err != nil {
 		return fmt.Errorf("restore: %w", classify(err))
@@ -582,10 +593,12 @@ func (n *Node) leaderLoop() {
 				}
 				n.ready.Store(true)
 				n.logger.Info("leading", "term", n.raft.CurrentTerm())
+				n.ensureIdentity()
 				n.ensureMember()
 			}
 		case <-tick.C:
 			if n.IsLeader() && n.ready.Load() {
+				n.ensureIdentity()
 				n.ensureMember()
 			}
 			tick.Reset(jitter(time.Second))

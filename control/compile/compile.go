@@ -25,6 +25,9 @@ type Config struct {
 	// MaxBytes caps the encoded table, bytes. It must fit in one NATS
 	// message: the embedded server's max payload is set above it.
 	MaxBytes int
+	// Secrets bounds providers' secret_refs; a table naming anything
+	// else is rejected. The zero value is tablewire's defaults.
+	Secrets tablewire.SecretPolicy
 }
 
 // DefaultConfig returns a 4 MiB cap.
@@ -65,7 +68,8 @@ func Compile(cfg Config, s *fsm.State) (*Table, error) {
 // it: Compile checks it, and the control API runs tablewire.Validate on
 // a write's preview with it.
 func Build(s *fsm.State) *tablev1.RoutingTable {
-	t := &tablev1.RoutingTable{Schema: tablewire.Schema, Revision: s.Index(), Entities: &tablev1.Entities{}}
+	t := &tablev1.RoutingTable{Schema: tablewire.Schema, Revision: s.Index(), Entities: &tablev1.Entities{},
+		ClusterId: s.Identity().GetClusterId(), Epoch: s.Identity().GetEpoch()}
 	e := t.Entities
 	for _, m := range s.List(fsm.KindRegion) {
 		e.Regions = append(e.Regions, m.(*controlv1.Region))
@@ -111,6 +115,9 @@ func Build(s *fsm.State) *tablev1.RoutingTable {
 // for a table built elsewhere (tests inject bad ones through it).
 func Check(cfg Config, t *tablev1.RoutingTable) (*Table, error) {
 	if err := tablewire.Validate(t); err != nil {
+		return nil, fmt.Errorf("%w at revision %d: %w", ErrRejected, t.GetRevision(), err)
+	}
+	if err := tablewire.CheckSecretRefs(t, cfg.Secrets); err != nil {
 		return nil, fmt.Errorf("%w at revision %d: %w", ErrRejected, t.GetRevision(), err)
 	}
 	// Every ref resolves to a placeholder: the control plane checks the

@@ -8,6 +8,7 @@ import (
 
 	"github.com/meridian-mesh/meridian/control/fsm"
 	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
+	tablev1 "github.com/meridian-mesh/meridian/proto/table/v1"
 	"github.com/meridian-mesh/meridian/shared/tablewire"
 )
 
@@ -28,7 +29,7 @@ func fleet() []*controlv1.Op {
 		fsm.PutOp(&controlv1.Node{Id: "n1", Region: "eu", Addresses: []string{"10.0.0.1:8080"}, Labels: map[string]string{"a": "1", "b": "2", "c": "3"}}),
 		fsm.PutOp(&controlv1.Model{Id: "llama3", Local: true, Ollama: "llama3.1:8b"}),
 		fsm.PutOp(&controlv1.Model{Id: "gpt-4o"}),
-		fsm.PutOp(&controlv1.Provider{Id: "oai", Preset: "openai", SecretRef: "env:OPENAI_API_KEY"}),
+		fsm.PutOp(&controlv1.Provider{Id: "oai", Preset: "openai", SecretRef: "env:MERIDIAN_SECRET_OPENAI_API_KEY"}),
 		fsm.PutOp(&controlv1.Provider{Id: "local", Kind: "local"}),
 		fsm.PutOp(&controlv1.Key{Id: "k1", Hash: "sha256:" + strings.Repeat("a", 64), Tenant: "acme"}),
 		fsm.PutOp(&controlv1.Tenant{Id: "acme", MonthlyBudget: 100}),
@@ -97,7 +98,7 @@ func TestCompileRejects(t *testing.T) {
 
 func BenchmarkCompile1000Routes(b *testing.B) {
 	f := fsm.New(fsm.Config{})
-	ops := []*controlv1.Op{fsm.PutOp(&controlv1.Provider{Id: "oai", Preset: "openai", SecretRef: "env:K"})}
+	ops := []*controlv1.Op{fsm.PutOp(&controlv1.Provider{Id: "oai", Preset: "openai", SecretRef: "env:MERIDIAN_SECRET_K"})}
 	for i := range 1000 {
 		id := fmt.Sprintf("m%04d", i)
 		ops = append(ops, fsm.PutOp(&controlv1.Model{Id: id}), fsm.PutOp(&controlv1.Route{Model: id, Targets: []*controlv1.Target{{Provider: "oai"}}}))
@@ -109,5 +110,27 @@ func BenchmarkCompile1000Routes(b *testing.B) {
 		if _, err := Compile(DefaultConfig(), f.State()); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A state that reached the FSM with a secret_ref out of bounds (written
+// before the bounds, or through another API) never becomes a table.
+func TestSecretRefOutOfBoundsRejected(t *testing.T) {
+	tab := &tablev1.RoutingTable{Schema: tablewire.Schema, Revision: 3, Entities: &tablev1.Entities{
+		Providers: []*controlv1.Provider{{Id: "evil", Preset: "openai", SecretRef: "env:HOME"}},
+		Models:    []*controlv1.Model{{Id: "m"}},
+		Routes:    []*controlv1.Route{{Model: "m", Targets: []*controlv1.Target{{Provider: "evil"}}}},
+	}}
+	if _, err := Check(DefaultConfig(), tab); !errors.Is(err, ErrRejected) || !strings.Contains(err.Error(), "providers[evil].secret_ref") {
+		t.Fatalf("env:HOME: %v", err)
+	}
+	tab.Entities.Providers[0].SecretRef = "env:MERIDIAN_SECRET_OPENAI"
+	if _, err := Check(DefaultConfig(), tab); err != nil {
+		t.Fatalf("in bounds: %v", err)
+	}
+	cfg := DefaultConfig()
+	cfg.Secrets.EnvPrefix = "ACME_"
+	if _, err := Check(cfg, tab); err == nil {
+		t.Fatal("a custom prefix did not apply")
 	}
 }

@@ -6,6 +6,7 @@ package controltest
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +22,8 @@ import (
 	"github.com/meridian-mesh/meridian/control/api"
 	"github.com/meridian-mesh/meridian/control/cluster"
 	"github.com/meridian-mesh/meridian/control/distribution"
+	"github.com/meridian-mesh/meridian/control/seal"
+	"github.com/meridian-mesh/meridian/shared/tablewire"
 	"github.com/meridian-mesh/meridian/shared/testkit/ports"
 )
 
@@ -49,9 +52,10 @@ type Options struct {
 	// as meridian-control does, so a client of any member's server gets
 	// the tables whichever member leads. Needs Distribution.
 	ClusterNATS bool
-	// KEK, when set, runs the cluster CA and join endpoints, and admits
-	// edges to NATS by the nkeys they registered at join.
-	KEK []byte
+	// KEK, when set, seals the cluster's keys, runs the cluster CA and
+	// join endpoints, and admits edges to NATS by the nkeys they
+	// registered at join.
+	KEK *seal.KEK
 	// NodeCertTTL is the life of node certificates issued at join and
 	// renewal; 0 keeps the API's default (12h).
 	NodeCertTTL time.Duration
@@ -165,7 +169,7 @@ func (m *Member) start(peers []cluster.Peer, bootstrap bool) {
 	cfg.Peers, cfg.Bootstrap = peers, bootstrap
 	cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout, cfg.CommitTimeout = ms(200), ms(200), ms(100), ms(5)
 	cfg.SnapshotThreshold, cfg.TrailingLogs = m.c.opts.SnapshotThreshold, m.c.opts.TrailingLogs
-	cfg.Logger = logger
+	cfg.Logger, cfg.KEK = logger, m.c.opts.KEK
 	// A restarted node replays its log into a fresh state, so its counts
 	// start over.
 	m.mu.Lock()
@@ -203,7 +207,7 @@ func (m *Member) start(peers []cluster.Peer, bootstrap bool) {
 		dcfg := distribution.DefaultConfig()
 		dcfg.Listen, dcfg.Token, dcfg.Logger = "127.0.0.1:0", NATSToken, logger
 		dcfg.HeartbeatInterval = 100 * time.Millisecond
-		dcfg.EdgeIdentities = len(m.c.opts.KEK) > 0
+		dcfg.EdgeIdentities, dcfg.KEK = m.c.opts.KEK != nil, m.c.opts.KEK
 		dcfg.ReadTokens = []string{AdminToken, ReadToken}
 		if m.natsRoute != "" {
 			dcfg.ClusterListen = m.natsRoute
@@ -370,4 +374,41 @@ type testWriter struct{ t testing.TB }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
+}
+
+// TableKeys waits for the cluster's table-signing key (the first leader
+// creates it) and returns it, for an edge's tablesync.Config.TableKeys.
+func (c *Cluster) TableKeys() []ed25519.PublicKey {
+	c.t.Helper()
+	var pub ed25519.PublicKey
+	WaitFor(c.t, 20*time.Second, "the cluster's table-signing key", func() bool {
+		for _, m := range c.Members {
+			if m.Up() {
+				if id := m.Node.FSM().State().Identity(); id != nil {
+					pub = ed25519.PublicKey(id.GetPublicKey())
+					return true
+				}
+			}
+		}
+		return false
+	})
+	return []ed25519.PublicKey{pub}
+}
+
+// TableKey is TableKeys' key in config form ("ed25519:<base64>").
+func (c *Cluster) TableKey() string { return tablewire.FormatPublicKey(c.TableKeys()[0]) }
+
+// NodeTableKeys waits for node's state to hold the cluster's
+// table-signing key and returns it.
+func NodeTableKeys(t testing.TB, node *cluster.Node) []ed25519.PublicKey {
+	t.Helper()
+	var pub ed25519.PublicKey
+	WaitFor(t, 20*time.Second, "the cluster's table-signing key", func() bool {
+		if id := node.FSM().State().Identity(); id != nil {
+			pub = ed25519.PublicKey(id.GetPublicKey())
+			return true
+		}
+		return false
+	})
+	return []ed25519.PublicKey{pub}
 }

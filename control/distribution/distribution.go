@@ -21,12 +21,15 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meridian-mesh/meridian/shared/tablewire"
+
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meridian-mesh/meridian/control/fsm"
 	"github.com/meridian-mesh/meridian/control/natsd"
 	"github.com/meridian-mesh/meridian/control/publish"
+	"github.com/meridian-mesh/meridian/control/seal"
 )
 
 // Node is the control node's Raft member (*cluster.Node).
@@ -67,6 +70,11 @@ type Config struct {
 	// allowed only its own reports; a revoked node's connections are
 	// closed as the revocation applies.
 	EdgeIdentities bool
+	// KEK opens the table-signing key in the replicated state
+	// (control/seal); nil opens only one stored in the clear.
+	KEK *seal.KEK
+	// Secrets bounds providers' secret_refs in published tables.
+	Secrets tablewire.SecretPolicy
 	// HeartbeatInterval is the leader's heartbeat period. Default 1 s.
 	HeartbeatInterval time.Duration
 	// MaxTableBytes caps a compiled table, bytes. Default 4 MiB.
@@ -196,7 +204,8 @@ func Start(cfg Config, node Node) (*Distribution, error) {
 	pcfg := publish.DefaultConfig()
 	pcfg.Conn, pcfg.Source, pcfg.IsLeader, pcfg.NodeID = nc, node.FSM(), node.IsLeader, node.ID()
 	pcfg.HeartbeatInterval, pcfg.Compile.MaxBytes = cfg.HeartbeatInterval, cfg.MaxTableBytes
-	pcfg.Logger, pcfg.Registerer = cfg.Logger, cfg.Registerer
+	pcfg.Logger, pcfg.Registerer, pcfg.KEK = cfg.Logger, cfg.Registerer, cfg.KEK
+	pcfg.Compile.Secrets = cfg.Secrets
 	if d.pub, err = publish.New(pcfg); err != nil {
 		d.closeNATS()
 		return nil, err

@@ -2,6 +2,7 @@ package distribution
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/tls"
 	"encoding/json"
 	"log/slog"
@@ -90,7 +91,7 @@ func testEmbedded(t *testing.T, withTLS bool) {
 		t.Fatalf("client URL %s", d.ClientURL())
 	}
 	res, err := node.Apply(fsm.TypeWrite, &controlv1.Write{RequestId: "r1", Ops: []*controlv1.Op{
-		fsm.PutOp(&controlv1.Provider{Id: "oai", Preset: "openai", SecretRef: "env:K"}),
+		fsm.PutOp(&controlv1.Provider{Id: "oai", Preset: "openai", SecretRef: "env:MERIDIAN_SECRET_K"}),
 		fsm.PutOp(&controlv1.Model{Id: "gpt-4o"}),
 		fsm.PutOp(&controlv1.Route{Model: "gpt-4o", Targets: []*controlv1.Target{{Provider: "oai"}}}),
 	}})
@@ -107,6 +108,15 @@ func testEmbedded(t *testing.T, withTLS bool) {
 	scfg.ReportInterval, scfg.Logger = 200*time.Millisecond, quiet
 	scfg.Resolver.Getenv = func(string) string { return "sk" }
 	scfg.Apply = func(tab *table.Table) error { rev.Store(tab.Revision); return tab.Validate() }
+	var pub ed25519.PublicKey
+	for deadline := time.Now().Add(20 * time.Second); pub == nil; time.Sleep(20 * time.Millisecond) {
+		if id := node.FSM().State().Identity(); id != nil {
+			pub = id.GetPublicKey()
+		} else if time.Now().After(deadline) {
+			t.Fatal("no table-signing key")
+		}
+	}
+	scfg.TableKeys = []ed25519.PublicKey{pub}
 	s, err := tablesync.New(scfg)
 	if err != nil {
 		t.Fatal(err)

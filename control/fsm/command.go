@@ -22,6 +22,9 @@ const (
 	TypeSetMember Type = 2
 	// TypeRemoveMember is a RemoveMember.
 	TypeRemoveMember Type = 3
+	// TypeSetIdentity is a SetIdentity: the cluster ID and the
+	// table-signing key, created once by the first leader.
+	TypeSetIdentity Type = 4
 
 	// IgnoreUnknown is the "ignore if unknown" bit.
 	IgnoreUnknown Type = 128
@@ -73,6 +76,8 @@ func Decode(b []byte) (Type, proto.Message, error) {
 		msg = &controlv1.RedeemJoinToken{}
 	case TypeRevokeNode:
 		msg = &controlv1.RevokeNode{}
+	case TypeSetIdentity:
+		msg = &controlv1.SetIdentity{}
 	default:
 		if t&IgnoreUnknown != 0 {
 			return t, nil, fmt.Errorf("%w: %d", ErrIgnorable, t)
@@ -101,6 +106,8 @@ func RequestID(msg proto.Message) string {
 	case *controlv1.RedeemJoinToken:
 		return m.GetRequestId()
 	case *controlv1.RevokeNode:
+		return m.GetRequestId()
+	case *controlv1.SetIdentity:
 		return m.GetRequestId()
 	}
 	return ""

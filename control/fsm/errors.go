@@ -8,6 +8,9 @@ const (
 	CodeNotFound  = "not_found"
 	CodeConflict  = "conflict"
 	CodeReference = "reference"
+	// CodeHalted answers every command once a replica has met a log entry
+	// it cannot apply (FSM.Halted).
+	CodeHalted = "halted"
 )
 
 // Sentinel errors; an *Error matches the one for its code with errors.Is.

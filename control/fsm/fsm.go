@@ -11,6 +11,7 @@
 package fsm
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -39,6 +40,10 @@ type FSM struct {
 
 	onApply func(index uint64, requestID string)
 	logger  *slog.Logger
+
+	// halted is set, once, by the first log entry this replica cannot
+	// apply; from then on it applies nothing (see Apply).
+	halted atomic.Pointer[HaltError]
 }
 
 // Config configures an FSM.
@@ -84,17 +89,34 @@ func (f *FSM) publish(s *State) {
 
 // Apply applies one command, encoded by Encode, at a Raft index, and
 // returns its result. A rejected write returns a Result with a code; that
-// is an outcome, not a failure of Apply. An unknown command type without
-// the IgnoreUnknown bit, or a body that does not decode, panics: applying
-// past it would let this replica diverge from the others.
+// is an outcome, not a failure of Apply.
+//
+// An unknown command type without the IgnoreUnknown bit, or a body that
+// does not decode, halts this replica: applying past it would let it
+// diverge from the others, and panicking would take down every replica
+// that receives the entry. A halted FSM logs the entry once, answers every
+// later Apply with CodeHalted and changes nothing until the node is
+// rebuilt (Halted reports why, for health checks and metrics).
 func (f *FSM) Apply(index uint64, data []byte) *controlv1.Result {
+	if h := f.halted.Load(); h != nil {
+		return &controlv1.Result{Index: index, Code: CodeHalted, Message: h.Error()}
+	}
 	t, msg, err := Decode(data)
 	if err != nil {
-		if t&IgnoreUnknown != 0 && msg == nil {
+		if t&IgnoreUnknown != 0 && msg == nil && errors.Is(err, ErrIgnorable) {
 			f.logger.Warn("ignoring unknown command type", "type", int(t), "index", index)
 			return &controlv1.Result{Index: index}
 		}
-		panic(fmt.Sprintf("fsm: cannot apply log entry %d: %v", index, err))
+		h := &HaltError{Index: index, Err: err}
+		if f.halted.CompareAndSwap(nil, h) {
+			f.logger.Error("replica halted: a log entry cannot be applied; this node applies nothing more until it is rebuilt",
+				"index", index, "err", err)
+			f.mu.Lock()
+			close(f.watch)
+			f.watch = make(chan struct{})
+			f.mu.Unlock()
+		}
+		return &controlv1.Result{Index: index, Code: CodeHalted, Message: h.Error()}
 	}
 	cur := f.State()
 	reqID := RequestID(msg)
@@ -110,6 +132,8 @@ func (f *FSM) Apply(index uint64, data []byte) *controlv1.Result {
 		res = applyWrite(txn, m)
 	case *controlv1.SetMember:
 		res = applySetMember(txn, m)
+	case *controlv1.SetIdentity:
+		res = applySetIdentity(txn, m)
 	case *controlv1.RemoveMember:
 		if m.GetId() == "" {
 			res = errResult(invalid("id", "is required"))
@@ -177,4 +201,26 @@ func applySetMember(txn txnView, m *controlv1.SetMember) *controlv1.Result {
 	}
 	txn.Insert(memberKey(mem.GetId()), proto.Clone(mem))
 	return &controlv1.Result{}
+}
+
+// HaltError is why a replica stopped applying: the first entry it could
+// not apply.
+type HaltError struct {
+	Index uint64
+	Err   error
+}
+
+func (h *HaltError) Error() string {
+	return fmt.Sprintf("replica halted at log entry %d: %v", h.Index, h.Err)
+}
+
+func (h *HaltError) Unwrap() error { return h.Err }
+
+// Halted returns why this replica stopped applying, or nil while it
+// applies normally.
+func (f *FSM) Halted() error {
+	if h := f.halted.Load(); h != nil {
+		return h
+	}
+	return nil
 }

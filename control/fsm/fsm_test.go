@@ -28,7 +28,7 @@ func fleet() []*controlv1.Op {
 		PutOp(&controlv1.Region{Id: "eu", Name: "Europe", Latitude: 50, Longitude: 8}),
 		PutOp(&controlv1.Node{Id: "n1", Region: "eu", Addresses: []string{"10.0.0.1:8080"}}),
 		PutOp(&controlv1.Model{Id: "llama3", Local: true, Ollama: "llama3.1:8b"}),
-		PutOp(&controlv1.Provider{Id: "oai", Preset: "openai", SecretRef: "env:OPENAI_API_KEY"}),
+		PutOp(&controlv1.Provider{Id: "oai", Preset: "openai", SecretRef: "env:MERIDIAN_SECRET_OPENAI_API_KEY"}),
 		// Listed before its tenant: references are checked at the end.
 		PutOp(&controlv1.Key{Id: "k1", Hash: hashA, Tenant: "acme"}),
 		PutOp(&controlv1.Tenant{Id: "acme", MonthlyBudget: 100}),
@@ -155,12 +155,65 @@ func TestUnknownCommandTypes(t *testing.T) {
 	if r := f.Apply(1, []byte{byte(IgnoreUnknown | 5), 1, 2}); r.GetCode() != "" {
 		t.Fatalf("ignorable command: %v", r)
 	}
-	defer func() {
-		if recover() == nil {
-			t.Fatal("an unknown command without the ignore bit did not panic")
-		}
-	}()
-	f.Apply(2, []byte{5})
+	if r := f.Apply(2, []byte{5}); r.GetCode() != CodeHalted {
+		t.Fatalf("an unknown command without the ignore bit: %v, want code %q", r, CodeHalted)
+	}
+	if f.Halted() == nil {
+		t.Fatal("an unknown command without the ignore bit did not halt the replica")
+	}
+}
+
+// A log entry whose body does not decode halts the replica instead of
+// panicking (a poison pill for every replica), and nothing after it
+// applies: applying past it would diverge from the others.
+func TestCorruptEntryHaltsWithoutPanic(t *testing.T) {
+	f := New(Config{})
+	write(t, f, 1, "r1", PutOp(&controlv1.Region{Id: "eu"}))
+	w := f.Watch()
+	r := f.Apply(2, []byte{byte(TypeWrite), 0xff, 0xff, 0xff})
+	if r.GetCode() != CodeHalted || f.Halted() == nil {
+		t.Fatalf("corrupt entry: %v, halted %v", r, f.Halted())
+	}
+	select {
+	case <-w:
+	default:
+		t.Fatal("watchers not woken by the halt")
+	}
+	var h *HaltError
+	if !errors.As(f.Halted(), &h) || h.Index != 2 || !errors.Is(f.Halted(), ErrMalformed) {
+		t.Fatalf("halt reason %v", f.Halted())
+	}
+	if r := write(t, f, 3, "r3", PutOp(&controlv1.Region{Id: "us"})); r.GetCode() != CodeHalted {
+		t.Fatalf("a halted replica applied entry 3: %v", r)
+	}
+	if _, ok := f.State().Get(KindRegion, "us"); ok || f.State().Index() != 1 {
+		t.Fatal("a halted replica changed its state")
+	}
+}
+
+func TestIdentityIsSetOnceAndSnapshotted(t *testing.T) {
+	f := New(Config{})
+	pub := bytes.Repeat([]byte{1}, 32)
+	set := func(idx uint64, cluster string) *controlv1.Result {
+		b, _ := Encode(TypeSetIdentity, &controlv1.SetIdentity{RequestId: cluster,
+			Identity: &controlv1.ClusterIdentity{ClusterId: cluster, PublicKey: pub, SealedPrivateKey: []byte{0, 1}}})
+		return f.Apply(idx, b)
+	}
+	if r := set(1, "c1"); r.GetCode() != "" {
+		t.Fatal(r)
+	}
+	if r := set(2, "c2"); r.GetCode() != "" {
+		t.Fatal(r)
+	}
+	if got := f.State().Identity().GetClusterId(); got != "c1" {
+		t.Fatalf("cluster %q after a second SetIdentity, want the first", got)
+	}
+	var buf bytes.Buffer
+	f.State().WriteTo(&buf)
+	st, err := ReadState(&buf)
+	if err != nil || st.Identity().GetClusterId() != "c1" {
+		t.Fatalf("snapshot lost the identity: %v", err)
+	}
 }
 
 func TestWatchClosesOnApply(t *testing.T) {

@@ -52,6 +52,8 @@ func (s *State) WriteTo(w io.Writer) (int64, error) {
 			snap.Prices = append(snap.Prices, m)
 		case *controlv1.Member:
 			snap.Members = append(snap.Members, m)
+		case *controlv1.ClusterIdentity:
+			snap.Identity = m
 		}
 		return false
 	})
@@ -61,7 +63,7 @@ func (s *State) WriteTo(w io.Writer) (int64, error) {
 		snap.Dedup = append(snap.Dedup, r.(*controlv1.Dedup))
 		return false
 	})
-	snap.Identity = s.identitySnapshot()
+	snap.Fleet = s.identitySnapshot()
 	body, err := proto.MarshalOptions{Deterministic: true}.Marshal(snap)
 	if err != nil {
 		return 0, fmt.Errorf("encode snapshot: %w", err)
@@ -141,7 +143,10 @@ func ReadState(r io.Reader) (*State, error) {
 	for _, m := range snap.GetMembers() {
 		txn.Insert(memberKey(m.GetId()), m)
 	}
-	restoreIdentity(txn, snap.GetIdentity())
+	restoreIdentity(txn, snap.GetFleet())
+	if id := snap.GetIdentity(); id != nil {
+		txn.Insert(identityKey, id)
+	}
 	for _, d := range snap.GetDedup() {
 		txn.Insert(dedupKey(d.GetRequestId()), d)
 		txn.Insert(seqKey(d.GetSeq()), d.GetRequestId())

@@ -10,6 +10,7 @@ import (
 
 	"github.com/meridian-mesh/meridian/control/compile"
 	"github.com/meridian-mesh/meridian/control/fsm"
+	"github.com/meridian-mesh/meridian/control/seal"
 )
 
 // Source is the replicated state: a control node's FSM.
@@ -30,6 +31,11 @@ type Config struct {
 	IsLeader func() bool
 	// NodeID is this node's Raft ID, named in heartbeats.
 	NodeID string
+	// KEK opens the table-signing key sealed in the replicated state
+	// (control/seal); nil opens only a key stored in the clear
+	// (development). Every control node needs it: followers sign the
+	// snapshots they serve.
+	KEK *seal.KEK
 	// Compile bounds the tables the node compiles.
 	Compile compile.Config
 	// HeartbeatInterval is the leader's pulse, with up to 10% jitter;

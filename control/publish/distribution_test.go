@@ -22,8 +22,9 @@ func TestChangeReachesAllEdges(t *testing.T) {
 	edges := ms.startEdges(50, func(i int) []string { return ms.urls() })
 	ms.waitEdges(edges, ms.tableRevision(), 30*time.Second)
 
-	ms.write(modelOps("mistral-large")...)
-	rev := ms.tableRevision()
+	// The write's own index: the table revision read now may still be
+	// the previous one, before the publisher compiled the write.
+	rev := ms.write(modelOps("mistral-large")...).GetIndex()
 	ms.waitEdges(edges, rev, 30*time.Second)
 	for _, e := range edges {
 		e.mu.Lock()
@@ -102,9 +103,9 @@ func TestChangeReachesAllEdges(t *testing.T) {
 		})
 	}
 	// Fixing the state publishes again.
-	ms.write(fsm.DeleteOp(fsm.KindRoute, "orphan"))
+	fix := ms.write(fsm.DeleteOp(fsm.KindRoute, "orphan")).GetIndex()
 	controltest.WaitFor(t, 10*time.Second, "the rejection to clear", func() bool { return ms.leader().pub.Status().Rejected == "" })
-	ms.waitEdges(edges, ms.tableRevision(), 30*time.Second)
+	ms.waitEdges(edges, fix, 30*time.Second)
 }
 
 // Kill the leader while changes stream in: every edge converges on the
@@ -130,10 +131,11 @@ func TestLeaderKilledWhileChangesStream(t *testing.T) {
 	old := ms.leader()
 	old.kill()
 	wg.Wait()
+	// The leader compiles the last write a moment after it returns.
+	controltest.WaitFor(t, 10*time.Second, "the final table with 31 models", func() bool {
+		return len(ms.leader().pub.Table().GetEntities().GetModels()) == 31
+	})
 	final := ms.tableRevision()
-	if n := len(ms.leader().pub.Table().GetEntities().GetModels()); n != 31 {
-		t.Fatalf("final table has %d models, want 31", n)
-	}
 	ms.waitEdges(edges, final, 30*time.Second)
 	// Both kinds of update ran: deltas for changes, a full table from
 	// each new leader.
@@ -191,10 +193,14 @@ func TestCorruptTableRejected(t *testing.T) {
 	badURL := &tablev1.RoutingTable{Schema: tablewire.Schema, Revision: rev + 1001, Entities: &tablev1.Entities{
 		Providers: []*controlv1.Provider{{Id: "p", Kind: "openai", BaseUrl: "ftp://nowhere"}},
 	}}
+	for _, bad := range []*tablev1.RoutingTable{dangling, badURL} {
+		bad.ClusterId, bad.Epoch = good.GetClusterId(), good.GetEpoch()
+	}
 	missing := tablewire.Diff(good, good)
 	missing.Revision = rev + 1002
 	missing.Deletes.Nodes = []string{"no-such-node"}
-	big := &tablev1.RoutingTable{Schema: tablewire.Schema, Revision: rev + 1003, Entities: &tablev1.Entities{}}
+	big := &tablev1.RoutingTable{Schema: tablewire.Schema, Revision: rev + 1003, Entities: &tablev1.Entities{},
+		ClusterId: good.GetClusterId(), Epoch: good.GetEpoch()}
 	for i := range 3000 {
 		big.Entities.Tenants = append(big.Entities.Tenants, &controlv1.Tenant{Id: fmt.Sprintf("tenant-%05d", i), Name: strings.Repeat("x", 20)})
 	}
@@ -209,15 +215,21 @@ func TestCorruptTableRejected(t *testing.T) {
 		{"delete of a missing entity", encodeUpdate(t, &tablev1.TableUpdate{Update: &tablev1.TableUpdate_Delta{Delta: missing}}), "no-such-node"},
 		{"oversized", encodeUpdate(t, &tablev1.TableUpdate{Update: &tablev1.TableUpdate_Full{Full: big}}), "too large"},
 	}
+	// Signed with the cluster's key, as a leader with a bug would send
+	// them: the edge's own checks must catch each. (Unsigned, the edge
+	// would refuse them before looking: TestForgedTablesAreRefused in
+	// edge/tablesync.)
+	key := ms.signingKey()
 	nc := ms.leader().nc
 	for _, in := range injections {
-		if err := nc.Publish(tablewire.SubjectUpdate, in.msg); err != nil {
+		if err := nc.Publish(tablewire.SubjectUpdate, tablewire.Sign(key, tablewire.ContextUpdate, tablewire.SignatureField, in.msg)); err != nil {
 			t.Fatal(err)
 		}
 		nc.Flush()
 		for _, e := range edges {
 			controltest.WaitFor(t, 10*time.Second, in.name+" rejected", func() bool {
-				return strings.Contains(e.s.Status().RejectedReason, in.want)
+				st := e.s.Status()
+				return strings.Contains(st.RejectedReason, in.want) || strings.Contains(st.Unverified, in.want)
 			})
 			if e.revision() != rev {
 				t.Fatalf("%s: the edge left revision %d for %d", in.name, rev, e.revision())
@@ -234,11 +246,11 @@ func TestCorruptTableRejected(t *testing.T) {
 		return true
 	})
 	// A real change still flows, and clears the rejection.
-	ms.write(modelOps("after-corruption")...)
-	ms.waitEdges(edges, ms.tableRevision(), 20*time.Second)
+	res := ms.write(modelOps("after-corruption")...)
+	ms.waitEdges(edges, res.GetIndex(), 20*time.Second)
 	for _, e := range edges {
 		if r := e.s.Status().RejectedReason; r != "" {
-			t.Fatalf("rejection not cleared by a good table: %s", r)
+			t.Fatalf("rejection not cleared by a good table: %s; %+v (want %d)", r, e.s.Status(), ms.tableRevision())
 		}
 	}
 }
@@ -250,6 +262,7 @@ func TestRestartWhileControlDown(t *testing.T) {
 	ms.write(fleetOps()...)
 	ms.write(modelOps("on-disk")...)
 	cfg := edgeConfig(t, "edge-restart", ms.urls())
+	cfg.TableKeys = ms.c.TableKeys()
 	e := ms.startEdge(cfg)
 	rev := ms.tableRevision()
 	ms.waitEdges([]*edge{e}, rev, 20*time.Second)

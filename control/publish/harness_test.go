@@ -2,6 +2,7 @@ package publish_test
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/meridian-mesh/meridian/control/seal"
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
@@ -231,6 +234,9 @@ func (ms *mesh) startEdge(cfg tablesync.Config) *edge {
 	ms.t.Helper()
 	e := &edge{}
 	cfg.Apply = e.apply
+	if len(cfg.TableKeys) == 0 {
+		cfg.TableKeys = ms.c.TableKeys()
+	}
 	s, err := tablesync.New(cfg)
 	if err != nil {
 		ms.t.Fatal(err)
@@ -245,6 +251,7 @@ func (ms *mesh) startEdge(cfg tablesync.Config) *edge {
 
 func (ms *mesh) startEdges(n int, urls func(i int) []string) []*edge {
 	out := make([]*edge, n)
+	keys := ms.c.TableKeys()
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	for i := range n {
@@ -253,7 +260,7 @@ func (ms *mesh) startEdges(n int, urls func(i int) []string) []*edge {
 			defer wg.Done()
 			e := &edge{}
 			cfg := edgeConfig(ms.t, fmt.Sprintf("edge-%03d", i), urls(i))
-			cfg.Apply = e.apply
+			cfg.Apply, cfg.TableKeys = e.apply, keys
 			s, err := tablesync.New(cfg)
 			if err != nil {
 				ms.t.Error(err)
@@ -311,7 +318,7 @@ func fleetOps() []*controlv1.Op {
 		fsm.PutOp(&controlv1.Region{Id: "eu", Name: "Europe", Latitude: 50, Longitude: 8}),
 		fsm.PutOp(&controlv1.Node{Id: "n1", Region: "eu"}),
 		fsm.PutOp(&controlv1.Model{Id: "gpt-4o"}),
-		fsm.PutOp(&controlv1.Provider{Id: "oai", Preset: "openai", SecretRef: "env:OPENAI_API_KEY"}),
+		fsm.PutOp(&controlv1.Provider{Id: "oai", Preset: "openai", SecretRef: "env:MERIDIAN_SECRET_OPENAI_API_KEY"}),
 		fsm.PutOp(&controlv1.Provider{Id: "local", Kind: "local"}),
 		fsm.PutOp(&controlv1.Route{Model: "gpt-4o", Targets: []*controlv1.Target{{Provider: "oai"}}}),
 		fsm.PutOp(&controlv1.Key{Id: "k1", Hash: hashA}),
@@ -387,4 +394,16 @@ func updates(t *testing.T, c *ctlNode, kind string) float64 {
 
 func cachedRevision(path string) uint64 {
 	return tablesync.CachedRevision(path)
+}
+
+// signingKey is the cluster's table key, opened as a control node opens
+// it (the test cluster runs without a KEK).
+func (ms *mesh) signingKey() ed25519.PrivateKey {
+	ms.c.TableKeys()
+	id := ms.leader().m.Node.FSM().State().Identity()
+	seed, err := (*seal.KEK)(nil).Open(id.GetSealedPrivateKey(), seal.AADTableSigningKey)
+	if err != nil {
+		ms.t.Fatal(err)
+	}
+	return ed25519.NewKeyFromSeed(seed)
 }

@@ -14,6 +14,7 @@ package publish
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/big"
@@ -42,6 +43,9 @@ type Publisher struct {
 	m   *metrics
 
 	good atomic.Pointer[compiled] // last valid table; nil before the first
+	// signer is the table key last opened; only compileState, on Run's
+	// goroutine, touches it.
+	signer *signer
 
 	mu           sync.Mutex // guards the fields below
 	stateRev     uint64     // index of the newest state compiled
@@ -56,8 +60,9 @@ type Publisher struct {
 type compiled struct {
 	table    *tablev1.RoutingTable
 	bytes    []byte
-	full     []byte // TableUpdate carrying the whole table
-	snapshot []byte // SnapshotReply carrying it
+	full     []byte // signed TableUpdate carrying the whole table
+	snapshot []byte // signed SnapshotReply carrying it
+	signer   *signer
 	// placements are the table's placements resolved to nodes, without
 	// readiness, which Status adds from the edges' reports.
 	placements []PlacementStatus
@@ -71,7 +76,7 @@ func New(cfg Config) (*Publisher, error) {
 	p := &Publisher{cfg: cfg, log: cfg.Logger.With("component", "publish"), m: newMetrics(cfg.Registerer), edges: map[string]*edgeRecord{}}
 	if cfg.Registerer != nil {
 		cfg.Registerer.MustRegister(edgesCollector{p, prometheus.NewDesc("meridian_control_edges",
-			"Edges by the state of their routing table, as their reports show: current, behind, stale or silent.", []string{"state"}, nil)})
+			"Edges by the state of their routing table, as their reports show: current, behind, ahead, stale or silent.", []string{"state"}, nil)})
 	}
 	return p, nil
 }
@@ -129,7 +134,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 			p.compileState()
 		case <-hb.C:
 			if leader && published != nil {
-				p.heartbeat(published.GetRevision())
+				p.heartbeat(published)
 			}
 			hb.Reset(jitter(p.cfg.HeartbeatInterval))
 		}
@@ -154,6 +159,18 @@ func (p *Publisher) compileState() {
 	if max := int(p.cfg.Conn.MaxPayload()) - 4096; max > 0 && max < cfg.MaxBytes {
 		cfg.MaxBytes = max
 	}
+	sg, err := p.signerFor(s.Identity())
+	if err != nil {
+		p.mu.Lock()
+		p.stateRev = s.Index()
+		changed := p.rejected != err.Error()
+		p.rejected, p.rejectedRev = err.Error(), s.Index()
+		p.mu.Unlock()
+		if changed && !errors.Is(err, errNoIdentity) {
+			p.log.Error("cannot sign the routing table; edges keep the last valid one", "revision", s.Index(), "err", err)
+		}
+		return
+	}
 	t, err := compile.Compile(cfg, s)
 	p.mu.Lock()
 	p.stateRev = s.Index()
@@ -170,7 +187,10 @@ func (p *Publisher) compileState() {
 	p.rejected, p.rejectedRev = "", 0
 	p.mu.Unlock()
 	p.m.accepted(t.Table.GetRevision(), len(t.Bytes))
-	p.good.Store(&compiled{table: t.Table, bytes: t.Bytes, full: wrap(nil, 2, t.Bytes), snapshot: wrap(protowire.AppendVarint(protowire.AppendTag(nil, 1, protowire.VarintType), tablewire.Schema), 2, t.Bytes),
+	snap := wrap(protowire.AppendVarint(protowire.AppendTag(nil, 1, protowire.VarintType), tablewire.Schema), 2, t.Bytes)
+	p.good.Store(&compiled{table: t.Table, bytes: t.Bytes, signer: sg,
+		full:       sg.sign(tablewire.ContextUpdate, tablewire.SignatureField, wrap(nil, 2, t.Bytes)),
+		snapshot:   sg.sign(tablewire.ContextSnapshot, tablewire.SignatureField, snap),
 		placements: resolvePlacements(t.Table, t.Edge)})
 }
 
@@ -187,10 +207,12 @@ func wrap(b []byte, num protowire.Number, msg []byte) []byte {
 // be smaller.
 func (p *Publisher) publishUpdate(prev *tablev1.RoutingTable, next *compiled) error {
 	payload, kind := next.full, "full"
-	if prev != nil && len(next.bytes) > p.cfg.FullMaxBytes {
+	// A delta never crosses epochs or clusters: after a restore the
+	// edges get the whole table.
+	if prev != nil && len(next.bytes) > p.cfg.FullMaxBytes && prev.GetEpoch() == next.table.GetEpoch() && prev.GetClusterId() == next.table.GetClusterId() {
 		d := tablewire.Diff(prev, next.table)
 		if b, err := tablewire.Encode(&tablev1.TableUpdate{Update: &tablev1.TableUpdate_Delta{Delta: d}}); err == nil && len(b) < len(next.full) {
-			payload, kind = b, "delta"
+			payload, kind = next.signer.sign(tablewire.ContextUpdate, tablewire.SignatureField, b), "delta"
 		}
 	}
 	if err := p.cfg.Conn.Publish(tablewire.SubjectUpdate, payload); err != nil {
@@ -200,16 +222,21 @@ func (p *Publisher) publishUpdate(prev *tablev1.RoutingTable, next *compiled) er
 	return nil
 }
 
-func (p *Publisher) heartbeat(rev uint64) {
+func (p *Publisher) heartbeat(published *tablev1.RoutingTable) {
+	g := p.good.Load()
+	if g == nil {
+		return
+	}
 	p.mu.Lock()
 	hb := &tablev1.Heartbeat{
-		Schema: tablewire.Schema, Revision: rev, Leader: p.cfg.NodeID, StateRevision: p.stateRev,
+		Schema: tablewire.Schema, Revision: published.GetRevision(), Leader: p.cfg.NodeID, StateRevision: p.stateRev,
 		Rejected: p.rejected, IntervalMs: uint32(p.cfg.HeartbeatInterval.Milliseconds()),
+		ClusterId: published.GetClusterId(), Epoch: published.GetEpoch(),
 	}
 	p.mu.Unlock()
 	b, err := tablewire.Encode(hb)
 	if err == nil {
-		err = p.cfg.Conn.Publish(tablewire.SubjectHeartbeat, b)
+		err = p.cfg.Conn.Publish(tablewire.SubjectHeartbeat, g.signer.sign(tablewire.ContextHeartbeat, tablewire.HeartbeatSignatureField, b))
 	}
 	if err != nil {
 		p.log.Warn("heartbeat failed", "err", err)
@@ -237,6 +264,8 @@ func (p *Publisher) serveSnapshot(m *nats.Msg) {
 			why = "no table compiled yet"
 		}
 		b, _ := tablewire.Encode(&tablev1.SnapshotReply{Schema: tablewire.Schema, Error: why})
+		// Unsigned: an edge treats it as no answer, as it would a
+		// forged one.
 		m.Respond(b)
 		p.m.snapshots.WithLabelValues("none").Inc()
 		return

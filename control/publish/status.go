@@ -49,8 +49,22 @@ type EdgeStatus struct {
 	Node     string `json:"node"`
 	Region   string `json:"region,omitempty"`
 	Revision uint64 `json:"revision"`
-	// Lag is how many revisions the edge is behind the last valid table.
+	// Epoch is the epoch of the edge's table (raised by every restore of
+	// the control plane from backup).
+	Epoch uint64 `json:"epoch,omitempty"`
+	// Lag is how many revisions the edge is behind the last valid table,
+	// within its epoch (an edge in an older epoch lags by its whole
+	// revision gap, at least 1).
 	Lag uint64 `json:"lag"`
+	// Ahead means the edge holds a newer table than this control node
+	// compiled: a higher revision in the same epoch, or a higher epoch.
+	// After a restore from an older backup, such an edge ignores the
+	// control plane until the restore raises the epoch; it is never
+	// reported current.
+	Ahead bool `json:"ahead,omitempty"`
+	// Unverified is why the edge last refused a message it could not
+	// verify (a signature or cluster ID), empty when none.
+	Unverified string `json:"unverified,omitempty"`
 	// Stale is the edge's own verdict: it serves from disk, or hears no
 	// heartbeat, or stays behind one.
 	Stale bool `json:"stale"`
@@ -124,7 +138,13 @@ func (p *Publisher) Status() Status {
 			LastReport: e.at, Source: r.GetSource(), RejectedRevision: r.GetRejectedRevision(),
 			RejectedReason: r.GetRejectedReason(), Unusable: r.GetUnusable(), ReadyModels: r.GetReadyModels(),
 		}
-		if rev > r.GetRevision() {
+		es.Epoch, es.Unverified = r.GetEpoch(), r.GetUnverified()
+		switch epoch := g.tableEpoch(); {
+		case r.GetEpoch() > epoch, r.GetEpoch() == epoch && r.GetRevision() > rev:
+			es.Ahead = true
+		case r.GetEpoch() < epoch:
+			es.Lag = max(1, rev-min(rev, r.GetRevision()))
+		case rev > r.GetRevision():
 			es.Lag = rev - r.GetRevision()
 		}
 		interval := time.Duration(r.GetIntervalMs()) * time.Millisecond
@@ -143,7 +163,7 @@ func (p *Publisher) Status() Status {
 }
 
 // edgesCollector exports the edges' states at scrape time:
-// meridian_control_edges{state="current|behind|stale|silent"}.
+// meridian_control_edges{state="current|behind|ahead|stale|silent"}.
 type edgesCollector struct {
 	p    *Publisher
 	desc *prometheus.Desc
@@ -152,13 +172,15 @@ type edgesCollector struct {
 func (c edgesCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 func (c edgesCollector) Collect(ch chan<- prometheus.Metric) {
-	counts := map[string]int{"current": 0, "behind": 0, "stale": 0, "silent": 0}
+	counts := map[string]int{"current": 0, "behind": 0, "ahead": 0, "stale": 0, "silent": 0}
 	for _, e := range c.p.Status().Edges {
 		switch {
 		case e.Silent:
 			counts["silent"]++
 		case e.Stale:
 			counts["stale"]++
+		case e.Ahead:
+			counts["ahead"]++
 		case e.Lag > 0:
 			counts["behind"]++
 		default:
@@ -168,4 +190,12 @@ func (c edgesCollector) Collect(ch chan<- prometheus.Metric) {
 	for state, n := range counts {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), state)
 	}
+}
+
+// tableEpoch is the compiled table's epoch; 0 before the first.
+func (c *compiled) tableEpoch() uint64 {
+	if c == nil {
+		return 0
+	}
+	return c.table.GetEpoch()
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meridian-mesh/meridian/control/compile"
 	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
@@ -124,4 +125,43 @@ func edgeByNode(st Status, node string) (EdgeStatus, bool) {
 		}
 	}
 	return EdgeStatus{}, false
+}
+
+// An edge holding a newer table than the control plane (restored from an
+// older backup) is "ahead", never "current"; one in an older epoch is
+// behind whatever its revision.
+func TestEdgeAheadIsNotCurrent(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	cfg := DefaultConfig()
+	cfg.Now = func() time.Time { return now }
+	p := &Publisher{cfg: cfg, m: newMetrics(nil), edges: map[string]*edgeRecord{}}
+	p.good.Store(&compiled{table: &tablev1.RoutingTable{Revision: 10, Epoch: 2}})
+	report := func(r *tablev1.AppliedReport) {
+		b, _ := tablewire.Encode(r)
+		p.recordApplied(&nats.Msg{Data: b})
+	}
+	report(&tablev1.AppliedReport{Schema: 1, Node: "a", Revision: 50, Epoch: 2, IntervalMs: 1000, Source: "control"})
+	report(&tablev1.AppliedReport{Schema: 1, Node: "b", Revision: 3, Epoch: 3, IntervalMs: 1000, Source: "control"})
+	report(&tablev1.AppliedReport{Schema: 1, Node: "c", Revision: 50, Epoch: 1, IntervalMs: 1000, Source: "control"})
+	report(&tablev1.AppliedReport{Schema: 1, Node: "d", Revision: 10, Epoch: 2, IntervalMs: 1000, Source: "control"})
+	st := p.Status()
+	want := map[string]struct {
+		ahead bool
+		lag   bool
+	}{"a": {true, false}, "b": {true, false}, "c": {false, true}, "d": {false, false}}
+	for _, e := range st.Edges {
+		if w := want[e.Node]; e.Ahead != w.ahead || (e.Lag > 0) != w.lag {
+			t.Errorf("edge %s: ahead %v lag %d, want ahead %v lagging %v", e.Node, e.Ahead, e.Lag, w.ahead, w.lag)
+		}
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(edgesCollector{p, prometheus.NewDesc("meridian_control_edges", "", []string{"state"}, nil)})
+	mfs, _ := reg.Gather()
+	got := map[string]float64{}
+	for _, m := range mfs[0].GetMetric() {
+		got[m.GetLabel()[0].GetValue()] = m.GetGauge().GetValue()
+	}
+	if got["ahead"] != 2 || got["current"] != 1 || got["behind"] != 1 {
+		t.Fatalf("edges by state %v, want 2 ahead, 1 current, 1 behind", got)
+	}
 }

@@ -442,6 +442,7 @@ var envVars = []struct {
 	{"MERIDIAN_NATS_URLS", func(c *Config, v string) error { c.Control.NATSURLs = strings.Split(v, ","); return nil }},
 	{"MERIDIAN_CONTROL_API_URL", func(c *Config, v string) error { c.Control.APIURL = v; return nil }},
 	{"MERIDIAN_JOIN_TOKEN", func(c *Config, v string) error { c.Control.JoinToken = table.Secret(v); return nil }},
+	{"MERIDIAN_TABLE_PUBLIC_KEY", func(c *Config, v string) error { c.Control.TablePublicKey = v; return nil }},
 	{"MERIDIAN_LOCAL_BINARY", func(c *Config, v string) error { c.Local.Binary = v; return nil }},
 	{"MERIDIAN_LOCAL_URL", func(c *Config, v string) error { c.Local.URL = v; return nil }},
 	{"MERIDIAN_LOCAL_DATA_DIR", func(c *Config, v string) error { c.Local.DataDir = v; return nil }},

@@ -204,7 +204,7 @@ local:
 // alone with no keys at all: nothing a table lacks can open an edge.
 func TestAuthMode(t *testing.T) {
 	const (
-		control = "control:\n  nats_urls: [\"nats://127.0.0.1:4222\"]\n  token: t0k3n-0123456789\n"
+		control = "control:\n  nats_urls: [\"nats://127.0.0.1:4222\"]\n  token: t0k3n-0123456789\n  table_public_key: ed25519:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\n"
 		keys    = "keys:\n  - id: k\n    hash: sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\n"
 	)
 	for _, tt := range []struct {
@@ -216,7 +216,7 @@ func TestAuthMode(t *testing.T) {
 		{"standalone, no keys", "", nil, AuthNone, true},
 		{"standalone with keys", keys, nil, AuthKeys, true},
 		{"follows a control plane", control, nil, AuthKeys, true},
-		{"control plane from the environment", "", map[string]string{"MERIDIAN_NATS_URLS": "nats://127.0.0.1:4222", "T": "t0k3n-0123456789"}, AuthKeys, true},
+		{"control plane from the environment", "", map[string]string{"MERIDIAN_NATS_URLS": "nats://127.0.0.1:4222", "T": "t0k3n-0123456789", "MERIDIAN_TABLE_PUBLIC_KEY": "ed25519:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="}, AuthKeys, true},
 		{"written none, control plane", control + "auth: none\n", nil, AuthNone, false},
 		{"written keys, standalone without keys", "auth: keys\n", nil, AuthKeys, false},
 		{"from the environment", "", map[string]string{"MERIDIAN_AUTH": "keys"}, AuthKeys, false},

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/meridian-mesh/meridian/shared/table"
+	"github.com/meridian-mesh/meridian/shared/tablewire"
 )
 
 // Control connects the edge to the control plane: the NATS servers the
@@ -36,6 +37,23 @@ type Control struct {
 	// TLSCAFile is the CA certificate (PEM) NATS servers are checked
 	// against; setting it turns TLS on.
 	TLSCAFile string `yaml:"tls_ca_file"`
+	// TablePublicKeys are the control plane's table-signing public keys,
+	// "ed25519:<base64>" (`meridianctl table-key` prints it): the edge
+	// applies only tables, deltas, heartbeats and snapshot replies signed
+	// by one of them. Required with a control plane; list two while
+	// rotating the key. TablePublicKey is the one-key shorthand.
+	TablePublicKeys []string `yaml:"table_public_keys"`
+	TablePublicKey  string   `yaml:"table_public_key"`
+	// ClusterID, when set, is the only control-plane cluster whose tables
+	// the edge accepts; empty trusts the cluster of the first table the
+	// edge applies (kept with the table on disk), then only that one.
+	ClusterID string `yaml:"cluster_id"`
+	// SecretEnvPrefix and SecretsDir bound the secret_refs this edge
+	// resolves from the control plane's tables: environment variables
+	// starting with the prefix, files in the directory (symlinks may not
+	// lead out). Defaults MERIDIAN_SECRET_ and /etc/meridian/secrets.
+	SecretEnvPrefix string `yaml:"secret_env_prefix"`
+	SecretsDir      string `yaml:"secrets_dir"`
 	// TableCache is where the last good table is kept, so the edge can
 	// start while the control plane is down. Default:
 	// "<user cache dir>/meridian/<node_id>/table.pb".
@@ -121,6 +139,15 @@ func (c *Control) TLSConfig() (*tls.Config, error) {
 	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
+// Keys returns the pinned table public keys, TablePublicKey first.
+func (c *Control) Keys() []string {
+	var out []string
+	if c.TablePublicKey != "" {
+		out = append(out, c.TablePublicKey)
+	}
+	return append(out, c.TablePublicKeys...)
+}
+
 func (c *Control) validate() error {
 	bad := func(field, format string, args ...any) error {
 		return &table.FieldError{Field: "control." + field, Msg: fmt.Sprintf(format, args...)}
@@ -154,6 +181,14 @@ func (c *Control) validate() error {
 		return bad("password", "user %q needs a password (password_env)", c.User)
 	case c.User == "" && c.Token == "" && c.APIURL == "":
 		return bad("token", "the control plane's NATS requires authentication: set user and password_env, or token_env")
+	}
+	if len(c.Keys()) == 0 {
+		return bad("table_public_key", "is required with a control plane: the edge applies only tables the control plane signed (print the key with `meridianctl table-key`)")
+	}
+	for i, k := range c.Keys() {
+		if _, err := tablewire.ParsePublicKey(k); err != nil {
+			return bad(fmt.Sprintf("table_public_keys[%d]", i), "%v", err)
+		}
 	}
 	if c.MaxTableBytes < 1024 {
 		return bad("max_table_bytes", "must be at least 1024")

@@ -19,6 +19,7 @@ control:
   user: meridian
   password_env: TEST_NATS_PASSWORD
   table_cache: `+dir+`/table.pb
+  table_public_key: ed25519:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=
 `), 0o600)
 	env := map[string]string{"TEST_NATS_PASSWORD": "hunter2-but-longer"}
 	c, err := Load(path, func(k string) string { return env[k] })
@@ -43,9 +44,13 @@ control:
 		"bad scheme":       func(c *Control) { c.NATSURLs = []string{"http://h:4222"} },
 		"tiny table cap":   func(c *Control) { c.MaxTableBytes = 10 },
 		"no stale horizon": func(c *Control) { c.StaleAfter = 0 },
+		"no table key":     func(c *Control) { c.TablePublicKey = "" },
+		"bad table key":    func(c *Control) { c.TablePublicKey = "ed25519:c2hvcnQ=" },
+		"rsa table key":    func(c *Control) { c.TablePublicKeys = []string{"rsa:AAAA"} },
 	} {
 		cfg := Default()
 		cfg.Control.NATSURLs = []string{"nats://127.0.0.1:4222"}
+		cfg.Control.TablePublicKey = "ed25519:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
 		cfg.Control.Token = table.Secret("token-0123456789")
 		edit(&cfg.Control)
 		err := cfg.Validate()

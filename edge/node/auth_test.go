@@ -105,15 +105,15 @@ func assertClosed(t *testing.T, m *testMesh) {
 // An edge following a control plane requires keys by default. Deleting
 // the fleet's last key closes it on every surface; it does not open.
 func TestDeletingLastKeyKeepsEdgeClosed(t *testing.T) {
-	t.Setenv("MERIDIAN_TEST_MOCK_KEY", mockKey)
+	t.Setenv("MERIDIAN_SECRET_TEST_MOCK_KEY", mockKey)
 	fc := startFakeControl(t)
 	m := startMesh(t, func(c *config.Config) {
 		fc.write(t,
-			fsm.PutOp(&controlv1.Provider{Id: "ctl-mock", Kind: "openai", BaseUrl: c.Table.Providers[0].BaseURL, SecretRef: "env:MERIDIAN_TEST_MOCK_KEY"}),
+			fsm.PutOp(&controlv1.Provider{Id: "ctl-mock", Kind: "openai", BaseUrl: c.Table.Providers[0].BaseURL, SecretRef: "env:MERIDIAN_SECRET_TEST_MOCK_KEY"}),
 			fsm.PutOp(&controlv1.Model{Id: "ctl-model"}),
 			fsm.PutOp(&controlv1.Route{Model: "ctl-model", Targets: []*controlv1.Target{{Provider: "ctl-mock", Model: "gpt-4o-mini"}}}),
 			fsm.PutOp(&controlv1.Key{Id: "only-key", Hash: clientKeyHash()}))
-		c.Control.NATSURLs, c.Control.Token = []string{fc.url}, testNATSToken
+		c.Control.NATSURLs, c.Control.Token, c.Control.TablePublicKey = []string{fc.url}, testNATSToken, fc.key
 		c.Control.TableCache = filepath.Join(t.TempDir(), "table.pb")
 	})
 	// startMesh waited for /readyz: the key arrived.
@@ -167,14 +167,14 @@ func TestKeylessTableKeepsEdgeClosed(t *testing.T) {
 // auth: none, written, accepts requests without a key even from an edge
 // following a control plane, and says so loudly at start and in /readyz.
 func TestAuthNoneAcceptsWithoutKey(t *testing.T) {
-	t.Setenv("MERIDIAN_TEST_MOCK_KEY", mockKey)
+	t.Setenv("MERIDIAN_SECRET_TEST_MOCK_KEY", mockKey)
 	fc := startFakeControl(t)
 	m := startMesh(t, func(c *config.Config) {
 		fc.write(t,
-			fsm.PutOp(&controlv1.Provider{Id: "ctl-mock", Kind: "openai", BaseUrl: c.Table.Providers[0].BaseURL, SecretRef: "env:MERIDIAN_TEST_MOCK_KEY"}),
+			fsm.PutOp(&controlv1.Provider{Id: "ctl-mock", Kind: "openai", BaseUrl: c.Table.Providers[0].BaseURL, SecretRef: "env:MERIDIAN_SECRET_TEST_MOCK_KEY"}),
 			fsm.PutOp(&controlv1.Model{Id: "ctl-model"}),
 			fsm.PutOp(&controlv1.Route{Model: "ctl-model", Targets: []*controlv1.Target{{Provider: "ctl-mock", Model: "gpt-4o-mini"}}}))
-		c.Control.NATSURLs, c.Control.Token = []string{fc.url}, testNATSToken
+		c.Control.NATSURLs, c.Control.Token, c.Control.TablePublicKey = []string{fc.url}, testNATSToken, fc.key
 		c.Control.TableCache = filepath.Join(t.TempDir(), "table.pb")
 		c.Auth = config.AuthNone
 	})

@@ -60,7 +60,7 @@ func joinToken(t *testing.T, m *controltest.Member, node string) string {
 // own NATS identity, restarts on its stored credentials, and once revoked
 // loses the bus and its peers' trust.
 func TestEdgeJoinsAndIsRevoked(t *testing.T) {
-	kek, _ := seal.ParseKEK(seal.NewKEK())
+	kek, _ := seal.New([]byte("test-kek-32-bytes-0123456789abcd"))
 	c := controltest.Start(t, 1, controltest.Options{Distribution: true, KEK: kek})
 	m := c.Leader()
 	if st, b, _, err := m.Do(context.Background(), "PUT", "/v1/control/regions/eu", controltest.AdminToken,
@@ -216,7 +216,7 @@ func TestEdgeJoinsAndIsRevoked(t *testing.T) {
 // A joined edge renews its certificate at half its life, by itself, and
 // keeps the renewed one on disk.
 func TestEdgeRenewsAtHalfLife(t *testing.T) {
-	kek, _ := seal.ParseKEK(seal.NewKEK())
+	kek, _ := seal.New([]byte("test-kek-32-bytes-0123456789abcd"))
 	c := controltest.Start(t, 1, controltest.Options{Distribution: true, KEK: kek, NodeCertTTL: 4 * time.Second})
 	m := c.Leader()
 	if st, b, _, err := m.Do(context.Background(), "PUT", "/v1/control/regions/eu", controltest.AdminToken,

@@ -4,6 +4,8 @@ import (
 	"context"
 	"strconv"
 
+	"github.com/meridian-mesh/meridian/shared/tablewire"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meridian-mesh/meridian/edge/config"
@@ -34,7 +36,12 @@ func (n *Node) seedTable() error {
 	if err != nil {
 		return err
 	}
+	keys, err := tablesync.ParsePublicKeys(c.Keys())
+	if err != nil {
+		return err
+	}
 	sc := tablesync.DefaultConfig()
+	sc.TableKeys, sc.ClusterID = keys, c.ClusterID
 	sc.NodeID, sc.Region, sc.URLs = n.cfg.NodeID, n.cfg.Region, c.NATSURLs
 	sc.User, sc.Password, sc.Token, sc.TLS = c.User, c.Password.Reveal(), c.Token.Reveal(), tlsCfg
 	if n.id != nil {
@@ -44,6 +51,7 @@ func (n *Node) seedTable() error {
 	}
 	sc.CachePath, sc.MaxBytes, sc.StaleAfter, sc.ReportInterval = c.CachePath(n.cfg.NodeID), c.MaxTableBytes, c.StaleAfter, c.ReportInterval
 	sc.Resolver.LocalEngine = n.engine != nil
+	sc.Resolver.Policy = tablewire.SecretPolicy{EnvPrefix: c.SecretEnvPrefix, Dir: c.SecretsDir}
 	sc.Apply = n.applyTable
 	sc.ReadyModels = n.readyModels
 	sc.Logger = n.log

@@ -2,17 +2,22 @@ package node
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/meridian-mesh/meridian/control/seal"
+	"github.com/meridian-mesh/meridian/shared/tablewire"
 
 	"github.com/nats-io/nats.go"
 
@@ -33,6 +38,8 @@ type fakeControl struct {
 	index  atomic.Uint64
 	cancel context.CancelFunc
 	done   chan struct{}
+	// key is the table public key an edge pins (control.table_public_key).
+	key string
 }
 
 const testNATSToken = "edge-node-test-token-0123456789"
@@ -51,16 +58,25 @@ func startFakeControl(t *testing.T) *fakeControl {
 		t.Fatal(err)
 	}
 	fc := &fakeControl{fsm: fsm.New(fsm.Config{Logger: quiet}), ns: ns, url: ns.ClientURL(), nc: nc, done: make(chan struct{})}
+	// The identity a first leader creates, its key in the clear (no KEK).
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	sealed, _ := (*seal.KEK)(nil).Seal(priv.Seed(), seal.AADTableSigningKey)
+	b, _ := fsm.Encode(fsm.TypeSetIdentity, &controlv1.SetIdentity{RequestId: "identity",
+		Identity: &controlv1.ClusterIdentity{ClusterId: "fake-cluster", Epoch: 1, PublicKey: pub, SealedPrivateKey: sealed}})
+	if r := fc.fsm.Apply(fc.index.Add(1), b); r.GetCode() != "" {
+		t.Fatal(r)
+	}
+	fc.key = tablewire.FormatPublicKey(pub)
 	pcfg := publish.DefaultConfig()
 	pcfg.Conn, pcfg.Source, pcfg.IsLeader, pcfg.NodeID = nc, fc.fsm, func() bool { return true }, "ctl-1"
 	pcfg.HeartbeatInterval, pcfg.Logger = 100*time.Millisecond, quiet
-	pub, err := publish.New(pcfg)
+	publisher, err := publish.New(pcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	fc.cancel = cancel
-	go func() { defer close(fc.done); pub.Run(ctx) }()
+	go func() { defer close(fc.done); publisher.Run(ctx) }()
 	t.Cleanup(fc.stop)
 	return fc
 }
@@ -105,18 +121,18 @@ func get(t *testing.T, url string) (*http.Response, string) {
 // on every response, and, restarted while the control plane is down,
 // serves the table from its disk and says it is stale.
 func TestEdgeFollowsControlPlane(t *testing.T) {
-	t.Setenv("MERIDIAN_TEST_MOCK_KEY", mockKey)
+	t.Setenv("MERIDIAN_SECRET_TEST_MOCK_KEY", mockKey)
 	fc := startFakeControl(t)
 	cache := filepath.Join(t.TempDir(), "table.pb")
 	var rev uint64
 	withControl := func(c *config.Config) {
 		if rev == 0 {
 			rev = fc.write(t,
-				fsm.PutOp(&controlv1.Provider{Id: "ctl-mock", Kind: "openai", BaseUrl: c.Table.Providers[0].BaseURL, SecretRef: "env:MERIDIAN_TEST_MOCK_KEY"}),
+				fsm.PutOp(&controlv1.Provider{Id: "ctl-mock", Kind: "openai", BaseUrl: c.Table.Providers[0].BaseURL, SecretRef: "env:MERIDIAN_SECRET_TEST_MOCK_KEY"}),
 				fsm.PutOp(&controlv1.Model{Id: "ctl-model"}),
 				fsm.PutOp(&controlv1.Route{Model: "ctl-model", Targets: []*controlv1.Target{{Provider: "ctl-mock", Model: "gpt-4o-mini"}}}))
 		}
-		c.Control.NATSURLs = []string{fc.url}
+		c.Control.NATSURLs, c.Control.TablePublicKey = []string{fc.url}, fc.key
 		c.Control.Token = testNATSToken
 		c.Control.TableCache = cache
 		c.Auth = config.AuthNone // its table lists no keys
@@ -124,13 +140,13 @@ func TestEdgeFollowsControlPlane(t *testing.T) {
 	m := startMesh(t, withControl)
 	m.waitFor("the control plane's table", func() bool {
 		resp, body := get(t, m.url+"/v1/models")
-		return strings.Contains(body, "ctl-model") && resp.Header.Get(HeaderTableRevision) == "1"
+		return strings.Contains(body, "ctl-model") && resp.Header.Get(HeaderTableRevision) == strconv.FormatUint(rev, 10)
 	})
 	resp := m.post("/v1/chat/completions", `{"model":"ctl-model","messages":[{"role":"user","content":"hi"}]}`)
 	if resp.StatusCode != 200 {
 		t.Fatalf("request through the control table: %d %s", resp.StatusCode, readBody(t, resp))
 	}
-	if got := resp.Header.Get(HeaderTableRevision); got != "1" {
+	if got := resp.Header.Get(HeaderTableRevision); got != strconv.FormatUint(rev, 10) {
 		t.Fatalf("%s: %q", HeaderTableRevision, got)
 	}
 	_, body := get(t, m.url+"/readyz")
@@ -141,7 +157,7 @@ func TestEdgeFollowsControlPlane(t *testing.T) {
 	fc.stop()
 	m.waitFor("the stale mark", func() bool {
 		resp, _ := get(t, m.url+"/healthz")
-		return resp.Header.Get(HeaderTableRevision) == "1; stale"
+		return resp.Header.Get(HeaderTableRevision) == strconv.FormatUint(rev, 10)+"; stale"
 	})
 	m.waitFor("the table on disk", func() bool { return cacheRevision(cache) == rev })
 	m.stop()
@@ -154,7 +170,7 @@ func TestEdgeFollowsControlPlane(t *testing.T) {
 		c.Table.Models, c.Table.Routes = nil, nil
 	})
 	resp, body = get(t, m2.url+"/v1/models")
-	if !strings.Contains(body, "ctl-model") || resp.Header.Get(HeaderTableRevision) != "1; stale" {
+	if !strings.Contains(body, "ctl-model") || resp.Header.Get(HeaderTableRevision) != strconv.FormatUint(rev, 10)+"; stale" {
 		t.Fatalf("restarted edge: %s %q", body, resp.Header.Get(HeaderTableRevision))
 	}
 	_, body = get(t, m2.url+"/readyz")
@@ -175,13 +191,13 @@ func TestEdgeFollowsControlPlane(t *testing.T) {
 // the whole set of models revision after revision, every /v1/models
 // answer lists one revision's set, complete.
 func TestTableSwapIsAtomic(t *testing.T) {
-	t.Setenv("MERIDIAN_TEST_MOCK_KEY", mockKey)
+	t.Setenv("MERIDIAN_SECRET_TEST_MOCK_KEY", mockKey)
 	fc := startFakeControl(t)
 	const perGen = 10
 	genOps := func(gen int, base string) []*controlv1.Op {
 		var ops []*controlv1.Op
 		if gen == 0 {
-			ops = append(ops, fsm.PutOp(&controlv1.Provider{Id: "ctl-mock", Kind: "openai", BaseUrl: base, SecretRef: "env:MERIDIAN_TEST_MOCK_KEY"}))
+			ops = append(ops, fsm.PutOp(&controlv1.Provider{Id: "ctl-mock", Kind: "openai", BaseUrl: base, SecretRef: "env:MERIDIAN_SECRET_TEST_MOCK_KEY"}))
 		}
 		for i := range perGen {
 			if gen > 0 {
@@ -196,7 +212,7 @@ func TestTableSwapIsAtomic(t *testing.T) {
 	m := startMesh(t, func(c *config.Config) {
 		base = c.Table.Providers[0].BaseURL
 		fc.write(t, genOps(0, base)...)
-		c.Control.NATSURLs, c.Control.Token = []string{fc.url}, testNATSToken
+		c.Control.NATSURLs, c.Control.Token, c.Control.TablePublicKey = []string{fc.url}, testNATSToken, fc.key
 		c.Control.TableCache = filepath.Join(t.TempDir(), "table.pb")
 		c.Auth = config.AuthNone // its tables list no keys
 	})

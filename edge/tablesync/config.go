@@ -1,6 +1,7 @@
 package tablesync
 
 import (
+	"crypto/ed25519"
 	"crypto/tls"
 	"errors"
 	"log/slog"
@@ -35,6 +36,15 @@ type Config struct {
 	// TLS, when set, makes the connection use TLS with this config
 	// (its RootCAs name the control plane's CA).
 	TLS *tls.Config
+	// TableKeys are the control plane's table public keys (ed25519):
+	// the edge applies only tables, deltas, heartbeats and snapshot
+	// replies signed by one of them. Required. More than one during a
+	// key rotation.
+	TableKeys []ed25519.PublicKey
+	// ClusterID, when set, is the only control-plane cluster whose tables
+	// the edge accepts; empty accepts the cluster of the first table it
+	// applies, then only that one.
+	ClusterID string
 	// CachePath is where the last good table is kept, so the edge can
 	// start while no control node answers. Empty keeps none.
 	CachePath string
@@ -116,6 +126,14 @@ func (c *Config) Validate() error {
 	}
 	if (c.User == "" || c.Password == "") && c.Token == "" && (c.NKey == "" || c.Sign == nil) {
 		errs = append(errs, errors.New("tablesync: NATS credentials are required: a user and password, or a token"))
+	}
+	if len(c.TableKeys) == 0 {
+		errs = append(errs, errors.New("tablesync: a table public key is required (control.table_public_keys; `meridianctl table-key` prints it)"))
+	}
+	for _, k := range c.TableKeys {
+		if len(k) != ed25519.PublicKeySize {
+			errs = append(errs, errors.New("tablesync: a table public key is 32 bytes"))
+		}
 	}
 	if c.Apply == nil {
 		errs = append(errs, errors.New("tablesync: Apply is required"))

@@ -8,6 +8,7 @@ type metrics struct {
 	unusable    prometheus.Gauge
 	applied     *prometheus.CounterVec
 	rejected    prometheus.Counter
+	unverified  *prometheus.CounterVec
 	gaps        prometheus.Counter
 	snapshots   *prometheus.CounterVec
 	reconnects  prometheus.Counter
@@ -31,6 +32,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		rejected: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meridian_table_rejected_total", Help: "Routing tables or updates rejected; the previous table stayed in use.",
 		}),
+		unverified: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_table_unverified_total", Help: "Control messages refused before use: bad or missing signature, or another cluster's; by kind (update, heartbeat, snapshot).",
+		}, []string{"kind"}),
 		gaps: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meridian_table_gaps_total", Help: "Deltas that did not follow the edge's revision, answered with a snapshot.",
 		}),
@@ -45,7 +49,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.stale, m.connected, m.unusable, m.applied, m.rejected, m.gaps, m.snapshots, m.reconnects, m.cacheErrors)
+		reg.MustRegister(m.stale, m.connected, m.unusable, m.applied, m.rejected, m.unverified, m.gaps, m.snapshots, m.reconnects, m.cacheErrors)
 	}
 	return m
 }

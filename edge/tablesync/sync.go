@@ -70,6 +70,14 @@ type Status struct {
 	// published, from its heartbeat: the edge serves the last valid
 	// table meanwhile.
 	ControlRejected string `json:"control_rejected,omitempty"`
+	// Epoch and ClusterID are the table's control-plane epoch and
+	// cluster, empty for a table from the config file.
+	Epoch     uint64 `json:"epoch,omitempty"`
+	ClusterID string `json:"cluster_id,omitempty"`
+	// Unverified is why the edge last refused a control message before
+	// using it (bad or missing signature, another cluster's); empty since
+	// the next verified table.
+	Unverified string `json:"unverified,omitempty"`
 }
 
 // Syncer is an edge's table client.
@@ -301,16 +309,24 @@ func (s *Syncer) checkInterval() time.Duration {
 func (s *Syncer) handle(m *nats.Msg) {
 	switch m.Subject {
 	case tablewire.SubjectHeartbeat:
+		if err := s.verify(tablewire.ContextHeartbeat, tablewire.HeartbeatSignatureField, m.Data); err != nil {
+			s.unverified("heartbeat", err)
+			return
+		}
 		hb := &tablev1.Heartbeat{}
-		if len(m.Data) > 64<<10 || proto.Unmarshal(m.Data, hb) != nil || hb.GetSchema() == 0 {
+		if proto.Unmarshal(m.Data, hb) != nil || hb.GetSchema() == 0 {
+			return
+		}
+		if err := s.checkCluster(hb.GetClusterId()); err != nil {
+			s.unverified("heartbeat", err)
 			return
 		}
 		now := s.cfg.Now()
 		s.st.LastContact, s.st.LeaderRevision, s.st.ControlRejected = now, hb.GetRevision(), hb.GetRejected()
-		if iv := time.Duration(hb.GetIntervalMs()) * time.Millisecond; iv > 0 {
+		if iv := time.Duration(hb.GetIntervalMs()) * time.Millisecond; iv >= MinHeartbeatInterval && iv <= MaxHeartbeatInterval {
 			s.hbInterval = iv
 		}
-		if hb.GetRevision() > s.st.Revision || s.st.Source != SourceControl && hb.GetRevision() > 0 {
+		if cmpTable(hb.GetEpoch(), hb.GetRevision(), s.cur.GetEpoch(), s.st.Revision) > 0 || s.st.Source != SourceControl && hb.GetRevision() > 0 {
 			if s.behindSince.IsZero() {
 				s.behindSince = now
 			} else if now.Sub(s.behindSince) > 2*s.hbInterval && !s.needSnapshot {
@@ -326,6 +342,10 @@ func (s *Syncer) handle(m *nats.Msg) {
 			s.behindSince = time.Time{}
 		}
 	case tablewire.SubjectUpdate:
+		if err := s.verify(tablewire.ContextUpdate, tablewire.SignatureField, m.Data); err != nil {
+			s.unverified("update", err)
+			return
+		}
 		s.st.LastContact = s.cfg.Now()
 		u, err := tablewire.DecodeUpdate(m.Data, s.cfg.MaxBytes)
 		if err != nil {
@@ -333,8 +353,13 @@ func (s *Syncer) handle(m *nats.Msg) {
 			return
 		}
 		if full := u.GetFull(); full != nil {
-			if full.GetRevision() < s.st.Revision || full.GetRevision() == s.st.Revision && s.st.Source == SourceControl {
-				return // already have it, or newer: an edge never moves back
+			if err := s.checkCluster(full.GetClusterId()); err != nil {
+				s.unverified("update", err)
+				return
+			}
+			c := cmpTable(full.GetEpoch(), full.GetRevision(), s.cur.GetEpoch(), s.st.Revision)
+			if c < 0 || c == 0 && s.st.Source == SourceControl {
+				return // already have it, or newer: an edge moves back only to a higher epoch
 			}
 			if err := s.install(full, SourceControl, len(m.Data)); err != nil {
 				s.reject(full.GetRevision(), err)
@@ -342,10 +367,10 @@ func (s *Syncer) handle(m *nats.Msg) {
 			return
 		}
 		d := u.GetDelta()
-		if d.GetRevision() <= s.st.Revision && s.st.Source == SourceControl {
+		if cmpTable(d.GetEpoch(), d.GetRevision(), s.cur.GetEpoch(), s.st.Revision) <= 0 && s.st.Source == SourceControl {
 			return
 		}
-		if s.cur == nil || s.st.Source != SourceControl && s.st.Source != SourceDisk || d.GetPrevRevision() != s.cur.GetRevision() {
+		if s.cur == nil || s.st.Source != SourceControl && s.st.Source != SourceDisk || d.GetPrevRevision() != s.cur.GetRevision() || d.GetEpoch() != s.cur.GetEpoch() {
 			s.m.gaps.Inc()
 			s.needSnapshot, s.nextSnapshot = true, time.Time{}
 			return
@@ -395,8 +420,17 @@ func (s *Syncer) fetchSnapshot() {
 
 func (s *Syncer) applySnapshot(b []byte) error {
 	r := &tablev1.SnapshotReply{}
-	if len(b) > s.cfg.MaxBytes+64 {
+	if len(b) > s.cfg.MaxBytes+64+tablewire.SignatureOverhead {
 		return fmt.Errorf("%w: snapshot of %d bytes", tablewire.ErrTooLarge, len(b))
+	}
+	if err := s.verify(tablewire.ContextSnapshot, tablewire.SignatureField, b); err != nil {
+		// A reply from a control node with no table yet is unsigned; it
+		// is no answer either way.
+		if proto.Unmarshal(b, r) == nil && r.GetTable() == nil && r.GetError() != "" {
+			return fmt.Errorf("control node has no table: %s", r.GetError())
+		}
+		s.unverified("snapshot", err)
+		return err
 	}
 	if err := proto.Unmarshal(b, r); err != nil {
 		return fmt.Errorf("%w: %v", tablewire.ErrDecode, err)
@@ -404,24 +438,30 @@ func (s *Syncer) applySnapshot(b []byte) error {
 	if r.GetTable() == nil {
 		return fmt.Errorf("control node has no table: %s", r.GetError())
 	}
-	s.st.LastContact = s.cfg.Now()
 	t := r.GetTable()
+	if err := s.checkCluster(t.GetClusterId()); err != nil {
+		s.unverified("snapshot", err)
+		return err
+	}
+	s.st.LastContact = s.cfg.Now()
 	if err := tablewire.Validate(t); err != nil {
 		s.reject(t.GetRevision(), err)
 		return err
 	}
-	if t.GetRevision() == s.st.Revision && s.st.Source == SourceDisk {
+	c := cmpTable(t.GetEpoch(), t.GetRevision(), s.cur.GetEpoch(), s.st.Revision)
+	if c == 0 && s.st.Source == SourceDisk {
 		// The table on disk is the current one: now it is confirmed.
 		s.st.Source = SourceControl
 		s.synced.Store(true)
 		s.publishStatus()
 		return nil
 	}
-	if t.GetRevision() <= s.st.Revision && s.st.Source != SourceConfig {
+	if c <= 0 && s.st.Source != SourceConfig {
 		// A lagging control node answered, and the edge never moves
-		// back. (A control plane rebuilt from nothing restarts its
-		// revisions: its edges stay stale until their table files are
-		// removed.)
+		// back within an epoch. (A control plane restored from backup
+		// raises its epoch, and its older table then applies; one
+		// rebuilt from nothing is another cluster: its edges refuse it
+		// until their table files are removed.)
 		return nil
 	}
 	if err := s.install(t, SourceControl, len(b)); err != nil {
@@ -450,7 +490,11 @@ func (s *Syncer) install(t *tablev1.RoutingTable, source string, size int) error
 		s.synced.Store(true)
 	}
 	s.st.Revision, s.st.Source, s.st.Unusable = t.GetRevision(), source, unusable
+	s.st.Epoch, s.st.ClusterID = t.GetEpoch(), t.GetClusterId()
 	s.st.RejectedRevision, s.st.RejectedReason = 0, ""
+	if source == SourceControl {
+		s.st.Unverified = ""
+	}
 	s.m.applied.WithLabelValues(source).Inc()
 	s.m.unusable.Set(float64(len(unusable)))
 	if source == SourceControl && s.cfg.CachePath != "" {
@@ -573,7 +617,7 @@ func (s *Syncer) report() {
 		Schema: tablewire.Schema, Node: s.cfg.NodeID, Region: s.cfg.Region, Revision: s.st.Revision,
 		Stale: s.st.Stale, RejectedRevision: s.st.RejectedRevision, RejectedReason: s.st.RejectedReason,
 		Unusable: s.st.Unusable, IntervalMs: uint32(s.cfg.ReportInterval.Milliseconds()), Source: s.st.Source,
-		ReadyModels: s.readyModels(),
+		ReadyModels: s.readyModels(), Epoch: s.st.Epoch, Unverified: s.st.Unverified,
 	})
 	if err == nil {
 		subj := tablewire.SubjectApplied

@@ -1,7 +1,9 @@
 package tablesync
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +27,24 @@ import (
 )
 
 const token = "tablesync-test-token-0123456789"
+
+// testKey signs what the test buses publish; newSyncer pins its public
+// key. otherKey is an attacker's.
+var (
+	testKey  = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{1}, 32))
+	otherKey = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{2}, 32))
+)
+
+// sign signs an encoded message as the leader would for subject.
+func sign(key ed25519.PrivateKey, subject string, raw []byte) []byte {
+	switch subject {
+	case tablewire.SubjectHeartbeat:
+		return tablewire.Sign(key, tablewire.ContextHeartbeat, tablewire.HeartbeatSignatureField, raw)
+	case tablewire.SubjectSnapshot:
+		return tablewire.Sign(key, tablewire.ContextSnapshot, tablewire.SignatureField, raw)
+	}
+	return tablewire.Sign(key, tablewire.ContextUpdate, tablewire.SignatureField, raw)
+}
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
@@ -60,6 +80,7 @@ type bus struct {
 	mu   sync.Mutex
 	snap *tablev1.RoutingTable
 	asks int
+	key  ed25519.PrivateKey // signs snapshot replies
 }
 
 func newBus(t *testing.T) *bus {
@@ -75,13 +96,14 @@ func newBus(t *testing.T) *bus {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	b := &bus{t: t, ns: ns, nc: nc}
+	b := &bus{t: t, ns: ns, nc: nc, key: testKey}
 	nc.Subscribe(tablewire.SubjectSnapshot, func(m *nats.Msg) {
 		b.mu.Lock()
 		b.asks++
 		reply, _ := tablewire.Encode(&tablev1.SnapshotReply{Schema: tablewire.Schema, Table: b.snap})
+		key := b.key
 		b.mu.Unlock()
-		m.Respond(reply)
+		m.Respond(sign(key, tablewire.SubjectSnapshot, reply))
 	})
 	nc.Flush()
 	return b
@@ -104,7 +126,7 @@ func (b *bus) publish(subject string, m proto.Message) {
 	if err != nil {
 		b.t.Fatal(err)
 	}
-	b.nc.Publish(subject, raw)
+	b.nc.Publish(subject, sign(testKey, subject, raw))
 	b.nc.Flush()
 }
 
@@ -147,6 +169,7 @@ func newSyncer(t *testing.T, urls []string, cache string) (*Syncer, *gateway) {
 	cfg.HeartbeatInterval, cfg.RetryMin, cfg.RetryMax = 50*time.Millisecond, 20*time.Millisecond, 200*time.Millisecond
 	cfg.ReconnectWait, cfg.ReconnectJitter, cfg.SnapshotTimeout = 20*time.Millisecond, 20*time.Millisecond, 500*time.Millisecond
 	cfg.Apply, cfg.Logger = g.apply, quiet
+	cfg.TableKeys = []ed25519.PublicKey{testKey.Public().(ed25519.PublicKey)}
 	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -321,7 +344,7 @@ func (l *logBuf) String() string {
 // Neither a provider's secret_ref nor its credential reaches the logs,
 // whether the ref resolves, fails to, or comes in a rejected table.
 func TestSecretsStayOutOfLogs(t *testing.T) {
-	const ref, secret = "MERIDIAN_HIDDEN_REF_NAME", "sk-very-secret-value"
+	const ref, secret = "MERIDIAN_SECRET_HIDDEN_REF_NAME", "sk-very-secret-value"
 	b := newBus(t)
 	withRefs := func(rev uint64, bad bool) *tablev1.RoutingTable {
 		tab := tableAt(rev, "a")

@@ -111,7 +111,7 @@ func run(ctx context.Context, f flags, out io.Writer) error {
 
 	var procs procGroup
 	defer procs.stop()
-	env := append(os.Environ(), "MERIDIAN_DEV_MOCK_KEY="+mockKey,
+	env := append(os.Environ(), "MERIDIAN_SECRET_DEV_MOCK_KEY="+mockKey,
 		"MERIDIAN_CONTROL_ADDR=http://"+controlAPI, "MERIDIAN_CONTROL_TOKEN="+adminToken)
 
 	// The control plane: one node, bootstrapped on first start; its Raft
@@ -121,7 +121,7 @@ func run(ctx context.Context, f flags, out io.Writer) error {
 		"-http-addr", controlAPI, "-raft-addr", controlRaft, "-admin-tokens", adminToken, "-log-level", "warn"); err != nil {
 		return err
 	}
-	if err := waitHTTP(ctx, "http://"+controlAPI+"/v1/control/self", &procs); err != nil {
+	if err := waitHTTP(ctx, "http://"+controlAPI+"/v1/control/health", &procs); err != nil {
 		return fmt.Errorf("control node: %w", err)
 	}
 	apply := exec.CommandContext(ctx, filepath.Join(f.bin, "meridianctl"), "apply", "-f", "scripts/devmesh/fleet.yaml")

@@ -253,7 +253,7 @@ func (m *mesh) startEdge(t *testing.T, id, region, certs string, seeds []string,
 	for _, cm := range m.control.Members {
 		cfg.Control.NATSURLs = append(cfg.Control.NATSURLs, cm.NATSURL())
 	}
-	cfg.Control.Token = controltest.NATSToken
+	cfg.Control.Token, cfg.Control.TablePublicKey = controltest.NATSToken, m.control.TableKey()
 	cfg.Control.TableCache = filepath.Join(t.TempDir(), "table.pb")
 	// The test control plane beats every 100ms; a loaded machine can miss
 	// three in a row, and a stale table still serves.

@@ -3,7 +3,6 @@ package tablewire
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net/url"
 	"os"
 	"slices"
@@ -21,14 +20,24 @@ const maxSecretFile = 64 << 10
 // Resolver reads the credentials that providers' secret_refs name, on the
 // edge that uses them.
 type Resolver struct {
+	// Policy bounds the refs this edge resolves (secretref.go); a ref
+	// outside it is unusable, whatever the table says. The zero value is
+	// the defaults.
+	Policy SecretPolicy
 	// Getenv reads "env:NAME" refs. Nil means os.Getenv.
 	Getenv func(string) string
-	// ReadFile reads "file:/path" refs. Nil means reading the file,
-	// up to 64 KiB.
+	// ReadFile reads "file:/path" refs, once Policy allowed them. Nil
+	// means reading the file, up to 64 KiB, through an os.Root on the
+	// secrets directory, so symlinks cannot lead out of it.
 	ReadFile func(string) ([]byte, error)
 	// LocalEngine says whether this edge runs a local engine. Where it
 	// runs none, providers of kind local are unusable.
 	LocalEngine bool
+
+	// anyRef skips Policy: CompileEdge's placeholder resolver, which
+	// reads nothing (the control plane checks refs itself, with its own
+	// policy: CheckSecretRefs).
+	anyRef bool
 }
 
 // errUnresolved explains a ref that did not resolve without naming it:
@@ -36,6 +45,9 @@ type Resolver struct {
 var errUnresolved = errors.New("its secret_ref did not resolve on this edge")
 
 func (r Resolver) resolve(ref string) (table.Secret, error) {
+	if err := r.Policy.Check(ref); err != nil && !r.anyRef {
+		return "", fmt.Errorf("%w (%v)", errUnresolved, err)
+	}
 	switch {
 	case ref == "":
 		return "", nil
@@ -52,7 +64,7 @@ func (r Resolver) resolve(ref string) (table.Secret, error) {
 	case strings.HasPrefix(ref, "file:/"):
 		read := r.ReadFile
 		if read == nil {
-			read = readSmallFile
+			read = r.Policy.readSecretFile
 		}
 		b, err := read(ref[len("file:"):])
 		if err != nil {
@@ -85,6 +97,7 @@ func CompileEdge(t *tablev1.RoutingTable) (*table.Compiled, error) {
 		Getenv:      func(string) string { return "placeholder" },
 		ReadFile:    func(string) ([]byte, error) { return []byte("placeholder"), nil },
 		LocalEngine: true,
+		anyRef:      true,
 	})
 	var c *table.Compiled
 	if err == nil {
@@ -94,15 +107,6 @@ func CompileEdge(t *tablev1.RoutingTable) (*table.Compiled, error) {
 		return nil, fmt.Errorf("%w: the edge's table check: %w", ErrInvalid, err)
 	}
 	return c, nil
-}
-
-func readSmallFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return io.ReadAll(io.LimitReader(f, maxSecretFile))
 }
 
 // ToTable converts a validated RoutingTable into the edge's table.Table,

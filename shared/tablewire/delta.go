@@ -19,7 +19,7 @@ func Diff(old, new *tablev1.RoutingTable) *tablev1.TableDelta {
 		ne = &tablev1.Entities{}
 	}
 	d := &tablev1.TableDelta{
-		Schema: Schema, PrevRevision: old.GetRevision(), Revision: new.GetRevision(),
+		Schema: Schema, PrevRevision: old.GetRevision(), Revision: new.GetRevision(), Epoch: new.GetEpoch(),
 		Upserts: &tablev1.Entities{}, Deletes: &tablev1.EntityIDs{},
 	}
 	for _, k := range kinds {
@@ -40,6 +40,9 @@ func ApplyDelta(t *tablev1.RoutingTable, d *tablev1.TableDelta) (*tablev1.Routin
 	}
 	if d.GetPrevRevision() != t.GetRevision() {
 		return nil, fmt.Errorf("%w: delta %d→%d, table at %d", ErrGap, d.GetPrevRevision(), d.GetRevision(), t.GetRevision())
+	}
+	if d.GetEpoch() != t.GetEpoch() {
+		return nil, fmt.Errorf("%w: delta in epoch %d, table in epoch %d", ErrGap, d.GetEpoch(), t.GetEpoch())
 	}
 	if d.GetRevision() <= d.GetPrevRevision() {
 		return nil, invalidf("revision", "delta goes from %d to %d; revisions only grow", d.GetPrevRevision(), d.GetRevision())
@@ -64,7 +67,8 @@ func ApplyDelta(t *tablev1.RoutingTable, d *tablev1.TableDelta) (*tablev1.Routin
 			return nil, invalidf("deletes."+k.name, "names entities the table lacks: %s", strings.Join(missing, ", "))
 		}
 	}
-	next := &tablev1.RoutingTable{Schema: Schema, Revision: d.GetRevision(), Entities: base}
+	next := &tablev1.RoutingTable{Schema: Schema, Revision: d.GetRevision(), Entities: base,
+		ClusterId: t.GetClusterId(), Epoch: t.GetEpoch()}
 	if err := Validate(next); err != nil {
 		return nil, err
 	}

@@ -23,7 +23,7 @@ func sample(rev uint64) *tablev1.RoutingTable {
 		Placements: []*controlv1.Placement{{Id: "p1", Model: "tiny", Region: "eu", Desired: 1}},
 		Providers: []*controlv1.Provider{
 			{Id: "local", Kind: "local"},
-			{Id: "oai", Preset: "openai", SecretRef: "env:OAI_KEY", Region: "eu"},
+			{Id: "oai", Preset: "openai", SecretRef: "env:MERIDIAN_SECRET_OAI_KEY", Region: "eu"},
 		},
 		Routes: []*controlv1.Route{
 			{Model: "gpt", Targets: []*controlv1.Target{{Provider: "oai"}}, AllowedRegions: []string{"eu"}},
@@ -199,7 +199,7 @@ func TestDiffThenApply(t *testing.T) {
 }
 
 func TestToTable(t *testing.T) {
-	env := map[string]string{"OAI_KEY": "sk-test-123"}
+	env := map[string]string{"MERIDIAN_SECRET_OAI_KEY": "sk-test-123"}
 	r := Resolver{Getenv: func(k string) string { return env[k] }, LocalEngine: true}
 	tab, unusable, err := ToTable(sample(8), r)
 	if err != nil || len(unusable) != 0 {
@@ -214,7 +214,7 @@ func TestToTable(t *testing.T) {
 
 	// Without the secret, the provider is unusable here: its targets go,
 	// a model left with none goes, and the rest still applies.
-	delete(env, "OAI_KEY")
+	delete(env, "MERIDIAN_SECRET_OAI_KEY")
 	tab, unusable, err = ToTable(sample(8), r)
 	if err != nil {
 		t.Fatal(err)
@@ -227,13 +227,13 @@ func TestToTable(t *testing.T) {
 	}
 
 	r.ReadFile = func(p string) ([]byte, error) {
-		if p == "/run/secrets/oai" {
+		if p == "/etc/meridian/secrets/oai" {
 			return []byte("sk-file\n"), nil
 		}
 		return nil, fmt.Errorf("no such file")
 	}
 	s := sample(8)
-	s.Entities.Providers[1].SecretRef = "file:/run/secrets/oai"
+	s.Entities.Providers[1].SecretRef = "file:/etc/meridian/secrets/oai"
 	tab, _, err = ToTable(s, r)
 	if err != nil || tab.Providers[1].APIKey.Reveal() != "sk-file" {
 		t.Fatalf("file ref: %v", err)
@@ -311,7 +311,7 @@ func FuzzApplyDelta(f *testing.F) {
 // A Converter that reuses its last conversion gives what a fresh one
 // gives, through changed routes and providers that become unusable.
 func TestConverterReuse(t *testing.T) {
-	env := map[string]string{"OAI_KEY": "k"}
+	env := map[string]string{"MERIDIAN_SECRET_OAI_KEY": "k"}
 	r := Resolver{Getenv: func(k string) string { return env[k] }, LocalEngine: true}
 	conv := NewConverter(r)
 	old := sample(5)
@@ -325,7 +325,7 @@ func TestConverterReuse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, step := range []func(){func() {}, func() { delete(env, "OAI_KEY") }, func() { env["OAI_KEY"] = "k2" }} {
+	for _, step := range []func(){func() {}, func() { delete(env, "MERIDIAN_SECRET_OAI_KEY") }, func() { env["MERIDIAN_SECRET_OAI_KEY"] = "k2" }} {
 		step()
 		got, _, err := conv.ToTable(applied)
 		if err != nil {

@@ -1,17 +1,22 @@
 package main
 
 import (
+	"crypto/sha256"
+	"crypto/subtle"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/meridian-mesh/meridian/control/api"
 	"github.com/meridian-mesh/meridian/control/cluster"
 	"github.com/meridian-mesh/meridian/control/distribution"
+	"github.com/meridian-mesh/meridian/control/seal"
 )
 
 // NATSConfig is how the node distributes the routing table: through the
@@ -74,7 +79,7 @@ func (n *NATSConfig) validate() error {
 
 // startDistribution starts the node's table distribution, or returns nil
 // when NATS has no credentials.
-func startDistribution(cfg Config, node *cluster.Node, logger *slog.Logger, reg prometheus.Registerer) (*distribution.Distribution, error) {
+func startDistribution(cfg Config, node *cluster.Node, kek *seal.KEK, logger *slog.Logger, reg prometheus.Registerer) (*distribution.Distribution, error) {
 	n := cfg.NATS
 	if !n.enabled() {
 		logger.Warn("routing table distribution is off: NATS has no credentials (MERIDIAN_NATS_TOKEN, or -nats-user and MERIDIAN_NATS_PASSWORD)")
@@ -86,7 +91,8 @@ func startDistribution(cfg Config, node *cluster.Node, logger *slog.Logger, reg 
 	dcfg.TLSCert, dcfg.TLSKey, dcfg.TLSCA = n.TLSCert, n.TLSKey, n.TLSCA
 	dcfg.ReadTokens = append(append([]string{}, cfg.AdminTokens...), cfg.ReadTokens...)
 	dcfg.Logger, dcfg.Registerer = logger, reg
-	dcfg.EdgeIdentities = len(cfg.KEK) > 0
+	dcfg.EdgeIdentities = kek != nil
+	dcfg.Logger, dcfg.Registerer, dcfg.KEK, dcfg.Secrets = logger, reg, kek, cfg.Secrets
 	d, err := distribution.Start(dcfg, node)
 	if err != nil {
 		return nil, fmt.Errorf("table distribution: %w", err)
@@ -101,12 +107,42 @@ func startDistribution(cfg Config, node *cluster.Node, logger *slog.Logger, reg 
 
 // withDistribution serves the distribution status and the node's metrics
 // beside the management API.
-func withDistribution(apiHandler http.Handler, d *distribution.Distribution, reg *prometheus.Registry) http.Handler {
+//
+// The metrics need a read (or admin) token unless open.
+func withDistribution(apiHandler http.Handler, d *distribution.Distribution, reg *prometheus.Registry, tokens []string, open bool) http.Handler {
 	mux := http.NewServeMux()
 	if d != nil {
 		mux.Handle("GET "+distribution.StatusPath, d.Handler())
 	}
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	var metrics http.Handler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	if !open {
+		metrics = requireToken(tokens, metrics)
+	}
+	mux.Handle("GET /metrics", metrics)
 	mux.Handle("/", apiHandler)
 	return mux
+}
+
+// requireToken answers 401 unless the request carries one of tokens as
+// a bearer token, compared in constant time.
+func requireToken(tokens []string, h http.Handler) http.Handler {
+	sums := make([][32]byte, len(tokens))
+	for i, t := range tokens {
+		sums[i] = sha256.Sum256([]byte(t))
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		sum := sha256.Sum256([]byte(tok))
+		ok := 0
+		for _, s := range sums {
+			ok |= subtle.ConstantTimeCompare(sum[:], s[:])
+		}
+		if tok == "" || ok == 0 {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			fmt.Fprintf(w, `{"error":{"code":%q,"message":"a read token is required"}}`+"\n", api.CodeUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }

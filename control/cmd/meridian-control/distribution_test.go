@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"io"
 	"log/slog"
 	"net/http"
@@ -10,6 +11,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/meridian-mesh/meridian/control/api"
+	"github.com/meridian-mesh/meridian/shared/tablewire"
 
 	"google.golang.org/protobuf/proto"
 
@@ -60,14 +64,28 @@ func startNode(t *testing.T, edit func(*Config)) string {
 
 // followEdge starts an edge table client on natsURL and returns its
 // applied revision.
-func followEdge(t *testing.T, natsURL string) *atomic.Uint64 {
+func followEdge(t *testing.T, natsURL, httpAddr string) *atomic.Uint64 {
 	var rev atomic.Uint64
+	cl, err := client.New(client.Config{Addrs: []string{"http://" + httpAddr}, Token: testAdmin, RetryTimeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var key *api.TableKey
+	waitUntil(t, 30*time.Second, "the table key", func() bool {
+		key, err = cl.TableKey(context.Background())
+		return err == nil
+	})
+	pub, err := tablewire.ParsePublicKey(key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
 	scfg := tablesync.DefaultConfig()
 	scfg.NodeID, scfg.Region, scfg.URLs, scfg.Token = "edge-e2e", "eu", []string{natsURL}, testNATS
 	scfg.ReportInterval, scfg.RetryMin, scfg.RetryMax = 200*time.Millisecond, 50*time.Millisecond, 500*time.Millisecond
 	scfg.Resolver.Getenv = func(string) string { return "sk" }
 	scfg.Apply = func(tab *table.Table) error { rev.Store(tab.Revision); return tab.Validate() }
 	scfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	scfg.TableKeys, scfg.ClusterID = []ed25519.PublicKey{pub}, key.ClusterID
 	s, err := tablesync.New(scfg)
 	if err != nil {
 		t.Fatal(err)
@@ -87,7 +105,7 @@ func writeRoute(t *testing.T, httpAddr string) uint64 {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	idx, err := cl.Batch(ctx, []proto.Message{
-		&controlv1.Provider{Id: "oai", Preset: "openai", SecretRef: "env:OPENAI_API_KEY"},
+		&controlv1.Provider{Id: "oai", Preset: "openai", SecretRef: "env:MERIDIAN_SECRET_OPENAI_API_KEY"},
 		&controlv1.Model{Id: "gpt-4o"},
 		&controlv1.Route{Model: "gpt-4o", Targets: []*controlv1.Target{{Provider: "oai"}}},
 	}, nil, client.WriteOptions{})
@@ -116,7 +134,7 @@ func get(t *testing.T, url, token string) (int, string) {
 func TestEmbeddedNATSDistributesTheTable(t *testing.T) {
 	natsAddr := freeAddr(t)
 	httpAddr := startNode(t, func(c *Config) { c.NATS.Listen = natsAddr })
-	rev := followEdge(t, "nats://"+natsAddr)
+	rev := followEdge(t, "nats://"+natsAddr, httpAddr)
 	idx := writeRoute(t, httpAddr)
 	waitUntil(t, 30*time.Second, "the edge on the new table", func() bool { return rev.Load() >= idx })
 	waitUntil(t, 10*time.Second, "the edge in the status", func() bool {
@@ -126,7 +144,10 @@ func TestEmbeddedNATSDistributesTheTable(t *testing.T) {
 	if code, _ := get(t, "http://"+httpAddr+"/v1/control/distribution", ""); code != http.StatusUnauthorized {
 		t.Fatalf("status without a token: %d", code)
 	}
-	if _, body := get(t, "http://"+httpAddr+"/metrics", ""); !strings.Contains(body, "meridian_control_table_revision") {
+	if code, _ := get(t, "http://"+httpAddr+"/metrics", ""); code != http.StatusUnauthorized {
+		t.Fatalf("/metrics without a token: %d", code)
+	}
+	if _, body := get(t, "http://"+httpAddr+"/metrics", testAdmin); !strings.Contains(body, "meridian_control_table_revision") {
 		t.Fatal("/metrics lacks the table revision")
 	}
 }
@@ -143,7 +164,7 @@ func TestExistingNATSCluster(t *testing.T) {
 	}
 	defer ns.Shutdown()
 	httpAddr := startNode(t, func(c *Config) { c.NATS.URLs = []string{ns.ClientURL()} })
-	rev := followEdge(t, ns.ClientURL())
+	rev := followEdge(t, ns.ClientURL(), httpAddr)
 	idx := writeRoute(t, httpAddr)
 	waitUntil(t, 30*time.Second, "the edge on the new table", func() bool { return rev.Load() >= idx })
 }

@@ -14,7 +14,7 @@
 //	    -nats-tls-cert nats.crt -nats-tls-key nats.key -nats-tls-ca ca.crt
 //
 // A NATS listener beyond loopback needs TLS. With a key-encryption key
-// (-kek-file or MERIDIAN_CONTROL_KEK) the node runs the cluster CA and
+// (-kek-file or MERIDIAN_CONTROL_KEK_FILE) the node runs the cluster CA and
 // edges join with `meridianctl node token` (see README "Security model").
 //
 // -nats-url uses an existing NATS cluster instead. Without credentials the
@@ -35,6 +35,8 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"github.com/meridian-mesh/meridian/shared/tablewire"
 
 	"github.com/meridian-mesh/meridian/control/cluster"
 )
@@ -57,6 +59,7 @@ func main() {
 	read := fs.String("read-tokens", "", "comma-separated read-only tokens (or MERIDIAN_CONTROL_READ_TOKENS)")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate to serve the API over HTTPS")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM key for -tls-cert")
+	fs.StringVar(&cfg.TLSClientCA, "tls-client-ca", "", "PEM CA whose client certificates the API requires (mutual TLS; needs -tls-cert)")
 	fs.StringVar(&cfg.TLSCA, "tls-ca", "", "PEM CA certificate trusted for the other nodes' APIs (default: system roots)")
 	fs.DurationVar(&cfg.HeartbeatTimeout, "raft-heartbeat-timeout", 0, "how long a follower waits for the leader before standing for election (default 200ms)")
 	fs.DurationVar(&cfg.ElectionTimeout, "raft-election-timeout", 0, "how long a candidate waits for votes (default 200ms)")
@@ -64,14 +67,25 @@ func main() {
 	fs.Uint64Var(&cfg.SnapshotThreshold, "raft-snapshot-threshold", 0, "log entries that trigger a snapshot (default 8192)")
 	fs.DurationVar(&cfg.SnapshotInterval, "raft-snapshot-interval", 0, "how often the snapshot threshold is checked (default 2m)")
 	fs.Uint64Var(&cfg.TrailingLogs, "raft-trailing-logs", 0, "log entries a snapshot leaves behind (default 10240)")
+	fs.StringVar(&cfg.KEKFile, "kek-file", os.Getenv("MERIDIAN_CONTROL_KEK_FILE"), "key-encryption key file sealing the table-signing and cluster CA keys in Raft (or MERIDIAN_CONTROL_KEK_FILE); the same on every node; enables join tokens and node certificates")
+	fs.StringVar(&cfg.Secrets.EnvPrefix, "secret-env-prefix", tablewire.DefaultSecretEnvPrefix, "the only environment variables a provider's secret_ref may name start with this")
+	fs.StringVar(&cfg.Secrets.Dir, "secrets-dir", tablewire.DefaultSecretsDir, "the only directory a provider's file: secret_ref may name a file in")
+	fs.StringVar(&cfg.KEKPreviousFile, "kek-previous-file", "", "the retired key-encryption key during a KEK rotation; the leader re-seals with -kek-file")
+	raftCA := fs.String("raft-tls-ca", "", "PEM CA that signs every control node's Raft certificate; with -raft-tls-cert and -raft-tls-key, Raft runs over mutual TLS")
+	raftCert := fs.String("raft-tls-cert", "", "PEM certificate of this node for Raft (naming the host of its Raft address)")
+	raftKey := fs.String("raft-tls-key", "", "PEM key for -raft-tls-cert")
+	fs.BoolVar(&cfg.RaftInsecure, "raft-insecure", false, "allow plain-TCP Raft on a non-loopback address (development only: anyone reaching the port can rewrite the fleet)")
+	fs.BoolVar(&cfg.OpenEndpoints, "open-metrics", false, "serve /metrics and /v1/control/self without a token")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn, error or off")
-	kekFile := fs.String("kek-file", "", "file holding the 32-byte key-encryption key (64 hex digits) that seals the cluster CA key (or MERIDIAN_CONTROL_KEK); enables join tokens and node certificates")
 	fs.DurationVar(&cfg.NodeCertTTL, "node-cert-ttl", 0, "validity of node certificates issued at join and renewal (default 12h)")
 	natsURLs, natsRoutes := natsFlags(fs, &cfg.NATS)
 	fs.Parse(os.Args[1:])
 	cfg.NATS.URLs, cfg.NATS.Routes = splitList(*natsURLs), splitList(*natsRoutes)
 	natsSecrets(&cfg.NATS, os.Getenv)
 
+	if *raftCA != "" || *raftCert != "" || *raftKey != "" {
+		cfg.RaftTLS = &cluster.RaftTLS{CAFile: *raftCA, CertFile: *raftCert, KeyFile: *raftKey}
+	}
 	cfg.Join = splitList(*join)
 	for _, p := range splitList(*peers) {
 		peer, err := cluster.ParsePeer(p)
@@ -82,11 +96,6 @@ func main() {
 	}
 	cfg.AdminTokens = splitList(firstNonEmpty(*admin, os.Getenv("MERIDIAN_CONTROL_ADMIN_TOKENS")))
 	cfg.ReadTokens = splitList(firstNonEmpty(*read, os.Getenv("MERIDIAN_CONTROL_READ_TOKENS")))
-	kek, err := loadKEK(*kekFile, os.Getenv)
-	if err != nil {
-		fatal(err)
-	}
-	cfg.KEK = kek
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -194,3 +194,50 @@ func TestDamagedStoreFailsStart(t *testing.T) {
 		}
 	}
 }
+
+// With -tls-client-ca the API requires a client certificate from that
+// CA: a caller with the right token but no certificate gets nowhere.
+func TestAPIMutualTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca, certs := filepath.Join(dir, "ca"), filepath.Join(dir, "certs")
+	if err := pki.WriteCA(ca, "test CA", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"control-1", "operator"} {
+		if err := pki.WriteNodeCert(ca, certs, n, []string{"127.0.0.1"}, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := DefaultConfig()
+	cfg.DataDir, cfg.Bootstrap, cfg.LogLevel = filepath.Join(dir, "data"), true, "off"
+	cfg.RaftAddr, cfg.HTTPAddr = freeAddr(t), freeAddr(t)
+	cfg.AdminTokens = []string{"admin-token-0123456789"}
+	cfg.TLSCert, cfg.TLSKey = filepath.Join(certs, "control-1.crt"), filepath.Join(certs, "control-1.key")
+	cfg.TLSCA, cfg.TLSClientCA = filepath.Join(ca, pki.CACertFile), filepath.Join(ca, pki.CACertFile)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, cfg) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	pool, _ := pki.LoadPool(cfg.TLSCA)
+	op, err := tls.LoadX509KeyPair(filepath.Join(certs, "operator.crt"), filepath.Join(certs, "operator.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	with := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{op}}}}
+	without := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	wctx, wcancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer wcancel()
+	cl, _ := client.New(client.Config{Addrs: []string{"https://" + cfg.HTTPAddr}, Token: "admin-token-0123456789", HTTP: with, RetryTimeout: 30 * time.Second})
+	if _, err := cl.Put(wctx, &controlv1.Region{Id: "eu"}, client.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("GET", "https://"+cfg.HTTPAddr+"/v1/control/cluster", nil)
+	req.Header.Set("Authorization", "Bearer admin-token-0123456789")
+	if resp, err := without.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("a caller without a client certificate got %s", resp.Status)
+	}
+}

@@ -14,10 +14,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meridian-mesh/meridian/shared/tablewire"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meridian-mesh/meridian/control/api"
 	"github.com/meridian-mesh/meridian/control/cluster"
+	"github.com/meridian-mesh/meridian/control/seal"
 	"github.com/meridian-mesh/meridian/shared/pki"
 )
 
@@ -69,12 +72,6 @@ type Config struct {
 	// TLSCert and TLSKey, when set, serve the API over HTTPS (PEM files,
 	// e.g. from `meridianctl tls cert`).
 	TLSCert, TLSKey string
-	// KEK is the key-encryption key (32 bytes) that seals the cluster
-	// CA's key in the replicated state; the same on every control node.
-	// Set, it enables join tokens, node certificates and per-edge NATS
-	// identities; nil runs the fleet on static certificates and the
-	// shared NATS credential.
-	KEK []byte
 	// NodeCertTTL is how long issued node certificates are valid; 0
 	// means 12h.
 	NodeCertTTL time.Duration
@@ -82,6 +79,31 @@ type Config struct {
 	// certificates, trusted when forwarding to them; empty means the
 	// system roots.
 	TLSCA string
+	// TLSClientCA, with TLSCert, makes the API require a client
+	// certificate signed by this CA (PEM) from every caller, other
+	// control nodes included: mutual TLS on top of the bearer tokens.
+	TLSClientCA string
+	// KEKFile holds the key-encryption key (32 bytes, hex or base64,
+	// mode 0600; `meridianctl kek` makes one) that seals key material in
+	// the replicated state (the table-signing key, the cluster CA key):
+	// the same file on every control node. Set, it also enables join
+	// tokens, node certificates and per-edge NATS identities. Empty
+	// stores the signing key in the clear (development only; a warning
+	// says so) and runs the fleet on static certificates and the shared
+	// NATS credential.
+	KEKFile string
+	// KEKPreviousFile is the retired KEK during a rotation: it still
+	// opens what it sealed, and the leader re-seals that with KEKFile.
+	KEKPreviousFile string
+	// RaftTLS runs Raft over mutual TLS; RaftInsecure allows plain TCP
+	// off loopback (development only). cluster.Config documents both.
+	RaftTLS      *cluster.RaftTLS
+	RaftInsecure bool
+	// OpenEndpoints serves /metrics and /v1/control/self without a token.
+	OpenEndpoints bool
+	// Secrets bounds providers' secret_refs: env vars with this prefix,
+	// files in this directory. Edges enforce their own copy of it.
+	Secrets tablewire.SecretPolicy
 }
 
 // DefaultConfig returns the defaults: API on 127.0.0.1:7400, Raft on
@@ -114,6 +136,9 @@ func (c *Config) Validate() error {
 	}
 	if len(c.AdminTokens) == 0 {
 		errs = append(errs, errors.New("no admin token: set -admin-tokens or MERIDIAN_CONTROL_ADMIN_TOKENS"))
+	}
+	if c.TLSClientCA != "" && c.TLSCert == "" {
+		errs = append(errs, errors.New("-tls-client-ca needs -tls-cert and -tls-key"))
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		errs = append(errs, errors.New("give -tls-cert and -tls-key together"))
@@ -162,6 +187,22 @@ func run(ctx context.Context, cfg Config) error {
 		}
 	}
 	ccfg.SnapshotThreshold, ccfg.TrailingLogs = cfg.SnapshotThreshold, cfg.TrailingLogs
+	ccfg.RaftTLS, ccfg.RaftInsecure = cfg.RaftTLS, cfg.RaftInsecure
+	if cfg.KEKFile != "" {
+		if ccfg.KEK, err = seal.Load(cfg.KEKFile); err != nil {
+			return err
+		}
+		if cfg.KEKPreviousFile != "" {
+			old, err := seal.Load(cfg.KEKPreviousFile)
+			if err != nil {
+				return err
+			}
+			ccfg.KEK = ccfg.KEK.WithPrevious(old)
+		}
+		logger.Info("key material sealed with the key-encryption key", "kek", ccfg.KEK.ID())
+	} else {
+		logger.Warn("no key-encryption key (-kek-file): the table-signing key is stored in the clear in the Raft log and snapshots; development only")
+	}
 	if cfg.BootstrapExpect > 0 && !cluster.HasState(cfg.DataDir) {
 		if ccfg.Peers, err = discover(ctx, cfg, serverTLS, httpClient, logger); err != nil {
 			return err
@@ -178,14 +219,16 @@ func run(ctx context.Context, cfg Config) error {
 	}
 	acfg := api.DefaultConfig()
 	acfg.AdminTokens, acfg.ReadTokens, acfg.Logger, acfg.Client = cfg.AdminTokens, cfg.ReadTokens, logger, httpClient
-	acfg.KEK, acfg.NodeCertTTL = cfg.KEK, cfg.NodeCertTTL
+	acfg.KEK, acfg.NodeCertTTL = ccfg.KEK, cfg.NodeCertTTL
+	acfg.Secrets, acfg.OpenEndpoints = cfg.Secrets, cfg.OpenEndpoints
+	acfg.ForwardTLSOnly = serverTLS != nil
 	handler, err := api.New(acfg, node)
 	if err != nil {
 		node.Close()
 		return err
 	}
 	reg := prometheus.NewRegistry()
-	dist, err := startDistribution(cfg, node, logger, reg)
+	dist, err := startDistribution(cfg, node, ccfg.KEK, logger, reg)
 	if err != nil {
 		node.Close()
 		return err
@@ -193,7 +236,8 @@ func run(ctx context.Context, cfg Config) error {
 	if dist != nil {
 		defer dist.Close() // after the API: edges move to the other nodes' servers
 	}
-	srv := &http.Server{Handler: withDistribution(handler, dist, reg), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: withDistribution(handler, dist, reg, append(append([]string{}, cfg.AdminTokens...), cfg.ReadTokens...), cfg.OpenEndpoints),
+		ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	logger.Info("meridian-control started", "id", node.ID(), "raft", node.RaftAddr(), "api", cfg.APIAdvertise)
@@ -256,6 +300,9 @@ func discover(ctx context.Context, cfg Config, serverTLS *tls.Config, client *ht
 			}
 			reqCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			req, _ := http.NewRequestWithContext(reqCtx, http.MethodGet, strings.TrimSuffix(addr, "/")+"/v1/control/self", nil)
+			// A voter that found the others first serves its real API,
+			// where /self needs a token; every voter has the same ones.
+			req.Header.Set("Authorization", "Bearer "+cfg.AdminTokens[0])
 			resp, err := client.Do(req)
 			if err != nil {
 				cancel()
@@ -300,7 +347,17 @@ func tlsConfigs(cfg Config) (server, client *tls.Config, err error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("tls: %w", err)
 	}
-	return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}, client, nil
+	server = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+	// The node's own certificate authenticates it when it forwards to a
+	// leader that asks for client certificates.
+	client.Certificates = []tls.Certificate{cert}
+	if cfg.TLSClientCA != "" {
+		if server.ClientCAs, err = pki.LoadPool(cfg.TLSClientCA); err != nil {
+			return nil, nil, err
+		}
+		server.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return server, client, nil
 }
 
 func listen(addr string, conf *tls.Config) (net.Listener, error) {

@@ -20,7 +20,7 @@ const explicitKind = `providers:
   - id: mock
     kind: openai
     base_url: "http://127.0.0.1:9100/v1"
-    secret_ref: "env:MOCK_KEY"
+    secret_ref: "env:MERIDIAN_SECRET_MOCK_KEY"
 `
 
 // exampleFleets are the fleet files the repository ships.

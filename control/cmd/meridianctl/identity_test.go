@@ -10,7 +10,7 @@ import (
 )
 
 func TestCLINodeTokenAndRevoke(t *testing.T) {
-	kek, _ := seal.ParseKEK(seal.NewKEK())
+	kek, _ := seal.New([]byte("test-kek-32-bytes-0123456789abcd"))
 	c := controltest.Start(t, 1, controltest.Options{KEK: kek})
 	m := c.Leader()
 	cli := ctl{t, map[string]string{"MERIDIAN_CONTROL_ADDR": m.URL, "MERIDIAN_CONTROL_TOKEN": controltest.AdminToken}}

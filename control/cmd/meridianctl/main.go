@@ -65,6 +65,10 @@ Usage:
   meridianctl [flags] cluster transfer
   meridianctl [flags] cluster snapshot save FILE
   meridianctl [flags] cluster snapshot restore FILE
+  meridianctl [flags] table-key            print the table public key and cluster ID edges pin
+  meridianctl [flags] table-key stage      create the next table key (pin it on every edge, then promote)
+  meridianctl [flags] table-key promote    sign with the staged key from now on
+  meridianctl kek new FILE                 write a key-encryption key for meridian-control -kek-file
   meridianctl tls ca --dir DIR [--name NAME] [--days N]
   meridianctl tls cert --ca-dir DIR --node ID [--host H]... --out DIR [--days N] [--control]
                                                --control: for a control API or NATS server, never a link peer
@@ -77,6 +81,9 @@ Flags (anywhere on the line):
   -json            print JSON instead of tables
   -stale           read from the answering node's copy instead of the leader's
   -ca-cert FILE    PEM CA to trust for an https:// address (MERIDIAN_CONTROL_CACERT)
+  -client-cert FILE, -client-key FILE
+                   PEM client certificate and key, for an API that requires
+                   mutual TLS (MERIDIAN_CONTROL_CLIENT_CERT, MERIDIAN_CONTROL_CLIENT_KEY)
   -timeout D       overall time limit (default 60s)
 
 set takes field=value pairs: lists are comma-separated (addresses=a:1,b:2),
@@ -89,15 +96,18 @@ from a JSON or YAML file.
 
 // cli holds one invocation's settings and streams.
 type cli struct {
-	addr    string
-	token   string
-	json    bool
-	stale   bool
-	caCert  string
-	timeout time.Duration
-	stdin   io.Reader
-	stdout  io.Writer
-	stderr  io.Writer
+	addr   string
+	token  string
+	json   bool
+	stale  bool
+	caCert string
+	// clientCert and clientKey authenticate to an API requiring mutual
+	// TLS.
+	clientCert, clientKey string
+	timeout               time.Duration
+	stdin                 io.Reader
+	stdout                io.Writer
+	stderr                io.Writer
 
 	// Command flags, shared so that they may appear anywhere.
 	file    string
@@ -133,6 +143,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.BoolVar(&c.json, "json", false, "")
 	fs.BoolVar(&c.stale, "stale", false, "")
 	fs.StringVar(&c.caCert, "ca-cert", getenv("MERIDIAN_CONTROL_CACERT"), "")
+	fs.StringVar(&c.clientCert, "client-cert", getenv("MERIDIAN_CONTROL_CLIENT_CERT"), "")
+	fs.StringVar(&c.clientKey, "client-key", getenv("MERIDIAN_CONTROL_CLIENT_KEY"), "")
 	fs.DurationVar(&c.timeout, "timeout", 60*time.Second, "")
 	fs.StringVar(&c.file, "f", "", "")
 	fs.BoolVar(&c.dryRun, "dry-run", false, "")
@@ -188,12 +200,23 @@ func (c *cli) client() (*client.Client, error) {
 	// Retries cover a leader election (a few seconds) and then give up,
 	// so a wrong address fails in seconds, not minutes.
 	cfg := client.Config{Addrs: strings.Split(c.addr, ","), Token: c.token, RetryTimeout: 10 * time.Second}
-	if c.caCert != "" {
-		pool, err := pki.LoadPool(c.caCert)
-		if err != nil {
-			return nil, err
+	if c.caCert != "" || c.clientCert != "" {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12}
+		if c.caCert != "" {
+			pool, err := pki.LoadPool(c.caCert)
+			if err != nil {
+				return nil, err
+			}
+			tc.RootCAs = pool
 		}
-		cfg.HTTP = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}}}
+		if c.clientCert != "" {
+			cert, err := tls.LoadX509KeyPair(c.clientCert, c.clientKey)
+			if err != nil {
+				return nil, fmt.Errorf("client certificate: %w", err)
+			}
+			tc.Certificates = []tls.Certificate{cert}
+		}
+		cfg.HTTP = &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}
 	}
 	return client.New(cfg)
 }
@@ -208,6 +231,10 @@ func (c *cli) dispatch(ctx context.Context, pos []string) error {
 		return c.cluster(ctx, pos[1:])
 	case "tls":
 		return c.tls(pos[1:])
+	case "table-key":
+		return c.tableKey(ctx, pos[1:])
+	case "kek":
+		return c.kek(pos[1:])
 	case "help":
 		fmt.Fprint(c.stdout, usage)
 		return nil

@@ -63,6 +63,7 @@ func TestPlacementLs(t *testing.T) {
 	cfg := tablesync.DefaultConfig()
 	cfg.NodeID, cfg.Region, cfg.URLs, cfg.Token = "edge-a", "eu-west", []string{m.NATSURL()}, controltest.NATSToken
 	cfg.Apply = func(tab *table.Table) error { return tab.Validate() }
+	cfg.TableKeys = controltest.NodeTableKeys(t, m.Node)
 	cfg.ReadyModels = func() []string {
 		mu.Lock()
 		defer mu.Unlock()

@@ -177,8 +177,8 @@ var genFleet = rapid.Custom(func(t *rapid.T) fleet {
 		case "kind local":
 			p.Kind = table.KindLocal
 		}
-		p.SecretRef = rapid.OneOf(rapid.Just(""), rapid.StringMatching(`env:[A-Za-z_][A-Za-z0-9_]{0,15}`),
-			rapid.StringMatching(`file:/[a-z0-9._-]{1,8}(/[a-z0-9._-]{1,8}){0,2}`)).Draw(t, "secret_ref")
+		p.SecretRef = rapid.OneOf(rapid.Just(""), rapid.StringMatching(`env:MERIDIAN_SECRET_[A-Za-z0-9_]{1,15}`),
+			rapid.StringMatching(`file:/etc/meridian/secrets/[a-z0-9_-]{1,8}(/[a-z0-9_-]{1,8}){0,2}`)).Draw(t, "secret_ref")
 		if p.Kind == table.KindLocal {
 			localProvider[id] = true
 		}

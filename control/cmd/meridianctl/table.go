@@ -71,12 +71,17 @@ func (c *cli) printDistribution(st *publish.Status, err error) {
 			state = "silent"
 		case e.Stale:
 			state = "stale"
+		case e.Ahead:
+			state = "ahead" // restored from an older backup: never "current"
 		case e.Lag > 0:
 			state = "behind"
 		}
 		rejected := "-"
 		if e.RejectedReason != "" {
 			rejected = fmt.Sprintf("%d: %s", e.RejectedRevision, e.RejectedReason)
+		}
+		if e.Unverified != "" {
+			rejected = "unverified " + e.Unverified
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s ago\t%s\n", e.Node, dash(e.Region), e.Revision, e.Lag, state,
 			dash(strings.Join(e.ReadyModels, ",")), time.Since(e.LastReport).Round(time.Second), rejected)

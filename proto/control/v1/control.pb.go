@@ -1619,9 +1619,12 @@ type Snapshot struct {
 	// Oldest first.
 	Dedup    []*Dedup `protobuf:"bytes,13,rep,name=dedup,proto3" json:"dedup,omitempty"`
 	DedupSeq uint64   `protobuf:"varint,14,opt,name=dedup_seq,json=dedupSeq,proto3" json:"dedup_seq,omitempty"`
+	// The cluster's identity and table-signing key; absent in snapshots
+	// taken before a leader created one.
+	Identity *ClusterIdentity `protobuf:"bytes,100,opt,name=identity,proto3" json:"identity,omitempty"`
 	// Fleet identity: the cluster CA, join tokens, joined nodes and
 	// revocations.
-	Identity      *Identity `protobuf:"bytes,130,opt,name=identity,proto3" json:"identity,omitempty"`
+	Fleet         *Identity `protobuf:"bytes,130,opt,name=fleet,proto3" json:"fleet,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1754,9 +1757,16 @@ func (x *Snapshot) GetDedupSeq() uint64 {
 	return 0
 }
 
-func (x *Snapshot) GetIdentity() *Identity {
+func (x *Snapshot) GetIdentity() *ClusterIdentity {
 	if x != nil {
 		return x.Identity
+	}
+	return nil
+}
+
+func (x *Snapshot) GetFleet() *Identity {
+	if x != nil {
+		return x.Fleet
 	}
 	return nil
 }
@@ -2296,6 +2306,165 @@ func (x *RevokeNode) GetNowUnixMs() int64 {
 	return 0
 }
 
+// ClusterIdentity is the control plane's identity, created once by the
+// first leader (command type 4) and replicated like any state: every
+// control node signs with the same key after an election.
+type ClusterIdentity struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Random ID of the cluster; a table from another cluster is refused.
+	ClusterId string `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// Raised by every restore from backup, so edges accept a lower
+	// revision from the restored control plane on purpose.
+	Epoch uint64 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// ed25519 public key (32 bytes) that signs tables and heartbeats.
+	PublicKey []byte `protobuf:"bytes,3,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	// The ed25519 private key (seed, 32 bytes), sealed with the control
+	// plane's key-encryption key (control/seal).
+	SealedPrivateKey []byte `protobuf:"bytes,4,opt,name=sealed_private_key,json=sealedPrivateKey,proto3" json:"sealed_private_key,omitempty"`
+	// A staged next key (meridianctl table-key stage): edges are given its
+	// public key before promote makes it the signing key.
+	NextPublicKey        []byte `protobuf:"bytes,5,opt,name=next_public_key,json=nextPublicKey,proto3" json:"next_public_key,omitempty"`
+	SealedNextPrivateKey []byte `protobuf:"bytes,6,opt,name=sealed_next_private_key,json=sealedNextPrivateKey,proto3" json:"sealed_next_private_key,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *ClusterIdentity) Reset() {
+	*x = ClusterIdentity{}
+	mi := &file_proto_control_v1_control_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterIdentity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterIdentity) ProtoMessage() {}
+
+func (x *ClusterIdentity) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_control_v1_control_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterIdentity.ProtoReflect.Descriptor instead.
+func (*ClusterIdentity) Descriptor() ([]byte, []int) {
+	return file_proto_control_v1_control_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ClusterIdentity) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *ClusterIdentity) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *ClusterIdentity) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
+func (x *ClusterIdentity) GetSealedPrivateKey() []byte {
+	if x != nil {
+		return x.SealedPrivateKey
+	}
+	return nil
+}
+
+func (x *ClusterIdentity) GetNextPublicKey() []byte {
+	if x != nil {
+		return x.NextPublicKey
+	}
+	return nil
+}
+
+func (x *ClusterIdentity) GetSealedNextPrivateKey() []byte {
+	if x != nil {
+		return x.SealedNextPrivateKey
+	}
+	return nil
+}
+
+// SetIdentity installs the cluster identity if the state has none; a
+// second one is ignored, so two leaders racing to create one agree.
+type SetIdentity struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Identity  *ClusterIdentity       `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
+	// Replace an existing identity of the same cluster (key rotation, a
+	// new KEK); its epoch never goes down.
+	Replace       bool `protobuf:"varint,3,opt,name=replace,proto3" json:"replace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetIdentity) Reset() {
+	*x = SetIdentity{}
+	mi := &file_proto_control_v1_control_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetIdentity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetIdentity) ProtoMessage() {}
+
+func (x *SetIdentity) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_control_v1_control_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetIdentity.ProtoReflect.Descriptor instead.
+func (*SetIdentity) Descriptor() ([]byte, []int) {
+	return file_proto_control_v1_control_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *SetIdentity) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *SetIdentity) GetIdentity() *ClusterIdentity {
+	if x != nil {
+		return x.Identity
+	}
+	return nil
+}
+
+func (x *SetIdentity) GetReplace() bool {
+	if x != nil {
+		return x.Replace
+	}
+	return false
+}
+
 var File_proto_control_v1_control_proto protoreflect.FileDescriptor
 
 const file_proto_control_v1_control_proto_rawDesc = "" +
@@ -2426,7 +2595,7 @@ const file_proto_control_v1_control_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x123\n" +
-	"\x06result\x18\x03 \x01(\v2\x1b.meridian.control.v1.ResultR\x06result\"\xe2\x05\n" +
+	"\x06result\x18\x03 \x01(\v2\x1b.meridian.control.v1.ResultR\x06result\"\x9e\x06\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x125\n" +
@@ -2444,8 +2613,9 @@ const file_proto_control_v1_control_proto_rawDesc = "" +
 	"\x06prices\x18\v \x03(\v2\x1a.meridian.control.v1.PriceR\x06prices\x125\n" +
 	"\amembers\x18\f \x03(\v2\x1b.meridian.control.v1.MemberR\amembers\x120\n" +
 	"\x05dedup\x18\r \x03(\v2\x1a.meridian.control.v1.DedupR\x05dedup\x12\x1b\n" +
-	"\tdedup_seq\x18\x0e \x01(\x04R\bdedupSeq\x12:\n" +
-	"\bidentity\x18\x82\x01 \x01(\v2\x1d.meridian.control.v1.IdentityR\bidentity\"E\n" +
+	"\tdedup_seq\x18\x0e \x01(\x04R\bdedupSeq\x12@\n" +
+	"\bidentity\x18d \x01(\v2$.meridian.control.v1.ClusterIdentityR\bidentity\x124\n" +
+	"\x05fleet\x18\x82\x01 \x01(\v2\x1d.meridian.control.v1.IdentityR\x05fleet\"E\n" +
 	"\tClusterCA\x12\x19\n" +
 	"\bcert_der\x18\x01 \x01(\fR\acertDer\x12\x1d\n" +
 	"\n" +
@@ -2487,7 +2657,21 @@ const file_proto_control_v1_control_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x1e\n" +
-	"\vnow_unix_ms\x18\x03 \x01(\x03R\tnowUnixMsB>Z<github.com/meridian-mesh/meridian/proto/control/v1;controlv1b\x06proto3"
+	"\vnow_unix_ms\x18\x03 \x01(\x03R\tnowUnixMs\"\xf2\x01\n" +
+	"\x0fClusterIdentity\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x03 \x01(\fR\tpublicKey\x12,\n" +
+	"\x12sealed_private_key\x18\x04 \x01(\fR\x10sealedPrivateKey\x12&\n" +
+	"\x0fnext_public_key\x18\x05 \x01(\fR\rnextPublicKey\x125\n" +
+	"\x17sealed_next_private_key\x18\x06 \x01(\fR\x14sealedNextPrivateKey\"\x88\x01\n" +
+	"\vSetIdentity\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12@\n" +
+	"\bidentity\x18\x02 \x01(\v2$.meridian.control.v1.ClusterIdentityR\bidentity\x12\x18\n" +
+	"\areplace\x18\x03 \x01(\bR\areplaceB>Z<github.com/meridian-mesh/meridian/proto/control/v1;controlv1b\x06proto3"
 
 var (
 	file_proto_control_v1_control_proto_rawDescOnce sync.Once
@@ -2502,7 +2686,7 @@ func file_proto_control_v1_control_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_control_v1_control_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_proto_control_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_proto_control_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_proto_control_v1_control_proto_goTypes = []any{
 	(Op_Action)(0),          // 0: meridian.control.v1.Op.Action
 	(*Region)(nil),          // 1: meridian.control.v1.Region
@@ -2532,11 +2716,13 @@ var file_proto_control_v1_control_proto_goTypes = []any{
 	(*CreateJoinToken)(nil), // 25: meridian.control.v1.CreateJoinToken
 	(*RedeemJoinToken)(nil), // 26: meridian.control.v1.RedeemJoinToken
 	(*RevokeNode)(nil),      // 27: meridian.control.v1.RevokeNode
-	nil,                     // 28: meridian.control.v1.Node.LabelsEntry
+	(*ClusterIdentity)(nil), // 28: meridian.control.v1.ClusterIdentity
+	(*SetIdentity)(nil),     // 29: meridian.control.v1.SetIdentity
+	nil,                     // 30: meridian.control.v1.Node.LabelsEntry
 }
 var file_proto_control_v1_control_proto_depIdxs = []int32{
 	2,  // 0: meridian.control.v1.Node.capacity:type_name -> meridian.control.v1.Capacity
-	28, // 1: meridian.control.v1.Node.labels:type_name -> meridian.control.v1.Node.LabelsEntry
+	30, // 1: meridian.control.v1.Node.labels:type_name -> meridian.control.v1.Node.LabelsEntry
 	7,  // 2: meridian.control.v1.Route.targets:type_name -> meridian.control.v1.Target
 	7,  // 3: meridian.control.v1.Route.fallbacks:type_name -> meridian.control.v1.Target
 	0,  // 4: meridian.control.v1.Op.action:type_name -> meridian.control.v1.Op.Action
@@ -2563,17 +2749,19 @@ var file_proto_control_v1_control_proto_depIdxs = []int32{
 	11, // 25: meridian.control.v1.Snapshot.prices:type_name -> meridian.control.v1.Price
 	12, // 26: meridian.control.v1.Snapshot.members:type_name -> meridian.control.v1.Member
 	18, // 27: meridian.control.v1.Snapshot.dedup:type_name -> meridian.control.v1.Dedup
-	23, // 28: meridian.control.v1.Snapshot.identity:type_name -> meridian.control.v1.Identity
-	20, // 29: meridian.control.v1.Identity.ca:type_name -> meridian.control.v1.ClusterCA
-	21, // 30: meridian.control.v1.Identity.tokens:type_name -> meridian.control.v1.JoinToken
-	22, // 31: meridian.control.v1.Identity.nodes:type_name -> meridian.control.v1.NodeIdentity
-	20, // 32: meridian.control.v1.SetClusterCA.ca:type_name -> meridian.control.v1.ClusterCA
-	21, // 33: meridian.control.v1.CreateJoinToken.token:type_name -> meridian.control.v1.JoinToken
-	34, // [34:34] is the sub-list for method output_type
-	34, // [34:34] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	28, // 28: meridian.control.v1.Snapshot.identity:type_name -> meridian.control.v1.ClusterIdentity
+	23, // 29: meridian.control.v1.Snapshot.fleet:type_name -> meridian.control.v1.Identity
+	20, // 30: meridian.control.v1.Identity.ca:type_name -> meridian.control.v1.ClusterCA
+	21, // 31: meridian.control.v1.Identity.tokens:type_name -> meridian.control.v1.JoinToken
+	22, // 32: meridian.control.v1.Identity.nodes:type_name -> meridian.control.v1.NodeIdentity
+	20, // 33: meridian.control.v1.SetClusterCA.ca:type_name -> meridian.control.v1.ClusterCA
+	21, // 34: meridian.control.v1.CreateJoinToken.token:type_name -> meridian.control.v1.JoinToken
+	28, // 35: meridian.control.v1.SetIdentity.identity:type_name -> meridian.control.v1.ClusterIdentity
+	36, // [36:36] is the sub-list for method output_type
+	36, // [36:36] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_proto_control_v1_control_proto_init() }
@@ -2598,7 +2786,7 @@ func file_proto_control_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_control_v1_control_proto_rawDesc), len(file_proto_control_v1_control_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   28,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

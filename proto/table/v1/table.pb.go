@@ -294,8 +294,13 @@ type RoutingTable struct {
 	// Capability version; see the history above.
 	Schema uint32 `protobuf:"varint,1,opt,name=schema,proto3" json:"schema,omitempty"`
 	// Raft index of the state the table was compiled from.
-	Revision      uint64    `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
-	Entities      *Entities `protobuf:"bytes,3,opt,name=entities,proto3" json:"entities,omitempty"`
+	Revision uint64    `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	Entities *Entities `protobuf:"bytes,3,opt,name=entities,proto3" json:"entities,omitempty"`
+	// The control plane's cluster ID and epoch (raised by a restore from
+	// backup): an edge refuses another cluster's table, and orders tables
+	// by (epoch, revision).
+	ClusterId     string `protobuf:"bytes,100,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	Epoch         uint64 `protobuf:"varint,101,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -351,6 +356,20 @@ func (x *RoutingTable) GetEntities() *Entities {
 	return nil
 }
 
+func (x *RoutingTable) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *RoutingTable) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
 // TableDelta turns the table at prev_revision into the one at revision.
 type TableDelta struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
@@ -360,7 +379,10 @@ type TableDelta struct {
 	// Entities created or changed, whole.
 	Upserts *Entities `protobuf:"bytes,4,opt,name=upserts,proto3" json:"upserts,omitempty"`
 	// Entities removed.
-	Deletes       *EntityIDs `protobuf:"bytes,5,opt,name=deletes,proto3" json:"deletes,omitempty"`
+	Deletes *EntityIDs `protobuf:"bytes,5,opt,name=deletes,proto3" json:"deletes,omitempty"`
+	// The epoch of both prev_revision and revision; a delta never
+	// crosses epochs.
+	Epoch         uint64 `protobuf:"varint,101,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -430,6 +452,13 @@ func (x *TableDelta) GetDeletes() *EntityIDs {
 	return nil
 }
 
+func (x *TableDelta) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
 // TableUpdate is what the leader publishes on meridian.v1.table.update.
 type TableUpdate struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -437,7 +466,10 @@ type TableUpdate struct {
 	//
 	//	*TableUpdate_Delta
 	//	*TableUpdate_Full
-	Update        isTableUpdate_Update `protobuf_oneof:"update"`
+	Update isTableUpdate_Update `protobuf_oneof:"update"`
+	// ed25519 signature by the cluster's table key over the message's
+	// other fields (shared/tablewire.Sign).
+	Signature     []byte `protobuf:"bytes,100,opt,name=signature,proto3" json:"signature,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -497,6 +529,13 @@ func (x *TableUpdate) GetFull() *RoutingTable {
 	return nil
 }
 
+func (x *TableUpdate) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
 type isTableUpdate_Update interface {
 	isTableUpdate_Update()
 }
@@ -528,7 +567,11 @@ type Heartbeat struct {
 	Rejected string `protobuf:"bytes,5,opt,name=rejected,proto3" json:"rejected,omitempty"`
 	// Milliseconds between heartbeats, so edges scale their staleness
 	// timeout to the leader's pace.
-	IntervalMs    uint32 `protobuf:"varint,6,opt,name=interval_ms,json=intervalMs,proto3" json:"interval_ms,omitempty"`
+	IntervalMs uint32 `protobuf:"varint,6,opt,name=interval_ms,json=intervalMs,proto3" json:"interval_ms,omitempty"`
+	ClusterId  string `protobuf:"bytes,100,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	Epoch      uint64 `protobuf:"varint,101,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// ed25519 signature over the other fields (shared/tablewire.Sign).
+	Signature     []byte `protobuf:"bytes,102,opt,name=signature,proto3" json:"signature,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -605,6 +648,27 @@ func (x *Heartbeat) GetIntervalMs() uint32 {
 	return 0
 }
 
+func (x *Heartbeat) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *Heartbeat) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *Heartbeat) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
 // SnapshotRequest asks any control node for its table.
 type SnapshotRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -673,8 +737,10 @@ type SnapshotReply struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Schema uint32                 `protobuf:"varint,1,opt,name=schema,proto3" json:"schema,omitempty"`
 	// Absent when the node has no valid table yet; error says why.
-	Table         *RoutingTable `protobuf:"bytes,2,opt,name=table,proto3" json:"table,omitempty"`
-	Error         string        `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	Table *RoutingTable `protobuf:"bytes,2,opt,name=table,proto3" json:"table,omitempty"`
+	Error string        `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	// ed25519 signature over the other fields (shared/tablewire.Sign).
+	Signature     []byte `protobuf:"bytes,100,opt,name=signature,proto3" json:"signature,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -730,6 +796,13 @@ func (x *SnapshotReply) GetError() string {
 	return ""
 }
 
+func (x *SnapshotReply) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
 // AppliedReport is an edge's account of its table, on
 // meridian.v1.edge.applied.
 type AppliedReport struct {
@@ -756,7 +829,12 @@ type AppliedReport struct {
 	Source string `protobuf:"bytes,10,opt,name=source,proto3" json:"source,omitempty"`
 	// Models the edge's local engine has loaded and serves, sorted; what
 	// `meridianctl placement ls` shows against the placements.
-	ReadyModels   []string `protobuf:"bytes,11,rep,name=ready_models,json=readyModels,proto3" json:"ready_models,omitempty"`
+	ReadyModels []string `protobuf:"bytes,11,rep,name=ready_models,json=readyModels,proto3" json:"ready_models,omitempty"`
+	// Why the edge refused the last message it could not verify
+	// (signature, cluster), empty when none since the last good one.
+	Unverified string `protobuf:"bytes,100,opt,name=unverified,proto3" json:"unverified,omitempty"`
+	// The epoch of the table in use.
+	Epoch         uint64 `protobuf:"varint,101,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -868,6 +946,20 @@ func (x *AppliedReport) GetReadyModels() []string {
 	return nil
 }
 
+func (x *AppliedReport) GetUnverified() string {
+	if x != nil {
+		return x.Unverified
+	}
+	return ""
+}
+
+func (x *AppliedReport) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
 var File_proto_table_v1_table_proto protoreflect.FileDescriptor
 
 const file_proto_table_v1_table_proto_rawDesc = "" +
@@ -896,22 +988,27 @@ const file_proto_table_v1_table_proto_rawDesc = "" +
 	"\x06routes\x18\x06 \x03(\tR\x06routes\x12\x12\n" +
 	"\x04keys\x18\a \x03(\tR\x04keys\x12\x18\n" +
 	"\atenants\x18\b \x03(\tR\atenants\x12\x16\n" +
-	"\x06prices\x18\t \x03(\tR\x06prices\"{\n" +
+	"\x06prices\x18\t \x03(\tR\x06prices\"\xb0\x01\n" +
 	"\fRoutingTable\x12\x16\n" +
 	"\x06schema\x18\x01 \x01(\rR\x06schema\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x127\n" +
-	"\bentities\x18\x03 \x01(\v2\x1b.meridian.table.v1.EntitiesR\bentities\"\xd4\x01\n" +
+	"\bentities\x18\x03 \x01(\v2\x1b.meridian.table.v1.EntitiesR\bentities\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18d \x01(\tR\tclusterId\x12\x14\n" +
+	"\x05epoch\x18e \x01(\x04R\x05epoch\"\xea\x01\n" +
 	"\n" +
 	"TableDelta\x12\x16\n" +
 	"\x06schema\x18\x01 \x01(\rR\x06schema\x12#\n" +
 	"\rprev_revision\x18\x02 \x01(\x04R\fprevRevision\x12\x1a\n" +
 	"\brevision\x18\x03 \x01(\x04R\brevision\x125\n" +
 	"\aupserts\x18\x04 \x01(\v2\x1b.meridian.table.v1.EntitiesR\aupserts\x126\n" +
-	"\adeletes\x18\x05 \x01(\v2\x1c.meridian.table.v1.EntityIDsR\adeletes\"\x85\x01\n" +
+	"\adeletes\x18\x05 \x01(\v2\x1c.meridian.table.v1.EntityIDsR\adeletes\x12\x14\n" +
+	"\x05epoch\x18e \x01(\x04R\x05epoch\"\xa3\x01\n" +
 	"\vTableUpdate\x125\n" +
 	"\x05delta\x18\x01 \x01(\v2\x1d.meridian.table.v1.TableDeltaH\x00R\x05delta\x125\n" +
-	"\x04full\x18\x02 \x01(\v2\x1f.meridian.table.v1.RoutingTableH\x00R\x04fullB\b\n" +
-	"\x06update\"\xbb\x01\n" +
+	"\x04full\x18\x02 \x01(\v2\x1f.meridian.table.v1.RoutingTableH\x00R\x04full\x12\x1c\n" +
+	"\tsignature\x18d \x01(\fR\tsignatureB\b\n" +
+	"\x06update\"\x8e\x02\n" +
 	"\tHeartbeat\x12\x16\n" +
 	"\x06schema\x18\x01 \x01(\rR\x06schema\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x16\n" +
@@ -919,15 +1016,20 @@ const file_proto_table_v1_table_proto_rawDesc = "" +
 	"\x0estate_revision\x18\x04 \x01(\x04R\rstateRevision\x12\x1a\n" +
 	"\brejected\x18\x05 \x01(\tR\brejected\x12\x1f\n" +
 	"\vinterval_ms\x18\x06 \x01(\rR\n" +
-	"intervalMs\"b\n" +
+	"intervalMs\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18d \x01(\tR\tclusterId\x12\x14\n" +
+	"\x05epoch\x18e \x01(\x04R\x05epoch\x12\x1c\n" +
+	"\tsignature\x18f \x01(\fR\tsignature\"b\n" +
 	"\x0fSnapshotRequest\x12\x16\n" +
 	"\x06schema\x18\x01 \x01(\rR\x06schema\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12#\n" +
-	"\rhave_revision\x18\x03 \x01(\x04R\fhaveRevision\"t\n" +
+	"\rhave_revision\x18\x03 \x01(\x04R\fhaveRevision\"\x92\x01\n" +
 	"\rSnapshotReply\x12\x16\n" +
 	"\x06schema\x18\x01 \x01(\rR\x06schema\x125\n" +
 	"\x05table\x18\x02 \x01(\v2\x1f.meridian.table.v1.RoutingTableR\x05table\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error\"\xd3\x02\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\x12\x1c\n" +
+	"\tsignature\x18d \x01(\fR\tsignature\"\x89\x03\n" +
 	"\rAppliedReport\x12\x16\n" +
 	"\x06schema\x18\x01 \x01(\rR\x06schema\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x16\n" +
@@ -941,7 +1043,11 @@ const file_proto_table_v1_table_proto_rawDesc = "" +
 	"intervalMs\x12\x16\n" +
 	"\x06source\x18\n" +
 	" \x01(\tR\x06source\x12!\n" +
-	"\fready_models\x18\v \x03(\tR\vreadyModelsB:Z8github.com/meridian-mesh/meridian/proto/table/v1;tablev1b\x06proto3"
+	"\fready_models\x18\v \x03(\tR\vreadyModels\x12\x1e\n" +
+	"\n" +
+	"unverified\x18d \x01(\tR\n" +
+	"unverified\x12\x14\n" +
+	"\x05epoch\x18e \x01(\x04R\x05epochB:Z8github.com/meridian-mesh/meridian/proto/table/v1;tablev1b\x06proto3"
 
 var (
 	file_proto_table_v1_table_proto_rawDescOnce sync.Once

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/ed25519"
 	"fmt"
 	"io"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/meridian-mesh/meridian/shared/tablewire"
 
 	"github.com/meridian-mesh/meridian/edge/gateway"
 	"github.com/meridian-mesh/meridian/edge/tablesync"
@@ -64,7 +67,11 @@ func (f *fleet) waitAtLeast(i int, rev uint64, timeout time.Duration) (time.Time
 
 // runEdges starts edges first..first+n-1, each a table client in front
 // of a real gateway, calling rec after every applied table.
-func runEdges(ctx context.Context, url string, first, n int, rec func(i int, rev uint64, at time.Time)) (stop func(), err error) {
+func runEdges(ctx context.Context, url, key string, first, n int, rec func(i int, rev uint64, at time.Time)) (stop func(), err error) {
+	pub, err := tablewire.ParsePublicKey(key)
+	if err != nil {
+		return nil, err
+	}
 	var stops []func()
 	stop = func() {
 		for _, s := range stops {
@@ -83,7 +90,7 @@ func runEdges(ctx context.Context, url string, first, n int, rec func(i int, rev
 			rec(i, t.Revision, time.Now())
 			return nil
 		}
-		scfg.Logger = quiet
+		scfg.Logger, scfg.TableKeys = quiet, []ed25519.PublicKey{pub}
 		s, err := tablesync.New(scfg)
 		if err == nil {
 			err = s.Start(ctx)
@@ -100,7 +107,7 @@ func runEdges(ctx context.Context, url string, first, n int, rec func(i int, rev
 // spawnEdges runs n edges spread over procs child processes of this
 // program, as edges run in production: each process with its own heap
 // and scheduler. Children report "edge revision unix-nanos" lines.
-func spawnEdges(url string, n, procs int, f *fleet) (stop func(), err error) {
+func spawnEdges(url, key string, n, procs int, f *fleet) (stop func(), err error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -120,7 +127,7 @@ func spawnEdges(url string, n, procs int, f *fleet) (stop func(), err error) {
 	per := (n + procs - 1) / procs
 	for first := 0; first < n; first += per {
 		count := min(per, n-first)
-		cmd := exec.Command(exe, "-child-nats", url, "-child-first", strconv.Itoa(first), "-child-edges", strconv.Itoa(count))
+		cmd := exec.Command(exe, "-child-nats", url, "-child-table-key", key, "-child-first", strconv.Itoa(first), "-child-edges", strconv.Itoa(count))
 		cmd.Stderr = os.Stderr
 		in, err := cmd.StdinPipe()
 		if err != nil {
@@ -153,12 +160,12 @@ func spawnEdges(url string, n, procs int, f *fleet) (stop func(), err error) {
 }
 
 // child runs edges for a parent until its stdin closes.
-func child(url string, first, n int) error {
+func child(url, key string, first, n int) error {
 	var mu sync.Mutex
 	w := bufio.NewWriter(os.Stdout)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	stop, err := runEdges(ctx, url, first, n, func(i int, rev uint64, at time.Time) {
+	stop, err := runEdges(ctx, url, key, first, n, func(i int, rev uint64, at time.Time) {
 		mu.Lock()
 		fmt.Fprintf(w, "%d %d %d\n", i, rev, at.UnixNano())
 		w.Flush()

@@ -78,9 +78,10 @@ func main() {
 	childNATS := flag.String("child-nats", "", "internal: run edges for a parent benchmark on this NATS URL")
 	childFirst := flag.Int("child-first", 0, "internal: first edge index of a child")
 	childEdges := flag.Int("child-edges", 0, "internal: edges in a child")
+	childKey := flag.String("child-table-key", "", "internal: the table public key a child's edges pin")
 	flag.Parse()
 	if *childNATS != "" {
-		if err := child(*childNATS, *childFirst, *childEdges); err != nil {
+		if err := child(*childNATS, *childKey, *childFirst, *childEdges); err != nil {
 			log.Fatal("distribution child: ", err)
 		}
 		return
@@ -244,6 +245,14 @@ func measure(url, dir string, routes int, cfg Config) (result, error) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	// The first leader creates the table-signing key; edges pin it.
+	for deadline := time.Now().Add(20 * time.Second); node.FSM().State().Identity() == nil; {
+		if time.Now().After(deadline) {
+			return result{}, errors.New("no table-signing key")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	key := tablewire.FormatPublicKey(node.FSM().State().Identity().GetPublicKey())
 	pc, err := nats.Connect(url, nats.Token(token))
 	if err != nil {
 		return result{}, err
@@ -271,7 +280,7 @@ func measure(url, dir string, routes int, cfg Config) (result, error) {
 		}
 		return res.GetIndex(), nil
 	}
-	ops := []*controlv1.Op{fsm.PutOp(&controlv1.Provider{Id: "oai", Preset: "openai", SecretRef: "env:BENCH_KEY"})}
+	ops := []*controlv1.Op{fsm.PutOp(&controlv1.Provider{Id: "oai", Preset: "openai", SecretRef: "env:MERIDIAN_SECRET_BENCH_KEY"})}
 	for i := range routes {
 		id := fmt.Sprintf("model-%04d", i)
 		ops = append(ops, fsm.PutOp(&controlv1.Model{Id: id}), fsm.PutOp(route(id, 0)))
@@ -284,9 +293,9 @@ func measure(url, dir string, routes int, cfg Config) (result, error) {
 	f := newFleet(cfg.Edges)
 	var stopEdges func()
 	if cfg.Procs > 1 {
-		stopEdges, err = spawnEdges(url, cfg.Edges, cfg.Procs, f)
+		stopEdges, err = spawnEdges(url, key, cfg.Edges, cfg.Procs, f)
 	} else {
-		stopEdges, err = runEdges(ctx, url, 0, cfg.Edges, f.record)
+		stopEdges, err = runEdges(ctx, url, key, 0, cfg.Edges, f.record)
 	}
 	if err != nil {
 		return result{}, err
