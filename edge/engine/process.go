@@ -56,10 +56,9 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (*process, error)
 	cmd.Env = childEnv(os.Environ(), cfg, home, models)
 	cmd.Dir = dataDir
 	// Setpgid puts the server and its runners in one group that Stop
-	// signals as a whole. Pdeathsig stops the server if the edge itself
-	// dies; its runners then exit when their parent goes (and
-	// reapOrphans catches any that don't on the edge's next start).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	// signals as a whole; on Linux the server also dies with the edge
+	// (procattr_linux.go).
+	cmd.SysProcAttr = serverProcAttr()
 	out, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err
