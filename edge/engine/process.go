@@ -52,13 +52,12 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (*process, error)
 	}
 	reapOrphans(dataDir, log)
 
-	cmd := exec.Command(cfg.Binary, "serve")
+	// The server and its runners share one process group that stop
+	// signals as a whole; on Linux the group also dies with the edge
+	// (procattr_linux.go).
+	cmd := serverCommand(cfg.Binary, "serve")
 	cmd.Env = childEnv(os.Environ(), cfg, home, models)
 	cmd.Dir = dataDir
-	// Setpgid puts the server and its runners in one group that Stop
-	// signals as a whole; on Linux the server also dies with the edge
-	// (procattr_linux.go).
-	cmd.SysProcAttr = serverProcAttr()
 	out, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err

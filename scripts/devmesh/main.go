@@ -70,7 +70,7 @@ Meridian dev mesh is up: %[9]d control node(s), three edges, every route from th
   control    %[1]s   (export MERIDIAN_CONTROL_ADDR=%[1]s MERIDIAN_CONTROL_TOKEN=%[2]s)
   eu-west-1  %[3]s   runs "tiny" on its own Ollama
   us-east-1  %[4]s   runs no model: forwards to its peers
-  ap-south-1 %[5]s   runs "tiny-repeat"
+  ap-south-1 %[5]s   runs "tiny" and "tiny-repeat"
   Links into eu-west and us-east are delayed %[10]v one way, into ap-south %[11]v (WAN relay).
   Client keys: %[6]s (any region), %[7]s (EU only).
 
@@ -84,10 +84,14 @@ Try it (look at x-meridian-route in each answer):
   curl -s %[3]s/v1/chat/completions -D - -H 'Authorization: Bearer %[6]s' -H 'Content-Type: application/json' \
     -d '{"model":"tiny-repeat","max_tokens":12,"messages":[{"role":"user","content":"hello"}]}' | grep -i x-meridian-route
 
-  # A client in Asia (a trusted location header) asking us-east for tiny-repeat lands on ap-south.
+  # us-east holds no model: a client in Asia (a trusted location header) lands on ap-south,
+  # one in Europe on eu-west.
   curl -s %[4]s/v1/chat/completions -D - -H 'Authorization: Bearer %[6]s' -H 'Content-Type: application/json' \
     -H 'X-Meridian-Client-Location: 19.07,72.88' \
-    -d '{"model":"tiny-repeat","max_tokens":12,"messages":[{"role":"user","content":"hello"}]}' | grep -i x-meridian-route
+    -d '{"model":"tiny","max_tokens":12,"messages":[{"role":"user","content":"hello"}]}' | grep -i x-meridian-route
+  curl -s %[4]s/v1/chat/completions -D - -H 'Authorization: Bearer %[6]s' -H 'Content-Type: application/json' \
+    -H 'X-Meridian-Client-Location: 53.35,-6.26' \
+    -d '{"model":"tiny","max_tokens":12,"messages":[{"role":"user","content":"hello"}]}' | grep -i x-meridian-route
 
   # The EU-only key is refused a model that runs only outside the EU (403 region_not_allowed) ...
   curl -s %[4]s/v1/chat/completions -H 'Authorization: Bearer %[7]s' -H 'Content-Type: application/json' \

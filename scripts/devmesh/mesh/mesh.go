@@ -794,7 +794,7 @@ func OllamaProcs(dir string) []int {
 			continue
 		}
 		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-		if !strings.HasSuffix(exe, "/ollama") {
+		if !strings.HasSuffix(exe, "/ollama") || zombie(pid) {
 			continue
 		}
 		cwd, _ := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid))
@@ -803,6 +803,18 @@ func OllamaProcs(dir string) []int {
 		}
 	}
 	return out
+}
+
+// zombie reports whether pid has exited and only waits to be reaped (by
+// init, once its edge is gone): it holds no port and runs nothing.
+func zombie(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	// "pid (comm) S ...": the state follows the last ')'.
+	i := strings.LastIndexByte(string(b), ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] == 'Z' || b[i+2] == 'X'
 }
 
 // DataDir is the edge's engine data dir.
