@@ -111,7 +111,7 @@ func field(route, name string) string {
 }
 
 // Header pairs for a request.
-func located(s mesh.Site) []string { return []string{"X-Meridian-Client-Location", s.Location()} }
+func located(s mesh.Site) []string  { return []string{"X-Meridian-Client-Location", s.Location()} }
 func fromIP(region string) []string { return []string{"X-Forwarded-For", mesh.GeoIP(region)} }
 
 func site(region string) mesh.Site {
