@@ -5,28 +5,28 @@ import (
 	"syscall"
 )
 
-// groupGuard runs the command it is given ("$@") in the background and
-// waits for it, as the leader of the process group that holds the server
-// and its runners. The edge's death reaches it as SIGUSR2 (Pdeathsig),
-// and it then SIGKILLs the whole group. A parent-death signal on the
-// server alone would not do: the runners the server starts would outlive
-// it. A stop (SIGTERM to the group) reaches the server directly; the
-// guard ignores it, and exits with the server's status once it is gone.
-const groupGuard = `trap 'kill -KILL 0' USR2
-trap : TERM INT
-"$@" &
-pid=$!
-while :; do
-	wait "$pid"; st=$?
-	kill -0 "$pid" 2>/dev/null || exit "$st"
-done`
+// serverProcAttr runs `ollama serve` in a process group of its own, and
+// has the kernel SIGKILL it the moment the edge dies (Pdeathsig), even by
+// SIGKILL.
+func serverProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+}
 
-// serverCommand runs `ollama serve` under groupGuard, in a process group
-// of its own, with a parent-death signal: an Ollama, server or runner,
-// never outlives its edge, even one killed by SIGKILL. reapOrphans still
-// covers a group whose guard was itself killed.
-func serverCommand(bin string, args ...string) *exec.Cmd {
-	cmd := exec.Command("/bin/sh", append([]string{"-c", groupGuard, "meridian-ollama-guard", bin}, args...)...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGUSR2}
-	return cmd
+// groupGuard waits in Ollama's process group for the edge's death, which
+// reaches it as SIGUSR2 (Pdeathsig), and then SIGKILLs the whole group.
+// The server's own parent-death signal does not reach the runners it
+// starts, which would outlive a SIGKILLed edge (seen with Ollama 0.17.4).
+// A stop or a crash of the server takes the guard with the group.
+const groupGuard = `trap 'kill -KILL 0' USR2
+while :; do sleep 3600 & wait $!; done`
+
+// guardGroup starts the guard of process group pgid.
+func guardGroup(pgid int) error {
+	cmd := exec.Command("/bin/sh", "-c", groupGuard)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pgid: pgid, Pdeathsig: syscall.SIGUSR2}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	go cmd.Wait() // reaped when the group goes
+	return nil
 }

@@ -2,16 +2,14 @@
 
 package engine
 
-import (
-	"os/exec"
-	"syscall"
-)
+import "syscall"
 
-// serverCommand runs `ollama serve` in a process group of its own. This
+// serverProcAttr runs `ollama serve` in a process group of its own. This
 // system has no parent-death signal: an Ollama left by a killed edge is
 // reaped on the edge's next start (reapOrphans).
-func serverCommand(bin string, args ...string) *exec.Cmd {
-	cmd := exec.Command(bin, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	return cmd
+func serverProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true}
 }
+
+// guardGroup does nothing here; see serverProcAttr.
+func guardGroup(pgid int) error { return nil }

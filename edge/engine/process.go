@@ -55,9 +55,10 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (*process, error)
 	// The server and its runners share one process group that stop
 	// signals as a whole; on Linux the group also dies with the edge
 	// (procattr_linux.go).
-	cmd := serverCommand(cfg.Binary, "serve")
+	cmd := exec.Command(cfg.Binary, "serve")
 	cmd.Env = childEnv(os.Environ(), cfg, home, models)
 	cmd.Dir = dataDir
+	cmd.SysProcAttr = serverProcAttr()
 	out, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err
@@ -68,6 +69,9 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (*process, error)
 	}
 	p := &process{cmd: cmd, pgid: cmd.Process.Pid, pid: filepath.Join(dataDir, pidFile), exited: make(chan struct{})}
 	os.WriteFile(p.pid, []byte(strconv.Itoa(p.pgid)), 0o600)
+	if err := guardGroup(p.pgid); err != nil {
+		log.Warn("local engine: no guard for ollama's runners; a killed edge may leave them until its next start", "err", err)
+	}
 
 	addr := make(chan string, 1)
 	var logs sync.WaitGroup

@@ -23,19 +23,23 @@ import (
 	"github.com/meridian-mesh/meridian/scripts/devmesh/mesh"
 )
 
-func main() {
+func main() { os.Exit(devmesh()) }
+
+func devmesh() int {
 	o := mesh.RunOptions()
 	flag.StringVar(&o.Bin, "bin", o.Bin, "folder holding meridian-edge, meridian-control, meridianctl and ollama (make build ollama)")
 	flag.StringVar(&o.Dir, "dir", o.Dir, "folder for the mesh's state: models, certificates, Raft data, Ollama models")
 	flag.IntVar(&o.ControlNodes, "nodes", o.ControlNodes, "control plane nodes: 1 or 3")
 	flag.StringVar(&o.LogLevel, "log-level", o.LogLevel, "the processes' log level: debug, info, warn or error")
 	flag.Parse()
+	defer foreground()()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "devmesh:", err)
-		os.Exit(1)
+		return 1
 	}
+	return 0
 }
 
 func run(ctx context.Context, o mesh.Options, out io.Writer) error {
