@@ -11,7 +11,7 @@ help:
 	@echo "make proto          regenerate Go code from proto/**/*.proto"
 	@echo "make run            the whole mesh on this machine: a control plane (NODES=3 for three), three edges in three regions behind a WAN relay, mock providers; everything from scripts/devmesh/fleet.yaml"
 	@echo "make test           go vet and the race-enabled test suite"
-	@echo "make e2e            end-to-end scenarios on the real binaries, started as make run starts them (LONG=1: longer forms, three control nodes; RUN=1,2: some)"
+	@echo "make e2e            end-to-end scenarios on the real binaries, started as make run starts them (three control nodes, NODES=1 for one; LONG=1: longer forms; RUN=1,2: some scenarios)"
 	@echo "make bench          every benchmark (go test -bench and the gateway benchmark)"
 	@echo "make bench-gateway  edge overhead against a direct call and a minimal proxy"
 	@echo "make bench-adapters cost of translating requests and stream chunks between formats"
@@ -52,7 +52,7 @@ e2e: ollama build
 	@if [ ! -f $(SDKTEST_NODE)/node_modules/openai/package.json ] && command -v npm >/dev/null; then \
 		echo "cd $(SDKTEST_NODE) && npm ci --no-audit --no-fund"; (cd $(SDKTEST_NODE) && npm ci --no-audit --no-fund); \
 	fi
-	$(GO) run ./scripts/e2e $(if $(LONG),-long) $(if $(RUN),-run $(RUN))
+	$(GO) run ./scripts/e2e $(if $(LONG),-long) $(if $(RUN),-run $(RUN)) $(if $(NODES),-nodes $(NODES))
 
 # The local-inference tests run the real Ollama that `make ollama` builds
 # (a no-op once built); MERIDIAN_REQUIRE_OLLAMA turns their skip into a

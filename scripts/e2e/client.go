@@ -48,6 +48,14 @@ func (x *env) run(sc scenario) (proved string, err error) {
 	return sc.run(x)
 }
 
+// hold is how long traffic runs before and after a kill or a move.
+func (x *env) hold() time.Duration {
+	if x.long {
+		return 10 * time.Second
+	}
+	return time.Second
+}
+
 // heal restarts whatever an earlier scenario left stopped (it failed
 // before its own clean-up), so one failure does not fail the rest.
 func (x *env) heal() error {

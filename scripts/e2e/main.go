@@ -7,7 +7,8 @@
 //
 // Each scenario prints one line saying what it proved, or why it failed;
 // the run ends with "e2e: N passed, M failed" and exits 1 if any failed.
-// -long runs the longer forms (more traffic, three control nodes).
+// The control plane has three nodes, so that its leader can be killed;
+// -long holds traffic ten times longer around each kill and move.
 package main
 
 import (
@@ -25,17 +26,17 @@ import (
 )
 
 func main() {
-	long := flag.Bool("long", false, "the long forms: more traffic per scenario, three control nodes")
+	long := flag.Bool("long", false, "the long forms: traffic held ten times longer around each kill and move")
+	nodes := flag.Int("nodes", 3, "control plane nodes: 3, or 1 (scenario 8 then skips)")
 	run := flag.String("run", "", "comma-separated scenario numbers to run (default: all)")
 	dir := flag.String("dir", ".meridian/e2e", "state folder, emptied first")
-	keep := flag.Bool("keep-logs", true, "keep the processes' logs in <dir>/mesh.log")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	os.Exit(runAll(ctx, *long, *run, *dir, *keep))
+	os.Exit(runAll(ctx, *long, *nodes, *run, *dir))
 }
 
-func runAll(ctx context.Context, long bool, only, dir string, keep bool) int {
+func runAll(ctx context.Context, long bool, nodes int, only, dir string) int {
 	start := time.Now()
 	if err := os.RemoveAll(dir); err != nil {
 		fmt.Println("e2e:", err)
@@ -59,9 +60,7 @@ func runAll(ctx context.Context, long bool, only, dir string, keep bool) int {
 	o.LogLevel = "info"
 	// Small delays keep the run quick; ap-south stays the far region.
 	o.Delay = map[string]time.Duration{"eu-west": 5 * time.Millisecond, "us-east": 5 * time.Millisecond, "ap-south": 15 * time.Millisecond}
-	if long {
-		o.ControlNodes = 3
-	}
+	o.ControlNodes = nodes
 	fmt.Printf("e2e: starting the mesh (%d control node(s), three edges; logs in %s)\n", o.ControlNodes, logPath)
 	m, err := mesh.Start(ctx, o)
 	if err != nil {
@@ -85,7 +84,7 @@ func runAll(ctx context.Context, long bool, only, dir string, keep bool) int {
 			continue
 		}
 		if sc.needs3 && o.ControlNodes < 3 {
-			fmt.Printf("skip %-3s %s: needs three control nodes (make e2e LONG=1)\n", sc.id, sc.name)
+			fmt.Printf("skip %-3s %s: needs three control nodes\n", sc.id, sc.name)
 			continue
 		}
 		if err := x.heal(); err != nil {

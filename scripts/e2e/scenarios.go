@@ -308,7 +308,7 @@ func placementMove(x *env) (string, error) {
 		t.finish()
 		return "", fmt.Errorf("%w (traffic: %v)", err, t)
 	}
-	time.Sleep(time.Second)
+	time.Sleep(x.hold())
 	if _, err := x.m.Ctl(x.ctx, "placement", "set", "tiny-repeat-us", "model=tiny-repeat", "region=us-east", "desired=1"); err != nil {
 		return fail(err)
 	}
@@ -338,7 +338,7 @@ func placementMove(x *env) (string, error) {
 	if err != nil {
 		return fail(err)
 	}
-	time.Sleep(time.Second)
+	time.Sleep(x.hold())
 	t.finish()
 	revs, _, err = x.tableRevisions()
 	if err != nil {
@@ -375,10 +375,11 @@ func leaderKilled(x *env) (string, error) {
 	addr := x.m.ControlAPI(follower)
 	// The change goes through a follower, which forwards it to the
 	// leader; when the leader dies under it, meridianctl is run again,
-	// as an operator would: a PUT of the same entity lands once.
+	// as an operator would: a PUT of the same route lands once.
 	var err error
-	for i := 0; i < 20; i++ {
-		if _, err = x.m.Ctl(x.ctx, "-addr", addr, "price", "set", "mock-anthropic/claude-sonnet", "provider=mock-anthropic", "model=claude-sonnet", "input=3", "output=15"); err == nil {
+	tries := 0
+	for ; tries < 20; tries++ {
+		if _, err = x.m.Ctl(x.ctx, "-addr", addr, "route", "set", "claude-sonnet", "targets=mock-anthropic:claude-sonnet-4-5,mock-gemini:gemini-2.5-flash"); err == nil {
 			break
 		}
 		time.Sleep(500 * time.Millisecond)
@@ -388,33 +389,17 @@ func leaderKilled(x *env) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	out, err := x.m.Ctl(x.ctx, "-addr", addr, "-json", "price", "ls")
+	out, err := x.m.Ctl(x.ctx, "-addr", addr, "-json", "route", "ls")
 	if err != nil {
 		return "", err
 	}
-	if n := strings.Count(out, `"claude-sonnet"`); n != 1 {
-		return "", fmt.Errorf("the price is listed %d times after the change: %s", n, out)
+	if n := strings.Count(out, `"model": "claude-sonnet"`) + strings.Count(out, `"model":"claude-sonnet"`); n != 1 {
+		return "", fmt.Errorf("route claude-sonnet listed %d times after the change: %s", n, out)
 	}
-	err = x.eventually(20*time.Second, "every edge to have the price", func() error {
+	err = x.eventually(20*time.Second, "every edge to plan the changed route", func() error {
 		for _, e := range x.m.Edges {
-			resp, err := x.hc.Get(e.URL + "/v1/meridian/route?model=claude-sonnet")
-			if err != nil {
-				return err
-			}
-			var dry struct {
-				Targets []struct {
-					Price *float64 `json:"price"`
-				} `json:"targets"`
-				TableRevision uint64 `json:"table_revision"`
-			}
-			json.NewDecoder(resp.Body).Decode(&dry)
-			resp.Body.Close()
-			revs, _, err := x.tableRevisions()
-			if err != nil {
-				return err
-			}
-			if revs[0] != revs[1] || revs[1] != revs[2] {
-				return fmt.Errorf("revisions %v", revs)
+			if n, err := x.plannedTargets(e, "claude-sonnet"); err != nil || n != 2 {
+				return fmt.Errorf("%s plans %d targets for claude-sonnet (%v)", e.ID, n, err)
 			}
 		}
 		return nil
@@ -422,7 +407,24 @@ func leaderKilled(x *env) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("control-%d (leader) SIGKILLed 30ms into a price change sent to control-%d: it landed once, and every edge converged on the new table", leader+1, follower+1), nil
+	if _, err := x.expect(x.us, "claude-sonnet", mesh.KeyOpen, 200, "provider/mock-anthropic"); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("control-%d (leader) SIGKILLed 30ms into a route change sent to control-%d (%d retries): it landed once, and every edge plans the new route", leader+1, follower+1, tries), nil
+}
+
+// plannedTargets is how many targets the edge's dry run plans for model.
+func (x *env) plannedTargets(e *mesh.Edge, model string) (int, error) {
+	resp, err := x.hc.Get(e.URL + "/v1/meridian/route?model=" + model)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var dry struct {
+		Targets []json.RawMessage `json:"targets"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&dry)
+	return len(dry.Targets), err
 }
 
 // 9. An edge is SIGKILLed under traffic from another edge's clients: no
@@ -431,7 +433,7 @@ func leaderKilled(x *env) (string, error) {
 func edgeKilled(x *env) (string, error) {
 	// US clients of tiny go to eu-west-1, the nearest holder.
 	t := x.startTraffic(x.us, "tiny", 3, located(site("us-east"))...)
-	time.Sleep(2 * time.Second)
+	time.Sleep(2 * x.hold())
 	pid := x.eu.Pid()
 	x.eu.Kill()
 	killedAt := time.Now()
@@ -446,7 +448,7 @@ func edgeKilled(x *env) (string, error) {
 		t.finish()
 		return "", err
 	}
-	for t.served("peer/ap-south-1") < 5 && time.Since(killedAt) < 20*time.Second {
+	for (t.served("peer/ap-south-1") < 5 || time.Since(killedAt) < x.hold()) && time.Since(killedAt) < 20*time.Second {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.finish()
@@ -519,19 +521,8 @@ func controlDown(x *env) (string, error) {
 	}
 	err = x.eventually(20*time.Second, "the changed route on every edge", func() error {
 		for _, e := range x.m.Edges {
-			resp, err := x.hc.Get(e.URL + "/v1/meridian/route?model=gemini-flash")
-			if err != nil {
-				return err
-			}
-			var dry struct {
-				Targets []struct {
-					Target string `json:"target"`
-				} `json:"targets"`
-			}
-			json.NewDecoder(resp.Body).Decode(&dry)
-			resp.Body.Close()
-			if len(dry.Targets) != 2 {
-				return fmt.Errorf("%s plans %d targets for gemini-flash", e.ID, len(dry.Targets))
+			if n, err := x.plannedTargets(e, "gemini-flash"); err != nil || n != 2 {
+				return fmt.Errorf("%s plans %d targets for gemini-flash (%v)", e.ID, n, err)
 			}
 		}
 		return nil
@@ -628,6 +619,15 @@ func corruptTable(x *env) (string, error) {
 	}
 	if !slices.Equal(after, revs) {
 		return "", fmt.Errorf("table revisions %v became %v after the corrupt tables", revs, after)
+	}
+	for _, e := range x.m.Edges {
+		rd, err := e.Readiness()
+		if err != nil {
+			return "", err
+		}
+		if rd.Table == nil || rd.Table.RejectedReason == "" {
+			return "", fmt.Errorf("%s does not report a rejected table: %+v", e.ID, rd.Table)
+		}
 	}
 	for _, e := range x.m.Edges {
 		if _, err := x.expect(e, "tiny", mesh.KeyOpen, 200, ""); err != nil {

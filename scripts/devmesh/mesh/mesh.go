@@ -208,7 +208,7 @@ func (m *Mesh) startControl(ctx context.Context) error {
 	var peers, routes []string
 	for i := 1; i <= n; i++ {
 		peers = append(peers, fmt.Sprintf("control-%d=%s", i, m.ports.get(fmt.Sprintf("control-%d Raft", i))))
-		routes = append(routes, "nats://"+m.ports.get(fmt.Sprintf("control-%d NATS cluster", i)))
+		routes = append(routes, m.ports.get(fmt.Sprintf("control-%d NATS cluster", i)))
 		m.natsURLs = append(m.natsURLs, "nats://"+m.ports.get(fmt.Sprintf("control-%d NATS", i)))
 	}
 	env := append(os.Environ(), "MERIDIAN_NATS_TOKEN="+NATSToken)
@@ -411,8 +411,10 @@ type Readiness struct {
 		NotReady []string `json:"not_ready"`
 	} `json:"local"`
 	Table *struct {
-		Revision uint64 `json:"revision"`
-		Stale    bool   `json:"stale"`
+		Revision         uint64 `json:"revision"`
+		Stale            bool   `json:"stale"`
+		RejectedRevision uint64 `json:"rejected_revision"`
+		RejectedReason   string `json:"rejected_reason"`
 	} `json:"table"`
 }
 
