@@ -277,11 +277,9 @@ func (m *Mesh) applyFleet(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	vars := map[string]string{
-		"DIR": m.opts.Dir, "OPENAI": m.ports.get("mock-openai"),
-		"ANTHROPIC": m.ports.get("mock-anthropic"), "GEMINI": m.ports.get("mock-gemini"),
-	}
-	expanded := os.Expand(string(raw), func(k string) string { return vars[k] })
+	expanded := strings.NewReplacer("/MESH_DIR", m.opts.Dir,
+		"127.0.0.1:7421", m.ports.get("mock-openai"), "127.0.0.1:7422", m.ports.get("mock-anthropic"),
+		"127.0.0.1:7423", m.ports.get("mock-gemini")).Replace(string(raw))
 	path := filepath.Join(m.opts.Dir, "fleet.yaml")
 	if err := os.WriteFile(path, []byte(expanded), 0o644); err != nil {
 		return err
@@ -704,28 +702,39 @@ func (g *procGroup) start(name string, env []string, bin string, args ...string)
 	return p, nil
 }
 
-// stop asks every process to drain and stop, edges before the control
-// plane (newest first), and waits.
+// stop asks every process to drain and stop, and waits: the edges
+// first, so that none of them sees its control plane vanish, then the
+// control nodes together.
 func (g *procGroup) stop() {
 	g.mu.Lock()
 	g.stopping = true
 	procs := g.procs
 	g.mu.Unlock()
-	for i := len(procs) - 1; i >= 0; i-- {
-		if procs[i].Alive() {
-			procs[i].cmd.Process.Signal(syscall.SIGTERM)
+	var edges, controls []*Proc
+	for _, p := range procs {
+		if strings.HasPrefix(p.Name, "control-") {
+			controls = append(controls, p)
+		} else {
+			edges = append(edges, p)
 		}
 	}
-	done := make(chan struct{})
-	go func() { g.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		for _, p := range procs {
-			syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	for _, set := range [][]*Proc{edges, controls} {
+		for _, p := range set {
+			if p.Alive() {
+				p.cmd.Process.Signal(syscall.SIGTERM)
+			}
 		}
-		<-done
+		deadline := time.Now().Add(30 * time.Second)
+		for _, p := range set {
+			select {
+			case <-p.done:
+			case <-time.After(time.Until(deadline)):
+				syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+				<-p.done
+			}
+		}
 	}
+	g.wg.Wait()
 }
 
 // prefixed writes each line to w with the process name in front.
