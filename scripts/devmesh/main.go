@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/meridian-mesh/meridian/scripts/devmesh/mesh"
 )
@@ -44,6 +45,7 @@ func devmesh() int {
 
 func run(ctx context.Context, o mesh.Options, out io.Writer) error {
 	fmt.Fprintln(out, "devmesh: starting the control plane, the mock providers and three edges (the first start loads the models: up to a minute)")
+	start := time.Now()
 	m, err := mesh.Start(ctx, o)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -56,7 +58,7 @@ func run(ctx context.Context, o mesh.Options, out io.Writer) error {
 		m.Stop()
 		fmt.Fprintln(out, "devmesh: stopped")
 	}()
-	printGuide(out, m, o)
+	printGuide(out, m, o, time.Since(start))
 	for {
 		select {
 		case <-ctx.Done():
@@ -67,10 +69,10 @@ func run(ctx context.Context, o mesh.Options, out io.Writer) error {
 	}
 }
 
-func printGuide(out io.Writer, m *mesh.Mesh, o mesh.Options) {
+func printGuide(out io.Writer, m *mesh.Mesh, o mesh.Options, took time.Duration) {
 	eu, us, ap := m.Edges[0], m.Edges[1], m.Edges[2]
 	fmt.Fprintf(out, `
-Meridian dev mesh is up: %[9]d control node(s), three edges, every route from the control plane.
+Meridian dev mesh is up in %[13]v: %[9]d control node(s), three edges, every route from the control plane.
   control    %[1]s   (export MERIDIAN_CONTROL_ADDR=%[1]s MERIDIAN_CONTROL_TOKEN=%[2]s)
   eu-west-1  %[3]s   runs "tiny" on its own Ollama
   us-east-1  %[4]s   runs no model: forwards to its peers
@@ -125,5 +127,5 @@ Try it (look at x-meridian-route in each answer):
 
 Ctrl-C stops the mesh (in-flight streams are drained first).
 `, m.ControlURL(), mesh.AdminToken, eu.URL, us.URL, ap.URL, mesh.KeyOpen, mesh.KeyEU, o.Bin, o.ControlNodes,
-		o.Delay["eu-west"], o.Delay["ap-south"], us.Pid())
+		o.Delay["eu-west"], o.Delay["ap-south"], us.Pid(), took.Round(100*time.Millisecond))
 }

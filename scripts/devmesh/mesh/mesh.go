@@ -178,8 +178,15 @@ func Start(ctx context.Context, o Options) (_ *Mesh, err error) {
 	return m, nil
 }
 
-// ControlURL is the API of the first control node.
-func (m *Mesh) ControlURL() string { return "http://" + m.ports.get("control-1 API") }
+// ControlURL is the control nodes' APIs, comma-separated, as
+// meridianctl takes them: it asks the next when one is down.
+func (m *Mesh) ControlURL() string {
+	var urls []string
+	for i := range m.opts.ControlNodes {
+		urls = append(urls, m.ControlAPI(i))
+	}
+	return strings.Join(urls, ",")
+}
 
 // Env is the environment meridianctl needs to reach the control plane.
 func (m *Mesh) Env() []string {
