@@ -366,9 +366,11 @@ func leaderKilled(x *env) (string, error) {
 		return "", fmt.Errorf("no leader")
 	}
 	follower := (leader + 1) % len(x.m.Controls)
+	// meridianctl takes some milliseconds to start: the kill lands while
+	// it sends the change, or while the follower forwards it.
 	kill := make(chan struct{})
 	go func() {
-		time.Sleep(30 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
 		x.m.Controls[leader].Kill()
 		close(kill)
 	}()
@@ -410,7 +412,7 @@ func leaderKilled(x *env) (string, error) {
 	if _, err := x.expect(x.us, "claude-sonnet", mesh.KeyOpen, 200, "provider/mock-anthropic"); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("control-%d (leader) SIGKILLed 30ms into a route change sent to control-%d (%d retries): it landed once, and every edge plans the new route", leader+1, follower+1, tries), nil
+	return fmt.Sprintf("control-%d (leader) SIGKILLed as a route change was sent to control-%d (meridianctl re-run %d times): it landed once, and every edge plans the new route", leader+1, follower+1, tries), nil
 }
 
 // plannedTargets is how many targets the edge's dry run plans for model.
