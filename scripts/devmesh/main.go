@@ -116,7 +116,10 @@ Try it (look at x-meridian-route in each answer):
   curl -s '%[4]s/v1/meridian/route?model=tiny-repeat&key=key-eu'
 
   # The SDKs: any OpenAI or Anthropic client, pointed at an edge.
-  OPENAI_BASE_URL=%[3]s/v1 OPENAI_API_KEY=%[6]s node -e 'const O=require("openai");new O().chat.completions.create({model:"tiny-repeat",max_tokens:8,messages:[{role:"user",content:"hi"}]}).then(r=>console.log(r.choices[0].message))'   # from scripts/sdktest/node
+  (cd scripts/sdktest/node && OPENAI_BASE_URL=%[3]s/v1 OPENAI_API_KEY=%[6]s node -e '
+    const OpenAI = require("openai");
+    new OpenAI().chat.completions.create({model: "tiny-repeat", max_tokens: 8, messages: [{role: "user", content: "hi"}]})
+      .withResponse().then(({data, response}) => console.log(response.headers.get("x-meridian-route"), data.choices[0].message))')
 
   # The control plane's view, and a change every edge follows.
   %[8]s/meridianctl status
