@@ -77,7 +77,7 @@ Meridian dev mesh is up in %[13]v: %[9]d control node(s), three edges, every rou
   eu-west-1  %[3]s   runs "tiny" on its own Ollama
   us-east-1  %[4]s   runs no model: forwards to its peers
   ap-south-1 %[5]s   runs "tiny" and "tiny-repeat"
-  Links into eu-west and us-east are delayed %[10]v one way, into ap-south %[11]v (WAN relay).
+  Links are delayed (WAN relay) one way eu-west–us-east %[10]v, eu-west–ap-south %[11]v, us-east–ap-south %[14]v.
   Client keys: %[6]s (any region), %[7]s (EU only).
 
 Try it (look at x-meridian-route in each answer):
@@ -130,5 +130,5 @@ Try it (look at x-meridian-route in each answer):
 
 Ctrl-C stops the mesh (in-flight streams are drained first).
 `, m.ControlURL(), mesh.AdminToken, eu.URL, us.URL, ap.URL, mesh.KeyOpen, mesh.KeyEU, o.Bin, o.ControlNodes,
-		o.Delay["eu-west"], o.Delay["ap-south"], us.Pid(), took.Round(100*time.Millisecond))
+		o.Delay["eu-west/us-east"], o.Delay["eu-west/ap-south"], us.Pid(), took.Round(100*time.Millisecond), o.Delay["us-east/ap-south"])
 }

@@ -58,8 +58,8 @@ func runAll(ctx context.Context, long bool, nodes int, only, dir string) int {
 	o.Dir, o.Logs, o.Events = dir, logs, logs
 	o.EdgeBase, o.Base = 18080, 17400 // beside a running make run
 	o.LogLevel = "info"
-	// Small delays keep the run quick; ap-south stays the far region.
-	o.Delay = map[string]time.Duration{"eu-west": 5 * time.Millisecond, "us-east": 5 * time.Millisecond, "ap-south": 15 * time.Millisecond}
+	// A tenth of make run's delays keeps the run quick.
+	o.Delay = map[string]time.Duration{"eu-west/us-east": 4 * time.Millisecond, "eu-west/ap-south": 7 * time.Millisecond, "us-east/ap-south": 9 * time.Millisecond}
 	o.ControlNodes = nodes
 	fmt.Printf("e2e: starting the mesh (%d control node(s), three edges; logs in %s)\n", o.ControlNodes, logPath)
 	m, err := mesh.Start(ctx, o)

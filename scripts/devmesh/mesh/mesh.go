@@ -75,8 +75,10 @@ type Options struct {
 	EdgeBase int
 	// Base is the first of the ports everything else takes (see ports).
 	Base int
-	// Delay is the one-way delay the WAN relay adds to links into each
-	// region.
+	// Delay is the one-way delay between two regions' edges, keyed by
+	// the two regions in Sites order ("eu-west/us-east"). The WAN relay
+	// in front of each edge adds it to each peer's link, told apart by
+	// the peer's link address.
 	Delay map[string]time.Duration
 	// LogLevel is the processes' log level.
 	LogLevel string
@@ -91,7 +93,7 @@ func RunOptions() Options {
 	return Options{
 		Bin: "bin", Dir: ".meridian/devmesh", Fleet: "scripts/devmesh/fleet.yaml", ControlNodes: 1,
 		EdgeBase: 8080, Base: 7400, LogLevel: "warn", Logs: os.Stderr, Events: os.Stdout,
-		Delay: map[string]time.Duration{"eu-west": 20 * time.Millisecond, "us-east": 20 * time.Millisecond, "ap-south": 45 * time.Millisecond},
+		Delay: map[string]time.Duration{"eu-west/us-east": 40 * time.Millisecond, "eu-west/ap-south": 70 * time.Millisecond, "us-east/ap-south": 90 * time.Millisecond},
 	}
 }
 
@@ -317,7 +319,15 @@ func (m *Mesh) startEdge(i int, s Site) error {
 		return err
 	}
 	linkAddr := m.ports.get(id + " link")
-	r, err := relay.Start(relay.Config{Target: linkAddr, UDPListen: m.ports.get(id + " link relay"), Delay: m.opts.Delay[s.Region]})
+	from := map[string]time.Duration{}
+	for j, o := range Sites {
+		if j < i {
+			from[m.ports.get(o.Region+"-1 link")] = m.opts.Delay[o.Region+"/"+s.Region]
+		} else if j > i {
+			from[m.ports.get(o.Region+"-1 link")] = m.opts.Delay[s.Region+"/"+o.Region]
+		}
+	}
+	r, err := relay.Start(relay.Config{Target: linkAddr, UDPListen: m.ports.get(id + " link relay"), DelayFrom: from})
 	if err != nil {
 		return portHint(id+" WAN relay", m.ports.get(id+" link relay"), err)
 	}
