@@ -27,6 +27,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -212,7 +213,7 @@ func (m *Mesh) Ctl(ctx context.Context, args ...string) (string, error) {
 	return string(out), nil
 }
 
-func (m *Mesh) startControl(ctx context.Context) error {
+func (m *Mesh) startControl(ctx context.Context) (err error) {
 	n := m.opts.ControlNodes
 	var peers, routes []string
 	for i := 1; i <= n; i++ {
@@ -240,7 +241,16 @@ func (m *Mesh) startControl(ctx context.Context) error {
 		}
 		m.Controls = append(m.Controls, p)
 	}
+	down := func() bool { return !slices.ContainsFunc(m.Controls, (*Proc).Alive) }
+	defer func() {
+		if err == nil && down() {
+			err = errors.New("every control node exited while starting (its log above says why)")
+		}
+	}()
 	return waitFor(ctx, 60*time.Second, "the control plane to elect a leader", func() bool {
+		if down() {
+			return true
+		}
 		for i := 1; i <= n; i++ {
 			if m.leaderIs(fmt.Sprintf("control-%d", i)) {
 				return true
