@@ -125,10 +125,11 @@ Try it (look at x-meridian-route in each answer):
   %[8]s/meridianctl status
   %[8]s/meridianctl placement ls
 
-  # Kill an edge (its peers route around it; devmesh says it died):
+  # Kill eu-west-1 (devmesh says it died; its Ollama dies with it), then ask us-east-1 for tiny
+  # again: ap-south-1 answers.
   kill -9 %[12]d
 
 Ctrl-C stops the mesh (in-flight streams are drained first).
 `, m.ControlURL(), mesh.AdminToken, eu.URL, us.URL, ap.URL, mesh.KeyOpen, mesh.KeyEU, o.Bin, o.ControlNodes,
-		o.Delay["eu-west/us-east"], o.Delay["eu-west/ap-south"], us.Pid(), took.Round(100*time.Millisecond), o.Delay["us-east/ap-south"])
+		o.Delay["eu-west/us-east"], o.Delay["eu-west/ap-south"], eu.Pid(), took.Round(100*time.Millisecond), o.Delay["us-east/ap-south"])
 }
