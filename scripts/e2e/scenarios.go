@@ -321,8 +321,18 @@ func placementMove(x *env) (string, error) {
 	if err != nil {
 		return fail(err)
 	}
-	// Gossip tells the other edges the new copy is ready.
-	time.Sleep(time.Second)
+	// Gossip tells the other edges the new copy is ready: the old one
+	// goes once the client's edge would plan the new one.
+	err = x.eventually(30*time.Second, "eu-west-1 to plan tiny-repeat on us-east-1", func() error {
+		ts, err := x.planned(x.eu, "tiny-repeat")
+		if err != nil || !slices.Contains(ts, "peer/us-east-1") {
+			return fmt.Errorf("eu-west-1 plans %v (%v)", ts, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return fail(err)
+	}
 	if _, err := x.m.Ctl(x.ctx, "placement", "rm", "tiny-repeat-ap"); err != nil {
 		return fail(err)
 	}
@@ -417,16 +427,30 @@ func leaderKilled(x *env) (string, error) {
 
 // plannedTargets is how many targets the edge's dry run plans for model.
 func (x *env) plannedTargets(e *mesh.Edge, model string) (int, error) {
+	ts, err := x.planned(e, model)
+	return len(ts), err
+}
+
+// planned is the targets the edge's dry run plans for model, in order.
+func (x *env) planned(e *mesh.Edge, model string) ([]string, error) {
 	resp, err := x.hc.Get(e.URL + "/v1/meridian/route?model=" + model)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	var dry struct {
-		Targets []json.RawMessage `json:"targets"`
+		Targets []struct {
+			Target string `json:"target"`
+		} `json:"targets"`
 	}
-	err = json.NewDecoder(resp.Body).Decode(&dry)
-	return len(dry.Targets), err
+	if err := json.NewDecoder(resp.Body).Decode(&dry); err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, t := range dry.Targets {
+		out = append(out, t.Target)
+	}
+	return out, nil
 }
 
 // 9. An edge is SIGKILLed under traffic from another edge's clients: no

@@ -178,7 +178,82 @@ func Start(ctx context.Context, o Options) (_ *Mesh, err error) {
 			return nil, err
 		}
 	}
+	if err := m.WaitConverged(ctx, time.Minute); err != nil {
+		return nil, err
+	}
 	return m, nil
+}
+
+// member is an edge as another edge's gossip sees it
+// (/v1/meridian/members).
+type member struct {
+	ID          string   `json:"id"`
+	State       string   `json:"state"`
+	ReadyModels []string `json:"ready_models"`
+}
+
+// WaitConverged waits until every running edge sees every other running
+// edge alive, with the models that edge has ready: only then does a
+// request for a model held elsewhere find its peer from the start.
+func (m *Mesh) WaitConverged(ctx context.Context, timeout time.Duration) error {
+	var last string
+	err := waitFor(ctx, timeout, "gossip to converge", func() bool {
+		ready := map[string][]string{}
+		for _, e := range m.Edges {
+			if !e.Alive() {
+				continue
+			}
+			rd, err := e.Readiness()
+			if err != nil || rd.Local == nil {
+				last = fmt.Sprintf("%s: no readiness (%v)", e.ID, err)
+				return false
+			}
+			for name, st := range rd.Local.Models {
+				if st.State == "ready" {
+					ready[e.ID] = append(ready[e.ID], name)
+				}
+			}
+			slices.Sort(ready[e.ID])
+		}
+		for _, e := range m.Edges {
+			if !e.Alive() {
+				continue
+			}
+			resp, err := httpGet(e.URL+"/v1/meridian/members", "")
+			if err != nil {
+				last = err.Error()
+				return false
+			}
+			var view struct {
+				Members []member `json:"members"`
+			}
+			if err := json.Unmarshal(resp.body, &view); err != nil {
+				last = err.Error()
+				return false
+			}
+			for id, models := range ready {
+				if id == e.ID {
+					continue
+				}
+				i := slices.IndexFunc(view.Members, func(mb member) bool { return mb.ID == id })
+				if i < 0 || view.Members[i].State != "alive" {
+					last = fmt.Sprintf("%s does not see %s alive", e.ID, id)
+					return false
+				}
+				got := slices.Clone(view.Members[i].ReadyModels)
+				slices.Sort(got)
+				if !slices.Equal(got, models) {
+					last = fmt.Sprintf("%s sees %s ready with %v; it has %v", e.ID, id, got, models)
+					return false
+				}
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return fmt.Errorf("%w: %s", err, last)
+	}
+	return nil
 }
 
 // ControlURL is the control nodes' APIs, comma-separated, as
@@ -387,7 +462,10 @@ func (m *Mesh) Restart(ctx context.Context, e *Edge) error {
 	if err := m.runEdge(e); err != nil {
 		return err
 	}
-	return m.waitReady(ctx, e, 2*time.Minute)
+	if err := m.waitReady(ctx, e, 2*time.Minute); err != nil {
+		return err
+	}
+	return m.WaitConverged(ctx, time.Minute)
 }
 
 // RestartControl starts control node i again from its data dir.
