@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
@@ -431,27 +430,8 @@ func (x *env) plannedTargets(e *mesh.Edge, model string) (int, error) {
 	return len(ts), err
 }
 
-// planned is the targets the edge's dry run plans for model, in order.
-func (x *env) planned(e *mesh.Edge, model string) ([]string, error) {
-	resp, err := x.hc.Get(e.URL + "/v1/meridian/route?model=" + model)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	var dry struct {
-		Targets []struct {
-			Target string `json:"target"`
-		} `json:"targets"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&dry); err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, t := range dry.Targets {
-		out = append(out, t.Target)
-	}
-	return out, nil
-}
+// planned is the targets the edge's dry run plans for model.
+func (x *env) planned(e *mesh.Edge, model string) ([]string, error) { return e.Planned(model) }
 
 // 9. An edge is SIGKILLed under traffic from another edge's clients: no
 // request fails that had not started streaming, its Ollama leaves no

@@ -184,20 +184,12 @@ func Start(ctx context.Context, o Options) (_ *Mesh, err error) {
 	return m, nil
 }
 
-// member is an edge as another edge's gossip sees it
-// (/v1/meridian/members).
-type member struct {
-	ID          string   `json:"id"`
-	State       string   `json:"state"`
-	ReadyModels []string `json:"ready_models"`
-}
-
-// WaitConverged waits until every running edge sees every other running
-// edge alive, with the models that edge has ready: only then does a
-// request for a model held elsewhere find its peer from the start.
+// WaitConverged waits until every running edge's router plans, for each
+// model another running edge has ready, that edge as a peer target: only
+// then does a request for a model held elsewhere find it from the start.
 func (m *Mesh) WaitConverged(ctx context.Context, timeout time.Duration) error {
 	var last string
-	err := waitFor(ctx, timeout, "gossip to converge", func() bool {
+	err := waitFor(ctx, timeout, "the edges to know each other's models", func() bool {
 		ready := map[string][]string{}
 		for _, e := range m.Edges {
 			if !e.Alive() {
@@ -213,38 +205,21 @@ func (m *Mesh) WaitConverged(ctx context.Context, timeout time.Duration) error {
 					ready[e.ID] = append(ready[e.ID], name)
 				}
 			}
-			slices.Sort(ready[e.ID])
 		}
 		for _, e := range m.Edges {
 			if !e.Alive() {
 				continue
 			}
-			resp, err := httpGet(e.URL+"/v1/meridian/members", "")
-			if err != nil {
-				last = err.Error()
-				return false
-			}
-			var view struct {
-				Members []member `json:"members"`
-			}
-			if err := json.Unmarshal(resp.body, &view); err != nil {
-				last = err.Error()
-				return false
-			}
 			for id, models := range ready {
 				if id == e.ID {
 					continue
 				}
-				i := slices.IndexFunc(view.Members, func(mb member) bool { return mb.ID == id })
-				if i < 0 || view.Members[i].State != "alive" {
-					last = fmt.Sprintf("%s does not see %s alive", e.ID, id)
-					return false
-				}
-				got := slices.Clone(view.Members[i].ReadyModels)
-				slices.Sort(got)
-				if !slices.Equal(got, models) {
-					last = fmt.Sprintf("%s sees %s ready with %v; it has %v", e.ID, id, got, models)
-					return false
+				for _, model := range models {
+					targets, err := e.Planned(model)
+					if err != nil || !slices.Contains(targets, "peer/"+id) {
+						last = fmt.Sprintf("%s plans %v for %s, not yet peer/%s (%v)", e.ID, targets, model, id, err)
+						return false
+					}
 				}
 			}
 		}
@@ -254,6 +229,28 @@ func (m *Mesh) WaitConverged(ctx context.Context, timeout time.Duration) error {
 		return fmt.Errorf("%w: %s", err, last)
 	}
 	return nil
+}
+
+// Planned is the targets the edge's dry run (GET /v1/meridian/route)
+// plans for model, in order.
+func (e *Edge) Planned(model string) ([]string, error) {
+	resp, err := httpGet(e.URL+"/v1/meridian/route?model="+model, "")
+	if err != nil {
+		return nil, err
+	}
+	var dry struct {
+		Targets []struct {
+			Target string `json:"target"`
+		} `json:"targets"`
+	}
+	if err := json.Unmarshal(resp.body, &dry); err != nil {
+		return nil, fmt.Errorf("dry run: %d %s", resp.status, resp.body)
+	}
+	var out []string
+	for _, t := range dry.Targets {
+		out = append(out, t.Target)
+	}
+	return out, nil
 }
 
 // ControlURL is the control nodes' APIs, comma-separated, as
