@@ -3,14 +3,15 @@ GO        ?= go
 FUZZTIME  ?= 10s
 BIN       := bin
 
-.PHONY: help build ollama tinymodel proto test run bench bench-gateway bench-adapters bench-gossip bench-local bench-links bench-peerdeath bench-control bench-distribution bench-router bench-security chaos-control fuzz lint clean
+.PHONY: help build ollama tinymodel proto test e2e run bench bench-gateway bench-adapters bench-gossip bench-local bench-links bench-peerdeath bench-control bench-distribution bench-router bench-security chaos-control fuzz lint clean
 
 help:
 	@echo "make build          build meridian-edge, meridian-control, meridianctl and mockprovider into $(BIN)/"
 	@echo "make ollama         build the pinned Ollama engine into $(BIN)/ollama (OLLAMA_MARCH=auto|x86-64-v3|x86-64|native)"
 	@echo "make proto          regenerate Go code from proto/**/*.proto"
-	@echo "make run            bring up the local dev mesh: a control node, two edges (one with a tiny local model, linked over QUIC), mock providers"
+	@echo "make run            the whole mesh on this machine: a control plane (NODES=3 for three), three edges in three regions behind a WAN relay, mock providers; everything from scripts/devmesh/fleet.yaml"
 	@echo "make test           go vet and the race-enabled test suite"
+	@echo "make e2e            end-to-end scenarios on the real binaries, started as make run starts them (three control nodes, NODES=1 for one; LONG=1: longer forms; RUN=1,2: some scenarios)"
 	@echo "make bench          every benchmark (go test -bench and the gateway benchmark)"
 	@echo "make bench-gateway  edge overhead against a direct call and a minimal proxy"
 	@echo "make bench-adapters cost of translating requests and stream chunks between formats"
@@ -40,8 +41,19 @@ proto:
 	$(GO) build -o $(BIN)/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
 	protoc --plugin=protoc-gen-go=$(BIN)/protoc-gen-go --go_out=. --go_opt=module=github.com/meridian-mesh/meridian $$(find proto -name '*.proto' | sort)
 
+# The mesh's state (models, certificates, Raft data) stays in
+# .meridian/devmesh between runs; delete it to start afresh.
 run: ollama build
-	$(GO) run ./scripts/devmesh
+	$(GO) run ./scripts/devmesh $(if $(NODES),-nodes $(NODES))
+
+# Process-level scenarios against bin/: the same launcher as make run
+# (scripts/devmesh/mesh), on other ports, from an empty .meridian/e2e.
+# The Node SDK scenarios need scripts/sdktest/node/node_modules (npm ci).
+e2e: ollama build
+	@if [ ! -f $(SDKTEST_NODE)/node_modules/openai/package.json ] && command -v npm >/dev/null; then \
+		echo "cd $(SDKTEST_NODE) && npm ci --no-audit --no-fund"; (cd $(SDKTEST_NODE) && npm ci --no-audit --no-fund); \
+	fi
+	$(GO) run ./scripts/e2e $(if $(LONG),-long) $(if $(RUN),-run $(RUN)) $(if $(NODES),-nodes $(NODES))
 
 # The local-inference tests run the real Ollama that `make ollama` builds
 # (a no-op once built); MERIDIAN_REQUIRE_OLLAMA turns their skip into a

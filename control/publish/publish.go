@@ -148,6 +148,9 @@ func (p *Publisher) compileState() {
 	if g := p.good.Load(); g != nil && g.table.GetRevision() >= s.Index() {
 		return
 	}
+	if s.Index() == 0 {
+		return // nothing committed yet (a cluster still electing): no table, and nothing wrong
+	}
 	p.mu.Lock()
 	seen := p.stateRev == s.Index() && p.rejected != ""
 	p.mu.Unlock()

@@ -52,14 +52,13 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (*process, error)
 	}
 	reapOrphans(dataDir, log)
 
+	// The server and its runners share one process group that stop
+	// signals as a whole; on Linux the group also dies with the edge
+	// (procattr_linux.go).
 	cmd := exec.Command(cfg.Binary, "serve")
 	cmd.Env = childEnv(os.Environ(), cfg, home, models)
 	cmd.Dir = dataDir
-	// Setpgid puts the server and its runners in one group that Stop
-	// signals as a whole. Pdeathsig stops the server if the edge itself
-	// dies; its runners then exit when their parent goes (and
-	// reapOrphans catches any that don't on the edge's next start).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = serverProcAttr()
 	out, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err
@@ -70,6 +69,9 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (*process, error)
 	}
 	p := &process{cmd: cmd, pgid: cmd.Process.Pid, pid: filepath.Join(dataDir, pidFile), exited: make(chan struct{})}
 	os.WriteFile(p.pid, []byte(strconv.Itoa(p.pgid)), 0o600)
+	if err := guardGroup(p.pgid); err != nil {
+		log.Warn("local engine: no guard for ollama's runners; a killed edge may leave them until its next start", "err", err)
+	}
 
 	addr := make(chan string, 1)
 	var logs sync.WaitGroup

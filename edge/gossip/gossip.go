@@ -71,6 +71,7 @@ type Node struct {
 	ml      *memberlist.Memberlist
 	keyring *memberlist.Keyring
 	tr      *transport
+	mlog    *levelWriter // memberlist's log, told when the node closes
 	queue   *memberlist.TransmitLimitedQueue
 	tab     *table
 	addr    string // advertised host:port
@@ -110,7 +111,8 @@ func New(cfg Config, logger *slog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	mlog := log.New(&levelWriter{log: logger}, "", 0)
+	lw := &levelWriter{log: logger}
+	mlog := log.New(lw, "", 0)
 
 	keyring, err := memberlist.NewKeyring(cfg.Keys, cfg.Keys[0])
 	if err != nil {
@@ -140,6 +142,7 @@ func New(cfg Config, logger *slog.Logger) (*Node, error) {
 		log:     logger,
 		keyring: keyring,
 		tr:      newTransport(nt),
+		mlog:    lw,
 		tab:     newTable(),
 		addr:    net.JoinHostPort(cfg.AdvertiseAddr, strconv.Itoa(mc.AdvertisePort)),
 		events:  make(chan event, cfg.EventBuffer),
@@ -350,6 +353,7 @@ func (n *Node) Close() error {
 		n.updMu.Lock()
 		n.closed.Store(true)
 		n.updMu.Unlock()
+		n.mlog.closing.Store(true)
 		_ = n.setLocalMeta(func(m *NodeMeta) { m.Draining, m.Leaving = true, true })
 		if e := n.ml.UpdateNode(n.cfg.UpdateTimeout); e != nil {
 			n.log.Debug("draining update not finished spreading", "err", e)
@@ -370,6 +374,7 @@ func (n *Node) Kill() error {
 	var err error
 	n.closeOnce.Do(func() {
 		n.closed.Store(true)
+		n.mlog.closing.Store(true)
 		err = n.ml.Shutdown()
 		close(n.stop)
 		n.wg.Wait()
@@ -601,7 +606,13 @@ func (d *pingDelegate) NotifyPingComplete(other *memberlist.Node, rtt time.Durat
 }
 
 // levelWriter turns memberlist's "[LEVEL] msg" log lines into slog records.
-type levelWriter struct{ log *slog.Logger }
+// Once the node is closing, memberlist's goroutines still running meet
+// the sockets Close shut; their errors say nothing wrong, so they are
+// logged at debug level rather than as errors of an orderly shutdown.
+type levelWriter struct {
+	log     *slog.Logger
+	closing atomic.Bool
+}
 
 func (w *levelWriter) Write(p []byte) (int, error) {
 	msg := strings.TrimSpace(string(p))
@@ -613,6 +624,9 @@ func (w *levelWriter) Write(p []byte) (int, error) {
 			level, msg = l, strings.TrimSpace(msg[len(prefix):])
 			break
 		}
+	}
+	if level > slog.LevelDebug && w.closing.Load() && strings.Contains(msg, net.ErrClosed.Error()) {
+		level = slog.LevelDebug
 	}
 	w.log.Log(context.Background(), level, msg)
 	return len(p), nil

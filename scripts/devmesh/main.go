@@ -1,315 +1,135 @@
 // Command devmesh brings up a whole Meridian mesh on this machine for
 // trying it out, from the real binaries (`make run` builds them first):
+// a control plane (one node, or three with -nodes 3) with the fleet in
+// fleet.yaml applied through meridianctl, three edges in eu-west,
+// us-east and ap-south linked over QUIC through a WAN relay, and mock
+// OpenAI, Anthropic and Gemini providers. scripts/devmesh/mesh does the
+// work; `make e2e` starts the same mesh.
 //
-//   - mock OpenAI, Anthropic, Gemini and Ollama providers, in process;
-//   - a control node (meridian-control), with the fleet in fleet.yaml
-//     applied through meridianctl;
-//   - dev-edge-1, running the project's tiny model on its own Ollama
-//     (`make ollama`);
-//   - dev-edge-2, which forwards the tiny model to dev-edge-1 over a QUIC
-//     link; the two edges gossip.
-//
-// It writes what the mesh needs (the tiny model, a development CA and the
-// edges' certificates) under .meridian/devmesh, prints requests ready to
-// paste, and runs until interrupted, then stops every process it started.
+// It prints requests ready to paste and runs until interrupted. A process
+// that dies is reported and the rest keep serving; Ctrl-C stops every
+// process it started and exits 0.
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
-	"path/filepath"
-	"strconv"
-	"strings"
-	"sync"
 	"syscall"
 	"time"
 
-	"github.com/meridian-mesh/meridian/shared/pki"
-	"github.com/meridian-mesh/meridian/shared/providermock"
-	"github.com/meridian-mesh/meridian/shared/testkit/tinygguf"
+	"github.com/meridian-mesh/meridian/scripts/devmesh/mesh"
 )
 
-type flags struct {
-	bin      string
-	dir      string
-	mockAddr string
-}
+func main() { os.Exit(devmesh()) }
 
-// The control node's addresses and the development admin token.
-const (
-	controlAPI   = "127.0.0.1:7400"
-	controlRaft  = "127.0.0.1:7401"
-	adminToken   = "devmesh-admin-token-not-secret"
-	mockKey      = "sk-dev-mock"
-	readyTimeout = 3 * time.Minute
-)
-
-var edges = []struct{ id, config, addr string }{
-	{"dev-edge-1", "scripts/devmesh/edge-1.yaml", "127.0.0.1:8080"},
-	{"dev-edge-2", "scripts/devmesh/edge-2.yaml", "127.0.0.1:8081"},
-}
-
-func main() {
-	var f flags
-	flag.StringVar(&f.bin, "bin", "bin", "folder holding meridian-edge, meridian-control, meridianctl and ollama (make build ollama)")
-	flag.StringVar(&f.dir, "dir", ".meridian/devmesh", "folder for the mesh's state: model, certificates, Raft data, Ollama models")
-	flag.StringVar(&f.mockAddr, "mock-addr", "127.0.0.1:9100", "address of the OpenAI mock; the Anthropic, Gemini and Ollama mocks take the next three ports (the edges' base URLs must match)")
+func devmesh() int {
+	o := mesh.RunOptions()
+	flag.StringVar(&o.Bin, "bin", o.Bin, "folder holding meridian-edge, meridian-control, meridianctl and ollama (make build ollama)")
+	flag.StringVar(&o.Dir, "dir", o.Dir, "folder for the mesh's state: models, certificates, Raft data, Ollama models")
+	flag.IntVar(&o.ControlNodes, "nodes", o.ControlNodes, "control plane nodes: 1 or 3")
+	flag.StringVar(&o.LogLevel, "log-level", o.LogLevel, "the processes' log level: debug, info, warn or error")
 	flag.Parse()
+	defer foreground()()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, f, os.Stdout); err != nil {
+	if err := run(ctx, o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "devmesh:", err)
-		os.Exit(1)
+		return 1
 	}
+	return 0
 }
 
-func run(ctx context.Context, f flags, out io.Writer) error {
-	for _, b := range []string{"meridian-edge", "meridian-control", "meridianctl", "ollama"} {
-		if _, err := os.Stat(filepath.Join(f.bin, b)); err != nil {
-			return fmt.Errorf("%s: %w (make build ollama builds it; make run does both)", filepath.Join(f.bin, b), err)
-		}
-	}
-	if err := prepare(f.dir); err != nil {
-		return err
-	}
-
-	// One mock per wire format, on consecutive ports from -mock-addr.
-	host, port, err := net.SplitHostPort(f.mockAddr)
+func run(ctx context.Context, o mesh.Options, out io.Writer) error {
+	fmt.Fprintln(out, "devmesh: starting the control plane, the mock providers and three edges (the first start loads the models: up to a minute)")
+	start := time.Now()
+	m, err := mesh.Start(ctx, o)
 	if err != nil {
-		return fmt.Errorf("-mock-addr: %w", err)
-	}
-	first, err := strconv.Atoi(port)
-	if err != nil {
-		return fmt.Errorf("-mock-addr: %w", err)
-	}
-	for i, kind := range []string{providermock.KindOpenAI, providermock.KindAnthropic, providermock.KindGemini, providermock.KindOllama} {
-		mcfg := providermock.DefaultConfig()
-		mcfg.Kind = kind
-		if kind != providermock.KindOllama {
-			mcfg.APIKey = mockKey
+		if ctx.Err() != nil {
+			return nil // interrupted while starting: Start stopped what it had started
 		}
-		mock, err := providermock.New(mcfg)
-		if err != nil {
-			return err
-		}
-		addr := net.JoinHostPort(host, strconv.Itoa(first+i))
-		if _, err := mock.Start(addr); err != nil {
-			return portHint(kind+" mock provider", addr, err)
-		}
-		defer mock.Close()
-	}
-
-	var procs procGroup
-	defer procs.stop()
-	env := append(os.Environ(), "MERIDIAN_SECRET_DEV_MOCK_KEY="+mockKey,
-		"MERIDIAN_CONTROL_ADDR=http://"+controlAPI, "MERIDIAN_CONTROL_TOKEN="+adminToken)
-
-	// The control plane: one node, bootstrapped on first start; its Raft
-	// data survives restarts of the mesh.
-	if err := procs.start("control", env, filepath.Join(f.bin, "meridian-control"),
-		"-data-dir", filepath.Join(f.dir, "control"), "-node-name", "dev-control-1", "-bootstrap",
-		"-http-addr", controlAPI, "-raft-addr", controlRaft, "-admin-tokens", adminToken, "-log-level", "warn"); err != nil {
 		return err
 	}
-	if err := waitHTTP(ctx, "http://"+controlAPI+"/v1/control/health", &procs); err != nil {
-		return fmt.Errorf("control node: %w", err)
-	}
-	apply := exec.CommandContext(ctx, filepath.Join(f.bin, "meridianctl"), "apply", "-f", "scripts/devmesh/fleet.yaml")
-	apply.Env, apply.Stdout, apply.Stderr = env, prefixed("control", out), prefixed("control", out)
-	if err := apply.Run(); err != nil {
-		return fmt.Errorf("meridianctl apply: %w", err)
-	}
-
-	for _, e := range edges {
-		if err := procs.start(e.id, env, filepath.Join(f.bin, "meridian-edge"), "-config", e.config, "-log-level", "warn"); err != nil {
-			return err
-		}
-	}
-	for _, e := range edges {
-		if err := waitHTTP(ctx, "http://"+e.addr+"/readyz", &procs); err != nil {
-			return fmt.Errorf("%s: %w", e.id, err)
-		}
-	}
-
-	fmt.Fprintf(out, `
-Meridian dev mesh is up.
-  control     http://%[1]s   (meridianctl: export MERIDIAN_CONTROL_ADDR=http://%[1]s MERIDIAN_CONTROL_TOKEN=%[2]s)
-  dev-edge-1  http://%[3]s   tiny model on its own Ollama, mock providers
-  dev-edge-2  http://%[4]s   forwards "tiny" to dev-edge-1 over QUIC
-  mocks       %[5]s and the next three ports (OpenAI, Anthropic, Gemini and Ollama stand-ins)
-
-Try it:
-
-  curl -s http://%[3]s/v1/chat/completions -H 'Content-Type: application/json' \
-    -d '{"model":"tiny","max_tokens":26,"messages":[{"role":"user","content":"Hello, local model!"}]}'
-
-  curl -s http://%[4]s/v1/chat/completions -H 'Content-Type: application/json' \
-    -d '{"model":"tiny","max_tokens":26,"messages":[{"role":"user","content":"Over the link"}]}' -D - | grep -i x-meridian-route
-
-  curl -sN http://%[3]s/v1/chat/completions -H 'Content-Type: application/json' \
-    -d '{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Stream to me"}]}'
-
-  curl -s http://%[3]s/v1/chat/completions -H 'Content-Type: application/json' \
-    -d '{"model":"resilient-chat","messages":[{"role":"user","content":"fail over"}]}' -D - -o /dev/null | grep -i x-meridian
-
-  curl -s http://%[3]s/v1/messages -H 'Content-Type: application/json' -H 'anthropic-version: 2023-06-01' \
-    -d '{"model":"gemini-flash","max_tokens":64,"messages":[{"role":"user","content":"Anthropic SDK, Gemini model"}]}'
-
-  curl -s http://%[4]s/v1/meridian/members
-  curl -s http://%[4]s/v1/meridian/links
-  curl -s http://%[3]s/readyz
-  bin/meridianctl status
-  bin/meridianctl model ls
-
-Ctrl-C stops the mesh (in-flight streams are drained first).
-`, controlAPI, adminToken, edges[0].addr, edges[1].addr, f.mockAddr)
-
-	select {
-	case <-ctx.Done():
-	case name := <-procs.exited:
-		return fmt.Errorf("%s exited; stopping the mesh", name)
-	}
-	return nil
-}
-
-// prepare writes the tiny model and the development certificates, unless
-// an earlier run left them.
-func prepare(dir string) error {
-	tls := filepath.Join(dir, "tls")
-	if err := os.MkdirAll(tls, 0o700); err != nil {
-		return err
-	}
-	model := filepath.Join(dir, "tiny.gguf")
-	if _, err := os.Stat(model); err != nil {
-		var b bytes.Buffer
-		if err := tinygguf.Write(&b, tinygguf.DefaultOptions()); err != nil {
-			return err
-		}
-		if err := os.WriteFile(model, b.Bytes(), 0o644); err != nil {
-			return err
-		}
-	}
-	if _, err := os.Stat(filepath.Join(tls, pki.CACertFile)); err != nil {
-		if err := pki.WriteCA(tls, "Meridian devmesh CA", 365*24*time.Hour); err != nil {
-			return err
-		}
-	}
-	for _, e := range edges {
-		if _, err := os.Stat(filepath.Join(tls, e.id+".crt")); err == nil {
-			continue
-		}
-		if err := pki.WriteNodeCert(tls, tls, e.id, []string{"127.0.0.1", "localhost"}, 365*24*time.Hour); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// procGroup is the processes the mesh runs, each in a process group of
-// its own so that stop reaches what they start (an edge's Ollama stops
-// with its edge).
-type procGroup struct {
-	mu     sync.Mutex
-	cmds   []*exec.Cmd
-	exited chan string
-	wg     sync.WaitGroup
-}
-
-func (g *procGroup) start(name string, env []string, bin string, args ...string) error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.exited == nil {
-		g.exited = make(chan string, 8)
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Env = env
-	cmd.Stdout, cmd.Stderr = prefixed(name, os.Stderr), prefixed(name, os.Stderr)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("%s: %w", name, err)
-	}
-	g.cmds = append(g.cmds, cmd)
-	g.wg.Add(1)
-	go func() {
-		defer g.wg.Done()
-		cmd.Wait()
-		g.exited <- name
+	defer func() {
+		fmt.Fprintln(out, "devmesh: stopping the mesh")
+		m.Stop()
+		fmt.Fprintln(out, "devmesh: stopped")
 	}()
-	return nil
-}
-
-// stop asks every process to drain and stop, newest first, and waits.
-func (g *procGroup) stop() {
-	g.mu.Lock()
-	cmds := g.cmds
-	g.mu.Unlock()
-	for i := len(cmds) - 1; i >= 0; i-- {
-		cmds[i].Process.Signal(syscall.SIGTERM)
-	}
-	done := make(chan struct{})
-	go func() { g.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		for _, c := range cmds {
-			syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
-		}
-		<-done
-	}
-}
-
-// waitHTTP polls url until it answers 200, a process exits or ctx ends.
-func waitHTTP(ctx context.Context, url string, g *procGroup) error {
-	deadline := time.Now().Add(readyTimeout)
+	printGuide(out, m, o, time.Since(start))
 	for {
-		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s did not answer 200 within %v", url, readyTimeout)
-		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
-		case name := <-g.exited:
-			return fmt.Errorf("%s exited while starting", name)
-		case <-time.After(100 * time.Millisecond):
+			return nil
+		case name := <-m.Exited():
+			fmt.Fprintf(out, "devmesh: %s is down; the other processes keep serving (Ctrl-C stops the mesh)\n", name)
 		}
 	}
 }
 
-// prefixed writes each line to w with the process name in front.
-func prefixed(name string, w io.Writer) io.Writer {
-	pr, pw := io.Pipe()
-	go func() {
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			fmt.Fprintf(w, "%-11s %s\n", "["+name+"]", sc.Text())
-		}
-		io.Copy(io.Discard, pr)
-	}()
-	return pw
-}
+func printGuide(out io.Writer, m *mesh.Mesh, o mesh.Options, took time.Duration) {
+	eu, us, ap := m.Edges[0], m.Edges[1], m.Edges[2]
+	fmt.Fprintf(out, `
+Meridian dev mesh is up in %[13]v: %[9]d control node(s), three edges, every route from the control plane.
+  control    %[1]s   (export MERIDIAN_CONTROL_ADDR=%[1]s MERIDIAN_CONTROL_TOKEN=%[2]s)
+  eu-west-1  %[3]s   runs "tiny" on its own Ollama
+  us-east-1  %[4]s   runs no model: forwards to its peers
+  ap-south-1 %[5]s   runs "tiny" and "tiny-repeat"
+  Links are delayed (WAN relay) one way eu-west–us-east %[10]v, eu-west–ap-south %[11]v, us-east–ap-south %[14]v.
+  Client keys: %[6]s (any region), %[7]s (EU only).
 
-func portHint(what, addr string, err error) error {
-	var oe *net.OpError
-	if errors.As(err, &oe) && strings.Contains(err.Error(), "address already in use") {
-		return fmt.Errorf("%s: %s is already in use; stop whatever holds it or change the address (%w)", what, addr, err)
-	}
-	return fmt.Errorf("%s: %w", what, err)
+Try it (look at x-meridian-route in each answer):
+
+  # A local answer: eu-west-1 runs tiny itself.
+  curl -s %[3]s/v1/chat/completions -D - -H 'Authorization: Bearer %[6]s' -H 'Content-Type: application/json' \
+    -d '{"model":"tiny","max_tokens":12,"messages":[{"role":"user","content":"hello"}]}' | grep -i -e x-meridian-route -e content
+
+  # A peer hop: ask eu-west for a model only ap-south holds.
+  curl -s %[3]s/v1/chat/completions -D - -H 'Authorization: Bearer %[6]s' -H 'Content-Type: application/json' \
+    -d '{"model":"tiny-repeat","max_tokens":12,"messages":[{"role":"user","content":"hello"}]}' | grep -i x-meridian-route
+
+  # us-east holds no model: a client in Asia (a trusted location header) lands on ap-south,
+  # one in Europe on eu-west.
+  curl -s %[4]s/v1/chat/completions -D - -H 'Authorization: Bearer %[6]s' -H 'Content-Type: application/json' \
+    -H 'X-Meridian-Client-Location: 19.07,72.88' \
+    -d '{"model":"tiny","max_tokens":12,"messages":[{"role":"user","content":"hello"}]}' | grep -i x-meridian-route
+  curl -s %[4]s/v1/chat/completions -D - -H 'Authorization: Bearer %[6]s' -H 'Content-Type: application/json' \
+    -H 'X-Meridian-Client-Location: 53.35,-6.26' \
+    -d '{"model":"tiny","max_tokens":12,"messages":[{"role":"user","content":"hello"}]}' | grep -i x-meridian-route
+
+  # The EU-only key is refused a model that runs only outside the EU (403 region_not_allowed) ...
+  curl -s %[4]s/v1/chat/completions -H 'Authorization: Bearer %[7]s' -H 'Content-Type: application/json' \
+    -d '{"model":"tiny-repeat","messages":[{"role":"user","content":"hello"}]}'
+  # ... and served in the EU, whichever edge it asks.
+  curl -s %[5]s/v1/chat/completions -D - -H 'Authorization: Bearer %[7]s' -H 'Content-Type: application/json' \
+    -d '{"model":"tiny","max_tokens":12,"messages":[{"role":"user","content":"hello"}]}' | grep -i x-meridian-route
+
+  # Provider models through the mocks, streamed, and with the Anthropic format.
+  curl -sN %[4]s/v1/chat/completions -H 'Authorization: Bearer %[6]s' -H 'Content-Type: application/json' \
+    -d '{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Stream to me"}]}'
+  curl -s %[3]s/v1/messages -H 'x-api-key: %[6]s' -H 'anthropic-version: 2023-06-01' -H 'Content-Type: application/json' \
+    -d '{"model":"gemini-flash","max_tokens":64,"messages":[{"role":"user","content":"Anthropic format, Gemini model"}]}'
+
+  # The dry run: where a request would go, and why.
+  curl -s '%[4]s/v1/meridian/route?model=tiny-repeat&key=key-eu'
+
+  # The SDKs: any OpenAI or Anthropic client, pointed at an edge.
+  (cd scripts/sdktest/node && OPENAI_BASE_URL=%[3]s/v1 OPENAI_API_KEY=%[6]s node -e '
+    const OpenAI = require("openai");
+    new OpenAI().chat.completions.create({model: "tiny-repeat", max_tokens: 8, messages: [{role: "user", content: "hi"}]})
+      .withResponse().then(({data, response}) => console.log(response.headers.get("x-meridian-route"), data.choices[0].message))')
+
+  # The control plane's view, and a change every edge follows.
+  %[8]s/meridianctl status
+  %[8]s/meridianctl placement ls
+
+  # Kill eu-west-1 (devmesh says it died; its Ollama dies with it), then ask us-east-1 for tiny
+  # again: ap-south-1 answers.
+  kill -9 %[12]d
+
+Ctrl-C stops the mesh (in-flight streams are drained first).
+`, m.ControlURL(), mesh.AdminToken, eu.URL, us.URL, ap.URL, mesh.KeyOpen, mesh.KeyEU, o.Bin, o.ControlNodes,
+		o.Delay["eu-west/us-east"], o.Delay["eu-west/ap-south"], eu.Pid(), took.Round(100*time.Millisecond), o.Delay["us-east/ap-south"])
 }

@@ -18,7 +18,9 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/meridian-mesh/meridian/shared/testkit/relay"
 )
@@ -33,7 +35,19 @@ func main() {
 	flag.DurationVar(&cfg.Jitter, "jitter", 0, "extra random delay, uniform in [0, jitter)")
 	flag.Float64Var(&cfg.Loss, "loss", 0, "probability a UDP datagram is dropped, 0 to 1")
 	flag.StringVar(&admin, "admin", "127.0.0.1:0", "admin API address (keep it on loopback)")
+	delayFrom := flag.String("delay-from", "", "extra UDP delay per client, comma-separated host:port=duration (a peer's QUIC address and its distance)")
 	flag.Parse()
+	if *delayFrom != "" {
+		cfg.DelayFrom = map[string]time.Duration{}
+		for _, kv := range strings.Split(*delayFrom, ",") {
+			addr, d, ok := strings.Cut(strings.TrimSpace(kv), "=")
+			dur, err := time.ParseDuration(d)
+			if !ok || err != nil {
+				log.Fatalf("-delay-from: %q is not host:port=duration", kv)
+			}
+			cfg.DelayFrom[addr] = dur
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, cfg, admin); err != nil {

@@ -44,6 +44,12 @@ type Config struct {
 	Jitter time.Duration
 	// Loss is the probability, from 0 to 1, that a UDP datagram is dropped.
 	Loss float64
+	// DelayFrom adds a one-way delay, in each direction, to the UDP
+	// traffic of the clients at these host:port addresses, on top of
+	// Delay. One relay in front of a node thus places each of its peers
+	// at its own distance, when each peer sends from one known socket
+	// (a QUIC endpoint does).
+	DelayFrom map[string]time.Duration
 }
 
 // Validate checks c.
@@ -74,9 +80,11 @@ type Relay struct {
 
 	mu       sync.Mutex
 	sessions map[string]*udpSession
-	conns    map[net.Conn]struct{}
-	closed   bool
-	wg       sync.WaitGroup
+	// delayFrom is Config.DelayFrom, read-only after Start.
+	delayFrom map[string]time.Duration
+	conns     map[net.Conn]struct{}
+	closed    bool
+	wg        sync.WaitGroup
 
 	// Counters, for the admin state: datagrams and chunks forwarded and
 	// dropped, and TCP connections accepted.
@@ -91,7 +99,7 @@ func Start(cfg Config) (*Relay, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	r := &Relay{target: cfg.Target, sessions: map[string]*udpSession{}, conns: map[net.Conn]struct{}{}, resume: make(chan struct{})}
+	r := &Relay{target: cfg.Target, sessions: map[string]*udpSession{}, conns: map[net.Conn]struct{}{}, resume: make(chan struct{}), delayFrom: cfg.DelayFrom}
 	close(r.resume)
 	r.Set(cfg.Delay, cfg.Jitter, cfg.Loss)
 	if cfg.UDPListen != "" {
@@ -218,7 +226,8 @@ type udpSession struct {
 	up     *net.UDPConn
 	toUp   *delayLine
 	toDown *delayLine
-	last   atomic.Int64 // unix nanoseconds of the last datagram either way
+	extra  time.Duration // Config.DelayFrom for this client
+	last   atomic.Int64  // unix nanoseconds of the last datagram either way
 }
 
 // sessionIdle is how long a UDP session may carry nothing before it is
@@ -251,7 +260,7 @@ func (r *Relay) serveUDP() {
 		}
 		s.last.Store(now.UnixNano())
 		pkt := append([]byte(nil), buf[:n]...)
-		s.toUp.push(r.due(now), pkt)
+		s.toUp.push(r.due(now).Add(s.extra), pkt)
 	}
 }
 
@@ -274,7 +283,7 @@ func (r *Relay) session(from *net.UDPAddr) (*udpSession, error) {
 		return nil, err
 	}
 	up.SetReadBuffer(4 << 20)
-	s := &udpSession{client: from, up: up}
+	s := &udpSession{client: from, up: up, extra: r.delayFrom[key]}
 	s.last.Store(time.Now().UnixNano())
 	s.toUp = newDelayLine(func(b []byte) {
 		up.Write(b)
@@ -319,7 +328,7 @@ func (r *Relay) session(from *net.UDPAddr) (*udpSession, error) {
 				r.Dropped.Add(1)
 				continue
 			}
-			s.toDown.push(r.due(now), append([]byte(nil), buf[:n]...))
+			s.toDown.push(r.due(now).Add(s.extra), append([]byte(nil), buf[:n]...))
 		}
 	}()
 	return s, nil

@@ -197,3 +197,44 @@ func TestAdmin(t *testing.T) {
 		t.Errorf("on=maybe accepted: %d", code)
 	}
 }
+
+// TestUDPDelayFrom: a client listed in DelayFrom waits its own extra
+// delay each way; another client of the same relay does not.
+func TestUDPDelayFrom(t *testing.T) {
+	const extra = 60 * time.Millisecond
+	far, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer far.Close()
+	near, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer near.Close()
+	r := start(t, Config{Target: udpEcho(t), UDPListen: "127.0.0.1:0", DelayFrom: map[string]time.Duration{far.LocalAddr().String(): extra}})
+	to, err := net.ResolveUDPAddr("udp", r.UDPAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rtt := func(pc net.PacketConn) time.Duration {
+		t.Helper()
+		start := time.Now()
+		if _, err := pc.WriteTo([]byte("ping"), to); err != nil {
+			t.Fatal(err)
+		}
+		pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 16)
+		if _, _, err := pc.ReadFrom(buf); err != nil {
+			t.Fatal(err)
+		}
+		return time.Since(start)
+	}
+	f, n := rtt(far), rtt(near)
+	if f < 2*extra {
+		t.Fatalf("the listed client's round trip took %v; want at least %v", f, 2*extra)
+	}
+	if n >= f {
+		t.Fatalf("the unlisted client's round trip took %v, no less than the listed one's %v", n, f)
+	}
+}

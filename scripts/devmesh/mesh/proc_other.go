@@ -1,0 +1,11 @@
+//go:build !linux
+
+package mesh
+
+import "syscall"
+
+// sysProcAttr puts a child in a process group of its own: Ctrl-C at the
+// terminal reaches only the launcher, which stops the mesh in order.
+func sysProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true}
+}
