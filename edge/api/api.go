@@ -27,8 +27,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/meridian-mesh/meridian/edge/gateway"
+	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/edge/metrics"
-	"github.com/meridian-mesh/meridian/shared/llm"
 	"github.com/meridian-mesh/meridian/shared/table"
 )
 

@@ -11,8 +11,8 @@ import (
 	"github.com/meridian-mesh/meridian/edge/api"
 	"github.com/meridian-mesh/meridian/edge/api/anthropic"
 	"github.com/meridian-mesh/meridian/edge/api/openai"
+	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/edge/metrics"
-	"github.com/meridian-mesh/meridian/shared/llm"
 )
 
 // nested returns a request body in a surface's format whose extra field

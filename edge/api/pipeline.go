@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/meridian-mesh/meridian/edge/gateway"
-	"github.com/meridian-mesh/meridian/shared/llm"
+	"github.com/meridian-mesh/meridian/edge/llm"
 )
 
 // Format is what a client format (api/openai, api/anthropic) gives the

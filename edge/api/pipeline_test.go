@@ -17,8 +17,8 @@ import (
 	"github.com/meridian-mesh/meridian/edge/api/anthropic"
 	"github.com/meridian-mesh/meridian/edge/api/openai"
 	"github.com/meridian-mesh/meridian/edge/gateway"
+	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/edge/provider"
-	"github.com/meridian-mesh/meridian/shared/llm"
 	"github.com/meridian-mesh/meridian/shared/table"
 )
 

@@ -38,10 +38,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/edge/provider"
 	"github.com/meridian-mesh/meridian/edge/provider/ollama"
 	"github.com/meridian-mesh/meridian/edge/provider/openai"
-	"github.com/meridian-mesh/meridian/shared/llm"
 	"github.com/meridian-mesh/meridian/shared/table"
 	"github.com/ollama/ollama/api"
 )

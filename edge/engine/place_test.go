@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/meridian-mesh/meridian/edge/engine/enginetest"
-	"github.com/meridian-mesh/meridian/shared/llm"
+	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/shared/testkit/tinygguf"
 	"github.com/ollama/ollama/api"
 )

@@ -26,10 +26,10 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/edge/metrics"
 	"github.com/meridian-mesh/meridian/edge/provider"
 	"github.com/meridian-mesh/meridian/edge/router"
-	"github.com/meridian-mesh/meridian/shared/llm"
 	"github.com/meridian-mesh/meridian/shared/table"
 )
 

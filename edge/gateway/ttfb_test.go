@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/edge/provider"
 	"github.com/meridian-mesh/meridian/edge/router"
-	"github.com/meridian-mesh/meridian/shared/llm"
 	"github.com/meridian-mesh/meridian/shared/table"
 )
 

@@ -4,7 +4,7 @@ import (
 	"context"
 	"testing"
 
-	"github.com/meridian-mesh/meridian/shared/llm"
+	"github.com/meridian-mesh/meridian/edge/llm"
 )
 
 // BenchmarkForward is one plain forwarded request on loopback: on a

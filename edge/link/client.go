@@ -13,8 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meridian-mesh/meridian/edge/llm"
 	linkv1 "github.com/meridian-mesh/meridian/proto/link/v1"
-	"github.com/meridian-mesh/meridian/shared/llm"
 	"github.com/quic-go/quic-go"
 )
 

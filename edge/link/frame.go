@@ -11,8 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meridian-mesh/meridian/edge/llm"
 	linkv1 "github.com/meridian-mesh/meridian/proto/link/v1"
-	"github.com/meridian-mesh/meridian/shared/llm"
 	"google.golang.org/protobuf/proto"
 )
 

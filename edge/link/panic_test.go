@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/meridian-mesh/meridian/shared/llm"
+	"github.com/meridian-mesh/meridian/edge/llm"
 )
 
 // panicStream yields one chunk and then panics, as a buggy adapter would.

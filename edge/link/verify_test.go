@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meridian-mesh/meridian/shared/llm"
+	"github.com/meridian-mesh/meridian/edge/llm"
 )
 
 // allowList is an Authorize that the test changes, as a table would.

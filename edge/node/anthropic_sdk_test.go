@@ -9,7 +9,7 @@ import (
 
 	"github.com/anthropics/anthropic-sdk-go/v2"
 	"github.com/anthropics/anthropic-sdk-go/v2/option"
-	"github.com/meridian-mesh/meridian/shared/providermock"
+	"github.com/meridian-mesh/meridian/shared/testkit/providermock"
 )
 
 // TestAnthropicSDK drives the edge's /v1/messages with Anthropic's

@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/meridian-mesh/meridian/edge/config"
-	"github.com/meridian-mesh/meridian/shared/providermock"
 	"github.com/meridian-mesh/meridian/shared/table"
+	"github.com/meridian-mesh/meridian/shared/testkit/providermock"
 )
 
 // testMesh is one edge in front of one mock provider, both on loopback.

@@ -18,7 +18,7 @@ import (
 	"github.com/meridian-mesh/meridian/control/controltest"
 	"github.com/meridian-mesh/meridian/control/seal"
 	"github.com/meridian-mesh/meridian/edge/config"
-	"github.com/meridian-mesh/meridian/shared/llm"
+	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/shared/pki"
 	"github.com/meridian-mesh/meridian/shared/table"
 	"github.com/meridian-mesh/meridian/shared/tablewire"

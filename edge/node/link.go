@@ -14,9 +14,9 @@ import (
 	"github.com/meridian-mesh/meridian/edge/config"
 	"github.com/meridian-mesh/meridian/edge/gateway"
 	"github.com/meridian-mesh/meridian/edge/link"
+	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/edge/metrics"
 	"github.com/meridian-mesh/meridian/edge/provider"
-	"github.com/meridian-mesh/meridian/shared/llm"
 	"github.com/meridian-mesh/meridian/shared/pki"
 	"github.com/prometheus/client_golang/prometheus"
 )

@@ -14,9 +14,9 @@ import (
 	"github.com/meridian-mesh/meridian/edge/geo"
 	"github.com/meridian-mesh/meridian/edge/gossip"
 	"github.com/meridian-mesh/meridian/edge/link"
+	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/edge/provider"
 	"github.com/meridian-mesh/meridian/edge/router"
-	"github.com/meridian-mesh/meridian/shared/llm"
 	"github.com/meridian-mesh/meridian/shared/table"
 	"github.com/prometheus/client_golang/prometheus"
 )

@@ -28,9 +28,9 @@ import (
 	"github.com/meridian-mesh/meridian/edge/geo"
 	"github.com/meridian-mesh/meridian/edge/gossip"
 	"github.com/meridian-mesh/meridian/edge/link"
+	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/edge/metrics"
 	"github.com/meridian-mesh/meridian/edge/tablesync"
-	"github.com/meridian-mesh/meridian/shared/llm"
 	"github.com/prometheus/client_golang/prometheus"
 )
 

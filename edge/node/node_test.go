@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/meridian-mesh/meridian/edge/config"
-	"github.com/meridian-mesh/meridian/shared/providermock"
 	"github.com/meridian-mesh/meridian/shared/table"
+	"github.com/meridian-mesh/meridian/shared/testkit/providermock"
 )
 
 type chatCompletion struct {

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/meridian-mesh/meridian/shared/providermock"
+	"github.com/meridian-mesh/meridian/shared/testkit/providermock"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 	"github.com/openai/openai-go/v3/shared"

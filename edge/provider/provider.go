@@ -11,11 +11,11 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/edge/provider/anthropic"
 	"github.com/meridian-mesh/meridian/edge/provider/gemini"
 	"github.com/meridian-mesh/meridian/edge/provider/ollama"
 	"github.com/meridian-mesh/meridian/edge/provider/openai"
-	"github.com/meridian-mesh/meridian/shared/llm"
 	"github.com/meridian-mesh/meridian/shared/table"
 )
 

@@ -13,9 +13,9 @@ import (
 	"pgregory.net/rapid"
 
 	"github.com/meridian-mesh/meridian/edge/gateway"
+	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/edge/provider"
 	"github.com/meridian-mesh/meridian/edge/router"
-	"github.com/meridian-mesh/meridian/shared/llm"
 	"github.com/meridian-mesh/meridian/shared/table"
 )
 

@@ -29,8 +29,8 @@ import (
 	"github.com/meridian-mesh/meridian/edge/gossip"
 	"github.com/meridian-mesh/meridian/edge/node"
 	"github.com/meridian-mesh/meridian/shared/pki"
-	"github.com/meridian-mesh/meridian/shared/providermock"
 	"github.com/meridian-mesh/meridian/shared/table"
+	"github.com/meridian-mesh/meridian/shared/testkit/providermock"
 	"github.com/meridian-mesh/meridian/shared/testkit/tinygguf"
 )
 

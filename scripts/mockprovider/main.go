@@ -1,7 +1,7 @@
 // Command mockprovider serves a mock LLM provider that speaks a real
 // provider's wire format (OpenAI's, Anthropic's, Gemini's or Ollama's
 // native API, chosen with -kind), for tests, benchmarks and the quick start. It never calls out to the network. See package
-// shared/providermock for the endpoints and the "#mock" directives.
+// shared/testkit/providermock for the endpoints and the "#mock" directives.
 //
 //	go run ./scripts/mockprovider -addr 127.0.0.1:9100 -chunk-delay 20ms
 //	go run ./scripts/mockprovider -addr 127.0.0.1:9101 -kind anthropic
@@ -19,7 +19,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/meridian-mesh/meridian/shared/providermock"
+	"github.com/meridian-mesh/meridian/shared/testkit/providermock"
 )
 
 // shutdownGrace bounds how long running requests may take to finish after

@@ -21,7 +21,7 @@ import (
 
 	"github.com/meridian-mesh/meridian/edge/api"
 	"github.com/meridian-mesh/meridian/edge/gateway"
-	"github.com/meridian-mesh/meridian/shared/llm"
+	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/shared/table"
 )
 

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"github.com/meridian-mesh/meridian/shared/llm"
+	"github.com/meridian-mesh/meridian/edge/llm"
 )
 
 func TestDecodeMessages(t *testing.T) {

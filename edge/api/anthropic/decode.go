@@ -9,8 +9,8 @@ import (
 	"strings"
 
 	"github.com/meridian-mesh/meridian/edge/api"
-	"github.com/meridian-mesh/meridian/shared/jsonscan"
-	"github.com/meridian-mesh/meridian/shared/llm"
+	"github.com/meridian-mesh/meridian/edge/jsonscan"
+	"github.com/meridian-mesh/meridian/edge/llm"
 )
 
 // Requests are read in one pass with jsonscan, not decoded with

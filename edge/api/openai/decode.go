@@ -7,8 +7,8 @@ import (
 	"net/http"
 
 	"github.com/meridian-mesh/meridian/edge/api"
-	"github.com/meridian-mesh/meridian/shared/jsonscan"
-	"github.com/meridian-mesh/meridian/shared/llm"
+	"github.com/meridian-mesh/meridian/edge/jsonscan"
+	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/tidwall/gjson"
 )
 

@@ -46,7 +46,6 @@ var allowedModules = []string{
 // forbidden are packages of the project that must never reach the edge
 // binary: test stand-ins and benchmark tools.
 var forbidden = []string{
-	"github.com/meridian-mesh/meridian/shared/providermock",
 	"github.com/meridian-mesh/meridian/shared/testkit/",
 	"github.com/meridian-mesh/meridian/scripts/",
 	"github.com/meridian-mesh/meridian/edge/engine/enginetest",

@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meridian-mesh/meridian/shared/llm"
+	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/shared/table"
 )
 

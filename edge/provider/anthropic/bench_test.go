@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/meridian-mesh/meridian/shared/llm"
+	"github.com/meridian-mesh/meridian/edge/llm"
 )
 
 // benchBody is a chat request of about 4 KB: a system prompt, a

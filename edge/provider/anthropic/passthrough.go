@@ -5,8 +5,8 @@ import (
 	"io"
 	"net/http"
 
-	"github.com/meridian-mesh/meridian/shared/llm"
-	"github.com/meridian-mesh/meridian/shared/sse"
+	"github.com/meridian-mesh/meridian/edge/llm"
+	"github.com/meridian-mesh/meridian/edge/sse"
 	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
 )

@@ -6,7 +6,7 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/meridian-mesh/meridian/shared/llm"
+	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/tidwall/gjson"
 )
 

@@ -7,9 +7,9 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/edge/provider/upstream"
-	"github.com/meridian-mesh/meridian/shared/llm"
-	"github.com/meridian-mesh/meridian/shared/sse"
+	"github.com/meridian-mesh/meridian/edge/sse"
 	"github.com/tidwall/gjson"
 )
 

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/meridian-mesh/meridian/shared/llm"
+	"github.com/meridian-mesh/meridian/edge/llm"
 )
 
 // benchBody is a ~4 KB chat request: a system prompt, a few turns, a

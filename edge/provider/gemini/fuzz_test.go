@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/meridian-mesh/meridian/shared/llm"
+	"github.com/meridian-mesh/meridian/edge/llm"
 )
 
 // FuzzStream feeds arbitrary bytes to the stream translator. It must

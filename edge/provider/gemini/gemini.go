@@ -19,8 +19,8 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/edge/provider/upstream"
-	"github.com/meridian-mesh/meridian/shared/llm"
 	"github.com/meridian-mesh/meridian/shared/table"
 	"github.com/tidwall/gjson"
 )

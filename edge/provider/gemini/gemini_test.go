@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meridian-mesh/meridian/shared/llm"
+	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/shared/table"
 )
 

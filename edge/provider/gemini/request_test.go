@@ -5,7 +5,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/meridian-mesh/meridian/shared/llm"
+	"github.com/meridian-mesh/meridian/edge/llm"
 )
 
 func translate(t *testing.T, body string) ([]byte, error) {

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/meridian-mesh/meridian/shared/llm"
+	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/tidwall/gjson"
 )
 

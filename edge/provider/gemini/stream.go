@@ -8,10 +8,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meridian-mesh/meridian/edge/jsonscan"
+	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/edge/provider/upstream"
-	"github.com/meridian-mesh/meridian/shared/jsonscan"
-	"github.com/meridian-mesh/meridian/shared/llm"
-	"github.com/meridian-mesh/meridian/shared/sse"
+	"github.com/meridian-mesh/meridian/edge/sse"
 	"github.com/tidwall/gjson"
 )
 

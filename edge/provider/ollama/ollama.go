@@ -18,8 +18,8 @@ import (
 	"crypto/rand"
 	"time"
 
+	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/edge/provider/upstream"
-	"github.com/meridian-mesh/meridian/shared/llm"
 	"github.com/meridian-mesh/meridian/shared/table"
 	"github.com/tidwall/gjson"
 )

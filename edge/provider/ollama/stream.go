@@ -7,8 +7,8 @@ import (
 	"io"
 	"net/http"
 
+	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/edge/provider/upstream"
-	"github.com/meridian-mesh/meridian/shared/llm"
 	"github.com/tidwall/gjson"
 )
 

@@ -18,9 +18,9 @@ import (
 	"io"
 	"net/http"
 
+	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/edge/provider/upstream"
-	"github.com/meridian-mesh/meridian/shared/llm"
-	"github.com/meridian-mesh/meridian/shared/sse"
+	"github.com/meridian-mesh/meridian/edge/sse"
 	"github.com/meridian-mesh/meridian/shared/table"
 	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"

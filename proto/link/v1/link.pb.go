@@ -33,7 +33,7 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// Op is the kind of work a request asks for; values match shared/llm.Op.
+// Op is the kind of work a request asks for; values match edge/llm.Op.
 type Op int32
 
 const (
@@ -372,7 +372,7 @@ func (x *Header) GetAllowedRegions() []string {
 	return nil
 }
 
-// Error mirrors shared/llm.Error; the cause never crosses a link.
+// Error mirrors edge/llm.Error; the cause never crosses a link.
 type Error struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Status        int32                  `protobuf:"varint,1,opt,name=status,proto3" json:"status,omitempty"`

@@ -45,12 +45,12 @@ import (
 	openaiapi "github.com/meridian-mesh/meridian/edge/api/openai"
 	"github.com/meridian-mesh/meridian/edge/gateway"
 	"github.com/meridian-mesh/meridian/edge/link"
+	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/edge/metrics"
 	"github.com/meridian-mesh/meridian/scripts/bench/readme"
-	"github.com/meridian-mesh/meridian/shared/llm"
 	"github.com/meridian-mesh/meridian/shared/pki"
-	"github.com/meridian-mesh/meridian/shared/providermock"
 	"github.com/meridian-mesh/meridian/shared/table"
+	"github.com/meridian-mesh/meridian/shared/testkit/providermock"
 	"github.com/meridian-mesh/meridian/shared/testkit/relay"
 )
 

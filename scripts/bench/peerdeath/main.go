@@ -45,8 +45,8 @@ import (
 	"github.com/meridian-mesh/meridian/edge/config"
 	"github.com/meridian-mesh/meridian/edge/node"
 	"github.com/meridian-mesh/meridian/shared/pki"
-	"github.com/meridian-mesh/meridian/shared/providermock"
 	"github.com/meridian-mesh/meridian/shared/table"
+	"github.com/meridian-mesh/meridian/shared/testkit/providermock"
 )
 
 // Config is the benchmark's settings.

@@ -41,8 +41,8 @@ import (
 	"github.com/meridian-mesh/meridian/edge/node"
 	"github.com/meridian-mesh/meridian/scripts/bench/loadgen"
 	"github.com/meridian-mesh/meridian/scripts/bench/readme"
-	"github.com/meridian-mesh/meridian/shared/providermock"
 	"github.com/meridian-mesh/meridian/shared/table"
+	"github.com/meridian-mesh/meridian/shared/testkit/providermock"
 )
 
 // Config is one run's plan.

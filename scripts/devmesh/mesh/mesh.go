@@ -34,7 +34,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/meridian-mesh/meridian/shared/providermock"
+	"github.com/meridian-mesh/meridian/shared/testkit/providermock"
 	"github.com/meridian-mesh/meridian/shared/testkit/relay"
 )
 

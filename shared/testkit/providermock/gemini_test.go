@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meridian-mesh/meridian/shared/sse"
+	"github.com/meridian-mesh/meridian/edge/sse"
 )
 
 const geminiPath = "/v1beta/models/gemini-2.0-flash"

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meridian-mesh/meridian/shared/sse"
+	"github.com/meridian-mesh/meridian/edge/sse"
 )
 
 // jsonKeys returns the sorted keys of the JSON object b, comma-joined.

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/meridian-mesh/meridian/shared/llm"
 	"math"
 	"net/http"
 	"strconv"
@@ -1016,7 +1015,10 @@ const hexDigits = "0123456789abcdef"
 
 // appendJSONString appends s as a JSON string literal; invalid UTF-8
 // becomes U+FFFD.
-func appendJSONString(dst []byte, s string) []byte { return llm.AppendJSONString(dst, s) }
+func appendJSONString(dst []byte, s string) []byte {
+	b, _ := json.Marshal(s) // a string always encodes
+	return append(dst, b...)
+}
 
 func appendNullableString(dst []byte, s string) []byte {
 	if s == "" {

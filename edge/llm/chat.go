@@ -7,7 +7,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/meridian-mesh/meridian/shared/jsonscan"
+	"github.com/meridian-mesh/meridian/edge/jsonscan"
 )
 
 // ContentPart is one part of a message's content array.

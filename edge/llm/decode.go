@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"net/http"
 
-	"github.com/meridian-mesh/meridian/shared/jsonscan"
+	"github.com/meridian-mesh/meridian/edge/jsonscan"
 )
 
 // DecodeChatRequest decodes an OpenAI-format chat completions body into
