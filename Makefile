@@ -79,6 +79,7 @@ test: ollama
 		echo "cd $(SDKTEST_NODE) && npm ci --no-audit --no-fund"; \
 		(cd $(SDKTEST_NODE) && npm ci --no-audit --no-fund) || skip="npm ci in $(SDKTEST_NODE) failed (see above)"; \
 	fi; \
+	echo "$(GO) mod tidy -diff"; $(GO) mod tidy -diff || { echo "make test: go.mod or go.sum is not tidy (the diff above); run: go mod tidy"; exit 1; }; \
 	echo "$(GO) vet ./..."; $(GO) vet ./... || exit 1; \
 	pkgs=$$($(GO) list ./... | grep -v -x -F $(foreach a,$(ALONE),-e $(shell $(GO) list $(a)))); \
 	echo "$(GO) test -race -count=1 ./... (then $(ALONE) alone)"; \
