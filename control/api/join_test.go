@@ -15,6 +15,7 @@ import (
 	"github.com/meridian-mesh/meridian/control/controltest"
 	"github.com/meridian-mesh/meridian/control/seal"
 	"github.com/meridian-mesh/meridian/shared/pki"
+	"github.com/meridian-mesh/meridian/shared/testkit/wait"
 )
 
 func jsonBody(t *testing.T, v any) *strings.Reader {
@@ -124,7 +125,7 @@ func TestJoinTokenOnceRenewAndRevoke(t *testing.T) {
 	if st, b := do("POST", "/v1/control/identity/revoke/edge-1", controltest.AdminToken, nil); st != 200 {
 		t.Fatalf("revoke: %d %s", st, b)
 	}
-	controltest.WaitFor(t, 5*time.Second, "the revocation on the follower", func() bool {
+	wait.For(t, 5*time.Second, "the revocation on the follower", func() bool {
 		return f.Node.FSM().State().Revoked("edge-1")
 	})
 	if st, b := renew(key, cred.Certificate); st != http.StatusUnauthorized || !strings.Contains(string(b), "revoked") {

@@ -18,6 +18,7 @@ import (
 	"github.com/meridian-mesh/meridian/control/controltest"
 	"github.com/meridian-mesh/meridian/control/fsm"
 	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
+	"github.com/meridian-mesh/meridian/shared/testkit/wait"
 )
 
 func newClient(t *testing.T, c *controltest.Cluster, first int) *client.Client {
@@ -61,7 +62,7 @@ func TestLeaderKillUnderLoad(t *testing.T) {
 	}
 	leader := c.Leader()
 	close(start)
-	controltest.WaitFor(t, 60*time.Second, "some writes to be acknowledged", func() bool { return nacked.Load() >= 50 })
+	wait.For(t, 60*time.Second, "some writes to be acknowledged", func() bool { return nacked.Load() >= 50 })
 	leader.Kill()
 	wg.Wait()
 	if n := nacked.Load(); n < writes*9/10 {
@@ -173,7 +174,7 @@ func TestLinearizableUnderLeaderKills(t *testing.T) {
 		mu.Lock()
 		from := len(history)
 		mu.Unlock()
-		controltest.WaitFor(t, 60*time.Second, "operations to complete", func() bool {
+		wait.For(t, 60*time.Second, "operations to complete", func() bool {
 			mu.Lock()
 			defer mu.Unlock()
 			return len(history) >= from+80
@@ -329,7 +330,7 @@ func TestJoinAndRemove(t *testing.T) {
 	if err := cl2.RemovePeer(ctx, old.ID); err != nil {
 		t.Fatal(err)
 	}
-	controltest.WaitFor(t, 30*time.Second, "a two-node configuration", func() bool {
+	wait.For(t, 30*time.Second, "a two-node configuration", func() bool {
 		for _, m := range c.Members {
 			if m != old && m.Node.IsLeader() {
 				srv, err := m.Node.Servers()
@@ -395,7 +396,7 @@ func TestTransferUnderLoad(t *testing.T) {
 			}
 		}()
 	}
-	controltest.WaitFor(t, 10*time.Second, "some writes", func() bool {
+	wait.For(t, 10*time.Second, "some writes", func() bool {
 		n := 0
 		ids.Range(func(any, any) bool { n++; return n < 20 })
 		return n >= 20
@@ -408,7 +409,7 @@ func TestTransferUnderLoad(t *testing.T) {
 	if from != old.ID {
 		t.Errorf("transfer reports %s as the old leader, want %s", from, old.ID)
 	}
-	controltest.WaitFor(t, 10*time.Second, "a new leader", func() bool { return c.Leader() != old })
+	wait.For(t, 10*time.Second, "a new leader", func() bool { return c.Leader() != old })
 	stop.Store(true)
 	wg.Wait()
 	close(errs)

@@ -8,16 +8,8 @@ import (
 
 	"github.com/meridian-mesh/meridian/control/seal"
 	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
+	"github.com/meridian-mesh/meridian/shared/testkit/wait"
 )
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
-}
 
 // The first leader creates the identity with the key sealed by the KEK;
 // a rotation stages a key and promotes it; a node restarted with a new
@@ -33,7 +25,7 @@ func TestIdentitySealingAndRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitLeader(t, n)
-	waitFor(t, "the identity", func() bool { return n.FSM().State().Identity() != nil })
+	wait.For(t, 20*time.Second, "the identity", func() bool { return n.FSM().State().Identity() != nil })
 	id := n.FSM().State().Identity()
 	if !seal.Sealed(id.GetSealedPrivateKey()) || !kekA.Current(id.GetSealedPrivateKey()) || id.GetEpoch() != 1 {
 		t.Fatalf("identity not sealed with the KEK: %x", id.GetSealedPrivateKey()[:1])
@@ -66,7 +58,7 @@ func TestIdentitySealingAndRotation(t *testing.T) {
 	}
 	defer n.Close()
 	waitLeader(t, n)
-	waitFor(t, "the key re-sealed with the new KEK", func() bool {
+	wait.For(t, 20*time.Second, "the key re-sealed with the new KEK", func() bool {
 		return kekB.Current(n.FSM().State().Identity().GetSealedPrivateKey())
 	})
 	if got := n.FSM().State().Identity(); !bytes.Equal(got.GetPublicKey(), promoted.GetPublicKey()) {

@@ -25,6 +25,7 @@ import (
 	"github.com/meridian-mesh/meridian/control/seal"
 	"github.com/meridian-mesh/meridian/shared/tablewire"
 	"github.com/meridian-mesh/meridian/shared/testkit/ports"
+	"github.com/meridian-mesh/meridian/shared/testkit/wait"
 )
 
 // Tokens every test cluster accepts.
@@ -293,7 +294,7 @@ func (m *Member) Applied() map[string]int {
 func (c *Cluster) Leader() *Member {
 	c.t.Helper()
 	var leader *Member
-	WaitFor(c.t, 30*time.Second, "a leader", func() bool {
+	wait.For(c.t, 30*time.Second, "a leader", func() bool {
 		for _, m := range c.Members {
 			if m.Up() && m.Node.IsLeader() && m.Node.ConsistentRead() == nil {
 				leader = m
@@ -320,7 +321,7 @@ func (c *Cluster) Followers() []*Member {
 // leader's.
 func (c *Cluster) WaitConverged() {
 	c.t.Helper()
-	WaitFor(c.t, 30*time.Second, "replicas to converge", func() bool {
+	wait.For(c.t, 30*time.Second, "replicas to converge", func() bool {
 		l := c.Leader()
 		want := l.Node.FSM().State()
 		for _, m := range c.Members {
@@ -330,18 +331,6 @@ func (c *Cluster) WaitConverged() {
 		}
 		return true
 	})
-}
-
-// WaitFor polls cond until it holds or timeout passes.
-func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // Do sends an authenticated request to a member and returns the status
@@ -381,7 +370,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 func (c *Cluster) TableKeys() []ed25519.PublicKey {
 	c.t.Helper()
 	var pub ed25519.PublicKey
-	WaitFor(c.t, 20*time.Second, "the cluster's table-signing key", func() bool {
+	wait.For(c.t, 20*time.Second, "the cluster's table-signing key", func() bool {
 		for _, m := range c.Members {
 			if m.Up() {
 				if id := m.Node.FSM().State().Identity(); id != nil {
@@ -403,7 +392,7 @@ func (c *Cluster) TableKey() string { return tablewire.FormatPublicKey(c.TableKe
 func NodeTableKeys(t testing.TB, node *cluster.Node) []ed25519.PublicKey {
 	t.Helper()
 	var pub ed25519.PublicKey
-	WaitFor(t, 20*time.Second, "the cluster's table-signing key", func() bool {
+	wait.For(t, 20*time.Second, "the cluster's table-signing key", func() bool {
 		if id := node.FSM().State().Identity(); id != nil {
 			pub = ed25519.PublicKey(id.GetPublicKey())
 			return true

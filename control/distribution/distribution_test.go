@@ -21,6 +21,7 @@ import (
 	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
 	"github.com/meridian-mesh/meridian/shared/pki"
 	"github.com/meridian-mesh/meridian/shared/table"
+	"github.com/meridian-mesh/meridian/shared/testkit/wait"
 )
 
 var quiet = slog.New(slog.DiscardHandler)
@@ -29,17 +30,6 @@ const (
 	natsToken = "distribution-test-token-0123456789"
 	readToken = "distribution-read-token-0123456789"
 )
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 func singleNode(t *testing.T) *cluster.Node {
 	cfg := cluster.DefaultConfig()
@@ -51,7 +41,7 @@ func singleNode(t *testing.T) *cluster.Node {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n.Close() })
-	waitFor(t, 20*time.Second, "a leader", func() bool { return n.IsLeader() && n.ConsistentRead() == nil })
+	wait.For(t, 20*time.Second, "a leader", func() bool { return n.IsLeader() && n.ConsistentRead() == nil })
 	return n
 }
 
@@ -125,7 +115,7 @@ func testEmbedded(t *testing.T, withTLS bool) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	waitFor(t, 10*time.Second, "the edge on the table", func() bool { return rev.Load() >= res.GetIndex() })
+	wait.For(t, 10*time.Second, "the edge on the table", func() bool { return rev.Load() >= res.GetIndex() })
 
 	srv := httptest.NewServer(d.Handler())
 	defer srv.Close()
@@ -137,7 +127,7 @@ func testEmbedded(t *testing.T, withTLS bool) {
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("no token: %d", resp.StatusCode)
 	}
-	waitFor(t, 10*time.Second, "the edge in the status", func() bool {
+	wait.For(t, 10*time.Second, "the edge in the status", func() bool {
 		req, _ := http.NewRequest(http.MethodGet, srv.URL+StatusPath, nil)
 		req.Header.Set("Authorization", "Bearer "+readToken)
 		resp, err := http.DefaultClient.Do(req)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/meridian-mesh/meridian/shared/pki"
 	"github.com/meridian-mesh/meridian/shared/tablewire"
+	"github.com/meridian-mesh/meridian/shared/testkit/wait"
 )
 
 type idMap struct {
@@ -142,7 +143,7 @@ func TestEdgeIdentityCannotPublishTables(t *testing.T) {
 	if n := s.Refresh(); n != 1 {
 		t.Fatalf("Refresh closed %d connections, want 1", n)
 	}
-	waitFor(t, 5*time.Second, "the revoked edge's connection to close", edge.IsClosed)
+	wait.For(t, 5*time.Second, "the revoked edge's connection to close", edge.IsClosed)
 	if nc, _ := edgeConn(t, s.ClientURL(), kp, "edge-1"); nc != nil {
 		t.Fatal("a revoked nkey connected")
 	}
@@ -199,5 +200,5 @@ func TestRoutesOverMutualTLS(t *testing.T) {
 		defer s.Shutdown()
 		servers = append(servers, s)
 	}
-	waitFor(t, 10*time.Second, "the TLS route", func() bool { return servers[0].NumRoutes() > 0 && servers[1].NumRoutes() > 0 })
+	wait.For(t, 10*time.Second, "the TLS route", func() bool { return servers[0].NumRoutes() > 0 && servers[1].NumRoutes() > 0 })
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/meridian-mesh/meridian/shared/testkit/ports"
+	"github.com/meridian-mesh/meridian/shared/testkit/wait"
 	"github.com/nats-io/nats.go"
 )
 
@@ -24,17 +25,6 @@ func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	return ports.Addr(t)
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 const pass = "s3cret-nats-password"
@@ -55,7 +45,7 @@ func TestClusterRoutesAndAuth(t *testing.T) {
 		t.Cleanup(s.Shutdown)
 		servers = append(servers, s)
 	}
-	waitFor(t, 20*time.Second, "a full mesh of routes", func() bool {
+	wait.For(t, 20*time.Second, "a full mesh of routes", func() bool {
 		for _, s := range servers {
 			if s.NumRoutes() < 2 {
 				return false
@@ -85,7 +75,7 @@ func TestClusterRoutesAndAuth(t *testing.T) {
 	}
 	sub.Flush()
 	// Interest crosses routes asynchronously: publish until it arrives.
-	waitFor(t, 10*time.Second, "a message across the cluster", func() bool {
+	wait.For(t, 10*time.Second, "a message across the cluster", func() bool {
 		pub.Publish("meridian.v1.test", []byte("hi"))
 		select {
 		case <-got:

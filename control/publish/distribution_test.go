@@ -7,11 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meridian-mesh/meridian/control/controltest"
 	"github.com/meridian-mesh/meridian/control/fsm"
 	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
 	tablev1 "github.com/meridian-mesh/meridian/proto/table/v1"
 	"github.com/meridian-mesh/meridian/shared/tablewire"
+	"github.com/meridian-mesh/meridian/shared/testkit/wait"
 )
 
 // A change reaches all 50 edges, every control node sees their reports,
@@ -36,7 +36,7 @@ func TestChangeReachesAllEdges(t *testing.T) {
 	}
 	// Every control node, not just the leader, knows where the edges are.
 	for _, c := range ms.ctl {
-		controltest.WaitFor(t, 10*time.Second, "edge reports on "+c.m.Name, func() bool {
+		wait.For(t, 10*time.Second, "edge reports on "+c.m.Name, func() bool {
 			st := c.pub.Status()
 			if len(st.Edges) != 50 {
 				return false
@@ -62,7 +62,7 @@ func TestChangeReachesAllEdges(t *testing.T) {
 	}
 	// An edge that stops reporting shows as silent.
 	edges[7].s.Close()
-	controltest.WaitFor(t, 10*time.Second, "a silent edge", func() bool {
+	wait.For(t, 10*time.Second, "a silent edge", func() bool {
 		for _, e := range ms.ctl[0].pub.Status().Edges {
 			if e.Node == "edge-007" {
 				return e.Silent
@@ -80,7 +80,7 @@ func TestChangeReachesAllEdges(t *testing.T) {
 		t.Fatalf("write rejected by the FSM: %v", res)
 	}
 	l := ms.leader()
-	controltest.WaitFor(t, 10*time.Second, "the rejection in status", func() bool {
+	wait.For(t, 10*time.Second, "the rejection in status", func() bool {
 		st := l.pub.Status()
 		return strings.Contains(st.Rejected, "routes[orphan]") && st.TableRevision == rev && st.StateRevision > rev
 	})
@@ -98,13 +98,13 @@ func TestChangeReachesAllEdges(t *testing.T) {
 	}
 	// Edges hear of the rejection in the heartbeat.
 	for _, e := range edges {
-		controltest.WaitFor(t, 10*time.Second, "the rejection in a heartbeat", func() bool {
+		wait.For(t, 10*time.Second, "the rejection in a heartbeat", func() bool {
 			return strings.Contains(e.s.Status().ControlRejected, "routes[orphan]")
 		})
 	}
 	// Fixing the state publishes again.
 	fix := ms.write(fsm.DeleteOp(fsm.KindRoute, "orphan")).GetIndex()
-	controltest.WaitFor(t, 10*time.Second, "the rejection to clear", func() bool { return ms.leader().pub.Status().Rejected == "" })
+	wait.For(t, 10*time.Second, "the rejection to clear", func() bool { return ms.leader().pub.Status().Rejected == "" })
 	ms.waitEdges(edges, fix, 30*time.Second)
 }
 
@@ -125,14 +125,14 @@ func TestLeaderKilledWhileChangesStream(t *testing.T) {
 		}
 	}()
 	// Kill the leader once a few changes are in.
-	controltest.WaitFor(t, 30*time.Second, "changes to stream", func() bool {
+	wait.For(t, 30*time.Second, "changes to stream", func() bool {
 		return len(ms.leader().pub.Table().GetEntities().GetModels()) >= 6
 	})
 	old := ms.leader()
 	old.kill()
 	wg.Wait()
 	// The leader compiles the last write a moment after it returns.
-	controltest.WaitFor(t, 10*time.Second, "the final table with 31 models", func() bool {
+	wait.For(t, 10*time.Second, "the final table with 31 models", func() bool {
 		return len(ms.leader().pub.Table().GetEntities().GetModels()) == 31
 	})
 	final := ms.tableRevision()
@@ -159,13 +159,13 @@ func TestEdgeMovesToAnotherServer(t *testing.T) {
 	first := ms.ctl[0]
 	e := ms.startEdge(edgeConfig(t, "edge-roam", []string{first.ns.ClientURL()}))
 	ms.waitEdges([]*edge{e}, ms.tableRevision(), 20*time.Second)
-	controltest.WaitFor(t, 10*time.Second, "servers discovered", func() bool { return len(e.s.Servers()) >= 3 })
+	wait.For(t, 10*time.Second, "servers discovered", func() bool { return len(e.s.Servers()) >= 3 })
 	before := e.s.Status().Server
 	first.killNATS()
 	ms.write(modelOps("after-move")...)
 	rev := ms.tableRevision()
 	ms.waitEdges([]*edge{e}, rev, 30*time.Second)
-	controltest.WaitFor(t, 10*time.Second, "a current table on another server", func() bool {
+	wait.For(t, 10*time.Second, "a current table on another server", func() bool {
 		st := e.s.Status()
 		return st.Connected && st.Server != before && !st.Stale
 	})
@@ -227,7 +227,7 @@ func TestCorruptTableRejected(t *testing.T) {
 		}
 		nc.Flush()
 		for _, e := range edges {
-			controltest.WaitFor(t, 10*time.Second, in.name+" rejected", func() bool {
+			wait.For(t, 10*time.Second, in.name+" rejected", func() bool {
 				st := e.s.Status()
 				return strings.Contains(st.RejectedReason, in.want) || strings.Contains(st.Unverified, in.want)
 			})
@@ -237,7 +237,7 @@ func TestCorruptTableRejected(t *testing.T) {
 		}
 	}
 	// The control plane hears of the rejection.
-	controltest.WaitFor(t, 10*time.Second, "rejections in status", func() bool {
+	wait.For(t, 10*time.Second, "rejections in status", func() bool {
 		for _, es := range ms.leader().pub.Status().Edges {
 			if es.RejectedReason == "" {
 				return false
@@ -266,7 +266,7 @@ func TestRestartWhileControlDown(t *testing.T) {
 	e := ms.startEdge(cfg)
 	rev := ms.tableRevision()
 	ms.waitEdges([]*edge{e}, rev, 20*time.Second)
-	controltest.WaitFor(t, 10*time.Second, "the table on disk", func() bool { return cachedRevision(cfg.CachePath) == rev })
+	wait.For(t, 10*time.Second, "the table on disk", func() bool { return cachedRevision(cfg.CachePath) == rev })
 	for _, c := range ms.ctl {
 		c.kill()
 	}

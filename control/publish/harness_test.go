@@ -29,6 +29,7 @@ import (
 	"github.com/meridian-mesh/meridian/shared/table"
 	"github.com/meridian-mesh/meridian/shared/tablewire"
 	"github.com/meridian-mesh/meridian/shared/testkit/ports"
+	"github.com/meridian-mesh/meridian/shared/testkit/wait"
 )
 
 const (
@@ -85,7 +86,7 @@ func newMesh(t *testing.T, controls int) *mesh {
 		}
 		ms.ctl = append(ms.ctl, &ctlNode{m: m, ns: ns, up: true})
 	}
-	controltest.WaitFor(t, 20*time.Second, "NATS routes", func() bool {
+	wait.For(t, 20*time.Second, "NATS routes", func() bool {
 		for _, c := range ms.ctl {
 			if c.ns.NumRoutes() < controls-1 {
 				return false
@@ -289,7 +290,7 @@ func (ms *mesh) startEdges(n int, urls func(i int) []string) []*edge {
 func (ms *mesh) tableRevision() uint64 {
 	ms.t.Helper()
 	var rev uint64
-	controltest.WaitFor(ms.t, 20*time.Second, "the leader to compile the latest state", func() bool {
+	wait.For(ms.t, 20*time.Second, "the leader to compile the latest state", func() bool {
 		l := ms.leader()
 		st := l.pub.Status()
 		rev = st.TableRevision
@@ -301,7 +302,7 @@ func (ms *mesh) tableRevision() uint64 {
 // waitEdges waits until every edge serves revision rev.
 func (ms *mesh) waitEdges(edges []*edge, rev uint64, timeout time.Duration) {
 	ms.t.Helper()
-	controltest.WaitFor(ms.t, timeout, fmt.Sprintf("%d edges at revision %d", len(edges), rev), func() bool {
+	wait.For(ms.t, timeout, fmt.Sprintf("%d edges at revision %d", len(edges), rev), func() bool {
 		for _, e := range edges {
 			if e.revision() != rev {
 				return false

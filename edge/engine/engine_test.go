@@ -23,6 +23,7 @@ import (
 	"github.com/meridian-mesh/meridian/edge/engine/enginetest"
 	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/shared/testkit/tinygguf"
+	"github.com/meridian-mesh/meridian/shared/testkit/wait"
 	"github.com/ollama/ollama/api"
 )
 
@@ -52,17 +53,6 @@ func corrupt(t *testing.T, dir, good string) (wrongCount, truncated, random stri
 		}
 	}
 	return
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 func chatReq(model string, stream bool, maxTokens int) *llm.Request {
@@ -140,7 +130,7 @@ func TestLocalEngine(t *testing.T) {
 			t.Errorf("processes of ollama's group %d outlived Stop: %v", pgid, left)
 		}
 	})
-	waitFor(t, 3*time.Minute, "placed models to load", func() bool { ok, _ := e.Ready(); return ok })
+	wait.For(t, 3*time.Minute, "placed models to load", func() bool { ok, _ := e.Ready(); return ok })
 
 	t.Run("corrupt models fail cleanly, the rest serve", func(t *testing.T) {
 		st := e.Models()
@@ -242,7 +232,7 @@ func TestLocalEngine(t *testing.T) {
 				}
 			}()
 		}
-		waitFor(t, time.Minute, "the queue to fill", func() bool { return e.Stats().Running == cfg.NumParallel+cfg.Queue })
+		wait.For(t, time.Minute, "the queue to fill", func() bool { return e.Stats().Running == cfg.NumParallel+cfg.Queue })
 		_, err := e.Do(ctx, chatReq("tiny", true, 4), "")
 		var le *llm.Error
 		if !errors.As(err, &le) || le.Status != http.StatusTooManyRequests || !le.Retryable || le.RetryAfter <= 0 {
@@ -253,7 +243,7 @@ func TestLocalEngine(t *testing.T) {
 		}
 		cancel()
 		wg.Wait()
-		waitFor(t, 10*time.Second, "the queue to drain", func() bool { return e.Stats().Running == 0 })
+		wait.For(t, 10*time.Second, "the queue to drain", func() bool { return e.Stats().Running == 0 })
 	})
 
 	t.Run("cancel stops generation", func(t *testing.T) {
@@ -314,7 +304,7 @@ func TestLocalEngine(t *testing.T) {
 			t.Fatal(err)
 		}
 		a.Start()
-		waitFor(t, time.Minute, "the attached engine", func() bool { ok, _ := a.Ready(); return ok })
+		wait.For(t, time.Minute, "the attached engine", func() bool { ok, _ := a.Ready(); return ok })
 		resp, err := a.Do(context.Background(), chatReq("tiny", false, 6), "")
 		if err != nil {
 			t.Fatal(err)
@@ -343,7 +333,7 @@ func TestLocalEngine(t *testing.T) {
 		restarts := e.Stats().Restarts
 		syscall.Kill(pgid, syscall.SIGKILL)
 		during()
-		waitFor(t, 2*time.Minute, "the engine to come back", func() bool {
+		wait.For(t, 2*time.Minute, "the engine to come back", func() bool {
 			ok, _ := e.Ready()
 			return ok && e.ProcessGroup() != pgid
 		})
@@ -443,7 +433,7 @@ func TestRecreateOnChange(t *testing.T) {
 		}
 		e.Start()
 		defer e.Stop()
-		waitFor(t, 2*time.Minute, "the model to load", func() bool { ok, _ := e.Ready(); return ok })
+		wait.For(t, 2*time.Minute, "the model to load", func() bool { ok, _ := e.Ready(); return ok })
 		u, _ := url.Parse(e.URL())
 		show, err := api.NewClient(u, http.DefaultClient).Show(context.Background(), &api.ShowRequest{Model: "tiny"})
 		if err != nil {
@@ -491,5 +481,5 @@ func TestReapOrphans(t *testing.T) {
 	orphan := startGroup(bin, "serve")
 	record(orphan)
 	reapOrphans(dir, log)
-	waitFor(t, 10*time.Second, "the orphaned Ollama to die", func() bool { return len(GroupMembers(orphan)) == 0 })
+	wait.For(t, 10*time.Second, "the orphaned Ollama to die", func() bool { return len(GroupMembers(orphan)) == 0 })
 }

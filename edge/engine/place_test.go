@@ -20,6 +20,7 @@ import (
 	"github.com/meridian-mesh/meridian/edge/engine/enginetest"
 	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/shared/testkit/tinygguf"
+	"github.com/meridian-mesh/meridian/shared/testkit/wait"
 	"github.com/ollama/ollama/api"
 )
 
@@ -184,7 +185,7 @@ func TestPlace(t *testing.T) {
 			t.Errorf("processes of ollama's group %d outlived Stop: %v", pgid, left)
 		}
 	})
-	waitFor(t, time.Minute, "ollama to start", func() bool { ok, _ := e.Ready(); return ok })
+	wait.For(t, time.Minute, "ollama to start", func() bool { ok, _ := e.Ready(); return ok })
 	if got := e.ReadyModels(); len(got) != 0 {
 		t.Fatalf("ready models %v with none placed", got)
 	}
@@ -235,12 +236,12 @@ func TestPlace(t *testing.T) {
 		if ok, notReady := e.Ready(); ok || !slices.Equal(notReady, []string{"tiny"}) {
 			t.Fatalf("Ready() = %v %v right after Place; a loading model holds readiness back", ok, notReady)
 		}
-		waitFor(t, time.Minute, "tiny to be ready", readyAre("tiny"))
+		wait.For(t, time.Minute, "tiny to be ready", readyAre("tiny"))
 		answers("tiny")
 		if got := running(); !slices.Equal(got, []string{"tiny"}) {
 			t.Fatalf("/api/ps lists %v, want tiny", got)
 		}
-		waitFor(t, 5*time.Second, "OnChange with tiny ready", func() bool { return gossiped("tiny") })
+		wait.For(t, 5*time.Second, "OnChange with tiny ready", func() bool { return gossiped("tiny") })
 	})
 
 	t.Run("removed at run time: refused at once, then unloaded", func(t *testing.T) {
@@ -250,8 +251,8 @@ func TestPlace(t *testing.T) {
 			t.Fatal("a removed model is still listed")
 		}
 		refused("tiny")
-		waitFor(t, 30*time.Second, "tiny to leave /api/ps", func() bool { return len(running()) == 0 })
-		waitFor(t, 5*time.Second, "OnChange with no model ready", func() bool { return gossiped() })
+		wait.For(t, 30*time.Second, "tiny to leave /api/ps", func() bool { return len(running()) == 0 })
+		wait.For(t, 5*time.Second, "OnChange with no model ready", func() bool { return gossiped() })
 		if ok, notReady := e.Ready(); !ok || len(notReady) != 0 {
 			t.Fatalf("Ready() = %v %v with nothing placed", ok, notReady)
 		}
@@ -270,7 +271,7 @@ func TestPlace(t *testing.T) {
 			return show.Details.QuantizationLevel
 		}
 		e.Place([]Model{{Name: "tiny", GGUF: tiny, Quantize: "q8_0"}})
-		waitFor(t, time.Minute, "tiny to be ready", readyAre("tiny"))
+		wait.For(t, time.Minute, "tiny to be ready", readyAre("tiny"))
 		if got := quant(); got != "Q8_0" {
 			t.Fatalf("quantization %s, want Q8_0", got)
 		}
@@ -278,13 +279,13 @@ func TestPlace(t *testing.T) {
 		if st := e.Models()["tiny"]; st.State != StateLoading {
 			t.Fatalf("tiny with a new spec: %+v, want loading", st)
 		}
-		waitFor(t, time.Minute, "tiny to be ready again", readyAre("tiny"))
+		wait.For(t, time.Minute, "tiny to be ready again", readyAre("tiny"))
 		if got := quant(); got != "F16" {
 			t.Fatalf("quantization %s after dropping quantize, want F16", got)
 		}
 		answers("tiny")
 		// The old model's runner went: one tiny is loaded, not two.
-		waitFor(t, 30*time.Second, "one runner", func() bool { return len(running()) == 1 })
+		wait.For(t, 30*time.Second, "one runner", func() bool { return len(running()) == 1 })
 	})
 
 	t.Run("Place calls coalesce: the latest set wins", func(t *testing.T) {
@@ -296,23 +297,23 @@ func TestPlace(t *testing.T) {
 		}
 		refused("tiny")
 		refused("a")
-		waitFor(t, time.Minute, "b to be ready", readyAre("b"))
+		wait.For(t, time.Minute, "b to be ready", readyAre("b"))
 		answers("b")
-		waitFor(t, 30*time.Second, "/api/ps to list b alone", func() bool { return slices.Equal(running(), []string{"b"}) })
+		wait.For(t, 30*time.Second, "/api/ps to list b alone", func() bool { return slices.Equal(running(), []string{"b"}) })
 
 		// Removed and placed again at once: b must come back, whether or
 		// not the reconciler unloaded it in between.
 		e.Place(nil)
 		e.Place([]Model{{Name: "b", GGUF: tiny}})
-		waitFor(t, time.Minute, "b to be ready again", readyAre("b"))
+		wait.For(t, time.Minute, "b to be ready again", readyAre("b"))
 		answers("b")
 	})
 
 	t.Run("a restart loads the current set", func(t *testing.T) {
 		pgid := e.ProcessGroup()
 		syscall.Kill(pgid, syscall.SIGKILL)
-		waitFor(t, 30*time.Second, "the restart to be noticed", func() bool { return e.ProcessGroup() != pgid || !e.Stats().Up })
-		waitFor(t, 2*time.Minute, "b to be ready on the new server", func() bool {
+		wait.For(t, 30*time.Second, "the restart to be noticed", func() bool { return e.ProcessGroup() != pgid || !e.Stats().Up })
+		wait.For(t, 2*time.Minute, "b to be ready on the new server", func() bool {
 			ok, _ := e.Ready()
 			return ok && e.ProcessGroup() != pgid && slices.Equal(e.ReadyModels(), []string{"b"})
 		})
@@ -507,7 +508,7 @@ func TestReconcileOrder(t *testing.T) {
 	}
 	e.Start()
 	defer e.Stop()
-	waitFor(t, 10*time.Second, "the engine to attach", func() bool { ok, _ := e.Ready(); return ok })
+	wait.For(t, 10*time.Second, "the engine to attach", func() bool { ok, _ := e.Ready(); return ok })
 	readyAre := func(want ...string) func() bool {
 		return func() bool { return slices.Equal(e.ReadyModels(), want) }
 	}
@@ -520,7 +521,7 @@ func TestReconcileOrder(t *testing.T) {
 		f.setGate(gate)
 		from := f.mark()
 		e.Place([]Model{m("a")})
-		waitFor(t, 10*time.Second, "a's create to start", hasCall(from, "create a"))
+		wait.For(t, 10*time.Second, "a's create to start", hasCall(from, "create a"))
 		// a stays placed, so its create goes on; the sets in between
 		// are never worked on.
 		e.Place([]Model{m("a"), m("b")})
@@ -528,11 +529,11 @@ func TestReconcileOrder(t *testing.T) {
 		e.Place([]Model{m("a"), m("d")})
 		f.setGate(nil)
 		close(gate)
-		waitFor(t, 10*time.Second, "a and d to be ready", readyAre("a", "d"))
+		wait.For(t, 10*time.Second, "a and d to be ready", readyAre("a", "d"))
 		if got, want := f.since(from), []string{"create a", "load a", "create d", "load d"}; !slices.Equal(got, want) {
 			t.Fatalf("calls %q, want %q", got, want)
 		}
-		waitFor(t, 5*time.Second, "OnChange with a and d ready", gossiped("a", "d"))
+		wait.For(t, 5*time.Second, "OnChange with a and d ready", gossiped("a", "d"))
 	})
 
 	t.Run("remove", func(t *testing.T) {
@@ -541,11 +542,11 @@ func TestReconcileOrder(t *testing.T) {
 		if _, err := e.Do(context.Background(), chatReq("a", false, 4), ""); !isRetryable503(err) {
 			t.Fatalf("request to a removed model: %v, want a retryable 503", err)
 		}
-		waitFor(t, 10*time.Second, "a to be unloaded", func() bool { return slices.Equal(f.loadedModels(), []string{"d"}) })
+		wait.For(t, 10*time.Second, "a to be unloaded", func() bool { return slices.Equal(f.loadedModels(), []string{"d"}) })
 		if got, want := f.since(from), []string{"unload a"}; !slices.Equal(got, want) {
 			t.Fatalf("calls %q, want %q", got, want)
 		}
-		waitFor(t, 5*time.Second, "OnChange with d ready", gossiped("d"))
+		wait.For(t, 5*time.Second, "OnChange with d ready", gossiped("d"))
 	})
 
 	t.Run("changed spec", func(t *testing.T) {
@@ -554,7 +555,7 @@ func TestReconcileOrder(t *testing.T) {
 		if got := e.ReadyModels(); len(got) != 0 {
 			t.Fatalf("ready %v right after its spec changed", got)
 		}
-		waitFor(t, 10*time.Second, "d to be ready again", readyAre("d"))
+		wait.For(t, 10*time.Second, "d to be ready again", readyAre("d"))
 		if got, want := f.since(from), []string{"unload d", "create d", "load d"}; !slices.Equal(got, want) {
 			t.Fatalf("calls %q, want %q", got, want)
 		}
@@ -567,11 +568,11 @@ func TestReconcileOrder(t *testing.T) {
 		defer f.setGate(nil)
 		from := f.mark()
 		e.Place([]Model{{Name: "d", GGUF: gguf, Quantize: "q8_0"}, m("x")})
-		waitFor(t, 10*time.Second, "x's create to start", hasCall(from, "create x"))
+		wait.For(t, 10*time.Second, "x's create to start", hasCall(from, "create x"))
 		e.Place(nil)
-		waitFor(t, 10*time.Second, "x's create to be cancelled", hasCall(from, "cancel x"))
-		waitFor(t, 10*time.Second, "nothing loaded", func() bool { return len(f.loadedModels()) == 0 })
-		waitFor(t, 5*time.Second, "OnChange with none ready", gossiped())
+		wait.For(t, 10*time.Second, "x's create to be cancelled", hasCall(from, "cancel x"))
+		wait.For(t, 10*time.Second, "nothing loaded", func() bool { return len(f.loadedModels()) == 0 })
+		wait.For(t, 5*time.Second, "OnChange with none ready", gossiped())
 		if ok, notReady := e.Ready(); !ok || len(notReady) != 0 || len(e.Models()) != 0 {
 			t.Fatalf("Ready() = %v %v, models %v, with nothing placed", ok, notReady, e.Models())
 		}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/meridian-mesh/meridian/edge/engine/enginetest"
 	"github.com/meridian-mesh/meridian/shared/testkit/tinygguf"
+	"github.com/meridian-mesh/meridian/shared/testkit/wait"
 )
 
 // childDir is set in the environment of TestEngineChild's process: the
@@ -63,7 +64,7 @@ func TestOllamaDiesWithItsEdge(t *testing.T) {
 	}
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
-	waitFor(t, 10*time.Second, "ollama's group to die with its edge", func() bool { return len(GroupMembers(pgid)) == 0 })
+	wait.For(t, 10*time.Second, "ollama's group to die with its edge", func() bool { return len(GroupMembers(pgid)) == 0 })
 }
 
 // TestEngineChild is the edge TestOllamaDiesWithItsEdge kills: it runs an
@@ -81,7 +82,7 @@ func TestEngineChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.Start()
-	waitFor(t, 2*time.Minute, "the model to load", func() bool { ok, _ := e.Ready(); return ok })
+	wait.For(t, 2*time.Minute, "the model to load", func() bool { ok, _ := e.Ready(); return ok })
 	fmt.Printf("pgid %d\n", e.ProcessGroup())
 	time.Sleep(5 * time.Minute) // until killed
 }

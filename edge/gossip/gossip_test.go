@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"github.com/meridian-mesh/meridian/shared/testkit/wait"
 )
 
 // schedAllowance is slack for goroutine scheduling under -race on two
@@ -48,22 +49,6 @@ func fastConfig(id string) Config {
 	c.GossipInterval = 50 * time.Millisecond
 	c.PushPullInterval = 2 * time.Second
 	return c
-}
-
-// waitFor polls cond every 20 ms until it holds or timeout passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for {
-		if err = cond(); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true after %v: %v", what, timeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // startCluster starts n nodes built by cfg(i), all seeded with node 0, and
@@ -184,7 +169,7 @@ func TestDetectionBound(t *testing.T) {
 func TestConvergenceAndDissemination(t *testing.T) {
 	const n = 30
 	nodes := startCluster(t, n, func(i int) Config { return baseConfig(nodeID(i)) })
-	waitFor(t, 60*time.Second, "30-node convergence", func() error { return allSee(nodes, nodes, StateAlive) })
+	wait.For(t, 60*time.Second, "30-node convergence", func() error { return allSee(nodes, nodes, StateAlive) })
 
 	// Speed is the benchmark's to measure (make bench-gossip holds the 1 s
 	// target); this test checks that broadcasts, not the 30 s push-pull
@@ -201,7 +186,7 @@ func TestConvergenceAndDissemination(t *testing.T) {
 		}
 		var slowest time.Duration
 		reached := make(map[string]bool)
-		waitFor(t, bound, fmt.Sprintf("trial %d: revision %d from %s on every node", trial, rev, src.ID()), func() error {
+		wait.For(t, bound, fmt.Sprintf("trial %d: revision %d from %s on every node", trial, rev, src.ID()), func() error {
 			var missing []string
 			for _, v := range nodes {
 				if reached[v.ID()] {
@@ -232,7 +217,7 @@ func TestConvergenceAndDissemination(t *testing.T) {
 	if err := src.SetLoad(load); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, bound, "models and load on every node", func() error {
+	wait.For(t, bound, "models and load on every node", func() error {
 		for _, v := range nodes {
 			m, _ := member(v, src.ID())
 			if strings.Join(m.ReadyModels, ",") != strings.Join(models, ",") || m.Load != load ||
@@ -244,7 +229,7 @@ func TestConvergenceAndDissemination(t *testing.T) {
 	})
 
 	// RTT is measured by probes and smoothed.
-	waitFor(t, 10*time.Second, "RTT samples", func() error {
+	wait.For(t, 10*time.Second, "RTT samples", func() error {
 		for _, m := range nodes[0].Members() {
 			if m.ID == nodes[0].ID() {
 				continue
@@ -266,14 +251,14 @@ func TestFailureDetection(t *testing.T) {
 		n = 8 // see raceEnabled
 	}
 	nodes := startCluster(t, n, func(i int) Config { return fastConfig(nodeID(i)) })
-	waitFor(t, 30*time.Second, "convergence", func() error { return allSee(nodes, nodes, StateAlive) })
+	wait.For(t, 30*time.Second, "convergence", func() error { return allSee(nodes, nodes, StateAlive) })
 
 	victim := nodes[3]
 	survivors := append(append([]*Node{}, nodes[:3]...), nodes[4:]...)
 	bound := DetectionBound(fastConfig("x"), n)
 	start := time.Now()
 	victim.Kill()
-	waitFor(t, bound+schedAllowance, "every survivor marks the victim dead", func() error {
+	wait.For(t, bound+schedAllowance, "every survivor marks the victim dead", func() error {
 		return allSee(survivors, []*Node{victim}, StateDead)
 	})
 	t.Logf("hard kill detected by all %d survivors in %v (bound %v + %v allowance)",
@@ -290,7 +275,7 @@ func TestPartitionHealsByRejoin(t *testing.T) {
 		c.tweak = func(mc *memberlist.Config) { mc.GossipToTheDeadTime = 100 * time.Millisecond }
 		return c
 	})
-	waitFor(t, 30*time.Second, "convergence", func() error { return allSee(nodes, nodes, StateAlive) })
+	wait.For(t, 30*time.Second, "convergence", func() error { return allSee(nodes, nodes, StateAlive) })
 
 	a, b := nodes[:3], nodes[3:]
 	addrs := func(g []*Node) []string {
@@ -308,7 +293,7 @@ func TestPartitionHealsByRejoin(t *testing.T) {
 	}
 	// Half the cluster fails at once, so allow for probes of two nodes.
 	bound := 2*DetectionBound(fastConfig("x"), n) + schedAllowance
-	waitFor(t, bound, "each side declares the other dead", func() error {
+	wait.For(t, bound, "each side declares the other dead", func() error {
 		if err := allSee(a, b, StateDead); err != nil {
 			return err
 		}
@@ -318,12 +303,12 @@ func TestPartitionHealsByRejoin(t *testing.T) {
 	for _, nd := range nodes {
 		nd.tr.setBlocked(false, addrs(nodes)...)
 	}
-	waitFor(t, 30*time.Second, "rejoin heals the partition", func() error { return allSee(nodes, nodes, StateAlive) })
+	wait.For(t, 30*time.Second, "rejoin heals the partition", func() error { return allSee(nodes, nodes, StateAlive) })
 }
 
 func TestIsolation(t *testing.T) {
 	nodes := startCluster(t, 3, func(i int) Config { return fastConfig(nodeID(i)) })
-	waitFor(t, 30*time.Second, "convergence", func() error { return allSee(nodes, nodes, StateAlive) })
+	wait.For(t, 30*time.Second, "convergence", func() error { return allSee(nodes, nodes, StateAlive) })
 
 	for name, mut := range map[string]func(*Config){
 		"wrong label": func(c *Config) { c.Label = "other-cluster" },
@@ -354,7 +339,7 @@ func TestIsolation(t *testing.T) {
 
 func TestKeyRotationKeepsMembers(t *testing.T) {
 	nodes := startCluster(t, 4, func(i int) Config { return fastConfig(nodeID(i)) })
-	waitFor(t, 30*time.Second, "convergence", func() error { return allSee(nodes, nodes, StateAlive) })
+	wait.For(t, 30*time.Second, "convergence", func() error { return allSee(nodes, nodes, StateAlive) })
 
 	oldKey, newKey := testKey(1), testKey(2)
 	for _, step := range []struct {
@@ -379,7 +364,7 @@ func TestKeyRotationKeepsMembers(t *testing.T) {
 			before[[2]string{v.ID(), w.ID()}] = v.tab.samples(w.ID())
 		}
 	}
-	waitFor(t, 10*time.Second, "fresh probe acks between every pair", func() error {
+	wait.For(t, 10*time.Second, "fresh probe acks between every pair", func() error {
 		for _, v := range nodes {
 			for _, w := range nodes {
 				if v != w && v.tab.samples(w.ID()) <= before[[2]string{v.ID(), w.ID()}] {
@@ -392,7 +377,7 @@ func TestKeyRotationKeepsMembers(t *testing.T) {
 	if err := nodes[0].SetTableRevision(7); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "meta change after rotation", func() error {
+	wait.For(t, 5*time.Second, "meta change after rotation", func() error {
 		for _, v := range nodes {
 			if m, _ := member(v, nodes[0].ID()); m.TableRevision != 7 {
 				return fmt.Errorf("%s sees revision %d", v.ID(), m.TableRevision)
@@ -414,11 +399,11 @@ func TestKeyRotationKeepsMembers(t *testing.T) {
 
 func TestCloseLeavesAndDrains(t *testing.T) {
 	nodes := startCluster(t, 3, func(i int) Config { return fastConfig(nodeID(i)) })
-	waitFor(t, 30*time.Second, "convergence", func() error { return allSee(nodes, nodes, StateAlive) })
+	wait.For(t, 30*time.Second, "convergence", func() error { return allSee(nodes, nodes, StateAlive) })
 	if err := nodes[2].Close(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "others see the node left and draining", func() error {
+	wait.For(t, 5*time.Second, "others see the node left and draining", func() error {
 		for _, v := range nodes[:2] {
 			m, _ := member(v, nodes[2].ID())
 			if m.State != StateLeft || !m.Draining {
@@ -434,7 +419,7 @@ func TestCloseLeavesAndDrains(t *testing.T) {
 
 func TestHandleMembers(t *testing.T) {
 	nodes := startCluster(t, 1, func(i int) Config { return fastConfig(nodeID(i)) })
-	waitFor(t, 5*time.Second, "self listed", func() error { return allSee(nodes, nodes, StateAlive) })
+	wait.For(t, 5*time.Second, "self listed", func() error { return allSee(nodes, nodes, StateAlive) })
 	rec := httptest.NewRecorder()
 	nodes[0].HandleMembers(rec, httptest.NewRequest(http.MethodGet, "/v1/meridian/members", nil))
 	var body struct {

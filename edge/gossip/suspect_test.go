@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/meridian-mesh/meridian/shared/testkit/wait"
 )
 
 // suspectIn reports whether v sees id as suspect.
@@ -20,7 +22,7 @@ func suspectIn(v *Node, id string) error {
 // and the mark clears everywhere.
 func TestSuspicionSpreadsAndIsRefuted(t *testing.T) {
 	nodes := startCluster(t, 4, func(i int) Config { return fastConfig(nodeID(i)) })
-	waitFor(t, 30*time.Second, "convergence", func() error { return allSee(nodes, nodes, StateAlive) })
+	wait.For(t, 30*time.Second, "convergence", func() error { return allSee(nodes, nodes, StateAlive) })
 	nodes[3].SetReadyModels([]string{"m"})
 
 	start := time.Now()
@@ -40,7 +42,7 @@ func TestSuspicionSpreadsAndIsRefuted(t *testing.T) {
 	if !seen {
 		t.Log("the refutation outran the suspicion everywhere")
 	}
-	waitFor(t, 5*time.Second, "the refutation clears it", func() error {
+	wait.For(t, 5*time.Second, "the refutation clears it", func() error {
 		for _, v := range nodes[:3] {
 			if suspectIn(v, nodes[3].ID()) == nil {
 				return fmt.Errorf("%s still suspects it", v.ID())
@@ -64,11 +66,11 @@ func TestSuspicionOfDeadNodeHoldsAndExpires(t *testing.T) {
 		c.SuspicionTimeout = time.Second
 		return c
 	})
-	waitFor(t, 30*time.Second, "convergence", func() error { return allSee(nodes, nodes, StateAlive) })
+	wait.For(t, 30*time.Second, "convergence", func() error { return allSee(nodes, nodes, StateAlive) })
 	nodes[2].Kill()
 	start := time.Now()
 	nodes[0].Suspect(nodes[2].ID())
-	waitFor(t, 2*time.Second, "nodes[1] suspects the dead node", func() error { return suspectIn(nodes[1], nodes[2].ID()) })
+	wait.For(t, 2*time.Second, "nodes[1] suspects the dead node", func() error { return suspectIn(nodes[1], nodes[2].ID()) })
 	t.Logf("suspicion reached %s in %v", nodes[1].ID(), time.Since(start))
 	if suspectIn(nodes[0], nodes[2].ID()) == nil {
 		t.Error("the suspecting node marked its own view: its link is its evidence")
@@ -78,7 +80,7 @@ func TestSuspicionOfDeadNodeHoldsAndExpires(t *testing.T) {
 	default:
 		t.Error("Changed not signalled")
 	}
-	waitFor(t, 3*time.Second, "the suspicion expires", func() error {
+	wait.For(t, 3*time.Second, "the suspicion expires", func() error {
 		if suspectIn(nodes[1], nodes[2].ID()) == nil {
 			return fmt.Errorf("still suspect")
 		}

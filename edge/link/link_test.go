@@ -16,21 +16,10 @@ import (
 
 	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/shared/pki"
+	"github.com/meridian-mesh/meridian/shared/testkit/wait"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 )
-
-// waitFor polls cond until it holds or d passes.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
 
 type testCluster struct {
 	ca *pki.CA
@@ -365,7 +354,7 @@ func TestPeerKilledMidStream(t *testing.T) {
 	if errors.Is(err, io.EOF) || !errors.As(err, &e) || e.Code != "peer_link_lost" {
 		t.Fatalf("stream ended with %v; want a peer_link_lost error", err)
 	}
-	waitFor(t, 5*time.Second, "link marked down", func() bool { return !a.Healthy("edge-b") })
+	wait.For(t, 5*time.Second, "link marked down", func() bool { return !a.Healthy("edge-b") })
 	// While the link is down a request fails over at once.
 	start := time.Now()
 	_, err = p.Do(context.Background(), chatReq(true, "hi"), "gpt")
@@ -505,7 +494,7 @@ func TestReplayRunsOnce(t *testing.T) {
 	if e := send(); e == nil || e.Code != "link_duplicate" {
 		t.Fatalf("replay on a resumed link: %v", e)
 	}
-	waitFor(t, 5*time.Second, "a 0-RTT handshake", func() bool {
+	wait.For(t, 5*time.Second, "a 0-RTT handshake", func() bool {
 		return counterValue(a.met.handshakes.WithLabelValues("0rtt")) >= 1
 	})
 	n := 0
@@ -538,7 +527,7 @@ func TestZeroRTTOnReconnect(t *testing.T) {
 		}
 		p.Disconnect()
 	}
-	waitFor(t, 5*time.Second, "handshake counts", func() bool {
+	wait.For(t, 5*time.Second, "handshake counts", func() bool {
 		return counterValue(a.met.handshakes.WithLabelValues("full")) == 1 &&
 			counterValue(a.met.handshakes.WithLabelValues("0rtt")) == 2
 	})
@@ -728,7 +717,7 @@ func TestFlowControlIsBackpressure(t *testing.T) {
 	s := <-streams
 	// Wait until the producer has stalled: no progress for 300ms.
 	last, since := s.produced.Load(), time.Now()
-	waitFor(t, 20*time.Second, "the producer to stall", func() bool {
+	wait.For(t, 20*time.Second, "the producer to stall", func() bool {
 		if cur := s.produced.Load(); cur != last {
 			last, since = cur, time.Now()
 			return false
@@ -746,7 +735,7 @@ func TestFlowControlIsBackpressure(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 20*time.Second, "the producer to resume", func() bool { return s.produced.Load() > last })
+	wait.For(t, 20*time.Second, "the producer to resume", func() bool { return s.produced.Load() > last })
 }
 
 // TestManyConcurrentStreams holds more streams open at once than
@@ -776,7 +765,7 @@ func TestManyConcurrentStreams(t *testing.T) {
 			errs <- err
 		}()
 	}
-	waitFor(t, 20*time.Second, fmt.Sprintf("%d requests open at once", n), func() bool { return arrived.Load() == n })
+	wait.For(t, 20*time.Second, fmt.Sprintf("%d requests open at once", n), func() bool { return arrived.Load() == n })
 	close(release)
 	for i := 0; i < n; i++ {
 		if err := <-errs; err != nil {
@@ -810,7 +799,7 @@ func TestPeerRestartRejects0RTT(t *testing.T) {
 		var b *Transport
 		var err error
 		// The old socket's port can take a moment to be free again.
-		waitFor(t, 5*time.Second, "the port to rebind", func() bool {
+		wait.For(t, 5*time.Second, "the port to rebind", func() bool {
 			b, err = Listen(bcfg, addr)
 			return err == nil
 		})
@@ -839,10 +828,10 @@ func TestPeerRestartRejects0RTT(t *testing.T) {
 	b2.Close()
 	// A closing peer tells its links; the link is down long before the
 	// idle timeout.
-	waitFor(t, acfg.MaxIdleTimeout/2, "the link marked down", func() bool { return !a.Healthy("edge-b") })
+	wait.For(t, acfg.MaxIdleTimeout/2, "the link marked down", func() bool { return !a.Healthy("edge-b") })
 	rec3 := newRecorder()
 	restart(rec3)
-	waitFor(t, 10*time.Second, "the link restored", func() bool { return a.Healthy("edge-b") })
+	wait.For(t, 10*time.Second, "the link restored", func() bool { return a.Healthy("edge-b") })
 	t.Logf("link down %v after the peer closed, and restored by the redial", time.Since(t0))
 	if _, err := p.Do(ctx, chatReq(false, "after redial"), "gpt"); err != nil {
 		t.Fatalf("request on the redialled link: %v", err)

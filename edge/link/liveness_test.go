@@ -11,6 +11,7 @@ import (
 
 	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/shared/testkit/relay"
+	"github.com/meridian-mesh/meridian/shared/testkit/wait"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -74,7 +75,7 @@ func TestSilentPeerDeclaredDead(t *testing.T) {
 			if _, err := p.Do(context.Background(), chatReq(false, "warm"), "gpt"); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, 5*time.Second, "an RTT", func() bool { return a.RTT("edge-b") > 0 })
+			wait.For(t, 5*time.Second, "an RTT", func() bool { return a.RTT("edge-b") > 0 })
 			if rtt := a.RTT("edge-b"); tc.delay > 0 && rtt < 2*tc.delay {
 				t.Errorf("RTT %v through a relay of %v one-way", rtt, tc.delay)
 			}
@@ -102,7 +103,7 @@ func TestSilentPeerDeclaredDead(t *testing.T) {
 			if !errors.As(res.err, &e) || !e.Retryable || e.Status != http.StatusBadGateway {
 				t.Fatalf("waiting request: %v; want a retryable 502", res.err)
 			}
-			waitFor(t, tc.bound, "the link down", func() bool { return a.Down("edge-b") })
+			wait.For(t, tc.bound, "the link down", func() bool { return a.Down("edge-b") })
 			detected := time.Since(killed)
 			if d := res.when.Sub(killed); d > tc.bound {
 				t.Errorf("the waiting request failed %v after the kill; bound %v", d, tc.bound)
@@ -140,12 +141,12 @@ func TestKilledPeerRestartReconnects(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.Kill()
-	waitFor(t, 5*time.Second, "the link down", func() bool { return a.Down("edge-b") })
+	wait.For(t, 5*time.Second, "the link down", func() bool { return a.Down("edge-b") })
 	rec := newRecorder()
 	var b2 *Transport
 	var lerr error
 	bcfg.Registerer = prometheus.NewRegistry()
-	waitFor(t, 5*time.Second, "the port to rebind", func() bool {
+	wait.For(t, 5*time.Second, "the port to rebind", func() bool {
 		b2, lerr = Listen(bcfg, addr)
 		return lerr == nil
 	})
@@ -156,7 +157,7 @@ func TestKilledPeerRestartReconnects(t *testing.T) {
 	back := time.Now()
 	// RedialMax + RedialTimeout is the bound; twice that for -race on a
 	// shared machine.
-	waitFor(t, 4*time.Second, "the link restored", func() bool { return a.Healthy("edge-b") && !a.Down("edge-b") })
+	wait.For(t, 4*time.Second, "the link restored", func() bool { return a.Healthy("edge-b") && !a.Down("edge-b") })
 	t.Logf("restarted peer linked again %v after it came back", time.Since(back).Round(time.Millisecond))
 	if _, err := p.Do(context.Background(), chatReq(false, "after restart"), "gpt"); err != nil {
 		t.Fatalf("request to the restarted peer: %v", err)

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/meridian-mesh/meridian/edge/llm"
+	"github.com/meridian-mesh/meridian/shared/testkit/wait"
 )
 
 // panicStream yields one chunk and then panics, as a buggy adapter would.
@@ -73,7 +74,7 @@ func TestPanicInHandlerAnswersPeer(t *testing.T) {
 		t.Fatalf("after the panics: %d chunks, %v", len(chunks), err)
 	}
 	resp.Stream.Close()
-	waitFor(t, 5e9, "panics counted", func() bool {
+	wait.For(t, 5e9, "panics counted", func() bool {
 		return counterValue(b.met.streams.WithLabelValues("in", "panic")) == 3
 	})
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/shared/testkit/relay"
+	"github.com/meridian-mesh/meridian/shared/testkit/wait"
 )
 
 // TestPartitionDetectedAndHealed cuts a warm link silently (no close
@@ -55,13 +56,13 @@ func TestPartitionDetectedAndHealed(t *testing.T) {
 	if errors.Is(serr, io.EOF) || !errors.As(serr, &e) {
 		t.Fatalf("stream through a partition ended with %v", serr)
 	}
-	waitFor(t, 10*time.Second, "the peer marked down", func() bool { return !a.Healthy("edge-b") })
+	wait.For(t, 10*time.Second, "the peer marked down", func() bool { return !a.Healthy("edge-b") })
 	t.Logf("partition detected after %v (idle timeout %v)", time.Since(cut), acfg.MaxIdleTimeout)
 	if _, err := p.Do(context.Background(), chatReq(false, "hi"), "gpt"); !errors.Is(err, ErrPeerDown) {
 		t.Fatalf("request during the partition: %v", err)
 	}
 	r.Partition(false)
-	waitFor(t, 10*time.Second, "the link restored", func() bool { return a.Healthy("edge-b") })
+	wait.For(t, 10*time.Second, "the link restored", func() bool { return a.Healthy("edge-b") })
 	if _, err := p.Do(context.Background(), chatReq(false, "hi"), "gpt"); err != nil {
 		t.Fatalf("request after healing: %v", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/meridian-mesh/meridian/edge/llm"
+	"github.com/meridian-mesh/meridian/shared/testkit/wait"
 )
 
 // allowList is an Authorize that the test changes, as a table would.
@@ -112,7 +113,7 @@ func TestLinksAcceptOnlyCurrentNodes(t *testing.T) {
 		if n := b.Revalidate(); n != 1 {
 			t.Fatalf("Revalidate closed %d links, want 1", n)
 		}
-		waitFor(t, 5*time.Second, "the revoked link to drop", func() bool { return !p.st.up() })
+		wait.For(t, 5*time.Second, "the revoked link to drop", func() bool { return !p.st.up() })
 		before := rec.count()
 		refused(t, p)
 		// A redial is refused too.

@@ -22,6 +22,7 @@ import (
 	"github.com/meridian-mesh/meridian/shared/pki"
 	"github.com/meridian-mesh/meridian/shared/table"
 	"github.com/meridian-mesh/meridian/shared/tablewire"
+	"github.com/meridian-mesh/meridian/shared/testkit/wait"
 )
 
 // joinedEdge runs an edge that joins the fleet through the control API.
@@ -82,11 +83,11 @@ func TestEdgeJoinsAndIsRevoked(t *testing.T) {
 			t.Fatalf("%s: %v %v", f, fi, err)
 		}
 	}
-	controltest.WaitFor(t, 10*time.Second, "edge-a's table over its own NATS identity", func() bool {
+	wait.For(t, 10*time.Second, "edge-a's table over its own NATS identity", func() bool {
 		st := a.TableStatus()
 		return st.Source == "control" && st.Connected
 	})
-	controltest.WaitFor(t, 10*time.Second, "edge-b to list edge-a", func() bool { return b.authorizePeer("edge-a", nil) == nil })
+	wait.For(t, 10*time.Second, "edge-b to list edge-a", func() bool { return b.authorizePeer("edge-a", nil) == nil })
 	if err := b.authorizePeer("edge-zz", nil); err == nil {
 		t.Fatal("a node the table does not list was authorized")
 	}
@@ -160,14 +161,14 @@ func TestEdgeJoinsAndIsRevoked(t *testing.T) {
 		t.Fatalf("revoke: %d %s %v", st, body, err)
 	}
 	revoked := time.Now()
-	controltest.WaitFor(t, 5*time.Second, "edge-a to lose NATS", func() bool { return !a.TableStatus().Connected })
+	wait.For(t, 5*time.Second, "edge-a to lose NATS", func() bool { return !a.TableStatus().Connected })
 	busGone := time.Since(revoked)
-	controltest.WaitFor(t, 5*time.Second, "edge-b to refuse edge-a", func() bool {
+	wait.For(t, 5*time.Second, "edge-b to refuse edge-a", func() bool {
 		err := b.authorizePeer("edge-a", nil)
 		return err != nil && strings.Contains(err.Error(), "revoked")
 	})
 	t.Logf("after the revocation: edge-a off the bus in %s, edge-b refusing it in %s (polled)", busGone, time.Since(revoked))
-	controltest.WaitFor(t, 5*time.Second, "edge-b to drop its link to edge-a", func() bool { return !linkUp() })
+	wait.For(t, 5*time.Second, "edge-b to drop its link to edge-a", func() bool { return !linkUp() })
 	peer.Disconnect()
 	err = forward()
 	var le *llm.Error
@@ -196,7 +197,7 @@ func TestEdgeJoinsAndIsRevoked(t *testing.T) {
 	if err != nil {
 		t.Fatalf("re-join: %v", err)
 	}
-	controltest.WaitFor(t, 5*time.Second, "edge-b to accept the re-joined edge-a", func() bool {
+	wait.For(t, 5*time.Second, "edge-b to accept the re-joined edge-a", func() bool {
 		return b.authorizePeer("edge-a", a2.id.current().Leaf) == nil
 	})
 	if err := b.authorizePeer("edge-a", old); err == nil || !strings.Contains(err.Error(), "predates") {
@@ -229,7 +230,7 @@ func TestEdgeRenewsAtHalfLife(t *testing.T) {
 		t.Fatal(err)
 	}
 	first := n.id.current().Leaf
-	controltest.WaitFor(t, 10*time.Second, "a renewed certificate", func() bool {
+	wait.For(t, 10*time.Second, "a renewed certificate", func() bool {
 		return n.id.current().Leaf.SerialNumber.Cmp(first.SerialNumber) != 0
 	})
 	if !time.Now().Before(first.NotAfter) {

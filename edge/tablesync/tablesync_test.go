@@ -24,6 +24,7 @@ import (
 	tablev1 "github.com/meridian-mesh/meridian/proto/table/v1"
 	"github.com/meridian-mesh/meridian/shared/table"
 	"github.com/meridian-mesh/meridian/shared/tablewire"
+	"github.com/meridian-mesh/meridian/shared/testkit/wait"
 )
 
 const token = "tablesync-test-token-0123456789"
@@ -47,17 +48,6 @@ func sign(key ed25519.PrivateKey, subject string, raw []byte) []byte {
 }
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 // tableAt is a valid table at rev with n extra models.
 func tableAt(rev uint64, models ...string) *tablev1.RoutingTable {
@@ -194,7 +184,7 @@ func TestDeltasGapsAndStaleness(t *testing.T) {
 	asks := b.snapshots()
 	t6 := tableAt(6, "a", "b")
 	b.delta(t5, t6)
-	waitFor(t, 5*time.Second, "revision 6", func() bool { return g.revision() == 6 })
+	wait.For(t, 5*time.Second, "revision 6", func() bool { return g.revision() == 6 })
 	if b.snapshots() != asks {
 		t.Fatalf("a delta that follows fetched a snapshot: %+v", s.Status())
 	}
@@ -203,7 +193,7 @@ func TestDeltasGapsAndStaleness(t *testing.T) {
 	t7, t8 := tableAt(7, "a", "b", "c"), tableAt(8, "a", "b", "c", "d")
 	b.serve(t8)
 	b.delta(t7, t8)
-	waitFor(t, 5*time.Second, "revision 8 from a snapshot", func() bool { return g.revision() == 8 })
+	wait.For(t, 5*time.Second, "revision 8 from a snapshot", func() bool { return g.revision() == 8 })
 	if b.snapshots() == asks {
 		t.Fatal("the gap did not fetch a snapshot")
 	}
@@ -223,21 +213,21 @@ func TestDeltasGapsAndStaleness(t *testing.T) {
 			}
 		}
 	}()
-	waitFor(t, 5*time.Second, "a current table", func() bool { return !s.Status().Stale })
+	wait.For(t, 5*time.Second, "a current table", func() bool { return !s.Status().Stale })
 	close(stop)
 	wg.Wait()
-	waitFor(t, 5*time.Second, "a stale table", func() bool { return s.Status().Stale })
+	wait.For(t, 5*time.Second, "a stale table", func() bool { return s.Status().Stale })
 
 	// A heartbeat ahead of the edge, with the update lost, brings a
 	// snapshot.
 	t9 := tableAt(9, "a")
 	b.serve(t9)
-	waitFor(t, 5*time.Second, "catching up from heartbeats", func() bool {
+	wait.For(t, 5*time.Second, "catching up from heartbeats", func() bool {
 		b.heartbeat(9)
 		time.Sleep(20 * time.Millisecond)
 		return g.revision() == 9
 	})
-	waitFor(t, 5*time.Second, "the table on disk", func() bool { return CachedRevision(s.cfg.CachePath) == 9 })
+	wait.For(t, 5*time.Second, "the table on disk", func() bool { return CachedRevision(s.cfg.CachePath) == 9 })
 }
 
 func deadURL(t *testing.T) string {
@@ -377,7 +367,7 @@ func TestSecretsStayOutOfLogs(t *testing.T) {
 		t.Fatalf("status %+v", s.Status())
 	}
 	b.publish(tablewire.SubjectUpdate, &tablev1.TableUpdate{Update: &tablev1.TableUpdate_Full{Full: withRefs(4, true)}})
-	waitFor(t, 5*time.Second, "the rejection", func() bool { return s.Status().RejectedRevision == 4 })
+	wait.For(t, 5*time.Second, "the rejection", func() bool { return s.Status().RejectedRevision == 4 })
 	out := logs.String()
 	if !strings.Contains(out, "rejected") || !strings.Contains(out, "unusable") {
 		t.Fatalf("expected logs missing:\n%s", out)
@@ -437,15 +427,15 @@ func TestReadyModelsReported(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	waitFor(t, 5*time.Second, "a report of the ready models", func() bool {
+	wait.For(t, 5*time.Second, "a report of the ready models", func() bool {
 		_, r := last()
 		return r != nil && strings.Join(r.GetReadyModels(), ",") == "llama,tiny"
 	})
 
 	// Let the start's reports (the apply, turning stale) go out first.
-	waitFor(t, 5*time.Second, "the edge to turn stale", func() bool { return s.Status().Stale })
+	wait.For(t, 5*time.Second, "the edge to turn stale", func() bool { return s.Status().Stale })
 	settled, _ := last()
-	waitFor(t, 5*time.Second, "reports to settle", func() bool {
+	wait.For(t, 5*time.Second, "reports to settle", func() bool {
 		n, _ := last()
 		if n != settled {
 			settled = n
@@ -456,7 +446,7 @@ func TestReadyModelsReported(t *testing.T) {
 
 	set("tiny")
 	s.ReportReady()
-	waitFor(t, 5*time.Second, "an immediate report", func() bool {
+	wait.For(t, 5*time.Second, "an immediate report", func() bool {
 		_, r := last()
 		return strings.Join(r.GetReadyModels(), ",") == "tiny"
 	})
@@ -466,7 +456,7 @@ func TestReadyModelsReported(t *testing.T) {
 		set(fmt.Sprintf("m%02d", i))
 		s.ReportReady()
 	}
-	waitFor(t, 5*time.Second, "the last ready set", func() bool {
+	wait.For(t, 5*time.Second, "the last ready set", func() bool {
 		_, r := last()
 		return strings.Join(r.GetReadyModels(), ",") == "m49"
 	})

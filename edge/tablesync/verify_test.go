@@ -15,6 +15,7 @@ import (
 
 	tablev1 "github.com/meridian-mesh/meridian/proto/table/v1"
 	"github.com/meridian-mesh/meridian/shared/tablewire"
+	"github.com/meridian-mesh/meridian/shared/testkit/wait"
 )
 
 // forge sends raw bytes signed by key (nil: unsigned).
@@ -62,9 +63,9 @@ func TestForgedTablesAreRefused(t *testing.T) {
 	hb, _ := tablewire.Encode(&tablev1.Heartbeat{Schema: tablewire.Schema, Revision: 1 << 63, IntervalMs: 1})
 	b.forge(tablewire.SubjectHeartbeat, otherKey, hb)
 
-	waitFor(t, 5*time.Second, "the refusal in the status", func() bool { return s.Status().Unverified != "" })
+	wait.For(t, 5*time.Second, "the refusal in the status", func() bool { return s.Status().Unverified != "" })
 	var rep *tablev1.AppliedReport
-	waitFor(t, 5*time.Second, "the refusal in a report", func() bool {
+	wait.For(t, 5*time.Second, "the refusal in a report", func() bool {
 		for {
 			select {
 			case rep = <-reports:
@@ -116,7 +117,7 @@ func TestOtherClusterRefused(t *testing.T) {
 	other := tableAt(9, "a", "b")
 	other.ClusterId, other.Epoch = "cluster-b", 7
 	b.publish(tablewire.SubjectUpdate, &tablev1.TableUpdate{Update: &tablev1.TableUpdate_Full{Full: other}})
-	waitFor(t, 5*time.Second, "the refusal", func() bool { return strings.Contains(s.Status().Unverified, "cluster-b") })
+	wait.For(t, 5*time.Second, "the refusal", func() bool { return strings.Contains(s.Status().Unverified, "cluster-b") })
 	if g.revision() != 5 {
 		t.Fatalf("another cluster's table applied: %d", g.revision())
 	}
@@ -140,7 +141,7 @@ func TestHigherEpochMovesBack(t *testing.T) {
 	restored := tableAt(21, "a", "c")
 	restored.ClusterId, restored.Epoch = "c", 2
 	b.publish(tablewire.SubjectUpdate, &tablev1.TableUpdate{Update: &tablev1.TableUpdate_Full{Full: restored}})
-	waitFor(t, 5*time.Second, "the restored table", func() bool { return g.revision() == 21 })
+	wait.For(t, 5*time.Second, "the restored table", func() bool { return g.revision() == 21 })
 	if st := s.Status(); st.Epoch != 2 {
 		t.Fatalf("status %+v", st)
 	}

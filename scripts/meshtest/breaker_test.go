@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/meridian-mesh/meridian/shared/testkit/wait"
 )
 
 // testBreaker: provider flaky fails 30% of requests with 503 and steady
@@ -86,7 +88,7 @@ func testBreaker(t *testing.T, m *mesh) {
 	// requests that open its breaker, then one probe per cooldown.
 	flaky.down.Store(true)
 	defer flaky.down.Store(false)
-	waitFor(t, 10*time.Second, "flaky's breaker open", func() bool {
+	wait.For(t, 10*time.Second, "flaky's breaker open", func() bool {
 		m.quickChat(m.b, "flaky-chat")
 		return stats.State(time.Now()) == "open"
 	})

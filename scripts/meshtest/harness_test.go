@@ -32,6 +32,7 @@ import (
 	"github.com/meridian-mesh/meridian/shared/table"
 	"github.com/meridian-mesh/meridian/shared/testkit/providermock"
 	"github.com/meridian-mesh/meridian/shared/testkit/tinygguf"
+	"github.com/meridian-mesh/meridian/shared/testkit/wait"
 )
 
 // Timers the edges run with: short, so breakers cycle within a test.
@@ -221,7 +222,7 @@ func startMesh(t *testing.T) *mesh {
 	m.c = m.startEdge(t, "edge-c", mumbai.region, certs, []string{m.a.node.Gossip().Addr(), m.b.node.Gossip().Addr()}, nil)
 	m.edges = []*edge{m.a, m.b, m.c}
 
-	waitFor(t, 30*time.Second, "every edge to see the other two alive with a link address", func() bool {
+	wait.For(t, 30*time.Second, "every edge to see the other two alive with a link address", func() bool {
 		for _, e := range m.edges {
 			alive := 0
 			for _, mb := range e.node.Gossip().Members() {
@@ -280,7 +281,7 @@ func (m *mesh) startEdge(t *testing.T, id, region, certs string, seeds []string,
 			t.Logf("%s's log (last 3 KiB):\n%s", id, tail(logs.String(), 3<<10))
 		}
 	})
-	waitFor(t, 60*time.Second, id+" ready on the control plane's table", func() bool {
+	wait.For(t, 60*time.Second, id+" ready on the control plane's table", func() bool {
 		resp, err := m.client.Get(e.url + "/readyz")
 		if err != nil {
 			return false
@@ -383,18 +384,6 @@ func (m *mesh) write(t *testing.T, method, path string, body any) {
 	code, b, _, err := m.control.Members[1].Do(ctx, method, path, controltest.AdminToken, r, "Content-Type", "application/json")
 	if err != nil || code != http.StatusOK {
 		t.Fatalf("%s %s: %d %s (%v)", method, path, code, b, err)
-	}
-}
-
-// waitFor polls cond every 10ms until it holds, failing after timeout.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 

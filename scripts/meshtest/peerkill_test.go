@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/meridian-mesh/meridian/shared/testkit/wait"
 )
 
 // testPeerKilled: edge A, serving tiny to edge C's clients, dies
@@ -79,7 +81,7 @@ func testPeerKilled(t *testing.T, m *mesh) {
 			}
 		}()
 	}
-	waitFor(t, 30*time.Second, "edge-c's clients served by edge-a", func() bool { return peerOK.Load() >= 6 })
+	wait.For(t, 30*time.Second, "edge-c's clients served by edge-a", func() bool { return peerOK.Load() >= 6 })
 
 	// Kill A as a crash would: no gossip leave, links gone at once.
 	// Requests sent meanwhile count as sent before it.
@@ -88,7 +90,7 @@ func testPeerKilled(t *testing.T, m *mesh) {
 	killed.Store(true)
 	killedAt := time.Now()
 
-	waitFor(t, 30*time.Second, "requests served after the kill", func() bool { return afterOK.Load() >= 15 })
+	wait.For(t, 30*time.Second, "requests served after the kill", func() bool { return afterOK.Load() >= 15 })
 	close(stop)
 	wg.Wait()
 	m.a.shutdown(t)
@@ -125,7 +127,7 @@ func testPeerKilled(t *testing.T, m *mesh) {
 	}
 	t.Logf("%d requests: %d served by edge-a, %d by the provider (%d after a failed attempt), %d streams cut mid-way by the kill; slowest sent after the kill: %v",
 		len(outcomes), viaPeer, viaProvider, failover, cut, slowest.Round(time.Millisecond))
-	waitFor(t, 15*time.Second, "edge-c to see edge-a gone", func() bool {
+	wait.For(t, 15*time.Second, "edge-c to see edge-a gone", func() bool {
 		x := m.explain(t, m.c, "tiny")
 		ex, ok := x.excluded("peer/edge-a")
 		return len(x.Targets) == 1 && x.Targets[0].Target == "provider/mock-ap-south" && ok && ex.Reason != ""

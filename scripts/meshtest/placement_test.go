@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/meridian-mesh/meridian/edge/engine/enginetest"
+	"github.com/meridian-mesh/meridian/shared/testkit/wait"
 )
 
 // testPlacement: placing tiny on edge A through the control API loads it
@@ -53,11 +54,11 @@ func testPlacement(t *testing.T, m *mesh) {
 	}
 
 	m.del(t, "placements", "tiny-on-a")
-	waitFor(t, 30*time.Second, "tiny unloaded on edge-a", func() bool {
+	wait.For(t, 30*time.Second, "tiny unloaded on edge-a", func() bool {
 		_, placed := m.a.node.Engine().Models()["tiny"]
 		return !m.a.node.Engine().ModelReady("tiny") && !placed
 	})
-	waitFor(t, 10*time.Second, "edge-c to route tiny to its provider", func() bool {
+	wait.For(t, 10*time.Second, "edge-c to route tiny to its provider", func() bool {
 		x := m.explain(t, m.c, "tiny")
 		return len(x.Targets) > 0 && x.Targets[0].Target == "provider/mock-ap-south"
 	})
@@ -79,8 +80,8 @@ func testPlacement(t *testing.T, m *mesh) {
 func (m *mesh) placeTiny(t *testing.T) {
 	t.Helper()
 	m.put(t, "placements", "tiny-on-a", map[string]any{"id": "tiny-on-a", "model": "tiny", "node": "edge-a", "desired": 1})
-	waitFor(t, 60*time.Second, "tiny ready on edge-a", func() bool { return m.a.node.Engine().ModelReady("tiny") })
-	waitFor(t, 10*time.Second, "edge-c to plan tiny on peer/edge-a first", func() bool {
+	wait.For(t, 60*time.Second, "tiny ready on edge-a", func() bool { return m.a.node.Engine().ModelReady("tiny") })
+	wait.For(t, 10*time.Second, "edge-c to plan tiny on peer/edge-a first", func() bool {
 		x := m.explain(t, m.c, "tiny")
 		return len(x.Targets) > 0 && x.Targets[0].Target == "peer/edge-a"
 	})

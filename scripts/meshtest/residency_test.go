@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meridian-mesh/meridian/shared/testkit/wait"
 )
 
 // testResidency: an EU-only route, and a tenant kept in the EU, are
@@ -45,7 +47,7 @@ func testResidency(t *testing.T, m *mesh) {
 		eu.down.Store(false)
 		// Leave the breakers closed for whoever comes next.
 		for _, e := range m.edges {
-			waitFor(t, 10*time.Second, "resident-eu back at "+e.id, func() bool {
+			wait.For(t, 10*time.Second, "resident-eu back at "+e.id, func() bool {
 				return m.chat(t, e, "eu-only", keyOpen, "", "").status == 200
 			})
 		}
@@ -54,7 +56,7 @@ func testResidency(t *testing.T, m *mesh) {
 		t.Helper()
 		var last answer
 		sent := 0
-		waitFor(t, 10*time.Second, what+" refused with 403", func() bool {
+		wait.For(t, 10*time.Second, what+" refused with 403", func() bool {
 			if sent++; sent > 200 {
 				t.Fatalf("%s: not refused after 200 requests; last %d %q: %s", what, last.status, last.route, last.body)
 			}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/meridian-mesh/meridian/control/api"
 	"github.com/meridian-mesh/meridian/shared/tablewire"
+	"github.com/meridian-mesh/meridian/shared/testkit/wait"
 
 	"google.golang.org/protobuf/proto"
 
@@ -28,17 +29,6 @@ const (
 	testAdmin = "admin-token-0123456789"
 	testNATS  = "nats-token-0123456789abcdef"
 )
-
-func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 // startNode runs one bootstrapped control node until the test ends.
 func startNode(t *testing.T, edit func(*Config)) string {
@@ -71,7 +61,7 @@ func followEdge(t *testing.T, natsURL, httpAddr string) *atomic.Uint64 {
 		t.Fatal(err)
 	}
 	var key *api.TableKey
-	waitUntil(t, 30*time.Second, "the table key", func() bool {
+	wait.For(t, 30*time.Second, "the table key", func() bool {
 		key, err = cl.TableKey(context.Background())
 		return err == nil
 	})
@@ -136,8 +126,8 @@ func TestEmbeddedNATSDistributesTheTable(t *testing.T) {
 	httpAddr := startNode(t, func(c *Config) { c.NATS.Listen = natsAddr })
 	rev := followEdge(t, "nats://"+natsAddr, httpAddr)
 	idx := writeRoute(t, httpAddr)
-	waitUntil(t, 30*time.Second, "the edge on the new table", func() bool { return rev.Load() >= idx })
-	waitUntil(t, 10*time.Second, "the edge in the status", func() bool {
+	wait.For(t, 30*time.Second, "the edge on the new table", func() bool { return rev.Load() >= idx })
+	wait.For(t, 10*time.Second, "the edge in the status", func() bool {
 		code, body := get(t, "http://"+httpAddr+"/v1/control/distribution", testAdmin)
 		return code == 200 && strings.Contains(body, `"node": "edge-e2e"`)
 	})
@@ -166,5 +156,5 @@ func TestExistingNATSCluster(t *testing.T) {
 	httpAddr := startNode(t, func(c *Config) { c.NATS.URLs = []string{ns.ClientURL()} })
 	rev := followEdge(t, ns.ClientURL(), httpAddr)
 	idx := writeRoute(t, httpAddr)
-	waitUntil(t, 30*time.Second, "the edge on the new table", func() bool { return rev.Load() >= idx })
+	wait.For(t, 30*time.Second, "the edge on the new table", func() bool { return rev.Load() >= idx })
 }

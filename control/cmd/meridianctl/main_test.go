@@ -14,6 +14,7 @@ import (
 
 	"github.com/meridian-mesh/meridian/control/controltest"
 	"github.com/meridian-mesh/meridian/control/fsm"
+	"github.com/meridian-mesh/meridian/shared/testkit/wait"
 )
 
 type ctl struct {
@@ -183,7 +184,7 @@ func TestCLIJoinRemoveAndTLS(t *testing.T) {
 	if out := cli.ok("cluster", "join", m.URL); !strings.Contains(out, m.ID) {
 		t.Fatalf("join: %s", out)
 	}
-	controltest.WaitFor(t, 30*time.Second, "two voters", func() bool {
+	wait.For(t, 30*time.Second, "two voters", func() bool {
 		s, err := c.Members[0].Node.Servers()
 		return err == nil && len(s) == 2
 	})

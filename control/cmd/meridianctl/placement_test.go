@@ -15,6 +15,7 @@ import (
 	"github.com/meridian-mesh/meridian/control/publish"
 	"github.com/meridian-mesh/meridian/edge/tablesync"
 	"github.com/meridian-mesh/meridian/shared/table"
+	"github.com/meridian-mesh/meridian/shared/testkit/wait"
 )
 
 // placement ls against a real control plane with distribution and a
@@ -42,7 +43,7 @@ func TestPlacementLs(t *testing.T) {
 	}
 
 	// No edge has reported: nothing is ready.
-	controltest.WaitFor(t, 10*time.Second, "the placements in the table", func() bool {
+	wait.For(t, 10*time.Second, "the placements in the table", func() bool {
 		out := cli.ok("placement", "ls")
 		return strings.Contains(out, "tiny-a") && strings.Contains(out, "tiny-eu")
 	})
@@ -78,7 +79,7 @@ func TestPlacementLs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	controltest.WaitFor(t, 10*time.Second, "edge-a ready in placement ls", func() bool {
+	wait.For(t, 10*time.Second, "edge-a ready in placement ls", func() bool {
 		return strings.Contains(cli.ok("placement", "ls"), "1/2 (edge-a)")
 	})
 	out = cli.ok("placement", "ls")
@@ -107,13 +108,13 @@ func TestPlacementLs(t *testing.T) {
 	ready = nil
 	mu.Unlock()
 	s.ReportReady()
-	controltest.WaitFor(t, 10*time.Second, "edge-a no longer ready", func() bool {
+	wait.For(t, 10*time.Second, "edge-a no longer ready", func() bool {
 		return strings.Contains(cli.ok("placement", "ls"), "edge-a,edge-b  0/2")
 	})
 
 	// Removing a placement works through the generic verb.
 	cli.ok("placement", "rm", "tiny-a")
-	controltest.WaitFor(t, 10*time.Second, "tiny-a gone", func() bool {
+	wait.For(t, 10*time.Second, "tiny-a gone", func() bool {
 		return !strings.Contains(cli.ok("placement", "ls"), "tiny-a")
 	})
 	if out := cli.ok("placement", "ls"); !strings.Contains(out, "region=eu-west  2        edge-a,edge-b  0/2") {
