@@ -69,6 +69,9 @@ type identity struct {
 	dir, node, api string
 	client         *http.Client
 	log            *slog.Logger
+	// pinned: the config pins table keys, so delivered ones are kept
+	// but not needed.
+	pinned bool
 
 	key  crypto.Signer
 	nkey nkeys.KeyPair
@@ -134,7 +137,7 @@ type credentials struct {
 // are none (or the stored certificate has expired and a token is given).
 func loadIdentity(ctx context.Context, cfg config.Config, log *slog.Logger) (*identity, error) {
 	c := cfg.Control
-	id := &identity{dir: c.IdentityDir(cfg.NodeID), node: cfg.NodeID, api: strings.TrimSuffix(c.APIURL, "/"), log: log.With("component", "identity")}
+	id := &identity{dir: c.IdentityDir(cfg.NodeID), node: cfg.NodeID, api: strings.TrimSuffix(c.APIURL, "/"), log: log.With("component", "identity"), pinned: len(c.Keys()) > 0}
 	id.client = &http.Client{Timeout: 30 * time.Second}
 	if c.APICAFile != "" {
 		pool, err := pki.LoadPool(c.APICAFile)
@@ -153,7 +156,7 @@ func loadIdentity(ctx context.Context, cfg config.Config, log *slog.Logger) (*id
 	switch {
 	case err == nil:
 		id.log.Info("identity: using stored credentials", "dir", id.dir, "expires", id.expiry())
-		if terr := id.loadTrust(); terr != nil && len(c.Keys()) == 0 {
+		if terr := id.loadTrust(); terr != nil && !id.pinned {
 			// Joined before the keys came with the certificate, or the
 			// file is gone: a renewal brings them.
 			id.log.Info("identity: no stored table keys; renewing to fetch them", "err", terr)
@@ -268,7 +271,12 @@ func (id *identity) tableTrust() tableTrust {
 func (id *identity) accept(cr credentials) error {
 	t := tableTrust{ClusterID: cr.ClusterID, Keys: cr.TablePublicKeys}
 	if _, err := t.parse(); err != nil {
-		return fmt.Errorf("identity: the control plane sent no usable table keys (is it older than this edge?): %w", err)
+		if !id.pinned {
+			return fmt.Errorf("identity: the control plane sent no usable table keys (is it older than this edge? then pin control.table_public_key): %w", err)
+		}
+		// The config's keys are the ones used; the certificate stands.
+		id.log.Warn("identity: the control plane sent no usable table keys; using the pinned ones", "err", err)
+		return id.install([]byte(cr.Certificate), []byte(cr.CA), true)
 	}
 	if err := id.install([]byte(cr.Certificate), []byte(cr.CA), true); err != nil {
 		return err
