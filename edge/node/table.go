@@ -115,7 +115,6 @@ func (n *Node) trustRenewed(t tableTrust) {
 	}
 	if err != nil {
 		n.log.Error("identity: the renewal's table keys are unusable; keeping the previous ones", "err", err)
-		return
 	}
 }
 
