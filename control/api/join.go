@@ -82,6 +82,41 @@ type Credentials struct {
 	Certificate string    `json:"certificate"`
 	CA          string    `json:"ca"`
 	ExpiresAt   time.Time `json:"expires_at"`
+	// ClusterID and TablePublicKeys are what an edge would otherwise pin
+	// (control.cluster_id, control.table_public_keys): the current
+	// table-signing key, then a staged one. The join channel is as
+	// trusted as pinning them: the edge checks the API's certificate
+	// (or talks over loopback) and the token or current certificate
+	// authenticates it.
+	ClusterID       string   `json:"cluster_id"`
+	TablePublicKeys []string `json:"table_public_keys"`
+}
+
+// tableTrust waits, up to the hold timeout, for the cluster identity
+// the first leader creates once elected, so an edge that joins a new
+// control plane is not refused for arriving a moment early.
+func (s *Server) tableTrust(r *http.Request) (*controlv1.ClusterIdentity, error) {
+	deadline := time.Now().Add(s.cfg.HoldTimeout)
+	for {
+		changed := s.node.FSM().Watch()
+		if id := s.node.FSM().State().Identity(); id != nil {
+			return id, nil
+		}
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			return nil, &fsm.Error{Code: CodeNoLeader, Message: "no table-signing key yet: the first leader creates it once elected; retry"}
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-changed:
+		case <-t.C:
+		case <-r.Context().Done():
+		}
+		t.Stop()
+		if r.Context().Err() != nil {
+			return nil, r.Context().Err()
+		}
+	}
 }
 
 func (s *Server) identityRoutes() {
@@ -249,7 +284,7 @@ func (s *Server) certTTL() time.Duration {
 	return DefaultNodeCertTTL
 }
 
-func (s *Server) issue(w http.ResponseWriter, ca *pki.CA, node string, csrPEM string) {
+func (s *Server) issue(w http.ResponseWriter, ca *pki.CA, trust *controlv1.ClusterIdentity, node string, csrPEM string) {
 	csr, err := pki.ParseCSR([]byte(csrPEM))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, &fsm.Error{Code: fsm.CodeInvalid, Field: "csr", Message: err.Error()})
@@ -260,8 +295,14 @@ func (s *Server) issue(w http.ResponseWriter, ca *pki.CA, node string, csrPEM st
 		fail(w, err)
 		return
 	}
+	k := tableKeyOf(trust)
+	keys := []string{k.PublicKey}
+	if k.NextPublicKey != "" {
+		keys = append(keys, k.NextPublicKey)
+	}
 	writeJSON(w, http.StatusOK, Credentials{Node: node, Certificate: string(pki.CertPEM(der)),
-		CA: string(pki.CertPEM(ca.Cert.Raw)), ExpiresAt: time.Now().Add(s.certTTL()).UTC()})
+		CA: string(pki.CertPEM(ca.Cert.Raw)), ExpiresAt: time.Now().Add(s.certTTL()).UTC(),
+		ClusterID: k.ClusterID, TablePublicKeys: keys})
 }
 
 // joinNode redeems a join token on the leader, then signs the edge's
@@ -308,6 +349,11 @@ func (s *Server) joinNode(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return err
 		}
+		// Before the token is spent: an edge refused here may retry it.
+		trust, err := s.tableTrust(r)
+		if err != nil {
+			return err
+		}
 		res, err := s.node.Apply(fsm.TypeRedeemJoinToken, &controlv1.RedeemJoinToken{RequestId: cluster.NewUUID(), Hash: hash,
 			NatsKey: req.NATSKey, NowUnixMs: time.Now().UnixMilli()})
 		if err != nil {
@@ -326,7 +372,7 @@ func (s *Server) joinNode(w http.ResponseWriter, r *http.Request) {
 		}
 		t, _ := s.node.FSM().State().JoinToken(hash)
 		s.cfg.Logger.Info("node joined", "node", t.GetNode())
-		s.issue(w, ca, t.GetNode(), req.CSR)
+		s.issue(w, ca, trust, t.GetNode(), req.CSR)
 		return nil
 	})
 }
@@ -384,5 +430,10 @@ func (s *Server) renewNode(w http.ResponseWriter, r *http.Request) {
 		deny("the certificate predates the node's latest join")
 		return
 	}
-	s.issue(w, ca, node, req.CSR)
+	trust, err := s.tableTrust(r)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	s.issue(w, ca, trust, node, req.CSR)
 }

@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -89,6 +90,13 @@ func TestJoinTokenOnceRenewAndRevoke(t *testing.T) {
 	if life := cert.NotAfter.Sub(time.Now()); life > 13*time.Hour || life < 11*time.Hour {
 		t.Fatalf("certificate lives %s, want about 12h", life)
 	}
+	// The answer carries what the edge would otherwise pin.
+	_, kb := do("GET", "/v1/control/table-key", controltest.ReadToken, nil)
+	var tk api.TableKey
+	json.Unmarshal(kb, &tk)
+	if tk.PublicKey == "" || cred.ClusterID != tk.ClusterID || len(cred.TablePublicKeys) != 1 || cred.TablePublicKeys[0] != tk.PublicKey {
+		t.Fatalf("join delivered cluster %q keys %v; the cluster's key is %+v", cred.ClusterID, cred.TablePublicKeys, tk)
+	}
 
 	// A token works once.
 	_, csr2, _ := pki.NewKeyCSR("edge-1")
@@ -114,8 +122,23 @@ func TestJoinTokenOnceRenewAndRevoke(t *testing.T) {
 		}
 		return do("POST", "/v1/control/identity/renew", "", api.RenewRequest{Certificate: certPEM, CSR: string(r)})
 	}
-	if st, b := renew(key, cred.Certificate); st != 200 {
+	// A staged table key comes with the next renewal, after the current one.
+	if st, b := do("POST", "/v1/control/table-key/stage", controltest.AdminToken, nil); st != 200 {
+		t.Fatalf("stage a table key: %d %s", st, b)
+	} else {
+		json.Unmarshal(b, &tk)
+	}
+	controltest.WaitFor(t, 5*time.Second, "the staged key on the follower", func() bool {
+		return f.Node.FSM().State().Identity().GetNextPublicKey() != nil
+	})
+	st, b = renew(key, cred.Certificate)
+	if st != 200 {
 		t.Fatalf("renew: %d %s", st, b)
+	}
+	var renewed api.Credentials
+	json.Unmarshal(b, &renewed)
+	if want := []string{tk.PublicKey, tk.NextPublicKey}; tk.NextPublicKey == "" || renewed.ClusterID != tk.ClusterID || !slices.Equal(renewed.TablePublicKeys, want) {
+		t.Fatalf("renewal delivered cluster %q keys %v, want %v", renewed.ClusterID, renewed.TablePublicKeys, want)
 	}
 	other, _, _ := pki.NewKeyCSR("edge-1")
 	if st, _ := renew(other, cred.Certificate); st != http.StatusUnauthorized {

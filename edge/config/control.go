@@ -40,8 +40,11 @@ type Control struct {
 	// TablePublicKeys are the control plane's table-signing public keys,
 	// "ed25519:<base64>" (`meridianctl table-key` prints it): the edge
 	// applies only tables, deltas, heartbeats and snapshot replies signed
-	// by one of them. Required with a control plane; list two while
-	// rotating the key. TablePublicKey is the one-key shorthand.
+	// by one of them. Required with a control plane unless APIURL is
+	// set: a joined edge then takes them from its node certificate's
+	// answer, refreshed at each renewal. Pinned keys are the only ones
+	// used when given; list two while rotating the key. TablePublicKey
+	// is the one-key shorthand.
 	TablePublicKeys []string `yaml:"table_public_keys"`
 	TablePublicKey  string   `yaml:"table_public_key"`
 	// ClusterID, when set, is the only control-plane cluster whose tables
@@ -182,8 +185,8 @@ func (c *Control) validate() error {
 	case c.User == "" && c.Token == "" && c.APIURL == "":
 		return bad("token", "the control plane's NATS requires authentication: set user and password_env, or token_env")
 	}
-	if len(c.Keys()) == 0 {
-		return bad("table_public_key", "is required with a control plane: the edge applies only tables the control plane signed (print the key with `meridianctl table-key`)")
+	if len(c.Keys()) == 0 && c.APIURL == "" {
+		return bad("table_public_key", "is required with a control plane unless control.api_url is set (the keys then come with the node certificate): the edge applies only tables the control plane signed (print the key with `meridianctl table-key`)")
 	}
 	for i, k := range c.Keys() {
 		if _, err := tablewire.ParsePublicKey(k); err != nil {

@@ -70,6 +70,24 @@ func asFieldError(err error, fe **table.FieldError) bool {
 	return ok
 }
 
+// Without control.api_url the table key must be pinned; with it, the
+// join delivers it.
+func TestControlTableKeyPinnedOrJoined(t *testing.T) {
+	c := DefaultControl()
+	c.NATSURLs, c.Token = []string{"nats://127.0.0.1:4222"}, "t0k3n-0123456789"
+	if err := c.validate(); err == nil || !strings.Contains(err.Error(), "control.table_public_key") {
+		t.Fatalf("no pinned key, no api_url: %v", err)
+	}
+	c.APIURL = "https://10.0.0.1:7400"
+	if err := c.validate(); err != nil {
+		t.Fatalf("keys from the join: %v", err)
+	}
+	c.TablePublicKey = "ed25519:short"
+	if err := c.validate(); err == nil || !strings.Contains(err.Error(), "table_public_keys[0]") {
+		t.Fatalf("a bad pinned key beside api_url: %v", err)
+	}
+}
+
 func TestControlAPIURLNeedsTLSBeyondLoopback(t *testing.T) {
 	for url, ok := range map[string]bool{
 		"https://10.0.0.1:7400": true, "http://127.0.0.1:7400": true, "http://localhost:7400": true,

@@ -17,6 +17,7 @@ import (
 	"github.com/meridian-mesh/meridian/edge/config"
 	"github.com/meridian-mesh/meridian/shared/table"
 	"github.com/meridian-mesh/meridian/shared/testkit/providermock"
+	"github.com/meridian-mesh/meridian/shared/testkit/wait"
 )
 
 // testMesh is one edge in front of one mock provider, both on loopback.
@@ -170,13 +171,7 @@ func newMesh(t testing.TB, edit func(*config.Config), waitReady bool) *testMesh 
 // its models first).
 func (m *testMesh) waitFor(what string, cond func() bool) {
 	m.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			m.t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	wait.For(m.t, 60*time.Second, what, cond)
 }
 
 func (m *testMesh) post(path, body string, hdr ...string) *http.Response {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/ed25519"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -16,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -23,6 +25,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/meridian-mesh/meridian/edge/config"
+	"github.com/meridian-mesh/meridian/edge/tablesync"
 	"github.com/meridian-mesh/meridian/shared/pki"
 )
 
@@ -31,7 +34,11 @@ import (
 // the public half of a NATS nkey it made; it receives a short-lived node
 // certificate and the cluster CA; it keeps all of it in its data dir and
 // renews the certificate at half its life with a request signed by the
-// current key. Neither private key ever leaves the edge.
+// current key. Neither private key ever leaves the edge. Each answer
+// also carries the cluster ID and table public keys (current, then a
+// staged one), kept beside the certificate: an edge that pins no table
+// key in its config checks tables against these, refreshed at each
+// renewal.
 
 // Files in the identity dir.
 const (
@@ -39,7 +46,22 @@ const (
 	identityCert = "node.crt"
 	identityCA   = "ca.crt"
 	identitySeed = "nats.seed"
+	identityKeys = "table-keys.json"
 )
+
+// tableTrust is what the control plane said the edge should check its
+// tables against; identityKeys holds it as JSON.
+type tableTrust struct {
+	ClusterID string   `json:"cluster_id"`
+	Keys      []string `json:"table_public_keys"`
+}
+
+func (t tableTrust) parse() ([]ed25519.PublicKey, error) {
+	if len(t.Keys) == 0 {
+		return nil, errors.New("no table public key")
+	}
+	return tablesync.ParsePublicKeys(t.Keys)
+}
 
 // identity is the edge's current credentials. cert changes at renewal;
 // the keys and the CA do not.
@@ -47,12 +69,20 @@ type identity struct {
 	dir, node, api string
 	client         *http.Client
 	log            *slog.Logger
+	// pinned: the config pins table keys, so delivered ones are kept
+	// but not needed.
+	pinned bool
 
 	key  crypto.Signer
 	nkey nkeys.KeyPair
 	ca   *x509.CertPool
 
+	// onTrust, set before the renewal loop starts, hears the table keys
+	// each renewal brings.
+	onTrust func(tableTrust)
+
 	mu        sync.Mutex
+	trust     tableTrust
 	cert      *tls.Certificate
 	renewErr  string    // the last renewal's failure, "" after a success
 	renewNext time.Time // when the next renewal runs
@@ -96,16 +126,18 @@ type renewRequest struct {
 }
 
 type credentials struct {
-	Node        string `json:"node"`
-	Certificate string `json:"certificate"`
-	CA          string `json:"ca"`
+	Node            string   `json:"node"`
+	Certificate     string   `json:"certificate"`
+	CA              string   `json:"ca"`
+	ClusterID       string   `json:"cluster_id"`
+	TablePublicKeys []string `json:"table_public_keys"`
 }
 
 // loadIdentity reads the stored credentials, joining first when there
 // are none (or the stored certificate has expired and a token is given).
 func loadIdentity(ctx context.Context, cfg config.Config, log *slog.Logger) (*identity, error) {
 	c := cfg.Control
-	id := &identity{dir: c.IdentityDir(cfg.NodeID), node: cfg.NodeID, api: strings.TrimSuffix(c.APIURL, "/"), log: log.With("component", "identity")}
+	id := &identity{dir: c.IdentityDir(cfg.NodeID), node: cfg.NodeID, api: strings.TrimSuffix(c.APIURL, "/"), log: log.With("component", "identity"), pinned: len(c.Keys()) > 0}
 	id.client = &http.Client{Timeout: 30 * time.Second}
 	if c.APICAFile != "" {
 		pool, err := pki.LoadPool(c.APICAFile)
@@ -124,6 +156,14 @@ func loadIdentity(ctx context.Context, cfg config.Config, log *slog.Logger) (*id
 	switch {
 	case err == nil:
 		id.log.Info("identity: using stored credentials", "dir", id.dir, "expires", id.expiry())
+		if terr := id.loadTrust(); terr != nil && !id.pinned {
+			// Joined before the keys came with the certificate, or the
+			// file is gone: a renewal brings them.
+			id.log.Info("identity: no stored table keys; renewing to fetch them", "err", terr)
+			if err := id.renew(ctx); err != nil {
+				return nil, err
+			}
+		}
 		return id, nil
 	case c.JoinToken == "":
 		return nil, fmt.Errorf("identity: no usable credentials in %s (%v) and no join token: create one with `meridianctl node token %s` and set control.join_token or MERIDIAN_JOIN_TOKEN", id.dir, err, cfg.NodeID)
@@ -199,6 +239,65 @@ func (id *identity) loadCert() error {
 	return id.install(certPEM, caPEM, false)
 }
 
+// loadTrust reads the stored table keys.
+func (id *identity) loadTrust() error {
+	b, err := os.ReadFile(filepath.Join(id.dir, identityKeys))
+	if err != nil {
+		return err
+	}
+	var t tableTrust
+	if err := json.Unmarshal(b, &t); err != nil {
+		return fmt.Errorf("identity: %s: %w", identityKeys, err)
+	}
+	if _, err := t.parse(); err != nil {
+		return fmt.Errorf("identity: %s: %w", identityKeys, err)
+	}
+	id.mu.Lock()
+	id.trust = t
+	id.mu.Unlock()
+	return nil
+}
+
+// tableTrust returns the table keys the control plane delivered last.
+func (id *identity) tableTrust() tableTrust {
+	id.mu.Lock()
+	defer id.mu.Unlock()
+	return id.trust
+}
+
+// accept installs a join's or renewal's answer: the certificate, then
+// the table keys, which it checks first so a bad answer changes
+// nothing.
+func (id *identity) accept(cr credentials) error {
+	t := tableTrust{ClusterID: cr.ClusterID, Keys: cr.TablePublicKeys}
+	if _, err := t.parse(); err != nil {
+		if !id.pinned {
+			return fmt.Errorf("identity: the control plane sent no usable table keys (is it older than this edge? then pin control.table_public_key): %w", err)
+		}
+		// The config's keys are the ones used; the certificate stands.
+		id.log.Warn("identity: the control plane sent no usable table keys; using the pinned ones", "err", err)
+		return id.install([]byte(cr.Certificate), []byte(cr.CA), true)
+	}
+	if err := id.install([]byte(cr.Certificate), []byte(cr.CA), true); err != nil {
+		return err
+	}
+	b, _ := json.MarshalIndent(t, "", "  ")
+	if err := writeSecret(filepath.Join(id.dir, identityKeys), append(b, '\n')); err != nil {
+		return err
+	}
+	id.mu.Lock()
+	old := id.trust
+	id.trust = t
+	id.mu.Unlock()
+	if !slices.Equal(old.Keys, t.Keys) || old.ClusterID != t.ClusterID {
+		id.log.Info("identity: the control plane's table keys", "keys", t.Keys, "cluster", t.ClusterID)
+	}
+	if id.onTrust != nil {
+		id.onTrust(t)
+	}
+	return nil
+}
+
 // install makes certPEM (for this node's key, signed by caPEM) current,
 // writing both to disk when save is set.
 func (id *identity) install(certPEM, caPEM []byte, save bool) error {
@@ -252,7 +351,7 @@ func (id *identity) join(ctx context.Context, token string) error {
 	if err := id.post(ctx, "/v1/control/identity/join", joinRequest{Token: token, CSR: string(csr), NATSKey: pub}, &cr); err != nil {
 		return fmt.Errorf("identity: join: %w", err)
 	}
-	return id.install([]byte(cr.Certificate), []byte(cr.CA), true)
+	return id.accept(cr)
 }
 
 func (id *identity) renew(ctx context.Context) error {
@@ -266,7 +365,7 @@ func (id *identity) renew(ctx context.Context) error {
 	if err := id.post(ctx, "/v1/control/identity/renew", req, &cr); err != nil {
 		return fmt.Errorf("identity: renew: %w", err)
 	}
-	return id.install([]byte(cr.Certificate), []byte(cr.CA), true)
+	return id.accept(cr)
 }
 
 // post sends a JSON body; a non-2xx answer is an error carrying the

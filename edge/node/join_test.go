@@ -2,12 +2,14 @@ package node
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +21,7 @@ import (
 	"github.com/meridian-mesh/meridian/control/seal"
 	"github.com/meridian-mesh/meridian/edge/config"
 	"github.com/meridian-mesh/meridian/edge/llm"
+	tablev1 "github.com/meridian-mesh/meridian/proto/table/v1"
 	"github.com/meridian-mesh/meridian/shared/pki"
 	"github.com/meridian-mesh/meridian/shared/table"
 	"github.com/meridian-mesh/meridian/shared/tablewire"
@@ -26,7 +29,7 @@ import (
 )
 
 // joinedEdge runs an edge that joins the fleet through the control API.
-func joinedEdge(t *testing.T, m *controltest.Member, node, token, dir string) (*Node, error) {
+func joinedEdge(t *testing.T, m *controltest.Member, node, token, dir string, opts ...func(*config.Config)) (*Node, error) {
 	t.Helper()
 	cfg := config.Default()
 	cfg.NodeID, cfg.Region, cfg.Listen, cfg.Auth = node, "eu", "127.0.0.1:0", config.AuthNone
@@ -34,6 +37,9 @@ func joinedEdge(t *testing.T, m *controltest.Member, node, token, dir string) (*
 	cfg.Control.APIURL, cfg.Control.JoinToken = m.URL, table.Secret(token)
 	cfg.Control.DataDir, cfg.Control.TableCache = filepath.Join(dir, "identity"), filepath.Join(dir, "table.pb")
 	cfg.Link.Enabled, cfg.Link.Listen = true, "127.0.0.1:0"
+	for _, o := range opts {
+		o(&cfg)
+	}
 	n, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		return nil, err
@@ -245,5 +251,116 @@ func TestEdgeRenewsAtHalfLife(t *testing.T) {
 	}
 	if st := n.id.status(); st.Expires.Before(first.NotAfter) || st.RenewError != "" {
 		t.Fatalf("identity status after renewal: %+v", st)
+	}
+}
+
+// A joined edge that pins no table key checks tables against the keys
+// its join delivered: it applies the control plane's tables and refuses
+// one signed by another key. A staged key reaches it at its next
+// renewal, so tables signed after the promotion still apply; an edge
+// that pins its keys keeps only those.
+func TestJoinedEdgeTakesTableKeysWithItsCertificate(t *testing.T) {
+	kek, _ := seal.New([]byte("test-kek-32-bytes-0123456789abcd"))
+	c := controltest.Start(t, 1, controltest.Options{Distribution: true, KEK: kek, NodeCertTTL: 4 * time.Second})
+	m := c.Leader()
+	do := func(method, path, body string) []byte {
+		t.Helper()
+		st, b, _, err := m.Do(context.Background(), method, path, controltest.AdminToken, strings.NewReader(body))
+		if err != nil || st/100 != 2 {
+			t.Fatalf("%s %s: %d %s %v", method, path, st, b, err)
+		}
+		return b
+	}
+	do("PUT", "/v1/control/regions/eu", `{"id":"eu","latitude":50,"longitude":8}`)
+	var key struct {
+		PublicKey     string `json:"public_key"`
+		NextPublicKey string `json:"next_public_key"`
+		ClusterID     string `json:"cluster_id"`
+	}
+	json.Unmarshal(do("GET", "/v1/control/table-key", ""), &key)
+
+	dir := t.TempDir()
+	n, err := joinedEdge(t, m, "edge-k", joinToken(t, m, "edge-k"), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinned, err := joinedEdge(t, m, "edge-p", joinToken(t, m, "edge-p"), t.TempDir(), func(c *config.Config) {
+		c.Control.TablePublicKey = key.PublicKey
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keysFile := filepath.Join(dir, "identity", "table-keys.json")
+	if fi, err := os.Stat(keysFile); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("table-keys.json: %v %v", fi, err)
+	}
+	if got := n.id.tableTrust(); got.ClusterID != key.ClusterID || !slices.Equal(got.Keys, []string{key.PublicKey}) {
+		t.Fatalf("delivered %+v, the control plane's key is %+v", got, key)
+	}
+	for _, e := range []*Node{n, pinned} {
+		controltest.WaitFor(t, 10*time.Second, "the control plane's table", func() bool {
+			st := e.TableStatus()
+			return st.Source == "control" && st.Connected && st.Revision > 0
+		})
+	}
+
+	// A table signed by another key, at a revision far ahead, is refused.
+	nc, err := nats.Connect(m.NATSURL(), nats.Token(controltest.NATSToken))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_, other, _ := ed25519.GenerateKey(nil)
+	raw, _ := tablewire.Encode(&tablev1.TableUpdate{Update: &tablev1.TableUpdate_Full{Full: &tablev1.RoutingTable{
+		Schema: tablewire.Schema, Revision: 1 << 40, ClusterId: key.ClusterID, Epoch: 1 << 20}}})
+	before := n.TableStatus().Revision
+	nc.Publish(tablewire.SubjectUpdate, tablewire.Sign(other, tablewire.ContextUpdate, tablewire.SignatureField, raw))
+	nc.Flush()
+	controltest.WaitFor(t, 5*time.Second, "the refusal", func() bool { return strings.Contains(n.TableStatus().Unverified, "signature") })
+	if got := n.TableStatus().Revision; got != before {
+		t.Fatalf("the table signed by another key was applied: revision %d, was %d", got, before)
+	}
+
+	// Stage a key: the next renewal brings it.
+	json.Unmarshal(do("POST", "/v1/control/table-key/stage", ""), &key)
+	if key.NextPublicKey == "" {
+		t.Fatal("no staged key")
+	}
+	controltest.WaitFor(t, 10*time.Second, "the staged key at a renewal", func() bool {
+		return slices.Equal(n.id.tableTrust().Keys, []string{key.PublicKey, key.NextPublicKey})
+	})
+	if b, _ := os.ReadFile(keysFile); !strings.Contains(string(b), key.NextPublicKey) {
+		t.Fatalf("the staged key is not on disk: %s", b)
+	}
+	// Promoted, it signs the next table, which the edge applies.
+	do("POST", "/v1/control/table-key/promote", "")
+	revNow := func(e *Node) uint64 { return e.TableStatus().Revision }
+	beforeN, beforeP := revNow(n), revNow(pinned)
+	do("PUT", "/v1/control/regions/us", `{"id":"us","latitude":40,"longitude":-100}`)
+	controltest.WaitFor(t, 10*time.Second, "the table signed by the promoted key", func() bool { return revNow(n) > beforeN })
+	controltest.WaitFor(t, 10*time.Second, "the promoted key alone at a renewal", func() bool {
+		return slices.Equal(n.id.tableTrust().Keys, []string{key.NextPublicKey})
+	})
+	// The edge that pins the old key refuses it, renewals or not.
+	controltest.WaitFor(t, 10*time.Second, "the pinned edge's refusal", func() bool {
+		return strings.Contains(pinned.TableStatus().Unverified, "signature")
+	})
+	if got := revNow(pinned); got != beforeP {
+		t.Fatalf("the edge pinning the old key applied a table signed by the new one: revision %d, was %d", got, beforeP)
+	}
+
+	// Restarted without its keys file, the edge renews to fetch them.
+	if err := os.Remove(keysFile); err != nil {
+		t.Fatal(err)
+	}
+	n2, err := joinedEdge(t, m, "edge-k", "", dir)
+	if err != nil {
+		t.Fatalf("restart without the keys file: %v", err)
+	}
+	if !slices.Equal(n2.id.tableTrust().Keys, []string{key.NextPublicKey}) {
+		t.Fatalf("restart: keys %v", n2.id.tableTrust().Keys)
+	}
+	if _, err := os.Stat(keysFile); err != nil {
+		t.Fatal(err)
 	}
 }

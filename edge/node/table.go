@@ -2,6 +2,9 @@ package node
 
 import (
 	"context"
+	"crypto/ed25519"
+	"fmt"
+	"slices"
 	"strconv"
 
 	"github.com/meridian-mesh/meridian/shared/tablewire"
@@ -36,12 +39,12 @@ func (n *Node) seedTable() error {
 	if err != nil {
 		return err
 	}
-	keys, err := tablesync.ParsePublicKeys(c.Keys())
+	keys, cluster, err := n.tableTrust(tableTrust{})
 	if err != nil {
 		return err
 	}
 	sc := tablesync.DefaultConfig()
-	sc.TableKeys, sc.ClusterID = keys, c.ClusterID
+	sc.TableKeys, sc.ClusterID = keys, cluster
 	sc.NodeID, sc.Region, sc.URLs = n.cfg.NodeID, n.cfg.Region, c.NATSURLs
 	sc.User, sc.Password, sc.Token, sc.TLS = c.User, c.Password.Reveal(), c.Token.Reveal(), tlsCfg
 	if n.id != nil {
@@ -59,8 +62,60 @@ func (n *Node) seedTable() error {
 	if n.sync, err = tablesync.New(sc); err != nil {
 		return err
 	}
+	if n.id != nil {
+		n.id.onTrust = n.trustRenewed
+	}
 	tab := n.cfg.Table // applyTable adds the local engine
 	return n.sync.Seed(&tab)
+}
+
+// tableTrust is the table keys and cluster ID the edge checks control
+// messages against. Keys pinned in the config are the only ones used: a
+// key the control plane delivers never replaces or joins them. Without
+// pinned keys, the ones delivered with the node certificate are used
+// (from delivered, or the identity's latest when delivered is empty). A
+// pinned cluster ID likewise wins over the delivered one.
+func (n *Node) tableTrust(delivered tableTrust) ([]ed25519.PublicKey, string, error) {
+	c := n.cfg.Control
+	if delivered.Keys == nil && n.id != nil {
+		delivered = n.id.tableTrust()
+	}
+	cluster := c.ClusterID
+	if cluster == "" {
+		cluster = delivered.ClusterID
+	}
+	if len(c.Keys()) > 0 {
+		keys, err := tablesync.ParsePublicKeys(c.Keys())
+		return keys, cluster, err
+	}
+	keys, err := delivered.parse()
+	if err != nil {
+		return nil, "", fmt.Errorf("control: no table public key pinned (control.table_public_key) nor delivered with the node certificate: %w", err)
+	}
+	return keys, cluster, nil
+}
+
+// trustRenewed takes the table keys a renewal brought: the tables'
+// trust follows them unless the config pins keys, in which case a
+// delivered key the config lacks is only reported.
+func (n *Node) trustRenewed(t tableTrust) {
+	if pinned := n.cfg.Control.Keys(); len(pinned) > 0 {
+		pk, _ := tablesync.ParsePublicKeys(pinned) // validated with the config
+		for _, k := range t.Keys {
+			if d, err := tablewire.ParsePublicKey(k); err == nil && !slices.ContainsFunc(pk, func(p ed25519.PublicKey) bool { return p.Equal(d) }) {
+				n.log.Warn("the control plane signs (or will sign) tables with a key this edge's config does not pin; add it to control.table_public_keys, or remove the pinned keys to take them from the node certificate",
+					"key", k, "pinned", pinned)
+			}
+		}
+		return
+	}
+	keys, cluster, err := n.tableTrust(t)
+	if err == nil {
+		err = n.sync.SetTrust(keys, cluster)
+	}
+	if err != nil {
+		n.log.Error("identity: the renewal's table keys are unusable; keeping the previous ones", "err", err)
+	}
 }
 
 // applyTable installs a table from the control plane (or the disk, or

@@ -98,6 +98,7 @@ type Syncer struct {
 	done    sync.WaitGroup
 	stop    context.CancelFunc
 	synced  atomic.Bool // a table from the control plane was applied
+	trust   atomic.Pointer[trust]
 
 	// loop state
 	conv         *tablewire.Converter
@@ -132,6 +133,7 @@ func New(cfg Config) (*Syncer, error) {
 		ready:      make(chan struct{}, 1),
 		hbInterval: cfg.HeartbeatInterval, retry: cfg.RetryMin, conv: tablewire.NewConverter(cfg.Resolver),
 	}
+	s.trust.Store(&trust{keys: slices.Clone(cfg.TableKeys), cluster: cfg.ClusterID})
 	s.st.Stale = true
 	s.publishStatus()
 	return s, nil

@@ -2,7 +2,9 @@ package tablesync
 
 import (
 	"crypto/ed25519"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -25,13 +27,37 @@ func (s *Syncer) verify(ctx string, field protowire.Number, b []byte) error {
 	if len(b) > s.cfg.MaxBytes+256 {
 		return fmt.Errorf("%w: %d bytes", tablewire.ErrTooLarge, len(b))
 	}
-	return tablewire.Verify(s.cfg.TableKeys, ctx, field, b)
+	return tablewire.Verify(s.trust.Load().keys, ctx, field, b)
+}
+
+// trust is what the edge checks control messages against: the table
+// keys and the cluster ID it follows ("" for the first table's).
+type trust struct {
+	keys    []ed25519.PublicKey
+	cluster string
+}
+
+// SetTrust replaces the table keys and the cluster ID messages are
+// checked against, from any goroutine: an edge whose keys come with its
+// node certificate learns a staged or promoted key at each renewal. The
+// table in use stays; the next message must verify under the new keys.
+func (s *Syncer) SetTrust(keys []ed25519.PublicKey, clusterID string) error {
+	if len(keys) == 0 {
+		return errors.New("tablesync: a table public key is required")
+	}
+	for _, k := range keys {
+		if len(k) != ed25519.PublicKeySize {
+			return errors.New("tablesync: a table public key is 32 bytes")
+		}
+	}
+	s.trust.Store(&trust{keys: slices.Clone(keys), cluster: clusterID})
+	return nil
 }
 
 // checkCluster refuses a message from another control plane: the one
 // the config pins, else the one the edge's table came from.
 func (s *Syncer) checkCluster(id string) error {
-	want := s.cfg.ClusterID
+	want := s.trust.Load().cluster
 	if want == "" && s.cur != nil {
 		want = s.cur.GetClusterId()
 	}

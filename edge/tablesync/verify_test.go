@@ -177,3 +177,43 @@ func (m *metrics) unverifiedCount(kind string) float64 {
 	m.unverified.WithLabelValues(kind).Write(&d)
 	return d.GetCounter().GetValue()
 }
+
+// SetTrust swaps the keys a running edge checks against (a joined
+// edge's renewal): a table signed by the new key applies, one signed by
+// the key it replaced no longer does, and a cluster ID set with it is
+// enforced.
+func TestSetTrustSwapsKeys(t *testing.T) {
+	b := newBus(t)
+	b.serve(tableAt(5, "a"))
+	s, g := newSyncer(t, []string{b.ns.ClientURL()}, "")
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.SetTrust(nil, ""); err == nil {
+		t.Fatal("SetTrust took no keys")
+	}
+	full := func(tab *tablev1.RoutingTable) []byte {
+		raw, _ := tablewire.Encode(&tablev1.TableUpdate{Update: &tablev1.TableUpdate_Full{Full: tab}})
+		return raw
+	}
+	b.forge(tablewire.SubjectUpdate, otherKey, full(tableAt(6, "a", "b")))
+	waitFor(t, 5*time.Second, "the refusal", func() bool { return strings.Contains(s.Status().Unverified, "signature") })
+	if err := s.SetTrust([]ed25519.PublicKey{otherKey.Public().(ed25519.PublicKey)}, "cluster-x"); err != nil {
+		t.Fatal(err)
+	}
+	t7 := tableAt(7, "a", "b")
+	t7.ClusterId = "cluster-x"
+	b.forge(tablewire.SubjectUpdate, otherKey, full(t7))
+	waitFor(t, 5*time.Second, "the table signed by the new key", func() bool { return g.revision() == 7 })
+	t8 := tableAt(8, "a")
+	t8.ClusterId = "cluster-x"
+	b.forge(tablewire.SubjectUpdate, testKey, full(t8))
+	t9 := tableAt(9, "a")
+	t9.ClusterId = "cluster-y"
+	b.forge(tablewire.SubjectUpdate, otherKey, full(t9))
+	waitFor(t, 5*time.Second, "the other cluster's refusal", func() bool { return strings.Contains(s.Status().Unverified, "cluster-y") })
+	if g.revision() != 7 {
+		t.Fatalf("revision %d after tables signed by the replaced key or from another cluster", g.revision())
+	}
+}
