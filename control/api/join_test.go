@@ -128,7 +128,7 @@ func TestJoinTokenOnceRenewAndRevoke(t *testing.T) {
 	} else {
 		json.Unmarshal(b, &tk)
 	}
-	controltest.WaitFor(t, 5*time.Second, "the staged key on the follower", func() bool {
+	wait.For(t, 5*time.Second, "the staged key on the follower", func() bool {
 		return f.Node.FSM().State().Identity().GetNextPublicKey() != nil
 	})
 	st, b = renew(key, cred.Certificate)

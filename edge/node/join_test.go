@@ -298,7 +298,7 @@ func TestJoinedEdgeTakesTableKeysWithItsCertificate(t *testing.T) {
 		t.Fatalf("delivered %+v, the control plane's key is %+v", got, key)
 	}
 	for _, e := range []*Node{n, pinned} {
-		controltest.WaitFor(t, 10*time.Second, "the control plane's table", func() bool {
+		wait.For(t, 10*time.Second, "the control plane's table", func() bool {
 			st := e.TableStatus()
 			return st.Source == "control" && st.Connected && st.Revision > 0
 		})
@@ -316,7 +316,7 @@ func TestJoinedEdgeTakesTableKeysWithItsCertificate(t *testing.T) {
 	before := n.TableStatus().Revision
 	nc.Publish(tablewire.SubjectUpdate, tablewire.Sign(other, tablewire.ContextUpdate, tablewire.SignatureField, raw))
 	nc.Flush()
-	controltest.WaitFor(t, 5*time.Second, "the refusal", func() bool { return strings.Contains(n.TableStatus().Unverified, "signature") })
+	wait.For(t, 5*time.Second, "the refusal", func() bool { return strings.Contains(n.TableStatus().Unverified, "signature") })
 	if got := n.TableStatus().Revision; got != before {
 		t.Fatalf("the table signed by another key was applied: revision %d, was %d", got, before)
 	}
@@ -326,7 +326,7 @@ func TestJoinedEdgeTakesTableKeysWithItsCertificate(t *testing.T) {
 	if key.NextPublicKey == "" {
 		t.Fatal("no staged key")
 	}
-	controltest.WaitFor(t, 10*time.Second, "the staged key at a renewal", func() bool {
+	wait.For(t, 10*time.Second, "the staged key at a renewal", func() bool {
 		return slices.Equal(n.id.tableTrust().Keys, []string{key.PublicKey, key.NextPublicKey})
 	})
 	if b, _ := os.ReadFile(keysFile); !strings.Contains(string(b), key.NextPublicKey) {
@@ -337,12 +337,12 @@ func TestJoinedEdgeTakesTableKeysWithItsCertificate(t *testing.T) {
 	revNow := func(e *Node) uint64 { return e.TableStatus().Revision }
 	beforeN, beforeP := revNow(n), revNow(pinned)
 	do("PUT", "/v1/control/regions/us", `{"id":"us","latitude":40,"longitude":-100}`)
-	controltest.WaitFor(t, 10*time.Second, "the table signed by the promoted key", func() bool { return revNow(n) > beforeN })
-	controltest.WaitFor(t, 10*time.Second, "the promoted key alone at a renewal", func() bool {
+	wait.For(t, 10*time.Second, "the table signed by the promoted key", func() bool { return revNow(n) > beforeN })
+	wait.For(t, 10*time.Second, "the promoted key alone at a renewal", func() bool {
 		return slices.Equal(n.id.tableTrust().Keys, []string{key.NextPublicKey})
 	})
 	// The edge that pins the old key refuses it, renewals or not.
-	controltest.WaitFor(t, 10*time.Second, "the pinned edge's refusal", func() bool {
+	wait.For(t, 10*time.Second, "the pinned edge's refusal", func() bool {
 		return strings.Contains(pinned.TableStatus().Unverified, "signature")
 	})
 	if got := revNow(pinned); got != beforeP {

@@ -198,21 +198,21 @@ func TestSetTrustSwapsKeys(t *testing.T) {
 		return raw
 	}
 	b.forge(tablewire.SubjectUpdate, otherKey, full(tableAt(6, "a", "b")))
-	waitFor(t, 5*time.Second, "the refusal", func() bool { return strings.Contains(s.Status().Unverified, "signature") })
+	wait.For(t, 5*time.Second, "the refusal", func() bool { return strings.Contains(s.Status().Unverified, "signature") })
 	if err := s.SetTrust([]ed25519.PublicKey{otherKey.Public().(ed25519.PublicKey)}, "cluster-x"); err != nil {
 		t.Fatal(err)
 	}
 	t7 := tableAt(7, "a", "b")
 	t7.ClusterId = "cluster-x"
 	b.forge(tablewire.SubjectUpdate, otherKey, full(t7))
-	waitFor(t, 5*time.Second, "the table signed by the new key", func() bool { return g.revision() == 7 })
+	wait.For(t, 5*time.Second, "the table signed by the new key", func() bool { return g.revision() == 7 })
 	t8 := tableAt(8, "a")
 	t8.ClusterId = "cluster-x"
 	b.forge(tablewire.SubjectUpdate, testKey, full(t8))
 	t9 := tableAt(9, "a")
 	t9.ClusterId = "cluster-y"
 	b.forge(tablewire.SubjectUpdate, otherKey, full(t9))
-	waitFor(t, 5*time.Second, "the other cluster's refusal", func() bool { return strings.Contains(s.Status().Unverified, "cluster-y") })
+	wait.For(t, 5*time.Second, "the other cluster's refusal", func() bool { return strings.Contains(s.Status().Unverified, "cluster-y") })
 	if g.revision() != 7 {
 		t.Fatalf("revision %d after tables signed by the replaced key or from another cluster", g.revision())
 	}
