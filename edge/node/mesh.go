@@ -144,7 +144,7 @@ func (n *Node) handoff(ms []router.Member, seen map[string]time.Time) {
 			}
 			elsewhere = true
 			if !slices.ContainsFunc(ms, func(mb router.Member) bool {
-				return mb.Alive && !mb.Draining && slices.Contains(placed, mb.ID) && slices.Contains(mb.Ready, m.ID)
+				return mb.Alive && !mb.Suspect && !mb.Draining && slices.Contains(placed, mb.ID) && slices.Contains(mb.Ready, m.ID)
 			}) {
 				ready = false
 			}
