@@ -52,6 +52,12 @@ type Config struct {
 	// Defaults 250ms and 30s.
 	RestartBackoff    time.Duration `yaml:"restart_backoff"`
 	MaxRestartBackoff time.Duration `yaml:"max_restart_backoff"`
+	// HandoffTimeout bounds how long a model stays loaded, and keeps
+	// serving, after the node loses its placement: make before break.
+	// The node unloads it as soon as a node the model is now placed on
+	// has it ready (Release), or when this much time has passed. Zero
+	// unloads at once. Default 2m.
+	HandoffTimeout time.Duration `yaml:"handoff_timeout"`
 	// Models are the models placed on this node when it starts. Place
 	// replaces the set at run time, as the control plane places models.
 	Models []Model `yaml:"models"`
@@ -84,6 +90,7 @@ func Default() Config {
 		KeepAlive:         -1,
 		Queue:             16,
 		StartTimeout:      30 * time.Second,
+		HandoffTimeout:    2 * time.Minute,
 		RestartBackoff:    250 * time.Millisecond,
 		MaxRestartBackoff: 30 * time.Second,
 	}
@@ -124,6 +131,9 @@ func (c *Config) Validate() error {
 	}
 	if c.StartTimeout <= 0 {
 		return bad("start_timeout", "must be positive")
+	}
+	if c.HandoffTimeout < 0 {
+		return bad("handoff_timeout", "must not be negative")
 	}
 	if c.RestartBackoff <= 0 || c.MaxRestartBackoff < c.RestartBackoff {
 		return bad("restart_backoff", "must be positive and at most max_restart_backoff")

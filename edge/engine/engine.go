@@ -67,6 +67,9 @@ type ModelStatus struct {
 	State string `json:"state"`
 	// Error says why the model failed, when it did.
 	Error string `json:"error,omitempty"`
+	// Leaving marks a ready model the node is no longer placed to run:
+	// it serves on until the handoff ends (see Place).
+	Leaving bool `json:"leaving,omitempty"`
 }
 
 // Stats is a snapshot of the engine's load, for the router, gossip and
@@ -101,6 +104,7 @@ type Engine struct {
 	models   map[string]ModelStatus // the placed models' states
 	want     []Model                // the placed models, in placement order
 	retired  map[string]bool        // models placed once and removed since: Do refuses them
+	leaving  map[string]leaving     // removed models still serving until their handoff ends
 	dirty    bool                   // a state changed since onChange was last called
 	onChange func()                 // called by the reconciler after state changes
 
@@ -136,7 +140,7 @@ func New(cfg Config, log *slog.Logger) (*Engine, error) {
 		log = slog.Default()
 	}
 	e := &Engine{cfg: cfg, log: log.With("component", "local"), ollamaLog: log.With("component", "ollama"),
-		models: map[string]ModelStatus{}, retired: map[string]bool{}, wake: make(chan struct{}, 1)}
+		models: map[string]ModelStatus{}, retired: map[string]bool{}, leaving: map[string]leaving{}, wake: make(chan struct{}, 1)}
 	e.place(cfg.Models) // validated: skips none
 	return e, nil
 }

@@ -31,7 +31,14 @@ type step struct {
 // whose GGUF file or quantization changed, is loading; a removed one is
 // gone, and requests for it get a retryable 503, so the router fails
 // over. The reconciler then unloads removed models and creates (or
-// pulls) and loads new ones. Calls made while it works coalesce: it
+// pulls) and loads new ones.
+//
+// Make before break: a removed model that is ready stays loaded and
+// serving, marked Leaving, so that moving a placement to another node
+// drops no request while the new copy loads. It goes when the node
+// calls Release (the model is ready where it is now placed) or when
+// Config.HandoffTimeout has passed, whichever comes first. Placing it
+// again with the same spec makes it plain ready again. Calls made while it works coalesce: it
 // goes on with the latest set. Before Start, Place only records the set.
 //
 // A model that does not validate is listed as failed. One with an
@@ -71,6 +78,7 @@ func (e *Engine) place(models []Model) (skipped []skip) {
 			e.dirty = true
 		}
 		delete(e.retired, name)
+		delete(e.leaving, name)
 	}
 	for _, m := range models {
 		if placed[m.Name] {
@@ -88,19 +96,94 @@ func (e *Engine) place(models []Model) (skipped []skip) {
 			continue
 		}
 		want = append(want, m)
+		if lv, ok := e.leaving[m.Name]; ok && lv.model == m {
+			set(m.Name, ModelStatus{State: StateReady}) // back before it left
+			continue
+		}
 		if old, ok := prev[m.Name]; !ok || old != m {
 			set(m.Name, ModelStatus{State: StateLoading})
 		}
 	}
-	for name := range e.models {
-		if !placed[name] {
-			delete(e.models, name)
-			e.retired[name] = true
+	for name, st := range e.models {
+		switch {
+		case placed[name] || st.Leaving:
+			// Placed, or already leaving: its handoff keeps its deadline.
+		case st.State == StateReady && e.cfg.HandoffTimeout > 0:
+			e.models[name] = ModelStatus{State: StateReady, Leaving: true}
+			e.leaving[name] = leaving{model: prev[name], until: time.Now().Add(e.cfg.HandoffTimeout)}
 			e.dirty = true
+		default:
+			e.retire(name)
 		}
 	}
 	e.want = want
 	return skipped
+}
+
+// leaving is a removed model that still serves until its handoff ends.
+type leaving struct {
+	model Model     // the spec it was loaded with
+	until time.Time // when it goes even if no other node has it ready
+}
+
+// retire drops a model from the served set: Do refuses it from now on,
+// and the reconciler unloads it. e.mu is held.
+func (e *Engine) retire(name string) {
+	delete(e.models, name)
+	delete(e.leaving, name)
+	e.retired[name] = true
+	e.dirty = true
+}
+
+// Leaving returns the sorted names of the models that lost their
+// placement and still serve, waiting for their handoff to end.
+func (e *Engine) Leaving() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]string, 0, len(e.leaving))
+	for name := range e.leaving {
+		out = append(out, name)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Release ends a leaving model's handoff: the node learnt that the
+// model is ready where it is placed now (or placed nowhere). The model
+// stops serving at once and the reconciler unloads it. Release of a
+// model that is not leaving does nothing.
+func (e *Engine) Release(name string) {
+	e.mu.Lock()
+	_, ok := e.leaving[name]
+	if ok {
+		e.retire(name)
+	}
+	e.mu.Unlock()
+	if ok {
+		e.log.Info("local model handed off", "model", name)
+		e.kick()
+	}
+}
+
+// expire ends the handoffs whose time is up, and returns when the next
+// one is due (zero when none is leaving).
+func (e *Engine) expire(now time.Time) (next time.Time) {
+	var gone []string
+	e.mu.Lock()
+	for name, lv := range e.leaving {
+		switch {
+		case !now.Before(lv.until):
+			e.retire(name)
+			gone = append(gone, name)
+		case next.IsZero() || lv.until.Before(next):
+			next = lv.until
+		}
+	}
+	e.mu.Unlock()
+	for _, name := range gone {
+		e.log.Warn("local model: handoff timed out, unloading although no node it is placed on has it ready", "model", name, "handoff_timeout", e.cfg.HandoffTimeout)
+	}
+	return next
 }
 
 // wanted returns the placed model called name. e.mu is held.
@@ -177,6 +260,7 @@ func (e *Engine) reconcile(ctx context.Context) {
 			clear(have)
 			e.markLoading()
 		}
+		due := e.expire(time.Now())
 		e.flush()
 		var (
 			s  step
@@ -186,10 +270,15 @@ func (e *Engine) reconcile(ctx context.Context) {
 			s, ok = e.next(have)
 		}
 		if !ok {
+			var handoff <-chan time.Time
+			if !due.IsZero() {
+				handoff = time.After(time.Until(due))
+			}
 			select {
 			case <-ctx.Done():
 				return
 			case <-e.wake:
+			case <-handoff:
 			}
 			continue
 		}
@@ -200,8 +289,8 @@ func (e *Engine) reconcile(ctx context.Context) {
 }
 
 // next picks the reconciler's next step: first unload what the server
-// was given but is no longer placed (or is placed with another spec),
-// to free memory, then load what is placed and the server lacks, in
+// was given but is no longer placed (or is placed with another spec)
+// and is not leaving, to free memory, then load what is placed and the server lacks, in
 // placement order. A model still loading needs loading even if the
 // server was given it: Place removed it and placed it again before the
 // unload.
@@ -209,7 +298,11 @@ func (e *Engine) next(have map[string]Model) (step, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for name, m := range have {
-		if w, ok := e.wanted(name); !ok || w != m {
+		w, ok := e.wanted(name)
+		if _, stay := e.leaving[name]; !ok && stay {
+			continue
+		}
+		if !ok || w != m {
 			return step{model: m, unload: true}, true
 		}
 	}
@@ -301,10 +394,15 @@ func (e *Engine) stillWanted(m Model) bool {
 }
 
 // markLoading puts ready models back to loading when the server changes
-// or goes: a new server has to load them again.
+// or goes: a new server has to load them again. Leaving models go: the
+// new server would have to load them only to unload them.
 func (e *Engine) markLoading() {
 	e.mu.Lock()
 	for name, st := range e.models {
+		if st.Leaving {
+			e.retire(name)
+			continue
+		}
 		if st.State == StateReady {
 			e.models[name] = ModelStatus{State: StateLoading}
 			e.dirty = true

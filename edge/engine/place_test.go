@@ -29,6 +29,7 @@ import (
 func TestPlaceStates(t *testing.T) {
 	cfg := Default()
 	cfg.Enabled, cfg.URL, cfg.DataDir = true, "http://127.0.0.1:1", t.TempDir()
+	cfg.HandoffTimeout = 0 // removed means gone at once; TestHandoff has the rest
 	cfg.Models = []Model{{Name: "a", GGUF: "a.gguf"}, {Name: "b", GGUF: "b.gguf"}}
 	e, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
@@ -89,6 +90,7 @@ func TestNextStep(t *testing.T) {
 	a, a8, b := Model{Name: "a", GGUF: "a.gguf"}, Model{Name: "a", GGUF: "a.gguf", Quantize: "q8_0"}, Model{Name: "b", Pull: true}
 	cfg := Default()
 	cfg.Enabled, cfg.URL, cfg.DataDir = true, "http://127.0.0.1:1", t.TempDir()
+	cfg.HandoffTimeout = 0 // removed means gone at once; TestHandoff has the rest
 	for _, tc := range []struct {
 		name   string
 		have   []Model
@@ -152,6 +154,7 @@ func TestPlace(t *testing.T) {
 	cfg := Default()
 	cfg.Enabled, cfg.Binary, cfg.DataDir = true, bin, filepath.Join(dir, "ollama")
 	cfg.NumThread = 1
+	cfg.HandoffTimeout = 0 // removed means gone at once; TestHandoff has the rest
 	e, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -485,6 +488,7 @@ func TestReconcileOrder(t *testing.T) {
 	m := func(name string) Model { return Model{Name: name, GGUF: gguf} }
 	cfg := Default()
 	cfg.Enabled, cfg.URL, cfg.DataDir = true, base, filepath.Join(dir, "state")
+	cfg.HandoffTimeout = 0 // removed means gone at once; TestHandoff has the rest
 	e, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -588,4 +592,97 @@ func TestReconcileOrder(t *testing.T) {
 func isRetryable503(err error) bool {
 	var le *llm.Error
 	return errors.As(err, &le) && le.Retryable && le.Status == http.StatusServiceUnavailable
+}
+
+// TestHandoff: make before break. A ready model that loses its
+// placement stays loaded and serving, marked leaving, until Release
+// (the node saw it ready where it is placed now) or until the handoff
+// timeout; placed again meanwhile, it is plain ready without a reload.
+func TestHandoff(t *testing.T) {
+	f, base := newFakeOllama(t)
+	dir := t.TempDir()
+	gguf := enginetest.Model(t, dir, "tiny", tinygguf.VariantChain)
+	a := Model{Name: "a", GGUF: gguf}
+	cfg := Default()
+	cfg.Enabled, cfg.URL, cfg.DataDir = true, base, filepath.Join(dir, "state")
+	cfg.HandoffTimeout = 2 * time.Second
+	e, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Start()
+	defer e.Stop()
+	wait.For(t, 10*time.Second, "the engine to attach", func() bool { ok, _ := e.Ready(); return ok })
+	placeReady := func() {
+		t.Helper()
+		e.Place([]Model{a})
+		wait.For(t, 10*time.Second, "a to be ready", func() bool { return slices.Equal(e.ReadyModels(), []string{"a"}) })
+	}
+	leavingNow := func() {
+		t.Helper()
+		if st := e.Models()["a"]; st.State != StateReady || !st.Leaving {
+			t.Fatalf("a right after losing its placement: %+v, want ready and leaving", st)
+		}
+		if !e.ModelReady("a") || !slices.Equal(e.ReadyModels(), []string{"a"}) || !slices.Equal(e.Leaving(), []string{"a"}) {
+			t.Fatalf("a leaving: ModelReady %v, ReadyModels %v, Leaving %v; it must still serve and be gossiped", e.ModelReady("a"), e.ReadyModels(), e.Leaving())
+		}
+		if _, err := e.Do(context.Background(), chatReq("a", false, 4), ""); isRetryable503(err) {
+			t.Fatalf("a request to a leaving model was refused: %v", err)
+		}
+	}
+	gone := func() {
+		t.Helper()
+		if _, ok := e.Models()["a"]; ok || e.ModelReady("a") || len(e.Leaving()) != 0 {
+			t.Fatalf("a after its handoff: models %v, leaving %v", e.Models(), e.Leaving())
+		}
+		if _, err := e.Do(context.Background(), chatReq("a", false, 4), ""); !isRetryable503(err) {
+			t.Fatalf("request to a handed-off model: %v, want a retryable 503", err)
+		}
+		wait.For(t, 10*time.Second, "a to be unloaded", func() bool { return len(f.loadedModels()) == 0 })
+	}
+
+	t.Run("serves until released", func(t *testing.T) {
+		placeReady()
+		from := f.mark()
+		e.Place(nil)
+		leavingNow()
+		time.Sleep(300 * time.Millisecond) // the reconciler would have unloaded it by now
+		if got := f.since(from); slices.Contains(got, "unload a") || !slices.Equal(f.loadedModels(), []string{"a"}) {
+			t.Fatalf("a leaving was unloaded: calls %q, loaded %v", got, f.loadedModels())
+		}
+		leavingNow()
+		e.Release("a")
+		gone()
+		if got := f.since(from); !slices.Equal(got, []string{"unload a"}) {
+			t.Fatalf("calls %q, want one unload", got)
+		}
+		e.Release("a") // not leaving: nothing happens
+	})
+
+	t.Run("placed again while leaving: ready, no reload", func(t *testing.T) {
+		placeReady()
+		from := f.mark()
+		e.Place(nil)
+		leavingNow()
+		e.Place([]Model{a})
+		if st := e.Models()["a"]; st.State != StateReady || st.Leaving || len(e.Leaving()) != 0 {
+			t.Fatalf("a placed again: %+v, leaving %v", st, e.Leaving())
+		}
+		time.Sleep(300 * time.Millisecond)
+		if got := f.since(from); len(got) != 0 {
+			t.Fatalf("calls %q, want none", got)
+		}
+	})
+
+	t.Run("unloaded when the handoff times out", func(t *testing.T) {
+		from := f.mark()
+		left := time.Now()
+		e.Place(nil)
+		leavingNow()
+		wait.For(t, 15*time.Second, "a to be unloaded", func() bool { return slices.Contains(f.since(from), "unload a") })
+		if took := time.Since(left); took < cfg.HandoffTimeout {
+			t.Fatalf("a unloaded %v after leaving, before the handoff timeout %v", took, cfg.HandoffTimeout)
+		}
+		gone()
+	})
 }

@@ -68,6 +68,7 @@ func (n *Node) peerTarget(node, addr string) (provider.Provider, error) {
 // closes. Only a changed view is handed over.
 func (n *Node) followMembers(stop <-chan struct{}) {
 	var last []router.Member
+	seen := map[string]time.Time{} // leaving model -> when first seen ready where placed
 	for {
 		var ms []router.Member
 		for _, m := range n.gossip.Members() {
@@ -83,6 +84,7 @@ func (n *Node) followMembers(stop <-chan struct{}) {
 			n.gw.Router().SetMembers(ms)
 			last = ms
 		}
+		n.handoff(ms, seen)
 		select {
 		case <-stop:
 			return
@@ -106,6 +108,60 @@ func absDur(d time.Duration) time.Duration {
 	return d
 }
 
+// handoffSettle is how long a model this node is leaving keeps serving
+// after gossip first shows it ready where it is placed now: time for
+// that news to reach every edge, so that none sends here after the
+// unload.
+const handoffSettle = 2 * time.Second
+
+// handoff ends the handoff of each model the engine is leaving once a
+// live member the table now places it on has had it ready for
+// handoffSettle, or at once when the table places it nowhere else.
+// seen keeps, across calls, when each was first seen ready there; ms
+// nil means no view of the fleet yet. The engine's own
+// local.handoff_timeout bounds the wait.
+func (n *Node) handoff(ms []router.Member, seen map[string]time.Time) {
+	if n.engine == nil {
+		return
+	}
+	leaving := n.engine.Leaving()
+	for name := range seen {
+		if !slices.Contains(leaving, name) {
+			delete(seen, name)
+		}
+	}
+	tab := n.gw.Table()
+	now := time.Now()
+	for _, name := range leaving {
+		elsewhere, ready := false, true
+		for _, m := range tab.Models() {
+			if m.Local == nil || m.EngineName() != name {
+				continue
+			}
+			placed := slices.DeleteFunc(slices.Clone(tab.PlacedOn(m.ID)), func(id string) bool { return id == n.cfg.NodeID })
+			if len(placed) == 0 {
+				continue
+			}
+			elsewhere = true
+			if !slices.ContainsFunc(ms, func(mb router.Member) bool {
+				return mb.Alive && !mb.Suspect && !mb.Draining && slices.Contains(placed, mb.ID) && slices.Contains(mb.Ready, m.ID)
+			}) {
+				ready = false
+			}
+		}
+		switch {
+		case !elsewhere:
+			n.engine.Release(name)
+		case !ready || ms == nil:
+			delete(seen, name)
+		case seen[name].IsZero():
+			seen[name] = now
+		case now.Sub(seen[name]) >= handoffSettle:
+			n.engine.Release(name)
+		}
+	}
+}
+
 // place makes the engine run what the table places on this node, plus
 // the models the config file places.
 func (n *Node) place(tab *table.Compiled) {
@@ -124,6 +180,7 @@ func (n *Node) place(tab *table.Compiled) {
 		models = append(models, engine.Model{Name: m.EngineName(), GGUF: m.Local.GGUF, Quantize: m.Local.Quantization, Pull: m.Local.Ollama != ""})
 	}
 	n.engine.Place(models)
+	n.handoff(nil, nil) // a model placed nowhere else goes at once
 }
 
 // readyModels are the model IDs this node's engine serves now: what it

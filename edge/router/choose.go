@@ -87,6 +87,11 @@ type Choice struct {
 	// Force marks a plan's last resort: every candidate's breaker was
 	// open, so they are tried anyway rather than none.
 	Force bool `json:"force,omitempty"`
+	// Leaving marks a copy of the model on a node the table no longer
+	// places it on, which still has it ready: a placement moved, and the
+	// new copy is not ready yet. It is a target only while no placed
+	// copy is.
+	Leaving bool `json:"leaving,omitempty"`
 
 	stats   *Stats
 	tie     float64
@@ -184,10 +189,15 @@ func (r *Router) ChooseIn(sv View, req *Request, p *Plan) {
 		client, hasClient = v.self, v.hasSelf
 	}
 	now := time.Now()
-	var byResidency, byPrice, byCapability, byContext, byBreaker, byForwarded int
+	var byResidency, byPrice, byCapability, byContext, byBreaker, byForwarded, leaving int
+	placedCopy := false // a target is a copy the table places
 	for i := range mv.cands {
 		c := &mv.cands[i]
-		ch := Choice{Kind: c.kind, Key: c.key, ID: c.id, UpstreamModel: c.upstream, Region: c.region, Addr: c.addr, stats: c.stats, written: c.written}
+		if c.kind == KindLocal && !c.placed && (r.cfg.Local == nil || !r.cfg.Local.Ready(c.engine)) {
+			continue // an engine that neither has the model nor is placed to
+		}
+		ch := Choice{Kind: c.kind, Key: c.key, ID: c.id, UpstreamModel: c.upstream, Region: c.region, Addr: c.addr, stats: c.stats, written: c.written,
+			Leaving: c.kind != KindProvider && !c.placed}
 		ch.Breaker = c.stats.State(now)
 		why := ""
 		switch {
@@ -220,6 +230,15 @@ func (r *Router) ChooseIn(sv View, req *Request, p *Plan) {
 		}
 		ch.Score, ch.tie = r.score(p.Strategy, c, req, client, hasClient)
 		p.Targets = append(p.Targets, ch)
+		switch {
+		case ch.Leaving:
+			leaving++
+		case c.kind != KindProvider:
+			placedCopy = true
+		}
+	}
+	if leaving > 0 && placedCopy {
+		p.dropLeaving()
 	}
 	if len(p.Targets) == 0 && byBreaker > 0 && byResidency == 0 {
 		// Every candidate left is behind an open breaker: try them
@@ -239,6 +258,7 @@ func (r *Router) ChooseIn(sv View, req *Request, p *Plan) {
 			p.Targets = append(p.Targets, ch)
 		}
 		p.Excluded = p.Excluded[:n]
+		p.dropLeaving()
 		slices.SortStableFunc(p.Targets, byScore)
 		return
 	}
@@ -261,6 +281,26 @@ func (r *Router) ChooseIn(sv View, req *Request, p *Plan) {
 		pickWeighted(p.Targets, mv)
 	}
 	slices.SortStableFunc(p.Targets, byScore)
+}
+
+// dropLeaving moves the leaving copies from Targets to Excluded when a
+// placed copy is a target too: make before break is over, and the
+// leaving ones only wait to unload.
+func (p *Plan) dropLeaving() {
+	if !slices.ContainsFunc(p.Targets, func(ch Choice) bool { return ch.Kind != KindProvider && !ch.Leaving }) {
+		return
+	}
+	n := 0
+	for _, ch := range p.Targets {
+		if !ch.Leaving {
+			p.Targets[n] = ch
+			n++
+			continue
+		}
+		ch.Reason, ch.Score, ch.Force = ReasonNotPlaced, 0, false
+		p.Excluded = append(p.Excluded, ch)
+	}
+	p.Targets = p.Targets[:n]
 }
 
 func byScore(a, b Choice) int {
@@ -291,7 +331,9 @@ func (r *Router) health(v *view, c *cand) string {
 		switch {
 		case r.cfg.Links == nil:
 			return ReasonNoLinks
-		case !c.placed:
+		case !c.placed && (m == nil || !slices.Contains(m.Ready, c.upstream)):
+			// Not placed there, and not a copy that still serves while
+			// its placement moves.
 			return ReasonNotPlaced
 		case m == nil && !c.static:
 			return ReasonUnknown

@@ -398,7 +398,9 @@ func checkPlan(t *rapid.T, f *propFleet, tab *table.Compiled, cfg router.Config,
 		}
 	}
 	if m.Local != nil {
-		if slices.Contains(placed, f.self) {
+		// The engine here: where the model is placed, or where it is
+		// leaving (not placed, still ready).
+		if slices.Contains(placed, f.self) || (f.local != nil && f.local.ready[m.EngineName()]) {
 			want["local"] = true
 		}
 		for _, n := range placed {
@@ -508,7 +510,7 @@ func checkPlan(t *rapid.T, f *propFleet, tab *table.Compiled, cfg router.Config,
 		case router.ReasonBreaker:
 			holds = c.Stats().State(now) == router.BreakerOpen
 		case router.ReasonNotPlaced:
-			holds = c.Kind == router.KindPeer && !slices.Contains(placed, c.ID)
+			holds = (c.Kind == router.KindPeer && !slices.Contains(placed, c.ID)) || (c.Kind == router.KindLocal && c.Leaving)
 		case router.ReasonNotReady:
 			if c.Kind == router.KindLocal {
 				holds = f.local == nil || !f.local.ready[c.UpstreamModel]
@@ -525,6 +527,12 @@ func checkPlan(t *rapid.T, f *propFleet, tab *table.Compiled, cfg router.Config,
 		}
 	}
 
+	// Make before break: a leaving copy (ready, no longer placed) is a
+	// target only while no placed copy of the fleet is.
+	if slices.ContainsFunc(p.Targets, func(c router.Choice) bool { return c.Leaving }) &&
+		slices.ContainsFunc(p.Targets, func(c router.Choice) bool { return c.Kind != router.KindProvider && !c.Leaving }) {
+		t.Fatalf("leaving copies planned beside placed ones: %v", keysOf(p.Targets))
+	}
 	for i := range p.Targets {
 		c := &p.Targets[i]
 		region := regionOf(c)
@@ -533,8 +541,8 @@ func checkPlan(t *rapid.T, f *propFleet, tab *table.Compiled, cfg router.Config,
 		}
 		switch c.Kind {
 		case router.KindLocal:
-			if !localProvider && !(m.Local != nil && slices.Contains(placed, f.self)) {
-				t.Fatalf("local target for %s, neither placed on %s nor in the route", m.ID, f.self)
+			if !localProvider && !(m.Local != nil && slices.Contains(placed, f.self)) && !c.Leaving {
+				t.Fatalf("local target for %s, neither placed on %s nor in the route, nor leaving", m.ID, f.self)
 			}
 			if f.local == nil || !f.local.ready[c.UpstreamModel] {
 				t.Fatalf("local target for %s whose engine does not have %q ready", m.ID, c.UpstreamModel)
@@ -559,8 +567,8 @@ func checkPlan(t *rapid.T, f *propFleet, tab *table.Compiled, cfg router.Config,
 				t.Fatalf("draining peer %s", c.Key)
 			case !static && !inGossip:
 				t.Fatalf("peer %s not in the membership", c.Key)
-			case !static && !slices.Contains(placed, c.ID):
-				t.Fatalf("peer %s, where the table does not place %s (placed on %v)", c.Key, m.ID, placed)
+			case !static && !slices.Contains(placed, c.ID) && !c.Leaving:
+				t.Fatalf("peer %s, where the table does not place %s (placed on %v), not marked leaving", c.Key, m.ID, placed)
 			case !static && !slices.Contains(mb.Ready, m.ID):
 				t.Fatalf("peer %s does not have %s ready", c.Key, m.ID)
 			}

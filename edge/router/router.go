@@ -261,7 +261,7 @@ type cand struct {
 	engine   string       // local: the engine's name for the model
 	member   *Member      // peer: gossip's view, nil when gossip has none
 	addr     string       // peer: link address
-	placed   bool         // peer: the table places the model on it
+	placed   bool         // the table places the model on it (or the route names it); otherwise a leaving copy
 	static   bool         // peer: written in the route as a provider
 	stats    *Stats
 }
@@ -316,7 +316,7 @@ func (r *Router) rebuild() {
 			}
 			switch p.Kind {
 			case table.KindLocal:
-				c.kind, c.id, c.key, c.region, c.engine = KindLocal, "", "local", r.cfg.Region, up
+				c.kind, c.id, c.key, c.region, c.engine, c.placed = KindLocal, "", "local", r.cfg.Region, up, true
 			case table.KindPeer:
 				node, addr, _ := table.ParsePeerURL(p.BaseURL)
 				if node == r.cfg.Node {
@@ -345,8 +345,11 @@ func (r *Router) rebuild() {
 		placed := tab.PlacedOn(m.ID)
 		n := len(route.Targets)
 		if m.Local != nil {
-			if slices.Contains(placed, r.cfg.Node) && !slices.ContainsFunc(mv.cands, func(c cand) bool { return c.kind == KindLocal }) {
-				c := cand{kind: KindLocal, key: "local", upstream: m.EngineName(), engine: m.EngineName(), region: r.cfg.Region, weight: 1, written: n, placed: true}
+			// This node's engine even where the model is not placed: it
+			// may still serve a copy it is leaving (make before break).
+			here := slices.Contains(placed, r.cfg.Node)
+			if (here || r.cfg.Local != nil) && !slices.ContainsFunc(mv.cands, func(c cand) bool { return c.kind == KindLocal }) {
+				c := cand{kind: KindLocal, key: "local", upstream: m.EngineName(), engine: m.EngineName(), region: r.cfg.Region, weight: 1, written: n, placed: here}
 				c.in, c.out, c.hasPrice = localPrice(tab, m.ID)
 				r.locate(tab, &c)
 				add(c)

@@ -142,7 +142,7 @@ func TestNearestLandsOnTheClosestPoP(t *testing.T) {
 	}
 }
 
-func TestLocalIsACandidateOnlyWhenPlacedAndReady(t *testing.T) {
+func TestLocalIsATargetWhenPlacedAndReady(t *testing.T) {
 	h := newHarness(t, "edge-eu", "eu-west", fleet())
 	p := h.plan(Request{Model: "tiny", Client: dublin, HasClient: true})
 	if reasons(p.Excluded)["local"] != ReasonNotReady {
@@ -152,12 +152,65 @@ func TestLocalIsACandidateOnlyWhenPlacedAndReady(t *testing.T) {
 	if got := keys(h.plan(Request{Model: "tiny", Client: dublin, HasClient: true}).Targets); got[0] != "local" {
 		t.Fatalf("plan %v", got)
 	}
-	// On the US edge, where it is not placed, there is no local candidate.
+	// On the US edge, where it is not placed and the engine does not
+	// have it, there is no local candidate.
 	h2 := newHarness(t, "edge-us", "us-east", fleet())
-	h2.local.ready["tiny"] = true
 	p = h2.plan(Request{Model: "tiny"})
 	if slices.Contains(keys(p.Targets), "local") || reasons(p.Excluded)["local"] != "" {
 		t.Fatalf("unplaced local in plan: %v %v", keys(p.Targets), reasons(p.Excluded))
+	}
+}
+
+// TestLeavingCopies: make before break. A node the table no longer
+// places a model on, which still has it ready, serves while no placed
+// copy is ready, and is left out (not placed) once one is; residency
+// still applies to it.
+func TestLeavingCopies(t *testing.T) {
+	h := newHarness(t, "edge-us", "us-east", fleet(), func(tb *table.Table) {
+		tb.Nodes = append(tb.Nodes, table.Node{ID: "edge-eu2", Region: "eu-west"})
+		// tiny moved from edge-eu2 to edge-ap; edge-eu is down.
+		tb.Placements = []table.Placement{{Model: "tiny", Node: "edge-ap"}}
+		tb.Routes = slices.DeleteFunc(tb.Routes, func(r table.Route) bool { return r.Model == "tiny" })
+	})
+	// The new copy loads: the old one serves.
+	h.members(alive("edge-ap", "ap-south"), alive("edge-eu2", "eu-west", "tiny"))
+	p := h.plan(Request{Model: "tiny"})
+	if got := keys(p.Targets); !slices.Equal(got, []string{"peer/edge-eu2"}) || !p.Targets[0].Leaving {
+		t.Fatalf("while the new copy loads: targets %v %+v, excluded %v", got, p.Targets, reasons(p.Excluded))
+	}
+	if r := reasons(p.Excluded)["peer/edge-ap"]; r != ReasonNotReady {
+		t.Errorf("the loading copy: %q", r)
+	}
+	// Residency holds for a leaving copy too.
+	if p := h.plan(Request{Model: "tiny", AllowedRegions: []string{"ap-south"}}); len(p.Targets) != 0 || reasons(p.Excluded)["peer/edge-eu2"] != ReasonResidency {
+		t.Errorf("leaving copy outside the allowed regions: targets %v excluded %v", keys(p.Targets), reasons(p.Excluded))
+	}
+	// The new copy is ready: the old one is left out.
+	h.members(alive("edge-ap", "ap-south", "tiny"), alive("edge-eu2", "eu-west", "tiny"))
+	p = h.plan(Request{Model: "tiny"})
+	if got := keys(p.Targets); !slices.Equal(got, []string{"peer/edge-ap"}) || p.Targets[0].Leaving {
+		t.Fatalf("once the new copy is ready: targets %v", got)
+	}
+	if r := reasons(p.Excluded)["peer/edge-eu2"]; r != ReasonNotPlaced {
+		t.Errorf("the old copy once the new one is ready: %q", r)
+	}
+	// This node's own engine, leaving: it serves its clients until a
+	// placed copy is ready, then they go there.
+	h.local.ready["tiny"] = true
+	h.members(alive("edge-ap", "ap-south"))
+	if got := keys(h.plan(Request{Model: "tiny"}).Targets); !slices.Equal(got, []string{"local"}) {
+		t.Fatalf("local leaving copy while the new one loads: %v", got)
+	}
+	h.members(alive("edge-ap", "ap-south", "tiny"))
+	p = h.plan(Request{Model: "tiny"})
+	if got := keys(p.Targets); !slices.Equal(got, []string{"peer/edge-ap"}) || reasons(p.Excluded)["local"] != ReasonNotPlaced {
+		t.Fatalf("local leaving copy once the new one is ready: targets %v excluded %v", got, reasons(p.Excluded))
+	}
+	// A forwarded request still lands on the leaving copy here: it may
+	// not hop on to the ready one.
+	p = h.plan(Request{Model: "tiny", Forwarded: true})
+	if got := keys(p.Targets); !slices.Equal(got, []string{"local"}) {
+		t.Fatalf("forwarded to the leaving copy: targets %v excluded %v", got, reasons(p.Excluded))
 	}
 }
 
@@ -170,9 +223,9 @@ func TestPeerHealthExclusions(t *testing.T) {
 	dead.Alive = false
 	draining := alive("edge-eu2", "eu-west", "tiny")
 	draining.Draining = true
-	h.members(alive("edge-eu", "eu-west"), dead, draining, alive("edge-rogue", "eu-west", "tiny"))
+	h.members(alive("edge-eu", "eu-west"), dead, draining)
 	got := reasons(h.plan(Request{Model: "tiny"}).Excluded)
-	want := map[string]string{"peer/edge-eu": ReasonNotReady, "peer/edge-ap": ReasonDead, "peer/edge-eu2": ReasonDraining, "peer/edge-rogue": ReasonNotPlaced}
+	want := map[string]string{"peer/edge-eu": ReasonNotReady, "peer/edge-ap": ReasonDead, "peer/edge-eu2": ReasonDraining}
 	for k, v := range want {
 		if got[k] != v {
 			t.Errorf("%s: reason %q, want %q (all: %v)", k, got[k], v, got)

@@ -67,8 +67,8 @@ func (s site) location() string { return fmt.Sprintf("%g,%g", s.lat, s.lon) }
 type mesh struct {
 	control *controltest.Cluster
 	leader  *controltest.Member
-	// a, b and c are the edges in eu-west, us-east and ap-south; only a
-	// runs an engine, when there is an Ollama to run.
+	// a, b and c are the edges in eu-west, us-east and ap-south; a and
+	// b run an engine, when there is an Ollama to run.
 	a, b, c *edge
 	edges   []*edge
 	// upstreams are the mock providers by provider ID.
@@ -218,7 +218,17 @@ func startMesh(t *testing.T) *mesh {
 		c.Local.NumThread = 1
 		c.Local.NumParallel, c.Local.Queue = 2, 16
 	})
-	m.b = m.startEdge(t, "edge-b", virginia.region, certs, []string{m.a.node.Gossip().Addr()}, nil)
+	// B runs an engine too, so that a placement can move from A to B.
+	m.b = m.startEdge(t, "edge-b", virginia.region, certs, []string{m.a.node.Gossip().Addr()}, func(c *config.Config) {
+		if bin == "" {
+			return
+		}
+		c.Local = engine.Default()
+		c.Local.Enabled, c.Local.Binary = true, bin
+		c.Local.DataDir = filepath.Join(dir, "ollama-b")
+		c.Local.NumThread = 1
+		c.Local.NumParallel, c.Local.Queue = 2, 16
+	})
 	m.c = m.startEdge(t, "edge-c", mumbai.region, certs, []string{m.a.node.Gossip().Addr(), m.b.node.Gossip().Addr()}, nil)
 	m.edges = []*edge{m.a, m.b, m.c}
 

@@ -7,6 +7,7 @@ import "testing"
 func TestMesh(t *testing.T) {
 	m := startMesh(t)
 	t.Run("placement", func(t *testing.T) { testPlacement(t, m) })
+	t.Run("move", func(t *testing.T) { testMove(t, m) })
 	t.Run("nearest", func(t *testing.T) { testNearest(t, m) })
 	t.Run("residency", func(t *testing.T) { testResidency(t, m) })
 	t.Run("breaker", func(t *testing.T) { testBreaker(t, m) })
