@@ -18,7 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	mrand "math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -29,6 +28,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	tablev1 "github.com/meridian-mesh/meridian/proto/table/v1"
+	"github.com/meridian-mesh/meridian/shared/backoff"
 	"github.com/meridian-mesh/meridian/shared/table"
 	"github.com/meridian-mesh/meridian/shared/tablewire"
 )
@@ -290,7 +290,7 @@ func (s *Syncer) run(ctx context.Context) {
 		case <-s.reportTimer.C:
 			s.report()
 			s.reportSoon = false
-			s.reportTimer.Reset(jitter(s.cfg.ReportInterval, 0.2))
+			s.reportTimer.Reset(backoff.Spread(s.cfg.ReportInterval, 0.2))
 		}
 		if s.needSnapshot && !s.cfg.Now().Before(s.nextSnapshot) {
 			s.fetchSnapshot()
@@ -337,7 +337,7 @@ func (s *Syncer) handle(m *nats.Msg) {
 				// slowly: it is likely rejected again.
 				s.needSnapshot, s.nextSnapshot = true, time.Time{}
 				if hb.GetRevision() == s.st.RejectedRevision {
-					s.nextSnapshot = now.Add(jitter(s.cfg.RetryMax, 0.2))
+					s.nextSnapshot = now.Add(backoff.Spread(s.cfg.RetryMax, 0.2))
 				}
 			}
 		} else {
@@ -411,7 +411,7 @@ func (s *Syncer) fetchSnapshot() {
 	}
 	if err != nil {
 		s.m.snapshots.WithLabelValues("error").Inc()
-		s.nextSnapshot = s.cfg.Now().Add(jitter(s.retry, 0.5))
+		s.nextSnapshot = s.cfg.Now().Add(backoff.Spread(s.retry, 0.5))
 		s.retry = min(2*s.retry, s.cfg.RetryMax)
 		s.log.Debug("snapshot failed; retrying", "err", err, "in", s.retry)
 		return
@@ -529,7 +529,7 @@ func (s *Syncer) scheduleReport() {
 		default:
 		}
 	}
-	s.reportTimer.Reset(jitter(min(reportDelay, s.cfg.ReportInterval), 0.5))
+	s.reportTimer.Reset(backoff.Spread(min(reportDelay, s.cfg.ReportInterval), 0.5))
 }
 
 // ReadyGap is the least time between two reports that ReportReady
@@ -648,11 +648,6 @@ func (s *Syncer) writeCacheLoop(ctx context.Context) {
 			}
 		}
 	}
-}
-
-// jitter returns d ± up to frac of d.
-func jitter(d time.Duration, frac float64) time.Duration {
-	return d + time.Duration((mrand.Float64()*2-1)*frac*float64(d))
 }
 
 func b2f(b bool) float64 {

@@ -2,18 +2,17 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"net/http"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/meridian-mesh/meridian/shared/backoff"
 	"github.com/meridian-mesh/meridian/shared/tablewire"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -316,11 +315,10 @@ func discover(ctx context.Context, cfg Config, serverTLS *tls.Config, client *ht
 			cancel()
 		}
 		logger.Info("waiting for voters", "found", len(found), "expect", cfg.BootstrapExpect)
-		j, _ := rand.Int(rand.Reader, big.NewInt(int64(500*time.Millisecond)))
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-time.After(500*time.Millisecond + time.Duration(j.Int64())):
+		case <-time.After(backoff.Between(500*time.Millisecond, time.Second)):
 		}
 	}
 	var peers []cluster.Peer
