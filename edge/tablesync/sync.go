@@ -484,7 +484,7 @@ func (s *Syncer) install(t *tablev1.RoutingTable, source string, size int) error
 	if err := s.cfg.Apply(tab); err != nil {
 		return fmt.Errorf("%w: %w", tablewire.ErrInvalid, err)
 	}
-	if len(unusable) > 0 && !slicesEqual(unusable, s.st.Unusable) {
+	if len(unusable) > 0 && !slices.Equal(unusable, s.st.Unusable) {
 		s.log.Warn("providers unusable on this edge", "providers", unusable)
 	}
 	s.cur, s.curSize = t, size
@@ -655,35 +655,4 @@ func b2f(b bool) float64 {
 		return 1
 	}
 	return 0
-}
-
-func slicesEqual(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
-// Servers returns the NATS servers the client knows, configured and
-// discovered.
-func (s *Syncer) Servers() []string {
-	if s.nc == nil {
-		return nil
-	}
-	return s.nc.Servers()
-}
-
-// CachedRevision returns the revision of the table kept at path, or 0
-// when there is none or it is damaged.
-func CachedRevision(path string) uint64 {
-	t, err := readCache(path, tablewire.DefaultMaxBytes)
-	if err != nil {
-		return 0
-	}
-	return t.GetRevision()
 }
