@@ -27,7 +27,7 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 
 // baseConfig is the shipped default (LAN profile) on loopback, port 0.
 func baseConfig(id string) Config {
-	c := Default()
+	c := DefaultConfig()
 	c.NodeID = id
 	c.Region = "eu-west"
 	c.QUICAddr = "127.0.0.1:4433"
@@ -110,8 +110,8 @@ func TestConfigValidate(t *testing.T) {
 	if err := good.Validate(); err != nil {
 		t.Fatalf("good config: %v", err)
 	}
-	if err := Default().Validate(); !errors.Is(err, ErrInvalidConfig) {
-		t.Fatalf("Default() alone must be rejected (no identity), got %v", err)
+	if err := DefaultConfig().Validate(); !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("DefaultConfig() alone must be rejected (no identity), got %v", err)
 	}
 	for name, mut := range map[string]func(*Config){
 		"no advertise":  func(c *Config) { c.AdvertiseAddr = "" },

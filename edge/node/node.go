@@ -175,7 +175,7 @@ func newGossip(cfg config.Config, log *slog.Logger) (*gossip.Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gossip.bind: %w", err)
 	}
-	gc := gossip.Default()
+	gc := gossip.DefaultConfig()
 	gc.NodeID, gc.Region, gc.QUICAddr = cfg.NodeID, cfg.Region, cfg.Gossip.QUICAddr
 	gc.Profile = gossip.Profile(cfg.Gossip.Profile)
 	gc.Label = cfg.Gossip.Cluster

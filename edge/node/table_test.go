@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -26,6 +25,7 @@ import (
 	"github.com/meridian-mesh/meridian/control/natsd"
 	"github.com/meridian-mesh/meridian/control/publish"
 	"github.com/meridian-mesh/meridian/edge/config"
+	"github.com/meridian-mesh/meridian/edge/tablesync"
 	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
 )
 
@@ -160,9 +160,7 @@ func TestEdgeFollowsControlPlane(t *testing.T) {
 		resp, _ := get(t, m.url+"/healthz")
 		return resp.Header.Get(HeaderTableRevision) == strconv.FormatUint(rev, 10)+"; stale"
 	})
-	// The cache is renamed into place whole; the restart below checks
-	// that it holds rev.
-	m.waitFor("the table on disk", func() bool { _, err := os.Stat(cache); return err == nil })
+	m.waitFor("the table on disk", func() bool { return tablesync.CachedRevision(cache) == rev })
 	m.stop()
 	<-m.stopped
 	m.stopped <- nil // for the cleanup

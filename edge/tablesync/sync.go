@@ -656,3 +656,24 @@ func b2f(b bool) float64 {
 	}
 	return 0
 }
+
+// Servers returns the NATS servers the client knows, configured and
+// discovered. control/publish's tests use it, which is why it is not in
+// a _test.go file.
+func (s *Syncer) Servers() []string {
+	if s.nc == nil {
+		return nil
+	}
+	return s.nc.Servers()
+}
+
+// CachedRevision returns the revision of the table kept at path, or 0
+// when there is none or it is damaged. Tests here, in edge/node and in
+// control/publish use it to see what an edge persisted.
+func CachedRevision(path string) uint64 {
+	t, err := readCache(path, tablewire.DefaultMaxBytes)
+	if err != nil {
+		return 0
+	}
+	return t.GetRevision()
+}

@@ -227,7 +227,7 @@ func TestDeltasGapsAndStaleness(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 		return g.revision() == 9
 	})
-	wait.For(t, 5*time.Second, "the table on disk", func() bool { return cachedRevision(s.cfg.CachePath) == 9 })
+	wait.For(t, 5*time.Second, "the table on disk", func() bool { return CachedRevision(s.cfg.CachePath) == 9 })
 }
 
 func deadURL(t *testing.T) string {
@@ -466,14 +466,4 @@ func TestReadyModelsReported(t *testing.T) {
 	if n, _ := last(); n-before > 2 {
 		t.Fatalf("50 changes sent %d reports; want at most 2", n-before)
 	}
-}
-
-// cachedRevision returns the revision of the table kept at path, or 0
-// when there is none or it is damaged.
-func cachedRevision(path string) uint64 {
-	t, err := readCache(path, tablewire.DefaultMaxBytes)
-	if err != nil {
-		return 0
-	}
-	return t.GetRevision()
 }
