@@ -163,7 +163,7 @@ func TestDetectionBound(t *testing.T) {
 }
 
 // TestConvergenceAndDissemination runs 30 nodes with the profile the edge
-// ships (Default: LAN, RetransmitMult 8, GossipInterval 100 ms) and checks that every node sees
+// ships (DefaultConfig: LAN, RetransmitMult 8, GossipInterval 100 ms) and checks that every node sees
 // every other, then that metadata and broadcast changes reach every single
 // node (no stragglers) within 1 s.
 func TestConvergenceAndDissemination(t *testing.T) {
