@@ -13,7 +13,7 @@ import (
 // matching memberlist default and then applies the overrides in Config.
 type Profile string
 
-// The profiles. The edge ships ProfileLAN (see Default).
+// The profiles. The edge ships ProfileLAN (see DefaultConfig).
 const (
 	// ProfileLAN starts from memberlist.DefaultLANConfig.
 	ProfileLAN Profile = "lan"
