@@ -22,14 +22,12 @@ package api
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net/http"
 	"slices"
 	"strconv"
@@ -42,6 +40,7 @@ import (
 	"github.com/meridian-mesh/meridian/control/cluster"
 	"github.com/meridian-mesh/meridian/control/fsm"
 	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
+	"github.com/meridian-mesh/meridian/shared/backoff"
 	"github.com/meridian-mesh/meridian/shared/table"
 )
 
@@ -341,7 +340,7 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request) bool {
 		wait = min(wait, s.cfg.MaxWait)
 		// Jitter spreads the wake-ups of many watchers that timed out
 		// together.
-		wait += randDuration(wait / 16)
+		wait = backoff.Between(wait, wait+wait/16)
 		s.block(r.Context(), idx, wait)
 	}
 	if _, ok := q["consistent"]; !ok {
@@ -399,7 +398,7 @@ func (s *Server) hold(ctx context.Context, deadline time.Time, changed <-chan st
 	}
 	s.held.Add(1)
 	defer s.held.Add(-1)
-	d := s.cfg.HoldRetry + randDuration(s.cfg.HoldRetry)
+	d := backoff.Between(s.cfg.HoldRetry, 2*s.cfg.HoldRetry)
 	d = min(d, time.Until(deadline)+time.Millisecond)
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -418,21 +417,13 @@ func (s *Server) hold(ctx context.Context, deadline time.Time, changed <-chan st
 	if spread <= 0 {
 		return true
 	}
-	t.Reset(randDuration(spread))
+	t.Reset(backoff.Between(0, spread))
 	select {
 	case <-t.C:
 		return true
 	case <-ctx.Done():
 		return false
 	}
-}
-
-func randDuration(d time.Duration) time.Duration {
-	if d <= 0 {
-		return 0
-	}
-	j, _ := rand.Int(rand.Reader, big.NewInt(int64(d)))
-	return time.Duration(j.Int64())
 }
 
 // forward sends the request to the leader and copies its answer back. It

@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -33,6 +32,7 @@ import (
 
 	"github.com/meridian-mesh/meridian/control/fsm"
 	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
+	"github.com/meridian-mesh/meridian/shared/backoff"
 )
 
 // Errors from Apply and the membership calls.
@@ -578,7 +578,7 @@ func (n *Node) Close() error {
 // node's API address so followers can forward to it.
 func (n *Node) leaderLoop() {
 	defer n.done.Done()
-	tick := time.NewTimer(jitter(time.Second))
+	tick := time.NewTimer(backoff.Between(time.Second, time.Second+time.Second/4))
 	defer tick.Stop()
 	for {
 		select {
@@ -601,7 +601,7 @@ func (n *Node) leaderLoop() {
 				n.ensureIdentity()
 				n.ensureMember()
 			}
-			tick.Reset(jitter(time.Second))
+			tick.Reset(backoff.Between(time.Second, time.Second+time.Second/4))
 		}
 	}
 }
@@ -666,12 +666,6 @@ func (n *Node) ensureMember() {
 			return
 		}
 	}
-}
-
-// jitter returns d plus up to 25%.
-func jitter(d time.Duration) time.Duration {
-	j, _ := rand.Int(rand.Reader, big.NewInt(int64(d/4)+1))
-	return d + time.Duration(j.Int64())
 }
 
 // raftFSM adapts the FSM to raft's interface.

@@ -13,11 +13,9 @@ package publish
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/big"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +27,7 @@ import (
 
 	"github.com/meridian-mesh/meridian/control/compile"
 	tablev1 "github.com/meridian-mesh/meridian/proto/table/v1"
+	"github.com/meridian-mesh/meridian/shared/backoff"
 	"github.com/meridian-mesh/meridian/shared/tablewire"
 )
 
@@ -136,7 +135,8 @@ func (p *Publisher) Run(ctx context.Context) error {
 			if leader && published != nil {
 				p.heartbeat(published)
 			}
-			hb.Reset(jitter(p.cfg.HeartbeatInterval))
+			// Up to 10% early, so a heartbeat is never late because of it.
+			hb.Reset(backoff.Between(p.cfg.HeartbeatInterval-p.cfg.HeartbeatInterval/10, p.cfg.HeartbeatInterval))
 		}
 	}
 }
@@ -286,13 +286,6 @@ func (p *Publisher) Table() *tablev1.RoutingTable {
 		return g.table
 	}
 	return nil
-}
-
-// jitter returns d minus up to 10%, so a heartbeat is never late because
-// of it.
-func jitter(d time.Duration) time.Duration {
-	j, _ := rand.Int(rand.Reader, big.NewInt(int64(d/10)+1))
-	return d - time.Duration(j.Int64())
 }
 
 func b2f(b bool) float64 {

@@ -258,8 +258,8 @@ func (g *Gossip) validate() error {
 	return err
 }
 
-// Default returns the configuration used where nothing is set.
-func Default() Config {
+// DefaultConfig returns the configuration used where nothing is set.
+func DefaultConfig() Config {
 	host, err := os.Hostname()
 	if err != nil || host == "" {
 		host = "edge"
@@ -278,7 +278,7 @@ func Default() Config {
 		LogLevel:           "info",
 		LogFormat:          "json",
 		Gossip:             Gossip{Bind: "0.0.0.0:7946", Cluster: "meridian", Profile: "lan"},
-		Local:              engine.Default(),
+		Local:              engine.DefaultConfig(),
 		Link:               DefaultLink(),
 		Control:            DefaultControl(),
 		Geo:                geo.DefaultConfig(),
@@ -374,7 +374,7 @@ func (c *Config) Validate() error {
 // (getenv, usually os.Getenv) and validates the result. An error names
 // the file and the field. An empty path loads no file.
 func Load(path string, getenv func(string) string) (Config, error) {
-	c := Default()
+	c := DefaultConfig()
 	if path != "" {
 		f, err := os.Open(path)
 		if err != nil {

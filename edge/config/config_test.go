@@ -54,7 +54,7 @@ func TestLoad(t *testing.T) {
 	if c.Region != "us-east" {
 		t.Fatalf("env override not applied: region = %q", c.Region)
 	}
-	if c.DrainTimeout != Default().DrainTimeout {
+	if c.DrainTimeout != DefaultConfig().DrainTimeout {
 		t.Fatal("defaults lost for fields the file does not set")
 	}
 	p := c.Table.Providers[0]
@@ -249,7 +249,7 @@ func TestAuthModeValidation(t *testing.T) {
 			t.Errorf("%s: err = %v, want a field error on auth", name, err)
 		}
 	}
-	c := Default()
+	c := DefaultConfig()
 	c.Auth = "sometimes"
 	var fe *table.FieldError
 	if err := c.Validate(); !errors.As(err, &fe) || fe.Field != "auth" || !strings.Contains(fe.Msg, `"sometimes"`) {

@@ -48,7 +48,7 @@ control:
 		"bad table key":    func(c *Control) { c.TablePublicKey = "ed25519:c2hvcnQ=" },
 		"rsa table key":    func(c *Control) { c.TablePublicKeys = []string{"rsa:AAAA"} },
 	} {
-		cfg := Default()
+		cfg := DefaultConfig()
 		cfg.Control.NATSURLs = []string{"nats://127.0.0.1:4222"}
 		cfg.Control.TablePublicKey = "ed25519:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
 		cfg.Control.Token = table.Secret("token-0123456789")

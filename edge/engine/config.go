@@ -81,8 +81,8 @@ type Model struct {
 	Pull bool `yaml:"pull"`
 }
 
-// Default returns the engine defaults (disabled).
-func Default() Config {
+// DefaultConfig returns the engine defaults (disabled).
+func DefaultConfig() Config {
 	return Config{
 		Binary:            "ollama",
 		DataDir:           ".meridian/ollama",

@@ -42,6 +42,7 @@ import (
 	"github.com/meridian-mesh/meridian/edge/provider"
 	"github.com/meridian-mesh/meridian/edge/provider/ollama"
 	"github.com/meridian-mesh/meridian/edge/provider/openai"
+	"github.com/meridian-mesh/meridian/shared/backoff"
 	"github.com/meridian-mesh/meridian/shared/table"
 	"github.com/ollama/ollama/api"
 )
@@ -186,7 +187,8 @@ func (e *Engine) Stop() {
 // servers die young, and resets after a server ran for a minute.
 func (e *Engine) supervise(ctx context.Context) {
 	const settled = time.Minute
-	backoff := e.cfg.RestartBackoff
+	policy := backoff.Policy{Base: e.cfg.RestartBackoff, Max: e.cfg.MaxRestartBackoff}
+	attempt := 0
 	for first := true; ; first = false {
 		if !first {
 			e.restarts.Add(1)
@@ -209,13 +211,14 @@ func (e *Engine) supervise(ctx context.Context) {
 			return
 		}
 		if time.Since(started) > settled {
-			backoff = e.cfg.RestartBackoff
+			attempt = 0
 		}
-		e.log.Error("local engine: restarting ollama", "err", err, "retry_in", backoff)
-		if !sleep(ctx, backoff) {
+		wait := policy.Delay(attempt)
+		attempt++
+		e.log.Error("local engine: restarting ollama", "err", err, "retry_in", wait)
+		if !sleep(ctx, wait) {
 			return
 		}
-		backoff = min(backoff*2, e.cfg.MaxRestartBackoff)
 	}
 }
 
@@ -249,8 +252,9 @@ func (e *Engine) attach(ctx context.Context) {
 		e.log.Error("local engine", "err", err)
 		return
 	}
-	backoff := e.cfg.RestartBackoff
-	for ctx.Err() == nil {
+	policy := backoff.Policy{Base: e.cfg.RestartBackoff, Max: e.cfg.MaxRestartBackoff}
+	for attempt := 0; ctx.Err() == nil; attempt++ {
+		wait := policy.Delay(attempt)
 		if err := c.client.Heartbeat(ctx); err == nil {
 			// Only now, so that the reconciler does not fail the models
 			// on an Ollama still starting.
@@ -259,12 +263,11 @@ func (e *Engine) attach(ctx context.Context) {
 			e.kick()
 			break
 		} else if ctx.Err() == nil {
-			e.log.Warn("local engine: ollama not answering yet", "url", e.cfg.URL, "err", err, "retry_in", backoff)
+			e.log.Warn("local engine: ollama not answering yet", "url", e.cfg.URL, "err", err, "retry_in", wait)
 		}
-		if !sleep(ctx, backoff) {
+		if !sleep(ctx, wait) {
 			break
 		}
-		backoff = min(backoff*2, e.cfg.MaxRestartBackoff)
 	}
 	<-ctx.Done()
 	e.conn.Store(nil)

@@ -101,7 +101,7 @@ func TestLocalEngine(t *testing.T) {
 	repeat := enginetest.Model(t, dir, "repeat", tinygguf.VariantRepeat)
 	wrongCount, truncated, random := corrupt(t, dir, tiny)
 
-	cfg := Default()
+	cfg := DefaultConfig()
 	cfg.Enabled = true
 	cfg.Binary = bin
 	cfg.DataDir = filepath.Join(dir, "ollama")
@@ -296,7 +296,7 @@ func TestLocalEngine(t *testing.T) {
 	})
 
 	t.Run("attach to a running Ollama", func(t *testing.T) {
-		acfg := Default()
+		acfg := DefaultConfig()
 		acfg.Enabled, acfg.URL, acfg.DataDir = true, e.URL(), filepath.Join(dir, "attached")
 		acfg.Models = []Model{{Name: "tiny", GGUF: tiny, Quantize: "q8_0"}}
 		a, err := New(acfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -424,7 +424,7 @@ func TestRecreateOnChange(t *testing.T) {
 	dir := t.TempDir()
 	tiny := enginetest.Model(t, dir, "tiny", tinygguf.VariantChain)
 	level := func(quantize string) string {
-		cfg := Default()
+		cfg := DefaultConfig()
 		cfg.Enabled, cfg.Binary, cfg.DataDir = true, bin, filepath.Join(dir, "ollama")
 		cfg.Models = []Model{{Name: "tiny", GGUF: tiny, Quantize: quantize}}
 		e, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))

@@ -27,7 +27,7 @@ import (
 // TestPlaceStates: Place updates the models' states at once, before any
 // Ollama is involved.
 func TestPlaceStates(t *testing.T) {
-	cfg := Default()
+	cfg := DefaultConfig()
 	cfg.Enabled, cfg.URL, cfg.DataDir = true, "http://127.0.0.1:1", t.TempDir()
 	cfg.HandoffTimeout = 0 // removed means gone at once; TestHandoff has the rest
 	cfg.Models = []Model{{Name: "a", GGUF: "a.gguf"}, {Name: "b", GGUF: "b.gguf"}}
@@ -88,7 +88,7 @@ func TestPlaceStates(t *testing.T) {
 // given and what is placed.
 func TestNextStep(t *testing.T) {
 	a, a8, b := Model{Name: "a", GGUF: "a.gguf"}, Model{Name: "a", GGUF: "a.gguf", Quantize: "q8_0"}, Model{Name: "b", Pull: true}
-	cfg := Default()
+	cfg := DefaultConfig()
 	cfg.Enabled, cfg.URL, cfg.DataDir = true, "http://127.0.0.1:1", t.TempDir()
 	cfg.HandoffTimeout = 0 // removed means gone at once; TestHandoff has the rest
 	for _, tc := range []struct {
@@ -151,7 +151,7 @@ func TestPlace(t *testing.T) {
 	dir := t.TempDir()
 	tiny := enginetest.Model(t, dir, "tiny", tinygguf.VariantChain)
 
-	cfg := Default()
+	cfg := DefaultConfig()
 	cfg.Enabled, cfg.Binary, cfg.DataDir = true, bin, filepath.Join(dir, "ollama")
 	cfg.NumThread = 1
 	cfg.HandoffTimeout = 0 // removed means gone at once; TestHandoff has the rest
@@ -486,7 +486,7 @@ func TestReconcileOrder(t *testing.T) {
 	dir := t.TempDir()
 	gguf := enginetest.Model(t, dir, "tiny", tinygguf.VariantChain)
 	m := func(name string) Model { return Model{Name: name, GGUF: gguf} }
-	cfg := Default()
+	cfg := DefaultConfig()
 	cfg.Enabled, cfg.URL, cfg.DataDir = true, base, filepath.Join(dir, "state")
 	cfg.HandoffTimeout = 0 // removed means gone at once; TestHandoff has the rest
 	e, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))

@@ -74,7 +74,7 @@ func TestEngineChild(t *testing.T) {
 	if dir == "" {
 		t.Skip("the child process of TestOllamaDiesWithItsEdge")
 	}
-	cfg := Default()
+	cfg := DefaultConfig()
 	cfg.Enabled, cfg.Binary, cfg.DataDir, cfg.NumThread = true, os.Getenv(childDir+"_BIN"), filepath.Join(dir, "ollama"), 1
 	cfg.Models = []Model{{Name: "tiny", GGUF: os.Getenv(childDir + "_GGUF")}}
 	e, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))

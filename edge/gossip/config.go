@@ -13,7 +13,7 @@ import (
 // matching memberlist default and then applies the overrides in Config.
 type Profile string
 
-// The profiles. The edge ships ProfileLAN (see Default).
+// The profiles. The edge ships ProfileLAN (see DefaultConfig).
 const (
 	// ProfileLAN starts from memberlist.DefaultLANConfig.
 	ProfileLAN Profile = "lan"
@@ -136,10 +136,10 @@ const (
 	MaxQUICAddrLen = 64
 )
 
-// Default returns the configuration the edge ships: the LAN profile with
+// DefaultConfig returns the configuration the edge ships: the LAN profile with
 // DefaultRetransmitMult and DefaultGossipInterval, a 30 s rejoin and bounded waits. NodeID,
 // AdvertiseAddr and Keys must still be set.
-func Default() Config {
+func DefaultConfig() Config {
 	return Config{
 		Profile:        ProfileLAN,
 		Label:          "meridian",

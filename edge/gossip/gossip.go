@@ -21,7 +21,6 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"slices"
@@ -32,6 +31,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"github.com/meridian-mesh/meridian/shared/backoff"
 )
 
 // Sentinel errors.
@@ -492,7 +492,7 @@ func (n *Node) refresh() {
 func (n *Node) rejoinLoop() {
 	defer n.wg.Done()
 	for {
-		d := time.Duration(float64(n.cfg.RejoinInterval) * (0.75 + 0.5*rand.Float64()))
+		d := backoff.Spread(n.cfg.RejoinInterval, 0.25)
 		t := time.NewTimer(d)
 		select {
 		case <-n.stop:

@@ -27,7 +27,7 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 
 // baseConfig is the shipped default (LAN profile) on loopback, port 0.
 func baseConfig(id string) Config {
-	c := Default()
+	c := DefaultConfig()
 	c.NodeID = id
 	c.Region = "eu-west"
 	c.QUICAddr = "127.0.0.1:4433"
@@ -110,8 +110,8 @@ func TestConfigValidate(t *testing.T) {
 	if err := good.Validate(); err != nil {
 		t.Fatalf("good config: %v", err)
 	}
-	if err := Default().Validate(); !errors.Is(err, ErrInvalidConfig) {
-		t.Fatalf("Default() alone must be rejected (no identity), got %v", err)
+	if err := DefaultConfig().Validate(); !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("DefaultConfig() alone must be rejected (no identity), got %v", err)
 	}
 	for name, mut := range map[string]func(*Config){
 		"no advertise":  func(c *Config) { c.AdvertiseAddr = "" },
@@ -163,7 +163,7 @@ func TestDetectionBound(t *testing.T) {
 }
 
 // TestConvergenceAndDissemination runs 30 nodes with the profile the edge
-// ships (Default: LAN, RetransmitMult 8, GossipInterval 100 ms) and checks that every node sees
+// ships (DefaultConfig: LAN, RetransmitMult 8, GossipInterval 100 ms) and checks that every node sees
 // every other, then that metadata and broadcast changes reach every single
 // node (no stragglers) within 1 s.
 func TestConvergenceAndDissemination(t *testing.T) {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"sync"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/meridian-mesh/meridian/edge/llm"
 	linkv1 "github.com/meridian-mesh/meridian/proto/link/v1"
+	"github.com/meridian-mesh/meridian/shared/backoff"
 	"github.com/quic-go/quic-go"
 )
 
@@ -540,9 +540,9 @@ func (p *peerState) watch(conn *quic.Conn) {
 // redial dials with jittered exponential backoff until it succeeds or
 // the peer is released.
 func (p *peerState) redial() {
-	backoff := p.t.cfg.RedialMin
-	for {
-		wait := backoff/2 + time.Duration(mrand.Int64N(int64(backoff)))
+	policy := backoff.Policy{Base: p.t.cfg.RedialMin, Max: p.t.cfg.RedialMax, Jitter: 0.5}
+	for attempt := 0; ; attempt++ {
+		wait := policy.Delay(attempt)
 		select {
 		case <-p.stop:
 			return
@@ -604,7 +604,6 @@ func (p *peerState) redial() {
 		}
 		p.lastErr = err
 		p.mu.Unlock()
-		backoff = min(2*backoff, p.t.cfg.RedialMax)
 	}
 }
 

@@ -5,9 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	mrand "math/rand/v2"
 	"time"
 
+	"github.com/meridian-mesh/meridian/shared/backoff"
 	"github.com/quic-go/quic-go"
 )
 
@@ -141,7 +141,7 @@ func (p *pinger) run(rtt func(time.Duration), dead func()) {
 	go func() {
 		// Each wait is jittered ±10 % so links dialled together do not
 		// ping in step.
-		iv := int64(p.cfg.PingInterval)
+		iv := p.cfg.PingInterval
 		t := time.NewTimer(0)
 		defer t.Stop()
 		for {
@@ -153,7 +153,7 @@ func (p *pinger) run(rtt func(time.Duration), dead func()) {
 			if err := p.ping(); err != nil {
 				return
 			}
-			t.Reset(time.Duration(iv - iv/10 + mrand.Int64N(iv/5+1)))
+			t.Reset(backoff.Spread(iv, 0.1))
 		}
 	}()
 	last := time.Now()

@@ -100,7 +100,7 @@ func newMesh(t testing.TB, edit func(*config.Config), waitReady bool) *testMesh 
 		others[kind] = kbase
 	}
 
-	cfg := config.Default()
+	cfg := config.DefaultConfig()
 	cfg.NodeID = "edge-test"
 	cfg.Listen = "127.0.0.1:0"
 	cfg.StreamKeepAlive = 50 * time.Millisecond

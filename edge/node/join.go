@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -26,6 +25,7 @@ import (
 
 	"github.com/meridian-mesh/meridian/edge/config"
 	"github.com/meridian-mesh/meridian/edge/tablesync"
+	"github.com/meridian-mesh/meridian/shared/backoff"
 	"github.com/meridian-mesh/meridian/shared/pki"
 )
 
@@ -416,7 +416,7 @@ func (id *identity) renewAt() time.Time {
 		issued = l.NotBefore
 	}
 	life := l.NotAfter.Sub(issued)
-	at := issued.Add(life/2 + time.Duration(rand.Int64N(int64(life/10)+1)))
+	at := issued.Add(backoff.Between(life/2, life/2+life/10))
 	return later(at, time.Now().Add(time.Second))
 }
 

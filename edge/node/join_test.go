@@ -31,7 +31,7 @@ import (
 // joinedEdge runs an edge that joins the fleet through the control API.
 func joinedEdge(t *testing.T, m *controltest.Member, node, token, dir string, opts ...func(*config.Config)) (*Node, error) {
 	t.Helper()
-	cfg := config.Default()
+	cfg := config.DefaultConfig()
 	cfg.NodeID, cfg.Region, cfg.Listen, cfg.Auth = node, "eu", "127.0.0.1:0", config.AuthNone
 	cfg.Control.NATSURLs = []string{m.NATSURL()}
 	cfg.Control.APIURL, cfg.Control.JoinToken = m.URL, table.Secret(token)

@@ -300,7 +300,7 @@ func TestLinkHopLimit(t *testing.T) {
 }
 
 func TestLinkConfigRefusesPeerWithoutLinks(t *testing.T) {
-	cfg := config.Default()
+	cfg := config.DefaultConfig()
 	cfg.Table = table.Table{
 		Providers: []table.Provider{{ID: "b", Kind: table.KindPeer, BaseURL: "meridian-link://127.0.0.1:7443/edge-b"}},
 		Models:    []table.Model{{ID: "m"}},

@@ -29,7 +29,7 @@ func startLocalMesh(t *testing.T, edit func(*config.Config)) *testMesh {
 	tiny := enginetest.Model(t, dir, "tiny", tinygguf.VariantChain)
 	repeat := enginetest.Model(t, dir, "repeat", tinygguf.VariantRepeat)
 	return startMesh(t, func(c *config.Config) {
-		c.Local = engine.Default()
+		c.Local = engine.DefaultConfig()
 		c.Local.Enabled = true
 		c.Local.Binary = bin
 		c.Local.DataDir = filepath.Join(dir, "ollama")
@@ -286,7 +286,7 @@ func TestLocalQueueFailover(t *testing.T) {
 func TestLocalNotReady(t *testing.T) {
 	dir := t.TempDir()
 	cfg := func(c *config.Config) {
-		c.Local = engine.Default()
+		c.Local = engine.DefaultConfig()
 		c.Local.Enabled = true
 		c.Local.Binary = "false" // starts, and exits at once
 		c.Local.DataDir = filepath.Join(dir, "ollama")
@@ -309,8 +309,8 @@ func TestLocalNotReady(t *testing.T) {
 }
 
 func TestLocalMissingBinary(t *testing.T) {
-	cfg := config.Default()
-	cfg.Local = engine.Default()
+	cfg := config.DefaultConfig()
+	cfg.Local = engine.DefaultConfig()
 	cfg.Local.Enabled, cfg.Local.Binary = true, filepath.Join(t.TempDir(), "no-such-ollama")
 	_, err := New(cfg, nil)
 	if err == nil || !strings.Contains(err.Error(), "local.binary") || !strings.Contains(err.Error(), "make ollama") {

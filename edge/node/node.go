@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"strconv"
@@ -31,6 +30,7 @@ import (
 	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/edge/metrics"
 	"github.com/meridian-mesh/meridian/edge/tablesync"
+	"github.com/meridian-mesh/meridian/shared/backoff"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -175,7 +175,7 @@ func newGossip(cfg config.Config, log *slog.Logger) (*gossip.Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gossip.bind: %w", err)
 	}
-	gc := gossip.Default()
+	gc := gossip.DefaultConfig()
 	gc.NodeID, gc.Region, gc.QUICAddr = cfg.NodeID, cfg.Region, cfg.Gossip.QUICAddr
 	gc.Profile = gossip.Profile(cfg.Gossip.Profile)
 	gc.Label = cfg.Gossip.Cluster
@@ -203,7 +203,7 @@ func (n *Node) publishTable() {
 func (n *Node) reportLoad(stop <-chan struct{}) {
 	var last gossip.Load
 	for first := true; ; first = false {
-		d := 2*time.Second + time.Duration(mrand.Int64N(int64(time.Second)))
+		d := backoff.Between(2*time.Second, 3*time.Second)
 		select {
 		case <-stop:
 			return

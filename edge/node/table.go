@@ -154,14 +154,6 @@ func (n *Node) startTable(ctx context.Context) (stop func(), err error) {
 	return n.sync.Close, nil
 }
 
-// TableStatus returns the edge's view of its routing table.
-func (n *Node) TableStatus() tablesync.Status {
-	if n.sync == nil {
-		return tablesync.Status{Revision: n.gw.Table().Revision(), Source: tablesync.SourceConfig}
-	}
-	return n.sync.Status()
-}
-
 // tableRevisionHeader is the value of HeaderTableRevision.
 // tab is the request's table (its snapshot), so the header names the
 // revision that served it.
@@ -182,7 +174,3 @@ type registerer struct{ register func(...prometheus.Collector) }
 func (r registerer) Register(c prometheus.Collector) error   { r.register(c); return nil }
 func (r registerer) MustRegister(cs ...prometheus.Collector) { r.register(cs...) }
 func (r registerer) Unregister(prometheus.Collector) bool    { return false }
-
-// cacheRevision returns the revision of the table kept at path, 0 when
-// none.
-func cacheRevision(path string) uint64 { return tablesync.CachedRevision(path) }

@@ -25,6 +25,7 @@ import (
 	"github.com/meridian-mesh/meridian/control/natsd"
 	"github.com/meridian-mesh/meridian/control/publish"
 	"github.com/meridian-mesh/meridian/edge/config"
+	"github.com/meridian-mesh/meridian/edge/tablesync"
 	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
 )
 
@@ -159,7 +160,7 @@ func TestEdgeFollowsControlPlane(t *testing.T) {
 		resp, _ := get(t, m.url+"/healthz")
 		return resp.Header.Get(HeaderTableRevision) == strconv.FormatUint(rev, 10)+"; stale"
 	})
-	m.waitFor("the table on disk", func() bool { return cacheRevision(cache) == rev })
+	m.waitFor("the table on disk", func() bool { return tablesync.CachedRevision(cache) == rev })
 	m.stop()
 	<-m.stopped
 	m.stopped <- nil // for the cleanup

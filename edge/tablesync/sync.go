@@ -18,7 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	mrand "math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -29,6 +28,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	tablev1 "github.com/meridian-mesh/meridian/proto/table/v1"
+	"github.com/meridian-mesh/meridian/shared/backoff"
 	"github.com/meridian-mesh/meridian/shared/table"
 	"github.com/meridian-mesh/meridian/shared/tablewire"
 )
@@ -290,7 +290,7 @@ func (s *Syncer) run(ctx context.Context) {
 		case <-s.reportTimer.C:
 			s.report()
 			s.reportSoon = false
-			s.reportTimer.Reset(jitter(s.cfg.ReportInterval, 0.2))
+			s.reportTimer.Reset(backoff.Spread(s.cfg.ReportInterval, 0.2))
 		}
 		if s.needSnapshot && !s.cfg.Now().Before(s.nextSnapshot) {
 			s.fetchSnapshot()
@@ -337,7 +337,7 @@ func (s *Syncer) handle(m *nats.Msg) {
 				// slowly: it is likely rejected again.
 				s.needSnapshot, s.nextSnapshot = true, time.Time{}
 				if hb.GetRevision() == s.st.RejectedRevision {
-					s.nextSnapshot = now.Add(jitter(s.cfg.RetryMax, 0.2))
+					s.nextSnapshot = now.Add(backoff.Spread(s.cfg.RetryMax, 0.2))
 				}
 			}
 		} else {
@@ -411,7 +411,7 @@ func (s *Syncer) fetchSnapshot() {
 	}
 	if err != nil {
 		s.m.snapshots.WithLabelValues("error").Inc()
-		s.nextSnapshot = s.cfg.Now().Add(jitter(s.retry, 0.5))
+		s.nextSnapshot = s.cfg.Now().Add(backoff.Spread(s.retry, 0.5))
 		s.retry = min(2*s.retry, s.cfg.RetryMax)
 		s.log.Debug("snapshot failed; retrying", "err", err, "in", s.retry)
 		return
@@ -484,7 +484,7 @@ func (s *Syncer) install(t *tablev1.RoutingTable, source string, size int) error
 	if err := s.cfg.Apply(tab); err != nil {
 		return fmt.Errorf("%w: %w", tablewire.ErrInvalid, err)
 	}
-	if len(unusable) > 0 && !slicesEqual(unusable, s.st.Unusable) {
+	if len(unusable) > 0 && !slices.Equal(unusable, s.st.Unusable) {
 		s.log.Warn("providers unusable on this edge", "providers", unusable)
 	}
 	s.cur, s.curSize = t, size
@@ -529,7 +529,7 @@ func (s *Syncer) scheduleReport() {
 		default:
 		}
 	}
-	s.reportTimer.Reset(jitter(min(reportDelay, s.cfg.ReportInterval), 0.5))
+	s.reportTimer.Reset(backoff.Spread(min(reportDelay, s.cfg.ReportInterval), 0.5))
 }
 
 // ReadyGap is the least time between two reports that ReportReady
@@ -650,11 +650,6 @@ func (s *Syncer) writeCacheLoop(ctx context.Context) {
 	}
 }
 
-// jitter returns d ± up to frac of d.
-func jitter(d time.Duration, frac float64) time.Duration {
-	return d + time.Duration((mrand.Float64()*2-1)*frac*float64(d))
-}
-
 func b2f(b bool) float64 {
 	if b {
 		return 1
@@ -662,20 +657,9 @@ func b2f(b bool) float64 {
 	return 0
 }
 
-func slicesEqual(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // Servers returns the NATS servers the client knows, configured and
-// discovered.
+// discovered. control/publish's tests use it, which is why it is not in
+// a _test.go file.
 func (s *Syncer) Servers() []string {
 	if s.nc == nil {
 		return nil
@@ -684,7 +668,8 @@ func (s *Syncer) Servers() []string {
 }
 
 // CachedRevision returns the revision of the table kept at path, or 0
-// when there is none or it is damaged.
+// when there is none or it is damaged. Tests here, in edge/node and in
+// control/publish use it to see what an edge persisted.
 func CachedRevision(path string) uint64 {
 	t, err := readCache(path, tablewire.DefaultMaxBytes)
 	if err != nil {

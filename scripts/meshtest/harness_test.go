@@ -212,7 +212,7 @@ func startMesh(t *testing.T) *mesh {
 		if bin == "" {
 			return
 		}
-		c.Local = engine.Default()
+		c.Local = engine.DefaultConfig()
 		c.Local.Enabled, c.Local.Binary = true, bin
 		c.Local.DataDir = filepath.Join(dir, "ollama")
 		c.Local.NumThread = 1
@@ -252,7 +252,7 @@ func startMesh(t *testing.T) *mesh {
 // startEdge starts one edge following the control plane.
 func (m *mesh) startEdge(t *testing.T, id, region, certs string, seeds []string, edit func(*config.Config)) *edge {
 	t.Helper()
-	cfg := config.Default()
+	cfg := config.DefaultConfig()
 	cfg.NodeID, cfg.Region = id, region
 	cfg.Listen = "127.0.0.1:0"
 	cfg.DrainTimeout = 2 * time.Second

@@ -19,38 +19,16 @@ import (
 	"github.com/meridian-mesh/meridian/control/seal"
 )
 
-// NATSConfig is how the node distributes the routing table: through the
-// NATS server it embeds, clustered with the other control nodes', or
-// through an existing NATS cluster (-nats-url). Credentials come from
-// the environment only, never from flags, which other users can read.
-type NATSConfig struct {
-	// URLs point at an existing NATS cluster; empty embeds a server.
-	URLs []string
-	// Listen is the embedded server's client address, host:port.
-	Listen string
-	// ClusterListen is the embedded server's route address, host:port;
-	// empty runs it unclustered.
-	ClusterListen string
-	// Routes are the other control nodes' -nats-cluster-listen
-	// addresses.
-	Routes []string
-	// User is the NATS user; its password is MERIDIAN_NATS_PASSWORD.
-	// Without a user, MERIDIAN_NATS_TOKEN authenticates.
-	User     string
-	Password string
-	Token    string
-	// TLSCert and TLSKey make the embedded server require TLS; TLSCA is
-	// the CA NATS servers are checked against.
-	TLSCert, TLSKey, TLSCA string
+// natsEnabled reports whether credentials were given: the bus carries
+// the routing table and is never run open, so without credentials the
+// node runs without distribution and says so. Credentials come from the
+// environment only, never from flags, which other users can read.
+func natsEnabled(n *distribution.Config) bool {
+	return n.Token != "" || n.User != "" && n.Password != ""
 }
 
-// enabled reports whether credentials were given: the bus carries the
-// routing table and is never run open, so without credentials the node
-// runs without distribution and says so.
-func (n *NATSConfig) enabled() bool { return n.Token != "" || n.User != "" && n.Password != "" }
-
 // natsFlags registers the NATS flags; the lists are split after parsing.
-func natsFlags(fs *flag.FlagSet, n *NATSConfig) (urls, routes *string) {
+func natsFlags(fs *flag.FlagSet, n *distribution.Config) (urls, routes *string) {
 	urls = fs.String("nats-url", "", "comma-separated URLs of an existing NATS cluster to distribute the routing table through, instead of the embedded server")
 	fs.StringVar(&n.Listen, "nats-listen", n.Listen, "embedded NATS server's client address, host:port (edges connect here)")
 	fs.StringVar(&n.ClusterListen, "nats-cluster-listen", "", "embedded NATS server's route address, host:port, for clustering with the other control nodes")
@@ -63,15 +41,17 @@ func natsFlags(fs *flag.FlagSet, n *NATSConfig) (urls, routes *string) {
 }
 
 // natsSecrets reads the NATS credentials from the environment.
-func natsSecrets(n *NATSConfig, getenv func(string) string) {
+func natsSecrets(n *distribution.Config, getenv func(string) string) {
 	n.Password, n.Token = getenv("MERIDIAN_NATS_PASSWORD"), getenv("MERIDIAN_NATS_TOKEN")
 }
 
-func (n *NATSConfig) validate() error {
+// validateNATS checks what the flags and environment gave; the
+// distribution checks the rest when it starts.
+func validateNATS(n *distribution.Config) error {
 	if n.User != "" && n.Password == "" {
 		return errors.New("-nats-user needs MERIDIAN_NATS_PASSWORD")
 	}
-	if !n.enabled() && (len(n.URLs) > 0 || n.ClusterListen != "" || len(n.Routes) > 0) {
+	if !natsEnabled(n) && (len(n.NATSURLs) > 0 || n.ClusterListen != "" || len(n.Routes) > 0) {
 		return errors.New("NATS is configured but has no credentials: set MERIDIAN_NATS_TOKEN, or -nats-user and MERIDIAN_NATS_PASSWORD")
 	}
 	return nil
@@ -80,17 +60,12 @@ func (n *NATSConfig) validate() error {
 // startDistribution starts the node's table distribution, or returns nil
 // when NATS has no credentials.
 func startDistribution(cfg Config, node *cluster.Node, kek *seal.KEK, logger *slog.Logger, reg prometheus.Registerer) (*distribution.Distribution, error) {
-	n := cfg.NATS
-	if !n.enabled() {
+	dcfg := cfg.NATS
+	if !natsEnabled(&dcfg) {
 		logger.Warn("routing table distribution is off: NATS has no credentials (MERIDIAN_NATS_TOKEN, or -nats-user and MERIDIAN_NATS_PASSWORD)")
 		return nil, nil
 	}
-	dcfg := distribution.DefaultConfig()
-	dcfg.NATSURLs, dcfg.Listen, dcfg.ClusterListen, dcfg.Routes = n.URLs, n.Listen, n.ClusterListen, n.Routes
-	dcfg.User, dcfg.Password, dcfg.Token = n.User, n.Password, n.Token
-	dcfg.TLSCert, dcfg.TLSKey, dcfg.TLSCA = n.TLSCert, n.TLSKey, n.TLSCA
 	dcfg.ReadTokens = append(append([]string{}, cfg.AdminTokens...), cfg.ReadTokens...)
-	dcfg.Logger, dcfg.Registerer = logger, reg
 	dcfg.EdgeIdentities = kek != nil
 	dcfg.Logger, dcfg.Registerer, dcfg.KEK, dcfg.Secrets = logger, reg, kek, cfg.Secrets
 	d, err := distribution.Start(dcfg, node)

@@ -153,7 +153,7 @@ func TestExistingNATSCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ns.Shutdown()
-	httpAddr := startNode(t, func(c *Config) { c.NATS.URLs = []string{ns.ClientURL()} })
+	httpAddr := startNode(t, func(c *Config) { c.NATS.NATSURLs = []string{ns.ClientURL()} })
 	rev := followEdge(t, ns.ClientURL(), httpAddr)
 	idx := writeRoute(t, httpAddr)
 	wait.For(t, 30*time.Second, "the edge on the new table", func() bool { return rev.Load() >= idx })

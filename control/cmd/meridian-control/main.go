@@ -80,7 +80,7 @@ func main() {
 	fs.DurationVar(&cfg.NodeCertTTL, "node-cert-ttl", 0, "validity of node certificates issued at join and renewal (default 12h)")
 	natsURLs, natsRoutes := natsFlags(fs, &cfg.NATS)
 	fs.Parse(os.Args[1:])
-	cfg.NATS.URLs, cfg.NATS.Routes = splitList(*natsURLs), splitList(*natsRoutes)
+	cfg.NATS.NATSURLs, cfg.NATS.Routes = splitList(*natsURLs), splitList(*natsRoutes)
 	natsSecrets(&cfg.NATS, os.Getenv)
 
 	if *raftCA != "" || *raftCert != "" || *raftKey != "" {

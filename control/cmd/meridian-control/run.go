@@ -2,24 +2,24 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"net/http"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/meridian-mesh/meridian/shared/backoff"
 	"github.com/meridian-mesh/meridian/shared/tablewire"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meridian-mesh/meridian/control/api"
 	"github.com/meridian-mesh/meridian/control/cluster"
+	"github.com/meridian-mesh/meridian/control/distribution"
 	"github.com/meridian-mesh/meridian/control/seal"
 	"github.com/meridian-mesh/meridian/shared/pki"
 )
@@ -56,8 +56,10 @@ type Config struct {
 	// on every node.
 	AdminTokens []string
 	ReadTokens  []string
-	// NATS is how the routing table reaches the edges (distribution.go).
-	NATS NATSConfig
+	// NATS is how the routing table reaches the edges (distribution.go):
+	// flags fill its addresses and TLS files, the environment its
+	// credentials, startDistribution the rest.
+	NATS distribution.Config
 	// Raft timings and snapshots; zero keeps cluster.DefaultConfig's
 	// (cluster.Config documents each, and why).
 	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout time.Duration
@@ -115,7 +117,7 @@ func DefaultConfig() Config {
 		RaftAddr: "127.0.0.1:7401",
 		HTTPAddr: "127.0.0.1:7400",
 		LogLevel: "info",
-		NATS:     NATSConfig{Listen: "127.0.0.1:4222"},
+		NATS:     distribution.DefaultConfig(),
 	}
 }
 
@@ -146,7 +148,7 @@ func (c *Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		errs = append(errs, fmt.Errorf("http addr: %w", err))
 	}
-	if err := c.NATS.validate(); err != nil {
+	if err := validateNATS(&c.NATS); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -316,11 +318,10 @@ func discover(ctx context.Context, cfg Config, serverTLS *tls.Config, client *ht
 			cancel()
 		}
 		logger.Info("waiting for voters", "found", len(found), "expect", cfg.BootstrapExpect)
-		j, _ := rand.Int(rand.Reader, big.NewInt(int64(500*time.Millisecond)))
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-time.After(500*time.Millisecond + time.Duration(j.Int64())):
+		case <-time.After(backoff.Between(500*time.Millisecond, time.Second)):
 		}
 	}
 	var peers []cluster.Peer

@@ -1,5 +1,5 @@
 // Command gossip benchmarks edge membership gossip (edge/gossip) in one
-// process on loopback, with the profile the edge ships (gossip.Default:
+// process on loopback, with the profile the edge ships (gossip.DefaultConfig:
 // memberlist LAN timers, GossipInterval 100 ms, RetransmitMult 8). Timers
 // are not compressed; the report says so.
 //
@@ -109,7 +109,7 @@ func run(ctx context.Context, cfg Config) error {
 		}
 		results = append(results, r)
 	}
-	d := gossip.Default()
+	d := gossip.DefaultConfig()
 	fmt.Printf("Gossip, one process on loopback, profile %s (not compressed: probe 1 s, probe timeout 500 ms, "+
 		"gossip %v, retransmit mult %d, push-pull 30 s), AES keyring on, %d trials; steady state over %v "+
 		"starting 30 s after the first node (push-pull included).\n\n",
@@ -146,7 +146,7 @@ const pushPullInterval = 30 * time.Second
 func ms(d time.Duration) string { return fmt.Sprintf("%d ms", d.Milliseconds()) }
 
 func nodeConfig(i int) gossip.Config {
-	c := gossip.Default()
+	c := gossip.DefaultConfig()
 	c.NodeID = fmt.Sprintf("bench-%03d", i)
 	c.Region = "bench"
 	c.QUICAddr = "127.0.0.1:4433"

@@ -97,9 +97,9 @@ func run(ctx context.Context, f flags) error {
 		return err
 	}
 
-	cfg := config.Default()
+	cfg := config.DefaultConfig()
 	cfg.NodeID, cfg.Listen, cfg.LogLevel = "bench-edge", "127.0.0.1:0", "warn"
-	cfg.Local = engine.Default()
+	cfg.Local = engine.DefaultConfig()
 	cfg.Local.Enabled, cfg.Local.Binary, cfg.Local.DataDir, cfg.Local.NumThread = true, bin, filepath.Join(dir, "ollama"), f.threads
 	cfg.Local.Models = []engine.Model{{Name: "tiny", GGUF: gguf, Quantize: "q8_0"}}
 	n, err := node.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))

@@ -170,7 +170,7 @@ func scenario(ctx context.Context, cfg Config, kill bool) (*result, error) {
 		}
 	}()
 	start := func(id, peerAddr string, seeds ...string) (*edge, error) {
-		c := config.Default()
+		c := config.DefaultConfig()
 		c.NodeID, c.Region, c.Listen = id, "eu-west", "127.0.0.1:0"
 		c.Link.Enabled, c.Link.Listen = true, "127.0.0.1:0"
 		c.Link.CAFile = filepath.Join(dir, pki.CACertFile)

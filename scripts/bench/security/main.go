@@ -134,7 +134,7 @@ func run(ctx context.Context, cfg Config, stdout, logw io.Writer) error {
 	}
 	defer mock.Close()
 
-	ec := config.Default()
+	ec := config.DefaultConfig()
 	ec.NodeID, ec.Listen, ec.Auth = "security-bench", "127.0.0.1:0", config.AuthNone
 	ec.StreamWriteTimeout = cfg.WriteTimeout
 	ec.Table = table.Table{
