@@ -603,7 +603,7 @@ func TestHandoff(t *testing.T) {
 	dir := t.TempDir()
 	gguf := enginetest.Model(t, dir, "tiny", tinygguf.VariantChain)
 	a := Model{Name: "a", GGUF: gguf}
-	cfg := Default()
+	cfg := DefaultConfig()
 	cfg.Enabled, cfg.URL, cfg.DataDir = true, base, filepath.Join(dir, "state")
 	cfg.HandoffTimeout = 2 * time.Second
 	e, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))

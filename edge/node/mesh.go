@@ -2,7 +2,6 @@ package node
 
 import (
 	"encoding/json"
-	"math/rand/v2"
 	"net/http"
 	"slices"
 	"strconv"
@@ -17,6 +16,7 @@ import (
 	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/edge/provider"
 	"github.com/meridian-mesh/meridian/edge/router"
+	"github.com/meridian-mesh/meridian/shared/backoff"
 	"github.com/meridian-mesh/meridian/shared/table"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -89,7 +89,7 @@ func (n *Node) followMembers(stop <-chan struct{}) {
 		case <-stop:
 			return
 		case <-n.gossip.Changed():
-		case <-time.After(200*time.Millisecond + time.Duration(rand.Int64N(int64(50*time.Millisecond)))):
+		case <-time.After(backoff.Between(200*time.Millisecond, 250*time.Millisecond)):
 		}
 	}
 }

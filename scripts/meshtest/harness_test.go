@@ -223,7 +223,7 @@ func startMesh(t *testing.T) *mesh {
 		if bin == "" {
 			return
 		}
-		c.Local = engine.Default()
+		c.Local = engine.DefaultConfig()
 		c.Local.Enabled, c.Local.Binary = true, bin
 		c.Local.DataDir = filepath.Join(dir, "ollama-b")
 		c.Local.NumThread = 1
