@@ -166,6 +166,9 @@ func TestUnknownJoinTokenCostsNoRaftWrite(t *testing.T) {
 	kek, _ := seal.New([]byte("test-kek-32-bytes-0123456789abcd"))
 	c := controltest.Start(t, 1, controltest.Options{KEK: kek})
 	m := c.Leader()
+	// The first leader writes the cluster identity on its own; measure
+	// from after that write.
+	wait.For(t, 10*time.Second, "the cluster identity", func() bool { return m.Node.FSM().State().Identity() != nil })
 	_, csr, _ := pki.NewKeyCSR("x")
 	nk, _ := nkeys.CreateUser()
 	pub, _ := nk.PublicKey()
