@@ -108,6 +108,8 @@ type Mesh struct {
 	ports    *ports
 	procs    procGroup
 	natsURLs []string
+	// tableKey and clusterID are what every edge pins, fetched once.
+	tableKey, clusterID string
 }
 
 // Edge is one edge node and the relay in front of its link.

@@ -44,22 +44,25 @@ type Credentials struct {
 // credentials.
 func (m *Mesh) Provision(ctx context.Context, id, region, identityDir string) (Credentials, error) {
 	c := Credentials{IdentityDir: identityDir, GossipKey: gossipKey}
-	out, err := m.Ctl(ctx, "-json", "table-key")
-	if err != nil {
-		return c, err
+	if m.tableKey == "" {
+		out, err := m.Ctl(ctx, "-json", "table-key")
+		if err != nil {
+			return c, err
+		}
+		var k struct {
+			PublicKey string `json:"public_key"`
+			ClusterID string `json:"cluster_id"`
+		}
+		if err := json.Unmarshal([]byte(out), &k); err != nil || k.PublicKey == "" {
+			return c, fmt.Errorf("meridianctl table-key: %q: %v", out, err)
+		}
+		m.tableKey, m.clusterID = k.PublicKey, k.ClusterID
 	}
-	var k struct {
-		PublicKey string `json:"public_key"`
-		ClusterID string `json:"cluster_id"`
-	}
-	if err := json.Unmarshal([]byte(out), &k); err != nil || k.PublicKey == "" {
-		return c, fmt.Errorf("meridianctl table-key: %q: %v", out, err)
-	}
-	c.TableKey, c.ClusterID = k.PublicKey, k.ClusterID
+	c.TableKey, c.ClusterID = m.tableKey, m.clusterID
 	if entries, _ := os.ReadDir(identityDir); len(entries) > 0 {
 		return c, nil
 	}
-	out, err = m.Ctl(ctx, "-json", "node", "token", id, "--region", region, "--ttl", "10m")
+	out, err := m.Ctl(ctx, "-json", "node", "token", id, "--region", region, "--ttl", "10m")
 	if err != nil {
 		return c, err
 	}
