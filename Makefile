@@ -66,10 +66,11 @@ e2e: ollama build
 SDKTEST_NODE := scripts/sdktest/node
 
 # ALONE are packages whose tests run real clusters against wall-clock
-# bounds (30 gossip nodes in one process): they run after the rest, on
-# their own, so the whole-mesh and Ollama tests of other packages cannot
-# starve them of the two cores. Everything still runs, under -race.
-ALONE := ./edge/gossip
+# bounds (30 gossip nodes in one process; three edges, Ollama and a
+# control plane in one): they run after the rest, one package at a
+# time, so the tests of other packages cannot starve them of the two
+# cores. Everything still runs, under -race.
+ALONE := ./edge/gossip ./scripts/meshtest
 
 test: ollama
 	@skip=; \
@@ -83,8 +84,9 @@ test: ollama
 	echo "$(GO) vet ./..."; $(GO) vet ./... || exit 1; \
 	pkgs=$$($(GO) list ./... | grep -v -x -F $(foreach a,$(ALONE),-e $(shell $(GO) list $(a)))); \
 	echo "$(GO) test -race -count=1 ./... (then $(ALONE) alone)"; \
-	status=0; MERIDIAN_REQUIRE_OLLAMA=1 MERIDIAN_OLLAMA=$(abspath $(BIN))/ollama $(GO) test -race -count=1 $$pkgs || status=$$?; \
-	$(GO) test -race -count=1 $(ALONE) || status=$$?; \
+	export MERIDIAN_REQUIRE_OLLAMA=1 MERIDIAN_OLLAMA=$(abspath $(BIN))/ollama; \
+	status=0; $(GO) test -race -count=1 $$pkgs || status=$$?; \
+	$(GO) test -race -count=1 -p 1 $(ALONE) || status=$$?; \
 	if [ -n "$$skip" ]; then \
 		echo; echo "######################################################################"; \
 		echo "## make test: the Node SDK tests (edge/node TestNodeSDKs) were SKIPPED:"; \

@@ -201,10 +201,17 @@ func (n *Node) readyModels() []string {
 	return slices.Compact(ids)
 }
 
+// gossipReady gossips the engine's ready models as they are now.
+func (n *Node) gossipReady() {
+	n.readyMu.Lock()
+	defer n.readyMu.Unlock()
+	n.gossip.SetReadyModels(n.readyModels())
+}
+
 // readyChanged tells the fleet at once when the engine's ready set moves.
 func (n *Node) readyChanged() {
 	if n.gossip != nil {
-		n.gossip.SetReadyModels(n.readyModels())
+		n.gossipReady()
 	}
 	if n.sync != nil {
 		n.sync.ReportReady()

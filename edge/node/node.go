@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -36,11 +37,17 @@ import (
 
 // Node is a running edge node.
 type Node struct {
-	cfg      config.Config
-	log      *slog.Logger
-	metrics  *metrics.Metrics
-	gw       *gateway.Gateway
-	gossip   *gossip.Node   // nil when gossip is off
+	cfg     config.Config
+	log     *slog.Logger
+	metrics *metrics.Metrics
+	gw      *gateway.Gateway
+	gossip  *gossip.Node // nil when gossip is off
+	// readyMu makes "read the engine's ready set, then gossip it" one
+	// step: the table's goroutine and the engine's reconciler both do
+	// it, and gossip versions a set when it is handed over, not when it
+	// was read, so two unserialized callers could leave the older set
+	// gossiped as the newer.
+	readyMu  sync.Mutex
 	engine   *engine.Engine // nil when the node runs no local engine
 	srv      *http.Server
 	ln       net.Listener
@@ -194,7 +201,7 @@ func newGossip(cfg config.Config, log *slog.Logger) (*gossip.Node, error) {
 // publishTable tells the fleet which models this node's engine serves
 // and which table revision it applied.
 func (n *Node) publishTable() {
-	n.gossip.SetReadyModels(n.readyModels())
+	n.gossipReady()
 	n.gossip.SetTableRevision(n.gw.Table().Revision())
 }
 

@@ -480,6 +480,32 @@ func (x explanation) targets() []string {
 	return out
 }
 
+// planFirst is a wait condition: e's dry run for model plans target
+// first. While it does not, its error says what e plans instead, why
+// each other candidate is left out, which table revision e routes by and
+// what gossip tells e of every peer's ready models, so that a timeout
+// explains itself.
+func (m *mesh) planFirst(t testing.TB, e *edge, model, target string) func() error {
+	return func() error {
+		x := m.explain(t, e, model)
+		if len(x.Targets) > 0 && x.Targets[0].Target == target {
+			return nil
+		}
+		var ex []string
+		for _, p := range x.Excluded {
+			ex = append(ex, p.Target+"("+p.Reason+")")
+		}
+		var peers []string
+		for _, mb := range e.node.Gossip().Members() {
+			if mb.ID != e.id {
+				peers = append(peers, fmt.Sprintf("%s %s ready=%v", mb.ID, mb.State, mb.ReadyModels))
+			}
+		}
+		return fmt.Errorf("%s plans %v, excludes %v at table revision %d; gossip: %s",
+			e.id, x.targets(), ex, e.node.Gateway().Table().Revision(), strings.Join(peers, "; "))
+	}
+}
+
 func (x explanation) excluded(target string) (planned, bool) {
 	i := slices.IndexFunc(x.Excluded, func(p planned) bool { return p.Target == target })
 	if i < 0 {

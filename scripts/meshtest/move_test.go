@@ -22,10 +22,7 @@ func testMove(t *testing.T, m *mesh) {
 		t.Skip(m.noOllama)
 	}
 	m.placeTiny(t)
-	wait.For(t, 10*time.Second, "edge-b to plan tiny on peer/edge-a first", func() bool {
-		x := m.explain(t, m.b, "tiny")
-		return len(x.Targets) > 0 && x.Targets[0].Target == "peer/edge-a"
-	})
+	wait.For(t, 10*time.Second, "edge-b to plan tiny on peer/edge-a first", m.planFirst(t, m.b, "tiny", "peer/edge-a"))
 
 	var (
 		mu       sync.Mutex
@@ -73,10 +70,7 @@ func testMove(t *testing.T, m *mesh) {
 		_, placed := m.a.node.Engine().Models()["tiny"]
 		return !m.a.node.Engine().ModelReady("tiny") && !placed
 	})
-	wait.For(t, 10*time.Second, "edge-c to plan tiny on peer/edge-b first", func() bool {
-		x := m.explain(t, m.c, "tiny")
-		return len(x.Targets) > 0 && x.Targets[0].Target == "peer/edge-b"
-	})
+	wait.For(t, 10*time.Second, "edge-c to plan tiny on peer/edge-b first", m.planFirst(t, m.c, "tiny", "peer/edge-b"))
 	time.Sleep(500 * time.Millisecond) // some requests after the move
 	finish()
 

@@ -107,6 +107,23 @@ type Tenant struct {
 	// AllowedRegions are the Region.IDs its requests may be served in;
 	// empty means anywhere.
 	AllowedRegions []string `yaml:"allowed_regions,omitempty" json:"allowed_regions,omitempty"`
+	// RPM and TPM limit all its keys together, per minute across the
+	// fleet; 0 means no limit.
+	RPM int64 `yaml:"rpm,omitempty" json:"rpm,omitempty"`
+	TPM int64 `yaml:"tpm,omitempty" json:"tpm,omitempty"`
+	// Budget is what the tenant may spend per BudgetPeriod, USD; 0 means
+	// no limit.
+	Budget float64 `yaml:"budget,omitempty" json:"budget,omitempty"`
+	// BudgetPeriod is "month" (also when empty), "week" or "day", UTC.
+	BudgetPeriod string `yaml:"budget_period,omitempty" json:"budget_period,omitempty"`
+	// HardLimit refuses the tenant's requests once Budget is spent.
+	HardLimit bool `yaml:"hard_limit,omitempty" json:"hard_limit,omitempty"`
+	// Exhausted is set by the control plane, never written by hand: the
+	// tenant spent its Budget in the current period under HardLimit, so
+	// edges refuse its requests (429 insufficient_quota) until
+	// ExhaustedUntil, the period's end.
+	Exhausted      bool      `yaml:"exhausted,omitempty" json:"exhausted,omitempty"`
+	ExhaustedUntil time.Time `yaml:"exhausted_until,omitempty" json:"exhausted_until,omitempty"`
 }
 
 // LocalSource says where a model that nodes run themselves comes from.
@@ -304,6 +321,19 @@ type Key struct {
 	Hash string `yaml:"hash" json:"hash"`
 	// Tenant is the Tenant.ID the key bills to, or empty.
 	Tenant string `yaml:"tenant,omitempty" json:"tenant,omitempty"`
+	// AllowedModels are the Model.IDs the key may call; empty means all.
+	AllowedModels []string `yaml:"allowed_models,omitempty" json:"allowed_models,omitempty"`
+	// AllowedRegions are the Region.IDs its requests may be served in,
+	// on top of its tenant's; empty means anywhere.
+	AllowedRegions []string `yaml:"allowed_regions,omitempty" json:"allowed_regions,omitempty"`
+	// RPM and TPM limit the key's requests and tokens per minute across
+	// the fleet; 0 means no limit.
+	RPM int64 `yaml:"rpm,omitempty" json:"rpm,omitempty"`
+	TPM int64 `yaml:"tpm,omitempty" json:"tpm,omitempty"`
+	// ExpiresAt is when the key stops working; zero means never.
+	ExpiresAt time.Time `yaml:"expires_at,omitempty" json:"expires_at,omitempty"`
+	// Disabled keys are refused like unknown ones.
+	Disabled bool `yaml:"disabled,omitempty" json:"disabled,omitempty"`
 }
 
 // Secret is a credential. It prints as "[redacted]" through fmt, slog,
@@ -539,6 +569,12 @@ func Compile(t *Table) (*Compiled, error) {
 		if k.Tenant != "" && c.tenants[k.Tenant] == nil {
 			return nil, fieldErr("keys[%d].tenant", i)("references unknown tenant %q", k.Tenant)
 		}
+		if err := c.checkRegions(fmt.Sprintf("keys[%d].allowed_regions", i), k.AllowedRegions); err != nil {
+			return nil, err
+		}
+		if k.RPM < 0 || k.TPM < 0 {
+			return nil, fieldErr("keys[%d]", i)("rpm and tpm must not be negative")
+		}
 		c.keys[norm] = k
 	}
 	return c, nil
@@ -581,6 +617,17 @@ func (c *Compiled) compileFleet(t *Table) error {
 		}
 		if err := c.checkRegions(fmt.Sprintf("tenants[%d].allowed_regions", i), tn.AllowedRegions); err != nil {
 			return err
+		}
+		switch {
+		case tn.RPM < 0 || tn.TPM < 0:
+			return fieldErr("tenants[%d]", i)("rpm and tpm must not be negative")
+		case !(tn.Budget >= 0):
+			return fieldErr("tenants[%d].budget", i)("must be a number of USD, 0 for none")
+		}
+		switch tn.BudgetPeriod {
+		case "", "month", "week", "day":
+		default:
+			return fieldErr("tenants[%d].budget_period", i)(`must be "month", "week" or "day", not %q`, tn.BudgetPeriod)
 		}
 		c.tenants[tn.ID] = tn
 	}

@@ -231,7 +231,16 @@ func (c *Converter) ToTable(t *tablev1.RoutingTable) (tab *table.Table, unusable
 		tab.Models, c.models, c.scratch = models, models, nil // the table owns it now
 	}
 	for _, k := range e.GetKeys() {
-		tab.Keys = append(tab.Keys, table.Key{ID: k.GetId(), Hash: k.GetHash(), Tenant: k.GetTenant()})
+		key := table.Key{ID: k.GetId(), Hash: k.GetHash(), Tenant: k.GetTenant(), AllowedModels: k.GetAllowedModels(), AllowedRegions: k.GetAllowedRegions(),
+			RPM: int64(k.GetRpm()), TPM: int64(k.GetTpm()), Disabled: k.GetDisabled()}
+		if at := k.GetExpiresAt(); at != "" {
+			t, err := time.Parse(time.RFC3339, at)
+			if err != nil {
+				return nil, nil, fmt.Errorf("keys[%s].expires_at: %w", k.GetId(), err)
+			}
+			key.ExpiresAt = t
+		}
+		tab.Keys = append(tab.Keys, key)
 	}
 	return tab, unusable, nil
 }
@@ -294,7 +303,8 @@ func (c *Converter) fleet(e *tablev1.Entities, tab *table.Table) {
 		tab.Prices = append(tab.Prices, table.Price{Provider: p.GetProvider(), Model: p.GetModel(), Input: p.GetInput(), Output: p.GetOutput()})
 	}
 	for _, t := range e.GetTenants() {
-		tab.Tenants = append(tab.Tenants, table.Tenant{ID: t.GetId(), AllowedRegions: t.GetAllowedRegions()})
+		tab.Tenants = append(tab.Tenants, table.Tenant{ID: t.GetId(), AllowedRegions: t.GetAllowedRegions(), RPM: int64(t.GetRpm()), TPM: int64(t.GetTpm()),
+			Budget: t.GetMonthlyBudget(), BudgetPeriod: t.GetBudgetPeriod(), HardLimit: t.GetHardLimit()})
 	}
 }
 

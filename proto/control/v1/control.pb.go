@@ -805,7 +805,22 @@ type Key struct {
 	// "sha256:" followed by 64 lowercase hex digits.
 	Hash string `protobuf:"bytes,2,opt,name=hash,proto3" json:"hash,omitempty"`
 	// Tenant.id the key bills to, or empty.
-	Tenant        string `protobuf:"bytes,3,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Tenant string `protobuf:"bytes,3,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// Model.ids the key may call; empty means every model.
+	AllowedModels []string `protobuf:"bytes,4,rep,name=allowed_models,json=allowedModels,proto3" json:"allowed_models,omitempty"`
+	// Region.ids its requests may be served in (data residency, on top of
+	// the tenant's and the model's); empty means anywhere.
+	AllowedRegions []string `protobuf:"bytes,5,rep,name=allowed_regions,json=allowedRegions,proto3" json:"allowed_regions,omitempty"`
+	// Requests per minute across the fleet; 0 means no limit.
+	Rpm uint32 `protobuf:"varint,6,opt,name=rpm,proto3" json:"rpm,omitempty"`
+	// Tokens (prompt plus completion) per minute across the fleet; 0
+	// means no limit.
+	Tpm uint32 `protobuf:"varint,7,opt,name=tpm,proto3" json:"tpm,omitempty"`
+	// When the key stops working, RFC 3339; empty means never.
+	ExpiresAt string `protobuf:"bytes,8,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// A disabled key is refused like an unknown one, and can be enabled
+	// again.
+	Disabled      bool `protobuf:"varint,9,opt,name=disabled,proto3" json:"disabled,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -861,6 +876,48 @@ func (x *Key) GetTenant() string {
 	return ""
 }
 
+func (x *Key) GetAllowedModels() []string {
+	if x != nil {
+		return x.AllowedModels
+	}
+	return nil
+}
+
+func (x *Key) GetAllowedRegions() []string {
+	if x != nil {
+		return x.AllowedRegions
+	}
+	return nil
+}
+
+func (x *Key) GetRpm() uint32 {
+	if x != nil {
+		return x.Rpm
+	}
+	return 0
+}
+
+func (x *Key) GetTpm() uint32 {
+	if x != nil {
+		return x.Tpm
+	}
+	return 0
+}
+
+func (x *Key) GetExpiresAt() string {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return ""
+}
+
+func (x *Key) GetDisabled() bool {
+	if x != nil {
+		return x.Disabled
+	}
+	return false
+}
+
 // Tenant is a customer with a budget.
 type Tenant struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -874,8 +931,18 @@ type Tenant struct {
 	// Region.ids the tenant's requests may be served in (data residency);
 	// empty means anywhere.
 	AllowedRegions []string `protobuf:"bytes,5,rep,name=allowed_regions,json=allowedRegions,proto3" json:"allowed_regions,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Requests per minute for all the tenant's keys together, across the
+	// fleet; 0 means no limit.
+	Rpm uint32 `protobuf:"varint,6,opt,name=rpm,proto3" json:"rpm,omitempty"`
+	// Tokens per minute for all the tenant's keys together; 0 means no
+	// limit.
+	Tpm uint32 `protobuf:"varint,7,opt,name=tpm,proto3" json:"tpm,omitempty"`
+	// The period monthly_budget is spent over despite its name: "month"
+	// (the default when empty; calendar months, UTC), "week" (ISO weeks,
+	// UTC) or "day" (UTC days).
+	BudgetPeriod  string `protobuf:"bytes,8,opt,name=budget_period,json=budgetPeriod,proto3" json:"budget_period,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Tenant) Reset() {
@@ -941,6 +1008,27 @@ func (x *Tenant) GetAllowedRegions() []string {
 		return x.AllowedRegions
 	}
 	return nil
+}
+
+func (x *Tenant) GetRpm() uint32 {
+	if x != nil {
+		return x.Rpm
+	}
+	return 0
+}
+
+func (x *Tenant) GetTpm() uint32 {
+	if x != nil {
+		return x.Tpm
+	}
+	return 0
+}
+
+func (x *Tenant) GetBudgetPeriod() string {
+	if x != nil {
+		return x.BudgetPeriod
+	}
+	return ""
 }
 
 // Price is what a provider charges for a model, USD per 1M tokens.
@@ -2531,18 +2619,28 @@ const file_proto_control_v1_control_proto_rawDesc = "" +
 	"\atargets\x18\x03 \x03(\v2\x1b.meridian.control.v1.TargetR\atargets\x129\n" +
 	"\tfallbacks\x18\x04 \x03(\v2\x1b.meridian.control.v1.TargetR\tfallbacks\x12'\n" +
 	"\x0fallowed_regions\x18\x05 \x03(\tR\x0eallowedRegions\x12\x1b\n" +
-	"\tmax_price\x18\x06 \x01(\x01R\bmaxPrice\"A\n" +
+	"\tmax_price\x18\x06 \x01(\x01R\bmaxPrice\"\xf0\x01\n" +
 	"\x03Key\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04hash\x18\x02 \x01(\tR\x04hash\x12\x16\n" +
-	"\x06tenant\x18\x03 \x01(\tR\x06tenant\"\x9b\x01\n" +
+	"\x06tenant\x18\x03 \x01(\tR\x06tenant\x12%\n" +
+	"\x0eallowed_models\x18\x04 \x03(\tR\rallowedModels\x12'\n" +
+	"\x0fallowed_regions\x18\x05 \x03(\tR\x0eallowedRegions\x12\x10\n" +
+	"\x03rpm\x18\x06 \x01(\rR\x03rpm\x12\x10\n" +
+	"\x03tpm\x18\a \x01(\rR\x03tpm\x12\x1d\n" +
+	"\n" +
+	"expires_at\x18\b \x01(\tR\texpiresAt\x12\x1a\n" +
+	"\bdisabled\x18\t \x01(\bR\bdisabled\"\xe4\x01\n" +
 	"\x06Tenant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12%\n" +
 	"\x0emonthly_budget\x18\x03 \x01(\x01R\rmonthlyBudget\x12\x1d\n" +
 	"\n" +
 	"hard_limit\x18\x04 \x01(\bR\thardLimit\x12'\n" +
-	"\x0fallowed_regions\x18\x05 \x03(\tR\x0eallowedRegions\"g\n" +
+	"\x0fallowed_regions\x18\x05 \x03(\tR\x0eallowedRegions\x12\x10\n" +
+	"\x03rpm\x18\x06 \x01(\rR\x03rpm\x12\x10\n" +
+	"\x03tpm\x18\a \x01(\rR\x03tpm\x12#\n" +
+	"\rbudget_period\x18\b \x01(\tR\fbudgetPeriod\"g\n" +
 	"\x05Price\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x1a\n" +
 	"\bprovider\x18\x02 \x01(\tR\bprovider\x12\x14\n" +
