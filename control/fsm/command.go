@@ -78,6 +78,8 @@ func Decode(b []byte) (Type, proto.Message, error) {
 		msg = &controlv1.RevokeNode{}
 	case TypeSetIdentity:
 		msg = &controlv1.SetIdentity{}
+	case TypeUsageBatch:
+		msg = &controlv1.UsageBatch{}
 	default:
 		if t&IgnoreUnknown != 0 {
 			return t, nil, fmt.Errorf("%w: %d", ErrIgnorable, t)

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -469,10 +470,61 @@ func validateKey(m proto.Message) error {
 		return invalid("hash", `must be "sha256:" followed by 64 lowercase hex digits; keys are stored only as hashes`)
 	}
 	if k.GetTenant() != "" {
-		return checkID("tenant", k.GetTenant())
+		if err := checkID("tenant", k.GetTenant()); err != nil {
+			return err
+		}
+	}
+	if err := checkModels(k.GetAllowedModels()); err != nil {
+		return err
+	}
+	if err := checkRegions(k.GetAllowedRegions()); err != nil {
+		return err
+	}
+	if err := checkRate("rpm", k.GetRpm()); err != nil {
+		return err
+	}
+	if err := checkRate("tpm", k.GetTpm()); err != nil {
+		return err
+	}
+	if e := k.GetExpiresAt(); e != "" {
+		if _, err := time.Parse(time.RFC3339, e); err != nil {
+			return invalid("expires_at", "must be an RFC 3339 time such as 2027-01-31T00:00:00Z")
+		}
 	}
 	return nil
 }
+
+// maxRate bounds rpm and tpm: far above any real limit, low enough that
+// an edge's per-minute arithmetic never overflows.
+const maxRate = 1_000_000_000
+
+func checkRate(field string, v uint32) error {
+	if v > maxRate {
+		return invalid(field, "must be at most %d (0 means no limit)", maxRate)
+	}
+	return nil
+}
+
+// checkModels validates an allowed_models list: model IDs, no repeats.
+func checkModels(models []string) error {
+	if len(models) > maxList {
+		return invalid("allowed_models", "holds at most %d entries", maxList)
+	}
+	for i, m := range models {
+		field := fmt.Sprintf("allowed_models[%d]", i)
+		if err := checkModelID(field, m); err != nil {
+			return err
+		}
+		if slices.Index(models, m) != i {
+			return invalid(field, "repeats %q", m)
+		}
+	}
+	return nil
+}
+
+// BudgetPeriods are the values Tenant.budget_period may take; empty
+// means "month".
+var BudgetPeriods = []string{"", "month", "week", "day"}
 
 func validateTenant(m proto.Message) error {
 	t := m.(*controlv1.Tenant)
@@ -484,6 +536,15 @@ func validateTenant(m proto.Message) error {
 	}
 	if err := checkRegions(t.GetAllowedRegions()); err != nil {
 		return err
+	}
+	if err := checkRate("rpm", t.GetRpm()); err != nil {
+		return err
+	}
+	if err := checkRate("tpm", t.GetTpm()); err != nil {
+		return err
+	}
+	if !slices.Contains(BudgetPeriods, t.GetBudgetPeriod()) {
+		return invalid("budget_period", `must be "month", "week" or "day" (empty means "month")`)
 	}
 	return checkFinite("monthly_budget", t.GetMonthlyBudget(), 0, maxMoney)
 }
@@ -543,7 +604,7 @@ func init() {
 			ID:       func(m proto.Message) string { return m.(*controlv1.Region).GetId() },
 			validate: validateRegion,
 			refs:     func(proto.Message) []ref { return nil },
-			deps:     []string{KindNode, KindModel, KindProvider, KindPlacement, KindRoute, KindTenant},
+			deps:     []string{KindNode, KindModel, KindProvider, KindPlacement, KindRoute, KindTenant, KindKey},
 		},
 		{
 			Name: KindNode, Plural: "nodes",
@@ -563,7 +624,7 @@ func init() {
 			refs: func(m proto.Message) []ref {
 				return regionRefs(m.(*controlv1.Model).GetAllowedRegions())
 			},
-			deps: []string{KindPlacement, KindRoute, KindPrice},
+			deps: []string{KindPlacement, KindRoute, KindPrice, KindKey},
 		},
 		{
 			Name: KindProvider, Plural: "providers",
@@ -624,10 +685,15 @@ func init() {
 			ID:       func(m proto.Message) string { return m.(*controlv1.Key).GetId() },
 			validate: validateKey,
 			refs: func(m proto.Message) []ref {
-				if t := m.(*controlv1.Key).GetTenant(); t != "" {
-					return []ref{{"tenant", KindTenant, t}}
+				k := m.(*controlv1.Key)
+				var out []ref
+				if t := k.GetTenant(); t != "" {
+					out = append(out, ref{"tenant", KindTenant, t})
 				}
-				return nil
+				for i, md := range k.GetAllowedModels() {
+					out = append(out, ref{fmt.Sprintf("allowed_models[%d]", i), KindModel, md})
+				}
+				return append(out, regionRefs(k.GetAllowedRegions())...)
 			},
 		},
 		{

@@ -127,7 +127,10 @@ func (f *FSM) Apply(index uint64, data []byte) *controlv1.Result {
 	}
 	txn := cur.tree.Txn()
 	var res *controlv1.Result
+	usageNow, usageChanged := cur.usageNow, false
 	switch m := msg.(type) {
+	case *controlv1.UsageBatch:
+		res, usageNow, usageChanged = applyUsage(txn, cur.usageNow, m)
 	case *controlv1.Write:
 		res = applyWrite(txn, m)
 	case *controlv1.SetMember:
@@ -151,10 +154,19 @@ func (f *FSM) Apply(index uint64, data []byte) *controlv1.Result {
 		res = applyRevokeNode(txn, m)
 	}
 	res.Index = index
-	next := &State{index: cur.index, dedupSeq: cur.dedupSeq}
-	if res.GetCode() == "" {
+	next := &State{index: cur.index, dedupSeq: cur.dedupSeq, usageNow: cur.usageNow}
+	_, isUsage := msg.(*controlv1.UsageBatch)
+	switch {
+	case res.GetCode() == "" && isUsage:
+		// Totals are not part of the routing table: only a change of
+		// budget states makes a new revision for edges.
+		next.usageNow = usageNow
+		if usageChanged {
+			next.index = index
+		}
+	case res.GetCode() == "":
 		next.index = index
-	} else {
+	default:
 		// A rejected write changes nothing but its dedup record.
 		txn = cur.tree.Txn()
 	}

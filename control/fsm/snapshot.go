@@ -64,6 +64,17 @@ func (s *State) WriteTo(w io.Writer) (int64, error) {
 		return false
 	})
 	snap.Fleet = s.identitySnapshot()
+	snap.UsageNowUnixMs = s.usageNow
+	s.UsageTotals("", func(t *controlv1.UsageTotal) bool {
+		snap.UsageTotals = append(snap.UsageTotals, t)
+		return true
+	})
+	s.tree.Root().WalkPrefix([]byte("uo/"), func(_ []byte, v any) bool {
+		a, _ := s.tree.Get(appliedKey(v.(string)))
+		snap.UsageApplied = append(snap.UsageApplied, a.(*controlv1.AppliedUsage))
+		return false
+	})
+	snap.BudgetStates = s.BudgetStates()
 	body, err := proto.MarshalOptions{Deterministic: true}.Marshal(snap)
 	if err != nil {
 		return 0, fmt.Errorf("encode snapshot: %w", err)
@@ -151,7 +162,17 @@ func ReadState(r io.Reader) (*State, error) {
 		txn.Insert(dedupKey(d.GetRequestId()), d)
 		txn.Insert(seqKey(d.GetSeq()), d.GetRequestId())
 	}
-	return &State{tree: txn.CommitOnly(), index: snap.GetIndex(), dedupSeq: snap.GetDedupSeq()}, nil
+	for _, t := range snap.GetUsageTotals() {
+		txn.Insert(totalKey(t.GetTenant(), t.GetHour(), t.GetKey(), t.GetModel()), t)
+	}
+	for _, a := range snap.GetUsageApplied() {
+		txn.Insert(appliedKey(a.GetRequestId()), a)
+		txn.Insert(appliedOrderKey(a.GetAppliedUnixMs(), a.GetRequestId()), a.GetRequestId())
+	}
+	for _, b := range snap.GetBudgetStates() {
+		txn.Insert(budgetKey(b.GetTenant()), b)
+	}
+	return &State{tree: txn.CommitOnly(), index: snap.GetIndex(), dedupSeq: snap.GetDedupSeq(), usageNow: snap.GetUsageNowUnixMs()}, nil
 }
 
 // WithIndex returns a copy of s that reports index i. A snapshot restored

@@ -26,6 +26,8 @@ type State struct {
 	// index is the Raft index of the last command that changed the state.
 	index    uint64
 	dedupSeq uint64
+	// usageNow is the time of the last usage batch, Unix ms (usage.go).
+	usageNow int64
 }
 
 func newState() *State { return &State{tree: iradix.New()} }
@@ -103,7 +105,8 @@ func (s *State) KeyByHash(hash string) (string, bool) {
 	return v.(string), true
 }
 
-// Equal reports whether two states hold the same entities and members;
+// Equal reports whether two states hold the same entities, members and
+// usage (totals, applied request IDs, budget states);
 // tests use it to compare replicas.
 func (s *State) Equal(o *State) bool {
 	if s.tree.Len() != o.tree.Len() {
@@ -111,7 +114,8 @@ func (s *State) Equal(o *State) bool {
 	}
 	equal := true
 	s.tree.Root().Walk(func(k []byte, v any) bool {
-		if !strings.HasPrefix(string(k), "e/") && !strings.HasPrefix(string(k), "m/") {
+		if !strings.HasPrefix(string(k), "e/") && !strings.HasPrefix(string(k), "m/") &&
+			!strings.HasPrefix(string(k), "u/") && !strings.HasPrefix(string(k), "ua/") && !strings.HasPrefix(string(k), "b/") {
 			return false
 		}
 		ov, ok := o.tree.Get(k)

@@ -1710,6 +1710,14 @@ type Snapshot struct {
 	// The cluster's identity and table-signing key; absent in snapshots
 	// taken before a leader created one.
 	Identity *ClusterIdentity `protobuf:"bytes,100,opt,name=identity,proto3" json:"identity,omitempty"`
+	// Usage (control/fsm/usage.go): totals per tenant, key, model and
+	// hour, sorted; the request IDs applied recently, oldest first; the
+	// tenants found out of budget.
+	UsageTotals  []*UsageTotal   `protobuf:"bytes,150,rep,name=usage_totals,json=usageTotals,proto3" json:"usage_totals,omitempty"`
+	UsageApplied []*AppliedUsage `protobuf:"bytes,151,rep,name=usage_applied,json=usageApplied,proto3" json:"usage_applied,omitempty"`
+	BudgetStates []*BudgetState  `protobuf:"bytes,152,rep,name=budget_states,json=budgetStates,proto3" json:"budget_states,omitempty"`
+	// now_unix_ms of the last usage batch applied.
+	UsageNowUnixMs int64 `protobuf:"varint,153,opt,name=usage_now_unix_ms,json=usageNowUnixMs,proto3" json:"usage_now_unix_ms,omitempty"`
 	// Fleet identity: the cluster CA, join tokens, joined nodes and
 	// revocations.
 	Fleet         *Identity `protobuf:"bytes,130,opt,name=fleet,proto3" json:"fleet,omitempty"`
@@ -1850,6 +1858,34 @@ func (x *Snapshot) GetIdentity() *ClusterIdentity {
 		return x.Identity
 	}
 	return nil
+}
+
+func (x *Snapshot) GetUsageTotals() []*UsageTotal {
+	if x != nil {
+		return x.UsageTotals
+	}
+	return nil
+}
+
+func (x *Snapshot) GetUsageApplied() []*AppliedUsage {
+	if x != nil {
+		return x.UsageApplied
+	}
+	return nil
+}
+
+func (x *Snapshot) GetBudgetStates() []*BudgetState {
+	if x != nil {
+		return x.BudgetStates
+	}
+	return nil
+}
+
+func (x *Snapshot) GetUsageNowUnixMs() int64 {
+	if x != nil {
+		return x.UsageNowUnixMs
+	}
+	return 0
 }
 
 func (x *Snapshot) GetFleet() *Identity {
@@ -2553,6 +2589,390 @@ func (x *SetIdentity) GetReplace() bool {
 	return false
 }
 
+// UsageBatch is one command that adds served requests to the totals
+// (command type 30). The leader's aggregator reads usage records from
+// JetStream and proposes them in batches, never one write per request.
+// A record whose request_id was applied before is dropped, so a
+// redelivered or re-sent record counts once.
+type UsageBatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The leader's clock when it proposed the batch, Unix milliseconds:
+	// the state machine reads no clock, so pruning of applied request IDs
+	// and budget periods go by this time.
+	NowUnixMs     int64          `protobuf:"varint,1,opt,name=now_unix_ms,json=nowUnixMs,proto3" json:"now_unix_ms,omitempty"`
+	Records       []*UsageRecord `protobuf:"bytes,2,rep,name=records,proto3" json:"records,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageBatch) Reset() {
+	*x = UsageBatch{}
+	mi := &file_proto_control_v1_control_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageBatch) ProtoMessage() {}
+
+func (x *UsageBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_control_v1_control_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageBatch.ProtoReflect.Descriptor instead.
+func (*UsageBatch) Descriptor() ([]byte, []int) {
+	return file_proto_control_v1_control_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *UsageBatch) GetNowUnixMs() int64 {
+	if x != nil {
+		return x.NowUnixMs
+	}
+	return 0
+}
+
+func (x *UsageBatch) GetRecords() []*UsageRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+// UsageRecord is the part of a usage record (proto/usage/v1) the totals
+// need.
+type UsageRecord struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	RequestId   string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Tenant      string                 `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Key         string                 `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	Model       string                 `protobuf:"bytes,4,opt,name=model,proto3" json:"model,omitempty"`
+	TokensIn    uint64                 `protobuf:"varint,5,opt,name=tokens_in,json=tokensIn,proto3" json:"tokens_in,omitempty"`
+	TokensOut   uint64                 `protobuf:"varint,6,opt,name=tokens_out,json=tokensOut,proto3" json:"tokens_out,omitempty"`
+	CostNanoUsd int64                  `protobuf:"varint,7,opt,name=cost_nano_usd,json=costNanoUsd,proto3" json:"cost_nano_usd,omitempty"`
+	// When the request arrived, Unix milliseconds; it picks the hour.
+	UnixMs        int64 `protobuf:"varint,8,opt,name=unix_ms,json=unixMs,proto3" json:"unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageRecord) Reset() {
+	*x = UsageRecord{}
+	mi := &file_proto_control_v1_control_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageRecord) ProtoMessage() {}
+
+func (x *UsageRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_control_v1_control_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageRecord.ProtoReflect.Descriptor instead.
+func (*UsageRecord) Descriptor() ([]byte, []int) {
+	return file_proto_control_v1_control_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *UsageRecord) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *UsageRecord) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *UsageRecord) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *UsageRecord) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *UsageRecord) GetTokensIn() uint64 {
+	if x != nil {
+		return x.TokensIn
+	}
+	return 0
+}
+
+func (x *UsageRecord) GetTokensOut() uint64 {
+	if x != nil {
+		return x.TokensOut
+	}
+	return 0
+}
+
+func (x *UsageRecord) GetCostNanoUsd() int64 {
+	if x != nil {
+		return x.CostNanoUsd
+	}
+	return 0
+}
+
+func (x *UsageRecord) GetUnixMs() int64 {
+	if x != nil {
+		return x.UnixMs
+	}
+	return 0
+}
+
+// UsageTotal is the sum of the records of one tenant, key, model and
+// hour.
+type UsageTotal struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Key    string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	Model  string                 `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
+	// Hours since the Unix epoch, UTC.
+	Hour          int64  `protobuf:"varint,4,opt,name=hour,proto3" json:"hour,omitempty"`
+	Requests      uint64 `protobuf:"varint,5,opt,name=requests,proto3" json:"requests,omitempty"`
+	TokensIn      uint64 `protobuf:"varint,6,opt,name=tokens_in,json=tokensIn,proto3" json:"tokens_in,omitempty"`
+	TokensOut     uint64 `protobuf:"varint,7,opt,name=tokens_out,json=tokensOut,proto3" json:"tokens_out,omitempty"`
+	CostNanoUsd   int64  `protobuf:"varint,8,opt,name=cost_nano_usd,json=costNanoUsd,proto3" json:"cost_nano_usd,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageTotal) Reset() {
+	*x = UsageTotal{}
+	mi := &file_proto_control_v1_control_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageTotal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageTotal) ProtoMessage() {}
+
+func (x *UsageTotal) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_control_v1_control_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageTotal.ProtoReflect.Descriptor instead.
+func (*UsageTotal) Descriptor() ([]byte, []int) {
+	return file_proto_control_v1_control_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *UsageTotal) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *UsageTotal) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *UsageTotal) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *UsageTotal) GetHour() int64 {
+	if x != nil {
+		return x.Hour
+	}
+	return 0
+}
+
+func (x *UsageTotal) GetRequests() uint64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *UsageTotal) GetTokensIn() uint64 {
+	if x != nil {
+		return x.TokensIn
+	}
+	return 0
+}
+
+func (x *UsageTotal) GetTokensOut() uint64 {
+	if x != nil {
+		return x.TokensOut
+	}
+	return 0
+}
+
+func (x *UsageTotal) GetCostNanoUsd() int64 {
+	if x != nil {
+		return x.CostNanoUsd
+	}
+	return 0
+}
+
+// AppliedUsage remembers one applied request ID until the batch time
+// passes applied_unix_ms plus the retention (48 h).
+type AppliedUsage struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RequestId     string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	AppliedUnixMs int64                  `protobuf:"varint,2,opt,name=applied_unix_ms,json=appliedUnixMs,proto3" json:"applied_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppliedUsage) Reset() {
+	*x = AppliedUsage{}
+	mi := &file_proto_control_v1_control_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppliedUsage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppliedUsage) ProtoMessage() {}
+
+func (x *AppliedUsage) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_control_v1_control_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppliedUsage.ProtoReflect.Descriptor instead.
+func (*AppliedUsage) Descriptor() ([]byte, []int) {
+	return file_proto_control_v1_control_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *AppliedUsage) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *AppliedUsage) GetAppliedUnixMs() int64 {
+	if x != nil {
+		return x.AppliedUnixMs
+	}
+	return 0
+}
+
+// BudgetState is a tenant that spent its budget in its current period
+// under hard_limit.
+type BudgetState struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// Spend in the period when it was last computed, nano-USD.
+	SpendNanoUsd int64 `protobuf:"varint,2,opt,name=spend_nano_usd,json=spendNanoUsd,proto3" json:"spend_nano_usd,omitempty"`
+	// The period's end, Unix milliseconds.
+	UntilUnixMs   int64 `protobuf:"varint,3,opt,name=until_unix_ms,json=untilUnixMs,proto3" json:"until_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BudgetState) Reset() {
+	*x = BudgetState{}
+	mi := &file_proto_control_v1_control_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BudgetState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BudgetState) ProtoMessage() {}
+
+func (x *BudgetState) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_control_v1_control_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BudgetState.ProtoReflect.Descriptor instead.
+func (*BudgetState) Descriptor() ([]byte, []int) {
+	return file_proto_control_v1_control_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *BudgetState) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *BudgetState) GetSpendNanoUsd() int64 {
+	if x != nil {
+		return x.SpendNanoUsd
+	}
+	return 0
+}
+
+func (x *BudgetState) GetUntilUnixMs() int64 {
+	if x != nil {
+		return x.UntilUnixMs
+	}
+	return 0
+}
+
 var File_proto_control_v1_control_proto protoreflect.FileDescriptor
 
 const file_proto_control_v1_control_proto_rawDesc = "" +
@@ -2693,7 +3113,7 @@ const file_proto_control_v1_control_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x123\n" +
-	"\x06result\x18\x03 \x01(\v2\x1b.meridian.control.v1.ResultR\x06result\"\x9e\x06\n" +
+	"\x06result\x18\x03 \x01(\v2\x1b.meridian.control.v1.ResultR\x06result\"\xa0\b\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x125\n" +
@@ -2712,7 +3132,11 @@ const file_proto_control_v1_control_proto_rawDesc = "" +
 	"\amembers\x18\f \x03(\v2\x1b.meridian.control.v1.MemberR\amembers\x120\n" +
 	"\x05dedup\x18\r \x03(\v2\x1a.meridian.control.v1.DedupR\x05dedup\x12\x1b\n" +
 	"\tdedup_seq\x18\x0e \x01(\x04R\bdedupSeq\x12@\n" +
-	"\bidentity\x18d \x01(\v2$.meridian.control.v1.ClusterIdentityR\bidentity\x124\n" +
+	"\bidentity\x18d \x01(\v2$.meridian.control.v1.ClusterIdentityR\bidentity\x12C\n" +
+	"\fusage_totals\x18\x96\x01 \x03(\v2\x1f.meridian.control.v1.UsageTotalR\vusageTotals\x12G\n" +
+	"\rusage_applied\x18\x97\x01 \x03(\v2!.meridian.control.v1.AppliedUsageR\fusageApplied\x12F\n" +
+	"\rbudget_states\x18\x98\x01 \x03(\v2 .meridian.control.v1.BudgetStateR\fbudgetStates\x12*\n" +
+	"\x11usage_now_unix_ms\x18\x99\x01 \x01(\x03R\x0eusageNowUnixMs\x124\n" +
 	"\x05fleet\x18\x82\x01 \x01(\v2\x1d.meridian.control.v1.IdentityR\x05fleet\"E\n" +
 	"\tClusterCA\x12\x19\n" +
 	"\bcert_der\x18\x01 \x01(\fR\acertDer\x12\x1d\n" +
@@ -2769,7 +3193,41 @@ const file_proto_control_v1_control_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12@\n" +
 	"\bidentity\x18\x02 \x01(\v2$.meridian.control.v1.ClusterIdentityR\bidentity\x12\x18\n" +
-	"\areplace\x18\x03 \x01(\bR\areplaceB>Z<github.com/meridian-mesh/meridian/proto/control/v1;controlv1b\x06proto3"
+	"\areplace\x18\x03 \x01(\bR\areplace\"h\n" +
+	"\n" +
+	"UsageBatch\x12\x1e\n" +
+	"\vnow_unix_ms\x18\x01 \x01(\x03R\tnowUnixMs\x12:\n" +
+	"\arecords\x18\x02 \x03(\v2 .meridian.control.v1.UsageRecordR\arecords\"\xe5\x01\n" +
+	"\vUsageRecord\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
+	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x10\n" +
+	"\x03key\x18\x03 \x01(\tR\x03key\x12\x14\n" +
+	"\x05model\x18\x04 \x01(\tR\x05model\x12\x1b\n" +
+	"\ttokens_in\x18\x05 \x01(\x04R\btokensIn\x12\x1d\n" +
+	"\n" +
+	"tokens_out\x18\x06 \x01(\x04R\ttokensOut\x12\"\n" +
+	"\rcost_nano_usd\x18\a \x01(\x03R\vcostNanoUsd\x12\x17\n" +
+	"\aunix_ms\x18\b \x01(\x03R\x06unixMs\"\xdc\x01\n" +
+	"\n" +
+	"UsageTotal\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12\x14\n" +
+	"\x05model\x18\x03 \x01(\tR\x05model\x12\x12\n" +
+	"\x04hour\x18\x04 \x01(\x03R\x04hour\x12\x1a\n" +
+	"\brequests\x18\x05 \x01(\x04R\brequests\x12\x1b\n" +
+	"\ttokens_in\x18\x06 \x01(\x04R\btokensIn\x12\x1d\n" +
+	"\n" +
+	"tokens_out\x18\a \x01(\x04R\ttokensOut\x12\"\n" +
+	"\rcost_nano_usd\x18\b \x01(\x03R\vcostNanoUsd\"U\n" +
+	"\fAppliedUsage\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12&\n" +
+	"\x0fapplied_unix_ms\x18\x02 \x01(\x03R\rappliedUnixMs\"o\n" +
+	"\vBudgetState\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12$\n" +
+	"\x0espend_nano_usd\x18\x02 \x01(\x03R\fspendNanoUsd\x12\"\n" +
+	"\runtil_unix_ms\x18\x03 \x01(\x03R\vuntilUnixMsB>Z<github.com/meridian-mesh/meridian/proto/control/v1;controlv1b\x06proto3"
 
 var (
 	file_proto_control_v1_control_proto_rawDescOnce sync.Once
@@ -2784,7 +3242,7 @@ func file_proto_control_v1_control_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_control_v1_control_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_proto_control_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_proto_control_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_proto_control_v1_control_proto_goTypes = []any{
 	(Op_Action)(0),          // 0: meridian.control.v1.Op.Action
 	(*Region)(nil),          // 1: meridian.control.v1.Region
@@ -2816,11 +3274,16 @@ var file_proto_control_v1_control_proto_goTypes = []any{
 	(*RevokeNode)(nil),      // 27: meridian.control.v1.RevokeNode
 	(*ClusterIdentity)(nil), // 28: meridian.control.v1.ClusterIdentity
 	(*SetIdentity)(nil),     // 29: meridian.control.v1.SetIdentity
-	nil,                     // 30: meridian.control.v1.Node.LabelsEntry
+	(*UsageBatch)(nil),      // 30: meridian.control.v1.UsageBatch
+	(*UsageRecord)(nil),     // 31: meridian.control.v1.UsageRecord
+	(*UsageTotal)(nil),      // 32: meridian.control.v1.UsageTotal
+	(*AppliedUsage)(nil),    // 33: meridian.control.v1.AppliedUsage
+	(*BudgetState)(nil),     // 34: meridian.control.v1.BudgetState
+	nil,                     // 35: meridian.control.v1.Node.LabelsEntry
 }
 var file_proto_control_v1_control_proto_depIdxs = []int32{
 	2,  // 0: meridian.control.v1.Node.capacity:type_name -> meridian.control.v1.Capacity
-	30, // 1: meridian.control.v1.Node.labels:type_name -> meridian.control.v1.Node.LabelsEntry
+	35, // 1: meridian.control.v1.Node.labels:type_name -> meridian.control.v1.Node.LabelsEntry
 	7,  // 2: meridian.control.v1.Route.targets:type_name -> meridian.control.v1.Target
 	7,  // 3: meridian.control.v1.Route.fallbacks:type_name -> meridian.control.v1.Target
 	0,  // 4: meridian.control.v1.Op.action:type_name -> meridian.control.v1.Op.Action
@@ -2848,18 +3311,22 @@ var file_proto_control_v1_control_proto_depIdxs = []int32{
 	12, // 26: meridian.control.v1.Snapshot.members:type_name -> meridian.control.v1.Member
 	18, // 27: meridian.control.v1.Snapshot.dedup:type_name -> meridian.control.v1.Dedup
 	28, // 28: meridian.control.v1.Snapshot.identity:type_name -> meridian.control.v1.ClusterIdentity
-	23, // 29: meridian.control.v1.Snapshot.fleet:type_name -> meridian.control.v1.Identity
-	20, // 30: meridian.control.v1.Identity.ca:type_name -> meridian.control.v1.ClusterCA
-	21, // 31: meridian.control.v1.Identity.tokens:type_name -> meridian.control.v1.JoinToken
-	22, // 32: meridian.control.v1.Identity.nodes:type_name -> meridian.control.v1.NodeIdentity
-	20, // 33: meridian.control.v1.SetClusterCA.ca:type_name -> meridian.control.v1.ClusterCA
-	21, // 34: meridian.control.v1.CreateJoinToken.token:type_name -> meridian.control.v1.JoinToken
-	28, // 35: meridian.control.v1.SetIdentity.identity:type_name -> meridian.control.v1.ClusterIdentity
-	36, // [36:36] is the sub-list for method output_type
-	36, // [36:36] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	32, // 29: meridian.control.v1.Snapshot.usage_totals:type_name -> meridian.control.v1.UsageTotal
+	33, // 30: meridian.control.v1.Snapshot.usage_applied:type_name -> meridian.control.v1.AppliedUsage
+	34, // 31: meridian.control.v1.Snapshot.budget_states:type_name -> meridian.control.v1.BudgetState
+	23, // 32: meridian.control.v1.Snapshot.fleet:type_name -> meridian.control.v1.Identity
+	20, // 33: meridian.control.v1.Identity.ca:type_name -> meridian.control.v1.ClusterCA
+	21, // 34: meridian.control.v1.Identity.tokens:type_name -> meridian.control.v1.JoinToken
+	22, // 35: meridian.control.v1.Identity.nodes:type_name -> meridian.control.v1.NodeIdentity
+	20, // 36: meridian.control.v1.SetClusterCA.ca:type_name -> meridian.control.v1.ClusterCA
+	21, // 37: meridian.control.v1.CreateJoinToken.token:type_name -> meridian.control.v1.JoinToken
+	28, // 38: meridian.control.v1.SetIdentity.identity:type_name -> meridian.control.v1.ClusterIdentity
+	31, // 39: meridian.control.v1.UsageBatch.records:type_name -> meridian.control.v1.UsageRecord
+	40, // [40:40] is the sub-list for method output_type
+	40, // [40:40] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_proto_control_v1_control_proto_init() }
@@ -2884,7 +3351,7 @@ func file_proto_control_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_control_v1_control_proto_rawDesc), len(file_proto_control_v1_control_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   30,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -36,6 +36,8 @@
 //   1  (fields added, no version change: older receivers ignore them)
 //      Model.allowed_regions, Provider.region, Tenant.allowed_regions,
 //      AppliedReport.ready_models, for the router.
+//   1  (fields added) Entities.tenant_states, EntityIDs.tenant_states:
+//      tenants whose budget ran out, computed by the control plane.
 // A receiver rejects a message whose schema is newer than it knows, and
 // says so in its AppliedReport.
 //
@@ -72,16 +74,20 @@ const (
 // Entities are the fleet entities a table holds, each list sorted by the
 // entity's ID (a route's model; a price's "provider/model").
 type Entities struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Regions       []*v1.Region           `protobuf:"bytes,1,rep,name=regions,proto3" json:"regions,omitempty"`
-	Nodes         []*v1.Node             `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
-	Models        []*v1.Model            `protobuf:"bytes,3,rep,name=models,proto3" json:"models,omitempty"`
-	Placements    []*v1.Placement        `protobuf:"bytes,4,rep,name=placements,proto3" json:"placements,omitempty"`
-	Providers     []*v1.Provider         `protobuf:"bytes,5,rep,name=providers,proto3" json:"providers,omitempty"`
-	Routes        []*v1.Route            `protobuf:"bytes,6,rep,name=routes,proto3" json:"routes,omitempty"`
-	Keys          []*v1.Key              `protobuf:"bytes,7,rep,name=keys,proto3" json:"keys,omitempty"`
-	Tenants       []*v1.Tenant           `protobuf:"bytes,8,rep,name=tenants,proto3" json:"tenants,omitempty"`
-	Prices        []*v1.Price            `protobuf:"bytes,9,rep,name=prices,proto3" json:"prices,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Regions    []*v1.Region           `protobuf:"bytes,1,rep,name=regions,proto3" json:"regions,omitempty"`
+	Nodes      []*v1.Node             `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	Models     []*v1.Model            `protobuf:"bytes,3,rep,name=models,proto3" json:"models,omitempty"`
+	Placements []*v1.Placement        `protobuf:"bytes,4,rep,name=placements,proto3" json:"placements,omitempty"`
+	Providers  []*v1.Provider         `protobuf:"bytes,5,rep,name=providers,proto3" json:"providers,omitempty"`
+	Routes     []*v1.Route            `protobuf:"bytes,6,rep,name=routes,proto3" json:"routes,omitempty"`
+	Keys       []*v1.Key              `protobuf:"bytes,7,rep,name=keys,proto3" json:"keys,omitempty"`
+	Tenants    []*v1.Tenant           `protobuf:"bytes,8,rep,name=tenants,proto3" json:"tenants,omitempty"`
+	Prices     []*v1.Price            `protobuf:"bytes,9,rep,name=prices,proto3" json:"prices,omitempty"`
+	// Tenants the control plane found out of budget, sorted by tenant;
+	// only the control plane writes them (from its replicated spend), so
+	// every control node compiles the same list.
+	TenantStates  []*TenantState `protobuf:"bytes,10,rep,name=tenant_states,json=tenantStates,proto3" json:"tenant_states,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -179,6 +185,79 @@ func (x *Entities) GetPrices() []*v1.Price {
 	return nil
 }
 
+func (x *Entities) GetTenantStates() []*TenantState {
+	if x != nil {
+		return x.TenantStates
+	}
+	return nil
+}
+
+// TenantState is what the control plane found about a tenant's spend. A
+// tenant without one is not exhausted.
+type TenantState struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Tenant.id.
+	Tenant string `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// The tenant spent its budget in the current period under
+	// hard_limit: edges refuse its requests until exhausted_until.
+	Exhausted bool `protobuf:"varint,2,opt,name=exhausted,proto3" json:"exhausted,omitempty"`
+	// End of the budget period, Unix milliseconds.
+	ExhaustedUntilUnixMs int64 `protobuf:"varint,3,opt,name=exhausted_until_unix_ms,json=exhaustedUntilUnixMs,proto3" json:"exhausted_until_unix_ms,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *TenantState) Reset() {
+	*x = TenantState{}
+	mi := &file_proto_table_v1_table_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TenantState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TenantState) ProtoMessage() {}
+
+func (x *TenantState) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_table_v1_table_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TenantState.ProtoReflect.Descriptor instead.
+func (*TenantState) Descriptor() ([]byte, []int) {
+	return file_proto_table_v1_table_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *TenantState) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *TenantState) GetExhausted() bool {
+	if x != nil {
+		return x.Exhausted
+	}
+	return false
+}
+
+func (x *TenantState) GetExhaustedUntilUnixMs() int64 {
+	if x != nil {
+		return x.ExhaustedUntilUnixMs
+	}
+	return 0
+}
+
 // EntityIDs name deleted entities, per kind, sorted.
 type EntityIDs struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -191,13 +270,14 @@ type EntityIDs struct {
 	Keys          []string               `protobuf:"bytes,7,rep,name=keys,proto3" json:"keys,omitempty"`
 	Tenants       []string               `protobuf:"bytes,8,rep,name=tenants,proto3" json:"tenants,omitempty"`
 	Prices        []string               `protobuf:"bytes,9,rep,name=prices,proto3" json:"prices,omitempty"`
+	TenantStates  []string               `protobuf:"bytes,10,rep,name=tenant_states,json=tenantStates,proto3" json:"tenant_states,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EntityIDs) Reset() {
 	*x = EntityIDs{}
-	mi := &file_proto_table_v1_table_proto_msgTypes[1]
+	mi := &file_proto_table_v1_table_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -209,7 +289,7 @@ func (x *EntityIDs) String() string {
 func (*EntityIDs) ProtoMessage() {}
 
 func (x *EntityIDs) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_table_v1_table_proto_msgTypes[1]
+	mi := &file_proto_table_v1_table_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -222,7 +302,7 @@ func (x *EntityIDs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EntityIDs.ProtoReflect.Descriptor instead.
 func (*EntityIDs) Descriptor() ([]byte, []int) {
-	return file_proto_table_v1_table_proto_rawDescGZIP(), []int{1}
+	return file_proto_table_v1_table_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *EntityIDs) GetRegions() []string {
@@ -288,6 +368,13 @@ func (x *EntityIDs) GetPrices() []string {
 	return nil
 }
 
+func (x *EntityIDs) GetTenantStates() []string {
+	if x != nil {
+		return x.TenantStates
+	}
+	return nil
+}
+
 // RoutingTable is one complete revision of the table.
 type RoutingTable struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -307,7 +394,7 @@ type RoutingTable struct {
 
 func (x *RoutingTable) Reset() {
 	*x = RoutingTable{}
-	mi := &file_proto_table_v1_table_proto_msgTypes[2]
+	mi := &file_proto_table_v1_table_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -319,7 +406,7 @@ func (x *RoutingTable) String() string {
 func (*RoutingTable) ProtoMessage() {}
 
 func (x *RoutingTable) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_table_v1_table_proto_msgTypes[2]
+	mi := &file_proto_table_v1_table_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -332,7 +419,7 @@ func (x *RoutingTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoutingTable.ProtoReflect.Descriptor instead.
 func (*RoutingTable) Descriptor() ([]byte, []int) {
-	return file_proto_table_v1_table_proto_rawDescGZIP(), []int{2}
+	return file_proto_table_v1_table_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RoutingTable) GetSchema() uint32 {
@@ -389,7 +476,7 @@ type TableDelta struct {
 
 func (x *TableDelta) Reset() {
 	*x = TableDelta{}
-	mi := &file_proto_table_v1_table_proto_msgTypes[3]
+	mi := &file_proto_table_v1_table_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -401,7 +488,7 @@ func (x *TableDelta) String() string {
 func (*TableDelta) ProtoMessage() {}
 
 func (x *TableDelta) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_table_v1_table_proto_msgTypes[3]
+	mi := &file_proto_table_v1_table_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -414,7 +501,7 @@ func (x *TableDelta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TableDelta.ProtoReflect.Descriptor instead.
 func (*TableDelta) Descriptor() ([]byte, []int) {
-	return file_proto_table_v1_table_proto_rawDescGZIP(), []int{3}
+	return file_proto_table_v1_table_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *TableDelta) GetSchema() uint32 {
@@ -476,7 +563,7 @@ type TableUpdate struct {
 
 func (x *TableUpdate) Reset() {
 	*x = TableUpdate{}
-	mi := &file_proto_table_v1_table_proto_msgTypes[4]
+	mi := &file_proto_table_v1_table_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -488,7 +575,7 @@ func (x *TableUpdate) String() string {
 func (*TableUpdate) ProtoMessage() {}
 
 func (x *TableUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_table_v1_table_proto_msgTypes[4]
+	mi := &file_proto_table_v1_table_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -501,7 +588,7 @@ func (x *TableUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TableUpdate.ProtoReflect.Descriptor instead.
 func (*TableUpdate) Descriptor() ([]byte, []int) {
-	return file_proto_table_v1_table_proto_rawDescGZIP(), []int{4}
+	return file_proto_table_v1_table_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *TableUpdate) GetUpdate() isTableUpdate_Update {
@@ -578,7 +665,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_proto_table_v1_table_proto_msgTypes[5]
+	mi := &file_proto_table_v1_table_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -590,7 +677,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_table_v1_table_proto_msgTypes[5]
+	mi := &file_proto_table_v1_table_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -603,7 +690,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_proto_table_v1_table_proto_rawDescGZIP(), []int{5}
+	return file_proto_table_v1_table_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Heartbeat) GetSchema() uint32 {
@@ -683,7 +770,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_proto_table_v1_table_proto_msgTypes[6]
+	mi := &file_proto_table_v1_table_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -695,7 +782,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_table_v1_table_proto_msgTypes[6]
+	mi := &file_proto_table_v1_table_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -708,7 +795,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_proto_table_v1_table_proto_rawDescGZIP(), []int{6}
+	return file_proto_table_v1_table_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SnapshotRequest) GetSchema() uint32 {
@@ -747,7 +834,7 @@ type SnapshotReply struct {
 
 func (x *SnapshotReply) Reset() {
 	*x = SnapshotReply{}
-	mi := &file_proto_table_v1_table_proto_msgTypes[7]
+	mi := &file_proto_table_v1_table_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -759,7 +846,7 @@ func (x *SnapshotReply) String() string {
 func (*SnapshotReply) ProtoMessage() {}
 
 func (x *SnapshotReply) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_table_v1_table_proto_msgTypes[7]
+	mi := &file_proto_table_v1_table_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -772,7 +859,7 @@ func (x *SnapshotReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotReply.ProtoReflect.Descriptor instead.
 func (*SnapshotReply) Descriptor() ([]byte, []int) {
-	return file_proto_table_v1_table_proto_rawDescGZIP(), []int{7}
+	return file_proto_table_v1_table_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SnapshotReply) GetSchema() uint32 {
@@ -841,7 +928,7 @@ type AppliedReport struct {
 
 func (x *AppliedReport) Reset() {
 	*x = AppliedReport{}
-	mi := &file_proto_table_v1_table_proto_msgTypes[8]
+	mi := &file_proto_table_v1_table_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -853,7 +940,7 @@ func (x *AppliedReport) String() string {
 func (*AppliedReport) ProtoMessage() {}
 
 func (x *AppliedReport) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_table_v1_table_proto_msgTypes[8]
+	mi := &file_proto_table_v1_table_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -866,7 +953,7 @@ func (x *AppliedReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppliedReport.ProtoReflect.Descriptor instead.
 func (*AppliedReport) Descriptor() ([]byte, []int) {
-	return file_proto_table_v1_table_proto_rawDescGZIP(), []int{8}
+	return file_proto_table_v1_table_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AppliedReport) GetSchema() uint32 {
@@ -964,7 +1051,7 @@ var File_proto_table_v1_table_proto protoreflect.FileDescriptor
 
 const file_proto_table_v1_table_proto_rawDesc = "" +
 	"\n" +
-	"\x1aproto/table/v1/table.proto\x12\x11meridian.table.v1\x1a\x1eproto/control/v1/control.proto\"\xf0\x03\n" +
+	"\x1aproto/table/v1/table.proto\x12\x11meridian.table.v1\x1a\x1eproto/control/v1/control.proto\"\xb5\x04\n" +
 	"\bEntities\x125\n" +
 	"\aregions\x18\x01 \x03(\v2\x1b.meridian.control.v1.RegionR\aregions\x12/\n" +
 	"\x05nodes\x18\x02 \x03(\v2\x19.meridian.control.v1.NodeR\x05nodes\x122\n" +
@@ -976,7 +1063,13 @@ const file_proto_table_v1_table_proto_rawDesc = "" +
 	"\x06routes\x18\x06 \x03(\v2\x1a.meridian.control.v1.RouteR\x06routes\x12,\n" +
 	"\x04keys\x18\a \x03(\v2\x18.meridian.control.v1.KeyR\x04keys\x125\n" +
 	"\atenants\x18\b \x03(\v2\x1b.meridian.control.v1.TenantR\atenants\x122\n" +
-	"\x06prices\x18\t \x03(\v2\x1a.meridian.control.v1.PriceR\x06prices\"\xef\x01\n" +
+	"\x06prices\x18\t \x03(\v2\x1a.meridian.control.v1.PriceR\x06prices\x12C\n" +
+	"\rtenant_states\x18\n" +
+	" \x03(\v2\x1e.meridian.table.v1.TenantStateR\ftenantStates\"z\n" +
+	"\vTenantState\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1c\n" +
+	"\texhausted\x18\x02 \x01(\bR\texhausted\x125\n" +
+	"\x17exhausted_until_unix_ms\x18\x03 \x01(\x03R\x14exhaustedUntilUnixMs\"\x94\x02\n" +
 	"\tEntityIDs\x12\x18\n" +
 	"\aregions\x18\x01 \x03(\tR\aregions\x12\x14\n" +
 	"\x05nodes\x18\x02 \x03(\tR\x05nodes\x12\x16\n" +
@@ -988,7 +1081,9 @@ const file_proto_table_v1_table_proto_rawDesc = "" +
 	"\x06routes\x18\x06 \x03(\tR\x06routes\x12\x12\n" +
 	"\x04keys\x18\a \x03(\tR\x04keys\x12\x18\n" +
 	"\atenants\x18\b \x03(\tR\atenants\x12\x16\n" +
-	"\x06prices\x18\t \x03(\tR\x06prices\"\xb0\x01\n" +
+	"\x06prices\x18\t \x03(\tR\x06prices\x12#\n" +
+	"\rtenant_states\x18\n" +
+	" \x03(\tR\ftenantStates\"\xb0\x01\n" +
 	"\fRoutingTable\x12\x16\n" +
 	"\x06schema\x18\x01 \x01(\rR\x06schema\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x127\n" +
@@ -1061,48 +1156,50 @@ func file_proto_table_v1_table_proto_rawDescGZIP() []byte {
 	return file_proto_table_v1_table_proto_rawDescData
 }
 
-var file_proto_table_v1_table_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_proto_table_v1_table_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_proto_table_v1_table_proto_goTypes = []any{
 	(*Entities)(nil),        // 0: meridian.table.v1.Entities
-	(*EntityIDs)(nil),       // 1: meridian.table.v1.EntityIDs
-	(*RoutingTable)(nil),    // 2: meridian.table.v1.RoutingTable
-	(*TableDelta)(nil),      // 3: meridian.table.v1.TableDelta
-	(*TableUpdate)(nil),     // 4: meridian.table.v1.TableUpdate
-	(*Heartbeat)(nil),       // 5: meridian.table.v1.Heartbeat
-	(*SnapshotRequest)(nil), // 6: meridian.table.v1.SnapshotRequest
-	(*SnapshotReply)(nil),   // 7: meridian.table.v1.SnapshotReply
-	(*AppliedReport)(nil),   // 8: meridian.table.v1.AppliedReport
-	(*v1.Region)(nil),       // 9: meridian.control.v1.Region
-	(*v1.Node)(nil),         // 10: meridian.control.v1.Node
-	(*v1.Model)(nil),        // 11: meridian.control.v1.Model
-	(*v1.Placement)(nil),    // 12: meridian.control.v1.Placement
-	(*v1.Provider)(nil),     // 13: meridian.control.v1.Provider
-	(*v1.Route)(nil),        // 14: meridian.control.v1.Route
-	(*v1.Key)(nil),          // 15: meridian.control.v1.Key
-	(*v1.Tenant)(nil),       // 16: meridian.control.v1.Tenant
-	(*v1.Price)(nil),        // 17: meridian.control.v1.Price
+	(*TenantState)(nil),     // 1: meridian.table.v1.TenantState
+	(*EntityIDs)(nil),       // 2: meridian.table.v1.EntityIDs
+	(*RoutingTable)(nil),    // 3: meridian.table.v1.RoutingTable
+	(*TableDelta)(nil),      // 4: meridian.table.v1.TableDelta
+	(*TableUpdate)(nil),     // 5: meridian.table.v1.TableUpdate
+	(*Heartbeat)(nil),       // 6: meridian.table.v1.Heartbeat
+	(*SnapshotRequest)(nil), // 7: meridian.table.v1.SnapshotRequest
+	(*SnapshotReply)(nil),   // 8: meridian.table.v1.SnapshotReply
+	(*AppliedReport)(nil),   // 9: meridian.table.v1.AppliedReport
+	(*v1.Region)(nil),       // 10: meridian.control.v1.Region
+	(*v1.Node)(nil),         // 11: meridian.control.v1.Node
+	(*v1.Model)(nil),        // 12: meridian.control.v1.Model
+	(*v1.Placement)(nil),    // 13: meridian.control.v1.Placement
+	(*v1.Provider)(nil),     // 14: meridian.control.v1.Provider
+	(*v1.Route)(nil),        // 15: meridian.control.v1.Route
+	(*v1.Key)(nil),          // 16: meridian.control.v1.Key
+	(*v1.Tenant)(nil),       // 17: meridian.control.v1.Tenant
+	(*v1.Price)(nil),        // 18: meridian.control.v1.Price
 }
 var file_proto_table_v1_table_proto_depIdxs = []int32{
-	9,  // 0: meridian.table.v1.Entities.regions:type_name -> meridian.control.v1.Region
-	10, // 1: meridian.table.v1.Entities.nodes:type_name -> meridian.control.v1.Node
-	11, // 2: meridian.table.v1.Entities.models:type_name -> meridian.control.v1.Model
-	12, // 3: meridian.table.v1.Entities.placements:type_name -> meridian.control.v1.Placement
-	13, // 4: meridian.table.v1.Entities.providers:type_name -> meridian.control.v1.Provider
-	14, // 5: meridian.table.v1.Entities.routes:type_name -> meridian.control.v1.Route
-	15, // 6: meridian.table.v1.Entities.keys:type_name -> meridian.control.v1.Key
-	16, // 7: meridian.table.v1.Entities.tenants:type_name -> meridian.control.v1.Tenant
-	17, // 8: meridian.table.v1.Entities.prices:type_name -> meridian.control.v1.Price
-	0,  // 9: meridian.table.v1.RoutingTable.entities:type_name -> meridian.table.v1.Entities
-	0,  // 10: meridian.table.v1.TableDelta.upserts:type_name -> meridian.table.v1.Entities
-	1,  // 11: meridian.table.v1.TableDelta.deletes:type_name -> meridian.table.v1.EntityIDs
-	3,  // 12: meridian.table.v1.TableUpdate.delta:type_name -> meridian.table.v1.TableDelta
-	2,  // 13: meridian.table.v1.TableUpdate.full:type_name -> meridian.table.v1.RoutingTable
-	2,  // 14: meridian.table.v1.SnapshotReply.table:type_name -> meridian.table.v1.RoutingTable
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	10, // 0: meridian.table.v1.Entities.regions:type_name -> meridian.control.v1.Region
+	11, // 1: meridian.table.v1.Entities.nodes:type_name -> meridian.control.v1.Node
+	12, // 2: meridian.table.v1.Entities.models:type_name -> meridian.control.v1.Model
+	13, // 3: meridian.table.v1.Entities.placements:type_name -> meridian.control.v1.Placement
+	14, // 4: meridian.table.v1.Entities.providers:type_name -> meridian.control.v1.Provider
+	15, // 5: meridian.table.v1.Entities.routes:type_name -> meridian.control.v1.Route
+	16, // 6: meridian.table.v1.Entities.keys:type_name -> meridian.control.v1.Key
+	17, // 7: meridian.table.v1.Entities.tenants:type_name -> meridian.control.v1.Tenant
+	18, // 8: meridian.table.v1.Entities.prices:type_name -> meridian.control.v1.Price
+	1,  // 9: meridian.table.v1.Entities.tenant_states:type_name -> meridian.table.v1.TenantState
+	0,  // 10: meridian.table.v1.RoutingTable.entities:type_name -> meridian.table.v1.Entities
+	0,  // 11: meridian.table.v1.TableDelta.upserts:type_name -> meridian.table.v1.Entities
+	2,  // 12: meridian.table.v1.TableDelta.deletes:type_name -> meridian.table.v1.EntityIDs
+	4,  // 13: meridian.table.v1.TableUpdate.delta:type_name -> meridian.table.v1.TableDelta
+	3,  // 14: meridian.table.v1.TableUpdate.full:type_name -> meridian.table.v1.RoutingTable
+	3,  // 15: meridian.table.v1.SnapshotReply.table:type_name -> meridian.table.v1.RoutingTable
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_proto_table_v1_table_proto_init() }
@@ -1110,7 +1207,7 @@ func file_proto_table_v1_table_proto_init() {
 	if File_proto_table_v1_table_proto != nil {
 		return
 	}
-	file_proto_table_v1_table_proto_msgTypes[4].OneofWrappers = []any{
+	file_proto_table_v1_table_proto_msgTypes[5].OneofWrappers = []any{
 		(*TableUpdate_Delta)(nil),
 		(*TableUpdate_Full)(nil),
 	}
@@ -1120,7 +1217,7 @@ func file_proto_table_v1_table_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_table_v1_table_proto_rawDesc), len(file_proto_table_v1_table_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,305 @@
+package fsm
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	iradix "github.com/hashicorp/go-immutable-radix"
+
+	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
+	"github.com/meridian-mesh/meridian/shared/usagewire"
+)
+
+// TypeUsageBatch is a UsageBatch: served requests added to the usage
+// totals. It carries the IgnoreUnknown bit: a node built before usage
+// existed skips batches and keeps the fleet state, lacking only totals,
+// rather than halting the cluster during a rolling upgrade.
+const TypeUsageBatch Type = 30 | IgnoreUnknown
+
+// Usage bookkeeping limits. They are part of the state machine's
+// definition: replicas with other values would diverge.
+const (
+	// UsageRetention is how long an applied request ID is remembered, by
+	// batch time: JetStream's duplicate window plus a day and more of an
+	// edge spooling records while the bus is away.
+	UsageRetention = 48 * time.Hour
+	// MaxUsageBatch bounds the records of one batch.
+	MaxUsageBatch = 10000
+	// maxUsageField bounds a record's request ID, tenant, key and model.
+	maxUsageField = 256
+)
+
+// Tree keys of the usage state:
+//
+//	"u/<tenant>\x00<hour, 12 digits>\x00<key>\x00<model>" → *controlv1.UsageTotal
+//	"ua/<request>"                        → *controlv1.AppliedUsage
+//	"uo/<applied ms, 20 digits>/<request>" → request ID, oldest first, for pruning
+//	"b/<tenant>"                          → *controlv1.BudgetState
+//
+// Tenant, key and model never hold a NUL (checked per record), so a
+// tenant's totals are one prefix, ordered by hour.
+func totalPrefix(tenant string) []byte { return []byte("u/" + tenant + "\x00") }
+func totalKey(tenant string, hour int64, key, model string) []byte {
+	return fmt.Appendf(nil, "u/%s\x00%012d\x00%s\x00%s", tenant, hour, key, model)
+}
+func appliedKey(id string) []byte { return []byte("ua/" + id) }
+func appliedOrderKey(ms int64, id string) []byte {
+	return fmt.Appendf(nil, "uo/%020d/%s", ms, id)
+}
+func budgetKey(tenant string) []byte { return []byte("b/" + tenant) }
+
+const msPerHour = int64(time.Hour / time.Millisecond)
+
+// UsageNow returns the time of the last usage batch applied, Unix
+// milliseconds (0 before the first).
+func (s *State) UsageNow() int64 { return s.usageNow }
+
+// UsageApplied reports whether a request ID's record was applied and is
+// still remembered.
+func (s *State) UsageApplied(requestID string) bool {
+	_, ok := s.tree.Get(appliedKey(requestID))
+	return ok
+}
+
+// UsageTotals calls fn for every total, ordered by tenant, hour, key and
+// model, until fn returns false. A non-empty tenant limits the walk to
+// that tenant's totals.
+func (s *State) UsageTotals(tenant string, fn func(*controlv1.UsageTotal) bool) {
+	prefix := []byte("u/")
+	if tenant != "" {
+		prefix = totalPrefix(tenant)
+	}
+	s.tree.Root().WalkPrefix(prefix, func(_ []byte, v any) bool {
+		return !fn(v.(*controlv1.UsageTotal))
+	})
+}
+
+// BudgetStates returns the tenants found out of budget, sorted by tenant.
+func (s *State) BudgetStates() []*controlv1.BudgetState {
+	var out []*controlv1.BudgetState
+	s.tree.Root().WalkPrefix([]byte("b/"), func(_ []byte, v any) bool {
+		out = append(out, v.(*controlv1.BudgetState))
+		return false
+	})
+	return out
+}
+
+// UsageResult counts what one batch did; it is returned in the Result's
+// message as "applied=N duplicate=N malformed=N".
+type UsageResult struct{ Applied, Duplicate, Malformed int }
+
+// ParseUsageResult reads a UsageBatch's Result message.
+func ParseUsageResult(msg string) (UsageResult, bool) {
+	var r UsageResult
+	_, err := fmt.Sscanf(msg, "applied=%d duplicate=%d malformed=%d", &r.Applied, &r.Duplicate, &r.Malformed)
+	return r, err == nil
+}
+
+// CheckUsageRecord reports why a record cannot be added to the totals,
+// or nil. The aggregator drops such records before proposing them; the
+// state machine checks again, so a bad record is dropped, never applied.
+func CheckUsageRecord(r *controlv1.UsageRecord) error {
+	if r.GetRequestId() == "" {
+		return fmt.Errorf("no request_id")
+	}
+	for _, f := range []struct{ name, v string }{
+		{"request_id", r.GetRequestId()}, {"tenant", r.GetTenant()}, {"key", r.GetKey()}, {"model", r.GetModel()},
+	} {
+		if len(f.v) > maxUsageField {
+			return fmt.Errorf("%s is longer than %d bytes", f.name, maxUsageField)
+		}
+		if strings.IndexByte(f.v, 0) >= 0 {
+			return fmt.Errorf("%s holds a NUL", f.name)
+		}
+	}
+	if r.GetCostNanoUsd() < 0 {
+		return fmt.Errorf("negative cost")
+	}
+	// Within a year of the epoch is a broken clock, and past 9999 does
+	// not format as an hour.
+	if r.GetUnixMs() < 365*24*msPerHour || r.GetUnixMs() > 253402300799999 {
+		return fmt.Errorf("unix_ms %d is out of range", r.GetUnixMs())
+	}
+	return nil
+}
+
+// applyUsage adds a batch's new records to the totals, forgets applied
+// request IDs older than UsageRetention, and recomputes which tenants are
+// out of budget. It returns the batch time it used and whether the
+// budget states changed (which changes the routing table).
+func applyUsage(txn *iradix.Txn, prevNow int64, b *controlv1.UsageBatch) (res *controlv1.Result, now int64, budgetsChanged bool) {
+	if len(b.GetRecords()) > MaxUsageBatch {
+		return errResult(invalid("records", "a usage batch holds at most %d records", MaxUsageBatch)), prevNow, false
+	}
+	// Batch time never goes back, whichever leader's clock proposed it.
+	now = max(prevNow, b.GetNowUnixMs())
+	pruneApplied(txn, now-UsageRetention.Milliseconds())
+	var r UsageResult
+	for _, rec := range b.GetRecords() {
+		if CheckUsageRecord(rec) != nil {
+			r.Malformed++
+			continue
+		}
+		id := rec.GetRequestId()
+		if _, dup := txn.Get(appliedKey(id)); dup {
+			r.Duplicate++
+			continue
+		}
+		txn.Insert(appliedKey(id), &controlv1.AppliedUsage{RequestId: id, AppliedUnixMs: now})
+		txn.Insert(appliedOrderKey(now, id), id)
+		hour := rec.GetUnixMs() / msPerHour
+		k := totalKey(rec.GetTenant(), hour, rec.GetKey(), rec.GetModel())
+		t := &controlv1.UsageTotal{Tenant: rec.GetTenant(), Key: rec.GetKey(), Model: rec.GetModel(), Hour: hour}
+		if old, ok := txn.Get(k); ok {
+			o := old.(*controlv1.UsageTotal)
+			t.Requests, t.TokensIn, t.TokensOut, t.CostNanoUsd = o.GetRequests(), o.GetTokensIn(), o.GetTokensOut(), o.GetCostNanoUsd()
+		}
+		t.Requests++
+		t.TokensIn += rec.GetTokensIn()
+		t.TokensOut += rec.GetTokensOut()
+		t.CostNanoUsd = satAdd(t.CostNanoUsd, rec.GetCostNanoUsd())
+		txn.Insert(k, t)
+		r.Applied++
+	}
+	budgetsChanged = updateBudgets(txn, now)
+	return &controlv1.Result{Message: fmt.Sprintf("applied=%d duplicate=%d malformed=%d", r.Applied, r.Duplicate, r.Malformed)}, now, budgetsChanged
+}
+
+func satAdd(a, b int64) int64 {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
+}
+
+// pruneApplied forgets request IDs applied before horizon (batch time).
+func pruneApplied(txn *iradix.Txn, horizon int64) {
+	bound := appliedOrderKey(horizon, "")
+	var old [][]byte
+	var ids []string
+	it := txn.Root().Iterator()
+	it.SeekPrefix([]byte("uo/"))
+	for k, v, ok := it.Next(); ok; k, v, ok = it.Next() {
+		if bytes.Compare(k, bound) >= 0 {
+			break
+		}
+		old, ids = append(old, k), append(ids, v.(string))
+	}
+	for i, k := range old {
+		txn.Delete(k)
+		txn.Delete(appliedKey(ids[i]))
+	}
+}
+
+// TenantSpend returns a tenant's spend in nano-USD over [start, end),
+// counting whole hours from start's hour.
+func tenantSpend(root *iradix.Node, tenant string, start, end time.Time) int64 {
+	from, to := start.UnixMilli()/msPerHour, end.UnixMilli()/msPerHour
+	prefix := totalPrefix(tenant)
+	it := root.Iterator()
+	it.SeekLowerBound(totalKey(tenant, from, "", ""))
+	var sum int64
+	for k, v, ok := it.Next(); ok; k, v, ok = it.Next() {
+		if !bytes.HasPrefix(k, prefix) {
+			break
+		}
+		t := v.(*controlv1.UsageTotal)
+		if t.GetHour() >= to {
+			break
+		}
+		sum = satAdd(sum, t.GetCostNanoUsd())
+	}
+	return sum
+}
+
+// TenantSpend returns a tenant's spend in its budget period containing
+// at, nano-USD, and the period's bounds.
+func (s *State) TenantSpend(tenant string, at time.Time) (spend int64, start, end time.Time) {
+	period := ""
+	if m, ok := s.Get(KindTenant, tenant); ok {
+		period = m.(*controlv1.Tenant).GetBudgetPeriod()
+	}
+	start, end = usagewire.PeriodBounds(period, at)
+	return tenantSpend(s.tree.Root(), tenant, start, end), start, end
+}
+
+// BudgetNano is a budget in USD as nano-USD.
+func BudgetNano(usd float64) int64 {
+	v := math.Round(usd * usagewire.NanoPerUSD)
+	if v >= math.MaxInt64 {
+		return math.MaxInt64
+	}
+	return int64(v)
+}
+
+// budgetStates computes, at batch time now, the tenants that spent their
+// budget under a hard limit, keyed by tenant.
+func budgetStates(root *iradix.Node, now int64) map[string]*controlv1.BudgetState {
+	out := map[string]*controlv1.BudgetState{}
+	at := time.UnixMilli(now)
+	root.WalkPrefix([]byte("e/"+KindTenant+"/"), func(_ []byte, v any) bool {
+		t := v.(*controlv1.Tenant)
+		if !t.GetHardLimit() || !(t.GetMonthlyBudget() > 0) {
+			return false
+		}
+		start, end := usagewire.PeriodBounds(t.GetBudgetPeriod(), at)
+		if spend := tenantSpend(root, t.GetId(), start, end); spend >= BudgetNano(t.GetMonthlyBudget()) {
+			out[t.GetId()] = &controlv1.BudgetState{Tenant: t.GetId(), SpendNanoUsd: spend, UntilUnixMs: end.UnixMilli()}
+		}
+		return false
+	})
+	return out
+}
+
+// updateBudgets rewrites the budget states for batch time now and
+// reports whether the set of exhausted tenants or their periods changed.
+// The spend a state records is refreshed only along with such a change,
+// so a batch that changes nothing else leaves the table alone.
+func updateBudgets(txn *iradix.Txn, now int64) bool {
+	want := budgetStates(txn.Root(), now)
+	changed := false
+	var gone []string
+	txn.Root().WalkPrefix([]byte("b/"), func(_ []byte, v any) bool {
+		b := v.(*controlv1.BudgetState)
+		if w, ok := want[b.GetTenant()]; !ok {
+			gone = append(gone, b.GetTenant())
+		} else if w.GetUntilUnixMs() == b.GetUntilUnixMs() {
+			delete(want, b.GetTenant()) // unchanged
+		}
+		return false
+	})
+	for _, t := range gone {
+		txn.Delete(budgetKey(t))
+		changed = true
+	}
+	// Map order does not matter: each insert is independent.
+	for t, b := range want {
+		txn.Insert(budgetKey(t), b)
+		changed = true
+	}
+	return changed
+}
+
+// BudgetsStale reports whether a usage batch at now would change the
+// budget states: a period ended, a budget or hard limit changed, a tenant
+// went. The leader's aggregator proposes an empty batch then, so edges
+// learn it without waiting for traffic.
+func (s *State) BudgetsStale(now int64) bool {
+	now = max(now, s.usageNow)
+	want := budgetStates(s.tree.Root(), now)
+	stale := false
+	n := 0
+	s.tree.Root().WalkPrefix([]byte("b/"), func(_ []byte, v any) bool {
+		b := v.(*controlv1.BudgetState)
+		n++
+		if w, ok := want[b.GetTenant()]; !ok || w.GetUntilUnixMs() != b.GetUntilUnixMs() {
+			stale = true
+			return true
+		}
+		return false
+	})
+	return stale || n != len(want)
+}

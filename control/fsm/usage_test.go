@@ -1,0 +1,198 @@
+package fsm
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
+)
+
+func usage(t *testing.T, f *FSM, index uint64, now time.Time, recs ...*controlv1.UsageRecord) UsageResult {
+	t.Helper()
+	b, err := Encode(TypeUsageBatch, &controlv1.UsageBatch{NowUnixMs: now.UnixMilli(), Records: recs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := f.Apply(index, b)
+	if res.GetCode() != "" {
+		t.Fatalf("usage batch: %s %s", res.GetCode(), res.GetMessage())
+	}
+	r, ok := ParseUsageResult(res.GetMessage())
+	if !ok {
+		t.Fatalf("usage result %q does not parse", res.GetMessage())
+	}
+	return r
+}
+
+func rec(id, tenant, model string, at time.Time, in, out uint64, cost int64) *controlv1.UsageRecord {
+	return &controlv1.UsageRecord{RequestId: id, Tenant: tenant, Key: "k1", Model: model, TokensIn: in, TokensOut: out,
+		CostNanoUsd: cost, UnixMs: at.UnixMilli()}
+}
+
+func totals(s *State, tenant string) (n, in, out uint64, cost int64) {
+	s.UsageTotals(tenant, func(u *controlv1.UsageTotal) bool {
+		n += u.GetRequests()
+		in += u.GetTokensIn()
+		out += u.GetTokensOut()
+		cost += u.GetCostNanoUsd()
+		return true
+	})
+	return
+}
+
+func TestUsageBatchAddsOnceAndDropsMalformed(t *testing.T) {
+	f := New(Config{})
+	if r := write(t, f, 1, "w1", fleet()...); r.GetCode() != "" {
+		t.Fatal(r)
+	}
+	now := time.Date(2026, 12, 2, 10, 30, 0, 0, time.UTC)
+	r := usage(t, f, 2, now,
+		rec("r1", "acme", "llama3", now, 10, 20, 1500),
+		rec("r2", "acme", "llama3", now.Add(-time.Hour), 1, 2, 7),
+		rec("r1", "acme", "llama3", now, 10, 20, 1500), // the same request again in the batch
+		&controlv1.UsageRecord{RequestId: "", Tenant: "acme", UnixMs: now.UnixMilli()},
+		&controlv1.UsageRecord{RequestId: "bad", Tenant: "a\x00b", UnixMs: now.UnixMilli()},
+		&controlv1.UsageRecord{RequestId: "neg", Tenant: "acme", CostNanoUsd: -1, UnixMs: now.UnixMilli()},
+	)
+	if r != (UsageResult{Applied: 2, Duplicate: 1, Malformed: 3}) {
+		t.Fatalf("first batch: %+v", r)
+	}
+	// Redelivered after a leader change: dropped by request ID.
+	if r := usage(t, f, 3, now.Add(time.Minute), rec("r2", "acme", "llama3", now, 1, 2, 7), rec("r3", "beta", "m", now, 0, 5, 3)); r.Applied != 1 || r.Duplicate != 1 {
+		t.Fatalf("second batch: %+v", r)
+	}
+	s := f.State()
+	if n, in, out, cost := totals(s, "acme"); n != 2 || in != 11 || out != 22 || cost != 1507 {
+		t.Fatalf("acme totals: %d requests, %d in, %d out, %d nano-USD", n, in, out, cost)
+	}
+	hours := 0
+	s.UsageTotals("acme", func(*controlv1.UsageTotal) bool { hours++; return true })
+	if hours != 2 {
+		t.Fatalf("acme has %d hourly totals, want 2", hours)
+	}
+	if n, _, _, cost := totals(s, ""); n != 3 || cost != 1510 {
+		t.Fatalf("all totals: %d requests, %d nano-USD", n, cost)
+	}
+	// Usage alone makes no new table revision.
+	if s.Index() != 1 {
+		t.Fatalf("usage moved the state index to %d", s.Index())
+	}
+}
+
+func TestUsageAppliedIDsArePrunedByBatchTime(t *testing.T) {
+	f := New(Config{})
+	now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	usage(t, f, 1, now, rec("old", "", "m", now, 1, 1, 1))
+	usage(t, f, 2, now.Add(UsageRetention-time.Minute), rec("mid", "", "m", now, 1, 1, 1))
+	if !f.State().UsageApplied("old") {
+		t.Fatal("forgot a request ID inside the retention")
+	}
+	// A batch from a leader with a clock behind does not move time back.
+	usage(t, f, 3, now, rec("x", "", "m", now, 1, 1, 1))
+	if !f.State().UsageApplied("old") || f.State().UsageNow() != now.Add(UsageRetention-time.Minute).UnixMilli() {
+		t.Fatal("an older batch time moved usage time back")
+	}
+	usage(t, f, 4, now.Add(UsageRetention+time.Minute))
+	s := f.State()
+	if s.UsageApplied("old") || !s.UsageApplied("mid") {
+		t.Fatalf("after retention: old remembered %v, mid remembered %v", s.UsageApplied("old"), s.UsageApplied("mid"))
+	}
+	if n, _, _, _ := totals(s, ""); n != 3 {
+		t.Fatalf("pruning changed the totals: %d requests", n)
+	}
+}
+
+func TestBudgetExhaustsAndRecoversByPeriod(t *testing.T) {
+	f := New(Config{})
+	ops := fleet()
+	ops[5] = PutOp(&controlv1.Tenant{Id: "acme", MonthlyBudget: 0.000002, HardLimit: true, BudgetPeriod: "day"}) // 2000 nano-USD
+	if r := write(t, f, 1, "w1", ops...); r.GetCode() != "" {
+		t.Fatal(r)
+	}
+	now := time.Date(2026, 12, 2, 23, 0, 0, 0, time.UTC)
+	usage(t, f, 2, now, rec("a", "acme", "llama3", now, 1, 1, 1999))
+	if len(f.State().BudgetStates()) != 0 || f.State().Index() != 1 {
+		t.Fatal("exhausted below budget")
+	}
+	usage(t, f, 3, now, rec("b", "acme", "llama3", now, 1, 1, 1))
+	bs := f.State().BudgetStates()
+	if len(bs) != 1 || bs[0].GetTenant() != "acme" || bs[0].GetSpendNanoUsd() != 2000 ||
+		bs[0].GetUntilUnixMs() != time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC).UnixMilli() {
+		t.Fatalf("budget states %v", bs)
+	}
+	if f.State().Index() != 3 {
+		t.Fatalf("exhaustion did not make a new revision: index %d", f.State().Index())
+	}
+	// More spend in the same period changes nothing edges see.
+	usage(t, f, 4, now, rec("c", "acme", "llama3", now, 1, 1, 5))
+	if f.State().Index() != 3 {
+		t.Fatal("more spend in an exhausted period made a new revision")
+	}
+	if !f.State().BudgetsStale(time.Date(2026, 12, 3, 0, 0, 1, 0, time.UTC).UnixMilli()) {
+		t.Fatal("a new period is not reported stale")
+	}
+	usage(t, f, 5, time.Date(2026, 12, 3, 0, 0, 1, 0, time.UTC))
+	if len(f.State().BudgetStates()) != 0 || f.State().Index() != 5 {
+		t.Fatalf("still exhausted in a new period: %v", f.State().BudgetStates())
+	}
+	if f.State().BudgetsStale(time.Date(2026, 12, 3, 0, 0, 2, 0, time.UTC).UnixMilli()) {
+		t.Fatal("fresh budget states reported stale")
+	}
+}
+
+func TestUsageSurvivesSnapshot(t *testing.T) {
+	f := New(Config{})
+	ops := fleet()
+	ops[5] = PutOp(&controlv1.Tenant{Id: "acme", MonthlyBudget: 0.000001, HardLimit: true})
+	write(t, f, 1, "w1", ops...)
+	now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	usage(t, f, 2, now, rec("a", "acme", "llama3", now, 3, 4, 1000), rec("b", "", "m", now, 1, 1, 2))
+	var buf bytes.Buffer
+	if _, err := f.State().WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	g := New(Config{})
+	if err := g.Restore(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if !g.State().Equal(f.State()) || g.State().UsageNow() != now.UnixMilli() || len(g.State().BudgetStates()) != 1 {
+		t.Fatal("restored usage differs")
+	}
+	// The restored dedup still drops a re-sent record.
+	if r := usage(t, g, 3, now, rec("a", "acme", "llama3", now, 3, 4, 1000)); r.Duplicate != 1 {
+		t.Fatalf("after restore: %+v", r)
+	}
+}
+
+func TestKeyAndTenantLimitFields(t *testing.T) {
+	f := New(Config{})
+	write(t, f, 1, "w1", fleet()...)
+	cases := []struct {
+		op    *controlv1.Op
+		field string
+	}{
+		{PutOp(&controlv1.Key{Id: "k2", Hash: "sha256:" + strings.Repeat("b", 64), ExpiresAt: "tomorrow"}), "expires_at"},
+		{PutOp(&controlv1.Key{Id: "k2", Hash: "sha256:" + strings.Repeat("b", 64), AllowedModels: []string{"nope"}}), "allowed_models[0]"},
+		{PutOp(&controlv1.Key{Id: "k2", Hash: "sha256:" + strings.Repeat("b", 64), AllowedRegions: []string{"mars"}}), "allowed_regions[0]"},
+		{PutOp(&controlv1.Key{Id: "k2", Hash: "sha256:" + strings.Repeat("b", 64), Rpm: 2_000_000_000}), "rpm"},
+		{PutOp(&controlv1.Tenant{Id: "t2", BudgetPeriod: "year"}), "budget_period"},
+		{PutOp(&controlv1.Tenant{Id: "t2", Tpm: 2_000_000_000}), "tpm"},
+	}
+	for i, c := range cases {
+		r := write(t, f, uint64(2+i), "bad"+c.field, c.op)
+		if r.GetCode() == "" || r.GetField() != c.field {
+			t.Errorf("%s: got %q field %q: %s", c.field, r.GetCode(), r.GetField(), r.GetMessage())
+		}
+	}
+	ok := PutOp(&controlv1.Key{Id: "k2", Hash: "sha256:" + strings.Repeat("b", 64), Tenant: "acme", AllowedModels: []string{"llama3"},
+		AllowedRegions: []string{"eu"}, Rpm: 60, Tpm: 1000, ExpiresAt: "2027-01-31T00:00:00Z", Disabled: true})
+	if r := write(t, f, 20, "good", ok, PutOp(&controlv1.Tenant{Id: "acme", Rpm: 10, BudgetPeriod: "week"})); r.GetCode() != "" {
+		t.Fatal(r)
+	}
+	// A model a key allows cannot be deleted under it.
+	if r := write(t, f, 21, "del", DeleteOp(KindRoute, "llama3"), DeleteOp(KindPlacement, "p1"), DeleteOp(KindPrice, "oai/llama3"), DeleteOp(KindModel, "llama3")); r.GetCode() != CodeConflict {
+		t.Fatalf("deleting a model a key allows: %v", r)
+	}
+}
