@@ -105,6 +105,14 @@ func Build(s *fsm.State) *tablev1.RoutingTable {
 	for _, m := range s.List(fsm.KindPrice) {
 		e.Prices = append(e.Prices, m.(*controlv1.Price))
 	}
+	// Budget states come from the replicated spend (fsm/usage.go), so
+	// every control node compiles the same table; a state of a tenant
+	// deleted since is left out.
+	for _, b := range s.BudgetStates() {
+		if _, ok := s.Get(fsm.KindTenant, b.GetTenant()); ok {
+			e.TenantStates = append(e.TenantStates, &tablev1.TenantState{Tenant: b.GetTenant(), Exhausted: true, ExhaustedUntilUnixMs: b.GetUntilUnixMs()})
+		}
+	}
 	// The state lists by ID already; sorting again makes the order this
 	// package's promise rather than the state's.
 	tablewire.Sort(e)

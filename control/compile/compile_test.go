@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/meridian-mesh/meridian/control/fsm"
 	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
@@ -132,5 +133,53 @@ func TestSecretRefOutOfBoundsRejected(t *testing.T) {
 	cfg.Secrets.EnvPrefix = "ACME_"
 	if _, err := Check(cfg, tab); err == nil {
 		t.Fatal("a custom prefix did not apply")
+	}
+}
+
+func TestExhaustedTenantReachesTheTable(t *testing.T) {
+	f := fsm.New(fsm.Config{})
+	ops := fleet()
+	ops[7] = fsm.PutOp(&controlv1.Tenant{Id: "acme", MonthlyBudget: 0.000001, HardLimit: true, BudgetPeriod: "day"}) // 1000 nano-USD
+	apply(t, f, 3, ops...)
+	before, err := Compile(DefaultConfig(), f.State())
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	b, _ := fsm.Encode(fsm.TypeUsageBatch, &controlv1.UsageBatch{NowUnixMs: now.UnixMilli(), Records: []*controlv1.UsageRecord{
+		{RequestId: "r1", Tenant: "acme", Key: "k1", Model: "gpt-4o", CostNanoUsd: 1000, UnixMs: now.UnixMilli()}}})
+	if r := f.Apply(4, b); r.GetCode() != "" {
+		t.Fatal(r)
+	}
+	after, err := Compile(DefaultConfig(), f.State())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := after.Table.GetEntities().GetTenantStates()
+	until := time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC)
+	if after.Table.GetRevision() != 4 || len(ts) != 1 || !ts[0].GetExhausted() || ts[0].GetExhaustedUntilUnixMs() != until.UnixMilli() {
+		t.Fatalf("revision %d, tenant states %v", after.Table.GetRevision(), ts)
+	}
+	tn := after.Edge.Table().Tenants
+	if len(tn) != 1 || !tn[0].Exhausted || !tn[0].ExhaustedUntil.Equal(until) {
+		t.Fatalf("edge tenants %+v", tn)
+	}
+	// A delta carries it, and applies to the same table.
+	d := tablewire.Diff(before.Table, after.Table)
+	if len(d.GetUpserts().GetTenantStates()) != 1 {
+		t.Fatalf("delta upserts %v", d.GetUpserts())
+	}
+	got, err := tablewire.ApplyDelta(before.Table, d)
+	if err != nil || !Equal(got, after.Table) {
+		t.Fatalf("delta applies to %v, %v", got, err)
+	}
+	// The tenant's deletion drops its state from the table.
+	apply(t, f, 5, fsm.DeleteOp(fsm.KindKey, "k1"), fsm.DeleteOp(fsm.KindTenant, "acme"))
+	gone, err := Compile(DefaultConfig(), f.State())
+	if err != nil || len(gone.Table.GetEntities().GetTenantStates()) != 0 {
+		t.Fatalf("after delete: %v %v", err, gone.Table.GetEntities().GetTenantStates())
+	}
+	if d := tablewire.Diff(after.Table, gone.Table); len(d.GetDeletes().GetTenantStates()) != 1 {
+		t.Fatalf("delete delta %v", d.GetDeletes())
 	}
 }

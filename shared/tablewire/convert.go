@@ -302,9 +302,17 @@ func (c *Converter) fleet(e *tablev1.Entities, tab *table.Table) {
 	for _, p := range e.GetPrices() {
 		tab.Prices = append(tab.Prices, table.Price{Provider: p.GetProvider(), Model: p.GetModel(), Input: p.GetInput(), Output: p.GetOutput()})
 	}
+	states := e.GetTenantStates()
 	for _, t := range e.GetTenants() {
-		tab.Tenants = append(tab.Tenants, table.Tenant{ID: t.GetId(), AllowedRegions: t.GetAllowedRegions(), RPM: int64(t.GetRpm()), TPM: int64(t.GetTpm()),
-			Budget: t.GetMonthlyBudget(), BudgetPeriod: t.GetBudgetPeriod(), HardLimit: t.GetHardLimit()})
+		tn := table.Tenant{ID: t.GetId(), AllowedRegions: t.GetAllowedRegions(), RPM: int64(t.GetRpm()), TPM: int64(t.GetTpm()),
+			Budget: t.GetMonthlyBudget(), BudgetPeriod: t.GetBudgetPeriod(), HardLimit: t.GetHardLimit()}
+		// Both lists are sorted by tenant (Validate checks it).
+		if i, ok := slices.BinarySearchFunc(states, t.GetId(), func(s *tablev1.TenantState, id string) int {
+			return strings.Compare(s.GetTenant(), id)
+		}); ok && states[i].GetExhausted() {
+			tn.Exhausted, tn.ExhaustedUntil = true, msTime(states[i].GetExhaustedUntilUnixMs())
+		}
+		tab.Tenants = append(tab.Tenants, tn)
 	}
 }
 

@@ -53,6 +53,7 @@ func ApplyDelta(t *tablev1.RoutingTable, d *tablev1.TableDelta) (*tablev1.Routin
 		*base = tablev1.Entities{
 			Regions: e.Regions, Nodes: e.Nodes, Models: e.Models, Placements: e.Placements,
 			Providers: e.Providers, Routes: e.Routes, Keys: e.Keys, Tenants: e.Tenants, Prices: e.Prices,
+			TenantStates: e.TenantStates,
 		}
 	}
 	up, del := d.GetUpserts(), d.GetDeletes()

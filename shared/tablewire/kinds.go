@@ -154,6 +154,7 @@ const (
 	kKeys
 	kTenants
 	kPrices
+	kTenantStates
 )
 
 // kinds lists every entity kind of a table, in dependency order.
@@ -176,6 +177,8 @@ var kinds = []kind{
 		func(d *tablev1.EntityIDs) *[]string { return &d.Tenants }, (*controlv1.Tenant).GetId),
 	listKind("prices", func(e *tablev1.Entities) *[]*controlv1.Price { return &e.Prices },
 		func(d *tablev1.EntityIDs) *[]string { return &d.Prices }, PriceID),
+	listKind("tenant_states", func(e *tablev1.Entities) *[]*tablev1.TenantState { return &e.TenantStates },
+		func(d *tablev1.EntityIDs) *[]string { return &d.TenantStates }, (*tablev1.TenantState).GetTenant),
 }
 
 // Sort orders every list in e by ID, the order a table is encoded in, so

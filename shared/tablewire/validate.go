@@ -205,6 +205,11 @@ func Validate(t *tablev1.RoutingTable) error {
 			return invalidf("keys["+k.GetId()+"].tenant", "references unknown tenant %q", k.GetTenant())
 		}
 	}
+	for _, ts := range e.GetTenantStates() {
+		if !has(kTenants, ts.GetTenant()) {
+			return invalidf("tenant_states["+ts.GetTenant()+"]", "references unknown tenant %q", ts.GetTenant())
+		}
+	}
 	for _, p := range e.GetPrices() {
 		if !has(kModels, p.GetModel()) {
 			return invalidf("prices["+PriceID(p)+"].model", "references unknown model %q", p.GetModel())
