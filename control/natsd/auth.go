@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/meridian-mesh/meridian/shared/tablewire"
+	"github.com/meridian-mesh/meridian/shared/usagewire"
 )
 
 // Identities tells the server which edges may connect: each edge signs
@@ -22,13 +23,24 @@ type Identities interface {
 
 // EdgePermissions are an edge identity's subject permissions: it reads
 // the tables and heartbeats, asks for snapshots and reads the replies in
-// its own inbox, and publishes only its own reports. It can publish no
-// table, no heartbeat and no other edge's report.
+// its own inbox, publishes only its own reports, usage records and limit
+// reports, and reads every edge's limit reports. It can publish no
+// table, no heartbeat and no other edge's report or usage.
+//
+// Usage records go to JetStream by a plain publish on the edge's usage
+// subject, which the stream captures; the stream's acknowledgement comes
+// back to the reply subject the edge chose, in its own inbox. The edge
+// gets no JetStream API subject ($JS.API.>): it cannot create, purge or
+// delete a stream nor read another edge's records.
 func EdgePermissions(node string) *server.Permissions {
 	return &server.Permissions{
-		Publish: &server.SubjectPermission{Allow: []string{tablewire.SubjectSnapshot, tablewire.ReportSubject(node)}},
+		Publish: &server.SubjectPermission{Allow: []string{
+			tablewire.SubjectSnapshot, tablewire.ReportSubject(node),
+			usagewire.UsageSubject(node), usagewire.LimitsSubject(node),
+		}},
 		Subscribe: &server.SubjectPermission{Allow: []string{
 			tablewire.SubjectUpdate, tablewire.SubjectHeartbeat, tablewire.InboxPrefix(node) + ".>",
+			usagewire.LimitsSubjects,
 		}},
 	}
 }

@@ -59,6 +59,13 @@ type Config struct {
 	// MaxPayload bounds one message, bytes. Default 8 MiB, above the
 	// routing table's size cap.
 	MaxPayload int32
+	// StoreDir, when set, enables JetStream with its file store there
+	// (usage records, see shared/usagewire). Every write is fsynced
+	// before it is acknowledged (SyncAlways), departing from JetStream's
+	// default lazy fsync, which Jepsen showed loses acknowledged writes.
+	// With routes JetStream runs clustered: Name must be unique per
+	// node, and ClusterName the same on every node.
+	StoreDir string
 	// ReadyTimeout bounds the wait for the listener. Default 10 s.
 	ReadyTimeout time.Duration
 	// Logger receives NATS' notices, warnings and errors, credentials
@@ -129,6 +136,9 @@ func (c *Config) Validate() error {
 	if c.Logger == nil {
 		errs = append(errs, errors.New("natsd: logger is required"))
 	}
+	if c.StoreDir != "" && (c.Name == "" || c.ClusterListen != "" && c.ClusterName == "") {
+		errs = append(errs, errors.New("natsd: JetStream needs a server name, and a cluster name when clustered"))
+	}
 	return errors.Join(errs...)
 }
 
@@ -176,7 +186,18 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.TLS != nil {
 		opts.TLS, opts.TLSConfig, opts.TLSTimeout = true, cfg.TLS, 5
 	}
-	if cfg.ClusterListen != "" {
+	if cfg.StoreDir != "" {
+		opts.JetStream, opts.StoreDir, opts.SyncAlways = true, cfg.StoreDir, true
+	}
+	// Clustered JetStream needs routes to another server: a node whose
+	// route list names only itself runs JetStream alone, unclustered.
+	others := 0
+	for _, r := range cfg.Routes {
+		if r != cfg.ClusterListen {
+			others++
+		}
+	}
+	if cfg.ClusterListen != "" && (cfg.StoreDir == "" || others > 0) {
 		ch, cp, _ := hostPort(cfg.ClusterListen)
 		if cp == 0 {
 			cp = server.RANDOM_PORT
@@ -226,6 +247,27 @@ func (s *Server) ClusterAddr() string {
 		return a.String()
 	}
 	return ""
+}
+
+// JetStream reports whether the server runs JetStream, and whether
+// clustered (then with the other control nodes' servers).
+func (s *Server) JetStream() (enabled, clustered bool) {
+	return s.ns.JetStreamEnabled(), s.ns.JetStreamIsClustered()
+}
+
+// JetStreamPeers returns how many servers JetStream spans: 1 alone, else
+// this node and its configured routes.
+func (s *Server) JetStreamPeers() int {
+	if !s.ns.JetStreamIsClustered() {
+		return 1
+	}
+	n := 1
+	for _, r := range s.cfg.Routes {
+		if r != s.cfg.ClusterListen {
+			n++
+		}
+	}
+	return n
 }
 
 // NumRoutes returns how many routes to other servers are up.
