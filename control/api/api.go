@@ -129,6 +129,7 @@ func (s *Server) routes() {
 	s.mux.Handle("GET /v1/control/snapshot", s.auth(roleAdmin, s.snapshotSave))
 	s.mux.Handle("PUT /v1/control/snapshot", s.auth(roleAdmin, s.snapshotRestore))
 	s.mux.Handle("POST /v1/control/batch", s.auth(roleAdmin, s.batch))
+	s.mux.Handle("GET /v1/control/usage", s.auth(roleRead, s.usageQuery))
 	s.identityRoutes()
 	s.mux.Handle("GET /v1/control/{kind}", s.auth(roleRead, s.list))
 	s.mux.Handle("POST /v1/control/{kind}", s.auth(roleAdmin, s.create))

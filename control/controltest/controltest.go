@@ -23,6 +23,7 @@ import (
 	"github.com/meridian-mesh/meridian/control/cluster"
 	"github.com/meridian-mesh/meridian/control/distribution"
 	"github.com/meridian-mesh/meridian/control/seal"
+	"github.com/meridian-mesh/meridian/control/usage"
 	"github.com/meridian-mesh/meridian/shared/tablewire"
 	"github.com/meridian-mesh/meridian/shared/testkit/ports"
 	"github.com/meridian-mesh/meridian/shared/testkit/wait"
@@ -53,6 +54,11 @@ type Options struct {
 	// as meridian-control does, so a client of any member's server gets
 	// the tables whichever member leads. Needs Distribution.
 	ClusterNATS bool
+	// Usage runs JetStream in each member's NATS server and the usage
+	// aggregation on the leader (control/usage), flushing batches every
+	// 100 ms. Needs Distribution; with several members it needs
+	// ClusterNATS too, so that records reach the leader's stream.
+	Usage bool
 	// KEK, when set, seals the cluster's keys, runs the cluster CA and
 	// join endpoints, and admits edges to NATS by the nkeys they
 	// registered at join.
@@ -210,6 +216,9 @@ func (m *Member) start(peers []cluster.Peer, bootstrap bool) {
 		dcfg.HeartbeatInterval = 100 * time.Millisecond
 		dcfg.EdgeIdentities, dcfg.KEK = m.c.opts.KEK != nil, m.c.opts.KEK
 		dcfg.ReadTokens = []string{AdminToken, ReadToken}
+		if m.c.opts.Usage {
+			dcfg.JetStreamDir, dcfg.UsageFlushInterval = filepath.Join(m.Dir, "jetstream"), 100*time.Millisecond
+		}
 		if m.natsRoute != "" {
 			dcfg.ClusterListen = m.natsRoute
 			for _, o := range m.c.Members {
@@ -245,6 +254,17 @@ func (m *Member) start(peers []cluster.Peer, bootstrap bool) {
 	hs := m.srv
 	m.mu.Unlock()
 	go hs.Serve(l)
+}
+
+// Usage returns the member's usage aggregator, with Options.Usage while
+// it runs; nil otherwise.
+func (m *Member) Usage() *usage.Aggregator {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.dist == nil {
+		return nil
+	}
+	return m.dist.Usage()
 }
 
 // Kill stops a member abruptly: no leadership hand-over.

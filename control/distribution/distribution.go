@@ -30,6 +30,9 @@ import (
 	"github.com/meridian-mesh/meridian/control/natsd"
 	"github.com/meridian-mesh/meridian/control/publish"
 	"github.com/meridian-mesh/meridian/control/seal"
+	"github.com/meridian-mesh/meridian/control/usage"
+	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
+	"google.golang.org/protobuf/proto"
 )
 
 // Node is the control node's Raft member (*cluster.Node).
@@ -38,6 +41,7 @@ type Node interface {
 	Name() string
 	FSM() *fsm.FSM
 	IsLeader() bool
+	Apply(t fsm.Type, msg proto.Message) (*controlv1.Result, error)
 }
 
 // Config configures a control node's distribution.
@@ -75,6 +79,15 @@ type Config struct {
 	KEK *seal.KEK
 	// Secrets bounds providers' secret_refs in published tables.
 	Secrets tablewire.SecretPolicy
+	// JetStreamDir, when set with the embedded server, runs JetStream
+	// with its store there and the usage aggregation (control/usage):
+	// edges' usage records reach the replicated spend and budgets. The
+	// stream has min(3, control nodes) replicas when the servers are
+	// clustered.
+	JetStreamDir string
+	// UsageFlushInterval is the longest a usage record waits before its
+	// batch is proposed. Default 300 ms.
+	UsageFlushInterval time.Duration
 	// HeartbeatInterval is the leader's heartbeat period. Default 1 s.
 	HeartbeatInterval time.Duration
 	// MaxTableBytes caps a compiled table, bytes. Default 4 MiB.
@@ -124,6 +137,7 @@ type Distribution struct {
 	ns     *natsd.Server // nil with an existing cluster
 	nc     *nats.Conn
 	pub    *publish.Publisher
+	agg    *usage.Aggregator // nil without JetStream
 	tokens []string
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -169,6 +183,7 @@ func Start(cfg Config, node Node) (*Distribution, error) {
 		if cfg.EdgeIdentities {
 			ncfg.Identities = &fsmIdentities{f: node.FSM()}
 		}
+		ncfg.StoreDir = cfg.JetStreamDir
 		ns, err := natsd.Start(ncfg)
 		if err != nil {
 			return nil, err
@@ -210,10 +225,27 @@ func Start(cfg Config, node Node) (*Distribution, error) {
 		d.closeNATS()
 		return nil, err
 	}
+	if d.ns != nil && cfg.JetStreamDir != "" {
+		ucfg := usage.DefaultConfig()
+		ucfg.Conn, ucfg.Node, ucfg.Replicas = nc, node, min(3, d.ns.JetStreamPeers())
+		ucfg.Logger, ucfg.Registerer = cfg.Logger, cfg.Registerer
+		if cfg.UsageFlushInterval > 0 {
+			ucfg.FlushInterval = cfg.UsageFlushInterval
+		}
+		if d.agg, err = usage.New(ucfg); err != nil {
+			d.closeNATS()
+			return nil, err
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
 	go func() {
 		defer close(d.done)
+		if d.agg != nil {
+			done := make(chan struct{})
+			defer func() { <-done }()
+			go func() { defer close(done); d.agg.Run(ctx) }()
+		}
 		if d.ns != nil && cfg.EdgeIdentities {
 			go d.watchRevocations(ctx, node.FSM(), cfg.Logger)
 		}
@@ -252,6 +284,9 @@ func (d *Distribution) ClusterAddr() string {
 	}
 	return d.ns.ClusterAddr()
 }
+
+// Usage returns the node's usage aggregator, nil without JetStream.
+func (d *Distribution) Usage() *usage.Aggregator { return d.agg }
 
 // Status returns the node's view of distribution.
 func (d *Distribution) Status() publish.Status { return d.pub.Status() }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"path/filepath"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -68,6 +69,8 @@ func startDistribution(cfg Config, node *cluster.Node, kek *seal.KEK, logger *sl
 	dcfg.ReadTokens = append(append([]string{}, cfg.AdminTokens...), cfg.ReadTokens...)
 	dcfg.EdgeIdentities = kek != nil
 	dcfg.Logger, dcfg.Registerer, dcfg.KEK, dcfg.Secrets = logger, reg, kek, cfg.Secrets
+	// The embedded server keeps the usage stream beside the Raft data.
+	dcfg.JetStreamDir = filepath.Join(cfg.DataDir, "jetstream")
 	d, err := distribution.Start(dcfg, node)
 	if err != nil {
 		return nil, fmt.Errorf("table distribution: %w", err)
