@@ -45,7 +45,11 @@ func (s *Server) usageQuery(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err := uq.Validate(); err != nil {
-		writeError(w, http.StatusBadRequest, &fsm.Error{Code: fsm.CodeInvalid, Field: "group_by", Message: strings.TrimPrefix(err.Error(), usage.ErrBadQuery.Error()+": ")})
+		field := "group_by"
+		if !uq.From.IsZero() && !uq.To.IsZero() && !uq.From.Before(uq.To) {
+			field = "from"
+		}
+		writeError(w, http.StatusBadRequest, &fsm.Error{Code: fsm.CodeInvalid, Field: field, Message: strings.TrimPrefix(err.Error(), usage.ErrBadQuery.Error()+": ")})
 		return
 	}
 	if !s.read(w, r) {

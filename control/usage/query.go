@@ -61,7 +61,8 @@ type Row struct {
 	CostNanoUSD int64  `json:"cost_nano_usd"`
 }
 
-// Run answers a query from one state: rows sorted by their group fields.
+// Run answers a query from one state: rows sorted by time (day, hour),
+// then tenant, key and model.
 func (q *Query) Run(s *fsm.State) ([]Row, error) {
 	if err := q.Validate(); err != nil {
 		return nil, err
@@ -114,7 +115,7 @@ func (q *Query) Run(s *fsm.State) ([]Row, error) {
 		out = append(out, *r)
 	}
 	slices.SortFunc(out, func(a, b Row) int {
-		for _, c := range [][2]string{{a.Tenant, b.Tenant}, {a.Key, b.Key}, {a.Model, b.Model}, {a.Hour, b.Hour}, {a.Day, b.Day}} {
+		for _, c := range [][2]string{{a.Day, b.Day}, {a.Hour, b.Hour}, {a.Tenant, b.Tenant}, {a.Key, b.Key}, {a.Model, b.Model}} {
 			if d := strings.Compare(c[0], c[1]); d != 0 {
 				return d
 			}
