@@ -479,3 +479,39 @@ func (c *Client) TableKey(ctx context.Context) (*api.TableKey, error) {
 	}
 	return &k, nil
 }
+
+// UsageQuery selects and groups usage totals (GET /v1/control/usage).
+type UsageQuery struct {
+	Tenant, Key, Model string
+	// From and To are RFC 3339; empty means unbounded.
+	From, To string
+	// GroupBy lists tenant, key, model, hour or day.
+	GroupBy []string
+}
+
+// Usage returns the usage totals matching q.
+func (c *Client) Usage(ctx context.Context, q UsageQuery, o ReadOptions) (*api.UsageResponse, error) {
+	v := url.Values{}
+	for k, s := range map[string]string{"tenant": q.Tenant, "key": q.Key, "model": q.Model, "from": q.From, "to": q.To,
+		"group_by": strings.Join(q.GroupBy, ",")} {
+		if s != "" {
+			v.Set(k, s)
+		}
+	}
+	if o.Consistent {
+		v.Set("consistent", "")
+	}
+	path := "/v1/control/usage"
+	if len(v) > 0 {
+		path += "?" + v.Encode()
+	}
+	resp, err := c.Do(ctx, http.MethodGet, path, nil, "")
+	if err != nil {
+		return nil, err
+	}
+	var out api.UsageResponse
+	if err := json.Unmarshal(resp.Body, &out); err != nil {
+		return nil, fmt.Errorf("usage: %w", err)
+	}
+	return &out, nil
+}

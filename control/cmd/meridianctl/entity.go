@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/proto"
@@ -38,7 +39,21 @@ func (c *cli) entity(ctx context.Context, pos []string) error {
 		return err
 	}
 	verb, rest := pos[1], pos[2:]
+	if verb == "new" || verb == "set" {
+		extra, err := c.limitAssigns(k.Name, time.Now())
+		if err != nil {
+			return err
+		}
+		if len(rest) > 0 {
+			rest = append(rest, extra...)
+		}
+	}
 	switch verb {
+	case "disable", "enable":
+		if k.Name != fsm.KindKey || len(rest) != 1 {
+			return fmt.Errorf("%w: key %s takes one key ID", errUsage, verb)
+		}
+		return c.setDisabled(ctx, cl, rest[0], verb == "disable")
 	case "ls", "list":
 		if len(rest) != 0 {
 			return fmt.Errorf("%w: %s ls takes no arguments", errUsage, k.Name)
@@ -71,7 +86,7 @@ func (c *cli) entity(ctx context.Context, pos []string) error {
 		return c.done(fmt.Sprintf("deleted %s %s", k.Name, rest[0]), idx)
 	case "new":
 		if k.Name != fsm.KindKey || len(rest) < 1 {
-			return fmt.Errorf("%w: only keys have new: key new ID [tenant=ID]", errUsage)
+			return fmt.Errorf("%w: only keys have new: key new ID [--tenant T] [field=value ...]", errUsage)
 		}
 		return c.newKey(ctx, cl, k, rest[0], rest[1:])
 	case "set":

@@ -54,7 +54,12 @@ Usage:
   meridianctl [flags] KIND get ID
   meridianctl [flags] KIND set ID [field=value ...] [-f FILE]
   meridianctl [flags] KIND rm ID
-  meridianctl [flags] key new ID [tenant=ID]   make a random API key; prints it once, stores its hash
+  meridianctl [flags] key new ID [--tenant T] [--models a,b] [--regions r,s] [--rpm N] [--tpm N] [--expires 720h|RFC3339]
+                                               make a random API key; prints it once, stores its hash
+  meridianctl [flags] key disable|enable ID    refuse a key on every edge, or accept it again (rm revokes it)
+  meridianctl [flags] tenant set ID [--budget USD] [--period month|week|day] [--hard-limit] [--rpm N] [--tpm N]
+  meridianctl [flags] usage [--tenant T] [--key K] [--model M] [--from RFC3339] [--to RFC3339]
+                    [--group-by tenant,key,model,hour|day]   spend, exact to the nano-dollar
   meridianctl [flags] node token ID [--region R] [--ttl 1h]   one-time join token for an edge; prints it once
   meridianctl [flags] node revoke ID           end a node's links, NATS access and certificate renewals
   meridianctl [flags] node identities          nodes that joined, and revocations
@@ -89,7 +94,8 @@ Flags (anywhere on the line):
 set takes field=value pairs: lists are comma-separated (addresses=a:1,b:2),
 maps are k:v pairs (labels=gpu:a100,tier:1), nested fields use dots
 (capacity.gpus=2), and targets/fallbacks are provider[:model][=weight]
-lists.
+lists. The key and tenant flags above are shorthands for their fields
+(--budget is monthly_budget, spent per --period).
 An existing entity is updated field by field; -f reads a whole entity
 from a JSON or YAML file.
 `
@@ -123,6 +129,7 @@ type cli struct {
 	region  string
 	ttl     string
 	control bool
+	limits  limitFlags
 }
 
 type multiFlag []string
@@ -159,6 +166,20 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.StringVar(&c.region, "region", "", "")
 	fs.StringVar(&c.ttl, "ttl", "1h", "")
 	fs.BoolVar(&c.control, "control", false, "")
+	fs.StringVar(&c.limits.tenant, "tenant", "", "")
+	fs.StringVar(&c.limits.models, "models", "", "")
+	fs.StringVar(&c.limits.regions, "regions", "", "")
+	fs.StringVar(&c.limits.rpm, "rpm", "", "")
+	fs.StringVar(&c.limits.tpm, "tpm", "", "")
+	fs.StringVar(&c.limits.expires, "expires", "", "")
+	fs.StringVar(&c.limits.budget, "budget", "", "")
+	fs.StringVar(&c.limits.period, "period", "", "")
+	fs.Var(&c.limits.hardLimit, "hard-limit", "")
+	fs.StringVar(&c.limits.groupBy, "group-by", "", "")
+	fs.StringVar(&c.limits.key, "key", "", "")
+	fs.StringVar(&c.limits.model, "model", "", "")
+	fs.StringVar(&c.limits.from, "from", "", "")
+	fs.StringVar(&c.limits.to, "to", "", "")
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
@@ -235,6 +256,8 @@ func (c *cli) dispatch(ctx context.Context, pos []string) error {
 		return c.tableKey(ctx, pos[1:])
 	case "kek":
 		return c.kek(pos[1:])
+	case "usage":
+		return c.usage(ctx, pos[1:])
 	case "help":
 		fmt.Fprint(c.stdout, usage)
 		return nil

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 	"unicode"
 
 	"go.yaml.in/yaml/v3"
@@ -74,6 +75,7 @@ var (
 		rapid.StringMatching(`[a-z][a-z0-9-]{0,10}(\.[a-z]{2,5}){0,2}`),
 		rapid.Just("[::1]"),
 	)
+	rateGen  = rapid.OneOf(rapid.Uint32Range(0, 1_000_000_000), rapid.SampledFrom([]uint32{0, 1, 60, 1_000_000_000}))
 	moneyGen = rapid.OneOf(rapid.Float64Range(0, 1e9), rapid.SampledFrom([]float64{0, math.Copysign(0, -1), 0.05, 0.15, 3, 15, 1e9}))
 	// coordGen draws degrees within ±limit, -0 among them.
 	coordGen = func(limit float64) *rapid.Generator[float64] {
@@ -247,12 +249,19 @@ var genFleet = rapid.Custom(func(t *rapid.T) fleet {
 	for _, id := range ids(t, "tenants", idGen, 3) {
 		f[fsm.KindTenant] = append(f[fsm.KindTenant], &controlv1.Tenant{Id: id, Name: textGen.Draw(t, "name"),
 			MonthlyBudget: moneyGen.Draw(t, "monthly_budget"), HardLimit: rapid.Bool().Draw(t, "hard_limit"),
-			AllowedRegions: subset(t, "tenant allowed_regions", dedupe(served), 2)})
+			AllowedRegions: subset(t, "tenant allowed_regions", dedupe(served), 2),
+			Rpm:            rateGen.Draw(t, "tenant rpm"), Tpm: rateGen.Draw(t, "tenant tpm"),
+			BudgetPeriod: rapid.SampledFrom(fsm.BudgetPeriods).Draw(t, "budget_period")})
 		tenants = append(tenants, id)
 	}
 	hashes := ids(t, "hashes", rapid.StringMatching(`[0-9a-f]{64}`), 3)
 	for i, id := range ids(t, "keys", idGen, len(hashes)) {
-		k := &controlv1.Key{Id: id, Hash: "sha256:" + hashes[i]}
+		k := &controlv1.Key{Id: id, Hash: "sha256:" + hashes[i],
+			AllowedModels: subset(t, "key allowed_models", models, 3), AllowedRegions: subset(t, "key allowed_regions", dedupe(served), 2),
+			Rpm: rateGen.Draw(t, "key rpm"), Tpm: rateGen.Draw(t, "key tpm"), Disabled: rapid.Bool().Draw(t, "disabled")}
+		if rapid.Bool().Draw(t, "expires") {
+			k.ExpiresAt = time.Unix(rapid.Int64Range(0, 1<<35).Draw(t, "expires_at"), 0).UTC().Format(time.RFC3339)
+		}
 		if len(tenants) > 0 && rapid.Bool().Draw(t, "has tenant") {
 			k.Tenant = pick(t, "tenant", tenants)
 		}
