@@ -281,6 +281,29 @@ func TestBudgetExhaustionReachesTheTable(t *testing.T) {
 		}
 		if len(states) == 1 && states[0].GetTenant() == "acme" && states[0].GetExhausted() && states[0].GetExhaustedUntilUnixMs() == end.UnixMilli() {
 			t.Logf("exhaustion reached the edge %s after the batch applied", time.Since(applied).Round(time.Millisecond))
+			break
+		}
+	}
+	// A raised budget lifts it without waiting for traffic: the leader
+	// proposes an empty batch when the budget states are stale.
+	res, err := m.Node.Apply(fsm.TypeWrite, &controlv1.Write{RequestId: "raise", Ops: []*controlv1.Op{
+		fsm.PutOp(&controlv1.Tenant{Id: "acme", MonthlyBudget: 1, HardLimit: true, BudgetPeriod: "day"})}})
+	if err != nil || res.GetCode() != "" {
+		t.Fatalf("raise the budget: %v %v", res, err)
+	}
+	wait.For(t, 10*time.Second, "the exhaustion to lift", func() error {
+		if bs := m.Node.FSM().State().BudgetStates(); len(bs) != 0 {
+			return fmt.Errorf("budget states %v", bs)
+		}
+		return nil
+	})
+	for {
+		msg, err := tables.NextMsg(10 * time.Second)
+		if err != nil {
+			t.Fatalf("no table lifting the exhaustion: %v", err)
+		}
+		u, _ := tablewire.DecodeUpdate(msg.Data, tablewire.DefaultMaxBytes)
+		if d := u.GetDelta(); d != nil && len(d.GetDeletes().GetTenantStates()) == 1 || u.GetFull() != nil && len(u.GetFull().GetEntities().GetTenantStates()) == 0 {
 			return
 		}
 	}

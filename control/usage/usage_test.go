@@ -2,9 +2,11 @@ package usage
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/meridian-mesh/meridian/control/fsm"
@@ -139,6 +141,55 @@ func TestUSD(t *testing.T) {
 	for nano, want := range map[int64]string{0: "0.000000000", 1: "0.000000001", 12_500_000_000: "12.500000000", 9_223_372_036_854_775_807: "9223372036.854775807"} {
 		if got := USD(nano); got != want {
 			t.Errorf("USD(%d) = %s, want %s", nano, got, want)
+		}
+	}
+}
+
+func TestSpendMetricsBoundTheTenantLabel(t *testing.T) {
+	f := fsm.New(fsm.Config{})
+	w, _ := fsm.Encode(fsm.TypeWrite, &controlv1.Write{RequestId: "w", Ops: []*controlv1.Op{
+		fsm.PutOp(&controlv1.Tenant{Id: "acme"}), fsm.PutOp(&controlv1.Model{Id: "m1"}),
+	}})
+	if r := f.Apply(1, w); r.GetCode() != "" {
+		t.Fatal(r)
+	}
+	applyBatch(t, f, 2,
+		&controlv1.UsageRecord{RequestId: "1", Tenant: "acme", Model: "m1", TokensIn: 3, TokensOut: 4, CostNanoUsd: 1_500_000_000, UnixMs: at.UnixMilli()},
+		&controlv1.UsageRecord{RequestId: "2", Tenant: "made-up-1", Model: "m1", CostNanoUsd: 1, UnixMs: at.UnixMilli()},
+		&controlv1.UsageRecord{RequestId: "3", Tenant: "made-up-2", Model: "nope", CostNanoUsd: 2, UnixMs: at.UnixMilli()},
+	)
+	reg := prometheus.NewRegistry()
+	newMetrics(reg, f)
+	got := map[string]float64{}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			name := mf.GetName()
+			for _, l := range m.GetLabel() {
+				name += "," + l.GetName() + "=" + l.GetValue()
+			}
+			got[name] = m.GetCounter().GetValue()
+		}
+	}
+	want := map[string]float64{
+		"meridian_cost_usd_total,model=m1,tenant=acme":                   1.5,
+		"meridian_cost_usd_total,model=m1,tenant=_other":                 1e-9,
+		"meridian_cost_usd_total,model=_other,tenant=_other":             2e-9,
+		"meridian_usage_tokens_total,direction=in,model=m1,tenant=acme":  3,
+		"meridian_usage_tokens_total,direction=out,model=m1,tenant=acme": 4,
+		"meridian_usage_requests_total,model=_other,tenant=_other":       1,
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %v, want %v", k, got[k], v)
+		}
+	}
+	for k := range got {
+		if strings.Contains(k, "made-up") {
+			t.Errorf("an unknown tenant became a label: %s", k)
 		}
 	}
 }
