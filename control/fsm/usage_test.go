@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -194,5 +195,36 @@ func TestKeyAndTenantLimitFields(t *testing.T) {
 	// A model a key allows cannot be deleted under it.
 	if r := write(t, f, 21, "del", DeleteOp(KindRoute, "llama3"), DeleteOp(KindPlacement, "p1"), DeleteOp(KindPrice, "oai/llama3"), DeleteOp(KindModel, "llama3")); r.GetCode() != CodeConflict {
 		t.Fatalf("deleting a model a key allows: %v", r)
+	}
+}
+
+// BenchmarkUsageApply measures applying usage per record: in batches of
+// 1,000 (what the aggregator proposes), against batches of one record
+// (what one Raft write per request would cost) in the same run.
+func BenchmarkUsageApply(b *testing.B) {
+	now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	for _, size := range []int{1, 1000} {
+		b.Run(fmt.Sprintf("batch=%d", size), func(b *testing.B) {
+			f := New(Config{})
+			ops := fleet()
+			ops[5] = PutOp(&controlv1.Tenant{Id: "acme", MonthlyBudget: 1e6, HardLimit: true})
+			b1, _ := Encode(TypeWrite, &controlv1.Write{RequestId: "w", Ops: ops})
+			f.Apply(1, b1)
+			idx, n := uint64(2), 0
+			b.ReportAllocs()
+			b.ResetTimer()
+			for n < b.N {
+				batch := &controlv1.UsageBatch{NowUnixMs: now.UnixMilli()}
+				for range size {
+					batch.Records = append(batch.Records, &controlv1.UsageRecord{RequestId: fmt.Sprint("r", n), Tenant: "acme", Key: "k1",
+						Model: "llama3", TokensIn: 10, TokensOut: 20, CostNanoUsd: 1234, UnixMs: now.UnixMilli()})
+					n++
+				}
+				cmd, _ := Encode(TypeUsageBatch, batch)
+				f.Apply(idx, cmd)
+				idx++
+			}
+			b.ReportMetric(float64(idx-2)/float64(n), "raft_writes/record")
+		})
 	}
 }

@@ -192,7 +192,12 @@ func TestUsageIsExactAcrossLeaderKill(t *testing.T) {
 		t.Fatalf("after the re-sends: totals %+v, want %+v", got, want)
 	}
 
-	// Kill the leader; the next one resumes the durable consumer.
+	// Kill the leader, after a snapshot so that its restart below reads
+	// the totals back from it; the next leader resumes the durable
+	// consumer.
+	if err := leader.Node.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
 	leader.Kill()
 	next := c.Leader()
 	for i := first; i < first+100; i++ {
