@@ -3,7 +3,9 @@ package fsm
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -275,9 +277,9 @@ func updateBudgets(txn *iradix.Txn, now int64) bool {
 		txn.Delete(budgetKey(t))
 		changed = true
 	}
-	// Map order does not matter: each insert is independent.
-	for t, b := range want {
-		txn.Insert(budgetKey(t), b)
+	// In a fixed order, as everything in Apply.
+	for _, t := range slices.Sorted(maps.Keys(want)) {
+		txn.Insert(budgetKey(t), want[t])
 		changed = true
 	}
 	return changed

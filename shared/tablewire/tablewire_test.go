@@ -57,6 +57,15 @@ func TestValidate(t *testing.T) {
 		{"duplicate", func(e *tablev1.Entities) { e.Regions = append(e.Regions, e.Regions[1]) }, "regions[2]"},
 		{"unsorted", func(e *tablev1.Entities) { e.Regions[0], e.Regions[1] = e.Regions[1], e.Regions[0] }, "regions[1]"},
 		{"no id", func(e *tablev1.Entities) { e.Tenants = append(e.Tenants, &controlv1.Tenant{}) }, "tenants[1]"},
+		{"tenant state", func(e *tablev1.Entities) {
+			e.TenantStates = []*tablev1.TenantState{{Tenant: "acme", Exhausted: true, ExhaustedUntilUnixMs: 1}}
+		}, ""},
+		{"tenant state of no tenant", func(e *tablev1.Entities) {
+			e.TenantStates = []*tablev1.TenantState{{Tenant: "gone", Exhausted: true}}
+		}, "tenant_states[gone]"},
+		{"tenant states unsorted", func(e *tablev1.Entities) {
+			e.TenantStates = []*tablev1.TenantState{{Tenant: "acme"}, {Tenant: "acme"}}
+		}, "tenant_states[1]"},
 
 		// What could never route.
 		{"route regions empty", func(e *tablev1.Entities) { e.Routes[0].AllowedRegions = []string{"us"} }, "routes[gpt].allowed_regions"},
