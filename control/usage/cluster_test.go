@@ -357,6 +357,12 @@ func TestTenThousandRecordsFewRaftWrites(t *testing.T) {
 	if writes > n/10 {
 		t.Fatalf("%d records: %d applied, %d Raft writes (%d batches)", n, st.Applied, writes, st.Batches)
 	}
-	t.Logf("usage: records=%d raft_writes=%d batches=%d requests=%d tokens_in=%d tokens_out=%d cost_usd=%s",
-		n, writes, st.Batches, want.requests, want.in, want.out, usage.USD(want.nano))
+	var resp api.UsageResponse
+	getJSON(t, m, "/v1/control/usage", &resp)
+	if len(resp.Rows) != 1 || resp.Rows[0].Requests != want.requests || resp.Rows[0].TokensIn != want.in ||
+		resp.Rows[0].TokensOut != want.out || resp.Rows[0].CostNanoUSD != want.nano || resp.Rows[0].CostUSD != usage.USD(want.nano) {
+		t.Fatalf("API totals %+v, sent %+v", resp.Rows, want)
+	}
+	t.Logf("usage: records=%d raft_writes=%d batches=%d api: requests=%d tokens_in=%d tokens_out=%d cost_usd=%s cost_nano_usd=%d",
+		n, writes, st.Batches, resp.Rows[0].Requests, resp.Rows[0].TokensIn, resp.Rows[0].TokensOut, resp.Rows[0].CostUSD, resp.Rows[0].CostNanoUSD)
 }
