@@ -3,7 +3,7 @@ GO        ?= go
 FUZZTIME  ?= 10s
 BIN       := bin
 
-.PHONY: help build ollama tinymodel proto test e2e run bench bench-gateway bench-adapters bench-gossip bench-local bench-links bench-peerdeath bench-control bench-distribution bench-router bench-security chaos-control fuzz lint clean
+.PHONY: help build ollama tinymodel proto test e2e run bench bench-gateway bench-adapters bench-gossip bench-local bench-links bench-peerdeath bench-control bench-usage bench-distribution bench-router bench-security chaos-control fuzz lint clean
 
 help:
 	@echo "make build          build meridian-edge, meridian-control, meridianctl and mockprovider into $(BIN)/"
@@ -20,6 +20,7 @@ help:
 	@echo "make bench-links    forwarding to a peer edge: warm QUIC, 0-RTT QUIC, TCP+TLS and HTTP/2 under WAN delay"
 	@echo "make bench-peerdeath a peer edge killed under load: failed and delayed requests, time out of routing"
 	@echo "make bench-control  control plane write latency, throughput and leader failover on 3 nodes"
+	@echo "make bench-usage    usage aggregation: batched against per-record apply, and Raft writes for 10,000 records"
 	@echo "make chaos-control  crash test: 3 meridian-control processes under write load, SIGKILLed and restarted (QUICK=1: the bounded CI form; CYCLES=n)"
 	@echo "make bench-distribution  time from a table change to 100 edges applying it, 10 and 1,000 routes, against bare NATS"
 	@echo "make bench-router   one routing decision per strategy on a 100-node, 50-model fleet, against a map lookup"
@@ -122,6 +123,13 @@ bench-peerdeath:
 
 bench-control:
 	$(GO) run ./scripts/bench/control $(if $(QUICK),-quick) -readme README.md
+
+# Usage aggregation: the state machine's cost per record in batches of
+# 1,000 against batches of one, then 10,000 records through JetStream
+# and Raft, ending with a "usage: records=... raft_writes=..." line.
+bench-usage:
+	$(GO) test -run '^$$' -bench BenchmarkUsageApply -benchtime 20000x ./control/fsm
+	@$(GO) test -count=1 -run '^TestTenThousandRecordsFewRaftWrites$$' -v ./control/usage | grep -E '^(---|ok|FAIL)|usage:' | sed 's/^ *cluster_test.go:[0-9]*: //'
 
 # The control plane's process-level crash test; QUICK=1 is the bounded
 # form .ci/run runs, CYCLES=n a longer one.
