@@ -164,6 +164,7 @@ func ReadState(r io.Reader) (*State, error) {
 	}
 	for _, t := range snap.GetUsageTotals() {
 		txn.Insert(totalKey(t.GetTenant(), t.GetHour(), t.GetKey(), t.GetModel()), t)
+		addDaySpend(txn, t.GetTenant(), t.GetHour()*msPerHour/msPerDay, t.GetCostNanoUsd())
 	}
 	for _, a := range snap.GetUsageApplied() {
 		txn.Insert(appliedKey(a.GetRequestId()), a)

@@ -40,6 +40,11 @@ const (
 //	"ua/<request>"                        → *controlv1.AppliedUsage
 //	"uo/<applied ms, 20 digits>/<request>" → request ID, oldest first, for pruning
 //	"b/<tenant>"                          → *controlv1.BudgetState
+//	"ud/<tenant>\x00<day, 8 digits>"      → daySpend, derived from the
+//	                                        totals (rebuilt on restore, not
+//	                                        in snapshots): budget periods
+//	                                        start on UTC days, so a period's
+//	                                        spend is at most 31 lookups
 //
 // Tenant, key and model never hold a NUL (checked per record), so a
 // tenant's totals are one prefix, ordered by hour.
@@ -52,6 +57,26 @@ func appliedOrderKey(ms int64, id string) []byte {
 	return fmt.Appendf(nil, "uo/%020d/%s", ms, id)
 }
 func budgetKey(tenant string) []byte { return []byte("b/" + tenant) }
+func dayPrefix(tenant string) []byte { return []byte("ud/" + tenant + "\x00") }
+func dayKey(tenant string, day int64) []byte {
+	return fmt.Appendf(nil, "ud/%s\x00%08d", tenant, day)
+}
+
+// daySpend is a tenant's spend on one UTC day, nano-USD.
+type daySpend struct{ day, nano int64 }
+
+// addDaySpend adds cost to a tenant's day.
+func addDaySpend(txn *iradix.Txn, tenant string, day, nano int64) {
+	k := dayKey(tenant, day)
+	d := daySpend{day: day}
+	if old, ok := txn.Get(k); ok {
+		d = old.(daySpend)
+	}
+	d.nano = satAdd(d.nano, nano)
+	txn.Insert(k, d)
+}
+
+const msPerDay = 24 * int64(time.Hour/time.Millisecond)
 
 const msPerHour = int64(time.Hour / time.Millisecond)
 
@@ -164,6 +189,7 @@ func applyUsage(txn *iradix.Txn, prevNow int64, b *controlv1.UsageBatch) (res *c
 		t.TokensOut += rec.GetTokensOut()
 		t.CostNanoUsd = satAdd(t.CostNanoUsd, rec.GetCostNanoUsd())
 		txn.Insert(k, t)
+		addDaySpend(txn, rec.GetTenant(), rec.GetUnixMs()/msPerDay, rec.GetCostNanoUsd())
 		r.Applied++
 	}
 	budgetsChanged = updateBudgets(txn, now)
@@ -196,23 +222,23 @@ func pruneApplied(txn *iradix.Txn, horizon int64) {
 	}
 }
 
-// TenantSpend returns a tenant's spend in nano-USD over [start, end),
-// counting whole hours from start's hour.
+// tenantSpend returns a tenant's spend in nano-USD over the UTC days
+// from start's to end's (exclusive); budget periods start on UTC days.
 func tenantSpend(root *iradix.Node, tenant string, start, end time.Time) int64 {
-	from, to := start.UnixMilli()/msPerHour, end.UnixMilli()/msPerHour
-	prefix := totalPrefix(tenant)
+	from, to := start.UnixMilli()/msPerDay, end.UnixMilli()/msPerDay
+	prefix := dayPrefix(tenant)
 	it := root.Iterator()
-	it.SeekLowerBound(totalKey(tenant, from, "", ""))
+	it.SeekLowerBound(dayKey(tenant, from))
 	var sum int64
 	for k, v, ok := it.Next(); ok; k, v, ok = it.Next() {
 		if !bytes.HasPrefix(k, prefix) {
 			break
 		}
-		t := v.(*controlv1.UsageTotal)
-		if t.GetHour() >= to {
+		d := v.(daySpend)
+		if d.day >= to {
 			break
 		}
-		sum = satAdd(sum, t.GetCostNanoUsd())
+		sum = satAdd(sum, d.nano)
 	}
 	return sum
 }

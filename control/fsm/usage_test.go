@@ -228,3 +228,33 @@ func BenchmarkUsageApply(b *testing.B) {
 		})
 	}
 }
+
+func TestTenantSpendCountsItsPeriodOnly(t *testing.T) {
+	f := New(Config{})
+	ops := fleet()
+	ops[5] = PutOp(&controlv1.Tenant{Id: "acme", BudgetPeriod: "week"})
+	write(t, f, 1, "w1", ops...)
+	wed := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC) // a Wednesday; the week began Monday 11-30
+	usage(t, f, 2, wed,
+		rec("sun", "acme", "llama3", time.Date(2026, 11, 29, 23, 59, 59, 0, time.UTC), 0, 0, 1),
+		rec("mon", "acme", "llama3", time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC), 0, 0, 10),
+		rec("wed", "acme", "llama3", wed, 0, 0, 100),
+		rec("sun2", "acme", "llama3", time.Date(2026, 12, 6, 23, 0, 0, 0, time.UTC), 0, 0, 1000),
+		rec("next", "acme", "llama3", time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC), 0, 0, 10000),
+		rec("other", "acmex", "llama3", wed, 0, 0, 100000),
+	)
+	spend, start, end := f.State().TenantSpend("acme", wed)
+	if spend != 1110 || start.Format(time.DateOnly) != "2026-11-30" || end.Format(time.DateOnly) != "2026-12-07" {
+		t.Fatalf("week spend %d over %v – %v, want 1110 over 2026-11-30 – 2026-12-07", spend, start, end)
+	}
+	// Restored from a snapshot, the per-day index is rebuilt.
+	var buf bytes.Buffer
+	f.State().WriteTo(&buf)
+	g := New(Config{})
+	if err := g.Restore(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if s, _, _ := g.State().TenantSpend("acme", wed); s != 1110 || !g.State().Equal(f.State()) {
+		t.Fatalf("restored week spend %d", s)
+	}
+}
