@@ -22,7 +22,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -305,8 +304,9 @@ func Decode(subject string, data []byte) (*controlv1.UsageRecord, error) {
 	if err := proto.Unmarshal(data, &r); err != nil {
 		return nil, fmt.Errorf("decode: %w", err)
 	}
-	node, ok := strings.CutPrefix(subject, usagewire.UsageSubject(""))
-	if !ok || node == "" || r.GetNode() != node {
+	// Compared through UsageSubject, so that however it spells a node
+	// in a subject, a record travels only on its own node's.
+	if r.GetNode() == "" || usagewire.UsageSubject(r.GetNode()) != subject {
 		return nil, fmt.Errorf("record of node %q published on %q: a record travels on its serving node's subject", r.GetNode(), subject)
 	}
 	if r.GetCostNanoUsd() < 0 {
