@@ -104,26 +104,10 @@ type target struct {
 	loaded provider.Loaded
 }
 
-// New returns a Gateway with an empty table.
+// New returns a Gateway with an empty table. Zero fields of cfg take
+// their defaults (DefaultConfig); check cfg with Validate first.
 func New(cfg Config) *Gateway {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.NewProvider == nil {
-		cfg.NewProvider = provider.New
-	}
-	if cfg.BreakerThreshold == 0 {
-		cfg.BreakerThreshold = 5
-	}
-	if cfg.BreakerCooldown == 0 {
-		cfg.BreakerCooldown = 10 * time.Second
-	}
-	if cfg.FailoverBudget == 0 {
-		cfg.FailoverBudget = 30 * time.Second
-	}
-	if cfg.PeerTTFBFloor == 0 {
-		cfg.PeerTTFBFloor = time.Second
-	}
+	cfg.fill()
 	g := &Gateway{cfg: cfg, log: cfg.Logger, router: cfg.Router}
 	if g.router == nil {
 		rc := router.DefaultConfig()

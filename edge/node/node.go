@@ -98,13 +98,18 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 	if n.locator, err = geo.New(cfg.Geo, geo.Point{}); err != nil {
 		return nil, err
 	}
-	gc := gateway.Config{Logger: log, Metrics: m, NewProvider: n.newProvider, Router: n.newRouter(), FailoverBudget: cfg.Routing.FailoverBudget, PeerTTFBFloor: cfg.Routing.PeerTTFBFloor}
+	gc := gateway.DefaultConfig()
+	gc.Logger, gc.Metrics, gc.NewProvider, gc.Router = log, m, n.newProvider, n.newRouter()
+	gc.FailoverBudget, gc.PeerTTFBFloor = cfg.Routing.FailoverBudget, cfg.Routing.PeerTTFBFloor
 	if n.engine != nil {
 		gc.Local = n.engine
 		n.engine.OnChange(n.readyChanged)
 	}
 	if n.link != nil {
 		gc.Peer = n.peerTarget
+	}
+	if err := gc.Validate(); err != nil {
+		return nil, err
 	}
 	n.gw = gateway.New(gc)
 	m.Register(breakerCollector{n})
@@ -116,16 +121,14 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 	n.logAuth()
 
 	mux := http.NewServeMux()
-	surface := api.Config{
-		Gateway:            gw,
-		Metrics:            m,
-		Logger:             log,
-		MaxBodyBytes:       cfg.MaxBodyBytes,
-		BodyReadTimeout:    cfg.BodyReadTimeout,
-		KeepAlive:          cfg.StreamKeepAlive,
-		StreamWriteTimeout: cfg.StreamWriteTimeout,
-		Admission:          api.NewAdmission(cfg.MaxInFlight),
-		NoAuth:             n.authMode() == config.AuthNone,
+	surface := api.DefaultConfig()
+	surface.Gateway, surface.Metrics, surface.Logger = gw, m, log
+	surface.MaxBodyBytes, surface.BodyReadTimeout = cfg.MaxBodyBytes, cfg.BodyReadTimeout
+	surface.KeepAlive, surface.StreamWriteTimeout = cfg.StreamKeepAlive, cfg.StreamWriteTimeout
+	surface.Admission = api.NewAdmission(cfg.MaxInFlight)
+	surface.NoAuth = n.authMode() == config.AuthNone
+	if err := surface.Validate(); err != nil {
+		return nil, err
 	}
 	oai, anth := openaiapi.New(surface), anthropicapi.New(surface)
 	oai.Register(mux)
