@@ -143,6 +143,11 @@ func New(cfg Config, log *slog.Logger) (*Engine, error) {
 	e := &Engine{cfg: cfg, log: log.With("component", "local"), ollamaLog: log.With("component", "ollama"),
 		models: map[string]ModelStatus{}, retired: map[string]bool{}, leaving: map[string]leaving{}, wake: make(chan struct{}, 1)}
 	e.place(cfg.Models) // validated: skips none
+	if cfg.Registerer != nil {
+		if err := registerMetrics(cfg.Registerer, e, cfg.ModelNames()); err != nil {
+			return nil, err
+		}
+	}
 	return e, nil
 }
 

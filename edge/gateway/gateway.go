@@ -31,6 +31,7 @@ import (
 	"github.com/meridian-mesh/meridian/edge/provider"
 	"github.com/meridian-mesh/meridian/edge/router"
 	"github.com/meridian-mesh/meridian/shared/table"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Config configures a Gateway.
@@ -39,6 +40,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Metrics receives attempt counts. Nil disables them.
 	Metrics *metrics.Metrics
+	// Registerer receives the gateway's own metrics (each target's
+	// breaker state); nil registers none.
+	Registerer prometheus.Registerer
 	// NewProvider builds adapters; nil means provider.New. Tests inject
 	// fakes here.
 	NewProvider func(table.Provider) (provider.Provider, error)
@@ -118,6 +122,12 @@ func New(cfg Config) *Gateway {
 	g.plans.New = func() any { return &router.Plan{} }
 	empty, _ := table.Compile(&table.Table{})
 	g.state.Store(&state{tab: empty, providers: map[string]*target{}})
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(breakerCollector{g}); err != nil {
+			// Only a second gateway on one registry gets here.
+			g.log.Error("gateway: breaker metrics not registered", "err", err)
+		}
+	}
 	return g
 }
 

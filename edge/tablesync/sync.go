@@ -127,8 +127,12 @@ func New(cfg Config) (*Syncer, error) {
 			return nil, errors.New("tablesync: NATS URLs must not carry credentials; use the user, password or token settings")
 		}
 	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
 	s := &Syncer{
-		cfg: cfg, log: cfg.Logger.With("component", "tablesync"), m: newMetrics(cfg.Registerer),
+		cfg: cfg, log: cfg.Logger.With("component", "tablesync"), m: m,
 		msgs: make(chan *nats.Msg, 4096), kick: make(chan bool, 2), persist: make(chan []byte, 1),
 		ready:      make(chan struct{}, 1),
 		hbInterval: cfg.HeartbeatInterval, retry: cfg.RetryMin, conv: tablewire.NewConverter(cfg.Resolver),
