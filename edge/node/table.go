@@ -9,7 +9,6 @@ import (
 
 	"github.com/meridian-mesh/meridian/shared/tablewire"
 
-
 	"github.com/meridian-mesh/meridian/edge/config"
 	"github.com/meridian-mesh/meridian/edge/tablesync"
 	"github.com/meridian-mesh/meridian/shared/table"
