@@ -7,11 +7,10 @@ import (
 	"slices"
 	"strconv"
 
-	"github.com/meridian-mesh/meridian/shared/tablewire"
-
 	"github.com/meridian-mesh/meridian/edge/config"
 	"github.com/meridian-mesh/meridian/edge/tablesync"
 	"github.com/meridian-mesh/meridian/shared/table"
+	"github.com/meridian-mesh/meridian/shared/tablewire"
 )
 
 // HeaderTableRevision names the routing table revision that served a
