@@ -393,10 +393,6 @@ func updates(t *testing.T, c *ctlNode, kind string) float64 {
 	return 0
 }
 
-func cachedRevision(path string) uint64 {
-	return tablesync.CachedRevision(path)
-}
-
 // signingKey is the cluster's table key, opened as a control node opens
 // it (the test cluster runs without a KEK).
 func (ms *mesh) signingKey() ed25519.PrivateKey {

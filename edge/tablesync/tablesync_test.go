@@ -227,7 +227,16 @@ func TestDeltasGapsAndStaleness(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 		return g.revision() == 9
 	})
-	wait.For(t, 5*time.Second, "the table on disk", func() bool { return CachedRevision(s.cfg.CachePath) == 9 })
+	wait.For(t, 5*time.Second, "the table on disk", func() error {
+		if r := s.Status().CachedRevision; r != 9 {
+			return fmt.Errorf("Status().CachedRevision is %d", r)
+		}
+		t, err := readCache(s.cfg.CachePath, tablewire.DefaultMaxBytes)
+		if err != nil || t.GetRevision() != 9 {
+			return fmt.Errorf("the file holds revision %d (%v)", t.GetRevision(), err)
+		}
+		return nil
+	})
 }
 
 func deadURL(t *testing.T) string {
