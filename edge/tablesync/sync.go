@@ -100,17 +100,17 @@ type Syncer struct {
 
 	nc      *nats.Conn
 	msgs    chan *nats.Msg
-	kick    chan bool     // a connection is up (true: a reconnection); maybe ask for a snapshot
+	kick    chan bool       // a connection is up (true: a reconnection); maybe ask for a snapshot
 	persist chan cacheWrite // latest table to write to disk; one slot
 	cached  atomic.Uint64   // revision in the disk cache (Status.CachedRevision)
 	// discovered is set when the server list may have grown, so the loop
 	// reads it again for Status.Servers.
 	discovered atomic.Bool
-	ready   chan struct{} // the ready models changed: report; one slot
-	done    sync.WaitGroup
-	stop    context.CancelFunc
-	synced  atomic.Bool // a table from the control plane was applied
-	trust   atomic.Pointer[trust]
+	ready      chan struct{} // the ready models changed: report; one slot
+	done       sync.WaitGroup
+	stop       context.CancelFunc
+	synced     atomic.Bool // a table from the control plane was applied
+	trust      atomic.Pointer[trust]
 
 	// loop state
 	conv         *tablewire.Converter
