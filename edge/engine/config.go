@@ -182,8 +182,8 @@ func (m Model) check() (field, msg string) {
 	return "", ""
 }
 
-// ModelNames returns the names of the placed models.
-func (c *Config) ModelNames() []string {
+// modelNames returns the names of the placed models.
+func (c *Config) modelNames() []string {
 	out := make([]string, len(c.Models))
 	for i, m := range c.Models {
 		out[i] = m.Name
