@@ -525,12 +525,30 @@ func TestZeroRTTOnReconnect(t *testing.T) {
 		if _, err := p.Do(context.Background(), chatReq(false, "hi"), "gpt"); err != nil {
 			t.Fatal(err)
 		}
+		conn, err := p.st.get(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-conn.HandshakeComplete():
+		case <-time.After(10 * time.Second):
+			t.Fatalf("link %d: no handshake", i)
+		}
+		if used := conn.ConnectionState().Used0RTT; used != (i > 0) {
+			t.Fatalf("link %d: Used0RTT %v; want 0-RTT on every link after the first", i, used)
+		}
 		p.Disconnect()
 	}
-	wait.For(t, 5*time.Second, "handshake counts", func() bool {
-		return counterValue(a.met.handshakes.WithLabelValues("full")) == 1 &&
-			counterValue(a.met.handshakes.WithLabelValues("0rtt")) == 2
+	wait.For(t, 10*time.Second, "handshake counts", func() error {
+		full, zero := counterValue(a.met.handshakes.WithLabelValues("full")), counterValue(a.met.handshakes.WithLabelValues("0rtt"))
+		if full != 1 || zero != 2 {
+			return fmt.Errorf("%v full and %v 0-RTT handshakes", full, zero)
+		}
+		return nil
 	})
+	if n := rec.count(); n != 3 {
+		t.Fatalf("the peer ran %d requests, want 3", n)
+	}
 }
 
 func TestCertificatesRefused(t *testing.T) {
