@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meridian-mesh/meridian/shared/testkit/wanterr"
 )
 
 func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
@@ -214,13 +216,7 @@ func TestDiscoverConfigValidate(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := discoverConfig(Self{ID: "a", RaftAddr: "10.0.0.1:7000"}, 3, ln, "127.0.0.1:1", "127.0.0.1:2")
 			tc.edit(&c)
-			err := c.Validate()
-			switch {
-			case tc.want == "" && err != nil:
-				t.Fatalf("Validate: %v", err)
-			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
-				t.Fatalf("Validate: %v; want an error containing %q", err, tc.want)
-			}
+			wanterr.Contains(t, c.Validate(), tc.want)
 		})
 	}
 }

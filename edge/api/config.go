@@ -30,17 +30,9 @@ func (c *Config) Validate() error {
 	if c.MaxBodyBytes <= 0 {
 		errs = append(errs, fmt.Errorf("api: MaxBodyBytes must be positive, got %d", c.MaxBodyBytes))
 	}
-	for _, d := range []struct {
-		name string
-		v    time.Duration
-	}{
-		{"BodyReadTimeout", c.BodyReadTimeout},
-		{"KeepAlive", c.KeepAlive},
-		{"StreamWriteTimeout", c.StreamWriteTimeout},
-	} {
-		if d.v < 0 {
-			errs = append(errs, fmt.Errorf("api: %s must not be negative, got %v", d.name, d.v))
-		}
+	if c.BodyReadTimeout < 0 || c.KeepAlive < 0 || c.StreamWriteTimeout < 0 {
+		errs = append(errs, fmt.Errorf("api: BodyReadTimeout (%v), KeepAlive (%v) and StreamWriteTimeout (%v) must not be negative",
+			c.BodyReadTimeout, c.KeepAlive, c.StreamWriteTimeout))
 	}
 	if c.Admission != nil && c.Admission.max < 1 {
 		errs = append(errs, fmt.Errorf("api: Admission must admit at least one request, got %d", c.Admission.max))

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/meridian-mesh/meridian/edge/gateway"
+	"github.com/meridian-mesh/meridian/shared/testkit/wanterr"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -20,9 +21,9 @@ func TestConfigValidate(t *testing.T) {
 		{"admission", func(c *Config) { c.Admission = NewAdmission(1) }, ""},
 		{"no gateway", func(c *Config) { c.Gateway = nil }, "Gateway is required"},
 		{"no body bound", func(c *Config) { c.MaxBodyBytes = 0 }, "MaxBodyBytes must be positive"},
-		{"negative body timeout", func(c *Config) { c.BodyReadTimeout = -time.Second }, "BodyReadTimeout must not be negative"},
-		{"negative keep-alive", func(c *Config) { c.KeepAlive = -time.Second }, "KeepAlive must not be negative"},
-		{"negative write timeout", func(c *Config) { c.StreamWriteTimeout = -time.Second }, "StreamWriteTimeout must not be negative"},
+		{"negative body timeout", func(c *Config) { c.BodyReadTimeout = -time.Second }, "BodyReadTimeout (-1s), KeepAlive (15s) and StreamWriteTimeout (30s) must not be negative"},
+		{"negative keep-alive", func(c *Config) { c.KeepAlive = -time.Second }, "KeepAlive (-1s)"},
+		{"negative write timeout", func(c *Config) { c.StreamWriteTimeout = -time.Second }, "StreamWriteTimeout (-1s)"},
 		{"admission of none", func(c *Config) { c.Admission = NewAdmission(0) }, "Admission must admit at least one request"},
 	}
 	for _, tc := range cases {
@@ -30,13 +31,7 @@ func TestConfigValidate(t *testing.T) {
 			c := DefaultConfig()
 			c.Gateway = gw
 			tc.edit(&c)
-			err := c.Validate()
-			switch {
-			case tc.want == "" && err != nil:
-				t.Fatalf("Validate: %v", err)
-			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
-				t.Fatalf("Validate: %v; want an error containing %q", err, tc.want)
-			}
+			wanterr.Contains(t, c.Validate(), tc.want)
 		})
 	}
 	if err := (&Config{}).Validate(); err == nil || !strings.Contains(err.Error(), "Gateway") || !strings.Contains(err.Error(), "MaxBodyBytes") {

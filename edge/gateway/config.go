@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -27,23 +26,14 @@ func DefaultConfig() Config {
 // Validate reports the fields no gateway can run with: negative counts
 // and durations. Zero fields are valid and mean their default.
 func (c *Config) Validate() error {
-	var errs []error
-	if c.BreakerThreshold < 0 {
-		errs = append(errs, fmt.Errorf("gateway: BreakerThreshold must not be negative, got %d", c.BreakerThreshold))
+	switch {
+	case c.BreakerThreshold < 0:
+		return fmt.Errorf("gateway: BreakerThreshold must not be negative, got %d", c.BreakerThreshold)
+	case c.BreakerCooldown < 0 || c.FailoverBudget < 0 || c.PeerTTFBFloor < 0:
+		return fmt.Errorf("gateway: BreakerCooldown (%v), FailoverBudget (%v) and PeerTTFBFloor (%v) must not be negative",
+			c.BreakerCooldown, c.FailoverBudget, c.PeerTTFBFloor)
 	}
-	for _, d := range []struct {
-		name string
-		v    time.Duration
-	}{
-		{"BreakerCooldown", c.BreakerCooldown},
-		{"FailoverBudget", c.FailoverBudget},
-		{"PeerTTFBFloor", c.PeerTTFBFloor},
-	} {
-		if d.v < 0 {
-			errs = append(errs, fmt.Errorf("gateway: %s must not be negative, got %v", d.name, d.v))
-		}
-	}
-	return errors.Join(errs...)
+	return nil
 }
 
 // fill sets every zero field to its default.

@@ -1,9 +1,10 @@
 package gateway
 
 import (
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/meridian-mesh/meridian/shared/testkit/wanterr"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -15,21 +16,15 @@ func TestConfigValidate(t *testing.T) {
 		{"defaults", func(*Config) {}, ""},
 		{"zero means default", func(c *Config) { *c = Config{} }, ""},
 		{"negative threshold", func(c *Config) { c.BreakerThreshold = -1 }, "BreakerThreshold must not be negative"},
-		{"negative cooldown", func(c *Config) { c.BreakerCooldown = -time.Second }, "BreakerCooldown must not be negative"},
-		{"negative budget", func(c *Config) { c.FailoverBudget = -time.Second }, "FailoverBudget must not be negative"},
-		{"negative floor", func(c *Config) { c.PeerTTFBFloor = -time.Second }, "PeerTTFBFloor must not be negative"},
+		{"negative cooldown", func(c *Config) { c.BreakerCooldown = -time.Second }, "BreakerCooldown (-1s), FailoverBudget (30s) and PeerTTFBFloor (1s) must not be negative"},
+		{"negative budget", func(c *Config) { c.FailoverBudget = -time.Second }, "FailoverBudget (-1s)"},
+		{"negative floor", func(c *Config) { c.PeerTTFBFloor = -time.Second }, "PeerTTFBFloor (-1s)"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			c := DefaultConfig()
 			tc.edit(&c)
-			err := c.Validate()
-			switch {
-			case tc.want == "" && err != nil:
-				t.Fatalf("Validate: %v", err)
-			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
-				t.Fatalf("Validate: %v; want an error containing %q", err, tc.want)
-			}
+			wanterr.Contains(t, c.Validate(), tc.want)
 		})
 	}
 }
