@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-mesh/meridian/shared/testkit/wait"
 	"github.com/meridian-mesh/meridian/shared/testkit/wanterr"
 )
 
@@ -142,22 +143,14 @@ func TestDiscoverEndsWithContext(t *testing.T) {
 	}()
 	// Meanwhile it says who it is, and that there is no leader yet.
 	var self Self
-	var lastErr error
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	wait.For(t, 10*time.Second, "an answer at "+SelfPath, func() error {
 		resp, err := http.Get("http://" + addr + SelfPath)
-		if err == nil {
-			err = json.NewDecoder(resp.Body).Decode(&self)
-			resp.Body.Close()
+		if err != nil {
+			return err
 		}
-		if err == nil {
-			break
-		}
-		if lastErr = err; time.Now().After(deadline) {
-			t.Fatalf("no answer at %s: %v", SelfPath, lastErr)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		defer resp.Body.Close()
+		return json.NewDecoder(resp.Body).Decode(&self)
+	})
 	if self.ID != "a" || self.RaftAddr != "10.0.0.1:7000" {
 		t.Fatalf("self %+v", self)
 	}
