@@ -92,9 +92,9 @@ func TestChangeReachesAllEdges(t *testing.T) {
 		if e.revision() != rev {
 			t.Fatalf("an edge moved to %d; the rejected state must never be published", e.revision())
 		}
-		if e.s.Status().Stale {
-			t.Fatal("an edge on the last valid table is not stale")
-		}
+		// Not stale: the heartbeat goes on. A heartbeat late on a loaded
+		// machine makes an edge stale for a moment, so wait it out.
+		wait.For(t, 10*time.Second, "an edge current on the last valid table", func() bool { return !e.s.Status().Stale })
 	}
 	// Edges hear of the rejection in the heartbeat.
 	for _, e := range edges {
