@@ -96,7 +96,11 @@ func New(cfg Config, node *cluster.Node) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("api config: %w", err)
 	}
-	s := &Server{cfg: cfg, node: node, client: cfg.Client, mux: http.NewServeMux(), met: newMetrics(node)}
+	met, err := newMetrics(node, cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, node: node, client: cfg.Client, mux: http.NewServeMux(), met: met}
 	if s.client == nil {
 		s.client = &http.Client{Transport: &http.Transport{
 			MaxIdleConns:        256,

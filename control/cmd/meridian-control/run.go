@@ -221,12 +221,15 @@ func run(ctx context.Context, cfg Config) error {
 	acfg.KEK, acfg.NodeCertTTL = ccfg.KEK, cfg.NodeCertTTL
 	acfg.Secrets, acfg.OpenEndpoints = cfg.Secrets, cfg.OpenEndpoints
 	acfg.ForwardTLSOnly = serverTLS != nil
+	// One registry for the node, served at /metrics (withDistribution):
+	// the API, Raft and distribution register on it.
+	reg := prometheus.NewRegistry()
+	acfg.Registerer = reg
 	handler, err := api.New(acfg, node)
 	if err != nil {
 		node.Close()
 		return err
 	}
-	reg := prometheus.NewRegistry()
 	dist, err := startDistribution(cfg, node, ccfg.KEK, logger, reg)
 	if err != nil {
 		node.Close()
