@@ -265,7 +265,7 @@ func TestStartWithoutControlPlane(t *testing.T) {
 	if time.Since(start) > 2*time.Second {
 		t.Fatalf("start waited %s for an absent control plane", time.Since(start))
 	}
-	if st := s.Status(); st.Source != SourceConfig || !st.Stale || g.tab == nil {
+	if st := s.Status(); st.Source != SourceConfig || !st.Stale || g.tab == nil || st.CachedRevision != 0 {
 		t.Fatalf("status %+v", st)
 	}
 	s.Close()
@@ -289,7 +289,7 @@ func TestStartWithoutControlPlane(t *testing.T) {
 	s.Seed(seed)
 	s.Start(context.Background())
 	defer s.Close()
-	if st := s.Status(); st.Source != SourceDisk || st.Revision != 42 || !st.Stale || g.revision() != 42 {
+	if st := s.Status(); st.Source != SourceDisk || st.Revision != 42 || st.CachedRevision != 42 || !st.Stale || g.revision() != 42 {
 		t.Fatalf("status %+v", st)
 	}
 }
