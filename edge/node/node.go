@@ -76,10 +76,11 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 	n := &Node{cfg: cfg, log: log, metrics: m}
 	var err error
 	if cfg.Local.Enabled {
-		if n.engine, err = engine.New(cfg.Local, log); err != nil {
+		lc := cfg.Local
+		lc.Registerer = m.Registerer()
+		if n.engine, err = engine.New(lc, log); err != nil {
 			return nil, err
 		}
-		m.Register(localCollectors(n.engine, cfg.Local.ModelNames())...)
 	}
 	if cfg.Control.Identity() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -88,9 +89,12 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 		if err != nil {
 			return nil, err
 		}
-		m.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_identity_cert_expiry_timestamp_seconds",
+		err = m.Registerer().Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_identity_cert_expiry_timestamp_seconds",
 			Help: "When this node's certificate expires, Unix seconds; renewal runs at half its life."},
 			func() float64 { return float64(n.id.expiry().Unix()) }))
+		if err != nil {
+			return nil, fmt.Errorf("identity metrics: %w", err)
+		}
 	}
 	if n.link, err = newLink(cfg, log, m, n.peerDown, n.id, n.authorizePeer); err != nil {
 		return nil, err
@@ -98,7 +102,10 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 	if n.locator, err = geo.New(cfg.Geo, geo.Point{}); err != nil {
 		return nil, err
 	}
-	gc := gateway.Config{Logger: log, Metrics: m, NewProvider: n.newProvider, Router: n.newRouter(), FailoverBudget: cfg.Routing.FailoverBudget, PeerTTFBFloor: cfg.Routing.PeerTTFBFloor}
+	gc := gateway.DefaultConfig()
+	gc.Logger, gc.Metrics, gc.Registerer = log, m, m.Registerer()
+	gc.NewProvider, gc.Router = n.newProvider, n.newRouter()
+	gc.FailoverBudget, gc.PeerTTFBFloor = cfg.Routing.FailoverBudget, cfg.Routing.PeerTTFBFloor
 	if n.engine != nil {
 		gc.Local = n.engine
 		n.engine.OnChange(n.readyChanged)
@@ -106,8 +113,10 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 	if n.link != nil {
 		gc.Peer = n.peerTarget
 	}
+	if err := gc.Validate(); err != nil {
+		return nil, err
+	}
 	n.gw = gateway.New(gc)
-	m.Register(breakerCollector{n})
 	gw := n.gw
 	if err = n.seedTable(); err != nil {
 		return nil, fmt.Errorf("static table: %w", err)
@@ -116,16 +125,14 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 	n.logAuth()
 
 	mux := http.NewServeMux()
-	surface := api.Config{
-		Gateway:            gw,
-		Metrics:            m,
-		Logger:             log,
-		MaxBodyBytes:       cfg.MaxBodyBytes,
-		BodyReadTimeout:    cfg.BodyReadTimeout,
-		KeepAlive:          cfg.StreamKeepAlive,
-		StreamWriteTimeout: cfg.StreamWriteTimeout,
-		Admission:          api.NewAdmission(cfg.MaxInFlight),
-		NoAuth:             n.authMode() == config.AuthNone,
+	surface := api.DefaultConfig()
+	surface.Gateway, surface.Metrics, surface.Logger = gw, m, log
+	surface.MaxBodyBytes, surface.BodyReadTimeout = cfg.MaxBodyBytes, cfg.BodyReadTimeout
+	surface.KeepAlive, surface.StreamWriteTimeout = cfg.StreamKeepAlive, cfg.StreamWriteTimeout
+	surface.Admission = api.NewAdmission(cfg.MaxInFlight)
+	surface.NoAuth = n.authMode() == config.AuthNone
+	if err := surface.Validate(); err != nil {
+		return nil, err
 	}
 	oai, anth := openaiapi.New(surface), anthropicapi.New(surface)
 	oai.Register(mux)
