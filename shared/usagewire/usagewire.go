@@ -9,6 +9,7 @@ package usagewire
 
 import (
 	"math"
+	"strings"
 	"time"
 
 	"github.com/meridian-mesh/meridian/shared/table"
@@ -22,14 +23,18 @@ const Stream = "MERIDIAN_USAGE"
 const UsageSubjects = "meridian.v1.usage.*"
 
 // UsageSubject is the subject node publishes its usage records on; the
-// NATS server lets an edge publish on its own only.
-func UsageSubject(node string) string { return "meridian.v1.usage." + node }
+// NATS server lets an edge publish on its own only. A node ID is one
+// subject token: its dots become underscores, as in tablewire's
+// subjects, so that UsageSubjects matches every node.
+func UsageSubject(node string) string { return "meridian.v1.usage." + token(node) }
+
+func token(node string) string { return strings.ReplaceAll(node, ".", "_") }
 
 // LimitsSubjects matches every edge's limit reports.
 const LimitsSubjects = "meridian.v1.limits.*"
 
 // LimitsSubject is the subject node publishes its limit reports on.
-func LimitsSubject(node string) string { return "meridian.v1.limits." + node }
+func LimitsSubject(node string) string { return "meridian.v1.limits." + token(node) }
 
 // DuplicateWindow is how long JetStream remembers a record's message ID
 // (its request ID) to drop a re-sent copy. An edge that spooled records

@@ -61,4 +61,7 @@ func TestSubjects(t *testing.T) {
 	if UsageSubject("edge-1") != "meridian.v1.usage.edge-1" || LimitsSubject("edge-1") != "meridian.v1.limits.edge-1" {
 		t.Fatal("subjects changed: they are a wire format")
 	}
+	if UsageSubject("pop.fra.1") != "meridian.v1.usage.pop_fra_1" || LimitsSubject("a.b") != "meridian.v1.limits.a_b" {
+		t.Fatal("a dotted node ID must stay one subject token")
+	}
 }
