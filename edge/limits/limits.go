@@ -138,8 +138,10 @@ type Check struct {
 // tightest limit of each kind that applies.
 type Verdict struct {
 	Allowed bool
-	// Tokens is true when the refusal is for tokens, not requests.
-	Tokens bool
+	// Tokens is true when the refusal is for tokens, not requests, and
+	// Refused is the subject whose limit refused it.
+	Tokens  bool
+	Refused Subject
 	// RetryAfter is how long until the refused limit has room again.
 	RetryAfter time.Duration
 	// Requests and TokenState describe the limits that applied; Has is
@@ -263,14 +265,14 @@ func (l *Limiter) Admit(now time.Time, checks []Check, tokens int64) Verdict {
 			ok := reqs+1 <= c.RPM
 			v.Requests = tighter(v.Requests, State{Has: true, Limit: c.RPM, Remaining: max(c.RPM-reqs, 0), Reset: reset})
 			if !ok && v.Allowed {
-				v.Allowed, v.RetryAfter = false, l.retryAfter(now, oldest)
+				v.Allowed, v.Refused, v.RetryAfter = false, c.Subject, l.retryAfter(now, oldest)
 			}
 		}
 		if c.TPM > 0 {
 			ok := toks+tokens <= c.TPM
 			v.TokenState = tighter(v.TokenState, State{Has: true, Limit: c.TPM, Remaining: max(c.TPM-toks, 0), Reset: reset})
 			if !ok && v.Allowed {
-				v.Allowed, v.Tokens, v.RetryAfter = false, true, l.retryAfter(now, oldest)
+				v.Allowed, v.Tokens, v.Refused, v.RetryAfter = false, true, c.Subject, l.retryAfter(now, oldest)
 			}
 		}
 	}

@@ -27,6 +27,9 @@ type callerKey struct{}
 // under the right tenant.
 type Caller struct {
 	Tenant, Key string
+	// Via is the node that forwarded the request, from its certificate;
+	// set on the serving side only.
+	Via string
 }
 
 // WithCaller returns ctx carrying c. The serving side sets it from the

@@ -183,9 +183,7 @@ func (t *Transport) serveStream(conn *quic.Conn, str *quic.Stream, h Handler) {
 		defer dcancel()
 	}
 	ctx = WithHops(ctx, int(hdr.Hops))
-	if hdr.Tenant != "" || hdr.Key != "" {
-		ctx = WithCaller(ctx, Caller{Tenant: hdr.Tenant, Key: hdr.Key})
-	}
+	ctx = WithCaller(ctx, Caller{Tenant: hdr.Tenant, Key: hdr.Key, Via: peer})
 
 	start := time.Now()
 	resp, err := h(ctx, req)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/meridian-mesh/meridian/edge/api"
 	"github.com/meridian-mesh/meridian/edge/gateway"
+	"github.com/meridian-mesh/meridian/edge/limits"
 	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/shared/table"
 )
@@ -116,6 +117,21 @@ var _ api.Format = format{}
 func (format) WriteError(w http.ResponseWriter, r *http.Request, e *llm.Error) { WriteError(w, r, e) }
 
 func (format) KeepAlive() []byte { return pingEvent }
+
+// RateLimitHeaders sets Anthropic's anthropic-ratelimit-* headers: the
+// limit, what remains of it and when it resets fully (RFC 3339).
+func (format) RateLimitHeaders(h http.Header, v *limits.Verdict, now time.Time) {
+	if s := v.Requests; s.Has {
+		h["Anthropic-Ratelimit-Requests-Limit"] = []string{strconv.FormatInt(s.Limit, 10)}
+		h["Anthropic-Ratelimit-Requests-Remaining"] = []string{strconv.FormatInt(s.Remaining, 10)}
+		h["Anthropic-Ratelimit-Requests-Reset"] = []string{now.Add(s.Reset).UTC().Format(time.RFC3339)}
+	}
+	if s := v.TokenState; s.Has {
+		h["Anthropic-Ratelimit-Tokens-Limit"] = []string{strconv.FormatInt(s.Limit, 10)}
+		h["Anthropic-Ratelimit-Tokens-Remaining"] = []string{strconv.FormatInt(s.Remaining, 10)}
+		h["Anthropic-Ratelimit-Tokens-Reset"] = []string{now.Add(s.Reset).UTC().Format(time.RFC3339)}
+	}
+}
 
 func (format) Encode(req *llm.Request, resp *llm.Response) ([]byte, llm.Usage, error) {
 	if resp.Format == llm.FormatAnthropic {

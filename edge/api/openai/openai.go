@@ -15,9 +15,11 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/meridian-mesh/meridian/edge/api"
 	"github.com/meridian-mesh/meridian/edge/gateway"
+	"github.com/meridian-mesh/meridian/edge/limits"
 	"github.com/meridian-mesh/meridian/edge/llm"
 )
 
@@ -76,6 +78,9 @@ func errorBody(e *llm.Error) []byte {
 	if t, ok := openAITypes[typ]; ok {
 		typ = t
 	}
+	if e.Code == "insufficient_quota" {
+		typ = "insufficient_quota" // OpenAI's type and code for exhausted quota
+	}
 	o := errorObject{Message: e.Message, Type: typ}
 	if e.Param != "" {
 		o.Param = &e.Param
@@ -103,6 +108,21 @@ var _ api.Format = format{}
 func (format) WriteError(w http.ResponseWriter, _ *http.Request, e *llm.Error) { WriteError(w, e) }
 
 func (format) KeepAlive() []byte { return keepAliveEvent }
+
+// RateLimitHeaders sets OpenAI's x-ratelimit-* headers: the limit, what
+// remains of it and the time until it resets fully ("1s", "6m0s").
+func (format) RateLimitHeaders(h http.Header, v *limits.Verdict, _ time.Time) {
+	if s := v.Requests; s.Has {
+		h["X-Ratelimit-Limit-Requests"] = []string{strconv.FormatInt(s.Limit, 10)}
+		h["X-Ratelimit-Remaining-Requests"] = []string{strconv.FormatInt(s.Remaining, 10)}
+		h["X-Ratelimit-Reset-Requests"] = []string{s.Reset.Round(time.Millisecond).String()}
+	}
+	if s := v.TokenState; s.Has {
+		h["X-Ratelimit-Limit-Tokens"] = []string{strconv.FormatInt(s.Limit, 10)}
+		h["X-Ratelimit-Remaining-Tokens"] = []string{strconv.FormatInt(s.Remaining, 10)}
+		h["X-Ratelimit-Reset-Tokens"] = []string{s.Reset.Round(time.Millisecond).String()}
+	}
+}
 
 // Encode returns an OpenAI-compatible upstream's body as it came, and
 // renders a translating adapter's answer.
