@@ -81,7 +81,7 @@ type keySurfaces struct {
 // newKeySurfaces serves both surfaces from t with cfg's extras; the
 // upstream answers a plain completion with usage 10 in, 20 out, or a
 // stream (streamed requests) of 3 chunks with the same usage.
-func newKeySurfaces(t *testing.T, tab *table.Table, extra func(*api.Config)) *keySurfaces {
+func newKeySurfaces(t testing.TB, tab *table.Table, extra func(*api.Config)) *keySurfaces {
 	t.Helper()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	gw := gateway.New(gateway.Config{Logger: quiet, NewProvider: func(p table.Provider) (provider.Provider, error) {
@@ -224,7 +224,7 @@ func TestBudgetExhausted(t *testing.T) {
 	}
 }
 
-func newLimiter(t *testing.T) *limits.Limiter {
+func newLimiter(t testing.TB) *limits.Limiter {
 	t.Helper()
 	c := limits.DefaultConfig()
 	c.Node = "edge-a"

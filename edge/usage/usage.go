@@ -112,6 +112,8 @@ type Recorder struct {
 	pending []*usagev1.Record
 	js      jetstream.JetStream
 	nc      *nats.Conn
+	// spoolOnly keeps records in the spool alone: there is no bus.
+	spoolOnly bool
 
 	kick   chan struct{}
 	stop   chan struct{}
@@ -192,10 +194,15 @@ func (r *Recorder) Record(rec *usagev1.Record, l Labels) {
 	}
 }
 
-// Start publishes over nc from now on (nil: spool only). The bus may be
-// away; records wait in the spool until it is back.
+// Start publishes over nc from now on. The bus may be away; records
+// wait in the spool until it is back. A nil nc makes the spool the
+// edge's usage log: a standalone edge keeps every record there (read it
+// with ReadSpool) and holds none in memory.
 func (r *Recorder) Start(nc *nats.Conn) error {
 	if nc == nil {
+		r.mu.Lock()
+		r.spoolOnly, r.pending = true, nil
+		r.mu.Unlock()
 		return nil
 	}
 	js, err := jetstream.New(nc)
@@ -275,7 +282,9 @@ func (r *Recorder) run() {
 				r.log.Error("usage: spool write failed", "records", len(batch), "err", err)
 			}
 			r.mu.Lock()
-			r.pending = append(r.pending, batch...)
+			if !r.spoolOnly {
+				r.pending = append(r.pending, batch...)
+			}
 			r.mu.Unlock()
 			batch = batch[:0]
 		}
@@ -300,9 +309,9 @@ func (r *Recorder) run() {
 // whether nothing is left.
 func (r *Recorder) publish() bool {
 	r.mu.Lock()
-	js, nc := r.js, r.nc
+	js, nc, spoolOnly := r.js, r.nc, r.spoolOnly
 	r.mu.Unlock()
-	if len(r.pending) == 0 {
+	if len(r.pending) == 0 || spoolOnly {
 		return true
 	}
 	if js == nil || !nc.IsConnected() {
@@ -368,4 +377,24 @@ func (r *Recorder) send(js jetstream.JetStream, recs []*usagev1.Record) (acked [
 		}
 	}
 	return acked, err
+}
+
+// ReadSpool returns the records in the spool file at path, and
+// ErrCorrupt (wrapped) when bytes past the last whole record were
+// ignored.
+func ReadSpool(path string) ([]*usagev1.Record, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	payloads, _, cut := readFrames(data)
+	recs := make([]*usagev1.Record, 0, len(payloads))
+	for _, p := range payloads {
+		rec := &usagev1.Record{}
+		if err := proto.Unmarshal(p, rec); err != nil {
+			return recs, fmt.Errorf("usage: spooled record: %w", err)
+		}
+		recs = append(recs, rec)
+	}
+	return recs, cut
 }
