@@ -181,12 +181,58 @@ type peerReport struct {
 	uses map[Subject]use
 }
 
-// window is a subject's own use in buckets; bucket i holds the use of
-// the bucket period epoch[i].
+// window is a subject's own use in a ring of buckets, with running
+// sums, so a check costs the same whatever the bucket count: the ring is
+// advanced to the current period, subtracting what leaves it.
 type window struct {
 	reqs, toks []int64
-	epoch      []int64
+	// head is the latest period the ring was advanced to; bucket
+	// head % len is the current one.
+	head       int64
+	sumR, sumT int64
 	last       time.Time // last admission, for forgetting idle subjects
+}
+
+// advance moves w to period p, dropping buckets that left the window.
+// A clock that steps back leaves w where it is.
+func (w *window) advance(p int64) {
+	if p <= w.head {
+		return
+	}
+	n := int64(len(w.reqs))
+	if p-w.head >= n {
+		clear(w.reqs)
+		clear(w.toks)
+		w.sumR, w.sumT = 0, 0
+	} else {
+		for q := w.head + 1; q <= p; q++ {
+			i := q % n
+			w.sumR -= w.reqs[i]
+			w.sumT -= w.toks[i]
+			w.reqs[i], w.toks[i] = 0, 0
+		}
+	}
+	w.head = p
+}
+
+// oldest returns the period of w's oldest non-empty bucket, head+1 when
+// none is. Only refusals need it.
+func (w *window) oldest() int64 {
+	n := int64(len(w.reqs))
+	for q := w.head - n + 1; q <= w.head; q++ {
+		if i := ((q % n) + n) % n; w.reqs[i] != 0 || w.toks[i] != 0 {
+			return q
+		}
+	}
+	return w.head + 1
+}
+
+func (w *window) add(reqs, toks int64) {
+	i := w.head % int64(len(w.reqs))
+	w.reqs[i] += reqs
+	w.toks[i] += toks
+	w.sumR += reqs
+	w.sumT += toks
 }
 
 // New returns a Limiter; it exchanges nothing until Start.
@@ -203,40 +249,15 @@ func New(cfg Config) (*Limiter, error) {
 	}, nil
 }
 
-func (l *Limiter) windowOf(s Subject) *window {
+func (l *Limiter) windowOf(s Subject, p int64) *window {
 	w := l.own[s]
 	if w == nil {
 		n := l.cfg.Buckets
-		w = &window{reqs: make([]int64, n), toks: make([]int64, n), epoch: make([]int64, n)}
+		w = &window{reqs: make([]int64, n), toks: make([]int64, n), head: p}
 		l.own[s] = w
 	}
+	w.advance(p)
 	return w
-}
-
-// sum returns w's use in the window ending at period now, and the
-// period of its oldest non-empty bucket (now+1 when empty).
-func (l *Limiter) sum(w *window, now int64) (reqs, toks int64, oldest int64) {
-	n := int64(len(w.epoch))
-	oldest = now + 1
-	for i := range w.epoch {
-		if e := w.epoch[i]; e > now-n && e <= now {
-			reqs += w.reqs[i]
-			toks += w.toks[i]
-			if (w.reqs[i] != 0 || w.toks[i] != 0) && e < oldest {
-				oldest = e
-			}
-		}
-	}
-	return reqs, toks, oldest
-}
-
-func (l *Limiter) add(w *window, now, reqs, toks int64) {
-	i := now % int64(len(w.epoch))
-	if w.epoch[i] != now {
-		w.epoch[i], w.reqs[i], w.toks[i] = now, 0, 0
-	}
-	w.reqs[i] += reqs
-	w.toks[i] += toks
 }
 
 func (l *Limiter) period(t time.Time) int64 { return t.UnixNano() / int64(l.bucket) }
@@ -256,23 +277,23 @@ func (l *Limiter) Admit(now time.Time, checks []Check, tokens int64) Verdict {
 		if c.RPM <= 0 && c.TPM <= 0 {
 			continue
 		}
-		w := l.windowOf(c.Subject)
-		reqs, toks, oldest := l.sum(w, p)
+		w := l.windowOf(c.Subject, p)
 		r := l.remote[c.Subject]
-		reqs, toks = reqs+r.requests, max(toks+r.tokens, 0)
-		reset := l.resetAfter(now, oldest)
+		reqs, toks := w.sumR+r.requests, max(w.sumT+r.tokens, 0)
+		// A full reset comes when the newest use leaves the window.
+		reset := l.resetAfter(now, p)
 		if c.RPM > 0 {
 			ok := reqs+1 <= c.RPM
 			v.Requests = tighter(v.Requests, State{Has: true, Limit: c.RPM, Remaining: max(c.RPM-reqs, 0), Reset: reset})
 			if !ok && v.Allowed {
-				v.Allowed, v.Refused, v.RetryAfter = false, c.Subject, l.retryAfter(now, oldest)
+				v.Allowed, v.Refused, v.RetryAfter = false, c.Subject, l.retryAfter(now, w.oldest())
 			}
 		}
 		if c.TPM > 0 {
 			ok := toks+tokens <= c.TPM
 			v.TokenState = tighter(v.TokenState, State{Has: true, Limit: c.TPM, Remaining: max(c.TPM-toks, 0), Reset: reset})
 			if !ok && v.Allowed {
-				v.Allowed, v.Tokens, v.Refused, v.RetryAfter = false, true, c.Subject, l.retryAfter(now, oldest)
+				v.Allowed, v.Tokens, v.Refused, v.RetryAfter = false, true, c.Subject, l.retryAfter(now, w.oldest())
 			}
 		}
 	}
@@ -284,8 +305,8 @@ func (l *Limiter) Admit(now time.Time, checks []Check, tokens int64) Verdict {
 		if c.RPM <= 0 && c.TPM <= 0 {
 			continue
 		}
-		w := l.windowOf(c.Subject)
-		l.add(w, p, 1, tokens)
+		w := l.own[c.Subject]
+		w.add(1, tokens)
 		w.last = now
 	}
 	// The answer's headers count this request as used.
@@ -339,7 +360,7 @@ func (l *Limiter) Correct(now time.Time, checks []Check, delta int64) {
 		if c.RPM <= 0 && c.TPM <= 0 {
 			continue
 		}
-		l.add(l.windowOf(c.Subject), p, 0, delta)
+		l.windowOf(c.Subject, p).add(0, delta)
 	}
 }
 
@@ -350,7 +371,8 @@ func (l *Limiter) Used(now time.Time, s Subject) (requests, tokens int64) {
 	defer l.mu.Unlock()
 	r := l.remote[s]
 	if w := l.own[s]; w != nil {
-		requests, tokens, _ = l.sum(w, l.period(now))
+		w.advance(l.period(now))
+		requests, tokens = w.sumR, w.sumT
 	}
 	return requests + r.requests, max(tokens+r.tokens, 0)
 }
@@ -367,7 +389,8 @@ func (l *Limiter) Report(now time.Time) *usagev1.LimitReport {
 			delete(l.own, s)
 			continue
 		}
-		reqs, toks, _ := l.sum(w, p)
+		w.advance(p)
+		reqs, toks := w.sumR, w.sumT
 		if reqs == 0 && toks <= 0 {
 			continue
 		}

@@ -196,3 +196,16 @@ func TestGlobalOvershootBound(t *testing.T) {
 	}
 	t.Logf("admitted %v, total %d of limit %d (bound %d)", admitted, total(), limit, limit+(n-1)*k)
 }
+
+func BenchmarkAdmitAndCorrect(b *testing.B) {
+	l := newLimiter(&testing.T{}, "a")
+	checks := []Check{{Subject: key, RPM: 1 << 40, TPM: 1 << 50}, {Subject: Subject{KindTenant, "t1"}, RPM: 1 << 40, TPM: 1 << 50}}
+	b.ReportAllocs()
+	for b.Loop() {
+		now := time.Now()
+		if !l.Admit(now, checks, 100).Allowed {
+			b.Fatal("refused")
+		}
+		l.Correct(now, checks, 10)
+	}
+}

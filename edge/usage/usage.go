@@ -3,9 +3,11 @@
 // JetStream, and counts spend and tokens by tenant and model on the
 // node's /metrics.
 //
-// A request hands its record to Record, which only queues it: a bounded
-// queue drained by one goroutine keeps the bus and the disk off the
-// request's path. That goroutine appends each batch to the spool (an
+// A request hands its record to Record, which only appends it to a
+// bounded queue: one goroutine drains the queue every Flush interval (or
+// at once when a batch is waiting), so the bus and the disk stay off the
+// request's path and a request never pays for waking anyone. That
+// goroutine appends each batch to the spool (an
 // append-only file of length-prefixed, CRC-32C-checked frames under the
 // edge's data dir, synced once per batch), then publishes the records on
 // usagewire.UsageSubject(node) with their request ID as JetStream message
@@ -57,6 +59,9 @@ type Config struct {
 	Dir string
 	// QueueSize bounds the records waiting to be spooled. Default 8192.
 	QueueSize int
+	// Flush is how often queued records are spooled and sent when fewer
+	// than a batch are waiting. Default 10ms.
+	Flush time.Duration
 	// Batch is the most records spooled with one sync and published
 	// before waiting for their acks. Default 256.
 	Batch int
@@ -73,7 +78,7 @@ type Config struct {
 
 // DefaultConfig returns the settings used where nothing is set.
 func DefaultConfig() Config {
-	return Config{QueueSize: 8192, Batch: 256, AckTimeout: 5 * time.Second,
+	return Config{QueueSize: 8192, Batch: 256, Flush: 10 * time.Millisecond, AckTimeout: 5 * time.Second,
 		Retry: backoff.Policy{Base: 100 * time.Millisecond, Max: 5 * time.Second, Jitter: 0.5}}
 }
 
@@ -86,6 +91,8 @@ func (c *Config) Validate() error {
 		return errors.New("usage: spool dir is required")
 	case c.QueueSize < 1 || c.Batch < 1:
 		return fmt.Errorf("usage: queue size and batch must be positive, got %d and %d", c.QueueSize, c.Batch)
+	case c.Flush <= 0:
+		return fmt.Errorf("usage: flush interval must be positive, got %v", c.Flush)
 	case c.AckTimeout <= 0:
 		return fmt.Errorf("usage: ack timeout must be positive, got %v", c.AckTimeout)
 	}
@@ -99,14 +106,19 @@ type Labels struct{ Tenant, Model string }
 
 // Recorder queues, spools and publishes usage records.
 type Recorder struct {
-	cfg   Config
-	log   *slog.Logger
-	queue chan *usagev1.Record
-	sp    *spool
-	subj  string
+	cfg Config
+	log *slog.Logger
+
+	qmu    sync.Mutex // guards queue and closing; taken by Record
+	queue  []*usagev1.Record
+	room   *sync.Cond // signalled when the drainer empties the queue
+	ending bool
+	sp     *spool
+	subj   string
 
 	cost   *prometheus.CounterVec
 	tokens *prometheus.CounterVec
+	series sync.Map // Labels → *counters
 
 	mu      sync.Mutex // guards pending's length for Pending, js
 	pending []*usagev1.Record
@@ -115,10 +127,11 @@ type Recorder struct {
 	// spoolOnly keeps records in the spool alone: there is no bus.
 	spoolOnly bool
 
-	kick   chan struct{}
-	stop   chan struct{}
-	done   chan struct{}
-	closed sync.Once
+	kick    chan struct{}
+	started chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
+	closed  sync.Once
 }
 
 // New opens the spool and loads what it holds; those records are sent
@@ -138,10 +151,11 @@ func New(cfg Config) (*Recorder, error) {
 		return nil, err
 	}
 	r := &Recorder{
-		cfg: cfg, log: cfg.Logger, queue: make(chan *usagev1.Record, cfg.QueueSize), sp: sp,
+		cfg: cfg, log: cfg.Logger, queue: make([]*usagev1.Record, 0, cfg.Batch), sp: sp,
 		subj: usagewire.UsageSubject(cfg.Node),
-		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+		kick: make(chan struct{}, 1), started: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 	}
+	r.room = sync.NewCond(&r.qmu)
 	if cut != nil {
 		r.log.Warn("usage: spool had a corrupt tail; cut it off", "kept", len(payloads), "err", cut)
 	}
@@ -173,25 +187,67 @@ func New(cfg Config) (*Recorder, error) {
 // at once unless the queue is full. rec must not be changed afterwards.
 func (r *Recorder) Record(rec *usagev1.Record, l Labels) {
 	rec.Schema = Schema
+	c := r.countersOf(l)
 	if rec.CostNanoUsd > 0 {
-		r.cost.WithLabelValues(l.Tenant, l.Model).Add(float64(rec.CostNanoUsd) / usagewire.NanoPerUSD)
+		c.cost.Add(float64(rec.CostNanoUsd) / usagewire.NanoPerUSD)
 	}
 	if rec.TokensIn > 0 {
-		r.tokens.WithLabelValues(l.Tenant, l.Model, "in").Add(float64(rec.TokensIn))
+		c.in.Add(float64(rec.TokensIn))
 	}
 	if rec.TokensOut > 0 {
-		r.tokens.WithLabelValues(l.Tenant, l.Model, "out").Add(float64(rec.TokensOut))
+		c.out.Add(float64(rec.TokensOut))
 	}
+	r.qmu.Lock()
+	for len(r.queue) >= r.cfg.QueueSize && !r.ending {
+		r.kickNow()
+		r.room.Wait()
+	}
+	if r.ending {
+		r.qmu.Unlock()
+		r.log.Error("usage: record after close dropped", "request_id", rec.GetRequestId())
+		return
+	}
+	r.queue = append(r.queue, rec)
+	n := len(r.queue)
+	r.qmu.Unlock()
+	if n == r.cfg.Batch {
+		r.kickNow() // a whole batch waits: no need to wait for the tick
+	}
+}
+
+// counters are one label set's series, kept so a record costs no label
+// hashing; label sets are bounded by the table's tenants and models.
+type counters struct{ cost, in, out prometheus.Counter }
+
+func (r *Recorder) countersOf(l Labels) *counters {
+	if v, ok := r.series.Load(l); ok {
+		return v.(*counters)
+	}
+	c := &counters{cost: r.cost.WithLabelValues(l.Tenant, l.Model),
+		in: r.tokens.WithLabelValues(l.Tenant, l.Model, "in"), out: r.tokens.WithLabelValues(l.Tenant, l.Model, "out")}
+	v, _ := r.series.LoadOrStore(l, c)
+	return v.(*counters)
+}
+
+func (r *Recorder) kickNow() {
 	select {
-	case r.queue <- rec:
+	case r.kick <- struct{}{}:
 	default:
-		r.log.Warn("usage: record queue full; waiting for the spool")
-		select {
-		case r.queue <- rec:
-		case <-r.done:
-			r.log.Error("usage: record after close dropped", "request_id", rec.GetRequestId())
-		}
 	}
+}
+
+// take empties the queue into batch and returns it.
+func (r *Recorder) take(batch []*usagev1.Record, stopping bool) []*usagev1.Record {
+	r.qmu.Lock()
+	defer r.qmu.Unlock()
+	batch = append(batch, r.queue...)
+	clear(r.queue)
+	r.queue = r.queue[:0]
+	if stopping {
+		r.ending = true
+	}
+	r.room.Broadcast()
+	return batch
 }
 
 // Start publishes over nc from now on. The bus may be away; records
@@ -213,7 +269,7 @@ func (r *Recorder) Start(nc *nats.Conn) error {
 	r.js, r.nc = js, nc
 	r.mu.Unlock()
 	select {
-	case r.kick <- struct{}{}:
+	case r.started <- struct{}{}:
 	default:
 	}
 	return nil
@@ -221,9 +277,12 @@ func (r *Recorder) Start(nc *nats.Conn) error {
 
 // Pending returns how many records wait for an ack, queued ones included.
 func (r *Recorder) Pending() int {
+	r.qmu.Lock()
+	q := len(r.queue)
+	r.qmu.Unlock()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return len(r.pending) + len(r.queue)
+	return len(r.pending) + q
 }
 
 // Close spools what is queued, makes one last attempt to publish within
@@ -243,29 +302,21 @@ func (r *Recorder) run() {
 	attempt := 0
 	batch := make([]*usagev1.Record, 0, r.cfg.Batch)
 	var frames []byte
+	tick := time.NewTicker(r.cfg.Flush)
+	defer tick.Stop()
 	for {
 		stopping, due := false, retry == nil
 		select {
-		case rec := <-r.queue:
-			batch = append(batch, rec)
+		case <-tick.C:
 		case <-retry:
 			due = true
 		case <-r.kick:
+		case <-r.started:
 			due = true
 		case <-r.stop:
 			stopping, due = true, true
 		}
-		// Take whatever else is queued, up to a batch (all of it when
-		// stopping).
-	drain:
-		for len(batch) < r.cfg.Batch || stopping {
-			select {
-			case rec := <-r.queue:
-				batch = append(batch, rec)
-			default:
-				break drain
-			}
-		}
+		batch = r.take(batch[:0], stopping)
 		if len(batch) > 0 {
 			frames = frames[:0]
 			for _, rec := range batch {
@@ -286,7 +337,7 @@ func (r *Recorder) run() {
 				r.pending = append(r.pending, batch...)
 			}
 			r.mu.Unlock()
-			batch = batch[:0]
+			clear(batch)
 		}
 		// While backing off, records are only spooled: a bus that is
 		// away is not asked again until the retry is due.

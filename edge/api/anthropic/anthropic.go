@@ -121,15 +121,20 @@ func (format) KeepAlive() []byte { return pingEvent }
 // RateLimitHeaders sets Anthropic's anthropic-ratelimit-* headers: the
 // limit, what remains of it and when it resets fully (RFC 3339).
 func (format) RateLimitHeaders(h http.Header, v *limits.Verdict, now time.Time) {
+	vals := make([]string, 0, 6) // one allocation for every header's value slice
+	set := func(k, val string) {
+		vals = append(vals, val)
+		h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
 	if s := v.Requests; s.Has {
-		h["Anthropic-Ratelimit-Requests-Limit"] = []string{strconv.FormatInt(s.Limit, 10)}
-		h["Anthropic-Ratelimit-Requests-Remaining"] = []string{strconv.FormatInt(s.Remaining, 10)}
-		h["Anthropic-Ratelimit-Requests-Reset"] = []string{now.Add(s.Reset).UTC().Format(time.RFC3339)}
+		set("Anthropic-Ratelimit-Requests-Limit", strconv.FormatInt(s.Limit, 10))
+		set("Anthropic-Ratelimit-Requests-Remaining", strconv.FormatInt(s.Remaining, 10))
+		set("Anthropic-Ratelimit-Requests-Reset", now.Add(s.Reset).UTC().Format(time.RFC3339))
 	}
 	if s := v.TokenState; s.Has {
-		h["Anthropic-Ratelimit-Tokens-Limit"] = []string{strconv.FormatInt(s.Limit, 10)}
-		h["Anthropic-Ratelimit-Tokens-Remaining"] = []string{strconv.FormatInt(s.Remaining, 10)}
-		h["Anthropic-Ratelimit-Tokens-Reset"] = []string{now.Add(s.Reset).UTC().Format(time.RFC3339)}
+		set("Anthropic-Ratelimit-Tokens-Limit", strconv.FormatInt(s.Limit, 10))
+		set("Anthropic-Ratelimit-Tokens-Remaining", strconv.FormatInt(s.Remaining, 10))
+		set("Anthropic-Ratelimit-Tokens-Reset", now.Add(s.Reset).UTC().Format(time.RFC3339))
 	}
 }
 

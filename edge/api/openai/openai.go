@@ -112,15 +112,20 @@ func (format) KeepAlive() []byte { return keepAliveEvent }
 // RateLimitHeaders sets OpenAI's x-ratelimit-* headers: the limit, what
 // remains of it and the time until it resets fully ("1s", "6m0s").
 func (format) RateLimitHeaders(h http.Header, v *limits.Verdict, _ time.Time) {
+	vals := make([]string, 0, 6) // one allocation for every header's value slice
+	set := func(k, val string) {
+		vals = append(vals, val)
+		h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
 	if s := v.Requests; s.Has {
-		h["X-Ratelimit-Limit-Requests"] = []string{strconv.FormatInt(s.Limit, 10)}
-		h["X-Ratelimit-Remaining-Requests"] = []string{strconv.FormatInt(s.Remaining, 10)}
-		h["X-Ratelimit-Reset-Requests"] = []string{s.Reset.Round(time.Millisecond).String()}
+		set("X-Ratelimit-Limit-Requests", strconv.FormatInt(s.Limit, 10))
+		set("X-Ratelimit-Remaining-Requests", strconv.FormatInt(s.Remaining, 10))
+		set("X-Ratelimit-Reset-Requests", s.Reset.Round(time.Millisecond).String())
 	}
 	if s := v.TokenState; s.Has {
-		h["X-Ratelimit-Limit-Tokens"] = []string{strconv.FormatInt(s.Limit, 10)}
-		h["X-Ratelimit-Remaining-Tokens"] = []string{strconv.FormatInt(s.Remaining, 10)}
-		h["X-Ratelimit-Reset-Tokens"] = []string{s.Reset.Round(time.Millisecond).String()}
+		set("X-Ratelimit-Limit-Tokens", strconv.FormatInt(s.Limit, 10))
+		set("X-Ratelimit-Remaining-Tokens", strconv.FormatInt(s.Remaining, 10))
+		set("X-Ratelimit-Reset-Tokens", s.Reset.Round(time.Millisecond).String())
 	}
 }
 
