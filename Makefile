@@ -3,7 +3,7 @@ GO        ?= go
 FUZZTIME  ?= 10s
 BIN       := bin
 
-.PHONY: help build ollama tinymodel proto test e2e run bench bench-gateway bench-adapters bench-gossip bench-local bench-links bench-peerdeath bench-control bench-distribution bench-router bench-security chaos-control fuzz lint clean
+.PHONY: help build ollama tinymodel proto test e2e run bench bench-gateway bench-adapters bench-gossip bench-local bench-links bench-peerdeath bench-control bench-distribution bench-router bench-security bench-keys chaos-control fuzz lint clean
 
 help:
 	@echo "make build          build meridian-edge, meridian-control, meridianctl and mockprovider into $(BIN)/"
@@ -24,6 +24,7 @@ help:
 	@echo "make bench-distribution  time from a table change to 100 edges applying it, 10 and 1,000 routes, against bare NATS"
 	@echo "make bench-router   one routing decision per strategy on a 100-node, 50-model fleet, against a map lookup"
 	@echo "make bench-security a normal client's latency while attackers send nested bodies, made-up model names and unread streams"
+	@echo "make bench-keys     what key and tenant limits and usage records add to a request, against the same path without"
 	@echo "make tinymodel      write the tiny test models to $(BIN)/tiny.gguf and $(BIN)/tiny-repeat.gguf"
 	@echo "make fuzz           a short run of every fuzz target (FUZZTIME=$(FUZZTIME) each)"
 	@echo "make lint           gofmt check, go vet and staticcheck"
@@ -133,6 +134,11 @@ bench-distribution:
 
 bench-router:
 	$(GO) run ./scripts/bench/router -readme README.md
+
+# What keys' limits and usage records add to a request's path; ends with
+# "keys: per_request_ns=<n> baseline_ns=<n>".
+bench-keys:
+	$(GO) run ./scripts/bench/keys
 
 bench-security:
 	$(GO) run ./scripts/bench/security -readme README.md
