@@ -110,23 +110,44 @@ func (format) WriteError(w http.ResponseWriter, _ *http.Request, e *llm.Error) {
 func (format) KeepAlive() []byte { return keepAliveEvent }
 
 // RateLimitHeaders sets OpenAI's x-ratelimit-* headers: the limit, what
-// remains of it and the time until it resets fully ("1s", "6m0s").
+// remains of it and the time until it resets fully ("17ms", "60s"). The
+// values share one string, so the headers cost two allocations.
 func (format) RateLimitHeaders(h http.Header, v *limits.Verdict, _ time.Time) {
-	vals := make([]string, 0, 6) // one allocation for every header's value slice
-	set := func(k, val string) {
-		vals = append(vals, val)
-		h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
+	var b [128]byte
+	buf, ends := b[:0], [6]int{}
+	names := [6]string{"X-Ratelimit-Limit-Requests", "X-Ratelimit-Remaining-Requests", "X-Ratelimit-Reset-Requests",
+		"X-Ratelimit-Limit-Tokens", "X-Ratelimit-Remaining-Tokens", "X-Ratelimit-Reset-Tokens"}
+	for i, st := range [2]*limits.State{&v.Requests, &v.TokenState} {
+		if !st.Has {
+			ends[3*i], ends[3*i+1], ends[3*i+2] = len(buf), len(buf), len(buf)
+			continue
+		}
+		buf = strconv.AppendInt(buf, st.Limit, 10)
+		ends[3*i] = len(buf)
+		buf = strconv.AppendInt(buf, st.Remaining, 10)
+		ends[3*i+1] = len(buf)
+		buf = appendReset(buf, st.Reset)
+		ends[3*i+2] = len(buf)
 	}
-	if s := v.Requests; s.Has {
-		set("X-Ratelimit-Limit-Requests", strconv.FormatInt(s.Limit, 10))
-		set("X-Ratelimit-Remaining-Requests", strconv.FormatInt(s.Remaining, 10))
-		set("X-Ratelimit-Reset-Requests", s.Reset.Round(time.Millisecond).String())
+	all := string(buf)
+	vals := make([]string, 6)
+	start := 0
+	for i, end := range ends {
+		if end > start {
+			vals[i] = all[start:end]
+			h[names[i]] = vals[i : i+1 : i+1]
+		}
+		start = end
 	}
-	if s := v.TokenState; s.Has {
-		set("X-Ratelimit-Limit-Tokens", strconv.FormatInt(s.Limit, 10))
-		set("X-Ratelimit-Remaining-Tokens", strconv.FormatInt(s.Remaining, 10))
-		set("X-Ratelimit-Reset-Tokens", s.Reset.Round(time.Millisecond).String())
+}
+
+// appendReset renders d as OpenAI does for a reset: milliseconds under a
+// second, else whole seconds rounded up, in Go's duration syntax.
+func appendReset(b []byte, d time.Duration) []byte {
+	if d < time.Second {
+		return append(strconv.AppendInt(b, max(d.Milliseconds(), 0), 10), "ms"...)
 	}
+	return append(strconv.AppendInt(b, int64((d+time.Second-1)/time.Second), 10), 's')
 }
 
 // Encode returns an OpenAI-compatible upstream's body as it came, and
