@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"sort"
@@ -29,6 +30,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -348,7 +350,8 @@ func streamRecords(t *testing.T, st jetstream.Stream, want int) map[string]*usag
 func TestOneRecordPerRequest(t *testing.T) {
 	nc, st := jsBus(t)
 	uc := usage.DefaultConfig()
-	uc.Node, uc.Dir = "edge-a", t.TempDir()
+	reg := prometheus.NewRegistry()
+	uc.Node, uc.Dir, uc.Registerer = "edge-a", t.TempDir(), reg
 	rec, err := usage.New(uc)
 	if err != nil {
 		t.Fatal(err)
@@ -410,5 +413,31 @@ func TestOneRecordPerRequest(t *testing.T) {
 		if want := usagewire.CostNanoUSD(wantIn, wantOut, table.Price{Input: 3, Output: 15}); r.CostNanoUsd != want || want == 0 {
 			t.Errorf("case %d cost %d, want %d", i, r.CostNanoUsd, want)
 		}
+	}
+	// /metrics: spend and tokens by tenant and model.
+	var nanos, out int64
+	for _, r := range got {
+		nanos += r.CostNanoUsd
+		out += int64(r.TokensOut)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	values := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			name := mf.GetName()
+			for _, l := range m.GetLabel() {
+				name += "," + l.GetName() + "=" + l.GetValue()
+			}
+			values[name] = m.GetCounter().GetValue()
+		}
+	}
+	if v := values["meridian_cost_usd_total,model=m,tenant=acme"]; math.Abs(v-float64(nanos)/1e9) > 1e-12 {
+		t.Errorf("cost metric %v, want %v (%v)", v, float64(nanos)/1e9, values)
+	}
+	if v := values["meridian_tenant_tokens_total,direction=out,model=m,tenant=acme"]; v != float64(out) {
+		t.Errorf("tokens metric %v, want %d (%v)", v, out, values)
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"path/filepath"
 	"time"
+
+	"github.com/meridian-mesh/meridian/shared/table"
 )
 
 // Usage configures usage records (edge/usage) and the exchange of limit
@@ -43,9 +45,9 @@ func (c *Config) UsageDir() string {
 func (u *Usage) validate() error {
 	switch {
 	case u.QueueSize < 1:
-		return fmt.Errorf("usage.queue_size must be at least 1, got %d", u.QueueSize)
+		return &table.FieldError{Field: "usage.queue_size", Msg: fmt.Sprintf("must be at least 1, got %d", u.QueueSize)}
 	case u.LimitsInterval < 10*time.Millisecond || u.LimitsInterval > time.Minute:
-		return fmt.Errorf("usage.limits_interval must be between 10ms and 1m, got %v", u.LimitsInterval)
+		return &table.FieldError{Field: "usage.limits_interval", Msg: fmt.Sprintf("must be between 10ms and 1m, got %v", u.LimitsInterval)}
 	}
 	return nil
 }
