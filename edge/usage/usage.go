@@ -257,7 +257,7 @@ func (r *Recorder) take(batch []*usagev1.Record, stopping bool) []*usagev1.Recor
 func (r *Recorder) Start(nc *nats.Conn) error {
 	if nc == nil {
 		r.mu.Lock()
-		r.spoolOnly, r.pending = true, nil
+		r.spoolOnly = true // run drops what it held in memory
 		r.mu.Unlock()
 		return nil
 	}
@@ -361,7 +361,11 @@ func (r *Recorder) run() {
 func (r *Recorder) publish() bool {
 	r.mu.Lock()
 	js, nc, spoolOnly := r.js, r.nc, r.spoolOnly
+	if spoolOnly {
+		r.pending = nil // the spool holds them
+	}
 	r.mu.Unlock()
+	// Only run's goroutine changes pending, so it reads it unlocked.
 	if len(r.pending) == 0 || spoolOnly {
 		return true
 	}
