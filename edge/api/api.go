@@ -1,10 +1,18 @@
 // Package api holds what the edge's API surfaces share: the request
 // pipeline every POST goes through (Handler: method, admission, auth,
-// body, decode, gateway, 499, overhead, panics), the response headers
-// every answer carries, client authentication against the routing
-// table's key hashes, bounded body reading, the stream writer that relays
-// events with coalesced writes and keep-alives, and the per-request log
-// line and metrics.
+// body, decode, the key's model access, the tenant's budget, key and
+// tenant rate limits, gateway, 499, overhead, panics, the usage record),
+// the response headers every answer carries, client authentication
+// against the routing table's key hashes (an Identity: key and tenant),
+// bounded body reading, the stream writer that relays events with
+// coalesced writes and keep-alives, and the per-request log line and
+// metrics.
+//
+// Usage records: a request that was admitted (authenticated, its model
+// allowed, its tenant within budget and its limits) yields exactly one
+// record on the node that served it; a request a peer served is
+// recorded by the peer (Forwarded), never here. Refusals before
+// admission are counted in metrics only.
 //
 // Surfaces (api/openai, api/anthropic) own their wire formats and give
 // the pipeline only their decoding, encoding and error shape (Format);
