@@ -4,15 +4,16 @@
 // node's /metrics.
 //
 // A request hands its record to Record, which only appends it to a
-// bounded queue: one goroutine drains the queue every Flush interval (or
-// at once when a batch is waiting), so the bus and the disk stay off the
-// request's path and a request never pays for waking anyone. That
-// goroutine appends each batch to the spool (an
-// append-only file of length-prefixed, CRC-32C-checked frames under the
-// edge's data dir, synced once per batch), then publishes the records on
-// usagewire.UsageSubject(node) with their request ID as JetStream message
-// ID and waits for the acks. Once everything in the spool is
-// acknowledged the spool is emptied. While the bus is away records stay
+// bounded queue: one goroutine (the spooler) drains the queue every
+// Flush interval, or at once when a batch is waiting, so the bus and the
+// disk stay off the request's path and a request never pays for waking
+// anyone. The spooler appends each batch to the spool (an append-only
+// file of length-prefixed, CRC-32C-checked frames under the edge's data
+// dir, synced once per batch); a second goroutine (the publisher) sends
+// spooled records on usagewire.UsageSubject(node) with their request ID
+// as JetStream message ID (PublishMsgAsync, a batch in flight at once)
+// and waits for the acks, so a slow bus never holds up the spool. Once
+// everything in the spool is acknowledged the spool is emptied. While the bus is away records stay
 // in the spool and are retried with backoff; on start, whatever the
 // spool holds is sent again, so an edge restart loses nothing. A record
 // sent twice (acked, but the spool not yet emptied when the edge died)
@@ -120,15 +121,17 @@ type Recorder struct {
 	tokens *prometheus.CounterVec
 	series sync.Map // Labels → *counters
 
-	mu      sync.Mutex // guards pending's length for Pending, js
+	mu      sync.Mutex // guards the spool, pending, js, nc and spoolOnly
 	pending []*usagev1.Record
 	js      jetstream.JetStream
 	nc      *nats.Conn
 	// spoolOnly keeps records in the spool alone: there is no bus.
 	spoolOnly bool
 
-	kick    chan struct{}
-	started chan struct{}
+	kick    chan struct{} // to the spooler: a batch waits
+	pubKick chan struct{} // to the publisher: records were spooled
+	started chan struct{} // to the publisher: a bus was given
+	spooled chan struct{} // closed once the spooler's last batch is in
 	stop    chan struct{}
 	done    chan struct{}
 	closed  sync.Once
@@ -153,7 +156,7 @@ func New(cfg Config) (*Recorder, error) {
 	r := &Recorder{
 		cfg: cfg, log: cfg.Logger, queue: make([]*usagev1.Record, 0, cfg.Batch), sp: sp,
 		subj: usagewire.UsageSubject(cfg.Node),
-		kick: make(chan struct{}, 1), started: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+		kick: make(chan struct{}, 1), pubKick: make(chan struct{}, 1), started: make(chan struct{}, 1), spooled: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	r.room = sync.NewCond(&r.qmu)
 	if cut != nil {
@@ -295,26 +298,26 @@ func (r *Recorder) Close() {
 	})
 }
 
+// run spools: every Flush, or at once when a batch waits, it appends
+// the queued records to the spool and hands them to publishLoop. The
+// spool and pending change together under mu, so the publisher empties
+// the spool only when everything in it was acknowledged. A slow bus
+// never holds up the spool, and so never the queue or a request.
 func (r *Recorder) run() {
 	defer close(r.done)
-	defer r.sp.close()
-	var retry <-chan time.Time
-	attempt := 0
+	pubDone := make(chan struct{})
+	go r.publishLoop(pubDone)
 	batch := make([]*usagev1.Record, 0, r.cfg.Batch)
 	var frames []byte
 	tick := time.NewTicker(r.cfg.Flush)
 	defer tick.Stop()
 	for {
-		stopping, due := false, retry == nil
+		stopping := false
 		select {
 		case <-tick.C:
-		case <-retry:
-			due = true
 		case <-r.kick:
-		case <-r.started:
-			due = true
 		case <-r.stop:
-			stopping, due = true, true
+			stopping = true
 		}
 		batch = r.take(batch[:0], stopping)
 		if len(batch) > 0 {
@@ -327,20 +330,49 @@ func (r *Recorder) run() {
 				}
 				frames = appendFrame(frames, b)
 			}
+			r.mu.Lock()
 			if err := r.sp.write(frames); err != nil {
 				// The records are still in memory and go out if the bus
 				// takes them; only a restart before then loses them.
 				r.log.Error("usage: spool write failed", "records", len(batch), "err", err)
 			}
-			r.mu.Lock()
 			if !r.spoolOnly {
 				r.pending = append(r.pending, batch...)
 			}
 			r.mu.Unlock()
 			clear(batch)
+			select {
+			case r.pubKick <- struct{}{}:
+			default:
+			}
 		}
-		// While backing off, records are only spooled: a bus that is
-		// away is not asked again until the retry is due.
+		if stopping {
+			close(r.spooled)
+			<-pubDone // its last attempt
+			r.sp.close()
+			return
+		}
+	}
+}
+
+// publishLoop sends pending records whenever the spooler hands some
+// over, backing off while the bus does not take them: a bus that is
+// away is not asked again until the retry is due.
+func (r *Recorder) publishLoop(done chan<- struct{}) {
+	defer close(done)
+	var retry <-chan time.Time
+	attempt := 0
+	for {
+		final, due := false, retry == nil
+		select {
+		case <-r.pubKick:
+		case <-retry:
+			due = true
+		case <-r.started:
+			due = true
+		case <-r.spooled:
+			final, due = true, true
+		}
 		if due {
 			if r.publish() {
 				attempt, retry = 0, nil
@@ -349,7 +381,7 @@ func (r *Recorder) run() {
 				attempt++
 			}
 		}
-		if stopping {
+		if final {
 			return
 		}
 	}
@@ -364,17 +396,30 @@ func (r *Recorder) publish() bool {
 	if spoolOnly {
 		r.pending = nil // the spool holds them
 	}
+	n := len(r.pending)
 	r.mu.Unlock()
-	// Only run's goroutine changes pending, so it reads it unlocked.
-	if len(r.pending) == 0 || spoolOnly {
+	if n == 0 || spoolOnly {
 		return true
 	}
 	if js == nil || !nc.IsConnected() {
 		return false
 	}
-	for len(r.pending) > 0 {
+	for {
+		r.mu.Lock()
 		n := min(len(r.pending), r.cfg.Batch)
-		acked, err := r.send(js, r.pending[:n])
+		if n == 0 {
+			err := r.sp.reset()
+			r.mu.Unlock()
+			if err != nil {
+				r.log.Error("usage: spool reset failed", "err", err)
+			}
+			return true
+		}
+		// The spooler only appends, so the first n stay put while
+		// they are sent.
+		recs := r.pending[:n:n]
+		r.mu.Unlock()
+		acked, err := r.send(js, recs)
 		r.mu.Lock()
 		// Acked records leave; the rest keep their order.
 		kept := r.pending[:0]
@@ -384,16 +429,13 @@ func (r *Recorder) publish() bool {
 			}
 		}
 		r.pending = append(kept, r.pending[n:]...)
+		left := len(r.pending)
 		r.mu.Unlock()
 		if err != nil {
-			r.log.Debug("usage: bus not taking records; kept in the spool", "pending", len(r.pending), "err", err)
+			r.log.Debug("usage: bus not taking records; kept in the spool", "pending", left, "err", err)
 			return false
 		}
 	}
-	if err := r.sp.reset(); err != nil {
-		r.log.Error("usage: spool reset failed", "err", err)
-	}
-	return true
 }
 
 // send publishes recs and waits for their acks; acked[i] says which
