@@ -465,8 +465,9 @@ func checkPlan(t *rapid.T, f *propFleet, tab *table.Compiled, cfg router.Config,
 		return pr.Region
 	}
 	// underCap is whether a candidate's price is known and within the
-	// route's cap. The fleet's own targets are free unless priced: by
-	// the provider that wrote them, else by provider "local".
+	// route's cap, priced by model ID else upstream name
+	// (table.Compiled.PriceFor). The fleet's own targets are free unless
+	// priced: by the provider that wrote them, else by provider "local".
 	underCap := func(c *router.Choice) bool {
 		if route.MaxPrice <= 0 {
 			return true
@@ -475,9 +476,9 @@ func checkPlan(t *rapid.T, f *propFleet, tab *table.Compiled, cfg router.Config,
 		var ok bool
 		switch by := writtenBy[c.Key]; {
 		case c.Kind == router.KindProvider:
-			pr, ok = tab.Price(c.ID, c.UpstreamModel)
+			pr, ok = tab.PriceFor(c.ID, m.ID, c.UpstreamModel)
 		case by != "":
-			pr, ok = tab.Price(by, c.UpstreamModel)
+			pr, ok = tab.PriceFor(by, m.ID, c.UpstreamModel)
 		default:
 			pr, ok = tab.Price(table.KindLocal, m.ID)
 		}

@@ -330,7 +330,7 @@ func (r *Router) rebuild() {
 					c.region = c.member.Region
 				}
 			}
-			if pr, ok := tab.Price(tg.Provider, up); ok {
+			if pr, ok := tab.PriceFor(tg.Provider, m.ID, up); ok {
 				c.in, c.out, c.hasPrice = pr.Input, pr.Output, true
 			} else if c.kind != KindProvider {
 				c.hasPrice = true // the fleet's own hardware: free unless priced

@@ -16,6 +16,7 @@ import (
 
 	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
 	tablev1 "github.com/meridian-mesh/meridian/proto/table/v1"
+	"github.com/meridian-mesh/meridian/scripts/bench/spend/exact"
 	"github.com/meridian-mesh/meridian/scripts/devmesh/mesh"
 	"github.com/meridian-mesh/meridian/shared/tablewire"
 )
@@ -35,6 +36,7 @@ var scenarios = []scenario{
 	{id: "10", name: "control plane down", run: controlDown},
 	{id: "11", name: "region partitioned", run: partition},
 	{id: "12", name: "corrupt table on the bus", run: corruptTable},
+	{id: "13", name: "exact spend", run: exactSpend},
 }
 
 // 1. A local model answers in the client's own region.
@@ -630,4 +632,24 @@ func corruptTable(x *env) (string, error) {
 		}
 	}
 	return fmt.Sprintf("garbage and a future table naming an unknown provider, published on %s with the control plane's NATS token but no signature: every edge refused them as unverified, stayed at revision %d and kept serving", tablewire.SubjectUpdate, revs[0]), nil
+}
+
+// 13. Spend is exact: a fresh tenant's requests through all three edges
+// (both surfaces, streamed and not, providers, local models and peer
+// hops), with ap-south-1 SIGKILLed and restarted midway, add up on the
+// control plane to exactly what the clients were served (package
+// scripts/bench/spend/exact; make bench-spend is the full form).
+func exactSpend(x *env) (string, error) {
+	n := 300
+	if x.long {
+		n = 3000
+	}
+	r, err := exact.Run(x.ctx, x.m, exact.Options{Requests: n, Workers: 6, Victim: "ap-south-1", Settle: time.Minute})
+	if err != nil {
+		return "", fmt.Errorf("%w (so far: %v)", err, r)
+	}
+	if !r.Exact() || r.Forwarded == 0 {
+		return "", fmt.Errorf("%s: %v (first client error: %s)", r.Line(), r, r.FirstError)
+	}
+	return fmt.Sprintf("%v; %s", r, r.Line()), nil
 }

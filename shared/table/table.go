@@ -800,6 +800,20 @@ func (c *Compiled) Price(provider, model string) (*Price, bool) {
 	return p, ok
 }
 
+// PriceFor returns what provider charges for a request for model (a
+// Model.ID) that it serves under the name upstream: the price written
+// for the model's ID (what the control plane's prices reference), else
+// for the upstream name. Routing and usage records both price this way.
+func (c *Compiled) PriceFor(provider, model, upstream string) (*Price, bool) {
+	if p, ok := c.prices[priceKey{provider, model}]; ok {
+		return p, true
+	}
+	if upstream != "" && upstream != model {
+		return c.Price(provider, upstream)
+	}
+	return nil, false
+}
+
 // PlacedOn returns the IDs of the nodes a model is placed on, sorted.
 // Callers must not modify it.
 func (c *Compiled) PlacedOn(model string) []string { return c.placed[model] }

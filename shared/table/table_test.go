@@ -43,6 +43,12 @@ func TestValidate(t *testing.T) {
 		{"model without route", func(t *Table) { t.Models = append(t.Models, Model{ID: "lonely"}) }, "models[lonely]"},
 		{"key hash", func(t *Table) { t.Keys[0].Hash = "md5:abc" }, "keys[0].hash"},
 		{"key id", func(t *Table) { t.Keys[0].ID = "" }, "keys[0].id"},
+		{"key region", func(t *Table) { t.Keys[0].AllowedRegions = []string{"mars"} }, "keys[0].allowed_regions[0]"},
+		{"key rpm", func(t *Table) { t.Keys[0].RPM = -1 }, "keys[0]"},
+		{"tenant tpm", func(t *Table) { t.Tenants = []Tenant{{ID: "a", TPM: -1}} }, "tenants[0]"},
+		{"tenant budget", func(t *Table) { t.Tenants = []Tenant{{ID: "a", Budget: -5}} }, "tenants[0].budget"},
+		{"tenant period", func(t *Table) { t.Tenants = []Tenant{{ID: "a", BudgetPeriod: "fortnight"}} }, "tenants[0].budget_period"},
+		{"tenant limits", func(t *Table) { t.Tenants = []Tenant{{ID: "a", RPM: 60, TPM: 1000, Budget: 5, BudgetPeriod: "week", HardLimit: true}} }, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -60,6 +66,25 @@ func TestValidate(t *testing.T) {
 				t.Fatalf("err = %v, want a FieldError on %s", err, tt.field)
 			}
 		})
+	}
+}
+
+func TestPriceFor(t *testing.T) {
+	tab := valid()
+	tab.Routes[0].Targets[0].Model = "m-2025"
+	tab.Prices = []Price{{Provider: "p", Model: "m", Input: 1, Output: 2}, {Provider: "p", Model: "other-upstream", Input: 5, Output: 6}}
+	c, err := Compile(tab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, ok := c.PriceFor("p", "m", "m-2025"); !ok || p.Input != 1 {
+		t.Errorf("by model ID: %v %v, want the price written for m", p, ok)
+	}
+	if p, ok := c.PriceFor("p", "x", "other-upstream"); !ok || p.Input != 5 {
+		t.Errorf("by upstream name: %v %v", p, ok)
+	}
+	if _, ok := c.PriceFor("q", "m", "m"); ok {
+		t.Error("another provider's price matched")
 	}
 }
 
