@@ -39,7 +39,7 @@ func (c *Config) record(tab *table.Compiled, s *served) {
 		LatencyUs: uint64(max(time.Since(s.start), 0).Microseconds()), UnixMs: s.start.UnixMilli(),
 		Stream: s.stream, Interrupted: s.interrupted, Revision: tab.Revision(),
 	}
-	if p, ok := price(tab, &s.route); ok {
+	if p, ok := price(tab, s.model, &s.route); ok {
 		rec.CostNanoUsd = usagewire.CostNanoUSD(s.tokensIn, s.tokensOut, *p)
 	}
 	l := usage.Labels{Tenant: "none", Model: LabelUnknown}
@@ -54,17 +54,18 @@ func (c *Config) record(tab *table.Compiled, s *served) {
 	c.Usage.Record(rec, l)
 }
 
-// price is the table's price for the target that served a request: a
-// provider's for its upstream model; a local engine's under the table's
-// provider of kind local. Local targets are free unless priced.
-func price(tab *table.Compiled, r *gateway.Route) (*table.Price, bool) {
+// price is the table's price for the target that served a request for
+// model, as the router prices it (table.Compiled.PriceFor: by model ID,
+// else by the upstream name): a provider's; a local engine's under the
+// table's provider of kind local. Local targets are free unless priced.
+func price(tab *table.Compiled, model string, r *gateway.Route) (*table.Price, bool) {
 	switch r.Kind {
 	case "provider":
-		return tab.Price(r.Provider, r.UpstreamModel)
+		return tab.PriceFor(r.Provider, model, r.UpstreamModel)
 	case "local":
 		for i := range tab.Table().Providers {
 			if p := &tab.Table().Providers[i]; p.Kind == table.KindLocal {
-				return tab.Price(p.ID, r.UpstreamModel)
+				return tab.PriceFor(p.ID, model, r.UpstreamModel)
 			}
 		}
 	}
