@@ -74,6 +74,15 @@ SDKTEST_NODE := scripts/sdktest/node
 # cores. Everything still runs, under -race.
 ALONE := ./edge/gossip ./scripts/meshtest
 
+# ZERO_RTT are edge/link's tests of requests sent in 0-RTT. Under -race
+# a link waits for its handshake before sending (edge/link/race.go:
+# quic-go races on the peer's transport parameters when a stream opens
+# in 0-RTT, quic-go issue 4303), so the race run never sends in 0-RTT;
+# test runs them once more without -race, where links send as in
+# production, and fails unless every one of them ran and passed.
+ZERO_RTT_NAMES := TestZeroRTTOnReconnect|TestReplayRunsOnce|TestPeerRestartRejects0RTT
+ZERO_RTT := ^($(ZERO_RTT_NAMES))$$
+
 test: ollama
 	@skip=; \
 	if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
@@ -89,6 +98,10 @@ test: ollama
 	export MERIDIAN_REQUIRE_OLLAMA=1 MERIDIAN_OLLAMA=$(abspath $(BIN))/ollama; \
 	status=0; $(GO) test -race -count=1 $$pkgs || status=$$?; \
 	$(GO) test -race -count=1 -p 1 $(ALONE) || status=$$?; \
+	echo "$(GO) test -count=1 -run '$(ZERO_RTT)' ./edge/link (0-RTT, without -race)"; \
+	out=$$($(GO) test -count=1 -v -run '$(ZERO_RTT)' ./edge/link 2>&1) || { echo "$$out" | tail -50; status=1; }; \
+	n=$$(echo "$$out" | grep -c -E '^--- PASS: ($(ZERO_RTT_NAMES))'); \
+	if [ "$$n" -ne $(words $(subst |, ,$(ZERO_RTT_NAMES))) ]; then echo "make test: $$n of the 0-RTT tests ($(ZERO_RTT_NAMES)) passed"; status=1; fi; \
 	if [ -n "$$skip" ]; then \
 		echo; echo "######################################################################"; \
 		echo "## make test: the Node SDK tests (edge/node TestNodeSDKs) were SKIPPED:"; \

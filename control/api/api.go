@@ -96,7 +96,11 @@ func New(cfg Config, node *cluster.Node) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("api config: %w", err)
 	}
-	s := &Server{cfg: cfg, node: node, client: cfg.Client, mux: http.NewServeMux(), met: newMetrics(node)}
+	met, err := newMetrics(node, cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, node: node, client: cfg.Client, mux: http.NewServeMux(), met: met}
 	if s.client == nil {
 		s.client = &http.Client{Transport: &http.Transport{
 			MaxIdleConns:        256,
@@ -278,12 +282,8 @@ func kindOf(w http.ResponseWriter, r *http.Request) (*fsm.Kind, bool) {
 
 // Self describes one control node; GET /v1/control/self serves it without
 // a token, so a node can be joined by its API address alone.
-type Self struct {
-	ID       string `json:"id"`
-	Name     string `json:"name"`
-	RaftAddr string `json:"raft_addr"`
-	APIAddr  string `json:"api_addr"`
-}
+// Voters discovering each other read it too (cluster.Discover).
+type Self = cluster.Self
 
 func (s *Server) self(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, Self{ID: s.node.ID(), Name: s.node.Name(), RaftAddr: s.node.RaftAddr(), APIAddr: s.node.APIAddr()})

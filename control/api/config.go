@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/meridian-mesh/meridian/control/seal"
 	"github.com/meridian-mesh/meridian/shared/tablewire"
 )
@@ -25,6 +27,11 @@ type Config struct {
 	// is refused (the zero value is tablewire's defaults: env vars
 	// starting MERIDIAN_SECRET_, files in /etc/meridian/secrets).
 	Secrets tablewire.SecretPolicy
+	// Registerer receives the API's and Raft's metrics, for a node that
+	// serves one registry at its own /metrics. Nil means a registry of
+	// the API's own, with the Go and process collectors, served at the
+	// API's /metrics.
+	Registerer prometheus.Registerer
 	// OpenEndpoints serves /metrics and /v1/control/self without a token
 	// (for a scraper on a trusted network). Off by default: both need a
 	// read token.

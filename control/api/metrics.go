@@ -1,6 +1,7 @@
 package api
 
 import (
+	"fmt"
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -13,7 +14,7 @@ import (
 // metrics are one control node's Prometheus collectors, on the node's
 // own registry so several nodes can run in one test process.
 type metrics struct {
-	reg *prometheus.Registry
+	reg *prometheus.Registry // nil when the node serves a Registerer of its own
 	// writes counts writes this node answered, by outcome: "ok", an error
 	// code, or "forwarded".
 	writes *prometheus.CounterVec
@@ -21,8 +22,13 @@ type metrics struct {
 	writeSeconds prometheus.Histogram
 }
 
-func newMetrics(node *cluster.Node) *metrics {
-	m := &metrics{reg: prometheus.NewRegistry()}
+func newMetrics(node *cluster.Node, reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{}
+	own := reg == nil
+	if own {
+		m.reg = prometheus.NewRegistry()
+		reg = m.reg
+	}
 	m.writes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "meridian_control_writes_total", Help: "Writes answered by this node, by outcome (ok, an error code, or forwarded).",
 	}, []string{"outcome"})
@@ -33,7 +39,7 @@ func newMetrics(node *cluster.Node) *metrics {
 	gauge := func(name, help string, f func(cluster.Stats) float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(node.Stats()) })
 	}
-	m.reg.MustRegister(m.writes, m.writeSeconds,
+	cs := []prometheus.Collector{m.writes, m.writeSeconds,
 		gauge("meridian_control_raft_leader", "1 if this node leads.", func(s cluster.Stats) float64 {
 			if s.State == "Leader" {
 				return 1
@@ -60,10 +66,20 @@ func newMetrics(node *cluster.Node) *metrics {
 		}),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-	)
-	return m
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("api: metrics: %w", err)
+		}
+	}
+	return m, nil
 }
 
+// handler serves the API's own registry; with a Registerer from the
+// config, the node serves its registry itself and this is a 404.
 func (m *metrics) handler() http.Handler {
+	if m.reg == nil {
+		return http.NotFoundHandler()
+	}
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 }

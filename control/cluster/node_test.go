@@ -10,6 +10,7 @@ import (
 
 	"github.com/meridian-mesh/meridian/control/fsm"
 	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
+	"github.com/meridian-mesh/meridian/shared/testkit/wait"
 )
 
 func testConfig(dir string) Config {
@@ -23,13 +24,7 @@ func testConfig(dir string) Config {
 
 func waitLeader(t *testing.T, n *Node) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for n.ConsistentRead() != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("no leader")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	wait.For(t, 20*time.Second, "a leader", func() error { return n.ConsistentRead() })
 }
 
 func TestSingleNodeKeepsIDAndStateAcrossRestarts(t *testing.T) {
@@ -67,14 +62,10 @@ func TestSingleNodeKeepsIDAndStateAcrossRestarts(t *testing.T) {
 		t.Fatal("restart lost the region")
 	}
 	// The leader records its address once it is ready, so poll.
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if _, ok := n.FSM().State().Member(id); ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the leader did not record its own address")
-		}
-	}
+	wait.For(t, 20*time.Second, "the leader to record its own address", func() bool {
+		_, ok := n.FSM().State().Member(id)
+		return ok
+	})
 
 	other := testConfig(dir)
 	other.NodeID = "something-else"

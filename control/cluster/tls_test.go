@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"path/filepath"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/meridian-mesh/meridian/control/fsm"
 	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
 	"github.com/meridian-mesh/meridian/shared/pki"
+	"github.com/meridian-mesh/meridian/shared/testkit/wait"
 )
 
 // certs writes a CA in dir/ca and a certificate for each node, naming
@@ -61,42 +63,33 @@ func TestRaftMutualTLS(t *testing.T) {
 	defer b.Close()
 	// On a loaded machine the first leader may lose its lease while the
 	// new voter catches up; adding again is harmless.
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	wait.For(t, 20*time.Second, "b added as a voter", func() error {
 		leader := a
 		if b.IsLeader() {
 			leader = b
 		}
-		err := leader.AddVoter(b.ID(), b.RaftAddr(), "b", "")
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-	}
+		return leader.AddVoter(b.ID(), b.RaftAddr(), "b", "")
+	})
 	// Either node may lead once both vote; retry on the one that does.
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	wait.For(t, 20*time.Second, "the write", func() error {
 		leader := a
 		if b.IsLeader() {
 			leader = b
 		}
 		res, err := leader.Apply(fsm.TypeWrite, &controlv1.Write{RequestId: "r1", Ops: []*controlv1.Op{fsm.PutOp(&controlv1.Region{Id: "eu"})}})
-		if err == nil && res.GetCode() == "" {
-			break
+		if err == nil && res.GetCode() != "" {
+			err = fmt.Errorf("refused: %v", res)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal(res, err)
-		}
-	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		return err
+	})
+	wait.For(t, 10*time.Second, "the write on both nodes, over TLS", func() error {
 		_, okA := a.FSM().State().Get(fsm.KindRegion, "eu")
-		if _, ok := b.FSM().State().Get(fsm.KindRegion, "eu"); ok && okA {
-			break
+		_, okB := b.FSM().State().Get(fsm.KindRegion, "eu")
+		if !okA || !okB {
+			return fmt.Errorf("on a: %v, on b: %v", okA, okB)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the follower never received the write over TLS")
-		}
-	}
+		return nil
+	})
 
 	before := b.Stats()
 	forge := func(name string, trans *raft.NetworkTransport) {

@@ -172,22 +172,20 @@ func (ms *mesh) leader() *ctlNode {
 func (ms *mesh) write(ops ...*controlv1.Op) *controlv1.Result {
 	ms.t.Helper()
 	w := &controlv1.Write{RequestId: fmt.Sprintf("req-%d-%d", time.Now().UnixNano(), ms.seq.Add(1)), Ops: ops}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		res, err := ms.leader().m.Node.Apply(fsm.TypeWrite, w)
-		if err == nil {
-			for {
-				old := ms.lastIndex.Load()
-				if res.GetIndex() <= old || ms.lastIndex.CompareAndSwap(old, res.GetIndex()) {
-					break
-				}
-			}
-			return res
-		}
-		if !errors.Is(err, cluster.ErrNotLeader) && !errors.Is(err, cluster.ErrUnknownOutcome) || time.Now().After(deadline) {
+	var res *controlv1.Result
+	wait.For(ms.t, 30*time.Second, "the write", func() error {
+		var err error
+		res, err = ms.leader().m.Node.Apply(fsm.TypeWrite, w)
+		if err != nil && !errors.Is(err, cluster.ErrNotLeader) && !errors.Is(err, cluster.ErrUnknownOutcome) {
 			ms.t.Fatalf("write: %v", err)
 		}
-		time.Sleep(20 * time.Millisecond)
+		return err
+	})
+	for {
+		old := ms.lastIndex.Load()
+		if res.GetIndex() <= old || ms.lastIndex.CompareAndSwap(old, res.GetIndex()) {
+			return res
+		}
 	}
 }
 
@@ -391,10 +389,6 @@ func updates(t *testing.T, c *ctlNode, kind string) float64 {
 		}
 	}
 	return 0
-}
-
-func cachedRevision(path string) uint64 {
-	return tablesync.CachedRevision(path)
 }
 
 // signingKey is the cluster's table key, opened as a control node opens

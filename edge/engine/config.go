@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/meridian-mesh/meridian/shared/table"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Config configures the local engine: the `local` section of an edge's
@@ -61,6 +62,9 @@ type Config struct {
 	// Models are the models placed on this node when it starts. Place
 	// replaces the set at run time, as the control plane places models.
 	Models []Model `yaml:"models"`
+	// Registerer receives the engine's metrics (meridian_local_*); nil
+	// registers none. Set in code, never in the config file.
+	Registerer prometheus.Registerer `yaml:"-"`
 }
 
 // Model is a model the engine makes sure exists and keeps warm.
@@ -178,8 +182,8 @@ func (m Model) check() (field, msg string) {
 	return "", ""
 }
 
-// ModelNames returns the names of the placed models.
-func (c *Config) ModelNames() []string {
+// modelNames returns the names of the placed models.
+func (c *Config) modelNames() []string {
 	out := make([]string, len(c.Models))
 	for i, m := range c.Models {
 		out[i] = m.Name

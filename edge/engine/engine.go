@@ -143,6 +143,11 @@ func New(cfg Config, log *slog.Logger) (*Engine, error) {
 	e := &Engine{cfg: cfg, log: log.With("component", "local"), ollamaLog: log.With("component", "ollama"),
 		models: map[string]ModelStatus{}, retired: map[string]bool{}, leaving: map[string]leaving{}, wake: make(chan struct{}, 1)}
 	e.place(cfg.Models) // validated: skips none
+	if cfg.Registerer != nil {
+		if err := registerMetrics(cfg.Registerer, e, cfg.modelNames()); err != nil {
+			return nil, err
+		}
+	}
 	return e, nil
 }
 
@@ -365,9 +370,9 @@ func (e *Engine) Load() provider.Load {
 		Capacity: e.cfg.NumParallel + e.cfg.Queue, TokensPerSecond: st.TokensPerSecond}
 }
 
-// ProcessGroup returns the supervised Ollama's process group, zero when
+// processGroup returns the supervised Ollama's process group, zero when
 // none has started. Tests use it to check for orphans.
-func (e *Engine) ProcessGroup() int { return int(e.pgid.Load()) }
+func (e *Engine) processGroup() int { return int(e.pgid.Load()) }
 
 // Close implements the gateway's provider interface. The engine outlives
 // routing table changes, so it does nothing; Stop ends the engine.

@@ -124,7 +124,7 @@ func TestLocalEngine(t *testing.T) {
 	}
 	e.Start()
 	t.Cleanup(func() {
-		pgid := e.ProcessGroup()
+		pgid := e.processGroup()
 		e.Stop()
 		if left := GroupMembers(pgid); pgid != 0 && len(left) > 0 {
 			t.Errorf("processes of ollama's group %d outlived Stop: %v", pgid, left)
@@ -313,7 +313,7 @@ func TestLocalEngine(t *testing.T) {
 			t.Fatalf("attached: %q", content(cc))
 		}
 		a.Stop()
-		if a.ProcessGroup() != 0 || !e.Stats().Up {
+		if a.processGroup() != 0 || !e.Stats().Up {
 			t.Fatal("an attached engine must neither start nor stop Ollama")
 		}
 		if _, err := e.Do(context.Background(), chatReq("tiny", false, 4), ""); err != nil {
@@ -326,7 +326,7 @@ func TestLocalEngine(t *testing.T) {
 	// runner idle at the time survives its server (seen with Ollama
 	// 0.17.4), so this proves the supervisor reaps it.
 	killServer := func(t *testing.T, during func()) {
-		pgid := e.ProcessGroup()
+		pgid := e.processGroup()
 		if n := len(GroupMembers(pgid)); n < 2 {
 			t.Fatalf("ollama's group has %d processes; want the server and a runner", n)
 		}
@@ -335,7 +335,7 @@ func TestLocalEngine(t *testing.T) {
 		during()
 		wait.For(t, 2*time.Minute, "the engine to come back", func() bool {
 			ok, _ := e.Ready()
-			return ok && e.ProcessGroup() != pgid
+			return ok && e.processGroup() != pgid
 		})
 		if left := GroupMembers(pgid); len(left) > 0 {
 			t.Fatalf("the killed server's runners are orphaned: %v", left)

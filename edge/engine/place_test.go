@@ -182,7 +182,7 @@ func TestPlace(t *testing.T) {
 	}
 	e.Start()
 	t.Cleanup(func() {
-		pgid := e.ProcessGroup()
+		pgid := e.processGroup()
 		e.Stop()
 		if left := GroupMembers(pgid); pgid != 0 && len(left) > 0 {
 			t.Errorf("processes of ollama's group %d outlived Stop: %v", pgid, left)
@@ -313,12 +313,12 @@ func TestPlace(t *testing.T) {
 	})
 
 	t.Run("a restart loads the current set", func(t *testing.T) {
-		pgid := e.ProcessGroup()
+		pgid := e.processGroup()
 		syscall.Kill(pgid, syscall.SIGKILL)
-		wait.For(t, 30*time.Second, "the restart to be noticed", func() bool { return e.ProcessGroup() != pgid || !e.Stats().Up })
+		wait.For(t, 30*time.Second, "the restart to be noticed", func() bool { return e.processGroup() != pgid || !e.Stats().Up })
 		wait.For(t, 2*time.Minute, "b to be ready on the new server", func() bool {
 			ok, _ := e.Ready()
-			return ok && e.ProcessGroup() != pgid && slices.Equal(e.ReadyModels(), []string{"b"})
+			return ok && e.processGroup() != pgid && slices.Equal(e.ReadyModels(), []string{"b"})
 		})
 		if got := e.Models(); len(got) != 1 {
 			t.Fatalf("models %+v after the restart, want b alone", got)

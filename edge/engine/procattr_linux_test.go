@@ -83,6 +83,6 @@ func TestEngineChild(t *testing.T) {
 	}
 	e.Start()
 	wait.For(t, 2*time.Minute, "the model to load", func() bool { ok, _ := e.Ready(); return ok })
-	fmt.Printf("pgid %d\n", e.ProcessGroup())
+	fmt.Printf("pgid %d\n", e.processGroup())
 	time.Sleep(5 * time.Minute) // until killed
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/meridian-mesh/meridian/edge/provider"
 	"github.com/meridian-mesh/meridian/edge/router"
 	"github.com/meridian-mesh/meridian/shared/table"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Config configures a Gateway.
@@ -39,6 +40,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Metrics receives attempt counts. Nil disables them.
 	Metrics *metrics.Metrics
+	// Registerer receives the gateway's own metrics (each target's
+	// breaker state); nil registers none.
+	Registerer prometheus.Registerer
 	// NewProvider builds adapters; nil means provider.New. Tests inject
 	// fakes here.
 	NewProvider func(table.Provider) (provider.Provider, error)
@@ -104,26 +108,10 @@ type target struct {
 	loaded provider.Loaded
 }
 
-// New returns a Gateway with an empty table.
+// New returns a Gateway with an empty table. Zero fields of cfg take
+// their defaults (DefaultConfig); check cfg with Validate first.
 func New(cfg Config) *Gateway {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.NewProvider == nil {
-		cfg.NewProvider = provider.New
-	}
-	if cfg.BreakerThreshold == 0 {
-		cfg.BreakerThreshold = 5
-	}
-	if cfg.BreakerCooldown == 0 {
-		cfg.BreakerCooldown = 10 * time.Second
-	}
-	if cfg.FailoverBudget == 0 {
-		cfg.FailoverBudget = 30 * time.Second
-	}
-	if cfg.PeerTTFBFloor == 0 {
-		cfg.PeerTTFBFloor = time.Second
-	}
+	cfg.fill()
 	g := &Gateway{cfg: cfg, log: cfg.Logger, router: cfg.Router}
 	if g.router == nil {
 		rc := router.DefaultConfig()
@@ -134,6 +122,12 @@ func New(cfg Config) *Gateway {
 	g.plans.New = func() any { return &router.Plan{} }
 	empty, _ := table.Compile(&table.Table{})
 	g.state.Store(&state{tab: empty, providers: map[string]*target{}})
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(breakerCollector{g}); err != nil {
+			// Only a second gateway on one registry gets here.
+			g.log.Error("gateway: breaker metrics not registered", "err", err)
+		}
+	}
 	return g
 }
 

@@ -309,7 +309,13 @@ func TestCancelStopsRemote(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatal("the serving side's context was not cancelled")
 		}
-		if _, err := resp.Stream.Next(); err == nil || errors.Is(err, io.EOF) {
+		// Chunks that arrived before the cancel may still be read; then
+		// the stream ends in an error, never a clean end.
+		err = nil
+		for n := 0; err == nil && n < rec.n; n++ {
+			_, err = resp.Stream.Next()
+		}
+		if err == nil || errors.Is(err, io.EOF) {
 			t.Errorf("Next after cancel: %v", err)
 		}
 		resp.Stream.Close()
@@ -525,12 +531,30 @@ func TestZeroRTTOnReconnect(t *testing.T) {
 		if _, err := p.Do(context.Background(), chatReq(false, "hi"), "gpt"); err != nil {
 			t.Fatal(err)
 		}
+		conn, err := p.st.get(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-conn.HandshakeComplete():
+		case <-time.After(10 * time.Second):
+			t.Fatalf("link %d: no handshake", i)
+		}
+		if used := conn.ConnectionState().Used0RTT; used != (i > 0) {
+			t.Fatalf("link %d: Used0RTT %v; want 0-RTT on every link after the first", i, used)
+		}
 		p.Disconnect()
 	}
-	wait.For(t, 5*time.Second, "handshake counts", func() bool {
-		return counterValue(a.met.handshakes.WithLabelValues("full")) == 1 &&
-			counterValue(a.met.handshakes.WithLabelValues("0rtt")) == 2
+	wait.For(t, 10*time.Second, "handshake counts", func() error {
+		full, zero := counterValue(a.met.handshakes.WithLabelValues("full")), counterValue(a.met.handshakes.WithLabelValues("0rtt"))
+		if full != 1 || zero != 2 {
+			return fmt.Errorf("%v full and %v 0-RTT handshakes", full, zero)
+		}
+		return nil
 	})
+	if n := rec.count(); n != 3 {
+		t.Fatalf("the peer ran %d requests, want 3", n)
+	}
 }
 
 func TestCertificatesRefused(t *testing.T) {
@@ -745,7 +769,15 @@ func TestManyConcurrentStreams(t *testing.T) {
 	const n = 150
 	var arrived atomic.Int64
 	release := make(chan struct{})
-	b := startTransport(t, c.config(t, "edge-b"), func(ctx context.Context, req *llm.Request) (*llm.Response, error) {
+	// Opening 150 streams under -race on a busy machine can starve the
+	// pings past the default's 800ms; liveness is liveness_test.go's.
+	tolerant := func(node string) Config {
+		cfg := c.config(t, node)
+		cfg.PingMisses = 50 // 10s of silence
+		cfg.MaxIdleTimeout = 15 * time.Second
+		return cfg
+	}
+	b := startTransport(t, tolerant("edge-b"), func(ctx context.Context, req *llm.Request) (*llm.Response, error) {
 		arrived.Add(1)
 		select {
 		case <-release:
@@ -754,7 +786,7 @@ func TestManyConcurrentStreams(t *testing.T) {
 		}
 		return &llm.Response{Body: []byte(`{}`)}, nil
 	})
-	a := startTransport(t, c.config(t, "edge-a"), nil)
+	a := startTransport(t, tolerant("edge-a"), nil)
 	p := peerOf(t, a, b)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -1,6 +1,18 @@
-// Package metrics defines the edge's Prometheus metrics. Every collector
-// lives on the node's own registry, so several nodes can run in one test
-// process without colliding.
+// Package metrics holds the edge's one Prometheus registry and the
+// request pipeline's collectors. Every collector lives on the node's own
+// registry, so several nodes can run in one test process without
+// colliding.
+//
+// Metrics reach packages one way: a package that has metrics of its own
+// (engine, gateway, link, tablesync) takes a prometheus.Registerer in
+// its Config, builds its collectors and registers them itself; nil
+// registers none. edge/node makes one Metrics per node and hands every
+// package its Registerer. The request collectors here are the one
+// exception to "its own": api and gateway both record them, so they are
+// built here once and reach those two as *Metrics. No package builds
+// collectors for another, and no adapter stands in for a Registerer.
+// Metric names and labels are an interface: ops/ alert rules and tests
+// read them.
 package metrics
 
 import (
@@ -86,9 +98,9 @@ func New() *Metrics {
 	return m
 }
 
-// Register adds collectors that other parts of the node own, such as
-// gauges read from the local engine, to the node's registry.
-func (m *Metrics) Register(cs ...prometheus.Collector) { m.reg.MustRegister(cs...) }
+// Registerer returns the node's registry, for the Config of every
+// package that registers metrics of its own.
+func (m *Metrics) Registerer() prometheus.Registerer { return m.reg }
 
 // Handler serves the registry in Prometheus' text format.
 func (m *Metrics) Handler() http.Handler {

@@ -3,6 +3,7 @@ package node
 import (
 	"bufio"
 	"fmt"
+	"github.com/meridian-mesh/meridian/shared/testkit/wait"
 	"io"
 	"net"
 	"net/http"
@@ -44,25 +45,17 @@ func TestMaxConnectionsRefused(t *testing.T) {
 		defer c.Close()
 		held = append(held, c)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for l.open.Load() < 2 {
-		if time.Now().After(deadline) {
-			t.Fatal("the held connections were not accepted")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	wait.For(t, 10*time.Second, "the held connections to be accepted", func() bool { return l.open.Load() >= 2 })
 	resp, err := get()
 	if err != nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("a connection over the limit got %v, %v; want 503 with Retry-After", resp, err)
 	}
 	held[0].Close()
-	for {
-		if resp, err := get(); err == nil && resp.StatusCode == http.StatusOK {
-			break
+	wait.For(t, 10*time.Second, "a connection served again after one closed", func() error {
+		resp, err := get()
+		if err == nil && resp.StatusCode != http.StatusOK {
+			err = fmt.Errorf("status %d", resp.StatusCode)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("a connection was not served again after one closed")
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return err
+	})
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/meridian-mesh/meridian/edge/config"
+	"github.com/meridian-mesh/meridian/shared/testkit/wait"
 )
 
 // seriesCount counts the meridian_* sample lines of a /metrics scrape
@@ -97,13 +98,9 @@ func TestStalledStreamReaderIsCut(t *testing.T) {
 	m.waitFor("the stream to start", func() bool { return m.node.metrics.RequestsInFlight() == 1 })
 	// Filling the socket buffers takes a moment; then the next write
 	// waits out the 300ms deadline and the stream ends.
-	deadline := time.Now().Add(20 * time.Second)
-	for m.node.metrics.RequestsInFlight() != 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("a client that stopped reading still holds its stream after 20s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	wait.For(t, 20*time.Second, "the stream of a client that stopped reading to end", func() bool {
+		return m.node.metrics.RequestsInFlight() == 0
+	})
 	if logs := m.logs.String(); !strings.Contains(logs, `"status":"499"`) {
 		t.Errorf("the cut stream was not logged as 499:\n%s", logs)
 	}

@@ -18,7 +18,6 @@ import (
 	"github.com/meridian-mesh/meridian/edge/metrics"
 	"github.com/meridian-mesh/meridian/edge/provider"
 	"github.com/meridian-mesh/meridian/shared/pki"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // newLink opens the node's link transport when links are enabled. It
@@ -63,16 +62,9 @@ func listenLink(cfg config.Config, c link.Config, log *slog.Logger, m *metrics.M
 	c.Logger = log.With("component", "link")
 	c.OnPeerDown = down
 	c.Caller = linkCaller
-	c.Registerer = nodeRegisterer{m}
+	c.Registerer = m.Registerer()
 	return link.Listen(c, lc.Listen)
 }
-
-// nodeRegisterer puts the link's collectors on the node's registry.
-type nodeRegisterer struct{ m *metrics.Metrics }
-
-func (r nodeRegisterer) Register(c prometheus.Collector) error   { r.m.Register(c); return nil }
-func (r nodeRegisterer) MustRegister(cs ...prometheus.Collector) { r.m.Register(cs...) }
-func (r nodeRegisterer) Unregister(prometheus.Collector) bool    { return false }
 
 var _ provider.Provider = (*link.Peer)(nil)
 

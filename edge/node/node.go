@@ -85,10 +85,11 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 	n := &Node{cfg: cfg, log: log, metrics: m}
 	var err error
 	if cfg.Local.Enabled {
-		if n.engine, err = engine.New(cfg.Local, log); err != nil {
+		lc := cfg.Local
+		lc.Registerer = m.Registerer()
+		if n.engine, err = engine.New(lc, log); err != nil {
 			return nil, err
 		}
-		m.Register(localCollectors(n.engine, cfg.Local.ModelNames())...)
 	}
 	if cfg.Control.Identity() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -97,9 +98,12 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 		if err != nil {
 			return nil, err
 		}
-		m.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_identity_cert_expiry_timestamp_seconds",
+		err = m.Registerer().Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_identity_cert_expiry_timestamp_seconds",
 			Help: "When this node's certificate expires, Unix seconds; renewal runs at half its life."},
 			func() float64 { return float64(n.id.expiry().Unix()) }))
+		if err != nil {
+			return nil, fmt.Errorf("identity metrics: %w", err)
+		}
 	}
 	if n.link, err = newLink(cfg, log, m, n.peerDown, n.id, n.authorizePeer); err != nil {
 		return nil, err
@@ -107,7 +111,10 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 	if n.locator, err = geo.New(cfg.Geo, geo.Point{}); err != nil {
 		return nil, err
 	}
-	gc := gateway.Config{Logger: log, Metrics: m, NewProvider: n.newProvider, Router: n.newRouter(), FailoverBudget: cfg.Routing.FailoverBudget, PeerTTFBFloor: cfg.Routing.PeerTTFBFloor}
+	gc := gateway.DefaultConfig()
+	gc.Logger, gc.Metrics, gc.Registerer = log, m, m.Registerer()
+	gc.NewProvider, gc.Router = n.newProvider, n.newRouter()
+	gc.FailoverBudget, gc.PeerTTFBFloor = cfg.Routing.FailoverBudget, cfg.Routing.PeerTTFBFloor
 	if n.engine != nil {
 		gc.Local = n.engine
 		n.engine.OnChange(n.readyChanged)
@@ -115,8 +122,10 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 	if n.link != nil {
 		gc.Peer = n.peerTarget
 	}
+	if err := gc.Validate(); err != nil {
+		return nil, err
+	}
 	n.gw = gateway.New(gc)
-	m.Register(breakerCollector{n})
 	gw := n.gw
 	if err = n.seedTable(); err != nil {
 		return nil, fmt.Errorf("static table: %w", err)
@@ -132,29 +141,25 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 	if cfg.Records() {
 		uc := usage.DefaultConfig()
 		uc.Node, uc.Dir, uc.QueueSize = cfg.NodeID, cfg.UsageDir(), cfg.Usage.QueueSize
-		uc.Logger, uc.Registerer = log.With("component", "usage"), registerer{m.Register}
+		uc.Logger, uc.Registerer = log.With("component", "usage"), m.Registerer()
 		if n.usage, err = usage.New(uc); err != nil {
 			return nil, err
 		}
 	}
 
 	mux := http.NewServeMux()
-	surface := api.Config{
-		Gateway:            gw,
-		Metrics:            m,
-		Logger:             log,
-		MaxBodyBytes:       cfg.MaxBodyBytes,
-		BodyReadTimeout:    cfg.BodyReadTimeout,
-		KeepAlive:          cfg.StreamKeepAlive,
-		StreamWriteTimeout: cfg.StreamWriteTimeout,
-		Admission:          api.NewAdmission(cfg.MaxInFlight),
-		NoAuth:             n.authMode() == config.AuthNone,
-		Limits:             n.limits,
-		Node:               cfg.NodeID,
-		Region:             cfg.Region,
-	}
+	surface := api.DefaultConfig()
+	surface.Gateway, surface.Metrics, surface.Logger = gw, m, log
+	surface.MaxBodyBytes, surface.BodyReadTimeout = cfg.MaxBodyBytes, cfg.BodyReadTimeout
+	surface.KeepAlive, surface.StreamWriteTimeout = cfg.StreamKeepAlive, cfg.StreamWriteTimeout
+	surface.Admission = api.NewAdmission(cfg.MaxInFlight)
+	surface.NoAuth = n.authMode() == config.AuthNone
+	surface.Limits, surface.Node, surface.Region = n.limits, cfg.NodeID, cfg.Region
 	if n.usage != nil {
 		surface.Usage = n.usage
+	}
+	if err := surface.Validate(); err != nil {
+		return nil, err
 	}
 	n.api = &surface
 	oai, anth := openaiapi.New(surface), anthropicapi.New(surface)

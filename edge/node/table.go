@@ -7,13 +7,10 @@ import (
 	"slices"
 	"strconv"
 
-	"github.com/meridian-mesh/meridian/shared/tablewire"
-
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/meridian-mesh/meridian/edge/config"
 	"github.com/meridian-mesh/meridian/edge/tablesync"
 	"github.com/meridian-mesh/meridian/shared/table"
+	"github.com/meridian-mesh/meridian/shared/tablewire"
 )
 
 // HeaderTableRevision names the routing table revision that served a
@@ -58,7 +55,7 @@ func (n *Node) seedTable() error {
 	sc.Apply = n.applyTable
 	sc.ReadyModels = n.readyModels
 	sc.Logger = n.log
-	sc.Registerer = registerer{n.metrics.Register}
+	sc.Registerer = n.metrics.Registerer()
 	if n.sync, err = tablesync.New(sc); err != nil {
 		return err
 	}
@@ -167,10 +164,3 @@ func (n *Node) tableRevisionHeader(tab *table.Compiled) string {
 	}
 	return v
 }
-
-// registerer adapts the node's registry to prometheus.Registerer.
-type registerer struct{ register func(...prometheus.Collector) }
-
-func (r registerer) Register(c prometheus.Collector) error   { r.register(c); return nil }
-func (r registerer) MustRegister(cs ...prometheus.Collector) { r.register(cs...) }
-func (r registerer) Unregister(prometheus.Collector) bool    { return false }

@@ -25,7 +25,6 @@ import (
 	"github.com/meridian-mesh/meridian/control/natsd"
 	"github.com/meridian-mesh/meridian/control/publish"
 	"github.com/meridian-mesh/meridian/edge/config"
-	"github.com/meridian-mesh/meridian/edge/tablesync"
 	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
 )
 
@@ -160,7 +159,7 @@ func TestEdgeFollowsControlPlane(t *testing.T) {
 		resp, _ := get(t, m.url+"/healthz")
 		return resp.Header.Get(HeaderTableRevision) == strconv.FormatUint(rev, 10)+"; stale"
 	})
-	m.waitFor("the table on disk", func() bool { return tablesync.CachedRevision(cache) == rev })
+	m.waitFor("the table on disk", func() bool { return m.node.TableStatus().CachedRevision == rev })
 	m.stop()
 	<-m.stopped
 	m.stopped <- nil // for the cleanup

@@ -1,6 +1,10 @@
 package tablesync
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 type metrics struct {
 	stale       prometheus.Gauge
@@ -15,7 +19,7 @@ type metrics struct {
 	cacheErrors prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		stale: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "meridian_table_stale", Help: "1 while the edge cannot confirm its routing table is current (served from disk, no heartbeat, or behind).",
@@ -48,8 +52,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "meridian_table_cache_errors_total", Help: "Failed writes of the table to disk.",
 		}),
 	}
-	if reg != nil {
-		reg.MustRegister(m.stale, m.connected, m.unusable, m.applied, m.rejected, m.unverified, m.gaps, m.snapshots, m.reconnects, m.cacheErrors)
+	if reg == nil {
+		return m, nil
 	}
-	return m
+	for _, c := range []prometheus.Collector{m.stale, m.connected, m.unusable, m.applied, m.rejected, m.unverified, m.gaps, m.snapshots, m.reconnects, m.cacheErrors} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("tablesync: metrics: %w", err)
+		}
+	}
+	return m, nil
 }

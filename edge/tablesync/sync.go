@@ -56,6 +56,10 @@ type Status struct {
 	Connected bool `json:"connected"`
 	// Server is the connected server's address, credentials redacted.
 	Server string `json:"server,omitempty"`
+	// Servers are the control plane's NATS servers the edge knows of:
+	// the configured ones and those the cluster told it about, which it
+	// moves to when its server fails.
+	Servers []string `json:"servers,omitempty"`
 	// LeaderRevision is the revision of the last heartbeat heard.
 	LeaderRevision uint64 `json:"leader_revision,omitempty"`
 	// LastContact is when the control plane was last heard from.
@@ -74,6 +78,10 @@ type Status struct {
 	// cluster, empty for a table from the config file.
 	Epoch     uint64 `json:"epoch,omitempty"`
 	ClusterID string `json:"cluster_id,omitempty"`
+	// CachedRevision is the revision of the table in the disk cache:
+	// the one a restart without a control plane would serve. 0 until a
+	// table was read from or written to disk.
+	CachedRevision uint64 `json:"cached_revision,omitempty"`
 	// Unverified is why the edge last refused a control message before
 	// using it (bad or missing signature, another cluster's); empty since
 	// the next verified table.
@@ -92,13 +100,17 @@ type Syncer struct {
 
 	nc      *nats.Conn
 	msgs    chan *nats.Msg
-	kick    chan bool     // a connection is up (true: a reconnection); maybe ask for a snapshot
-	persist chan []byte   // latest table to write to disk; one slot
-	ready   chan struct{} // the ready models changed: report; one slot
-	done    sync.WaitGroup
-	stop    context.CancelFunc
-	synced  atomic.Bool // a table from the control plane was applied
-	trust   atomic.Pointer[trust]
+	kick    chan bool       // a connection is up (true: a reconnection); maybe ask for a snapshot
+	persist chan cacheWrite // latest table to write to disk; one slot
+	cached  atomic.Uint64   // revision in the disk cache (Status.CachedRevision)
+	// discovered is set when the server list may have grown, so the loop
+	// reads it again for Status.Servers.
+	discovered atomic.Bool
+	ready      chan struct{} // the ready models changed: report; one slot
+	done       sync.WaitGroup
+	stop       context.CancelFunc
+	synced     atomic.Bool // a table from the control plane was applied
+	trust      atomic.Pointer[trust]
 
 	// loop state
 	conv         *tablewire.Converter
@@ -127,9 +139,13 @@ func New(cfg Config) (*Syncer, error) {
 			return nil, errors.New("tablesync: NATS URLs must not carry credentials; use the user, password or token settings")
 		}
 	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
 	s := &Syncer{
-		cfg: cfg, log: cfg.Logger.With("component", "tablesync"), m: newMetrics(cfg.Registerer),
-		msgs: make(chan *nats.Msg, 4096), kick: make(chan bool, 2), persist: make(chan []byte, 1),
+		cfg: cfg, log: cfg.Logger.With("component", "tablesync"), m: m,
+		msgs: make(chan *nats.Msg, 4096), kick: make(chan bool, 2), persist: make(chan cacheWrite, 1),
 		ready:      make(chan struct{}, 1),
 		hbInterval: cfg.HeartbeatInterval, retry: cfg.RetryMin, conv: tablewire.NewConverter(cfg.Resolver),
 	}
@@ -141,7 +157,11 @@ func New(cfg Config) (*Syncer, error) {
 
 // Status returns the edge's view of its table. It is safe to call from
 // any goroutine, on every request.
-func (s *Syncer) Status() Status { return *s.status.Load() }
+func (s *Syncer) Status() Status {
+	st := *s.status.Load()
+	st.CachedRevision = s.cached.Load()
+	return st
+}
 
 // Seed installs a table from the edge's own config through the same path
 // control tables take, before Start. It is revision 0, so any table from
@@ -168,6 +188,7 @@ func (s *Syncer) Start(ctx context.Context) error {
 			if err := s.install(t, SourceDisk, tablewire.Size(t)); err != nil {
 				s.log.Warn("table on disk rejected", "err", err)
 			} else {
+				s.cached.Store(t.GetRevision())
 				s.log.Info("serving the table from disk until the control plane answers", "revision", t.GetRevision())
 			}
 		case errors.Is(err, errBadCache) || errors.Is(err, tablewire.ErrInvalid) || errors.Is(err, tablewire.ErrDecode):
@@ -200,6 +221,7 @@ func (s *Syncer) Start(ctx context.Context) error {
 			// edge behind and it fetches a snapshot.
 			s.log.Warn("control bus error", "err", err)
 		}),
+		nats.DiscoveredServersHandler(func(*nats.Conn) { s.discovered.Store(true) }),
 		nats.ConnectHandler(func(nc *nats.Conn) {
 			// The first connection after a failed start: ask now.
 			s.m.connected.Set(1)
@@ -505,7 +527,7 @@ func (s *Syncer) install(t *tablev1.RoutingTable, source string, size int) error
 			case <-s.persist:
 			default:
 			}
-			s.persist <- b
+			s.persist <- cacheWrite{t.GetRevision(), b}
 		}
 	}
 	s.updateStale()
@@ -588,7 +610,11 @@ func (s *Syncer) updateStale() {
 		!s.behindSince.IsZero() && now.Sub(s.behindSince) > limit || s.st.Source != SourceControl
 	s.st.Connected = s.nc != nil && s.nc.IsConnected()
 	if s.st.Connected {
-		s.st.Server = s.nc.ConnectedUrlRedacted()
+		server := s.nc.ConnectedUrlRedacted()
+		if s.discovered.Swap(false) || server != s.st.Server || s.st.Servers == nil {
+			s.st.Servers = s.nc.Servers() // a new slice: Status copies share it, read-only
+		}
+		s.st.Server = server
 	}
 	changed := stale != s.st.Stale
 	s.st.Stale = stale
@@ -633,6 +659,12 @@ func (s *Syncer) report() {
 	}
 }
 
+// cacheWrite is a table for writeCacheLoop: its revision and encoding.
+type cacheWrite struct {
+	rev uint64
+	b   []byte
+}
+
 // writeCacheLoop writes the newest table to disk off the apply path; a
 // newer table replaces one not yet written.
 func (s *Syncer) writeCacheLoop(ctx context.Context) {
@@ -641,11 +673,13 @@ func (s *Syncer) writeCacheLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case b := <-s.persist:
-			if err := writeCache(s.cfg.CachePath, b); err != nil {
+		case w := <-s.persist:
+			if err := writeCache(s.cfg.CachePath, w.b); err != nil {
 				s.m.cacheErrors.Inc()
 				s.log.Warn("writing the table to disk failed", "err", err)
+				continue
 			}
+			s.cached.Store(w.rev)
 		}
 	}
 }
@@ -655,27 +689,6 @@ func b2f(b bool) float64 {
 		return 1
 	}
 	return 0
-}
-
-// Servers returns the NATS servers the client knows, configured and
-// discovered. control/publish's tests use it, which is why it is not in
-// a _test.go file.
-func (s *Syncer) Servers() []string {
-	if s.nc == nil {
-		return nil
-	}
-	return s.nc.Servers()
-}
-
-// CachedRevision returns the revision of the table kept at path, or 0
-// when there is none or it is damaged. Tests here, in edge/node and in
-// control/publish use it to see what an edge persisted.
-func CachedRevision(path string) uint64 {
-	t, err := readCache(path, tablewire.DefaultMaxBytes)
-	if err != nil {
-		return 0
-	}
-	return t.GetRevision()
 }
 
 // Conn returns the edge's connection to the control bus once Start has

@@ -227,7 +227,16 @@ func TestDeltasGapsAndStaleness(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 		return g.revision() == 9
 	})
-	wait.For(t, 5*time.Second, "the table on disk", func() bool { return CachedRevision(s.cfg.CachePath) == 9 })
+	wait.For(t, 5*time.Second, "the table on disk", func() error {
+		if r := s.Status().CachedRevision; r != 9 {
+			return fmt.Errorf("Status().CachedRevision is %d", r)
+		}
+		t, err := readCache(s.cfg.CachePath, tablewire.DefaultMaxBytes)
+		if err != nil || t.GetRevision() != 9 {
+			return fmt.Errorf("the file holds revision %d (%v)", t.GetRevision(), err)
+		}
+		return nil
+	})
 }
 
 func deadURL(t *testing.T) string {
@@ -256,7 +265,7 @@ func TestStartWithoutControlPlane(t *testing.T) {
 	if time.Since(start) > 2*time.Second {
 		t.Fatalf("start waited %s for an absent control plane", time.Since(start))
 	}
-	if st := s.Status(); st.Source != SourceConfig || !st.Stale || g.tab == nil {
+	if st := s.Status(); st.Source != SourceConfig || !st.Stale || g.tab == nil || st.CachedRevision != 0 {
 		t.Fatalf("status %+v", st)
 	}
 	s.Close()
@@ -280,7 +289,7 @@ func TestStartWithoutControlPlane(t *testing.T) {
 	s.Seed(seed)
 	s.Start(context.Background())
 	defer s.Close()
-	if st := s.Status(); st.Source != SourceDisk || st.Revision != 42 || !st.Stale || g.revision() != 42 {
+	if st := s.Status(); st.Source != SourceDisk || st.Revision != 42 || st.CachedRevision != 42 || !st.Stale || g.revision() != 42 {
 		t.Fatalf("status %+v", st)
 	}
 }

@@ -137,8 +137,12 @@ func TestEmbeddedNATSDistributesTheTable(t *testing.T) {
 	if code, _ := get(t, "http://"+httpAddr+"/metrics", ""); code != http.StatusUnauthorized {
 		t.Fatalf("/metrics without a token: %d", code)
 	}
-	if _, body := get(t, "http://"+httpAddr+"/metrics", testAdmin); !strings.Contains(body, "meridian_control_table_revision") {
-		t.Fatal("/metrics lacks the table revision")
+	// One /metrics for the whole node: distribution, Raft and the API.
+	_, body := get(t, "http://"+httpAddr+"/metrics", testAdmin)
+	for _, name := range []string{"meridian_control_table_revision", "meridian_control_raft_leader 1", `meridian_control_writes_total{outcome="ok"}`, "go_goroutines"} {
+		if !strings.Contains(body, name) {
+			t.Errorf("/metrics lacks %s", name)
+		}
 	}
 }
 

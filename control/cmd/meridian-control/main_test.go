@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -239,5 +241,18 @@ func TestAPIMutualTLS(t *testing.T) {
 	if resp, err := without.Do(req); err == nil {
 		resp.Body.Close()
 		t.Fatalf("a caller without a client certificate got %s", resp.Status)
+	}
+}
+
+// TestDiscoveryAnswersLikeTheAPI: while voters discover each other, a
+// client hears the API's own "no leader" code, which the API client
+// holds and retries on, and /self is the API's Self.
+func TestDiscoveryAnswersLikeTheAPI(t *testing.T) {
+	h := cluster.DiscoveryHandler(api.Self{ID: "a", RaftAddr: "127.0.0.1:1"}, 3)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/control/state", nil))
+	var e struct{ Error struct{ Code string } }
+	if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil || rec.Code != http.StatusServiceUnavailable || e.Error.Code != api.CodeNoLeader {
+		t.Fatalf("during discovery: %d %s; want 503 %s", rec.Code, rec.Body, api.CodeNoLeader)
 	}
 }

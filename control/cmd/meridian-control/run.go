@@ -3,16 +3,13 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
-	"sort"
-	"strings"
 	"time"
 
-	"github.com/meridian-mesh/meridian/shared/backoff"
 	"github.com/meridian-mesh/meridian/shared/tablewire"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -224,12 +221,15 @@ func run(ctx context.Context, cfg Config) error {
 	acfg.KEK, acfg.NodeCertTTL = ccfg.KEK, cfg.NodeCertTTL
 	acfg.Secrets, acfg.OpenEndpoints = cfg.Secrets, cfg.OpenEndpoints
 	acfg.ForwardTLSOnly = serverTLS != nil
+	// One registry for the node, served at /metrics (withDistribution):
+	// the API, Raft and distribution register on it.
+	reg := prometheus.NewRegistry()
+	acfg.Registerer = reg
 	handler, err := api.New(acfg, node)
 	if err != nil {
 		node.Close()
 		return err
 	}
-	reg := prometheus.NewRegistry()
 	dist, err := startDistribution(cfg, node, ccfg.KEK, logger, reg)
 	if err != nil {
 		node.Close()
@@ -259,77 +259,23 @@ func run(ctx context.Context, cfg Config) error {
 	return leaveErr
 }
 
-// discover serves this node's identity while asking the other voters for
-// theirs, until it knows BootstrapExpect voters; every voter computes the
-// same sorted list, so they bootstrap identically.
-func discover(ctx context.Context, cfg Config, serverTLS *tls.Config, client *http.Client, logger interface {
-	Info(string, ...any)
-}) ([]cluster.Peer, error) {
+// discover finds the other voters of a new cluster (cluster.Discover),
+// serving this node's identity on the API address meanwhile.
+func discover(ctx context.Context, cfg Config, serverTLS *tls.Config, client *http.Client, logger *slog.Logger) ([]cluster.Peer, error) {
 	id, err := cluster.LoadOrCreateID(cfg.DataDir, cfg.NodeID)
 	if err != nil {
 		return nil, err
 	}
-	raftAddr := cfg.RaftAdvertise
-	if raftAddr == "" {
-		raftAddr = cfg.RaftAddr
+	dc := cluster.DefaultDiscoverConfig()
+	dc.Self = cluster.Self{ID: id, Name: cfg.NodeName, RaftAddr: cfg.RaftAdvertise, APIAddr: cfg.APIAdvertise}
+	if dc.Self.RaftAddr == "" {
+		dc.Self.RaftAddr = cfg.RaftAddr
 	}
-	self := api.Self{ID: id, Name: cfg.NodeName, RaftAddr: raftAddr, APIAddr: cfg.APIAdvertise}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/control/self", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(self)
-	})
-	// Until the cluster forms there is no leader: clients hold and retry.
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintf(w, `{"error":{"code":%q,"message":"waiting for %d voters to bootstrap"}}`+"\n", api.CodeNoLeader, cfg.BootstrapExpect)
-	})
-	ln, err := listen(cfg.HTTPAddr, serverTLS)
-	if err != nil {
+	dc.Expect, dc.Join, dc.Token, dc.Client, dc.Logger = cfg.BootstrapExpect, cfg.Join, cfg.AdminTokens[0], client, logger
+	if dc.Listener, err = listen(cfg.HTTPAddr, serverTLS); err != nil {
 		return nil, err
 	}
-	tmp := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go tmp.Serve(ln)
-	// Closed before the real API listens on the same address.
-	defer tmp.Close()
-
-	found := map[string]api.Self{id: self}
-	for len(found) < cfg.BootstrapExpect {
-		for _, addr := range cfg.Join {
-			if !strings.Contains(addr, "://") {
-				addr = "http://" + addr
-			}
-			reqCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			req, _ := http.NewRequestWithContext(reqCtx, http.MethodGet, strings.TrimSuffix(addr, "/")+"/v1/control/self", nil)
-			// A voter that found the others first serves its real API,
-			// where /self needs a token; every voter has the same ones.
-			req.Header.Set("Authorization", "Bearer "+cfg.AdminTokens[0])
-			resp, err := client.Do(req)
-			if err != nil {
-				cancel()
-				continue
-			}
-			var s api.Self
-			if json.NewDecoder(resp.Body).Decode(&s) == nil && s.ID != "" && s.RaftAddr != "" {
-				found[s.ID] = s
-			}
-			resp.Body.Close()
-			cancel()
-		}
-		logger.Info("waiting for voters", "found", len(found), "expect", cfg.BootstrapExpect)
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(backoff.Between(500*time.Millisecond, time.Second)):
-		}
-	}
-	var peers []cluster.Peer
-	for id, s := range found {
-		peers = append(peers, cluster.Peer{ID: id, Addr: s.RaftAddr, APIAddr: s.APIAddr, Name: s.Name})
-	}
-	sort.Slice(peers, func(i, j int) bool { return peers[i].ID < peers[j].ID })
-	return peers, nil
+	return cluster.Discover(ctx, dc)
 }
 
 // tlsConfigs builds the API server's TLS config (nil for plain HTTP) and

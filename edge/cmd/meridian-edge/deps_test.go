@@ -49,6 +49,7 @@ var forbidden = []string{
 	"github.com/meridian-mesh/meridian/shared/testkit/",
 	"github.com/meridian-mesh/meridian/scripts/",
 	"github.com/meridian-mesh/meridian/edge/engine/enginetest",
+	"github.com/meridian-mesh/meridian/edge/router/routertest",
 	"github.com/meridian-mesh/meridian/control/",
 	"github.com/nats-io/nats-server/", // the edge is a NATS client only
 }

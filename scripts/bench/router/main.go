@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/meridian-mesh/meridian/edge/router"
+	"github.com/meridian-mesh/meridian/edge/router/routertest"
 	"github.com/meridian-mesh/meridian/scripts/bench/readme"
 	"github.com/meridian-mesh/meridian/shared/table"
 )
@@ -92,10 +93,11 @@ func run(cfg Config, stdout, logw io.Writer) error {
 	if err := flag.Set("test.benchtime", cfg.Benchtime.String()); err != nil {
 		return err
 	}
-	r, reqs, routes, err := fleet()
+	f, err := routertest.NewFleet()
 	if err != nil {
 		return fmt.Errorf("fleet: %w", err)
 	}
+	r, reqs, routes := f.Router, f.Requests, f.Routes
 	var results []result
 	for _, s := range table.Strategies {
 		rs := reqs[s]

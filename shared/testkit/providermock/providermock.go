@@ -137,15 +137,24 @@ type Server struct {
 	srv   *http.Server
 }
 
+// Validate reports a Kind the mock cannot speak. Other fields have no
+// wrong values: New clamps them.
+func (c *Config) Validate() error {
+	switch c.Kind {
+	case "", KindOpenAI, KindAnthropic, KindGemini, KindOllama:
+		return nil
+	}
+	return fmt.Errorf("providermock: unsupported kind %q (supported: %s, %s, %s, %s)",
+		c.Kind, KindOpenAI, KindAnthropic, KindGemini, KindOllama)
+}
+
 // New returns a Server for cfg. It fails for an unknown Kind.
 func New(cfg Config) (*Server, error) {
-	switch cfg.Kind {
-	case "", KindOpenAI:
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Kind == "" {
 		cfg.Kind = KindOpenAI
-	case KindAnthropic, KindGemini, KindOllama:
-	default:
-		return nil, fmt.Errorf("providermock: unsupported kind %q (supported: %s, %s, %s, %s)",
-			cfg.Kind, KindOpenAI, KindAnthropic, KindGemini, KindOllama)
 	}
 	if cfg.Chunks <= 0 {
 		cfg.Chunks = defaultChunks

@@ -52,6 +52,12 @@ type Config struct {
 	DelayFrom map[string]time.Duration
 }
 
+// DefaultConfig relays UDP (QUIC) from a free port on 127.0.0.1, with
+// no delay, jitter or loss; Target must still be set.
+func DefaultConfig() Config {
+	return Config{UDPListen: "127.0.0.1:0"}
+}
+
 // Validate checks c.
 func (c *Config) Validate() error {
 	if c.Target == "" {

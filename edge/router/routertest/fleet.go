@@ -1,4 +1,9 @@
-package main
+// Package routertest builds fixtures for edge/router's tests and
+// benchmarks: the one benchmark fleet, which `go test -bench` in
+// edge/router and scripts/bench/router both measure, so their figures
+// are of the same thing. It is for tests and benchmarks only and must
+// never reach a binary.
+package routertest
 
 import (
 	"fmt"
@@ -8,12 +13,11 @@ import (
 	"github.com/meridian-mesh/meridian/shared/table"
 )
 
-// The fleet measured: 100 nodes in 10 regions, 30 providers, 50 models
-// each placed on 5 nodes and routed to 3 providers, model i under
-// strategy table.Strategies[i%7], and a gossip view of all 100 nodes with
-// the models placed on them ready. edge/router's bench_test.go builds the
-// same fleet for `go test -bench`; a program cannot import test code, so
-// the builder is written twice and must be kept alike.
+// The fleet: 100 nodes in 10 regions, 30 providers, 50 models each
+// placed on 5 nodes and routed to 3 providers, model i under strategy
+// table.Strategies[i%7], every third route capped by price, and a gossip
+// view of all 100 nodes with the models placed on them ready. Half the
+// providers have a success on record.
 
 var regions = []router.Point{
 	{Lat: 53.35, Lon: -6.26}, {Lat: 50.11, Lon: 8.68}, {Lat: 38.9, Lon: -77.4}, {Lat: 37.77, Lon: -122.42},
@@ -36,9 +40,23 @@ type engine map[string]bool
 func (e engine) Ready(m string) bool { return e[m] }
 func (engine) Busy() int             { return 3 }
 
-// fleet returns the router, seen from edge-00; per strategy, the requests
-// to cycle through; and the routes by model name, for the baseline.
-func fleet() (*router.Router, map[string][]router.Request, map[string]*table.Route, error) {
+// Fleet is the measured fleet, seen from edge-00.
+type Fleet struct {
+	// Router is edge-00's router with the table, members and provider
+	// statistics set.
+	Router *router.Router
+	// Requests are, per strategy, the requests to cycle through: one
+	// per model under it and client region, some from a tenant allowed
+	// half the regions.
+	Requests map[string][]router.Request
+	// Routes are the compiled routes by model name, for a baseline that
+	// only looks a route up.
+	Routes map[string]*table.Route
+}
+
+// NewFleet builds the fleet. It is deterministic: every call builds the
+// same table, members and statistics.
+func NewFleet() (*Fleet, error) {
 	tab := &table.Table{Revision: 1}
 	for i, p := range regions {
 		tab.Regions = append(tab.Regions, table.Region{ID: fmt.Sprintf("region-%d", i), Latitude: p.Lat, Longitude: p.Lon})
@@ -74,7 +92,7 @@ func fleet() (*router.Router, map[string][]router.Request, map[string]*table.Rou
 	tab.Tenants = []table.Tenant{{ID: "tenant-half", AllowedRegions: []string{"region-0", "region-2", "region-4", "region-6", "region-8"}}}
 	c, err := table.Compile(tab)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	self := tab.Nodes[0].ID
 	eng := engine{}
@@ -113,5 +131,5 @@ func fleet() (*router.Router, map[string][]router.Request, map[string]*table.Rou
 			reqs[s] = append(reqs[s], req)
 		}
 	}
-	return r, reqs, routes, nil
+	return &Fleet{Router: r, Requests: reqs, Routes: routes}, nil
 }
