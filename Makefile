@@ -3,7 +3,7 @@ GO        ?= go
 FUZZTIME  ?= 10s
 BIN       := bin
 
-.PHONY: help build ollama tinymodel proto test e2e run bench bench-gateway bench-adapters bench-gossip bench-local bench-links bench-peerdeath bench-control bench-usage bench-distribution bench-router bench-security bench-spend chaos-control fuzz lint clean
+.PHONY: help build ollama tinymodel proto test e2e run bench bench-gateway bench-adapters bench-gossip bench-local bench-links bench-peerdeath bench-control bench-usage bench-distribution bench-router bench-security bench-keys bench-spend chaos-control fuzz lint clean
 
 help:
 	@echo "make build          build meridian-edge, meridian-control, meridianctl and mockprovider into $(BIN)/"
@@ -25,6 +25,7 @@ help:
 	@echo "make bench-distribution  time from a table change to 100 edges applying it, 10 and 1,000 routes, against bare NATS"
 	@echo "make bench-router   one routing decision per strategy on a 100-node, 50-model fleet, against a map lookup"
 	@echo "make bench-security a normal client's latency while attackers send nested bodies, made-up model names and unread streams"
+	@echo "make bench-keys     what key and tenant limits and usage records add to a request, against the same path without"
 	@echo "make bench-spend    exact spend: 10,000 mixed requests over three edges, one SIGKILLed midway; the control plane's totals against the clients' (REQUESTS=n)"
 	@echo "make tinymodel      write the tiny test models to $(BIN)/tiny.gguf and $(BIN)/tiny-repeat.gguf"
 	@echo "make fuzz           a short run of every fuzz target (FUZZTIME=$(FUZZTIME) each)"
@@ -155,6 +156,11 @@ bench-distribution:
 
 bench-router:
 	$(GO) run ./scripts/bench/router -readme README.md
+
+# What keys' limits and usage records add to a request's path; ends with
+# "keys: per_request_ns=<n> baseline_ns=<n>".
+bench-keys:
+	$(GO) run ./scripts/bench/keys
 
 bench-security:
 	$(GO) run ./scripts/bench/security -readme README.md

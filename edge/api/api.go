@@ -1,10 +1,18 @@
 // Package api holds what the edge's API surfaces share: the request
 // pipeline every POST goes through (Handler: method, admission, auth,
-// body, decode, gateway, 499, overhead, panics), the response headers
-// every answer carries, client authentication against the routing
-// table's key hashes, bounded body reading, the stream writer that relays
-// events with coalesced writes and keep-alives, and the per-request log
-// line and metrics.
+// body, decode, the key's model access, the tenant's budget, key and
+// tenant rate limits, gateway, 499, overhead, panics, the usage record),
+// the response headers every answer carries, client authentication
+// against the routing table's key hashes (an Identity: key and tenant),
+// bounded body reading, the stream writer that relays events with
+// coalesced writes and keep-alives, and the per-request log line and
+// metrics.
+//
+// Usage records: a request that was admitted (authenticated, its model
+// allowed, its tenant within budget and its limits) yields exactly one
+// record on the node that served it; a request a peer served is
+// recorded by the peer (Forwarded), never here. Refusals before
+// admission are counted in metrics only.
 //
 // Surfaces (api/openai, api/anthropic) own their wire formats and give
 // the pipeline only their decoding, encoding and error shape (Format);
@@ -27,8 +35,10 @@ import (
 	"unicode/utf8"
 
 	"github.com/meridian-mesh/meridian/edge/gateway"
+	"github.com/meridian-mesh/meridian/edge/limits"
 	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/edge/metrics"
+	"github.com/meridian-mesh/meridian/edge/usage"
 	"github.com/meridian-mesh/meridian/shared/table"
 )
 
@@ -65,6 +75,23 @@ type Config struct {
 	// Admission bounds the requests served at once, across surfaces;
 	// nil means no bound.
 	Admission *Admission
+	// Limits enforces keys' and tenants' RPM and TPM; nil enforces none.
+	Limits *limits.Limiter
+	// Usage receives one record per request this node serves; nil
+	// records none.
+	Usage *usage.Recorder
+	// Node and Region name this node in usage records.
+	Node, Region string
+	// Now is the clock for key expiry, budgets and limits; nil means
+	// time.Now.
+	Now func() time.Time
+}
+
+func (c *Config) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
 }
 
 // Admission counts the API requests being served against a limit. It is
@@ -100,20 +127,22 @@ func (c *Config) Done() {
 	}
 }
 
-// Authenticate checks the client's key against the table's key hashes.
-// The key may come as "Authorization: Bearer", "x-api-key" (Anthropic's
-// SDKs) or "api-key".
+// Authenticate checks the client's key against the table's key hashes
+// and returns who the request is for. The key may come as
+// "Authorization: Bearer", "x-api-key" (Anthropic's SDKs) or "api-key".
 //
 // Unless NoAuth is set, a key the table lists is required, and a table
 // that lists none refuses every request: deleting the last key, or a
 // control plane that has none yet, closes the edge rather than opening
-// it. With NoAuth every request is accepted; a key the table lists
-// still names its tenant, so tenant policies apply.
-func (c *Config) Authenticate(r *http.Request) (keyID string, e *llm.Error) {
+// it. A disabled or expired key is answered exactly as an unknown one,
+// so the answer never says whether a key exists. With NoAuth every
+// request is accepted; a usable key the table lists still names its
+// tenant, so tenant policies apply.
+func (c *Config) Authenticate(r *http.Request) (Identity, *llm.Error) {
 	return c.authenticate(r, c.Gateway.SnapshotFor(r.Context()).Table())
 }
 
-func (c *Config) authenticate(r *http.Request, tab *table.Compiled) (keyID string, e *llm.Error) {
+func (c *Config) authenticate(r *http.Request, tab *table.Compiled) (Identity, *llm.Error) {
 	key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok {
 		key = r.Header.Get("X-Api-Key")
@@ -124,24 +153,28 @@ func (c *Config) authenticate(r *http.Request, tab *table.Compiled) (keyID strin
 	key = strings.TrimSpace(key)
 	if c.NoAuth {
 		if key == "" || !tab.HasKeys() {
-			return "", nil
+			return Identity{}, nil
 		}
-		return c.lookup(r, tab, key), nil
+		id, _ := c.lookup(r, tab, key)
+		return id, nil
 	}
 	if !tab.HasKeys() {
-		return "", ErrNoKeys()
+		return Identity{}, ErrNoKeys()
 	}
 	if key == "" {
-		return "", &llm.Error{Status: http.StatusUnauthorized, Type: llm.TypeAuthentication, Code: "invalid_api_key",
+		return Identity{}, &llm.Error{Status: http.StatusUnauthorized, Type: llm.TypeAuthentication, Code: "invalid_api_key",
 			Message: "You didn't provide an API key. Send it in the Authorization header as 'Bearer YOUR_KEY' or in x-api-key."}
 	}
-	id := c.lookup(r, tab, key)
-	if id == "" {
-		return "", &llm.Error{Status: http.StatusUnauthorized, Type: llm.TypeAuthentication, Code: "invalid_api_key",
-			Message: "Incorrect API key provided."}
+	id, ok := c.lookup(r, tab, key)
+	if !ok {
+		return Identity{}, errBadKey
 	}
 	return id, nil
 }
+
+// errBadKey answers an unknown, disabled and expired key alike.
+var errBadKey = &llm.Error{Status: http.StatusUnauthorized, Type: llm.TypeAuthentication, Code: "invalid_api_key",
+	Message: "Incorrect API key provided."}
 
 // ErrNoKeys is the answer of an edge in auth mode "keys" whose routing
 // table lists no keys: it can authenticate nobody, so it refuses
@@ -151,18 +184,23 @@ func ErrNoKeys() *llm.Error {
 		Message: "This Meridian edge requires an API key but has no keys to accept: its routing table lists none, so every request is refused until an operator adds one."}
 }
 
-// lookup returns the ID of the table's key whose hash matches key, or ""
-// when none does, and hands the key's tenant to the router.
-func (c *Config) lookup(r *http.Request, tab *table.Compiled, key string) string {
+// lookup returns the identity of the table's usable key whose hash
+// matches key, and hands it to the router (tenant, key regions).
+func (c *Config) lookup(r *http.Request, tab *table.Compiled, key string) (Identity, bool) {
 	sum := sha256.Sum256([]byte(key))
 	k, ok := tab.KeyByHash(hex.EncodeToString(sum[:]))
-	if !ok {
-		return ""
+	if !ok || !usable(k, c) {
+		return Identity{}, false
+	}
+	id := Identity{KeyID: k.ID, TenantID: k.Tenant, Key: k}
+	if k.Tenant != "" {
+		id.Tenant, _ = tab.Tenant(k.Tenant)
 	}
 	if cl := gateway.ClientFrom(r.Context()); cl != nil {
-		cl.Tenant = k.Tenant // the tenant's policies reach the router
+		// The tenant's and the key's policies reach the router.
+		cl.Tenant, cl.Key, cl.KeyRegions = k.Tenant, k.ID, k.AllowedRegions
 	}
-	return k.ID
+	return id, true
 }
 
 // ReadBody reads a request body within the size and time limits.
@@ -264,6 +302,8 @@ func Micros(d time.Duration) string {
 // Outcome is what a request's log line and metrics say.
 type Outcome struct {
 	Model, Target string
+	// Tenant and Key are who the request was for, once authenticated.
+	Tenant, Key string
 	// Status is the HTTP status, "499" when the client went away, or
 	// "stream_error" when a stream broke after its first byte.
 	Status   string
@@ -306,6 +346,8 @@ func (c *Config) finish(r *http.Request, start time.Time, o *Outcome, tab *table
 		slog.String("path", r.URL.Path),
 		slog.String("model", o.Model),
 		slog.String("target", o.Target),
+		slog.String("tenant", o.Tenant),
+		slog.String("key", o.Key),
 		slog.String("status", o.Status),
 		slog.Int64("duration_us", d.Microseconds()),
 		slog.Int64("overhead_us", o.Overhead.Microseconds()),

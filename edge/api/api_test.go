@@ -61,16 +61,16 @@ func TestAuthenticate(t *testing.T) {
 			r = r.WithContext(gateway.WithClient(r.Context(), cl))
 			id, e := c.Authenticate(r)
 			if tt.want == "" {
-				if e != nil || id != tt.wantID {
-					t.Fatalf("got %q, %v; want %q accepted", id, e, tt.wantID)
+				if e != nil || id.KeyID != tt.wantID {
+					t.Fatalf("got %q, %v; want %q accepted", id.KeyID, e, tt.wantID)
 				}
-				if id != "" && cl.Tenant != "acme" {
+				if id.KeyID != "" && (cl.Tenant != "acme" || cl.Key != "k" || id.TenantID != "acme" || id.Tenant == nil) {
 					t.Fatalf("tenant %q", cl.Tenant)
 				}
 				return
 			}
 			if e == nil || e.Status != http.StatusUnauthorized || e.Code != "invalid_api_key" || !strings.Contains(e.Message, tt.want) {
-				t.Fatalf("got %q, %+v; want a 401 invalid_api_key saying %q", id, e, tt.want)
+				t.Fatalf("got %q, %+v; want a 401 invalid_api_key saying %q", id.KeyID, e, tt.want)
 			}
 		})
 	}

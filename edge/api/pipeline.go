@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/meridian-mesh/meridian/edge/gateway"
+	"github.com/meridian-mesh/meridian/edge/limits"
 	"github.com/meridian-mesh/meridian/edge/llm"
+	"github.com/meridian-mesh/meridian/shared/table"
 )
 
 // Format is what a client format (api/openai, api/anthropic) gives the
@@ -27,6 +30,9 @@ type Format interface {
 	Stream(r *http.Request, req *llm.Request, res *gateway.Result) StreamEncoder
 	// KeepAlive is the whole event sent after a silence on a stream.
 	KeepAlive() []byte
+	// RateLimitHeaders sets the format's rate-limit headers from v, on
+	// answers and refusals alike, for the limits that applied.
+	RateLimitHeaders(h http.Header, v *limits.Verdict, now time.Time)
 }
 
 // Decoder turns a request body into the canonical request. r is there
@@ -71,6 +77,17 @@ type exchange struct {
 	// wrote is set once the status line is decided: after it, failures
 	// can only be reported inside the body.
 	wrote bool
+
+	// What settle needs once the request is admitted: who it was for,
+	// the limits it was charged to with its token estimate, and what
+	// the gateway gave.
+	id       Identity
+	checks   [2]limits.Check
+	limited  []limits.Check
+	estimate int64
+	res      *gateway.Result
+	chunks   int
+	streamed bool
 }
 
 func (x *exchange) fail(e *llm.Error) {
@@ -119,10 +136,12 @@ func (x *exchange) serve(decode Decoder) {
 		return
 	}
 	defer x.c.Done()
-	if _, e := x.c.authenticate(r, snap.Table()); e != nil {
+	id, e := x.c.authenticate(r, snap.Table())
+	if e != nil {
 		x.fail(e)
 		return
 	}
+	x.o.Tenant, x.o.Key = id.TenantID, id.KeyID
 	body, e := x.c.ReadBody(w, r)
 	if e != nil {
 		x.fail(e)
@@ -135,8 +154,32 @@ func (x *exchange) serve(decode Decoder) {
 	}
 	req.ID = r.Header.Get(HeaderRequestID)
 	x.o.Model = req.Model
+	if !id.allowsModel(req.Model) {
+		x.fail(ErrModelNotAllowed(id.KeyID, req.Model))
+		return
+	}
+	now := x.c.now()
+	if id.exhausted(now) {
+		x.fail(ErrInsufficientQuota(id.Tenant))
+		return
+	}
+	// Tokens are charged at admission from the prompt (about four bytes
+	// a token) and corrected once the answer says what it used.
+	x.estimate = int64(len(body) / 4)
+	if cs := id.checks(&x.checks); len(cs) > 0 && x.c.Limits != nil {
+		v := x.c.Limits.Admit(now, cs, x.estimate)
+		x.f.RateLimitHeaders(w.Header(), &v, now)
+		if !v.Allowed {
+			x.fail(ErrRateLimited(&v))
+			return
+		}
+		x.limited = cs
+	}
+	x.id = id
+	defer x.settle(snap.Table(), req, body)
 
 	res, err := x.c.Gateway.DoIn(r.Context(), snap, req)
+	x.res = res
 	x.o.Target = res.Route.Target
 	w.Header().Set(HeaderRoute, res.Route.Header())
 	if err != nil {
@@ -151,6 +194,7 @@ func (x *exchange) serve(decode Decoder) {
 		return
 	}
 	if res.Response.Stream != nil {
+		x.streamed = true
 		x.stream(req, res)
 		return
 	}
@@ -182,6 +226,7 @@ func (x *exchange) stream(req *llm.Request, res *gateway.Result) {
 	defer sw.Stop()
 	var encodeErr error
 	streamErr, writeErr := Relay(st, x.start, &x.o, func(c *llm.Chunk, flush bool) error {
+		x.chunks++
 		err := sw.Write(func(b []byte) []byte {
 			b, encodeErr = enc.Chunk(b, c)
 			return b
@@ -218,4 +263,42 @@ func (x *exchange) stream(req *llm.Request, res *gateway.Result) {
 		}
 		sw.Write(func(b []byte) []byte { return enc.Error(b, e) }, true)
 	}
+}
+
+// settle runs once an admitted request is over: it corrects the
+// limits' token charge by what the answer used and records the
+// request's usage, unless a peer served it (the peer records it).
+func (x *exchange) settle(tab *table.Compiled, req *llm.Request, body []byte) {
+	o := &x.o
+	answered := x.res != nil && x.res.Response != nil
+	var in, out uint64
+	switch {
+	case !answered:
+		// Nothing was served: nothing used.
+	case o.HasUsage:
+		in, out = tokens(o.Usage)
+	default:
+		// A stream that reported no usage: the prompt's estimate, and a
+		// token per chunk sent.
+		in, out = uint64(x.estimate), uint64(x.chunks)
+	}
+	if x.limited != nil {
+		x.c.Limits.Correct(x.c.now(), x.limited, int64(in+out)-x.estimate)
+	}
+	if x.c.Usage == nil || (answered && x.res.Route.Kind == "peer") {
+		return
+	}
+	s := &served{requestID: req.ID, tenant: x.id.TenantID, key: x.id.KeyID, model: req.Model,
+		tokensIn: in, tokensOut: out, start: x.start, stream: x.streamed}
+	if x.res != nil {
+		s.route = x.res.Route
+	}
+	switch {
+	case x.streamed:
+		s.status = http.StatusOK
+		s.interrupted = o.Status != "200"
+	default:
+		s.status, _ = strconv.Atoi(o.Status)
+	}
+	x.c.record(tab, s)
 }

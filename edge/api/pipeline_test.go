@@ -12,11 +12,13 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/meridian-mesh/meridian/edge/api"
 	"github.com/meridian-mesh/meridian/edge/api/anthropic"
 	"github.com/meridian-mesh/meridian/edge/api/openai"
 	"github.com/meridian-mesh/meridian/edge/gateway"
+	"github.com/meridian-mesh/meridian/edge/limits"
 	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/edge/provider"
 	"github.com/meridian-mesh/meridian/shared/table"
@@ -145,6 +147,7 @@ func (swapFormat) Encode(_ *llm.Request, resp *llm.Response) ([]byte, llm.Usage,
 }
 func (swapFormat) Stream(*http.Request, *llm.Request, *gateway.Result) api.StreamEncoder { return nil }
 func (swapFormat) KeepAlive() []byte                                                     { return nil }
+func (swapFormat) RateLimitHeaders(http.Header, *limits.Verdict, time.Time)              {}
 
 // TestPanicAnswersInClientFormat makes the upstream adapter panic: each
 // surface answers 500 in its own client's error shape, and keeps

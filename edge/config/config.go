@@ -95,6 +95,9 @@ type Config struct {
 	// Routing tunes the router's health checks.
 	Routing Routing `yaml:"routing"`
 
+	// Usage configures usage records and the exchange of limit reports.
+	Usage Usage `yaml:"usage"`
+
 	// Table is the static routing table: providers, models, routes and
 	// client key hashes. Use EffectiveTable, which adds the local
 	// engine's routes.
@@ -282,6 +285,7 @@ func DefaultConfig() Config {
 		Link:               DefaultLink(),
 		Control:            DefaultControl(),
 		Geo:                geo.DefaultConfig(),
+		Usage:              DefaultUsage(),
 		Routing:            Routing{BreakerThreshold: 5, BreakerCooldown: 10 * time.Second, FailoverBudget: 30 * time.Second, PeerTTFBFloor: time.Second},
 	}
 }
@@ -348,6 +352,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.Link.validate(&c.Table, c.Control.Identity()); err != nil {
+		return err
+	}
+	if err := c.Usage.validate(); err != nil {
 		return err
 	}
 	if err := c.Control.validate(); err != nil {

@@ -256,3 +256,21 @@ func TestAuthModeValidation(t *testing.T) {
 		t.Fatalf("Validate: %v", err)
 	}
 }
+
+func TestUsageConfig(t *testing.T) {
+	c := DefaultConfig()
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Records() {
+		t.Fatal("a standalone edge without a spool dir records usage")
+	}
+	c.Usage.SpoolDir = t.TempDir()
+	if !c.Records() || c.UsageDir() != c.Usage.SpoolDir {
+		t.Fatalf("spool dir %q: records %v, dir %q", c.Usage.SpoolDir, c.Records(), c.UsageDir())
+	}
+	c.Usage.LimitsInterval = time.Millisecond
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "usage.limits_interval") {
+		t.Fatalf("a 1ms exchange interval: %v", err)
+	}
+}

@@ -355,8 +355,14 @@ type Client struct {
 	// Location is where the client is; HasLocation false when unknown.
 	Location    router.Point
 	HasLocation bool
-	// Tenant is the tenant of the client's key.
+	// Tenant is the tenant of the client's key, and Key the key's ID;
+	// empty when the client sent no key the table lists. For a request
+	// a peer forwarded here they are the ones the peer authenticated.
 	Tenant string
+	Key    string
+	// KeyRegions are the key's allowed regions, which the router applies
+	// on top of the tenant's.
+	KeyRegions []string
 	// Forwarded marks a request a peer routed here: it never hops to
 	// another peer.
 	Forwarded bool
@@ -383,6 +389,7 @@ func (g *Gateway) request(ctx context.Context, v router.View, req *llm.Request, 
 	*r = router.Request{Model: req.Model, PromptTokens: len(req.Body) / 4}
 	if c := ClientFrom(ctx); c != nil {
 		r.Client, r.HasClient, r.Tenant, r.Forwarded = c.Location, c.HasLocation, c.Tenant, c.Forwarded
+		r.KeyRegions = c.KeyRegions
 	}
 	r.AllowedRegions = req.AllowedRegions
 	if req.Op != llm.OpChat || !v.NeedsCapabilities(req.Model) {

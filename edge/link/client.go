@@ -120,6 +120,11 @@ func (p *Peer) Do(ctx context.Context, req *llm.Request, upstreamModel string) (
 	if err != nil {
 		return nil, err
 	}
+	caller := CallerFrom(ctx)
+	if p.t.cfg.Caller != nil {
+		caller = p.t.cfg.Caller(ctx)
+	}
+	h.Tenant, h.Key = caller.Tenant, caller.Key
 	s, st, err := p.send(ctx, conn, h)
 	if errors.Is(err, quic.Err0RTTRejected) {
 		// The peer could not resume the session (it restarted, say) and

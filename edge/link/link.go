@@ -80,6 +80,9 @@ type Config struct {
 	// revoked, or a certificate older than the node's latest join). Nil
 	// accepts any node certificate from the CA.
 	Authorize func(node string, cert *x509.Certificate) error
+	// Caller, when set, names the tenant and key a request is forwarded
+	// for, from its context; nil sends the Caller in ctx (WithCaller).
+	Caller func(ctx context.Context) Caller
 	// RevalidateInterval is how often open links are checked again
 	// (Revalidate), so a certificate that expires while its link is up
 	// ends the link. Default 30s.

@@ -183,6 +183,7 @@ func (t *Transport) serveStream(conn *quic.Conn, str *quic.Stream, h Handler) {
 		defer dcancel()
 	}
 	ctx = WithHops(ctx, int(hdr.Hops))
+	ctx = WithCaller(ctx, Caller{Tenant: hdr.Tenant, Key: hdr.Key, Via: peer})
 
 	start := time.Now()
 	resp, err := h(ctx, req)

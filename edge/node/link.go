@@ -61,6 +61,7 @@ func listenLink(cfg config.Config, c link.Config, log *slog.Logger, m *metrics.M
 	c.PingInterval, c.PingMisses = lc.PingInterval, lc.PingMisses
 	c.Logger = log.With("component", "link")
 	c.OnPeerDown = down
+	c.Caller = linkCaller
 	c.Registerer = m.Registerer()
 	return link.Listen(c, lc.Listen)
 }
@@ -73,12 +74,22 @@ var _ provider.Provider = (*link.Peer)(nil)
 //
 // A peer that forwards a request here has routed it already: it never
 // hops onwards, and the residency policy it carries still applies.
+//
+// The tenant and key the peer authenticated come with the request
+// (link.CallerFrom): this node records the request's usage under them,
+// and the peer records nothing.
 func (n *Node) serveForwarded(ctx context.Context, req *llm.Request) (*llm.Response, error) {
-	res, err := n.gw.Do(gateway.WithClient(ctx, &gateway.Client{Forwarded: true}), req)
-	if err != nil {
-		return nil, err
+	caller := link.CallerFrom(ctx)
+	cl := &gateway.Client{Forwarded: true, Tenant: caller.Tenant, Key: caller.Key}
+	return n.api.Forwarded(gateway.WithClient(ctx, cl), cl, caller.Via, req)
+}
+
+// linkCaller names the tenant and key a request is forwarded for.
+func linkCaller(ctx context.Context) link.Caller {
+	if cl := gateway.ClientFrom(ctx); cl != nil {
+		return link.Caller{Tenant: cl.Tenant, Key: cl.Key}
 	}
-	return res.Response, nil
+	return link.Caller{}
 }
 
 // serveLink starts accepting peers' links, when links are on.

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/meridian-mesh/meridian/edge/api"
 	openaiapi "github.com/meridian-mesh/meridian/edge/api/openai"
 	"github.com/meridian-mesh/meridian/edge/engine"
 	"github.com/meridian-mesh/meridian/edge/gateway"
@@ -257,13 +258,16 @@ func (n *Node) route(w http.ResponseWriter, r *http.Request) {
 		c := n.client(r)
 		req.Client, req.HasClient = c.Location, c.HasLocation
 	}
+	var access *api.Access
 	if id := q.Get("key"); id != "" {
-		i := slices.IndexFunc(n.gw.Table().Table().Keys, func(k table.Key) bool { return k.ID == id })
-		if i < 0 {
+		tab := n.gw.Table()
+		if access = n.api.Access(tab, id, req.Model, time.Now()); access == nil {
 			openaiapi.WriteError(w, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "key", "No key with ID %q.", id))
 			return
 		}
-		req.Tenant = n.gw.Table().Table().Keys[i].Tenant
+		i := slices.IndexFunc(tab.Table().Keys, func(k table.Key) bool { return k.ID == id })
+		k := &tab.Table().Keys[i]
+		req.Tenant, req.KeyRegions = k.Tenant, k.AllowedRegions
 	}
 	if v := q.Get("prompt_tokens"); v != "" {
 		req.PromptTokens, _ = strconv.Atoi(v)
@@ -276,5 +280,11 @@ func (n *Node) route(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	enc.Encode(ex)
+	// With &key=, the plan comes with what the key may do now: its
+	// limits and their use, its tenant's budget, and why its requests
+	// would be refused before routing.
+	enc.Encode(struct {
+		*gateway.Explanation
+		Access *api.Access `json:"access,omitempty"`
+	}{ex, access})
 }

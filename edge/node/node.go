@@ -27,11 +27,14 @@ import (
 	"github.com/meridian-mesh/meridian/edge/gateway"
 	"github.com/meridian-mesh/meridian/edge/geo"
 	"github.com/meridian-mesh/meridian/edge/gossip"
+	"github.com/meridian-mesh/meridian/edge/limits"
 	"github.com/meridian-mesh/meridian/edge/link"
 	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/edge/metrics"
 	"github.com/meridian-mesh/meridian/edge/tablesync"
+	"github.com/meridian-mesh/meridian/edge/usage"
 	"github.com/meridian-mesh/meridian/shared/backoff"
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -61,6 +64,12 @@ type Node struct {
 	sync *tablesync.Syncer // nil without a control plane (table.go)
 
 	id *identity // nil without a fleet identity (join.go)
+
+	// api is what the surfaces were built from; forwarded requests and
+	// the dry run use it too.
+	api    *api.Config
+	limits *limits.Limiter
+	usage  *usage.Recorder // nil when the edge records no usage
 }
 
 // New builds a node from a validated config. It does not listen yet.
@@ -124,6 +133,20 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 
 	n.logAuth()
 
+	lc := limits.DefaultConfig()
+	lc.Node, lc.Interval, lc.Logger = cfg.NodeID, cfg.Usage.LimitsInterval, log.With("component", "limits")
+	if n.limits, err = limits.New(lc); err != nil {
+		return nil, err
+	}
+	if cfg.Records() {
+		uc := usage.DefaultConfig()
+		uc.Node, uc.Dir, uc.QueueSize = cfg.NodeID, cfg.UsageDir(), cfg.Usage.QueueSize
+		uc.Logger, uc.Registerer = log.With("component", "usage"), m.Registerer()
+		if n.usage, err = usage.New(uc); err != nil {
+			return nil, err
+		}
+	}
+
 	mux := http.NewServeMux()
 	surface := api.DefaultConfig()
 	surface.Gateway, surface.Metrics, surface.Logger = gw, m, log
@@ -131,9 +154,14 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 	surface.KeepAlive, surface.StreamWriteTimeout = cfg.StreamKeepAlive, cfg.StreamWriteTimeout
 	surface.Admission = api.NewAdmission(cfg.MaxInFlight)
 	surface.NoAuth = n.authMode() == config.AuthNone
+	surface.Limits, surface.Node, surface.Region = n.limits, cfg.NodeID, cfg.Region
+	if n.usage != nil {
+		surface.Usage = n.usage
+	}
 	if err := surface.Validate(); err != nil {
 		return nil, err
 	}
+	n.api = &surface
 	oai, anth := openaiapi.New(surface), anthropicapi.New(surface)
 	oai.Register(mux)
 	anth.Register(mux)
@@ -288,6 +316,11 @@ func (n *Node) Run(ctx context.Context) error {
 		return terr
 	}
 	defer stopTable()
+	stopUsage, uerr := n.startUsage()
+	if uerr != nil {
+		return uerr
+	}
+	defer stopUsage() // after the drain: the last records are spooled
 	errc := make(chan error, 1)
 	go func() { errc <- n.srv.Serve(n.ln) }()
 	if n.gossip != nil {
@@ -549,3 +582,31 @@ func (w *responseWriter) Flush() {
 
 // Unwrap lets http.ResponseController reach the connection's writer.
 func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// startUsage starts the exchange of limit reports and the delivery of
+// usage records over the control bus, when the edge follows a control
+// plane; a standalone edge enforces limits alone and keeps its records
+// in the spool. stop ends both, spooling what is queued.
+func (n *Node) startUsage() (stop func(), err error) {
+	var nc *nats.Conn
+	if n.sync != nil {
+		nc = n.sync.Conn()
+	}
+	if nc != nil {
+		if err := n.limits.Start(nc); err != nil {
+			return nil, err
+		}
+	}
+	if n.usage != nil {
+		if err := n.usage.Start(nc); err != nil {
+			n.limits.Close()
+			return nil, err
+		}
+	}
+	return func() {
+		n.limits.Close()
+		if n.usage != nil {
+			n.usage.Close()
+		}
+	}, nil
+}

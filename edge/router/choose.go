@@ -46,6 +46,9 @@ type Request struct {
 	// edge that routed it first; it applies with the route's, the
 	// model's and the tenant's.
 	AllowedRegions []string
+	// KeyRegions are the client key's allowed regions, which apply on
+	// top of its tenant's; empty means anywhere.
+	KeyRegions []string
 }
 
 // Exclusion reasons, as the dry run and x-meridian-route print them.
@@ -123,13 +126,13 @@ type Plan struct {
 	AllowedRegions []string `json:"allowed_regions,omitempty"`
 
 	refusal Refusal
-	allowed [4][]string
+	allowed [5][]string
 }
 
 // Allowed is the intersection of the residency lists that applied: nil
 // when none did. It allocates, so Choose leaves it to explanations.
 func (p *Plan) Allowed() []string {
-	if len(p.allowed[0]) == 0 && len(p.allowed[1]) == 0 && len(p.allowed[2]) == 0 && len(p.allowed[3]) == 0 {
+	if len(p.allowed[0]) == 0 && len(p.allowed[1]) == 0 && len(p.allowed[2]) == 0 && len(p.allowed[3]) == 0 && len(p.allowed[4]) == 0 {
 		return nil
 	}
 	return intersect(&p.allowed)
@@ -139,7 +142,7 @@ func (p *Plan) Allowed() []string {
 func (p *Plan) Reset() {
 	p.Model, p.TableRevision, p.Strategy, p.Refusal = "", 0, "", nil
 	p.Targets, p.Excluded, p.AllowedRegions = p.Targets[:0], p.Excluded[:0], nil
-	p.allowed = [4][]string{}
+	p.allowed = [5][]string{}
 }
 
 // ModelView is what a caller needs to know of a model before asking for
@@ -182,8 +185,8 @@ func (r *Router) ChooseIn(sv View, req *Request, p *Plan) {
 			p.allowed[2] = tn.AllowedRegions
 		}
 	}
-	p.allowed[3] = req.AllowedRegions
-	restricted := len(p.allowed[0]) > 0 || len(p.allowed[1]) > 0 || len(p.allowed[2]) > 0 || len(p.allowed[3]) > 0
+	p.allowed[3], p.allowed[4] = req.AllowedRegions, req.KeyRegions
+	restricted := len(p.allowed[0]) > 0 || len(p.allowed[1]) > 0 || len(p.allowed[2]) > 0 || len(p.allowed[3]) > 0 || len(p.allowed[4]) > 0
 	client, hasClient := req.Client, req.HasClient
 	if !hasClient {
 		client, hasClient = v.self, v.hasSelf
@@ -440,7 +443,7 @@ func pickWeighted(ts []Choice, mv *modelView) {
 }
 
 // allows reports whether region is in every set list.
-func allows(lists *[4][]string, region string) bool {
+func allows(lists *[5][]string, region string) bool {
 	if region == "" {
 		return false
 	}
@@ -453,7 +456,7 @@ func allows(lists *[4][]string, region string) bool {
 }
 
 // intersect is the regions every set list allows, for explanations.
-func intersect(lists *[4][]string) []string {
+func intersect(lists *[5][]string) []string {
 	var out []string
 	first := true
 	for _, l := range lists {

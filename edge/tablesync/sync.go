@@ -690,3 +690,8 @@ func b2f(b bool) float64 {
 	}
 	return 0
 }
+
+// Conn returns the edge's connection to the control bus once Start has
+// run, nil before: the edge's other traffic on the bus (usage records,
+// limit reports) shares it, with its identity and inbox prefix.
+func (s *Syncer) Conn() *nats.Conn { return s.nc }

@@ -48,7 +48,9 @@ func TestValidate(t *testing.T) {
 		{"tenant tpm", func(t *Table) { t.Tenants = []Tenant{{ID: "a", TPM: -1}} }, "tenants[0]"},
 		{"tenant budget", func(t *Table) { t.Tenants = []Tenant{{ID: "a", Budget: -5}} }, "tenants[0].budget"},
 		{"tenant period", func(t *Table) { t.Tenants = []Tenant{{ID: "a", BudgetPeriod: "fortnight"}} }, "tenants[0].budget_period"},
-		{"tenant limits", func(t *Table) { t.Tenants = []Tenant{{ID: "a", RPM: 60, TPM: 1000, Budget: 5, BudgetPeriod: "week", HardLimit: true}} }, ""},
+		{"tenant limits", func(t *Table) {
+			t.Tenants = []Tenant{{ID: "a", RPM: 60, TPM: 1000, Budget: 5, BudgetPeriod: "week", HardLimit: true}}
+		}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

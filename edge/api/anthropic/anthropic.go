@@ -21,6 +21,7 @@ import (
 
 	"github.com/meridian-mesh/meridian/edge/api"
 	"github.com/meridian-mesh/meridian/edge/gateway"
+	"github.com/meridian-mesh/meridian/edge/limits"
 	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/shared/table"
 )
@@ -116,6 +117,38 @@ var _ api.Format = format{}
 func (format) WriteError(w http.ResponseWriter, r *http.Request, e *llm.Error) { WriteError(w, r, e) }
 
 func (format) KeepAlive() []byte { return pingEvent }
+
+// RateLimitHeaders sets Anthropic's anthropic-ratelimit-* headers: the
+// limit, what remains of it and when it resets fully (RFC 3339). The
+// values share one string, so the headers cost two allocations.
+func (format) RateLimitHeaders(h http.Header, v *limits.Verdict, now time.Time) {
+	var b [128]byte
+	buf, ends := b[:0], [6]int{}
+	names := [6]string{"Anthropic-Ratelimit-Requests-Limit", "Anthropic-Ratelimit-Requests-Remaining", "Anthropic-Ratelimit-Requests-Reset",
+		"Anthropic-Ratelimit-Tokens-Limit", "Anthropic-Ratelimit-Tokens-Remaining", "Anthropic-Ratelimit-Tokens-Reset"}
+	for i, st := range [2]*limits.State{&v.Requests, &v.TokenState} {
+		if !st.Has {
+			ends[3*i], ends[3*i+1], ends[3*i+2] = len(buf), len(buf), len(buf)
+			continue
+		}
+		buf = strconv.AppendInt(buf, st.Limit, 10)
+		ends[3*i] = len(buf)
+		buf = strconv.AppendInt(buf, st.Remaining, 10)
+		ends[3*i+1] = len(buf)
+		buf = now.Add(st.Reset).UTC().Truncate(time.Second).AppendFormat(buf, time.RFC3339)
+		ends[3*i+2] = len(buf)
+	}
+	all := string(buf)
+	vals := make([]string, 6)
+	start := 0
+	for i, end := range ends {
+		if end > start {
+			vals[i] = all[start:end]
+			h[names[i]] = vals[i : i+1 : i+1]
+		}
+		start = end
+	}
+}
 
 func (format) Encode(req *llm.Request, resp *llm.Response) ([]byte, llm.Usage, error) {
 	if resp.Format == llm.FormatAnthropic {

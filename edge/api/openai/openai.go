@@ -15,9 +15,11 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/meridian-mesh/meridian/edge/api"
 	"github.com/meridian-mesh/meridian/edge/gateway"
+	"github.com/meridian-mesh/meridian/edge/limits"
 	"github.com/meridian-mesh/meridian/edge/llm"
 )
 
@@ -76,6 +78,9 @@ func errorBody(e *llm.Error) []byte {
 	if t, ok := openAITypes[typ]; ok {
 		typ = t
 	}
+	if e.Code == "insufficient_quota" {
+		typ = "insufficient_quota" // OpenAI's type and code for exhausted quota
+	}
 	o := errorObject{Message: e.Message, Type: typ}
 	if e.Param != "" {
 		o.Param = &e.Param
@@ -103,6 +108,47 @@ var _ api.Format = format{}
 func (format) WriteError(w http.ResponseWriter, _ *http.Request, e *llm.Error) { WriteError(w, e) }
 
 func (format) KeepAlive() []byte { return keepAliveEvent }
+
+// RateLimitHeaders sets OpenAI's x-ratelimit-* headers: the limit, what
+// remains of it and the time until it resets fully ("17ms", "60s"). The
+// values share one string, so the headers cost two allocations.
+func (format) RateLimitHeaders(h http.Header, v *limits.Verdict, _ time.Time) {
+	var b [128]byte
+	buf, ends := b[:0], [6]int{}
+	names := [6]string{"X-Ratelimit-Limit-Requests", "X-Ratelimit-Remaining-Requests", "X-Ratelimit-Reset-Requests",
+		"X-Ratelimit-Limit-Tokens", "X-Ratelimit-Remaining-Tokens", "X-Ratelimit-Reset-Tokens"}
+	for i, st := range [2]*limits.State{&v.Requests, &v.TokenState} {
+		if !st.Has {
+			ends[3*i], ends[3*i+1], ends[3*i+2] = len(buf), len(buf), len(buf)
+			continue
+		}
+		buf = strconv.AppendInt(buf, st.Limit, 10)
+		ends[3*i] = len(buf)
+		buf = strconv.AppendInt(buf, st.Remaining, 10)
+		ends[3*i+1] = len(buf)
+		buf = appendReset(buf, st.Reset)
+		ends[3*i+2] = len(buf)
+	}
+	all := string(buf)
+	vals := make([]string, 6)
+	start := 0
+	for i, end := range ends {
+		if end > start {
+			vals[i] = all[start:end]
+			h[names[i]] = vals[i : i+1 : i+1]
+		}
+		start = end
+	}
+}
+
+// appendReset renders d as OpenAI does for a reset: milliseconds under a
+// second, else whole seconds rounded up, in Go's duration syntax.
+func appendReset(b []byte, d time.Duration) []byte {
+	if d < time.Second {
+		return append(strconv.AppendInt(b, max(d.Milliseconds(), 0), 10), "ms"...)
+	}
+	return append(strconv.AppendInt(b, int64((d+time.Second-1)/time.Second), 10), 's')
+}
 
 // Encode returns an OpenAI-compatible upstream's body as it came, and
 // renders a translating adapter's answer.

@@ -247,8 +247,15 @@ type Header struct {
 	// policy allows this request in; the serving edge serves it only
 	// there. Empty means anywhere.
 	AllowedRegions []string `protobuf:"bytes,13,rep,name=allowed_regions,json=allowedRegions,proto3" json:"allowed_regions,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// tenant and key are the Tenant.ID and Key.ID the forwarding edge
+	// authenticated the client as, so the serving edge records the
+	// request's usage under them (links are mutual TLS between fleet
+	// nodes, so the serving edge trusts them). Empty for a request from
+	// an edge that demands no key. Fields 14-19 are the identity's.
+	Tenant        string `protobuf:"bytes,14,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Key           string `protobuf:"bytes,15,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Header) Reset() {
@@ -370,6 +377,20 @@ func (x *Header) GetAllowedRegions() []string {
 		return x.AllowedRegions
 	}
 	return nil
+}
+
+func (x *Header) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *Header) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
 }
 
 // Error mirrors edge/llm.Error; the cause never crosses a link.
@@ -758,7 +779,7 @@ const file_proto_link_v1_link_proto_rawDesc = "" +
 	"\x05chunk\x18\x03 \x01(\v2\x17.meridian.link.v1.ChunkH\x00R\x05chunk\x12,\n" +
 	"\x04body\x18\x04 \x01(\v2\x16.meridian.link.v1.BodyH\x00R\x04body\x125\n" +
 	"\atrailer\x18\x05 \x01(\v2\x19.meridian.link.v1.TrailerH\x00R\atrailerB\x06\n" +
-	"\x04kind\"\x93\x03\n" +
+	"\x04kind\"\xbd\x03\n" +
 	"\x06Header\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\fR\x02id\x12\x1d\n" +
 	"\n" +
@@ -775,7 +796,9 @@ const file_proto_link_v1_link_proto_rawDesc = "" +
 	" \x01(\x03R\x0edeadlineUnixMs\x12\x12\n" +
 	"\x04hops\x18\v \x01(\rR\x04hops\x12 \n" +
 	"\vtraceparent\x18\f \x01(\tR\vtraceparent\x12'\n" +
-	"\x0fallowed_regions\x18\r \x03(\tR\x0eallowedRegionsB\b\n" +
+	"\x0fallowed_regions\x18\r \x03(\tR\x0eallowedRegions\x12\x16\n" +
+	"\x06tenant\x18\x0e \x01(\tR\x06tenant\x12\x10\n" +
+	"\x03key\x18\x0f \x01(\tR\x03keyB\b\n" +
 	"\x06_top_k\"\xbb\x01\n" +
 	"\x05Error\x12\x16\n" +
 	"\x06status\x18\x01 \x01(\x05R\x06status\x12\x12\n" +
