@@ -15,7 +15,12 @@
 // and waits for the acks, so a slow bus never holds up the spool. Once
 // everything in the spool is acknowledged the spool is emptied. While the bus is away records stay
 // in the spool and are retried with backoff; on start, whatever the
-// spool holds is sent again, so an edge restart loses nothing. A record
+// spool holds is sent again, so an edge restart loses nothing spooled. A
+// graceful stop spools the queue first. The one window: a SIGKILL (or
+// crash) within Flush of a request's end loses that request's record,
+// which was still in memory; closing it means a write to the spool on
+// the request's path (about a syscall per request) or a memory-mapped
+// spool, not built yet. A record
 // sent twice (acked, but the spool not yet emptied when the edge died)
 // is dropped by JetStream's duplicate window and again by the control
 // plane's aggregation, both by request ID.
