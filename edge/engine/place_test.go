@@ -433,7 +433,20 @@ func (f *fakeOllama) record(call string) {
 	f.mu.Unlock()
 }
 
+// enter records a management call and counts it in progress. A call
+// the engine cancelled ends for the engine when its client returns, a
+// moment before this server's handler notices; enter gives such a call a
+// second to leave before counting an overlap. A call still really in
+// progress (one held at the gate) does not leave, so the overlap counts.
 func (f *fakeOllama) enter(call string) {
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		f.mu.Lock()
+		idle := f.busy == 0
+		f.mu.Unlock()
+		if idle {
+			break
+		}
+	}
 	f.mu.Lock()
 	f.calls = append(f.calls, call)
 	f.busy++
