@@ -451,6 +451,16 @@ func (c *checker) kill(ctx context.Context) error {
 	if victim == nil {
 		return fmt.Errorf("no edge %q", c.o.Victim)
 	}
+	before := map[string][]string{}
+	for _, e := range c.m.Edges {
+		for _, model := range c.o.Models {
+			p, err := e.Planned(model)
+			if err != nil {
+				return err
+			}
+			before[e.ID+"/"+model] = p
+		}
+	}
 	// An edge hands each record to its spool within usage.Config.Flush
 	// (10 ms) of the answer; a SIGKILL inside that window loses those
 	// records (edge/usage's package comment). The kill waits it out ten
@@ -464,18 +474,24 @@ func (c *checker) kill(ctx context.Context) error {
 	if err := c.m.Restart(ctx, victim); err != nil {
 		return err
 	}
-	// Every edge plans every model again (the victim's placed copies
-	// back in gossip) before traffic resumes.
+	// Every edge plans again every target it planned before the kill
+	// (the victim's copies back in gossip) before traffic resumes.
 	deadline := time.Now().Add(30 * time.Second)
 	for _, e := range c.m.Edges {
 		for _, model := range c.o.Models {
 			for {
 				p, err := e.Planned(model)
-				if err == nil && len(p) > 0 && (e == victim || !onlyOn(victim.ID, model) || slices.Contains(p, "peer/"+victim.ID)) {
+				missing := ""
+				for _, t := range before[e.ID+"/"+model] {
+					if !slices.Contains(p, t) {
+						missing = t
+					}
+				}
+				if err == nil && len(p) > 0 && missing == "" {
 					break
 				}
 				if time.Now().After(deadline) {
-					return fmt.Errorf("after the restart %s plans %v for %s (%v)", e.ID, p, model, err)
+					return fmt.Errorf("after the restart %s plans %v for %s, not %s as before (%v)", e.ID, p, model, missing, err)
 				}
 				time.Sleep(100 * time.Millisecond)
 			}
@@ -483,11 +499,6 @@ func (c *checker) kill(ctx context.Context) error {
 	}
 	return nil
 }
-
-// onlyOn reports whether the dev fleet places model on node alone
-// (tiny-repeat on ap-south-1): other edges can serve it only once gossip
-// shows it ready there again.
-func onlyOn(node, model string) bool { return model == "tiny-repeat" && node == "ap-south-1" }
 
 type usageRow struct {
 	Requests    int64  `json:"requests"`
