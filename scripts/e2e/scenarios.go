@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
@@ -37,6 +38,7 @@ var scenarios = []scenario{
 	{id: "11", name: "region partitioned", run: partition},
 	{id: "12", name: "corrupt table on the bus", run: corruptTable},
 	{id: "13", name: "exact spend", run: exactSpend},
+	{id: "14", name: "key disabled and revoked, budget spent", run: keyAndBudget},
 }
 
 // 1. A local model answers in the client's own region.
@@ -652,4 +654,117 @@ func exactSpend(x *env) (string, error) {
 		return "", fmt.Errorf("%s: %v (first client error: %s)", r.Line(), r, r.FirstError)
 	}
 	return fmt.Sprintf("%v; %s", r, r.Line()), nil
+}
+
+// 14. Keys and budgets take effect fleet-wide, through meridianctl: a
+// disabled key is refused by every edge (the 401 of an unknown key),
+// enabled again it is served, removed it is refused again; a tenant
+// with a hard budget smaller than one request's cost is refused by every
+// edge with 429 insufficient_quota within 2 s of the answer that spent it.
+func keyAndBudget(x *env) (string, error) {
+	tenant := fmt.Sprintf("budget-%d", time.Now().UnixNano()%1_000_000)
+	if _, err := x.m.Ctl(x.ctx, "tenant", "set", tenant, "--budget", "0.0001", "--hard-limit"); err != nil {
+		return "", err
+	}
+	out, err := x.m.Ctl(x.ctx, "key", "new", "key-"+tenant, "--tenant", tenant, "--json")
+	if err != nil {
+		return "", err
+	}
+	var nk struct{ Key string }
+	if err := json.Unmarshal([]byte(out), &nk); err != nil || nk.Key == "" {
+		return "", fmt.Errorf("key new printed %q: %v", out, err)
+	}
+	// every waits until each edge answers want for key (OpenAI surface),
+	// and says how long that took.
+	every := func(key string, want int, what string) (time.Duration, error) {
+		start := time.Now()
+		err := x.eventually(10*time.Second, what, func() error {
+			for _, e := range x.m.Edges {
+				a, err := x.chat(e, "gpt-4o-mini", key)
+				if err != nil {
+					return err
+				}
+				if a.status != want {
+					return fmt.Errorf("%s answered %d: %s", e.ID, a.status, a.body)
+				}
+			}
+			return nil
+		})
+		return time.Since(start), err
+	}
+	if _, err := every(nk.Key, 200, "every edge to serve the new key"); err != nil {
+		return "", err
+	}
+	if _, err := x.m.Ctl(x.ctx, "key", "disable", "key-"+tenant); err != nil {
+		return "", err
+	}
+	disabled, err := every(nk.Key, 401, "every edge to refuse the disabled key")
+	if err != nil {
+		return "", err
+	}
+	// The refusal is the unknown key's, byte for byte.
+	a, err := x.chat(x.eu, "gpt-4o-mini", nk.Key)
+	if err != nil {
+		return "", err
+	}
+	u, err := x.chat(x.eu, "gpt-4o-mini", "sk-no-such-key-"+tenant)
+	if err != nil {
+		return "", err
+	}
+	if string(a.body) != string(u.body) {
+		return "", fmt.Errorf("a disabled key is told %s, an unknown one %s", a.body, u.body)
+	}
+	if _, err := x.m.Ctl(x.ctx, "key", "enable", "key-"+tenant); err != nil {
+		return "", err
+	}
+	if _, err := every(nk.Key, 200, "every edge to serve the enabled key"); err != nil {
+		return "", err
+	}
+
+	// One Claude answer ($3/$15 per 1M tokens) costs more than $0.0001.
+	b, err := x.chat(x.us, "claude-sonnet", nk.Key)
+	if err != nil {
+		return "", err
+	}
+	spent := time.Now()
+	if b.status != 200 {
+		return "", fmt.Errorf("the spending request: %d %s", b.status, b.body)
+	}
+	var exhausted time.Duration
+	err = x.eventually(10*time.Second, "every edge to refuse the spent tenant", func() error {
+		for _, e := range x.m.Edges {
+			a, err := x.chat(e, "gpt-4o-mini", nk.Key)
+			if err != nil {
+				return err
+			}
+			if a.status != 429 || !strings.Contains(string(a.body), "insufficient_quota") {
+				return fmt.Errorf("%s answered %d: %s", e.ID, a.status, a.body)
+			}
+		}
+		exhausted = time.Since(spent)
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	if exhausted > 2*time.Second {
+		return "", fmt.Errorf("the spent tenant was refused everywhere only after %v, want within 2s", exhausted)
+	}
+	m, err := x.messages(x.ap, "claude-sonnet", nk.Key, false)
+	if err != nil {
+		return "", err
+	}
+	if m.status != 429 || !strings.Contains(string(m.body), `"type":"error"`) {
+		return "", fmt.Errorf("the Anthropic surface told the spent tenant %d %s", m.status, m.body)
+	}
+
+	if _, err := x.m.Ctl(x.ctx, "key", "rm", "key-"+tenant); err != nil {
+		return "", err
+	}
+	revoked, err := every(nk.Key, 401, "every edge to refuse the removed key")
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("disabled: refused by every edge within %v, as an unknown key; enabled: served again; budget $0.0001 spent by one answer: 429 insufficient_quota on every edge %v after it (Anthropic surface too); removed: refused everywhere within %v",
+		disabled.Round(time.Millisecond), exhausted.Round(time.Millisecond), revoked.Round(time.Millisecond)), nil
 }
