@@ -480,6 +480,13 @@ func (x explanation) targets() []string {
 	return out
 }
 
+// gossipRepair bounds a wait for a peer's ready models to reach another
+// edge. Broadcasts carry them within a second; but on a starved CI
+// machine memberlist's UDP reads fall behind, the kernel drops the
+// packets, and only the next push-pull (15 s in the local profile)
+// repairs the view. A wait that would fail sooner tests the machine.
+const gossipRepair = 20 * time.Second
+
 // planFirst is a wait condition: e's dry run for model plans target
 // first. While it does not, its error says what e plans instead, why
 // each other candidate is left out, which table revision e routes by and

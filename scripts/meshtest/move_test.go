@@ -22,7 +22,7 @@ func testMove(t *testing.T, m *mesh) {
 		t.Skip(m.noOllama)
 	}
 	m.placeTiny(t)
-	wait.For(t, 10*time.Second, "edge-b to plan tiny on peer/edge-a first", m.planFirst(t, m.b, "tiny", "peer/edge-a"))
+	wait.For(t, gossipRepair, "edge-b to plan tiny on peer/edge-a first", m.planFirst(t, m.b, "tiny", "peer/edge-a"))
 
 	var (
 		mu       sync.Mutex
@@ -70,7 +70,7 @@ func testMove(t *testing.T, m *mesh) {
 		_, placed := m.a.node.Engine().Models()["tiny"]
 		return !m.a.node.Engine().ModelReady("tiny") && !placed
 	})
-	wait.For(t, 10*time.Second, "edge-c to plan tiny on peer/edge-b first", m.planFirst(t, m.c, "tiny", "peer/edge-b"))
+	wait.For(t, gossipRepair, "edge-c to plan tiny on peer/edge-b first", m.planFirst(t, m.c, "tiny", "peer/edge-b"))
 	time.Sleep(500 * time.Millisecond) // some requests after the move
 	finish()
 

@@ -58,7 +58,7 @@ func testPlacement(t *testing.T, m *mesh) {
 		_, placed := m.a.node.Engine().Models()["tiny"]
 		return !m.a.node.Engine().ModelReady("tiny") && !placed
 	})
-	wait.For(t, 10*time.Second, "edge-c to route tiny to its provider", m.planFirst(t, m.c, "tiny", "provider/mock-ap-south"))
+	wait.For(t, gossipRepair, "edge-c to route tiny to its provider", m.planFirst(t, m.c, "tiny", "provider/mock-ap-south"))
 	before = fallback.requests.Load()
 	a = m.chat(t, m.c, "tiny", keyOpen, "", `"max_tokens":8`)
 	if a.status != 200 || routeField(a.route, "target") != "provider/mock-ap-south" || routeField(a.route, "failed") != "" {
@@ -78,7 +78,7 @@ func (m *mesh) placeTiny(t *testing.T) {
 	t.Helper()
 	m.put(t, "placements", "tiny-on-a", map[string]any{"id": "tiny-on-a", "model": "tiny", "node": "edge-a", "desired": 1})
 	wait.For(t, 60*time.Second, "tiny ready on edge-a", func() bool { return m.a.node.Engine().ModelReady("tiny") })
-	wait.For(t, 10*time.Second, "edge-c to plan tiny on peer/edge-a first", m.planFirst(t, m.c, "tiny", "peer/edge-a"))
+	wait.For(t, gossipRepair, "edge-c to plan tiny on peer/edge-a first", m.planFirst(t, m.c, "tiny", "peer/edge-a"))
 }
 
 // streamedContent joins the content of an OpenAI chat stream's chunks;
