@@ -140,7 +140,7 @@ func testPeerKilled(t *testing.T, m *mesh) {
 		}
 		t.Logf("edge-b's engine: ready %v, models %v", m.b.node.Engine().ReadyModels(), m.b.node.Engine().Models())
 	}
-	wait.For(t, 15*time.Second, "edge-c to see edge-a gone", func() bool {
+	wait.For(t, gossipRepair, "edge-c to see edge-a gone", func() bool {
 		x := m.explain(t, m.c, "tiny")
 		ex, ok := x.excluded("peer/edge-a")
 		return len(x.Targets) == 1 && x.Targets[0].Target == "provider/mock-ap-south" && ok && ex.Reason != ""
