@@ -98,7 +98,7 @@ type answer struct {
 	body   []byte
 }
 
-func (a answer) target() string { return field(a.route, "target") }
+func (a answer) target() string { return mesh.RouteField(a.route, "target") }
 
 func (a answer) String() string {
 	b := string(a.body)
@@ -106,16 +106,6 @@ func (a answer) String() string {
 		b = b[:300] + "…"
 	}
 	return fmt.Sprintf("%d route %q: %s", a.status, a.route, b)
-}
-
-// field returns one field of x-meridian-route, "" when absent.
-func field(route, name string) string {
-	for _, f := range strings.Split(route, ";") {
-		if k, v, ok := strings.Cut(strings.TrimSpace(f), "="); ok && k == name {
-			return v
-		}
-	}
-	return ""
 }
 
 // Header pairs for a request.

@@ -55,7 +55,7 @@ func localAnswer(x *env) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if field(r.Route, "target") != "local" || !strings.HasPrefix(r.Text, "abc") {
+	if mesh.RouteField(r.Route, "target") != "local" || !strings.HasPrefix(r.Text, "abc") {
 		return "", fmt.Errorf("npm openai SDK at eu-west-1: route %q text %q", r.Route, r.Text)
 	}
 	return "eu-west-1 and ap-south-1 answer their own clients from their own Ollama (target=local), also streamed through the npm openai SDK", nil
@@ -79,7 +79,7 @@ func peerHop(x *env) (string, error) {
 	if err := stream.Err(); err != nil {
 		return "", fmt.Errorf("openai-go stream at eu-west-1: %w", err)
 	}
-	if resp == nil || field(resp.Header.Get("X-Meridian-Route"), "target") != "peer/ap-south-1" || text != "aaaaaaaa" || chunks < 3 {
+	if resp == nil || mesh.RouteField(resp.Header.Get("X-Meridian-Route"), "target") != "peer/ap-south-1" || text != "aaaaaaaa" || chunks < 3 {
 		return "", fmt.Errorf("openai-go stream of tiny-repeat at eu-west-1: route %q, %d chunks, text %q", resp.Header.Get("X-Meridian-Route"), chunks, text)
 	}
 	a, err := x.messages(x.us, "tiny-repeat", mesh.KeyOpen, true)
@@ -116,7 +116,7 @@ func providerFailover(x *env) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		if field(a.route, "attempt") != "2" {
+		if mesh.RouteField(a.route, "attempt") != "2" {
 			return "", fmt.Errorf("resilient-chat at %s with OpenAI down: want the second attempt, route %q", e.ID, a.route)
 		}
 	}
@@ -132,14 +132,14 @@ func anthropicSDKPeer(x *env) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if field(r.Route, "target") != "peer/eu-west-1" || !strings.HasPrefix(r.Text, "abc") || r.Events < 4 {
+	if mesh.RouteField(r.Route, "target") != "peer/eu-west-1" || !strings.HasPrefix(r.Text, "abc") || r.Events < 4 {
 		return "", fmt.Errorf("npm @anthropic-ai/sdk at us-east-1: route %q, %d events, text %q", r.Route, r.Events, r.Text)
 	}
 	r, err = x.nodeSDK("anthropic", x.eu, "tiny-repeat", mesh.KeyOpen, "")
 	if err != nil {
 		return "", err
 	}
-	if field(r.Route, "target") != "peer/ap-south-1" || !strings.HasPrefix(r.Text, "aaa") {
+	if mesh.RouteField(r.Route, "target") != "peer/ap-south-1" || !strings.HasPrefix(r.Text, "aaa") {
 		return "", fmt.Errorf("npm @anthropic-ai/sdk at eu-west-1: route %q text %q", r.Route, r.Text)
 	}
 	return fmt.Sprintf("the npm @anthropic-ai/sdk streams tiny from eu-west-1 through us-east-1, and tiny-repeat from ap-south-1 through eu-west-1 (%d events)", r.Events), nil
@@ -261,7 +261,7 @@ func (x *env) startTraffic(e *mesh.Edge, model string, clients int, hdr ...strin
 				switch {
 				case err == nil:
 					t.ok.Add(1)
-					t.targets[field(route, "target")]++
+					t.targets[mesh.RouteField(route, "target")]++
 				case started:
 					t.failedLate.Add(1)
 				default:

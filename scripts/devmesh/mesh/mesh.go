@@ -990,3 +990,14 @@ func httpGet(url, token string) (response, error) {
 	b, err := io.ReadAll(resp.Body)
 	return response{resp.StatusCode, b}, err
 }
+
+// RouteField returns one field of an answer's x-meridian-route header
+// ("target=peer/eu-west-1; model=tiny; attempt=1; …"), "" when absent.
+func RouteField(route, name string) string {
+	for _, f := range strings.Split(route, ";") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(f), "="); ok && k == name {
+			return v
+		}
+	}
+	return ""
+}

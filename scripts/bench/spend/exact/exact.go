@@ -345,7 +345,7 @@ func (c *checker) post(ctx context.Context, e *mesh.Edge, path, body string, hdr
 // count adds one answered request to the clients' books.
 func (c *checker) count(a answer, model string, anthropic bool) {
 	in, out := usageOf(a, anthropic)
-	target := field(a.route, "target")
+	target := mesh.RouteField(a.route, "target")
 	cost := int64(0)
 	if provider, ok := strings.CutPrefix(target, "provider/"); ok && a.status == http.StatusOK {
 		up := model
@@ -427,16 +427,6 @@ func usageOf(a answer, anthropic bool) (in, out uint64) {
 		}
 	}
 	return in, out
-}
-
-// field returns one field of x-meridian-route.
-func field(route, name string) string {
-	for _, f := range strings.Split(route, ";") {
-		if k, v, ok := strings.Cut(strings.TrimSpace(f), "="); ok && k == name {
-			return v
-		}
-	}
-	return ""
 }
 
 // kill SIGKILLs the victim the moment traffic paused, so that its last
