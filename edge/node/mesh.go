@@ -85,6 +85,7 @@ func (n *Node) followMembers(stop <-chan struct{}) {
 			last = ms
 		}
 		n.handoff(ms, seen)
+		n.refreshReady()
 		select {
 		case <-stop:
 			return
@@ -205,7 +206,23 @@ func (n *Node) readyModels() []string {
 func (n *Node) gossipReady() {
 	n.readyMu.Lock()
 	defer n.readyMu.Unlock()
-	n.gossip.SetReadyModels(n.readyModels())
+	n.gossiped = n.readyModels()
+	n.gossip.SetReadyModels(n.gossiped)
+}
+
+// refreshReady gossips the engine's ready models again when they drifted
+// from what was last gossiped: a guard, run with every look at the
+// fleet, so that a change whose notice went astray is corrected within
+// a quarter of a second rather than never.
+func (n *Node) refreshReady() {
+	n.readyMu.Lock()
+	defer n.readyMu.Unlock()
+	ready := n.readyModels()
+	if slices.Equal(ready, n.gossiped) {
+		return
+	}
+	n.gossiped = ready
+	n.gossip.SetReadyModels(ready)
 }
 
 // readyChanged tells the fleet at once when the engine's ready set moves.

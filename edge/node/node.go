@@ -51,6 +51,7 @@ type Node struct {
 	// was read, so two unserialized callers could leave the older set
 	// gossiped as the newer.
 	readyMu  sync.Mutex
+	gossiped []string       // the ready models last gossiped; under readyMu
 	engine   *engine.Engine // nil when the node runs no local engine
 	srv      *http.Server
 	ln       net.Listener
