@@ -28,6 +28,8 @@ func full(t *testing.T, seed uint64) *usagev1.Record {
 			m.Set(f, protoreflect.ValueOfUint32(uint32(n)))
 		case protoreflect.Uint64Kind:
 			m.Set(f, protoreflect.ValueOfUint64(n<<20))
+		case protoreflect.Fixed64Kind:
+			m.Set(f, protoreflect.ValueOfUint64(n<<30))
 		case protoreflect.Int64Kind:
 			m.Set(f, protoreflect.ValueOfInt64(int64(n<<18)))
 		default:

@@ -11,6 +11,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	usagev1 "github.com/meridian-mesh/meridian/proto/usage/v1"
+	"google.golang.org/protobuf/proto"
 )
 
 // killChildEnv makes the test binary, started by TestSIGKILLRightAfterRecord,
@@ -76,10 +79,24 @@ func TestSIGKILLRightAfterRecord(t *testing.T) {
 	defer r.Close()
 	r.mu.Lock()
 	var ids []string
-	for _, rec := range r.pending {
-		ids = append(ids, rec.id)
+	var seqs []uint64
+	epochs := map[uint64]bool{}
+	for _, p := range r.pending {
+		ids = append(ids, p.id)
+		var rec usagev1.Record
+		if err := proto.Unmarshal(p.payload, &rec); err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, rec.GetSeq())
+		epochs[rec.GetEpoch()] = true
 	}
 	r.mu.Unlock()
+	// One run, numbered 1..n with no gap: what the control plane's
+	// deduplication relies on.
+	slices.Sort(seqs)
+	if len(epochs) != 1 || epochs[0] || len(seqs) != n || seqs[0] != 1 || seqs[n-1] != n {
+		t.Fatalf("recovered records' runs %v and seqs %v…, want one run numbered 1..%d", epochs, seqs[:min(len(seqs), 5)], n)
+	}
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
 	if len(ids) != n {

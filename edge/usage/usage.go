@@ -37,6 +37,8 @@ package usage
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -136,7 +138,10 @@ type Recorder struct {
 	sp     *spool
 	// unjournaled counts records that were in memory alone until spooled.
 	unjournaled uint64
-	subj        string
+	// epoch names this run of the recorder; seq numbers its records,
+	// from 1 with no gaps (usagev1.Record's epoch and seq).
+	epoch, seq uint64
+	subj       string
 
 	cost   *prometheus.CounterVec
 	tokens *prometheus.CounterVec
@@ -195,7 +200,7 @@ func New(cfg Config) (*Recorder, error) {
 	}
 	j.reset()
 	r := &Recorder{
-		cfg: cfg, log: cfg.Logger, sp: sp, j: j,
+		cfg: cfg, log: cfg.Logger, sp: sp, j: j, epoch: newEpoch(),
 		subj: usagewire.UsageSubject(cfg.Node),
 		kick: make(chan struct{}, 1), pubKick: make(chan struct{}, 1), started: make(chan struct{}, 1), spooled: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{}),
 	}
@@ -252,6 +257,8 @@ func (r *Recorder) Record(rec *usagev1.Record, l Labels) {
 		r.log.Error("usage: record after close dropped", "request_id", rec.GetRequestId())
 		return
 	}
+	r.seq++
+	rec.Epoch, rec.Seq = r.epoch, r.seq
 	if err := r.j.append(rec); err != nil {
 		r.loose = appendRecordFrame(r.loose, rec)
 		r.unjournaled++
@@ -261,6 +268,17 @@ func (r *Recorder) Record(rec *usagev1.Record, l Labels) {
 	r.qmu.Unlock()
 	if n == r.cfg.Batch {
 		r.kickNow() // a whole batch waits: no need to wait for the tick
+	}
+}
+
+// newEpoch returns a random, non-zero run epoch.
+func newEpoch() uint64 {
+	var b [8]byte
+	for {
+		rand.Read(b[:])
+		if e := binary.LittleEndian.Uint64(b[:]); e != 0 {
+			return e
+		}
 	}
 }
 
