@@ -53,7 +53,7 @@ func notFound(what, id string) *llm.Error {
 }
 
 var errUnavailable = &llm.Error{Status: http.StatusServiceUnavailable, Type: llm.TypeServer, Code: "batches_unavailable",
-	Message: "Batches need this edge to be connected to a control plane with JetStream, and it is not (yet); retry shortly.",
+	Message:    "Batches need this edge to be connected to a control plane with JetStream, and it is not (yet); retry shortly.",
 	RetryAfter: time.Second, Retryable: true}
 
 func internal(err error) *llm.Error {
