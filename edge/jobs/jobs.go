@@ -19,8 +19,11 @@
 // error files exactly as OpenAI does, and completes the batch.
 //
 // Batch work runs below interactive traffic: Workers lines at once at
-// most, and none is started while the local engine has a request
-// waiting for a slot (Busy). A line already running finishes.
+// most, and a line starts only when Busy says its model's capacity is
+// spare (the node: for a local model, a free engine slot, nothing
+// queued and no interactive request in flight). A line already running
+// finishes: an interactive request waits at most for the lines that
+// hold engine slots when it arrives.
 //
 // Objects and batches belong to the caller's tenant (or key, without
 // one): another tenant gets 404, never a hint that they exist.
@@ -35,6 +38,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meridian-mesh/meridian/edge/api"
@@ -56,9 +60,10 @@ type Config struct {
 	// LocalModels lists the model IDs this node serves locally; their
 	// lines are pulled first. Nil means none.
 	LocalModels func() []string
-	// Busy reports interactive traffic waiting for local capacity; no
-	// line is started while it is true. Nil means never busy.
-	Busy func() bool
+	// Busy reports that a line for model must not start now, because
+	// interactive traffic needs the capacity it would take; the worker
+	// looks again shortly. Nil means never busy.
+	Busy func(model string) bool
 	// Workers is how many lines this node runs at once. Default 2.
 	Workers int
 	// AckWait is how long a pulled line may go unacknowledged before
@@ -117,6 +122,8 @@ func (c *Config) Validate() error {
 type Service struct {
 	cfg Config
 	log *slog.Logger
+
+	running atomic.Int64 // lines being served now
 
 	mu    sync.Mutex
 	b     *bus // nil until Start finds the streams
@@ -231,6 +238,10 @@ func (s *Service) Close() {
 	}
 	s.wg.Wait()
 }
+
+// Running returns how many lines this node is serving now, so the node
+// can tell its interactive requests in flight from batch lines.
+func (s *Service) Running() int { return int(s.running.Load()) }
 
 func (s *Service) bus() *bus {
 	s.mu.Lock()

@@ -479,7 +479,10 @@ func TestBusyEdgeYields(t *testing.T) {
 	var busy atomic.Bool
 	busy.Store(true)
 	gw := &fakeGateway{}
-	e := startEdge(t, ns, gw, func(c *Config) { c.Busy = busy.Load })
+	var asked atomic.Value
+	e := startEdge(t, ns, gw, func(c *Config) {
+		c.Busy = func(model string) bool { asked.Store(model); return busy.Load() }
+	})
 	b := e.submit(t, "acme", jsonl(5, "m1"), "24h")
 	// While busy, nothing runs; there is no event to wait for, so give
 	// the workers many polls' worth of chances.
@@ -489,6 +492,9 @@ func TestBusyEdgeYields(t *testing.T) {
 			t.Fatalf("%d lines ran while the engine was busy", lines)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+	if m, _ := asked.Load().(string); m != "m1" {
+		t.Fatalf("busy was asked about %q, want the line's model", m)
 	}
 	busy.Store(false)
 	e.await(t, "acme", b.ID, StatusCompleted)

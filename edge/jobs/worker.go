@@ -142,18 +142,18 @@ const yieldPause = 20 * time.Millisecond
 
 func (s *Service) work(ctx context.Context, b *bus, l *lanes) {
 	for ctx.Err() == nil {
-		if s.cfg.Busy != nil && s.cfg.Busy() {
-			select {
-			case <-ctx.Done():
-			case <-time.After(yieldPause):
-			}
-			continue
-		}
 		ln, wake := l.pick()
 		if ln == nil {
 			select {
 			case <-ctx.Done():
 			case <-wake:
+			}
+			continue
+		}
+		if s.cfg.Busy != nil && s.cfg.Busy(ln.model) {
+			select {
+			case <-ctx.Done():
+			case <-time.After(yieldPause):
 			}
 			continue
 		}
@@ -264,7 +264,9 @@ func (s *Service) run(ctx context.Context, msg jetstream.Msg, j job) (out Output
 	req.Header.Set(api.HeaderRequestID, rid)
 	req.RemoteAddr = "127.0.0.1:0"
 	rw := &recorder{h: http.Header{}}
+	s.running.Add(1)
 	s.cfg.Run.ServeHTTP(rw, req)
+	s.running.Add(-1)
 	if rw.code == 0 {
 		rw.code = http.StatusOK
 	}
