@@ -356,7 +356,9 @@ func ensureJobs(ctx context.Context, nc *nats.Conn, replicas int, log *slog.Logg
 	}
 	retry := backoff.Policy{Base: 500 * time.Millisecond, Max: 10 * time.Second, Jitter: 0.2}
 	for attempt := 0; ; attempt++ {
-		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		// Short attempts: a request sent before JetStream's cluster has
+		// a meta leader waits out its whole timeout.
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := jobswire.Ensure(cctx, js, replicas)
 		cancel()
 		if err == nil {
