@@ -207,6 +207,9 @@ func (b *bus) collect(ctx context.Context, batch string) ([]result, error) {
 // result, as OpenAI writes them for an expired batch.
 func (s *Service) expiredLines(ctx context.Context, b *bus, rec *record, done map[int]bool) ([]result, error) {
 	data, err := b.files.GetBytes(ctx, rec.Batch.InputFileID)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil, nil // deleted since: the lines never run cannot be named
+	}
 	if err != nil {
 		return nil, fmt.Errorf("input file: %w", err)
 	}

@@ -308,6 +308,12 @@ func (s *Service) createBatch(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, invalid("metadata", "metadata holds at most 16 pairs."))
 		return
 	}
+	for k, v := range req.Metadata {
+		if len(k) > 64 || len(v) > 512 {
+			s.fail(w, invalid("metadata", "metadata keys are at most 64 characters and values at most 512."))
+			return
+		}
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), opTimeout)
 	defer cancel()
 	own := owner(id)
@@ -444,9 +450,28 @@ func (b *bus) record(ctx context.Context, key string) (*record, uint64, error) {
 	return &rec, e.Revision(), nil
 }
 
+// validBatchID reports whether id could be one of ours ("batch_" and
+// hex), so that no client string reaches the bucket as a key.
+func validBatchID(id string) bool {
+	rest, ok := strings.CutPrefix(id, "batch_")
+	if !ok || rest == "" || len(rest) > 64 {
+		return false
+	}
+	for _, c := range rest {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
 func (s *Service) getBatch(w http.ResponseWriter, r *http.Request) {
 	id, b, ok := s.begin(w, r)
 	if !ok {
+		return
+	}
+	if !validBatchID(r.PathValue("id")) {
+		s.fail(w, notFound("batch", r.PathValue("id")))
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), opTimeout)
@@ -478,6 +503,10 @@ func (s *Service) getBatch(w http.ResponseWriter, r *http.Request) {
 func (s *Service) cancelBatch(w http.ResponseWriter, r *http.Request) {
 	id, b, ok := s.begin(w, r)
 	if !ok {
+		return
+	}
+	if !validBatchID(r.PathValue("id")) {
+		s.fail(w, notFound("batch", r.PathValue("id")))
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), opTimeout)

@@ -332,6 +332,11 @@ func TestOtherTenantGets404(t *testing.T) {
 	if l := decode[struct{ Data []Batch }](t, body); code != 200 || len(l.Data) != 0 {
 		t.Errorf("another tenant's list: %d %s", code, body)
 	}
+	for _, bad := range []string{"batch_*", "batch_zz", "x", "batch_" + strings.Repeat("a", 65), "batch_%3E"} {
+		if code, body := e.do(t, "acme", "GET", "/v1/batches/"+bad, nil, ""); code != 404 {
+			t.Errorf("batch ID %q: %d %s", bad, code, body)
+		}
+	}
 	if code, _ := e.do(t, "", "GET", "/v1/batches/"+b.ID, nil, ""); code != 401 {
 		t.Errorf("no key: %d", code)
 	}
