@@ -417,6 +417,29 @@ func TestKilledWorkerLosesNothing(t *testing.T) {
 	if len(out) != n {
 		t.Fatalf("%d lines in the output, want %d", len(out), n)
 	}
+	// A line run twice ran under one request ID both times, so its usage
+	// records are one record to the control plane.
+	victim.mu.Lock()
+	survivor.mu.Lock()
+	defer victim.mu.Unlock()
+	defer survivor.mu.Unlock()
+	for rid := range victim.runs {
+		if out[customOf(t, out, rid)].Response.RequestID != rid || survivor.runs[rid] != 1 {
+			t.Errorf("line %s: the survivor ran it %d times under the same request ID", rid, survivor.runs[rid])
+		}
+	}
+}
+
+// customOf returns the custom_id whose output line carries request ID rid.
+func customOf(t *testing.T, out map[string]OutputLine, rid string) string {
+	t.Helper()
+	for id, ol := range out {
+		if ol.Response != nil && ol.Response.RequestID == rid {
+			return id
+		}
+	}
+	t.Fatalf("no output line has request ID %s", rid)
+	return ""
 }
 
 func TestCancelMidBatch(t *testing.T) {
