@@ -75,7 +75,10 @@ type Record struct {
 	// The stream was cut off midway; the tokens are what was sent.
 	Interrupted bool `protobuf:"varint,18,opt,name=interrupted,proto3" json:"interrupted,omitempty"`
 	// Table revision the request was routed by.
-	Revision      uint64 `protobuf:"varint,19,opt,name=revision,proto3" json:"revision,omitempty"`
+	Revision uint64 `protobuf:"varint,19,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The answer came from the edge's cache: no provider was called, and
+	// cost_nano_usd is at the price's cached rate.
+	Cached        bool `protobuf:"varint,20,opt,name=cached,proto3" json:"cached,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -243,6 +246,13 @@ func (x *Record) GetRevision() uint64 {
 	return 0
 }
 
+func (x *Record) GetCached() bool {
+	if x != nil {
+		return x.Cached
+	}
+	return false
+}
+
 // LimitReport is one edge's use of limited keys and tenants over the
 // last window.
 type LimitReport struct {
@@ -388,7 +398,7 @@ var File_proto_usage_v1_usage_proto protoreflect.FileDescriptor
 
 const file_proto_usage_v1_usage_proto_rawDesc = "" +
 	"\n" +
-	"\x1aproto/usage/v1/usage.proto\x12\x11meridian.usage.v1\"\xfc\x03\n" +
+	"\x1aproto/usage/v1/usage.proto\x12\x11meridian.usage.v1\"\x94\x04\n" +
 	"\x06Record\x12\x16\n" +
 	"\x06schema\x18\x01 \x01(\rR\x06schema\x12\x1d\n" +
 	"\n" +
@@ -413,7 +423,8 @@ const file_proto_usage_v1_usage_proto_rawDesc = "" +
 	"\aunix_ms\x18\x10 \x01(\x03R\x06unixMs\x12\x16\n" +
 	"\x06stream\x18\x11 \x01(\bR\x06stream\x12 \n" +
 	"\vinterrupted\x18\x12 \x01(\bR\vinterrupted\x12\x1a\n" +
-	"\brevision\x18\x13 \x01(\x04R\brevision\"\xa0\x01\n" +
+	"\brevision\x18\x13 \x01(\x04R\brevision\x12\x16\n" +
+	"\x06cached\x18\x14 \x01(\bR\x06cached\"\xa0\x01\n" +
 	"\vLimitReport\x12\x16\n" +
 	"\x06schema\x18\x01 \x01(\rR\x06schema\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x17\n" +
