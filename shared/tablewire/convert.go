@@ -250,7 +250,7 @@ func (c *Converter) ToTable(t *tablev1.RoutingTable) (tab *table.Table, unusable
 func convertRoute(rt *controlv1.Route, usable map[string]bool) converted {
 	out := table.Route{
 		Model: rt.GetModel(), Strategy: rt.GetStrategy(), AllowedRegions: rt.GetAllowedRegions(), MaxPrice: rt.GetMaxPrice(),
-		Cache: cachePolicy(rt.GetCacheMode(), rt.GetCacheTtlSeconds(), rt.GetCacheSimilarity()),
+		Cache:   cachePolicy(rt.GetCacheMode(), rt.GetCacheTtlSeconds(), rt.GetCacheSimilarity()),
 		Targets: make([]table.Target, 0, len(rt.GetTargets())+len(rt.GetFallbacks())),
 	}
 	for _, ts := range [2][]*controlv1.Target{rt.GetTargets(), rt.GetFallbacks()} {
