@@ -34,6 +34,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/meridian-mesh/meridian/edge/cache"
 	"github.com/meridian-mesh/meridian/edge/gateway"
 	"github.com/meridian-mesh/meridian/edge/limits"
 	"github.com/meridian-mesh/meridian/edge/llm"
@@ -80,8 +81,12 @@ type Config struct {
 	// Usage receives one record per request this node serves; nil
 	// records none.
 	Usage *usage.Recorder
-	// Node and Region name this node in usage records.
+	// Node and Region name this node in usage records; Region is also
+	// where the cache holds answers, for residency.
 	Node, Region string
+	// Cache answers repeated requests from this edge's memory; nil
+	// disables it (every answer says x-meridian-cache: bypass).
+	Cache *cache.Store
 	// Now is the clock for key expiry, budgets and limits; nil means
 	// time.Now.
 	Now func() time.Time
@@ -269,7 +274,7 @@ func (c *Config) labels(o *Outcome, tab *table.Compiled) (model, target string) 
 	switch kind, id, _ := strings.Cut(o.Target, "/"); {
 	case o.Target == "":
 		target = "none"
-	case o.Target == "local":
+	case o.Target == "local" || o.Target == "cache":
 		target = o.Target
 	case tab == nil:
 	case kind == "provider":

@@ -3,9 +3,12 @@ package anthropic
 import (
 	"bytes"
 	"encoding/json"
+	"net/http"
 	"strconv"
 	"strings"
 
+	"github.com/meridian-mesh/meridian/edge/api"
+	"github.com/meridian-mesh/meridian/edge/gateway"
 	"github.com/meridian-mesh/meridian/edge/llm"
 )
 
@@ -33,6 +36,12 @@ func toolInput(args string) string {
 // appendMessage writes a canonical chat completion as an Anthropic
 // message object. Only the first choice is used: Anthropic has no n.
 func appendMessage(b []byte, cc *llm.ChatCompletion, model string) []byte {
+	return appendMessageUsage(b, cc, model, false)
+}
+
+// appendMessageUsage is appendMessage, with the usage marked as read
+// from the cache when cached is set.
+func appendMessageUsage(b []byte, cc *llm.ChatCompletion, model string, cached bool) []byte {
 	b = append(b, `{"id":`...)
 	b = llm.AppendJSONString(b, messageID(cc.ID))
 	b = append(b, `,"type":"message","role":"assistant","model":`...)
@@ -75,7 +84,45 @@ func appendMessage(b []byte, cc *llm.ChatCompletion, model string) []byte {
 	if cc.Usage != nil {
 		u = *cc.Usage
 	}
+	if cached {
+		return append(appendCachedUsage(b, u), '}')
+	}
 	return append(appendUsage(b, u, true), '}')
+}
+
+// appendCachedUsage renders the usage of an answer served from the edge
+// cache: Anthropic counts cache reads apart from input_tokens, so the
+// whole prompt is cache_read_input_tokens and input_tokens is 0.
+func appendCachedUsage(b []byte, u llm.Usage) []byte {
+	b = append(b, `{"input_tokens":0,"cache_creation_input_tokens":0,"cache_read_input_tokens":`...)
+	b = strconv.AppendInt(b, int64(u.PromptTokens), 10)
+	b = append(b, `,"output_tokens":`...)
+	b = strconv.AppendInt(b, int64(u.CompletionTokens), 10)
+	return append(b, '}')
+}
+
+var _ api.CacheFormat = format{}
+
+// EncodeCached renders a cached answer (an OpenAI completion) as an
+// Anthropic message whose usage says the prompt was read from the cache.
+func (format) EncodeCached(req *llm.Request, resp *llm.Response) ([]byte, llm.Usage, error) {
+	cc, err := resp.ChatCompletion()
+	if err != nil {
+		return nil, llm.Usage{}, err
+	}
+	u := resp.Usage
+	if cc.Usage == nil {
+		cc.Usage = &u
+	}
+	return appendMessageUsage(make([]byte, 0, 1024), cc, req.Model, true), u, nil
+}
+
+// StreamCached translates a replayed stream; its message_delta carries
+// the usage, marked as read from the cache.
+func (format) StreamCached(_ *http.Request, req *llm.Request, _ *gateway.Result) api.StreamEncoder {
+	t := newTranslator(req.Model, "msg_"+req.ID)
+	t.requestID, t.cached = req.ID, true
+	return t
 }
 
 func appendUsage(b []byte, u llm.Usage, input bool) []byte {
@@ -108,6 +155,9 @@ type translator struct {
 	stopReason  string
 	usage       llm.Usage
 	hasUsage    bool
+	// cached: the stream is a replay from the edge cache, and its usage
+	// says so.
+	cached bool
 }
 
 func newTranslator(model, id string) *translator {
@@ -227,7 +277,11 @@ func (t *translator) finish(b []byte) []byte {
 	b = append(b, `{"type":"message_delta","delta":{"stop_reason":`...)
 	b = llm.AppendJSONString(b, llm.FinishTo(llm.FormatAnthropic, stop))
 	b = append(b, `,"stop_sequence":null},"usage":`...)
-	b = appendUsage(b, t.usage, t.hasUsage)
+	if t.cached {
+		b = appendCachedUsage(b, t.usage)
+	} else {
+		b = appendUsage(b, t.usage, t.hasUsage)
+	}
 	b = append(b, "}\n\n"...)
 	b = event(b, "message_stop")
 	return append(b, `{"type":"message_stop"}`+"\n\n"...)
