@@ -151,7 +151,7 @@ func New(cfg Config) (*Store, error) {
 // the store starts no goroutine of its own.
 type clock struct{ now func() time.Time }
 
-func (c clock) NowNano() int64                       { return c.now().UnixNano() }
+func (c clock) NowNano() int64                      { return c.now().UnixNano() }
 func (c clock) Tick(time.Duration) <-chan time.Time { return nil }
 
 // Get returns the live entry under k for tenant, or false. An entry
