@@ -71,7 +71,7 @@ func (c *Config) checkCache(tab *table.Compiled, id *Identity, req *llm.Request,
 		st.reason = "this edge has no cache"
 		return st
 	}
-	if _, ok := f.(CacheFormat); !ok {
+	if _, ok := f.(CacheFormat); f != nil && !ok {
 		st.reason = "this client format is not served from the cache"
 		return st
 	}
@@ -225,8 +225,8 @@ type CacheExplanation struct {
 
 // ExplainCache says whether req, sent with key keyID (empty: no key)
 // and the given Cache-Control header, would be answered from the cache
-// now. It counts nothing and stores nothing.
-func (c *Config) ExplainCache(tab *table.Compiled, keyID string, f Format, req *llm.Request, cacheControl string) *CacheExplanation {
+// now, in either client format. It counts nothing and stores nothing.
+func (c *Config) ExplainCache(tab *table.Compiled, keyID string, req *llm.Request, cacheControl string) *CacheExplanation {
 	var id Identity
 	if keyID != "" {
 		for i := range tab.Table().Keys {
@@ -236,7 +236,7 @@ func (c *Config) ExplainCache(tab *table.Compiled, keyID string, f Format, req *
 			}
 		}
 	}
-	st := c.checkCache(tab, &id, req, f, cacheControl, true)
+	st := c.checkCache(tab, &id, req, nil, cacheControl, true)
 	ex := &CacheExplanation{Status: string(st.status), Reason: st.reason}
 	if st.status != cache.Bypass {
 		ex.Key = st.key.String()
