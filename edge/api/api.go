@@ -87,6 +87,12 @@ type Config struct {
 	// Cache answers repeated requests from this edge's memory; nil
 	// disables it (every answer says x-meridian-cache: bypass).
 	Cache *cache.Store
+	// Semantic is the semantic cache's index, and SemanticModel the
+	// model whose embeddings it compares; either unset turns the
+	// semantic cache off. A route's or tenant's cache similarity turns
+	// it on for their requests.
+	Semantic      *cache.Semantic
+	SemanticModel string
 	// Now is the clock for key expiry, budgets and limits; nil means
 	// time.Now.
 	Now func() time.Time

@@ -1,8 +1,11 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/meridian-mesh/meridian/edge/cache"
@@ -13,7 +16,12 @@ import (
 
 // HeaderCache says whether the answer came from the edge's cache: hit,
 // miss (it could have, and its answer may now be stored) or bypass.
-const HeaderCache = "X-Meridian-Cache"
+// HeaderCacheSimilarity is set on a semantic hit: the cosine similarity
+// of the request's last user turn to the cached one's.
+const (
+	HeaderCache           = "X-Meridian-Cache"
+	HeaderCacheSimilarity = "X-Meridian-Cache-Similarity"
+)
 
 // CacheFormat is implemented by formats whose answers the edge cache
 // may serve: they render a cached answer with its usage marked as read
@@ -40,6 +48,13 @@ type cacheStep struct {
 	hit *cache.Entry
 	// reason says why the cache was bypassed.
 	reason string
+	// The semantic cache: the request's context key and its last user
+	// turn's embedding, to index the answer under once it is stored,
+	// and a semantic hit's similarity.
+	semantic   bool
+	semCtx     cache.Key
+	vec        []float32
+	similarity float64
 }
 
 // regionLists are the residency lists that apply to a request for model
@@ -65,7 +80,14 @@ func regionLists(tab *table.Compiled, model string, id *Identity) [4][]string {
 // Answers are stored only on an edge inside the regions the request
 // allows (the cache holds them at rest here), and served only from
 // entries produced inside them.
-func (c *Config) checkCache(tab *table.Compiled, id *Identity, req *llm.Request, f Format, cacheControl string, peek bool) cacheStep {
+//
+// On an exact miss, when the policy sets a similarity and the edge has a
+// semantic index, the last user turn is embedded (SemanticModel, through
+// the gateway, so residency applies to it as to any request) and
+// compared with the turns cached in the same context. A dry run (peek)
+// skips that step: it would send the text to the embedding model.
+func (c *Config) checkCache(ctx context.Context, snap gateway.Snapshot, id *Identity, req *llm.Request, f Format, cacheControl string, peek bool) cacheStep {
+	tab := snap.Table()
 	st := cacheStep{status: cache.Bypass}
 	if c.Cache == nil {
 		st.reason = "this edge has no cache"
@@ -108,8 +130,72 @@ func (c *Config) checkCache(tab *table.Compiled, id *Identity, req *llm.Request,
 	}
 	if e, ok := get(k, id.TenantID); ok && e.Model == req.Model && cache.Allowed(e.Region, lists[:]...) {
 		st.status, st.hit = cache.Hit, e
+		return st
+	}
+	if c.Semantic == nil || c.SemanticModel == "" || st.policy.Similarity <= 0 || peek {
+		return st
+	}
+	semCtx, text, err := cache.ContextKeyOf(id.TenantID, req)
+	if err != nil {
+		return st
+	}
+	vec, err := c.embed(ctx, snap, text)
+	if err != nil {
+		c.logger().Warn("cache: the semantic lookup could not embed the request", "request_id", req.ID, "model", c.SemanticModel, "error", err.Error())
+		return st
+	}
+	st.semantic, st.semCtx, st.vec = true, semCtx, vec
+	k2, sim, ok := c.Semantic.Search(semCtx, vec)
+	if !ok || sim < st.policy.Similarity {
+		return st
+	}
+	if e, ok := c.Cache.Get(k2, id.TenantID); ok && e.Model == req.Model && e.Stream == req.Stream && cache.Allowed(e.Region, lists[:]...) {
+		st.status, st.hit, st.similarity = cache.Hit, e, sim
 	}
 	return st
+}
+
+// embed returns the unit embedding of text by SemanticModel.
+func (c *Config) embed(ctx context.Context, snap gateway.Snapshot, text string) ([]float32, error) {
+	body, err := json.Marshal(struct {
+		Model string `json:"model"`
+		Input string `json:"input"`
+	}{c.SemanticModel, text})
+	if err != nil {
+		return nil, err
+	}
+	res, err := c.Gateway.DoIn(ctx, snap, &llm.Request{Op: llm.OpEmbedding, Model: c.SemanticModel, Body: body})
+	if err != nil {
+		return nil, err
+	}
+	var out struct {
+		Data []struct {
+			Embedding []float32 `json:"embedding"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(res.Response.Body, &out); err != nil {
+		return nil, fmt.Errorf("embedding answer: %w", err)
+	}
+	if len(out.Data) != 1 {
+		return nil, fmt.Errorf("embedding answer: %d vectors for one input", len(out.Data))
+	}
+	v := out.Data[0].Embedding
+	if err := cache.Normalize(v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// put stores e, and indexes it for the semantic cache when the lookup
+// embedded the request.
+func (x *exchange) put(e *cache.Entry) {
+	st, step := x.c.Cache, &x.cache
+	if !st.Put(step.key, e, step.policy.TTL) {
+		return
+	}
+	if step.semantic {
+		x.c.Semantic.Add(step.semCtx, step.vec, step.key)
+	}
 }
 
 // servedRegion is the region of the target that produced an answer.
@@ -159,20 +245,19 @@ func (x *exchange) storePlain(tab *table.Compiled, req *llm.Request, res *gatewa
 	}
 	e := x.newEntry(tab, req, res)
 	e.Body, e.Usage = body, u
-	x.c.Cache.Put(x.cache.key, e, x.cache.policy.TTL)
+	x.put(e)
 }
 
 // recordStream wraps a stream so that, once it ends cleanly, its
 // chunks are stored.
 func (x *exchange) recordStream(tab *table.Compiled, req *llm.Request, res *gateway.Result) {
 	e := x.newEntry(tab, req, res)
-	st, k, ttl := x.c.Cache, x.cache.key, x.cache.policy.TTL
-	res.Response.Stream = cache.Record(res.Response.Stream, st.MaxEntryBytes(), func(chunks [][]byte, ends []bool, u llm.Usage, ok bool) {
+	res.Response.Stream = cache.Record(res.Response.Stream, x.c.Cache.MaxEntryBytes(), func(chunks [][]byte, ends []bool, u llm.Usage, ok bool) {
 		e.Chunks, e.Ends = chunks, ends
 		if ok {
 			e.Usage = u
 		}
-		st.Put(k, e, ttl)
+		x.put(e)
 	})
 }
 
@@ -184,6 +269,9 @@ func (x *exchange) serveHit(req *llm.Request, e *cache.Entry) {
 	x.res = res
 	x.o.Target = res.Route.Target
 	w.Header().Set(HeaderRoute, res.Route.Header())
+	if x.cache.similarity > 0 {
+		w.Header().Set(HeaderCacheSimilarity, strconv.FormatFloat(x.cache.similarity, 'f', 4, 64))
+	}
 	if e.Stream {
 		res.Response = &llm.Response{Stream: cache.Replay(e)}
 		x.streamed = true
@@ -226,7 +314,8 @@ type CacheExplanation struct {
 // ExplainCache says whether req, sent with key keyID (empty: no key)
 // and the given Cache-Control header, would be answered from the cache
 // now, in either client format. It counts nothing and stores nothing.
-func (c *Config) ExplainCache(tab *table.Compiled, keyID string, req *llm.Request, cacheControl string) *CacheExplanation {
+func (c *Config) ExplainCache(snap gateway.Snapshot, keyID string, req *llm.Request, cacheControl string) *CacheExplanation {
+	tab := snap.Table()
 	var id Identity
 	if keyID != "" {
 		for i := range tab.Table().Keys {
@@ -236,7 +325,7 @@ func (c *Config) ExplainCache(tab *table.Compiled, keyID string, req *llm.Reques
 			}
 		}
 	}
-	st := c.checkCache(tab, &id, req, nil, cacheControl, true)
+	st := c.checkCache(context.Background(), snap, &id, req, nil, cacheControl, true)
 	ex := &CacheExplanation{Status: string(st.status), Reason: st.reason}
 	if st.status != cache.Bypass {
 		ex.Key = st.key.String()

@@ -24,6 +24,7 @@ import (
 	"github.com/meridian-mesh/meridian/edge/provider"
 	"github.com/meridian-mesh/meridian/edge/usage"
 	"github.com/meridian-mesh/meridian/shared/table"
+	"github.com/meridian-mesh/meridian/shared/testkit/tinygguf"
 	"github.com/meridian-mesh/meridian/shared/usagewire"
 )
 
@@ -39,6 +40,9 @@ type counting struct {
 }
 
 func (c counting) Do(_ context.Context, req *llm.Request, _ string) (*llm.Response, error) {
+	if req.Op == llm.OpEmbedding {
+		return tinyEmbedding(req)
+	}
 	n := c.calls.Add(1)
 	c.mu.Lock()
 	c.byProvider[c.id]++
@@ -473,4 +477,17 @@ func TestCacheHitFreeWithoutCachedPrice(t *testing.T) {
 			t.Errorf("hit %s cost %d, want 0", id, r.CostNanoUsd)
 		}
 	}
+}
+
+// tinyEmbedding answers an embedding request as the tiny test model
+// does (tinygguf.Embedding), in OpenAI's shape.
+func tinyEmbedding(req *llm.Request) (*llm.Response, error) {
+	var in struct{ Input string }
+	if err := json.Unmarshal(req.Body, &in); err != nil {
+		return nil, err
+	}
+	v := tinygguf.Embedding(tinygguf.DefaultOptions(), in.Input)
+	b, err := json.Marshal(map[string]any{"object": "list", "model": "tiny",
+		"data": []map[string]any{{"object": "embedding", "index": 0, "embedding": v}}})
+	return &llm.Response{Body: b}, err
 }

@@ -182,7 +182,7 @@ func (x *exchange) serve(decode Decoder) {
 	x.id = id
 	defer x.settle(snap.Table(), req, body)
 
-	x.cache = x.c.checkCache(snap.Table(), &id, req, x.f, r.Header.Get("Cache-Control"), false)
+	x.cache = x.c.checkCache(r.Context(), snap, &id, req, x.f, r.Header.Get("Cache-Control"), false)
 	w.Header().Set(HeaderCache, string(x.cache.status))
 	if e := x.cache.hit; e != nil {
 		x.serveHit(req, e)

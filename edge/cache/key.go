@@ -46,22 +46,53 @@ var ErrNotChat = errors.New("cache: only chat completions are cached")
 // Fields that cannot change the answer are left out: stream_options,
 // user and Anthropic's metadata.
 func KeyOf(tenant string, req *llm.Request) (Key, error) {
+	k, _, err := keyOf(tenant, req, false)
+	return k, err
+}
+
+// ErrNoUserTurn is returned by ContextKeyOf for a request whose last
+// message is not a user's text.
+var ErrNoUserTurn = errors.New("cache: the last message is not a user's text")
+
+// ContextKeyOf returns what the semantic cache matches exactly, and the
+// text it compares: the key of req with its last message's content left
+// out (the system prompt, the tools, the parameters and every earlier
+// turn still count, byte for byte), and that last user turn's text.
+func ContextKeyOf(tenant string, req *llm.Request) (Key, string, error) {
+	return keyOf(tenant, req, true)
+}
+
+func keyOf(tenant string, req *llm.Request, semantic bool) (Key, string, error) {
 	if req.Op != llm.OpChat {
-		return Key{}, ErrNotChat
+		return Key{}, "", ErrNotChat
 	}
 	c, err := req.ChatRequest()
 	if err != nil {
-		return Key{}, err
+		return Key{}, "", err
 	}
 	h := hasher{h: sha256.New()}
 	h.str("meridian-cache-v1")
+	h.bool(semantic)
 	h.str(tenant)
 	h.str(req.Model)
 	h.bool(req.Stream)
 	h.int(int64(len(c.Messages)))
-	for i := range c.Messages {
-		if err := h.message(&c.Messages[i]); err != nil {
-			return Key{}, err
+	msgs := c.Messages
+	var last string
+	if semantic {
+		n := len(msgs)
+		if n == 0 || msgs[n-1].Role != llm.RoleUser || msgs[n-1].Name != "" {
+			return Key{}, "", ErrNoUserTurn
+		}
+		text, ok := msgs[n-1].Text()
+		if !ok || text == "" {
+			return Key{}, "", ErrNoUserTurn
+		}
+		last, msgs = text, msgs[:n-1]
+	}
+	for i := range msgs {
+		if err := h.message(&msgs[i]); err != nil {
+			return Key{}, "", err
 		}
 	}
 	h.int(int64(len(c.Tools)))
@@ -104,7 +135,7 @@ func KeyOf(tenant string, req *llm.Request) (Key, error) {
 	}
 	var k Key
 	h.h.Sum(k[:0])
-	return k, nil
+	return k, last, nil
 }
 
 // The top-level fields each format's decoder reads into the canonical

@@ -21,6 +21,15 @@ type Cache struct {
 	// DefaultTTL is how long an answer is served when no policy sets a
 	// TTL. Default 5m.
 	DefaultTTL time.Duration `yaml:"default_ttl"`
+	// SemanticModel is the model (a table model ID, routed like any
+	// other, ideally placed on this edge's engine) whose embeddings the
+	// semantic cache compares; empty turns the semantic cache off. The
+	// routes' and tenants' cache similarity then says which requests use
+	// it.
+	SemanticModel string `yaml:"semantic_model"`
+	// SemanticMaxVectors bounds the semantic index (exact search): the
+	// oldest vectors go first. 0 means 65536.
+	SemanticMaxVectors int `yaml:"semantic_max_vectors"`
 }
 
 // DefaultCache returns the cache settings used where nothing is set: off,
@@ -41,6 +50,10 @@ func (c *Cache) validate() error {
 		return bad("max_entry_bytes", "must be between 0 and max_bytes, got %d", c.MaxEntryBytes)
 	case c.DefaultTTL <= 0:
 		return bad("default_ttl", "must be positive, got %v", c.DefaultTTL)
+	case c.SemanticMaxVectors < 0:
+		return bad("semantic_max_vectors", "must not be negative, got %d", c.SemanticMaxVectors)
+	case c.SemanticModel != "" && c.MaxBytes == 0:
+		return bad("semantic_model", "needs the cache on (max_bytes): the semantic cache serves the answers it stores")
 	}
 	return nil
 }

@@ -329,7 +329,7 @@ func (n *Node) route(w http.ResponseWriter, r *http.Request) {
 	// would be refused before routing.
 	var cached *api.CacheExplanation
 	if chat != nil {
-		cached = n.api.ExplainCache(n.gw.Table(), q.Get("key"), chat, r.Header.Get("Cache-Control"))
+		cached = n.api.ExplainCache(n.gw.Snapshot(), q.Get("key"), chat, r.Header.Get("Cache-Control"))
 	}
 	enc.Encode(struct {
 		*gateway.Explanation

@@ -168,6 +168,9 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 		surface.Usage = n.usage
 	}
 	surface.Cache = n.cache
+	if n.cache != nil && cfg.Cache.SemanticModel != "" {
+		surface.Semantic, surface.SemanticModel = cache.NewSemantic(cfg.Cache.SemanticMaxVectors), cfg.Cache.SemanticModel
+	}
 	if err := surface.Validate(); err != nil {
 		return nil, err
 	}
