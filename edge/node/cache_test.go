@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -185,4 +186,49 @@ func TestCacheThroughSDKs(t *testing.T) {
 			t.Fatalf("a dry run reached the provider %d times", n)
 		}
 	})
+}
+
+// TestSemanticCacheWithTheEngine runs the semantic cache on the edge's
+// own engine: the tiny model embeds the last user turns (by their last
+// byte, so this proves the path, not an embedding model's judgement;
+// see edge/api/testdata/semantic_cache.json). A paraphrase is answered
+// from the cache with its similarity; another question is not.
+func TestSemanticCacheWithTheEngine(t *testing.T) {
+	m := startLocalMesh(t, func(c *config.Config) {
+		withCache(c)
+		c.Cache.SemanticModel = "tiny"
+		for i := range c.Table.Routes {
+			if c.Table.Routes[i].Model == "gpt-4o-mini" {
+				c.Table.Routes[i].Cache.Similarity = 0.9
+			}
+		}
+	})
+	m.waitFor("tiny ready", func() bool {
+		_, rd := getReadiness(t, m.url)
+		return rd.Local != nil && rd.Local.Models["tiny"].State == "ready"
+	})
+	ask := func(q string) *http.Response {
+		body, _ := json.Marshal(map[string]any{"model": "gpt-4o-mini", "temperature": 0, "max_tokens": 32,
+			"messages": []map[string]string{{"role": "system", "content": "You are Acme's support assistant."}, {"role": "user", "content": q}}})
+		resp := m.post("/v1/chat/completions", string(body))
+		if resp.StatusCode != 200 {
+			t.Fatalf("%q: %d %s", q, resp.StatusCode, readBody(t, resp))
+		}
+		return resp
+	}
+	before := len(m.mock.Requests())
+	if r := ask("How do I reset my password?"); r.Header.Get("X-Meridian-Cache") != "miss" {
+		t.Fatalf("first: %q", r.Header.Get("X-Meridian-Cache"))
+	}
+	r := ask("how can i reset my password?")
+	sim, err := strconv.ParseFloat(r.Header.Get("X-Meridian-Cache-Similarity"), 64)
+	if r.Header.Get("X-Meridian-Cache") != "hit" || err != nil || sim < 0.9 {
+		t.Fatalf("paraphrase: %q, similarity %q", r.Header.Get("X-Meridian-Cache"), r.Header.Get("X-Meridian-Cache-Similarity"))
+	}
+	if r := ask("How do I delete my account"); r.Header.Get("X-Meridian-Cache") != "miss" || r.Header.Get("X-Meridian-Cache-Similarity") != "" {
+		t.Fatalf("another question: %q %q", r.Header.Get("X-Meridian-Cache"), r.Header.Get("X-Meridian-Cache-Similarity"))
+	}
+	if n := len(m.mock.Requests()) - before; n != 2 {
+		t.Fatalf("the provider saw %d requests, want 2", n)
+	}
 }
