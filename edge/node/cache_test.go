@@ -4,9 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/anthropics/anthropic-sdk-go/v2"
 	aoption "github.com/anthropics/anthropic-sdk-go/v2/option"
@@ -230,5 +234,35 @@ func TestSemanticCacheWithTheEngine(t *testing.T) {
 	}
 	if n := len(m.mock.Requests()) - before; n != 2 {
 		t.Fatalf("the provider saw %d requests, want 2", n)
+	}
+}
+
+// TestNodeSDKsCache runs scripts/sdktest/node/cache.test.mjs, the
+// official Node SDKs against an edge with its cache on; see
+// TestNodeSDKs for when it skips.
+func TestNodeSDKsCache(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err == nil {
+		_, err = os.Stat(filepath.Join(nodeSDKDir, "node_modules", "openai"))
+	}
+	if err != nil {
+		msg := "the Node SDK tests need node and `npm ci` in scripts/sdktest/node: " + err.Error()
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	m := startMesh(t, withCache)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "--test", "--test-reporter=spec", "cache.test.mjs")
+	cmd.Dir = nodeSDKDir
+	cmd.Env = append(os.Environ(), "MERIDIAN_URL="+m.url, "MERIDIAN_CACHE=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("node --test: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "pass 2") || !strings.Contains(string(out), "fail 0") {
+		t.Fatalf("node --test reported failures or skips:\n%s", out)
 	}
 }
