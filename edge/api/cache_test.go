@@ -491,3 +491,45 @@ func tinyEmbedding(req *llm.Request) (*llm.Response, error) {
 		"data": []map[string]any{{"object": "embedding", "index": 0, "embedding": v}}})
 	return &llm.Response{Body: b}, err
 }
+
+// Many clients read one entry at once, plain and streamed, in both
+// formats: every answer is the cached one, whole (run under -race).
+func TestCacheConcurrentHits(t *testing.T) {
+	s := newCacheSurfaces(t, cacheTable(1, nil), nil)
+	streamed := strings.Replace(chat0, `"model"`, `"stream":true,"model"`, 1)
+	astreamed := strings.Replace(messages0, `"model"`, `"stream":true,"model"`, 1)
+	expect(t, "plain", s.send(chatPath, keyA, chat0), "miss", "answer-1")
+	expect(t, "stream", s.send(chatPath, keyA, streamed), "miss", "a2-3 ")
+	var wg sync.WaitGroup
+	errs := make(chan string, 64)
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range 20 {
+				path, body, want := chatPath, chat0, "answer-1"
+				switch (i + j) % 4 {
+				case 1:
+					body, want = streamed, "a2-3 "
+				case 2:
+					path, body, want = messagesPath, messages0, `"text":"answer-1"`
+				case 3:
+					path, body, want = messagesPath, astreamed, "a2-3 "
+				}
+				w := s.send(path, keyA, body)
+				if w.code != 200 || w.h.Get(api.HeaderCache) != "hit" || !strings.Contains(w.body(), want) {
+					errs <- fmt.Sprintf("%s %d %q: %s", path, w.code, w.h.Get(api.HeaderCache), w.body())
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	if n := s.calls.Load(); n != 2 {
+		t.Fatalf("upstream called %d times, want 2", n)
+	}
+}
