@@ -1,7 +1,8 @@
 // Package api holds what the edge's API surfaces share: the request
 // pipeline every POST goes through (Handler: method, admission, auth,
 // body, decode, the key's model access, the tenant's budget, key and
-// tenant rate limits, gateway, 499, overhead, panics, the usage record),
+// tenant rate limits, the edge cache (CacheFormat), gateway, 499,
+// overhead, panics, the usage record),
 // the response headers every answer carries, client authentication
 // against the routing table's key hashes (an Identity: key and tenant),
 // bounded body reading, the stream writer that relays events with

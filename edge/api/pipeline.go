@@ -119,6 +119,7 @@ func (x *exchange) recover() {
 
 func (x *exchange) serve(decode Decoder) {
 	w, r := x.w, x.r
+	w.Header().Set(HeaderCache, string(cache.Bypass)) // until the cache is consulted
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		x.wrote = true
@@ -130,7 +131,6 @@ func (x *exchange) serve(decode Decoder) {
 		m.BeginRequest()
 		defer m.EndRequest()
 	}
-	w.Header().Set(HeaderCache, string(cache.Bypass)) // until the cache is consulted
 	// One table for the whole request: its revision header (set by the
 	// node from the same snapshot), its key check and its plan.
 	snap := x.c.Gateway.SnapshotFor(r.Context())

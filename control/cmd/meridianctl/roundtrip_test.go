@@ -243,8 +243,14 @@ var genFleet = rapid.Custom(func(t *rapid.T) fleet {
 				}
 			}
 			r.AllowedRegions = subset(t, "allowed_regions", dedupe(own), 3)
-			if !placed[model] && !slices.ContainsFunc(append(slices.Clone(r.Targets), r.Fallbacks...), func(tg *controlv1.Target) bool {
-				return !localProvider[tg.Provider]
+			// The local engine serves a target's own model name when it
+			// sets one, as the validation reads it.
+			if !slices.ContainsFunc(append(slices.Clone(r.Targets), r.Fallbacks...), func(tg *controlv1.Target) bool {
+				m := tg.Model
+				if m == "" {
+					m = model
+				}
+				return !localProvider[tg.Provider] || placed[m]
 			}) {
 				continue // only the local engine, and placed nowhere: it could never route
 			}
