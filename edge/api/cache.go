@@ -30,7 +30,8 @@ const (
 // served from the cache.
 type CacheFormat interface {
 	// EncodeCached renders a cached plain answer, resp.Body being an
-	// OpenAI chat completion.
+	// OpenAI chat completion, or the format's own answer when
+	// resp.Format names it (an upstream answered natively).
 	EncodeCached(req *llm.Request, resp *llm.Response) (body []byte, usage llm.Usage, err error)
 	// StreamCached returns the encoder for a replayed stream; its last
 	// chunk carries the usage (cache.Replay).
@@ -128,7 +129,7 @@ func (c *Config) checkCache(ctx context.Context, snap gateway.Snapshot, id *Iden
 	if peek {
 		get = c.Cache.Peek
 	}
-	if e, ok := get(k, id.TenantID); ok && e.Model == req.Model && cache.Allowed(e.Region, lists[:]...) {
+	if e, ok := get(k, id.TenantID); ok && servable(e, req) && cache.Allowed(e.Region, lists[:]...) {
 		st.status, st.hit = cache.Hit, e
 		return st
 	}
@@ -149,10 +150,17 @@ func (c *Config) checkCache(ctx context.Context, snap gateway.Snapshot, id *Iden
 	if !ok || sim < st.policy.Similarity {
 		return st
 	}
-	if e, ok := c.Cache.Get(k2, id.TenantID); ok && e.Model == req.Model && e.Stream == req.Stream && cache.Allowed(e.Region, lists[:]...) {
+	if e, ok := c.Cache.Get(k2, id.TenantID); ok && servable(e, req) && cache.Allowed(e.Region, lists[:]...) {
 		st.status, st.hit, st.similarity = cache.Hit, e, sim
 	}
 	return st
+}
+
+// servable reports whether e can answer req: the same model and kind of
+// answer, in a format the client reads (OpenAI's shape renders to
+// either; a native answer only to its own format's clients).
+func servable(e *cache.Entry, req *llm.Request) bool {
+	return e.Model == req.Model && e.Stream == req.Stream && (e.Format == "" || e.Format == req.NativeFormat)
 }
 
 // embed returns the unit embedding of text by SemanticModel.
@@ -225,8 +233,9 @@ func (x *exchange) newEntry(tab *table.Compiled, req *llm.Request, res *gateway.
 // storePlain keeps a plain answer, in OpenAI's shape.
 func (x *exchange) storePlain(tab *table.Compiled, req *llm.Request, res *gateway.Result, u llm.Usage) {
 	resp := res.Response
-	if resp.Format != "" && resp.Format != llm.FormatOpenAI {
-		return // a passed-through native answer: the other surface could not render it
+	format := resp.Format
+	if format == llm.FormatOpenAI {
+		format = ""
 	}
 	body := resp.Body
 	if body == nil {
@@ -238,13 +247,13 @@ func (x *exchange) storePlain(tab *table.Compiled, req *llm.Request, res *gatewa
 			return
 		}
 	}
-	if u == (llm.Usage{}) {
+	if u == (llm.Usage{}) && format == "" {
 		if cc, err := resp.ChatCompletion(); err == nil && cc.Usage != nil {
 			u = *cc.Usage
 		}
 	}
 	e := x.newEntry(tab, req, res)
-	e.Body, e.Usage = body, u
+	e.Body, e.Usage, e.Format = body, u, format
 	x.put(e)
 }
 
@@ -252,10 +261,13 @@ func (x *exchange) storePlain(tab *table.Compiled, req *llm.Request, res *gatewa
 // chunks are stored.
 func (x *exchange) recordStream(tab *table.Compiled, req *llm.Request, res *gateway.Result) {
 	e := x.newEntry(tab, req, res)
-	res.Response.Stream = cache.Record(res.Response.Stream, x.c.Cache.MaxEntryBytes(), func(chunks [][]byte, ends []bool, u llm.Usage, ok bool) {
-		e.Chunks, e.Ends = chunks, ends
-		if ok {
-			e.Usage = u
+	res.Response.Stream = cache.Record(res.Response.Stream, x.c.Cache.MaxEntryBytes(), func(r *cache.Recording) {
+		e.Chunks, e.Ends, e.Events = r.Chunks, r.Ends, r.Events
+		if r.HasUsage {
+			e.Usage = r.Usage
+		}
+		if r.Events != nil {
+			e.Format = res.Response.Format
 		}
 		x.put(e)
 	})
@@ -273,12 +285,12 @@ func (x *exchange) serveHit(req *llm.Request, e *cache.Entry) {
 		w.Header().Set(HeaderCacheSimilarity, strconv.FormatFloat(x.cache.similarity, 'f', 4, 64))
 	}
 	if e.Stream {
-		res.Response = &llm.Response{Stream: cache.Replay(e)}
+		res.Response = &llm.Response{Stream: cache.Replay(e), Format: e.Format}
 		x.streamed = true
 		x.stream(req, res)
 		return
 	}
-	res.Response = &llm.Response{Body: e.Body, Usage: e.Usage}
+	res.Response = &llm.Response{Body: e.Body, Usage: e.Usage, Format: e.Format}
 	out, usage, err := x.f.(CacheFormat).EncodeCached(req, res.Response)
 	if err != nil {
 		x.fail(llm.AsError(err))

@@ -81,13 +81,20 @@ type Entry struct {
 	Target, Kind, Provider, UpstreamModel string
 	// Usage is the answer's token count.
 	Usage llm.Usage
-	// Body is a plain answer: an OpenAI chat completion.
+	// Format is the answer's format: empty for OpenAI's shape, which
+	// both surfaces render, or a client format (Anthropic's) an upstream
+	// answered in natively, which only that format's clients are served.
+	Format llm.Format
+	// Body is a plain answer: an OpenAI chat completion, or the native
+	// answer in Format.
 	Body []byte
 	// Chunks are a stream's chunks as OpenAI chunk JSON, without the
 	// usage-only chunk (a replay renders usage itself, marked cached),
-	// and Ends[i] says chunk i ended a burst the upstream delivered at
-	// once, where the relay flushed.
+	// or a native stream's events (data, named by Events[i]); Ends[i]
+	// says chunk i ended a burst the upstream delivered at once, where
+	// the relay flushed.
 	Chunks [][]byte
+	Events []string
 	Ends   []bool
 	// Stream says the entry is a stream.
 	Stream bool
@@ -105,6 +112,9 @@ func (e *Entry) Size() int64 {
 	n := int64(entryOverhead + len(e.Body) + len(e.Tenant) + len(e.Model) + len(e.Region) + len(e.Target) + len(e.UpstreamModel))
 	for _, c := range e.Chunks {
 		n += int64(len(c)) + 25 // the slice header and its end flag
+	}
+	for _, ev := range e.Events {
+		n += int64(len(ev)) + 16
 	}
 	return n
 }

@@ -315,8 +315,8 @@ func TestRecordAndReplay(t *testing.T) {
 	}
 	ends := map[int]bool{1: true, 2: true, 4: true}
 	var got *cache.Entry
-	st := cache.Record(&chunks{raw: raw, ends: ends, usage: true}, 1<<20, func(cs [][]byte, es []bool, u llm.Usage, ok bool) {
-		got = &cache.Entry{Chunks: cs, Ends: es, Usage: u, Stream: true}
+	st := cache.Record(&chunks{raw: raw, ends: ends, usage: true}, 1<<20, func(r *cache.Recording) {
+		got = &cache.Entry{Chunks: r.Chunks, Ends: r.Ends, Usage: r.Usage, Stream: true}
 	})
 	var bursts []bool
 	for {
@@ -351,8 +351,8 @@ func TestRecordAndReplay(t *testing.T) {
 
 	// A stream that breaks, or outgrows the limit, is not handed over.
 	for name, s := range map[string]llm.Stream{
-		"cut":     cache.Record(&chunks{raw: raw, cut: true}, 1<<20, func([][]byte, []bool, llm.Usage, bool) { t.Error("a cut stream was recorded") }),
-		"too big": cache.Record(&chunks{raw: raw}, 100, func([][]byte, []bool, llm.Usage, bool) { t.Error("an oversized stream was recorded") }),
+		"cut":     cache.Record(&chunks{raw: raw, cut: true}, 1<<20, func(*cache.Recording) { t.Error("a cut stream was recorded") }),
+		"too big": cache.Record(&chunks{raw: raw}, 100, func(*cache.Recording) { t.Error("an oversized stream was recorded") }),
 	} {
 		for {
 			if _, err := s.Next(); err != nil {

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"sync"
@@ -8,13 +9,25 @@ import (
 	"github.com/meridian-mesh/meridian/edge/llm"
 )
 
+// Recording is what a replay needs of a stream.
+type Recording struct {
+	// Chunks are OpenAI chunk JSON, or with Events set a native
+	// stream's event data, Events naming each event.
+	Chunks [][]byte
+	Events []string
+	// Ends[i] says chunk i ended a burst.
+	Ends []bool
+	// Usage is the stream's, when HasUsage.
+	Usage    llm.Usage
+	HasUsage bool
+}
+
 // Record wraps st so that its chunks are copied as they pass, and calls
 // done once, when the stream is closed after a clean end, with what a
-// replay needs: the chunks as OpenAI chunk JSON, where each burst ended,
-// and the usage. A stream that broke, was cut, carried a passed-through
-// event (Anthropic's own format, which the other surface cannot
-// render), or grew past limit bytes is not handed over.
-func Record(st llm.Stream, limit int64, done func(chunks [][]byte, ends []bool, u llm.Usage, hasUsage bool)) llm.Stream {
+// replay needs (Recording). A stream that broke, was cut, mixed native
+// events with canonical chunks, or grew past limit bytes is not handed
+// over.
+func Record(st llm.Stream, limit int64, done func(*Recording)) llm.Stream {
 	return &recorder{Stream: st, limit: limit, keep: true, done: done}
 }
 
@@ -25,11 +38,12 @@ type recorder struct {
 	keep     bool
 	clean    bool
 	chunks   [][]byte
+	events   []string
 	ends     []bool
 	usage    llm.Usage
 	hasUsage bool
 	once     sync.Once
-	done     func([][]byte, []bool, llm.Usage, bool)
+	done     func(*Recording)
 }
 
 func (r *recorder) Next() (*llm.Chunk, error) {
@@ -44,7 +58,19 @@ func (r *recorder) Next() (*llm.Chunk, error) {
 }
 
 func (r *recorder) copy(c *llm.Chunk) {
-	if c.Event != "" || c.Parse() != nil {
+	if c.Event != "" {
+		// A native event, kept as it came, named.
+		if len(r.chunks) != len(r.events) {
+			r.keep = false
+			return
+		}
+		r.add(bytes.Clone(c.Raw))
+		if r.keep {
+			r.events = append(r.events, c.Event)
+		}
+		return
+	}
+	if len(r.events) > 0 || c.Parse() != nil {
 		r.keep = false
 		return
 	}
@@ -56,11 +82,14 @@ func (r *recorder) copy(c *llm.Chunk) {
 		r.keep = false // usage inside a content chunk would replay unmarked
 		return
 	}
-	b := c.AppendJSON(nil)
+	r.add(c.AppendJSON(nil))
+}
+
+func (r *recorder) add(b []byte) {
 	r.size += int64(len(b))
 	if r.size > r.limit {
 		r.keep = false
-		r.chunks, r.ends = nil, nil
+		r.chunks, r.ends, r.events = nil, nil, nil
 		return
 	}
 	r.chunks = append(r.chunks, b)
@@ -88,7 +117,7 @@ func (r *recorder) Close() error {
 		if !ok {
 			u, ok = r.usage, r.hasUsage
 		}
-		r.done(r.chunks, r.ends, u, ok)
+		r.done(&Recording{Chunks: r.chunks, Events: r.events, Ends: r.ends, Usage: u, HasUsage: ok})
 	})
 	return err
 }
@@ -113,13 +142,18 @@ type replay struct {
 func (r *replay) Next() (*llm.Chunk, error) {
 	if r.i < len(r.e.Chunks) {
 		r.c.SetRaw(r.e.Chunks[r.i])
+		if r.e.Events != nil {
+			r.c.Event = r.e.Events[r.i]
+			r.i++
+			return &r.c, nil // a native stream's usage travels in its own events
+		}
 		r.i++
 		if r.i == 1 && r.c.Parse() == nil {
 			r.id, r.model, r.created = r.c.ID, r.c.Model, r.c.Created
 		}
 		return &r.c, nil
 	}
-	if !r.usageSent && r.e.Usage != (llm.Usage{}) {
+	if !r.usageSent && r.e.Usage != (llm.Usage{}) && r.e.Events == nil {
 		r.usageSent = true
 		u := r.e.Usage
 		r.c.Reset()

@@ -266,3 +266,80 @@ func TestNodeSDKsCache(t *testing.T) {
 		t.Fatalf("node --test reported failures or skips:\n%s", out)
 	}
 }
+
+// An Anthropic client of an Anthropic upstream gets the upstream's own
+// answer, passed through; the cache keeps it in that format, serves it
+// to Anthropic clients with the usage marked, and never to an OpenAI
+// client, whose miss stores an answer both formats read.
+func TestCacheNativeAnthropic(t *testing.T) {
+	m := startMesh(t, withCache)
+	ctx := context.Background()
+	ac := anthropic.NewClient(aoption.WithBaseURL(m.url), aoption.WithAPIKey("sk-unused"), aoption.WithMaxRetries(0))
+	oc := openai.NewClient(option.WithBaseURL(m.url+"/v1/"), option.WithAPIKey("sk-unused"), option.WithMaxRetries(0))
+	const q = "native cache question #mock chunks=5"
+	params := anthropic.MessageNewParams{Model: "claude-mock", MaxTokens: 64, Messages: user(q)}
+	temp0 := aoption.WithJSONSet("temperature", 0)
+
+	plain := func() (*anthropic.Message, string) {
+		var resp *http.Response
+		msg, err := ac.Messages.New(ctx, params, temp0, aoption.WithResponseInto(&resp))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return msg, resp.Header.Get("X-Meridian-Cache")
+	}
+	a, s1 := plain()
+	b, s2 := plain()
+	if s1 != "miss" || s2 != "hit" || len(b.Content) != 1 || b.Content[0].Text != a.Content[0].Text || b.ID != a.ID {
+		t.Fatalf("plain: %q then %q: %+v vs %+v", s1, s2, a, b)
+	}
+	if b.Usage.InputTokens != 0 || b.Usage.CacheReadInputTokens != a.Usage.InputTokens || a.Usage.InputTokens == 0 || b.Usage.OutputTokens != a.Usage.OutputTokens {
+		t.Fatalf("usage: miss %+v, hit %+v", a.Usage, b.Usage)
+	}
+
+	stream := func() ([]string, anthropic.Message, string) {
+		var resp *http.Response
+		s := ac.Messages.NewStreaming(ctx, params, temp0, aoption.WithResponseInto(&resp))
+		var msg anthropic.Message
+		var deltas []string
+		for s.Next() {
+			ev := s.Current()
+			if err := msg.Accumulate(ev); err != nil {
+				t.Fatal(err)
+			}
+			if ev.Type == "content_block_delta" {
+				deltas = append(deltas, ev.Delta.Text)
+			}
+		}
+		if err := s.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return deltas, msg, resp.Header.Get("X-Meridian-Cache")
+	}
+	d1, m1, s1 := stream()
+	d2, m2, s2 := stream()
+	if s1 != "miss" || s2 != "hit" || strings.Join(d1, "\x00") != strings.Join(d2, "\x00") || len(d1) != 5 {
+		t.Fatalf("stream: %q then %q: %q vs %q", s1, s2, d1, d2)
+	}
+	if m2.Usage.InputTokens != 0 || m2.Usage.CacheReadInputTokens == 0 || m2.Usage.OutputTokens != m1.Usage.OutputTokens || m1.Usage.CacheReadInputTokens != 0 {
+		t.Fatalf("stream usage: miss %+v, hit %+v", m1.Usage, m2.Usage)
+	}
+
+	// The OpenAI client cannot read the native entry: a miss, whose
+	// answer then serves the Anthropic client too.
+	op := openai.ChatCompletionNewParams{Model: "claude-mock", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(q)},
+		Temperature: openai.Float(0), MaxTokens: openai.Int(64)}
+	var r1, r2 *http.Response
+	if _, err := oc.Chat.Completions.New(ctx, op, option.WithResponseInto(&r1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := oc.Chat.Completions.New(ctx, op, option.WithResponseInto(&r2)); err != nil {
+		t.Fatal(err)
+	}
+	if r1.Header.Get("X-Meridian-Cache") != "miss" || r2.Header.Get("X-Meridian-Cache") != "hit" {
+		t.Fatalf("openai client: %q then %q", r1.Header.Get("X-Meridian-Cache"), r2.Header.Get("X-Meridian-Cache"))
+	}
+	if c, s := plain(); s != "hit" || c.Content[0].Text != a.Content[0].Text || c.Usage.CacheReadInputTokens == 0 {
+		t.Fatalf("anthropic after the openai answer: %q %+v", s, c)
+	}
+}

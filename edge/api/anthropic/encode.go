@@ -106,6 +106,16 @@ var _ api.CacheFormat = format{}
 // EncodeCached renders a cached answer (an OpenAI completion) as an
 // Anthropic message whose usage says the prompt was read from the cache.
 func (format) EncodeCached(req *llm.Request, resp *llm.Response) ([]byte, llm.Usage, error) {
+	if resp.Format == llm.FormatAnthropic {
+		// An Anthropic upstream's own message: its usage, marked.
+		var msg map[string]json.RawMessage
+		if err := json.Unmarshal(resp.Body, &msg); err != nil {
+			return nil, llm.Usage{}, err
+		}
+		markCached(msg, -1)
+		b, err := json.Marshal(msg)
+		return b, resp.Usage, err
+	}
 	cc, err := resp.ChatCompletion()
 	if err != nil {
 		return nil, llm.Usage{}, err
@@ -117,11 +127,67 @@ func (format) EncodeCached(req *llm.Request, resp *llm.Response) ([]byte, llm.Us
 	return appendMessageUsage(make([]byte, 0, 1024), cc, req.Model, true), u, nil
 }
 
+// markCached rewrites the "usage" of obj (an Anthropic message, or a
+// message_delta event) so that the whole prompt reads as cached:
+// input_tokens 0, cache_read_input_tokens the prompt. A usage without
+// input counts takes prompt, when it is not negative. It returns the
+// prompt's tokens.
+func markCached(obj map[string]json.RawMessage, prompt int64) int64 {
+	var u map[string]json.RawMessage
+	if json.Unmarshal(obj["usage"], &u) != nil || u == nil {
+		return prompt
+	}
+	total, counted := int64(0), false
+	for _, k := range []string{"input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"} {
+		var n int64
+		if v, ok := u[k]; ok && json.Unmarshal(v, &n) == nil {
+			total, counted = total+n, true
+		}
+	}
+	if !counted {
+		if prompt < 0 {
+			return prompt
+		}
+		total = prompt
+	}
+	u["input_tokens"], u["cache_creation_input_tokens"] = json.RawMessage("0"), json.RawMessage("0")
+	u["cache_read_input_tokens"] = json.RawMessage(strconv.FormatInt(total, 10))
+	obj["usage"], _ = json.Marshal(u)
+	return total
+}
+
+// markCachedEvent rewrites the usage in a replayed native event:
+// message_start's message.usage, message_delta's usage.
+func (t *translator) markCachedEvent(name string, data []byte) []byte {
+	if name != "message_start" && name != "message_delta" {
+		return data
+	}
+	var ev map[string]json.RawMessage
+	if json.Unmarshal(data, &ev) != nil {
+		return data
+	}
+	if name == "message_delta" {
+		t.cachedPrompt = markCached(ev, t.cachedPrompt)
+	} else {
+		var msg map[string]json.RawMessage
+		if json.Unmarshal(ev["message"], &msg) != nil {
+			return data
+		}
+		t.cachedPrompt = markCached(msg, t.cachedPrompt)
+		ev["message"], _ = json.Marshal(msg)
+	}
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return data
+	}
+	return b
+}
+
 // StreamCached translates a replayed stream; its message_delta carries
 // the usage, marked as read from the cache.
 func (format) StreamCached(_ *http.Request, req *llm.Request, _ *gateway.Result) api.StreamEncoder {
 	t := newTranslator(req.Model, "msg_"+req.ID)
-	t.requestID, t.cached = req.ID, true
+	t.requestID, t.cached, t.cachedPrompt = req.ID, true, -1
 	return t
 }
 
@@ -156,8 +222,10 @@ type translator struct {
 	usage       llm.Usage
 	hasUsage    bool
 	// cached: the stream is a replay from the edge cache, and its usage
-	// says so.
-	cached bool
+	// says so; cachedPrompt is a replayed native stream's prompt tokens,
+	// from its message_start, or -1.
+	cached       bool
+	cachedPrompt int64
 }
 
 func newTranslator(model, id string) *translator {
@@ -293,6 +361,9 @@ func (t *translator) Chunk(b []byte, c *llm.Chunk) ([]byte, error) {
 		// An Anthropic upstream's event, relayed as it came; the
 		// message_stop that ends the stream is among them.
 		t.passthrough = true
+		if t.cached {
+			return appendEvent(b, c.Event, t.markCachedEvent(c.Event, c.Raw)), nil
+		}
 		return appendEvent(b, c.Event, c.Raw), nil
 	}
 	if err := c.Parse(); err != nil {

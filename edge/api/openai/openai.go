@@ -11,6 +11,7 @@ package openai
 
 import (
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"math"
 	"net/http"
@@ -170,6 +171,9 @@ var _ api.CacheFormat = format{}
 // read from the cache: prompt_tokens_details.cached_tokens is the whole
 // prompt. The rest of the body is the original's.
 func (format) EncodeCached(_ *llm.Request, resp *llm.Response) ([]byte, llm.Usage, error) {
+	if resp.Format != "" && resp.Format != llm.FormatOpenAI {
+		return nil, llm.Usage{}, fmt.Errorf("a cached %s answer cannot be rendered in OpenAI's format", resp.Format)
+	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(resp.Body, &obj); err != nil {
 		return nil, llm.Usage{}, err
