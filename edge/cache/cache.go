@@ -10,6 +10,10 @@
 // its body, a stream as its chunks with the original write grouping, so
 // a replay is chunked like the original.
 //
+// The semantic cache (Semantic) indexes the embedding of a request's
+// last user turn under its exact context (ContextKeyOf), and finds the
+// stored answer of a similar enough turn by exact cosine search.
+//
 // What decides whether a request may use the cache (Decide, Combine)
 // and where an answer may be served (Allowed: an entry remembers the
 // region of the target that produced it) lives here too; the request
