@@ -3,7 +3,7 @@ GO        ?= go
 FUZZTIME  ?= 10s
 BIN       := bin
 
-.PHONY: help build ollama tinymodel proto test e2e run bench bench-gateway bench-adapters bench-gossip bench-local bench-links bench-peerdeath bench-control bench-usage bench-distribution bench-router bench-security bench-keys bench-cache bench-spend chaos-control fuzz lint clean
+.PHONY: help build ollama tinymodel proto test e2e run bench bench-gateway bench-adapters bench-gossip bench-local bench-links bench-peerdeath bench-control bench-usage bench-distribution bench-router bench-security bench-keys bench-cache bench-spend bench-batch chaos-control fuzz lint clean
 
 help:
 	@echo "make build          build meridian-edge, meridian-control, meridianctl and mockprovider into $(BIN)/"
@@ -28,6 +28,7 @@ help:
 	@echo "make bench-keys     what key and tenant limits and usage records add to a request, against the same path without"
 	@echo "make bench-cache    the edge cache on a replayed FAQ trace: hit ratio, p50 of a hit against a miss, cost saved (REQUESTS=n)"
 	@echo "make bench-spend    exact spend: 10,000 mixed requests over three edges, one SIGKILLed midway; the control plane's totals against the clients' (REQUESTS=n)"
+	@echo "make bench-batch    batches on the local engine: lines/s, and interactive p99 during a batch against without one (LINES=n)"
 	@echo "make tinymodel      write the tiny test models to $(BIN)/tiny.gguf and $(BIN)/tiny-repeat.gguf"
 	@echo "make fuzz           a short run of every fuzz target (FUZZTIME=$(FUZZTIME) each)"
 	@echo "make lint           gofmt check, go vet and staticcheck"
@@ -176,6 +177,9 @@ bench-cache:
 
 bench-spend: ollama build
 	$(GO) run ./scripts/bench/spend $(if $(REQUESTS),-requests $(REQUESTS))
+
+bench-batch: ollama
+	$(GO) run ./scripts/bench/batch -ollama $(BIN)/ollama -readme README.md $(if $(LINES),-lines $(LINES))
 
 # Every fuzz target in the module, each run for FUZZTIME. A run that ends
 # with go's own "context deadline exceeded" and no failing input (the

@@ -21,9 +21,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meridian-mesh/meridian/shared/backoff"
+	"github.com/meridian-mesh/meridian/shared/jobswire"
 	"github.com/meridian-mesh/meridian/shared/tablewire"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meridian-mesh/meridian/control/fsm"
@@ -245,6 +248,9 @@ func Start(cfg Config, node Node) (*Distribution, error) {
 			done := make(chan struct{})
 			defer func() { <-done }()
 			go func() { defer close(done); d.agg.Run(ctx) }()
+			jobsDone := make(chan struct{})
+			defer func() { <-jobsDone }()
+			go func() { defer close(jobsDone); ensureJobs(ctx, nc, min(3, d.ns.JetStreamPeers()), cfg.Logger) }()
 		}
 		if d.ns != nil && cfg.EdgeIdentities {
 			go d.watchRevocations(ctx, node.FSM(), cfg.Logger)
@@ -337,4 +343,34 @@ func (d *Distribution) authorized(r *http.Request) bool {
 		}
 	}
 	return false
+}
+
+// ensureJobs creates the batch streams (shared/jobswire) with replicas
+// copies, which edges use but may not create. Every control node does,
+// idempotently, retrying until JetStream (clustered: its quorum) answers.
+func ensureJobs(ctx context.Context, nc *nats.Conn, replicas int, log *slog.Logger) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		log.Error("batch streams", "err", err)
+		return
+	}
+	retry := backoff.Policy{Base: 500 * time.Millisecond, Max: 10 * time.Second, Jitter: 0.2}
+	for attempt := 0; ; attempt++ {
+		// Short attempts: a request sent before JetStream's cluster has
+		// a meta leader waits out its whole timeout.
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := jobswire.Ensure(cctx, js, replicas)
+		cancel()
+		if err == nil {
+			return
+		}
+		if attempt == 5 {
+			log.Warn("batch streams not created yet; batches answer 503 until they are", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(retry.Delay(attempt)):
+		}
+	}
 }

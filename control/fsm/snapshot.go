@@ -74,6 +74,10 @@ func (s *State) WriteTo(w io.Writer) (int64, error) {
 		snap.UsageApplied = append(snap.UsageApplied, a.(*controlv1.AppliedUsage))
 		return false
 	})
+	s.UsageRuns(func(r *controlv1.UsageSeq) bool {
+		snap.UsageSeqs = append(snap.UsageSeqs, r)
+		return true
+	})
 	snap.BudgetStates = s.BudgetStates()
 	body, err := proto.MarshalOptions{Deterministic: true}.Marshal(snap)
 	if err != nil {
@@ -169,6 +173,9 @@ func ReadState(r io.Reader) (*State, error) {
 	for _, a := range snap.GetUsageApplied() {
 		txn.Insert(appliedKey(a.GetRequestId()), a)
 		txn.Insert(appliedOrderKey(a.GetAppliedUnixMs(), a.GetRequestId()), a.GetRequestId())
+	}
+	for _, r := range snap.GetUsageSeqs() {
+		txn.Insert(runKey(r.GetNode(), r.GetEpoch()), r)
 	}
 	for _, b := range snap.GetBudgetStates() {
 		txn.Insert(budgetKey(b.GetTenant()), b)

@@ -106,7 +106,7 @@ func (s *State) KeyByHash(hash string) (string, bool) {
 }
 
 // Equal reports whether two states hold the same entities, members and
-// usage (totals, applied request IDs, budget states);
+// usage (totals, applied request IDs and edge runs, budget states);
 // tests use it to compare replicas.
 func (s *State) Equal(o *State) bool {
 	if s.tree.Len() != o.tree.Len() {
@@ -115,7 +115,7 @@ func (s *State) Equal(o *State) bool {
 	equal := true
 	s.tree.Root().Walk(func(k []byte, v any) bool {
 		if !strings.HasPrefix(string(k), "e/") && !strings.HasPrefix(string(k), "m/") &&
-			!strings.HasPrefix(string(k), "u/") && !strings.HasPrefix(string(k), "ua/") && !strings.HasPrefix(string(k), "b/") {
+			!strings.HasPrefix(string(k), "u/") && !strings.HasPrefix(string(k), "ua/") && !strings.HasPrefix(string(k), "us/") && !strings.HasPrefix(string(k), "b/") {
 			return false
 		}
 		ov, ok := o.tree.Get(k)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	iradix "github.com/hashicorp/go-immutable-radix"
+	"google.golang.org/protobuf/proto"
 
 	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
 	"github.com/meridian-mesh/meridian/shared/usagewire"
@@ -37,7 +38,10 @@ const (
 // Tree keys of the usage state:
 //
 //	"u/<tenant>\x00<hour, 12 digits>\x00<key>\x00<model>" → *controlv1.UsageTotal
-//	"ua/<request>"                        → *controlv1.AppliedUsage
+//	"us/<node>\x00<epoch, 16 hex digits>" → *controlv1.UsageSeq: the
+//	                                        records applied of one edge run
+//	"ua/<request>"                        → *controlv1.AppliedUsage, for
+//	                                        records without a run and seq
 //	"uo/<applied ms, 20 digits>/<request>" → request ID, oldest first, for pruning
 //	"b/<tenant>"                          → *controlv1.BudgetState
 //	"ud/<tenant>\x00<day, 8 digits>"      → daySpend, derived from the
@@ -53,6 +57,9 @@ func totalKey(tenant string, hour int64, key, model string) []byte {
 	return fmt.Appendf(nil, "u/%s\x00%012d\x00%s\x00%s", tenant, hour, key, model)
 }
 func appliedKey(id string) []byte { return []byte("ua/" + id) }
+func runKey(node string, epoch uint64) []byte {
+	return fmt.Appendf(nil, "us/%s\x00%016x", node, epoch)
+}
 func appliedOrderKey(ms int64, id string) []byte {
 	return fmt.Appendf(nil, "uo/%020d/%s", ms, id)
 }
@@ -80,15 +87,60 @@ const msPerDay = 24 * int64(time.Hour/time.Millisecond)
 
 const msPerHour = int64(time.Hour / time.Millisecond)
 
+const msPerMinute = int64(time.Minute / time.Millisecond)
+
 // UsageNow returns the time of the last usage batch applied, Unix
 // milliseconds (0 before the first).
 func (s *State) UsageNow() int64 { return s.usageNow }
 
 // UsageApplied reports whether a request ID's record was applied and is
-// still remembered.
+// still remembered, for records without a run and seq.
 func (s *State) UsageApplied(requestID string) bool {
 	_, ok := s.tree.Get(appliedKey(requestID))
 	return ok
+}
+
+// UsageRuns calls fn for every edge run remembered, ordered by node and
+// epoch, until fn returns false.
+func (s *State) UsageRuns(fn func(*controlv1.UsageSeq) bool) {
+	s.tree.Root().WalkPrefix([]byte("us/"), func(_ []byte, v any) bool {
+		return !fn(v.(*controlv1.UsageSeq))
+	})
+}
+
+// hasRun reports whether r carries its edge run and seq, by which it is
+// deduplicated.
+func hasRun(r *controlv1.UsageRecord) bool {
+	n := r.GetNode()
+	return r.GetSeq() > 0 && r.GetEpoch() != 0 && n != "" && len(n) <= maxUsageField && strings.IndexByte(n, 0) < 0
+}
+
+// seqApplied reports whether seq is among run's applied records.
+func seqApplied(run *controlv1.UsageSeq, seq uint64) bool {
+	if seq <= run.GetHigh() {
+		return true
+	}
+	_, found := slices.BinarySearch(run.GetAbove(), seq)
+	return found
+}
+
+// addSeq records seq (not yet applied) in run, moving high up over the
+// seqs that now follow it without a gap.
+func addSeq(run *controlv1.UsageSeq, seq uint64) {
+	if seq == run.High+1 {
+		run.High = seq
+	} else {
+		i, _ := slices.BinarySearch(run.Above, seq)
+		run.Above = slices.Insert(run.Above, i, seq)
+	}
+	n := 0
+	for n < len(run.Above) && run.Above[n] == run.High+1 {
+		run.High = run.Above[n]
+		n++
+	}
+	if n > 0 {
+		run.Above = slices.Delete(run.Above, 0, n)
+	}
 }
 
 // UsageTotals calls fn for every total, ordered by tenant, hour, key and
@@ -164,19 +216,48 @@ func applyUsage(txn *iradix.Txn, prevNow int64, b *controlv1.UsageBatch) (res *c
 	// Batch time never goes back, whichever leader's clock proposed it.
 	now = max(prevNow, b.GetNowUnixMs())
 	pruneApplied(txn, now-UsageRetention.Milliseconds())
+	if now/msPerMinute != prevNow/msPerMinute {
+		pruneRuns(txn, now-UsageRetention.Milliseconds())
+	}
+	// The runs this batch touches, copied once: values in the tree are
+	// shared with older states and never changed in place.
+	runs := map[string]*controlv1.UsageSeq{}
 	var r UsageResult
 	for _, rec := range b.GetRecords() {
+		tracked := hasRun(rec)
+		if tracked {
+			k := runKey(rec.GetNode(), rec.GetEpoch())
+			run := runs[string(k)]
+			if run == nil {
+				if old, ok := txn.Get(k); ok {
+					run = proto.Clone(old.(*controlv1.UsageSeq)).(*controlv1.UsageSeq)
+				} else {
+					run = &controlv1.UsageSeq{Node: rec.GetNode(), Epoch: rec.GetEpoch()}
+				}
+				runs[string(k)] = run
+			}
+			if seqApplied(run, rec.GetSeq()) {
+				r.Duplicate++
+				continue
+			}
+			// A malformed record uses up its seq too, or the run's
+			// numbers would never close over it.
+			addSeq(run, rec.GetSeq())
+			run.SeenUnixMs = now
+		}
 		if CheckUsageRecord(rec) != nil {
 			r.Malformed++
 			continue
 		}
 		id := rec.GetRequestId()
-		if _, dup := txn.Get(appliedKey(id)); dup {
-			r.Duplicate++
-			continue
+		if !tracked {
+			if _, dup := txn.Get(appliedKey(id)); dup {
+				r.Duplicate++
+				continue
+			}
+			txn.Insert(appliedKey(id), &controlv1.AppliedUsage{RequestId: id, AppliedUnixMs: now})
+			txn.Insert(appliedOrderKey(now, id), id)
 		}
-		txn.Insert(appliedKey(id), &controlv1.AppliedUsage{RequestId: id, AppliedUnixMs: now})
-		txn.Insert(appliedOrderKey(now, id), id)
 		hour := rec.GetUnixMs() / msPerHour
 		k := totalKey(rec.GetTenant(), hour, rec.GetKey(), rec.GetModel())
 		t := &controlv1.UsageTotal{Tenant: rec.GetTenant(), Key: rec.GetKey(), Model: rec.GetModel(), Hour: hour}
@@ -191,6 +272,9 @@ func applyUsage(txn *iradix.Txn, prevNow int64, b *controlv1.UsageBatch) (res *c
 		txn.Insert(k, t)
 		addDaySpend(txn, rec.GetTenant(), rec.GetUnixMs()/msPerDay, rec.GetCostNanoUsd())
 		r.Applied++
+	}
+	for k, run := range runs {
+		txn.Insert([]byte(k), run)
 	}
 	budgetsChanged = updateBudgets(txn, now)
 	return &controlv1.Result{Message: fmt.Sprintf("applied=%d duplicate=%d malformed=%d", r.Applied, r.Duplicate, r.Malformed)}, now, budgetsChanged
@@ -219,6 +303,23 @@ func pruneApplied(txn *iradix.Txn, horizon int64) {
 	for i, k := range old {
 		txn.Delete(k)
 		txn.Delete(appliedKey(ids[i]))
+	}
+}
+
+// pruneRuns forgets the edge runs with no record applied since horizon
+// (batch time). It runs when a batch starts a new minute: the runs are
+// few (one per edge process started in UsageRetention), so a walk is
+// cheap, and a batch time decides it, so every replica agrees.
+func pruneRuns(txn *iradix.Txn, horizon int64) {
+	var old [][]byte
+	txn.Root().WalkPrefix([]byte("us/"), func(k []byte, v any) bool {
+		if v.(*controlv1.UsageSeq).GetSeenUnixMs() < horizon {
+			old = append(old, k)
+		}
+		return false
+	})
+	for _, k := range old {
+		txn.Delete(k)
 	}
 }
 

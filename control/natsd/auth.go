@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
 
+	"github.com/meridian-mesh/meridian/shared/jobswire"
 	"github.com/meridian-mesh/meridian/shared/tablewire"
 	"github.com/meridian-mesh/meridian/shared/usagewire"
 )
@@ -32,17 +33,49 @@ type Identities interface {
 // back to the reply subject the edge chose, in its own inbox. The edge
 // gets no JetStream API subject ($JS.API.>): it cannot create, purge or
 // delete a stream nor read another edge's records.
+//
+// Batches (shared/jobswire) need more of JetStream: an edge serves the
+// Files and Batches APIs and runs lines, so it reads and writes the batch
+// streams' messages, creates and reads their consumers, and purges the
+// work and file streams (a cancelled batch's lines, a replaced file's
+// chunks). It may not create, update or delete those streams, and no
+// JetStream API of any other stream is open to it.
 func EdgePermissions(node string) *server.Permissions {
 	return &server.Permissions{
-		Publish: &server.SubjectPermission{Allow: []string{
+		Publish: &server.SubjectPermission{Allow: append([]string{
 			tablewire.SubjectSnapshot, tablewire.ReportSubject(node),
 			usagewire.UsageSubject(node), usagewire.LimitsSubject(node),
-		}},
+		}, jobsPublish()...)},
 		Subscribe: &server.SubjectPermission{Allow: []string{
 			tablewire.SubjectUpdate, tablewire.SubjectHeartbeat, tablewire.InboxPrefix(node) + ".>",
 			usagewire.LimitsSubjects,
 		}},
 	}
+}
+
+// jobsPublish is what an edge may publish for batches: their messages,
+// and the JetStream API of the batch streams short of creating, updating
+// or deleting them.
+func jobsPublish() []string {
+	out := []string{
+		jobswire.LinesSubjects, "$KV." + jobswire.Batches + ".>", "$KV." + jobswire.Results + ".>", "$O." + jobswire.Files + ".>",
+		"$JS.API.STREAM.PURGE." + jobswire.Stream, "$JS.API.STREAM.PURGE.OBJ_" + jobswire.Files,
+	}
+	for _, st := range []string{jobswire.Stream, "KV_" + jobswire.Batches, "KV_" + jobswire.Results, "OBJ_" + jobswire.Files} {
+		out = append(out,
+			"$JS.API.STREAM.INFO."+st, "$JS.API.STREAM.MSG.GET."+st,
+			"$JS.API.DIRECT.GET."+st, "$JS.API.DIRECT.GET."+st+".>",
+			"$JS.API.CONSUMER.CREATE."+st, "$JS.API.CONSUMER.CREATE."+st+".>",
+			"$JS.API.CONSUMER.INFO."+st+".*", "$JS.API.CONSUMER.LIST."+st, "$JS.API.CONSUMER.NAMES."+st,
+			"$JS.API.CONSUMER.MSG.NEXT."+st+".*", "$JS.ACK."+st+".>", "$JS.FC."+st+".>")
+		if st != jobswire.Stream {
+			// The key-value and object clients' watchers and readers are
+			// consumers of their own, which they delete when done. The
+			// work stream's per-model consumers are shared: never deleted.
+			out = append(out, "$JS.API.CONSUMER.DELETE."+st+".*")
+		}
+	}
+	return out
 }
 
 // auth authenticates clients: the control credential (token, or user and

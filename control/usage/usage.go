@@ -7,9 +7,12 @@
 //
 // Records are counted exactly once by two layers: JetStream drops a
 // re-sent record inside its duplicate window (Nats-Msg-Id = request_id),
-// and the state machine drops a request ID it already applied, which
-// covers redelivery after a leader change and records re-sent from an
-// edge's spool later than the window.
+// and the state machine drops a record it already applied, which covers
+// redelivery after a leader change and records re-sent from an edge's
+// spool later than the window. It knows a record by its edge run and
+// seq (usagev1.Record's epoch and seq: a few words per edge process,
+// whatever the request rate), or by request ID for a record without
+// them.
 //
 // It must never write to Raft once per record, never acknowledge a record
 // before its batch applied, and never let one malformed record stop a
@@ -224,6 +227,14 @@ func (a *Aggregator) step(ctx context.Context, cons jetstream.Consumer) error {
 	for msg := range mb.Messages() {
 		rec, err := Decode(msg.Subject(), msg.Data())
 		if err != nil {
+			if stub := RunStub(msg.Subject(), msg.Data()); stub != nil {
+				// Proposed with only its run and seq, so the state
+				// machine uses its number up; it counts it malformed.
+				a.log.Warn("dropping a malformed usage record", "subject", msg.Subject(), "err", err)
+				msgs = append(msgs, msg)
+				batch.Records = append(batch.Records, stub)
+				continue
+			}
 			// Never redelivered: it would fail the same way.
 			a.malformed.Add(1)
 			a.m.records.WithLabelValues("malformed").Inc()
@@ -315,9 +326,26 @@ func Decode(subject string, data []byte) (*controlv1.UsageRecord, error) {
 	rec := &controlv1.UsageRecord{
 		RequestId: r.GetRequestId(), Tenant: r.GetTenant(), Key: r.GetKey(), Model: r.GetModel(),
 		TokensIn: r.GetTokensIn(), TokensOut: r.GetTokensOut(), CostNanoUsd: r.GetCostNanoUsd(), UnixMs: r.GetUnixMs(),
+		Node: r.GetNode(), Epoch: r.GetEpoch(), Seq: r.GetSeq(),
 	}
 	if err := fsm.CheckUsageRecord(rec); err != nil {
 		return nil, err
 	}
 	return rec, nil
+}
+
+// RunStub returns, for a record Decode refuses, a record holding only
+// its node, run and seq, when it has them and travelled on its own
+// node's subject; else nil. The state machine counts the stub as
+// malformed and uses up its seq, so the run's numbers still close.
+func RunStub(subject string, data []byte) *controlv1.UsageRecord {
+	if len(data) > maxRecordBytes {
+		return nil
+	}
+	var r usagev1.Record
+	if proto.Unmarshal(data, &r) != nil || r.GetNode() == "" || usagewire.UsageSubject(r.GetNode()) != subject ||
+		r.GetEpoch() == 0 || r.GetSeq() == 0 {
+		return nil
+	}
+	return &controlv1.UsageRecord{Node: r.GetNode(), Epoch: r.GetEpoch(), Seq: r.GetSeq()}
 }

@@ -163,6 +163,15 @@ func (c *Config) authenticate(r *http.Request, tab *table.Compiled) (Identity, *
 		key = r.Header.Get("Api-Key")
 	}
 	key = strings.TrimSpace(key)
+	if h, ok := r.Context().Value(keyHashKey{}).(string); ok {
+		// An in-process caller (a batch line) acts as a key it names
+		// by hash; the key must still be usable now.
+		id, ok := c.lookupHash(r, tab, h)
+		if !ok {
+			return Identity{}, errBadKey
+		}
+		return id, nil
+	}
 	if c.NoAuth {
 		if key == "" || !tab.HasKeys() {
 			return Identity{}, nil
@@ -200,7 +209,12 @@ func ErrNoKeys() *llm.Error {
 // matches key, and hands it to the router (tenant, key regions).
 func (c *Config) lookup(r *http.Request, tab *table.Compiled, key string) (Identity, bool) {
 	sum := sha256.Sum256([]byte(key))
-	k, ok := tab.KeyByHash(hex.EncodeToString(sum[:]))
+	return c.lookupHash(r, tab, hex.EncodeToString(sum[:]))
+}
+
+// lookupHash is lookup by the key's lowercase hex SHA-256.
+func (c *Config) lookupHash(r *http.Request, tab *table.Compiled, hexHash string) (Identity, bool) {
+	k, ok := tab.KeyByHash(hexHash)
 	if !ok || !usable(k, c) {
 		return Identity{}, false
 	}

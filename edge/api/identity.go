@@ -1,9 +1,11 @@
 package api
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/meridian-mesh/meridian/edge/limits"
@@ -21,6 +23,18 @@ type Identity struct {
 	KeyID, TenantID string
 	Key             *table.Key
 	Tenant          *table.Tenant
+}
+
+type keyHashKey struct{}
+
+// WithKeyHash returns a context whose requests authenticate as the
+// table's key with this hash (table.Key.Hash, "sha256:<hex>"), whatever
+// headers they carry: edge/jobs runs a batch's lines as the key that
+// created the batch, which it knows only by hash. Only code in the edge
+// process can set it; no client input reaches it. A key disabled or
+// deleted since is refused as usual.
+func WithKeyHash(ctx context.Context, hash string) context.Context {
+	return context.WithValue(ctx, keyHashKey{}, strings.ToLower(strings.TrimPrefix(hash, "sha256:")))
 }
 
 // usable reports whether k may be used at now: neither disabled nor

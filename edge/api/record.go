@@ -36,7 +36,9 @@ func (c *Config) record(tab *table.Compiled, s *served) {
 	if c.Usage == nil {
 		return
 	}
-	rec := &usagev1.Record{
+	// The recorder encodes rec before Record returns: it stays on the
+	// stack.
+	rec := usagev1.Record{
 		RequestId: s.requestID, Tenant: s.tenant, Key: s.key, Model: s.model,
 		Target: s.route.Target, TargetKind: s.route.Kind, Node: c.Node, Region: c.Region, Via: s.via,
 		TokensIn: s.tokensIn, TokensOut: s.tokensOut, Status: uint32(s.status),
@@ -65,7 +67,7 @@ func (c *Config) record(tab *table.Compiled, s *served) {
 	} else if _, ok := tab.Route(s.model); ok {
 		l.Model = s.model
 	}
-	c.Usage.Record(rec, l)
+	c.Usage.Record(&rec, l)
 }
 
 // price is the table's price for the target that served a request for

@@ -80,6 +80,7 @@ type Node struct {
 	dropped atomic.Uint64
 	changed chan struct{} // a suspicion came or went; capacity 1
 	refuted atomic.Int64  // time of the newest suspicion of this node refuted
+	pubMu   sync.Mutex    // serialises publish
 
 	mu      sync.Mutex // guards meta, lastVer
 	updMu   sync.Mutex // serializes UpdateNode calls with Close
@@ -256,8 +257,12 @@ func (n *Node) suspected(b []byte) {
 		// everywhere. Once per suspicion.
 		if old := n.refuted.Load(); s.At > old && n.refuted.CompareAndSwap(old, s.At) {
 			n.log.Info("refuting a suspicion", "by", s.By)
-			models := n.tab.ownModels(n.cfg.NodeID)
-			n.publish(msgModels, func(r *record) { r.ModelsVer, r.Models = max(n.nextVersion(), s.Ver+1), models })
+			// The models are read inside publish, which runs one at a
+			// time: read before it, they could be a set SetReadyModels
+			// replaced meanwhile, republished as the newer one.
+			n.publish(msgModels, func(r *record) {
+				r.ModelsVer, r.Models = max(n.nextVersion(), s.Ver+1), n.tab.ownModels(n.cfg.NodeID)
+			})
 		}
 		return
 	}
@@ -392,8 +397,12 @@ func (n *Node) nextVersion() uint64 {
 	return n.lastVer
 }
 
-// publish updates this node's record and queues its broadcast.
+// publish updates this node's record and queues its broadcast. Calls
+// run one at a time, so versions are handed out, merged and queued in
+// the same order, and set may read the node's own record.
 func (n *Node) publish(t byte, set func(*record)) {
+	n.pubMu.Lock()
+	defer n.pubMu.Unlock()
 	r := record{Node: n.cfg.NodeID}
 	set(&r)
 	n.tab.merge(r)

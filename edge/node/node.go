@@ -28,6 +28,7 @@ import (
 	"github.com/meridian-mesh/meridian/edge/gateway"
 	"github.com/meridian-mesh/meridian/edge/geo"
 	"github.com/meridian-mesh/meridian/edge/gossip"
+	"github.com/meridian-mesh/meridian/edge/jobs"
 	"github.com/meridian-mesh/meridian/edge/limits"
 	"github.com/meridian-mesh/meridian/edge/link"
 	"github.com/meridian-mesh/meridian/edge/llm"
@@ -73,6 +74,8 @@ type Node struct {
 	limits *limits.Limiter
 	usage  *usage.Recorder // nil when the edge records no usage
 	cache  *cache.Store    // nil when the cache is off
+
+	jobs *jobs.Service // the batch APIs and workers (jobs.go)
 }
 
 // New builds a node from a validated config. It does not listen yet.
@@ -175,6 +178,9 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 		return nil, err
 	}
 	n.api = &surface
+	if err := n.newJobs(mux); err != nil {
+		return nil, err
+	}
 	oai, anth := openaiapi.New(surface), anthropicapi.New(surface)
 	oai.Register(mux)
 	anth.Register(mux)
@@ -335,6 +341,11 @@ func (n *Node) Run(ctx context.Context) error {
 		return uerr
 	}
 	defer stopUsage() // after the drain: the last records are spooled
+	stopJobs, jerr := n.startJobs()
+	if jerr != nil {
+		return jerr
+	}
+	defer stopJobs() // before usage stops: a line's record is spooled
 	errc := make(chan error, 1)
 	go func() { errc <- n.srv.Serve(n.ln) }()
 	if n.gossip != nil {

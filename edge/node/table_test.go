@@ -44,11 +44,14 @@ type fakeControl struct {
 
 const testNATSToken = "edge-node-test-token-0123456789"
 
-func startFakeControl(t *testing.T) *fakeControl {
+func startFakeControl(t *testing.T, edit ...func(*natsd.Config)) *fakeControl {
 	t.Helper()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ncfg := natsd.DefaultConfig()
 	ncfg.Listen, ncfg.Token, ncfg.Logger = "127.0.0.1:0", testNATSToken, quiet
+	for _, e := range edit {
+		e(&ncfg)
+	}
 	ns, err := natsd.Start(ncfg)
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,9 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
+
+	usagev1 "github.com/meridian-mesh/meridian/proto/usage/v1"
+	"google.golang.org/protobuf/proto"
 )
 
 // The spool is an append-only file of frames:
@@ -102,15 +105,23 @@ func openSpool(path string) (s *spool, payloads [][]byte, cut error, err error) 
 	return &spool{f: f, size: int64(valid)}, payloads, cut, nil
 }
 
-// write appends frames (whole, from appendFrame) and syncs them to disk.
-func (s *spool) write(frames []byte) error {
-	if len(frames) == 0 {
-		return nil
+// write appends frames (whole, from appendFrame or the journal), each
+// slice in turn, and syncs them to disk once.
+func (s *spool) write(frames ...[]byte) error {
+	wrote := false
+	for _, b := range frames {
+		if len(b) == 0 {
+			continue
+		}
+		n, err := s.f.Write(b)
+		s.size += int64(n)
+		if err != nil {
+			return fmt.Errorf("usage: write spool: %w", err)
+		}
+		wrote = true
 	}
-	n, err := s.f.Write(frames)
-	s.size += int64(n)
-	if err != nil {
-		return fmt.Errorf("usage: write spool: %w", err)
+	if !wrote {
+		return nil
 	}
 	if err := s.f.Sync(); err != nil {
 		return fmt.Errorf("usage: sync spool: %w", err)
@@ -134,3 +145,32 @@ func (s *spool) reset() error {
 }
 
 func (s *spool) close() error { return s.f.Close() }
+
+// adoptJournal appends to sp, synced, the journal's payloads (held) that
+// the spool's (have) lack by request ID, and returns them. A payload
+// that does not decode is dropped: its frame passed its checksum, so it
+// was never a record.
+func adoptJournal(sp *spool, have, held [][]byte) ([][]byte, error) {
+	seen := make(map[string]bool, len(have))
+	for _, p := range have {
+		var rec usagev1.Record
+		if proto.Unmarshal(p, &rec) == nil {
+			seen[rec.GetRequestId()] = true
+		}
+	}
+	var moved [][]byte
+	var frames []byte
+	for _, p := range held {
+		var rec usagev1.Record
+		if err := proto.Unmarshal(p, &rec); err != nil || rec.GetRequestId() == "" || seen[rec.GetRequestId()] {
+			continue
+		}
+		seen[rec.GetRequestId()] = true
+		moved = append(moved, p)
+		frames = appendFrame(frames, p)
+	}
+	if err := sp.write(frames); err != nil {
+		return nil, err
+	}
+	return moved, nil
+}

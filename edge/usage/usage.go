@@ -3,11 +3,13 @@
 // JetStream, and counts spend and tokens by tenant and model on the
 // node's /metrics.
 //
-// A request hands its record to Record, which only appends it to a
-// bounded queue: one goroutine (the spooler) drains the queue every
-// Flush interval, or at once when a batch is waiting, so the bus and the
-// disk stay off the request's path and a request never pays for waking
-// anyone. The spooler appends each batch to the spool (an append-only
+// A request hands its record to Record, which writes its frame into the
+// journal (a memory-mapped file, see journal.go: no syscall, and it
+// survives a SIGKILL of the edge) and appends it to a bounded queue: one
+// goroutine (the spooler) drains the queue every Flush interval, or at
+// once when a batch is waiting, so the bus and the disk stay off the
+// request's path and a request never pays for waking anyone. The
+// spooler appends each batch to the spool (an append-only
 // file of length-prefixed, CRC-32C-checked frames under the edge's data
 // dir, synced once per batch); a second goroutine (the publisher) sends
 // spooled records on usagewire.UsageSubject(node) with their request ID
@@ -16,11 +18,12 @@
 // everything in the spool is acknowledged the spool is emptied. While the bus is away records stay
 // in the spool and are retried with backoff; on start, whatever the
 // spool holds is sent again, so an edge restart loses nothing spooled. A
-// graceful stop spools the queue first. The one window: a SIGKILL (or
-// crash) within Flush of a request's end loses that request's record,
-// which was still in memory; closing it means a write to the spool on
-// the request's path (about a syscall per request) or a memory-mapped
-// spool, not built yet. A record
+// graceful stop spools the queue first; a SIGKILL or crash leaves the
+// last Flush's records in the journal, which the next start moves to the
+// spool. What the journal does not cover is the machine itself dying
+// within a Flush of a request's end (the page cache is not synced until
+// the spooler's batch), and a journal segment that filled because the
+// disk stalled (those records wait in memory; Stats says how many). A record
 // sent twice (acked, but the spool not yet emptied when the edge died)
 // is dropped by JetStream's duplicate window and again by the control
 // plane's aggregation, both by request ID.
@@ -34,6 +37,8 @@ package usage
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -68,6 +73,10 @@ type Config struct {
 	// Flush is how often queued records are spooled and sent when fewer
 	// than a batch are waiting. Default 10ms.
 	Flush time.Duration
+	// JournalBytes is the size of each of the journal's two segments:
+	// room for the records of one Flush interval. Default 4 MiB (about
+	// 15,000 records).
+	JournalBytes int
 	// Batch is the most records spooled with one sync and published
 	// before waiting for their acks. Default 256.
 	Batch int
@@ -84,7 +93,7 @@ type Config struct {
 
 // DefaultConfig returns the settings used where nothing is set.
 func DefaultConfig() Config {
-	return Config{QueueSize: 8192, Batch: 256, Flush: 10 * time.Millisecond, AckTimeout: 5 * time.Second,
+	return Config{QueueSize: 8192, Batch: 256, JournalBytes: 4 << 20, Flush: 10 * time.Millisecond, AckTimeout: 5 * time.Second,
 		Retry: backoff.Policy{Base: 100 * time.Millisecond, Max: 5 * time.Second, Jitter: 0.5}}
 }
 
@@ -97,6 +106,8 @@ func (c *Config) Validate() error {
 		return errors.New("usage: spool dir is required")
 	case c.QueueSize < 1 || c.Batch < 1:
 		return fmt.Errorf("usage: queue size and batch must be positive, got %d and %d", c.QueueSize, c.Batch)
+	case c.JournalBytes < 4096:
+		return fmt.Errorf("usage: journal segment must be at least 4096 bytes, got %d", c.JournalBytes)
 	case c.Flush <= 0:
 		return fmt.Errorf("usage: flush interval must be positive, got %v", c.Flush)
 	case c.AckTimeout <= 0:
@@ -115,19 +126,29 @@ type Recorder struct {
 	cfg Config
 	log *slog.Logger
 
-	qmu    sync.Mutex // guards queue and closing; taken by Record
-	queue  []*usagev1.Record
-	room   *sync.Cond // signalled when the drainer empties the queue
+	qmu sync.Mutex // guards queued, journal writes, loose and ending; taken by Record
+	// queued counts the records written since the spooler last took them.
+	queued int
+	j      *journal
+	// loose holds the frames of queued records the journal had no room
+	// for, in memory alone.
+	loose  []byte
+	room   *sync.Cond // signalled when the spooler takes the queue
 	ending bool
 	sp     *spool
-	subj   string
+	// unjournaled counts records that were in memory alone until spooled.
+	unjournaled uint64
+	// epoch names this run of the recorder; seq numbers its records,
+	// from 1 with no gaps (usagev1.Record's epoch and seq).
+	epoch, seq uint64
+	subj       string
 
 	cost   *prometheus.CounterVec
 	tokens *prometheus.CounterVec
 	series sync.Map // Labels → *counters
 
 	mu      sync.Mutex // guards the spool, pending, js, nc and spoolOnly
-	pending []*usagev1.Record
+	pending []pend
 	js      jetstream.JetStream
 	nc      *nats.Conn
 	// spoolOnly keeps records in the spool alone: there is no bus.
@@ -158,8 +179,28 @@ func New(cfg Config) (*Recorder, error) {
 	if err != nil {
 		return nil, err
 	}
+	j, held, err := openJournal(filepath.Join(cfg.Dir, JournalFile), cfg.JournalBytes)
+	if err != nil {
+		sp.close()
+		return nil, err
+	}
+	// What the journal held is what a killed edge had not spooled yet
+	// (or had, if it died between the spool's sync and the journal's
+	// zeroing): the spool takes the records it lacks before the journal
+	// is emptied.
+	if len(held) > 0 {
+		moved, err := adoptJournal(sp, payloads, held)
+		if err != nil {
+			j.close()
+			sp.close()
+			return nil, err
+		}
+		payloads = append(payloads, moved...)
+		cfg.Logger.Info("usage: records recovered from the journal", "records", len(moved))
+	}
+	j.reset()
 	r := &Recorder{
-		cfg: cfg, log: cfg.Logger, queue: make([]*usagev1.Record, 0, cfg.Batch), sp: sp,
+		cfg: cfg, log: cfg.Logger, sp: sp, j: j, epoch: newEpoch(),
 		subj: usagewire.UsageSubject(cfg.Node),
 		kick: make(chan struct{}, 1), pubKick: make(chan struct{}, 1), started: make(chan struct{}, 1), spooled: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{}),
 	}
@@ -168,12 +209,12 @@ func New(cfg Config) (*Recorder, error) {
 		r.log.Warn("usage: spool had a corrupt tail; cut it off", "kept", len(payloads), "err", cut)
 	}
 	for _, p := range payloads {
-		rec := &usagev1.Record{}
-		if err := proto.Unmarshal(p, rec); err != nil || rec.GetRequestId() == "" {
+		pd, err := pendOf(p)
+		if err != nil {
 			r.log.Warn("usage: spooled record undecodable; skipped", "err", err)
 			continue
 		}
-		r.pending = append(r.pending, rec)
+		r.pending = append(r.pending, pd)
 	}
 	if len(r.pending) > 0 {
 		r.log.Info("usage: records from the spool to send", "records", len(r.pending))
@@ -192,7 +233,8 @@ func New(cfg Config) (*Recorder, error) {
 }
 
 // Record queues rec for delivery and counts it on /metrics. It returns
-// at once unless the queue is full. rec must not be changed afterwards.
+// at once unless the queue is full. rec is encoded before Record
+// returns and not kept: the caller may reuse it.
 func (r *Recorder) Record(rec *usagev1.Record, l Labels) {
 	rec.Schema = Schema
 	c := r.countersOf(l)
@@ -206,7 +248,7 @@ func (r *Recorder) Record(rec *usagev1.Record, l Labels) {
 		c.out.Add(float64(rec.TokensOut))
 	}
 	r.qmu.Lock()
-	for len(r.queue) >= r.cfg.QueueSize && !r.ending {
+	for r.queued >= r.cfg.QueueSize && !r.ending {
 		r.kickNow()
 		r.room.Wait()
 	}
@@ -215,11 +257,28 @@ func (r *Recorder) Record(rec *usagev1.Record, l Labels) {
 		r.log.Error("usage: record after close dropped", "request_id", rec.GetRequestId())
 		return
 	}
-	r.queue = append(r.queue, rec)
-	n := len(r.queue)
+	r.seq++
+	rec.Epoch, rec.Seq = r.epoch, r.seq
+	if err := r.j.append(rec); err != nil {
+		r.loose = appendRecordFrame(r.loose, rec)
+		r.unjournaled++
+	}
+	r.queued++
+	n := r.queued
 	r.qmu.Unlock()
 	if n == r.cfg.Batch {
 		r.kickNow() // a whole batch waits: no need to wait for the tick
+	}
+}
+
+// newEpoch returns a random, non-zero run epoch.
+func newEpoch() uint64 {
+	var b [8]byte
+	for {
+		rand.Read(b[:])
+		if e := binary.LittleEndian.Uint64(b[:]); e != 0 {
+			return e
+		}
 	}
 }
 
@@ -244,18 +303,36 @@ func (r *Recorder) kickNow() {
 	}
 }
 
-// take empties the queue into batch and returns it.
-func (r *Recorder) take(batch []*usagev1.Record, stopping bool) []*usagev1.Record {
+// take empties the queue. It returns the journal segment that holds
+// the queued records' frames (sealed: Record writes to the other one
+// from now on) and the frames of those the journal had no room for
+// (loose, swapped with spare).
+func (r *Recorder) take(spare []byte, stopping bool) (sealed int, loose []byte) {
 	r.qmu.Lock()
 	defer r.qmu.Unlock()
-	batch = append(batch, r.queue...)
-	clear(r.queue)
-	r.queue = r.queue[:0]
+	loose, r.loose = r.loose, spare[:0]
+	r.queued = 0
+	sealed = r.j.swap()
 	if stopping {
 		r.ending = true
 	}
 	r.room.Broadcast()
-	return batch
+	return sealed, loose
+}
+
+// Stats are the recorder's counters.
+type Stats struct {
+	// Unjournaled is how many records were held in memory alone until
+	// spooled, because a journal segment was full: a SIGKILL in that
+	// time would have lost them.
+	Unjournaled uint64
+}
+
+// Stats returns the recorder's counters.
+func (r *Recorder) Stats() Stats {
+	r.qmu.Lock()
+	defer r.qmu.Unlock()
+	return Stats{Unjournaled: r.unjournaled}
 }
 
 // Start publishes over nc from now on. The bus may be away; records
@@ -286,7 +363,7 @@ func (r *Recorder) Start(nc *nats.Conn) error {
 // Pending returns how many records wait for an ack, queued ones included.
 func (r *Recorder) Pending() int {
 	r.qmu.Lock()
-	q := len(r.queue)
+	q := r.queued
 	r.qmu.Unlock()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -312,8 +389,7 @@ func (r *Recorder) run() {
 	defer close(r.done)
 	pubDone := make(chan struct{})
 	go r.publishLoop(pubDone)
-	batch := make([]*usagev1.Record, 0, r.cfg.Batch)
-	var frames []byte
+	var loose []byte
 	tick := time.NewTicker(r.cfg.Flush)
 	defer tick.Stop()
 	for {
@@ -324,28 +400,27 @@ func (r *Recorder) run() {
 		case <-r.stop:
 			stopping = true
 		}
-		batch = r.take(batch[:0], stopping)
-		if len(batch) > 0 {
-			frames = frames[:0]
-			for _, rec := range batch {
-				b, err := proto.Marshal(rec)
-				if err != nil {
-					r.log.Error("usage: record not encodable; dropped", "request_id", rec.GetRequestId(), "err", err)
-					continue
-				}
-				frames = appendFrame(frames, b)
-			}
+		sealed, taken := r.take(loose, stopping)
+		loose = taken
+		if frames := r.j.frames(sealed); len(frames)+len(loose) > 0 {
+			// The frames go to the spool as they are, then become the
+			// pending records, out of the segment before it is zeroed.
 			r.mu.Lock()
-			if err := r.sp.write(frames); err != nil {
-				// The records are still in memory and go out if the bus
-				// takes them; only a restart before then loses them.
-				r.log.Error("usage: spool write failed", "records", len(batch), "err", err)
-			}
+			err := r.sp.write(frames, loose)
+			var batch []pend
 			if !r.spoolOnly {
+				batch = pendsOf(append(append(make([]byte, 0, len(frames)+len(loose)), frames...), loose...))
 				r.pending = append(r.pending, batch...)
 			}
 			r.mu.Unlock()
-			clear(batch)
+			// Synced (or failed, and logged): either way the segment is
+			// emptied for the next swap. After a failed sync the records
+			// are still pending in memory and go out if the bus takes
+			// them; only a restart before then loses them.
+			r.j.zero(sealed)
+			if err != nil {
+				r.log.Error("usage: spool write failed", "records", len(batch), "err", err)
+			}
 			select {
 			case r.pubKick <- struct{}{}:
 			default:
@@ -355,6 +430,7 @@ func (r *Recorder) run() {
 			close(r.spooled)
 			<-pubDone // its last attempt
 			r.sp.close()
+			r.j.close()
 			return
 		}
 	}
@@ -445,16 +521,12 @@ func (r *Recorder) publish() bool {
 
 // send publishes recs and waits for their acks; acked[i] says which
 // arrived.
-func (r *Recorder) send(js jetstream.JetStream, recs []*usagev1.Record) (acked []bool, err error) {
+func (r *Recorder) send(js jetstream.JetStream, recs []pend) (acked []bool, err error) {
 	acked = make([]bool, len(recs))
 	futs := make([]jetstream.PubAckFuture, 0, len(recs))
 	for _, rec := range recs {
-		b, merr := proto.Marshal(rec)
-		if merr != nil {
-			return acked, merr
-		}
-		msg := &nats.Msg{Subject: r.subj, Data: b}
-		f, perr := js.PublishMsgAsync(msg, jetstream.WithMsgID(rec.GetRequestId()))
+		msg := &nats.Msg{Subject: r.subj, Data: rec.payload}
+		f, perr := js.PublishMsgAsync(msg, jetstream.WithMsgID(rec.id))
 		if perr != nil {
 			err = perr
 			break

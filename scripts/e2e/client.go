@@ -95,6 +95,7 @@ type answer struct {
 	status int
 	route  string
 	rev    string
+	hdr    http.Header
 	body   []byte
 }
 
@@ -149,7 +150,7 @@ func (x *env) post(e *mesh.Edge, path, body, key string, hdr ...string) (answer,
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	a := answer{status: resp.StatusCode, route: resp.Header.Get("X-Meridian-Route"), rev: resp.Header.Get("X-Meridian-Table-Rev"), body: b}
+	a := answer{status: resp.StatusCode, route: resp.Header.Get("X-Meridian-Route"), rev: resp.Header.Get("X-Meridian-Table-Rev"), hdr: resp.Header, body: b}
 	if err != nil {
 		return a, fmt.Errorf("POST %s%s: reading the body: %w", e.URL, path, err)
 	}

@@ -3,8 +3,10 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,6 +41,7 @@ var scenarios = []scenario{
 	{id: "12", name: "corrupt table on the bus", run: corruptTable},
 	{id: "13", name: "exact spend", run: exactSpend},
 	{id: "14", name: "key disabled and revoked, budget spent", run: keyAndBudget},
+	{id: "15", name: "one key's rpm held across three edges", run: rpmAcrossEdges},
 }
 
 // 1. A local model answers in the client's own region.
@@ -767,4 +770,88 @@ func keyAndBudget(x *env) (string, error) {
 	}
 	return fmt.Sprintf("disabled: refused by every edge within %v, as an unknown key; enabled: served again; budget $0.0001 spent by one answer: 429 insufficient_quota on every edge %v after it (Anthropic surface too); removed: refused everywhere within %v",
 		disabled.Round(time.Millisecond), exhausted.Round(time.Millisecond), revoked.Round(time.Millisecond)), nil
+}
+
+// rpmAcrossEdges sends one key's traffic to all three edges at once, in
+// rounds, well above the key's requests-per-minute limit, and checks
+// that the fleet admitted at least the limit and at most the limit plus
+// edge/limits' documented overshoot: (N−1)/N of the fleet's traffic in
+// one exchange delay D (1.5 × the edges' limits interval, 1 s, plus the
+// bus; 2 s is taken). Every refusal is a 429 with OpenAI's rate-limit
+// headers and Retry-After.
+func rpmAcrossEdges(x *env) (string, error) {
+	const rpm, rounds, pace, delay = 40, 40, 50 * time.Millisecond, 2 * time.Second
+	tenant := fmt.Sprintf("rpm-%d", time.Now().UnixNano()%1_000_000)
+	if _, err := x.m.Ctl(x.ctx, "tenant", "set", tenant); err != nil {
+		return "", err
+	}
+	out, err := x.m.Ctl(x.ctx, "key", "new", "key-"+tenant, "--tenant", tenant, "--rpm", strconv.Itoa(rpm), "--json")
+	if err != nil {
+		return "", err
+	}
+	var nk struct{ Key string }
+	if err := json.Unmarshal([]byte(out), &nk); err != nil || nk.Key == "" {
+		return "", fmt.Errorf("key new printed %q: %v", out, err)
+	}
+	// Every edge must know the key before the count starts: a request
+	// an edge refuses as unknown is not the limit's doing. The probe uses
+	// one request per edge, which the count below includes.
+	probed := 0
+	if err := x.eventually(10*time.Second, "every edge to know the key", func() error {
+		for _, e := range x.m.Edges[probed:] {
+			a, err := x.chat(e, "gpt-4o-mini", nk.Key)
+			if err != nil {
+				return err
+			}
+			if a.status != 200 {
+				return fmt.Errorf("%s answered %d: %s", e.ID, a.status, a.body)
+			}
+			probed++
+		}
+		return nil
+	}); err != nil {
+		return "", err
+	}
+	admitted, refused := probed, 0
+	var mu sync.Mutex
+	var bad error
+	start := time.Now()
+	for range rounds {
+		var wg sync.WaitGroup
+		for _, e := range x.m.Edges {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				a, err := x.chat(e, "gpt-4o-mini", nk.Key)
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err != nil:
+					bad = err
+				case a.status == 200:
+					admitted++
+				case a.status == 429 && a.hdr.Get("Retry-After") != "" && a.hdr.Get("X-Ratelimit-Limit-Requests") == strconv.Itoa(rpm) &&
+					a.hdr.Get("X-Ratelimit-Remaining-Requests") == "0" && strings.Contains(string(a.body), "rate_limit"):
+					refused++
+				default:
+					bad = fmt.Errorf("%s answered %d (headers %v): %s", e.ID, a.status, a.hdr, a.body)
+				}
+			}()
+		}
+		wg.Wait()
+		if bad != nil {
+			return "", bad
+		}
+		time.Sleep(pace)
+	}
+	took := time.Since(start)
+	sent := rounds * len(x.m.Edges)
+	n := len(x.m.Edges)
+	rate := float64(sent) / took.Seconds()
+	bound := rpm + int(math.Ceil(float64(n-1)/float64(n)*rate*delay.Seconds()))
+	if admitted < rpm || admitted > bound {
+		return "", fmt.Errorf("%d of %d requests admitted for an rpm of %d over %v (%.0f req/s); want between %d and %d", admitted, sent+probed, rpm, took.Round(time.Millisecond), rate, rpm, bound)
+	}
+	return fmt.Sprintf("rpm %d over 3 edges at %.0f req/s for %v: %d admitted (bound %d), %d refused with 429 and OpenAI's rate-limit headers",
+		rpm, rate, took.Round(time.Millisecond), admitted, bound, refused), nil
 }

@@ -1795,6 +1795,8 @@ type Snapshot struct {
 	BudgetStates []*BudgetState  `protobuf:"bytes,152,rep,name=budget_states,json=budgetStates,proto3" json:"budget_states,omitempty"`
 	// now_unix_ms of the last usage batch applied.
 	UsageNowUnixMs int64 `protobuf:"varint,153,opt,name=usage_now_unix_ms,json=usageNowUnixMs,proto3" json:"usage_now_unix_ms,omitempty"`
+	// The edge runs whose records were applied recently, by node and epoch.
+	UsageSeqs []*UsageSeq `protobuf:"bytes,154,rep,name=usage_seqs,json=usageSeqs,proto3" json:"usage_seqs,omitempty"`
 	// Fleet identity: the cluster CA, join tokens, joined nodes and
 	// revocations.
 	Fleet         *Identity `protobuf:"bytes,130,opt,name=fleet,proto3" json:"fleet,omitempty"`
@@ -1963,6 +1965,13 @@ func (x *Snapshot) GetUsageNowUnixMs() int64 {
 		return x.UsageNowUnixMs
 	}
 	return 0
+}
+
+func (x *Snapshot) GetUsageSeqs() []*UsageSeq {
+	if x != nil {
+		return x.UsageSeqs
+	}
+	return nil
 }
 
 func (x *Snapshot) GetFleet() *Identity {
@@ -2738,7 +2747,15 @@ type UsageRecord struct {
 	TokensOut   uint64                 `protobuf:"varint,6,opt,name=tokens_out,json=tokensOut,proto3" json:"tokens_out,omitempty"`
 	CostNanoUsd int64                  `protobuf:"varint,7,opt,name=cost_nano_usd,json=costNanoUsd,proto3" json:"cost_nano_usd,omitempty"`
 	// When the request arrived, Unix milliseconds; it picks the hour.
-	UnixMs        int64 `protobuf:"varint,8,opt,name=unix_ms,json=unixMs,proto3" json:"unix_ms,omitempty"`
+	UnixMs int64 `protobuf:"varint,8,opt,name=unix_ms,json=unixMs,proto3" json:"unix_ms,omitempty"`
+	// The edge that recorded it, its run and the record's number in the
+	// run (usagev1.Record's epoch and seq): a record that has them is
+	// deduplicated by them, not by request_id. A record the aggregator
+	// found malformed still comes, with only these three set, so that its
+	// number is used up.
+	Node          string `protobuf:"bytes,9,opt,name=node,proto3" json:"node,omitempty"`
+	Epoch         uint64 `protobuf:"fixed64,10,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Seq           uint64 `protobuf:"varint,11,opt,name=seq,proto3" json:"seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2829,6 +2846,108 @@ func (x *UsageRecord) GetUnixMs() int64 {
 	return 0
 }
 
+func (x *UsageRecord) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *UsageRecord) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *UsageRecord) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+// UsageSeq is what the state machine remembers of one edge run's
+// records: every seq up to high was applied, and those in above.
+type UsageSeq struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Epoch uint64                 `protobuf:"fixed64,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	High  uint64                 `protobuf:"varint,3,opt,name=high,proto3" json:"high,omitempty"`
+	// Applied seqs above high+1, ascending.
+	Above []uint64 `protobuf:"varint,4,rep,packed,name=above,proto3" json:"above,omitempty"`
+	// Batch time of the last record of the run applied, Unix ms; the run
+	// is forgotten UsageRetention after it.
+	SeenUnixMs    int64 `protobuf:"varint,5,opt,name=seen_unix_ms,json=seenUnixMs,proto3" json:"seen_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageSeq) Reset() {
+	*x = UsageSeq{}
+	mi := &file_proto_control_v1_control_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageSeq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageSeq) ProtoMessage() {}
+
+func (x *UsageSeq) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_control_v1_control_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageSeq.ProtoReflect.Descriptor instead.
+func (*UsageSeq) Descriptor() ([]byte, []int) {
+	return file_proto_control_v1_control_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *UsageSeq) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *UsageSeq) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *UsageSeq) GetHigh() uint64 {
+	if x != nil {
+		return x.High
+	}
+	return 0
+}
+
+func (x *UsageSeq) GetAbove() []uint64 {
+	if x != nil {
+		return x.Above
+	}
+	return nil
+}
+
+func (x *UsageSeq) GetSeenUnixMs() int64 {
+	if x != nil {
+		return x.SeenUnixMs
+	}
+	return 0
+}
+
 // UsageTotal is the sum of the records of one tenant, key, model and
 // hour.
 type UsageTotal struct {
@@ -2848,7 +2967,7 @@ type UsageTotal struct {
 
 func (x *UsageTotal) Reset() {
 	*x = UsageTotal{}
-	mi := &file_proto_control_v1_control_proto_msgTypes[31]
+	mi := &file_proto_control_v1_control_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2860,7 +2979,7 @@ func (x *UsageTotal) String() string {
 func (*UsageTotal) ProtoMessage() {}
 
 func (x *UsageTotal) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_control_v1_control_proto_msgTypes[31]
+	mi := &file_proto_control_v1_control_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2873,7 +2992,7 @@ func (x *UsageTotal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageTotal.ProtoReflect.Descriptor instead.
 func (*UsageTotal) Descriptor() ([]byte, []int) {
-	return file_proto_control_v1_control_proto_rawDescGZIP(), []int{31}
+	return file_proto_control_v1_control_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *UsageTotal) GetTenant() string {
@@ -2944,7 +3063,7 @@ type AppliedUsage struct {
 
 func (x *AppliedUsage) Reset() {
 	*x = AppliedUsage{}
-	mi := &file_proto_control_v1_control_proto_msgTypes[32]
+	mi := &file_proto_control_v1_control_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2956,7 +3075,7 @@ func (x *AppliedUsage) String() string {
 func (*AppliedUsage) ProtoMessage() {}
 
 func (x *AppliedUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_control_v1_control_proto_msgTypes[32]
+	mi := &file_proto_control_v1_control_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2969,7 +3088,7 @@ func (x *AppliedUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppliedUsage.ProtoReflect.Descriptor instead.
 func (*AppliedUsage) Descriptor() ([]byte, []int) {
-	return file_proto_control_v1_control_proto_rawDescGZIP(), []int{32}
+	return file_proto_control_v1_control_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *AppliedUsage) GetRequestId() string {
@@ -3001,7 +3120,7 @@ type BudgetState struct {
 
 func (x *BudgetState) Reset() {
 	*x = BudgetState{}
-	mi := &file_proto_control_v1_control_proto_msgTypes[33]
+	mi := &file_proto_control_v1_control_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3013,7 +3132,7 @@ func (x *BudgetState) String() string {
 func (*BudgetState) ProtoMessage() {}
 
 func (x *BudgetState) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_control_v1_control_proto_msgTypes[33]
+	mi := &file_proto_control_v1_control_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3026,7 +3145,7 @@ func (x *BudgetState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BudgetState.ProtoReflect.Descriptor instead.
 func (*BudgetState) Descriptor() ([]byte, []int) {
-	return file_proto_control_v1_control_proto_rawDescGZIP(), []int{33}
+	return file_proto_control_v1_control_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *BudgetState) GetTenant() string {
@@ -3199,7 +3318,7 @@ const file_proto_control_v1_control_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x123\n" +
-	"\x06result\x18\x03 \x01(\v2\x1b.meridian.control.v1.ResultR\x06result\"\xa0\b\n" +
+	"\x06result\x18\x03 \x01(\v2\x1b.meridian.control.v1.ResultR\x06result\"\xdf\b\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x125\n" +
@@ -3222,7 +3341,9 @@ const file_proto_control_v1_control_proto_rawDesc = "" +
 	"\fusage_totals\x18\x96\x01 \x03(\v2\x1f.meridian.control.v1.UsageTotalR\vusageTotals\x12G\n" +
 	"\rusage_applied\x18\x97\x01 \x03(\v2!.meridian.control.v1.AppliedUsageR\fusageApplied\x12F\n" +
 	"\rbudget_states\x18\x98\x01 \x03(\v2 .meridian.control.v1.BudgetStateR\fbudgetStates\x12*\n" +
-	"\x11usage_now_unix_ms\x18\x99\x01 \x01(\x03R\x0eusageNowUnixMs\x124\n" +
+	"\x11usage_now_unix_ms\x18\x99\x01 \x01(\x03R\x0eusageNowUnixMs\x12=\n" +
+	"\n" +
+	"usage_seqs\x18\x9a\x01 \x03(\v2\x1d.meridian.control.v1.UsageSeqR\tusageSeqs\x124\n" +
 	"\x05fleet\x18\x82\x01 \x01(\v2\x1d.meridian.control.v1.IdentityR\x05fleet\"E\n" +
 	"\tClusterCA\x12\x19\n" +
 	"\bcert_der\x18\x01 \x01(\fR\acertDer\x12\x1d\n" +
@@ -3283,7 +3404,7 @@ const file_proto_control_v1_control_proto_rawDesc = "" +
 	"\n" +
 	"UsageBatch\x12\x1e\n" +
 	"\vnow_unix_ms\x18\x01 \x01(\x03R\tnowUnixMs\x12:\n" +
-	"\arecords\x18\x02 \x03(\v2 .meridian.control.v1.UsageRecordR\arecords\"\xe5\x01\n" +
+	"\arecords\x18\x02 \x03(\v2 .meridian.control.v1.UsageRecordR\arecords\"\xa1\x02\n" +
 	"\vUsageRecord\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
@@ -3294,7 +3415,18 @@ const file_proto_control_v1_control_proto_rawDesc = "" +
 	"\n" +
 	"tokens_out\x18\x06 \x01(\x04R\ttokensOut\x12\"\n" +
 	"\rcost_nano_usd\x18\a \x01(\x03R\vcostNanoUsd\x12\x17\n" +
-	"\aunix_ms\x18\b \x01(\x03R\x06unixMs\"\xdc\x01\n" +
+	"\aunix_ms\x18\b \x01(\x03R\x06unixMs\x12\x12\n" +
+	"\x04node\x18\t \x01(\tR\x04node\x12\x14\n" +
+	"\x05epoch\x18\n" +
+	" \x01(\x06R\x05epoch\x12\x10\n" +
+	"\x03seq\x18\v \x01(\x04R\x03seq\"\x80\x01\n" +
+	"\bUsageSeq\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x06R\x05epoch\x12\x12\n" +
+	"\x04high\x18\x03 \x01(\x04R\x04high\x12\x14\n" +
+	"\x05above\x18\x04 \x03(\x04R\x05above\x12 \n" +
+	"\fseen_unix_ms\x18\x05 \x01(\x03R\n" +
+	"seenUnixMs\"\xdc\x01\n" +
 	"\n" +
 	"UsageTotal\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x10\n" +
@@ -3328,7 +3460,7 @@ func file_proto_control_v1_control_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_control_v1_control_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_proto_control_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_proto_control_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_proto_control_v1_control_proto_goTypes = []any{
 	(Op_Action)(0),          // 0: meridian.control.v1.Op.Action
 	(*Region)(nil),          // 1: meridian.control.v1.Region
@@ -3362,14 +3494,15 @@ var file_proto_control_v1_control_proto_goTypes = []any{
 	(*SetIdentity)(nil),     // 29: meridian.control.v1.SetIdentity
 	(*UsageBatch)(nil),      // 30: meridian.control.v1.UsageBatch
 	(*UsageRecord)(nil),     // 31: meridian.control.v1.UsageRecord
-	(*UsageTotal)(nil),      // 32: meridian.control.v1.UsageTotal
-	(*AppliedUsage)(nil),    // 33: meridian.control.v1.AppliedUsage
-	(*BudgetState)(nil),     // 34: meridian.control.v1.BudgetState
-	nil,                     // 35: meridian.control.v1.Node.LabelsEntry
+	(*UsageSeq)(nil),        // 32: meridian.control.v1.UsageSeq
+	(*UsageTotal)(nil),      // 33: meridian.control.v1.UsageTotal
+	(*AppliedUsage)(nil),    // 34: meridian.control.v1.AppliedUsage
+	(*BudgetState)(nil),     // 35: meridian.control.v1.BudgetState
+	nil,                     // 36: meridian.control.v1.Node.LabelsEntry
 }
 var file_proto_control_v1_control_proto_depIdxs = []int32{
 	2,  // 0: meridian.control.v1.Node.capacity:type_name -> meridian.control.v1.Capacity
-	35, // 1: meridian.control.v1.Node.labels:type_name -> meridian.control.v1.Node.LabelsEntry
+	36, // 1: meridian.control.v1.Node.labels:type_name -> meridian.control.v1.Node.LabelsEntry
 	7,  // 2: meridian.control.v1.Route.targets:type_name -> meridian.control.v1.Target
 	7,  // 3: meridian.control.v1.Route.fallbacks:type_name -> meridian.control.v1.Target
 	0,  // 4: meridian.control.v1.Op.action:type_name -> meridian.control.v1.Op.Action
@@ -3397,22 +3530,23 @@ var file_proto_control_v1_control_proto_depIdxs = []int32{
 	12, // 26: meridian.control.v1.Snapshot.members:type_name -> meridian.control.v1.Member
 	18, // 27: meridian.control.v1.Snapshot.dedup:type_name -> meridian.control.v1.Dedup
 	28, // 28: meridian.control.v1.Snapshot.identity:type_name -> meridian.control.v1.ClusterIdentity
-	32, // 29: meridian.control.v1.Snapshot.usage_totals:type_name -> meridian.control.v1.UsageTotal
-	33, // 30: meridian.control.v1.Snapshot.usage_applied:type_name -> meridian.control.v1.AppliedUsage
-	34, // 31: meridian.control.v1.Snapshot.budget_states:type_name -> meridian.control.v1.BudgetState
-	23, // 32: meridian.control.v1.Snapshot.fleet:type_name -> meridian.control.v1.Identity
-	20, // 33: meridian.control.v1.Identity.ca:type_name -> meridian.control.v1.ClusterCA
-	21, // 34: meridian.control.v1.Identity.tokens:type_name -> meridian.control.v1.JoinToken
-	22, // 35: meridian.control.v1.Identity.nodes:type_name -> meridian.control.v1.NodeIdentity
-	20, // 36: meridian.control.v1.SetClusterCA.ca:type_name -> meridian.control.v1.ClusterCA
-	21, // 37: meridian.control.v1.CreateJoinToken.token:type_name -> meridian.control.v1.JoinToken
-	28, // 38: meridian.control.v1.SetIdentity.identity:type_name -> meridian.control.v1.ClusterIdentity
-	31, // 39: meridian.control.v1.UsageBatch.records:type_name -> meridian.control.v1.UsageRecord
-	40, // [40:40] is the sub-list for method output_type
-	40, // [40:40] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	33, // 29: meridian.control.v1.Snapshot.usage_totals:type_name -> meridian.control.v1.UsageTotal
+	34, // 30: meridian.control.v1.Snapshot.usage_applied:type_name -> meridian.control.v1.AppliedUsage
+	35, // 31: meridian.control.v1.Snapshot.budget_states:type_name -> meridian.control.v1.BudgetState
+	32, // 32: meridian.control.v1.Snapshot.usage_seqs:type_name -> meridian.control.v1.UsageSeq
+	23, // 33: meridian.control.v1.Snapshot.fleet:type_name -> meridian.control.v1.Identity
+	20, // 34: meridian.control.v1.Identity.ca:type_name -> meridian.control.v1.ClusterCA
+	21, // 35: meridian.control.v1.Identity.tokens:type_name -> meridian.control.v1.JoinToken
+	22, // 36: meridian.control.v1.Identity.nodes:type_name -> meridian.control.v1.NodeIdentity
+	20, // 37: meridian.control.v1.SetClusterCA.ca:type_name -> meridian.control.v1.ClusterCA
+	21, // 38: meridian.control.v1.CreateJoinToken.token:type_name -> meridian.control.v1.JoinToken
+	28, // 39: meridian.control.v1.SetIdentity.identity:type_name -> meridian.control.v1.ClusterIdentity
+	31, // 40: meridian.control.v1.UsageBatch.records:type_name -> meridian.control.v1.UsageRecord
+	41, // [41:41] is the sub-list for method output_type
+	41, // [41:41] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_proto_control_v1_control_proto_init() }
@@ -3437,7 +3571,7 @@ func file_proto_control_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_control_v1_control_proto_rawDesc), len(file_proto_control_v1_control_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   35,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -78,7 +78,13 @@ type Record struct {
 	Revision uint64 `protobuf:"varint,19,opt,name=revision,proto3" json:"revision,omitempty"`
 	// The answer came from the edge's cache: no provider was called, and
 	// cost_nano_usd is at the price's cached rate.
-	Cached        bool `protobuf:"varint,20,opt,name=cached,proto3" json:"cached,omitempty"`
+	Cached bool `protobuf:"varint,20,opt,name=cached,proto3" json:"cached,omitempty"`
+	// The recording edge's run (random, fixed while one edge process
+	// runs) and the record's number in that run, from 1 with no gaps.
+	// The control plane drops a record it already applied by these,
+	// keeping a few words per edge run instead of every request ID.
+	Epoch         uint64 `protobuf:"fixed64,30,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Seq           uint64 `protobuf:"varint,31,opt,name=seq,proto3" json:"seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -253,6 +259,20 @@ func (x *Record) GetCached() bool {
 	return false
 }
 
+func (x *Record) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *Record) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
 // LimitReport is one edge's use of limited keys and tenants over the
 // last window.
 type LimitReport struct {
@@ -398,7 +418,7 @@ var File_proto_usage_v1_usage_proto protoreflect.FileDescriptor
 
 const file_proto_usage_v1_usage_proto_rawDesc = "" +
 	"\n" +
-	"\x1aproto/usage/v1/usage.proto\x12\x11meridian.usage.v1\"\x94\x04\n" +
+	"\x1aproto/usage/v1/usage.proto\x12\x11meridian.usage.v1\"\xbc\x04\n" +
 	"\x06Record\x12\x16\n" +
 	"\x06schema\x18\x01 \x01(\rR\x06schema\x12\x1d\n" +
 	"\n" +
@@ -424,7 +444,9 @@ const file_proto_usage_v1_usage_proto_rawDesc = "" +
 	"\x06stream\x18\x11 \x01(\bR\x06stream\x12 \n" +
 	"\vinterrupted\x18\x12 \x01(\bR\vinterrupted\x12\x1a\n" +
 	"\brevision\x18\x13 \x01(\x04R\brevision\x12\x16\n" +
-	"\x06cached\x18\x14 \x01(\bR\x06cached\"\xa0\x01\n" +
+	"\x06cached\x18\x14 \x01(\bR\x06cached\x12\x14\n" +
+	"\x05epoch\x18\x1e \x01(\x06R\x05epoch\x12\x10\n" +
+	"\x03seq\x18\x1f \x01(\x04R\x03seq\"\xa0\x01\n" +
 	"\vLimitReport\x12\x16\n" +
 	"\x06schema\x18\x01 \x01(\rR\x06schema\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x17\n" +

@@ -13,11 +13,11 @@
 //
 // Traffic pauses around the kill, so that no request is in flight on the
 // victim when it dies: a request cut by a crash is one its client cannot
-// price either. The kill comes 100 ms after the pause, past the edge's
-// 10 ms spool flush (a SIGKILL inside that window loses the records of
-// the requests that ended in it: a known gap). What the kill tests is
-// the records the victim had spooled but not yet delivered: they must
-// come back from its spool when it restarts.
+// price either. The kill comes the moment traffic paused, inside the
+// edge's 10 ms spool flush: what it tests is that the records of the
+// last requests (still in the edge's memory-mapped journal, not yet
+// spooled) and those spooled but not yet delivered all come back when
+// the victim restarts.
 //
 // scripts/e2e runs a bounded form; make bench-spend the full one.
 package exact
@@ -451,12 +451,8 @@ func (c *checker) kill(ctx context.Context) error {
 			before[e.ID+"/"+model] = p
 		}
 	}
-	// An edge hands each record to its spool within usage.Config.Flush
-	// (10 ms) of the answer; a SIGKILL inside that window loses those
-	// records (edge/usage's package comment). The kill waits it out ten
-	// times over, so what it tests is the spool's records surviving the
-	// crash, not that window.
-	time.Sleep(100 * time.Millisecond)
+	// No wait: the last answers' records are in the victim's journal,
+	// not its spool, when it dies (edge/usage's package comment).
 	victim.Kill()
 	if c.o.Log != nil {
 		fmt.Fprintf(c.o.Log, "spend: %s SIGKILLed; restarting it\n", victim.ID)

@@ -1,0 +1,85 @@
+package node
+
+import (
+	"net/http"
+
+	"github.com/meridian-mesh/meridian/edge/jobs"
+	"github.com/meridian-mesh/meridian/shared/table"
+)
+
+// newJobs builds the node's batch service (edge/jobs) and adds its
+// routes to mux. Its lines run through the node's own handler, so they
+// are routed, limited and recorded like any request. Batch work yields
+// to interactive traffic: no line starts while a request waits for a
+// local engine slot.
+func (n *Node) newJobs(mux *http.ServeMux) error {
+	jc := jobs.DefaultConfig()
+	jc.Node, jc.Logger = n.cfg.NodeID, n.log
+	jc.Authenticate = n.api.Authenticate
+	jc.Run = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { n.handler.ServeHTTP(w, r) })
+	jc.LocalModels = func() []string {
+		var ids []string
+		for _, m := range n.gw.Table().Models() {
+			if n.servesLocally(m.ID) {
+				ids = append(ids, m.ID)
+			}
+		}
+		return ids
+	}
+	jc.Busy = n.batchMustWait
+	var err error
+	if n.jobs, err = jobs.New(jc); err != nil {
+		return err
+	}
+	n.jobs.Register(mux)
+	return nil
+}
+
+// batchMustWait says whether a batch line for model must wait. Lines
+// for a model this node serves locally take an engine slot only when
+// one is free, nothing waits for one and no interactive request is in
+// flight here (requests in flight less the batch's own); so an
+// interactive request waits at most for the lines already holding
+// slots. Lines for remote models are bounded by the worker count only:
+// a provider's concurrency is not this node's to measure.
+func (n *Node) batchMustWait(model string) bool {
+	if n.engine == nil || !n.servesLocally(model) {
+		return false
+	}
+	if n.metrics.RequestsInFlight()-int64(n.jobs.Running()) > 0 {
+		return true
+	}
+	st := n.engine.Stats()
+	return st.Queued > 0 || st.Running >= max(1, n.cfg.Local.NumParallel)
+}
+
+// servesLocally reports whether model has a route to the local engine.
+func (n *Node) servesLocally(model string) bool {
+	tab := n.gw.Table()
+	r, ok := tab.Route(model)
+	if !ok {
+		return false
+	}
+	for _, t := range r.Targets {
+		if p, ok := tab.Provider(t.Provider); ok && p.Kind == table.KindLocal {
+			return true
+		}
+	}
+	return false
+}
+
+// Jobs returns the node's batch service. A node following a control
+// plane binds it itself; benchmarks bind a standalone node's to a bus
+// of their own (Start).
+func (n *Node) Jobs() *jobs.Service { return n.jobs }
+
+// startJobs binds the batch service to the control plane's JetStream;
+// an edge without a control plane answers the batch APIs with 503.
+func (n *Node) startJobs() (stop func(), err error) {
+	if n.sync != nil {
+		if err := n.jobs.Start(n.sync.Conn()); err != nil {
+			return nil, err
+		}
+	}
+	return n.jobs.Close, nil
+}
