@@ -3,7 +3,7 @@ GO        ?= go
 FUZZTIME  ?= 10s
 BIN       := bin
 
-.PHONY: help build ollama tinymodel proto test e2e run bench bench-gateway bench-adapters bench-gossip bench-local bench-links bench-peerdeath bench-control bench-usage bench-distribution bench-router bench-security bench-keys bench-spend bench-batch chaos-control fuzz lint clean
+.PHONY: help build ollama tinymodel proto test e2e run bench bench-gateway bench-adapters bench-gossip bench-local bench-links bench-peerdeath bench-control bench-usage bench-distribution bench-router bench-security bench-keys bench-cache bench-spend bench-batch chaos-control fuzz lint clean
 
 help:
 	@echo "make build          build meridian-edge, meridian-control, meridianctl and mockprovider into $(BIN)/"
@@ -26,6 +26,7 @@ help:
 	@echo "make bench-router   one routing decision per strategy on a 100-node, 50-model fleet, against a map lookup"
 	@echo "make bench-security a normal client's latency while attackers send nested bodies, made-up model names and unread streams"
 	@echo "make bench-keys     what key and tenant limits and usage records add to a request, against the same path without"
+	@echo "make bench-cache    the edge cache on a replayed FAQ trace: hit ratio, p50 of a hit against a miss, cost saved (REQUESTS=n)"
 	@echo "make bench-spend    exact spend: 10,000 mixed requests over three edges, one SIGKILLed midway; the control plane's totals against the clients' (REQUESTS=n)"
 	@echo "make bench-batch    batches on the local engine: lines/s, and interactive p99 during a batch against without one (LINES=n)"
 	@echo "make tinymodel      write the tiny test models to $(BIN)/tiny.gguf and $(BIN)/tiny-repeat.gguf"
@@ -168,6 +169,12 @@ bench-security:
 
 # The full exactness run of usage and spend on the real binaries; make
 # e2e runs its bounded form (scenario 13).
+# The edge cache on a generated FAQ trace (Zipf questions, paraphrases)
+# against a mock provider with a 300 ms answer; ends with
+# "cache: hit_ratio=<x> hit_p50_us=<n> miss_p50_us=<n> saved_pct=<x>".
+bench-cache:
+	$(GO) run ./scripts/bench/cache $(if $(REQUESTS),-requests $(REQUESTS))
+
 bench-spend: ollama build
 	$(GO) run ./scripts/bench/spend $(if $(REQUESTS),-requests $(REQUESTS))
 

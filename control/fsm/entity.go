@@ -457,7 +457,28 @@ func validateRoute(m proto.Message) error {
 	if err := checkRegions(r.GetAllowedRegions()); err != nil {
 		return err
 	}
+	if err := checkCache(r.GetCacheMode(), r.GetCacheTtlSeconds(), r.GetCacheSimilarity()); err != nil {
+		return err
+	}
 	return checkFinite("max_price", r.GetMaxPrice(), 0, maxMoney)
+}
+
+// CacheModes are the values Route.cache_mode and Tenant.cache_mode may
+// take; empty means "cache deterministic requests only".
+var CacheModes = []string{"", "force", "off"}
+
+// MaxCacheTTLSeconds bounds cache_ttl_seconds: 30 days.
+const MaxCacheTTLSeconds = 30 * 24 * 3600
+
+// checkCache validates a route's or a tenant's cache policy.
+func checkCache(mode string, ttl uint32, similarity float64) error {
+	if !slices.Contains(CacheModes, mode) {
+		return invalid("cache_mode", `must be "force" or "off" (empty caches deterministic requests only)`)
+	}
+	if ttl > MaxCacheTTLSeconds {
+		return invalid("cache_ttl_seconds", "must be at most %d (30 days)", MaxCacheTTLSeconds)
+	}
+	return checkFinite("cache_similarity", similarity, 0, 1)
 }
 
 func validateKey(m proto.Message) error {
@@ -546,6 +567,9 @@ func validateTenant(m proto.Message) error {
 	if !slices.Contains(BudgetPeriods, t.GetBudgetPeriod()) {
 		return invalid("budget_period", `must be "month", "week" or "day" (empty means "month")`)
 	}
+	if err := checkCache(t.GetCacheMode(), t.GetCacheTtlSeconds(), t.GetCacheSimilarity()); err != nil {
+		return err
+	}
 	return checkFinite("monthly_budget", t.GetMonthlyBudget(), 0, maxMoney)
 }
 
@@ -558,6 +582,9 @@ func validatePrice(m proto.Message) error {
 		return err
 	}
 	if err := checkFinite("input", p.GetInput(), 0, maxMoney); err != nil {
+		return err
+	}
+	if err := checkFinite("cached", p.GetCached(), 0, maxMoney); err != nil {
 		return err
 	}
 	return checkFinite("output", p.GetOutput(), 0, maxMoney)

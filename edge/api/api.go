@@ -1,7 +1,8 @@
 // Package api holds what the edge's API surfaces share: the request
 // pipeline every POST goes through (Handler: method, admission, auth,
 // body, decode, the key's model access, the tenant's budget, key and
-// tenant rate limits, gateway, 499, overhead, panics, the usage record),
+// tenant rate limits, the edge cache (CacheFormat), gateway, 499,
+// overhead, panics, the usage record),
 // the response headers every answer carries, client authentication
 // against the routing table's key hashes (an Identity: key and tenant),
 // bounded body reading, the stream writer that relays events with
@@ -34,6 +35,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/meridian-mesh/meridian/edge/cache"
 	"github.com/meridian-mesh/meridian/edge/gateway"
 	"github.com/meridian-mesh/meridian/edge/limits"
 	"github.com/meridian-mesh/meridian/edge/llm"
@@ -80,8 +82,18 @@ type Config struct {
 	// Usage receives one record per request this node serves; nil
 	// records none.
 	Usage *usage.Recorder
-	// Node and Region name this node in usage records.
+	// Node and Region name this node in usage records; Region is also
+	// where the cache holds answers, for residency.
 	Node, Region string
+	// Cache answers repeated requests from this edge's memory; nil
+	// disables it (every answer says x-meridian-cache: bypass).
+	Cache *cache.Store
+	// Semantic is the semantic cache's index, and SemanticModel the
+	// model whose embeddings it compares; either unset turns the
+	// semantic cache off. A route's or tenant's cache similarity turns
+	// it on for their requests.
+	Semantic      *cache.Semantic
+	SemanticModel string
 	// Now is the clock for key expiry, budgets and limits; nil means
 	// time.Now.
 	Now func() time.Time
@@ -283,7 +295,7 @@ func (c *Config) labels(o *Outcome, tab *table.Compiled) (model, target string) 
 	switch kind, id, _ := strings.Cut(o.Target, "/"); {
 	case o.Target == "":
 		target = "none"
-	case o.Target == "local":
+	case o.Target == "local" || o.Target == "cache":
 		target = o.Target
 	case tab == nil:
 	case kind == "provider":

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/meridian-mesh/meridian/edge/cache"
 	"github.com/meridian-mesh/meridian/edge/gateway"
 	"github.com/meridian-mesh/meridian/edge/limits"
 	"github.com/meridian-mesh/meridian/edge/llm"
@@ -88,6 +89,8 @@ type exchange struct {
 	res      *gateway.Result
 	chunks   int
 	streamed bool
+	// cache is what the edge cache decided for the request.
+	cache cacheStep
 }
 
 func (x *exchange) fail(e *llm.Error) {
@@ -116,6 +119,7 @@ func (x *exchange) recover() {
 
 func (x *exchange) serve(decode Decoder) {
 	w, r := x.w, x.r
+	w.Header().Set(HeaderCache, string(cache.Bypass)) // until the cache is consulted
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		x.wrote = true
@@ -178,6 +182,13 @@ func (x *exchange) serve(decode Decoder) {
 	x.id = id
 	defer x.settle(snap.Table(), req, body)
 
+	x.cache = x.c.checkCache(r.Context(), snap, &id, req, x.f, r.Header.Get("Cache-Control"), false)
+	w.Header().Set(HeaderCache, string(x.cache.status))
+	if e := x.cache.hit; e != nil {
+		x.serveHit(req, e)
+		return
+	}
+
 	res, err := x.c.Gateway.DoIn(r.Context(), snap, req)
 	x.res = res
 	x.o.Target = res.Route.Target
@@ -195,6 +206,9 @@ func (x *exchange) serve(decode Decoder) {
 	}
 	if res.Response.Stream != nil {
 		x.streamed = true
+		if x.cache.write {
+			x.recordStream(snap.Table(), req, res)
+		}
 		x.stream(req, res)
 		return
 	}
@@ -202,6 +216,9 @@ func (x *exchange) serve(decode Decoder) {
 	if err != nil {
 		x.fail(llm.AsError(err))
 		return
+	}
+	if x.cache.write {
+		x.storePlain(snap.Table(), req, res, usage)
 	}
 	x.o.Overhead = time.Since(x.start) - res.Upstream
 	x.o.Usage, x.o.HasUsage = usage, true
@@ -220,7 +237,12 @@ func (x *exchange) serve(decode Decoder) {
 func (x *exchange) stream(req *llm.Request, res *gateway.Result) {
 	st := res.Response.Stream
 	defer st.Close()
-	enc := x.f.Stream(x.r, req, res)
+	var enc StreamEncoder
+	if x.cache.hit != nil {
+		enc = x.f.(CacheFormat).StreamCached(x.r, req, res)
+	} else {
+		enc = x.f.Stream(x.r, req, res)
+	}
 	x.wrote = true
 	sw := x.c.StartStream(x.w, x.start, res.Upstream, x.f.KeepAlive(), &x.o)
 	defer sw.Stop()
@@ -290,6 +312,10 @@ func (x *exchange) settle(tab *table.Compiled, req *llm.Request, body []byte) {
 	}
 	s := &served{requestID: req.ID, tenant: x.id.TenantID, key: x.id.KeyID, model: req.Model,
 		tokensIn: in, tokensOut: out, start: x.start, stream: x.streamed}
+	if e := x.cache.hit; e != nil {
+		// Priced as the target that produced the answer, at its cached rate.
+		s.cached, s.priceRoute = true, gateway.Route{Kind: e.Kind, Provider: e.Provider, UpstreamModel: e.UpstreamModel}
+	}
 	if x.res != nil {
 		s.route = x.res.Route
 	}

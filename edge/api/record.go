@@ -23,6 +23,10 @@ type served struct {
 	status                             int
 	start                              time.Time
 	stream, interrupted                bool
+	// cached: the answer came from the edge cache, and is priced at
+	// the cached rate of priceRoute, the target that produced it.
+	cached     bool
+	priceRoute gateway.Route
 }
 
 // record hands one usage record to the recorder. Only the node that
@@ -41,8 +45,18 @@ func (c *Config) record(tab *table.Compiled, s *served) {
 		LatencyUs: uint64(max(time.Since(s.start), 0).Microseconds()), UnixMs: s.start.UnixMilli(),
 		Stream: s.stream, Interrupted: s.interrupted, Revision: tab.Revision(),
 	}
-	if p, ok := price(tab, s.model, &s.route); ok {
-		rec.CostNanoUsd = usagewire.CostNanoUSD(s.tokensIn, s.tokensOut, *p)
+	switch {
+	case s.cached:
+		rec.Cached = true
+		if p, ok := price(tab, s.model, &s.priceRoute); ok {
+			// Table.Price.Cached, for prompt and completion alike; unset
+			// means a hit is free.
+			rec.CostNanoUsd = usagewire.CostNanoUSD(s.tokensIn, s.tokensOut, table.Price{Input: p.Cached, Output: p.Cached})
+		}
+	default:
+		if p, ok := price(tab, s.model, &s.route); ok {
+			rec.CostNanoUsd = usagewire.CostNanoUSD(s.tokensIn, s.tokensOut, *p)
+		}
 	}
 	l := usage.Labels{Tenant: "none", Model: LabelUnknown}
 	if _, ok := tab.Tenant(s.tenant); ok {

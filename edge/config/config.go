@@ -98,6 +98,10 @@ type Config struct {
 	// Usage configures usage records and the exchange of limit reports.
 	Usage Usage `yaml:"usage"`
 
+	// Cache configures the answer cache; it is off unless max_bytes is
+	// set.
+	Cache Cache `yaml:"cache"`
+
 	// Table is the static routing table: providers, models, routes and
 	// client key hashes. Use EffectiveTable, which adds the local
 	// engine's routes.
@@ -286,6 +290,7 @@ func DefaultConfig() Config {
 		Control:            DefaultControl(),
 		Geo:                geo.DefaultConfig(),
 		Usage:              DefaultUsage(),
+		Cache:              DefaultCache(),
 		Routing:            Routing{BreakerThreshold: 5, BreakerCooldown: 10 * time.Second, FailoverBudget: 30 * time.Second, PeerTTFBFloor: time.Second},
 	}
 }
@@ -352,6 +357,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.Link.validate(&c.Table, c.Control.Identity()); err != nil {
+		return err
+	}
+	if err := c.Cache.validate(); err != nil {
 		return err
 	}
 	if err := c.Usage.validate(); err != nil {

@@ -274,3 +274,49 @@ func TestUsageConfig(t *testing.T) {
 		t.Fatalf("a 1ms exchange interval: %v", err)
 	}
 }
+
+func TestCacheConfig(t *testing.T) {
+	c := DefaultConfig()
+	if c.Cache.Enabled() {
+		t.Fatal("the cache is on by default")
+	}
+	const file = `
+node_id: e
+cache:
+  max_bytes: 1048576
+  default_ttl: 90s
+providers:
+  - {id: p, kind: openai, base_url: "http://127.0.0.1:1/v1"}
+models: [{id: m}]
+routes:
+  - model: m
+    targets: [{provider: p}]
+    cache: {mode: force, ttl: 30s, similarity: 0.9}
+tenants:
+  - id: acme
+    cache: {mode: "off"}
+prices:
+  - {provider: p, model: m, input: 3, output: 15, cached: 0.3}
+`
+	c, err := Load(write(t, file), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Cache.Enabled() || c.Cache.MaxBytes != 1<<20 || c.Cache.DefaultTTL != 90*time.Second {
+		t.Fatalf("cache %+v", c.Cache)
+	}
+	if got, want := c.Table.Routes[0].Cache, (table.CachePolicy{Mode: "force", TTL: 30 * time.Second, Similarity: 0.9}); got != want {
+		t.Fatalf("route cache %+v, want %+v", got, want)
+	}
+	if c.Table.Tenants[0].Cache.Mode != table.CacheOff || c.Table.Prices[0].Cached != 0.3 {
+		t.Fatalf("tenant %+v, price %+v", c.Table.Tenants[0], c.Table.Prices[0])
+	}
+	for _, bad := range []string{"cache:\n  max_bytes: -1\n", "cache:\n  max_bytes: 10\n  max_entry_bytes: 11\n", "cache:\n  default_ttl: 0s\n"} {
+		if _, err := Load(write(t, "node_id: e\n"+bad), env(nil)); err == nil || !strings.Contains(err.Error(), "cache.") {
+			t.Errorf("%q: %v", bad, err)
+		}
+	}
+	if _, err := Load(write(t, strings.Replace(file, "mode: force", "mode: sometimes", 1)), env(nil)); err == nil || !strings.Contains(err.Error(), "cache") {
+		t.Errorf("an unknown cache mode: %v", err)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/meridian-mesh/meridian/edge/api"
+	anthropicapi "github.com/meridian-mesh/meridian/edge/api/anthropic"
 	openaiapi "github.com/meridian-mesh/meridian/edge/api/openai"
 	"github.com/meridian-mesh/meridian/edge/engine"
 	"github.com/meridian-mesh/meridian/edge/gateway"
@@ -249,9 +250,35 @@ func (n *Node) client(r *http.Request) *gateway.Client {
 // route is the dry run: GET /v1/meridian/route?model=…[&lat=…&lon=…|
 // &country=…][&key=KEY_ID]. It lists every candidate with its score
 // and every excluded one with the reason, and sends nothing.
+//
+// POST sends a chat request as its body (OpenAI's format, or
+// Anthropic's with anthropic-version), and the answer says too whether
+// the edge cache would answer it now ("cache"), for the key named by
+// &key= and the Cache-Control header sent.
 func (n *Node) route(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	req := router.Request{Model: q.Get("model")}
+	var chat *llm.Request
+	if r.Method == http.MethodPost {
+		body, e := n.api.ReadBody(w, r)
+		if e == nil {
+			if r.Header.Get("Anthropic-Version") != "" {
+				chat, e = anthropicapi.DecodeMessages(body)
+				if e == nil {
+					chat.Native, chat.NativeFormat = body, llm.FormatAnthropic
+				}
+			} else {
+				chat, e = openaiapi.DecodeChat(body)
+			}
+		}
+		if e != nil {
+			openaiapi.WriteError(w, e)
+			return
+		}
+		if req.Model == "" {
+			req.Model = chat.Model
+		}
+	}
 	if req.Model == "" {
 		openaiapi.WriteError(w, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "model", "Missing required parameter: 'model'."))
 		return
@@ -300,8 +327,13 @@ func (n *Node) route(w http.ResponseWriter, r *http.Request) {
 	// With &key=, the plan comes with what the key may do now: its
 	// limits and their use, its tenant's budget, and why its requests
 	// would be refused before routing.
+	var cached *api.CacheExplanation
+	if chat != nil {
+		cached = n.api.ExplainCache(n.gw.Snapshot(), q.Get("key"), chat, r.Header.Get("Cache-Control"))
+	}
 	enc.Encode(struct {
 		*gateway.Explanation
-		Access *api.Access `json:"access,omitempty"`
-	}{ex, access})
+		Access *api.Access           `json:"access,omitempty"`
+		Cache  *api.CacheExplanation `json:"cache,omitempty"`
+	}{ex, access, cached})
 }

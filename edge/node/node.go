@@ -22,6 +22,7 @@ import (
 	"github.com/meridian-mesh/meridian/edge/api"
 	anthropicapi "github.com/meridian-mesh/meridian/edge/api/anthropic"
 	openaiapi "github.com/meridian-mesh/meridian/edge/api/openai"
+	"github.com/meridian-mesh/meridian/edge/cache"
 	"github.com/meridian-mesh/meridian/edge/config"
 	"github.com/meridian-mesh/meridian/edge/engine"
 	"github.com/meridian-mesh/meridian/edge/gateway"
@@ -72,6 +73,7 @@ type Node struct {
 	api    *api.Config
 	limits *limits.Limiter
 	usage  *usage.Recorder // nil when the edge records no usage
+	cache  *cache.Store    // nil when the cache is off
 
 	jobs *jobs.Service // the batch APIs and workers (jobs.go)
 }
@@ -151,6 +153,12 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 		}
 	}
 
+	if cfg.Cache.Enabled() {
+		if n.cache, err = newCache(cfg.Cache, m); err != nil {
+			return nil, err
+		}
+	}
+
 	mux := http.NewServeMux()
 	surface := api.DefaultConfig()
 	surface.Gateway, surface.Metrics, surface.Logger = gw, m, log
@@ -161,6 +169,10 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 	surface.Limits, surface.Node, surface.Region = n.limits, cfg.NodeID, cfg.Region
 	if n.usage != nil {
 		surface.Usage = n.usage
+	}
+	surface.Cache = n.cache
+	if n.cache != nil && cfg.Cache.SemanticModel != "" {
+		surface.Semantic, surface.SemanticModel = cache.NewSemantic(cfg.Cache.SemanticMaxVectors), cfg.Cache.SemanticModel
 	}
 	if err := surface.Validate(); err != nil {
 		return nil, err
@@ -196,6 +208,7 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 		})
 	}
 	mux.HandleFunc("GET /v1/meridian/route", n.route)
+	mux.HandleFunc("POST /v1/meridian/route", n.route)
 	mux.HandleFunc("GET /v1/meridian/links", n.links)
 	mux.HandleFunc("GET /healthz", n.healthz)
 	mux.HandleFunc("GET /readyz", n.readyz)
@@ -621,4 +634,30 @@ func (n *Node) startUsage() (stop func(), err error) {
 			n.usage.Close()
 		}
 	}, nil
+}
+
+// newCache builds the node's answer cache and its metrics.
+func newCache(cfg config.Cache, m *metrics.Metrics) (*cache.Store, error) {
+	cc := cache.DefaultConfig()
+	cc.MaxBytes, cc.MaxEntryBytes, cc.DefaultTTL = cfg.MaxBytes, cfg.MaxEntryBytes, cfg.DefaultTTL
+	st, err := cache.New(cc)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range []prometheus.Collector{
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meridian_cache_hits_total", Help: "Requests answered from this edge's cache."},
+			func() float64 { return float64(st.Stats().Hits) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meridian_cache_misses_total", Help: "Cacheable requests this edge's cache could not answer."},
+			func() float64 { return float64(st.Stats().Misses) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_cache_bytes", Help: "Bytes the cached answers count against cache.max_bytes."},
+			func() float64 { return float64(st.Stats().Bytes) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_cache_entries", Help: "Answers in this edge's cache."},
+			func() float64 { return float64(st.Stats().Entries) }),
+	} {
+		if err := m.Registerer().Register(c); err != nil {
+			st.Close()
+			return nil, fmt.Errorf("cache metrics: %w", err)
+		}
+	}
+	return st, nil
 }

@@ -36,6 +36,7 @@ func appendRecord(b []byte, r *usagev1.Record) []byte {
 	b = appendBool(b, 17, r.Stream)
 	b = appendBool(b, 18, r.Interrupted)
 	b = appendUint(b, 19, r.Revision)
+	b = appendBool(b, 20, r.Cached)
 	if r.Epoch != 0 {
 		b = protowire.AppendTag(b, 30, protowire.Fixed64Type)
 		b = protowire.AppendFixed64(b, r.Epoch)
@@ -47,7 +48,7 @@ func appendRecord(b []byte, r *usagev1.Record) []byte {
 // recordBound is at least the length of r's encoding: every string with
 // its tag and length, and the largest varint for each other field.
 func recordBound(r *usagev1.Record) int {
-	const strings, others = 9, 12
+	const strings, others = 9, 13
 	return strings*(2+protowire.SizeVarint(maxFrame)) + others*(2+10) +
 		len(r.RequestId) + len(r.Tenant) + len(r.Key) + len(r.Model) + len(r.Target) +
 		len(r.TargetKind) + len(r.Node) + len(r.Region) + len(r.Via)

@@ -99,6 +99,48 @@ type Price struct {
 	Model    string  `yaml:"model" json:"model"`
 	Input    float64 `yaml:"input" json:"input"`
 	Output   float64 `yaml:"output" json:"output"`
+	// Cached is what an answer served from an edge's cache costs, per
+	// 1M tokens, prompt and completion alike. Zero (unset) means free:
+	// a hit pays no provider, so unless an operator prices hits (to
+	// recover the edge's cost, or to share savings), the tenant pays
+	// nothing for them.
+	Cached float64 `yaml:"cached,omitempty" json:"cached,omitempty"`
+}
+
+// Cache modes (CachePolicy.Mode).
+const (
+	// CacheAuto, the default, caches deterministic requests only:
+	// temperature 0, or a seed.
+	CacheAuto = ""
+	// CacheForce caches every chat request, sampled or not.
+	CacheForce = "force"
+	// CacheOff never caches.
+	CacheOff = "off"
+)
+
+// CachePolicy is a route's or a tenant's say over the edge cache.
+type CachePolicy struct {
+	// Mode is CacheAuto, CacheForce or CacheOff.
+	Mode string `yaml:"mode,omitempty" json:"mode,omitempty"`
+	// TTL is how long an answer is served from the cache; zero means
+	// the edge's default.
+	TTL time.Duration `yaml:"ttl,omitempty" json:"ttl,omitempty"`
+	// Similarity is the cosine similarity of the last user turn above
+	// which the semantic cache answers; zero turns it off.
+	Similarity float64 `yaml:"similarity,omitempty" json:"similarity,omitempty"`
+}
+
+// validate reports a policy no edge can apply.
+func (p *CachePolicy) validate(field func(string, ...any) error) error {
+	switch {
+	case p.Mode != CacheAuto && p.Mode != CacheForce && p.Mode != CacheOff:
+		return field(`cache mode must be "force" or "off" (empty caches deterministic requests only), not %q`, p.Mode)
+	case p.TTL < 0:
+		return field("cache ttl must not be negative")
+	case !(p.Similarity >= 0 && p.Similarity <= 1):
+		return field("cache similarity must be between 0 and 1")
+	}
+	return nil
 }
 
 // Tenant is a customer whose keys share policies.
@@ -124,6 +166,9 @@ type Tenant struct {
 	// ExhaustedUntil, the period's end.
 	Exhausted      bool      `yaml:"exhausted,omitempty" json:"exhausted,omitempty"`
 	ExhaustedUntil time.Time `yaml:"exhausted_until,omitempty" json:"exhausted_until,omitempty"`
+	// Cache is the tenant's cache policy (see Route.Cache for how the
+	// two combine).
+	Cache CachePolicy `yaml:"cache,omitempty" json:"cache,omitempty"`
 }
 
 // LocalSource says where a model that nodes run themselves comes from.
@@ -299,6 +344,10 @@ type Route struct {
 	// output, USD; zero means no cap. A provider without a price is
 	// never under a cap.
 	MaxPrice float64 `yaml:"max_price,omitempty" json:"max_price,omitempty"`
+	// Cache is the route's cache policy. With its tenant's: "off" on
+	// either side wins; else the route's mode, TTL and similarity win
+	// where set, the tenant's fill in the rest.
+	Cache CachePolicy `yaml:"cache,omitempty" json:"cache,omitempty"`
 }
 
 // Target is one place a model can run.
@@ -505,8 +554,8 @@ func Compile(t *Table) (*Compiled, error) {
 			return nil, fieldErr("prices[%d].provider", i)("references unknown provider %q", p.Provider)
 		case c.prices[k] != nil:
 			return nil, fieldErr("prices[%d]", i)("duplicate price for %s/%s", p.Provider, p.Model)
-		case !(p.Input >= 0) || !(p.Output >= 0):
-			return nil, fieldErr("prices[%d]", i)("input and output must be numbers, zero or more")
+		case !(p.Input >= 0) || !(p.Output >= 0) || !(p.Cached >= 0):
+			return nil, fieldErr("prices[%d]", i)("input, output and cached must be numbers, zero or more")
 		}
 		c.prices[k] = p
 	}
@@ -540,6 +589,9 @@ func Compile(t *Table) (*Compiled, error) {
 		}
 		if r.MaxPrice < 0 || r.MaxPrice != r.MaxPrice {
 			return nil, fieldErr("routes[%d].max_price", i)("must be a number, zero or more")
+		}
+		if err := r.Cache.validate(fieldErr("routes[%d].cache", i)); err != nil {
+			return nil, err
 		}
 		c.routes[r.Model] = r
 	}
@@ -628,6 +680,9 @@ func (c *Compiled) compileFleet(t *Table) error {
 		case "", "month", "week", "day":
 		default:
 			return fieldErr("tenants[%d].budget_period", i)(`must be "month", "week" or "day", not %q`, tn.BudgetPeriod)
+		}
+		if err := tn.Cache.validate(fieldErr("tenants[%d].cache", i)); err != nil {
+			return err
 		}
 		c.tenants[tn.ID] = tn
 	}

@@ -250,6 +250,7 @@ func (c *Converter) ToTable(t *tablev1.RoutingTable) (tab *table.Table, unusable
 func convertRoute(rt *controlv1.Route, usable map[string]bool) converted {
 	out := table.Route{
 		Model: rt.GetModel(), Strategy: rt.GetStrategy(), AllowedRegions: rt.GetAllowedRegions(), MaxPrice: rt.GetMaxPrice(),
+		Cache:   cachePolicy(rt.GetCacheMode(), rt.GetCacheTtlSeconds(), rt.GetCacheSimilarity()),
 		Targets: make([]table.Target, 0, len(rt.GetTargets())+len(rt.GetFallbacks())),
 	}
 	for _, ts := range [2][]*controlv1.Target{rt.GetTargets(), rt.GetFallbacks()} {
@@ -300,12 +301,13 @@ func (c *Converter) fleet(e *tablev1.Entities, tab *table.Table) {
 		tab.Placements = append(tab.Placements, table.Placement{Model: p.GetModel(), Node: p.GetNode(), Region: p.GetRegion(), Desired: int(p.GetDesired())})
 	}
 	for _, p := range e.GetPrices() {
-		tab.Prices = append(tab.Prices, table.Price{Provider: p.GetProvider(), Model: p.GetModel(), Input: p.GetInput(), Output: p.GetOutput()})
+		tab.Prices = append(tab.Prices, table.Price{Provider: p.GetProvider(), Model: p.GetModel(), Input: p.GetInput(), Output: p.GetOutput(), Cached: p.GetCached()})
 	}
 	states := e.GetTenantStates()
 	for _, t := range e.GetTenants() {
 		tn := table.Tenant{ID: t.GetId(), AllowedRegions: t.GetAllowedRegions(), RPM: int64(t.GetRpm()), TPM: int64(t.GetTpm()),
-			Budget: t.GetMonthlyBudget(), BudgetPeriod: t.GetBudgetPeriod(), HardLimit: t.GetHardLimit()}
+			Budget: t.GetMonthlyBudget(), BudgetPeriod: t.GetBudgetPeriod(), HardLimit: t.GetHardLimit(),
+			Cache: cachePolicy(t.GetCacheMode(), t.GetCacheTtlSeconds(), t.GetCacheSimilarity())}
 		// Both lists are sorted by tenant (Validate checks it).
 		if i, ok := slices.BinarySearchFunc(states, t.GetId(), func(s *tablev1.TenantState, id string) int {
 			return strings.Compare(s.GetTenant(), id)
@@ -327,4 +329,9 @@ func msTime(ms int64) time.Time {
 		return time.Time{}
 	}
 	return time.UnixMilli(ms)
+}
+
+// cachePolicy is a route's or a tenant's cache fields as a policy.
+func cachePolicy(mode string, ttlSeconds uint32, similarity float64) table.CachePolicy {
+	return table.CachePolicy{Mode: mode, TTL: time.Duration(ttlSeconds) * time.Second, Similarity: similarity}
 }

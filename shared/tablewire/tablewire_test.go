@@ -6,11 +6,13 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
 	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
 	tablev1 "github.com/meridian-mesh/meridian/proto/table/v1"
+	"github.com/meridian-mesh/meridian/shared/table"
 )
 
 var hashA = "sha256:" + strings.Repeat("a", 64)
@@ -259,6 +261,32 @@ func TestToTable(t *testing.T) {
 	tab, unusable, err = ToTable(sample(8), Resolver{Getenv: func(string) string { return "x" }})
 	if err != nil || len(unusable) != 1 || !strings.HasPrefix(unusable[0], "local: ") || len(tab.Routes[1].Targets) != 1 || tab.Routes[1].Targets[0].Provider != "oai" {
 		t.Fatalf("no local engine: %v %q %+v", err, unusable, tab)
+	}
+}
+
+// Cache policies and the cached price reach the edge's table, TTLs in
+// seconds becoming durations.
+func TestToTableCachePolicy(t *testing.T) {
+	s := sample(8)
+	s.Entities.Routes[1].CacheMode, s.Entities.Routes[1].CacheTtlSeconds, s.Entities.Routes[1].CacheSimilarity = "force", 90, 0.9
+	s.Entities.Tenants[0].CacheMode, s.Entities.Tenants[0].CacheTtlSeconds = "off", 5
+	s.Entities.Prices[0].Cached = 0.25
+	tab, _, err := ToTable(s, Resolver{Getenv: func(string) string { return "k" }, LocalEngine: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := tab.Routes[1].Cache, (table.CachePolicy{Mode: "force", TTL: 90 * time.Second, Similarity: 0.9}); got != want {
+		t.Fatalf("route cache %+v, want %+v", got, want)
+	}
+	if got, want := tab.Tenants[0].Cache, (table.CachePolicy{Mode: "off", TTL: 5 * time.Second}); got != want {
+		t.Fatalf("tenant cache %+v, want %+v", got, want)
+	}
+	if tab.Prices[0].Cached != 0.25 || tab.Routes[0].Cache != (table.CachePolicy{}) {
+		t.Fatalf("price %+v, route 0 cache %+v", tab.Prices[0], tab.Routes[0].Cache)
+	}
+	s.Entities.Routes[1].CacheMode = "sometimes"
+	if err := CheckEdge(s); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("an unknown cache mode must not reach an edge: %v", err)
 	}
 }
 

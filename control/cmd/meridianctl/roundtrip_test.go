@@ -109,6 +109,13 @@ func dedupe(s []string) []string {
 // providerForms are the ways README documents to write a provider.
 var providerForms = []string{"preset", "preset+base_url", "preset+kind", "kind+base_url", "kind local"}
 
+// cacheGen draws a route's or a tenant's cache policy fields.
+func cacheGen(t *rapid.T) (mode string, ttl uint32, similarity float64) {
+	return pick(t, "cache_mode", fsm.CacheModes),
+		rapid.OneOf(rapid.Uint32Range(0, fsm.MaxCacheTTLSeconds), rapid.SampledFrom([]uint32{0, 1, fsm.MaxCacheTTLSeconds})).Draw(t, "cache_ttl_seconds"),
+		rapid.OneOf(rapid.Float64Range(0, 1), rapid.SampledFrom([]float64{0, math.Copysign(0, -1), 0.92, 1})).Draw(t, "cache_similarity")
+}
+
 // genFleet draws a valid fleet: every entity passes validation and every
 // reference resolves.
 var genFleet = rapid.Custom(func(t *rapid.T) fleet {
@@ -226,6 +233,7 @@ var genFleet = rapid.Custom(func(t *rapid.T) fleet {
 				Targets:   rapid.SliceOfN(target, 1, 3).Draw(t, "targets"),
 				Fallbacks: rapid.SliceOfN(target, 0, 2).Draw(t, "fallbacks"),
 				MaxPrice:  moneyGen.Draw(t, "max_price")}
+			r.CacheMode, r.CacheTtlSeconds, r.CacheSimilarity = cacheGen(t)
 			// A route may only be restricted to regions its own
 			// providers serve in, or it could never route.
 			var own []string
@@ -235,8 +243,14 @@ var genFleet = rapid.Custom(func(t *rapid.T) fleet {
 				}
 			}
 			r.AllowedRegions = subset(t, "allowed_regions", dedupe(own), 3)
-			if !placed[model] && !slices.ContainsFunc(append(slices.Clone(r.Targets), r.Fallbacks...), func(tg *controlv1.Target) bool {
-				return !localProvider[tg.Provider]
+			// The local engine serves a target's own model name when it
+			// sets one, as the validation reads it.
+			if !slices.ContainsFunc(append(slices.Clone(r.Targets), r.Fallbacks...), func(tg *controlv1.Target) bool {
+				m := tg.Model
+				if m == "" {
+					m = model
+				}
+				return !localProvider[tg.Provider] || placed[m]
 			}) {
 				continue // only the local engine, and placed nowhere: it could never route
 			}
@@ -247,11 +261,13 @@ var genFleet = rapid.Custom(func(t *rapid.T) fleet {
 		}
 	}
 	for _, id := range ids(t, "tenants", idGen, 3) {
-		f[fsm.KindTenant] = append(f[fsm.KindTenant], &controlv1.Tenant{Id: id, Name: textGen.Draw(t, "name"),
+		tn := &controlv1.Tenant{Id: id, Name: textGen.Draw(t, "name"),
 			MonthlyBudget: moneyGen.Draw(t, "monthly_budget"), HardLimit: rapid.Bool().Draw(t, "hard_limit"),
 			AllowedRegions: subset(t, "tenant allowed_regions", dedupe(served), 2),
 			Rpm:            rateGen.Draw(t, "tenant rpm"), Tpm: rateGen.Draw(t, "tenant tpm"),
-			BudgetPeriod: rapid.SampledFrom(fsm.BudgetPeriods).Draw(t, "budget_period")})
+			BudgetPeriod: rapid.SampledFrom(fsm.BudgetPeriods).Draw(t, "budget_period")}
+		tn.CacheMode, tn.CacheTtlSeconds, tn.CacheSimilarity = cacheGen(t)
+		f[fsm.KindTenant] = append(f[fsm.KindTenant], tn)
 		tenants = append(tenants, id)
 	}
 	hashes := ids(t, "hashes", rapid.StringMatching(`[0-9a-f]{64}`), 3)
@@ -277,7 +293,7 @@ var genFleet = rapid.Custom(func(t *rapid.T) fleet {
 		}
 		for _, pr := range subset(t, "prices", pairs, 4) {
 			f[fsm.KindPrice] = append(f[fsm.KindPrice], &controlv1.Price{Provider: pr.provider, Model: pr.model,
-				Input: moneyGen.Draw(t, "input"), Output: moneyGen.Draw(t, "output")})
+				Input: moneyGen.Draw(t, "input"), Output: moneyGen.Draw(t, "output"), Cached: moneyGen.Draw(t, "cached")})
 		}
 	}
 	for _, ms := range f {

@@ -3,9 +3,12 @@ package anthropic
 import (
 	"bytes"
 	"encoding/json"
+	"net/http"
 	"strconv"
 	"strings"
 
+	"github.com/meridian-mesh/meridian/edge/api"
+	"github.com/meridian-mesh/meridian/edge/gateway"
 	"github.com/meridian-mesh/meridian/edge/llm"
 )
 
@@ -33,6 +36,12 @@ func toolInput(args string) string {
 // appendMessage writes a canonical chat completion as an Anthropic
 // message object. Only the first choice is used: Anthropic has no n.
 func appendMessage(b []byte, cc *llm.ChatCompletion, model string) []byte {
+	return appendMessageUsage(b, cc, model, false)
+}
+
+// appendMessageUsage is appendMessage, with the usage marked as read
+// from the cache when cached is set.
+func appendMessageUsage(b []byte, cc *llm.ChatCompletion, model string, cached bool) []byte {
 	b = append(b, `{"id":`...)
 	b = llm.AppendJSONString(b, messageID(cc.ID))
 	b = append(b, `,"type":"message","role":"assistant","model":`...)
@@ -75,7 +84,111 @@ func appendMessage(b []byte, cc *llm.ChatCompletion, model string) []byte {
 	if cc.Usage != nil {
 		u = *cc.Usage
 	}
+	if cached {
+		return append(appendCachedUsage(b, u), '}')
+	}
 	return append(appendUsage(b, u, true), '}')
+}
+
+// appendCachedUsage renders the usage of an answer served from the edge
+// cache: Anthropic counts cache reads apart from input_tokens, so the
+// whole prompt is cache_read_input_tokens and input_tokens is 0.
+func appendCachedUsage(b []byte, u llm.Usage) []byte {
+	b = append(b, `{"input_tokens":0,"cache_creation_input_tokens":0,"cache_read_input_tokens":`...)
+	b = strconv.AppendInt(b, int64(u.PromptTokens), 10)
+	b = append(b, `,"output_tokens":`...)
+	b = strconv.AppendInt(b, int64(u.CompletionTokens), 10)
+	return append(b, '}')
+}
+
+var _ api.CacheFormat = format{}
+
+// EncodeCached renders a cached answer (an OpenAI completion) as an
+// Anthropic message whose usage says the prompt was read from the cache.
+func (format) EncodeCached(req *llm.Request, resp *llm.Response) ([]byte, llm.Usage, error) {
+	if resp.Format == llm.FormatAnthropic {
+		// An Anthropic upstream's own message: its usage, marked.
+		var msg map[string]json.RawMessage
+		if err := json.Unmarshal(resp.Body, &msg); err != nil {
+			return nil, llm.Usage{}, err
+		}
+		markCached(msg, -1)
+		b, err := json.Marshal(msg)
+		return b, resp.Usage, err
+	}
+	cc, err := resp.ChatCompletion()
+	if err != nil {
+		return nil, llm.Usage{}, err
+	}
+	u := resp.Usage
+	if cc.Usage == nil {
+		cc.Usage = &u
+	}
+	return appendMessageUsage(make([]byte, 0, 1024), cc, req.Model, true), u, nil
+}
+
+// markCached rewrites the "usage" of obj (an Anthropic message, or a
+// message_delta event) so that the whole prompt reads as cached:
+// input_tokens 0, cache_read_input_tokens the prompt. A usage without
+// input counts takes prompt, when it is not negative. It returns the
+// prompt's tokens.
+func markCached(obj map[string]json.RawMessage, prompt int64) int64 {
+	var u map[string]json.RawMessage
+	if json.Unmarshal(obj["usage"], &u) != nil || u == nil {
+		return prompt
+	}
+	total, counted := int64(0), false
+	for _, k := range []string{"input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"} {
+		var n int64
+		if v, ok := u[k]; ok && json.Unmarshal(v, &n) == nil {
+			total, counted = total+n, true
+		}
+	}
+	if !counted {
+		if prompt < 0 {
+			return prompt
+		}
+		total = prompt
+	}
+	u["input_tokens"], u["cache_creation_input_tokens"] = json.RawMessage("0"), json.RawMessage("0")
+	u["cache_read_input_tokens"] = json.RawMessage(strconv.FormatInt(total, 10))
+	obj["usage"], _ = json.Marshal(u)
+	return total
+}
+
+// markCachedEvent rewrites the usage in a replayed native event:
+// message_start's message.usage, message_delta's usage.
+func (t *translator) markCachedEvent(name string, data []byte) []byte {
+	if name != "message_start" && name != "message_delta" {
+		return data
+	}
+	var ev map[string]json.RawMessage
+	if json.Unmarshal(data, &ev) != nil {
+		return data
+	}
+	if name == "message_delta" {
+		t.cachedPrompt = markCached(ev, t.cachedPrompt)
+	} else {
+		var msg map[string]json.RawMessage
+		if json.Unmarshal(ev["message"], &msg) != nil {
+			return data
+		}
+		t.cachedPrompt = markCached(msg, t.cachedPrompt)
+		ev["message"], _ = json.Marshal(msg)
+	}
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return data
+	}
+	return b
+}
+
+// StreamCached translates a replayed stream; its message_delta carries
+// the usage, marked as read from the cache.
+func (format) StreamCached(_ *http.Request, req *llm.Request, _ *gateway.Result) api.StreamEncoder {
+	t := newTranslator(req.Model, "msg_"+req.ID)
+	t.requestID, t.cached, t.cachedPrompt = req.ID, true, -1
+	return t
 }
 
 func appendUsage(b []byte, u llm.Usage, input bool) []byte {
@@ -108,6 +221,11 @@ type translator struct {
 	stopReason  string
 	usage       llm.Usage
 	hasUsage    bool
+	// cached: the stream is a replay from the edge cache, and its usage
+	// says so; cachedPrompt is a replayed native stream's prompt tokens,
+	// from its message_start, or -1.
+	cached       bool
+	cachedPrompt int64
 }
 
 func newTranslator(model, id string) *translator {
@@ -227,7 +345,11 @@ func (t *translator) finish(b []byte) []byte {
 	b = append(b, `{"type":"message_delta","delta":{"stop_reason":`...)
 	b = llm.AppendJSONString(b, llm.FinishTo(llm.FormatAnthropic, stop))
 	b = append(b, `,"stop_sequence":null},"usage":`...)
-	b = appendUsage(b, t.usage, t.hasUsage)
+	if t.cached {
+		b = appendCachedUsage(b, t.usage)
+	} else {
+		b = appendUsage(b, t.usage, t.hasUsage)
+	}
 	b = append(b, "}\n\n"...)
 	b = event(b, "message_stop")
 	return append(b, `{"type":"message_stop"}`+"\n\n"...)
@@ -239,6 +361,9 @@ func (t *translator) Chunk(b []byte, c *llm.Chunk) ([]byte, error) {
 		// An Anthropic upstream's event, relayed as it came; the
 		// message_stop that ends the stream is among them.
 		t.passthrough = true
+		if t.cached {
+			return appendEvent(b, c.Event, t.markCachedEvent(c.Event, c.Raw)), nil
+		}
 		return appendEvent(b, c.Event, c.Raw), nil
 	}
 	if err := c.Parse(); err != nil {

@@ -11,6 +11,7 @@ package openai
 
 import (
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"math"
 	"net/http"
@@ -164,17 +165,73 @@ func (format) Stream(_ *http.Request, req *llm.Request, _ *gateway.Result) api.S
 	return &streamEncoder{includeUsage: req.IncludeUsage}
 }
 
+var _ api.CacheFormat = format{}
+
+// EncodeCached returns a cached completion with its usage marked as
+// read from the cache: prompt_tokens_details.cached_tokens is the whole
+// prompt. The rest of the body is the original's.
+func (format) EncodeCached(_ *llm.Request, resp *llm.Response) ([]byte, llm.Usage, error) {
+	if resp.Format != "" && resp.Format != llm.FormatOpenAI {
+		return nil, llm.Usage{}, fmt.Errorf("a cached %s answer cannot be rendered in OpenAI's format", resp.Format)
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(resp.Body, &obj); err != nil {
+		return nil, llm.Usage{}, err
+	}
+	obj["usage"] = appendCachedUsage(nil, resp.Usage)
+	b, err := json.Marshal(obj)
+	return b, resp.Usage, err
+}
+
+// appendCachedUsage renders u as OpenAI's usage object for an answer
+// whose whole prompt was read from the cache.
+func appendCachedUsage(b []byte, u llm.Usage) []byte {
+	b = append(b, `{"prompt_tokens":`...)
+	b = strconv.AppendInt(b, int64(u.PromptTokens), 10)
+	b = append(b, `,"completion_tokens":`...)
+	b = strconv.AppendInt(b, int64(u.CompletionTokens), 10)
+	b = append(b, `,"total_tokens":`...)
+	b = strconv.AppendInt(b, int64(u.PromptTokens+u.CompletionTokens), 10)
+	b = append(b, `,"prompt_tokens_details":{"cached_tokens":`...)
+	b = strconv.AppendInt(b, int64(u.PromptTokens), 10)
+	return append(b, `}}`...)
+}
+
+// StreamCached replays a cached stream; its usage chunk, sent only to a
+// client that asked for usage, marks the prompt as cached.
+func (format) StreamCached(_ *http.Request, req *llm.Request, _ *gateway.Result) api.StreamEncoder {
+	return &streamEncoder{includeUsage: req.IncludeUsage, cached: true}
+}
+
 // streamEncoder writes chunks as "data:" events: an OpenAI-compatible
 // upstream's chunk JSON as it came, a translating adapter's rendered.
-type streamEncoder struct{ includeUsage bool }
+type streamEncoder struct{ includeUsage, cached bool }
 
 func (e *streamEncoder) Chunk(b []byte, c *llm.Chunk) ([]byte, error) {
-	if c.Raw == nil && len(c.Choices) == 0 && c.Usage != nil && !e.includeUsage {
-		return b, nil // a translating adapter's usage chunk, which this client did not ask for
+	if c.Raw == nil && len(c.Choices) == 0 && c.Usage != nil {
+		switch {
+		case !e.includeUsage:
+			return b, nil // a translating adapter's usage chunk, which this client did not ask for
+		case e.cached:
+			return appendCachedUsageChunk(b, c), nil
+		}
 	}
 	b = append(b, "data: "...)
 	b = c.AppendJSON(b)
 	return append(b, '\n', '\n'), nil
+}
+
+// appendCachedUsageChunk writes a replayed stream's usage chunk.
+func appendCachedUsageChunk(b []byte, c *llm.Chunk) []byte {
+	b = append(b, `data: {"id":`...)
+	b = llm.AppendJSONString(b, c.ID)
+	b = append(b, `,"object":"chat.completion.chunk","created":`...)
+	b = strconv.AppendInt(b, c.Created, 10)
+	b = append(b, `,"model":`...)
+	b = llm.AppendJSONString(b, c.Model)
+	b = append(b, `,"choices":[],"usage":`...)
+	b = appendCachedUsage(b, *c.Usage)
+	return append(b, "}\n\n"...)
 }
 
 // End writes [DONE] after a clean end.

@@ -721,9 +721,21 @@ type Route struct {
 	AllowedRegions []string `protobuf:"bytes,5,rep,name=allowed_regions,json=allowedRegions,proto3" json:"allowed_regions,omitempty"`
 	// Highest acceptable price per 1M tokens (input plus output), USD;
 	// 0 means no limit.
-	MaxPrice      float64 `protobuf:"fixed64,6,opt,name=max_price,json=maxPrice,proto3" json:"max_price,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	MaxPrice float64 `protobuf:"fixed64,6,opt,name=max_price,json=maxPrice,proto3" json:"max_price,omitempty"`
+	// Edge cache policy (fields 40-42). cache_mode: "" caches only
+	// deterministic requests (temperature 0 or a seed), "force" caches
+	// every chat request, "off" never caches. A route's mode wins over
+	// its tenant's when both are set, except that "off" anywhere wins.
+	CacheMode string `protobuf:"bytes,40,opt,name=cache_mode,json=cacheMode,proto3" json:"cache_mode,omitempty"`
+	// How long a cached answer is served, seconds; 0 means the edge's
+	// default (5 minutes).
+	CacheTtlSeconds uint32 `protobuf:"varint,41,opt,name=cache_ttl_seconds,json=cacheTtlSeconds,proto3" json:"cache_ttl_seconds,omitempty"`
+	// Cosine similarity (0 < s <= 1) above which the last user turn of a
+	// request hits a semantically similar cached one; 0 turns the
+	// semantic cache off.
+	CacheSimilarity float64 `protobuf:"fixed64,42,opt,name=cache_similarity,json=cacheSimilarity,proto3" json:"cache_similarity,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Route) Reset() {
@@ -794,6 +806,27 @@ func (x *Route) GetAllowedRegions() []string {
 func (x *Route) GetMaxPrice() float64 {
 	if x != nil {
 		return x.MaxPrice
+	}
+	return 0
+}
+
+func (x *Route) GetCacheMode() string {
+	if x != nil {
+		return x.CacheMode
+	}
+	return ""
+}
+
+func (x *Route) GetCacheTtlSeconds() uint32 {
+	if x != nil {
+		return x.CacheTtlSeconds
+	}
+	return 0
+}
+
+func (x *Route) GetCacheSimilarity() float64 {
+	if x != nil {
+		return x.CacheSimilarity
 	}
 	return 0
 }
@@ -940,9 +973,21 @@ type Tenant struct {
 	// The period monthly_budget is spent over despite its name: "month"
 	// (the default when empty; calendar months, UTC), "week" (ISO weeks,
 	// UTC) or "day" (UTC days).
-	BudgetPeriod  string `protobuf:"bytes,8,opt,name=budget_period,json=budgetPeriod,proto3" json:"budget_period,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	BudgetPeriod string `protobuf:"bytes,8,opt,name=budget_period,json=budgetPeriod,proto3" json:"budget_period,omitempty"`
+	// Edge cache policy (fields 40-42). cache_mode: "" caches only
+	// deterministic requests (temperature 0 or a seed), "force" caches
+	// every chat request, "off" never caches. A route's mode wins over
+	// its tenant's when both are set, except that "off" anywhere wins.
+	CacheMode string `protobuf:"bytes,40,opt,name=cache_mode,json=cacheMode,proto3" json:"cache_mode,omitempty"`
+	// How long a cached answer is served, seconds; 0 means the edge's
+	// default (5 minutes).
+	CacheTtlSeconds uint32 `protobuf:"varint,41,opt,name=cache_ttl_seconds,json=cacheTtlSeconds,proto3" json:"cache_ttl_seconds,omitempty"`
+	// Cosine similarity (0 < s <= 1) above which the last user turn of a
+	// request hits a semantically similar cached one; 0 turns the
+	// semantic cache off.
+	CacheSimilarity float64 `protobuf:"fixed64,42,opt,name=cache_similarity,json=cacheSimilarity,proto3" json:"cache_similarity,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Tenant) Reset() {
@@ -1031,15 +1076,40 @@ func (x *Tenant) GetBudgetPeriod() string {
 	return ""
 }
 
+func (x *Tenant) GetCacheMode() string {
+	if x != nil {
+		return x.CacheMode
+	}
+	return ""
+}
+
+func (x *Tenant) GetCacheTtlSeconds() uint32 {
+	if x != nil {
+		return x.CacheTtlSeconds
+	}
+	return 0
+}
+
+func (x *Tenant) GetCacheSimilarity() float64 {
+	if x != nil {
+		return x.CacheSimilarity
+	}
+	return 0
+}
+
 // Price is what a provider charges for a model, USD per 1M tokens.
 type Price struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Model.id.
 	Model string `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
 	// Provider.id.
-	Provider      string  `protobuf:"bytes,2,opt,name=provider,proto3" json:"provider,omitempty"`
-	Input         float64 `protobuf:"fixed64,3,opt,name=input,proto3" json:"input,omitempty"`
-	Output        float64 `protobuf:"fixed64,4,opt,name=output,proto3" json:"output,omitempty"`
+	Provider string  `protobuf:"bytes,2,opt,name=provider,proto3" json:"provider,omitempty"`
+	Input    float64 `protobuf:"fixed64,3,opt,name=input,proto3" json:"input,omitempty"`
+	Output   float64 `protobuf:"fixed64,4,opt,name=output,proto3" json:"output,omitempty"`
+	// What an answer served from an edge's cache costs, USD per 1M
+	// tokens, prompt and completion alike; 0 (unset) means a cached
+	// answer is free: no provider was paid for it.
+	Cached        float64 `protobuf:"fixed64,40,opt,name=cached,proto3" json:"cached,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1098,6 +1168,13 @@ func (x *Price) GetInput() float64 {
 func (x *Price) GetOutput() float64 {
 	if x != nil {
 		return x.Output
+	}
+	return 0
+}
+
+func (x *Price) GetCached() float64 {
+	if x != nil {
+		return x.Cached
 	}
 	return 0
 }
@@ -3151,14 +3228,18 @@ const file_proto_control_v1_control_proto_rawDesc = "" +
 	"\x06Target\x12\x1a\n" +
 	"\bprovider\x18\x01 \x01(\tR\bprovider\x12\x14\n" +
 	"\x05model\x18\x02 \x01(\tR\x05model\x12\x16\n" +
-	"\x06weight\x18\x03 \x01(\rR\x06weight\"\xf1\x01\n" +
+	"\x06weight\x18\x03 \x01(\rR\x06weight\"\xe7\x02\n" +
 	"\x05Route\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x1a\n" +
 	"\bstrategy\x18\x02 \x01(\tR\bstrategy\x125\n" +
 	"\atargets\x18\x03 \x03(\v2\x1b.meridian.control.v1.TargetR\atargets\x129\n" +
 	"\tfallbacks\x18\x04 \x03(\v2\x1b.meridian.control.v1.TargetR\tfallbacks\x12'\n" +
 	"\x0fallowed_regions\x18\x05 \x03(\tR\x0eallowedRegions\x12\x1b\n" +
-	"\tmax_price\x18\x06 \x01(\x01R\bmaxPrice\"\xf0\x01\n" +
+	"\tmax_price\x18\x06 \x01(\x01R\bmaxPrice\x12\x1d\n" +
+	"\n" +
+	"cache_mode\x18( \x01(\tR\tcacheMode\x12*\n" +
+	"\x11cache_ttl_seconds\x18) \x01(\rR\x0fcacheTtlSeconds\x12)\n" +
+	"\x10cache_similarity\x18* \x01(\x01R\x0fcacheSimilarity\"\xf0\x01\n" +
 	"\x03Key\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04hash\x18\x02 \x01(\tR\x04hash\x12\x16\n" +
@@ -3169,7 +3250,7 @@ const file_proto_control_v1_control_proto_rawDesc = "" +
 	"\x03tpm\x18\a \x01(\rR\x03tpm\x12\x1d\n" +
 	"\n" +
 	"expires_at\x18\b \x01(\tR\texpiresAt\x12\x1a\n" +
-	"\bdisabled\x18\t \x01(\bR\bdisabled\"\xe4\x01\n" +
+	"\bdisabled\x18\t \x01(\bR\bdisabled\"\xda\x02\n" +
 	"\x06Tenant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12%\n" +
@@ -3179,12 +3260,17 @@ const file_proto_control_v1_control_proto_rawDesc = "" +
 	"\x0fallowed_regions\x18\x05 \x03(\tR\x0eallowedRegions\x12\x10\n" +
 	"\x03rpm\x18\x06 \x01(\rR\x03rpm\x12\x10\n" +
 	"\x03tpm\x18\a \x01(\rR\x03tpm\x12#\n" +
-	"\rbudget_period\x18\b \x01(\tR\fbudgetPeriod\"g\n" +
+	"\rbudget_period\x18\b \x01(\tR\fbudgetPeriod\x12\x1d\n" +
+	"\n" +
+	"cache_mode\x18( \x01(\tR\tcacheMode\x12*\n" +
+	"\x11cache_ttl_seconds\x18) \x01(\rR\x0fcacheTtlSeconds\x12)\n" +
+	"\x10cache_similarity\x18* \x01(\x01R\x0fcacheSimilarity\"\x7f\n" +
 	"\x05Price\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x1a\n" +
 	"\bprovider\x18\x02 \x01(\tR\bprovider\x12\x14\n" +
 	"\x05input\x18\x03 \x01(\x01R\x05input\x12\x16\n" +
-	"\x06output\x18\x04 \x01(\x01R\x06output\"d\n" +
+	"\x06output\x18\x04 \x01(\x01R\x06output\x12\x16\n" +
+	"\x06cached\x18( \x01(\x01R\x06cached\"d\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1b\n" +

@@ -76,6 +76,9 @@ type Record struct {
 	Interrupted bool `protobuf:"varint,18,opt,name=interrupted,proto3" json:"interrupted,omitempty"`
 	// Table revision the request was routed by.
 	Revision uint64 `protobuf:"varint,19,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The answer came from the edge's cache: no provider was called, and
+	// cost_nano_usd is at the price's cached rate.
+	Cached bool `protobuf:"varint,20,opt,name=cached,proto3" json:"cached,omitempty"`
 	// The recording edge's run (random, fixed while one edge process
 	// runs) and the record's number in that run, from 1 with no gaps.
 	// The control plane drops a record it already applied by these,
@@ -249,6 +252,13 @@ func (x *Record) GetRevision() uint64 {
 	return 0
 }
 
+func (x *Record) GetCached() bool {
+	if x != nil {
+		return x.Cached
+	}
+	return false
+}
+
 func (x *Record) GetEpoch() uint64 {
 	if x != nil {
 		return x.Epoch
@@ -408,7 +418,7 @@ var File_proto_usage_v1_usage_proto protoreflect.FileDescriptor
 
 const file_proto_usage_v1_usage_proto_rawDesc = "" +
 	"\n" +
-	"\x1aproto/usage/v1/usage.proto\x12\x11meridian.usage.v1\"\xa4\x04\n" +
+	"\x1aproto/usage/v1/usage.proto\x12\x11meridian.usage.v1\"\xbc\x04\n" +
 	"\x06Record\x12\x16\n" +
 	"\x06schema\x18\x01 \x01(\rR\x06schema\x12\x1d\n" +
 	"\n" +
@@ -433,7 +443,8 @@ const file_proto_usage_v1_usage_proto_rawDesc = "" +
 	"\aunix_ms\x18\x10 \x01(\x03R\x06unixMs\x12\x16\n" +
 	"\x06stream\x18\x11 \x01(\bR\x06stream\x12 \n" +
 	"\vinterrupted\x18\x12 \x01(\bR\vinterrupted\x12\x1a\n" +
-	"\brevision\x18\x13 \x01(\x04R\brevision\x12\x14\n" +
+	"\brevision\x18\x13 \x01(\x04R\brevision\x12\x16\n" +
+	"\x06cached\x18\x14 \x01(\bR\x06cached\x12\x14\n" +
 	"\x05epoch\x18\x1e \x01(\x06R\x05epoch\x12\x10\n" +
 	"\x03seq\x18\x1f \x01(\x04R\x03seq\"\xa0\x01\n" +
 	"\vLimitReport\x12\x16\n" +
