@@ -2,6 +2,7 @@
 # The control plane image: a static meridian-control on an empty base.
 #   docker build -f ops/docker/control.Dockerfile -t meridian-control .
 
+# build compiles a static meridian-control.
 FROM golang:1.26.8-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./

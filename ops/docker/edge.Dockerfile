@@ -5,6 +5,7 @@
 # OLLAMA_MARCH as for `make ollama`; the default suits most servers since
 # 2015 (AVX2), x86-64 runs anywhere.
 
+# build compiles a static meridian-edge.
 FROM golang:1.26.8-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
@@ -14,6 +15,8 @@ RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/meridian-edge ./ed
 
 # Ollama exactly as `make ollama` builds it: the version pinned in go.mod,
 # by the same script (which installs the headers it needs).
+
+# ollama builds the pinned Ollama.
 FROM golang:1.26.8-bookworm AS ollama
 ARG OLLAMA_MARCH=x86-64-v3
 WORKDIR /src

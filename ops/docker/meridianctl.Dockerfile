@@ -3,6 +3,7 @@
 # provisions the compose demo (ops/docker/provision.sh).
 #   docker build -f ops/docker/meridianctl.Dockerfile -t meridianctl .
 
+# build compiles a static meridianctl.
 FROM golang:1.26.8-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./

@@ -2,6 +2,7 @@
 # The mock paid providers of the compose demo (scripts/mockprovider).
 #   docker build -f ops/docker/mockprovider.Dockerfile -t meridian-mockprovider .
 
+# build compiles a static mockprovider.
 FROM golang:1.26.8-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
