@@ -626,6 +626,28 @@ func helm(t *testing.T, args ...string) ([]byte, error) {
 	return out, nil
 }
 
+// edgeCheck runs `meridian-edge -check` on an edge config as a pod of
+// the chart would start it: its address and node ID filled in, the
+// gossip key in the environment.
+func edgeCheck(t *testing.T, cfg string) error {
+	t.Helper()
+	bin := os.Getenv("MERIDIAN_EDGE_BIN")
+	if bin == "" {
+		t.Log("MERIDIAN_EDGE_BIN is not set: rendered edge configs are not run through meridian-edge -check")
+		return nil
+	}
+	path := filepath.Join(t.TempDir(), "edge.yaml")
+	if err := os.WriteFile(path, []byte(strings.ReplaceAll(cfg, "@POD_IP@", "10.0.0.5")), 0o600); err != nil {
+		return err
+	}
+	cmd := exec.Command(bin, "-config", path, "-check")
+	cmd.Env = append(os.Environ(), "MERIDIAN_NODE_ID=eu-west-node-a", "MERIDIAN_GOSSIP_KEYS=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("meridian-edge -check: %v: %s", err, out)
+	}
+	return nil
+}
+
 type k8sObject struct {
 	Kind     string `yaml:"kind"`
 	Metadata struct {
@@ -683,6 +705,9 @@ func TestHelmTemplate(t *testing.T) {
 				var cfg map[string]any
 				if err := yaml.Unmarshal([]byte(o.Data["edge.yaml"]), &cfg); err != nil || cfg["region"] == nil {
 					t.Errorf("ConfigMap %s: edge.yaml does not parse or has no region: %v", o.Metadata.Name, err)
+				}
+				if err := edgeCheck(t, o.Data["edge.yaml"]); err != nil {
+					t.Errorf("ConfigMap %s: %v", o.Metadata.Name, err)
 				}
 			case "Service":
 				if strings.HasSuffix(o.Metadata.Name, "-control-peers") && o.Spec["clusterIP"] != "None" {
