@@ -31,9 +31,9 @@ RUN apt-get update \
 	&& rm -rf /var/lib/apt/lists/* \
 	&& useradd --system --uid 10001 --user-group --home-dir /var/lib/meridian --create-home meridian
 COPY --from=build /out/meridian-edge /usr/local/bin/meridian-edge
+# Configs name it as local.binary; local.data_dir belongs under
+# /var/lib/meridian, the volume.
 COPY --from=ollama /out/ollama /usr/local/bin/ollama
-ENV MERIDIAN_LOCAL_BINARY=/usr/local/bin/ollama \
-	MERIDIAN_LOCAL_DATA_DIR=/var/lib/meridian/ollama
 USER 10001:10001
 WORKDIR /var/lib/meridian
 VOLUME ["/var/lib/meridian"]
