@@ -3,7 +3,7 @@ GO        ?= go
 FUZZTIME  ?= 10s
 BIN       := bin
 
-.PHONY: help build ollama tinymodel proto test e2e run bench bench-gateway bench-adapters bench-gossip bench-local bench-links bench-peerdeath bench-control bench-usage bench-distribution bench-router bench-security bench-keys bench-cache bench-spend bench-batch chaos-control fuzz lint clean
+.PHONY: help build ollama tinymodel proto test e2e run bench bench-gateway bench-adapters bench-gossip bench-local bench-links bench-peerdeath bench-control bench-usage bench-distribution bench-router bench-security bench-keys bench-cache bench-spend bench-batch chaos-control fuzz lint clean ops-check ops-tools
 
 help:
 	@echo "make build          build meridian-edge, meridian-control, meridianctl and mockprovider into $(BIN)/"
@@ -32,6 +32,7 @@ help:
 	@echo "make tinymodel      write the tiny test models to $(BIN)/tiny.gguf and $(BIN)/tiny-repeat.gguf"
 	@echo "make fuzz           a short run of every fuzz target (FUZZTIME=$(FUZZTIME) each)"
 	@echo "make lint           gofmt check, go vet and staticcheck"
+	@echo "make ops-check      check ops/: promtool on the alert rules, helm lint and template on the chart, and the units, Dockerfiles, compose file and dashboards against the code"
 
 build:
 	$(GO) build -o $(BIN)/ ./edge/cmd/meridian-edge ./scripts/mockprovider ./control/cmd/...
@@ -201,6 +202,32 @@ lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
+
+# The deployment artefacts under ops/. promtool and helm are pinned in the
+# nested module ops/tools, so the main module never downloads them; they
+# are built into $(BIN)/ once per pinned version (a stamp records it).
+# promtool only checks rules here: remove_all_sd leaves out its service
+# discovery plugins (cloud SDKs), most of its build time.
+# CGO_ENABLED=0 builds what the images build.
+OPS_TOOLS := ops/tools
+
+ops-tools:
+	@want="$$(cd $(OPS_TOOLS) && $(GO) env GOVERSION) $$(cd $(OPS_TOOLS) && $(GO) list -m -f '{{.Path}}@{{.Version}}' github.com/prometheus/prometheus helm.sh/helm/v3 | tr '\n' ' ')remove_all_sd"; \
+	if [ -x $(BIN)/promtool ] && [ -x $(BIN)/helm ] && [ "$$(cat $(BIN)/.ops-tools.stamp 2>/dev/null)" = "$$want" ]; then exit 0; fi; \
+	echo "make ops-tools: building promtool and helm ($$want)"; \
+	mkdir -p $(BIN) && cd $(OPS_TOOLS) && \
+	$(GO) build -trimpath -tags remove_all_sd -o $(abspath $(BIN))/promtool github.com/prometheus/prometheus/cmd/promtool && \
+	$(GO) build -trimpath -o $(abspath $(BIN))/helm helm.sh/helm/v3/cmd/helm && \
+	echo "$$want" >$(abspath $(BIN))/.ops-tools.stamp
+
+ops-check: ops-tools
+	$(BIN)/promtool check rules ops/prometheus/*.yaml
+	$(BIN)/helm lint --strict ops/helm/meridian
+	$(BIN)/helm lint --strict ops/helm/meridian --set control.replicas=1
+	$(BIN)/helm lint --strict ops/helm/meridian --set control.replicas=5
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./edge/cmd/meridian-edge
+	CGO_ENABLED=0 $(GO) build ./control/cmd/meridian-control ./control/cmd/meridianctl ./scripts/mockprovider
+	cd $(OPS_TOOLS) && MERIDIAN_HELM=$(abspath $(BIN))/helm MERIDIAN_EDGE_BIN=$(abspath $(BIN))/meridian-edge $(GO) test -count=1 ./...
 
 clean:
 	rm -rf $(BIN)
