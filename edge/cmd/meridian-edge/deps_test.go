@@ -37,6 +37,7 @@ var allowedModules = []string{
 	"github.com/mailru/easyjson/",           // (ollama api, via go-ordered-map)
 	"github.com/oschwald/maxminddb-golang/", // GeoIP: where clients are (edge/geo)
 	"gopkg.in/yaml.v3",                      // (ollama api, via go-ordered-map)
+	"github.com/maypok86/otter/v2",          // the edge cache (edge/cache)
 	"github.com/nats-io/nats.go",            // the routing table from the control plane (edge/tablesync)
 	"github.com/nats-io/nkeys",              // (nats.go)
 	"github.com/nats-io/nuid",               // (nats.go)
