@@ -23,8 +23,10 @@ type Recording struct {
 }
 
 // Record wraps st so that its chunks are copied as they pass, and calls
-// done once, when the stream is closed after a clean end, with what a
-// replay needs (Recording). A stream that broke, was cut, mixed native
+// done once, at the stream's clean end (before Next returns io.EOF, so
+// before the client is sent the end: a client that asks again the
+// moment it read the end finds the entry), with what a replay needs
+// (Recording). A stream that broke, was cut, mixed native
 // events with canonical chunks, or grew past limit bytes is not handed
 // over.
 func Record(st llm.Stream, limit int64, done func(*Recording)) llm.Stream {
@@ -51,6 +53,9 @@ func (r *recorder) Next() (*llm.Chunk, error) {
 	switch {
 	case err != nil:
 		r.clean = errors.Is(err, io.EOF)
+		if r.clean {
+			r.finish()
+		}
 	case r.keep:
 		r.copy(c)
 	}
@@ -109,6 +114,13 @@ func (r *recorder) Buffered() int { return r.buffered() }
 
 func (r *recorder) Close() error {
 	err := r.Stream.Close()
+	r.finish()
+	return err
+}
+
+// finish hands the recording over once, if the stream ended cleanly and
+// was kept.
+func (r *recorder) finish() {
 	r.once.Do(func() {
 		if !r.clean || !r.keep {
 			return
@@ -119,7 +131,6 @@ func (r *recorder) Close() error {
 		}
 		r.done(&Recording{Chunks: r.chunks, Events: r.events, Ends: r.ends, Usage: u, HasUsage: ok})
 	})
-	return err
 }
 
 // Replay returns a stream that plays e's chunks as they were recorded,
