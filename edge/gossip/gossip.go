@@ -336,6 +336,10 @@ func (n *Node) SetReadyModels(models []string) error {
 	return n.updateMeta(func(m *NodeMeta) { m.ModelsDigest = ModelsDigest(models) })
 }
 
+// ReadyModels returns the ready models of this node's own record, as the
+// fleet is told them.
+func (n *Node) ReadyModels() []string { return n.tab.ownModels(n.cfg.NodeID) }
+
 // SetLoad broadcasts the load figures; a change of l.Class also updates
 // NodeMeta.
 func (n *Node) SetLoad(l Load) error {

@@ -212,14 +212,15 @@ func (n *Node) gossipReady() {
 }
 
 // refreshReady gossips the engine's ready models again when they drifted
-// from what was last gossiped: a guard, run with every look at the
-// fleet, so that a change whose notice went astray is corrected within
-// a quarter of a second rather than never.
+// from what was last gossiped, or from what the node's own gossip record
+// says: a guard, run with every look at the fleet, so that a change
+// whose notice went astray, or a record some other write left behind,
+// is corrected within a quarter of a second rather than never.
 func (n *Node) refreshReady() {
 	n.readyMu.Lock()
 	defer n.readyMu.Unlock()
 	ready := n.readyModels()
-	if slices.Equal(ready, n.gossiped) {
+	if slices.Equal(ready, n.gossiped) && slices.Equal(ready, n.gossip.ReadyModels()) {
 		return
 	}
 	n.gossiped = ready

@@ -508,8 +508,16 @@ func (m *mesh) planFirst(t testing.TB, e *edge, model, target string) func() err
 				peers = append(peers, fmt.Sprintf("%s %s ready=%v", mb.ID, mb.State, mb.ReadyModels))
 			}
 		}
-		return fmt.Errorf("%s plans %v, excludes %v at table revision %d; gossip: %s",
-			e.id, x.targets(), ex, e.node.Gateway().Table().Revision(), strings.Join(peers, "; "))
+		// What each edge's own record says, to tell a stale view here
+		// from a stale record there.
+		var own []string
+		for _, o := range []*edge{m.a, m.b, m.c} {
+			if o != nil && o.node != nil && o.node.Gossip() != nil {
+				own = append(own, fmt.Sprintf("%s says ready=%v", o.id, o.node.Gossip().ReadyModels()))
+			}
+		}
+		return fmt.Errorf("%s plans %v, excludes %v at table revision %d; gossip: %s; own records: %s",
+			e.id, x.targets(), ex, e.node.Gateway().Table().Revision(), strings.Join(peers, "; "), strings.Join(own, "; "))
 	}
 }
 
