@@ -92,27 +92,45 @@ func TestBatchSurvivesEdgeAndControlNodeDeath(t *testing.T) {
 	fw, _ := mw.CreateFormFile("file", "in.jsonl")
 	fw.Write(in.Bytes())
 	mw.Close()
-	resp, err := http.Post(a.url+"/v1/files", mw.FormDataContentType(), &form)
-	if err != nil {
-		t.Fatal(err)
+	// Streams just created with three replicas may still be electing
+	// their leaders: the API then answers 500 batch_store_error, "retry
+	// shortly", and a client retries, as the SDKs do.
+	storeBusy := func(status int, body []byte) bool {
+		return status == http.StatusInternalServerError && strings.Contains(string(body), "batch_store_error")
 	}
 	var f jobs.File
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err := json.Unmarshal(body, &f); err != nil || resp.StatusCode != 200 {
-		t.Fatalf("upload: %d %s", resp.StatusCode, body)
-	}
-	resp, err = http.Post(a.url+"/v1/batches", "application/json",
-		strings.NewReader(fmt.Sprintf(`{"input_file_id":%q,"endpoint":"/v1/chat/completions","completion_window":"24h"}`, f.ID)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	wait.For(t, 60*time.Second, "the file to be stored", func() error {
+		resp, err := http.Post(a.url+"/v1/files", mw.FormDataContentType(), bytes.NewReader(form.Bytes()))
+		if err != nil {
+			return err
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if storeBusy(resp.StatusCode, body) {
+			return fmt.Errorf("upload: %d %s", resp.StatusCode, body)
+		}
+		if err := json.Unmarshal(body, &f); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("upload: %d %s", resp.StatusCode, body)
+		}
+		return nil
+	})
 	var batch jobs.Batch
-	body, _ = io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err := json.Unmarshal(body, &batch); err != nil || batch.RequestCounts.Total != n {
-		t.Fatalf("create batch: %d %s", resp.StatusCode, body)
-	}
+	wait.For(t, 60*time.Second, "the batch to be created", func() error {
+		resp, err := http.Post(a.url+"/v1/batches", "application/json",
+			strings.NewReader(fmt.Sprintf(`{"input_file_id":%q,"endpoint":"/v1/chat/completions","completion_window":"24h"}`, f.ID)))
+		if err != nil {
+			return err
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if storeBusy(resp.StatusCode, body) {
+			return fmt.Errorf("create batch: %d %s", resp.StatusCode, body)
+		}
+		if err := json.Unmarshal(body, &batch); err != nil || batch.RequestCounts.Total != n {
+			t.Fatalf("create batch: %d %s", resp.StatusCode, body)
+		}
+		return nil
+	})
 	get := func() (jobs.Batch, error) {
 		resp, err := http.Get(a.url + "/v1/batches/" + batch.ID)
 		if err != nil {
@@ -147,7 +165,7 @@ func TestBatchSurvivesEdgeAndControlNodeDeath(t *testing.T) {
 	if done.RequestCounts != (jobs.Counts{Total: n, Completed: n}) || done.OutputFileID == nil {
 		t.Fatalf("completed batch: %+v", done)
 	}
-	resp, err = http.Get(a.url + "/v1/files/" + *done.OutputFileID + "/content")
+	resp, err := http.Get(a.url + "/v1/files/" + *done.OutputFileID + "/content")
 	if err != nil {
 		t.Fatal(err)
 	}
