@@ -465,25 +465,36 @@ func validBatchID(id string) bool {
 	return true
 }
 
-func (s *Service) getBatch(w http.ResponseWriter, r *http.Request) {
+// batchOf reads the caller's batch that the path names. When there is
+// none, or the store fails, it answers the request itself and ok is
+// false.
+func (s *Service) batchOf(ctx context.Context, w http.ResponseWriter, r *http.Request) (b *bus, key string, rec *record, ok bool) {
 	id, b, ok := s.begin(w, r)
 	if !ok {
-		return
+		return nil, "", nil, false
 	}
 	if !validBatchID(r.PathValue("id")) {
 		s.fail(w, notFound("batch", r.PathValue("id")))
-		return
+		return nil, "", nil, false
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), opTimeout)
-	defer cancel()
-	key := batchKey(owner(id), r.PathValue("id"))
+	key = batchKey(owner(id), r.PathValue("id"))
 	rec, _, err := b.record(ctx, key)
 	if err != nil {
 		s.fail(w, internal(err))
-		return
+		return nil, "", nil, false
 	}
 	if rec == nil {
 		s.fail(w, notFound("batch", r.PathValue("id")))
+		return nil, "", nil, false
+	}
+	return b, key, rec, true
+}
+
+func (s *Service) getBatch(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), opTimeout)
+	defer cancel()
+	b, key, rec, ok := s.batchOf(ctx, w, r)
+	if !ok {
 		return
 	}
 	// A poll also repairs: it expires a batch past its window, and
@@ -501,24 +512,10 @@ func (s *Service) getBatch(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Service) cancelBatch(w http.ResponseWriter, r *http.Request) {
-	id, b, ok := s.begin(w, r)
-	if !ok {
-		return
-	}
-	if !validBatchID(r.PathValue("id")) {
-		s.fail(w, notFound("batch", r.PathValue("id")))
-		return
-	}
 	ctx, cancel := context.WithTimeout(r.Context(), opTimeout)
 	defer cancel()
-	key := batchKey(owner(id), r.PathValue("id"))
-	rec, _, err := b.record(ctx, key)
-	if err != nil {
-		s.fail(w, internal(err))
-		return
-	}
-	if rec == nil {
-		s.fail(w, notFound("batch", r.PathValue("id")))
+	b, key, rec, ok := s.batchOf(ctx, w, r)
+	if !ok {
 		return
 	}
 	if terminal(rec.Batch.Status) || rec.Batch.Status == StatusFinalizing {
@@ -531,7 +528,8 @@ func (s *Service) cancelBatch(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, internal(err))
 		return
 	}
-	if rec, _, err = b.record(ctx, key); err != nil || rec == nil {
+	rec, _, err := b.record(ctx, key)
+	if err != nil || rec == nil {
 		s.fail(w, internal(fmt.Errorf("re-read batch %s: %v", key, err)))
 		return
 	}
