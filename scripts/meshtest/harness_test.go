@@ -483,9 +483,12 @@ func (x explanation) targets() []string {
 // gossipRepair bounds a wait for a peer's ready models to reach another
 // edge. Broadcasts carry them within a second; but on a starved CI
 // machine memberlist's UDP reads fall behind, the kernel drops the
-// packets, and only the next push-pull (15 s in the local profile)
-// repairs the view. A wait that would fail sooner tests the machine.
-const gossipRepair = 20 * time.Second
+// packets, and only a push-pull (each node starts one every 15 s in the
+// local profile, with one random peer) repairs the view: two rounds of
+// them and a margin. A wait that would fail sooner tests the machine. A
+// run on this session's last commit caught edge-c's view stale for 20 s
+// while edge-a's own record was right.
+const gossipRepair = 35 * time.Second
 
 // planFirst is a wait condition: e's dry run for model plans target
 // first. While it does not, its error says what e plans instead, why
