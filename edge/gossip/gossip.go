@@ -62,6 +62,9 @@ type Stats struct {
 	// EventsDropped counts memberlist events dropped because the event
 	// channel was full.
 	EventsDropped uint64
+	// Repairs counts targeted push-pulls with a node whose models record
+	// disagreed with its meta (a lost broadcast).
+	Repairs uint64
 }
 
 // Node is one member of the gossip mesh.
@@ -78,9 +81,12 @@ type Node struct {
 
 	events  chan event
 	dropped atomic.Uint64
-	changed chan struct{} // a suspicion came or went; capacity 1
-	refuted atomic.Int64  // time of the newest suspicion of this node refuted
-	pubMu   sync.Mutex    // serialises publish
+	// repairs counts targeted push-pulls; repairing is set while one runs.
+	repairs   atomic.Uint64
+	repairing atomic.Bool
+	changed   chan struct{} // a suspicion came or went; capacity 1
+	refuted   atomic.Int64  // time of the newest suspicion of this node refuted
+	pubMu     sync.Mutex    // serialises publish
 
 	mu      sync.Mutex // guards meta, lastVer
 	updMu   sync.Mutex // serializes UpdateNode calls with Close
@@ -283,7 +289,7 @@ func (n *Node) suspected(b []byte) {
 // Stats returns the node's counters.
 func (n *Node) Stats() Stats {
 	p, s := n.tr.packetSent.Load(), n.tr.streamSent.Load()
-	return Stats{BytesSent: p + s, PacketBytesSent: p, StreamBytesSent: s, EventsDropped: n.dropped.Load()}
+	return Stats{BytesSent: p + s, PacketBytesSent: p, StreamBytesSent: s, EventsDropped: n.dropped.Load(), Repairs: n.repairs.Load()}
 }
 
 // HandleMembers serves GET /v1/meridian/members as {"members":[...]}.
@@ -498,6 +504,26 @@ func (n *Node) refresh() {
 	}
 	for _, id := range back {
 		n.tab.setNode(id, "", StateAlive, nil)
+	}
+	if addrs := n.tab.staleRecords(n.cfg.NodeID, time.Now()); len(addrs) > 0 && n.repairing.CompareAndSwap(false, true) {
+		n.wg.Add(1)
+		go n.repair(addrs)
+	}
+}
+
+// repair push-pulls with the nodes at addrs, whose models records here
+// disagree with their meta: memberlist's Join with a member is one
+// full-state exchange with it, which brings its newest record (and meta).
+func (n *Node) repair(addrs []string) {
+	defer n.wg.Done()
+	defer n.repairing.Store(false)
+	if n.closed.Load() {
+		return
+	}
+	k, err := n.ml.Join(addrs)
+	n.repairs.Add(uint64(k))
+	if err != nil && !n.closed.Load() {
+		n.log.Debug("models record repair failed", "peers", addrs, "err", err)
 	}
 }
 

@@ -50,6 +50,9 @@ type NodeMeta struct {
 	Leaving bool
 }
 
+// emptyDigest is ModelsDigest of no models.
+var emptyDigest = ModelsDigest(nil)
+
 // ModelsDigest is the FNV-64a hash of the sorted, NUL-separated model
 // names. It lets a peer tell that its copy of a node's ready-model list is
 // stale without carrying the list in NodeMeta.

@@ -54,6 +54,12 @@ type Member struct {
 	ModelsDigest  uint64        `json:"models_digest"`
 	TableRevision uint64        `json:"table_revision"`
 	Draining      bool          `json:"draining"`
+	// ModelsStale is set while the node's ready-model record disagrees
+	// with the ModelsDigest in its memberlist meta: a models broadcast
+	// was lost, or the meta has not arrived yet. ReadyModels is then
+	// empty (no route may trust it) until a targeted push-pull repairs
+	// the record, for at most staleTrustAfter.
+	ModelsStale bool `json:"models_stale,omitempty"`
 	// Suspect is set while a suspicion from another edge stands: the
 	// node has not refuted it (by a record newer than the suspicion),
 	// memberlist has not seen it come back, and SuspicionTimeout has not
@@ -119,6 +125,41 @@ type peer struct {
 	suspectVer   uint64
 	suspectBy    string
 	suspectUntil time.Time
+	// recDigest is ModelsDigest(rec.Models). staleSince is when the
+	// record was first seen to disagree with meta.ModelsDigest (zero
+	// while they agree); repairAt is when the next targeted push-pull
+	// for it may start.
+	recDigest  uint64
+	staleSince time.Time
+	repairAt   time.Time
+}
+
+// Repair of lost models broadcasts. A node's memberlist meta carries the
+// digest of its ready models, and memberlist spreads meta on its own
+// (alive messages and its push-pull), apart from this package's
+// broadcasts. A record that disagrees with the digest for repairAfter is
+// stale: the node push-pulls with its owner at once, instead of waiting
+// for a random push-pull round (PushPullInterval, 15 s to 30 s), and at
+// most every repairEvery. Meanwhile Members reports no ready models for
+// it: routing to a model a node has unloaded costs a failed attempt,
+// while not routing to one it has just loaded costs nothing but a
+// farther target. After staleTrustAfter the record is believed again,
+// because the meta itself may be the stale side (a dropped update event)
+// and a member must not lose its models for good.
+const (
+	repairAfter     = time.Second
+	repairEvery     = 5 * time.Second
+	staleTrustAfter = 30 * time.Second
+)
+
+// modelsStale reports whether p's record disagrees with its meta's digest
+// and is not yet past staleTrustAfter. A node with no meta yet is not
+// judged.
+func (p *peer) modelsStale(now time.Time) bool {
+	if p.meta.NodeID == "" || p.recDigest == p.meta.ModelsDigest {
+		return false
+	}
+	return p.staleSince.IsZero() || now.Sub(p.staleSince) < staleTrustAfter
 }
 
 // suspicion says node By's link declared node N dead at At (By's clock,
@@ -196,7 +237,7 @@ func newTable() *table { return &table{peers: make(map[string]*peer)} }
 func (t *table) getLocked(id string) *peer {
 	p, ok := t.peers[id]
 	if !ok {
-		p = &peer{}
+		p = &peer{recDigest: emptyDigest}
 		t.peers[id] = p
 	}
 	return p
@@ -231,6 +272,7 @@ func (t *table) merge(r record) (models, load bool) {
 	p := t.getLocked(r.Node)
 	if r.ModelsVer > p.rec.ModelsVer {
 		p.rec.ModelsVer, p.rec.Models = r.ModelsVer, slices.Clone(r.Models)
+		p.recDigest = ModelsDigest(p.rec.Models)
 		models = true
 	}
 	if r.LoadVer > p.rec.LoadVer {
@@ -312,6 +354,11 @@ func (t *table) members() []Member {
 		}
 		l := p.rec.Load
 		l.Class = p.meta.LoadClass
+		stale := p.modelsStale(now)
+		ready := slices.Clone(p.rec.Models)
+		if stale {
+			ready = nil
+		}
 		out = append(out, Member{
 			ID:            id,
 			Region:        p.meta.Region,
@@ -320,7 +367,8 @@ func (t *table) members() []Member {
 			State:         p.state,
 			RTT:           p.rtt,
 			Load:          l,
-			ReadyModels:   slices.Clone(p.rec.Models),
+			ReadyModels:   ready,
+			ModelsStale:   stale,
 			ModelsDigest:  p.meta.ModelsDigest,
 			TableRevision: p.meta.TableRevision,
 			Draining:      p.meta.Draining,
@@ -329,6 +377,31 @@ func (t *table) members() []Member {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
+}
+
+// staleRecords returns the gossip addresses of alive peers (not self)
+// whose models record has disagreed with their meta for repairAfter and
+// whose last repair was at least repairEvery ago, and marks them
+// repaired now.
+func (t *table) staleRecords(self string, now time.Time) []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var addrs []string
+	for id, p := range t.peers {
+		if id == self || p.state != StateAlive || p.meta.NodeID == "" || p.recDigest == p.meta.ModelsDigest {
+			p.staleSince = time.Time{}
+			continue
+		}
+		if p.staleSince.IsZero() {
+			p.staleSince = now
+		}
+		if now.Sub(p.staleSince) >= repairAfter && !now.Before(p.repairAt) && p.addr != "" {
+			p.repairAt = now.Add(repairEvery)
+			addrs = append(addrs, p.addr)
+		}
+	}
+	sort.Strings(addrs)
+	return addrs
 }
 
 // aliveCount is the broadcast queue's estimate of the cluster size.
