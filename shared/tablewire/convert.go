@@ -308,7 +308,7 @@ func (c *Converter) fleet(e *tablev1.Entities, tab *table.Table) {
 	for _, t := range e.GetTenants() {
 		tn := table.Tenant{ID: t.GetId(), AllowedRegions: t.GetAllowedRegions(), RPM: int64(t.GetRpm()), TPM: int64(t.GetTpm()),
 			Budget: t.GetMonthlyBudget(), BudgetPeriod: t.GetBudgetPeriod(), HardLimit: t.GetHardLimit(),
-			Cache: cachePolicy(t.GetCacheMode(), t.GetCacheTtlSeconds(), t.GetCacheSimilarity()),
+			Cache:        cachePolicy(t.GetCacheMode(), t.GetCacheTtlSeconds(), t.GetCacheSimilarity()),
 			WebhookAllow: t.GetWebhookAllow()}
 		if ref := t.GetWebhookSecretRef(); ref != "" {
 			// A secret that does not resolve leaves the tenant's
