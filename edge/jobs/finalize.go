@@ -146,6 +146,13 @@ func (s *Service) finalize(ctx context.Context, b *bus, key, final string) error
 		}
 		errID = &fid
 	}
+	// The event goes out before the record turns terminal: a finalizer
+	// that dies in between leaves a stale claim, and whoever takes it
+	// over publishes the same event again (one message ID: delivered
+	// once).
+	if err := s.emit(ctx, b, rec, id, "batch."+final, map[string]string{"id": id}); err != nil {
+		return err
+	}
 	for {
 		cur, rev, err := b.record(ctx, key)
 		if err != nil {

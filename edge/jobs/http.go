@@ -31,6 +31,7 @@ func (s *Service) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/batches", s.listBatches)
 	mux.HandleFunc("GET /v1/batches/{id}", s.getBatch)
 	mux.HandleFunc("POST /v1/batches/{id}/cancel", s.cancelBatch)
+	mux.HandleFunc("GET /v1/meridian/webhooks/dead", s.deadLetters)
 }
 
 // opTimeout bounds the bus calls of one API request.
@@ -266,6 +267,9 @@ type createBatchRequest struct {
 	Endpoint         string            `json:"endpoint"`
 	CompletionWindow string            `json:"completion_window"`
 	Metadata         map[string]string `json:"metadata"`
+	// WebhookURL is Meridian's extension: the callback of the batch's
+	// final event; metadata["webhook_url"] works too.
+	WebhookURL string `json:"webhook_url"`
 }
 
 // parseWindow reads a completion_window: OpenAI's "24h", or any Go
@@ -314,6 +318,14 @@ func (s *Service) createBatch(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	hook := req.WebhookURL
+	if hook == "" {
+		hook = req.Metadata[WebhookURLField]
+	}
+	if e := checkCallback(id, hook); e != nil {
+		s.fail(w, e)
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), opTimeout)
 	defer cancel()
 	own := owner(id)
@@ -340,7 +352,8 @@ func (s *Service) createBatch(w http.ResponseWriter, r *http.Request) {
 		CompletionWindow: req.CompletionWindow, Status: StatusValidating, CreatedAt: now.Unix(), Metadata: req.Metadata}
 	exp := now.Add(window).Unix()
 	bt.ExpiresAt = &exp
-	rec := record{Batch: bt, Owner: own, KeyHash: keyHash(id), Deadline: now.Add(window).UnixNano()}
+	rec := record{Batch: bt, Owner: own, KeyHash: keyHash(id), Deadline: now.Add(window).UnixNano(),
+		Tenant: id.TenantID, WebhookURL: hook}
 	key := batchKey(own, bt.ID)
 	lines, lerr := ParseFile(data, s.cfg.MaxLines)
 	if lerr == nil {
@@ -355,6 +368,10 @@ func (s *Service) createBatch(w http.ResponseWriter, r *http.Request) {
 		line, param := lerr.Line, lerr.Param
 		rec.Batch.Status, rec.Batch.FailedAt = StatusFailed, &bt.CreatedAt
 		rec.Batch.Errors = &BatchErrors{Object: "list", Data: []BatchError{{Code: "invalid_request", Message: lerr.Message, Param: &param, Line: &line}}}
+		if err := s.emit(ctx, b, &rec, bt.ID, "batch.failed", map[string]string{"id": bt.ID}); err != nil {
+			s.fail(w, internal(err))
+			return
+		}
 		if _, err := b.batches.Create(ctx, key, mustJSON(rec)); err != nil {
 			s.fail(w, internal(err))
 			return

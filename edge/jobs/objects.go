@@ -112,6 +112,11 @@ type record struct {
 	Claimed int64 `json:"claimed,omitempty"`
 	// Final is the status the finalizer is heading for.
 	Final string `json:"final,omitempty"`
+	// Tenant is the creating key's tenant, whose webhook policy applies.
+	Tenant string `json:"tenant,omitempty"`
+	// WebhookURL is the callback the batch's final event is sent to;
+	// empty means none.
+	WebhookURL string `json:"webhook_url,omitempty"`
 }
 
 // staleClaim is how long a finalizer may hold a batch before another

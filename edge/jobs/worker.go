@@ -75,7 +75,9 @@ func (s *Service) refresh(ctx context.Context, b *bus, l *lanes) error {
 	lister := b.stream.ListConsumers(ctx)
 	seen := map[string]*jetstream.ConsumerInfo{}
 	for info := range lister.Info() {
-		seen[info.Name] = info
+		if info.Name != jobswire.HooksConsumer {
+			seen[info.Name] = info
+		}
 	}
 	if err := lister.Err(); err != nil {
 		return err
@@ -125,6 +127,11 @@ func (s *Service) runWorkers(ctx context.Context) {
 			case <-time.After(backoff.Spread(s.cfg.Poll, 0.2)):
 			}
 		}
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.deliverHooks(ctx, b)
 	}()
 	for range s.cfg.Workers {
 		wg.Add(1)

@@ -27,6 +27,10 @@ func (n *Node) newJobs(mux *http.ServeMux) error {
 		return ids
 	}
 	jc.Busy = n.batchMustWait
+	jc.Tenant = func(id string) *table.Tenant {
+		t, _ := n.gw.Table().Tenant(id)
+		return t
+	}
 	var err error
 	if n.jobs, err = jobs.New(jc); err != nil {
 		return err
