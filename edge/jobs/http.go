@@ -32,6 +32,7 @@ func (s *Service) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/batches/{id}", s.getBatch)
 	mux.HandleFunc("POST /v1/batches/{id}/cancel", s.cancelBatch)
 	mux.HandleFunc("GET /v1/meridian/webhooks/dead", s.deadLetters)
+	mux.HandleFunc("GET /v1/meridian/jobs/{id}", s.getJob)
 }
 
 // opTimeout bounds the bus calls of one API request.
@@ -405,6 +406,11 @@ func (s *Service) createBatch(w http.ResponseWriter, r *http.Request) {
 // enqueue makes sure each model has its consumer, then publishes every
 // line, with a message ID per line so a retried publish runs it once.
 func (s *Service) enqueue(ctx context.Context, b *bus, key string, rec record, lines []Line) error {
+	return s.publish(ctx, b, key, rec, lines, nil)
+}
+
+// publish is enqueue with the headers every line runs with.
+func (s *Service) publish(ctx context.Context, b *bus, key string, rec record, lines []Line, hdr map[string]string) error {
 	models := map[string]bool{}
 	for _, l := range lines {
 		if models[l.Model] {
@@ -423,7 +429,7 @@ func (s *Service) enqueue(ctx context.Context, b *bus, key string, rec record, l
 	}
 	var futures []jetstream.PubAckFuture
 	for _, l := range lines {
-		j := job{Key: key, Batch: rec.Batch.ID, Index: l.Index, CustomID: l.CustomID, URL: l.URL, Model: l.Model, Body: l.Body, KeyHash: rec.KeyHash}
+		j := job{Key: key, Batch: rec.Batch.ID, Index: l.Index, CustomID: l.CustomID, URL: l.URL, Model: l.Model, Body: l.Body, KeyHash: rec.KeyHash, Header: hdr}
 		f, err := b.js.PublishAsync(jobswire.LineSubject(l.Model, rec.Batch.ID), mustJSON(j),
 			jetstream.WithMsgID(rec.Batch.ID+"."+strconv.Itoa(l.Index)))
 		if err != nil {

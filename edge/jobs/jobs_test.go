@@ -62,6 +62,7 @@ func connect(t *testing.T, ns *server.Server) *nats.Conn {
 type fakeGateway struct {
 	mu    sync.Mutex
 	runs  map[string]int // by request ID
+	hdr   map[string]string
 	fail  func(body []byte, n int) int
 	block func(body []byte) <-chan struct{}
 }
@@ -74,6 +75,9 @@ func (g *fakeGateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.runs = map[string]int{}
 	}
 	g.runs[rid]++
+	if v := r.Header.Get("Anthropic-Version"); v != "" {
+		g.hdr = map[string]string{"Anthropic-Version": v}
+	}
 	n := g.runs[rid]
 	fail, block := g.fail, g.block
 	g.mu.Unlock()

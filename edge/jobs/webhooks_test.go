@@ -379,3 +379,110 @@ func TestWebhookDeadLetters(t *testing.T) {
 		t.Fatal("another tenant sees the dead letters")
 	}
 }
+
+// asyncEdge is hookEdge whose server also takes async requests on the
+// two endpoints, as the node's handler does.
+func asyncEdge(t *testing.T, ns *server.Server, gw *fakeGateway, ts *tenants) *edge {
+	e := hookEdge(t, ns, gw, ts, nil)
+	mux := http.NewServeMux()
+	e.svc.Register(mux)
+	for _, p := range AsyncPaths {
+		mux.HandleFunc("POST "+p, func(w http.ResponseWriter, r *http.Request) {
+			if !PrefersAsync(r) {
+				w.WriteHeader(418)
+				return
+			}
+			e.svc.SubmitAsync(w, r)
+		})
+	}
+	e.srv.Config.Handler = mux
+	return e
+}
+
+func TestAsyncRequests(t *testing.T) {
+	ns := startBus(t)
+	secret, _ := newSecret(t)
+	rc := newReceiver(t, secret, 1)
+	ts := &tenants{m: map[string]*table.Tenant{
+		"acme": {ID: "acme", WebhookAllow: []string{"127.0.0.1/32"}, WebhookSecret: table.Secret(secret)},
+	}}
+	gw := &fakeGateway{}
+	e := asyncEdge(t, ns, gw, ts)
+	post := func(path, body string, hdr map[string]string) (*http.Response, []byte) {
+		req, _ := http.NewRequest("POST", e.srv.URL+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer acme")
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Prefer", "respond-async, wait=0")
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, b
+	}
+	resp, body := post("/v1/chat/completions", `{"model":"m1","messages":[{"role":"user","content":"hi"}]}`,
+		map[string]string{HeaderWebhookURL: rc.srv.URL + "/jobs"})
+	if resp.StatusCode != 202 || resp.Header.Get("Preference-Applied") != "respond-async" {
+		t.Fatalf("submit: %d %v %s", resp.StatusCode, resp.Header, body)
+	}
+	chat := decode[Job](t, body)
+	if !strings.HasPrefix(chat.ID, "job_") || chat.Status != StatusInProgress || resp.Header.Get("Location") != "/v1/meridian/jobs/"+chat.ID {
+		t.Fatalf("job: %s, Location %q", body, resp.Header.Get("Location"))
+	}
+	resp, body = post("/v1/messages", `{"model":"m1","max_tokens":5,"messages":[{"role":"user","content":"yo"}]}`,
+		map[string]string{"anthropic-version": "2023-06-01"})
+	if resp.StatusCode != 202 {
+		t.Fatalf("submit: %d %s", resp.StatusCode, body)
+	}
+	msg := decode[Job](t, body)
+	awaitJob := func(id string) Job {
+		var j Job
+		wait.For(t, 60*time.Second, "job "+id, func() error {
+			code, body := e.do(t, "acme", "GET", "/v1/meridian/jobs/"+id, nil, "")
+			if code != 200 {
+				return fmt.Errorf("%d %s", code, body)
+			}
+			if j = decode[Job](t, body); j.Status != JobCompleted {
+				return fmt.Errorf("status %s", j.Status)
+			}
+			return nil
+		})
+		return j
+	}
+	if j := awaitJob(chat.ID); j.StatusCode == nil || *j.StatusCode != 200 || !bytes.Contains(j.Result, []byte("echo hi")) || j.CompletedAt == nil {
+		t.Fatalf("chat job: %+v %s", j, j.Result)
+	}
+	if j := awaitJob(msg.ID); j.Endpoint != "/v1/messages" || !bytes.Contains(j.Result, []byte("echo yo")) {
+		t.Fatalf("messages job: %+v %s", j, j.Result)
+	}
+	gw.mu.Lock()
+	av := gw.hdr["Anthropic-Version"]
+	gw.mu.Unlock()
+	if av != "2023-06-01" {
+		t.Fatalf("the /v1/messages job ran with anthropic-version %q", av)
+	}
+	wait.For(t, 30*time.Second, "job.completed", func() error {
+		if got := rc.got("job.completed"); len(got) != 1 || got[0] != chat.ID {
+			return fmt.Errorf("got %v", got)
+		}
+		return nil
+	})
+	// Another tenant cannot read it; a stream cannot be async; an
+	// unknown job is 404 in OpenAI's shape.
+	if code, _ := e.do(t, "other", "GET", "/v1/meridian/jobs/"+chat.ID, nil, ""); code != 404 {
+		t.Fatalf("another tenant: %d", code)
+	}
+	if resp, body := post("/v1/chat/completions", `{"model":"m1","stream":true,"messages":[]}`, nil); resp.StatusCode != 400 || !bytes.Contains(body, []byte(`"param":"stream"`)) {
+		t.Fatalf("stream: %d %s", resp.StatusCode, body)
+	}
+	if resp, body := post("/v1/messages", `{"model":""}`, map[string]string{"anthropic-version": "2023-06-01"}); resp.StatusCode != 400 || !bytes.Contains(body, []byte(`"type":"error"`)) {
+		t.Fatalf("bad messages request: %d %s (want Anthropic's error shape)", resp.StatusCode, body)
+	}
+	if resp, body := post("/v1/chat/completions", `{"model":"m1","messages":[]}`, map[string]string{HeaderWebhookURL: "http://10.9.9.9/"}); resp.StatusCode != 400 {
+		t.Fatalf("disallowed webhook: %d %s", resp.StatusCode, body)
+	}
+}

@@ -267,6 +267,9 @@ func (s *Service) run(ctx context.Context, msg jetstream.Msg, j job) (out Output
 	if err != nil {
 		return OutputLine{ID: rid, CustomID: j.CustomID, Error: &OutputError{Code: "invalid_request", Message: "The line's url cannot be requested."}}, false, false
 	}
+	for k, v := range j.Header {
+		req.Header.Set(k, v)
+	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set(api.HeaderRequestID, rid)
 	req.RemoteAddr = "127.0.0.1:0"

@@ -72,6 +72,20 @@ func (n *Node) servesLocally(model string) bool {
 	return false
 }
 
+// asyncFirst hands requests that prefer an async answer (Prefer:
+// respond-async on /v1/chat/completions or /v1/messages) to the jobs
+// service, and the rest to next. A job's own run carries no Prefer
+// header, so it is served by next.
+func (n *Node) asyncFirst(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if jobs.PrefersAsync(r) {
+			n.jobs.SubmitAsync(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 // Jobs returns the node's batch service. A node following a control
 // plane binds it itself; benchmarks bind a standalone node's to a bus
 // of their own (Start).
