@@ -259,9 +259,9 @@ func (s *Service) run(ctx context.Context, msg jetstream.Msg, j job) (out Output
 		}
 	}()
 	rid := requestID(j.Batch, j.CustomID)
-	rctx := ctx
+	rctx := api.WithBatch(ctx)
 	if j.KeyHash != "" {
-		rctx = api.WithKeyHash(ctx, j.KeyHash)
+		rctx = api.WithKeyHash(rctx, j.KeyHash)
 	}
 	req, err := http.NewRequestWithContext(rctx, http.MethodPost, j.URL, bytes.NewReader(j.Body))
 	if err != nil {
