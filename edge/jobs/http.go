@@ -24,6 +24,7 @@ import (
 // Register adds the Files and Batches routes to mux.
 func (s *Service) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/files", s.uploadFile)
+	mux.HandleFunc("GET /v1/files", s.listFiles)
 	mux.HandleFunc("GET /v1/files/{id}", s.getFile)
 	mux.HandleFunc("GET /v1/files/{id}/content", s.fileContent)
 	mux.HandleFunc("DELETE /v1/files/{id}", s.deleteFile)
@@ -620,6 +621,82 @@ func (s *Service) listBatches(w http.ResponseWriter, r *http.Request) {
 			out.Data = append(out.Data, rec.Batch)
 		}
 	}
+	if n := len(out.Data); n > 0 {
+		out.FirstID, out.LastID = &out.Data[0].ID, &out.Data[n-1].ID
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// listFiles is GET /v1/files: the caller's files, newest first (order
+// "asc" for oldest first), only those of purpose when it is given, at
+// most limit (1–10,000, default 10,000) after the file ID in after.
+func (s *Service) listFiles(w http.ResponseWriter, r *http.Request) {
+	id, b, ok := s.begin(w, r)
+	if !ok {
+		return
+	}
+	q := r.URL.Query()
+	limit := 10_000
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 10_000 {
+			s.fail(w, invalid("limit", "limit must be a whole number from 1 to 10000."))
+			return
+		}
+		limit = n
+	}
+	order := q.Get("order")
+	if order != "" && order != "asc" && order != "desc" {
+		s.fail(w, invalid("order", "order must be 'asc' or 'desc'."))
+		return
+	}
+	purpose, after := q.Get("purpose"), q.Get("after")
+	ctx, cancel := context.WithTimeout(r.Context(), opTimeout)
+	defer cancel()
+	infos, err := b.files.List(ctx)
+	if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
+		s.fail(w, internal(err))
+		return
+	}
+	own := owner(id)
+	var files []File
+	for _, info := range infos {
+		if info.Deleted || info.Metadata[metaOwner] != own || purpose != "" && info.Metadata[metaPurpose] != purpose {
+			continue
+		}
+		created, _ := strconv.ParseInt(info.Metadata[metaCreated], 10, 64)
+		files = append(files, File{ID: info.Name, Object: "file", Bytes: int64(info.Size), CreatedAt: created,
+			Filename: info.Metadata[metaFilename], Purpose: info.Metadata[metaPurpose], Status: "processed"})
+	}
+	// IDs begin with their creation time in hex: they sort by age,
+	// and a page goes on after the ID it was given.
+	sort.Slice(files, func(i, j int) bool {
+		if order == "asc" {
+			return files[i].ID < files[j].ID
+		}
+		return files[i].ID > files[j].ID
+	})
+	if after != "" {
+		i := sort.Search(len(files), func(i int) bool {
+			if order == "asc" {
+				return files[i].ID > after
+			}
+			return files[i].ID < after
+		})
+		files = files[i:]
+	}
+	more := len(files) > limit
+	if more {
+		files = files[:limit]
+	}
+	out := struct {
+		Object  string  `json:"object"`
+		Data    []File  `json:"data"`
+		FirstID *string `json:"first_id"`
+		LastID  *string `json:"last_id"`
+		HasMore bool    `json:"has_more"`
+	}{Object: "list", Data: []File{}, HasMore: more}
+	out.Data = append(out.Data, files...)
 	if n := len(out.Data); n > 0 {
 		out.FirstID, out.LastID = &out.Data[0].ID, &out.Data[n-1].ID
 	}

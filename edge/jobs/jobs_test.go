@@ -603,3 +603,57 @@ func TestUnboundServiceAnswers503(t *testing.T) {
 		t.Fatalf("%d %s", rw.Code, rw.Body)
 	}
 }
+
+func TestListFiles(t *testing.T) {
+	ns := startBus(t)
+	e := startEdge(t, ns, &fakeGateway{}, nil)
+	var ids []string
+	for range 4 {
+		code, body := e.upload(t, "acme", jsonl(1, "m1"))
+		if code != 200 {
+			t.Fatalf("upload: %d %s", code, body)
+		}
+		ids = append(ids, decode[File](t, body).ID)
+	}
+	e.upload(t, "other", jsonl(1, "m1"))
+	b := e.submit(t, "acme", jsonl(2, "m1"), "24h") // a fifth input file, and an output file
+	b = e.await(t, "acme", b.ID, StatusCompleted)
+	ids = append(ids, b.InputFileID)
+	type list struct {
+		Object  string
+		Data    []File
+		HasMore bool   `json:"has_more"`
+		FirstID string `json:"first_id"`
+		LastID  string `json:"last_id"`
+	}
+	get := func(q string) list {
+		code, body := e.do(t, "acme", "GET", "/v1/files"+q, nil, "")
+		if code != 200 {
+			t.Fatalf("list %s: %d %s", q, code, body)
+		}
+		return decode[list](t, body)
+	}
+	l := get("?purpose=batch&limit=2")
+	if l.Object != "list" || len(l.Data) != 2 || !l.HasMore || l.Data[0].ID != ids[4] || l.Data[1].ID != ids[3] || l.FirstID != ids[4] {
+		t.Fatalf("first page: %+v", l)
+	}
+	l = get("?purpose=batch&after=" + l.LastID)
+	if len(l.Data) != 3 || l.HasMore || l.Data[0].ID != ids[2] || l.Data[2].ID != ids[0] {
+		t.Fatalf("second page: %+v", l)
+	}
+	if l = get("?purpose=batch_output"); len(l.Data) != 1 || l.Data[0].ID != *b.OutputFileID {
+		t.Fatalf("outputs: %+v", l)
+	}
+	if l = get(""); len(l.Data) != 6 {
+		t.Fatalf("every file of acme: %+v", l)
+	}
+	if l = get("?order=asc&limit=1"); len(l.Data) != 1 || l.Data[0].ID != ids[0] {
+		t.Fatalf("oldest first: %+v", l)
+	}
+	if code, _ := e.do(t, "acme", "GET", "/v1/files?limit=0", nil, ""); code != 400 {
+		t.Fatalf("limit=0: %d", code)
+	}
+	if code, body := e.do(t, "nobody", "GET", "/v1/files", nil, ""); code != 200 || decode[list](t, body).Data == nil || len(decode[list](t, body).Data) != 0 {
+		t.Fatalf("a tenant without files: %d %s", code, body)
+	}
+}
