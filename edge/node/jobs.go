@@ -3,6 +3,7 @@ package node
 import (
 	"net/http"
 
+	"github.com/meridian-mesh/meridian/edge/config"
 	"github.com/meridian-mesh/meridian/edge/jobs"
 	"github.com/meridian-mesh/meridian/shared/table"
 )
@@ -15,6 +16,10 @@ import (
 func (n *Node) newJobs(mux *http.ServeMux) error {
 	jc := jobs.DefaultConfig()
 	jc.Node, jc.Logger = n.cfg.NodeID, n.log
+	if j := n.cfg.Jobs; j != (config.Jobs{}) { // a config built by hand keeps the defaults
+		jc.Workers, jc.AckWait, jc.MaxDeliver = j.Workers, j.AckWait, j.MaxDeliver
+		jc.WebhookTimeout, jc.WebhookRetryFor = j.WebhookTimeout, j.WebhookRetryFor
+	}
 	jc.Authenticate = n.api.Authenticate
 	jc.Run = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { n.handler.ServeHTTP(w, r) })
 	jc.LocalModels = func() []string {
