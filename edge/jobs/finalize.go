@@ -121,7 +121,7 @@ func (s *Service) finalize(ctx context.Context, b *bus, key, final string) error
 			errLines, counts.Failed = append(errLines, r), counts.Failed+1
 		}
 	}
-	if final == StatusExpired && rec.Kind != kindJob {
+	if final == StatusExpired && rec.Kind == "" {
 		expired, err := s.expiredLines(ctx, b, rec, done)
 		if err != nil {
 			return err

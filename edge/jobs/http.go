@@ -34,6 +34,11 @@ func (s *Service) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/batches/{id}/cancel", s.cancelBatch)
 	mux.HandleFunc("GET /v1/meridian/webhooks/dead", s.deadLetters)
 	mux.HandleFunc("GET /v1/meridian/jobs/{id}", s.getJob)
+	mux.HandleFunc("POST /v1/messages/batches", s.createMessageBatch)
+	mux.HandleFunc("GET /v1/messages/batches", s.listMessageBatches)
+	mux.HandleFunc("GET /v1/messages/batches/{id}", s.getMessageBatch)
+	mux.HandleFunc("GET /v1/messages/batches/{id}/results", s.messageBatchResults)
+	mux.HandleFunc("POST /v1/messages/batches/{id}/cancel", s.cancelMessageBatch)
 }
 
 // opTimeout bounds the bus calls of one API request.
@@ -661,7 +666,8 @@ func (s *Service) listFiles(w http.ResponseWriter, r *http.Request) {
 	own := owner(id)
 	var files []File
 	for _, info := range infos {
-		if info.Deleted || info.Metadata[metaOwner] != own || purpose != "" && info.Metadata[metaPurpose] != purpose {
+		p := info.Metadata[metaPurpose]
+		if info.Deleted || info.Metadata[metaOwner] != own || purpose != "" && p != purpose || purpose == "" && p == anthropicPurpose {
 			continue
 		}
 		created, _ := strconv.ParseInt(info.Metadata[metaCreated], 10, 64)
