@@ -657,3 +657,51 @@ func TestListFiles(t *testing.T) {
 		t.Fatalf("a tenant without files: %d %s", code, body)
 	}
 }
+
+// TestInteractiveArrivalPreemptsALine: a running line whose capacity an
+// interactive request wants is cancelled at once and runs again later,
+// more often than MaxDeliver allows deliveries, without counting as a
+// failure.
+func TestInteractiveArrivalPreemptsALine(t *testing.T) {
+	ns := startBus(t)
+	var want atomic.Int64 // interactive requests waiting
+	release := make(chan struct{})
+	var cancelled atomic.Int64
+	gw := &fakeGateway{block: func(body []byte) <-chan struct{} {
+		if want.Load() > 0 {
+			return release // held until preempted (the context ends)
+		}
+		return nil
+	}}
+	wrapped := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gw.ServeHTTP(w, r)
+		if r.Context().Err() != nil {
+			cancelled.Add(1)
+		}
+	})
+	e := startEdge(t, ns, gw, func(c *Config) {
+		c.Run = wrapped
+		c.MaxDeliver = 2
+		c.Workers = 1
+		c.Preempt = func(string) bool { return want.Load() > 0 && cancelled.Load() < 5 }
+		c.Busy = func(string) bool { return cancelled.Load() >= 5 && want.Load() > 0 }
+	})
+	want.Store(1)
+	b := e.submit(t, "acme", jsonl(3, "m1"), "24h")
+	wait.For(t, 30*time.Second, "five preemptions", func() error {
+		if n := e.svc.Preempted(); n < 5 {
+			return fmt.Errorf("%d preempted, %d cancelled", n, cancelled.Load())
+		}
+		return nil
+	})
+	want.Store(0) // the interactive requests are served
+	b = e.await(t, "acme", b.ID, StatusCompleted)
+	if b.RequestCounts != (Counts{Total: 3, Completed: 3}) {
+		t.Fatalf("counts %+v: a preempted line counted as failed", b.RequestCounts)
+	}
+	for id, l := range e.outputs(t, "acme", b.OutputFileID) {
+		if l.Response == nil || l.Response.StatusCode != 200 {
+			t.Fatalf("%s: %+v", id, l)
+		}
+	}
+}

@@ -12,7 +12,7 @@ import (
 // routes to mux. Its lines run through the node's own handler, so they
 // are routed, limited and recorded like any request. Batch work yields
 // to interactive traffic: no line starts while a request waits for a
-// local engine slot.
+// local engine slot, and a running line is preempted when one does.
 func (n *Node) newJobs(mux *http.ServeMux) error {
 	jc := jobs.DefaultConfig()
 	jc.Node, jc.Logger = n.cfg.NodeID, n.log
@@ -31,7 +31,7 @@ func (n *Node) newJobs(mux *http.ServeMux) error {
 		}
 		return ids
 	}
-	jc.Busy = n.batchMustWait
+	jc.Busy, jc.Preempt = n.batchMustWait, n.batchMustYield
 	jc.Tenant = func(id string) *table.Tenant {
 		t, _ := n.gw.Table().Tenant(id)
 		return t
@@ -59,7 +59,24 @@ func (n *Node) batchMustWait(model string) bool {
 		return true
 	}
 	st := n.engine.Stats()
-	return st.Queued > 0 || st.Running >= max(1, n.cfg.Local.NumParallel)
+	// Batch lines hold at most all slots but one (one, with one slot),
+	// so an interactive arrival usually finds a slot free.
+	return st.Queued > 0 || st.Running >= max(1, n.cfg.Local.NumParallel-1)
+}
+
+// batchMustYield says whether a running batch line for model must give
+// its engine slot back now: an interactive request is in flight here
+// and something waits for a slot. The line is cancelled and requeued
+// (edge/jobs), so the interactive request waits for the cancellation,
+// not for the line's whole answer.
+func (n *Node) batchMustYield(model string) bool {
+	if n.engine == nil || n.jobs.Running() == 0 || !n.servesLocally(model) {
+		return false
+	}
+	if n.metrics.RequestsInFlight()-int64(n.jobs.Running()) <= 0 {
+		return false
+	}
+	return n.engine.Stats().Queued > 0
 }
 
 // servesLocally reports whether model has a route to the local engine.
