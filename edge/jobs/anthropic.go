@@ -159,56 +159,19 @@ func (s *Service) createMessageBatch(w http.ResponseWriter, r *http.Request) {
 		s.anthFail(w, r, s.tooLarge())
 		return
 	}
-	var req struct {
-		Requests []struct {
-			CustomID string          `json:"custom_id"`
-			Params   json.RawMessage `json:"params"`
-		} `json:"requests"`
-	}
-	if err := json.Unmarshal(body, &req); err != nil {
-		s.anthFail(w, r, invalid("", "The request body is not valid JSON: %v", err))
+	lines, file, perr := ParseMessageRequests(body, min(maxAnthropicRequests, s.cfg.MaxLines))
+	if perr != nil {
+		s.anthFail(w, r, perr)
 		return
-	}
-	if len(req.Requests) == 0 || len(req.Requests) > min(maxAnthropicRequests, s.cfg.MaxLines) {
-		s.anthFail(w, r, invalid("requests", "requests must hold 1 to %d requests.", min(maxAnthropicRequests, s.cfg.MaxLines)))
-		return
-	}
-	seen := map[string]bool{}
-	var lines []Line
-	var file bytes.Buffer
-	for i, rq := range req.Requests {
-		field := fmt.Sprintf("requests.%d", i)
-		if !anthropicCustomID.MatchString(rq.CustomID) {
-			s.anthFail(w, r, invalid(field+".custom_id", "%s.custom_id must be 1 to 64 letters, digits, '_' or '-'.", field))
-			return
-		}
-		if seen[rq.CustomID] {
-			s.anthFail(w, r, invalid(field+".custom_id", "custom_id %q is used twice.", rq.CustomID))
-			return
-		}
-		seen[rq.CustomID] = true
-		var p rawBody
-		if err := json.Unmarshal(rq.Params, &p); err != nil || p.Model == nil || *p.Model == "" {
-			s.anthFail(w, r, invalid(field+".params", "%s.params must be a Messages request naming a model.", field))
-			return
-		}
-		if p.Stream != nil && strings.TrimSpace(string(*p.Stream)) == "true" {
-			s.anthFail(w, r, invalid(field+".params.stream", "Batch requests cannot stream."))
-			return
-		}
-		l := Line{Index: i, CustomID: rq.CustomID, Method: http.MethodPost, URL: "/v1/messages", Model: *p.Model, Body: rq.Params}
-		lines = append(lines, l)
-		file.Write(mustJSON(map[string]any{"custom_id": l.CustomID, "method": l.Method, "url": l.URL, "body": l.Body}))
-		file.WriteByte('\n')
 	}
 	now := s.now()
 	own := owner(id)
 	fid := newID("file-", now)
-	f := File{ID: fid, Object: "file", Bytes: int64(file.Len()), CreatedAt: now.Unix(), Filename: "message_batch.jsonl",
+	f := File{ID: fid, Object: "file", Bytes: int64(len(file)), CreatedAt: now.Unix(), Filename: "message_batch.jsonl",
 		Purpose: anthropicPurpose, Status: "processed"}
 	ctx, cancel := context.WithTimeout(r.Context(), opTimeout)
 	defer cancel()
-	if err := b.putFile(ctx, f, own, file.Bytes()); err != nil {
+	if err := b.putFile(ctx, f, own, file); err != nil {
 		s.anthFail(w, r, internal(err))
 		return
 	}
@@ -458,4 +421,48 @@ func (s *Service) listMessageBatches(w http.ResponseWriter, r *http.Request) {
 		out.FirstID, out.LastID = &out.Data[0].ID, &out.Data[n-1].ID
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// ParseMessageRequests checks a POST /v1/messages/batches body (at most
+// max requests, each with a unique custom_id of 1–64 letters, digits,
+// '_' or '-', and params naming a model, not streaming) and returns its
+// lines and the input file that keeps them.
+func ParseMessageRequests(body []byte, max int) ([]Line, []byte, *llm.Error) {
+	var req struct {
+		Requests []struct {
+			CustomID string          `json:"custom_id"`
+			Params   json.RawMessage `json:"params"`
+		} `json:"requests"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		return nil, nil, invalid("", "The request body is not valid JSON: %v", err)
+	}
+	if len(req.Requests) == 0 || len(req.Requests) > max {
+		return nil, nil, invalid("requests", "requests must hold 1 to %d requests.", max)
+	}
+	seen := map[string]bool{}
+	var lines []Line
+	var file bytes.Buffer
+	for i, rq := range req.Requests {
+		field := fmt.Sprintf("requests.%d", i)
+		if !anthropicCustomID.MatchString(rq.CustomID) {
+			return nil, nil, invalid(field+".custom_id", "%s.custom_id must be 1 to 64 letters, digits, '_' or '-'.", field)
+		}
+		if seen[rq.CustomID] {
+			return nil, nil, invalid(field+".custom_id", "custom_id %q is used twice.", rq.CustomID)
+		}
+		seen[rq.CustomID] = true
+		var p rawBody
+		if len(rq.Params) == 0 || rq.Params[0] != '{' || json.Unmarshal(rq.Params, &p) != nil || p.Model == nil || *p.Model == "" {
+			return nil, nil, invalid(field+".params", "%s.params must be a Messages request naming a model.", field)
+		}
+		if p.Stream != nil && strings.TrimSpace(string(*p.Stream)) == "true" {
+			return nil, nil, invalid(field+".params.stream", "Batch requests cannot stream.")
+		}
+		l := Line{Index: i, CustomID: rq.CustomID, Method: http.MethodPost, URL: "/v1/messages", Model: *p.Model, Body: rq.Params}
+		lines = append(lines, l)
+		file.Write(mustJSON(map[string]any{"custom_id": l.CustomID, "method": l.Method, "url": l.URL, "body": l.Body}))
+		file.WriteByte('\n')
+	}
+	return lines, file.Bytes(), nil
 }

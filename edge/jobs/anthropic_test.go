@@ -146,3 +146,44 @@ func TestMessageBatches(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseMessageRequests: a message batch body is refused with a 400
+// or gives one line per request, each with a valid unique custom_id, a
+// model and an object body, whose input file parses back line by line.
+func FuzzParseMessageRequests(f *testing.F) {
+	for _, s := range []string{
+		`{"requests":[{"custom_id":"a","params":{"model":"m","max_tokens":1,"messages":[]}}]}`,
+		`{"requests":[{"custom_id":"a","params":{"model":"m"}},{"custom_id":"a","params":{"model":"m"}}]}`,
+		`{"requests":[{"custom_id":"a","params":{"model":"m","stream":true}}]}`,
+		`{"requests":[{"custom_id":"a b","params":{}}]}`, `{"requests":[]}`, `{"requests":null}`, `[`, `{"requests":[{"params":"x"}]}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		lines, file, err := ParseMessageRequests(b, 100)
+		if err != nil {
+			if err.Status != 400 || err.Message == "" {
+				t.Fatalf("%q: %+v", b, err)
+			}
+			return
+		}
+		seen := map[string]bool{}
+		rows := bytes.Split(bytes.TrimSuffix(file, []byte("\n")), []byte("\n"))
+		if len(lines) == 0 || len(lines) > 100 || len(rows) != len(lines) {
+			t.Fatalf("%q: %d lines, %d file rows", b, len(lines), len(rows))
+		}
+		for i, l := range lines {
+			if seen[l.CustomID] || !anthropicCustomID.MatchString(l.CustomID) || l.Model == "" || l.Index != i || l.URL != "/v1/messages" {
+				t.Fatalf("%q: line %+v", b, l)
+			}
+			seen[l.CustomID] = true
+			var row struct {
+				CustomID string          `json:"custom_id"`
+				Body     json.RawMessage `json:"body"`
+			}
+			if json.Unmarshal(rows[i], &row) != nil || row.CustomID != l.CustomID {
+				t.Fatalf("%q: file row %s", b, rows[i])
+			}
+		}
+	})
+}

@@ -77,3 +77,29 @@ func TestValidEntry(t *testing.T) {
 		}
 	}
 }
+
+// FuzzCheckURL: any callback URL a client sends is either refused with
+// ErrRefused or names a host the list allows, never a special address
+// the list does not name.
+func FuzzCheckURL(f *testing.F) {
+	for _, s := range []string{"https://hooks.example.com/x", "http://127.0.0.1:9/x", "http://[::ffff:10.0.0.1]/",
+		"http://0x7f.1/", "http://hooks.example.com@10.0.0.1/", "https://a.example.org./", "http://[fe80::1%25eth0]/", "//x"} {
+		f.Add(s)
+	}
+	a, _ := Compile([]string{"hooks.example.com", "*.example.org", "203.0.113.0/24"})
+	f.Fuzz(func(t *testing.T, raw string) {
+		u, err := a.CheckURL(raw)
+		if err != nil {
+			if !errors.Is(err, ErrRefused) {
+				t.Fatalf("%q: %v does not wrap ErrRefused", raw, err)
+			}
+			return
+		}
+		if addr, err := netip.ParseAddr(u.Hostname()); err == nil && (Special(addr) || !a.inNets(addr)) {
+			t.Fatalf("%q allowed %s", raw, addr)
+		}
+		if u.Scheme != "http" && u.Scheme != "https" || u.User != nil {
+			t.Fatalf("%q allowed", raw)
+		}
+	})
+}
