@@ -157,7 +157,7 @@ func (s *Service) SubmitAsync(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	key := jobKey(own, jid)
 	if _, err := b.batches.Create(ctx, key, mustJSON(rec)); err != nil {
-		s.fail(w, internal(err))
+		writeErrorFor(w, r, internal(err))
 		return
 	}
 	line := Line{Index: 0, CustomID: jid, Method: http.MethodPost, URL: r.URL.Path, Model: *rb.Model, Body: body}
