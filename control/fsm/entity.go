@@ -16,6 +16,7 @@ import (
 
 	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
 	"github.com/meridian-mesh/meridian/shared/table"
+	"github.com/meridian-mesh/meridian/shared/webhook"
 )
 
 // Entity kinds, as named in Op.kind, error messages and the API's paths
@@ -403,16 +404,40 @@ func validateProvider(m proto.Message) error {
 			return err
 		}
 	}
-	ref := p.GetSecretRef()
+	return checkSecretRef("secret_ref", p.GetSecretRef())
+}
+
+// checkSecretRef checks that ref is a reference, never a secret.
+func checkSecretRef(field, ref string) error {
 	switch {
 	case ref == "":
 	case strings.HasPrefix(ref, "env:") && envNamePattern.MatchString(ref[4:]):
 	case strings.HasPrefix(ref, "file:/") && len(ref) <= maxTextLen && !strings.ContainsAny(ref, "\x00\n"):
 	default:
 		// Never echo the value: it may be the secret itself.
-		return invalid("secret_ref", `must be a reference, "env:NAME" or "file:/path"; the secret itself is never stored`)
+		return invalid(field, `must be a reference, "env:NAME" or "file:/path"; the secret itself is never stored`)
 	}
 	return nil
+}
+
+// maxWebhookAllow bounds a tenant's webhook allow-list.
+const maxWebhookAllow = 64
+
+// checkWebhookPolicy checks a tenant's webhook allow-list (host names,
+// "*.domain" wildcards and CIDRs) and that it comes with a secret.
+func checkWebhookPolicy(allow []string, ref string) error {
+	if len(allow) > maxWebhookAllow {
+		return invalid("webhook_allow", "holds at most %d entries", maxWebhookAllow)
+	}
+	for i, a := range allow {
+		if !webhook.ValidEntry(a) {
+			return invalid(fmt.Sprintf("webhook_allow[%d]", i), "must be a host name, *.domain or a CIDR such as 203.0.113.0/24, not %q", a)
+		}
+	}
+	if len(allow) > 0 && ref == "" {
+		return invalid("webhook_secret_ref", "is required when webhook_allow is set: every webhook call is signed")
+	}
+	return checkSecretRef("webhook_secret_ref", ref)
 }
 
 func validateTarget(field string, t *controlv1.Target) error {
@@ -570,6 +595,9 @@ func validateTenant(m proto.Message) error {
 	if err := checkCache(t.GetCacheMode(), t.GetCacheTtlSeconds(), t.GetCacheSimilarity()); err != nil {
 		return err
 	}
+	if err := checkWebhookPolicy(t.GetWebhookAllow(), t.GetWebhookSecretRef()); err != nil {
+		return err
+	}
 	return checkFinite("monthly_budget", t.GetMonthlyBudget(), 0, maxMoney)
 }
 
@@ -585,6 +613,12 @@ func validatePrice(m proto.Message) error {
 		return err
 	}
 	if err := checkFinite("cached", p.GetCached(), 0, maxMoney); err != nil {
+		return err
+	}
+	if err := checkFinite("batch_input", p.GetBatchInput(), 0, maxMoney); err != nil {
+		return err
+	}
+	if err := checkFinite("batch_output", p.GetBatchOutput(), 0, maxMoney); err != nil {
 		return err
 	}
 	return checkFinite("output", p.GetOutput(), 0, maxMoney)

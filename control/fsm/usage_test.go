@@ -182,6 +182,10 @@ func TestKeyAndTenantLimitFields(t *testing.T) {
 		{PutOp(&controlv1.Key{Id: "k2", Hash: "sha256:" + strings.Repeat("b", 64), Rpm: 2_000_000_000}), "rpm"},
 		{PutOp(&controlv1.Tenant{Id: "t2", BudgetPeriod: "year"}), "budget_period"},
 		{PutOp(&controlv1.Tenant{Id: "t2", Tpm: 2_000_000_000}), "tpm"},
+		{PutOp(&controlv1.Tenant{Id: "t2", WebhookAllow: []string{"http://x.example.com/"}, WebhookSecretRef: "env:MERIDIAN_SECRET_W"}), "webhook_allow[0]"},
+		{PutOp(&controlv1.Tenant{Id: "t2", WebhookAllow: []string{"hooks.example.com"}}), "webhook_secret_ref"},
+		{PutOp(&controlv1.Tenant{Id: "t2", WebhookAllow: []string{"10.0.0.0/8"}, WebhookSecretRef: "whsec_c2VjcmV0"}), "webhook_secret_ref"},
+		{PutOp(&controlv1.Price{Provider: "oai", Model: "llama3", BatchInput: -1}), "batch_input"},
 	}
 	for i, c := range cases {
 		r := write(t, f, uint64(2+i), "bad"+c.field, c.op)
@@ -191,7 +195,8 @@ func TestKeyAndTenantLimitFields(t *testing.T) {
 	}
 	ok := PutOp(&controlv1.Key{Id: "k2", Hash: "sha256:" + strings.Repeat("b", 64), Tenant: "acme", AllowedModels: []string{"llama3"},
 		AllowedRegions: []string{"eu"}, Rpm: 60, Tpm: 1000, ExpiresAt: "2027-01-31T00:00:00Z", Disabled: true})
-	if r := write(t, f, 20, "good", ok, PutOp(&controlv1.Tenant{Id: "acme", Rpm: 10, BudgetPeriod: "week"})); r.GetCode() != "" {
+	if r := write(t, f, 20, "good", ok, PutOp(&controlv1.Tenant{Id: "acme", Rpm: 10, BudgetPeriod: "week",
+		WebhookAllow: []string{"hooks.example.com", "*.example.org", "10.0.0.0/8"}, WebhookSecretRef: "env:MERIDIAN_SECRET_WEBHOOK"})); r.GetCode() != "" {
 		t.Fatal(r)
 	}
 	// A model a key allows cannot be deleted under it.

@@ -58,7 +58,7 @@ func EdgePermissions(node string) *server.Permissions {
 // or deleting them.
 func jobsPublish() []string {
 	out := []string{
-		jobswire.LinesSubjects, "$KV." + jobswire.Batches + ".>", "$KV." + jobswire.Results + ".>", "$O." + jobswire.Files + ".>",
+		jobswire.LinesSubjects, jobswire.HooksSubjects, "$KV." + jobswire.Batches + ".>", "$KV." + jobswire.Results + ".>", "$O." + jobswire.Files + ".>",
 		"$JS.API.STREAM.PURGE." + jobswire.Stream, "$JS.API.STREAM.PURGE.OBJ_" + jobswire.Files,
 	}
 	for _, st := range []string{jobswire.Stream, "KV_" + jobswire.Batches, "KV_" + jobswire.Results, "OBJ_" + jobswire.Files} {

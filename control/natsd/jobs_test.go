@@ -138,6 +138,20 @@ func TestEdgeUsesBatchStreamsOnly(t *testing.T) {
 	}
 	step("acknowledge a line", msg.DoubleAck(ctx))
 
+	// Webhook events: published and pulled on the same stream.
+	hooks, err := js.CreateOrUpdateConsumer(ctx, jobswire.Stream, jetstream.ConsumerConfig{
+		Durable: jobswire.HooksConsumer, FilterSubject: jobswire.HooksSubjects, AckPolicy: jetstream.AckExplicitPolicy, MaxDeliver: -1,
+	})
+	step("create the webhook consumer", err)
+	_, err = js.Publish(ctx, jobswire.HookSubject("acme"), []byte("event"), jetstream.WithMsgID("msg_1"))
+	step("publish a webhook event", err)
+	ev, err := hooks.Next(jetstream.FetchMaxWait(5 * time.Second))
+	step("pull a webhook event", err)
+	if string(ev.Data()) != "event" {
+		t.Fatalf("pulled %q", ev.Data())
+	}
+	step("acknowledge a webhook event", ev.DoubleAck(ctx))
+
 	// What it may not do.
 	for name, call := range map[string]func(context.Context) error{
 		"delete the work stream": func(c context.Context) error { return js.DeleteStream(c, jobswire.Stream) },

@@ -533,3 +533,49 @@ func TestCacheConcurrentHits(t *testing.T) {
 		t.Fatalf("upstream called %d times, want 2", n)
 	}
 }
+
+// Batch work (api.WithBatch) is priced at the batch price where the
+// table sets one, and at the normal price where it does not.
+func TestBatchLinesPricedAtBatchPrice(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		in, out   float64
+		wantPrice table.Price
+	}{
+		{"batch price", 1.5, 7.5, table.Price{Input: 1.5, Output: 7.5}},
+		{"input only", 1.5, 0, table.Price{Input: 1.5, Output: 15}},
+		{"unset", 0, 0, table.Price{Input: 3, Output: 15}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			nc, st := jsBus(t)
+			uc := usage.DefaultConfig()
+			uc.Node, uc.Dir = "edge-a", t.TempDir()
+			rec, err := usage.New(uc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rec.Close()
+			if err := rec.Start(nc); err != nil {
+				t.Fatal(err)
+			}
+			s := newCacheSurfaces(t, cacheTable(1, func(t *table.Table) {
+				t.Prices[0].BatchInput, t.Prices[0].BatchOutput = c.in, c.out
+			}), func(c *api.Config) { c.Usage = rec })
+			body := `{"model":"m","max_tokens":8,"messages":[{"role":"user","content":"sampled, never cached"}]}`
+			expect(t, "interactive", s.send(chatPath, keyA, body, api.HeaderRequestID, "interactive-1"), "bypass")
+			r := httptest.NewRequest(http.MethodPost, chatPath, strings.NewReader(body))
+			r.Header.Set("Authorization", "Bearer "+keyA)
+			r.Header.Set(api.HeaderRequestID, "batch-1")
+			r = r.WithContext(gateway.WithClient(api.WithBatch(r.Context()), &gateway.Client{}))
+			w := &pieceWriter{h: http.Header{}}
+			s.mux.ServeHTTP(w, r)
+			got := streamRecords(t, st, 2)
+			if want := usagewire.CostNanoUSD(10, 20, table.Price{Input: 3, Output: 15}); got["interactive-1"].GetCostNanoUsd() != want {
+				t.Errorf("interactive: cost %d, want %d", got["interactive-1"].GetCostNanoUsd(), want)
+			}
+			if want := usagewire.CostNanoUSD(10, 20, c.wantPrice); got["batch-1"].GetCostNanoUsd() != want || want == 0 {
+				t.Errorf("batch line: cost %d, want %d (%v)", got["batch-1"].GetCostNanoUsd(), want, got)
+			}
+		})
+	}
+}

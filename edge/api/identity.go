@@ -37,6 +37,16 @@ func WithKeyHash(ctx context.Context, hash string) context.Context {
 	return context.WithValue(ctx, keyHashKey{}, strings.ToLower(strings.TrimPrefix(hash, "sha256:")))
 }
 
+type batchKey struct{}
+
+// WithBatch marks ctx's request as batch work (a batch line or an async
+// request, run by edge/jobs): its usage is priced at the table's batch
+// price (table.Price.ForBatch). Only code in the edge process sets it.
+func WithBatch(ctx context.Context) context.Context { return context.WithValue(ctx, batchKey{}, true) }
+
+// IsBatch reports whether ctx's request is batch work (WithBatch).
+func IsBatch(ctx context.Context) bool { v, _ := ctx.Value(batchKey{}).(bool); return v }
+
 // usable reports whether k may be used at now: neither disabled nor
 // expired. Unusable keys are answered exactly like unknown ones.
 func usable(k *table.Key, c *Config) bool {

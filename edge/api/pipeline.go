@@ -311,7 +311,7 @@ func (x *exchange) settle(tab *table.Compiled, req *llm.Request, body []byte) {
 		return
 	}
 	s := &served{requestID: req.ID, tenant: x.id.TenantID, key: x.id.KeyID, model: req.Model,
-		tokensIn: in, tokensOut: out, start: x.start, stream: x.streamed}
+		tokensIn: in, tokensOut: out, start: x.start, stream: x.streamed, batch: IsBatch(x.r.Context())}
 	if e := x.cache.hit; e != nil {
 		// Priced as the target that produced the answer, at its cached rate.
 		s.cached, s.priceRoute = true, gateway.Route{Kind: e.Kind, Provider: e.Provider, UpstreamModel: e.UpstreamModel}

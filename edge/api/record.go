@@ -27,6 +27,8 @@ type served struct {
 	// the cached rate of priceRoute, the target that produced it.
 	cached     bool
 	priceRoute gateway.Route
+	// batch: a batch line or async request, priced at the batch price.
+	batch bool
 }
 
 // record hands one usage record to the recorder. Only the node that
@@ -55,7 +57,11 @@ func (c *Config) record(tab *table.Compiled, s *served) {
 		}
 	default:
 		if p, ok := price(tab, s.model, &s.route); ok {
-			rec.CostNanoUsd = usagewire.CostNanoUSD(s.tokensIn, s.tokensOut, *p)
+			pr := *p
+			if s.batch {
+				pr = pr.ForBatch() // unset batch prices are the normal ones
+			}
+			rec.CostNanoUsd = usagewire.CostNanoUSD(s.tokensIn, s.tokensOut, pr)
 		}
 	}
 	l := usage.Labels{Tenant: "none", Model: LabelUnknown}

@@ -101,6 +101,8 @@ type Config struct {
 	// Cache configures the answer cache; it is off unless max_bytes is
 	// set.
 	Cache Cache `yaml:"cache"`
+	// Jobs configures the batch workers and webhook deliverer.
+	Jobs Jobs `yaml:"jobs"`
 
 	// Table is the static routing table: providers, models, routes and
 	// client key hashes. Use EffectiveTable, which adds the local
@@ -291,6 +293,7 @@ func DefaultConfig() Config {
 		Geo:                geo.DefaultConfig(),
 		Usage:              DefaultUsage(),
 		Cache:              DefaultCache(),
+		Jobs:               DefaultJobs(),
 		Routing:            Routing{BreakerThreshold: 5, BreakerCooldown: 10 * time.Second, FailoverBudget: 30 * time.Second, PeerTTFBFloor: time.Second},
 	}
 }
@@ -357,6 +360,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.Link.validate(&c.Table, c.Control.Identity()); err != nil {
+		return err
+	}
+	if err := c.Jobs.validate(); err != nil {
 		return err
 	}
 	if err := c.Cache.validate(); err != nil {

@@ -320,3 +320,30 @@ prices:
 		t.Errorf("an unknown cache mode: %v", err)
 	}
 }
+
+func TestJobsConfig(t *testing.T) {
+	c, err := Load(write(t, "jobs:\n  workers: 6\n  ack_wait: 45s\n  max_deliver: 3\n  webhook_timeout: 2s\n  webhook_retry_for: 1h\n"), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Jobs != (Jobs{Workers: 6, AckWait: 45 * time.Second, MaxDeliver: 3, WebhookTimeout: 2 * time.Second, WebhookRetryFor: time.Hour}) {
+		t.Fatalf("jobs: %+v", c.Jobs)
+	}
+	if d := DefaultConfig().Jobs; d != DefaultJobs() || d.Workers != 2 || d.MaxDeliver != 5 {
+		t.Fatalf("defaults: %+v", d)
+	}
+	for field, edit := range map[string]func(*Jobs){
+		"jobs.workers":           func(j *Jobs) { j.Workers = 0 },
+		"jobs.ack_wait":          func(j *Jobs) { j.AckWait = 10 * time.Millisecond },
+		"jobs.max_deliver":       func(j *Jobs) { j.MaxDeliver = 0 },
+		"jobs.webhook_timeout":   func(j *Jobs) { j.WebhookTimeout = 0 },
+		"jobs.webhook_retry_for": func(j *Jobs) { j.WebhookRetryFor = 30 * 24 * time.Hour },
+	} {
+		c := DefaultConfig()
+		edit(&c.Jobs)
+		var fe *table.FieldError
+		if err := c.Validate(); !errors.As(err, &fe) || fe.Field != field {
+			t.Errorf("%s: %v", field, err)
+		}
+	}
+}

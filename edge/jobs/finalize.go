@@ -121,7 +121,7 @@ func (s *Service) finalize(ctx context.Context, b *bus, key, final string) error
 			errLines, counts.Failed = append(errLines, r), counts.Failed+1
 		}
 	}
-	if final == StatusExpired {
+	if final == StatusExpired && rec.Kind == "" {
 		expired, err := s.expiredLines(ctx, b, rec, done)
 		if err != nil {
 			return err
@@ -132,6 +132,26 @@ func (s *Service) finalize(ctx context.Context, b *bus, key, final string) error
 		sort.Slice(set, func(i, j int) bool { return set[i].Index < set[j].Index })
 	}
 	var outID, errID *string
+	var response *LineResult
+	event, data := "batch."+final, any(map[string]string{"id": id})
+	if rec.Kind == kindJob {
+		// A job keeps its one answer in its record, not in files.
+		event = "job." + final
+		for _, set := range [][]result{outLines, errLines} {
+			for _, r := range set {
+				var ol OutputLine
+				if json.Unmarshal(r.Line, &ol) == nil && ol.Response != nil {
+					response = ol.Response
+				}
+			}
+		}
+		jd := map[string]any{"id": id}
+		if response != nil {
+			jd["status_code"] = response.StatusCode
+		}
+		data = jd
+		outLines, errLines = nil, nil
+	}
 	if len(outLines) > 0 {
 		fid := "file-" + jobswire.Token(id+"/output")
 		if err := b.putResultFile(ctx, fid, rec.Owner, id+"_output.jsonl", outLines, s.now()); err != nil {
@@ -146,6 +166,13 @@ func (s *Service) finalize(ctx context.Context, b *bus, key, final string) error
 		}
 		errID = &fid
 	}
+	// The event goes out before the record turns terminal: a finalizer
+	// that dies in between leaves a stale claim, and whoever takes it
+	// over publishes the same event again (one message ID: delivered
+	// once).
+	if err := s.emit(ctx, b, rec, id, event, data); err != nil {
+		return err
+	}
 	for {
 		cur, rev, err := b.record(ctx, key)
 		if err != nil {
@@ -157,6 +184,7 @@ func (s *Service) finalize(ctx context.Context, b *bus, key, final string) error
 		at := s.now().Unix()
 		cur.Batch.Status, cur.Batch.RequestCounts = final, counts
 		cur.Batch.OutputFileID, cur.Batch.ErrorFileID = outID, errID
+		cur.Response = response
 		switch final {
 		case StatusCompleted:
 			cur.Batch.CompletedAt = &at

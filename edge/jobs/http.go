@@ -24,6 +24,7 @@ import (
 // Register adds the Files and Batches routes to mux.
 func (s *Service) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/files", s.uploadFile)
+	mux.HandleFunc("GET /v1/files", s.listFiles)
 	mux.HandleFunc("GET /v1/files/{id}", s.getFile)
 	mux.HandleFunc("GET /v1/files/{id}/content", s.fileContent)
 	mux.HandleFunc("DELETE /v1/files/{id}", s.deleteFile)
@@ -31,6 +32,13 @@ func (s *Service) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/batches", s.listBatches)
 	mux.HandleFunc("GET /v1/batches/{id}", s.getBatch)
 	mux.HandleFunc("POST /v1/batches/{id}/cancel", s.cancelBatch)
+	mux.HandleFunc("GET /v1/meridian/webhooks/dead", s.deadLetters)
+	mux.HandleFunc("GET /v1/meridian/jobs/{id}", s.getJob)
+	mux.HandleFunc("POST /v1/messages/batches", s.createMessageBatch)
+	mux.HandleFunc("GET /v1/messages/batches", s.listMessageBatches)
+	mux.HandleFunc("GET /v1/messages/batches/{id}", s.getMessageBatch)
+	mux.HandleFunc("GET /v1/messages/batches/{id}/results", s.messageBatchResults)
+	mux.HandleFunc("POST /v1/messages/batches/{id}/cancel", s.cancelMessageBatch)
 }
 
 // opTimeout bounds the bus calls of one API request.
@@ -266,6 +274,9 @@ type createBatchRequest struct {
 	Endpoint         string            `json:"endpoint"`
 	CompletionWindow string            `json:"completion_window"`
 	Metadata         map[string]string `json:"metadata"`
+	// WebhookURL is Meridian's extension: the callback of the batch's
+	// final event; metadata["webhook_url"] works too.
+	WebhookURL string `json:"webhook_url"`
 }
 
 // parseWindow reads a completion_window: OpenAI's "24h", or any Go
@@ -314,6 +325,14 @@ func (s *Service) createBatch(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	hook := req.WebhookURL
+	if hook == "" {
+		hook = req.Metadata[WebhookURLField]
+	}
+	if e := checkCallback(id, hook); e != nil {
+		s.fail(w, e)
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), opTimeout)
 	defer cancel()
 	own := owner(id)
@@ -340,7 +359,8 @@ func (s *Service) createBatch(w http.ResponseWriter, r *http.Request) {
 		CompletionWindow: req.CompletionWindow, Status: StatusValidating, CreatedAt: now.Unix(), Metadata: req.Metadata}
 	exp := now.Add(window).Unix()
 	bt.ExpiresAt = &exp
-	rec := record{Batch: bt, Owner: own, KeyHash: keyHash(id), Deadline: now.Add(window).UnixNano()}
+	rec := record{Batch: bt, Owner: own, KeyHash: keyHash(id), Deadline: now.Add(window).UnixNano(),
+		Tenant: id.TenantID, WebhookURL: hook}
 	key := batchKey(own, bt.ID)
 	lines, lerr := ParseFile(data, s.cfg.MaxLines)
 	if lerr == nil {
@@ -355,6 +375,10 @@ func (s *Service) createBatch(w http.ResponseWriter, r *http.Request) {
 		line, param := lerr.Line, lerr.Param
 		rec.Batch.Status, rec.Batch.FailedAt = StatusFailed, &bt.CreatedAt
 		rec.Batch.Errors = &BatchErrors{Object: "list", Data: []BatchError{{Code: "invalid_request", Message: lerr.Message, Param: &param, Line: &line}}}
+		if err := s.emit(ctx, b, &rec, bt.ID, "batch.failed", map[string]string{"id": bt.ID}); err != nil {
+			s.fail(w, internal(err))
+			return
+		}
 		if _, err := b.batches.Create(ctx, key, mustJSON(rec)); err != nil {
 			s.fail(w, internal(err))
 			return
@@ -388,6 +412,11 @@ func (s *Service) createBatch(w http.ResponseWriter, r *http.Request) {
 // enqueue makes sure each model has its consumer, then publishes every
 // line, with a message ID per line so a retried publish runs it once.
 func (s *Service) enqueue(ctx context.Context, b *bus, key string, rec record, lines []Line) error {
+	return s.publish(ctx, b, key, rec, lines, nil)
+}
+
+// publish is enqueue with the headers every line runs with.
+func (s *Service) publish(ctx context.Context, b *bus, key string, rec record, lines []Line, hdr map[string]string) error {
 	models := map[string]bool{}
 	for _, l := range lines {
 		if models[l.Model] {
@@ -406,7 +435,7 @@ func (s *Service) enqueue(ctx context.Context, b *bus, key string, rec record, l
 	}
 	var futures []jetstream.PubAckFuture
 	for _, l := range lines {
-		j := job{Key: key, Batch: rec.Batch.ID, Index: l.Index, CustomID: l.CustomID, URL: l.URL, Model: l.Model, Body: l.Body, KeyHash: rec.KeyHash}
+		j := job{Key: key, Batch: rec.Batch.ID, Index: l.Index, CustomID: l.CustomID, URL: l.URL, Model: l.Model, Body: l.Body, KeyHash: rec.KeyHash, Header: hdr}
 		f, err := b.js.PublishAsync(jobswire.LineSubject(l.Model, rec.Batch.ID), mustJSON(j),
 			jetstream.WithMsgID(rec.Batch.ID+"."+strconv.Itoa(l.Index)))
 		if err != nil {
@@ -597,6 +626,83 @@ func (s *Service) listBatches(w http.ResponseWriter, r *http.Request) {
 			out.Data = append(out.Data, rec.Batch)
 		}
 	}
+	if n := len(out.Data); n > 0 {
+		out.FirstID, out.LastID = &out.Data[0].ID, &out.Data[n-1].ID
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// listFiles is GET /v1/files: the caller's files, newest first (order
+// "asc" for oldest first), only those of purpose when it is given, at
+// most limit (1–10,000, default 10,000) after the file ID in after.
+func (s *Service) listFiles(w http.ResponseWriter, r *http.Request) {
+	id, b, ok := s.begin(w, r)
+	if !ok {
+		return
+	}
+	q := r.URL.Query()
+	limit := 10_000
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 10_000 {
+			s.fail(w, invalid("limit", "limit must be a whole number from 1 to 10000."))
+			return
+		}
+		limit = n
+	}
+	order := q.Get("order")
+	if order != "" && order != "asc" && order != "desc" {
+		s.fail(w, invalid("order", "order must be 'asc' or 'desc'."))
+		return
+	}
+	purpose, after := q.Get("purpose"), q.Get("after")
+	ctx, cancel := context.WithTimeout(r.Context(), opTimeout)
+	defer cancel()
+	infos, err := b.files.List(ctx)
+	if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
+		s.fail(w, internal(err))
+		return
+	}
+	own := owner(id)
+	var files []File
+	for _, info := range infos {
+		p := info.Metadata[metaPurpose]
+		if info.Deleted || info.Metadata[metaOwner] != own || purpose != "" && p != purpose || purpose == "" && p == anthropicPurpose {
+			continue
+		}
+		created, _ := strconv.ParseInt(info.Metadata[metaCreated], 10, 64)
+		files = append(files, File{ID: info.Name, Object: "file", Bytes: int64(info.Size), CreatedAt: created,
+			Filename: info.Metadata[metaFilename], Purpose: info.Metadata[metaPurpose], Status: "processed"})
+	}
+	// IDs begin with their creation time in hex: they sort by age,
+	// and a page goes on after the ID it was given.
+	sort.Slice(files, func(i, j int) bool {
+		if order == "asc" {
+			return files[i].ID < files[j].ID
+		}
+		return files[i].ID > files[j].ID
+	})
+	if after != "" {
+		i := sort.Search(len(files), func(i int) bool {
+			if order == "asc" {
+				return files[i].ID > after
+			}
+			return files[i].ID < after
+		})
+		files = files[i:]
+	}
+	more := len(files) > limit
+	if more {
+		files = files[:limit]
+	}
+	out := struct {
+		Object  string  `json:"object"`
+		Data    []File  `json:"data"`
+		FirstID *string `json:"first_id"`
+		LastID  *string `json:"last_id"`
+		HasMore bool    `json:"has_more"`
+	}{Object: "list", Data: []File{}, HasMore: more}
+	out.Data = append(out.Data, files...)
 	if n := len(out.Data); n > 0 {
 		out.FirstID, out.LastID = &out.Data[0].ID, &out.Data[n-1].ID
 	}

@@ -45,6 +45,7 @@ import (
 	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/shared/backoff"
 	"github.com/meridian-mesh/meridian/shared/jobswire"
+	"github.com/meridian-mesh/meridian/shared/table"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -64,6 +65,15 @@ type Config struct {
 	// interactive traffic needs the capacity it would take; the worker
 	// looks again shortly. Nil means never busy.
 	Busy func(model string) bool
+	// Preempt reports that a running line for model must give its
+	// capacity back now, because an interactive request waits for it:
+	// the line's request is cancelled and the line requeued, to run
+	// again later, not counted as a failure. Checked every
+	// PreemptCheck while a line runs. Nil means never.
+	Preempt func(model string) bool
+	// PreemptCheck is how often a running line asks Preempt. Default
+	// 10ms.
+	PreemptCheck time.Duration
 	// Workers is how many lines this node runs at once. Default 2.
 	Workers int
 	// AckWait is how long a pulled line may go unacknowledged before
@@ -86,6 +96,18 @@ type Config struct {
 	// Poll is how often idle workers look for models with lines
 	// waiting, before jitter. Default 500ms.
 	Poll time.Duration
+	// Tenant returns the table's tenant id, for webhook calls: its
+	// policy is read again at every call. Nil refuses every call.
+	Tenant func(id string) *table.Tenant
+	// WebhookTimeout bounds one webhook call, connect to last byte.
+	// Default 10s.
+	WebhookTimeout time.Duration
+	// WebhookRetry is the wait between a failed webhook call and the
+	// next. Default 1s doubling to 5 minutes.
+	WebhookRetry backoff.Policy
+	// WebhookRetryFor is how long an event is retried after it was
+	// emitted before it becomes a dead letter. Default 24h.
+	WebhookRetryFor time.Duration
 	// Logger receives worker problems. Nil means slog.Default.
 	Logger *slog.Logger
 	// Now is the clock for timestamps and expiry; nil means time.Now.
@@ -97,7 +119,9 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{Workers: 2, AckWait: 30 * time.Second, MaxDeliver: 5,
 		Retry:        backoff.Policy{Base: time.Second, Max: 30 * time.Second, Jitter: 0.2},
-		MaxFileBytes: 100 << 20, MaxLines: 50_000, MaxWindow: 7 * 24 * time.Hour, Poll: 500 * time.Millisecond}
+		MaxFileBytes: 100 << 20, MaxLines: 50_000, MaxWindow: 7 * 24 * time.Hour, Poll: 500 * time.Millisecond,
+		WebhookTimeout: 10 * time.Second, WebhookRetryFor: 24 * time.Hour, PreemptCheck: 10 * time.Millisecond,
+		WebhookRetry: backoff.Policy{Base: time.Second, Max: 5 * time.Minute, Jitter: 0.2}}
 }
 
 // Validate checks the config.
@@ -112,6 +136,12 @@ func (c *Config) Validate() error {
 	if c.AckWait < time.Second || c.Poll <= 0 || c.MaxWindow <= 0 || c.MaxFileBytes <= 0 {
 		errs = append(errs, errors.New("jobs: ack wait must be at least 1s; poll, max window and max file bytes positive"))
 	}
+	if c.Preempt != nil && c.PreemptCheck <= 0 {
+		errs = append(errs, errors.New("jobs: preempt check must be positive"))
+	}
+	if c.WebhookTimeout <= 0 || c.WebhookRetryFor <= 0 || c.WebhookRetry.Base <= 0 {
+		errs = append(errs, errors.New("jobs: webhook timeout, retry window and retry base must be positive"))
+	}
 	if c.MaxWindow >= jobswire.ResultsTTL {
 		errs = append(errs, errors.New("jobs: max window must be shorter than the results' TTL"))
 	}
@@ -123,7 +153,8 @@ type Service struct {
 	cfg Config
 	log *slog.Logger
 
-	running atomic.Int64 // lines being served now
+	running   atomic.Int64 // lines being served now
+	preempted atomic.Int64 // lines given back to interactive traffic, ever
 
 	mu    sync.Mutex
 	b     *bus // nil until Start finds the streams
@@ -238,6 +269,10 @@ func (s *Service) Close() {
 	}
 	s.wg.Wait()
 }
+
+// Preempted returns how many running lines this node has given back to
+// interactive traffic.
+func (s *Service) Preempted() int64 { return s.preempted.Load() }
 
 // Running returns how many lines this node is serving now, so the node
 // can tell its interactive requests in flight from batch lines.

@@ -62,6 +62,7 @@ func connect(t *testing.T, ns *server.Server) *nats.Conn {
 type fakeGateway struct {
 	mu    sync.Mutex
 	runs  map[string]int // by request ID
+	hdr   map[string]string
 	fail  func(body []byte, n int) int
 	block func(body []byte) <-chan struct{}
 }
@@ -74,6 +75,9 @@ func (g *fakeGateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.runs = map[string]int{}
 	}
 	g.runs[rid]++
+	if v := r.Header.Get("Anthropic-Version"); v != "" {
+		g.hdr = map[string]string{"Anthropic-Version": v}
+	}
 	n := g.runs[rid]
 	fail, block := g.fail, g.block
 	g.mu.Unlock()
@@ -597,5 +601,107 @@ func TestUnboundServiceAnswers503(t *testing.T) {
 	mux.ServeHTTP(rw, req)
 	if rw.Code != 503 || !strings.Contains(rw.Body.String(), "batches_unavailable") {
 		t.Fatalf("%d %s", rw.Code, rw.Body)
+	}
+}
+
+func TestListFiles(t *testing.T) {
+	ns := startBus(t)
+	e := startEdge(t, ns, &fakeGateway{}, nil)
+	var ids []string
+	for range 4 {
+		code, body := e.upload(t, "acme", jsonl(1, "m1"))
+		if code != 200 {
+			t.Fatalf("upload: %d %s", code, body)
+		}
+		ids = append(ids, decode[File](t, body).ID)
+	}
+	e.upload(t, "other", jsonl(1, "m1"))
+	b := e.submit(t, "acme", jsonl(2, "m1"), "24h") // a fifth input file, and an output file
+	b = e.await(t, "acme", b.ID, StatusCompleted)
+	ids = append(ids, b.InputFileID)
+	type list struct {
+		Object  string
+		Data    []File
+		HasMore bool   `json:"has_more"`
+		FirstID string `json:"first_id"`
+		LastID  string `json:"last_id"`
+	}
+	get := func(q string) list {
+		code, body := e.do(t, "acme", "GET", "/v1/files"+q, nil, "")
+		if code != 200 {
+			t.Fatalf("list %s: %d %s", q, code, body)
+		}
+		return decode[list](t, body)
+	}
+	l := get("?purpose=batch&limit=2")
+	if l.Object != "list" || len(l.Data) != 2 || !l.HasMore || l.Data[0].ID != ids[4] || l.Data[1].ID != ids[3] || l.FirstID != ids[4] {
+		t.Fatalf("first page: %+v", l)
+	}
+	l = get("?purpose=batch&after=" + l.LastID)
+	if len(l.Data) != 3 || l.HasMore || l.Data[0].ID != ids[2] || l.Data[2].ID != ids[0] {
+		t.Fatalf("second page: %+v", l)
+	}
+	if l = get("?purpose=batch_output"); len(l.Data) != 1 || l.Data[0].ID != *b.OutputFileID {
+		t.Fatalf("outputs: %+v", l)
+	}
+	if l = get(""); len(l.Data) != 6 {
+		t.Fatalf("every file of acme: %+v", l)
+	}
+	if l = get("?order=asc&limit=1"); len(l.Data) != 1 || l.Data[0].ID != ids[0] {
+		t.Fatalf("oldest first: %+v", l)
+	}
+	if code, _ := e.do(t, "acme", "GET", "/v1/files?limit=0", nil, ""); code != 400 {
+		t.Fatalf("limit=0: %d", code)
+	}
+	if code, body := e.do(t, "nobody", "GET", "/v1/files", nil, ""); code != 200 || decode[list](t, body).Data == nil || len(decode[list](t, body).Data) != 0 {
+		t.Fatalf("a tenant without files: %d %s", code, body)
+	}
+}
+
+// TestInteractiveArrivalPreemptsALine: a running line whose capacity an
+// interactive request wants is cancelled at once and runs again later,
+// more often than MaxDeliver allows deliveries, without counting as a
+// failure.
+func TestInteractiveArrivalPreemptsALine(t *testing.T) {
+	ns := startBus(t)
+	var want atomic.Int64 // interactive requests waiting
+	release := make(chan struct{})
+	var cancelled atomic.Int64
+	gw := &fakeGateway{block: func(body []byte) <-chan struct{} {
+		if want.Load() > 0 {
+			return release // held until preempted (the context ends)
+		}
+		return nil
+	}}
+	wrapped := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gw.ServeHTTP(w, r)
+		if r.Context().Err() != nil {
+			cancelled.Add(1)
+		}
+	})
+	e := startEdge(t, ns, gw, func(c *Config) {
+		c.Run = wrapped
+		c.MaxDeliver = 2
+		c.Workers = 1
+		c.Preempt = func(string) bool { return want.Load() > 0 && cancelled.Load() < 5 }
+		c.Busy = func(string) bool { return cancelled.Load() >= 5 && want.Load() > 0 }
+	})
+	want.Store(1)
+	b := e.submit(t, "acme", jsonl(3, "m1"), "24h")
+	wait.For(t, 30*time.Second, "five preemptions", func() error {
+		if n := e.svc.Preempted(); n < 5 {
+			return fmt.Errorf("%d preempted, %d cancelled", n, cancelled.Load())
+		}
+		return nil
+	})
+	want.Store(0) // the interactive requests are served
+	b = e.await(t, "acme", b.ID, StatusCompleted)
+	if b.RequestCounts != (Counts{Total: 3, Completed: 3}) {
+		t.Fatalf("counts %+v: a preempted line counted as failed", b.RequestCounts)
+	}
+	for id, l := range e.outputs(t, "acme", b.OutputFileID) {
+		if l.Response == nil || l.Response.StatusCode != 200 {
+			t.Fatalf("%s: %+v", id, l)
+		}
 	}
 }

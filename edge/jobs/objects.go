@@ -112,7 +112,21 @@ type record struct {
 	Claimed int64 `json:"claimed,omitempty"`
 	// Final is the status the finalizer is heading for.
 	Final string `json:"final,omitempty"`
+	// Kind is "" for a batch, kindJob for an async request.
+	Kind string `json:"kind,omitempty"`
+	// Model is an async request's model.
+	Model string `json:"model,omitempty"`
+	// Response is an async request's answer, once it has one.
+	Response *LineResult `json:"response,omitempty"`
+	// Tenant is the creating key's tenant, whose webhook policy applies.
+	Tenant string `json:"tenant,omitempty"`
+	// WebhookURL is the callback the batch's final event is sent to;
+	// empty means none.
+	WebhookURL string `json:"webhook_url,omitempty"`
 }
+
+// kindJob marks an async request's record.
+const kindJob = "job"
 
 // staleClaim is how long a finalizer may hold a batch before another
 // takes it over, having presumably died.
@@ -128,6 +142,9 @@ type job struct {
 	Model    string          `json:"model"`
 	Body     json.RawMessage `json:"body"`
 	KeyHash  string          `json:"key_hash,omitempty"`
+	// Header holds the request headers the line runs with
+	// (forwardedHeaders, or an Anthropic batch's version).
+	Header map[string]string `json:"header,omitempty"`
 }
 
 // result is what the results bucket holds for a finished line.

@@ -3,10 +3,14 @@ package jobs
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meridian-mesh/meridian/edge/api"
@@ -75,7 +79,9 @@ func (s *Service) refresh(ctx context.Context, b *bus, l *lanes) error {
 	lister := b.stream.ListConsumers(ctx)
 	seen := map[string]*jetstream.ConsumerInfo{}
 	for info := range lister.Info() {
-		seen[info.Name] = info
+		if info.Name != jobswire.HooksConsumer {
+			seen[info.Name] = info
+		}
 	}
 	if err := lister.Err(); err != nil {
 		return err
@@ -125,6 +131,11 @@ func (s *Service) runWorkers(ctx context.Context) {
 			case <-time.After(backoff.Spread(s.cfg.Poll, 0.2)):
 			}
 		}
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.deliverHooks(ctx, b)
 	}()
 	for range s.cfg.Workers {
 		wg.Add(1)
@@ -208,9 +219,13 @@ func (s *Service) handle(ctx context.Context, b *bus, msg jetstream.Msg) {
 		msg.Ack()
 		return
 	}
-	out, ok, retry := s.run(ctx, msg, j)
+	out, ok, retry, preempted := s.run(ctx, msg, j)
 	if ctx.Err() != nil {
 		msg.Nak() // stopping: another worker runs it
+		return
+	}
+	if preempted {
+		s.requeue(bctx, b, msg, j)
 		return
 	}
 	if retry && delivered < uint64(s.cfg.MaxDeliver) {
@@ -236,29 +251,47 @@ func (s *Service) handle(ctx context.Context, b *bus, msg jetstream.Msg) {
 // run serves the line through the node's own handler, as the batch's
 // key, extending the line's AckWait while it runs. retry reports an
 // answer worth another try (429 or 5xx).
-func (s *Service) run(ctx context.Context, msg jetstream.Msg, j job) (out OutputLine, ok, retry bool) {
+func (s *Service) run(ctx context.Context, msg jetstream.Msg, j job) (out OutputLine, ok, retry, preempted bool) {
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var yielded atomic.Bool
 	done := make(chan struct{})
 	defer close(done)
 	go func() {
 		t := time.NewTicker(s.cfg.AckWait / 3)
 		defer t.Stop()
+		var check <-chan time.Time
+		if s.cfg.Preempt != nil {
+			pt := time.NewTicker(s.cfg.PreemptCheck)
+			defer pt.Stop()
+			check = pt.C
+		}
 		for {
 			select {
 			case <-done:
 				return
 			case <-t.C:
 				msg.InProgress()
+			case <-check:
+				if s.cfg.Preempt(j.Model) {
+					yielded.Store(true)
+					cancel()
+					return
+				}
 			}
 		}
 	}()
 	rid := requestID(j.Batch, j.CustomID)
-	rctx := ctx
+	rctx := api.WithBatch(lctx)
 	if j.KeyHash != "" {
-		rctx = api.WithKeyHash(ctx, j.KeyHash)
+		rctx = api.WithKeyHash(rctx, j.KeyHash)
 	}
 	req, err := http.NewRequestWithContext(rctx, http.MethodPost, j.URL, bytes.NewReader(j.Body))
 	if err != nil {
-		return OutputLine{ID: rid, CustomID: j.CustomID, Error: &OutputError{Code: "invalid_request", Message: "The line's url cannot be requested."}}, false, false
+		return OutputLine{ID: rid, CustomID: j.CustomID, Error: &OutputError{Code: "invalid_request", Message: "The line's url cannot be requested."}}, false, false, false
+	}
+	for k, v := range j.Header {
+		req.Header.Set(k, v)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set(api.HeaderRequestID, rid)
@@ -279,8 +312,31 @@ func (s *Service) run(ctx context.Context, msg jetstream.Msg, j job) (out Output
 	}
 	ok = rw.code >= 200 && rw.code < 300
 	retry = rw.code == http.StatusTooManyRequests || rw.code >= 500
+	// A line preempted before it finished runs again; one that finished
+	// anyway keeps its answer.
+	preempted = yielded.Load() && !ok
 	return OutputLine{ID: requestID(j.Batch, j.CustomID), CustomID: j.CustomID,
-		Response: &LineResult{StatusCode: rw.code, RequestID: rid, Body: body}}, ok, retry
+		Response: &LineResult{StatusCode: rw.code, RequestID: rid, Body: body}}, ok, retry, preempted
+}
+
+// requeuePause is how long a preempted line waits before it is handed
+// out again.
+const requeuePause = 200 * time.Millisecond
+
+// requeue puts a preempted line back on the stream as a new message and
+// acknowledges this one: a line preempted many times never reaches
+// MaxDeliver for it, and counts as no failure. A worker dying between
+// the two leaves both, and the result is still stored once.
+func (s *Service) requeue(ctx context.Context, b *bus, msg jetstream.Msg, j job) {
+	s.preempted.Add(1)
+	var seq [6]byte
+	rand.Read(seq[:])
+	_, err := b.js.Publish(ctx, msg.Subject(), msg.Data(), jetstream.WithMsgID(j.Batch+"."+strconv.Itoa(j.Index)+".p"+hex.EncodeToString(seq[:])))
+	if err != nil {
+		msg.NakWithDelay(requeuePause)
+		return
+	}
+	msg.Ack()
 }
 
 // recorder is the response writer a line is served into.

@@ -3,6 +3,7 @@ package node
 import (
 	"net/http"
 
+	"github.com/meridian-mesh/meridian/edge/config"
 	"github.com/meridian-mesh/meridian/edge/jobs"
 	"github.com/meridian-mesh/meridian/shared/table"
 )
@@ -11,10 +12,14 @@ import (
 // routes to mux. Its lines run through the node's own handler, so they
 // are routed, limited and recorded like any request. Batch work yields
 // to interactive traffic: no line starts while a request waits for a
-// local engine slot.
+// local engine slot, and a running line is preempted when one does.
 func (n *Node) newJobs(mux *http.ServeMux) error {
 	jc := jobs.DefaultConfig()
 	jc.Node, jc.Logger = n.cfg.NodeID, n.log
+	if j := n.cfg.Jobs; j != (config.Jobs{}) { // a config built by hand keeps the defaults
+		jc.Workers, jc.AckWait, jc.MaxDeliver = j.Workers, j.AckWait, j.MaxDeliver
+		jc.WebhookTimeout, jc.WebhookRetryFor = j.WebhookTimeout, j.WebhookRetryFor
+	}
 	jc.Authenticate = n.api.Authenticate
 	jc.Run = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { n.handler.ServeHTTP(w, r) })
 	jc.LocalModels = func() []string {
@@ -26,7 +31,11 @@ func (n *Node) newJobs(mux *http.ServeMux) error {
 		}
 		return ids
 	}
-	jc.Busy = n.batchMustWait
+	jc.Busy, jc.Preempt = n.batchMustWait, n.batchMustYield
+	jc.Tenant = func(id string) *table.Tenant {
+		t, _ := n.gw.Table().Tenant(id)
+		return t
+	}
 	var err error
 	if n.jobs, err = jobs.New(jc); err != nil {
 		return err
@@ -50,7 +59,24 @@ func (n *Node) batchMustWait(model string) bool {
 		return true
 	}
 	st := n.engine.Stats()
-	return st.Queued > 0 || st.Running >= max(1, n.cfg.Local.NumParallel)
+	// Batch lines hold at most all slots but one (one, with one slot),
+	// so an interactive arrival usually finds a slot free.
+	return st.Queued > 0 || st.Running >= max(1, n.cfg.Local.NumParallel-1)
+}
+
+// batchMustYield says whether a running batch line for model must give
+// its engine slot back now: an interactive request is in flight here
+// and something waits for a slot. The line is cancelled and requeued
+// (edge/jobs), so the interactive request waits for the cancellation,
+// not for the line's whole answer.
+func (n *Node) batchMustYield(model string) bool {
+	if n.engine == nil || n.jobs.Running() == 0 || !n.servesLocally(model) {
+		return false
+	}
+	if n.metrics.RequestsInFlight()-int64(n.jobs.Running()) <= 0 {
+		return false
+	}
+	return n.engine.Stats().Queued > 0
 }
 
 // servesLocally reports whether model has a route to the local engine.
@@ -66,6 +92,20 @@ func (n *Node) servesLocally(model string) bool {
 		}
 	}
 	return false
+}
+
+// asyncFirst hands requests that prefer an async answer (Prefer:
+// respond-async on /v1/chat/completions or /v1/messages) to the jobs
+// service, and the rest to next. A job's own run carries no Prefer
+// header, so it is served by next.
+func (n *Node) asyncFirst(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if jobs.PrefersAsync(r) {
+			n.jobs.SubmitAsync(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // Jobs returns the node's batch service. A node following a control

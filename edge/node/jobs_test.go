@@ -2,6 +2,8 @@ package node
 
 import (
 	"context"
+	"encoding/json"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -56,7 +58,8 @@ func startBatchMesh(t *testing.T) *testMesh {
 
 // TestNodeSDKBatch runs a 1,000-line batch through the official OpenAI
 // Node SDK: files.create, batches.create, batches.retrieve until
-// completed, files.content. Outside CI it skips when Node or the
+// completed, files.content; and a 50-request message batch through the
+// Anthropic SDK: messages.batches.create, retrieve, results, list. Outside CI it skips when Node or the
 // packages are missing.
 func TestNodeSDKBatch(t *testing.T) {
 	node, err := exec.LookPath("node")
@@ -80,7 +83,7 @@ func TestNodeSDKBatch(t *testing.T) {
 	if err != nil {
 		t.Fatalf("node --test: %v\n%s", err, out)
 	}
-	if !strings.Contains(string(out), "fail 0") || !strings.Contains(string(out), "pass 1") {
+	if !strings.Contains(string(out), "fail 0") || !strings.Contains(string(out), "pass 2") {
 		t.Fatalf("node --test reported failures or skips:\n%s", out)
 	}
 	t.Logf("%s", out)
@@ -93,5 +96,42 @@ func TestBatchesNeedControlPlane(t *testing.T) {
 	body := string(readBody(t, resp))
 	if resp.StatusCode != 503 || !strings.Contains(body, `"batches_unavailable"`) {
 		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+}
+
+// An async request through the node's own handler: 202 with a job, and
+// the answer in OpenAI's format once it ran.
+func TestNodeAsyncRequest(t *testing.T) {
+	m := startBatchMesh(t)
+	req, _ := http.NewRequest("POST", m.url+"/v1/chat/completions", strings.NewReader(`{"model":"batch-model","messages":[{"role":"user","content":"later #mock chunks=2"}]}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Prefer", "respond-async")
+	var resp *http.Response
+	var body string
+	m.waitFor("the jobs service to bind", func() bool {
+		r, err := http.DefaultClient.Do(req.Clone(context.Background()))
+		if err != nil {
+			return false
+		}
+		req.Body, _ = req.GetBody()
+		resp, body = r, string(readBody(t, r))
+		return r.StatusCode != 503
+	})
+	if resp.StatusCode != 202 || resp.Header.Get("Preference-Applied") != "respond-async" {
+		t.Fatalf("%d %v %s", resp.StatusCode, resp.Header, body)
+	}
+	var job struct {
+		ID, Status string
+		StatusCode int             `json:"status_code"`
+		Result     json.RawMessage `json:"result"`
+	}
+	json.Unmarshal([]byte(body), &job)
+	m.waitFor("the job to complete", func() bool {
+		_, b := get(t, m.url+"/v1/meridian/jobs/"+job.ID)
+		json.Unmarshal([]byte(b), &job)
+		return job.Status == "completed"
+	})
+	if job.StatusCode != 200 || !strings.Contains(string(job.Result), `"chat.completion"`) {
+		t.Fatalf("job: %+v %s", job, job.Result)
 	}
 }

@@ -213,7 +213,7 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 	mux.HandleFunc("GET /healthz", n.healthz)
 	mux.HandleFunc("GET /readyz", n.readyz)
 	mux.Handle("GET /metrics", m.Handler())
-	n.handler = n.wrap(mux)
+	n.handler = n.wrap(n.asyncFirst(mux))
 	n.srv = &http.Server{
 		Handler:           n.handler,
 		ReadHeaderTimeout: 10 * time.Second,

@@ -21,15 +21,31 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Stream is the work-queue stream of batch lines: a line is removed when
-// a worker acknowledges it, after its result is stored.
+// Stream is the work-queue stream of batch lines (a line is removed when
+// a worker acknowledges it, after its result is stored) and of webhook
+// events (removed once delivered, or dead-lettered).
 const Stream = "MERIDIAN_JOBS"
 
 // LinesPrefix begins every line's subject.
 const LinesPrefix = "meridian.v1.jobs.lines"
 
-// LinesSubjects is the stream's subject filter.
+// LinesSubjects is the subject filter of every line.
 const LinesSubjects = LinesPrefix + ".>"
+
+// HooksPrefix begins every webhook event's subject: the events of async
+// jobs waiting to be delivered to their callback URLs share the work
+// stream, so a delivery survives the edge that emitted it.
+const HooksPrefix = "meridian.v1.jobs.hooks"
+
+// HooksSubjects is the subject filter of every webhook event.
+const HooksSubjects = HooksPrefix + ".>"
+
+// HookSubject is the subject owner's webhook events are published on.
+func HookSubject(owner string) string { return HooksPrefix + "." + Token(owner) }
+
+// HooksConsumer is the durable pull consumer of webhook events, shared
+// by every edge; its filter (HooksSubjects) overlaps no line consumer's.
+const HooksConsumer = "webhooks"
 
 // Files is the object store bucket of uploaded input files and of
 // batches' output and error files.
@@ -91,7 +107,7 @@ const ConsumerModelKey = "model"
 func StreamConfig(replicas int) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name: Stream, Description: "Meridian batch lines waiting to run",
-		Subjects: []string{LinesSubjects}, Storage: jetstream.FileStorage,
+		Subjects: []string{LinesSubjects, HooksSubjects}, Storage: jetstream.FileStorage,
 		Retention: jetstream.WorkQueuePolicy, Replicas: replicas,
 		Duplicates: DuplicateWindow, MaxMsgSize: MaxLineBytes, Discard: jetstream.DiscardNew,
 	}

@@ -105,6 +105,23 @@ type Price struct {
 	// recover the edge's cost, or to share savings), the tenant pays
 	// nothing for them.
 	Cached float64 `yaml:"cached,omitempty" json:"cached,omitempty"`
+	// BatchInput and BatchOutput are what a batch line or async request
+	// costs, per 1M tokens. Zero (unset) means Input or Output: batch
+	// work pays the normal price unless an operator discounts it.
+	BatchInput  float64 `yaml:"batch_input,omitempty" json:"batch_input,omitempty"`
+	BatchOutput float64 `yaml:"batch_output,omitempty" json:"batch_output,omitempty"`
+}
+
+// ForBatch is the price of a batch line: BatchInput and BatchOutput
+// where set, Input and Output where not.
+func (p Price) ForBatch() Price {
+	if p.BatchInput > 0 {
+		p.Input = p.BatchInput
+	}
+	if p.BatchOutput > 0 {
+		p.Output = p.BatchOutput
+	}
+	return p
 }
 
 // Cache modes (CachePolicy.Mode).
@@ -169,6 +186,14 @@ type Tenant struct {
 	// Cache is the tenant's cache policy (see Route.Cache for how the
 	// two combine).
 	Cache CachePolicy `yaml:"cache,omitempty" json:"cache,omitempty"`
+	// WebhookAllow lists the hosts ("hooks.example.com",
+	// "*.example.com") and CIDRs a batch's or async job's callback URL
+	// may name (shared/webhook); empty refuses every callback.
+	WebhookAllow []string `yaml:"webhook_allow,omitempty" json:"webhook_allow,omitempty"`
+	// WebhookSecret signs the tenant's webhook calls ("whsec_<base64>"),
+	// resolved on the edge from the tenant's webhook_secret_ref; empty
+	// when it did not resolve, which refuses callbacks too.
+	WebhookSecret Secret `yaml:"-" json:"-"`
 }
 
 // LocalSource says where a model that nodes run themselves comes from.
@@ -554,8 +579,8 @@ func Compile(t *Table) (*Compiled, error) {
 			return nil, fieldErr("prices[%d].provider", i)("references unknown provider %q", p.Provider)
 		case c.prices[k] != nil:
 			return nil, fieldErr("prices[%d]", i)("duplicate price for %s/%s", p.Provider, p.Model)
-		case !(p.Input >= 0) || !(p.Output >= 0) || !(p.Cached >= 0):
-			return nil, fieldErr("prices[%d]", i)("input, output and cached must be numbers, zero or more")
+		case !(p.Input >= 0) || !(p.Output >= 0) || !(p.Cached >= 0) || !(p.BatchInput >= 0) || !(p.BatchOutput >= 0):
+			return nil, fieldErr("prices[%d]", i)("input, output, cached and batch prices must be numbers, zero or more")
 		}
 		c.prices[k] = p
 	}

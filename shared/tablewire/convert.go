@@ -301,13 +301,20 @@ func (c *Converter) fleet(e *tablev1.Entities, tab *table.Table) {
 		tab.Placements = append(tab.Placements, table.Placement{Model: p.GetModel(), Node: p.GetNode(), Region: p.GetRegion(), Desired: int(p.GetDesired())})
 	}
 	for _, p := range e.GetPrices() {
-		tab.Prices = append(tab.Prices, table.Price{Provider: p.GetProvider(), Model: p.GetModel(), Input: p.GetInput(), Output: p.GetOutput(), Cached: p.GetCached()})
+		tab.Prices = append(tab.Prices, table.Price{Provider: p.GetProvider(), Model: p.GetModel(), Input: p.GetInput(), Output: p.GetOutput(), Cached: p.GetCached(),
+			BatchInput: p.GetBatchInput(), BatchOutput: p.GetBatchOutput()})
 	}
 	states := e.GetTenantStates()
 	for _, t := range e.GetTenants() {
 		tn := table.Tenant{ID: t.GetId(), AllowedRegions: t.GetAllowedRegions(), RPM: int64(t.GetRpm()), TPM: int64(t.GetTpm()),
 			Budget: t.GetMonthlyBudget(), BudgetPeriod: t.GetBudgetPeriod(), HardLimit: t.GetHardLimit(),
-			Cache: cachePolicy(t.GetCacheMode(), t.GetCacheTtlSeconds(), t.GetCacheSimilarity())}
+			Cache:        cachePolicy(t.GetCacheMode(), t.GetCacheTtlSeconds(), t.GetCacheSimilarity()),
+			WebhookAllow: t.GetWebhookAllow()}
+		if ref := t.GetWebhookSecretRef(); ref != "" {
+			// A secret that does not resolve leaves the tenant's
+			// callbacks refused on this edge; the rest applies.
+			tn.WebhookSecret, _ = c.r.resolve(ref)
+		}
 		// Both lists are sorted by tenant (Validate checks it).
 		if i, ok := slices.BinarySearchFunc(states, t.GetId(), func(s *tablev1.TenantState, id string) int {
 			return strings.Compare(s.GetTenant(), id)

@@ -108,13 +108,18 @@ func (p SecretPolicy) readSecretFile(path string) ([]byte, error) {
 	return io.ReadAll(io.LimitReader(f, maxSecretFile))
 }
 
-// CheckSecretRefs checks every provider's secret_ref against p, for the
-// control plane before it publishes a table. The error names the
-// provider's field, never the ref.
+// CheckSecretRefs checks every provider's secret_ref and every tenant's
+// webhook_secret_ref against p, for the control plane before it
+// publishes a table. The error names the field, never the ref.
 func CheckSecretRefs(t *tablev1.RoutingTable, p SecretPolicy) error {
 	for _, pr := range t.GetEntities().GetProviders() {
 		if err := p.Check(pr.GetSecretRef()); err != nil {
 			return &FieldError{Field: "providers[" + pr.GetId() + "].secret_ref", Msg: err.Error()}
+		}
+	}
+	for _, tn := range t.GetEntities().GetTenants() {
+		if err := p.Check(tn.GetWebhookSecretRef()); err != nil {
+			return &FieldError{Field: "tenants[" + tn.GetId() + "].webhook_secret_ref", Msg: err.Error()}
 		}
 	}
 	return nil

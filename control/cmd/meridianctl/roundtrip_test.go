@@ -267,6 +267,11 @@ var genFleet = rapid.Custom(func(t *rapid.T) fleet {
 			Rpm:            rateGen.Draw(t, "tenant rpm"), Tpm: rateGen.Draw(t, "tenant tpm"),
 			BudgetPeriod: rapid.SampledFrom(fsm.BudgetPeriods).Draw(t, "budget_period")}
 		tn.CacheMode, tn.CacheTtlSeconds, tn.CacheSimilarity = cacheGen(t)
+		if rapid.Bool().Draw(t, "webhooks") {
+			tn.WebhookAllow = rapid.SliceOfNDistinct(rapid.SampledFrom([]string{"hooks.example.com", "*.example.org", "203.0.113.0/24", "127.0.0.1/32", "fd00::/8"}),
+				1, 3, rapid.ID[string]).Draw(t, "webhook_allow")
+			tn.WebhookSecretRef = "env:MERIDIAN_SECRET_WEBHOOK"
+		}
 		f[fsm.KindTenant] = append(f[fsm.KindTenant], tn)
 		tenants = append(tenants, id)
 	}
@@ -293,7 +298,8 @@ var genFleet = rapid.Custom(func(t *rapid.T) fleet {
 		}
 		for _, pr := range subset(t, "prices", pairs, 4) {
 			f[fsm.KindPrice] = append(f[fsm.KindPrice], &controlv1.Price{Provider: pr.provider, Model: pr.model,
-				Input: moneyGen.Draw(t, "input"), Output: moneyGen.Draw(t, "output"), Cached: moneyGen.Draw(t, "cached")})
+				Input: moneyGen.Draw(t, "input"), Output: moneyGen.Draw(t, "output"), Cached: moneyGen.Draw(t, "cached"),
+				BatchInput: moneyGen.Draw(t, "batch_input"), BatchOutput: moneyGen.Draw(t, "batch_output")})
 		}
 	}
 	for _, ms := range f {

@@ -986,8 +986,19 @@ type Tenant struct {
 	// request hits a semantically similar cached one; 0 turns the
 	// semantic cache off.
 	CacheSimilarity float64 `protobuf:"fixed64,42,opt,name=cache_similarity,json=cacheSimilarity,proto3" json:"cache_similarity,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Webhook policy for async jobs (fields 50-51). webhook_allow lists
+	// what a batch's or job's callback URL may name: host names (exact,
+	// or "*.example.com" for any subdomain) and CIDRs ("203.0.113.0/24").
+	// Empty refuses every callback. A private, loopback or link-local
+	// address is refused unless a CIDR here contains it, also when a
+	// host name resolves to one at call time (DNS rebinding).
+	WebhookAllow []string `protobuf:"bytes,50,rep,name=webhook_allow,json=webhookAllow,proto3" json:"webhook_allow,omitempty"`
+	// The signing secret: a secret_ref as providers use it ("env:NAME"
+	// or "file:/path") whose value is "whsec_<base64>", the Standard
+	// Webhooks format. Required when webhook_allow is set.
+	WebhookSecretRef string `protobuf:"bytes,51,opt,name=webhook_secret_ref,json=webhookSecretRef,proto3" json:"webhook_secret_ref,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Tenant) Reset() {
@@ -1097,6 +1108,20 @@ func (x *Tenant) GetCacheSimilarity() float64 {
 	return 0
 }
 
+func (x *Tenant) GetWebhookAllow() []string {
+	if x != nil {
+		return x.WebhookAllow
+	}
+	return nil
+}
+
+func (x *Tenant) GetWebhookSecretRef() string {
+	if x != nil {
+		return x.WebhookSecretRef
+	}
+	return ""
+}
+
 // Price is what a provider charges for a model, USD per 1M tokens.
 type Price struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1109,7 +1134,12 @@ type Price struct {
 	// What an answer served from an edge's cache costs, USD per 1M
 	// tokens, prompt and completion alike; 0 (unset) means a cached
 	// answer is free: no provider was paid for it.
-	Cached        float64 `protobuf:"fixed64,40,opt,name=cached,proto3" json:"cached,omitempty"`
+	Cached float64 `protobuf:"fixed64,40,opt,name=cached,proto3" json:"cached,omitempty"`
+	// What a batch line (OpenAI or Anthropic batch, async request) costs,
+	// USD per 1M tokens (fields 50-51); 0 (unset) means the normal input
+	// or output price.
+	BatchInput    float64 `protobuf:"fixed64,50,opt,name=batch_input,json=batchInput,proto3" json:"batch_input,omitempty"`
+	BatchOutput   float64 `protobuf:"fixed64,51,opt,name=batch_output,json=batchOutput,proto3" json:"batch_output,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1175,6 +1205,20 @@ func (x *Price) GetOutput() float64 {
 func (x *Price) GetCached() float64 {
 	if x != nil {
 		return x.Cached
+	}
+	return 0
+}
+
+func (x *Price) GetBatchInput() float64 {
+	if x != nil {
+		return x.BatchInput
+	}
+	return 0
+}
+
+func (x *Price) GetBatchOutput() float64 {
+	if x != nil {
+		return x.BatchOutput
 	}
 	return 0
 }
@@ -3250,7 +3294,7 @@ const file_proto_control_v1_control_proto_rawDesc = "" +
 	"\x03tpm\x18\a \x01(\rR\x03tpm\x12\x1d\n" +
 	"\n" +
 	"expires_at\x18\b \x01(\tR\texpiresAt\x12\x1a\n" +
-	"\bdisabled\x18\t \x01(\bR\bdisabled\"\xda\x02\n" +
+	"\bdisabled\x18\t \x01(\bR\bdisabled\"\xad\x03\n" +
 	"\x06Tenant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12%\n" +
@@ -3264,13 +3308,18 @@ const file_proto_control_v1_control_proto_rawDesc = "" +
 	"\n" +
 	"cache_mode\x18( \x01(\tR\tcacheMode\x12*\n" +
 	"\x11cache_ttl_seconds\x18) \x01(\rR\x0fcacheTtlSeconds\x12)\n" +
-	"\x10cache_similarity\x18* \x01(\x01R\x0fcacheSimilarity\"\x7f\n" +
+	"\x10cache_similarity\x18* \x01(\x01R\x0fcacheSimilarity\x12#\n" +
+	"\rwebhook_allow\x182 \x03(\tR\fwebhookAllow\x12,\n" +
+	"\x12webhook_secret_ref\x183 \x01(\tR\x10webhookSecretRef\"\xc3\x01\n" +
 	"\x05Price\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x1a\n" +
 	"\bprovider\x18\x02 \x01(\tR\bprovider\x12\x14\n" +
 	"\x05input\x18\x03 \x01(\x01R\x05input\x12\x16\n" +
 	"\x06output\x18\x04 \x01(\x01R\x06output\x12\x16\n" +
-	"\x06cached\x18( \x01(\x01R\x06cached\"d\n" +
+	"\x06cached\x18( \x01(\x01R\x06cached\x12\x1f\n" +
+	"\vbatch_input\x182 \x01(\x01R\n" +
+	"batchInput\x12!\n" +
+	"\fbatch_output\x183 \x01(\x01R\vbatchOutput\"d\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1b\n" +

@@ -6,6 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI, { toFile } from 'openai';
+import Anthropic from '@anthropic-ai/sdk';
 
 const base = process.env.MERIDIAN_BATCH_URL;
 const model = process.env.MERIDIAN_BATCH_MODEL || 'gpt-4o-mini';
@@ -55,5 +56,41 @@ test('openai batch: files.create, batches.create, batches.retrieve, files.conten
   for (let i = 0; i < n; i++) assert.ok(seen.has(`line-${i}`), `line-${i} missing`);
 
   const page = await client.batches.list({ limit: 1 });
+  assert.equal(page.data[0].id, batch.id);
+});
+
+test('anthropic message batch: messages.batches.create, retrieve, results', { skip: !base && 'MERIDIAN_BATCH_URL is not set' }, async () => {
+  const client = new Anthropic({ baseURL: base, apiKey: 'sk-unused', maxRetries: 0 });
+  const m = 50;
+  const requests = [];
+  for (let i = 0; i < m; i++) {
+    requests.push({ custom_id: `req-${i}`, params: { model, max_tokens: 16, messages: [{ role: 'user', content: `message ${i} #mock chunks=2` }] } });
+  }
+  let batch = await client.messages.batches.create({ requests });
+  assert.equal(batch.type, 'message_batch');
+  assert.ok(batch.id.startsWith('msgbatch_'));
+  assert.equal(batch.results_url, null);
+
+  const deadline = Date.now() + 120_000;
+  while (batch.processing_status !== 'ended') {
+    assert.ok(Date.now() < deadline, `batch still ${batch.processing_status} with ${JSON.stringify(batch.request_counts)}`);
+    await new Promise((r) => setTimeout(r, 200));
+    batch = await client.messages.batches.retrieve(batch.id);
+  }
+  assert.deepEqual(batch.request_counts, { processing: 0, succeeded: m, errored: 0, canceled: 0, expired: 0 });
+  assert.ok(batch.ended_at);
+
+  const seen = new Set();
+  for await (const line of await client.messages.batches.results(batch.id)) {
+    assert.ok(!seen.has(line.custom_id), `${line.custom_id} twice`);
+    seen.add(line.custom_id);
+    assert.equal(line.result.type, 'succeeded');
+    assert.equal(line.result.message.type, 'message');
+    assert.equal(line.result.message.role, 'assistant');
+    assert.ok(line.result.message.content[0].text.length > 0);
+  }
+  assert.equal(seen.size, m);
+
+  const page = await client.messages.batches.list({ limit: 1 });
   assert.equal(page.data[0].id, batch.id);
 });
