@@ -67,6 +67,7 @@ func newMetrics(node *cluster.Node, reg prometheus.Registerer) (*metrics, error)
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	}
+	cs = append(cs, node.Collectors()...)
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("api: metrics: %w", err)

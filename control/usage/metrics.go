@@ -1,6 +1,8 @@
 package usage
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meridian-mesh/meridian/control/fsm"
@@ -44,6 +46,12 @@ var (
 	requestsDesc = prometheus.NewDesc("meridian_usage_requests_total",
 		"Served requests by tenant and model, from the replicated usage totals.",
 		[]string{"tenant", "model"}, nil)
+	budgetDesc = prometheus.NewDesc("meridian_budget_usd",
+		"A tenant's budget per period (month, week or day, UTC), USD; tenants without a budget are not listed.",
+		[]string{"tenant", "period"}, nil)
+	spendDesc = prometheus.NewDesc("meridian_budget_spend_usd",
+		"A tenant's spend in its current budget period, USD, from the replicated usage totals; tenants without a budget are not listed.",
+		[]string{"tenant", "period"}, nil)
 )
 
 type spendCollector struct{ f *fsm.FSM }
@@ -52,6 +60,8 @@ func (c *spendCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- costDesc
 	ch <- tokensDesc
 	ch <- requestsDesc
+	ch <- budgetDesc
+	ch <- spendDesc
 }
 
 func (c *spendCollector) Collect(ch chan<- prometheus.Metric) {
@@ -84,6 +94,20 @@ func (c *spendCollector) Collect(ch chan<- prometheus.Metric) {
 		v.nano += t.GetCostNanoUsd()
 		return true
 	})
+	now := time.Now()
+	for _, m := range s.List(fsm.KindTenant) {
+		t := m.(*controlv1.Tenant)
+		if !(t.GetMonthlyBudget() > 0) {
+			continue
+		}
+		period := t.GetBudgetPeriod()
+		if period == "" {
+			period = "month"
+		}
+		spend, _, _ := s.TenantSpend(t.GetId(), now)
+		ch <- prometheus.MustNewConstMetric(budgetDesc, prometheus.GaugeValue, t.GetMonthlyBudget(), t.GetId(), period)
+		ch <- prometheus.MustNewConstMetric(spendDesc, prometheus.GaugeValue, float64(spend)/usagewire.NanoPerUSD, t.GetId(), period)
+	}
 	for k, v := range sums {
 		ch <- prometheus.MustNewConstMetric(costDesc, prometheus.CounterValue, float64(v.nano)/usagewire.NanoPerUSD, k.tenant, k.model)
 		ch <- prometheus.MustNewConstMetric(requestsDesc, prometheus.CounterValue, float64(v.requests), k.tenant, k.model)

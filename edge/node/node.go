@@ -207,6 +207,9 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 		if n.gossip, err = newGossip(cfg, log); err != nil {
 			return nil, err
 		}
+		if err := m.Registerer().Register(gossip.Collector(n.gossip)); err != nil {
+			return nil, fmt.Errorf("gossip metrics: %w", err)
+		}
 		n.publishTable()
 		mux.HandleFunc("/v1/meridian/members", n.gossip.HandleMembers)
 	} else {
