@@ -182,7 +182,9 @@ func startMesh(t *testing.T) *mesh {
 
 	// Timers doubled: an Ollama starting on two shared cores must not
 	// cost the leader its lease.
-	m.control = controltest.Start(t, 3, controltest.Options{Distribution: true, ClusterNATS: true, Timers: 2})
+	// Usage: edges deliver their usage records, and the control plane
+	// aggregates them into spend, as in production.
+	m.control = controltest.Start(t, 3, controltest.Options{Distribution: true, ClusterNATS: true, Usage: true, Timers: 2})
 	m.leader = m.control.Leader()
 
 	for i, u := range []struct{ id, region string }{
@@ -355,7 +357,8 @@ func (m *mesh) writeFleet(t *testing.T, tinyGGUF string) {
 	for _, r := range routes {
 		m.put(t, "routes", r["model"].(string), r)
 	}
-	m.put(t, "tenants", "open", map[string]any{"id": "open"})
+	// A soft budget: spend is reported, nothing is refused.
+	m.put(t, "tenants", "open", map[string]any{"id": "open", "monthly_budget": 1000})
 	m.put(t, "tenants", "eu-tenant", map[string]any{"id": "eu-tenant", "allowed_regions": []string{"eu-west"}})
 	m.put(t, "keys", "key-open", map[string]any{"id": "key-open", "hash": keyHash(keyOpen), "tenant": "open"})
 	m.put(t, "keys", "key-eu", map[string]any{"id": "key-eu", "hash": keyHash(keyEU), "tenant": "eu-tenant"})
