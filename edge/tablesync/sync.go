@@ -103,6 +103,9 @@ type Syncer struct {
 	kick    chan bool       // a connection is up (true: a reconnection); maybe ask for a snapshot
 	persist chan cacheWrite // latest table to write to disk; one slot
 	cached  atomic.Uint64   // revision in the disk cache (Status.CachedRevision)
+	// behind is the loop's behindSince in Unix nanoseconds, 0 when not
+	// behind, for the lag gauge (read at scrape time, off the loop).
+	behind atomic.Int64
 	// discovered is set when the server list may have grown, so the loop
 	// reads it again for Status.Servers.
 	discovered atomic.Bool
@@ -123,9 +126,6 @@ type Syncer struct {
 	st           Status
 	hbInterval   time.Duration
 	behindSince  time.Time
-	// behind is behindSince in Unix nanoseconds, 0 when not behind, for
-	// the lag gauge (read at scrape time, off the loop).
-	behind atomic.Int64
 	needSnapshot bool
 	nextSnapshot time.Time
 	retry        time.Duration

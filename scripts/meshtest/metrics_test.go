@@ -168,4 +168,3 @@ func get(m *mesh, url string) (string, error) {
 	}
 	return string(b), nil
 }
-
