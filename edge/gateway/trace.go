@@ -99,8 +99,8 @@ func (g *Gateway) startAttempt(ctx context.Context, st *state, ch *router.Choice
 	return g.cfg.Tracer.Start(ctx, OpName(req.Op)+" "+ch.UpstreamModel, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(kv...))
 }
 
-// endAttempt ends an attempt's span, or hands it to the stream, which
-// ends it when closed. It returns the response with its stream wrapped.
+// endAttempt ends an attempt's span, or, for a stream, wraps
+// resp.Stream so that closing the stream ends it.
 func endAttempt(span trace.Span, ch *router.Choice, resp *llm.Response, err error) {
 	if err != nil {
 		e := llm.AsError(err)
