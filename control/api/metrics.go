@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/meridian-mesh/meridian/control/cluster"
+	"github.com/meridian-mesh/meridian/control/usage"
 )
 
 // metrics are one control node's Prometheus collectors, on the node's
@@ -68,6 +69,7 @@ func newMetrics(node *cluster.Node, reg prometheus.Registerer) (*metrics, error)
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	}
 	cs = append(cs, node.Collectors()...)
+	cs = append(cs, usage.BudgetCollector(node.FSM()))
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("api: metrics: %w", err)

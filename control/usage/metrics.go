@@ -60,8 +60,6 @@ func (c *spendCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- costDesc
 	ch <- tokensDesc
 	ch <- requestsDesc
-	ch <- budgetDesc
-	ch <- spendDesc
 }
 
 func (c *spendCollector) Collect(ch chan<- prometheus.Metric) {
@@ -94,7 +92,28 @@ func (c *spendCollector) Collect(ch chan<- prometheus.Metric) {
 		v.nano += t.GetCostNanoUsd()
 		return true
 	})
-	now := time.Now()
+	for k, v := range sums {
+		ch <- prometheus.MustNewConstMetric(costDesc, prometheus.CounterValue, float64(v.nano)/usagewire.NanoPerUSD, k.tenant, k.model)
+		ch <- prometheus.MustNewConstMetric(requestsDesc, prometheus.CounterValue, float64(v.requests), k.tenant, k.model)
+		ch <- prometheus.MustNewConstMetric(tokensDesc, prometheus.CounterValue, float64(v.in), k.tenant, k.model, "in")
+		ch <- prometheus.MustNewConstMetric(tokensDesc, prometheus.CounterValue, float64(v.out), k.tenant, k.model, "out")
+	}
+}
+
+// BudgetCollector exports each budgeted tenant's budget and its spend in
+// the current period, read from the replicated state at scrape time, so
+// every control node exports them, leader or not, aggregating or not.
+func BudgetCollector(f *fsm.FSM) prometheus.Collector { return budgetCollector{f} }
+
+type budgetCollector struct{ f *fsm.FSM }
+
+func (c budgetCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- budgetDesc
+	ch <- spendDesc
+}
+
+func (c budgetCollector) Collect(ch chan<- prometheus.Metric) {
+	s, now := c.f.State(), time.Now()
 	for _, m := range s.List(fsm.KindTenant) {
 		t := m.(*controlv1.Tenant)
 		if !(t.GetMonthlyBudget() > 0) {
@@ -107,11 +126,5 @@ func (c *spendCollector) Collect(ch chan<- prometheus.Metric) {
 		spend, _, _ := s.TenantSpend(t.GetId(), now)
 		ch <- prometheus.MustNewConstMetric(budgetDesc, prometheus.GaugeValue, t.GetMonthlyBudget(), t.GetId(), period)
 		ch <- prometheus.MustNewConstMetric(spendDesc, prometheus.GaugeValue, float64(spend)/usagewire.NanoPerUSD, t.GetId(), period)
-	}
-	for k, v := range sums {
-		ch <- prometheus.MustNewConstMetric(costDesc, prometheus.CounterValue, float64(v.nano)/usagewire.NanoPerUSD, k.tenant, k.model)
-		ch <- prometheus.MustNewConstMetric(requestsDesc, prometheus.CounterValue, float64(v.requests), k.tenant, k.model)
-		ch <- prometheus.MustNewConstMetric(tokensDesc, prometheus.CounterValue, float64(v.in), k.tenant, k.model, "in")
-		ch <- prometheus.MustNewConstMetric(tokensDesc, prometheus.CounterValue, float64(v.out), k.tenant, k.model, "out")
 	}
 }

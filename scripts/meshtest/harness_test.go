@@ -182,9 +182,7 @@ func startMesh(t *testing.T) *mesh {
 
 	// Timers doubled: an Ollama starting on two shared cores must not
 	// cost the leader its lease.
-	// Usage: edges deliver their usage records, and the control plane
-	// aggregates them into spend, as in production.
-	m.control = controltest.Start(t, 3, controltest.Options{Distribution: true, ClusterNATS: true, Usage: true, Timers: 2})
+	m.control = controltest.Start(t, 3, controltest.Options{Distribution: true, ClusterNATS: true, Timers: 2})
 	m.leader = m.control.Leader()
 
 	for i, u := range []struct{ id, region string }{
