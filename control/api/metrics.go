@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/meridian-mesh/meridian/control/cluster"
+	"github.com/meridian-mesh/meridian/control/usage"
 )
 
 // metrics are one control node's Prometheus collectors, on the node's
@@ -67,6 +68,8 @@ func newMetrics(node *cluster.Node, reg prometheus.Registerer) (*metrics, error)
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	}
+	cs = append(cs, node.Collectors()...)
+	cs = append(cs, usage.BudgetCollector(node.FSM()))
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("api: metrics: %w", err)

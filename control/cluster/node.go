@@ -28,6 +28,7 @@ import (
 	"github.com/hashicorp/raft"
 	raftwal "github.com/hashicorp/raft-wal"
 	"github.com/hashicorp/raft-wal/metadb"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/meridian-mesh/meridian/control/fsm"
@@ -76,6 +77,12 @@ type Node struct {
 	// the only lock Node takes, and never taken from raft callbacks.
 	closeMu sync.Mutex
 	closed  bool
+
+	// snaps and opened date the newest snapshot (metrics.go);
+	// commitSeconds times this node's applies.
+	snaps         raft.SnapshotStore
+	opened        time.Time
+	commitSeconds prometheus.Histogram
 }
 
 // Open starts a node from its data folder, bootstrapping a new cluster
@@ -95,6 +102,7 @@ func Open(cfg Config) (*Node, error) {
 		observeCh: make(chan raft.Observation, 16)}
 	first := make(chan struct{})
 	n.leaderChange.Store(&first)
+	n.opened, n.commitSeconds = time.Now(), newCommitHistogram()
 	n.fsm = fsm.New(fsm.Config{Logger: n.logger, OnApply: cfg.OnApply})
 	hlog := newHCLogger(n.logger)
 
@@ -121,6 +129,7 @@ func Open(cfg Config) (*Node, error) {
 		n.meta.Close()
 		return nil, damaged(cfg.DataDir, "snapshot store in "+filepath.Join(cfg.DataDir, "raft", "snapshots"), err)
 	}
+	n.snaps = snaps
 	// raft.NewRaft panics on a log entry it cannot read; read everything
 	// it will read first, so a damaged store is an error with a way back.
 	if err := checkStores(cfg.DataDir, n.wal, n.wal, snaps); err != nil {
@@ -371,10 +380,12 @@ func (n *Node) Apply(t fsm.Type, msg proto.Message) (*controlv1.Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	start := time.Now()
 	f := n.raft.Apply(b, n.cfg.ApplyTimeout)
 	if err := f.Error(); err != nil {
 		return nil, classify(err)
 	}
+	n.commitSeconds.Observe(time.Since(start).Seconds())
 	res, ok := f.Response().(*controlv1.Result)
 	if !ok {
 		return nil, fmt.Errorf("apply: unexpected response %T", f.Response())

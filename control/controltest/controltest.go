@@ -19,6 +19,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/meridian-mesh/meridian/control/api"
 	"github.com/meridian-mesh/meridian/control/cluster"
 	"github.com/meridian-mesh/meridian/control/distribution"
@@ -204,6 +207,13 @@ func (m *Member) start(peers []cluster.Peer, bootstrap bool) {
 	acfg := api.DefaultConfig()
 	acfg.AdminTokens, acfg.ReadTokens = []string{AdminToken}, []string{ReadToken}
 	acfg.Logger, acfg.KEK, acfg.NodeCertTTL = logger, m.c.opts.KEK, m.c.opts.NodeCertTTL
+	// With distribution, one registry for the node, as meridian-control
+	// has: the API, Raft, distribution and usage metrics at /metrics.
+	var reg *prometheus.Registry
+	if m.c.opts.Distribution {
+		reg = prometheus.NewRegistry()
+		acfg.Registerer = reg
+	}
 	srv, err := api.New(acfg, node)
 	if err != nil {
 		t.Fatal(err)
@@ -215,6 +225,7 @@ func (m *Member) start(peers []cluster.Peer, bootstrap bool) {
 		dcfg.Listen, dcfg.Token, dcfg.Logger = "127.0.0.1:0", NATSToken, logger
 		dcfg.HeartbeatInterval = 100 * time.Millisecond
 		dcfg.EdgeIdentities, dcfg.KEK = m.c.opts.KEK != nil, m.c.opts.KEK
+		dcfg.Registerer = reg
 		dcfg.ReadTokens = []string{AdminToken, ReadToken}
 		if m.c.opts.Usage {
 			dcfg.JetStreamDir, dcfg.UsageFlushInterval = filepath.Join(m.Dir, "jetstream"), 100*time.Millisecond
@@ -231,6 +242,7 @@ func (m *Member) start(peers []cluster.Peer, bootstrap bool) {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("GET "+distribution.StatusPath, dist.Handler())
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.Handle("/", srv)
 		handler = mux
 	}

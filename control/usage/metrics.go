@@ -1,6 +1,8 @@
 package usage
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meridian-mesh/meridian/control/fsm"
@@ -44,6 +46,12 @@ var (
 	requestsDesc = prometheus.NewDesc("meridian_usage_requests_total",
 		"Served requests by tenant and model, from the replicated usage totals.",
 		[]string{"tenant", "model"}, nil)
+	budgetDesc = prometheus.NewDesc("meridian_budget_usd",
+		"A tenant's budget per period (month, week or day, UTC), USD; tenants without a budget are not listed.",
+		[]string{"tenant", "period"}, nil)
+	spendDesc = prometheus.NewDesc("meridian_budget_spend_usd",
+		"A tenant's spend in its current budget period, USD, from the replicated usage totals; tenants without a budget are not listed.",
+		[]string{"tenant", "period"}, nil)
 )
 
 type spendCollector struct{ f *fsm.FSM }
@@ -89,5 +97,34 @@ func (c *spendCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(requestsDesc, prometheus.CounterValue, float64(v.requests), k.tenant, k.model)
 		ch <- prometheus.MustNewConstMetric(tokensDesc, prometheus.CounterValue, float64(v.in), k.tenant, k.model, "in")
 		ch <- prometheus.MustNewConstMetric(tokensDesc, prometheus.CounterValue, float64(v.out), k.tenant, k.model, "out")
+	}
+}
+
+// BudgetCollector exports each budgeted tenant's budget and its spend in
+// the current period, read from the replicated state at scrape time, so
+// every control node exports them, leader or not, aggregating or not.
+func BudgetCollector(f *fsm.FSM) prometheus.Collector { return budgetCollector{f} }
+
+type budgetCollector struct{ f *fsm.FSM }
+
+func (c budgetCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- budgetDesc
+	ch <- spendDesc
+}
+
+func (c budgetCollector) Collect(ch chan<- prometheus.Metric) {
+	s, now := c.f.State(), time.Now()
+	for _, m := range s.List(fsm.KindTenant) {
+		t := m.(*controlv1.Tenant)
+		if !(t.GetMonthlyBudget() > 0) {
+			continue
+		}
+		period := t.GetBudgetPeriod()
+		if period == "" {
+			period = "month"
+		}
+		spend, _, _ := s.TenantSpend(t.GetId(), now)
+		ch <- prometheus.MustNewConstMetric(budgetDesc, prometheus.GaugeValue, t.GetMonthlyBudget(), t.GetId(), period)
+		ch <- prometheus.MustNewConstMetric(spendDesc, prometheus.GaugeValue, float64(spend)/usagewire.NanoPerUSD, t.GetId(), period)
 	}
 }

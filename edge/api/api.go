@@ -42,6 +42,8 @@ import (
 	"github.com/meridian-mesh/meridian/edge/metrics"
 	"github.com/meridian-mesh/meridian/edge/usage"
 	"github.com/meridian-mesh/meridian/shared/table"
+	"github.com/meridian-mesh/meridian/shared/telemetry"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Response headers every answer carries.
@@ -97,6 +99,9 @@ type Config struct {
 	// Now is the clock for key expiry, budgets and limits; nil means
 	// time.Now.
 	Now func() time.Time
+	// Tracer, when set, records a server span per request (trace.go);
+	// nil records none.
+	Tracer trace.Tracer
 }
 
 func (c *Config) now() time.Time {
@@ -328,6 +333,8 @@ func Micros(d time.Duration) string {
 // Outcome is what a request's log line and metrics say.
 type Outcome struct {
 	Model, Target string
+	// Kind is Target's kind: local, peer, provider or cache.
+	Kind string
 	// Tenant and Key are who the request was for, once authenticated.
 	Tenant, Key string
 	// Status is the HTTP status, "499" when the client went away, or
@@ -338,6 +345,38 @@ type Outcome struct {
 	Usage    llm.Usage
 	HasUsage bool
 	Err      error
+	// Chunks counts the chunks a stream sent.
+	Chunks int
+}
+
+// kindLabel is the target kind as a metric label: one of a fixed set.
+func (o *Outcome) kindLabel() string {
+	switch o.Kind {
+	case "local", "peer", "provider", "cache":
+		return o.Kind
+	}
+	return "none"
+}
+
+// errorType is the failure's type as a metric label: the API error's
+// type (a fixed set), or what ended a stream.
+func (o *Outcome) errorType() string {
+	switch o.Status {
+	case "499":
+		return "client_closed"
+	case "stream_error":
+		return "stream_error"
+	}
+	var e *llm.Error
+	if errors.As(o.Err, &e) {
+		switch e.Type {
+		case llm.TypeInvalidRequest, llm.TypeAuthentication, llm.TypePermission, llm.TypeNotFound, llm.TypeRateLimit,
+			llm.TypeUpstream, llm.TypeTimeout, llm.TypeServer, llm.TypeOverloaded:
+			// Upstreams' own types may be anything: only ours are labels.
+			return e.Type
+		}
+	}
+	return LabelUnknown
 }
 
 // Fail records e as the outcome.
@@ -362,6 +401,13 @@ func (c *Config) finish(r *http.Request, start time.Time, o *Outcome, tab *table
 			m.Tokens.WithLabelValues(model, target, "in").Add(float64(o.Usage.PromptTokens))
 			m.Tokens.WithLabelValues(model, target, "out").Add(float64(o.Usage.CompletionTokens))
 		}
+		kind := o.kindLabel()
+		if o.Chunks > 1 && o.TTFT > 0 && d > o.TTFT {
+			m.InterToken.WithLabelValues(model, kind).Observe((d - o.TTFT).Seconds() / float64(o.Chunks-1))
+		}
+		if o.Err != nil || o.Status != "200" {
+			m.Errors.WithLabelValues(model, kind, o.errorType()).Inc()
+		}
 	}
 	log := c.logger()
 	if !log.Enabled(r.Context(), slog.LevelInfo) {
@@ -372,6 +418,7 @@ func (c *Config) finish(r *http.Request, start time.Time, o *Outcome, tab *table
 		slog.String("path", r.URL.Path),
 		slog.String("model", o.Model),
 		slog.String("target", o.Target),
+		slog.String("kind", o.Kind),
 		slog.String("tenant", o.Tenant),
 		slog.String("key", o.Key),
 		slog.String("status", o.Status),
@@ -380,6 +427,9 @@ func (c *Config) finish(r *http.Request, start time.Time, o *Outcome, tab *table
 	}
 	if o.HasUsage {
 		attrs = append(attrs, slog.Int("tokens_in", o.Usage.PromptTokens), slog.Int("tokens_out", o.Usage.CompletionTokens))
+	}
+	if id := telemetry.TraceID(r.Context()); id != "" {
+		attrs = append(attrs, slog.String("trace_id", id))
 	}
 	if o.Err != nil {
 		// Causes may name upstream hosts; logs are for operators, and

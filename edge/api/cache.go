@@ -279,7 +279,7 @@ func (x *exchange) serveHit(req *llm.Request, e *cache.Entry) {
 	res := &gateway.Result{Route: gateway.Route{Target: "cache", Kind: "cache", Strategy: "cache",
 		UpstreamModel: e.UpstreamModel, Reason: "cached-from-" + e.Target}}
 	x.res = res
-	x.o.Target = res.Route.Target
+	x.o.Target, x.o.Kind = res.Route.Target, res.Route.Kind
 	w.Header().Set(HeaderRoute, res.Route.Header())
 	if x.cache.similarity > 0 {
 		w.Header().Set(HeaderCacheSimilarity, strconv.FormatFloat(x.cache.similarity, 'f', 4, 64))

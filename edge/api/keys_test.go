@@ -434,10 +434,10 @@ func TestOneRecordPerRequest(t *testing.T) {
 			values[name] = m.GetCounter().GetValue()
 		}
 	}
-	if v := values["meridian_cost_usd_total,model=m,tenant=acme"]; math.Abs(v-float64(nanos)/1e9) > 1e-12 {
+	if v := values["meridian_cost_usd_total,kind=provider,model=m,region=eu,tenant=acme"]; math.Abs(v-float64(nanos)/1e9) > 1e-12 {
 		t.Errorf("cost metric %v, want %v (%v)", v, float64(nanos)/1e9, values)
 	}
-	if v := values["meridian_tenant_tokens_total,direction=out,model=m,tenant=acme"]; v != float64(out) {
+	if v := values["meridian_tenant_tokens_total,direction=out,kind=provider,model=m,region=eu,tenant=acme"]; v != float64(out) {
 		t.Errorf("tokens metric %v, want %d (%v)", v, out, values)
 	}
 }

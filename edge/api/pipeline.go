@@ -13,6 +13,7 @@ import (
 	"github.com/meridian-mesh/meridian/edge/limits"
 	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/shared/table"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Format is what a client format (api/openai, api/anthropic) gives the
@@ -62,6 +63,11 @@ type StreamEncoder interface {
 func (c *Config) Handler(f Format, decode Decoder) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		x := exchange{c: c, f: f, w: w, r: r, start: time.Now()}
+		if c.Tracer != nil {
+			var span trace.Span
+			x.r, span = c.startSpan(r)
+			defer x.endSpan(span)
+		}
 		defer x.recover()
 		x.serve(decode)
 	})
@@ -87,6 +93,7 @@ type exchange struct {
 	limited  []limits.Check
 	estimate int64
 	res      *gateway.Result
+	req      *llm.Request
 	chunks   int
 	streamed bool
 	// cache is what the edge cache decided for the request.
@@ -157,6 +164,7 @@ func (x *exchange) serve(decode Decoder) {
 		return
 	}
 	req.ID = r.Header.Get(HeaderRequestID)
+	x.req = req
 	x.o.Model = req.Model
 	if !id.allowsModel(req.Model) {
 		x.fail(ErrModelNotAllowed(id.KeyID, req.Model))
@@ -191,7 +199,7 @@ func (x *exchange) serve(decode Decoder) {
 
 	res, err := x.c.Gateway.DoIn(r.Context(), snap, req)
 	x.res = res
-	x.o.Target = res.Route.Target
+	x.o.Target, x.o.Kind = res.Route.Target, res.Route.Kind
 	w.Header().Set(HeaderRoute, res.Route.Header())
 	if err != nil {
 		x.o.Err = err
@@ -259,6 +267,7 @@ func (x *exchange) stream(req *llm.Request, res *gateway.Result) {
 		return err
 	})
 	o := &x.o
+	o.Chunks = x.chunks
 	o.Usage, o.HasUsage = st.Usage()
 	if !o.HasUsage {
 		o.Usage, o.HasUsage = enc.Usage()

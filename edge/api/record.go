@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -12,7 +14,10 @@ import (
 	"github.com/meridian-mesh/meridian/edge/usage"
 	usagev1 "github.com/meridian-mesh/meridian/proto/usage/v1"
 	"github.com/meridian-mesh/meridian/shared/table"
+	"github.com/meridian-mesh/meridian/shared/telemetry"
 	"github.com/meridian-mesh/meridian/shared/usagewire"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // served is what a usage record says of one request.
@@ -64,7 +69,13 @@ func (c *Config) record(tab *table.Compiled, s *served) {
 			rec.CostNanoUsd = usagewire.CostNanoUSD(s.tokensIn, s.tokensOut, pr)
 		}
 	}
-	l := usage.Labels{Tenant: "none", Model: LabelUnknown}
+	l := usage.Labels{Tenant: "none", Model: LabelUnknown, Kind: "none", Region: c.Region}
+	switch k := s.route.Kind; {
+	case s.cached:
+		l.Kind = "cache"
+	case k == "local" || k == "peer" || k == "provider":
+		l.Kind = k
+	}
 	if _, ok := tab.Tenant(s.tenant); ok {
 		l.Tenant = s.tenant
 	}
@@ -99,36 +110,122 @@ func price(tab *table.Compiled, model string, r *gateway.Route) (*table.Price, b
 // naming the peer. Only a request this node answers is recorded: one
 // that fails here goes back to the peer, which may try another target
 // and records the request itself. cl must be the Client in ctx.
+//
+// Each forwarded request gets its log line here too, with the request
+// ID the forwarding edge logged it under and via naming that edge, so
+// the two lines of a hop join by request_id; a stream's line is written
+// when it ends, with its usage.
 func (c *Config) Forwarded(ctx context.Context, cl *gateway.Client, via string, req *llm.Request) (*llm.Response, error) {
-	start := time.Now()
-	snap := c.Gateway.SnapshotFor(ctx)
-	res, err := c.Gateway.DoIn(ctx, snap, req)
-	if err != nil || c.Usage == nil {
-		if err != nil {
-			return nil, err
-		}
-		return res.Response, nil
+	f := &forwarded{c: c, cl: cl, via: via, req: req, start: time.Now()}
+	if c.Tracer != nil {
+		ctx, f.span = c.startForwarded(ctx, via, req)
 	}
-	s := &served{requestID: req.ID, tenant: cl.Tenant, key: cl.Key, model: req.Model, via: via,
-		route: res.Route, status: 200, start: start}
+	f.ctx = ctx
+	snap := c.Gateway.SnapshotFor(ctx)
+	f.tab = snap.Table()
+	res, err := c.Gateway.DoIn(ctx, snap, req)
+	f.res = res
+	if err != nil {
+		f.done(llm.Usage{}, false, 0, err)
+		return nil, err
+	}
 	resp := res.Response
 	if resp.Stream == nil {
-		s.tokensIn, s.tokensOut = tokens(resp.Usage)
-		c.record(snap.Table(), s)
+		f.done(resp.Usage, true, 0, nil)
 		return resp, nil
 	}
-	s.stream = true
-	s.tokensIn = uint64(len(req.Body) / 4)
 	resp.Stream = &recordedStream{Stream: resp.Stream, done: func(u llm.Usage, ok bool, chunks int, clean bool) {
-		if ok {
-			s.tokensIn, s.tokensOut = tokens(u)
-		} else {
-			s.tokensOut = uint64(chunks)
+		var err error
+		if !clean {
+			err = llm.ErrStreamCut
 		}
-		s.interrupted = !clean
-		c.record(snap.Table(), s)
+		f.stream = true
+		f.done(u, ok, chunks, err)
 	}}
 	return resp, nil
+}
+
+// forwarded is one request a peer forwarded here, until it ends.
+type forwarded struct {
+	c      *Config
+	ctx    context.Context
+	cl     *gateway.Client
+	via    string
+	req    *llm.Request
+	start  time.Time
+	tab    *table.Compiled
+	res    *gateway.Result
+	span   trace.Span
+	stream bool
+}
+
+// done records, logs and ends the span of a forwarded request: answered
+// with usage u (ok when the answer reported one; chunks counts a
+// stream's chunks when it did not), or failed with err.
+func (f *forwarded) done(u llm.Usage, ok bool, chunks int, err error) {
+	c := f.c
+	status := "200"
+	route := f.res.Route
+	switch {
+	case err != nil && f.stream:
+		status = "stream_error"
+	case err != nil && f.ctx.Err() != nil:
+		status = "499"
+	case err != nil:
+		status = strconv.Itoa(llm.AsError(err).Status)
+	}
+	s := &served{requestID: f.req.ID, tenant: f.cl.Tenant, key: f.cl.Key, model: f.req.Model, via: f.via,
+		route: route, status: 200, start: f.start, stream: f.stream, interrupted: f.stream && err != nil}
+	switch {
+	case ok:
+		s.tokensIn, s.tokensOut = tokens(u)
+	case f.stream:
+		s.tokensIn, s.tokensOut = uint64(len(f.req.Body)/4), uint64(chunks)
+	}
+	if c.Usage != nil && (err == nil || f.stream) {
+		c.record(f.tab, s)
+	}
+	if f.span != nil {
+		f.span.SetAttributes(telemetry.MeridianStatus.String(status), telemetry.MeridianTenant.String(f.cl.Tenant))
+		if route.Target != "" {
+			f.span.SetAttributes(telemetry.MeridianTarget.String(route.Target), telemetry.MeridianTargetKind.String(route.Kind),
+				telemetry.GenAIResponseModel.String(route.UpstreamModel))
+		}
+		if ok || f.stream {
+			f.span.SetAttributes(telemetry.GenAIInputTokens.Int64(int64(s.tokensIn)), telemetry.GenAIOutputTokens.Int64(int64(s.tokensOut)))
+		}
+		if err != nil {
+			e := llm.AsError(err)
+			f.span.SetAttributes(telemetry.ErrorType.String(e.Type))
+			f.span.SetStatus(codes.Error, e.Message)
+		}
+		f.span.End()
+	}
+	log := c.logger()
+	if !log.Enabled(f.ctx, slog.LevelInfo) {
+		return
+	}
+	attrs := []slog.Attr{
+		slog.String("request_id", f.req.ID),
+		slog.String("via", f.via),
+		slog.String("model", f.req.Model),
+		slog.String("target", route.Target),
+		slog.String("kind", route.Kind),
+		slog.String("tenant", f.cl.Tenant),
+		slog.String("key", f.cl.Key),
+		slog.String("status", status),
+		slog.Int64("duration_us", time.Since(f.start).Microseconds()),
+	}
+	if ok || f.stream {
+		attrs = append(attrs, slog.Uint64("tokens_in", s.tokensIn), slog.Uint64("tokens_out", s.tokensOut))
+	}
+	if id := telemetry.TraceID(f.ctx); id != "" {
+		attrs = append(attrs, slog.String("trace_id", id))
+	}
+	if err != nil {
+		attrs = append(attrs, slog.String("error", err.Error()))
+	}
+	log.LogAttrs(f.ctx, slog.LevelInfo, "request", attrs...)
 }
 
 func tokens(u llm.Usage) (in, out uint64) {

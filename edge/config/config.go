@@ -24,6 +24,7 @@ import (
 	"github.com/meridian-mesh/meridian/edge/engine"
 	"github.com/meridian-mesh/meridian/edge/geo"
 	"github.com/meridian-mesh/meridian/shared/table"
+	"github.com/meridian-mesh/meridian/shared/telemetry"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -103,6 +104,10 @@ type Config struct {
 	Cache Cache `yaml:"cache"`
 	// Jobs configures the batch workers and webhook deliverer.
 	Jobs Jobs `yaml:"jobs"`
+
+	// Telemetry exports OpenTelemetry traces over OTLP/HTTP when an
+	// endpoint is set (or OTEL_EXPORTER_OTLP_ENDPOINT is); off otherwise.
+	Telemetry telemetry.Config `yaml:"telemetry"`
 
 	// Table is the static routing table: providers, models, routes and
 	// client key hashes. Use EffectiveTable, which adds the local
@@ -314,6 +319,9 @@ func (c *Config) Validate() error {
 		return bad("listen", "must be host:port: %v", err)
 	} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
 		return bad("listen", "port %q is not a number from 0 to 65535", port)
+	}
+	if err := c.Telemetry.Validate(); err != nil {
+		return err
 	}
 	if c.MaxBodyBytes < 1024 {
 		return bad("max_body_bytes", "must be at least 1024, got %d", c.MaxBodyBytes)

@@ -32,6 +32,7 @@ import (
 	"github.com/meridian-mesh/meridian/edge/router"
 	"github.com/meridian-mesh/meridian/shared/table"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Config configures a Gateway.
@@ -71,6 +72,9 @@ type Config struct {
 	// peer with no successful attempt yet has no budget but the link's
 	// own liveness.
 	PeerTTFBFloor time.Duration
+	// Tracer, when set, records a span per routing decision and per
+	// attempt (trace.go); nil records none and costs nothing.
+	Tracer trace.Tracer
 }
 
 // Gateway routes canonical requests to targets.
@@ -341,6 +345,8 @@ type Result struct {
 	// included, so that the rest is Meridian's own overhead. For a stream
 	// it runs until the first chunk arrived.
 	Upstream time.Duration
+	// candidates is the plan's target count, for the routing span.
+	candidates int
 }
 
 // ErrNoTarget is the cause of the error returned when every target of a
@@ -446,6 +452,13 @@ func (g *Gateway) Do(ctx context.Context, req *llm.Request) (*Result, error) {
 
 // DoIn is Do from snapshot snap.
 func (g *Gateway) DoIn(ctx context.Context, snap Snapshot, req *llm.Request) (*Result, error) {
+	if g.cfg.Tracer != nil {
+		return g.doTraced(ctx, snap, req)
+	}
+	return g.doIn(ctx, snap, req)
+}
+
+func (g *Gateway) doIn(ctx context.Context, snap Snapshot, req *llm.Request) (*Result, error) {
 	st := snap.st
 	res := &Result{}
 	var rreq router.Request
@@ -455,7 +468,7 @@ func (g *Gateway) DoIn(ctx context.Context, snap Snapshot, req *llm.Request) (*R
 	p := g.plans.Get().(*router.Plan)
 	defer g.plans.Put(p)
 	g.router.ChooseIn(snap.v, &rreq, p)
-	res.Route.Strategy = p.Strategy
+	res.Route.Strategy, res.candidates = p.Strategy, len(p.Targets)
 	if p.Refusal != nil {
 		g.refused(p.Refusal)
 		return res, refusalError(p.Refusal)
@@ -507,6 +520,10 @@ func (g *Gateway) DoIn(ctx context.Context, snap Snapshot, req *llm.Request) (*R
 				timer = time.AfterFunc(budget, cancel)
 			}
 		}
+		var span trace.Span
+		if g.cfg.Tracer != nil {
+			actx, span = g.startAttempt(actx, st, ch, req)
+		}
 		resp, err := prov.Do(actx, req, ch.UpstreamModel)
 		if err == nil && resp.Stream != nil {
 			resp.Stream, err = peek(resp.Stream)
@@ -521,6 +538,9 @@ func (g *Gateway) DoIn(ctx context.Context, snap Snapshot, req *llm.Request) (*R
 		}
 		if err != nil && cancel != nil {
 			cancel()
+		}
+		if span != nil {
+			endAttempt(span, ch, resp, err)
 		}
 		took := time.Since(start)
 		res.Upstream += took

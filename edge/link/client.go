@@ -15,6 +15,7 @@ import (
 	"github.com/meridian-mesh/meridian/edge/llm"
 	linkv1 "github.com/meridian-mesh/meridian/proto/link/v1"
 	"github.com/meridian-mesh/meridian/shared/backoff"
+	"github.com/meridian-mesh/meridian/shared/telemetry"
 	"github.com/quic-go/quic-go"
 )
 
@@ -125,6 +126,9 @@ func (p *Peer) Do(ctx context.Context, req *llm.Request, upstreamModel string) (
 		caller = p.t.cfg.Caller(ctx)
 	}
 	h.Tenant, h.Key = caller.Tenant, caller.Key
+	// The attempt's span, when tracing is on: the serving edge's spans
+	// join its trace.
+	h.Traceparent = telemetry.Traceparent(ctx)
 	s, st, err := p.send(ctx, conn, h)
 	if errors.Is(err, quic.Err0RTTRejected) {
 		// The peer could not resume the session (it restarted, say) and

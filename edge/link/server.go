@@ -11,6 +11,7 @@ import (
 
 	"github.com/meridian-mesh/meridian/edge/llm"
 	linkv1 "github.com/meridian-mesh/meridian/proto/link/v1"
+	"github.com/meridian-mesh/meridian/shared/telemetry"
 	"github.com/quic-go/quic-go"
 )
 
@@ -184,6 +185,7 @@ func (t *Transport) serveStream(conn *quic.Conn, str *quic.Stream, h Handler) {
 	}
 	ctx = WithHops(ctx, int(hdr.Hops))
 	ctx = WithCaller(ctx, Caller{Tenant: hdr.Tenant, Key: hdr.Key, Via: peer})
+	ctx = telemetry.WithTraceparent(ctx, hdr.Traceparent)
 
 	start := time.Now()
 	resp, err := h(ctx, req)

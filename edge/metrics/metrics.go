@@ -55,6 +55,15 @@ type Metrics struct {
 	InFlight prometheus.Gauge
 	// TableRevision is the revision of the routing table in use.
 	TableRevision prometheus.Gauge
+	// Errors counts finished requests that failed, by model, target
+	// kind and error type (the API error's type, "stream_error" for a
+	// stream broken after its first byte, "client_closed" for a client
+	// that went away).
+	Errors *prometheus.CounterVec
+	// InterToken is a stream's mean gap between chunks, from its first
+	// chunk to its end, by model and target kind; one observation per
+	// stream of two chunks or more.
+	InterToken *prometheus.HistogramVec
 }
 
 // New registers the edge's collectors on a fresh registry, with the Go
@@ -93,7 +102,14 @@ func New() *Metrics {
 	m.TableRevision = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "meridian_table_revision", Help: "Revision of the routing table in use.",
 	})
-	m.reg.MustRegister(m.Requests, m.Attempts, m.Decisions, m.Failovers, m.Refusals, m.TTFT, m.Overhead, m.Tokens, m.InFlight, m.TableRevision,
+	m.Errors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meridian_request_errors_total", Help: "Failed requests by model, target kind and error type.",
+	}, []string{"model", "kind", "type"})
+	m.InterToken = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "meridian_inter_token_seconds", Help: "Mean gap between a stream's chunks, first chunk to end, by model and target kind.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+	}, []string{"model", "kind"})
+	m.reg.MustRegister(m.Errors, m.InterToken, m.Requests, m.Attempts, m.Decisions, m.Failovers, m.Refusals, m.TTFT, m.Overhead, m.Tokens, m.InFlight, m.TableRevision,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

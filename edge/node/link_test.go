@@ -51,10 +51,25 @@ func enableLink(cfg *config.Config, dir, node string) {
 // models go first to B (provider "b", kind peer) and then to A's own mock.
 func startLinkPair(t *testing.T) *linkPair {
 	t.Helper()
+	return startLinkPairWith(t, nil)
+}
+
+// startLinkPairWith is startLinkPair with edit applied to both edges'
+// configs.
+func startLinkPairWith(t *testing.T, edit func(*config.Config)) *linkPair {
+	t.Helper()
 	dir := linkCerts(t, "edge-a", "edge-b")
-	b := startMesh(t, func(c *config.Config) { enableLink(c, dir, "edge-b") })
+	b := startMesh(t, func(c *config.Config) {
+		enableLink(c, dir, "edge-b")
+		if edit != nil {
+			edit(c)
+		}
+	})
 	bURL := "meridian-link://" + b.node.Link().Addr().String() + "/edge-b"
 	a := startMesh(t, func(c *config.Config) {
+		if edit != nil {
+			edit(c)
+		}
 		enableLink(c, dir, "edge-a")
 		c.Table.Providers = append(c.Table.Providers, table.Provider{ID: "b", Kind: table.KindPeer, BaseURL: bURL})
 		for i := range c.Table.Routes {

@@ -36,6 +36,7 @@ import (
 	"github.com/meridian-mesh/meridian/edge/tablesync"
 	"github.com/meridian-mesh/meridian/edge/usage"
 	"github.com/meridian-mesh/meridian/shared/backoff"
+	"github.com/meridian-mesh/meridian/shared/telemetry"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -76,6 +77,8 @@ type Node struct {
 	cache  *cache.Store    // nil when the cache is off
 
 	jobs *jobs.Service // the batch APIs and workers (jobs.go)
+
+	tracing *telemetry.Tracing // nil when tracing is off
 }
 
 // New builds a node from a validated config. It does not listen yet.
@@ -121,6 +124,10 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 	gc.Logger, gc.Metrics, gc.Registerer = log, m, m.Registerer()
 	gc.NewProvider, gc.Router = n.newProvider, n.newRouter()
 	gc.FailoverBudget, gc.PeerTTFBFloor = cfg.Routing.FailoverBudget, cfg.Routing.PeerTTFBFloor
+	if n.tracing, err = telemetry.Start(cfg.Telemetry, "meridian-edge", cfg.NodeID, cfg.Region); err != nil {
+		return nil, err
+	}
+	gc.Tracer = n.tracing.Tracer("github.com/meridian-mesh/meridian/edge/gateway")
 	if n.engine != nil {
 		gc.Local = n.engine
 		n.engine.OnChange(n.readyChanged)
@@ -171,6 +178,7 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 		surface.Usage = n.usage
 	}
 	surface.Cache = n.cache
+	surface.Tracer = n.tracing.Tracer("github.com/meridian-mesh/meridian/edge/api")
 	if n.cache != nil && cfg.Cache.SemanticModel != "" {
 		surface.Semantic, surface.SemanticModel = cache.NewSemantic(cfg.Cache.SemanticMaxVectors), cfg.Cache.SemanticModel
 	}
@@ -198,6 +206,9 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 		}
 		if n.gossip, err = newGossip(cfg, log); err != nil {
 			return nil, err
+		}
+		if err := m.Registerer().Register(gossip.Collector(n.gossip)); err != nil {
+			return nil, fmt.Errorf("gossip metrics: %w", err)
 		}
 		n.publishTable()
 		mux.HandleFunc("/v1/meridian/members", n.gossip.HandleMembers)
@@ -386,6 +397,11 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	if e := <-errc; !errors.Is(e, http.ErrServerClosed) && err == nil {
 		err = e
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	if terr := n.tracing.Shutdown(sctx); terr != nil {
+		n.log.Warn("telemetry: spans not sent", "err", terr)
 	}
 	n.log.Info("stopped")
 	return err

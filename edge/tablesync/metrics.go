@@ -2,6 +2,7 @@ package tablesync
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -61,4 +62,41 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 	}
 	return m, nil
+}
+
+// registerLag registers the gauges read from the Syncer's status at
+// scrape time: how far behind the control plane the table is, and how
+// long the control plane has been silent.
+func (s *Syncer) registerLag(reg prometheus.Registerer) error {
+	if reg == nil {
+		return nil
+	}
+	for _, c := range []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_table_lag_seconds",
+			Help: "How long the table in use has been behind the revision the control plane's heartbeat announced; 0 while current."},
+			func() float64 {
+				since := s.behind.Load()
+				if since == 0 {
+					return 0
+				}
+				return max(s.cfg.Now().Sub(time.Unix(0, since)).Seconds(), 0)
+			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_table_leader_revision",
+			Help: "Revision the control plane's last heartbeat announced; 0 before the first."},
+			func() float64 { return float64(s.Status().LeaderRevision) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_table_last_contact_age_seconds",
+			Help: "Seconds since the control plane was last heard from (heartbeat, update or snapshot); -1 before the first."},
+			func() float64 {
+				last := s.Status().LastContact
+				if last.IsZero() {
+					return -1
+				}
+				return max(s.cfg.Now().Sub(last).Seconds(), 0)
+			}),
+	} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("tablesync: metrics: %w", err)
+		}
+	}
+	return nil
 }

@@ -103,6 +103,9 @@ type Syncer struct {
 	kick    chan bool       // a connection is up (true: a reconnection); maybe ask for a snapshot
 	persist chan cacheWrite // latest table to write to disk; one slot
 	cached  atomic.Uint64   // revision in the disk cache (Status.CachedRevision)
+	// behind is the loop's behindSince in Unix nanoseconds, 0 when not
+	// behind, for the lag gauge (read at scrape time, off the loop).
+	behind atomic.Int64
 	// discovered is set when the server list may have grown, so the loop
 	// reads it again for Status.Servers.
 	discovered atomic.Bool
@@ -148,6 +151,9 @@ func New(cfg Config) (*Syncer, error) {
 		msgs: make(chan *nats.Msg, 4096), kick: make(chan bool, 2), persist: make(chan cacheWrite, 1),
 		ready:      make(chan struct{}, 1),
 		hbInterval: cfg.HeartbeatInterval, retry: cfg.RetryMin, conv: tablewire.NewConverter(cfg.Resolver),
+	}
+	if err := s.registerLag(cfg.Registerer); err != nil {
+		return nil, err
 	}
 	s.trust.Store(&trust{keys: slices.Clone(cfg.TableKeys), cluster: cfg.ClusterID})
 	s.st.Stale = true
@@ -631,6 +637,11 @@ func (s *Syncer) updateStale() {
 }
 
 func (s *Syncer) publishStatus() {
+	if s.behindSince.IsZero() {
+		s.behind.Store(0)
+	} else {
+		s.behind.Store(s.behindSince.UnixNano())
+	}
 	st := s.st
 	st.Unusable = append([]string(nil), s.st.Unusable...)
 	s.status.Store(&st)

@@ -117,9 +117,10 @@ func (c *Config) Validate() error {
 }
 
 // Labels are a record's metric labels, bounded by the caller: the
-// tenant as the table lists it ("none" otherwise) and the model as the
-// table names it.
-type Labels struct{ Tenant, Model string }
+// tenant as the table lists it ("none" otherwise), the model as the
+// table names it, the target kind that served it (local, peer, provider,
+// cache) and the region of the node that served it (this node's).
+type Labels struct{ Tenant, Model, Kind, Region string }
 
 // Recorder queues, spools and publishes usage records.
 type Recorder struct {
@@ -145,7 +146,9 @@ type Recorder struct {
 
 	cost   *prometheus.CounterVec
 	tokens *prometheus.CounterVec
-	series sync.Map // Labels → *counters
+	// requests counts records by the same labels as cost.
+	requests *prometheus.CounterVec
+	series   sync.Map // Labels → *counters
 
 	mu      sync.Mutex // guards the spool, pending, js, nc and spoolOnly
 	pending []pend
@@ -220,13 +223,16 @@ func New(cfg Config) (*Recorder, error) {
 		r.log.Info("usage: records from the spool to send", "records", len(r.pending))
 	}
 	r.cost = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "meridian_cost_usd_total", Help: "Spend of the requests this node served, USD, by tenant and model.",
-	}, []string{"tenant", "model"})
+		Name: "meridian_cost_usd_total", Help: "Spend of the requests this node served, USD, by tenant, model, target kind and region.",
+	}, []string{"tenant", "model", "kind", "region"})
 	r.tokens = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "meridian_tenant_tokens_total", Help: "Tokens of the requests this node served by tenant, model and direction (in = prompt, out = completion).",
-	}, []string{"tenant", "model", "direction"})
+		Name: "meridian_tenant_tokens_total", Help: "Tokens of the requests this node served by tenant, model, target kind, region and direction (in = prompt, out = completion).",
+	}, []string{"tenant", "model", "kind", "region", "direction"})
+	r.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meridian_tenant_requests_total", Help: "Requests this node served (one per usage record) by tenant, model, target kind and region.",
+	}, []string{"tenant", "model", "kind", "region"})
 	if reg := cfg.Registerer; reg != nil {
-		reg.MustRegister(r.cost, r.tokens)
+		reg.MustRegister(r.cost, r.tokens, r.requests)
 	}
 	go r.run()
 	return r, nil
@@ -238,6 +244,7 @@ func New(cfg Config) (*Recorder, error) {
 func (r *Recorder) Record(rec *usagev1.Record, l Labels) {
 	rec.Schema = Schema
 	c := r.countersOf(l)
+	c.requests.Inc()
 	if rec.CostNanoUsd > 0 {
 		c.cost.Add(float64(rec.CostNanoUsd) / usagewire.NanoPerUSD)
 	}
@@ -284,14 +291,16 @@ func newEpoch() uint64 {
 
 // counters are one label set's series, kept so a record costs no label
 // hashing; label sets are bounded by the table's tenants and models.
-type counters struct{ cost, in, out prometheus.Counter }
+type counters struct{ cost, in, out, requests prometheus.Counter }
 
 func (r *Recorder) countersOf(l Labels) *counters {
 	if v, ok := r.series.Load(l); ok {
 		return v.(*counters)
 	}
-	c := &counters{cost: r.cost.WithLabelValues(l.Tenant, l.Model),
-		in: r.tokens.WithLabelValues(l.Tenant, l.Model, "in"), out: r.tokens.WithLabelValues(l.Tenant, l.Model, "out")}
+	c := &counters{cost: r.cost.WithLabelValues(l.Tenant, l.Model, l.Kind, l.Region),
+		in:       r.tokens.WithLabelValues(l.Tenant, l.Model, l.Kind, l.Region, "in"),
+		out:      r.tokens.WithLabelValues(l.Tenant, l.Model, l.Kind, l.Region, "out"),
+		requests: r.requests.WithLabelValues(l.Tenant, l.Model, l.Kind, l.Region)}
 	v, _ := r.series.LoadOrStore(l, c)
 	return v.(*counters)
 }

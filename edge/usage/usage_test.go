@@ -125,11 +125,11 @@ func TestRecordsReachTheStreamOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 50 {
-		r.Record(rec(fmt.Sprintf("req-%d", i)), Labels{"t1", "m"})
+		r.Record(rec(fmt.Sprintf("req-%d", i)), Labels{Tenant: "t1", Model: "m"})
 	}
 	// A record sent again (a retry after a lost ack) is dropped by its
 	// request ID.
-	r.Record(rec("req-7"), Labels{"t1", "m"})
+	r.Record(rec("req-7"), Labels{Tenant: "t1", Model: "m"})
 	ids := waitRecords(t, b, 50)
 	for i, id := range ids {
 		if id != fmt.Sprintf("req-%d", i) {

@@ -355,7 +355,8 @@ func (m *mesh) writeFleet(t *testing.T, tinyGGUF string) {
 	for _, r := range routes {
 		m.put(t, "routes", r["model"].(string), r)
 	}
-	m.put(t, "tenants", "open", map[string]any{"id": "open"})
+	// A soft budget: spend is reported, nothing is refused.
+	m.put(t, "tenants", "open", map[string]any{"id": "open", "monthly_budget": 1000})
 	m.put(t, "tenants", "eu-tenant", map[string]any{"id": "eu-tenant", "allowed_regions": []string{"eu-west"}})
 	m.put(t, "keys", "key-open", map[string]any{"id": "key-open", "hash": keyHash(keyOpen), "tenant": "open"})
 	m.put(t, "keys", "key-eu", map[string]any{"id": "key-eu", "hash": keyHash(keyEU), "tenant": "eu-tenant"})

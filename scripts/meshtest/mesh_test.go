@@ -11,5 +11,6 @@ func TestMesh(t *testing.T) {
 	t.Run("nearest", func(t *testing.T) { testNearest(t, m) })
 	t.Run("residency", func(t *testing.T) { testResidency(t, m) })
 	t.Run("breaker", func(t *testing.T) { testBreaker(t, m) })
+	t.Run("metrics", func(t *testing.T) { testMetrics(t, m) })
 	t.Run("peer-killed", func(t *testing.T) { testPeerKilled(t, m) })
 }

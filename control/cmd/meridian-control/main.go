@@ -77,6 +77,7 @@ func main() {
 	fs.BoolVar(&cfg.RaftInsecure, "raft-insecure", false, "allow plain-TCP Raft on a non-loopback address (development only: anyone reaching the port can rewrite the fleet)")
 	fs.BoolVar(&cfg.OpenEndpoints, "open-metrics", false, "serve /metrics and /v1/control/self without a token")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn, error or off")
+	fs.StringVar(&cfg.Telemetry.OTLPEndpoint, "otlp-endpoint", "", "OTLP/HTTP collector base URL for traces of API writes, such as http://otel-collector:4318 (default: OTEL_EXPORTER_OTLP_ENDPOINT; none: tracing off)")
 	fs.DurationVar(&cfg.NodeCertTTL, "node-cert-ttl", 0, "validity of node certificates issued at join and renewal (default 12h)")
 	natsURLs, natsRoutes := natsFlags(fs, &cfg.NATS)
 	fs.Parse(os.Args[1:])

@@ -13,12 +13,15 @@ import (
 	"github.com/meridian-mesh/meridian/shared/tablewire"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/meridian-mesh/meridian/control/api"
 	"github.com/meridian-mesh/meridian/control/cluster"
 	"github.com/meridian-mesh/meridian/control/distribution"
 	"github.com/meridian-mesh/meridian/control/seal"
 	"github.com/meridian-mesh/meridian/shared/pki"
+	"github.com/meridian-mesh/meridian/shared/telemetry"
 )
 
 // Config is one control node's whole configuration.
@@ -103,6 +106,9 @@ type Config struct {
 	// Secrets bounds providers' secret_refs: env vars with this prefix,
 	// files in this directory. Edges enforce their own copy of it.
 	Secrets tablewire.SecretPolicy
+	// Telemetry exports a span per API write over OTLP/HTTP when an
+	// endpoint is set (or OTEL_EXPORTER_OTLP_ENDPOINT is); off otherwise.
+	Telemetry telemetry.Config
 }
 
 // DefaultConfig returns the defaults: API on 127.0.0.1:7400, Raft on
@@ -121,6 +127,9 @@ func DefaultConfig() Config {
 // Validate checks the config.
 func (c *Config) Validate() error {
 	var errs []error
+	if err := c.Telemetry.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	modes := 0
 	for _, on := range []bool{c.Bootstrap, c.BootstrapExpect > 0, len(c.Peers) > 0} {
 		if on {
@@ -238,7 +247,18 @@ func run(ctx context.Context, cfg Config) error {
 	if dist != nil {
 		defer dist.Close() // after the API: edges move to the other nodes' servers
 	}
-	srv := &http.Server{Handler: withDistribution(handler, dist, reg, append(append([]string{}, cfg.AdminTokens...), cfg.ReadTokens...), cfg.OpenEndpoints),
+	tracing, err := telemetry.Start(cfg.Telemetry, "meridian-control", node.ID(), "")
+	if err != nil {
+		node.Close()
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		tracing.Shutdown(sctx)
+	}()
+	srv := &http.Server{Handler: traceWrites(withDistribution(handler, dist, reg, append(append([]string{}, cfg.AdminTokens...), cfg.ReadTokens...), cfg.OpenEndpoints),
+		tracing.Tracer("github.com/meridian-mesh/meridian/control/api")),
 		ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -317,3 +337,41 @@ func listen(addr string, conf *tls.Config) (net.Listener, error) {
 	}
 	return ln, nil
 }
+
+// traceWrites records a server span for every API write (any method but
+// GET and HEAD), continuing the caller's W3C trace headers; reads are
+// not traced. A nil tracer returns h itself.
+func traceWrites(h http.Handler, tracer trace.Tracer) http.Handler {
+	if tracer == nil {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			h.ServeHTTP(w, r)
+			return
+		}
+		ctx, span := tracer.Start(telemetry.Extract(r.Context(), r.Header), r.Method+" "+r.URL.Path, trace.WithSpanKind(trace.SpanKindServer),
+			trace.WithAttributes(telemetry.HTTPMethod.String(r.Method), telemetry.HTTPRoute.String(r.URL.Path)))
+		defer span.End()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		h.ServeHTTP(sw, r.WithContext(ctx))
+		span.SetAttributes(telemetry.HTTPStatus.Int(sw.status))
+		if sw.status >= 500 {
+			span.SetStatus(codes.Error, http.StatusText(sw.status))
+		}
+	})
+}
+
+// statusWriter remembers the status an answer was written with.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
