@@ -133,9 +133,10 @@ try {
   check(await page.locator('#keys-table tr[data-key="e2e-key"]').count() === 0, 'the revoked key stays gone');
 
   // Spend, routes and placements render; screenshots for README.
-  await page.goto(base + '/ui/spend?by=model&range=24h');
-  check(await page.locator('#spend-chart rect').count() > 0, 'spend is drawn over time');
-  check(/chat/.test(await page.textContent('#spend-totals')), 'spend totals list the model');
+  await page.goto(base + '/ui/spend?by=tenant&range=24h');
+  check(await page.locator('#spend-chart rect').count() === 2, 'spend is drawn over time, one colour per tenant');
+  const totals = await page.textContent('#spend-totals');
+  check(/open/.test(totals) && /eu-only/.test(totals), 'spend totals list both tenants');
   await shot(page, 'spend');
   await page.click('nav >> text=Routes');
   check(await page.locator('#routes tr[data-model="chat"]').count() === 1, 'the routes page lists chat');
