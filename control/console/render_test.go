@@ -3,6 +3,8 @@ package console
 import (
 	"bytes"
 	"math"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
@@ -82,3 +84,31 @@ func TestHTMXMatchesNPM(t *testing.T) {
 		t.Fatalf("control/console/static/htmx.min.js differs from ops/console's npm htmx.org: run make ui (%v)", err)
 	}
 }
+
+// FuzzParseEdges: whatever -console-edges holds, parsing never panics,
+// and an edge list the console accepts names only http(s) hosts.
+func FuzzParseEdges(f *testing.F) {
+	for _, s := range []string{"", "a=http://127.0.0.1:8080", " a=http://h:1/ , b=https://b.example", "x", "=", "a=ftp://x", "a=http://", ",,a=http://h:1,,"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		edges, err := ParseEdges(s)
+		if err != nil {
+			return
+		}
+		cfg := Config{API: noAPI{}, Authorize: func(string) (bool, bool) { return false, false }, Edges: edges}
+		if cfg.Validate() != nil {
+			return
+		}
+		for _, e := range edges {
+			u, err := url.Parse(e.URL)
+			if e.ID == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				t.Fatalf("accepted edge %+v from %q", e, s)
+			}
+		}
+	})
+}
+
+type noAPI struct{}
+
+func (noAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) { http.NotFound(w, r) }
