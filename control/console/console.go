@@ -11,7 +11,7 @@
 // nothing else.
 //
 // Auth is the management API's: an operator logs in with an API token,
-// which the console keeps in a cookie it sets itself (HttpOnly, so no
+// which the console keeps (base64url-encoded) in a cookie it sets itself (HttpOnly, so no
 // script reads it; SameSite=Strict, so no other site's page sends it;
 // Secure over TLS; Path /ui). Every page is built from management API
 // requests made in-process with that token, so a read-only token sees
@@ -27,6 +27,7 @@ import (
 	"bytes"
 	"context"
 	"embed"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -243,10 +244,10 @@ type sessKey struct{}
 // other to the login page (htmx follows HX-Redirect).
 func (c *Console) session(h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ck, err := r.Cookie(cookieName)
+		tok := sessionToken(r)
 		var read, admin bool
-		if err == nil && ck.Value != "" {
-			read, admin = c.cfg.Authorize(ck.Value)
+		if tok != "" {
+			read, admin = c.cfg.Authorize(tok)
 		}
 		if !read {
 			to := Prefix + "login"
@@ -261,8 +262,22 @@ func (c *Console) session(h http.HandlerFunc) http.Handler {
 			http.Redirect(w, r, to, http.StatusSeeOther)
 			return
 		}
-		h(w, r.WithContext(context.WithValue(r.Context(), sessKey{}, sess{token: ck.Value, admin: admin})))
+		h(w, r.WithContext(context.WithValue(r.Context(), sessKey{}, sess{token: tok, admin: admin})))
 	})
+}
+
+// The cookie carries the token base64url-encoded, so that a token with
+// bytes a cookie value cannot hold (space, comma, quote) survives.
+func sessionToken(r *http.Request) string {
+	ck, err := r.Cookie(cookieName)
+	if err != nil {
+		return ""
+	}
+	tok, err := base64.RawURLEncoding.DecodeString(ck.Value)
+	if err != nil {
+		return ""
+	}
+	return string(tok)
 }
 
 func sessionOf(r *http.Request) sess {
@@ -292,7 +307,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		c.render(w, r, http.StatusUnauthorized, "login", &view{Title: "Log in", Error: "That token is not an admin or read-only token of this cluster.", Data: loginData{Next: next}})
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: tok, Path: Prefix, MaxAge: int(c.cfg.SessionTTL / time.Second),
+	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: base64.RawURLEncoding.EncodeToString([]byte(tok)), Path: Prefix, MaxAge: int(c.cfg.SessionTTL / time.Second),
 		HttpOnly: true, Secure: c.cfg.Secure, SameSite: http.SameSiteStrictMode})
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }

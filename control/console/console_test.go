@@ -3,6 +3,7 @@ package console_test
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"io"
@@ -158,10 +159,13 @@ func TestNoTokenGoesToLogin(t *testing.T) {
 	if p.status != http.StatusUnauthorized || p.header.Get("HX-Redirect") != "/ui/login" {
 		t.Errorf("htmx POST without a session: %d, HX-Redirect %q", p.status, p.header.Get("HX-Redirect"))
 	}
-	// A made-up cookie is no session.
-	b.cookie = &http.Cookie{Name: "meridian_console", Value: "not-a-token-of-this-cluster"}
-	if p := b.do(http.MethodGet, "/ui/", nil); p.status != http.StatusSeeOther {
-		t.Errorf("GET /ui/ with an unknown token: %d, want 303", p.status)
+	// A made-up cookie is no session, nor is the raw token (the cookie
+	// carries it encoded).
+	for _, v := range []string{base64.RawURLEncoding.EncodeToString([]byte("not-a-token-of-this-cluster")), controltest.AdminToken, "%%%"} {
+		b.cookie = &http.Cookie{Name: "meridian_console", Value: v}
+		if p := b.do(http.MethodGet, "/ui/", nil); p.status != http.StatusSeeOther {
+			t.Errorf("GET /ui/ with cookie %q: %d, want 303", v, p.status)
+		}
 	}
 	login := b.do(http.MethodGet, "/ui/login", nil)
 	if login.status != http.StatusOK || !strings.Contains(login.body, `name="token"`) {
