@@ -46,6 +46,14 @@ async function newPage() {
   page.on('pageerror', (e) => problems.push(String(e)));
   return page;
 }
+// nav follows a menu link and waits until htmx has bound the new page's
+// forms: htmx loads deferred, and a click before that would submit a form
+// the plain way.
+async function nav(page, text) {
+  await page.click(`nav >> text=${text}`);
+  await page.waitForLoadState('load');
+  await page.waitForFunction(() => window.htmx !== undefined && document.readyState === 'complete');
+}
 async function shot(page, name) {
   // caret: 'initial' keeps Playwright from injecting a style element of
   // its own, which the console's CSP would (rightly) refuse.
@@ -94,7 +102,7 @@ try {
 
   // The decision explorer: edge-us deciding for a client in Dublin with the
   // EU tenant's key: the EU provider first, the US one excluded by residency.
-  await page.click('nav >> text=Decision explorer');
+  await nav(page, 'Decision explorer');
   await page.selectOption('#edge', 'edge-us');
   await page.selectOption('#model', 'chat');
   await page.selectOption('#location', 'region:eu-west');
@@ -117,7 +125,7 @@ try {
   await shot(page, 'explain');
 
   // Keys: create one, see it once, revoke it.
-  await page.click('nav >> text=Keys');
+  await nav(page, 'Keys');
   await page.fill('#new-key-id', 'e2e-key');
   await page.selectOption('#new-key-tenant', 'open');
   await page.click('#create');
@@ -138,11 +146,18 @@ try {
   const totals = await page.textContent('#spend-totals');
   check(/open/.test(totals) && /eu-only/.test(totals), 'spend totals list both tenants');
   await shot(page, 'spend');
-  await page.click('nav >> text=Routes');
+  await nav(page, 'Routes');
   check(await page.locator('#routes tr[data-model="chat"]').count() === 1, 'the routes page lists chat');
   await shot(page, 'routes');
-  await page.click('nav >> text=Placements');
-  await page.locator('#placements-table').waitFor();
+  await nav(page, 'Placements');
+  check(/edge-eu/.test(await page.textContent('#placements-table tr[data-placement="tiny-eu"]')), 'tiny-eu resolves to edge-eu');
+  // Move it to us-east: the table now places it on edge-us.
+  await page.selectOption('#placements-table tr[data-placement="tiny-eu"] select', 'region:us-east');
+  await page.click('#placements-table tr[data-placement="tiny-eu"] button');
+  await page.locator('#placements-notice, #placements-error').first().waitFor();
+  check(await page.locator('#placements-error').count() === 0, 'the move is accepted' +
+    (await page.locator('#placements-error').count() ? ': ' + await page.textContent('#placements-error') : ''));
+  check(/region us-east/.test(await page.textContent('#placements-table tr[data-placement="tiny-eu"]')), 'the placement moved to us-east');
   await shot(page, 'placements');
 
   // A read-only token sees and cannot change.
@@ -152,7 +167,7 @@ try {
   await reader.click('#login');
   await reader.waitForURL(base + '/ui/');
   check((await reader.textContent('#role')).trim() === 'read-only', 'logged in as read-only');
-  await reader.click('nav >> text=Keys');
+  await nav(reader, 'Keys');
   check(await reader.locator('#create-key').count() === 0, 'a reader is offered no key creation');
   check(await reader.locator('#keys-table button').count() === 0, 'a reader is offered no revoke');
   const status = await reader.evaluate(async () => {

@@ -175,6 +175,10 @@ func writeFleet(t *testing.T, m *controltest.Member, mockEU, mockUS string) {
 	put("providers", "mock-us", map[string]any{"id": "mock-us", "kind": "openai", "base_url": mockUS + "/v1", "region": "us-east"})
 	put("models", "chat", map[string]any{"id": "chat"})
 	put("models", "summarize", map[string]any{"id": "summarize"})
+	// A local model placed on edges that run no engine: placed, never ready.
+	put("models", "tiny", map[string]any{"id": "tiny", "local": true, "gguf": "file:///models/tiny.gguf"})
+	put("placements", "tiny-eu", map[string]any{"id": "tiny-eu", "model": "tiny", "region": "eu-west", "desired": 1})
+	put("placements", "tiny-ap", map[string]any{"id": "tiny-ap", "model": "tiny", "node": "edge-ap", "desired": 1})
 	put("routes", "chat", map[string]any{"model": "chat", "strategy": "nearest",
 		"targets": []any{map[string]any{"provider": "mock-us", "model": "gpt-4o-mini"}, map[string]any{"provider": "mock-eu", "model": "gpt-4o-mini"}}})
 	put("routes", "summarize", map[string]any{"model": "summarize", "targets": []any{map[string]any{"provider": "mock-us", "model": "gpt-4o-mini"}}})
