@@ -292,6 +292,11 @@ func TestAdminMovesPlacement(t *testing.T) {
 	if p.status != http.StatusOK || !strings.Contains(p.body, `id="placements-notice"`) {
 		t.Fatalf("move: %d %s", p.status, p.body)
 	}
+	// The page shows the placement where it is now, and where the
+	// published table resolves it.
+	if !regexp.MustCompile(`<td class="on">node edge-b</td>`).MatchString(p.body) || !strings.Contains(p.body, `<td class="nodes">edge-b</td>`) {
+		t.Errorf("the page after the move does not show it on edge-b: %s", p.body)
+	}
 	got := string(f.api(t, http.MethodGet, "/v1/control/placements/tiny-eu", "", http.StatusOK))
 	if !strings.Contains(got, `"node":"edge-b"`) || !strings.Contains(got, `"region":""`) || !strings.Contains(got, `"desired":1`) {
 		t.Errorf("placement after the move: %s", got)

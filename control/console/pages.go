@@ -95,6 +95,9 @@ type placement struct {
 	Desired uint32   `json:"desired"`
 	Nodes   []string `json:"nodes"`
 	Ready   []string `json:"ready"`
+	// Pending marks a placement written but not yet in the last valid
+	// table (or rejected with it): where it resolves is not known.
+	Pending bool `json:"-"`
 }
 
 // usageRow is one row of GET /v1/control/usage.
@@ -487,16 +490,27 @@ type placementsData struct {
 	Written bool
 }
 
+// placementsView lists the placements as the state holds them now, each
+// with the nodes the last published table resolves it to and those
+// ready. A placement the table does not hold yet, or holds elsewhere,
+// has Pending set and no nodes.
 func (c *Console) placementsView(r *http.Request) (*view, error) {
 	st, ok, err := c.distribution(r)
 	if err != nil {
 		return nil, err
 	}
-	d := &placementsData{Placements: st.Placements, Written: !ok}
-	if !ok {
-		if d.Placements, err = list[placement](c, r, "placements"); err != nil {
-			return nil, err
+	d := &placementsData{Written: !ok}
+	if d.Placements, err = list[placement](c, r, "placements"); err != nil {
+		return nil, err
+	}
+	for i := range d.Placements {
+		p := &d.Placements[i]
+		j := slices.IndexFunc(st.Placements, func(q placement) bool { return q.ID == p.ID })
+		if j < 0 || st.Placements[j].Node != p.Node || st.Placements[j].Region != p.Region || st.Placements[j].Desired != p.Desired {
+			p.Pending = ok
+			continue
 		}
+		p.Nodes, p.Ready = st.Placements[j].Nodes, st.Placements[j].Ready
 	}
 	if d.Nodes, err = list[node](c, r, "nodes"); err != nil {
 		return nil, err
@@ -505,6 +519,24 @@ func (c *Console) placementsView(r *http.Request) (*view, error) {
 		return nil, err
 	}
 	return &view{Title: "Placements", Active: "placements", Data: d}, nil
+}
+
+// awaitTable waits, up to a few seconds, until this node's last valid
+// table (or its rejection) reaches revision idx, so that a page shown
+// after a write shows where the edges are sent now.
+func (c *Console) awaitTable(r *http.Request, idx uint64) {
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		st, ok, err := c.distribution(r)
+		if err != nil || !ok || st.TableRevision >= idx || st.RejectedRevision >= idx || time.Now().After(deadline) {
+			return
+		}
+		select {
+		case <-r.Context().Done():
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 func (c *Console) placements(w http.ResponseWriter, r *http.Request) {
@@ -541,10 +573,14 @@ func (c *Console) movePlacement(w http.ResponseWriter, r *http.Request) {
 		if kind == "node" {
 			p["desired"] = 1
 		}
-		if err := c.call(r, http.MethodPut, path, p, nil); err != nil {
+		var res struct {
+			Index uint64 `json:"index"`
+		}
+		if err := c.call(r, http.MethodPut, path, p, &res); err != nil {
 			status, msg = statusOf(err), "Placement not moved: "+err.Error()
 		} else {
-			notice = fmt.Sprintf("Placement %s moved to %s %s; the edges follow with the next table.", id, kind, dest)
+			c.awaitTable(r, res.Index)
+			notice = fmt.Sprintf("Placement %s moved to %s %s (revision %d); the edges follow with that table.", id, kind, dest, res.Index)
 		}
 	}
 	v, err := c.placementsView(r)

@@ -150,14 +150,16 @@ try {
   check(await page.locator('#routes tr[data-model="chat"]').count() === 1, 'the routes page lists chat');
   await shot(page, 'routes');
   await nav(page, 'Placements');
-  check(/edge-eu/.test(await page.textContent('#placements-table tr[data-placement="tiny-eu"]')), 'tiny-eu resolves to edge-eu');
+  const row = '#placements-table tr[data-placement="tiny-eu"]';
+  check((await page.textContent(row + ' td.nodes')).trim() === 'edge-eu', 'tiny-eu resolves to edge-eu');
   // Move it to us-east: the table now places it on edge-us.
   await page.selectOption('#placements-table tr[data-placement="tiny-eu"] select', 'region:us-east');
   await page.click('#placements-table tr[data-placement="tiny-eu"] button');
   await page.locator('#placements-notice, #placements-error').first().waitFor();
   check(await page.locator('#placements-error').count() === 0, 'the move is accepted' +
     (await page.locator('#placements-error').count() ? ': ' + await page.textContent('#placements-error') : ''));
-  check(/region us-east/.test(await page.textContent('#placements-table tr[data-placement="tiny-eu"]')), 'the placement moved to us-east');
+  check((await page.textContent(row + ' td.on')).trim() === 'region us-east', 'the placement moved to us-east');
+  check((await page.textContent(row + ' td.nodes')).trim() === 'edge-us', 'the published table places it on edge-us');
   await shot(page, 'placements');
 
   // A read-only token sees and cannot change.
