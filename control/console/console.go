@@ -92,6 +92,18 @@ type Config struct {
 	Now func() time.Time
 }
 
+// DefaultConfig returns the defaults: 12-hour sessions, edges asked
+// with a 5 s timeout, the default logger and clock. API and Authorize
+// must still be set.
+func DefaultConfig() Config {
+	return Config{
+		Client:     &http.Client{Timeout: 5 * time.Second},
+		SessionTTL: 12 * time.Hour,
+		Logger:     slog.Default(),
+		Now:        time.Now,
+	}
+}
+
 // Validate checks the config.
 func (c *Config) Validate() error {
 	var errs []error
@@ -134,22 +146,23 @@ type Console struct {
 	mux    *http.ServeMux
 }
 
-// New returns the console.
+// New returns the console. Unset fields take DefaultConfig's values.
 func New(cfg Config) (*Console, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	def := DefaultConfig()
 	if cfg.Client == nil {
-		cfg.Client = &http.Client{Timeout: 5 * time.Second}
+		cfg.Client = def.Client
 	}
 	if cfg.SessionTTL <= 0 {
-		cfg.SessionTTL = 12 * time.Hour
+		cfg.SessionTTL = def.SessionTTL
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
+		cfg.Logger = def.Logger
 	}
 	if cfg.Now == nil {
-		cfg.Now = time.Now
+		cfg.Now = def.Now
 	}
 	c := &Console{cfg: cfg, pages: map[string]*template.Template{}, mux: http.NewServeMux()}
 	if err := c.parse(); err != nil {
