@@ -3,12 +3,14 @@ GO        ?= go
 FUZZTIME  ?= 10s
 BIN       := bin
 
-.PHONY: help build ollama tinymodel proto test e2e run bench bench-gateway bench-adapters bench-gossip bench-local bench-links bench-peerdeath bench-control bench-usage bench-distribution bench-router bench-security bench-keys bench-cache bench-spend bench-batch chaos-control fuzz lint clean ops-check ops-tools
+.PHONY: help build ollama tinymodel proto ui console-screenshots test e2e run bench bench-gateway bench-adapters bench-gossip bench-local bench-links bench-peerdeath bench-control bench-usage bench-distribution bench-router bench-security bench-keys bench-cache bench-spend bench-batch chaos-control fuzz lint clean ops-check ops-tools
 
 help:
 	@echo "make build          build meridian-edge, meridian-control, meridianctl and mockprovider into $(BIN)/"
 	@echo "make ollama         build the pinned Ollama engine into $(BIN)/ollama (OLLAMA_MARCH=auto|x86-64-v3|x86-64|native)"
 	@echo "make proto          regenerate Go code from proto/**/*.proto"
+	@echo "make ui             copy htmx from ops/console/node_modules (npm ci) into the web console's embedded assets"
+	@echo "make console-screenshots  run the web console's Chromium test and write its screenshots to ops/console/screenshots"
 	@echo "make run            the whole mesh on this machine: a control plane (NODES=3 for three), three edges in three regions behind a WAN relay, mock providers; everything from scripts/devmesh/fleet.yaml"
 	@echo "make test           go vet and the race-enabled test suite"
 	@echo "make e2e            end-to-end scenarios on the real binaries, started as make run starts them (three control nodes, NODES=1 for one; LONG=1: longer forms; RUN=1,2: some scenarios)"
@@ -47,6 +49,23 @@ proto:
 	$(GO) build -o $(BIN)/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
 	protoc --plugin=protoc-gen-go=$(BIN)/protoc-gen-go --go_out=. --go_opt=module=github.com/meridian-mesh/meridian $$(find proto -name '*.proto' | sort)
 
+# The web console (control/console) embeds htmx from npm, pinned by
+# ops/console/package-lock.json. The copy is committed, so a build needs
+# no npm; this target refreshes it after the pin moves, and
+# control/console's tests fail while the two differ.
+CONSOLE_NPM := ops/console
+
+ui:
+	@if [ ! -f $(CONSOLE_NPM)/node_modules/htmx.org/package.json ] || [ $(CONSOLE_NPM)/package-lock.json -nt $(CONSOLE_NPM)/node_modules/.package-lock.json ]; then \
+		echo "cd $(CONSOLE_NPM) && npm ci --no-audit --no-fund"; (cd $(CONSOLE_NPM) && npm ci --no-audit --no-fund); \
+	fi
+	cp $(CONSOLE_NPM)/node_modules/htmx.org/dist/htmx.min.js control/console/static/htmx.min.js
+
+# The console's end-to-end test in headless Chromium (make test runs it
+# too, into a temporary folder), writing the screenshots README shows.
+console-screenshots:
+	MERIDIAN_CONSOLE_SCREENSHOTS=$(CONSOLE_NPM)/screenshots $(GO) test -count=1 -v -run '^TestConsoleInChromium$$' ./scripts/consoletest
+
 # The mesh's state (models, certificates, Raft data) stays in
 # .meridian/devmesh between runs; delete it to start afresh.
 run: ollama build
@@ -73,10 +92,10 @@ SDKTEST_NODE := scripts/sdktest/node
 
 # ALONE are packages whose tests run real clusters against wall-clock
 # bounds (30 gossip nodes in one process; three edges, Ollama and a
-# control plane in one): they run after the rest, one package at a
-# time, so the tests of other packages cannot starve them of the two
+# control plane in one; a control plane, two edges and Chromium): they
+# run after the rest, one package at a time, so the tests of other packages cannot starve them of the two
 # cores. Everything still runs, under -race.
-ALONE := ./edge/gossip ./scripts/meshtest
+ALONE := ./edge/gossip ./scripts/meshtest ./scripts/consoletest
 
 # ZERO_RTT are edge/link's tests of requests sent in 0-RTT. Under -race
 # a link waits for its handshake before sending (edge/link/race.go:
@@ -95,6 +114,15 @@ test: ollama
 		echo "cd $(SDKTEST_NODE) && npm ci --no-audit --no-fund"; \
 		(cd $(SDKTEST_NODE) && npm ci --no-audit --no-fund) || skip="npm ci in $(SDKTEST_NODE) failed (see above)"; \
 	fi; \
+	noconsole=; \
+	if ! command -v chromium >/dev/null && [ -z "$$MERIDIAN_CHROMIUM" ]; then \
+		noconsole="chromium is not installed (sudo apt-get install -y chromium)"; \
+	elif ! command -v npm >/dev/null; then \
+		noconsole="npm is not installed"; \
+	elif [ ! -f $(CONSOLE_NPM)/node_modules/playwright-core/package.json ] || [ $(CONSOLE_NPM)/package-lock.json -nt $(CONSOLE_NPM)/node_modules/.package-lock.json ]; then \
+		echo "cd $(CONSOLE_NPM) && npm ci --no-audit --no-fund"; \
+		(cd $(CONSOLE_NPM) && npm ci --no-audit --no-fund) || noconsole="npm ci in $(CONSOLE_NPM) failed (see above)"; \
+	fi; \
 	echo "$(GO) mod tidy -diff"; $(GO) mod tidy -diff || { echo "make test: go.mod or go.sum is not tidy (the diff above); run: go mod tidy"; exit 1; }; \
 	echo "$(GO) vet ./..."; $(GO) vet ./... || exit 1; \
 	pkgs=$$($(GO) list ./... | grep -v -x -F $(foreach a,$(ALONE),-e $(shell $(GO) list $(a)))); \
@@ -110,6 +138,12 @@ test: ollama
 		echo; echo "######################################################################"; \
 		echo "## make test: the Node SDK tests (edge/node TestNodeSDKs) were SKIPPED:"; \
 		echo "##   $$skip"; \
+		echo "######################################################################"; \
+	fi; \
+	if [ -n "$$noconsole" ]; then \
+		echo; echo "######################################################################"; \
+		echo "## make test: the web console's Chromium test (scripts/consoletest) was SKIPPED:"; \
+		echo "##   $$noconsole"; \
 		echo "######################################################################"; \
 	fi; \
 	exit $$status

@@ -162,19 +162,7 @@ func (s *Server) auth(need role, h http.HandlerFunc) http.Handler {
 			writeError(w, http.StatusUnauthorized, &fsm.Error{Code: CodeUnauthorized, Message: "missing bearer token"})
 			return
 		}
-		sum := sha256.Sum256([]byte(tok))
-		got := roleNone
-		for _, a := range s.admin {
-			if subtle.ConstantTimeCompare(sum[:], a[:]) == 1 {
-				got = roleAdmin
-			}
-		}
-		for _, a := range s.readers {
-			if subtle.ConstantTimeCompare(sum[:], a[:]) == 1 && got == roleNone {
-				got = roleRead
-			}
-		}
-		switch {
+		switch got := s.roleOf(tok); {
 		case got == roleNone:
 			writeError(w, http.StatusUnauthorized, &fsm.Error{Code: CodeUnauthorized, Message: "unknown token"})
 		case got < need:
@@ -183,6 +171,38 @@ func (s *Server) auth(need role, h http.HandlerFunc) http.Handler {
 			h(w, r)
 		}
 	})
+}
+
+// roleOf compares tok with every configured token in constant time.
+func (s *Server) roleOf(tok string) role {
+	sum := sha256.Sum256([]byte(tok))
+	got := roleNone
+	for _, a := range s.admin {
+		if subtle.ConstantTimeCompare(sum[:], a[:]) == 1 {
+			got = roleAdmin
+		}
+	}
+	for _, a := range s.readers {
+		if subtle.ConstantTimeCompare(sum[:], a[:]) == 1 && got == roleNone {
+			got = roleRead
+		}
+	}
+	return got
+}
+
+// Authorize reports what a bearer token may do here: read, and write
+// too (admin). The web console (control/console) asks it at login to
+// tell an operator which role the token has; every request the console
+// then makes still goes through this API's own checks.
+func (s *Server) Authorize(token string) (read, admin bool) {
+	if len(s.admin) == 0 && len(s.readers) == 0 && s.cfg.AllowNoAuth {
+		return true, true
+	}
+	if token == "" {
+		return false, false
+	}
+	got := s.roleOf(token)
+	return got >= roleRead, got == roleAdmin
 }
 
 // errorBody is the JSON shape of every error.

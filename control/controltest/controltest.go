@@ -24,6 +24,7 @@ import (
 
 	"github.com/meridian-mesh/meridian/control/api"
 	"github.com/meridian-mesh/meridian/control/cluster"
+	"github.com/meridian-mesh/meridian/control/console"
 	"github.com/meridian-mesh/meridian/control/distribution"
 	"github.com/meridian-mesh/meridian/control/seal"
 	"github.com/meridian-mesh/meridian/control/usage"
@@ -69,6 +70,10 @@ type Options struct {
 	// NodeCertTTL is the life of node certificates issued at join and
 	// renewal; 0 keeps the API's default (12h).
 	NodeCertTTL time.Duration
+	// Console serves the web console at /ui beside the API, as
+	// meridian-control does, its decision explorer asking ConsoleEdges.
+	Console      bool
+	ConsoleEdges []console.Edge
 }
 
 // NATSToken authenticates to the members' NATS servers.
@@ -244,6 +249,20 @@ func (m *Member) start(peers []cluster.Peer, bootstrap bool) {
 		mux.Handle("GET "+distribution.StatusPath, dist.Handler())
 		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.Handle("/", srv)
+		handler = mux
+	}
+	if m.c.opts.Console {
+		ui, err := console.New(console.Config{API: handler, Authorize: srv.Authorize, Edges: m.c.opts.ConsoleEdges, Logger: logger})
+		if err != nil {
+			if dist != nil {
+				dist.Close()
+			}
+			node.Close()
+			t.Fatalf("console of %s: %v", m.Name, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle(console.Prefix, ui)
+		mux.Handle("/", handler)
 		handler = mux
 	}
 	var l net.Listener

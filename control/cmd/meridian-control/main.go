@@ -20,6 +20,9 @@
 // -nats-url uses an existing NATS cluster instead. Without credentials the
 // node runs no distribution and says so: the bus is never run open.
 //
+// The web console is served at /ui with the API's tokens (README "Web
+// console"); -console-edges names the edges its decision explorer asks.
+//
 // SIGTERM or SIGINT leaves gracefully: a leader hands leadership over
 // before it stops. The node stays a voter; `meridianctl cluster remove`
 // takes it out of the cluster.
@@ -39,6 +42,7 @@ import (
 	"github.com/meridian-mesh/meridian/shared/tablewire"
 
 	"github.com/meridian-mesh/meridian/control/cluster"
+	"github.com/meridian-mesh/meridian/control/console"
 )
 
 func main() {
@@ -79,6 +83,7 @@ func main() {
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn, error or off")
 	fs.StringVar(&cfg.Telemetry.OTLPEndpoint, "otlp-endpoint", "", "OTLP/HTTP collector base URL for traces of API writes, such as http://otel-collector:4318 (default: OTEL_EXPORTER_OTLP_ENDPOINT; none: tracing off)")
 	fs.DurationVar(&cfg.NodeCertTTL, "node-cert-ttl", 0, "validity of node certificates issued at join and renewal (default 12h)")
+	consoleEdges := fs.String("console-edges", "", "comma-separated id=http://host:port of edges whose dry run the web console's decision explorer asks")
 	natsURLs, natsRoutes := natsFlags(fs, &cfg.NATS)
 	fs.Parse(os.Args[1:])
 	cfg.NATS.NATSURLs, cfg.NATS.Routes = splitList(*natsURLs), splitList(*natsRoutes)
@@ -87,6 +92,11 @@ func main() {
 	if *raftCA != "" || *raftCert != "" || *raftKey != "" {
 		cfg.RaftTLS = &cluster.RaftTLS{CAFile: *raftCA, CertFile: *raftCert, KeyFile: *raftKey}
 	}
+	edges, err := console.ParseEdges(*consoleEdges)
+	if err != nil {
+		fatal(err)
+	}
+	cfg.ConsoleEdges = edges
 	cfg.Join = splitList(*join)
 	for _, p := range splitList(*peers) {
 		peer, err := cluster.ParsePeer(p)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -159,6 +160,20 @@ func TestServesTLS(t *testing.T) {
 	info, err := cl.Cluster(wctx)
 	if err != nil || len(info.Servers) != 1 || info.Servers[0].APIAddr != "https://"+cfg.HTTPAddr {
 		t.Fatalf("cluster over TLS: %+v %v", info, err)
+	}
+	// The web console shares the listener; over TLS its session cookie
+	// is Secure as well as HttpOnly and SameSite=Strict.
+	ui := &http.Client{Transport: hc.Transport, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := ui.PostForm("https://"+cfg.HTTPAddr+"/ui/login", url.Values{"token": {"admin-token-0123456789"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if cs := resp.Cookies(); resp.StatusCode != http.StatusSeeOther || len(cs) != 1 || !cs[0].Secure || !cs[0].HttpOnly || cs[0].SameSite != http.SameSiteStrictMode {
+		t.Fatalf("console login over TLS: %d, cookies %+v", resp.StatusCode, resp.Cookies())
+	}
+	if resp.Header.Get("Content-Security-Policy") == "" {
+		t.Error("the console answered without a Content-Security-Policy")
 	}
 	plain, _ := client.New(client.Config{Addrs: []string{"https://" + cfg.HTTPAddr}, Token: "admin-token-0123456789", RetryTimeout: 30 * time.Second})
 	start := time.Now()

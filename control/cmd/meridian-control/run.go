@@ -18,6 +18,7 @@ import (
 
 	"github.com/meridian-mesh/meridian/control/api"
 	"github.com/meridian-mesh/meridian/control/cluster"
+	"github.com/meridian-mesh/meridian/control/console"
 	"github.com/meridian-mesh/meridian/control/distribution"
 	"github.com/meridian-mesh/meridian/control/seal"
 	"github.com/meridian-mesh/meridian/shared/pki"
@@ -109,6 +110,9 @@ type Config struct {
 	// Telemetry exports a span per API write over OTLP/HTTP when an
 	// endpoint is set (or OTEL_EXPORTER_OTLP_ENDPOINT is); off otherwise.
 	Telemetry telemetry.Config
+	// ConsoleEdges are the edges whose dry-run endpoint the web
+	// console's decision explorer asks (the router runs on edges only).
+	ConsoleEdges []console.Edge
 }
 
 // DefaultConfig returns the defaults: API on 127.0.0.1:7400, Raft on
@@ -257,9 +261,16 @@ func run(ctx context.Context, cfg Config) error {
 		defer cancel()
 		tracing.Shutdown(sctx)
 	}()
-	srv := &http.Server{Handler: traceWrites(withDistribution(handler, dist, reg, append(append([]string{}, cfg.AdminTokens...), cfg.ReadTokens...), cfg.OpenEndpoints),
-		tracing.Tracer("github.com/meridian-mesh/meridian/control/api")),
-		ReadHeaderTimeout: 10 * time.Second}
+	apiHandler := traceWrites(withDistribution(handler, dist, reg, append(append([]string{}, cfg.AdminTokens...), cfg.ReadTokens...), cfg.OpenEndpoints),
+		tracing.Tracer("github.com/meridian-mesh/meridian/control/api"))
+	ui, err := console.New(console.Config{API: apiHandler, Authorize: handler.Authorize, Edges: cfg.ConsoleEdges,
+		Client: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: clientTLS}},
+		Secure: serverTLS != nil, Logger: logger})
+	if err != nil {
+		node.Close()
+		return err
+	}
+	srv := &http.Server{Handler: withConsole(apiHandler, ui), ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	logger.Info("meridian-control started", "id", node.ID(), "raft", node.RaftAddr(), "api", cfg.APIAdvertise)
@@ -277,6 +288,14 @@ func run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	return leaveErr
+}
+
+// withConsole serves the web console at /ui beside the API.
+func withConsole(apiHandler, ui http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle(console.Prefix, ui)
+	mux.Handle("/", apiHandler)
+	return mux
 }
 
 // discover finds the other voters of a new cluster (cluster.Discover),
