@@ -5,14 +5,16 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/meridian-mesh/meridian/edge/config"
+	"github.com/meridian-mesh/meridian/shared/table"
 	"github.com/meridian-mesh/meridian/shared/testkit/providermock"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 	"github.com/openai/openai-go/v3/responses"
+	"github.com/openai/openai-go/v3/shared"
 )
 
 // TestResponsesSDK drives POST /v1/responses with OpenAI's official Go
@@ -287,5 +289,42 @@ func TestCountTokens(t *testing.T) {
 			t.Fatalf("count_tokens logged %d request lines", after-before)
 		}
 	})
-	_ = strconv.Itoa
+}
+
+// TestResponsesPassthrough: a provider whose preset speaks the
+// Responses API (openai) gets a Responses client's request as it came,
+// at /responses, and its answer comes back as it sent it; the SDK
+// matrix holds for it as for every other target.
+func TestResponsesPassthrough(t *testing.T) {
+	m := startMesh(t, func(c *config.Config) {
+		p := c.Table.Providers[0] // the OpenAI-compatible mock
+		p.ID, p.Preset = "openai-direct", "openai"
+		c.Table.Providers = append(c.Table.Providers, p)
+		c.Table.Models = append(c.Table.Models, table.Model{ID: "gpt-direct"})
+		c.Table.Routes = append(c.Table.Routes, table.Route{Model: "gpt-direct", Targets: []table.Target{{Provider: "openai-direct", Model: "gpt-4o"}}})
+	})
+	client := openai.NewClient(option.WithBaseURL(m.url+"/v1/"), option.WithAPIKey("sk-unused"), option.WithMaxRetries(0))
+	responsesMatrix(t, client, "gpt-direct")
+
+	m.mock.Reset()
+	r, err := client.Responses.New(context.Background(), responses.ResponseNewParams{
+		Model: "gpt-direct", Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("hello #mock chunks=2")},
+		Reasoning: shared.ReasoningParam{Effort: shared.ReasoningEffortLow},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(r.ID, "resp_mock") {
+		t.Fatalf("the upstream's answer was rewritten: %s", r.RawJSON())
+	}
+	reqs := m.mock.Requests()
+	if len(reqs) != 1 || reqs[0].Path != "/v1/responses" {
+		t.Fatalf("upstream saw %+v", reqs)
+	}
+	// As it came: a field Meridian does not read arrives, and only the
+	// model is renamed to the route's.
+	var sent map[string]any
+	if err := json.Unmarshal(reqs[0].Body, &sent); err != nil || sent["model"] != "gpt-4o" || sent["reasoning"] == nil {
+		t.Fatalf("upstream got %s (%v)", reqs[0].Body, err)
+	}
 }
