@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/meridian-mesh/meridian/edge/config"
+	"github.com/meridian-mesh/meridian/edge/engine/enginetest"
 	"github.com/meridian-mesh/meridian/shared/table"
 	"github.com/meridian-mesh/meridian/shared/testkit/providermock"
 	"github.com/openai/openai-go/v3"
@@ -327,4 +328,74 @@ func TestResponsesPassthrough(t *testing.T) {
 	if err := json.Unmarshal(reqs[0].Body, &sent); err != nil || sent["model"] != "gpt-4o" || sent["reasoning"] == nil {
 		t.Fatalf("upstream got %s (%v)", reqs[0].Body, err)
 	}
+}
+
+// TestLocalResponses: the Responses API and count_tokens against a model
+// this edge runs itself, through a real Ollama, with the Go and the Node
+// SDKs.
+func TestLocalResponses(t *testing.T) {
+	m := startLocalMesh(t, nil)
+	client := openai.NewClient(option.WithBaseURL(m.url+"/v1/"), option.WithAPIKey("sk-unused"), option.WithMaxRetries(0))
+	ctx := context.Background()
+
+	t.Run("openai-go plain", func(t *testing.T) {
+		var raw *http.Response
+		r, err := client.Responses.New(ctx, responses.ResponseNewParams{
+			Model: "tiny", Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("hello")}, MaxOutputTokens: openai.Int(20),
+		}, option.WithResponseInto(&raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.OutputText() != enginetest.Expected(20) || r.Status != "incomplete" || r.IncompleteDetails.Reason != "max_output_tokens" || r.Usage.OutputTokens != 20 || r.Usage.InputTokens == 0 {
+			t.Fatalf("response %s", r.RawJSON())
+		}
+		if route := raw.Header.Get("X-Meridian-Route"); !strings.Contains(route, "target=local;") {
+			t.Fatalf("route %q", route)
+		}
+	})
+
+	t.Run("openai-go streamed", func(t *testing.T) {
+		stream := client.Responses.NewStreaming(ctx, responses.ResponseNewParams{
+			Model: "tiny", Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("hello")}, MaxOutputTokens: openai.Int(30),
+		})
+		var text strings.Builder
+		var done responses.Response
+		for stream.Next() {
+			switch ev := stream.Current(); ev.Type {
+			case "response.output_text.delta":
+				text.WriteString(ev.Delta)
+			case "response.incomplete":
+				done = ev.Response
+			}
+		}
+		if err := stream.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if text.String() != enginetest.Expected(30) || done.OutputText() != text.String() || done.Usage.OutputTokens != 30 {
+			t.Fatalf("streamed %q, final %s", text.String(), done.RawJSON())
+		}
+	})
+
+	t.Run("count_tokens by the tokenizer", func(t *testing.T) {
+		count := func(content string) int {
+			resp := m.post("/v1/messages/count_tokens", `{"model":"tiny","messages":[{"role":"user","content":"`+content+`"}]}`, "anthropic-version", "2023-06-01")
+			b := readBody(t, resp)
+			var out struct {
+				InputTokens int `json:"input_tokens"`
+			}
+			if err := json.Unmarshal(b, &out); err != nil || resp.StatusCode != 200 || resp.Header.Get("X-Meridian-Token-Count") != "tokenizer" {
+				t.Fatalf("%d %s %q (%v)", resp.StatusCode, b, resp.Header.Get("X-Meridian-Token-Count"), err)
+			}
+			return out.InputTokens
+		}
+		short, long := count("hello"), count("hello hello hello hello")
+		if short < 1 || long <= short {
+			t.Fatalf("counts %d and %d", short, long)
+		}
+	})
+
+	t.Run("node SDKs", func(t *testing.T) {
+		node := nodeBinary(t)
+		runNodeSDKs(t, node, m.url, "tiny", []string{"MERIDIAN_LOCAL_MODEL=tiny"}, "responses-local.test.mjs")
+	})
 }
