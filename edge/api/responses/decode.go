@@ -58,7 +58,7 @@ func Decode(body []byte) (*llm.Request, *llm.Error) {
 	}
 	c := &llm.ChatRequest{}
 	var e *llm.Error
-	var input, instructions []byte
+	var instructions []byte
 	hasInput := false
 	s.Object(func(k []byte) bool {
 		switch s.Peek() {
@@ -77,9 +77,9 @@ func Decode(body []byte) (*llm.Request, *llm.Error) {
 			}
 			c.Model = s.Str()
 		case "input":
-			// Read after the rest: the instructions come first in the
-			// canonical request, wherever they stand in the body.
-			input, hasInput = s.Raw(), true
+			// Read in place; instructions that come later go before it.
+			hasInput = true
+			e = decodeInput(s, c)
 		case "instructions":
 			if s.Peek() != jsonscan.String {
 				e = wrongType("instructions", "a string")
@@ -179,10 +179,9 @@ func Decode(body []byte) (*llm.Request, *llm.Error) {
 		return nil, missing("input")
 	}
 	if instructions != nil {
-		c.Messages = append(c.Messages, llm.Message{Role: llm.RoleSystem, Content: instructions})
-	}
-	if e := decodeInput(jsonscan.New(input), c); e != nil {
-		return nil, e
+		c.Messages = append(c.Messages, llm.Message{})
+		copy(c.Messages[1:], c.Messages)
+		c.Messages[0] = llm.Message{Role: llm.RoleSystem, Content: instructions}
 	}
 	return &llm.Request{Op: llm.OpChat, Model: c.Model, Stream: c.Stream, IncludeUsage: true, Chat: c,
 		Native: body, NativeFormat: llm.FormatResponses}, nil
@@ -202,6 +201,11 @@ func decodeInput(s *jsonscan.Scanner, c *llm.ChatRequest) *llm.Error {
 	case jsonscan.Array:
 	default:
 		return wrongType("input", "a string or an array of input items")
+	}
+	if c.Messages == nil {
+		// Most items are messages: one allocation for a typical
+		// conversation rather than a growth per doubling.
+		c.Messages = make([]llm.Message, 0, 1+min(len(s.Bytes())/256, 1024))
 	}
 	var calls map[string]bool
 	var e *llm.Error
@@ -283,6 +287,8 @@ type item struct {
 	content                         []byte // raw
 	callID, name, arguments, output string
 	hasArguments                    bool
+	// ready: content is already the canonical content.
+	ready bool
 }
 
 func (it *item) field(s *jsonscan.Scanner, n int, k []byte) *llm.Error {
@@ -303,6 +309,13 @@ func (it *item) field(s *jsonscan.Scanner, n int, k []byte) *llm.Error {
 	case "role":
 		return str(&it.role)
 	case "content":
+		if it.role != "" && (it.typ == "" || it.typ == "message") {
+			// The role came first, as it usually does: read the content
+			// in place rather than keep it and read it twice.
+			content, e := readContent(s, n, it.role == "assistant")
+			it.content, it.ready = content, true
+			return e
+		}
 		it.content = s.Raw()
 	case "call_id":
 		return str(&it.callID)
@@ -346,36 +359,46 @@ func (it *item) message(c *llm.ChatRequest, n int) *llm.Error {
 	if it.content == nil {
 		return missing(itemPath(n) + ".content")
 	}
-	s := jsonscan.New(it.content)
-	var content []byte
-	switch s.Peek() {
-	case jsonscan.String:
-		content = it.content
-	case jsonscan.Array:
+	content := it.content
+	if !it.ready {
 		var e *llm.Error
-		content, e = parts(s, itemPath(n)+".content", role == "assistant")
-		if e != nil {
+		if content, e = readContent(jsonscan.New(it.content), n, role == "assistant"); e != nil {
 			return e
 		}
-	default:
-		return wrongType(itemPath(n)+".content", "a string or an array of content parts")
 	}
 	c.Messages = append(c.Messages, llm.Message{Role: role, Content: content})
 	return nil
 }
 
+// readContent reads a message's content into the canonical content: a
+// string as it is, a list of parts through parts.
+func readContent(s *jsonscan.Scanner, n int, assistant bool) ([]byte, *llm.Error) {
+	switch s.Peek() {
+	case jsonscan.String:
+		return s.Raw(), nil
+	case jsonscan.Array:
+		return parts(s, n, assistant)
+	case jsonscan.Null:
+		s.Null()
+		return nil, nil
+	}
+	s.Skip()
+	return nil, wrongType(itemPath(n)+".content", "a string or an array of content parts")
+}
+
 // parts translates a content list into the canonical content: OpenAI
 // chat's parts (text, image_url), or one string for an assistant, whose
 // content in chat is text only.
-func parts(s *jsonscan.Scanner, path string, assistant bool) ([]byte, *llm.Error) {
+func parts(s *jsonscan.Scanner, n int, assistant bool) ([]byte, *llm.Error) {
 	var out []byte
 	var text strings.Builder
 	var e *llm.Error
 	count := 0
 	s.Array(func(i int) bool {
-		p := path + "[" + strconv.Itoa(i) + "]"
+		// The part's path, built only for an error.
+		p := func() string { return itemPath(n) + ".content[" + strconv.Itoa(i) + "]" }
 		if s.Peek() != jsonscan.Object {
-			e = wrongType(p, "an object")
+			e = wrongType(p(), "an object")
 			return false
 		}
 		var typ, txt, url, detail, fileID string
@@ -412,14 +435,14 @@ func parts(s *jsonscan.Scanner, path string, assistant bool) ([]byte, *llm.Error
 			out = append(out, '}')
 		case "input_image":
 			if assistant {
-				e = bad(p+".type", "Invalid value: 'input_image'. An assistant message holds text only.")
+				e = bad(p()+".type", "Invalid value: 'input_image'. An assistant message holds text only.")
 				return false
 			}
 			if url == "" {
 				if fileID != "" {
-					e = bad(p+".file_id", "Meridian does not store files: send the image as 'image_url', a URL or a data: URL.")
+					e = bad(p()+".file_id", "Meridian does not store files: send the image as 'image_url', a URL or a data: URL.")
 				} else {
-					e = missing(p + ".image_url")
+					e = missing(p() + ".image_url")
 				}
 				return false
 			}
@@ -432,10 +455,10 @@ func parts(s *jsonscan.Scanner, path string, assistant bool) ([]byte, *llm.Error
 			}
 			out = append(out, `}}`...)
 		case "":
-			e = missing(p + ".type")
+			e = missing(p() + ".type")
 			return false
 		default:
-			e = bad(p+".type", "Invalid value: '%s'. Meridian accepts content parts of type 'input_text', 'output_text', 'refusal' and 'input_image'.", typ)
+			e = bad(p()+".type", "Invalid value: '%s'. Meridian accepts content parts of type 'input_text', 'output_text', 'refusal' and 'input_image'.", typ)
 			return false
 		}
 		count++

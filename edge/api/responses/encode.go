@@ -272,6 +272,9 @@ type streamer struct {
 	textOut  int
 	text     []byte
 	msgUsed  bool
+	// deltaRef is the open message's part of every text delta event:
+	// item_id, output_index, content_index and the "delta" key.
+	deltaRef []byte
 	calls    []call
 	open     int // index in calls of the open call, or -1
 	finish   string
@@ -296,6 +299,10 @@ func (t *streamer) event(b []byte, name string) []byte {
 }
 
 func endEvent(b []byte) []byte { return append(b, "}\n\n"...) }
+
+// textDeltaHead starts a response.output_text.delta event, up to its
+// sequence_number's value.
+const textDeltaHead = "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":"
 
 func (t *streamer) start(b []byte) []byte {
 	t.started = true
@@ -328,6 +335,7 @@ func (t *streamer) openText(b []byte) []byte {
 	b = append(b, `,"item":`...)
 	b = appendMessageItem(b, id, statusInProgress, nil)
 	b = endEvent(b)
+	t.deltaRef = append(itemRef(t.deltaRef[:0], id, t.textOut), `,"content_index":0,"delta":`...)
 	b = t.event(b, "response.content_part.added")
 	b = itemRef(b, id, t.textOut)
 	b = append(b, `,"content_index":0,"part":`...)
@@ -446,9 +454,11 @@ func (t *streamer) chunk(b []byte, c *llm.Chunk) []byte {
 				b = t.openText(b)
 			}
 			t.text = append(t.text, ch.Content...)
-			b = t.event(b, "response.output_text.delta")
-			b = itemRef(b, messageID(t.req.ID), t.textOut)
-			b = append(b, `,"content_index":0,"delta":`...)
+			// The hot event: its constant parts are rendered once.
+			b = append(b, textDeltaHead...)
+			b = strconv.AppendInt(b, int64(t.seq), 10)
+			t.seq++
+			b = append(b, t.deltaRef...)
 			b = llm.AppendJSONString(b, ch.Content)
 			b = append(b, `,"logprobs":[]`...)
 			b = endEvent(b)
