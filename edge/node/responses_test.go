@@ -399,3 +399,58 @@ func TestLocalResponses(t *testing.T) {
 		runNodeSDKs(t, node, m.url, "tiny", []string{"MERIDIAN_LOCAL_MODEL=tiny"}, "responses-local.test.mjs")
 	})
 }
+
+// TestResponsesCache: a deterministic Responses request is served from
+// the edge cache the second time, plain and streamed, with its usage
+// saying the prompt was cached, and the provider sees it once.
+func TestResponsesCache(t *testing.T) {
+	m := startMesh(t, withCache)
+	client := openai.NewClient(option.WithBaseURL(m.url+"/v1/"), option.WithAPIKey("sk-unused"), option.WithMaxRetries(0))
+	params := responses.ResponseNewParams{
+		Model: "gpt-4o-mini", Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("capital of France? #mock chunks=6")},
+		Temperature: openai.Float(0), MaxOutputTokens: openai.Int(64),
+	}
+	before := len(m.mock.Requests())
+	var first, second *http.Response
+	a, err := client.Responses.New(context.Background(), params, option.WithResponseInto(&first))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := client.Responses.New(context.Background(), params, option.WithResponseInto(&second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Header.Get("X-Meridian-Cache") != "miss" || second.Header.Get("X-Meridian-Cache") != "hit" {
+		t.Fatalf("x-meridian-cache: %q then %q", first.Header.Get("X-Meridian-Cache"), second.Header.Get("X-Meridian-Cache"))
+	}
+	if b.OutputText() != a.OutputText() || a.OutputText() != providermock.Content(6) ||
+		b.Usage.InputTokensDetails.CachedTokens != b.Usage.InputTokens || b.Usage.InputTokens == 0 || a.Usage.InputTokensDetails.CachedTokens != 0 {
+		t.Fatalf("miss %s\nhit %s", a.RawJSON(), b.RawJSON())
+	}
+	stream := func() (string, responses.Response, string) {
+		var raw *http.Response
+		s := client.Responses.NewStreaming(context.Background(), params, option.WithResponseInto(&raw))
+		var text strings.Builder
+		var done responses.Response
+		for s.Next() {
+			switch ev := s.Current(); ev.Type {
+			case "response.output_text.delta":
+				text.WriteString(ev.Delta)
+			case "response.completed":
+				done = ev.Response
+			}
+		}
+		if err := s.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return text.String(), done, raw.Header.Get("X-Meridian-Cache")
+	}
+	t1, _, c1 := stream()
+	t2, d2, c2 := stream()
+	if c1 != "miss" || c2 != "hit" || t1 != t2 || t1 != providermock.Content(6) || d2.Usage.InputTokensDetails.CachedTokens != d2.Usage.InputTokens {
+		t.Fatalf("streams: %q %q, %q %q, %s", c1, c2, t1, t2, d2.RawJSON())
+	}
+	if n := len(m.mock.Requests()) - before; n != 2 {
+		t.Fatalf("the provider saw %d requests, want 2 (one plain, one streamed)", n)
+	}
+}
