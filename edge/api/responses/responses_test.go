@@ -350,3 +350,16 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// TestDecodeDeepNesting: a body nested far past jsonscan's limit is a
+// 400, read only as far as the limit, never a stack overflow.
+func TestDecodeDeepNesting(t *testing.T) {
+	for _, at := range []string{`{"model":"m","input":[{"role":"user","content":%s}]}`, `{"model":"m","input":"x","metadata":{"k":%s}}`, `{"model":"m","input":"x","reasoning":%s}`} {
+		depth := 1 << 20
+		body := strings.Replace(at, "%s", strings.Repeat("[", depth)+strings.Repeat("]", depth), 1)
+		_, e := Decode([]byte(body))
+		if e == nil || e.Status != http.StatusBadRequest {
+			t.Fatalf("%.40s…: %+v", body, e)
+		}
+	}
+}
