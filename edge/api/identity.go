@@ -64,6 +64,9 @@ func ErrModelNotAllowed(keyID, model string) *llm.Error {
 }
 
 // allowsModel reports whether the identity's key may call model.
+// AllowsModel reports whether the identity's key may call model.
+func (id *Identity) AllowsModel(model string) bool { return id.allowsModel(model) }
+
 func (id *Identity) allowsModel(model string) bool {
 	return id.Key == nil || len(id.Key.AllowedModels) == 0 || slices.Contains(id.Key.AllowedModels, model)
 }

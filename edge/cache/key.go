@@ -128,9 +128,12 @@ func keyOf(tenant string, req *llm.Request, semantic bool) (Key, string, error) 
 	h.optBool(c.Logprobs)
 	h.optInt(c.TopLogprobs)
 	// The client's format is not hashed: only fields it adds are.
-	if req.NativeFormat == llm.FormatAnthropic && req.Native != nil {
+	switch {
+	case req.NativeFormat == llm.FormatAnthropic && req.Native != nil:
 		h.extra(req.Native, anthropicKnown)
-	} else {
+	case req.NativeFormat == llm.FormatResponses && req.Native != nil:
+		h.extra(req.Native, responsesKnown)
+	default:
 		h.extra(req.Body, openAIKnown)
 	}
 	var k Key
@@ -145,6 +148,8 @@ var (
 		"temperature", "top_p", "n", "stop", "seed", "tools", "tool_choice", "response_format", "logprobs", "top_logprobs", "user"}
 	anthropicKnown = []string{"model", "messages", "system", "stream", "max_tokens", "temperature", "top_p", "top_k",
 		"stop_sequences", "metadata", "tools", "tool_choice"}
+	responsesKnown = []string{"model", "input", "instructions", "stream", "stream_options", "max_output_tokens", "temperature", "top_p",
+		"tools", "tool_choice", "metadata", "user", "safety_identifier", "store"}
 )
 
 // hasher writes length-prefixed fields, so no two field sequences hash

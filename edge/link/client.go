@@ -100,6 +100,11 @@ var errLinkLost = errors.New("link lost")
 // its answer as canonical types: a body, or a stream of OpenAI-format
 // chunks. Any failure before the first byte is a Retryable *llm.Error.
 func (p *Peer) Do(ctx context.Context, req *llm.Request, upstreamModel string) (*llm.Response, error) {
+	if req.Op > llm.OpEmbedding {
+		// Links carry chat, completions and embeddings (linkv1.Op).
+		return nil, &llm.Error{Status: http.StatusBadRequest, Type: llm.TypeInvalidRequest, Code: llm.CodeUnsupported,
+			Message: fmt.Sprintf("%s requests are not forwarded between Meridian nodes", req.Op)}
+	}
 	hops := Hops(ctx)
 	if hops >= p.t.cfg.MaxHops {
 		return nil, &llm.Error{Status: http.StatusLoopDetected, Type: llm.TypeServer, Code: "hop_limit",

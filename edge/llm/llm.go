@@ -42,7 +42,18 @@ const (
 	OpChat       Op = iota + 1 // chat completions
 	OpCompletion               // legacy text completions
 	OpEmbedding                // embeddings
+	// OpCountTokens asks a target how many input tokens Chat would
+	// take, without generating: Anthropic's /v1/messages/count_tokens.
+	// A target that can count answers Body {"input_tokens":N} with
+	// Usage.PromptTokens N; one that cannot refuses with
+	// CodeUnsupported, and the surface estimates instead. It never
+	// crosses a link.
+	OpCountTokens
 )
+
+// CodeUnsupported is the code of an error a target answers for an
+// operation it does not offer.
+const CodeUnsupported = "unsupported_operation"
 
 func (o Op) String() string {
 	switch o {
@@ -52,6 +63,8 @@ func (o Op) String() string {
 		return "completion"
 	case OpEmbedding:
 		return "embedding"
+	case OpCountTokens:
+		return "count_tokens"
 	}
 	return "op(" + strconv.Itoa(int(o)) + ")"
 }
@@ -83,7 +96,7 @@ type Request struct {
 	// model name changed, so unknown fields pass through.
 	Body []byte
 	// Native is the request as the client sent it in another format,
-	// NativeFormat (Anthropic's). An adapter whose upstream speaks that
+	// NativeFormat (Anthropic's, or OpenAI's Responses). An adapter whose upstream speaks that
 	// format forwards it with only the model name changed, and answers
 	// in it (Response.Format), so neither side is translated; any other
 	// adapter translates Chat. Native never crosses a link.

@@ -15,6 +15,10 @@ const (
 	FormatAnthropic Format = "anthropic"
 	FormatGemini    Format = "gemini"
 	FormatOllama    Format = "ollama"
+	// FormatResponses is OpenAI's Responses API (POST /v1/responses):
+	// the format of a Responses client's request (Request.Native) and of
+	// an answer an upstream that speaks it gave in it.
+	FormatResponses Format = "openai-responses"
 )
 
 // Finish reasons, canonical (OpenAI's).

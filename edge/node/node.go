@@ -22,6 +22,7 @@ import (
 	"github.com/meridian-mesh/meridian/edge/api"
 	anthropicapi "github.com/meridian-mesh/meridian/edge/api/anthropic"
 	openaiapi "github.com/meridian-mesh/meridian/edge/api/openai"
+	responsesapi "github.com/meridian-mesh/meridian/edge/api/responses"
 	"github.com/meridian-mesh/meridian/edge/cache"
 	"github.com/meridian-mesh/meridian/edge/config"
 	"github.com/meridian-mesh/meridian/edge/engine"
@@ -192,6 +193,7 @@ func New(cfg config.Config, log *slog.Logger) (*Node, error) {
 	oai, anth := openaiapi.New(surface), anthropicapi.New(surface)
 	oai.Register(mux)
 	anth.Register(mux)
+	responsesapi.New(surface).Register(mux)
 	// Both SDKs list models at /v1/models; Anthropic's send
 	// anthropic-version, so that header picks the answer's shape.
 	mux.HandleFunc("/v1/models", byClientFormat(oai.Models, anth.Models))

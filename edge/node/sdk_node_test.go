@@ -18,6 +18,34 @@ const nodeSDKDir = "../../scripts/sdktest/node"
 // against an edge, with `node --test`. Outside CI it skips when Node or
 // the packages are missing; in CI that is a failure.
 func TestNodeSDKs(t *testing.T) {
+	node := nodeBinary(t)
+	m := startMesh(t, nil)
+	runNodeSDKs(t, node, m.url, strings.Join(matrixModels(m), ","), nil)
+}
+
+// runNodeSDKs runs `node --test` on files (every test file when none)
+// against the edge at url, with the chat models it names and env.
+func runNodeSDKs(t *testing.T, node, url, models string, env []string, files ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, append([]string{"--test", "--test-reporter=spec"}, files...)...)
+	cmd.Dir = nodeSDKDir
+	cmd.Env = append(append(os.Environ(), "MERIDIAN_URL="+url, "MERIDIAN_MODELS="+models), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("node --test: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "fail 0") || strings.Contains(string(out), "pass 0") {
+		t.Fatalf("node --test reported failures:\n%s", out)
+	}
+	t.Logf("%s", out)
+}
+
+// nodeBinary returns node, or skips (fails in CI) when it or the SDK
+// packages are missing.
+func nodeBinary(t *testing.T) string {
+	t.Helper()
 	node, err := exec.LookPath("node")
 	if err == nil {
 		_, err = os.Stat(filepath.Join(nodeSDKDir, "node_modules", "openai"))
@@ -29,20 +57,15 @@ func TestNodeSDKs(t *testing.T) {
 		}
 		t.Skip(msg)
 	}
-	m := startMesh(t, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "--test", "--test-reporter=spec")
-	cmd.Dir = nodeSDKDir
-	cmd.Env = append(os.Environ(), "MERIDIAN_URL="+m.url, "MERIDIAN_MODELS="+strings.Join(matrixModels(m), ","))
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("node --test: %v\n%s", err, out)
-	}
-	if !strings.Contains(string(out), "fail 0") || strings.Contains(string(out), "pass 0") {
-		t.Fatalf("node --test reported failures:\n%s", out)
-	}
-	t.Logf("%s", out)
+	return node
+}
+
+// TestNodeSDKsOverLink: the Node SDK's Responses API against edge A,
+// whose models edge B serves over the link.
+func TestNodeSDKsOverLink(t *testing.T) {
+	node := nodeBinary(t)
+	p := startLinkPair(t)
+	runNodeSDKs(t, node, p.a.url, "gpt-4o-mini,claude-mock", nil, "responses.test.mjs")
 }
 
 // matrixModels are the chat models the SDK tests run against, one per

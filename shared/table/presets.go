@@ -47,6 +47,15 @@ var Presets = map[string]Preset{
 	"openai-compatible": {KindOpenAI, ""},
 }
 
+// responsesPresets are the presets whose upstream speaks OpenAI's
+// Responses API (POST /responses): a Responses client's request goes to
+// them as it came, and their answer comes back as they sent it.
+var responsesPresets = map[string]bool{"openai": true}
+
+// SpeaksResponses reports whether a provider configured with preset
+// serves OpenAI's Responses API.
+func SpeaksResponses(preset string) bool { return responsesPresets[preset] }
+
 // PresetNames lists the presets, sorted.
 func PresetNames() []string {
 	names := make([]string, 0, len(Presets))

@@ -42,6 +42,7 @@ func New(cfg api.Config) *Surface {
 // Register adds the surface's routes to mux.
 func (s *Surface) Register(mux *http.ServeMux) {
 	mux.Handle("/v1/messages", s.cfg.Handler(format{}, decode))
+	mux.HandleFunc("/v1/messages/count_tokens", s.countTokens)
 	mux.HandleFunc("/v1/messages/{rest...}", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, r, llm.Errorf(http.StatusNotFound, llm.TypeNotFound, "", "Not found: %s %s.", r.Method, r.URL.Path))
 	})

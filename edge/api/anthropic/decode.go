@@ -29,6 +29,21 @@ func missing(param string) *llm.Error { return bad(param, "Field required") }
 // Errors name the field the way Anthropic does, e.g.
 // "messages.1.content.0.type".
 func DecodeMessages(body []byte) (*llm.Request, *llm.Error) {
+	return decodeBody(body, false)
+}
+
+// DecodeCountTokens translates a count_tokens body, which is a Messages
+// body without max_tokens, into a canonical OpCountTokens request.
+func DecodeCountTokens(body []byte) (*llm.Request, *llm.Error) {
+	req, e := decodeBody(body, true)
+	if e != nil {
+		return nil, e
+	}
+	req.Op, req.Stream, req.IncludeUsage = llm.OpCountTokens, false, false
+	return req, nil
+}
+
+func decodeBody(body []byte, count bool) (*llm.Request, *llm.Error) {
 	// jsonscan accepts any bytes inside strings; JSON is UTF-8.
 	if at := api.InvalidUTF8(body); at >= 0 {
 		return nil, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "", "The request body is not valid UTF-8: invalid byte at offset %d.", at)
@@ -136,7 +151,7 @@ func DecodeMessages(body []byte) (*llm.Request, *llm.Error) {
 		return nil, missing("model")
 	case len(c.Model) > 256:
 		return nil, bad("model", "Input should be at most 256 characters")
-	case c.MaxTokens == nil:
+	case c.MaxTokens == nil && !count:
 		return nil, missing("max_tokens")
 	case msgs == nil:
 		return nil, missing("messages")

@@ -322,3 +322,12 @@ func writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Write(b)
 }
+
+// ErrorBody is OpenAI's error body for e, {"error":{…}}, for surfaces
+// that share OpenAI's error shape (the Responses API).
+func ErrorBody(e *llm.Error) []byte { return errorBody(e) }
+
+// RateLimitHeaders sets OpenAI's x-ratelimit-* headers from v.
+func RateLimitHeaders(h http.Header, v *limits.Verdict, now time.Time) {
+	format{}.RateLimitHeaders(h, v, now)
+}

@@ -44,6 +44,9 @@ func (a *Adapter) Close() { a.up.Close() }
 // client's model name when empty). Errors are *llm.Error, or ctx's error
 // when the client went away.
 func (a *Adapter) Do(ctx context.Context, req *llm.Request, upstreamModel string) (*llm.Response, error) {
+	if req.Op == llm.OpCountTokens {
+		return a.countTokens(ctx, req, req.UpstreamModel(upstreamModel))
+	}
 	if req.Op != llm.OpChat {
 		return nil, upstream.Unsupported(a.up.ID(), req.Op)
 	}

@@ -46,6 +46,50 @@ func (a *Adapter) passthrough(ctx context.Context, req *llm.Request, model strin
 	return &llm.Response{Body: b, Usage: t.usage(), Upstream: call.Since(), Format: llm.FormatAnthropic}, nil
 }
 
+// countTokens asks Anthropic's /messages/count_tokens. An Anthropic
+// client's count request goes as it came, with only the model renamed;
+// a translated one drops what only the messages endpoint takes.
+func (a *Adapter) countTokens(ctx context.Context, req *llm.Request, model string) (*llm.Response, error) {
+	var payload []byte
+	var err error
+	if req.NativeFormat == llm.FormatAnthropic && req.Native != nil {
+		payload = req.Native
+		if model != "" && model != req.Model {
+			payload, err = sjson.SetBytes(payload, "model", model)
+		}
+	} else {
+		chat, cerr := req.ChatRequest()
+		if cerr != nil {
+			return nil, cerr
+		}
+		if payload, err = encodeRequest(chat, model, false); err == nil {
+			for _, k := range []string{"max_tokens", "stream", "temperature", "top_p", "top_k", "stop_sequences", "metadata"} {
+				if payload, err = sjson.DeleteBytes(payload, k); err != nil {
+					break
+				}
+			}
+		}
+	}
+	if err != nil {
+		return nil, &llm.Error{Status: http.StatusBadRequest, Type: llm.TypeInvalidRequest, Message: "request could not be encoded for the upstream", Cause: err}
+	}
+	count := *req
+	count.Stream = false
+	call, err := a.up.Send(ctx, &count, false, a.up.Base()+"/messages/count_tokens", payload)
+	if err != nil {
+		return nil, err
+	}
+	b, err := a.up.ReadAll(call)
+	if err != nil {
+		return nil, err
+	}
+	n := gjson.GetBytes(b, "input_tokens")
+	if n.Type != gjson.Number {
+		return nil, badAnswer(a.up.ID())
+	}
+	return &llm.Response{Body: b, Usage: llm.Usage{PromptTokens: int(n.Int())}, Upstream: call.Since(), Format: llm.FormatAnthropic}, nil
+}
+
 // rawStream relays Anthropic's events as they came (llm.Chunk.Event).
 // It reads only the two events that carry usage and watches for the
 // end and for errors; the deltas, which are nearly every event, are

@@ -16,6 +16,7 @@ package ollama
 import (
 	"context"
 	"crypto/rand"
+	"strconv"
 	"time"
 
 	"github.com/meridian-mesh/meridian/edge/llm"
@@ -89,6 +90,8 @@ func (a *Adapter) Do(ctx context.Context, req *llm.Request, upstreamModel string
 		return a.chat(ctx, req, model)
 	case llm.OpEmbedding:
 		return a.embed(ctx, req, model)
+	case llm.OpCountTokens:
+		return a.countTokens(ctx, req, model)
 	}
 	return nil, upstream.Unsupported(a.up.ID(), req.Op)
 }
@@ -121,6 +124,26 @@ func (a *Adapter) chat(ctx context.Context, req *llm.Request, model string) (*ll
 		return nil, err
 	}
 	return &llm.Response{Completion: cc, Usage: *cc.Usage, Upstream: call.Since()}, nil
+}
+
+// countTokens counts the prompt with the model's own tokenizer and chat
+// template. Ollama has no tokenize endpoint; a chat that generates one
+// token reports the prompt's tokens in prompt_eval_count, counted in
+// full even when its prefix was cached.
+func (a *Adapter) countTokens(ctx context.Context, req *llm.Request, model string) (*llm.Response, error) {
+	c, err := req.ChatRequest()
+	if err != nil {
+		return nil, err
+	}
+	one := *c
+	n := 1
+	one.MaxTokens, one.MaxCompletionTokens, one.Stream = nil, &n, false
+	resp, err := a.chat(ctx, &llm.Request{ID: req.ID, Op: llm.OpChat, Model: req.Model, Chat: &one}, model)
+	if err != nil {
+		return nil, err
+	}
+	body := strconv.AppendInt([]byte(`{"input_tokens":`), int64(resp.Usage.PromptTokens), 10)
+	return &llm.Response{Body: append(body, '}'), Usage: llm.Usage{PromptTokens: resp.Usage.PromptTokens}, Upstream: resp.Upstream}, nil
 }
 
 func (a *Adapter) embed(ctx context.Context, req *llm.Request, model string) (*llm.Response, error) {

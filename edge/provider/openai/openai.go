@@ -29,13 +29,16 @@ import (
 // Adapter talks to one OpenAI-compatible provider.
 type Adapter struct {
 	up upstream.Provider
+	// responses: the upstream speaks the Responses API (its preset
+	// says so), so Responses clients' requests pass through.
+	responses bool
 }
 
 var style = upstream.Style{KeyHeader: "Authorization", KeyPrefix: "Bearer ", StreamAccept: "text/event-stream", ParseError: ParseError}
 
 // New returns an adapter for p. p must have passed table validation.
 func New(p table.Provider) (*Adapter, error) {
-	return &Adapter{up: upstream.NewProvider(p, style)}, nil
+	return &Adapter{up: upstream.NewProvider(p, style), responses: table.SpeaksResponses(p.Preset)}, nil
 }
 
 // Close releases idle connections.
@@ -83,6 +86,12 @@ func body(req *llm.Request, upstreamModel string) (b []byte, stripUsage bool, er
 
 // Do implements provider.Provider.
 func (a *Adapter) Do(ctx context.Context, req *llm.Request, upstreamModel string) (*llm.Response, error) {
+	if req.Op == llm.OpCountTokens {
+		return nil, upstream.Unsupported(a.up.ID(), req.Op)
+	}
+	if a.responses && req.Op == llm.OpChat && req.NativeFormat == llm.FormatResponses && req.Native != nil {
+		return a.passResponses(ctx, req, req.UpstreamModel(upstreamModel))
+	}
 	payload, stripUsage, err := body(req, upstreamModel)
 	if err != nil {
 		return nil, &llm.Error{Status: http.StatusBadRequest, Type: llm.TypeInvalidRequest, Message: "request could not be encoded for the upstream", Cause: err}

@@ -255,7 +255,7 @@ func RetryAfter(v string) time.Duration {
 // Unsupported is the error for an operation a provider's format lacks,
 // such as embeddings on Anthropic.
 func Unsupported(provider string, op llm.Op) *llm.Error {
-	return &llm.Error{Status: http.StatusBadRequest, Type: llm.TypeInvalidRequest,
+	return &llm.Error{Status: http.StatusBadRequest, Type: llm.TypeInvalidRequest, Code: llm.CodeUnsupported,
 		Message: fmt.Sprintf("provider %s does not support %s requests", provider, op)}
 }
 

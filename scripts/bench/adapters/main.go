@@ -36,6 +36,7 @@ import (
 // Packages whose translations are measured.
 var packages = []string{
 	"./edge/api/anthropic",
+	"./edge/api/responses",
 	"./edge/provider/anthropic",
 	"./edge/provider/gemini",
 	"./edge/provider/ollama",

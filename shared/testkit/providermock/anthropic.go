@@ -76,6 +76,8 @@ func (s *Server) serveAnthropic(rq *request) {
 	switch path {
 	case "/v1/messages":
 		method, handle = http.MethodPost, s.anthropicMessages
+	case "/v1/messages/count_tokens":
+		method, handle = http.MethodPost, s.anthropicCountTokens
 	case "/v1/models":
 		method, handle = http.MethodGet, s.anthropicListModels
 	default:
@@ -247,6 +249,54 @@ func anthropicDecodeError(err error) string {
 	}
 	return "There was an error parsing the body of your request. Please ensure it is valid JSON."
 }
+
+// anthropicCountTokens serves /v1/messages/count_tokens: the prompt's
+// words, as the messages endpoint counts them, plus
+// CountTokensOverhead, so a test can tell this count from any other.
+// Like Anthropic, it refuses max_tokens and stream, which only the
+// messages endpoint takes.
+func (s *Server) anthropicCountTokens(rq *request) {
+	if rq.r.Header.Get("Anthropic-Version") == "" {
+		rq.anthropicBadRequest("anthropic-version: header is required")
+		return
+	}
+	var req struct {
+		anthropicRequest
+		Stream *bool `json:"stream"`
+	}
+	if err := json.Unmarshal(rq.body, &req); err != nil {
+		rq.anthropicBadRequest(anthropicDecodeError(err))
+		return
+	}
+	switch {
+	case req.Model == "":
+		rq.anthropicBadRequest("model: Field required")
+		return
+	case len(req.Messages) == 0:
+		rq.anthropicBadRequest("messages: Field required")
+		return
+	case req.MaxTokens != nil:
+		rq.anthropicBadRequest("max_tokens: Extra inputs are not permitted")
+		return
+	case req.Stream != nil:
+		rq.anthropicBadRequest("stream: Extra inputs are not permitted")
+		return
+	}
+	n := countWords(string(req.System)) + CountTokensOverhead
+	for i := range req.Messages {
+		n += countWords(string(req.Messages[i].Content))
+	}
+	b := rq.buffer()
+	b = append(b, `{"input_tokens":`...)
+	b = strconv.AppendInt(b, int64(n), 10)
+	b = append(b, '}')
+	rq.keep(b)
+	rq.writeJSON(http.StatusOK, b)
+}
+
+// CountTokensOverhead is what the anthropic mock's count_tokens adds to
+// the words it counts.
+const CountTokensOverhead = 1000
 
 func (s *Server) anthropicMessages(rq *request) {
 	if rq.r.Header.Get("Anthropic-Version") == "" {

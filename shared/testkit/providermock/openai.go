@@ -65,6 +65,8 @@ func (s *Server) serveOpenAI(rq *request) {
 		method, handle = http.MethodPost, s.openAICompletion
 	case "/v1/embeddings":
 		method, handle = http.MethodPost, s.openAIEmbeddings
+	case "/v1/responses":
+		method, handle = http.MethodPost, s.openAIResponses
 	case "/v1/models":
 		method, handle = http.MethodGet, s.openAIModels
 	default:
