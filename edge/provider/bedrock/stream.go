@@ -49,17 +49,17 @@ type stream struct {
 	buf      []byte
 	chunk    llm.Chunk
 
-	id, model     string
-	created       int64
-	tools         []int32 // tool call index by content block index; -1 for text blocks
-	calls         int
-	roleSent      bool
-	usage         llm.Usage
-	hasUsage      bool
-	finishSent    bool
-	phase         phase
-	err           error
-	calledTools   bool
+	id, model   string
+	created     int64
+	tools       []int32 // tool call index by content block index; -1 for text blocks
+	calls       int
+	roleSent    bool
+	usage       llm.Usage
+	hasUsage    bool
+	finishSent  bool
+	phase       phase
+	err         error
+	calledTools bool
 }
 
 var (
