@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 
-	"github.com/aws/aws-sdk-go-v2/aws/protocol/eventstream"
 	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/edge/provider/upstream"
 	"github.com/tidwall/gjson"
@@ -45,8 +44,8 @@ type stream struct {
 	provider string
 	call     body
 	r        *bufio.Reader
-	dec      *eventstream.Decoder
-	buf      []byte
+	frames   frameReader
+	f        frame
 	chunk    llm.Chunk
 
 	id, model   string
@@ -68,8 +67,9 @@ var (
 )
 
 func newStream(provider string, call body, r io.Reader, id, model string, created int64) *stream {
-	return &stream{provider: provider, call: call, r: bufio.NewReaderSize(r, 16<<10), dec: eventstream.NewDecoder(),
-		buf: make([]byte, 0, 1024), id: id, model: model, created: created}
+	s := &stream{provider: provider, call: call, r: bufio.NewReaderSize(r, 16<<10), id: id, model: model, created: created}
+	s.frames.r = s.r
+	return s
 }
 
 // Next implements llm.Stream.
@@ -81,26 +81,23 @@ func (s *stream) Next() (*llm.Chunk, error) {
 		return nil, s.err
 	}
 	for {
-		msg, err := s.dec.Decode(s.r, s.buf[:0])
+		err := s.frames.next(&s.f)
 		if err != nil {
-			var le eventstream.LengthError
-			var ce eventstream.ChecksumError
 			switch {
 			case errors.Is(err, io.EOF) && s.finishSent:
 				// The answer ended without its metadata event: end as if
 				// it reported no usage.
 				s.phase = ended
 				return nil, io.EOF
-			case errors.As(err, &le) || errors.As(err, &ce):
+			case errors.Is(err, errFrame):
 				return nil, s.fail(s.malformed(err))
 			case errors.Is(err, io.EOF):
 				err = io.ErrUnexpectedEOF
 			}
 			return nil, s.fail(s.call.ReadErr(err))
 		}
-		s.buf = msg.Payload[:0]
 		s.call.Touch()
-		c, err := s.event(&msg)
+		c, err := s.event(&s.f)
 		if err != nil {
 			return nil, s.fail(err)
 		}
@@ -110,28 +107,19 @@ func (s *stream) Next() (*llm.Chunk, error) {
 	}
 }
 
-func header(m *eventstream.Message, name string) string {
-	if v := m.Headers.Get(name); v != nil {
-		if sv, ok := v.(eventstream.StringValue); ok {
-			return string(sv)
-		}
-	}
-	return ""
-}
-
 // event translates one event; nil means it gives no chunk.
-func (s *stream) event(m *eventstream.Message) (*llm.Chunk, error) {
-	switch header(m, ":message-type") {
+func (s *stream) event(f *frame) (*llm.Chunk, error) {
+	switch string(f.messageType) {
 	case "event":
 	case "exception":
-		return nil, exception(s.provider, header(m, ":exception-type"), gjson.GetBytes(m.Payload, "message").Str, s.roleSent)
+		return nil, exception(s.provider, string(f.exceptionType), gjson.GetBytes(f.payload, "message").Str, s.roleSent)
 	case "error":
-		return nil, exception(s.provider, header(m, ":error-code"), header(m, ":error-message"), s.roleSent)
+		return nil, exception(s.provider, string(f.errorCode), string(f.errorMessage), s.roleSent)
 	default:
 		return nil, nil
 	}
-	p := m.Payload
-	switch header(m, ":event-type") {
+	p := f.payload
+	switch string(f.eventType) {
 	case "messageStart":
 		if s.roleSent {
 			return nil, nil
@@ -156,7 +144,7 @@ func (s *stream) event(m *eventstream.Message) (*llm.Chunk, error) {
 		ch[0].ToolCalls = append(ch[0].ToolCalls, llm.ToolCallDelta{Index: int(s.tools[idx]), ID: tu.Get("toolUseId").Str, Name: tu.Get("name").Str})
 		return &s.chunk, nil
 	case "contentBlockDelta":
-		res := gjson.GetManyBytes(p, "contentBlockIndex", "delta.text", "delta.toolUse.input")
+		res := gjson.GetMany(view(p), "contentBlockIndex", "delta.text", "delta.toolUse.input")
 		if res[1].Type == gjson.String {
 			c := s.begin()
 			c.Choices[0].Content, c.Choices[0].HasContent = res[1].Str, true
