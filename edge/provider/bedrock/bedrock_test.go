@@ -127,12 +127,12 @@ func collect(t *testing.T, st llm.Stream) (text, args, finish string, calls []ll
 			return text, args, finish, calls, u, err
 		}
 		for _, ch := range c.Choices {
-			text += ch.Content
+			text += strings.Clone(ch.Content) // chunk strings live until the next call
 			if ch.FinishReason != "" {
 				finish = ch.FinishReason
 			}
 			for _, tc := range ch.ToolCalls {
-				args += tc.Arguments
+				args += strings.Clone(tc.Arguments)
 				if tc.Name != "" {
 					calls = append(calls, tc)
 				}
