@@ -11,37 +11,43 @@ import (
 // dependency must be added here on purpose, in review.
 var allowedModules = []string{
 	"github.com/meridian-mesh/meridian/",
-	"github.com/prometheus/",                // metrics
-	"github.com/beorn7/perks/",              // (prometheus)
-	"github.com/cespare/xxhash/",            // (prometheus)
-	"github.com/munnerz/goautoneg",          // (prometheus)
-	"google.golang.org/protobuf/",           // (prometheus)
-	"golang.org/x/sys/",                     // (prometheus procfs)
-	"go.yaml.in/yaml/v3",                    // config file
-	"github.com/tidwall/",                   // gjson/sjson: byte-level JSON edits on the hot path
-	"github.com/hashicorp/memberlist",       // edge gossip
-	"github.com/hashicorp/go-",              // (memberlist: metrics, msgpack, sockaddr, immutable-radix, multierror)
-	"github.com/hashicorp/errwrap",          // (memberlist)
-	"github.com/hashicorp/golang-lru",       // (memberlist)
-	"github.com/google/btree",               // (memberlist)
-	"github.com/miekg/dns",                  // (memberlist)
-	"github.com/sean-/seed",                 // (memberlist)
-	"golang.org/x/net/",                     // (memberlist, via miekg/dns)
-	"github.com/quic-go/quic-go",            // links between edges (QUIC)
-	"github.com/ollama/ollama/",             // api: the local engine's model management
-	"golang.org/x/crypto/",                  // (ollama api: request signing)
-	"github.com/google/uuid",                // (ollama api)
-	"github.com/wk8/go-ordered-map/",        // (ollama api)
-	"github.com/bahlo/generic-list-go",      // (ollama api, via go-ordered-map)
-	"github.com/buger/jsonparser",           // (ollama api, via go-ordered-map)
-	"github.com/mailru/easyjson/",           // (ollama api, via go-ordered-map)
-	"github.com/oschwald/maxminddb-golang/", // GeoIP: where clients are (edge/geo)
-	"gopkg.in/yaml.v3",                      // (ollama api, via go-ordered-map)
-	"github.com/maypok86/otter/v2",          // the edge cache (edge/cache)
-	"github.com/nats-io/nats.go",            // the routing table from the control plane (edge/tablesync)
-	"github.com/nats-io/nkeys",              // (nats.go)
-	"github.com/nats-io/nuid",               // (nats.go)
-	"github.com/klauspost/compress/",        // (nats.go: websocket compression)
+	"github.com/prometheus/",                              // metrics
+	"github.com/beorn7/perks/",                            // (prometheus)
+	"github.com/cespare/xxhash/",                          // (prometheus)
+	"github.com/munnerz/goautoneg",                        // (prometheus)
+	"google.golang.org/protobuf/",                         // (prometheus)
+	"golang.org/x/sys/",                                   // (prometheus procfs)
+	"go.yaml.in/yaml/v3",                                  // config file
+	"github.com/tidwall/",                                 // gjson/sjson: byte-level JSON edits on the hot path
+	"github.com/hashicorp/memberlist",                     // edge gossip
+	"github.com/hashicorp/go-",                            // (memberlist: metrics, msgpack, sockaddr, immutable-radix, multierror)
+	"github.com/hashicorp/errwrap",                        // (memberlist)
+	"github.com/hashicorp/golang-lru",                     // (memberlist)
+	"github.com/google/btree",                             // (memberlist)
+	"github.com/miekg/dns",                                // (memberlist)
+	"github.com/sean-/seed",                               // (memberlist)
+	"golang.org/x/net/",                                   // (memberlist, via miekg/dns)
+	"github.com/quic-go/quic-go",                          // links between edges (QUIC)
+	"github.com/ollama/ollama/",                           // api: the local engine's model management
+	"golang.org/x/crypto/",                                // (ollama api: request signing)
+	"github.com/google/uuid",                              // (ollama api)
+	"github.com/wk8/go-ordered-map/",                      // (ollama api)
+	"github.com/bahlo/generic-list-go",                    // (ollama api, via go-ordered-map)
+	"github.com/buger/jsonparser",                         // (ollama api, via go-ordered-map)
+	"github.com/mailru/easyjson/",                         // (ollama api, via go-ordered-map)
+	"github.com/oschwald/maxminddb-golang/",               // GeoIP: where clients are (edge/geo)
+	"gopkg.in/yaml.v3",                                    // (ollama api, via go-ordered-map)
+	"github.com/maypok86/otter/v2",                        // the edge cache (edge/cache)
+	"github.com/nats-io/nats.go",                          // the routing table from the control plane (edge/tablesync)
+	"github.com/nats-io/nkeys",                            // (nats.go)
+	"github.com/nats-io/nuid",                             // (nats.go)
+	"github.com/klauspost/compress/",                      // (nats.go: websocket compression)
+	"github.com/aws/aws-sdk-go-v2",                        // Bedrock: SigV4 signer and the standard credential chain (edge/provider/bedrock)
+	"github.com/aws/smithy-go",                            // (aws-sdk-go-v2)
+	"cloud.google.com/go/auth",                            // Vertex AI: service-account OAuth tokens (edge/provider/vertex)
+	"cloud.google.com/go/compute/metadata",                // (auth: application default credentials on Google Cloud)
+	"github.com/googleapis/enterprise-certificate-proxy/", // (auth)
+	"github.com/googleapis/gax-go/",                       // (auth)
 }
 
 // forbidden are packages of the project that must never reach the edge
