@@ -520,6 +520,9 @@ func Compile(t *Table) (*Compiled, error) {
 		if !slices.Contains(knownKinds, p.Kind) {
 			return nil, fieldErr("providers[%d].kind", i)("unknown kind %q (known: %s)", p.Kind, strings.Join(knownKinds, ", "))
 		}
+		if err := checkCloud(p, fmt.Sprintf("providers[%d]", i)); err != nil {
+			return nil, err
+		}
 		if p.Kind == KindLocal {
 			if p.BaseURL != "" || p.APIKey != "" || p.APIKeyEnv != "" {
 				return nil, fieldErr("providers[%d].base_url", i)("must be empty for kind %q: the local engine is the node's own", KindLocal)
@@ -535,9 +538,6 @@ func Compile(t *Table) (*Compiled, error) {
 		}
 		if p.Region != "" && c.regions[p.Region] == nil {
 			return nil, fieldErr("providers[%d].region", i)("references unknown region %q", p.Region)
-		}
-		if err := checkCloud(p, fmt.Sprintf("providers[%d]", i)); err != nil {
-			return nil, err
 		}
 		if p.ConnectTimeout < 0 || p.FirstByteTimeout < 0 || p.ChunkTimeout < 0 || p.MaxIdleConns < 0 {
 			return nil, bad("timeouts and pool sizes must not be negative")
