@@ -208,8 +208,9 @@ type Provider struct {
 	// Preset names a known provider ("openai", "anthropic", "gemini",
 	// "mistral", ...; see Presets), which supplies Kind and BaseURL.
 	Preset string `yaml:"preset,omitempty" json:"preset,omitempty"`
-	// Kind is the wire format: "openai", "anthropic", "gemini" or
-	// "ollama"; or "local", the node's own engine. A preset sets it.
+	// Kind is the wire format: "openai", "anthropic", "gemini",
+	// "ollama", "azure", "bedrock" or "vertex" (cloud.go); or "local",
+	// the node's own engine. A preset sets it.
 	Kind string `yaml:"kind,omitempty" json:"kind,omitempty"`
 	// BaseURL is the API root including its version path, for example
 	// "https://api.example.com/v1" (Ollama's has none). A preset sets it.

@@ -18,7 +18,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -66,6 +68,34 @@ type token struct {
 	checked time.Time
 }
 
+// readToken reads the token file through an os.Root on its directory,
+// so a symlink cannot lead out of it (the path passed the secrets
+// policy, which confines files to the secrets directory). It returns a
+// nil b when the file's size and modification time are mod and size.
+func readToken(path string, mod time.Time, size int64) (b []byte, fi os.FileInfo, err error) {
+	root, err := os.OpenRoot(filepath.Dir(path))
+	if err != nil {
+		return nil, nil, err
+	}
+	defer root.Close()
+	f, err := root.Open(filepath.Base(path))
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	if fi, err = f.Stat(); err != nil {
+		return nil, nil, err
+	}
+	if fi.ModTime().Equal(mod) && fi.Size() == size {
+		return nil, fi, nil
+	}
+	b, err = io.ReadAll(io.LimitReader(f, 64<<10))
+	if b == nil && err == nil {
+		b = []byte{}
+	}
+	return b, fi, err
+}
+
 // recheck bounds how often the token file is looked at: a stat per
 // request would cost more than the rest of the adapter.
 const recheck = time.Second
@@ -81,22 +111,15 @@ func (t *token) get() (string, error) {
 		return t.value, nil
 	}
 	t.checked = now
-	fi, err := os.Stat(t.file)
+	b, fi, err := readToken(t.file, t.mod, t.size)
 	if err != nil {
 		if t.value != "" {
 			return t.value, nil // keep the last good token while the file is being replaced
 		}
 		return "", fmt.Errorf("entra token file: %w", err)
 	}
-	if t.value != "" && fi.ModTime().Equal(t.mod) && fi.Size() == t.size {
-		return t.value, nil
-	}
-	b, err := os.ReadFile(t.file)
-	if err != nil {
-		if t.value != "" {
-			return t.value, nil
-		}
-		return "", fmt.Errorf("entra token file: %w", err)
+	if b == nil {
+		return t.value, nil // unchanged
 	}
 	v := strings.TrimSpace(string(b))
 	if v == "" {

@@ -556,7 +556,8 @@ type Provider struct {
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// A shared/table preset: "openai", "anthropic", "gemini", ...
 	Preset string `protobuf:"bytes,2,opt,name=preset,proto3" json:"preset,omitempty"`
-	// Wire format: "openai", "anthropic", "gemini" or "ollama".
+	// Wire format: "openai", "anthropic", "gemini", "ollama", "azure",
+	// "bedrock", "vertex", "local" or "peer".
 	Kind    string `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
 	BaseUrl string `protobuf:"bytes,4,opt,name=base_url,json=baseUrl,proto3" json:"base_url,omitempty"`
 	// Where edges read the credential: "env:NAME" or "file:/path".
