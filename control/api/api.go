@@ -808,7 +808,7 @@ func unknownKind(kind string) string {
 		names[i] = k.Name
 	}
 	msg := fmt.Sprintf("unknown entity kind %q (known: %s)", kind, strings.Join(names, ", "))
-	wire := []string{table.KindOpenAI, table.KindAnthropic, table.KindGemini, table.KindOllama, table.KindLocal, table.KindPeer}
+	wire := []string{table.KindOpenAI, table.KindAnthropic, table.KindGemini, table.KindOllama, table.KindAzure, table.KindBedrock, table.KindVertex, table.KindLocal, table.KindPeer}
 	if slices.Contains(wire, kind) {
 		msg += fmt.Sprintf("; %q is a provider's wire format: %s", kind, putShape)
 	}

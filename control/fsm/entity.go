@@ -383,7 +383,13 @@ func validateProvider(m proto.Message) error {
 	}
 	// shared/table owns what presets, kinds and base URLs are valid, so
 	// the compiler never meets a provider it would reject.
-	t := table.Table{Providers: []table.Provider{{ID: p.GetId(), Preset: p.GetPreset(), Kind: p.GetKind(), BaseURL: p.GetBaseUrl()}}}
+	t := table.Table{Providers: []table.Provider{{ID: p.GetId(), Preset: p.GetPreset(), Kind: p.GetKind(), BaseURL: p.GetBaseUrl(),
+		Region: p.GetRegion(), APIVersion: p.GetApiVersion(), Project: p.GetProject(), CloudRegion: p.GetCloudRegion(), Auth: p.GetAuth()}}}
+	if p.GetRegion() != "" {
+		// Whether the region exists is the references' check; here it
+		// only has to be there for the kinds that require one.
+		t.Regions = []table.Region{{ID: p.GetRegion()}}
+	}
 	if err := t.Validate(); err != nil {
 		var fe *table.FieldError
 		if errors.As(err, &fe) {

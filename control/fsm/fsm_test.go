@@ -62,6 +62,10 @@ func TestWriteAppliesAtomicallyAndChecksReferences(t *testing.T) {
 		{"delete missing", []*controlv1.Op{DeleteOp(KindRegion, "nope")}, CodeNotFound, "id"},
 		{"secret in ref", []*controlv1.Op{PutOp(&controlv1.Provider{Id: "p", Preset: "openai", SecretRef: "sk-123"})}, CodeInvalid, "secret_ref"},
 		{"unknown preset", []*controlv1.Op{PutOp(&controlv1.Provider{Id: "p", Preset: "nope"})}, CodeInvalid, "preset"},
+		{"bedrock without region", []*controlv1.Op{PutOp(&controlv1.Provider{Id: "p", Preset: "bedrock", CloudRegion: "us-east-1"})}, CodeInvalid, "region"},
+		{"vertex without project", []*controlv1.Op{PutOp(&controlv1.Provider{Id: "p", Preset: "vertex", Region: "eu", CloudRegion: "europe-west4"})}, CodeInvalid, "project"},
+		{"api_version on openai", []*controlv1.Op{PutOp(&controlv1.Provider{Id: "p", Preset: "openai", ApiVersion: "2024-10-21"})}, CodeInvalid, "api_version"},
+		{"bedrock in a region nobody declared", []*controlv1.Op{PutOp(&controlv1.Provider{Id: "p", Preset: "bedrock", Region: "mars", CloudRegion: "us-east-1"})}, CodeReference, "region"},
 		{"placement of remote model", []*controlv1.Op{
 			PutOp(&controlv1.Model{Id: "remote"}),
 			PutOp(&controlv1.Placement{Id: "p2", Model: "remote", Node: "n1", Desired: 1}),

@@ -100,6 +100,8 @@ func newMesh(t testing.TB, edit func(*config.Config), waitReady bool) *testMesh 
 		others[kind] = kbase
 	}
 
+	cloud := startCloudMocks(t)
+
 	cfg := config.DefaultConfig()
 	cfg.NodeID = "edge-test"
 	cfg.Listen = "127.0.0.1:0"
@@ -112,9 +114,15 @@ func newMesh(t testing.TB, edit func(*config.Config), waitReady bool) *testMesh 
 			{ID: "claude", Preset: "anthropic", BaseURL: others[providermock.KindAnthropic] + "/v1", APIKey: mockKey},
 			{ID: "gemini", Preset: "gemini", BaseURL: others[providermock.KindGemini] + "/v1beta", APIKey: mockKey},
 			{ID: "ollama", Preset: "ollama", BaseURL: others[providermock.KindOllama]},
+			{ID: "azure", Preset: "azure", BaseURL: cloud.azure, APIKey: mockKey},
+			{ID: "bedrock", Preset: "bedrock", BaseURL: cloud.bedrock, Region: "us", CloudRegion: cloudAWS.Region},
+			{ID: "vertex", Preset: "vertex", BaseURL: cloud.vertex, Region: "us", CloudRegion: "us-central1", Project: "mock-project",
+				APIKey: table.Secret(cloud.credentials)},
 		},
+		Regions: []table.Region{{ID: "us", Latitude: 39, Longitude: -77}},
 		Models: []table.Model{{ID: "gpt-4o-mini"}, {ID: "text-embedding-3-small"}, {ID: "renamed"}, {ID: "fallback"}, {ID: "mock-error-500"}, {ID: "mock-error-429"},
 			{ID: "claude-mock"}, {ID: "gemini-mock"}, {ID: "llama-mock"}, {ID: "llama-embed"},
+			{ID: "azure-mock"}, {ID: "bedrock-mock"}, {ID: "vertex-gemini-mock"}, {ID: "vertex-claude-mock"},
 			{ID: "text-only", Capabilities: []string{table.CapTools}}},
 		Routes: []table.Route{
 			{Model: "gpt-4o-mini", Targets: []table.Target{{Provider: "mock"}}},
@@ -128,6 +136,10 @@ func newMesh(t testing.TB, edit func(*config.Config), waitReady bool) *testMesh 
 			{Model: "llama-mock", Targets: []table.Target{{Provider: "ollama", Model: "llama3.2:1b"}}},
 			{Model: "llama-embed", Targets: []table.Target{{Provider: "ollama", Model: "nomic-embed-text"}}},
 			{Model: "text-only", Targets: []table.Target{{Provider: "claude", Model: "claude-haiku"}}},
+			{Model: "azure-mock", Targets: []table.Target{{Provider: "azure", Model: "gpt-4o-deployment"}}},
+			{Model: "bedrock-mock", Targets: []table.Target{{Provider: "bedrock", Model: "anthropic.claude-3-5-haiku-20241022-v1:0"}}},
+			{Model: "vertex-gemini-mock", Targets: []table.Target{{Provider: "vertex", Model: "gemini-2.5-flash"}}},
+			{Model: "vertex-claude-mock", Targets: []table.Target{{Provider: "vertex", Model: "claude-sonnet-4@20250514"}}},
 		},
 	}
 	if edit != nil {

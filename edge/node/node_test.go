@@ -247,7 +247,7 @@ func TestModels(t *testing.T) {
 			ID, Object, OwnedBy string
 		} `json:"data"`
 	}
-	if err := json.Unmarshal(readBody(t, resp), &list); err != nil || list.Object != "list" || len(list.Data) != 11 || list.Data[0].ID != "gpt-4o-mini" {
+	if err := json.Unmarshal(readBody(t, resp), &list); err != nil || list.Object != "list" || len(list.Data) != 15 || list.Data[0].ID != "gpt-4o-mini" {
 		t.Fatalf("models: %+v %v", list, err)
 	}
 	resp, _ = http.Get(m.url + "/v1/models/gpt-4o-mini")

@@ -71,5 +71,5 @@ func TestNodeSDKsOverLink(t *testing.T) {
 // matrixModels are the chat models the SDK tests run against, one per
 // kind of upstream the mesh has.
 func matrixModels(m *testMesh) []string {
-	return []string{"gpt-4o-mini", "claude-mock", "gemini-mock", "llama-mock"}
+	return []string{"gpt-4o-mini", "claude-mock", "gemini-mock", "llama-mock", "azure-mock", "bedrock-mock", "vertex-gemini-mock", "vertex-claude-mock"}
 }

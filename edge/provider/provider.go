@@ -13,9 +13,12 @@ import (
 
 	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/edge/provider/anthropic"
+	"github.com/meridian-mesh/meridian/edge/provider/azure"
+	"github.com/meridian-mesh/meridian/edge/provider/bedrock"
 	"github.com/meridian-mesh/meridian/edge/provider/gemini"
 	"github.com/meridian-mesh/meridian/edge/provider/ollama"
 	"github.com/meridian-mesh/meridian/edge/provider/openai"
+	"github.com/meridian-mesh/meridian/edge/provider/vertex"
 	"github.com/meridian-mesh/meridian/shared/table"
 )
 
@@ -67,6 +70,8 @@ var (
 	_ Provider = (*anthropic.Adapter)(nil)
 	_ Provider = (*gemini.Adapter)(nil)
 	_ Provider = (*ollama.Adapter)(nil)
+	_ Provider = (*bedrock.Adapter)(nil)
+	_ Provider = (*vertex.Adapter)(nil)
 )
 
 // New builds the adapter for p's kind. p must have passed table
@@ -81,6 +86,12 @@ func New(p table.Provider) (Provider, error) {
 		return gemini.New(p)
 	case table.KindOllama:
 		return ollama.New(p)
+	case table.KindAzure:
+		return azure.New(p)
+	case table.KindBedrock:
+		return bedrock.New(p)
+	case table.KindVertex:
+		return vertex.New(p)
 	}
 	return nil, fmt.Errorf("provider %q: unknown kind %q", p.ID, p.Kind)
 }

@@ -35,8 +35,8 @@ type app struct {
 func main() {
 	a := app{cfg: providermock.DefaultConfig(), stdout: os.Stdout}
 	flag.StringVar(&a.addr, "addr", "127.0.0.1:9100", "address to listen on")
-	flag.StringVar(&a.cfg.Kind, "kind", a.cfg.Kind, "provider wire format to speak: openai, anthropic, gemini or ollama")
-	flag.StringVar(&a.cfg.APIKey, "api-key", "", "if set, requests must carry the key in the kind's header (Bearer for openai and ollama, x-api-key for anthropic, x-goog-api-key or ?key= for gemini)")
+	flag.StringVar(&a.cfg.Kind, "kind", a.cfg.Kind, "provider wire format to speak: openai, anthropic, gemini, ollama, azure, bedrock or vertex (the mock then checks no SigV4 signature or OAuth token)")
+	flag.StringVar(&a.cfg.APIKey, "api-key", "", "if set, requests must carry the key in the kind's header (Bearer for openai and ollama, x-api-key for anthropic, x-goog-api-key or ?key= for gemini, api-key for azure)")
 	flag.DurationVar(&a.cfg.Latency, "latency", 0, "delay before response headers")
 	flag.DurationVar(&a.cfg.ChunkDelay, "chunk-delay", 0, "delay between streamed chunks")
 	flag.IntVar(&a.cfg.Chunks, "chunks", a.cfg.Chunks, "default number of content chunks in an answer")

@@ -45,6 +45,12 @@ var Presets = map[string]Preset{
 	"ollama":            {KindOllama, "http://127.0.0.1:11434"},
 	"vllm":              {KindOpenAI, "http://127.0.0.1:8000/v1"},
 	"openai-compatible": {KindOpenAI, ""},
+	// Azure's base URL is the resource's own endpoint,
+	// https://RESOURCE.openai.azure.com; Bedrock's and Vertex's follow
+	// from the provider's cloud region.
+	"azure":   {KindAzure, ""},
+	"bedrock": {KindBedrock, ""},
+	"vertex":  {KindVertex, ""},
 }
 
 // responsesPresets are the presets whose upstream speaks OpenAI's
@@ -83,6 +89,9 @@ func applyPreset(p *Provider) error {
 		return &FieldError{Msg: fmt.Sprintf("kind %q contradicts preset %q, which is %q", p.Kind, p.Preset, pr.Kind)}
 	}
 	if p.BaseURL == "" {
+		if pr.BaseURL == "" && (pr.Kind == KindBedrock || pr.Kind == KindVertex) {
+			return nil // derived from the cloud region
+		}
 		if pr.BaseURL == "" {
 			return &FieldError{Msg: fmt.Sprintf("preset %q needs base_url", p.Preset)}
 		}

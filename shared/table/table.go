@@ -233,8 +233,9 @@ type Provider struct {
 	// Preset names a known provider ("openai", "anthropic", "gemini",
 	// "mistral", ...; see Presets), which supplies Kind and BaseURL.
 	Preset string `yaml:"preset,omitempty" json:"preset,omitempty"`
-	// Kind is the wire format: "openai", "anthropic", "gemini" or
-	// "ollama"; or "local", the node's own engine. A preset sets it.
+	// Kind is the wire format: "openai", "anthropic", "gemini",
+	// "ollama", "azure", "bedrock" or "vertex" (cloud.go); or "local",
+	// the node's own engine. A preset sets it.
 	Kind string `yaml:"kind,omitempty" json:"kind,omitempty"`
 	// BaseURL is the API root including its version path, for example
 	// "https://api.example.com/v1" (Ollama's has none). A preset sets it.
@@ -261,6 +262,26 @@ type Provider struct {
 	// MaxIdleConns is the size of the idle connection pool kept to this
 	// provider. Zero means 256.
 	MaxIdleConns int `yaml:"max_idle_conns,omitempty" json:"max_idle_conns,omitempty"`
+	// APIVersion is Azure OpenAI's api-version query parameter, such as
+	// "2024-10-21"; empty means DefaultAzureAPIVersion. Only kind azure.
+	APIVersion string `yaml:"api_version,omitempty" json:"api_version,omitempty"`
+	// Project is the Google Cloud project of a vertex provider; required
+	// for kind vertex, refused for the others.
+	Project string `yaml:"project,omitempty" json:"project,omitempty"`
+	// CloudRegion is the cloud's own name for where a bedrock or vertex
+	// provider runs ("us-east-1", "europe-west4", "global"); empty means
+	// Region, for fleets that name their regions after the cloud's.
+	CloudRegion string `yaml:"cloud_region,omitempty" json:"cloud_region,omitempty"`
+	// Auth is how an azure provider proves itself: AuthAPIKey (the
+	// default; the key goes in the api-key header) or AuthEntra (the
+	// credential is a Microsoft Entra ID access token, sent as a Bearer
+	// token). Other kinds have one way each and leave it empty.
+	Auth string `yaml:"auth,omitempty" json:"auth,omitempty"`
+	// TokenFile, for auth entra, is a file holding the access token; it
+	// is read again whenever it changes, so whatever renews the token
+	// (a sidecar, a workload identity agent) needs no restart. When
+	// empty, APIKey holds the token as it was when the table loaded.
+	TokenFile string `yaml:"token_file,omitempty" json:"token_file,omitempty"`
 }
 
 // Provider timeout and pool defaults, used where a field is zero.
@@ -525,6 +546,9 @@ func Compile(t *Table) (*Compiled, error) {
 		if !slices.Contains(knownKinds, p.Kind) {
 			return nil, fieldErr("providers[%d].kind", i)("unknown kind %q (known: %s)", p.Kind, strings.Join(knownKinds, ", "))
 		}
+		if err := checkCloud(p, fmt.Sprintf("providers[%d]", i)); err != nil {
+			return nil, err
+		}
 		if p.Kind == KindLocal {
 			if p.BaseURL != "" || p.APIKey != "" || p.APIKeyEnv != "" {
 				return nil, fieldErr("providers[%d].base_url", i)("must be empty for kind %q: the local engine is the node's own", KindLocal)
@@ -533,6 +557,8 @@ func Compile(t *Table) (*Compiled, error) {
 			if _, _, err := ParsePeerURL(p.BaseURL); err != nil {
 				return nil, fieldErr("providers[%d].base_url", i)("%v", err)
 			}
+		} else if err := fillCloudBaseURL(p); err != nil {
+			return nil, fieldErr("providers[%d].base_url", i)("%v", err)
 		} else if err := checkBaseURL(p.BaseURL); err != nil {
 			return nil, fieldErr("providers[%d].base_url", i)("%v", err)
 		}

@@ -34,6 +34,33 @@ func TestValidate(t *testing.T) {
 		{"local engine", func(t *Table) { t.Providers[0] = Provider{ID: "p", Kind: KindLocal} }, ""},
 		{"local engine with url", func(t *Table) { t.Providers[0] = Provider{ID: "p", Kind: KindLocal, BaseURL: "http://127.0.0.1:1"} }, "providers[0].base_url"},
 		{"negative timeout", func(t *Table) { t.Providers[0].ChunkTimeout = -1 }, "providers[0]"},
+		{"bedrock", func(t *Table) {
+			t.Regions = append(t.Regions, Region{ID: "us-east-1"})
+			t.Providers[0] = Provider{ID: "p", Preset: "bedrock", Region: "us-east-1"}
+		}, ""},
+		{"bedrock without region", func(t *Table) { t.Providers[0] = Provider{ID: "p", Preset: "bedrock", CloudRegion: "us-east-1"} }, "providers[0].region"},
+		{"bedrock odd cloud region", func(t *Table) {
+			t.Regions = append(t.Regions, Region{ID: "us-east-1"})
+			t.Providers[0] = Provider{ID: "p", Preset: "bedrock", Region: "us-east-1", CloudRegion: "us-east-1.evil.com/"}
+		}, "providers[0].cloud_region"},
+		{"vertex", func(t *Table) {
+			t.Regions = append(t.Regions, Region{ID: "us-east-1"})
+			t.Providers[0] = Provider{ID: "p", Preset: "vertex", Region: "us-east-1", CloudRegion: "us-east1", Project: "my-proj"}
+		}, ""},
+		{"vertex without project", func(t *Table) {
+			t.Regions = append(t.Regions, Region{ID: "us-east-1"})
+			t.Providers[0] = Provider{ID: "p", Preset: "vertex", Region: "us-east-1"}
+		}, "providers[0].project"},
+		{"azure", func(t *Table) {
+			t.Providers[0] = Provider{ID: "p", Preset: "azure", BaseURL: "https://r.openai.azure.com", Auth: AuthEntra}
+		}, ""},
+		{"azure without url", func(t *Table) { t.Providers[0] = Provider{ID: "p", Preset: "azure"} }, "providers[0].preset"},
+		{"api_version off azure", func(t *Table) { t.Providers[0].APIVersion = "2024-10-21" }, "providers[0].api_version"},
+		{"project off vertex", func(t *Table) { t.Providers[0].Project = "x" }, "providers[0].project"},
+		{"auth off azure", func(t *Table) { t.Providers[0].Auth = AuthEntra }, "providers[0].auth"},
+		{"unknown auth", func(t *Table) {
+			t.Providers[0] = Provider{ID: "p", Preset: "azure", BaseURL: "https://r", Auth: "oauth"}
+		}, "providers[0].auth"},
 		{"model id", func(t *Table) { t.Models[0].ID = "" }, "models[0].id"},
 		{"route to unknown model", func(t *Table) { t.Routes[0].Model = "x" }, "routes[0].model"},
 		{"route to unknown provider", func(t *Table) { t.Routes[0].Targets[0].Provider = "x" }, "routes[0].targets[0].provider"},

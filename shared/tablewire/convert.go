@@ -174,9 +174,17 @@ func (c *Converter) ToTable(t *tablev1.RoutingTable) (tab *table.Table, unusable
 			unusable = append(unusable, p.GetId()+": "+rerr.Error())
 			continue
 		}
-		tab.Providers = append(tab.Providers, table.Provider{
+		tp := table.Provider{
 			ID: p.GetId(), Preset: p.GetPreset(), Kind: p.GetKind(), BaseURL: p.GetBaseUrl(), APIKey: key, Region: p.GetRegion(),
-		})
+			APIVersion: p.GetApiVersion(), Project: p.GetProject(), CloudRegion: p.GetCloudRegion(), Auth: p.GetAuth(),
+		}
+		if ref := p.GetSecretRef(); tp.Auth == table.AuthEntra && strings.HasPrefix(ref, "file:/") && c.r.ReadFile == nil && !c.r.anyRef {
+			// An Entra token expires within hours; whatever renews it
+			// rewrites the file, which the adapter reads again. The
+			// path passed the policy in resolve.
+			tp.TokenFile = ref[len("file:"):]
+		}
+		tab.Providers = append(tab.Providers, tp)
 		usable[p.GetId()] = true
 		usableKey.WriteString(p.GetId())
 		usableKey.WriteByte(0)

@@ -3,6 +3,8 @@ package tablewire
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -372,5 +374,41 @@ func TestConverterReuse(t *testing.T) {
 		if !reflect.DeepEqual(got, want) {
 			t.Fatalf("reused conversion differs:\n%+v\n%+v", got, want)
 		}
+	}
+}
+
+// TestCloudProviderFields: the cloud kinds' fields reach the edge's
+// table, and an Entra token in a secrets file is handed over as a file
+// to read again, not only as the value it had.
+func TestCloudProviderFields(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "azure-token"), []byte("tok-1"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := sample(9)
+	s.Entities.Providers = append(s.Entities.Providers,
+		&controlv1.Provider{Id: "az", Preset: "azure", BaseUrl: "https://r.openai.azure.com", ApiVersion: "2025-01-01-preview", Auth: "entra", SecretRef: "file:" + dir + "/azure-token"},
+		&controlv1.Provider{Id: "bed", Preset: "bedrock", Region: "us", CloudRegion: "us-east-1"},
+		&controlv1.Provider{Id: "vx", Preset: "vertex", Region: "eu", CloudRegion: "europe-west4", Project: "proj-1"})
+	Sort(s.Entities)
+	tab, unusable, err := ToTable(s, Resolver{Getenv: func(string) string { return "k" }, LocalEngine: true, Policy: SecretPolicy{Dir: dir}})
+	if err != nil || len(unusable) != 0 {
+		t.Fatal(err, unusable)
+	}
+	if err := tab.Validate(); err != nil { // fills presets, as the edge does
+		t.Fatal(err)
+	}
+	got := map[string]table.Provider{}
+	for _, p := range tab.Providers {
+		got[p.ID] = p
+	}
+	if az := got["az"]; az.APIVersion != "2025-01-01-preview" || az.Auth != "entra" || az.TokenFile != dir+"/azure-token" || az.APIKey.Reveal() != "tok-1" {
+		t.Fatalf("azure %+v", az)
+	}
+	if bed := got["bed"]; bed.CloudRegion != "us-east-1" || bed.BaseURL != "https://bedrock-runtime.us-east-1.amazonaws.com" {
+		t.Fatalf("bedrock %+v", bed)
+	}
+	if vx := got["vx"]; vx.Project != "proj-1" || vx.BaseURL != "https://europe-west4-aiplatform.googleapis.com" {
+		t.Fatalf("vertex %+v", vx)
 	}
 }

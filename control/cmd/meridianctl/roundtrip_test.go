@@ -107,7 +107,13 @@ func dedupe(s []string) []string {
 }
 
 // providerForms are the ways README documents to write a provider.
-var providerForms = []string{"preset", "preset+base_url", "preset+kind", "kind+base_url", "kind local"}
+var providerForms = []string{"preset", "preset+base_url", "preset+kind", "kind+base_url", "kind local", "azure", "cloud"}
+
+// plainPresets are the presets that need no cloud fields.
+var plainPresets = slices.DeleteFunc(table.PresetNames(), func(n string) bool {
+	k := table.Presets[n].Kind
+	return k == table.KindBedrock || k == table.KindVertex
+})
 
 // cacheGen draws a route's or a tenant's cache policy fields.
 func cacheGen(t *rapid.T) (mode string, ttl uint32, similarity float64) {
@@ -176,22 +182,43 @@ var genFleet = rapid.Custom(func(t *rapid.T) fleet {
 		case "preset":
 			p.Preset = pick(t, "preset", slices.DeleteFunc(table.PresetNames(), func(n string) bool { return table.Presets[n].BaseURL == "" }))
 		case "preset+base_url":
-			p.Preset, p.BaseUrl = pick(t, "preset", table.PresetNames()), urlGen.Draw(t, "base_url")
+			p.Preset, p.BaseUrl = pick(t, "preset", plainPresets), urlGen.Draw(t, "base_url")
 		case "preset+kind":
-			p.Preset = pick(t, "preset", table.PresetNames())
+			p.Preset = pick(t, "preset", plainPresets)
 			p.Kind, p.BaseUrl = table.Presets[p.Preset].Kind, urlGen.Draw(t, "base_url")
 		case "kind+base_url":
 			p.Kind = pick(t, "kind", []string{table.KindOpenAI, table.KindAnthropic, table.KindGemini, table.KindOllama})
 			p.BaseUrl = urlGen.Draw(t, "base_url")
 		case "kind local":
 			p.Kind = table.KindLocal
+		case "azure":
+			p.Preset, p.BaseUrl = "azure", urlGen.Draw(t, "base_url")
+			p.ApiVersion = pick(t, "api_version", []string{"", "2024-10-21", "2025-04-01-preview"})
+			p.Auth = pick(t, "auth", []string{"", table.AuthAPIKey, table.AuthEntra})
+		case "cloud":
+			if len(regions) == 0 {
+				p.Kind = table.KindLocal // a cloud provider needs a region
+				break
+			}
+			p.Preset = pick(t, "cloud preset", []string{"bedrock", "vertex"})
+			if rapid.Bool().Draw(t, "cloud base_url") {
+				p.BaseUrl = urlGen.Draw(t, "base_url")
+			}
+			p.CloudRegion = pick(t, "cloud_region", []string{"us-east-1", "europe-west4"}) // region IDs drawn here are not all cloud names
+			if p.Preset == "vertex" {
+				p.Project = rapid.StringMatching(`[a-z][a-z0-9-]{5,20}`).Draw(t, "project")
+			}
+			p.Region = pick(t, "region", regions)
 		}
 		p.SecretRef = rapid.OneOf(rapid.Just(""), rapid.StringMatching(`env:MERIDIAN_SECRET_[A-Za-z0-9_]{1,15}`),
 			rapid.StringMatching(`file:/etc/meridian/secrets/[a-z0-9_-]{1,8}(/[a-z0-9_-]{1,8}){0,2}`)).Draw(t, "secret_ref")
 		if p.Kind == table.KindLocal {
 			localProvider[id] = true
 		}
-		if len(regions) > 0 && rapid.Bool().Draw(t, "has region") {
+		if p.Region != "" {
+			providerRegion[id] = p.Region
+			served = append(served, p.Region)
+		} else if len(regions) > 0 && rapid.Bool().Draw(t, "has region") {
 			p.Region = pick(t, "region", regions)
 			providerRegion[id] = p.Region
 			served = append(served, p.Region)

@@ -27,6 +27,51 @@ const apiVersion = "2023-06-01"
 // Adapter talks to one Anthropic Messages provider.
 type Adapter struct {
 	up upstream.Provider
+	// url, when set, is the endpoint of a model (Vertex AI's
+	// rawPredict); the model then goes in the URL and the body carries
+	// vertexVersion instead.
+	url func(base, model string, stream bool) string
+}
+
+// vertexVersion is the anthropic_version a body sent to Vertex AI
+// carries in place of a model and the anthropic-version header.
+const vertexVersion = "vertex-2023-10-16"
+
+// NewVertex returns an adapter for Claude models on Google Vertex AI:
+// Messages bodies without a model, with anthropic_version, posted to
+// url's rawPredict or streamRawPredict endpoint, authenticated by sign
+// (an OAuth bearer token). The answers are Anthropic's own.
+func NewVertex(p table.Provider, sign upstream.Signer, url func(base, model string, stream bool) string) *Adapter {
+	p.APIKey = "" // the bearer token comes from sign
+	s := upstream.Style{StreamAccept: "text/event-stream", ParseError: parseErrorVertex, Sign: sign}
+	return &Adapter{up: upstream.NewProvider(p, s), url: url}
+}
+
+// parseErrorVertex reads an error from Vertex AI in front of Claude:
+// Google's shape for its own refusals, Anthropic's for the model's.
+func parseErrorVertex(b []byte) upstream.ErrorDetail {
+	if d := parseError(b); d.Message != "" || d.Type != "" {
+		return d
+	}
+	e := gjson.GetBytes(b, "error")
+	return upstream.ErrorDetail{Message: e.Get("message").Str, Code: e.Get("status").Str}
+}
+
+// endpoint is the URL a request for model goes to.
+func (a *Adapter) endpoint(model string, stream bool) string {
+	if a.url != nil {
+		return a.url(a.up.Base(), model, stream)
+	}
+	return a.up.Base() + "/messages"
+}
+
+// vertexBody turns a Messages body that begins with {"model":"…", as
+// encodeRequest writes it, into Vertex AI's: the model is in the URL.
+func vertexBody(payload []byte, model string) []byte {
+	prefix := len(`{"model":`) + len(llm.AppendJSONString(nil, model))
+	out := make([]byte, 0, len(payload)+16)
+	out = append(out, `{"anthropic_version":"`+vertexVersion+`"`...)
+	return append(out, payload[prefix:]...)
 }
 
 var style = upstream.Style{KeyHeader: "X-Api-Key", StreamAccept: "text/event-stream",
@@ -62,7 +107,10 @@ func (a *Adapter) Do(ctx context.Context, req *llm.Request, upstreamModel string
 	if err != nil {
 		return nil, err
 	}
-	call, err := a.up.Send(ctx, req, req.Stream, a.up.Base()+"/messages", payload)
+	if a.url != nil {
+		payload = vertexBody(payload, model)
+	}
+	call, err := a.up.Send(ctx, req, req.Stream, a.endpoint(model, req.Stream), payload)
 	if err != nil {
 		return nil, err
 	}

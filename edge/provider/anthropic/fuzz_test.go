@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/meridian-mesh/meridian/edge/llm"
+	"github.com/tidwall/gjson"
 )
 
 func addFiles(f *testing.F, pattern string) {
@@ -237,5 +238,37 @@ func FuzzRawStream(f *testing.F) {
 		}
 		s.Usage()
 		s.Close()
+	})
+}
+
+// FuzzParseErrorVertex reads error bodies from Vertex AI in front of
+// Claude: Google's shape or Anthropic's, or neither.
+func FuzzParseErrorVertex(f *testing.F) {
+	f.Add([]byte(`{"error":{"code":429,"message":"Quota exceeded","status":"RESOURCE_EXHAUSTED"}}`))
+	f.Add([]byte(`{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`))
+	f.Add([]byte(`[{"error":{"code":400}}]`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		d := parseErrorVertex(b)
+		if a := parseError(b); a.Type != "" && d.Type != a.Type {
+			t.Fatalf("Anthropic's type %q was lost: %+v", a.Type, d)
+		}
+	})
+}
+
+// FuzzVertexBody turns encoded Messages bodies into Vertex AI's: valid
+// JSON, with anthropic_version and without a model.
+func FuzzVertexBody(f *testing.F) {
+	f.Add("claude-sonnet-4@20250514", "hello")
+	f.Add("m\"odel\\", "\u2028")
+	f.Fuzz(func(t *testing.T, model, text string) {
+		c := &llm.ChatRequest{Messages: []llm.Message{{Role: llm.RoleUser, Content: llm.TextContent(text)}}}
+		b, err := encodeRequest(c, model, false)
+		if err != nil {
+			return
+		}
+		out := vertexBody(b, model)
+		if !gjson.ValidBytes(out) || gjson.GetBytes(out, "model").Exists() || gjson.GetBytes(out, "anthropic_version").Str != vertexVersion {
+			t.Fatalf("vertex body %s", out)
+		}
 	})
 }

@@ -17,13 +17,20 @@ import (
 // translation either way, as OpenAI clients get from OpenAI upstreams.
 func (a *Adapter) passthrough(ctx context.Context, req *llm.Request, model string) (*llm.Response, error) {
 	payload := req.Native
-	if model != "" && model != req.Model {
-		var err error
-		if payload, err = sjson.SetBytes(payload, "model", model); err != nil {
-			return nil, &llm.Error{Status: http.StatusBadRequest, Type: llm.TypeInvalidRequest, Message: "request could not be encoded for the upstream", Cause: err}
+	var err error
+	if a.url != nil {
+		// Vertex AI: the model is in the URL, the version in the body.
+		payload, err = sjson.DeleteBytes(payload, "model")
+		if err == nil {
+			payload, err = sjson.SetBytes(payload, "anthropic_version", vertexVersion)
 		}
+	} else if model != "" && model != req.Model {
+		payload, err = sjson.SetBytes(payload, "model", model)
 	}
-	call, err := a.up.Send(ctx, req, req.Stream, a.up.Base()+"/messages", payload)
+	if err != nil {
+		return nil, &llm.Error{Status: http.StatusBadRequest, Type: llm.TypeInvalidRequest, Message: "request could not be encoded for the upstream", Cause: err}
+	}
+	call, err := a.up.Send(ctx, req, req.Stream, a.endpoint(model, req.Stream), payload)
 	if err != nil {
 		return nil, err
 	}

@@ -28,6 +28,19 @@ import (
 // Adapter talks to one Gemini provider.
 type Adapter struct {
 	up upstream.Provider
+	// url, when set, is the endpoint of a model's method (Vertex AI's
+	// publishers/google/models/…); nil means the Gemini API's.
+	url func(base, model string, stream bool) string
+}
+
+// NewVertex returns an adapter for Gemini models on Google Vertex AI:
+// the same bodies and answers as the Gemini API, at url's endpoints,
+// authenticated by sign (an OAuth bearer token) instead of a key.
+func NewVertex(p table.Provider, sign upstream.Signer, url func(base, model string, stream bool) string) *Adapter {
+	p.APIKey = ""
+	s := style
+	s.Sign = sign
+	return &Adapter{up: upstream.NewProvider(p, s), url: url}
 }
 
 var style = upstream.Style{KeyHeader: "X-Goog-Api-Key", StreamAccept: "text/event-stream", ParseError: ParseError}
@@ -44,6 +57,9 @@ func (a *Adapter) Close() { a.up.Close() }
 // bare ("gemini-2.0-flash") or as Gemini names them ("models/…",
 // "tunedModels/…"); the name is one escaped path segment either way.
 func (a *Adapter) endpoint(model string, stream bool) string {
+	if a.url != nil {
+		return a.url(a.up.Base(), model, stream)
+	}
 	collection := "/models/"
 	if rest, ok := strings.CutPrefix(model, "models/"); ok {
 		model = rest

@@ -28,23 +28,36 @@ import (
 
 // Adapter talks to one OpenAI-compatible provider.
 type Adapter struct {
-	up upstream.Provider
+	up  upstream.Provider
+	url func(base string, op llm.Op, model string) string
 	// responses: the upstream speaks the Responses API (its preset
 	// says so), so Responses clients' requests pass through.
 	responses bool
 }
 
-var style = upstream.Style{KeyHeader: "Authorization", KeyPrefix: "Bearer ", StreamAccept: "text/event-stream", ParseError: ParseError}
+// Style is how OpenAI itself takes requests: a Bearer key, SSE streams.
+var Style = upstream.Style{KeyHeader: "Authorization", KeyPrefix: "Bearer ", StreamAccept: "text/event-stream", ParseError: ParseError}
 
 // New returns an adapter for p. p must have passed table validation.
 func New(p table.Provider) (*Adapter, error) {
-	return &Adapter{up: upstream.NewProvider(p, style), responses: table.SpeaksResponses(p.Preset)}, nil
+	return &Adapter{up: upstream.NewProvider(p, Style), url: baseURL, responses: table.SpeaksResponses(p.Preset)}, nil
 }
+
+// NewWith returns an adapter for a server that speaks OpenAI's format
+// with another style of auth or errors, at other URLs: url returns the
+// endpoint of an operation on model, under base (no trailing slash).
+func NewWith(p table.Provider, s upstream.Style, url func(base string, op llm.Op, model string) string) *Adapter {
+	return &Adapter{up: upstream.NewProvider(p, s), url: url}
+}
+
+func baseURL(base string, op llm.Op, _ string) string { return base + Path(op) }
 
 // Close releases idle connections.
 func (a *Adapter) Close() { a.up.Close() }
 
-func path(op llm.Op) string {
+// Path is the path of op under an OpenAI base URL, such as
+// "/chat/completions".
+func Path(op llm.Op) string {
 	switch op {
 	case llm.OpCompletion:
 		return "/completions"
@@ -96,7 +109,7 @@ func (a *Adapter) Do(ctx context.Context, req *llm.Request, upstreamModel string
 	if err != nil {
 		return nil, &llm.Error{Status: http.StatusBadRequest, Type: llm.TypeInvalidRequest, Message: "request could not be encoded for the upstream", Cause: err}
 	}
-	call, err := a.up.Send(ctx, req, req.Stream, a.up.Base()+path(req.Op), payload)
+	call, err := a.up.Send(ctx, req, req.Stream, a.url(a.up.Base(), req.Op, req.UpstreamModel(upstreamModel)), payload)
 	if err != nil {
 		return nil, err
 	}

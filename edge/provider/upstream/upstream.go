@@ -77,7 +77,17 @@ type Request struct {
 	Silence time.Duration
 	// ParseError reads an error body. Nil reads nothing.
 	ParseError func(body []byte) ErrorDetail
+	// Sign, when set, authenticates the built request just before it
+	// is sent: a bearer token that expires, or a signature over the
+	// method, URL, headers and body (SigV4). Its error means Meridian
+	// holds no usable credential: a 502 that another target may avoid.
+	Sign Signer
 }
+
+// Signer authenticates one request; body is the request's body, which a
+// signature covers. It may set headers on req; req.Header is the
+// request's own copy.
+type Signer func(ctx context.Context, req *http.Request, body []byte) error
 
 // Call is one upstream request whose answer was 200.
 type Call struct {
@@ -107,6 +117,16 @@ func Send(ctx context.Context, c *http.Client, r Request) (*Call, error) {
 		return nil, &llm.Error{Status: http.StatusBadGateway, Type: llm.TypeUpstream, Message: "upstream request could not be built", Cause: err}
 	}
 	hreq.Header = r.Header
+	if r.Sign != nil {
+		if err := r.Sign(ctx, hreq, r.Body); err != nil {
+			cancel(nil)
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, &llm.Error{Status: http.StatusBadGateway, Type: llm.TypeUpstream, Retryable: true, Cause: err,
+				Message: "Meridian holds no usable credential for upstream provider " + r.Provider}
+		}
+	}
 	call := &Call{provider: r.Provider, ctx: ctx, cancel: cancel, silence: r.Silence, Start: time.Now()}
 	resp, err := c.Do(hreq)
 	if err != nil {
@@ -271,6 +291,9 @@ type Style struct {
 	Fixed []string
 	// ParseError reads an error body.
 	ParseError func(body []byte) ErrorDetail
+	// Sign, when set, authenticates every request (see Request.Sign);
+	// the key header is still set when the provider has a key.
+	Sign Signer
 }
 
 // Provider is what every adapter keeps of the provider it talks to: its
@@ -355,7 +378,7 @@ func (p *Provider) Header(stream bool, requestID string) http.Header {
 func (p *Provider) Send(ctx context.Context, req *llm.Request, stream bool, url string, payload []byte) (*Call, error) {
 	return Send(ctx, p.client, Request{
 		Provider: p.id, Method: http.MethodPost, URL: url, Header: p.Header(stream, req.ID), Body: payload,
-		Silence: p.silence, ParseError: p.style.ParseError,
+		Silence: p.silence, ParseError: p.style.ParseError, Sign: p.style.Sign,
 	})
 }
 

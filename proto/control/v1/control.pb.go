@@ -556,7 +556,8 @@ type Provider struct {
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// A shared/table preset: "openai", "anthropic", "gemini", ...
 	Preset string `protobuf:"bytes,2,opt,name=preset,proto3" json:"preset,omitempty"`
-	// Wire format: "openai", "anthropic", "gemini" or "ollama".
+	// Wire format: "openai", "anthropic", "gemini", "ollama", "azure",
+	// "bedrock", "vertex", "local" or "peer".
 	Kind    string `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
 	BaseUrl string `protobuf:"bytes,4,opt,name=base_url,json=baseUrl,proto3" json:"base_url,omitempty"`
 	// Where edges read the credential: "env:NAME" or "file:/path".
@@ -564,8 +565,22 @@ type Provider struct {
 	// Region.id where the provider serves requests (where the data is
 	// processed), for data residency and nearest routing; empty means
 	// unknown: such a provider is never a candidate for a route, model or
-	// tenant that restricts regions.
-	Region        string `protobuf:"bytes,6,opt,name=region,proto3" json:"region,omitempty"`
+	// tenant that restricts regions. Required for kinds bedrock and
+	// vertex.
+	Region string `protobuf:"bytes,6,opt,name=region,proto3" json:"region,omitempty"`
+	// Fields 60-69: the cloud kinds (azure, bedrock, vertex).
+	// Azure OpenAI's api-version query parameter; empty means the
+	// edge's default. Only kind azure.
+	ApiVersion string `protobuf:"bytes,60,opt,name=api_version,json=apiVersion,proto3" json:"api_version,omitempty"`
+	// Google Cloud project of a vertex provider (required for it).
+	Project string `protobuf:"bytes,61,opt,name=project,proto3" json:"project,omitempty"`
+	// The cloud's own region name ("us-east-1", "europe-west4") of a
+	// bedrock or vertex provider; empty means region.
+	CloudRegion string `protobuf:"bytes,62,opt,name=cloud_region,json=cloudRegion,proto3" json:"cloud_region,omitempty"`
+	// Azure only: "api-key" (default) or "entra" (the secret is a
+	// Microsoft Entra ID access token; a file: ref is re-read when it
+	// changes).
+	Auth          string `protobuf:"bytes,63,opt,name=auth,proto3" json:"auth,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -638,6 +653,34 @@ func (x *Provider) GetSecretRef() string {
 func (x *Provider) GetRegion() string {
 	if x != nil {
 		return x.Region
+	}
+	return ""
+}
+
+func (x *Provider) GetApiVersion() string {
+	if x != nil {
+		return x.ApiVersion
+	}
+	return ""
+}
+
+func (x *Provider) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+func (x *Provider) GetCloudRegion() string {
+	if x != nil {
+		return x.CloudRegion
+	}
+	return ""
+}
+
+func (x *Provider) GetAuth() string {
+	if x != nil {
+		return x.Auth
 	}
 	return ""
 }
@@ -3260,7 +3303,7 @@ const file_proto_control_v1_control_proto_rawDesc = "" +
 	"\x05model\x18\x02 \x01(\tR\x05model\x12\x12\n" +
 	"\x04node\x18\x03 \x01(\tR\x04node\x12\x16\n" +
 	"\x06region\x18\x04 \x01(\tR\x06region\x12\x18\n" +
-	"\adesired\x18\x05 \x01(\rR\adesired\"\x98\x01\n" +
+	"\adesired\x18\x05 \x01(\rR\adesired\"\x8a\x02\n" +
 	"\bProvider\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06preset\x18\x02 \x01(\tR\x06preset\x12\x12\n" +
@@ -3268,7 +3311,12 @@ const file_proto_control_v1_control_proto_rawDesc = "" +
 	"\bbase_url\x18\x04 \x01(\tR\abaseUrl\x12\x1d\n" +
 	"\n" +
 	"secret_ref\x18\x05 \x01(\tR\tsecretRef\x12\x16\n" +
-	"\x06region\x18\x06 \x01(\tR\x06region\"R\n" +
+	"\x06region\x18\x06 \x01(\tR\x06region\x12\x1f\n" +
+	"\vapi_version\x18< \x01(\tR\n" +
+	"apiVersion\x12\x18\n" +
+	"\aproject\x18= \x01(\tR\aproject\x12!\n" +
+	"\fcloud_region\x18> \x01(\tR\vcloudRegion\x12\x12\n" +
+	"\x04auth\x18? \x01(\tR\x04auth\"R\n" +
 	"\x06Target\x12\x1a\n" +
 	"\bprovider\x18\x01 \x01(\tR\bprovider\x12\x14\n" +
 	"\x05model\x18\x02 \x01(\tR\x05model\x12\x16\n" +

@@ -40,6 +40,7 @@ var packages = []string{
 	"./edge/provider/anthropic",
 	"./edge/provider/gemini",
 	"./edge/provider/ollama",
+	"./edge/provider/bedrock",
 }
 
 type flags struct {

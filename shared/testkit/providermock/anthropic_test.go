@@ -634,13 +634,13 @@ func (w *discardWriter) WriteHeader(status int)      { w.status = status }
 func (w *discardWriter) Flush()                      {}
 
 func TestNewAcceptsEveryKind(t *testing.T) {
-	for _, k := range []string{KindOpenAI, KindAnthropic, KindGemini, KindOllama} {
+	for _, k := range []string{KindOpenAI, KindAnthropic, KindGemini, KindOllama, KindAzure, KindBedrock, KindVertex} {
 		if _, err := New(Config{Kind: k}); err != nil {
 			t.Fatalf("New(%q): %v", k, err)
 		}
 	}
-	_, err := New(Config{Kind: "bedrock"})
-	if err == nil || !strings.Contains(err.Error(), "anthropic") || !strings.Contains(err.Error(), "ollama") {
+	_, err := New(Config{Kind: "watsonx"})
+	if err == nil || !strings.Contains(err.Error(), "anthropic") || !strings.Contains(err.Error(), "bedrock") {
 		t.Fatalf("unknown kind: %v", err)
 	}
 }

@@ -101,7 +101,7 @@ func (s *Server) serveOpenAI(rq *request) {
 // the request lacks the key.
 func (rq *request) checkAuth() bool {
 	want := rq.s.cfg.APIKey
-	if want == "" {
+	if want == "" || rq.s.cfg.Kind == KindAzure { // azure: checked by azureAuth
 		return true
 	}
 	auth := rq.r.Header.Get("Authorization")

@@ -80,6 +80,9 @@ const (
 	KindAnthropic = "anthropic"
 	KindGemini    = "gemini"
 	KindOllama    = "ollama"
+	KindAzure     = "azure"
+	KindBedrock   = "bedrock"
+	KindVertex    = "vertex"
 )
 
 const (
@@ -99,6 +102,19 @@ type Config struct {
 	ChunkDelay time.Duration                    // delay between streamed chunks
 	Chunks     int                              // default content chunk count (<=0 means 16)
 	Logf       func(format string, args ...any) // optional
+
+	// BearerToken (azure) is an Entra ID token accepted in
+	// Authorization instead of APIKey in api-key.
+	BearerToken string
+	// AWS (bedrock), when set, is the credential every request's SigV4
+	// signature is recomputed with and compared to; nil checks none.
+	AWS *AWSCredentials
+	// Tokens (vertex), when set, is the OAuth token server whose access
+	// tokens requests must carry; nil checks none.
+	Tokens *TokenServer
+	// Project and Location (vertex), when set, are the only ones whose
+	// URLs are served; others get 404.
+	Project, Location string
 }
 
 // DefaultConfig returns the configuration the mockprovider command starts
@@ -141,11 +157,11 @@ type Server struct {
 // wrong values: New clamps them.
 func (c *Config) Validate() error {
 	switch c.Kind {
-	case "", KindOpenAI, KindAnthropic, KindGemini, KindOllama:
+	case "", KindOpenAI, KindAnthropic, KindGemini, KindOllama, KindAzure, KindBedrock, KindVertex:
 		return nil
 	}
-	return fmt.Errorf("providermock: unsupported kind %q (supported: %s, %s, %s, %s)",
-		c.Kind, KindOpenAI, KindAnthropic, KindGemini, KindOllama)
+	return fmt.Errorf("providermock: unsupported kind %q (supported: %s, %s, %s, %s, %s, %s, %s)",
+		c.Kind, KindOpenAI, KindAnthropic, KindGemini, KindOllama, KindAzure, KindBedrock, KindVertex)
 }
 
 // New returns a Server for cfg. It fails for an unknown Kind.
@@ -295,6 +311,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveGemini(rq)
 	case KindOllama:
 		s.serveOllama(rq)
+	case KindAzure:
+		s.serveAzure(rq)
+	case KindBedrock:
+		s.serveBedrock(rq)
+	case KindVertex:
+		s.serveVertex(rq)
 	default:
 		s.serveOpenAI(rq)
 	}
@@ -450,6 +472,10 @@ var (
 )
 
 func (rq *request) setCommonHeaders(h http.Header) {
+	if rq.s.cfg.Kind == KindBedrock {
+		h["X-Amzn-Requestid"] = []string{rq.s.newID("")}
+		return
+	}
 	if rq.s.cfg.Kind == KindAnthropic {
 		h["Request-Id"] = []string{rq.s.newID("req_")} // Anthropic's name for it
 		return
