@@ -9,8 +9,8 @@ import (
 
 	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
 	tablev1 "github.com/meridian-mesh/meridian/proto/table/v1"
-	"github.com/meridian-mesh/meridian/shared/testkit/tablegen"
 	"github.com/meridian-mesh/meridian/shared/tablewire"
+	"github.com/meridian-mesh/meridian/shared/testkit/tablegen"
 )
 
 // TestApplyDeltaIndexedMatchesFull applies random delta sequences both
