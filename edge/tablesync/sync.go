@@ -121,6 +121,7 @@ type Syncer struct {
 	cur          *tablev1.RoutingTable // last table from the control plane or disk; nil for config
 	tab          *table.Table          // cur converted, as handed to Apply or Patch
 	ix           *tablewire.Index      // cur's index for leaf deltas; nil until the first one
+	patches      int                   // deltas patched in since the table was last built whole
 	curSize      int                   // cur's encoded size, bytes, or an upper bound of it
 	st           Status
 	hbInterval   time.Duration
@@ -416,7 +417,16 @@ func (s *Syncer) handle(m *nats.Msg) {
 				return
 			}
 		}
-		if s.cfg.Patch != nil && s.tab != nil {
+		if s.patches >= FullEvery {
+			// Every FullEvery patched deltas the table is checked and
+			// built whole once more: whatever a patch could have missed
+			// is bounded, and secrets are resolved afresh.
+			if err := tablewire.Validate(next); err != nil {
+				s.reject(d.GetRevision(), err)
+				return
+			}
+			ix = nil
+		} else if s.cfg.Patch != nil && s.tab != nil {
 			// A leaf delta: convert and install only what it changed.
 			tab, tch, ok, err := s.conv.Patch(s.tab, next, ch)
 			if err == nil && ok {
@@ -428,8 +438,9 @@ func (s *Syncer) handle(m *nats.Msg) {
 			}
 			if ok {
 				s.m.patched.Inc()
+				n := s.patches
 				s.installed(next, tab, s.st.Unusable, SourceControl, size)
-				s.ix = ix
+				s.ix, s.patches = ix, n+1
 				return
 			}
 		}
@@ -537,7 +548,7 @@ func (s *Syncer) install(t *tablev1.RoutingTable, source string, size int) error
 // installed makes t, converted to tab and applied, the edge's table, and
 // schedules it for the disk.
 func (s *Syncer) installed(t *tablev1.RoutingTable, tab *table.Table, unusable []string, source string, size int) {
-	s.cur, s.curSize, s.tab, s.ix = t, size, tab, nil
+	s.cur, s.curSize, s.tab, s.ix, s.patches = t, size, tab, nil, 0
 	if source == SourceControl {
 		s.synced.Store(true)
 	}
@@ -561,6 +572,10 @@ func (s *Syncer) installed(t *tablev1.RoutingTable, tab *table.Table, unusable [
 	s.updateStale()
 	s.scheduleReport()
 }
+
+// FullEvery is how many deltas in a row an edge patches into its table
+// (Config.Patch) before it validates and builds the next one whole.
+const FullEvery = 64
 
 // reportDelay is how soon after an applied table the edge reports it:
 // a burst of changes makes one report, not one per change and edge.

@@ -523,3 +523,43 @@ func TestLeafDeltasArePatched(t *testing.T) {
 	mu.Unlock()
 	wait.For(t, 5*time.Second, "revision 7 on disk", func() bool { return s.Status().CachedRevision == 7 })
 }
+
+// TestPatchedTablesAreRebuiltWhole checks that after FullEvery patched
+// deltas the next one goes through Apply, whole.
+func TestPatchedTablesAreRebuiltWhole(t *testing.T) {
+	b := newBus(t)
+	prev := tableAt(5, "a", "b")
+	b.serve(prev)
+	s, g := newSyncer(t, []string{b.ns.ClientURL()}, "")
+	var mu sync.Mutex
+	patched, applied := 0, 0
+	s.cfg.Patch = func(tab *table.Table, ch table.Change) error {
+		mu.Lock()
+		patched++
+		mu.Unlock()
+		return g.apply(tab)
+	}
+	apply := s.cfg.Apply
+	s.cfg.Apply = func(tab *table.Table) error {
+		mu.Lock()
+		applied++
+		mu.Unlock()
+		return apply(tab)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := range FullEvery + 1 {
+		next := tableAt(uint64(6+i), "a", "b")
+		next.Entities.Routes[0] = &controlv1.Route{Model: "a", Targets: []*controlv1.Target{{Provider: "p", Model: fmt.Sprint("v", i)}}}
+		b.delta(prev, next)
+		wait.For(t, 5*time.Second, fmt.Sprint("revision ", 6+i), func() bool { return g.revision() == uint64(6+i) })
+		prev = next
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if patched != FullEvery || applied != 2 { // the snapshot, then the rebuild
+		t.Fatalf("patched %d, applied %d; want %d and 2", patched, applied, FullEvery)
+	}
+}
