@@ -271,7 +271,9 @@ func measure(ctx context.Context, t *testing.T, n int, urls []string, keys []ed2
 	deadline := time.Now().Add(120 * time.Second)
 	for _, e := range edges {
 		if _, ok := e.waitAtLeast(rev, deadline); !ok {
-			r.failed = "edges did not all get the table within 120 s"
+			st := e.sync.Status()
+			r.failed = fmt.Sprintf("edges did not all get the table within 120 s (%s at %d of %d, source %q, rejected %d %q, unverified %q)",
+				e.id, st.Revision, rev, st.Source, st.RejectedRevision, st.RejectedReason, st.Unverified)
 			return r
 		}
 	}
