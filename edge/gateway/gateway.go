@@ -187,6 +187,35 @@ func (g *Gateway) SetTable(t *table.Table) error {
 	return nil
 }
 
+// PatchTable installs t, which differs from the table in use only as ch
+// says (routes, keys, tenants' budget state: table.Change), doing work
+// proportional to the change: the compiled table and the router's view
+// are patched, the providers kept. It checks what SetTable checks, and
+// keeps the old table when it fails.
+func (g *Gateway) PatchTable(t *table.Table, ch table.Change) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	old := g.state.Load()
+	compiled, patched, err := old.tab.Patch(t, ch)
+	if err != nil {
+		return err
+	}
+	if !patched {
+		// Not a change Patch handles: install it whole. SetTable takes
+		// the lock itself.
+		g.mu.Unlock()
+		defer g.mu.Lock()
+		return g.SetTable(t)
+	}
+	g.state.Store(&state{tab: compiled, providers: old.providers, local: old.local})
+	g.router.PatchTable(compiled, ch.Routes)
+	if g.cfg.Metrics != nil {
+		g.cfg.Metrics.TableRevision.Set(float64(t.Revision))
+	}
+	g.log.Debug("routing table patched", "revision", t.Revision, "routes", len(ch.Routes), "keys", len(ch.Keys)+len(ch.DeletedKeys), "tenants", len(ch.Tenants))
+	return nil
+}
+
 // Table returns the table in use.
 func (g *Gateway) Table() *table.Compiled { return g.state.Load().tab }
 

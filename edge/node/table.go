@@ -52,7 +52,7 @@ func (n *Node) seedTable() error {
 	sc.CachePath, sc.MaxBytes, sc.StaleAfter, sc.ReportInterval = c.CachePath(n.cfg.NodeID), c.MaxTableBytes, c.StaleAfter, c.ReportInterval
 	sc.Resolver.LocalEngine = n.engine != nil
 	sc.Resolver.Policy = tablewire.SecretPolicy{EnvPrefix: c.SecretEnvPrefix, Dir: c.SecretsDir}
-	sc.Apply = n.applyTable
+	sc.Apply, sc.Patch = n.applyTable, n.patchTable
 	sc.ReadyModels = n.readyModels
 	sc.Logger = n.log
 	sc.Registerer = n.metrics.Registerer()
@@ -163,4 +163,29 @@ func (n *Node) tableRevisionHeader(tab *table.Compiled) string {
 		v += "; stale"
 	}
 	return v
+}
+
+// patchTable installs a table that differs from the last one only in
+// routes, keys or tenants' budget state (tablesync's leaf deltas): the
+// gateway patches what changed, and placements, links and the engine,
+// which such a change cannot move, are left alone. Models of the edge's
+// own config make the effective table another shape: those edges take
+// the whole path.
+func (n *Node) patchTable(t *table.Table, ch table.Change) error {
+	if len(n.cfg.Local.Models) > 0 {
+		return n.applyTable(t)
+	}
+	c := n.cfg
+	c.Table = *t
+	eff := c.EffectiveTable()
+	if err := n.gw.PatchTable(&eff, ch); err != nil {
+		return err
+	}
+	if n.gossip != nil {
+		n.publishTable()
+	}
+	if n.authMode() == config.AuthKeys && !n.gw.Table().HasKeys() {
+		n.warnNoKeys()
+	}
+	return nil
 }

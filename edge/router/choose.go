@@ -153,7 +153,7 @@ func (r *Router) NeedsCapabilities(model string) bool {
 
 // NeedsCapabilities is Router.NeedsCapabilities in this view.
 func (v View) NeedsCapabilities(model string) bool {
-	mv := v.v.models[model]
+	mv, _ := v.v.models.Get(model)
 	return mv != nil && mv.caps
 }
 
@@ -169,7 +169,7 @@ func (r *Router) ChooseIn(sv View, req *Request, p *Plan) {
 	v := sv.v
 	p.Reset()
 	p.Model, p.TableRevision = req.Model, v.tab.Revision()
-	mv := v.models[req.Model]
+	mv, _ := v.models.Get(req.Model)
 	if mv == nil {
 		p.refuse(http.StatusNotFound, "model_not_found", "model", "")
 		return

@@ -23,12 +23,14 @@
 package router
 
 import (
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/meridian-mesh/meridian/edge/geo"
+	"github.com/meridian-mesh/meridian/shared/cow"
 	"github.com/meridian-mesh/meridian/shared/table"
 )
 
@@ -226,11 +228,14 @@ func (r *Router) statsLocked(key string) *Stats {
 // live health read through Links, Local and Stats.
 type view struct {
 	tab     *table.Compiled
-	models  map[string]*modelView
+	models  cow.Map[string, *modelView] // copy-on-write: PatchTable rebuilds only the changed models
 	members map[string]*Member
 	stats   map[string]*Stats
 	self    Point
 	hasSelf bool
+	// statsShared is set while a view being patched shares stats with
+	// the view before it; buildModel copies it before adding a key.
+	statsShared bool
 }
 
 // modelView is one model's candidates, precomputed.
@@ -268,7 +273,7 @@ type cand struct {
 
 // rebuild recomputes the view; r.mu is held.
 func (r *Router) rebuild() {
-	v := &view{tab: r.tab, models: map[string]*modelView{}, members: make(map[string]*Member, len(r.members)), stats: map[string]*Stats{}}
+	v := &view{tab: r.tab, members: make(map[string]*Member, len(r.members)), stats: map[string]*Stats{}}
 	for i := range r.members {
 		m := &r.members[i]
 		if m.ID != r.cfg.Node {
@@ -286,112 +291,171 @@ func (r *Router) rebuild() {
 		}
 	}
 	tab := r.tab
+	models := make(map[string]*modelView, len(tab.Table().Models))
 	for i := range tab.Table().Models {
 		m := &tab.Table().Models[i]
-		route, ok := tab.Route(m.ID)
+		if mv := r.buildModel(v, m, ready[m.ID]); mv != nil {
+			models[m.ID] = mv
+		}
+	}
+	v.models = cow.From(models)
+	r.view.Store(v)
+}
+
+// PatchTable installs tab, which differs from the table in use only in
+// the routes of the given models (table.Change.Routes), rebuilding only
+// those models' candidates: O(changed models × members), against
+// SetTable's O(models × members).
+func (r *Router) PatchTable(tab *table.Compiled, models []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old := r.view.Load()
+	if old == nil || old.tab == nil {
+		r.tab = tab
+		r.rebuild()
+		return
+	}
+	r.tab = tab
+	v := *old
+	v.tab = tab
+	v.statsShared = true // cloned on the first new key only
+	set := make(map[string]*modelView, len(models))
+	var del []string
+	for _, id := range models {
+		m, ok := tab.Model(id)
 		if !ok {
+			del = append(del, id)
 			continue
 		}
-		mv := &modelView{model: m, route: route}
-		add := func(c cand) {
-			c.stats = r.statsLocked(c.key)
-			v.stats[c.key] = c.stats
-			if c.model == nil {
-				c.model = m
+		var ready []*Member
+		for _, mb := range v.members {
+			if slices.Contains(mb.Ready, id) {
+				ready = append(ready, mb)
 			}
-			if len(c.model.Capabilities) > 0 {
-				mv.caps = true
-			}
-			mv.cands = append(mv.cands, c)
 		}
-		for j, tg := range route.Targets {
-			p, _ := tab.Provider(tg.Provider)
-			up := tg.Model
-			if up == "" {
-				up = m.ID
+		if mv := r.buildModel(&v, m, ready); mv != nil {
+			set[id] = mv
+		} else {
+			del = append(del, id)
+		}
+	}
+	v.models = old.models.With(set, del)
+	v.statsShared = false
+	r.view.Store(&v)
+}
+
+// buildModel computes one model's candidates in v, registering their
+// stats in v.stats; nil when the model has no route. ready lists the
+// members whose engines have the model. r.mu is held.
+func (r *Router) buildModel(v *view, m *table.Model, ready []*Member) *modelView {
+	tab := v.tab
+	route, ok := tab.Route(m.ID)
+	if !ok {
+		return nil
+	}
+	mv := &modelView{model: m, route: route}
+	add := func(c cand) {
+		c.stats = r.statsLocked(c.key)
+		if v.stats[c.key] != c.stats {
+			if v.statsShared {
+				v.stats, v.statsShared = maps.Clone(v.stats), false
 			}
-			c := cand{kind: KindProvider, id: p.ID, key: "provider/" + p.ID, upstream: up, region: p.Region, weight: max(tg.Weight, 1), written: j}
-			if tm, ok := tab.Model(up); ok {
-				c.model = tm
+			v.stats[c.key] = c.stats
+		}
+		if c.model == nil {
+			c.model = m
+		}
+		if len(c.model.Capabilities) > 0 {
+			mv.caps = true
+		}
+		mv.cands = append(mv.cands, c)
+	}
+	for j, tg := range route.Targets {
+		p, _ := tab.Provider(tg.Provider)
+		up := tg.Model
+		if up == "" {
+			up = m.ID
+		}
+		c := cand{kind: KindProvider, id: p.ID, key: "provider/" + p.ID, upstream: up, region: p.Region, weight: max(tg.Weight, 1), written: j}
+		if tm, ok := tab.Model(up); ok {
+			c.model = tm
+		}
+		switch p.Kind {
+		case table.KindLocal:
+			c.kind, c.id, c.key, c.region, c.engine, c.placed = KindLocal, "", "local", r.cfg.Region, up, true
+		case table.KindPeer:
+			node, addr, _ := table.ParsePeerURL(p.BaseURL)
+			if node == r.cfg.Node {
+				continue // this node itself: never a peer of its own
 			}
-			switch p.Kind {
-			case table.KindLocal:
-				c.kind, c.id, c.key, c.region, c.engine, c.placed = KindLocal, "", "local", r.cfg.Region, up, true
-			case table.KindPeer:
-				node, addr, _ := table.ParsePeerURL(p.BaseURL)
-				if node == r.cfg.Node {
-					continue // this node itself: never a peer of its own
-				}
-				c.kind, c.id, c.key, c.addr, c.static, c.placed = KindPeer, node, "peer/"+node, addr, true, true
-				c.member = v.members[node]
-				if n, ok := tab.Node(node); ok {
-					c.region = n.Region
-				} else if c.member != nil {
-					c.region = c.member.Region
-				}
+			c.kind, c.id, c.key, c.addr, c.static, c.placed = KindPeer, node, "peer/"+node, addr, true, true
+			c.member = v.members[node]
+			if n, ok := tab.Node(node); ok {
+				c.region = n.Region
+			} else if c.member != nil {
+				c.region = c.member.Region
 			}
-			if pr, ok := tab.PriceFor(tg.Provider, m.ID, up); ok {
-				c.in, c.out, c.hasPrice = pr.Input, pr.Output, true
-			} else if c.kind != KindProvider {
-				c.hasPrice = true // the fleet's own hardware: free unless priced
-			}
-			if c.kind != KindProvider && slices.ContainsFunc(mv.cands, func(o cand) bool { return o.key == c.key }) {
-				continue // the same engine or peer written twice: the first counts
-			}
+		}
+		if pr, ok := tab.PriceFor(tg.Provider, m.ID, up); ok {
+			c.in, c.out, c.hasPrice = pr.Input, pr.Output, true
+		} else if c.kind != KindProvider {
+			c.hasPrice = true // the fleet's own hardware: free unless priced
+		}
+		if c.kind != KindProvider && slices.ContainsFunc(mv.cands, func(o cand) bool { return o.key == c.key }) {
+			continue // the same engine or peer written twice: the first counts
+		}
+		r.locate(tab, &c)
+		add(c)
+	}
+	// The fleet's placed copies: this node, then peers.
+	placed := tab.PlacedOn(m.ID)
+	n := len(route.Targets)
+	if m.Local != nil {
+		// This node's engine even where the model is not placed: it
+		// may still serve a copy it is leaving (make before break).
+		here := slices.Contains(placed, r.cfg.Node)
+		if (here || r.cfg.Local != nil) && !slices.ContainsFunc(mv.cands, func(c cand) bool { return c.kind == KindLocal }) {
+			c := cand{kind: KindLocal, key: "local", upstream: m.EngineName(), engine: m.EngineName(), region: r.cfg.Region, weight: 1, written: n, placed: here}
+			c.in, c.out, c.hasPrice = localPrice(tab, m.ID)
 			r.locate(tab, &c)
 			add(c)
 		}
-		// The fleet's placed copies: this node, then peers.
-		placed := tab.PlacedOn(m.ID)
-		n := len(route.Targets)
-		if m.Local != nil {
-			// This node's engine even where the model is not placed: it
-			// may still serve a copy it is leaving (make before break).
-			here := slices.Contains(placed, r.cfg.Node)
-			if (here || r.cfg.Local != nil) && !slices.ContainsFunc(mv.cands, func(c cand) bool { return c.kind == KindLocal }) {
-				c := cand{kind: KindLocal, key: "local", upstream: m.EngineName(), engine: m.EngineName(), region: r.cfg.Region, weight: 1, written: n, placed: here}
-				c.in, c.out, c.hasPrice = localPrice(tab, m.ID)
-				r.locate(tab, &c)
-				add(c)
-			}
-			// Peers: every node the model is placed on, and every member
-			// that says it has it ready (placed or not, so the dry run
-			// can say why one is left out).
-			seen := map[string]bool{r.cfg.Node: true}
-			for _, c := range mv.cands {
-				if c.kind == KindPeer {
-					seen[c.id] = true
-				}
-			}
-			peer := func(node string) {
-				if seen[node] {
-					return
-				}
-				seen[node] = true
-				c := cand{kind: KindPeer, id: node, key: "peer/" + node, upstream: m.ID, weight: 1, written: n + 1, placed: slices.Contains(placed, node)}
-				c.member = v.members[node]
-				if nd, ok := tab.Node(node); ok {
-					c.region = nd.Region
-				} else if c.member != nil {
-					c.region = c.member.Region
-				}
-				if c.member != nil {
-					c.addr = c.member.Addr
-				}
-				c.in, c.out, c.hasPrice = localPrice(tab, m.ID)
-				r.locate(tab, &c)
-				add(c)
-			}
-			for _, node := range placed {
-				peer(node)
-			}
-			for _, mb := range ready[m.ID] {
-				peer(mb.ID)
+		// Peers: every node the model is placed on, and every member
+		// that says it has it ready (placed or not, so the dry run
+		// can say why one is left out).
+		seen := map[string]bool{r.cfg.Node: true}
+		for _, c := range mv.cands {
+			if c.kind == KindPeer {
+				seen[c.id] = true
 			}
 		}
-		v.models[m.ID] = mv
+		peer := func(node string) {
+			if seen[node] {
+				return
+			}
+			seen[node] = true
+			c := cand{kind: KindPeer, id: node, key: "peer/" + node, upstream: m.ID, weight: 1, written: n + 1, placed: slices.Contains(placed, node)}
+			c.member = v.members[node]
+			if nd, ok := tab.Node(node); ok {
+				c.region = nd.Region
+			} else if c.member != nil {
+				c.region = c.member.Region
+			}
+			if c.member != nil {
+				c.addr = c.member.Addr
+			}
+			c.in, c.out, c.hasPrice = localPrice(tab, m.ID)
+			r.locate(tab, &c)
+			add(c)
+		}
+		for _, node := range placed {
+			peer(node)
+		}
+		for _, mb := range ready {
+			peer(mb.ID)
+		}
 	}
-	r.view.Store(v)
+	return mv
 }
 
 // locate fills a candidate's coordinates from its region.

@@ -81,6 +81,13 @@ type Config struct {
 	// (gateway.SetTable, which runs shared/table's validation). It must
 	// keep the old table when it returns an error.
 	Apply func(*table.Table) error
+	// Patch, when set, installs a table that differs from the last one
+	// handed to Apply or Patch only as the change says
+	// (gateway.PatchTable): the client calls it for deltas that touch
+	// only routes, keys and tenants' budget state, so an edge's work is
+	// proportional to the change. Like Apply, it keeps the old table
+	// when it returns an error. Nil sends every table through Apply.
+	Patch func(*table.Table, table.Change) error
 	// ReadyModels, when set, returns the IDs (Model.ID, not the engine's
 	// own name) of the models this edge's local engine has loaded and
 	// serves. It is called on the client's goroutine for every applied

@@ -12,6 +12,7 @@ type metrics struct {
 	connected   prometheus.Gauge
 	unusable    prometheus.Gauge
 	applied     *prometheus.CounterVec
+	patched     prometheus.Counter
 	rejected    prometheus.Counter
 	unverified  *prometheus.CounterVec
 	gaps        prometheus.Counter
@@ -34,6 +35,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		applied: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_table_applied_total", Help: "Routing tables applied, by source (control, disk, config).",
 		}, []string{"source"}),
+		patched: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meridian_table_patched_total", Help: "Deltas installed by patching the table in use (routes, keys, budget state only), a subset of those applied.",
+		}),
 		rejected: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meridian_table_rejected_total", Help: "Routing tables or updates rejected; the previous table stayed in use.",
 		}),
@@ -56,7 +60,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.stale, m.connected, m.unusable, m.applied, m.rejected, m.unverified, m.gaps, m.snapshots, m.reconnects, m.cacheErrors} {
+	for _, c := range []prometheus.Collector{m.stale, m.connected, m.unusable, m.applied, m.patched, m.rejected, m.unverified, m.gaps, m.snapshots, m.reconnects, m.cacheErrors} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("tablesync: metrics: %w", err)
 		}

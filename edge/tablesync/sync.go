@@ -122,6 +122,9 @@ type Syncer struct {
 	readyTimer   *time.Timer           // a held-back ready report; nil when none is due
 	readySent    time.Time             // when the last ready report went out
 	cur          *tablev1.RoutingTable // last table from the control plane or disk; nil for config
+	tab          *table.Table          // cur converted, as handed to Apply or Patch
+	ix           *tablewire.Index      // cur's index for leaf deltas; nil until the first one
+	patches      int                   // deltas patched in since the table was last built whole
 	curSize      int                   // cur's encoded size, bytes, or an upper bound of it
 	st           Status
 	hbInterval   time.Duration
@@ -405,7 +408,7 @@ func (s *Syncer) handle(m *nats.Msg) {
 			s.needSnapshot, s.nextSnapshot = true, time.Time{}
 			return
 		}
-		next, err := tablewire.ApplyDelta(s.cur, d)
+		next, ix, ch, err := tablewire.ApplyDeltaIndexed(s.cur, s.ix, d)
 		if err != nil {
 			s.reject(d.GetRevision(), err)
 			return
@@ -420,9 +423,38 @@ func (s *Syncer) handle(m *nats.Msg) {
 				return
 			}
 		}
+		if s.patches >= FullEvery {
+			// Every FullEvery patched deltas the table is checked and
+			// built whole once more: whatever a patch could have missed
+			// is bounded, and secrets are resolved afresh.
+			if err := tablewire.Validate(next); err != nil {
+				s.reject(d.GetRevision(), err)
+				return
+			}
+			ix = nil
+		} else if s.cfg.Patch != nil && s.tab != nil {
+			// A leaf delta: convert and install only what it changed.
+			tab, tch, ok, err := s.conv.Patch(s.tab, next, ch)
+			if err == nil && ok {
+				err = s.cfg.Patch(tab, tch)
+			}
+			if err != nil {
+				s.reject(d.GetRevision(), fmt.Errorf("%w: %w", tablewire.ErrInvalid, err))
+				return
+			}
+			if ok {
+				s.m.patched.Inc()
+				n := s.patches
+				s.installed(next, tab, s.st.Unusable, SourceControl, size)
+				s.ix, s.patches = ix, n+1
+				return
+			}
+		}
 		if err := s.install(next, SourceControl, size); err != nil {
 			s.reject(d.GetRevision(), err)
+			return
 		}
+		s.ix = ix
 	}
 }
 
@@ -515,7 +547,14 @@ func (s *Syncer) install(t *tablev1.RoutingTable, source string, size int) error
 	if len(unusable) > 0 && !slices.Equal(unusable, s.st.Unusable) {
 		s.log.Warn("providers unusable on this edge", "providers", unusable)
 	}
-	s.cur, s.curSize = t, size
+	s.installed(t, tab, unusable, source, size)
+	return nil
+}
+
+// installed makes t, converted to tab and applied, the edge's table, and
+// schedules it for the disk.
+func (s *Syncer) installed(t *tablev1.RoutingTable, tab *table.Table, unusable []string, source string, size int) {
+	s.cur, s.curSize, s.tab, s.ix, s.patches = t, size, tab, nil, 0
 	if source == SourceControl {
 		s.synced.Store(true)
 	}
@@ -528,18 +567,21 @@ func (s *Syncer) install(t *tablev1.RoutingTable, source string, size int) error
 	s.m.applied.WithLabelValues(source).Inc()
 	s.m.unusable.Set(float64(len(unusable)))
 	if source == SourceControl && s.cfg.CachePath != "" {
-		if b, err := tablewire.Encode(t); err == nil {
-			select {
-			case <-s.persist:
-			default:
-			}
-			s.persist <- cacheWrite{t.GetRevision(), b}
+		// Encoded by the writer: tables are immutable, and the whole
+		// table's encoding stays off the apply path.
+		select {
+		case <-s.persist:
+		default:
 		}
+		s.persist <- cacheWrite{t.GetRevision(), t}
 	}
 	s.updateStale()
 	s.scheduleReport()
-	return nil
 }
+
+// FullEvery is how many deltas in a row an edge patches into its table
+// (Config.Patch) before it validates and builds the next one whole.
+const FullEvery = 64
 
 // reportDelay is how soon after an applied table the edge reports it:
 // a burst of changes makes one report, not one per change and edge.
@@ -670,10 +712,10 @@ func (s *Syncer) report() {
 	}
 }
 
-// cacheWrite is a table for writeCacheLoop: its revision and encoding.
+// cacheWrite is a table for writeCacheLoop, with its revision.
 type cacheWrite struct {
 	rev uint64
-	b   []byte
+	t   *tablev1.RoutingTable
 }
 
 // writeCacheLoop writes the newest table to disk off the apply path; a
@@ -685,7 +727,11 @@ func (s *Syncer) writeCacheLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case w := <-s.persist:
-			if err := writeCache(s.cfg.CachePath, w.b); err != nil {
+			b, err := tablewire.Encode(w.t)
+			if err == nil {
+				err = writeCache(s.cfg.CachePath, b)
+			}
+			if err != nil {
 				s.m.cacheErrors.Inc()
 				s.log.Warn("writing the table to disk failed", "err", err)
 				continue

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -474,5 +475,91 @@ func TestReadyModelsReported(t *testing.T) {
 	}
 	if n, _ := last(); n-before > 2 {
 		t.Fatalf("50 changes sent %d reports; want at most 2", n-before)
+	}
+}
+
+// TestLeafDeltasArePatched checks a delta that edits a route reaches
+// Patch, not Apply, with the change named; that a delta adding a model
+// goes through Apply; and that a patched table is what the disk keeps.
+func TestLeafDeltasArePatched(t *testing.T) {
+	b := newBus(t)
+	t5 := tableAt(5, "a", "b")
+	b.serve(t5)
+	s, g := newSyncer(t, []string{b.ns.ClientURL()}, filepath.Join(t.TempDir(), "table.pb"))
+	var mu sync.Mutex
+	var changes []table.Change
+	s.cfg.Patch = func(tab *table.Table, ch table.Change) error {
+		mu.Lock()
+		changes = append(changes, ch)
+		mu.Unlock()
+		return g.apply(tab)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	t6 := tableAt(6, "a", "b")
+	t6.Entities.Routes[1] = &controlv1.Route{Model: "b", Targets: []*controlv1.Target{{Provider: "p", Model: "b2"}}}
+	b.delta(t5, t6)
+	wait.For(t, 5*time.Second, "revision 6", func() bool { return g.revision() == 6 })
+	mu.Lock()
+	got := slices.Clone(changes)
+	mu.Unlock()
+	if len(got) != 1 || !slices.Equal(got[0].Routes, []string{"b"}) {
+		t.Fatalf("Patch saw %+v, want one change of route b", got)
+	}
+	g.mu.Lock()
+	if r := g.tab.Routes[1]; r.Model != "b" || r.Targets[0].Model != "b2" {
+		t.Fatalf("patched route %+v", r)
+	}
+	g.mu.Unlock()
+	t7 := tableAt(7, "a", "b", "c")
+	b.delta(t6, t7)
+	wait.For(t, 5*time.Second, "revision 7", func() bool { return g.revision() == 7 })
+	mu.Lock()
+	if len(changes) != 1 {
+		t.Fatalf("a delta adding a model was patched: %+v", changes)
+	}
+	mu.Unlock()
+	wait.For(t, 5*time.Second, "revision 7 on disk", func() bool { return s.Status().CachedRevision == 7 })
+}
+
+// TestPatchedTablesAreRebuiltWhole checks that after FullEvery patched
+// deltas the next one goes through Apply, whole.
+func TestPatchedTablesAreRebuiltWhole(t *testing.T) {
+	b := newBus(t)
+	prev := tableAt(5, "a", "b")
+	b.serve(prev)
+	s, g := newSyncer(t, []string{b.ns.ClientURL()}, "")
+	var mu sync.Mutex
+	patched, applied := 0, 0
+	s.cfg.Patch = func(tab *table.Table, ch table.Change) error {
+		mu.Lock()
+		patched++
+		mu.Unlock()
+		return g.apply(tab)
+	}
+	apply := s.cfg.Apply
+	s.cfg.Apply = func(tab *table.Table) error {
+		mu.Lock()
+		applied++
+		mu.Unlock()
+		return apply(tab)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := range FullEvery + 1 {
+		next := tableAt(uint64(6+i), "a", "b")
+		next.Entities.Routes[0] = &controlv1.Route{Model: "a", Targets: []*controlv1.Target{{Provider: "p", Model: fmt.Sprint("v", i)}}}
+		b.delta(prev, next)
+		wait.For(t, 5*time.Second, fmt.Sprint("revision ", 6+i), func() bool { return g.revision() == uint64(6+i) })
+		prev = next
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if patched != FullEvery || applied != 2 { // the snapshot, then the rebuild
+		t.Fatalf("patched %d, applied %d; want %d and 2", patched, applied, FullEvery)
 	}
 }

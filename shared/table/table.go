@@ -19,6 +19,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/meridian-mesh/meridian/shared/cow"
 )
 
 // Table is one revision of the routing table.
@@ -497,15 +499,29 @@ type Compiled struct {
 	table     *Table
 	providers map[string]*Provider
 	models    map[string]*Model
-	routes    map[string]*Route
-	keys      map[string]*Key
-	regions   map[string]*Region
-	nodes     map[string]*Node
-	tenants   map[string]*Tenant
-	prices    map[priceKey]*Price
+	// routes, keys and tenants change without the rest of the table
+	// (Patch): copy-on-write, so a patch costs what it changes.
+	routes  cow.Map[string, *Route]
+	keys    cow.Map[string, *Key]
+	tenants cow.Map[string, *Tenant]
+	regions map[string]*Region
+	nodes   map[string]*Node
+	prices  map[priceKey]*Price
 	// placed is, per model ID, the IDs of the nodes it is placed on,
 	// sorted.
 	placed map[string][]string
+	// b holds routes, keys and tenants while Compile builds them.
+	b *building
+	// sorted is true when the table's routes, keys and tenants are in
+	// ID order, as tables from the control plane are: Patch finds
+	// entries by binary search, so it needs them sorted.
+	sorted bool
+}
+
+type building struct {
+	routes  map[string]*Route
+	keys    map[string]*Key
+	tenants map[string]*Tenant
 }
 
 type priceKey struct{ provider, model string }
@@ -518,13 +534,15 @@ func Compile(t *Table) (*Compiled, error) {
 		table:     t,
 		providers: make(map[string]*Provider, len(t.Providers)),
 		models:    make(map[string]*Model, len(t.Models)),
-		routes:    make(map[string]*Route, len(t.Routes)),
-		keys:      make(map[string]*Key, len(t.Keys)),
 		regions:   make(map[string]*Region, len(t.Regions)),
 		nodes:     make(map[string]*Node, len(t.Nodes)),
-		tenants:   make(map[string]*Tenant, len(t.Tenants)),
-		prices:    make(map[priceKey]*Price, len(t.Prices)),
-		placed:    make(map[string][]string),
+		b: &building{
+			routes:  make(map[string]*Route, len(t.Routes)),
+			keys:    make(map[string]*Key, len(t.Keys)),
+			tenants: make(map[string]*Tenant, len(t.Tenants)),
+		},
+		prices: make(map[priceKey]*Price, len(t.Prices)),
+		placed: make(map[string][]string),
 	}
 	if err := c.compileFleet(t); err != nil {
 		return nil, err
@@ -612,75 +630,139 @@ func Compile(t *Table) (*Compiled, error) {
 	}
 	for i := range t.Routes {
 		r := &t.Routes[i]
-		if r.Model == "" {
-			return nil, fieldErr("routes[%d].model", i)("is required")
+		if err := c.checkRoute(i, r); err != nil {
+			return nil, err
 		}
-		if _, ok := c.models[r.Model]; !ok {
-			return nil, fieldErr("routes[%d].model", i)("references unknown model %q", r.Model)
-		}
-		if _, dup := c.routes[r.Model]; dup {
+		if _, dup := c.b.routes[r.Model]; dup {
 			return nil, fieldErr("routes[%d].model", i)("model %q already has a route", r.Model)
 		}
-		if r.Strategy != "" && !slices.Contains(Strategies, r.Strategy) {
-			return nil, fieldErr("routes[%d].strategy", i)("unknown strategy %q (known: %s)", r.Strategy, strings.Join(Strategies, ", "))
-		}
-		if len(r.Targets) == 0 && len(c.placed[r.Model]) == 0 {
-			return nil, fieldErr("routes[%d].targets", i)("needs at least one target, or a placement of model %q", r.Model)
-		}
-		for j, tg := range r.Targets {
-			if _, ok := c.providers[tg.Provider]; !ok {
-				return nil, fieldErr("routes[%d].targets[%d].provider", i, j)("references unknown provider %q", tg.Provider)
-			}
-			if tg.Weight < 0 {
-				return nil, fieldErr("routes[%d].targets[%d].weight", i, j)("must not be negative")
-			}
-		}
-		if err := c.checkRegions(fmt.Sprintf("routes[%d].allowed_regions", i), r.AllowedRegions); err != nil {
-			return nil, err
-		}
-		if r.MaxPrice < 0 || r.MaxPrice != r.MaxPrice {
-			return nil, fieldErr("routes[%d].max_price", i)("must be a number, zero or more")
-		}
-		if err := r.Cache.validate(fieldErr("routes[%d].cache", i)); err != nil {
-			return nil, err
-		}
-		c.routes[r.Model] = r
+		c.b.routes[r.Model] = r
 	}
 	for _, m := range t.Models {
-		if _, ok := c.routes[m.ID]; ok {
+		if _, ok := c.b.routes[m.ID]; ok {
 			continue
 		}
 		if len(c.placed[m.ID]) == 0 {
 			return nil, fieldErr("models[%s]", m.ID)("has no route and no placement, so no request for it could be served")
 		}
 		// A placed model needs no route: the fleet's copies serve it.
-		c.routes[m.ID] = &Route{Model: m.ID}
+		c.b.routes[m.ID] = &Route{Model: m.ID}
 	}
 	for i := range t.Keys {
 		k := &t.Keys[i]
-		if k.ID == "" {
-			return nil, fieldErr("keys[%d].id", i)("is required")
-		}
-		hexHash, ok := strings.CutPrefix(k.Hash, "sha256:")
-		if !ok || len(hexHash) != 64 || strings.Trim(strings.ToLower(hexHash), "0123456789abcdef") != "" {
-			return nil, fieldErr("keys[%d].hash", i)(`must be "sha256:" followed by 64 hex digits`)
-		}
-		norm := strings.ToLower(hexHash)
-		if _, dup := c.keys[norm]; dup {
-			return nil, fieldErr("keys[%d].hash", i)("duplicate key hash")
-		}
-		if k.Tenant != "" && c.tenants[k.Tenant] == nil {
-			return nil, fieldErr("keys[%d].tenant", i)("references unknown tenant %q", k.Tenant)
-		}
-		if err := c.checkRegions(fmt.Sprintf("keys[%d].allowed_regions", i), k.AllowedRegions); err != nil {
+		norm, err := c.checkKey(i, k)
+		if err != nil {
 			return nil, err
 		}
-		if k.RPM < 0 || k.TPM < 0 {
-			return nil, fieldErr("keys[%d]", i)("rpm and tpm must not be negative")
+		if _, dup := c.b.keys[norm]; dup {
+			return nil, fieldErr("keys[%d].hash", i)("duplicate key hash")
 		}
-		c.keys[norm] = k
+		c.b.keys[norm] = k
 	}
+	c.routes, c.keys, c.tenants = cow.From(c.b.routes), cow.From(c.b.keys), cow.From(c.b.tenants)
+	c.b = nil
+	c.sorted = slices.IsSortedFunc(t.Routes, func(a, b Route) int { return strings.Compare(a.Model, b.Model) }) &&
+		slices.IsSortedFunc(t.Keys, func(a, b Key) int { return strings.Compare(a.ID, b.ID) }) &&
+		slices.IsSortedFunc(t.Tenants, func(a, b Tenant) int { return strings.Compare(a.ID, b.ID) })
 	return c, nil
+}
+
+// tenant looks a tenant up while compiling or patching.
+func (c *Compiled) tenant(id string) (*Tenant, bool) {
+	if c.b != nil {
+		t, ok := c.b.tenants[id]
+		return t, ok
+	}
+	return c.tenants.Get(id)
+}
+
+// checkRoute checks route i against the compiled providers, models,
+// placements and regions.
+func (c *Compiled) checkRoute(i int, r *Route) error {
+	if r.Model == "" {
+		return fieldErr("routes[%d].model", i)("is required")
+	}
+	if _, ok := c.models[r.Model]; !ok {
+		return fieldErr("routes[%d].model", i)("references unknown model %q", r.Model)
+	}
+	if r.Strategy != "" && !slices.Contains(Strategies, r.Strategy) {
+		return fieldErr("routes[%d].strategy", i)("unknown strategy %q (known: %s)", r.Strategy, strings.Join(Strategies, ", "))
+	}
+	if len(r.Targets) == 0 && len(c.placed[r.Model]) == 0 {
+		return fieldErr("routes[%d].targets", i)("needs at least one target, or a placement of model %q", r.Model)
+	}
+	for j, tg := range r.Targets {
+		if _, ok := c.providers[tg.Provider]; !ok {
+			return fieldErr("routes[%d].targets[%d].provider", i, j)("references unknown provider %q", tg.Provider)
+		}
+		if tg.Weight < 0 {
+			return fieldErr("routes[%d].targets[%d].weight", i, j)("must not be negative")
+		}
+	}
+	if err := c.checkRegionsAt("routes[%d].allowed_regions", i, r.AllowedRegions); err != nil {
+		return err
+	}
+	if r.MaxPrice < 0 || r.MaxPrice != r.MaxPrice {
+		return fieldErr("routes[%d].max_price", i)("must be a number, zero or more")
+	}
+	return r.Cache.validate(func(msg string, margs ...any) error { return fieldErr("routes[%d].cache", i)(msg, margs...) })
+}
+
+// checkKey checks key i against the compiled tenants and regions, and
+// returns its hash's hex digits, lowercase.
+func (c *Compiled) checkKey(i int, k *Key) (string, error) {
+	if k.ID == "" {
+		return "", fieldErr("keys[%d].id", i)("is required")
+	}
+	hexHash, ok := strings.CutPrefix(k.Hash, "sha256:")
+	if !ok || len(hexHash) != 64 || strings.Trim(strings.ToLower(hexHash), "0123456789abcdef") != "" {
+		return "", fieldErr("keys[%d].hash", i)(`must be "sha256:" followed by 64 hex digits`)
+	}
+	if k.Tenant != "" {
+		if _, ok := c.tenant(k.Tenant); !ok {
+			return "", fieldErr("keys[%d].tenant", i)("references unknown tenant %q", k.Tenant)
+		}
+	}
+	if err := c.checkRegionsAt("keys[%d].allowed_regions", i, k.AllowedRegions); err != nil {
+		return "", err
+	}
+	if k.RPM < 0 || k.TPM < 0 {
+		return "", fieldErr("keys[%d]", i)("rpm and tpm must not be negative")
+	}
+	return strings.ToLower(hexHash), nil
+}
+
+// checkTenant checks tenant i against the compiled regions.
+func (c *Compiled) checkTenant(i int, tn *Tenant) error {
+	if tn.ID == "" {
+		return fieldErr("tenants[%d].id", i)("is required")
+	}
+	if err := c.checkRegionsAt("tenants[%d].allowed_regions", i, tn.AllowedRegions); err != nil {
+		return err
+	}
+	switch {
+	case tn.RPM < 0 || tn.TPM < 0:
+		return fieldErr("tenants[%d]", i)("rpm and tpm must not be negative")
+	case !(tn.Budget >= 0):
+		return fieldErr("tenants[%d].budget", i)("must be a number of USD, 0 for none")
+	}
+	switch tn.BudgetPeriod {
+	case "", "month", "week", "day":
+	default:
+		return fieldErr("tenants[%d].budget_period", i)(`must be "month", "week" or "day", not %q`, tn.BudgetPeriod)
+	}
+	return tn.Cache.validate(func(msg string, margs ...any) error { return fieldErr("tenants[%d].cache", i)(msg, margs...) })
+}
+
+// checkRegionsAt is checkRegions with the field's name built only for an
+// error: format takes the index i.
+func (c *Compiled) checkRegionsAt(format string, i int, regions []string) error {
+	for _, r := range regions {
+		if c.regions[r] == nil {
+			return c.checkRegions(fmt.Sprintf(format, i), regions)
+		}
+	}
+	return nil
 }
 
 // compileFleet indexes regions, nodes and tenants, which the rest of the
@@ -712,30 +794,13 @@ func (c *Compiled) compileFleet(t *Table) error {
 	}
 	for i := range t.Tenants {
 		tn := &t.Tenants[i]
-		switch {
-		case tn.ID == "":
-			return fieldErr("tenants[%d].id", i)("is required")
-		case c.tenants[tn.ID] != nil:
+		if err := c.checkTenant(i, tn); err != nil {
+			return err
+		}
+		if c.b.tenants[tn.ID] != nil {
 			return fieldErr("tenants[%d].id", i)("duplicate tenant %q", tn.ID)
 		}
-		if err := c.checkRegions(fmt.Sprintf("tenants[%d].allowed_regions", i), tn.AllowedRegions); err != nil {
-			return err
-		}
-		switch {
-		case tn.RPM < 0 || tn.TPM < 0:
-			return fieldErr("tenants[%d]", i)("rpm and tpm must not be negative")
-		case !(tn.Budget >= 0):
-			return fieldErr("tenants[%d].budget", i)("must be a number of USD, 0 for none")
-		}
-		switch tn.BudgetPeriod {
-		case "", "month", "week", "day":
-		default:
-			return fieldErr("tenants[%d].budget_period", i)(`must be "month", "week" or "day", not %q`, tn.BudgetPeriod)
-		}
-		if err := tn.Cache.validate(fieldErr("tenants[%d].cache", i)); err != nil {
-			return err
-		}
-		c.tenants[tn.ID] = tn
+		c.b.tenants[tn.ID] = tn
 	}
 	return nil
 }
@@ -872,8 +937,7 @@ func (c *Compiled) Models() []Model { return c.table.Models }
 
 // Route returns the route for a model ID.
 func (c *Compiled) Route(model string) (*Route, bool) {
-	r, ok := c.routes[model]
-	return r, ok
+	return c.routes.Get(model)
 }
 
 // Provider returns the provider with the given ID.
@@ -896,8 +960,7 @@ func (c *Compiled) Node(id string) (*Node, bool) {
 
 // Tenant returns the tenant with the given ID.
 func (c *Compiled) Tenant(id string) (*Tenant, bool) {
-	t, ok := c.tenants[id]
-	return t, ok
+	return c.tenants.Get(id)
 }
 
 // Price returns what provider charges for model, per 1M tokens.
@@ -939,10 +1002,9 @@ func (c *Compiled) PlacedHere(node string) []*Model {
 // HasKeys reports whether the table carries any key hash. It is a fact
 // about the table, not a policy: the edge's auth mode decides whether a
 // key is required, and a table without keys never switches that off.
-func (c *Compiled) HasKeys() bool { return len(c.keys) > 0 }
+func (c *Compiled) HasKeys() bool { return c.keys.Len() > 0 }
 
 // KeyByHash returns the key whose lowercase hex SHA-256 is hexHash.
 func (c *Compiled) KeyByHash(hexHash string) (*Key, bool) {
-	k, ok := c.keys[hexHash]
-	return k, ok
+	return c.keys.Get(hexHash)
 }

@@ -239,18 +239,27 @@ func (c *Converter) ToTable(t *tablev1.RoutingTable) (tab *table.Table, unusable
 		tab.Models, c.models, c.scratch = models, models, nil // the table owns it now
 	}
 	for _, k := range e.GetKeys() {
-		key := table.Key{ID: k.GetId(), Hash: k.GetHash(), Tenant: k.GetTenant(), AllowedModels: k.GetAllowedModels(), AllowedRegions: k.GetAllowedRegions(),
-			RPM: int64(k.GetRpm()), TPM: int64(k.GetTpm()), Disabled: k.GetDisabled()}
-		if at := k.GetExpiresAt(); at != "" {
-			t, err := time.Parse(time.RFC3339, at)
-			if err != nil {
-				return nil, nil, fmt.Errorf("keys[%s].expires_at: %w", k.GetId(), err)
-			}
-			key.ExpiresAt = t
+		key, err := convertKey(k)
+		if err != nil {
+			return nil, nil, err
 		}
 		tab.Keys = append(tab.Keys, key)
 	}
 	return tab, unusable, nil
+}
+
+// convertKey is one key for the edge.
+func convertKey(k *controlv1.Key) (table.Key, error) {
+	key := table.Key{ID: k.GetId(), Hash: k.GetHash(), Tenant: k.GetTenant(), AllowedModels: k.GetAllowedModels(), AllowedRegions: k.GetAllowedRegions(),
+		RPM: int64(k.GetRpm()), TPM: int64(k.GetTpm()), Disabled: k.GetDisabled()}
+	if at := k.GetExpiresAt(); at != "" {
+		t, err := time.Parse(time.RFC3339, at)
+		if err != nil {
+			return table.Key{}, fmt.Errorf("keys[%s].expires_at: %w", k.GetId(), err)
+		}
+		key.ExpiresAt = t
+	}
+	return key, nil
 }
 
 // convertRoute is one route for the edge: its targets, then its

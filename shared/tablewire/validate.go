@@ -55,168 +55,195 @@ func Validate(t *tablev1.RoutingTable) error {
 			return invalidf(fmt.Sprintf("%s[%d]", k.name, i), "%q is out of order or repeated", ids[i])
 		}
 	}
-	has := func(k int, id string) bool { return kinds[k].has(e, id) }
-	for _, n := range e.GetNodes() {
-		if !has(kRegions, n.GetRegion()) {
-			return invalidf("nodes["+n.GetId()+"].region", "references unknown region %q", n.GetRegion())
-		}
+	ix, err := buildIndex(e)
+	if err != nil {
+		return err
 	}
-	providers, models, nodes := e.GetProviders(), e.GetModels(), e.GetNodes()
-	provider := func(id string) (*controlv1.Provider, bool) {
-		i, ok := slices.BinarySearchFunc(providers, id, func(p *controlv1.Provider, id string) int { return strings.Compare(p.GetId(), id) })
-		if !ok {
-			return nil, false
-		}
-		return providers[i], true
-	}
-	model := func(id string) *controlv1.Model {
-		i, ok := slices.BinarySearchFunc(models, id, func(m *controlv1.Model, id string) int { return strings.Compare(m.GetId(), id) })
-		if !ok {
-			return nil
-		}
-		return models[i]
-	}
-	nodeRegion := func(id string) string {
-		i, ok := slices.BinarySearchFunc(nodes, id, func(n *controlv1.Node, id string) int { return strings.Compare(n.GetId(), id) })
-		if !ok {
-			return ""
-		}
-		return nodes[i].GetRegion()
-	}
-	// The regions holding a node, and those holding a provider, built on
-	// first use: most tables restrict no region.
-	var withNode, withProvider map[string]bool
-	holds := func(region string) (node, nodeOrProvider bool) {
-		if withNode == nil {
-			withNode, withProvider = make(map[string]bool, len(nodes)), make(map[string]bool, len(providers))
-			for _, n := range nodes {
-				withNode[n.GetRegion()] = true
-			}
-			for _, p := range providers {
-				withProvider[p.GetRegion()] = p.GetRegion() != ""
-			}
-		}
-		return withNode[region], withNode[region] || withProvider[region]
-	}
-	// servable refuses an allowed-regions list none of whose regions
-	// holds a node or a provider: nothing could serve under it.
-	servable := func(field string, regions []string) error {
-		for i, reg := range regions {
-			if !has(kRegions, reg) {
-				return invalidf(fmt.Sprintf("%s[%d]", field, i), "references unknown region %q", reg)
-			}
-		}
-		if len(regions) == 0 {
-			return nil
-		}
-		for _, reg := range regions {
-			if _, ok := holds(reg); ok {
-				return nil
-			}
-		}
-		return invalidf(field, "no node or provider is in any of the regions %s, so nothing could ever serve under it", strings.Join(regions, ", "))
-	}
-	var placed map[string]bool
-	// placedIn holds, per placed model, the regions of the nodes it is
-	// placed on: a route restricted to regions can use those copies.
-	var placedIn map[string][]string
-	for _, p := range e.GetPlacements() {
-		f := func() string { return "placements[" + p.GetId() + "]" }
-		m := model(p.GetModel())
-		if m == nil {
-			return invalidf(f()+".model", "references unknown model %q", p.GetModel())
-		}
-		if !m.GetLocal() || m.GetGguf() == "" && m.GetOllama() == "" {
-			return invalidf(f()+".model", "model %q has no local source (local with gguf or ollama), so no node can run it", p.GetModel())
-		}
-		region := p.GetRegion()
-		switch {
-		case p.GetNode() != "" && p.GetRegion() != "", p.GetNode() == "" && p.GetRegion() == "":
-			return invalidf(f(), "names a node or a region, exactly one")
-		case p.GetNode() != "" && !has(kNodes, p.GetNode()):
-			return invalidf(f()+".node", "references unknown node %q", p.GetNode())
-		case p.GetRegion() != "" && !has(kRegions, p.GetRegion()):
-			return invalidf(f()+".region", "references unknown region %q", p.GetRegion())
-		case p.GetRegion() != "":
-			if node, _ := holds(p.GetRegion()); !node {
-				return invalidf(f()+".region", "region %q holds no node, so the model would run nowhere", p.GetRegion())
-			}
-		default:
-			region = nodeRegion(p.GetNode())
-		}
-		if placed == nil {
-			placed, placedIn = map[string]bool{}, map[string][]string{}
-		}
-		placed[p.GetModel()] = true
-		placedIn[p.GetModel()] = append(placedIn[p.GetModel()], region)
-	}
-	for _, m := range models {
-		if err := servable("models["+m.GetId()+"].allowed_regions", m.GetAllowedRegions()); err != nil {
+	for _, m := range e.GetModels() {
+		if err := ix.servable(e, func() string { return "models[" + m.GetId() + "].allowed_regions" }, m.GetAllowedRegions()); err != nil {
 			return err
 		}
 	}
 	for _, tn := range e.GetTenants() {
-		if err := servable("tenants["+tn.GetId()+"].allowed_regions", tn.GetAllowedRegions()); err != nil {
+		if err := ix.servable(e, func() string { return "tenants[" + tn.GetId() + "].allowed_regions" }, tn.GetAllowedRegions()); err != nil {
 			return err
 		}
 	}
-	mi := 0
 	for _, r := range e.GetRoutes() {
-		f := func() string { return "routes[" + r.GetModel() + "]" }
-		// Routes and models are both sorted by model: walk them together.
-		for mi < len(models) && models[mi].GetId() < r.GetModel() {
-			mi++
-		}
-		if mi == len(models) || models[mi].GetId() != r.GetModel() {
-			return invalidf(f()+".model", "references unknown model %q", r.GetModel())
-		}
-		if len(r.GetTargets()) == 0 {
-			return invalidf(f()+".targets", "needs at least one target")
-		}
-		possible := false
-		allowed := r.GetAllowedRegions()
-		// inside: some target or placed copy serves within allowed.
-		inside := len(allowed) == 0 || slices.ContainsFunc(placedIn[r.GetModel()], func(reg string) bool { return slices.Contains(allowed, reg) })
-		for li, ts := range [2][]*controlv1.Target{r.GetTargets(), r.GetFallbacks()} {
-			for i, tg := range ts {
-				p, ok := provider(tg.GetProvider())
-				if !ok {
-					return invalidf(fmt.Sprintf("%s.%s[%d].provider", f(), [2]string{"targets", "fallbacks"}[li], i), "references unknown provider %q", tg.GetProvider())
-				}
-				if providerKind(p) != table.KindLocal || placed[modelOf(r, tg)] {
-					possible = true
-				}
-				inside = inside || p.GetRegion() != "" && slices.Contains(allowed, p.GetRegion())
-			}
-		}
-		if !possible {
-			return invalidf(f(), "has no possible target: its only targets are the local engine and the model is placed nowhere")
-		}
-		if err := servable(f()+".allowed_regions", allowed); err != nil {
+		if err := ix.checkRoute(e, r); err != nil {
 			return err
-		}
-		if !inside {
-			return invalidf(f()+".allowed_regions", "none of its providers serves in %s (a provider without a region never does), and model %q is placed on no node there, so the route could never serve a request",
-				strings.Join(allowed, ", "), r.GetModel())
 		}
 	}
 	for _, k := range e.GetKeys() {
-		if k.GetTenant() != "" && !has(kTenants, k.GetTenant()) {
-			return invalidf("keys["+k.GetId()+"].tenant", "references unknown tenant %q", k.GetTenant())
+		if err := checkKey(e, k); err != nil {
+			return err
 		}
 	}
 	for _, ts := range e.GetTenantStates() {
-		if !has(kTenants, ts.GetTenant()) {
-			return invalidf("tenant_states["+ts.GetTenant()+"]", "references unknown tenant %q", ts.GetTenant())
+		if err := checkTenantState(e, ts); err != nil {
+			return err
 		}
 	}
 	for _, p := range e.GetPrices() {
-		if !has(kModels, p.GetModel()) {
+		if !has(e, kModels, p.GetModel()) {
 			return invalidf("prices["+PriceID(p)+"].model", "references unknown model %q", p.GetModel())
 		}
-		if !has(kProviders, p.GetProvider()) {
+		if !has(e, kProviders, p.GetProvider()) {
 			return invalidf("prices["+PriceID(p)+"].provider", "references unknown provider %q", p.GetProvider())
 		}
+	}
+	return nil
+}
+
+func has(e *tablev1.Entities, k int, id string) bool { return kinds[k].has(e, id) }
+
+// index is what checking a route needs beyond binary searches in the
+// table's sorted lists: where models are placed and which regions hold
+// a node or a provider. It depends only on regions, nodes, models,
+// placements and providers, so a delta that changes none of them keeps
+// it (ApplyDeltaIndexed). It is immutable once built.
+type index struct {
+	// placed holds the placed models; placedIn, per placed model, the
+	// regions of the nodes or the regions it is placed on.
+	placed   map[string]bool
+	placedIn map[string][]string
+	// withNode and withProvider hold the regions with a node, and
+	// with a provider.
+	withNode, withProvider map[string]bool
+}
+
+// buildIndex checks the fleet's references (nodes to regions, placements
+// to models, nodes and regions) and indexes them. The lists are sorted.
+func buildIndex(e *tablev1.Entities) (*index, error) {
+	nodes, providers := e.GetNodes(), e.GetProviders()
+	ix := &index{placed: map[string]bool{}, placedIn: map[string][]string{},
+		withNode: make(map[string]bool, len(nodes)), withProvider: make(map[string]bool, len(providers))}
+	for _, n := range nodes {
+		if !has(e, kRegions, n.GetRegion()) {
+			return nil, invalidf("nodes["+n.GetId()+"].region", "references unknown region %q", n.GetRegion())
+		}
+		ix.withNode[n.GetRegion()] = true
+	}
+	for _, p := range providers {
+		ix.withProvider[p.GetRegion()] = p.GetRegion() != ""
+	}
+	for _, p := range e.GetPlacements() {
+		f := func() string { return "placements[" + p.GetId() + "]" }
+		m := findModel(e, p.GetModel())
+		if m == nil {
+			return nil, invalidf(f()+".model", "references unknown model %q", p.GetModel())
+		}
+		if !m.GetLocal() || m.GetGguf() == "" && m.GetOllama() == "" {
+			return nil, invalidf(f()+".model", "model %q has no local source (local with gguf or ollama), so no node can run it", p.GetModel())
+		}
+		region := p.GetRegion()
+		switch {
+		case p.GetNode() != "" && p.GetRegion() != "", p.GetNode() == "" && p.GetRegion() == "":
+			return nil, invalidf(f(), "names a node or a region, exactly one")
+		case p.GetNode() != "" && !has(e, kNodes, p.GetNode()):
+			return nil, invalidf(f()+".node", "references unknown node %q", p.GetNode())
+		case p.GetRegion() != "" && !has(e, kRegions, p.GetRegion()):
+			return nil, invalidf(f()+".region", "references unknown region %q", p.GetRegion())
+		case p.GetRegion() != "":
+			if !ix.withNode[p.GetRegion()] {
+				return nil, invalidf(f()+".region", "region %q holds no node, so the model would run nowhere", p.GetRegion())
+			}
+		default:
+			i, _ := slices.BinarySearchFunc(nodes, p.GetNode(), func(n *controlv1.Node, id string) int { return strings.Compare(n.GetId(), id) })
+			region = nodes[i].GetRegion()
+		}
+		ix.placed[p.GetModel()] = true
+		ix.placedIn[p.GetModel()] = append(ix.placedIn[p.GetModel()], region)
+	}
+	return ix, nil
+}
+
+func findModel(e *tablev1.Entities, id string) *controlv1.Model {
+	models := e.GetModels()
+	i, ok := slices.BinarySearchFunc(models, id, func(m *controlv1.Model, id string) int { return strings.Compare(m.GetId(), id) })
+	if !ok {
+		return nil
+	}
+	return models[i]
+}
+
+func findProvider(e *tablev1.Entities, id string) *controlv1.Provider {
+	providers := e.GetProviders()
+	i, ok := slices.BinarySearchFunc(providers, id, func(p *controlv1.Provider, id string) int { return strings.Compare(p.GetId(), id) })
+	if !ok {
+		return nil
+	}
+	return providers[i]
+}
+
+// servable refuses an allowed-regions list none of whose regions holds a
+// node or a provider: nothing could serve under it.
+func (ix *index) servable(e *tablev1.Entities, field func() string, regions []string) error {
+	for i, reg := range regions {
+		if !has(e, kRegions, reg) {
+			return invalidf(fmt.Sprintf("%s[%d]", field(), i), "references unknown region %q", reg)
+		}
+	}
+	if len(regions) == 0 {
+		return nil
+	}
+	for _, reg := range regions {
+		if ix.withNode[reg] || ix.withProvider[reg] {
+			return nil
+		}
+	}
+	return invalidf(field(), "no node or provider is in any of the regions %s, so nothing could ever serve under it", strings.Join(regions, ", "))
+}
+
+// checkRoute checks one route against the table: its model, its
+// targets' providers, a possible target, and its allowed regions.
+func (ix *index) checkRoute(e *tablev1.Entities, r *controlv1.Route) error {
+	f := func() string { return "routes[" + r.GetModel() + "]" }
+	if findModel(e, r.GetModel()) == nil {
+		return invalidf(f()+".model", "references unknown model %q", r.GetModel())
+	}
+	if len(r.GetTargets()) == 0 {
+		return invalidf(f()+".targets", "needs at least one target")
+	}
+	possible := false
+	allowed := r.GetAllowedRegions()
+	// inside: some target or placed copy serves within allowed.
+	inside := len(allowed) == 0 || slices.ContainsFunc(ix.placedIn[r.GetModel()], func(reg string) bool { return slices.Contains(allowed, reg) })
+	for li, ts := range [2][]*controlv1.Target{r.GetTargets(), r.GetFallbacks()} {
+		for i, tg := range ts {
+			p := findProvider(e, tg.GetProvider())
+			if p == nil {
+				return invalidf(fmt.Sprintf("%s.%s[%d].provider", f(), [2]string{"targets", "fallbacks"}[li], i), "references unknown provider %q", tg.GetProvider())
+			}
+			if providerKind(p) != table.KindLocal || ix.placed[modelOf(r, tg)] {
+				possible = true
+			}
+			inside = inside || p.GetRegion() != "" && slices.Contains(allowed, p.GetRegion())
+		}
+	}
+	if !possible {
+		return invalidf(f(), "has no possible target: its only targets are the local engine and the model is placed nowhere")
+	}
+	if err := ix.servable(e, func() string { return f() + ".allowed_regions" }, allowed); err != nil {
+		return err
+	}
+	if !inside {
+		return invalidf(f()+".allowed_regions", "none of its providers serves in %s (a provider without a region never does), and model %q is placed on no node there, so the route could never serve a request",
+			strings.Join(allowed, ", "), r.GetModel())
+	}
+	return nil
+}
+
+func checkKey(e *tablev1.Entities, k *controlv1.Key) error {
+	if k.GetTenant() != "" && !has(e, kTenants, k.GetTenant()) {
+		return invalidf("keys["+k.GetId()+"].tenant", "references unknown tenant %q", k.GetTenant())
+	}
+	return nil
+}
+
+func checkTenantState(e *tablev1.Entities, ts *tablev1.TenantState) error {
+	if !has(e, kTenants, ts.GetTenant()) {
+		return invalidf("tenant_states["+ts.GetTenant()+"]", "references unknown tenant %q", ts.GetTenant())
 	}
 	return nil
 }

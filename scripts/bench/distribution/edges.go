@@ -90,6 +90,13 @@ func runEdges(ctx context.Context, url, key string, first, n int, rec func(i int
 			rec(i, t.Revision, time.Now())
 			return nil
 		}
+		scfg.Patch = func(t *table.Table, ch table.Change) error {
+			if err := gw.PatchTable(t, ch); err != nil {
+				return err
+			}
+			rec(i, t.Revision, time.Now())
+			return nil
+		}
 		scfg.Logger, scfg.TableKeys = quiet, []ed25519.PublicKey{pub}
 		s, err := tablesync.New(scfg)
 		if err == nil {
