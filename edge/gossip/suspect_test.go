@@ -50,10 +50,16 @@ func TestSuspicionSpreadsAndIsRefuted(t *testing.T) {
 		}
 		return nil
 	})
-	// The refutation kept the models.
-	if m, _ := member(nodes[1], nodes[3].ID()); len(m.ReadyModels) != 1 {
-		t.Fatalf("after the refutation %s lists models %v", nodes[3].ID(), m.ReadyModels)
-	}
+	// The refutation kept the models. A member's models are listed once
+	// its record and its meta's digest agree, and the meta may still be
+	// on its way: wait for that. A refutation that dropped the models
+	// would leave them unlisted for good (nothing broadcasts them again).
+	wait.For(t, 15*time.Second, "the refutation keeps the models", func() error {
+		if m, _ := member(nodes[1], nodes[3].ID()); len(m.ReadyModels) != 1 {
+			return fmt.Errorf("after the refutation %s lists models %v (stale %v)", nodes[3].ID(), m.ReadyModels, m.ModelsStale)
+		}
+		return nil
+	})
 }
 
 // TestSuspicionOfDeadNodeHoldsAndExpires: a killed node cannot refute,
