@@ -20,7 +20,7 @@ func TestAuthenticate(t *testing.T) {
 	base := table.Table{
 		Providers: []table.Provider{{ID: "p", Kind: table.KindOpenAI, BaseURL: "http://127.0.0.1:1/v1"}},
 		Models:    []table.Model{{ID: "m"}},
-		Routes:    []table.Route{{Model: "m", Targets: []table.Target{{Provider: "p"}}}},
+		Routes:    []*table.Route{{Model: "m", Targets: []table.Target{{Provider: "p"}}}},
 		Tenants:   []table.Tenant{{ID: "acme"}},
 	}
 	withKey := base

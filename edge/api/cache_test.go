@@ -130,7 +130,7 @@ func cacheTable(rev uint64, edit func(*table.Table)) *table.Table {
 		Providers: []table.Provider{{ID: "p", Kind: table.KindOpenAI, BaseURL: "http://127.0.0.1:1/v1", Region: "us"},
 			{ID: "q", Kind: table.KindOpenAI, BaseURL: "http://127.0.0.1:2/v1", Region: "eu"}},
 		Models: []table.Model{{ID: "m"}},
-		Routes: []table.Route{{Model: "m", Targets: []table.Target{{Provider: "p", Model: "up-m"}, {Provider: "q", Model: "up-m"}}}},
+		Routes: []*table.Route{{Model: "m", Targets: []table.Target{{Provider: "p", Model: "up-m"}, {Provider: "q", Model: "up-m"}}}},
 		Prices: []table.Price{{Provider: "p", Model: "up-m", Input: 3, Output: 15, Cached: 0.5}, {Provider: "q", Model: "up-m", Input: 3, Output: 15}},
 		Keys: []table.Key{{ID: "ka", Hash: keyHash(keyA), Tenant: "a"}, {ID: "kb", Hash: keyHash(keyB), Tenant: "b"},
 			{ID: "keu", Hash: keyHash(keyEU), Tenant: "a", AllowedRegions: []string{"eu"}}},

@@ -40,7 +40,7 @@ func keysTable(keys []table.Key, tenants []table.Tenant) *table.Table {
 		Revision:  7,
 		Providers: []table.Provider{{ID: "p", Kind: table.KindOpenAI, BaseURL: "http://127.0.0.1:1/v1"}},
 		Models:    []table.Model{{ID: "m"}, {ID: "other"}},
-		Routes: []table.Route{{Model: "m", Targets: []table.Target{{Provider: "p", Model: "up-m"}}},
+		Routes: []*table.Route{{Model: "m", Targets: []table.Target{{Provider: "p", Model: "up-m"}}},
 			{Model: "other", Targets: []table.Target{{Provider: "p"}}}},
 		Prices:  []table.Price{{Provider: "p", Model: "up-m", Input: 3, Output: 15}},
 		Keys:    keys,

@@ -46,7 +46,7 @@ func tab(rev uint64, p, key string) *table.Table {
 		Revision:  rev,
 		Providers: []table.Provider{{ID: p, Kind: table.KindOpenAI, BaseURL: "http://127.0.0.1:1/v1"}},
 		Models:    []table.Model{{ID: "m"}},
-		Routes:    []table.Route{{Model: "m", Targets: []table.Target{{Provider: p}}}},
+		Routes:    []*table.Route{{Model: "m", Targets: []table.Target{{Provider: p}}}},
 	}
 	if key != "" {
 		t.Keys = []table.Key{{ID: "k", Hash: keyHash(key)}}

@@ -66,7 +66,7 @@ func semanticSurfaces(t *testing.T, threshold float64) *cacheSurfaces {
 	tab := cacheTable(1, func(tb *table.Table) {
 		tb.Routes[0].Cache.Similarity = threshold
 		tb.Models = append(tb.Models, table.Model{ID: "embed"})
-		tb.Routes = append(tb.Routes, table.Route{Model: "embed", Targets: []table.Target{{Provider: "q"}}})
+		tb.Routes = append(tb.Routes, &table.Route{Model: "embed", Targets: []table.Target{{Provider: "q"}}})
 	})
 	return newCacheSurfaces(t, tab, func(c *api.Config) { c.Semantic, c.SemanticModel = cache.NewSemantic(0), "embed" })
 }

@@ -140,14 +140,14 @@ func (c *Config) EffectiveTable() table.Table {
 		t.Providers = append(t.Providers, table.Provider{ID: local, Kind: table.KindLocal})
 	}
 	for _, m := range c.Local.Models {
-		routed := slices.ContainsFunc(t.Routes, func(r table.Route) bool { return r.Model == m.Name })
+		routed := slices.ContainsFunc(t.Routes, func(r *table.Route) bool { return r != nil && r.Model == m.Name })
 		if routed {
 			continue
 		}
 		if !slices.ContainsFunc(t.Models, func(tm table.Model) bool { return tm.ID == m.Name }) {
 			t.Models = append(t.Models, table.Model{ID: m.Name, OwnedBy: "local"})
 		}
-		t.Routes = append(t.Routes, table.Route{Model: m.Name, Targets: []table.Target{{Provider: local, Model: m.Name}}})
+		t.Routes = append(t.Routes, &table.Route{Model: m.Name, Targets: []table.Target{{Provider: local, Model: m.Name}}})
 	}
 	return t
 }

@@ -63,7 +63,7 @@ func fail(status int, retryable bool) func(int) (*llm.Response, error) {
 	}
 }
 
-func newGateway(t *testing.T, fakes map[string]*fake, routes ...table.Route) *Gateway {
+func newGateway(t *testing.T, fakes map[string]*fake, routes ...*table.Route) *Gateway {
 	t.Helper()
 	g := New(Config{
 		NewProvider: func(p table.Provider) (provider.Provider, error) {
@@ -89,8 +89,8 @@ func newGateway(t *testing.T, fakes map[string]*fake, routes ...table.Route) *Ga
 	return g
 }
 
-func route(model string, providers ...string) table.Route {
-	r := table.Route{Model: model}
+func route(model string, providers ...string) *table.Route {
+	r := &table.Route{Model: model}
 	for _, p := range providers {
 		r.Targets = append(r.Targets, table.Target{Provider: p, Model: p + "-" + model})
 	}
@@ -223,7 +223,7 @@ func TestLastTargetTriedEvenWithOpenBreaker(t *testing.T) {
 func TestInvalidTableKeepsOld(t *testing.T) {
 	a := &fake{do: ok("{}")}
 	g := newGateway(t, map[string]*fake{"a": a}, route("m", "a"))
-	bad := &table.Table{Models: []table.Model{{ID: "x"}}, Routes: []table.Route{{Model: "x", Targets: []table.Target{{Provider: "missing"}}}}}
+	bad := &table.Table{Models: []table.Model{{ID: "x"}}, Routes: []*table.Route{{Model: "x", Targets: []table.Target{{Provider: "missing"}}}}}
 	err := g.SetTable(bad)
 	if !errors.Is(err, table.ErrInvalid) {
 		t.Fatalf("err = %v, want ErrInvalid", err)
@@ -244,7 +244,7 @@ func TestSetTableReusesUnchangedProviders(t *testing.T) {
 			Revision:  rev,
 			Providers: []table.Provider{{ID: "a", Kind: "openai", BaseURL: "http://127.0.0.1:1/v1"}, {ID: "b", Kind: "openai", BaseURL: url}},
 			Models:    []table.Model{{ID: "m"}},
-			Routes:    []table.Route{{Model: "m", Targets: []table.Target{{Provider: "a"}, {Provider: "b"}}}},
+			Routes:    []*table.Route{{Model: "m", Targets: []table.Target{{Provider: "a"}, {Provider: "b"}}}},
 		}
 	}
 	if err := g.SetTable(mk(1, "http://127.0.0.1:2/v1")); err != nil {
@@ -359,7 +359,7 @@ func TestSelfReportingTarget(t *testing.T) {
 	tab := &table.Table{
 		Providers: []table.Provider{{ID: "local", Kind: table.KindLocal}, {ID: "cloud", Kind: table.KindOpenAI, BaseURL: "http://127.0.0.1:1/v1"}},
 		Models:    []table.Model{{ID: "m"}, {ID: "only-local"}},
-		Routes:    []table.Route{route("m", "local", "cloud"), route("only-local", "local")},
+		Routes:    []*table.Route{route("m", "local", "cloud"), route("only-local", "local")},
 	}
 	if err := g.SetTable(tab); err != nil {
 		t.Fatal(err)

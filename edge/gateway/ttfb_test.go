@@ -56,7 +56,7 @@ func TestPeerTTFBBudgetFailsOver(t *testing.T) {
 			{ID: "backup", Kind: table.KindOpenAI, BaseURL: "http://127.0.0.1:1/v1"},
 		},
 		Models: []table.Model{{ID: "m"}},
-		Routes: []table.Route{{Model: "m", Targets: []table.Target{{Provider: "b"}, {Provider: "backup"}}}},
+		Routes: []*table.Route{{Model: "m", Targets: []table.Target{{Provider: "b"}, {Provider: "backup"}}}},
 	}
 	if err := g.SetTable(tab); err != nil {
 		t.Fatal(err)

@@ -124,7 +124,7 @@ func newMesh(t testing.TB, edit func(*config.Config), waitReady bool) *testMesh 
 			{ID: "claude-mock"}, {ID: "gemini-mock"}, {ID: "llama-mock"}, {ID: "llama-embed"},
 			{ID: "azure-mock"}, {ID: "bedrock-mock"}, {ID: "vertex-gemini-mock"}, {ID: "vertex-claude-mock"},
 			{ID: "text-only", Capabilities: []string{table.CapTools}}},
-		Routes: []table.Route{
+		Routes: []*table.Route{
 			{Model: "gpt-4o-mini", Targets: []table.Target{{Provider: "mock"}}},
 			{Model: "text-embedding-3-small", Targets: []table.Target{{Provider: "mock"}}},
 			{Model: "renamed", Targets: []table.Target{{Provider: "mock", Model: "gpt-4o"}}},

@@ -54,8 +54,9 @@ func TestForwardedUsageRecordedOnceByServingEdge(t *testing.T) {
 		withTenantKey(c, spoolA, key, tn)
 		c.Table.Providers = append(c.Table.Providers, table.Provider{ID: "b", Kind: table.KindPeer, BaseURL: bURL})
 		for i := range c.Table.Routes {
-			r := &c.Table.Routes[i]
+			r := *c.Table.Routes[i] // a copy: the routes may be shared with another node's config
 			r.Targets = append([]table.Target{{Provider: "b", Model: r.Model}}, r.Targets...)
+			c.Table.Routes[i] = &r
 		}
 	})
 	auth := []string{"Authorization", "Bearer " + clientKey}

@@ -73,8 +73,9 @@ func startLinkPairWith(t *testing.T, edit func(*config.Config)) *linkPair {
 		enableLink(c, dir, "edge-a")
 		c.Table.Providers = append(c.Table.Providers, table.Provider{ID: "b", Kind: table.KindPeer, BaseURL: bURL})
 		for i := range c.Table.Routes {
-			r := &c.Table.Routes[i]
+			r := *c.Table.Routes[i] // a copy: the routes may be shared with another node's config
 			r.Targets = append([]table.Target{{Provider: "b", Model: r.Model}}, r.Targets...)
+			c.Table.Routes[i] = &r
 		}
 	})
 	return &linkPair{a: a, b: b}
@@ -294,13 +295,13 @@ func TestLinkHopLimit(t *testing.T) {
 	loop := *tab
 	loop.Providers = append(append([]table.Provider(nil), tab.Providers...), table.Provider{ID: "a", Kind: table.KindPeer, BaseURL: aURL})
 	loop.Models = append(append([]table.Model(nil), tab.Models...), table.Model{ID: "ping-pong"})
-	loop.Routes = append(append([]table.Route(nil), tab.Routes...), table.Route{Model: "ping-pong", Targets: []table.Target{{Provider: "a"}}})
+	loop.Routes = append(append([]*table.Route(nil), tab.Routes...), &table.Route{Model: "ping-pong", Targets: []table.Target{{Provider: "a"}}})
 	if err := p.b.node.Gateway().SetTable(&loop); err != nil {
 		t.Fatal(err)
 	}
 	atab := *p.a.node.Gateway().Table().Table()
 	atab.Models = append(append([]table.Model(nil), atab.Models...), table.Model{ID: "ping-pong"})
-	atab.Routes = append(append([]table.Route(nil), atab.Routes...), table.Route{Model: "ping-pong", Targets: []table.Target{{Provider: "b"}}})
+	atab.Routes = append(append([]*table.Route(nil), atab.Routes...), &table.Route{Model: "ping-pong", Targets: []table.Target{{Provider: "b"}}})
 	if err := p.a.node.Gateway().SetTable(&atab); err != nil {
 		t.Fatal(err)
 	}
@@ -319,7 +320,7 @@ func TestLinkConfigRefusesPeerWithoutLinks(t *testing.T) {
 	cfg.Table = table.Table{
 		Providers: []table.Provider{{ID: "b", Kind: table.KindPeer, BaseURL: "meridian-link://127.0.0.1:7443/edge-b"}},
 		Models:    []table.Model{{ID: "m"}},
-		Routes:    []table.Route{{Model: "m", Targets: []table.Target{{Provider: "b"}}}},
+		Routes:    []*table.Route{{Model: "m", Targets: []table.Target{{Provider: "b"}}}},
 	}
 	err := cfg.Validate()
 	if fe, ok := err.(*table.FieldError); !ok || fe.Field != "providers[0].kind" {

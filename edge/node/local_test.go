@@ -39,7 +39,7 @@ func startLocalMesh(t *testing.T, edit func(*config.Config)) *testMesh {
 			{Name: "repeat", GGUF: repeat},
 		}
 		c.Table.Models = append(c.Table.Models, table.Model{ID: "tiny-or-mock"})
-		c.Table.Routes = append(c.Table.Routes, table.Route{Model: "tiny-or-mock",
+		c.Table.Routes = append(c.Table.Routes, &table.Route{Model: "tiny-or-mock",
 			Targets: []table.Target{{Provider: "local", Model: "tiny"}, {Provider: "mock", Model: "gpt-4o-mini"}}})
 		if edit != nil {
 			edit(c)

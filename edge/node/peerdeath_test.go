@@ -67,8 +67,9 @@ func peerDeath(t *testing.T, delay, bound time.Duration) {
 			gossipOn(c, id, one.node.Gossip().Addr())
 			c.Table.Providers = append(c.Table.Providers, table.Provider{ID: "one", Kind: table.KindPeer, BaseURL: "meridian-link://" + addr + "/edge-1"})
 			for i := range c.Table.Routes {
-				if r := &c.Table.Routes[i]; r.Model == "gpt-4o-mini" {
+				if r := *c.Table.Routes[i]; r.Model == "gpt-4o-mini" { // a copy: the routes may be shared
 					r.Targets = append([]table.Target{{Provider: "one", Model: r.Model}}, r.Targets...)
+					c.Table.Routes[i] = &r
 				}
 			}
 		}

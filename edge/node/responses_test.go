@@ -302,7 +302,7 @@ func TestResponsesPassthrough(t *testing.T) {
 		p.ID, p.Preset = "openai-direct", "openai"
 		c.Table.Providers = append(c.Table.Providers, p)
 		c.Table.Models = append(c.Table.Models, table.Model{ID: "gpt-direct"})
-		c.Table.Routes = append(c.Table.Routes, table.Route{Model: "gpt-direct", Targets: []table.Target{{Provider: "openai-direct", Model: "gpt-4o"}}})
+		c.Table.Routes = append(c.Table.Routes, &table.Route{Model: "gpt-direct", Targets: []table.Target{{Provider: "openai-direct", Model: "gpt-4o"}}})
 	})
 	client := openai.NewClient(option.WithBaseURL(m.url+"/v1/"), option.WithAPIKey("sk-unused"), option.WithMaxRetries(0))
 	responsesMatrix(t, client, "gpt-direct")

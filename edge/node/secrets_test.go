@@ -39,9 +39,9 @@ func TestSecretsNeverLeak(t *testing.T) {
 			table.Provider{ID: "unreachable", Kind: table.KindOpenAI, BaseURL: "http://127.0.0.1:1/v1", APIKey: providerSecret, ConnectTimeout: time.Second})
 		c.Table.Models = append(c.Table.Models, table.Model{ID: "leak-openai"}, table.Model{ID: "leak-anth"}, table.Model{ID: "leak-down"})
 		c.Table.Routes = append(c.Table.Routes,
-			table.Route{Model: "leak-openai", Targets: []table.Target{{Provider: "wrong-key"}}},
-			table.Route{Model: "leak-anth", Targets: []table.Target{{Provider: "wrong-key-anth", Model: "claude-sonnet-4-5"}}},
-			table.Route{Model: "leak-down", Targets: []table.Target{{Provider: "unreachable"}}})
+			&table.Route{Model: "leak-openai", Targets: []table.Target{{Provider: "wrong-key"}}},
+			&table.Route{Model: "leak-anth", Targets: []table.Target{{Provider: "wrong-key-anth", Model: "claude-sonnet-4-5"}}},
+			&table.Route{Model: "leak-down", Targets: []table.Target{{Provider: "unreachable"}}})
 		c.Table.Keys = []table.Key{{ID: "leak-client", Hash: "sha256:" + hex.EncodeToString(sum[:])}}
 	})
 

@@ -169,7 +169,7 @@ func genTable(t *rapid.T) *table.Table {
 			}
 			rt.Targets = append(rt.Targets, tg)
 		}
-		tab.Routes = append(tab.Routes, rt)
+		tab.Routes = append(tab.Routes, &rt)
 	}
 	for _, p := range append(slices.Clone(providers), table.KindLocal) {
 		for _, m := range models {

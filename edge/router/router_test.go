@@ -46,7 +46,7 @@ func fleet() *table.Table {
 			{ID: "gpt-vision", Capabilities: []string{"tools", "json", "vision"}},
 		},
 		Placements: []table.Placement{{Model: "tiny", Node: "edge-eu"}, {Model: "tiny", Node: "edge-ap"}},
-		Routes: []table.Route{
+		Routes: []*table.Route{
 			{Model: "tiny", Strategy: table.StrategyNearest, Targets: []table.Target{{Provider: "oa-us"}}},
 			{Model: "gpt", Targets: []table.Target{{Provider: "oa-us"}, {Provider: "oa-eu"}, {Provider: "cheap", Model: "gpt-vision"}}},
 			{Model: "gpt-vision", Targets: []table.Target{{Provider: "cheap"}}},
@@ -170,7 +170,7 @@ func TestLeavingCopies(t *testing.T) {
 		tb.Nodes = append(tb.Nodes, table.Node{ID: "edge-eu2", Region: "eu-west"})
 		// tiny moved from edge-eu2 to edge-ap; edge-eu is down.
 		tb.Placements = []table.Placement{{Model: "tiny", Node: "edge-ap"}}
-		tb.Routes = slices.DeleteFunc(tb.Routes, func(r table.Route) bool { return r.Model == "tiny" })
+		tb.Routes = slices.DeleteFunc(tb.Routes, func(r *table.Route) bool { return r.Model == "tiny" })
 	})
 	// The new copy loads: the old one serves.
 	h.members(alive("edge-ap", "ap-south"), alive("edge-eu2", "eu-west", "tiny"))

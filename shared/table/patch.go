@@ -59,17 +59,17 @@ func (c *Compiled) patch(next *Table, ch Change) (*Compiled, bool, error) {
 	if len(ch.Routes) > 0 {
 		set := make(map[string]*Route, len(ch.Routes))
 		for _, model := range ch.Routes {
-			i, found := slices.BinarySearchFunc(next.Routes, model, func(r Route, m string) int { return strings.Compare(r.Model, m) })
-			if !found || !inOrder(next.Routes, i, func(r Route) string { return r.Model }) {
+			i, found := slices.BinarySearchFunc(next.Routes, model, func(r *Route, m string) int { return strings.Compare(r.Model, m) })
+			if !found || next.Routes[i] == nil || !inOrder(next.Routes, i, func(r *Route) string { return r.Model }) {
 				return nil, false, nil
 			}
 			if prev, had := c.routes.Get(model); !had || prev.Model != model || !hasRouteFor(old.Routes, model) {
 				return nil, false, nil // a route added to a placed model: compile afresh
 			}
-			if err := c.checkRoute(i, &next.Routes[i]); err != nil {
+			if err := c.checkRoute(i, next.Routes[i]); err != nil {
 				return nil, true, err
 			}
-			set[model] = &next.Routes[i]
+			set[model] = next.Routes[i]
 		}
 		out.routes = c.routes.With(set, nil)
 	}
@@ -118,8 +118,8 @@ func (c *Compiled) patch(next *Table, ch Change) (*Compiled, bool, error) {
 }
 
 // hasRouteFor reports whether routes, sorted by model, hold one for model.
-func hasRouteFor(routes []Route, model string) bool {
-	_, found := slices.BinarySearchFunc(routes, model, func(r Route, m string) int { return strings.Compare(r.Model, m) })
+func hasRouteFor(routes []*Route, model string) bool {
+	_, found := slices.BinarySearchFunc(routes, model, func(r *Route, m string) int { return strings.Compare(r.Model, m) })
 	return found
 }
 

@@ -33,7 +33,10 @@ type Table struct {
 	// Models are the model names clients may ask for.
 	Models []Model `yaml:"models" json:"models"`
 	// Routes say, per model, which targets serve it and in what order.
-	Routes []Route `yaml:"routes" json:"routes"`
+	// They are pointers so that a table patched from another (one route
+	// edited) shares every unchanged route and copies R pointers, not R
+	// routes; a route is never modified once it is in a table.
+	Routes []*Route `yaml:"routes" json:"routes"`
 	// Keys are the client API keys the edge accepts, as hashes. Whether
 	// an edge demands one is its auth mode (edge config `auth`), never
 	// the length of this list: in mode "keys" an empty list refuses
@@ -628,8 +631,10 @@ func Compile(t *Table) (*Compiled, error) {
 		}
 		c.prices[k] = p
 	}
-	for i := range t.Routes {
-		r := &t.Routes[i]
+	for i, r := range t.Routes {
+		if r == nil {
+			return nil, fieldErr("routes[%d]", i)("is empty")
+		}
 		if err := c.checkRoute(i, r); err != nil {
 			return nil, err
 		}
@@ -661,7 +666,7 @@ func Compile(t *Table) (*Compiled, error) {
 	}
 	c.routes, c.keys, c.tenants = cow.From(c.b.routes), cow.From(c.b.keys), cow.From(c.b.tenants)
 	c.b = nil
-	c.sorted = slices.IsSortedFunc(t.Routes, func(a, b Route) int { return strings.Compare(a.Model, b.Model) }) &&
+	c.sorted = slices.IsSortedFunc(t.Routes, func(a, b *Route) int { return strings.Compare(a.Model, b.Model) }) &&
 		slices.IsSortedFunc(t.Keys, func(a, b Key) int { return strings.Compare(a.ID, b.ID) }) &&
 		slices.IsSortedFunc(t.Tenants, func(a, b Tenant) int { return strings.Compare(a.ID, b.ID) })
 	return c, nil

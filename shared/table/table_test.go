@@ -13,7 +13,7 @@ func valid() *Table {
 	return &Table{
 		Providers: []Provider{{ID: "p", Kind: KindOpenAI, BaseURL: "http://127.0.0.1:9100/v1", APIKey: "sk-secret"}},
 		Models:    []Model{{ID: "m"}},
-		Routes:    []Route{{Model: "m", Targets: []Target{{Provider: "p"}}}},
+		Routes:    []*Route{{Model: "m", Targets: []Target{{Provider: "p"}}}},
 		Keys:      []Key{{ID: "k", Hash: "sha256:" + strings.Repeat("ab", 32)}},
 	}
 }
@@ -67,6 +67,7 @@ func TestValidate(t *testing.T) {
 		{"no targets", func(t *Table) { t.Routes[0].Targets = nil }, "routes[0].targets"},
 		{"strategy", func(t *Table) { t.Routes[0].Strategy = "random" }, "routes[0].strategy"},
 		{"dup route", func(t *Table) { t.Routes = append(t.Routes, t.Routes[0]) }, "routes[1].model"},
+		{"empty route", func(t *Table) { t.Routes = append(t.Routes, nil) }, "routes[1]"},
 		{"model without route", func(t *Table) { t.Models = append(t.Models, Model{ID: "lonely"}) }, "models[lonely]"},
 		{"key hash", func(t *Table) { t.Keys[0].Hash = "md5:abc" }, "keys[0].hash"},
 		{"key id", func(t *Table) { t.Keys[0].ID = "" }, "keys[0].id"},

@@ -151,7 +151,7 @@ type Converter struct {
 // usable.
 type converted struct {
 	src *controlv1.Route
-	out table.Route
+	out *table.Route // shared by every table converted while src is unchanged
 	ok  bool
 }
 
@@ -217,7 +217,7 @@ func (c *Converter) ToTable(t *tablev1.RoutingTable) (tab *table.Table, unusable
 	}
 	// Models and routes are both sorted by model ID: one walk pairs them.
 	models := c.scratch[:0]
-	tab.Routes = make([]table.Route, 0, len(routes))
+	tab.Routes = make([]*table.Route, 0, len(routes))
 	ri := 0
 	for _, m := range e.GetModels() {
 		for ri < len(routes) && routes[ri].GetModel() < m.GetId() {
@@ -265,7 +265,7 @@ func convertKey(k *controlv1.Key) (table.Key, error) {
 // convertRoute is one route for the edge: its targets, then its
 // fallbacks, those on usable providers, without repeats.
 func convertRoute(rt *controlv1.Route, usable map[string]bool) converted {
-	out := table.Route{
+	out := &table.Route{
 		Model: rt.GetModel(), Strategy: rt.GetStrategy(), AllowedRegions: rt.GetAllowedRegions(), MaxPrice: rt.GetMaxPrice(),
 		Cache:   cachePolicy(rt.GetCacheMode(), rt.GetCacheTtlSeconds(), rt.GetCacheSimilarity()),
 		Targets: make([]table.Target, 0, len(rt.GetTargets())+len(rt.GetFallbacks())),

@@ -33,7 +33,7 @@ func (c *Converter) Patch(prev *table.Table, next *tablev1.RoutingTable, ch Chan
 		}
 		out.Routes = slices.Clone(prev.Routes)
 		for _, model := range ch.Routes {
-			i, found := slices.BinarySearchFunc(out.Routes, model, func(r table.Route, m string) int { return strings.Compare(r.Model, m) })
+			i, found := slices.BinarySearchFunc(out.Routes, model, func(r *table.Route, m string) int { return strings.Compare(r.Model, m) })
 			j, inNext := slices.BinarySearchFunc(e.GetRoutes(), model, func(r *controlv1.Route, m string) int { return strings.Compare(r.GetModel(), m) })
 			if !found || !inNext {
 				return nil, table.Change{}, false, nil

@@ -84,7 +84,7 @@ func TestAnthropicPassthrough(t *testing.T) {
 	err := gw.SetTable(&table.Table{
 		Providers: []table.Provider{{ID: "anth", Kind: table.KindAnthropic, BaseURL: srv.URL + "/v1"}},
 		Models:    []table.Model{{ID: "same"}, {ID: "renamed"}},
-		Routes: []table.Route{
+		Routes: []*table.Route{
 			{Model: "same", Targets: []table.Target{{Provider: "anth"}}},
 			{Model: "renamed", Targets: []table.Target{{Provider: "anth", Model: "claude-up"}}},
 		},

@@ -87,7 +87,7 @@ func NewFleet() (*Fleet, error) {
 		if i%3 == 0 {
 			rt.MaxPrice = 12
 		}
-		tab.Routes = append(tab.Routes, rt)
+		tab.Routes = append(tab.Routes, &rt)
 	}
 	tab.Tenants = []table.Tenant{{ID: "tenant-half", AllowedRegions: []string{"region-0", "region-2", "region-4", "region-6", "region-8"}}}
 	c, err := table.Compile(tab)

@@ -138,7 +138,7 @@ func run(ctx context.Context, cfg Config, stdout, logw io.Writer) error {
 	c.Table = table.Table{
 		Providers: []table.Provider{{ID: "mock", Kind: table.KindOpenAI, BaseURL: base + "/v1", APIKey: table.Secret(mcfg.APIKey)}},
 		Models:    []table.Model{{ID: "faq-bot"}},
-		Routes:    []table.Route{{Model: "faq-bot", Targets: []table.Target{{Provider: "mock", Model: "gpt-4o-mini"}}}},
+		Routes:    []*table.Route{{Model: "faq-bot", Targets: []table.Target{{Provider: "mock", Model: "gpt-4o-mini"}}}},
 		Prices:    []table.Price{{Provider: "mock", Model: "gpt-4o-mini", Input: priceIn, Output: priceOut}},
 	}
 	n, err := node.New(c, slog.New(slog.NewTextHandler(io.Discard, nil)))

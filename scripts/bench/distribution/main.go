@@ -173,7 +173,7 @@ func report(cfg Config, rs []result) string {
 		}
 		fmt.Fprintf(&b, "| %s | %s | %.2f ms | %.2f ms |\n", r.name, size, ms(r.p50), ms(r.p99))
 	}
-	b.WriteString("\nThe baseline row is the bus alone: a bare NATS publish→receive to the same number of subscriber connections. A change's delta carries only the edited route, and each edge patches it into the table in use (tablewire.ApplyDeltaIndexed, Converter.Patch, gateway.PatchTable): its work no longer grows with the table (`go test -bench DeltaApply ./edge/gateway`), so the 1,000-route row differs from the 10-route one by the bytes on the bus and the copy of the route list. A hundred edges still share two cores here, and the p99 is where the shared garbage collector lands.\n")
+	b.WriteString("\nThe baseline row is the bus alone: a bare NATS publish→receive to the same number of subscriber connections. A change's delta carries only the edited route, and each edge patches it into the table in use (tablewire.ApplyDeltaIndexed, Converter.Patch, gateway.PatchTable): its work no longer grows with the table (`go test -bench DeltaApply ./edge/gateway`), so the 1,000-route row differs from the 10-route one by the bytes on the bus and one copy of the route list's pointers (8 KB at 1,000 routes). A hundred edges still share two cores here, and the p99 is where the shared garbage collector lands.\n")
 	return b.String()
 }
 

@@ -116,7 +116,7 @@ func tableWith(k table.Key, tn table.Tenant) *table.Table {
 	return &table.Table{
 		Providers: []table.Provider{{ID: "p", Kind: table.KindOpenAI, BaseURL: "http://127.0.0.1:1/v1"}},
 		Models:    []table.Model{{ID: "m"}},
-		Routes:    []table.Route{{Model: "m", Targets: []table.Target{{Provider: "p"}}}},
+		Routes:    []*table.Route{{Model: "m", Targets: []table.Target{{Provider: "p"}}}},
 		Prices:    []table.Price{{Provider: "p", Model: "m", Input: 1, Output: 2}},
 		Keys:      []table.Key{k},
 		Tenants:   []table.Tenant{tn},

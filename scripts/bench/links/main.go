@@ -376,7 +376,7 @@ func setup() (*bench, func(), error) {
 	tab := &table.Table{
 		Providers: []table.Provider{{ID: "mock", Kind: table.KindOpenAI, BaseURL: mockURL + "/v1"}},
 		Models:    []table.Model{{ID: "gpt-4o-mini"}},
-		Routes:    []table.Route{{Model: "gpt-4o-mini", Targets: []table.Target{{Provider: "mock"}}}},
+		Routes:    []*table.Route{{Model: "gpt-4o-mini", Targets: []table.Target{{Provider: "mock"}}}},
 	}
 	if err := gw.SetTable(tab); err != nil {
 		return fail(err)

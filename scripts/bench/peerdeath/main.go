@@ -184,7 +184,7 @@ func scenario(ctx context.Context, cfg Config, kill bool) (*result, error) {
 		c.Table = table.Table{
 			Providers: []table.Provider{{ID: "mock", Kind: table.KindOpenAI, BaseURL: base + "/v1", APIKey: table.Secret(mcfg.APIKey)}},
 			Models:    []table.Model{{ID: "gpt-4o-mini"}},
-			Routes:    []table.Route{{Model: "gpt-4o-mini", Targets: []table.Target{{Provider: "mock"}}}},
+			Routes:    []*table.Route{{Model: "gpt-4o-mini", Targets: []table.Target{{Provider: "mock"}}}},
 		}
 		if peerAddr != "" {
 			c.Table.Providers = append(c.Table.Providers, table.Provider{ID: "one", Kind: table.KindPeer, BaseURL: "meridian-link://" + peerAddr + "/edge-1"})

@@ -140,7 +140,7 @@ func run(ctx context.Context, cfg Config, stdout, logw io.Writer) error {
 	ec.Table = table.Table{
 		Providers: []table.Provider{{ID: "mock", Kind: table.KindOpenAI, BaseURL: base + "/v1"}},
 		Models:    []table.Model{{ID: "gpt-4o-mini"}},
-		Routes:    []table.Route{{Model: "gpt-4o-mini", Targets: []table.Target{{Provider: "mock"}}}},
+		Routes:    []*table.Route{{Model: "gpt-4o-mini", Targets: []table.Target{{Provider: "mock"}}}},
 	}
 	n, err := node.New(ec, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
