@@ -24,7 +24,7 @@ func TestAuthenticate(t *testing.T) {
 		Tenants:   []table.Tenant{{ID: "acme"}},
 	}
 	withKey := base
-	withKey.Keys = []table.Key{{ID: "k", Hash: "sha256:" + hex.EncodeToString(sum[:]), Tenant: "acme"}}
+	withKey.Keys = []*table.Key{{ID: "k", Hash: "sha256:" + hex.EncodeToString(sum[:]), Tenant: "acme"}}
 
 	for _, tt := range []struct {
 		name   string

@@ -330,8 +330,8 @@ func (c *Config) ExplainCache(snap gateway.Snapshot, keyID string, req *llm.Requ
 	tab := snap.Table()
 	var id Identity
 	if keyID != "" {
-		for i := range tab.Table().Keys {
-			if k := &tab.Table().Keys[i]; k.ID == keyID {
+		for _, k := range tab.Table().Keys {
+			if k.ID == keyID {
 				id = Identity{KeyID: k.ID, TenantID: k.Tenant, Key: k}
 				id.Tenant, _ = tab.Tenant(k.Tenant)
 			}

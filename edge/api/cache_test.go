@@ -132,7 +132,7 @@ func cacheTable(rev uint64, edit func(*table.Table)) *table.Table {
 		Models: []table.Model{{ID: "m"}},
 		Routes: []*table.Route{{Model: "m", Targets: []table.Target{{Provider: "p", Model: "up-m"}, {Provider: "q", Model: "up-m"}}}},
 		Prices: []table.Price{{Provider: "p", Model: "up-m", Input: 3, Output: 15, Cached: 0.5}, {Provider: "q", Model: "up-m", Input: 3, Output: 15}},
-		Keys: []table.Key{{ID: "ka", Hash: keyHash(keyA), Tenant: "a"}, {ID: "kb", Hash: keyHash(keyB), Tenant: "b"},
+		Keys: []*table.Key{{ID: "ka", Hash: keyHash(keyA), Tenant: "a"}, {ID: "kb", Hash: keyHash(keyB), Tenant: "b"},
 			{ID: "keu", Hash: keyHash(keyEU), Tenant: "a", AllowedRegions: []string{"eu"}}},
 		Tenants: []table.Tenant{{ID: "a"}, {ID: "b"}},
 	}

@@ -155,11 +155,11 @@ type BudgetStatus struct {
 // Access explains key keyID for a request for model at now, from tab;
 // nil when the table lists no such key.
 func (c *Config) Access(tab *table.Compiled, keyID, model string, now time.Time) *Access {
-	i := slices.IndexFunc(tab.Table().Keys, func(k table.Key) bool { return k.ID == keyID })
+	i := slices.IndexFunc(tab.Table().Keys, func(k *table.Key) bool { return k.ID == keyID })
 	if i < 0 {
 		return nil
 	}
-	k := &tab.Table().Keys[i]
+	k := tab.Table().Keys[i]
 	id := Identity{KeyID: k.ID, TenantID: k.Tenant, Key: k}
 	if tn, ok := tab.Tenant(k.Tenant); ok {
 		id.Tenant = tn

@@ -15,7 +15,7 @@ import (
 // names by hash, whatever headers it carries, and its model access
 // applies; a disabled or unknown hash is refused like an unknown key.
 func TestWithKeyHash(t *testing.T) {
-	s := newKeySurfaces(t, keysTable([]table.Key{
+	s := newKeySurfaces(t, keysTable([]*table.Key{
 		{ID: "batch", Hash: keyHash("sk-batch-0123456789"), AllowedModels: []string{"m"}},
 		{ID: "off", Hash: keyHash("sk-off-0123456789"), Disabled: true},
 	}, nil), nil)

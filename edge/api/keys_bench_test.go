@@ -33,7 +33,7 @@ func BenchmarkKeysOverhead(b *testing.B) {
 }
 
 func keysOverhead(b *testing.B, rpm, tpm int64) {
-	limited := []table.Key{{ID: "k", Hash: keyHash(clientKey), Tenant: "acme", RPM: rpm, TPM: tpm}}
+	limited := []*table.Key{{ID: "k", Hash: keyHash(clientKey), Tenant: "acme", RPM: rpm, TPM: tpm}}
 	tenants := []table.Tenant{{ID: "acme", RPM: rpm, TPM: tpm}}
 	uc := usage.DefaultConfig()
 	uc.Node, uc.Dir = "edge-a", b.TempDir()
@@ -45,7 +45,7 @@ func keysOverhead(b *testing.B, rpm, tpm int64) {
 	rec.Start(nil) // the spool alone: the bus's work is off the path either way
 	lim := newLimiter(b)
 	full := newKeySurfaces(b, keysTable(limited, tenants), func(c *api.Config) { c.Limits, c.Usage = lim, rec })
-	base := newKeySurfaces(b, keysTable([]table.Key{{ID: "k", Hash: keyHash(clientKey), Tenant: "acme"}}, []table.Tenant{{ID: "acme"}}), nil)
+	base := newKeySurfaces(b, keysTable([]*table.Key{{ID: "k", Hash: keyHash(clientKey), Tenant: "acme"}}, []table.Tenant{{ID: "acme"}}), nil)
 	do := func(s *keySurfaces) time.Duration {
 		r := httptest.NewRequest(http.MethodPost, chatPath, strings.NewReader(chatM))
 		r.Header.Set("Authorization", "Bearer "+clientKey)

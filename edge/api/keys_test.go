@@ -35,7 +35,7 @@ import (
 )
 
 // keysTable routes m to provider p (priced), with keys and a tenant.
-func keysTable(keys []table.Key, tenants []table.Tenant) *table.Table {
+func keysTable(keys []*table.Key, tenants []table.Tenant) *table.Table {
 	return &table.Table{
 		Revision:  7,
 		Providers: []table.Provider{{ID: "p", Kind: table.KindOpenAI, BaseURL: "http://127.0.0.1:1/v1"}},
@@ -152,7 +152,7 @@ func bodyOf(path, model string) string {
 // learns whether a key exists.
 func TestUnusableKeysAnswerLikeUnknown(t *testing.T) {
 	past := time.Now().Add(-time.Hour)
-	s := newKeySurfaces(t, keysTable([]table.Key{
+	s := newKeySurfaces(t, keysTable([]*table.Key{
 		{ID: "good", Hash: keyHash("sk-good-0123456789")},
 		{ID: "old", Hash: keyHash("sk-expired-0123456789"), ExpiresAt: past},
 		{ID: "off", Hash: keyHash("sk-disabled-0123456789"), Disabled: true},
@@ -178,7 +178,7 @@ func TestUnusableKeysAnswerLikeUnknown(t *testing.T) {
 }
 
 func TestModelNotAllowed(t *testing.T) {
-	s := newKeySurfaces(t, keysTable([]table.Key{{ID: "k", Hash: keyHash(clientKey), AllowedModels: []string{"m"}}}, nil), nil)
+	s := newKeySurfaces(t, keysTable([]*table.Key{{ID: "k", Hash: keyHash(clientKey), AllowedModels: []string{"m"}}}, nil), nil)
 	for _, path := range []string{chatPath, messagesPath} {
 		if w := s.post(path, clientKey, bodyOf(path, "m")); w.Code != http.StatusOK {
 			t.Fatalf("%s allowed model: %d %s", path, w.Code, w.Body)
@@ -200,7 +200,7 @@ func TestModelNotAllowed(t *testing.T) {
 // TestBudgetExhausted: a tenant the control plane marked exhausted gets
 // 429 insufficient_quota in each client's format until the period ends.
 func TestBudgetExhausted(t *testing.T) {
-	keys := []table.Key{{ID: "k", Hash: keyHash(clientKey), Tenant: "acme"}}
+	keys := []*table.Key{{ID: "k", Hash: keyHash(clientKey), Tenant: "acme"}}
 	s := newKeySurfaces(t, keysTable(keys, []table.Tenant{{ID: "acme", Budget: 100, HardLimit: true, Exhausted: true, ExhaustedUntil: time.Now().Add(time.Hour)}}), nil)
 	w := s.post(chatPath, clientKey, chatM)
 	var oe struct {
@@ -243,7 +243,7 @@ func TestRateLimitHeaders(t *testing.T) {
 	for _, path := range []string{chatPath, messagesPath} {
 		t.Run(strings.TrimPrefix(path, "/v1/"), func(t *testing.T) {
 			lim := newLimiter(t)
-			s := newKeySurfaces(t, keysTable([]table.Key{{ID: "k", Hash: keyHash(clientKey), Tenant: "acme", RPM: 2}},
+			s := newKeySurfaces(t, keysTable([]*table.Key{{ID: "k", Hash: keyHash(clientKey), Tenant: "acme", RPM: 2}},
 				[]table.Tenant{{ID: "acme", TPM: 1000}}), func(c *api.Config) { c.Limits = lim })
 			prefix, reset := "X-Ratelimit-", "X-Ratelimit-Reset-Requests"
 			names := []string{"X-Ratelimit-Limit-Requests", "X-Ratelimit-Remaining-Requests", "X-Ratelimit-Limit-Tokens", "X-Ratelimit-Remaining-Tokens"}
@@ -360,7 +360,7 @@ func TestOneRecordPerRequest(t *testing.T) {
 	if err := rec.Start(nc); err != nil {
 		t.Fatal(err)
 	}
-	s := newKeySurfaces(t, keysTable([]table.Key{{ID: "k", Hash: keyHash(clientKey), Tenant: "acme"}}, []table.Tenant{{ID: "acme"}}),
+	s := newKeySurfaces(t, keysTable([]*table.Key{{ID: "k", Hash: keyHash(clientKey), Tenant: "acme"}}, []table.Tenant{{ID: "acme"}}),
 		func(c *api.Config) { c.Usage = rec })
 	streamed := func(b string) string { return strings.Replace(b, `"messages"`, `"stream":true,"messages"`, 1) }
 	cut := func(b string) string { return strings.Replace(streamed(b), `"hi"`, `"cut-me"`, 1) }

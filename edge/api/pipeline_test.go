@@ -49,7 +49,7 @@ func tab(rev uint64, p, key string) *table.Table {
 		Routes:    []*table.Route{{Model: "m", Targets: []table.Target{{Provider: p}}}},
 	}
 	if key != "" {
-		t.Keys = []table.Key{{ID: "k", Hash: keyHash(key)}}
+		t.Keys = []*table.Key{{ID: "k", Hash: keyHash(key)}}
 	}
 	return t
 }

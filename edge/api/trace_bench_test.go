@@ -23,7 +23,7 @@ import (
 // with tracing off, which must not grow when tracing code is added:
 // compare with the same benchmark on the commit before.
 func BenchmarkTracingOverhead(b *testing.B) {
-	tab := keysTable([]table.Key{{ID: "k", Hash: keyHash(clientKey), Tenant: "acme"}}, []table.Tenant{{ID: "acme"}})
+	tab := keysTable([]*table.Key{{ID: "k", Hash: keyHash(clientKey), Tenant: "acme"}}, []table.Tenant{{ID: "acme"}})
 	off := newKeySurfaces(b, tab, nil)
 	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()))
 	b.Cleanup(func() { tp.Shutdown(context.Background()) })

@@ -28,6 +28,22 @@ func deltaCase(n int) (*tablev1.RoutingTable, *tablev1.TableDelta) {
 	return t, d
 }
 
+// keyDeltaCase is a table of 10 routes and n keys, and a delta that
+// issues one more key, in the middle of the list by ID.
+func keyDeltaCase(n int) (*tablev1.RoutingTable, *tablev1.TableDelta) {
+	t, _ := deltaCase(10)
+	key := func(i int) *controlv1.Key {
+		return &controlv1.Key{Id: fmt.Sprintf("key-%06d", i), Hash: fmt.Sprintf("sha256:%064x", i+1)}
+	}
+	for i := range n {
+		t.Entities.Keys = append(t.Entities.Keys, key(2*i))
+	}
+	d := &tablev1.TableDelta{Schema: tablewire.Schema, PrevRevision: 1, Revision: 2, Upserts: &tablev1.Entities{
+		Keys: []*controlv1.Key{key(n + 1)},
+	}}
+	return t, d
+}
+
 // TestPatchTableServesTheChange checks a patched gateway routes the
 // changed model to its new target and leaves the rest as they were.
 func TestPatchTableServesTheChange(t *testing.T) {
@@ -70,16 +86,31 @@ func TestPatchTableServesTheChange(t *testing.T) {
 }
 
 // BenchmarkDeltaApply is an edge's work for a delta editing one route,
-// at 10 and 1,000 routes: "patch" is the path tablesync takes
+// at 10 and 1,000 routes, and for one issuing a key, at 10 and 10,000
+// keys: "patch" is the path tablesync takes
 // (ApplyDeltaIndexed, Converter.Patch, PatchTable), "full" rebuilds the
 // whole table (ApplyDelta, ToTable, SetTable). The patch path's time
 // should barely move with the table's size.
 func BenchmarkDeltaApply(b *testing.B) {
+	type benchCase struct {
+		name string
+		wire *tablev1.RoutingTable
+		d    *tablev1.TableDelta
+	}
+	var cases []benchCase
 	for _, n := range []int{10, 1000} {
 		wire, d := deltaCase(n)
+		cases = append(cases, benchCase{fmt.Sprintf("routes=%d", n), wire, d})
+	}
+	for _, n := range []int{10, 10000} {
+		wire, d := keyDeltaCase(n)
+		cases = append(cases, benchCase{fmt.Sprintf("keys=%d", n), wire, d})
+	}
+	for _, c := range cases {
+		wire, d := c.wire, c.d
 		res := tablewire.Resolver{Getenv: func(string) string { return "k" }}
 		for _, mode := range []string{"patch", "full"} {
-			b.Run(fmt.Sprintf("routes=%d/%s", n, mode), func(b *testing.B) {
+			b.Run(c.name+"/"+mode, func(b *testing.B) {
 				conv := tablewire.NewConverter(res)
 				tab, _, err := conv.ToTable(wire)
 				if err != nil {

@@ -150,7 +150,7 @@ func TestKeylessTableKeepsEdgeClosed(t *testing.T) {
 	m := startMesh(t, func(c *config.Config) {
 		c.Table.Models = append(c.Table.Models, table.Model{ID: "ctl-model"})
 		c.Table.Routes = append(c.Table.Routes, &table.Route{Model: "ctl-model", Targets: []table.Target{{Provider: "mock", Model: "gpt-4o-mini"}}})
-		c.Table.Keys = []table.Key{{ID: "static-key", Hash: clientKeyHash()}}
+		c.Table.Keys = []*table.Key{{ID: "static-key", Hash: clientKeyHash()}}
 	})
 	if status, b := m.call(http.MethodGet, "/v1/models", "", clientKey, false); status != 200 {
 		t.Fatalf("with the key: %d %s", status, b)

@@ -21,7 +21,7 @@ import (
 // dir, to an edge's table and config.
 func withTenantKey(c *config.Config, spool string, key table.Key, tn table.Tenant) {
 	c.Table.Tenants = append(c.Table.Tenants, tn)
-	c.Table.Keys = append(c.Table.Keys, key)
+	c.Table.Keys = append(c.Table.Keys, &key)
 	c.Usage.SpoolDir = spool
 }
 
@@ -114,7 +114,7 @@ func TestKeyRegionsAndDryRun(t *testing.T) {
 		}
 		c.Table.Tenants = []table.Tenant{{ID: "acme", RPM: 5, Budget: 10, HardLimit: true, Exhausted: true, ExhaustedUntil: time.Now().Add(time.Hour)},
 			{ID: "beta", TPM: 1000}}
-		c.Table.Keys = []table.Key{{ID: "k-acme", Hash: clientKeyHash(), Tenant: "acme"},
+		c.Table.Keys = []*table.Key{{ID: "k-acme", Hash: clientKeyHash(), Tenant: "acme"},
 			{ID: "k-eu", Hash: "sha256:" + strings.Repeat("ab", 32), Tenant: "beta", AllowedRegions: []string{"eu"}, RPM: 3}}
 	})
 	var ex struct {

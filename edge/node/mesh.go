@@ -310,8 +310,8 @@ func (n *Node) route(w http.ResponseWriter, r *http.Request) {
 			openaiapi.WriteError(w, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "key", "No key with ID %q.", id))
 			return
 		}
-		i := slices.IndexFunc(tab.Table().Keys, func(k table.Key) bool { return k.ID == id })
-		k := &tab.Table().Keys[i]
+		i := slices.IndexFunc(tab.Table().Keys, func(k *table.Key) bool { return k.ID == id })
+		k := tab.Table().Keys[i]
 		req.Tenant, req.KeyRegions = k.Tenant, k.AllowedRegions
 	}
 	if v := q.Get("prompt_tokens"); v != "" {

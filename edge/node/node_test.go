@@ -444,7 +444,7 @@ func TestKeepAliveDuringSilence(t *testing.T) {
 func TestAuth(t *testing.T) {
 	sum := sha256.Sum256([]byte("sk-client-good"))
 	m := startMesh(t, func(c *config.Config) {
-		c.Table.Keys = []table.Key{{ID: "team-a", Hash: "sha256:" + hex.EncodeToString(sum[:])}}
+		c.Table.Keys = []*table.Key{{ID: "team-a", Hash: "sha256:" + hex.EncodeToString(sum[:])}}
 	})
 	for _, tt := range []struct {
 		name, auth string

@@ -42,7 +42,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 			&table.Route{Model: "leak-openai", Targets: []table.Target{{Provider: "wrong-key"}}},
 			&table.Route{Model: "leak-anth", Targets: []table.Target{{Provider: "wrong-key-anth", Model: "claude-sonnet-4-5"}}},
 			&table.Route{Model: "leak-down", Targets: []table.Target{{Provider: "unreachable"}}})
-		c.Table.Keys = []table.Key{{ID: "leak-client", Hash: "sha256:" + hex.EncodeToString(sum[:])}}
+		c.Table.Keys = []*table.Key{{ID: "leak-client", Hash: "sha256:" + hex.EncodeToString(sum[:])}}
 	})
 
 	var seen strings.Builder

@@ -184,7 +184,7 @@ func genTable(t *rapid.T) *table.Table {
 	for i := range rapid.IntRange(0, 3).Draw(t, "tenants") {
 		tn := table.Tenant{ID: fmt.Sprintf("t%d", i), AllowedRegions: maybeRegions(t, regions, "tenant-allowed")}
 		tab.Tenants = append(tab.Tenants, tn)
-		tab.Keys = append(tab.Keys, table.Key{ID: "k-" + tn.ID, Hash: fmt.Sprintf("sha256:%064x", i+1), Tenant: tn.ID})
+		tab.Keys = append(tab.Keys, &table.Key{ID: "k-" + tn.ID, Hash: fmt.Sprintf("sha256:%064x", i+1), Tenant: tn.ID})
 	}
 	return tab
 }

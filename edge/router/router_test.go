@@ -57,7 +57,7 @@ func fleet() *table.Table {
 			{Provider: "cheap", Model: "gpt-vision", Input: 0.5, Output: 1},
 		},
 		Tenants: []table.Tenant{{ID: "acme-eu", AllowedRegions: []string{"eu-west"}}},
-		Keys:    []table.Key{{ID: "k", Hash: "sha256:" + strings.Repeat("a", 64), Tenant: "acme-eu"}},
+		Keys:    []*table.Key{{ID: "k", Hash: "sha256:" + strings.Repeat("a", 64), Tenant: "acme-eu"}},
 	}
 }
 

@@ -90,7 +90,7 @@ func (c *Compiled) patch(next *Table, ch Change) (*Compiled, bool, error) {
 	if len(ch.Keys)+len(ch.DeletedKeys) > 0 {
 		var del []string
 		for _, id := range slices.Concat(ch.Keys, ch.DeletedKeys) {
-			i, found := slices.BinarySearchFunc(old.Keys, id, func(k Key, id string) int { return strings.Compare(k.ID, id) })
+			i, found := slices.BinarySearchFunc(old.Keys, id, func(k *Key, id string) int { return strings.Compare(k.ID, id) })
 			if !found {
 				continue // a new key
 			}
@@ -99,18 +99,18 @@ func (c *Compiled) patch(next *Table, ch Change) (*Compiled, bool, error) {
 		gone := out.keys.With(nil, del)
 		set := make(map[string]*Key, len(ch.Keys))
 		for _, id := range ch.Keys {
-			i, found := slices.BinarySearchFunc(next.Keys, id, func(k Key, id string) int { return strings.Compare(k.ID, id) })
-			if !found || !inOrder(next.Keys, i, func(k Key) string { return k.ID }) {
+			i, found := slices.BinarySearchFunc(next.Keys, id, func(k *Key, id string) int { return strings.Compare(k.ID, id) })
+			if !found || next.Keys[i] == nil || !inOrder(next.Keys, i, func(k *Key) string { return k.ID }) {
 				return nil, false, nil
 			}
-			norm, err := out.checkKey(i, &next.Keys[i])
+			norm, err := out.checkKey(i, next.Keys[i])
 			if err != nil {
 				return nil, true, err
 			}
 			if _, dup := set[norm]; dup || gone.Has(norm) {
 				return nil, false, nil // let Compile name the duplicate
 			}
-			set[norm] = &next.Keys[i]
+			set[norm] = next.Keys[i]
 		}
 		out.keys = out.keys.With(set, del)
 	}

@@ -41,7 +41,8 @@ type Table struct {
 	// an edge demands one is its auth mode (edge config `auth`), never
 	// the length of this list: in mode "keys" an empty list refuses
 	// every request.
-	Keys []Key `yaml:"keys,omitempty" json:"keys,omitempty"`
+	// They are pointers for the reason Routes are.
+	Keys []*Key `yaml:"keys,omitempty" json:"keys,omitempty"`
 
 	// The fleet, for the router (edge/router). A table from a config
 	// file usually leaves these empty: the edge then routes as one node.
@@ -653,8 +654,10 @@ func Compile(t *Table) (*Compiled, error) {
 		// A placed model needs no route: the fleet's copies serve it.
 		c.b.routes[m.ID] = &Route{Model: m.ID}
 	}
-	for i := range t.Keys {
-		k := &t.Keys[i]
+	for i, k := range t.Keys {
+		if k == nil {
+			return nil, fieldErr("keys[%d]", i)("is empty")
+		}
 		norm, err := c.checkKey(i, k)
 		if err != nil {
 			return nil, err
@@ -667,7 +670,7 @@ func Compile(t *Table) (*Compiled, error) {
 	c.routes, c.keys, c.tenants = cow.From(c.b.routes), cow.From(c.b.keys), cow.From(c.b.tenants)
 	c.b = nil
 	c.sorted = slices.IsSortedFunc(t.Routes, func(a, b *Route) int { return strings.Compare(a.Model, b.Model) }) &&
-		slices.IsSortedFunc(t.Keys, func(a, b Key) int { return strings.Compare(a.ID, b.ID) }) &&
+		slices.IsSortedFunc(t.Keys, func(a, b *Key) int { return strings.Compare(a.ID, b.ID) }) &&
 		slices.IsSortedFunc(t.Tenants, func(a, b Tenant) int { return strings.Compare(a.ID, b.ID) })
 	return c, nil
 }

@@ -14,7 +14,7 @@ func valid() *Table {
 		Providers: []Provider{{ID: "p", Kind: KindOpenAI, BaseURL: "http://127.0.0.1:9100/v1", APIKey: "sk-secret"}},
 		Models:    []Model{{ID: "m"}},
 		Routes:    []*Route{{Model: "m", Targets: []Target{{Provider: "p"}}}},
-		Keys:      []Key{{ID: "k", Hash: "sha256:" + strings.Repeat("ab", 32)}},
+		Keys:      []*Key{{ID: "k", Hash: "sha256:" + strings.Repeat("ab", 32)}},
 	}
 }
 

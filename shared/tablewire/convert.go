@@ -238,12 +238,17 @@ func (c *Converter) ToTable(t *tablev1.RoutingTable) (tab *table.Table, unusable
 	} else {
 		tab.Models, c.models, c.scratch = models, models, nil // the table owns it now
 	}
-	for _, k := range e.GetKeys() {
+	// One backing array for every key: a table holds them by pointer
+	// (see table.Table.Keys) at the cost of one allocation, not one each.
+	keys := make([]table.Key, len(e.GetKeys()))
+	tab.Keys = make([]*table.Key, len(keys))
+	for i, k := range e.GetKeys() {
 		key, err := convertKey(k)
 		if err != nil {
 			return nil, nil, err
 		}
-		tab.Keys = append(tab.Keys, key)
+		keys[i] = key
+		tab.Keys[i] = &keys[i]
 	}
 	return tab, unusable, nil
 }

@@ -118,7 +118,7 @@ func tableWith(k table.Key, tn table.Tenant) *table.Table {
 		Models:    []table.Model{{ID: "m"}},
 		Routes:    []*table.Route{{Model: "m", Targets: []table.Target{{Provider: "p"}}}},
 		Prices:    []table.Price{{Provider: "p", Model: "m", Input: 1, Output: 2}},
-		Keys:      []table.Key{k},
+		Keys:      []*table.Key{&k},
 		Tenants:   []table.Tenant{tn},
 	}
 }
