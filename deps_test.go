@@ -1,6 +1,7 @@
 package meridian_test
 
 import (
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -73,4 +74,65 @@ func TestImportDirection(t *testing.T) {
 	if checked < 20 {
 		t.Fatalf("checked %d packages; go list found too few", checked)
 	}
+}
+
+// TestReadmeLayoutNamesEveryPackage checks README's layout section names
+// every package `go list ./...` finds: each package's path below its
+// top-level folder, or its last element, appears in backquotes in that
+// folder's bullet (a{b,c} in a name stands for ab and ac).
+func TestReadmeLayoutNamesEveryPackage(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(readme), "\nLayout (every package")
+	if !ok {
+		t.Fatal("README has no layout section")
+	}
+	section, _, _ = strings.Cut(section, "\n\n")
+	names := map[string]map[string]bool{} // top-level folder → names in its bullet
+	top := ""
+	for _, line := range strings.Split(section, "\n") {
+		if b, ok := strings.CutPrefix(line, "- `"); ok {
+			top, _, _ = strings.Cut(b, "/")
+			names[top] = map[string]bool{}
+		}
+		if top == "" {
+			continue
+		}
+		quoted := strings.Split(line, "`")
+		for i := 1; i < len(quoted); i += 2 {
+			for _, n := range expandBraces(quoted[i]) {
+				names[top][strings.Trim(n, "/")] = true
+			}
+		}
+	}
+	out, err := exec.Command("go", "list", "./...").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	for _, pkg := range strings.Fields(string(out)) {
+		rel, ok := strings.CutPrefix(pkg, module)
+		if !ok {
+			continue
+		}
+		top, below, _ := strings.Cut(rel, "/")
+		if !names[top][below] && !names[top][below[strings.LastIndex(below, "/")+1:]] {
+			t.Errorf("README's layout section does not name %s (under the `%s/` bullet)", rel, top)
+		}
+	}
+}
+
+// expandBraces expands each a{b,c}d in s into abd and acd.
+func expandBraces(s string) []string {
+	open := strings.Index(s, "{")
+	end := strings.Index(s, "}")
+	if open < 0 || end < open {
+		return []string{s}
+	}
+	var out []string
+	for _, alt := range strings.Split(s[open+1:end], ",") {
+		out = append(out, expandBraces(s[:open]+alt+s[end+1:])...)
+	}
+	return out
 }
