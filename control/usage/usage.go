@@ -24,7 +24,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync/atomic"
 	"time"
 
@@ -36,6 +35,7 @@ import (
 	"github.com/meridian-mesh/meridian/control/fsm"
 	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
 	usagev1 "github.com/meridian-mesh/meridian/proto/usage/v1"
+	"github.com/meridian-mesh/meridian/shared/backoff"
 	"github.com/meridian-mesh/meridian/shared/usagewire"
 )
 
@@ -162,7 +162,7 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	for ctx.Err() == nil {
 		if !a.cfg.Node.IsLeader() {
 			fails = 0
-			sleep(ctx, jitter(200*time.Millisecond))
+			sleep(ctx, backoff.Between(100*time.Millisecond, 200*time.Millisecond))
 			continue
 		}
 		if err := a.lead(ctx); err != nil && ctx.Err() == nil {
@@ -170,13 +170,14 @@ func (a *Aggregator) Run(ctx context.Context) error {
 			if fails%10 == 1 {
 				a.log.Warn("usage aggregation interrupted; retrying", "err", err)
 			}
-			sleep(ctx, jitter(min(time.Duration(fails)*250*time.Millisecond, 5*time.Second)))
+			sleep(ctx, retry.Delay(fails-1))
 		}
 	}
 	return nil
 }
 
-func jitter(d time.Duration) time.Duration { return d/2 + rand.N(d/2+1) }
+// retry is the wait after the fails-th interrupted aggregation in a row.
+var retry = backoff.Policy{Base: 250 * time.Millisecond, Max: 5 * time.Second, Jitter: 0.5}
 
 func sleep(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)
