@@ -1,7 +1,9 @@
 package router_test
 
 import (
+	"fmt"
 	"testing"
+	"time"
 
 	"github.com/meridian-mesh/meridian/edge/router"
 	"github.com/meridian-mesh/meridian/edge/router/routertest"
@@ -78,5 +80,26 @@ func TestBenchFleetPlans(t *testing.T) {
 	}
 	if kinds[router.KindPeer] == 0 || kinds[router.KindProvider] == 0 || kinds[router.KindLocal] == 0 {
 		t.Fatalf("targets by kind %v", kinds)
+	}
+}
+
+// BenchmarkSetMembers is what one change of the gossip view costs an
+// edge: the router's membership view rebuilt for N members (the fleet's
+// 50 models, each member with one of them ready), at 100 and 1,000.
+func BenchmarkSetMembers(b *testing.B) {
+	r, _, _ := benchFleet(b)
+	for _, n := range []int{100, 1000} {
+		ms := make([]router.Member, n)
+		for i := range ms {
+			ms[i] = router.Member{ID: fmt.Sprintf("edge-%04d", i), Region: fmt.Sprintf("region-%d", i%10), Addr: fmt.Sprintf("10.0.%d.%d:7443", i/250, i%250),
+				Alive: true, Ready: []string{fmt.Sprintf("model-%02d", i%50)}, InFlight: i % 7, Queued: i % 3, RTT: time.Duration(5+i%90) * time.Millisecond}
+		}
+		b.Run(fmt.Sprintf("members=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				ms[i%n].InFlight++ // a load change, as gossip brings every round
+				r.SetMembers(ms)
+			}
+		})
 	}
 }

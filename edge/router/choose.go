@@ -330,7 +330,7 @@ func (r *Router) health(v *view, c *cand) string {
 			return ReasonNotReady
 		}
 	case KindPeer:
-		m := c.member
+		m := c.member.get()
 		switch {
 		case r.cfg.Links == nil:
 			return ReasonNoLinks
@@ -361,8 +361,8 @@ func (r *Router) health(v *view, c *cand) string {
 // breaks equal scores.
 func (r *Router) score(strategy string, c *cand, req *Request, client Point, hasClient bool) (score, tie float64) {
 	rtt := 0.0
-	if c.member != nil {
-		rtt = float64(c.member.RTT) / 1e6
+	if m := c.member.get(); m != nil {
+		rtt = float64(m.RTT) / 1e6
 	}
 	switch strategy {
 	case table.StrategyNearest:
@@ -392,7 +392,8 @@ func (r *Router) score(strategy string, c *cand, req *Request, client Point, has
 		case c.kind == KindLocal && r.cfg.Local != nil:
 			busy = r.cfg.Local.Busy()
 		case c.kind == KindPeer && c.member != nil:
-			busy = max(busy, c.member.InFlight+c.member.Queued)
+			m := c.member.get()
+			busy = max(busy, m.InFlight+m.Queued)
 		}
 		return float64(busy), rtt
 	case table.StrategyLocalFirst:

@@ -147,7 +147,7 @@ func shapes(mv *modelView) []candShape {
 			s.model = c.model.ID
 		}
 		if c.member != nil {
-			s.member = c.member.ID
+			s.member = c.member.get().ID
 		}
 		s.c.model, s.c.member, s.c.stats = nil, nil, nil
 		out = append(out, s)

@@ -181,11 +181,58 @@ func (r *Router) SetTable(tab *table.Compiled) {
 
 // SetMembers replaces the membership view. The node calls it when gossip
 // changes; members are copied.
+//
+// A change of load alone (in flight, queued, RTT: what gossip brings
+// every round) updates the members that changed and nothing else: O(N)
+// comparisons and O(changed) updates, where a change of who is a member,
+// where, alive, draining or ready with what rebuilds every model's
+// candidates, O(N + models × candidates). The load a view's candidates
+// read is therefore live, like their Stats; which members a view holds,
+// and everything else about them, is fixed when it is built.
 func (r *Router) SetMembers(ms []Member) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if v := r.view.Load(); v != nil && sameShape(r.members, ms) {
+		for i := range ms {
+			if sameLoad(&r.members[i], &ms[i]) {
+				continue
+			}
+			r.members[i] = ms[i]
+			if cell := v.members[ms[i].ID]; cell != nil {
+				m := ms[i]
+				cell.m.Store(&m)
+			}
+		}
+		return
+	}
 	r.members = slices.Clone(ms)
 	r.rebuild()
+}
+
+// sameShape reports whether a and b list the same members in the same
+// order with the same everything but load.
+func sameShape(a, b []Member) bool {
+	return slices.EqualFunc(a, b, func(x, y Member) bool {
+		return x.ID == y.ID && x.Region == y.Region && x.Addr == y.Addr && x.Alive == y.Alive &&
+			x.Suspect == y.Suspect && x.Draining == y.Draining && slices.Equal(x.Ready, y.Ready)
+	})
+}
+
+func sameLoad(a, b *Member) bool {
+	return a.InFlight == b.InFlight && a.Queued == b.Queued && a.RTT == b.RTT
+}
+
+// memberCell holds one member of a view. Its value is replaced whole
+// when only the member's load changes (SetMembers); a *Member read from
+// it is never modified.
+type memberCell struct{ m atomic.Pointer[Member] }
+
+// get returns the member; nil for a nil cell.
+func (c *memberCell) get() *Member {
+	if c == nil {
+		return nil
+	}
+	return c.m.Load()
 }
 
 // Table returns the table plans are built from.
@@ -229,7 +276,7 @@ func (r *Router) statsLocked(key string) *Stats {
 type view struct {
 	tab     *table.Compiled
 	models  cow.Map[string, *modelView] // copy-on-write: PatchTable rebuilds only the changed models
-	members map[string]*Member
+	members map[string]*memberCell
 	stats   map[string]*Stats
 	self    Point
 	hasSelf bool
@@ -264,7 +311,7 @@ type cand struct {
 	hasPrice bool
 	model    *table.Model // the model the target runs, for capabilities
 	engine   string       // local: the engine's name for the model
-	member   *Member      // peer: gossip's view, nil when gossip has none
+	member   *memberCell  // peer: gossip's view, nil when gossip has none
 	addr     string       // peer: link address
 	placed   bool         // the table places the model on it (or the route names it); otherwise a leaving copy
 	static   bool         // peer: written in the route as a provider
@@ -273,11 +320,14 @@ type cand struct {
 
 // rebuild recomputes the view; r.mu is held.
 func (r *Router) rebuild() {
-	v := &view{tab: r.tab, members: make(map[string]*Member, len(r.members)), stats: map[string]*Stats{}}
-	for i := range r.members {
-		m := &r.members[i]
-		if m.ID != r.cfg.Node {
-			v.members[m.ID] = m
+	v := &view{tab: r.tab, members: make(map[string]*memberCell, len(r.members)), stats: map[string]*Stats{}}
+	// The view's members are a copy of r.members, which SetMembers
+	// updates in place.
+	ms, cells := slices.Clone(r.members), make([]memberCell, len(r.members))
+	for i := range ms {
+		if ms[i].ID != r.cfg.Node {
+			cells[i].m.Store(&ms[i])
+			v.members[ms[i].ID] = &cells[i]
 		}
 	}
 	if reg, ok := r.tab.Region(r.cfg.Region); ok {
@@ -285,7 +335,8 @@ func (r *Router) rebuild() {
 	}
 	// ready[model] lists the members whose engines have it.
 	ready := map[string][]*Member{}
-	for _, m := range v.members {
+	for _, cell := range v.members {
+		m := cell.get()
 		for _, id := range m.Ready {
 			ready[id] = append(ready[id], m)
 		}
@@ -328,8 +379,8 @@ func (r *Router) PatchTable(tab *table.Compiled, models []string) {
 			continue
 		}
 		var ready []*Member
-		for _, mb := range v.members {
-			if slices.Contains(mb.Ready, id) {
+		for _, cell := range v.members {
+			if mb := cell.get(); slices.Contains(mb.Ready, id) {
 				ready = append(ready, mb)
 			}
 		}
@@ -392,8 +443,8 @@ func (r *Router) buildModel(v *view, m *table.Model, ready []*Member) *modelView
 			c.member = v.members[node]
 			if n, ok := tab.Node(node); ok {
 				c.region = n.Region
-			} else if c.member != nil {
-				c.region = c.member.Region
+			} else if m := c.member.get(); m != nil {
+				c.region = m.Region
 			}
 		}
 		if pr, ok := tab.PriceFor(tg.Provider, m.ID, up); ok {
@@ -438,11 +489,11 @@ func (r *Router) buildModel(v *view, m *table.Model, ready []*Member) *modelView
 			c.member = v.members[node]
 			if nd, ok := tab.Node(node); ok {
 				c.region = nd.Region
-			} else if c.member != nil {
-				c.region = c.member.Region
+			} else if m := c.member.get(); m != nil {
+				c.region = m.Region
 			}
-			if c.member != nil {
-				c.addr = c.member.Addr
+			if m := c.member.get(); m != nil {
+				c.addr = m.Addr
 			}
 			c.in, c.out, c.hasPrice = localPrice(tab, m.ID)
 			r.locate(tab, &c)
