@@ -163,6 +163,15 @@ func TestSpoolSurvivesDeadBusAndRestart(t *testing.T) {
 	}
 	r.Record(rec("before"), Labels{})
 	waitRecords(t, b, 1)
+	// The stream has it; wait for the ack too, or the record stays in
+	// the spool and is sent again (to a new bus here, which cannot
+	// drop it as a duplicate the way the same stream would).
+	wait.For(t, 10*time.Second, "the first record's ack", func() error {
+		if n := r.Pending(); n != 0 {
+			return fmt.Errorf("%d pending", n)
+		}
+		return nil
+	})
 	b.ns.Shutdown()
 	for i := range 20 {
 		r.Record(rec(fmt.Sprintf("dark-%d", i)), Labels{})
