@@ -53,6 +53,26 @@ func EdgePermissions(node string) *server.Permissions {
 	}
 }
 
+// LeafPermissions bound a regional leaf node's connection to the hub
+// (control/leaf), written from the leaf's side: it may carry what the
+// edges behind it may do together (every node's reports, usage and
+// limit reports, snapshot requests; tables, heartbeats and replies in
+// any edge's inbox back) and nothing a control node alone may do, such
+// as publishing a table or a heartbeat. The leaf enforces each edge's
+// own EdgePermissions itself. NATS reverses the directions on the hub's
+// side of the connection.
+func LeafPermissions() *server.Permissions {
+	return &server.Permissions{
+		Publish: &server.SubjectPermission{Allow: []string{
+			tablewire.SubjectSnapshot, tablewire.SubjectApplied, tablewire.SubjectApplied + ".*",
+			usagewire.UsageSubjects, usagewire.LimitsSubjects,
+		}},
+		Subscribe: &server.SubjectPermission{Allow: []string{
+			tablewire.SubjectUpdate, tablewire.SubjectHeartbeat, "_INBOX.>", usagewire.LimitsSubjects,
+		}},
+	}
+}
+
 // jobsPublish is what an edge may publish for batches: their messages,
 // and the JetStream API of the batch streams short of creating, updating
 // or deleting them.
