@@ -99,18 +99,32 @@ func jobsPublish() []string {
 }
 
 // auth authenticates clients: the control credential (token, or user and
-// password) gets every permission, an edge's nkey gets EdgePermissions.
+// password) gets every permission, an edge's nkey gets EdgePermissions;
+// and leaf connections: the leaf credential gets LeafPermissions.
 // It is nats-server's CustomClientAuthentication, which replaces the
 // server's own client authentication; routes keep theirs.
 type auth struct {
 	user, pass, token []byte
 	ids               Identities
+	// leafPass admits regional leaf nodes (user LeafUser) on the leaf
+	// listener, with LeafPermissions; nil: no leaf is admitted.
+	leafPass []byte
 }
 
 var _ server.Authentication = (*auth)(nil)
 
 func (a *auth) Check(c server.ClientAuthentication) bool {
 	o := c.GetOpts()
+	if c.Kind() == server.LEAF {
+		// A leaf connection authenticates with the leaf credential
+		// only, and a client never does.
+		if len(a.leafPass) == 0 || o.Username != LeafUser ||
+			subtle.ConstantTimeCompare([]byte(o.Password), a.leafPass) != 1 {
+			return false
+		}
+		c.RegisterUser(&server.User{Username: LeafUser, Permissions: LeafPermissions()})
+		return true
+	}
 	switch {
 	case o.Nkey != "" && a.ids != nil:
 		node, ok := a.ids.EdgeByKey(o.Nkey)

@@ -243,6 +243,9 @@ func Start(cfg Config) (*Server, error) {
 	// the edges' nkeys are checked in one place, and a nonce is always
 	// sent for the nkeys to sign.
 	au := &auth{user: []byte(cfg.User), pass: []byte(cfg.Password), token: []byte(cfg.Token), ids: cfg.Identities}
+	if cfg.LeafListen != "" {
+		au.leafPass = []byte(cfg.LeafPassword)
+	}
 	opts.CustomClientAuthentication, opts.AlwaysEnableNonce = au, true
 	if cfg.TLS != nil {
 		opts.TLS, opts.TLSConfig, opts.TLSTimeout = true, cfg.TLS, 5
@@ -284,8 +287,12 @@ func Start(cfg Config) (*Server, error) {
 		if lp == 0 {
 			lp = server.RANDOM_PORT
 		}
-		opts.LeafNode = server.LeafNodeOpts{Host: lh, Port: lp,
-			Users: []*server.User{{Username: LeafUser, Password: cfg.LeafPassword, Permissions: LeafPermissions()}}}
+		// No authorization block of its own: leaf connections then go
+		// through the same authenticator as clients (auth.go), which
+		// gives the leaf credential LeafPermissions. (nats-server binds
+		// a leafnode block's users to an account but does not apply
+		// their permissions.)
+		opts.LeafNode = server.LeafNodeOpts{Host: lh, Port: lp}
 		if cfg.LeafTLS != nil {
 			opts.LeafNode.TLSConfig, opts.LeafNode.TLSTimeout = cfg.LeafTLS, 5
 		}
