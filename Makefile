@@ -12,7 +12,7 @@ help:
 	@echo "make proto          regenerate Go code from proto/**/*.proto"
 	@echo "make ui             copy htmx from ops/console/node_modules (npm ci) into the web console's embedded assets"
 	@echo "make console-screenshots  run the web console's Chromium test and write its screenshots to ops/console/screenshots"
-	@echo "make run            the whole mesh on this machine: a control plane (NODES=3 for three), three edges in three regions behind a WAN relay, mock providers; everything from scripts/devmesh/fleet.yaml"
+	@echo "make run            the whole mesh on this machine: a control plane (NODES=3 for three; LEAVES=1: a NATS leaf node per region), three edges in three regions behind a WAN relay, mock providers; everything from scripts/devmesh/fleet.yaml"
 	@echo "make test           go vet and the race-enabled test suite"
 	@echo "make test-leaves    regional NATS leaf nodes as processes: a control node, three leaves, four edges; one region cut off and healed"
 	@echo "make e2e            end-to-end scenarios on the real binaries, started as make run starts them (three control nodes, NODES=1 for one; LONG=1: longer forms; RUN=1,2: some scenarios)"
@@ -72,7 +72,7 @@ console-screenshots:
 # The mesh's state (models, certificates, Raft data) stays in
 # .meridian/devmesh between runs; delete it to start afresh.
 run: ollama build
-	$(GO) run ./scripts/devmesh $(if $(NODES),-nodes $(NODES))
+	$(GO) run ./scripts/devmesh $(if $(NODES),-nodes $(NODES)) $(if $(LEAVES),-leaves)
 
 # Process-level scenarios against bin/: the same launcher as make run
 # (scripts/devmesh/mesh), on other ports, from an empty .meridian/e2e.
