@@ -37,6 +37,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
 	tablev1 "github.com/meridian-mesh/meridian/proto/table/v1"
@@ -67,8 +68,9 @@ type Config struct {
 	// Retry is the backoff between failed snapshot fetches. Default
 	// 250 ms doubling to 10 s.
 	Retry backoff.Policy
-	// Logger receives logs.
-	Logger *slog.Logger
+	// Logger receives logs; Registerer receives metrics (nil: none).
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 }
 
 // DefaultConfig returns the defaults; Name, Keys and CachePath must still
@@ -145,6 +147,7 @@ type Status struct {
 type Keeper struct {
 	cfg Config
 	log *slog.Logger
+	m   *metrics
 	cur atomic.Pointer[held]
 
 	// OnIdentities, when set, is called after the admitted edge keys
@@ -174,6 +177,7 @@ func New(cfg Config) (*Keeper, error) {
 		return nil, err
 	}
 	k := &Keeper{cfg: cfg, log: cfg.Logger.With("component", "leaf"), wake: make(chan struct{}, 1), want: true}
+	k.m = newMetrics(cfg.Registerer, k)
 	b, err := readCache(cfg.CachePath, cfg.MaxBytes+1024)
 	switch {
 	case err == nil:
@@ -355,6 +359,7 @@ func (k *Keeper) serve(m *nats.Msg) {
 		if err == nil {
 			m.Respond(r.Data)
 			k.forwarded.Add(1)
+			k.m.requests.WithLabelValues("forwarded").Inc()
 		}
 		return
 	}
@@ -362,10 +367,12 @@ func (k *Keeper) serve(m *nats.Msg) {
 	if h == nil {
 		b, _ := tablewire.Encode(&tablev1.SnapshotReply{Schema: tablewire.Schema, Error: "the regional leaf holds no table yet and the control plane is unreachable"})
 		m.Respond(b)
+		k.m.requests.WithLabelValues("none").Inc()
 		return
 	}
 	if m.Respond(h.reply) == nil {
 		k.served.Add(1)
+		k.m.requests.WithLabelValues("served").Inc()
 	}
 }
 
@@ -438,12 +445,14 @@ func (k *Keeper) fetch() {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if err != nil {
+		k.m.fetches.WithLabelValues("error").Inc()
 		k.lastErr = err.Error()
 		k.nextFetch = time.Now().Add(k.cfg.Retry.Delay(k.fetchTries))
 		k.fetchTries++
 		k.log.Debug("snapshot fetch failed; retrying", "err", err)
 		return
 	}
+	k.m.fetches.WithLabelValues("ok").Inc()
 	k.lastErr, k.fetchTries, k.nextFetch = "", 0, time.Time{}
 	if h := k.cur.Load(); h != nil && !newer(k.wantEpoch, k.wantRev, h.table.GetEpoch(), h.table.GetRevision()) {
 		k.want = false

@@ -17,11 +17,13 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/meridian-mesh/meridian/control/natsd"
 	tablev1 "github.com/meridian-mesh/meridian/proto/table/v1"
 	"github.com/meridian-mesh/meridian/shared/tablewire"
+	"github.com/meridian-mesh/meridian/shared/testkit/promtest"
 	"github.com/meridian-mesh/meridian/shared/testkit/tablegen"
 	"github.com/meridian-mesh/meridian/shared/testkit/wait"
 )
@@ -127,8 +129,11 @@ func server(t *testing.T, ids natsd.Identities) *natsd.Server {
 	return s
 }
 
-func keeper(t *testing.T, pub ed25519.PublicKey, path string) *Keeper {
+func keeper(t *testing.T, pub ed25519.PublicKey, path string, reg ...prometheus.Registerer) *Keeper {
 	cfg := DefaultConfig()
+	if len(reg) > 0 {
+		cfg.Registerer = reg[0]
+	}
 	cfg.Name, cfg.Keys, cfg.CachePath, cfg.Logger, cfg.Poll = "leaf-test", []ed25519.PublicKey{pub}, path, quiet(), 20*time.Millisecond
 	cfg.SnapshotTimeout = 2 * time.Second
 	k, err := New(cfg)
@@ -180,7 +185,8 @@ func TestKeeperAnswersOnlyWhileTheHubIsAway(t *testing.T) {
 	s := server(t, nil)
 	c := newControl(t, s.ClientURL(), priv)
 	path := filepath.Join(t.TempDir(), "table.snap")
-	k := keeper(t, pub, path)
+	reg := prometheus.NewRegistry()
+	k := keeper(t, pub, path, reg)
 	var up atomic.Bool
 	up.Store(true)
 	run(t, k, s.ClientURL(), up.Load)
@@ -215,6 +221,15 @@ func TestKeeperAnswersOnlyWhileTheHubIsAway(t *testing.T) {
 	}
 	if k.Status().Served == 0 {
 		t.Fatal("served counter did not move")
+	}
+	if v := promtest.Values(t, reg, "meridian_leaf_snapshot_requests_total")[`result="served"`]; v < 1 {
+		t.Fatalf("meridian_leaf_snapshot_requests_total{served} = %v", v)
+	}
+	if v := promtest.Values(t, reg, "meridian_leaf_answering")[""]; v != 1 {
+		t.Fatalf("meridian_leaf_answering = %v while cut off", v)
+	}
+	if v := promtest.Values(t, reg, "meridian_leaf_table_revision")[""]; v != 6 {
+		t.Fatalf("meridian_leaf_table_revision = %v, want 6", v)
 	}
 
 	// The hub returns with a newer table before the keeper noticed: the
@@ -281,6 +296,14 @@ func TestKeeperRefusesForgedSnapshots(t *testing.T) {
 	}
 	if again := keeper(t, pub, path); again.Status().Revision != 4 {
 		t.Fatalf("restarted keeper holds %d, want 4 from its cache", again.Status().Revision)
+	}
+	// A leaf restarted while its region is cut off answers from disk.
+	cold := keeper(t, pub, path)
+	s2 := server(t, nil)
+	run(t, cold, s2.ClientURL(), func() bool { return false })
+	wait.For(t, 10*time.Second, "the restarted keeper to answer", func() bool { return cold.Status().Answering })
+	if b, err := ask(t, s2.ClientURL()); err != nil || revisionOf(t, b) != 4 {
+		t.Fatalf("restarted while cut off: revision %d (%v), want 4 from disk", revisionOf(t, b), err)
 	}
 	raw, _ := os.ReadFile(path)
 	raw[len(raw)-1] ^= 0xff

@@ -21,6 +21,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/meridian-mesh/meridian/control/leaf"
 	"github.com/meridian-mesh/meridian/control/natsd"
@@ -67,7 +70,8 @@ type LeafConfig struct {
 	// control plane's cluster ID ("" follows the first table's).
 	TableKeys []string
 	ClusterID string
-	// HTTPAddr serves GET /v1/leaf/status and /healthz; "" is off.
+	// HTTPAddr serves GET /v1/leaf/status, /metrics and /healthz; "" is
+	// off.
 	HTTPAddr string
 	// PingInterval is how often the leaf pings the hub (and its
 	// clients): a stalled hub connection is dropped after about three
@@ -150,7 +154,7 @@ func leafMain(args []string, getenv func(string) string, stderr io.Writer) error
 	fs.StringVar(&cfg.TLSKey, "nats-tls-key", "", "PEM key for -nats-tls-cert")
 	keys := fs.String("table-public-key", getenv("MERIDIAN_TABLE_PUBLIC_KEY"), "comma-separated table public keys, ed25519:... (or MERIDIAN_TABLE_PUBLIC_KEY)")
 	fs.StringVar(&cfg.ClusterID, "cluster-id", "", "the control plane's cluster ID (default: the first table's)")
-	fs.StringVar(&cfg.HTTPAddr, "http-addr", "", "address serving GET /v1/leaf/status and /healthz (default: off)")
+	fs.StringVar(&cfg.HTTPAddr, "http-addr", "", "address serving GET /v1/leaf/status, /metrics and /healthz (default: off)")
 	fs.DurationVar(&cfg.PingInterval, "ping-interval", cfg.PingInterval, "how often the hub connection is pinged; a stalled one is dropped after about three")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn, error or off")
 	if err := fs.Parse(args); err != nil {
@@ -182,6 +186,9 @@ func runLeaf(ctx context.Context, cfg LeafConfig, logger *slog.Logger) error {
 	kcfg := leaf.DefaultConfig()
 	kcfg.Name, kcfg.Keys, kcfg.ClusterID, kcfg.Logger = cfg.Name, pub, cfg.ClusterID, logger.With("region", cfg.Region)
 	kcfg.CachePath = filepath.Join(cfg.DataDir, "table.snap")
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	kcfg.Registerer = reg
 	keeper, err := leaf.New(kcfg)
 	if err != nil {
 		return err
@@ -245,7 +252,7 @@ func runLeaf(ctx context.Context, cfg LeafConfig, logger *slog.Logger) error {
 		if err != nil {
 			return fmt.Errorf("leaf: http: %w", err)
 		}
-		srv := &http.Server{Handler: leafHandler(keeper), ReadHeaderTimeout: 5 * time.Second}
+		srv := &http.Server{Handler: leafHandler(keeper, reg), ReadHeaderTimeout: 5 * time.Second}
 		go srv.Serve(ln)
 		defer srv.Close()
 		logger.Info("leaf status", "http", ln.Addr().String())
@@ -253,10 +260,11 @@ func runLeaf(ctx context.Context, cfg LeafConfig, logger *slog.Logger) error {
 	return keeper.Run(ctx, nc, ns.HubConnected)
 }
 
-// leafHandler serves the keeper's status: no credentials, no table
-// contents.
-func leafHandler(k *leaf.Keeper) http.Handler {
+// leafHandler serves the keeper's status and metrics: no credentials,
+// no table contents.
+func leafHandler(k *leaf.Keeper, reg *prometheus.Registry) http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /v1/leaf/status", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(k.Status())
