@@ -65,6 +65,10 @@ type Config struct {
 	// Poll is how often the keeper checks the hub connection and
 	// whether it is behind. Default 200 ms.
 	Poll time.Duration
+	// StartGrace is how long after Run starts the keeper waits for the
+	// hub connection before it takes the hub for unreachable, so a leaf
+	// whose connection is still being set up does not answer. Default 2 s.
+	StartGrace time.Duration
 	// Retry is the backoff between failed snapshot fetches. Default
 	// 250 ms doubling to 10 s.
 	Retry backoff.Policy
@@ -77,7 +81,7 @@ type Config struct {
 // be set.
 func DefaultConfig() Config {
 	return Config{
-		MaxBytes: tablewire.DefaultMaxBytes, SnapshotTimeout: 5 * time.Second, Poll: 200 * time.Millisecond,
+		MaxBytes: tablewire.DefaultMaxBytes, SnapshotTimeout: 5 * time.Second, Poll: 200 * time.Millisecond, StartGrace: 2 * time.Second,
 		Retry: backoff.Policy{Base: 250 * time.Millisecond, Max: 10 * time.Second, Jitter: 0.2}, Logger: slog.Default(),
 	}
 }
@@ -102,8 +106,8 @@ func (c *Config) Validate() error {
 	if c.MaxBytes < 1024 {
 		errs = append(errs, errors.New("leaf: max bytes must be at least 1024"))
 	}
-	if c.SnapshotTimeout <= 0 || c.Poll <= 0 {
-		errs = append(errs, errors.New("leaf: snapshot timeout and poll interval must be positive"))
+	if c.SnapshotTimeout <= 0 || c.Poll <= 0 || c.StartGrace < 0 {
+		errs = append(errs, errors.New("leaf: snapshot timeout and poll interval must be positive, start grace not negative"))
 	}
 	if c.Logger == nil {
 		errs = append(errs, errors.New("leaf: logger is required"))
@@ -293,8 +297,9 @@ func (k *Keeper) Run(ctx context.Context, nc *nats.Conn, hubUp func() bool) erro
 	defer k.setAnswering(false)
 	t := time.NewTicker(k.cfg.Poll)
 	defer t.Stop()
+	started := time.Now()
 	for {
-		k.step()
+		k.step(time.Since(started) >= k.cfg.StartGrace)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -306,8 +311,11 @@ func (k *Keeper) Run(ctx context.Context, nc *nats.Conn, hubUp func() bool) erro
 
 // step answers or stops answering as the hub comes and goes, and fetches
 // the newest snapshot while the hub is there and the keeper is behind.
-func (k *Keeper) step() {
+func (k *Keeper) step(pastGrace bool) {
 	up := k.hubUp()
+	if !up && !pastGrace {
+		return
+	}
 	k.setAnswering(!up)
 	if !up {
 		return

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -238,8 +239,16 @@ func runLeaf(ctx context.Context, cfg LeafConfig, logger *slog.Logger) error {
 		opts = append(opts, nats.InProcessServer(ns))
 	} else {
 		// An in-process connection stalls in a TLS server's sniffing
-		// (distribution.go): dial it, trusting its own certificate.
-		opts = append(opts, nats.Secure(&tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12})) //nolint:gosec // loopback to our own server
+		// (distribution.go): dial it, and accept only its own
+		// certificate (pinned: whatever names or CA it carries).
+		own := ncfg.TLS.Certificates[0].Certificate[0]
+		opts = append(opts, nats.Secure(&tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: true,
+			VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+				if len(raw) == 0 || !bytes.Equal(raw[0], own) {
+					return errors.New("leaf: the NATS server is not this leaf's own")
+				}
+				return nil
+			}}))
 	}
 	nc, err := nats.Connect(loopbackURL(ns.ClientURL()), opts...)
 	if err != nil {
