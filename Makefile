@@ -4,7 +4,7 @@ comma     := ,
 FUZZTIME  ?= 10s
 BIN       := bin
 
-.PHONY: help build ollama tinymodel proto ui console-screenshots test e2e run bench bench-gateway bench-adapters bench-gossip bench-local bench-links bench-peerdeath bench-control bench-usage bench-distribution bench-scale bench-router bench-security bench-keys bench-cache bench-spend bench-batch chaos-control fuzz lint clean ops-check ops-tools
+.PHONY: help build ollama tinymodel proto ui console-screenshots test test-leaves e2e run bench bench-gateway bench-adapters bench-gossip bench-local bench-links bench-peerdeath bench-control bench-usage bench-distribution bench-scale bench-router bench-security bench-keys bench-cache bench-spend bench-batch chaos-control fuzz lint clean ops-check ops-tools
 
 help:
 	@echo "make build          build meridian-edge, meridian-control, meridianctl and mockprovider into $(BIN)/"
@@ -12,8 +12,9 @@ help:
 	@echo "make proto          regenerate Go code from proto/**/*.proto"
 	@echo "make ui             copy htmx from ops/console/node_modules (npm ci) into the web console's embedded assets"
 	@echo "make console-screenshots  run the web console's Chromium test and write its screenshots to ops/console/screenshots"
-	@echo "make run            the whole mesh on this machine: a control plane (NODES=3 for three), three edges in three regions behind a WAN relay, mock providers; everything from scripts/devmesh/fleet.yaml"
+	@echo "make run            the whole mesh on this machine: a control plane (NODES=3 for three; LEAVES=1: a NATS leaf node per region), three edges in three regions behind a WAN relay, mock providers; everything from scripts/devmesh/fleet.yaml"
 	@echo "make test           go vet and the race-enabled test suite"
+	@echo "make test-leaves    regional NATS leaf nodes as processes: a control node, three leaves, four edges; one region cut off and healed"
 	@echo "make e2e            end-to-end scenarios on the real binaries, started as make run starts them (three control nodes, NODES=1 for one; LONG=1: longer forms; RUN=1,2: some scenarios)"
 	@echo "make bench          every benchmark (go test -bench and the gateway benchmark)"
 	@echo "make bench-gateway  edge overhead against a direct call and a minimal proxy"
@@ -71,7 +72,7 @@ console-screenshots:
 # The mesh's state (models, certificates, Raft data) stays in
 # .meridian/devmesh between runs; delete it to start afresh.
 run: ollama build
-	$(GO) run ./scripts/devmesh $(if $(NODES),-nodes $(NODES))
+	$(GO) run ./scripts/devmesh $(if $(NODES),-nodes $(NODES)) $(if $(LEAVES),-leaves)
 
 # Process-level scenarios against bin/: the same launcher as make run
 # (scripts/devmesh/mesh), on other ports, from an empty .meridian/e2e.
@@ -149,6 +150,14 @@ test: ollama
 		echo "######################################################################"; \
 	fi; \
 	exit $$status
+
+# Regional leaf nodes with real processes (scripts/leaftest): one control
+# node, three `meridian-control leaf` processes behind relays the test
+# cuts, four joined edges. About 35 s once built, so it runs here and in
+# .ci/run rather than in make test, which runs the in-process leaf tests
+# (control/leaf, control/natsd).
+test-leaves:
+	MERIDIAN_TEST_LEAVES=1 $(GO) test -count=1 -timeout 10m -run '^TestRegionalLeaves$$' ./scripts/leaftest
 
 bench: bench-gateway bench-adapters bench-gossip bench-local bench-links bench-peerdeath bench-control bench-distribution bench-router
 	$(GO) test -run '^$$' -bench . -benchmem ./shared/... ./edge/...

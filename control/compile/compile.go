@@ -81,6 +81,11 @@ func Build(s *fsm.State) *tablev1.RoutingTable {
 			// and certificates issued before its latest join.
 			n = proto.Clone(n).(*controlv1.Node)
 			n.Revoked, n.JoinedUnixMs = id.GetRevoked(), id.GetJoinedUnixMs()
+			if !id.GetRevoked() {
+				// Regional leaf nodes admit the node's NATS key from
+				// the table (control/leaf).
+				n.NatsKey = id.GetNatsKey()
+			}
 		}
 		e.Nodes = append(e.Nodes, n)
 	}

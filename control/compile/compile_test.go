@@ -11,6 +11,7 @@ import (
 	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
 	tablev1 "github.com/meridian-mesh/meridian/proto/table/v1"
 	"github.com/meridian-mesh/meridian/shared/tablewire"
+	"google.golang.org/protobuf/proto"
 )
 
 func apply(t *testing.T, f *fsm.FSM, index uint64, ops ...*controlv1.Op) {
@@ -181,5 +182,46 @@ func TestExhaustedTenantReachesTheTable(t *testing.T) {
 	}
 	if d := tablewire.Diff(after.Table, gone.Table); len(d.GetDeletes().GetTenantStates()) != 1 {
 		t.Fatalf("delete delta %v", d.GetDeletes())
+	}
+}
+
+// A joined node's NATS key travels in the table (regional leaves admit
+// edges by it); a revoked node's does not, and no write may set one.
+func TestCompileCarriesJoinedNodesNATSKeys(t *testing.T) {
+	const natsKey = "UCXF2TPTH2IA6ZT6ZPO6HMJPOIWCUFQQOFWH5XU6HG4ZW3XJK3WGBSTO"
+	f := fsm.New(fsm.Config{})
+	apply(t, f, 1, fleet()...)
+	cmd := func(index uint64, typ fsm.Type, msg proto.Message) {
+		t.Helper()
+		b, err := fsm.Encode(typ, msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := f.Apply(index, b); r.GetCode() != "" {
+			t.Fatalf("command %d: %v", index, r)
+		}
+	}
+	h := fsm.HashToken("tok")
+	cmd(2, fsm.TypeCreateJoinToken, &controlv1.CreateJoinToken{RequestId: "c", NowUnixMs: 1000,
+		Token: &controlv1.JoinToken{Hash: h, Node: "n1", ExpiresUnixMs: 5000}})
+	cmd(3, fsm.TypeRedeemJoinToken, &controlv1.RedeemJoinToken{RequestId: "r", Hash: h, NatsKey: natsKey, NowUnixMs: 2000})
+	key := func() string {
+		tab, err := Compile(DefaultConfig(), f.State())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tab.Table.GetEntities().GetNodes()[0].GetNatsKey()
+	}
+	if got := key(); got != natsKey {
+		t.Fatalf("joined node's nats_key = %q, want %q", got, natsKey)
+	}
+	cmd(4, fsm.TypeRevokeNode, &controlv1.RevokeNode{RequestId: "v", Node: "n1", NowUnixMs: 3000})
+	if got := key(); got != "" {
+		t.Fatalf("revoked node's nats_key = %q, want none", got)
+	}
+	b, _ := fsm.Encode(fsm.TypeWrite, &controlv1.Write{RequestId: "w", Ops: []*controlv1.Op{
+		fsm.PutOp(&controlv1.Node{Id: "n2", Region: "eu", NatsKey: natsKey})}})
+	if r := f.Apply(5, b); r.GetCode() == "" || !strings.Contains(r.GetMessage()+r.GetField(), "nats_key") {
+		t.Fatalf("a write setting nats_key: %v, want refused naming nats_key", r)
 	}
 }

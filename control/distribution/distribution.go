@@ -72,6 +72,14 @@ type Config struct {
 	// then name 127.0.0.1 when it listens on every interface, or its
 	// listen address otherwise).
 	TLSCert, TLSKey, TLSCA string
+	// LeafListen, when set, is the embedded server's leafnode address,
+	// host:port, which regional leaf nodes (`meridian-control leaf`,
+	// control/leaf) connect to; it serves TLS with TLSCert when given,
+	// and needs it beyond loopback.
+	LeafListen string
+	// LeafPassword is the leaf credential (user natsd.LeafUser) the
+	// regional leaves authenticate with; required with LeafListen.
+	LeafPassword string
 	// EdgeIdentities admits edges to the embedded server by the nkeys
 	// they registered when they joined (control/api join.go), each
 	// allowed only its own reports; a revoked node's connections are
@@ -125,6 +133,12 @@ func (c *Config) Validate() error {
 	}
 	if c.TLSCert != "" && c.TLSCA == "" {
 		errs = append(errs, errors.New("distribution: a NATS TLS certificate needs the CA that signed it, which the node checks its own server against"))
+	}
+	if c.LeafListen != "" && len(c.NATSURLs) > 0 {
+		errs = append(errs, errors.New("distribution: a leaf listener needs the embedded server, not an existing NATS cluster"))
+	}
+	if c.LeafListen != "" && c.LeafPassword == "" {
+		errs = append(errs, errors.New("distribution: a leaf listener needs the leaf credential (MERIDIAN_NATS_LEAF_PASSWORD)"))
 	}
 	if c.HeartbeatInterval <= 0 || c.MaxTableBytes < 1024 {
 		errs = append(errs, errors.New("distribution: heartbeat interval and table cap must be positive"))
@@ -182,6 +196,10 @@ func Start(cfg Config, node Node) (*Distribution, error) {
 				ncfg.ClusterTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12,
 					RootCAs: clientTLS.RootCAs, ClientCAs: clientTLS.RootCAs, ClientAuth: tls.RequireAndVerifyClientCert}
 			}
+		}
+		ncfg.LeafListen, ncfg.LeafPassword = cfg.LeafListen, cfg.LeafPassword
+		if ncfg.TLS != nil && cfg.LeafListen != "" {
+			ncfg.LeafTLS = ncfg.TLS.Clone()
 		}
 		if cfg.EdgeIdentities {
 			ncfg.Identities = &fsmIdentities{f: node.FSM()}
@@ -289,6 +307,15 @@ func (d *Distribution) ClusterAddr() string {
 		return ""
 	}
 	return d.ns.ClusterAddr()
+}
+
+// LeafAddr returns the embedded server's leafnode address, "" without
+// one.
+func (d *Distribution) LeafAddr() string {
+	if d.ns == nil {
+		return ""
+	}
+	return d.ns.LeafAddr()
 }
 
 // Usage returns the node's usage aggregator, nil without JetStream.

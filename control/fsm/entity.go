@@ -270,6 +270,9 @@ func validateNode(m proto.Message) error {
 	if n.GetRevoked() || n.GetJoinedUnixMs() != 0 {
 		return invalid("revoked", "revoked and joined_unix_ms are set by the control plane, not written")
 	}
+	if n.GetNatsKey() != "" {
+		return invalid("nats_key", "is set by the control plane from the node's join, not written")
+	}
 	if len(n.GetAddresses()) > maxList {
 		return invalid("addresses", "holds more than %d addresses", maxList)
 	}

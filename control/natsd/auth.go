@@ -53,6 +53,26 @@ func EdgePermissions(node string) *server.Permissions {
 	}
 }
 
+// LeafPermissions bound a regional leaf node's connection to the hub
+// (control/leaf), written from the leaf's side: it may carry what the
+// edges behind it may do together (every node's reports, usage and
+// limit reports, snapshot requests; tables, heartbeats and replies in
+// any edge's inbox back) and nothing a control node alone may do, such
+// as publishing a table or a heartbeat. The leaf enforces each edge's
+// own EdgePermissions itself. NATS reverses the directions on the hub's
+// side of the connection.
+func LeafPermissions() *server.Permissions {
+	return &server.Permissions{
+		Publish: &server.SubjectPermission{Allow: []string{
+			tablewire.SubjectSnapshot, tablewire.SubjectApplied, tablewire.SubjectApplied + ".*",
+			usagewire.UsageSubjects, usagewire.LimitsSubjects,
+		}},
+		Subscribe: &server.SubjectPermission{Allow: []string{
+			tablewire.SubjectUpdate, tablewire.SubjectHeartbeat, "_INBOX.>", usagewire.LimitsSubjects,
+		}},
+	}
+}
+
 // jobsPublish is what an edge may publish for batches: their messages,
 // and the JetStream API of the batch streams short of creating, updating
 // or deleting them.
@@ -79,18 +99,32 @@ func jobsPublish() []string {
 }
 
 // auth authenticates clients: the control credential (token, or user and
-// password) gets every permission, an edge's nkey gets EdgePermissions.
+// password) gets every permission, an edge's nkey gets EdgePermissions;
+// and leaf connections: the leaf credential gets LeafPermissions.
 // It is nats-server's CustomClientAuthentication, which replaces the
 // server's own client authentication; routes keep theirs.
 type auth struct {
 	user, pass, token []byte
 	ids               Identities
+	// leafPass admits regional leaf nodes (user LeafUser) on the leaf
+	// listener, with LeafPermissions; nil: no leaf is admitted.
+	leafPass []byte
 }
 
 var _ server.Authentication = (*auth)(nil)
 
 func (a *auth) Check(c server.ClientAuthentication) bool {
 	o := c.GetOpts()
+	if c.Kind() == server.LEAF {
+		// A leaf connection authenticates with the leaf credential
+		// only, and a client never does.
+		if len(a.leafPass) == 0 || o.Username != LeafUser ||
+			subtle.ConstantTimeCompare([]byte(o.Password), a.leafPass) != 1 {
+			return false
+		}
+		c.RegisterUser(&server.User{Username: LeafUser, Permissions: LeafPermissions()})
+		return true
+	}
 	switch {
 	case o.Nkey != "" && a.ids != nil:
 		node, ok := a.ids.EdgeByKey(o.Nkey)

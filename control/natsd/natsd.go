@@ -66,6 +66,33 @@ type Config struct {
 	// With routes JetStream runs clustered: Name must be unique per
 	// node, and ClusterName the same on every node.
 	StoreDir string
+	// LeafListen, when set, is the leafnode address regional leaf nodes
+	// (control/leaf) connect to, host:port (port 0 picks one). It needs
+	// LeafPassword, and TLS beyond loopback (LeafTLS).
+	LeafListen string
+	// LeafPassword authenticates leaf nodes on LeafListen, as user
+	// LeafUser; a leaf connection may carry only what edges and the
+	// leaf's table keeper need (LeafPermissions).
+	LeafPassword string
+	// LeafTLS, when set, makes leaf nodes connect with TLS.
+	LeafTLS *tls.Config
+	// Hub, when set, runs this server as a leaf node of the control
+	// plane's servers: their LeafListen addresses, host:port, tried in
+	// turn. It authenticates as LeafUser with HubPassword.
+	Hub []string
+	// HubPassword is the leaf credential the control nodes' LeafPassword
+	// names.
+	HubPassword string
+	// HubTLS, when set, makes the connection to the hub use TLS (it
+	// must carry the hub's CA in RootCAs).
+	HubTLS *tls.Config
+	// PingInterval is how often the server pings its connections, the
+	// hub's included; MaxPingsOut unanswered pings close one. A leaf
+	// node uses a short interval, so a cut that stalls the hub's
+	// connection without closing it is noticed in about PingInterval ×
+	// (MaxPingsOut + 1). Zero keeps NATS' defaults (2 min, 2).
+	PingInterval time.Duration
+	MaxPingsOut  int
 	// ReadyTimeout bounds the wait for the listener. Default 10 s.
 	ReadyTimeout time.Duration
 	// Logger receives NATS' notices, warnings and errors, credentials
@@ -85,6 +112,13 @@ func DefaultConfig() Config {
 // ErrNoAuth means the config gives neither a user and password nor a
 // token: the bus carries the routing table and must never be open.
 var ErrNoAuth = errors.New("natsd: a user and password, or a token, is required")
+
+// ErrNoLeafAuth means a leaf listener, or a connection to a hub, has no
+// leaf credential.
+var ErrNoLeafAuth = errors.New("natsd: leaf nodes need a leaf credential (MERIDIAN_NATS_LEAF_PASSWORD)")
+
+// LeafUser is the user leaf nodes authenticate to the hub as.
+const LeafUser = "meridian-leaf"
 
 // ErrPlainNonLoopback is a client listener beyond loopback without TLS:
 // credentials and tables would cross the network in the clear.
@@ -136,6 +170,33 @@ func (c *Config) Validate() error {
 	if c.Logger == nil {
 		errs = append(errs, errors.New("natsd: logger is required"))
 	}
+	if c.LeafListen != "" {
+		if h, _, err := hostPort(c.LeafListen); err != nil {
+			errs = append(errs, fmt.Errorf("natsd: leaf listen: %w", err))
+		} else if c.LeafTLS == nil && !loopbackHost(h) {
+			errs = append(errs, fmt.Errorf("%w: leaf listen %s", ErrPlainNonLoopback, c.LeafListen))
+		}
+		if c.LeafPassword == "" {
+			errs = append(errs, ErrNoLeafAuth)
+		}
+	}
+	for _, h := range c.Hub {
+		host, _, err := hostPort(h)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("natsd: hub %q: %w", h, err))
+		} else if c.HubTLS == nil && !loopbackHost(host) {
+			errs = append(errs, fmt.Errorf("%w: hub %s", ErrPlainNonLoopback, h))
+		}
+	}
+	if len(c.Hub) > 0 && c.HubPassword == "" {
+		errs = append(errs, ErrNoLeafAuth)
+	}
+	if len(c.Hub) > 0 && (c.StoreDir != "" || c.LeafListen != "") {
+		errs = append(errs, errors.New("natsd: a leaf node runs neither JetStream nor a leaf listener of its own"))
+	}
+	if c.PingInterval < 0 || c.MaxPingsOut < 0 {
+		errs = append(errs, errors.New("natsd: ping interval and max pings out must not be negative"))
+	}
 	if c.StoreDir != "" && (c.Name == "" || c.ClusterListen != "" && c.ClusterName == "") {
 		errs = append(errs, errors.New("natsd: JetStream needs a server name, and a cluster name when clustered"))
 	}
@@ -182,6 +243,9 @@ func Start(cfg Config) (*Server, error) {
 	// the edges' nkeys are checked in one place, and a nonce is always
 	// sent for the nkeys to sign.
 	au := &auth{user: []byte(cfg.User), pass: []byte(cfg.Password), token: []byte(cfg.Token), ids: cfg.Identities}
+	if cfg.LeafListen != "" {
+		au.leafPass = []byte(cfg.LeafPassword)
+	}
 	opts.CustomClientAuthentication, opts.AlwaysEnableNonce = au, true
 	if cfg.TLS != nil {
 		opts.TLS, opts.TLSConfig, opts.TLSTimeout = true, cfg.TLS, 5
@@ -217,6 +281,44 @@ func Start(cfg Config) (*Server, error) {
 			}
 			opts.Routes = append(opts.Routes, &url.URL{Scheme: scheme, User: url.UserPassword(routeUser, routePass), Host: r})
 		}
+	}
+	if cfg.LeafListen != "" {
+		lh, lp, _ := hostPort(cfg.LeafListen)
+		if lp == 0 {
+			lp = server.RANDOM_PORT
+		}
+		// No authorization block of its own: leaf connections then go
+		// through the same authenticator as clients (auth.go), which
+		// gives the leaf credential LeafPermissions. (nats-server binds
+		// a leafnode block's users to an account but does not apply
+		// their permissions.)
+		opts.LeafNode = server.LeafNodeOpts{Host: lh, Port: lp}
+		if cfg.LeafTLS != nil {
+			opts.LeafNode.TLSConfig, opts.LeafNode.TLSTimeout = cfg.LeafTLS, 5
+		}
+	}
+	if len(cfg.Hub) > 0 {
+		scheme := "nats-leaf"
+		if cfg.HubTLS != nil {
+			scheme = "tls"
+		}
+		r := &server.RemoteLeafOpts{}
+		for _, h := range cfg.Hub {
+			r.URLs = append(r.URLs, &url.URL{Scheme: scheme, User: url.UserPassword(LeafUser, cfg.HubPassword), Host: h})
+		}
+		if cfg.HubTLS != nil {
+			r.TLS, r.TLSConfig, r.TLSTimeout = true, cfg.HubTLS, 5
+		}
+		opts.LeafNode.Remotes = []*server.RemoteLeafOpts{r}
+		// Reconnect quickly once the hub is back: the region's edges
+		// wait for it to report and send usage.
+		opts.LeafNode.ReconnectInterval = time.Second
+	}
+	if cfg.PingInterval > 0 {
+		opts.PingInterval = cfg.PingInterval
+	}
+	if cfg.MaxPingsOut > 0 {
+		opts.MaxPingsOut = cfg.MaxPingsOut
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
@@ -270,6 +372,27 @@ func (s *Server) JetStreamPeers() int {
 	return n
 }
 
+// LeafAddr returns the leafnode listener's host:port, or "" when there
+// is none.
+func (s *Server) LeafAddr() string {
+	if s.cfg.LeafListen == "" {
+		return ""
+	}
+	v, err := s.ns.Varz(nil)
+	if err != nil || v.LeafNode.Port == 0 {
+		return ""
+	}
+	return net.JoinHostPort(v.LeafNode.Host, strconv.Itoa(v.LeafNode.Port))
+}
+
+// HubConnected reports whether a leaf node's connection to the hub is
+// up; false for a server that is not a leaf node.
+func (s *Server) HubConnected() bool { return len(s.cfg.Hub) > 0 && s.ns.NumLeafNodes() > 0 }
+
+// NumLeafNodes returns how many leafnode connections are up: on the hub,
+// its regional leaves; on a leaf, its connection to the hub.
+func (s *Server) NumLeafNodes() int { return s.ns.NumLeafNodes() }
+
 // NumRoutes returns how many routes to other servers are up.
 func (s *Server) NumRoutes() int { return s.ns.NumRoutes() }
 
@@ -281,7 +404,7 @@ func (s *Server) Shutdown() {
 
 func secrets(c Config) []string {
 	var out []string
-	for _, s := range []string{c.Password, c.Token} {
+	for _, s := range []string{c.Password, c.Token, c.LeafPassword, c.HubPassword} {
 		if s != "" {
 			out = append(out, s, url.QueryEscape(s), url.PathEscape(s))
 		}

@@ -32,6 +32,7 @@ func devmesh() int {
 	flag.StringVar(&o.Dir, "dir", o.Dir, "folder for the mesh's state: models, certificates, Raft data, Ollama models")
 	flag.IntVar(&o.ControlNodes, "nodes", o.ControlNodes, "control plane nodes: 1 or 3")
 	flag.StringVar(&o.LogLevel, "log-level", o.LogLevel, "the processes' log level: debug, info, warn or error")
+	flag.BoolVar(&o.Leaves, "leaves", false, "one regional NATS leaf node per region (meridian-control leaf); each edge connects to its region's")
 	flag.Parse()
 	defer foreground()()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -59,6 +60,11 @@ func run(ctx context.Context, o mesh.Options, out io.Writer) error {
 		fmt.Fprintln(out, "devmesh: stopped")
 	}()
 	printGuide(out, m, o, time.Since(start))
+	for _, site := range mesh.Sites {
+		if u := m.LeafStatusURL(site.Region); u != "" {
+			fmt.Fprintf(out, "  leaf-%s: the region's NATS leaf node; its edge connects only to it (%s)\n", site.Region, u)
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():

@@ -38,12 +38,14 @@ func natsFlags(fs *flag.FlagSet, n *distribution.Config) (urls, routes *string) 
 	fs.StringVar(&n.TLSCert, "nats-tls-cert", "", "PEM certificate: the embedded NATS server requires TLS")
 	fs.StringVar(&n.TLSKey, "nats-tls-key", "", "PEM key for -nats-tls-cert")
 	fs.StringVar(&n.TLSCA, "nats-tls-ca", "", "PEM CA that NATS servers are checked against")
+	fs.StringVar(&n.LeafListen, "nats-leaf-listen", "", "embedded NATS server's leafnode address, host:port, for regional leaf nodes (meridian-control leaf); needs MERIDIAN_NATS_LEAF_PASSWORD, and -nats-tls-cert beyond loopback")
 	return urls, routes
 }
 
 // natsSecrets reads the NATS credentials from the environment.
 func natsSecrets(n *distribution.Config, getenv func(string) string) {
 	n.Password, n.Token = getenv("MERIDIAN_NATS_PASSWORD"), getenv("MERIDIAN_NATS_TOKEN")
+	n.LeafPassword = getenv("MERIDIAN_NATS_LEAF_PASSWORD")
 }
 
 // validateNATS checks what the flags and environment gave; the
@@ -52,7 +54,10 @@ func validateNATS(n *distribution.Config) error {
 	if n.User != "" && n.Password == "" {
 		return errors.New("-nats-user needs MERIDIAN_NATS_PASSWORD")
 	}
-	if !natsEnabled(n) && (len(n.NATSURLs) > 0 || n.ClusterListen != "" || len(n.Routes) > 0) {
+	if n.LeafListen != "" && n.LeafPassword == "" {
+		return errors.New("-nats-leaf-listen needs the leaf credential in MERIDIAN_NATS_LEAF_PASSWORD")
+	}
+	if !natsEnabled(n) && (len(n.NATSURLs) > 0 || n.ClusterListen != "" || len(n.Routes) > 0 || n.LeafListen != "") {
 		return errors.New("NATS is configured but has no credentials: set MERIDIAN_NATS_TOKEN, or -nats-user and MERIDIAN_NATS_PASSWORD")
 	}
 	return nil
@@ -76,7 +81,7 @@ func startDistribution(cfg Config, node *cluster.Node, kek *seal.KEK, logger *sl
 		return nil, fmt.Errorf("table distribution: %w", err)
 	}
 	if d.ClientURL() != "" {
-		logger.Info("routing table distribution", "nats", d.ClientURL(), "cluster", d.ClusterAddr())
+		logger.Info("routing table distribution", "nats", d.ClientURL(), "cluster", d.ClusterAddr(), "leaf", d.LeafAddr())
 	} else {
 		logger.Info("routing table distribution through an existing NATS cluster")
 	}

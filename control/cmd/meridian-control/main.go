@@ -23,6 +23,16 @@
 // The web console is served at /ui with the API's tokens (README "Web
 // console"); -console-edges names the edges its decision explorer asks.
 //
+// `meridian-control leaf` runs a regional NATS leaf node instead: a NATS
+// server under the control nodes' -nats-leaf-listen that a region's edges
+// connect to, with a keeper that serves the region its last table while
+// the control plane is unreachable (control/leaf; `meridian-control leaf
+// -help`, README "Regional leaf nodes"):
+//
+//	MERIDIAN_NATS_LEAF_PASSWORD=... meridian-control leaf -region eu-west \
+//	    -hub 10.0.0.1:7422,10.0.0.2:7422 -hub-tls-ca ca.crt -nats-listen 10.1.0.1:4222 \
+//	    -nats-tls-cert leaf.crt -nats-tls-key leaf.key -table-public-key ed25519:...
+//
 // SIGTERM or SIGINT leaves gracefully: a leader hands leadership over
 // before it stops. The node stays a voter; `meridianctl cluster remove`
 // takes it out of the cluster.
@@ -46,6 +56,12 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "leaf" {
+		if err := leafMain(os.Args[2:], os.Getenv, os.Stderr); err != nil && !errors.Is(err, context.Canceled) {
+			fatal(err)
+		}
+		return
+	}
 	cfg := DefaultConfig()
 	fs := flag.NewFlagSet("meridian-control", flag.ExitOnError)
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "folder for the node ID, Raft log and snapshots")
@@ -113,6 +129,10 @@ func main() {
 	if err := run(ctx, cfg); err != nil && !errors.Is(err, context.Canceled) {
 		fatal(err)
 	}
+}
+
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 }
 
 func fatal(err error) {

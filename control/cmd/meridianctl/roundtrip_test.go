@@ -618,7 +618,7 @@ func TestRoundTripCoversEveryField(t *testing.T) {
 		}
 	}
 	// Fields only the control plane sets, which a write is refused for.
-	serverSet := map[string]bool{"node.revoked": true, "node.joined_unix_ms": true}
+	serverSet := map[string]bool{"node.revoked": true, "node.joined_unix_ms": true, "node.nats_key": true}
 	var missing []string
 	var want func(prefix string, d protoreflect.MessageDescriptor)
 	want = func(prefix string, d protoreflect.MessageDescriptor) {

@@ -248,7 +248,13 @@ type Node struct {
 	// joined, Unix milliseconds. Peers refuse certificates issued before
 	// it, so a re-admitted node's old (perhaps stolen) certificates stay
 	// dead.
-	JoinedUnixMs  int64 `protobuf:"varint,131,opt,name=joined_unix_ms,json=joinedUnixMs,proto3" json:"joined_unix_ms,omitempty"`
+	JoinedUnixMs int64 `protobuf:"varint,131,opt,name=joined_unix_ms,json=joinedUnixMs,proto3" json:"joined_unix_ms,omitempty"`
+	// Set by the control plane in the routing table: the node's NATS nkey
+	// public key ("U..."), from its join, so a regional leaf node
+	// (control/leaf) admits the node with its own subject permissions
+	// while cut off from the control plane. Empty for a node that never
+	// joined, or whose identity was revoked.
+	NatsKey       string `protobuf:"bytes,75,opt,name=nats_key,json=natsKey,proto3" json:"nats_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -330,6 +336,13 @@ func (x *Node) GetJoinedUnixMs() int64 {
 		return x.JoinedUnixMs
 	}
 	return 0
+}
+
+func (x *Node) GetNatsKey() string {
+	if x != nil {
+		return x.NatsKey
+	}
+	return ""
 }
 
 // Model is a model name clients may ask for.
@@ -3271,7 +3284,7 @@ const file_proto_control_v1_control_proto_rawDesc = "" +
 	"\x0egpu_memory_mib\x18\x02 \x01(\rR\fgpuMemoryMib\x12\x1d\n" +
 	"\n" +
 	"memory_mib\x18\x03 \x01(\rR\tmemoryMib\x12%\n" +
-	"\x0emax_concurrent\x18\x04 \x01(\rR\rmaxConcurrent\"\xc3\x02\n" +
+	"\x0emax_concurrent\x18\x04 \x01(\rR\rmaxConcurrent\"\xde\x02\n" +
 	"\x04Node\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06region\x18\x02 \x01(\tR\x06region\x12\x1c\n" +
@@ -3279,7 +3292,8 @@ const file_proto_control_v1_control_proto_rawDesc = "" +
 	"\bcapacity\x18\x04 \x01(\v2\x1d.meridian.control.v1.CapacityR\bcapacity\x12=\n" +
 	"\x06labels\x18\x05 \x03(\v2%.meridian.control.v1.Node.LabelsEntryR\x06labels\x12\x19\n" +
 	"\arevoked\x18\x82\x01 \x01(\bR\arevoked\x12%\n" +
-	"\x0ejoined_unix_ms\x18\x83\x01 \x01(\x03R\fjoinedUnixMs\x1a9\n" +
+	"\x0ejoined_unix_ms\x18\x83\x01 \x01(\x03R\fjoinedUnixMs\x12\x19\n" +
+	"\bnats_key\x18K \x01(\tR\anatsKey\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc4\x02\n" +

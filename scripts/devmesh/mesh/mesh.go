@@ -42,6 +42,7 @@ import (
 const (
 	AdminToken = "devmesh-admin-token-not-secret"
 	NATSToken  = "devmesh-nats-token-not-secret"
+	LeafSecret = "devmesh-leaf-password-not-secret"
 	MockKey    = "sk-dev-mock"
 	// KeyOpen and KeyEU are the fleet's client keys; KeyEU belongs to a
 	// tenant whose requests may be served in eu-west only.
@@ -81,6 +82,11 @@ type Options struct {
 	// in front of each edge adds it to each peer's link, told apart by
 	// the peer's link address.
 	Delay map[string]time.Duration
+	// Leaves runs one regional NATS leaf node per site (`meridian-control
+	// leaf`, README "Regional leaf nodes") under the control nodes'
+	// leafnode listeners; each edge then connects to its region's leaf
+	// only.
+	Leaves bool
 	// LogLevel is the processes' log level.
 	LogLevel string
 	// Logs receives every process's output, one prefixed line each.
@@ -103,7 +109,10 @@ type Mesh struct {
 	opts     Options
 	Controls []*Proc
 	Edges    []*Edge
-	Mocks    map[string]*Mock // by provider ID: mock-openai, mock-anthropic, mock-gemini
+	// Leaves are the regional leaf nodes, by region, with Options.Leaves.
+	Leaves   map[string]*Proc
+	leafURLs map[string]string // region → its leaf's NATS URL
+	Mocks    map[string]*Mock  // by provider ID: mock-openai, mock-anthropic, mock-gemini
 	relays   []*relay.Relay
 	ports    *ports
 	procs    procGroup
@@ -127,7 +136,7 @@ type Edge struct {
 // Start brings the whole mesh up and returns once every edge is ready on
 // the control plane's table. On error it stops what it started.
 func Start(ctx context.Context, o Options) (_ *Mesh, err error) {
-	m := &Mesh{opts: o, Mocks: map[string]*Mock{}}
+	m := &Mesh{opts: o, Mocks: map[string]*Mock{}, Leaves: map[string]*Proc{}, leafURLs: map[string]string{}}
 	defer func() {
 		if err != nil {
 			m.Stop()
@@ -171,6 +180,11 @@ func Start(ctx context.Context, o Options) (_ *Mesh, err error) {
 	}
 	if err := m.applyFleet(ctx); err != nil {
 		return nil, err
+	}
+	if o.Leaves {
+		if err := m.startLeaves(ctx); err != nil {
+			return nil, err
+		}
 	}
 	for i, s := range Sites {
 		if err := m.startEdge(ctx, i, s); err != nil {
@@ -297,7 +311,7 @@ func (m *Mesh) startControl(ctx context.Context) (err error) {
 		routes = append(routes, m.ports.get(fmt.Sprintf("control-%d NATS cluster", i)))
 		m.natsURLs = append(m.natsURLs, "nats://"+m.ports.get(fmt.Sprintf("control-%d NATS", i)))
 	}
-	env := append(os.Environ(), "MERIDIAN_NATS_TOKEN="+NATSToken)
+	env := append(os.Environ(), "MERIDIAN_NATS_TOKEN="+NATSToken, "MERIDIAN_NATS_LEAF_PASSWORD="+LeafSecret)
 	for i := 1; i <= n; i++ {
 		name := fmt.Sprintf("control-%d", i)
 		args := []string{
@@ -305,6 +319,9 @@ func (m *Mesh) startControl(ctx context.Context) (err error) {
 			"-http-addr", m.ports.get(name + " API"), "-raft-addr", m.ports.get(name + " Raft"),
 			"-nats-listen", m.ports.get(name + " NATS"), "-admin-tokens", AdminToken, "-log-level", m.opts.LogLevel,
 			"-kek-file", filepath.Join(m.opts.Dir, kekFile),
+		}
+		if m.opts.Leaves {
+			args = append(args, "-nats-leaf-listen", m.ports.get(name+" NATS leaf"))
 		}
 		if n == 1 {
 			args = append(args, "-bootstrap")
@@ -392,6 +409,65 @@ func (m *Mesh) applyFleet(ctx context.Context) error {
 	return last
 }
 
+// LeafStatusURL is region's leaf node's status URL, "" without leaves.
+func (m *Mesh) LeafStatusURL(region string) string {
+	if _, ok := m.Leaves[region]; !ok {
+		return ""
+	}
+	return "http://" + m.ports.get(region+" leaf status") + "/v1/leaf/status"
+}
+
+// edgeNATS is where an edge in region connects: its region's leaf, or
+// the control nodes.
+func (m *Mesh) edgeNATS(region string) []string {
+	if u, ok := m.leafURLs[region]; ok {
+		return []string{u}
+	}
+	return m.natsURLs
+}
+
+// startLeaves starts one regional leaf node per site under the control
+// nodes' leafnode listeners, pinning the control plane's table key, and
+// waits until each holds the table.
+func (m *Mesh) startLeaves(ctx context.Context) error {
+	if err := m.fetchTableKey(ctx); err != nil {
+		return err
+	}
+	var hub []string
+	for i := 1; i <= m.opts.ControlNodes; i++ {
+		hub = append(hub, m.ports.get(fmt.Sprintf("control-%d NATS leaf", i)))
+	}
+	env := append(os.Environ(), "MERIDIAN_NATS_LEAF_PASSWORD="+LeafSecret)
+	for _, s := range Sites {
+		name := "leaf-" + s.Region
+		p, err := m.procs.start(name, env, filepath.Join(m.opts.Bin, "meridian-control"), "leaf",
+			"-name", name, "-region", s.Region, "-hub", strings.Join(hub, ","),
+			"-nats-listen", m.ports.get(s.Region+" leaf NATS"), "-http-addr", m.ports.get(s.Region+" leaf status"),
+			"-data-dir", filepath.Join(m.opts.Dir, "leaves", s.Region), "-table-public-key", m.tableKey,
+			"-cluster-id", m.clusterID, "-log-level", m.opts.LogLevel)
+		if err != nil {
+			return err
+		}
+		m.Leaves[s.Region] = p
+		m.leafURLs[s.Region] = "nats://" + m.ports.get(s.Region+" leaf NATS")
+	}
+	for _, s := range Sites {
+		status := m.LeafStatusURL(s.Region)
+		err := waitFor(ctx, 60*time.Second, "leaf-"+s.Region+" to hold the table", func() bool {
+			resp, err := httpGet(status, "")
+			var st struct {
+				Revision     uint64 `json:"revision"`
+				HubConnected bool   `json:"hub_connected"`
+			}
+			return err == nil && json.Unmarshal(resp.body, &st) == nil && st.HubConnected && st.Revision > 0
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // startEdge writes edge i's configuration (identity, region,
 // credentials, the control plane's address and where to listen) and
 // starts it.
@@ -429,7 +505,7 @@ func (m *Mesh) startEdge(ctx context.Context, i int, s Site) error {
 	cfg := edgeConfig{
 		ID: id, Region: s.Region, Listen: api, LogLevel: m.opts.LogLevel,
 		Link: linkAddr, Relay: r.UDPAddr(), Gossip: m.ports.get(id + " gossip"), Seeds: seeds,
-		NATS: m.natsURLs, ControlAPI: m.ControlAPI(0), Creds: creds, Dir: dir, Ollama: filepath.Join(m.opts.Bin, "ollama"),
+		NATS: m.edgeNATS(s.Region), ControlAPI: m.ControlAPI(0), Creds: creds, Dir: dir, Ollama: filepath.Join(m.opts.Bin, "ollama"),
 		GeoIP: filepath.Join(m.opts.Dir, "geo.mmdb"),
 	}
 	path := filepath.Join(dir, "edge.yaml")
@@ -668,6 +744,17 @@ func newPorts(o Options) *ports {
 	for _, id := range []string{"mock-openai", "mock-anthropic", "mock-gemini"} {
 		add(id, next)
 		next++
+	}
+	if o.Leaves {
+		for i := 1; i <= o.ControlNodes; i++ {
+			add(fmt.Sprintf("control-%d NATS leaf", i), next)
+			next++
+		}
+		for _, s := range Sites {
+			add(s.Region+" leaf NATS", next)
+			add(s.Region+" leaf status", next+1)
+			next += 2
+		}
 	}
 	return p
 }

@@ -44,19 +44,8 @@ type Credentials struct {
 // credentials.
 func (m *Mesh) Provision(ctx context.Context, id, region, identityDir string) (Credentials, error) {
 	c := Credentials{IdentityDir: identityDir, GossipKey: gossipKey}
-	if m.tableKey == "" {
-		out, err := m.Ctl(ctx, "-json", "table-key")
-		if err != nil {
-			return c, err
-		}
-		var k struct {
-			PublicKey string `json:"public_key"`
-			ClusterID string `json:"cluster_id"`
-		}
-		if err := json.Unmarshal([]byte(out), &k); err != nil || k.PublicKey == "" {
-			return c, fmt.Errorf("meridianctl table-key: %q: %v", out, err)
-		}
-		m.tableKey, m.clusterID = k.PublicKey, k.ClusterID
+	if err := m.fetchTableKey(ctx); err != nil {
+		return c, err
 	}
 	c.TableKey, c.ClusterID = m.tableKey, m.clusterID
 	if entries, _ := os.ReadDir(identityDir); len(entries) > 0 {
@@ -74,6 +63,27 @@ func (m *Mesh) Provision(ctx context.Context, id, region, identityDir string) (C
 	}
 	c.JoinToken = t.Token
 	return c, nil
+}
+
+// fetchTableKey learns, once, the table key and cluster ID that edges
+// and leaves pin.
+func (m *Mesh) fetchTableKey(ctx context.Context) error {
+	if m.tableKey != "" {
+		return nil
+	}
+	out, err := m.Ctl(ctx, "-json", "table-key")
+	if err != nil {
+		return err
+	}
+	var k struct {
+		PublicKey string `json:"public_key"`
+		ClusterID string `json:"cluster_id"`
+	}
+	if err := json.Unmarshal([]byte(out), &k); err != nil || k.PublicKey == "" {
+		return fmt.Errorf("meridianctl table-key: %q: %v", out, err)
+	}
+	m.tableKey, m.clusterID = k.PublicKey, k.ClusterID
+	return nil
 }
 
 // prepare writes what the mesh needs and an earlier run did not leave:
