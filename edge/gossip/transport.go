@@ -34,10 +34,10 @@ var errBlocked = errors.New("gossip: address blocked")
 
 func newTransport(nt memberlist.Transport) *transport {
 	t := &transport{
-		Transport:    nt,
-		blocked:      make(map[string]bool),
-		streams:      make(chan net.Conn),
-		stop:         make(chan struct{}),
+		Transport: nt,
+		blocked:   make(map[string]bool),
+		streams:   make(chan net.Conn),
+		stop:      make(chan struct{}),
 	}
 	go t.forwardStreams()
 	return t
