@@ -97,10 +97,11 @@ func measurePools(ctx context.Context, n int, layout string) (p PoolRow) {
 	}
 	p.Converge = time.Since(start)
 
+	p.Settle = settle(ctx, all, 150*time.Second)
 	per := func() []uint64 {
 		b := make([]uint64, n)
 		for _, g := range all {
-			b[owner[g]] += g.Stats().BytesSent
+			b[owner[g]] += g.Stats().PacketBytesSent
 		}
 		return b
 	}
@@ -111,10 +112,22 @@ func measurePools(ctx context.Context, n int, layout string) (p PoolRow) {
 	}
 	b1, secs := per(), time.Since(w0).Seconds()
 	p.CPUPerNodePct = 100 * (cpuTime() - cpu0).Seconds() / secs / float64(n)
-	var total, reg, wan float64
+	// Push-pull per pool: one exchange per member per interval.
+	pp := make([]float64, len(pools))
+	for k, pool := range pools {
+		pp[k] = exchangeBytes(pool, 9) / pushPullInterval(len(pool)).Seconds()
+	}
+	edgePP := make([]float64, n)
+	for k, pool := range pools {
+		for _, g := range pool {
+			edgePP[owner[g]] += pp[k]
+		}
+	}
+	var total, reg, wan, pkt float64
 	var nreg, nwan int
 	for i := range n {
-		d := float64(b1[i]-b0[i]) / secs
+		d := float64(b1[i]-b0[i])/secs + edgePP[i]
+		pkt += float64(b1[i]-b0[i]) / secs
 		total += d
 		if designated[i] {
 			wan += d
@@ -125,6 +138,7 @@ func measurePools(ctx context.Context, n int, layout string) (p PoolRow) {
 		}
 	}
 	p.BytesPerNode = total / float64(n)
+	p.PacketBytes = pkt / float64(n)
 	if nreg > 0 {
 		p.BytesRegular = reg / float64(nreg)
 	}

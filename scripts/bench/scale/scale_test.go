@@ -61,7 +61,11 @@ type Row struct {
 	Converge          time.Duration
 	PropP50, PropP99  time.Duration
 	Placement         time.Duration
-	GossipBytes       float64 // per node per second
+	GossipBytes       float64 // per node per second: PacketBytes + PushPullBytes
+	PacketBytes       float64 // probes and gossip, per node per second, measured
+	ExchangeBytes     float64 // one push-pull, both directions, measured
+	PushPullBytes     float64 // ExchangeBytes / memberlist's push-pull interval
+	Settle            time.Duration
 	EdgeCPU           float64 // edge process CPU %, all stand-ins, during the window
 	EdgeCPUPerNode    float64 // EdgeCPU / N
 	EdgeHeapMiB       float64
@@ -82,6 +86,8 @@ type PoolRow struct {
 	Pools         string // the pools' sizes
 	Converge      time.Duration
 	BytesPerNode  float64 // every node's gossip bytes/s, averaged over the N edges
+	PacketBytes   float64 // the probes and gossip part of BytesPerNode
+	Settle        time.Duration
 	BytesRegular  float64 // an edge in one pool
 	BytesWAN      float64 // a designated edge: its region's pool plus the WAN pool
 	CPUPerNodePct float64
@@ -178,6 +184,12 @@ func TestScale(t *testing.T) {
 	var pools []PoolRow
 	for _, n := range poolSizes {
 		for _, layout := range []string{"global", "regional"} {
+			if i := slices.IndexFunc(rows, func(r Row) bool { return r.N == n && r.GossipBytes > 0 }); layout == "global" && i >= 0 {
+				r := rows[i] // the fleet run at n is one global pool
+				pools = append(pools, PoolRow{N: n, Layout: layout, Pools: strconv.Itoa(n), Converge: r.Converge,
+					BytesPerNode: r.GossipBytes, PacketBytes: r.PacketBytes, BytesRegular: r.GossipBytes, CPUPerNodePct: -1})
+				continue
+			}
 			var p PoolRow
 			if err := spawn(ctx, fmt.Sprintf("pools:%d:%s", n, layout), nil, write, &p); err != nil && p.Failed == "" {
 				p = PoolRow{N: n, Layout: layout, Failed: err.Error()}
@@ -336,7 +348,7 @@ func msf(d time.Duration) float64 { return float64(d) / float64(time.Millisecond
 func report(rows []Row) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Edge stand-ins in one process (gossip on an in-memory network), a 3-node control plane with clustered NATS in another, %d routes, %d route changes per size, %d CPUs, `make bench-scale`:\n\n", *routes, *changes, runtime.NumCPU())
-	b.WriteString("| edges | gossip converged | propagation p50 / p99 | placement routable everywhere | gossip bytes/s per node | edge CPU per node | crash detected by all (bound) | control plane CPU / RSS | edge process heap | router decision |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| edges | gossip converged | propagation p50 / p99 | placement routable everywhere | gossip bytes/s per node (probes + push-pull) | edge CPU per node | crash detected by all (bound) | control plane CPU / RSS | edge process heap | router decision |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
 		if r.Failed != "" && r.PropP99 == 0 {
 			fmt.Fprintf(&b, "| %d | %s | | | | | | | | |\n", r.N, r.Failed)
@@ -350,8 +362,8 @@ func report(rows []Row) string {
 		if r.PlacementTimedOut {
 			pl = "not within 30 s"
 		}
-		fmt.Fprintf(&b, "| %d | %.1f s | %.1f / %.1f ms | %s | %.0f | %.2f%% | %s | %.0f%% / %.0f MiB | %.0f MiB | %.2f µs |\n",
-			r.N, r.Converge.Seconds(), msf(r.PropP50), msf(r.PropP99), pl, r.GossipBytes, r.EdgeCPUPerNode, det,
+		fmt.Fprintf(&b, "| %d | %.1f s | %.1f / %.1f ms | %s | %.0f (%.0f + %.0f) | %.2f%% | %s | %.0f%% / %.0f MiB | %.0f MiB | %.2f µs |\n",
+			r.N, r.Converge.Seconds(), msf(r.PropP50), msf(r.PropP99), pl, r.GossipBytes, r.PacketBytes, r.PushPullBytes, r.EdgeCPUPerNode, det,
 			r.ControlCPU, r.ControlRSSMiB, r.EdgeHeapMiB, float64(r.Decide.Nanoseconds())/1000)
 	}
 	return b.String()
@@ -362,8 +374,8 @@ func poolReport(rows []PoolRow) string {
 		return ""
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nGossip pools, gossip only (no table clients), the edge's shipped profile for every pool, %.0f s window:\n\n", poolWindow.Seconds())
-	b.WriteString("| edges | layout | pools | converged | bytes/s per edge | an edge in one pool | a designated edge (region + WAN) | CPU per edge |\n|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "\nGossip pools, the edge's shipped profile for every pool (global: the fleet run above; regional: gossip only, %.0f s window):\n\n", poolWindow.Seconds())
+	b.WriteString("| edges | layout | pools | converged | bytes/s per edge (probes + push-pull) | an edge in one pool | a designated edge (region + WAN) | CPU per edge |\n|---|---|---|---|---|---|---|---|\n")
 	for _, p := range rows {
 		if p.Failed != "" {
 			fmt.Fprintf(&b, "| %d | %s | %s | | | | | |\n", p.N, p.Layout, p.Failed)
@@ -373,8 +385,12 @@ func poolReport(rows []PoolRow) string {
 		if p.BytesWAN > 0 {
 			wan = fmt.Sprintf("%.0f", p.BytesWAN)
 		}
-		fmt.Fprintf(&b, "| %d | %s | %s | %.1f s | %.0f | %.0f | %s | %.3f%% |\n",
-			p.N, p.Layout, p.Pools, p.Converge.Seconds(), p.BytesPerNode, p.BytesRegular, wan, p.CPUPerNodePct)
+		cpu := "see above"
+		if p.CPUPerNodePct >= 0 {
+			cpu = fmt.Sprintf("%.2f%%", p.CPUPerNodePct)
+		}
+		fmt.Fprintf(&b, "| %d | %s | %s | %.1f s | %.0f (%.0f + %.0f) | %.0f | %s | %s |\n",
+			p.N, p.Layout, p.Pools, p.Converge.Seconds(), p.BytesPerNode, p.PacketBytes, p.BytesPerNode-p.PacketBytes, p.BytesRegular, wan, cpu)
 	}
 	return b.String()
 }
