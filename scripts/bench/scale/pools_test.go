@@ -21,7 +21,7 @@ const wanPerRegion = 3
 //     wanPerRegion designated edges per region, each of which runs a
 //     second node. Every pool uses the edge's shipped profile.
 func measurePools(ctx context.Context, n int, layout string) (p PoolRow) {
-	p.N, p.Layout = n, layout
+	p.N, p.Layout, p.TimerScale = n, layout, timerScale(n)
 	mem := gossipnet.New()
 	var all []*gossip.Node
 	defer func() {
@@ -32,7 +32,7 @@ func measurePools(ctx context.Context, n int, layout string) (p PoolRow) {
 	owner := map[*gossip.Node]int{}
 	designated := map[int]bool{}
 	add := func(pool int, edge int, label string) error {
-		g, err := gossip.New(gossipConfig(nodeID(edge), fmt.Sprintf("r%d", edge%regions), label, mem), quiet)
+		g, err := gossip.New(gossipConfig(nodeID(edge), fmt.Sprintf("r%d", edge%regions), label, mem, p.TimerScale), quiet)
 		if err != nil {
 			return err
 		}
@@ -126,8 +126,9 @@ func measurePools(ctx context.Context, n int, layout string) (p PoolRow) {
 	var total, reg, wan, pkt float64
 	var nreg, nwan int
 	for i := range n {
-		d := float64(b1[i]-b0[i])/secs + edgePP[i]
-		pkt += float64(b1[i]-b0[i]) / secs
+		probes := float64(b1[i]-b0[i]) / secs * float64(p.TimerScale) // see Row.PacketBytes
+		d := probes + edgePP[i]
+		pkt += probes
 		total += d
 		if designated[i] {
 			wan += d

@@ -37,6 +37,8 @@ var (
 	latency    = flag.Duration("latency", 5*time.Millisecond, "the stubbed link latency every peer is seen at")
 	window     = flag.Duration("window", 10*time.Second, "steady-state window for gossip and reporting cost")
 	poolWindow = flag.Duration("pool-window", 20*time.Second, "steady-state window of the gossip pools comparison")
+	scaleFrom  = flag.Int("scale-from", 300, "fleet size from which the simulation multiplies the probe and push-pull timers by -scale-by")
+	scaleBy    = flag.Int("scale-by", 5, "the timer multiplier from -scale-from edges (1: the shipped profile at every size)")
 	readmePath = flag.String("readme", "", "replace the bench:scale section of this markdown file with the results")
 )
 
@@ -62,7 +64,9 @@ type Row struct {
 	PropP50, PropP99  time.Duration
 	Placement         time.Duration
 	GossipBytes       float64 // per node per second: PacketBytes + PushPullBytes
-	PacketBytes       float64 // probes and gossip, per node per second, measured
+	PacketBytes       float64 // probes and gossip, per node per second, at the shipped timers: RawPacketBytes × TimerScale
+	RawPacketBytes    float64 // measured
+	TimerScale        int
 	ExchangeBytes     float64 // one push-pull, both directions, measured
 	PushPullBytes     float64 // ExchangeBytes / memberlist's push-pull interval
 	Settle            time.Duration
@@ -83,6 +87,7 @@ type Row struct {
 type PoolRow struct {
 	N             int
 	Layout        string // "global" or "regional"
+	TimerScale    int
 	Pools         string // the pools' sizes
 	Converge      time.Duration
 	BytesPerNode  float64 // every node's gossip bytes/s, averaged over the N edges
@@ -186,7 +191,7 @@ func TestScale(t *testing.T) {
 		for _, layout := range []string{"global", "regional"} {
 			if i := slices.IndexFunc(rows, func(r Row) bool { return r.N == n && r.GossipBytes > 0 }); layout == "global" && i >= 0 {
 				r := rows[i] // the fleet run at n is one global pool
-				pools = append(pools, PoolRow{N: n, Layout: layout, Pools: strconv.Itoa(n), Converge: r.Converge,
+				pools = append(pools, PoolRow{N: n, Layout: layout, TimerScale: r.TimerScale, Pools: strconv.Itoa(n), Converge: r.Converge,
 					BytesPerNode: r.GossipBytes, PacketBytes: r.PacketBytes, BytesRegular: r.GossipBytes, CPUPerNodePct: -1})
 				continue
 			}
@@ -233,7 +238,8 @@ func spawn(ctx context.Context, mode string, env []string, write func(...*contro
 	}
 	args := []string{"-test.run", "^TestScale$", "-test.timeout", "14m",
 		"-changes", strconv.Itoa(*changes), "-routes", strconv.Itoa(*routes), "-latency", latency.String(),
-		"-window", window.String(), "-pool-window", poolWindow.String()}
+		"-window", window.String(), "-pool-window", poolWindow.String(),
+		"-scale-from", strconv.Itoa(*scaleFrom), "-scale-by", strconv.Itoa(*scaleBy)}
 	cmd := exec.CommandContext(ctx, exe, args...)
 	cmd.Env = append(append(os.Environ(), envChild+"="+mode), env...)
 	cmd.Stderr = os.Stderr
@@ -362,8 +368,12 @@ func report(rows []Row) string {
 		if r.PlacementTimedOut {
 			pl = "not within 30 s"
 		}
-		fmt.Fprintf(&b, "| %d | %.1f s | %.1f / %.1f ms | %s | %.0f (%.0f + %.0f) | %.2f%% | %s | %.0f%% / %.0f MiB | %.0f MiB | %.2f µs |\n",
-			r.N, r.Converge.Seconds(), msf(r.PropP50), msf(r.PropP99), pl, r.GossipBytes, r.PacketBytes, r.PushPullBytes, r.EdgeCPUPerNode, det,
+		edges := strconv.Itoa(r.N)
+		if r.TimerScale > 1 {
+			edges += fmt.Sprintf(" (timers ×%d)", r.TimerScale)
+		}
+		fmt.Fprintf(&b, "| %s | %.1f s | %.1f / %.1f ms | %s | %.0f (%.0f + %.0f) | %.2f%% | %s | %.0f%% / %.0f MiB | %.0f MiB | %.2f µs |\n",
+			edges, r.Converge.Seconds(), msf(r.PropP50), msf(r.PropP99), pl, r.GossipBytes, r.PacketBytes, r.PushPullBytes, r.EdgeCPUPerNode, det,
 			r.ControlCPU, r.ControlRSSMiB, r.EdgeHeapMiB, float64(r.Decide.Nanoseconds())/1000)
 	}
 	return b.String()
@@ -389,8 +399,12 @@ func poolReport(rows []PoolRow) string {
 		if p.CPUPerNodePct >= 0 {
 			cpu = fmt.Sprintf("%.2f%%", p.CPUPerNodePct)
 		}
-		fmt.Fprintf(&b, "| %d | %s | %s | %.1f s | %.0f (%.0f + %.0f) | %.0f | %s | %s |\n",
-			p.N, p.Layout, p.Pools, p.Converge.Seconds(), p.BytesPerNode, p.PacketBytes, p.BytesPerNode-p.PacketBytes, p.BytesRegular, wan, cpu)
+		edges := strconv.Itoa(p.N)
+		if p.TimerScale > 1 {
+			edges += fmt.Sprintf(" (timers ×%d)", p.TimerScale)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %.1f s | %.0f (%.0f + %.0f) | %.0f | %s | %s |\n",
+			edges, p.Layout, p.Pools, p.Converge.Seconds(), p.BytesPerNode, p.PacketBytes, p.BytesPerNode-p.PacketBytes, p.BytesRegular, wan, cpu)
 	}
 	return b.String()
 }
