@@ -200,7 +200,7 @@ bench-router:
 # skipped unless MERIDIAN_BENCH_SCALE=1. Bounded: 12 minutes at most.
 bench-scale:
 	@out=$$(mktemp); MERIDIAN_BENCH_SCALE=1 $(GO) test -v -count=1 -timeout 15m -run '^TestScale$$' ./scripts/bench/scale \
-		-args -sizes $(if $(QUICK),30$(comma)100,30$(comma)100$(comma)300$(comma)1000) -pools $(if $(QUICK),30,30$(comma)1000) \
+		-args -sizes $(if $(QUICK),30$(comma)100,30$(comma)100$(comma)300$(comma)1000) -pools $(if $(QUICK),30,30$(comma)300) \
 		-readme $(CURDIR)/README.md >$$out 2>&1; \
 	rc=$$?; grep -v -E '^(=== RUN|--- PASS|PASS$$|ok )' $$out; rm -f $$out; exit $$rc
 

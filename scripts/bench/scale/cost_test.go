@@ -45,20 +45,20 @@ func packetBytes(nodes []*gossip.Node) uint64 {
 	return s
 }
 
-// settle waits, at most limit, until the nodes' packet rate stops falling
-// (a 2 s slice at least 90 % of the one before): the joins' broadcasts
-// have drained.
+// settle waits, at least 10 s and at most limit, until the nodes' packet
+// rate stops falling (a 4 s slice at least 90 % of the one before): the
+// joins' broadcasts have drained.
 func settle(ctx context.Context, nodes []*gossip.Node, limit time.Duration) time.Duration {
 	start := time.Now()
 	rate := func() float64 {
 		b0 := packetBytes(nodes)
-		sleep(ctx, 2*time.Second)
+		sleep(ctx, 4*time.Second)
 		return float64(packetBytes(nodes) - b0)
 	}
 	prev := rate()
 	for ctx.Err() == nil && time.Since(start) < limit {
 		r := rate()
-		if r >= 0.9*prev {
+		if r >= 0.9*prev && time.Since(start) >= 10*time.Second {
 			break
 		}
 		prev = r

@@ -98,6 +98,7 @@ func runChild(t *testing.T, mode string) {
 	// (the LAN profile compresses): collect less often, the machine has
 	// the memory.
 	debug.SetGCPercent(400)
+	debug.SetMemoryLimit(5 << 30) // but the machine is shared: at most 5 GiB
 	ctx, cancel := context.WithTimeout(context.Background(), 11*time.Minute)
 	defer cancel()
 	if path := os.Getenv("SCALE_CPUPROFILE"); path != "" {
@@ -231,7 +232,11 @@ func gossipConfig(id, region, label string, mem *gossipnet.Network, scale int) g
 // joinTree joins nodes in waves that double the pool: each node of a
 // wave joins up to three random nodes of the pool so far, in parallel.
 func joinTree(nodes []*gossip.Node) error {
+	start := time.Now()
 	for joined := 1; joined < len(nodes); joined *= 2 {
+		if time.Since(start) > joinBound {
+			return fmt.Errorf("%d of %d joined within %v", joined, len(nodes), joinBound)
+		}
 		wave := nodes[joined:min(2*joined, len(nodes))]
 		pool := nodes[:joined]
 		err := parallel(len(wave), 16, func(i int) error {
@@ -456,7 +461,7 @@ func measure(ctx context.Context, n int, urls []string, keys []ed25519.PublicKey
 	r.Bound = gossip.DetectionBound(gossipConfig("x", "", "", gossipnet.New(), r.TimerScale), n)
 	t1 := time.Now()
 	victim.gossip.Kill()
-	ok = poll(ctx, detectTimeout(r.Bound), pollStep(n, 100*time.Millisecond), func() bool {
+	ok = poll(ctx, detectTimeout(r.Bound, r.TimerScale), pollStep(n, 100*time.Millisecond), func() bool {
 		for _, e := range edges {
 			if e == victim {
 				continue
@@ -477,9 +482,13 @@ func measure(ctx context.Context, n int, urls []string, keys []ed25519.PublicKey
 	return r
 }
 
-// detectTimeout bounds the wait for a crash to be detected by all.
-func detectTimeout(bound time.Duration) time.Duration {
-	return min(bound+20*time.Second, 60*time.Second)
+// joinBound bounds the gossip joins of one fleet.
+const joinBound = 240 * time.Second
+
+// detectTimeout bounds the wait for a crash to be detected by all: 60 s,
+// 120 s with scaled timers (whose suspicion alone takes about a minute).
+func detectTimeout(bound time.Duration, scale int) time.Duration {
+	return min(bound+20*time.Second, time.Duration(min(scale, 2))*60*time.Second)
 }
 
 // pollStep is step, longer for large fleets: every poll reads every

@@ -172,8 +172,34 @@ func TestScale(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
 	var rows []Row
+	var pools []PoolRow
+	poolsDone := false
+	runPools := func() {
+		poolsDone = true
+		for _, n := range poolSizes {
+			for _, layout := range []string{"global", "regional"} {
+				if i := slices.IndexFunc(rows, func(r Row) bool { return r.N == n && r.GossipBytes > 0 }); layout == "global" && i >= 0 {
+					r := rows[i] // the fleet run at n is one global pool
+					pools = append(pools, PoolRow{N: n, Layout: layout, TimerScale: r.TimerScale, Pools: strconv.Itoa(n), Converge: r.Converge,
+						BytesPerNode: r.GossipBytes, PacketBytes: r.PacketBytes, BytesRegular: r.GossipBytes, CPUPerNodePct: -1})
+					continue
+				}
+				var p PoolRow
+				if err := spawn(ctx, fmt.Sprintf("pools:%d:%s", n, layout), nil, write, &p); err != nil && p.Failed == "" {
+					p = PoolRow{N: n, Layout: layout, Failed: err.Error()}
+				}
+				pools = append(pools, p)
+				t.Logf("pools n=%d %s: %+v", n, layout, p)
+			}
+		}
+	}
 	placeOn := 0
 	for _, n := range sizes {
+		// The pools comparison runs as soon as the fleet runs it reuses
+		// are done, before any larger (and riskier) size.
+		if !poolsDone && len(poolSizes) > 0 && n > slices.Max(poolSizes) {
+			runPools()
+		}
 		var r Row
 		err := spawn(ctx, fmt.Sprintf("edges:%d", n), append(env, fmt.Sprintf("%s=%d", envPlace, placeOn)), write, &r)
 		if err != nil && r.Failed == "" {
@@ -186,22 +212,8 @@ func TestScale(t *testing.T) {
 			break
 		}
 	}
-	var pools []PoolRow
-	for _, n := range poolSizes {
-		for _, layout := range []string{"global", "regional"} {
-			if i := slices.IndexFunc(rows, func(r Row) bool { return r.N == n && r.GossipBytes > 0 }); layout == "global" && i >= 0 {
-				r := rows[i] // the fleet run at n is one global pool
-				pools = append(pools, PoolRow{N: n, Layout: layout, TimerScale: r.TimerScale, Pools: strconv.Itoa(n), Converge: r.Converge,
-					BytesPerNode: r.GossipBytes, PacketBytes: r.PacketBytes, BytesRegular: r.GossipBytes, CPUPerNodePct: -1})
-				continue
-			}
-			var p PoolRow
-			if err := spawn(ctx, fmt.Sprintf("pools:%d:%s", n, layout), nil, write, &p); err != nil && p.Failed == "" {
-				p = PoolRow{N: n, Layout: layout, Failed: err.Error()}
-			}
-			pools = append(pools, p)
-			t.Logf("pools n=%d %s: %+v", n, layout, p)
-		}
+	if !poolsDone {
+		runPools()
 	}
 	text := report(rows) + poolReport(pools)
 	fmt.Print(text)
@@ -362,7 +374,7 @@ func report(rows []Row) string {
 		}
 		det := fmt.Sprintf("%.1f s (%.0f s)", r.Detect.Seconds(), r.Bound.Seconds())
 		if r.DetectTimedOut {
-			det = fmt.Sprintf("not within %.0f s", detectTimeout(r.Bound).Seconds())
+			det = fmt.Sprintf("not within %.0f s", detectTimeout(r.Bound, r.TimerScale).Seconds())
 		}
 		pl := fmt.Sprintf("%.0f ms", msf(r.Placement))
 		if r.PlacementTimedOut {
