@@ -15,7 +15,7 @@
 // pool of designated edges. From -scale-from edges the probe and
 // push-pull timers are multiplied by -scale-by (two cores cannot run
 // hundreds of members on the shipped timers); the report marks those
-// rows.
+// rows. SCALE_CPUPROFILE=<file> writes an edge process's CPU profile.
 //
 // It runs as a test, skipped unless MERIDIAN_BENCH_SCALE=1, because the
 // control cluster comes from control/controltest:
