@@ -27,7 +27,7 @@ help:
 	@echo "make bench-usage    usage aggregation: batched against per-record apply, and Raft writes for 10,000 records"
 	@echo "make chaos-control  crash test: 3 meridian-control processes under write load, SIGKILLed and restarted (QUICK=1: the bounded CI form; CYCLES=n)"
 	@echo "make bench-distribution  time from a table change to 100 edges applying it, 10 and 1,000 routes, against bare NATS"
-	@echo "make bench-scale    1,000 edge stand-ins against a 3-node control plane: propagation, gossip cost, detection, router decisions (QUICK=1: 30 and 100)"
+	@echo "make bench-scale    up to 1,000 edge stand-ins against a 3-node control plane: propagation, gossip cost, detection, router decisions; gossip pools (QUICK=1: 30 and 100)"
 	@echo "make bench-router   one routing decision per strategy on a 100-node, 50-model fleet, against a map lookup"
 	@echo "make bench-security a normal client's latency while attackers send nested bodies, made-up model names and unread streams"
 	@echo "make bench-keys     what key and tenant limits and usage records add to a request, against the same path without"
@@ -209,7 +209,8 @@ bench-router:
 # skipped unless MERIDIAN_BENCH_SCALE=1. Bounded: 12 minutes at most.
 bench-scale:
 	@out=$$(mktemp); MERIDIAN_BENCH_SCALE=1 $(GO) test -v -count=1 -timeout 15m -run '^TestScale$$' ./scripts/bench/scale \
-		-args -sizes $(if $(QUICK),30$(comma)100,30$(comma)100$(comma)300$(comma)1000) -readme $(CURDIR)/README.md >$$out 2>&1; \
+		-args -sizes $(if $(QUICK),30$(comma)100,30$(comma)100$(comma)300$(comma)1000) -pools $(if $(QUICK),30,30$(comma)300) \
+		-readme $(CURDIR)/README.md >$$out 2>&1; \
 	rc=$$?; grep -v -E '^(=== RUN|--- PASS|PASS$$|ok )' $$out; rm -f $$out; exit $$rc
 
 # What keys' limits and usage records add to a request's path; ends with

@@ -125,6 +125,14 @@ type Config struct {
 	// Zero = 10s.
 	SuspicionTimeout time.Duration
 
+	// Transport, when set, carries this node's gossip instead of a UDP and
+	// TCP listener pair bound at BindAddr:BindPort: the node advertises the
+	// address the transport's FinalAdvertiseAddr returns, and its bytes are
+	// counted as on the sockets. It is for simulations of large fleets in
+	// one process (shared/testkit/gossipnet); the edge never sets it. Each
+	// node needs its own transport; Kill and Close shut it down.
+	Transport memberlist.Transport
+
 	// tweak, set only by tests, edits the final memberlist config.
 	tweak func(*memberlist.Config)
 }

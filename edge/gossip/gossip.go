@@ -127,31 +127,43 @@ func New(cfg Config, logger *slog.Logger) (*Node, error) {
 	}
 
 	// Bind first, so with BindPort 0 we know the port before advertising it.
-	var nt *memberlist.NetTransport
-	for range 10 { // port 0 binds TCP then UDP on the same port, which can race
-		nt, err = memberlist.NewNetTransport(&memberlist.NetTransportConfig{
-			BindAddrs: []string{cfg.BindAddr}, BindPort: cfg.BindPort, Logger: mlog,
-		})
-		if err == nil || cfg.BindPort != 0 {
-			break
+	var base memberlist.Transport
+	advertise := cfg.AdvertiseAddr
+	if cfg.Transport != nil {
+		ip, port, err := cfg.Transport.FinalAdvertiseAddr(cfg.AdvertiseAddr, cfg.AdvertisePort)
+		if err != nil {
+			return nil, fmt.Errorf("gossip: transport address: %w", err)
 		}
+		base, advertise = cfg.Transport, ip.String()
+		mc.AdvertiseAddr, mc.AdvertisePort = advertise, port
+	} else {
+		var nt *memberlist.NetTransport
+		for range 10 { // port 0 binds TCP then UDP on the same port, which can race
+			nt, err = memberlist.NewNetTransport(&memberlist.NetTransportConfig{
+				BindAddrs: []string{cfg.BindAddr}, BindPort: cfg.BindPort, Logger: mlog,
+			})
+			if err == nil || cfg.BindPort != 0 {
+				break
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("gossip: bind %s:%d: %w", cfg.BindAddr, cfg.BindPort, err)
+		}
+		if mc.AdvertisePort == 0 {
+			mc.AdvertisePort = nt.GetAutoBindPort()
+		}
+		mc.BindPort = nt.GetAutoBindPort()
+		base = nt
 	}
-	if err != nil {
-		return nil, fmt.Errorf("gossip: bind %s:%d: %w", cfg.BindAddr, cfg.BindPort, err)
-	}
-	if mc.AdvertisePort == 0 {
-		mc.AdvertisePort = nt.GetAutoBindPort()
-	}
-	mc.BindPort = nt.GetAutoBindPort()
 
 	n := &Node{
 		cfg:     cfg,
 		log:     logger,
 		keyring: keyring,
-		tr:      newTransport(nt),
+		tr:      newTransport(base),
 		mlog:    lw,
 		tab:     newTable(),
-		addr:    net.JoinHostPort(cfg.AdvertiseAddr, strconv.Itoa(mc.AdvertisePort)),
+		addr:    net.JoinHostPort(advertise, strconv.Itoa(mc.AdvertisePort)),
 		events:  make(chan event, cfg.EventBuffer),
 		changed: make(chan struct{}, 1),
 		stop:    make(chan struct{}),

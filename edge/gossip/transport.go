@@ -10,12 +10,13 @@ import (
 	"github.com/hashicorp/memberlist"
 )
 
-// transport wraps memberlist's NetTransport to count the bytes this node
+// transport wraps memberlist's NetTransport (or an injected
+// Config.Transport) to count the bytes this node
 // sends and, for fault injection in tests, to drop traffic to blocked
 // addresses. Bytes received are not counted: summed over a cluster, sent
 // equals received.
 type transport struct {
-	*memberlist.NetTransport
+	memberlist.Transport
 	packetSent atomic.Uint64 // UDP bytes
 	streamSent atomic.Uint64 // TCP bytes
 
@@ -31,12 +32,12 @@ var _ memberlist.NodeAwareTransport = (*transport)(nil)
 
 var errBlocked = errors.New("gossip: address blocked")
 
-func newTransport(nt *memberlist.NetTransport) *transport {
+func newTransport(nt memberlist.Transport) *transport {
 	t := &transport{
-		NetTransport: nt,
-		blocked:      make(map[string]bool),
-		streams:      make(chan net.Conn),
-		stop:         make(chan struct{}),
+		Transport: nt,
+		blocked:   make(map[string]bool),
+		streams:   make(chan net.Conn),
+		stop:      make(chan struct{}),
 	}
 	go t.forwardStreams()
 	return t
@@ -44,7 +45,7 @@ func newTransport(nt *memberlist.NetTransport) *transport {
 
 // forwardStreams wraps accepted streams so replies are counted too.
 func (t *transport) forwardStreams() {
-	in := t.NetTransport.StreamCh()
+	in := t.Transport.StreamCh()
 	for {
 		select {
 		case c := <-in:
@@ -85,7 +86,7 @@ func (t *transport) WriteTo(b []byte, addr string) (time.Time, error) {
 		return time.Now(), nil // lost on the wire
 	}
 	t.packetSent.Add(uint64(len(b)))
-	return t.NetTransport.WriteTo(b, addr)
+	return t.Transport.WriteTo(b, addr)
 }
 
 func (t *transport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
@@ -96,7 +97,7 @@ func (t *transport) DialTimeout(addr string, timeout time.Duration) (net.Conn, e
 	if t.isBlocked(addr) {
 		return nil, errBlocked
 	}
-	c, err := t.NetTransport.DialTimeout(addr, timeout)
+	c, err := t.Transport.DialTimeout(addr, timeout)
 	if err != nil {
 		return nil, err
 	}
@@ -109,13 +110,13 @@ func (t *transport) DialAddressTimeout(a memberlist.Address, timeout time.Durati
 
 func (t *transport) StreamCh() <-chan net.Conn { return t.streams }
 
-// Shutdown stops the listeners first and the stream relay after them:
+// Shutdown stops the inner transport's listeners first and the stream relay after them:
 // NetTransport.Shutdown waits for its accept loop, which may be handing
 // over a just-accepted stream, and only the relay receives it. (Stopping
 // the relay first hung Shutdown forever when a peer connected during it.)
 // memberlist reads the relayed streams until Shutdown returns.
 func (t *transport) Shutdown() error {
-	err := t.NetTransport.Shutdown()
+	err := t.Transport.Shutdown()
 	t.stopOnce.Do(func() { close(t.stop) })
 	return err
 }

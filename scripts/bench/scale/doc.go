@@ -1,18 +1,26 @@
 // Package scale is the fleet-scale harness (`make bench-scale`): a real
-// 3-node control plane with its clustered NATS servers, and up to 1,000
-// edge stand-ins in this one process, each with the real table client
+// 3-node control plane with its clustered NATS servers in the test
+// process, and per fleet size up to 1,000 edge stand-ins in a child
+// process (this test binary again), each with the real table client
 // (edge/tablesync, patching deltas), the real gateway and router, and a
-// real gossip node (edge/gossip, memberlist on loopback UDP/TCP). Local
-// engines and links are absent: the router sees every link up and each
-// peer at a fixed latency (-latency). It measures, per fleet size, table
-// propagation, a placement change reaching every router, gossip cost,
-// failure detection, process CPU and memory while every edge reports, and
-// router decision time with the full membership.
+// real gossip node (edge/gossip, memberlist on the in-memory network of
+// shared/testkit/gossipnet). Local engines and links are absent: the
+// router sees every link up and each peer at a fixed latency (-latency).
+// It measures, per fleet size, table propagation, a placement change
+// reaching every router, gossip cost (packets measured in a window,
+// push-pull from measured exchanges), failure detection, the edge
+// process's and the control plane's CPU and memory while every edge
+// reports, and router decision time with the full membership; with
+// -pools, one global gossip pool against a pool per region plus a WAN
+// pool of designated edges. From -scale-from edges the probe and
+// push-pull timers are multiplied by -scale-by (two cores cannot run
+// hundreds of members on the shipped timers); the report marks those
+// rows. SCALE_CPUPROFILE=<file> writes an edge process's CPU profile.
 //
 // It runs as a test, skipped unless MERIDIAN_BENCH_SCALE=1, because the
 // control cluster comes from control/controltest:
 //
-//	MERIDIAN_BENCH_SCALE=1 go test -run TestScale -timeout 15m ./scripts/bench/scale -args -sizes 30,100,300,1000 -readme ../../../README.md
+//	MERIDIAN_BENCH_SCALE=1 go test -run TestScale -timeout 15m ./scripts/bench/scale -args -sizes 30,100,300,1000 -pools 30,300 -readme ../../../README.md
 //
 // Every phase is bounded in time; a size whose phase times out is
 // reported as such and the larger sizes are skipped. The last line is

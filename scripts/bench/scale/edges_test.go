@@ -1,0 +1,550 @@
+package scale
+
+import (
+	"bufio"
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"github.com/hashicorp/memberlist"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/meridian-mesh/meridian/control/controltest"
+	"github.com/meridian-mesh/meridian/control/fsm"
+	"github.com/meridian-mesh/meridian/edge/gateway"
+	"github.com/meridian-mesh/meridian/edge/gossip"
+	"github.com/meridian-mesh/meridian/edge/router"
+	"github.com/meridian-mesh/meridian/edge/tablesync"
+	controlv1 "github.com/meridian-mesh/meridian/proto/control/v1"
+	"github.com/meridian-mesh/meridian/shared/table"
+	"github.com/meridian-mesh/meridian/shared/testkit/gossipnet"
+)
+
+// parent is the edge process's line to the parent: one request at a time
+// on stdout, the answer on stdin.
+type parent struct {
+	mu sync.Mutex
+	in *bufio.Scanner
+}
+
+func (p *parent) call(verb, arg string) ([]string, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fmt.Printf("%s%s %s\n", rpcPrefix, verb, arg)
+	if !p.in.Scan() {
+		return nil, errors.New("parent gone")
+	}
+	f := strings.Fields(p.in.Text())
+	if len(f) == 0 || f[0] != "ok" {
+		return nil, fmt.Errorf("parent: %s", p.in.Text())
+	}
+	return f[1:], nil
+}
+
+func (p *parent) write(ops ...*controlv1.Op) (uint64, error) {
+	b, err := proto.Marshal(&controlv1.Write{Ops: ops})
+	if err != nil {
+		return 0, err
+	}
+	f, err := p.call("write", base64.StdEncoding.EncodeToString(b))
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseUint(f[0], 10, 64)
+}
+
+// control returns the control process's CPU time and resident memory.
+func (p *parent) control() (time.Duration, uint64, error) {
+	f, err := p.call("control", "")
+	if err != nil || len(f) < 2 {
+		return 0, 0, fmt.Errorf("control: %v %v", err, f)
+	}
+	cpu, _ := strconv.ParseInt(f[0], 10, 64)
+	rss, _ := strconv.ParseUint(f[1], 10, 64)
+	return time.Duration(cpu), rss, nil
+}
+
+func (p *parent) result(v any) {
+	b, _ := json.Marshal(v)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fmt.Printf("%sresult %s\n", rpcPrefix, b)
+}
+
+// runChild is an edge process: mode "edges:<n>" measures a fleet of n
+// stand-ins, "pools:<n>:<layout>" the gossip cost of a pool layout.
+func runChild(t *testing.T, mode string) {
+	p := &parent{in: bufio.NewScanner(os.Stdin)}
+	f := strings.Split(mode, ":")
+	n, err := strconv.Atoi(f[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A thousand memberlist instances allocate a compressor per packet
+	// (the LAN profile compresses): collect less often, the machine has
+	// the memory.
+	debug.SetGCPercent(400)
+	debug.SetMemoryLimit(5 << 30) // but the machine is shared: at most 5 GiB
+	ctx, cancel := context.WithTimeout(context.Background(), 11*time.Minute)
+	defer cancel()
+	if path := os.Getenv("SCALE_CPUPROFILE"); path != "" {
+		pf, err := os.Create(path)
+		if err == nil && pprof.StartCPUProfile(pf) == nil {
+			defer pprof.StopCPUProfile()
+		}
+	}
+	if f[0] == "pools" {
+		p.result(measurePools(ctx, n, f[2]))
+		return
+	}
+	keys, err := decodeKeys(os.Getenv(envKeys))
+	if err != nil {
+		t.Fatal(err)
+	}
+	placeOn, _ := strconv.Atoi(os.Getenv(envPlace))
+	r := measure(ctx, n, strings.Split(os.Getenv(envURLs), ","), keys, p, placeOn)
+	p.result(r)
+}
+
+// edge is one stand-in.
+type edge struct {
+	id     string
+	gw     *gateway.Gateway
+	sync   *tablesync.Syncer
+	gossip *gossip.Node
+	mu     sync.Mutex
+	at     map[uint64]time.Time // revision → when applied
+	cond   *sync.Cond
+}
+
+func (e *edge) applied(rev uint64) {
+	e.mu.Lock()
+	e.at[rev] = time.Now()
+	e.cond.Broadcast()
+	e.mu.Unlock()
+}
+
+// waitAtLeast returns when the edge applied rev or later.
+func (e *edge) waitAtLeast(rev uint64, deadline time.Time) (time.Time, bool) {
+	t := time.AfterFunc(time.Until(deadline), func() { e.mu.Lock(); e.cond.Broadcast(); e.mu.Unlock() })
+	defer t.Stop()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for {
+		best := time.Time{}
+		for r, at := range e.at {
+			if r >= rev && (best.IsZero() || at.Before(best)) {
+				best = at
+			}
+		}
+		if !best.IsZero() {
+			return best, true
+		}
+		if time.Now().After(deadline) {
+			return time.Time{}, false
+		}
+		e.cond.Wait()
+	}
+}
+
+type upLinks struct{}
+
+func (upLinks) Down(string) bool { return false }
+
+// parallel runs f(i) for i in [0, n) on at most workers goroutines and
+// returns the first error.
+func parallel(n, workers int, f func(i int) error) error {
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+		next  = make(chan int)
+	)
+	for range min(workers, n) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if err := f(i); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return first
+}
+
+// timerScale is what the probe timers and the push-pull interval are
+// multiplied by in an n-edge simulation: 1 (the shipped profile) below
+// -scale-from edges. A real edge has its own CPU; here n of them share
+// two cores, and at 300 and more with the shipped 1 s probes and 500 ms
+// probe timeout the acks came late, nodes suspected each other and the
+// pool never converged (measured 2026-12-02). Scaled as memberlist's WAN
+// profile scales them against LAN; gossip rounds keep the shipped 100 ms
+// (they send only while something is queued).
+func timerScale(n int) int {
+	if n >= *scaleFrom {
+		return *scaleBy
+	}
+	return 1
+}
+
+// gossipConfig is the edge's shipped gossip profile on an in-memory
+// transport, its probe and push-pull timers multiplied by scale.
+func gossipConfig(id, region, label string, mem *gossipnet.Network, scale int) gossip.Config {
+	g := gossip.DefaultConfig()
+	if scale > 1 {
+		lan := memberlist.DefaultLANConfig()
+		g.ProbeInterval = time.Duration(scale) * lan.ProbeInterval
+		g.ProbeTimeout = time.Duration(scale) * lan.ProbeTimeout
+		g.PushPullInterval = time.Duration(scale) * lan.PushPullInterval
+	}
+	g.NodeID, g.Region, g.QUICAddr, g.Label = id, region, "127.0.0.1:4433", label
+	g.Keys = [][]byte{[]byte("0123456789abcdef0123456789abcdef")}
+	g.BindAddr, g.BindPort, g.AdvertiseAddr = "127.0.0.1", 0, "127.0.0.1"
+	g.Transport = mem.NewTransport()
+	return g
+}
+
+// joinTree joins nodes in waves that double the pool: each node of a
+// wave joins up to three random nodes of the pool so far, in parallel.
+func joinTree(nodes []*gossip.Node) error {
+	start := time.Now()
+	for joined := 1; joined < len(nodes); joined *= 2 {
+		if time.Since(start) > joinBound {
+			return fmt.Errorf("%d of %d joined within %v", joined, len(nodes), joinBound)
+		}
+		wave := nodes[joined:min(2*joined, len(nodes))]
+		pool := nodes[:joined]
+		err := parallel(len(wave), 16, func(i int) error {
+			var err error
+			for range 5 { // a loaded machine times joins out now and then
+				var seeds []string
+				for _, k := range rand.Perm(len(pool))[:min(3, len(pool))] {
+					seeds = append(seeds, pool[k].Addr())
+				}
+				if _, err = wave[i].Join(seeds...); err == nil {
+					return nil
+				}
+			}
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func measure(ctx context.Context, n int, urls []string, keys []ed25519.PublicKey, p *parent, placeOn int) (r Row) {
+	r.N, r.PlaceOn, r.TimerScale = n, placeOn, timerScale(n)
+	edges := make([]*edge, n)
+	defer func() {
+		parallel(n, 16, func(i int) error {
+			e := edges[i]
+			if e == nil {
+				return nil
+			}
+			if e.sync != nil {
+				e.sync.Close()
+			}
+			e.gw.Close()
+			if e.gossip != nil {
+				e.gossip.Kill()
+			}
+			return nil
+		})
+	}()
+	mem := gossipnet.New()
+	start := time.Now()
+	// Table clients: started in parallel, eight at a time, each with its
+	// own NATS connection to one of the three servers.
+	err := parallel(n, 8, func(i int) error {
+		e := &edge{id: nodeID(i), at: map[uint64]time.Time{}}
+		e.cond = sync.NewCond(&e.mu)
+		gcfg := gateway.Config{Logger: quiet}
+		rc := router.DefaultConfig()
+		rc.Node, rc.Region, rc.Links = e.id, fmt.Sprintf("r%d", i%regions), upLinks{}
+		gcfg.Router = router.New(rc)
+		e.gw = gateway.New(gcfg)
+		edges[i] = e
+		sc := tablesync.DefaultConfig()
+		sc.NodeID, sc.Region, sc.URLs, sc.Token = e.id, rc.Region, []string{urls[i%len(urls)]}, controltest.NATSToken
+		sc.TableKeys, sc.Logger = keys, quiet
+		sc.ReportInterval = 2 * time.Second // every edge reports often: the control plane's load
+		sc.Resolver.Getenv = func(string) string { return "sk-scale" }
+		sc.Apply = func(tab *table.Table) error {
+			if err := e.gw.SetTable(tab); err != nil {
+				return err
+			}
+			e.applied(tab.Revision)
+			return nil
+		}
+		sc.Patch = func(tab *table.Table, ch table.Change) error {
+			if err := e.gw.PatchTable(tab, ch); err != nil {
+				return err
+			}
+			e.applied(tab.Revision)
+			return nil
+		}
+		s, err := tablesync.New(sc)
+		if err == nil {
+			err = s.Start(ctx)
+		}
+		if err != nil {
+			return fmt.Errorf("edge start: %w", err)
+		}
+		e.sync = s
+		g, err := gossip.New(gossipConfig(e.id, rc.Region, "scale", mem, r.TimerScale), quiet)
+		if err != nil {
+			return fmt.Errorf("gossip start: %w", err)
+		}
+		e.gossip = g
+		return nil
+	})
+	if err != nil {
+		r.Failed = err.Error()
+		return r
+	}
+	nodes := make([]*gossip.Node, n)
+	for i, e := range edges {
+		nodes[i] = e.gossip
+	}
+	if err := joinTree(nodes); err != nil {
+		r.Failed = "gossip join: " + err.Error()
+		return r
+	}
+	// Every edge has the current table.
+	rev, err := p.write(fsm.PutOp(route("model-0000", -n)))
+	if err != nil {
+		r.Failed = err.Error()
+		return r
+	}
+	deadline := time.Now().Add(120 * time.Second)
+	for _, e := range edges {
+		if _, ok := e.waitAtLeast(rev, deadline); !ok {
+			st := e.sync.Status()
+			r.Failed = fmt.Sprintf("edges did not all get the table within 120 s (%s at %d of %d, source %q, rejected %d %q, unverified %q)",
+				e.id, st.Revision, rev, st.Source, st.RejectedRevision, st.RejectedReason, st.Unverified)
+			return r
+		}
+	}
+	// Gossip converges.
+	if !poll(ctx, 180*time.Second, pollStep(n, 500*time.Millisecond), func() bool { return allAlive(nodes, n) }) {
+		r.Failed = fmt.Sprintf("gossip did not converge within 180 s (%s)", aliveSpread(nodes))
+		return r
+	}
+	r.Converge = time.Since(start)
+	// Each router gets its gossip view as its membership.
+	for _, e := range edges {
+		var ms []router.Member
+		for _, m := range e.gossip.Members() {
+			ms = append(ms, router.Member{ID: m.ID, Region: m.Region, Addr: m.QUICAddr, Alive: m.State == gossip.StateAlive, RTT: *latency})
+		}
+		e.gw.Router().SetMembers(ms)
+	}
+
+	// Propagation: one route edited per change.
+	var samples []time.Duration
+	for ch := range *changes {
+		rev, err := p.write(fsm.PutOp(route(fmt.Sprintf("model-%04d", ch%*routes), ch+1+n*100)))
+		if err != nil {
+			r.Failed = err.Error()
+			return r
+		}
+		t0 := time.Now()
+		deadline := t0.Add(30 * time.Second)
+		for _, e := range edges {
+			at, ok := e.waitAtLeast(rev, deadline)
+			if !ok {
+				r.Failed = "a change did not reach every edge within 30 s"
+				return r
+			}
+			samples = append(samples, max(at.Sub(t0), 0))
+		}
+	}
+	slices.Sort(samples)
+	r.PropP50, r.PropP99 = pct(samples, .5), pct(samples, .99)
+
+	// A placement moves: routable from every edge once its router's
+	// table places the model on the new node.
+	r.PlaceOn = (placeOn + 1) % n
+	target := nodeID(r.PlaceOn)
+	t0 := time.Now()
+	if _, err := p.write(fsm.PutOp(&controlv1.Placement{Id: "p-tiny", Model: "tiny", Node: target, Desired: 1})); err != nil {
+		r.Failed = err.Error()
+		return r
+	}
+	ok := poll(ctx, 30*time.Second, 5*time.Millisecond, func() bool {
+		for _, e := range edges {
+			if !slices.Contains(e.gw.Router().Table().PlacedOn("tiny"), target) {
+				return false
+			}
+		}
+		return true
+	})
+	r.Placement, r.PlacementTimedOut = time.Since(t0), !ok
+
+	// Steady state: gossip probes and push-pull (see cost_test.go), and
+	// every edge reporting to the control plane every 2 s.
+	r.Settle = settle(ctx, nodes, 150*time.Second)
+	ccpu0, _, err := p.control()
+	if err != nil {
+		r.Failed = err.Error()
+		return r
+	}
+	b0, cpu0, w0 := packetBytes(nodes), cpuTime(), time.Now()
+	if sleep(ctx, *window) != nil {
+		r.Failed = "deadline"
+		return r
+	}
+	secs := time.Since(w0).Seconds()
+	r.EdgeCPU = 100 * (cpuTime() - cpu0).Seconds() / secs
+	r.EdgeCPUPerNode = r.EdgeCPU / float64(n)
+	ccpu1, crss, err := p.control()
+	if err != nil {
+		r.Failed = err.Error()
+		return r
+	}
+	r.ControlCPU = 100 * (ccpu1 - ccpu0).Seconds() / time.Since(w0).Seconds()
+	r.ControlRSSMiB = float64(crss) / (1 << 20)
+	// Probes are the steady-state packets: scaled timers send 1/scale of
+	// them, so the shipped profile's rate is scale times the measured one.
+	r.RawPacketBytes = float64(packetBytes(nodes)-b0) / float64(n) / secs
+	r.PacketBytes = r.RawPacketBytes * float64(r.TimerScale)
+	r.ExchangeBytes = exchangeBytes(nodes, 9)
+	r.PushPullBytes = r.ExchangeBytes / pushPullInterval(n).Seconds()
+	r.GossipBytes = r.PacketBytes + r.PushPullBytes
+	var mst runtime.MemStats
+	runtime.ReadMemStats(&mst)
+	r.EdgeHeapMiB = float64(mst.HeapInuse) / (1 << 20)
+
+	// Router decision time with the full membership, on one edge.
+	rt := edges[n-1].gw.Router()
+	var plan router.Plan
+	const iters = 20000
+	d0 := time.Now()
+	for i := range iters {
+		m := "tiny"
+		if i%2 == 1 {
+			m = "model-0001"
+		}
+		rt.Choose(&router.Request{Model: m}, &plan)
+	}
+	r.Decide = time.Since(d0) / iters
+
+	// Failure detection: one stand-in's gossip killed without a leave.
+	victim := edges[1+(n/2)%(n-1)]
+	r.Bound = gossip.DetectionBound(gossipConfig("x", "", "", gossipnet.New(), r.TimerScale), n)
+	t1 := time.Now()
+	victim.gossip.Kill()
+	ok = poll(ctx, detectTimeout(r.Bound, r.TimerScale), pollStep(n, 100*time.Millisecond), func() bool {
+		for _, e := range edges {
+			if e == victim {
+				continue
+			}
+			dead := false
+			for _, m := range e.gossip.Members() {
+				if m.ID == victim.id {
+					dead = m.State != gossip.StateAlive
+				}
+			}
+			if !dead {
+				return false
+			}
+		}
+		return true
+	})
+	r.Detect, r.DetectTimedOut = time.Since(t1), !ok
+	return r
+}
+
+// joinBound bounds the gossip joins of one fleet.
+const joinBound = 240 * time.Second
+
+// detectTimeout bounds the wait for a crash to be detected by all: 60 s,
+// 120 s with scaled timers (whose suspicion alone takes about a minute).
+func detectTimeout(bound time.Duration, scale int) time.Duration {
+	return min(bound+20*time.Second, time.Duration(min(scale, 2))*60*time.Second)
+}
+
+// pollStep is step, longer for large fleets: every poll reads every
+// stand-in's member list, n² entries.
+func pollStep(n int, step time.Duration) time.Duration {
+	return max(step, time.Duration(n)*time.Millisecond/2)
+}
+
+func allAlive(nodes []*gossip.Node, n int) bool {
+	for _, g := range nodes {
+		alive := 0
+		for _, m := range g.Members() {
+			if m.State == gossip.StateAlive {
+				alive++
+			}
+		}
+		if alive < n {
+			return false
+		}
+	}
+	return true
+}
+
+// aliveSpread says how far from converged the nodes are.
+func aliveSpread(nodes []*gossip.Node) string {
+	lo, hi := len(nodes)+1, 0
+	for _, g := range nodes {
+		alive := 0
+		for _, m := range g.Members() {
+			if m.State == gossip.StateAlive {
+				alive++
+			}
+		}
+		lo, hi = min(lo, alive), max(hi, alive)
+	}
+	return fmt.Sprintf("nodes see %d to %d of %d alive", lo, hi, len(nodes))
+}
+
+func poll(ctx context.Context, timeout, step time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for ctx.Err() == nil && time.Now().Before(deadline) {
+		if cond() {
+			return true
+		}
+		time.Sleep(step)
+	}
+	return cond()
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return errors.New("deadline")
+	case <-t.C:
+		return nil
+	}
+}
