@@ -7,7 +7,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/meridian-mesh/meridian/edge/jsonscan"
+	"github.com/tidwall/gjson"
 )
 
 // ContentPart is one part of a message's content array.
@@ -150,7 +150,6 @@ type Chunk struct {
 
 	parsed bool
 	usage  Usage
-	scan   jsonscan.Scanner
 }
 
 // ChunkChoice is one choice's delta.
@@ -191,110 +190,106 @@ func (c *Chunk) SetRaw(raw []byte) {
 }
 
 // Parse fills the typed fields from Raw, if they are not filled yet. It
-// reads the chunk in one pass (jsonscan): it runs once per streamed chunk
-// when a surface translates, and must stay well under a microsecond
-// (BenchmarkChunkParse). The typed fields point into Raw, which stays
-// valid exactly as long as the chunk does.
+// checks the chunk once (Check) and walks it once with gjson's ForEach:
+// it runs once per streamed chunk when a surface translates, and must
+// stay well under a microsecond (BenchmarkChunkParse). The typed fields
+// point into Raw, which stays valid exactly as long as the chunk does.
 func (c *Chunk) Parse() error {
 	if c.parsed || c.Raw == nil {
 		return nil
 	}
 	c.parsed = true
-	s := &c.scan
-	s.Reset(c.Raw)
-	s.Object(func(k []byte) bool {
-		switch string(k) {
+	top, err := Check(c.Raw)
+	if err != nil {
+		return err
+	}
+	if !top.IsObject() {
+		return errChunkObject
+	}
+	top.ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
 		case "id":
-			c.ID = optStr(s)
+			c.ID = v.Str
 		case "model":
-			c.Model = optStr(s)
+			c.Model = v.Str
 		case "created":
-			if s.Peek() == jsonscan.Number {
-				c.Created, _ = s.Int()
-			}
+			c.Created, _ = Int(v)
 		case "usage":
-			if s.Peek() == jsonscan.Object {
-				c.usage = scanUsage(s)
+			if v.IsObject() {
+				c.usage = readUsage(v)
 				c.Usage = &c.usage
 			}
 		case "choices":
-			if s.Peek() == jsonscan.Array {
-				s.Array(func(int) bool {
+			if v.IsArray() {
+				v.ForEach(func(_, ch gjson.Result) bool {
 					c.Choices = append(c.Choices, ChunkChoice{})
-					scanChoice(s, &c.Choices[len(c.Choices)-1])
+					readChoice(ch, &c.Choices[len(c.Choices)-1])
 					return true
 				})
 			}
 		}
 		return true
 	})
-	if err := s.End(); err != nil {
-		return err
-	}
 	return nil
 }
 
-// optStr reads a string, or skips any other value and returns "".
-func optStr(s *jsonscan.Scanner) string {
-	if s.Peek() == jsonscan.String {
-		return s.Str()
+var errChunkObject = errors.New("a chunk must be a JSON object")
+
+// str returns v's text if v is a string, else "".
+func str(v gjson.Result) string {
+	if v.Type == gjson.String {
+		return v.Str
 	}
-	s.Skip()
 	return ""
 }
 
-func optInt(s *jsonscan.Scanner) int {
-	if s.Peek() == jsonscan.Number {
-		n, _ := s.Int()
-		return int(n)
-	}
-	s.Skip()
-	return 0
+func optInt(v gjson.Result) int {
+	n, _ := Int(v)
+	return int(n)
 }
 
-func scanUsage(s *jsonscan.Scanner) Usage {
+func readUsage(v gjson.Result) Usage {
 	var u Usage
-	s.Object(func(k []byte) bool {
-		switch string(k) {
+	v.ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
 		case "prompt_tokens":
-			u.PromptTokens = optInt(s)
+			u.PromptTokens = optInt(v)
 		case "completion_tokens":
-			u.CompletionTokens = optInt(s)
+			u.CompletionTokens = optInt(v)
 		case "total_tokens":
-			u.TotalTokens = optInt(s)
+			u.TotalTokens = optInt(v)
 		}
 		return true
 	})
 	return u
 }
 
-func scanChoice(s *jsonscan.Scanner, cc *ChunkChoice) {
-	if s.Peek() != jsonscan.Object {
-		s.Skip()
+func readChoice(v gjson.Result, cc *ChunkChoice) {
+	if !v.IsObject() {
 		return
 	}
-	s.Object(func(k []byte) bool {
-		switch string(k) {
+	v.ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
 		case "index":
-			cc.Index = optInt(s)
+			cc.Index = optInt(v)
 		case "finish_reason":
-			cc.FinishReason = optStr(s)
+			cc.FinishReason = str(v)
 		case "delta":
-			if s.Peek() != jsonscan.Object {
+			if !v.IsObject() {
 				return true
 			}
-			s.Object(func(k []byte) bool {
-				switch string(k) {
+			v.ForEach(func(k, v gjson.Result) bool {
+				switch k.Str {
 				case "role":
-					cc.Role = optStr(s)
+					cc.Role = str(v)
 				case "content":
-					if s.Peek() == jsonscan.String {
-						cc.Content, cc.HasContent = s.Str(), true
+					if v.Type == gjson.String {
+						cc.Content, cc.HasContent = v.Str, true
 					}
 				case "tool_calls":
-					if s.Peek() == jsonscan.Array {
-						s.Array(func(int) bool {
-							cc.ToolCalls = append(cc.ToolCalls, scanToolCall(s))
+					if v.IsArray() {
+						v.ForEach(func(_, t gjson.Result) bool {
+							cc.ToolCalls = append(cc.ToolCalls, readToolCall(t))
 							return true
 						})
 					}
@@ -306,28 +301,27 @@ func scanChoice(s *jsonscan.Scanner, cc *ChunkChoice) {
 	})
 }
 
-func scanToolCall(s *jsonscan.Scanner) ToolCallDelta {
+func readToolCall(v gjson.Result) ToolCallDelta {
 	var td ToolCallDelta
-	if s.Peek() != jsonscan.Object {
-		s.Skip()
+	if !v.IsObject() {
 		return td
 	}
-	s.Object(func(k []byte) bool {
-		switch string(k) {
+	v.ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
 		case "index":
-			td.Index = optInt(s)
+			td.Index = optInt(v)
 		case "id":
-			td.ID = optStr(s)
+			td.ID = str(v)
 		case "function":
-			if s.Peek() != jsonscan.Object {
+			if !v.IsObject() {
 				return true
 			}
-			s.Object(func(k []byte) bool {
-				switch string(k) {
+			v.ForEach(func(k, v gjson.Result) bool {
+				switch k.Str {
 				case "name":
-					td.Name = optStr(s)
+					td.Name = str(v)
 				case "arguments":
-					td.Arguments = optStr(s)
+					td.Arguments = str(v)
 				}
 				return true
 			})
