@@ -88,6 +88,12 @@ func DecodeChatRequest(body []byte) (*ChatRequest, error) {
 		return e == nil
 	})
 	if e != nil {
+		// A body that is not JSON at all is a syntax error, wherever a
+		// wrong type stopped the walk before its broken part.
+		v := jsonscan.New(body)
+		if v.Skip(); v.End() != nil {
+			return nil, syntaxErr(v.Err())
+		}
 		return nil, e
 	}
 	if err := s.End(); err != nil {
@@ -264,6 +270,7 @@ func decodeTools(s *jsonscan.Scanner, c *ChatRequest) *Error {
 	if s.Peek() != jsonscan.Array {
 		return typeErr("tools", "an array")
 	}
+	c.Tools = nil // a repeated key takes its last value
 	var e *Error
 	s.Array(func(n int) bool {
 		var tool Tool

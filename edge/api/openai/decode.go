@@ -55,20 +55,25 @@ func syntaxError(body []byte) *llm.Error {
 	return bad("", "We could not parse the JSON body of your request.")
 }
 
+// precheck refuses what the one-pass readers would accept or spend too
+// long on: nesting past jsonscan.MaxDepth, counted first so a hostile
+// body is refused after reading only that far, and invalid UTF-8, which
+// OpenAI's API refuses.
+func precheck(body []byte) *llm.Error {
+	if at, deep := jsonscan.TooDeep(body, jsonscan.MaxDepth); deep {
+		return bad("", "We could not parse the JSON body of your request: it is nested deeper than %d levels (at byte %d).", jsonscan.MaxDepth, at)
+	}
+	if at := api.InvalidUTF8(body); at >= 0 {
+		return bad("", "We could not parse the JSON body of your request: it is not valid UTF-8 (invalid byte at offset %d).", at)
+	}
+	return nil
+}
+
 // object checks that body is a JSON object and returns its top-level
 // fields, the last one winning for a repeated key as in encoding/json.
 func object(body []byte, want ...string) (map[string]gjson.Result, *llm.Error) {
-	// gjson and encoding/json recurse per level: a body of nested
-	// brackets costs seconds of CPU before its 400. Count them first, to
-	// the limit the Anthropic surface's scanner enforces; the count stops
-	// at the limit, so a hostile body is refused after reading only that
-	// far, before any pass over all of it.
-	if at, deep := jsonscan.TooDeep(body, jsonscan.MaxDepth); deep {
-		return nil, bad("", "We could not parse the JSON body of your request: it is nested deeper than %d levels (at byte %d).", jsonscan.MaxDepth, at)
-	}
-	// gjson accepts any bytes inside strings; OpenAI's API does not.
-	if at := api.InvalidUTF8(body); at >= 0 {
-		return nil, bad("", "We could not parse the JSON body of your request: it is not valid UTF-8 (invalid byte at offset %d).", at)
+	if e := precheck(body); e != nil {
+		return nil, e
 	}
 	if !gjson.ValidBytes(body) {
 		return nil, syntaxError(body)
@@ -148,93 +153,79 @@ func checkN(f map[string]gjson.Result) *llm.Error {
 	return nil
 }
 
-// DecodeChat checks a chat completions body. The request keeps body as
-// it came, so an OpenAI-compatible upstream receives it unchanged.
+// DecodeChat decodes a chat completions body into the canonical request
+// in one pass: llm.DecodeChatRequest reads it into Request.Chat, and the
+// checks below look only at those types, so the body is never read
+// again (not by the checks, not by an adapter that translates it, not by
+// the cache key). The request keeps body as it came, so an
+// OpenAI-compatible upstream receives it unchanged.
+//
+// One parser means one set of rules for every route a request may take:
+// a repeated key takes its last value, as in encoding/json; a number
+// given for an integer field (n, max_tokens, seed, ...) must be written
+// as an integer within int64 (2.0 and 1e3 are refused); invalid UTF-8
+// and nesting past 512 levels are refused before the pass.
 func DecodeChat(body []byte) (*llm.Request, *llm.Error) {
-	f, e := object(body, "model", "messages", "stream", "stream_options", "n", "tools")
-	if e != nil {
+	if e := precheck(body); e != nil {
 		return nil, e
 	}
-	model, e := checkModel(f)
-	if e != nil {
+	c, err := llm.DecodeChatRequest(body)
+	if err != nil {
+		var e *llm.Error
+		if !errors.As(err, &e) || e.Cause != nil {
+			return nil, syntaxError(body)
+		}
 		return nil, e
 	}
-	msgs := f["messages"]
-	if !present(msgs) {
+	if c.Model == "" {
+		return nil, missing("model")
+	}
+	if len(c.Model) > maxModelLen {
+		return nil, bad("model", "'model' is longer than %d characters.", maxModelLen)
+	}
+	switch {
+	case c.Messages == nil:
 		return nil, missing("messages")
-	}
-	if !msgs.IsArray() {
-		return nil, wrongType("messages", "an array of messages")
-	}
-	count := 0
-	msgs.ForEach(func(_, m gjson.Result) bool {
-		param := func(field string) string { return fmt.Sprintf("messages[%d]%s", count, field) }
-		switch {
-		case count >= maxMessages:
-			e = bad("messages", "'messages' holds more than %d messages.", maxMessages)
-		case !m.IsObject():
-			e = wrongType(param(""), "an object")
-		default:
-			e = checkMessage(m, param)
-		}
-		count++
-		return e == nil
-	})
-	if e != nil {
-		return nil, e
-	}
-	if count == 0 {
+	case len(c.Messages) == 0:
 		return nil, bad("messages", "'messages' must contain at least one message.")
+	case len(c.Messages) > maxMessages:
+		return nil, bad("messages", "'messages' holds more than %d messages.", maxMessages)
 	}
-	stream, includeUsage, e := checkStream(f)
-	if e != nil {
-		return nil, e
-	}
-	if e := checkN(f); e != nil {
-		return nil, e
-	}
-	if tools := f["tools"]; present(tools) {
-		if !tools.IsArray() {
-			return nil, wrongType("tools", "an array")
-		}
-		i := 0
-		tools.ForEach(func(_, t gjson.Result) bool {
-			if typ := t.Get("type"); !t.IsObject() || typ.Type != gjson.String || typ.Str == "" {
-				e = missing(fmt.Sprintf("tools[%d].type", i))
-			}
-			i++
-			return e == nil
-		})
-		if e != nil {
+	for i := range c.Messages {
+		if e := checkMessage(&c.Messages[i], i); e != nil {
 			return nil, e
 		}
 	}
-	return &llm.Request{Op: llm.OpChat, Model: model, Stream: stream, IncludeUsage: includeUsage, Body: body}, nil
+	includeUsage := false
+	if c.StreamOptions != nil {
+		if !c.Stream {
+			return nil, bad("stream_options", "The 'stream_options' parameter is only allowed when 'stream' is enabled.")
+		}
+		includeUsage = c.StreamOptions.IncludeUsage
+	}
+	if c.N != nil && (*c.N < 1 || *c.N > maxN) {
+		return nil, bad("n", "'n' must be between 1 and %d.", maxN)
+	}
+	for i := range c.Tools {
+		if c.Tools[i].Type == "" {
+			return nil, missing(fmt.Sprintf("tools[%d].type", i))
+		}
+	}
+	return &llm.Request{Op: llm.OpChat, Model: c.Model, Stream: c.Stream, IncludeUsage: includeUsage, Body: body, Chat: c}, nil
 }
 
-func checkMessage(m gjson.Result, param func(string) string) *llm.Error {
-	var role, content, toolCallID gjson.Result
-	m.ForEach(func(k, v gjson.Result) bool {
-		switch k.Str {
-		case "role":
-			role = v
-		case "content":
-			content = v
-		case "tool_call_id":
-			toolCallID = v
-		}
-		return true
-	})
-	if !present(role) {
+func checkMessage(m *llm.Message, i int) *llm.Error {
+	param := func(field string) string { return fmt.Sprintf("messages[%d]%s", i, field) }
+	if m.Role == "" {
 		return missing(param(".role"))
 	}
-	if role.Type != gjson.String || !validRoles[role.Str] {
-		return bad(param(".role"), "Invalid value for '%s': %s is not one of system, developer, user, assistant, tool.", param(".role"), role.Raw)
+	if !validRoles[m.Role] {
+		return bad(param(".role"), "Invalid value for '%s': %s is not one of system, developer, user, assistant, tool.", param(".role"), llm.AppendJSONString(nil, m.Role))
 	}
-	if present(content) && content.Type != gjson.String && !content.IsArray() {
+	if c := m.Content; len(c) > 0 && c[0] != '"' && c[0] != '[' && string(c) != "null" {
 		return wrongType(param(".content"), "a string or an array of content parts")
 	}
-	if role.Str == "tool" && (toolCallID.Type != gjson.String || toolCallID.Str == "") {
+	if m.Role == "tool" && m.ToolCallID == "" {
 		return missing(param(".tool_call_id"))
 	}
 	return nil

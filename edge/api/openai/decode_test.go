@@ -201,3 +201,65 @@ func BenchmarkDecodeDeepNesting(b *testing.B) {
 		}
 	}
 }
+
+// TestDecodeChatParsesOnce: DecodeChat leaves the typed request on the
+// canonical one, so nothing after it reads the body again. The body is
+// swapped for bytes that are not JSON; a second parse would fail.
+func TestDecodeChatParsesOnce(t *testing.T) {
+	body := []byte(`{"model":"m","max_tokens":7,"messages":[{"role":"system","content":"be brief"},{"role":"user","content":[{"type":"text","text":"hi"}]}],"tools":[{"type":"function","function":{"name":"f"}}]}`)
+	req, e := DecodeChat(body)
+	if e != nil {
+		t.Fatal(e)
+	}
+	if req.Chat == nil {
+		t.Fatal("DecodeChat left the typed request to a second parse")
+	}
+	want := req.Chat
+	req.Body = []byte(`{"not json`)
+	c, err := req.ChatRequest()
+	if err != nil || c != want {
+		t.Fatalf("ChatRequest parsed the body again: %v", err)
+	}
+	if c.Model != "m" || len(c.Messages) != 2 || c.Messages[1].Role != "user" || *c.MaxTokens != 7 || c.Tools[0].Function.Name != "f" {
+		t.Fatalf("typed request = %+v", c)
+	}
+}
+
+// TestDecodeChatOneRuleSet: the surface's check and the typed decode
+// were two parsers with two sets of rules, so a body could pass one and
+// fail the other depending on where it was routed. Each case here was
+// accepted by the surface and refused (or read differently) by the
+// translating path; now one parser decides, the same way on every route.
+func TestDecodeChatOneRuleSet(t *testing.T) {
+	const msgs = `"messages":[{"role":"user","content":"x"}]`
+	for _, tt := range []struct {
+		name, body, param string
+	}{
+		{"integer written as a float", `{"model":"m","n":2.0,` + msgs + `}`, "n"},
+		{"integer in exponent form", `{"model":"m","max_tokens":1e3,` + msgs + `}`, "max_tokens"},
+		{"integer past int64", `{"model":"m","seed":99999999999999999999,` + msgs + `}`, "seed"},
+		{"string for an integer", `{"model":"m","max_tokens":"5",` + msgs + `}`, "max_tokens"},
+		{"string for a number", `{"model":"m","temperature":"hot",` + msgs + `}`, "temperature"},
+		{"tool call of the wrong type", `{"model":"m","messages":[{"role":"assistant","tool_calls":[{"id":1}]}]}`, "messages[0].tool_calls[0].id"},
+		{"syntax error after a wrong type", `{"model":7,` + msgs + `,}`, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, e := DecodeChat([]byte(tt.body))
+			if e == nil {
+				t.Fatal("accepted")
+			}
+			if e.Status != http.StatusBadRequest || e.Param != tt.param {
+				t.Fatalf("got %d param=%q msg=%q, want 400 param=%q", e.Status, e.Param, e.Message, tt.param)
+			}
+		})
+	}
+	// A repeated key takes its last value, as in encoding/json, for
+	// every field: the tools list is the last one, not both.
+	req, e := DecodeChat([]byte(`{"model":"a","tools":[{"type":"function","function":{"name":"f"}}],"model":"b","tools":[{"type":"function","function":{"name":"g"}}],` + msgs + `}`))
+	if e != nil {
+		t.Fatal(e)
+	}
+	if req.Model != "b" || len(req.Chat.Tools) != 1 || req.Chat.Tools[0].Function.Name != "g" {
+		t.Fatalf("repeated keys: model %q, tools %+v", req.Model, req.Chat.Tools)
+	}
+}
