@@ -25,12 +25,19 @@ func DecodeChatRequest(body []byte) (*ChatRequest, error) {
 		}
 		return nil, &Error{Status: http.StatusBadRequest, Type: TypeInvalidRequest, Message: "The request body must be a JSON object."}
 	}
-	c := &ChatRequest{}
+	c := &ChatRequest{HasExtra: true}
 	var e *Error
 	s.Object(func(k []byte) bool {
-		if s.Peek() == jsonscan.Null {
-			s.Null()
-			return true
+		switch string(k) {
+		case "model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "n", "top_logprobs",
+			"temperature", "top_p", "seed", "logprobs", "user", "stop", "tool_choice", "response_format", "tools":
+			if s.Peek() == jsonscan.Null {
+				s.Null()
+				return true
+			}
+		default:
+			c.Extra = append(c.Extra, Field{Name: string(k), Raw: s.Raw()})
+			return s.Err() == nil
 		}
 		switch string(k) {
 		case "model":
