@@ -263,3 +263,29 @@ func TestDecodeChatOneRuleSet(t *testing.T) {
 		t.Fatalf("repeated keys: model %q, tools %+v", req.Model, req.Chat.Tools)
 	}
 }
+
+// TestDecodeCompletionOnePass: the completions and embeddings checks
+// read their fields in the same pass and by the same rules as chat.
+func TestDecodeCompletionOnePass(t *testing.T) {
+	r, e := DecodeCompletion([]byte(`{"model":"m","prompt":["a"],"stream":true,"stream_options":{"include_usage":true},"n":2}`))
+	if e != nil || !r.Stream || !r.IncludeUsage || r.Model != "m" {
+		t.Fatalf("completion = %+v, %v", r, e)
+	}
+	for body, param := range map[string]string{
+		`{"model":"m","prompt":"a","n":2.0}`:                                                "n",
+		`{"model":"m","prompt":"a","stream":true,"stream_options":{"include_usage":1}}`:     "stream_options.include_usage",
+		`{"model":"m","prompt":"a","stream":false,"stream_options":{"include_usage":true}}`: "stream_options",
+		`{"model":"m","prompt":5}`:                                                          "prompt",
+		`{"model":"m","prompt":"a"} x`:                                                      "",
+	} {
+		if _, e := DecodeCompletion([]byte(body)); e == nil || e.Param != param {
+			t.Errorf("%s: got %+v, want a 400 naming %q", body, e, param)
+		}
+	}
+	if _, e := DecodeEmbedding([]byte(`{"model":"m","input":[ ]}`)); e == nil || e.Param != "input" {
+		t.Errorf("embedding with empty input: %v", e)
+	}
+	if _, e := DecodeEmbedding([]byte(`{"model":"m","input":""}`)); e == nil || e.Param != "input" {
+		t.Errorf("embedding with empty string input: %v", e)
+	}
+}
