@@ -28,15 +28,12 @@ func DecodeChatRequest(body []byte) (*ChatRequest, error) {
 	c := &ChatRequest{HasExtra: true}
 	var e *Error
 	s.Object(func(k []byte) bool {
-		switch string(k) {
-		case "model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "n", "top_logprobs",
-			"temperature", "top_p", "seed", "logprobs", "user", "stop", "tool_choice", "response_format", "tools":
-			if s.Peek() == jsonscan.Null {
+		if s.Peek() == jsonscan.Null {
+			if !chatKey(k) {
+				c.Extra = append(c.Extra, Field{Name: string(k), Raw: s.Raw()})
+			} else {
 				s.Null()
-				return true
 			}
-		default:
-			c.Extra = append(c.Extra, Field{Name: string(k), Raw: s.Raw()})
 			return s.Err() == nil
 		}
 		switch string(k) {
@@ -91,6 +88,8 @@ func DecodeChatRequest(body []byte) (*ChatRequest, error) {
 			c.ResponseFormat = s.Raw()
 		case "tools":
 			e = decodeTools(s, c)
+		default:
+			c.Extra = append(c.Extra, Field{Name: string(k), Raw: s.Raw()})
 		}
 		return e == nil
 	})
@@ -107,6 +106,16 @@ func DecodeChatRequest(body []byte) (*ChatRequest, error) {
 		return nil, syntaxErr(err)
 	}
 	return c, nil
+}
+
+// chatKey reports whether DecodeChatRequest reads the top-level field k.
+func chatKey(k []byte) bool {
+	switch string(k) {
+	case "model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "n", "top_logprobs",
+		"temperature", "top_p", "seed", "logprobs", "user", "stop", "tool_choice", "response_format", "tools":
+		return true
+	}
+	return false
 }
 
 func syntaxErr(err error) *Error {
