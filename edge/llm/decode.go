@@ -185,6 +185,11 @@ func number(s *jsonscan.Scanner, field string) (*float64, *Error) {
 	return &x, nil
 }
 
+// MaxMessages bounds a chat request's messages. The decoder stops there,
+// so a body of a million empty messages costs no more than its first
+// ten thousand.
+const MaxMessages = 10_000
+
 func decodeMessages(s *jsonscan.Scanner, c *ChatRequest) *Error {
 	if s.Peek() != jsonscan.Array {
 		return typeErr("messages", "an array")
@@ -192,6 +197,11 @@ func decodeMessages(s *jsonscan.Scanner, c *ChatRequest) *Error {
 	c.Messages = make([]Message, 0, 8)
 	var e *Error
 	s.Array(func(n int) bool {
+		if n >= MaxMessages {
+			e = &Error{Status: http.StatusBadRequest, Type: TypeInvalidRequest, Param: "messages",
+				Message: fmt.Sprintf("'messages' holds more than %d messages.", MaxMessages)}
+			return false
+		}
 		if s.Peek() != jsonscan.Object {
 			if s.Peek() == jsonscan.Null {
 				s.Null()

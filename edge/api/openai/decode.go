@@ -21,7 +21,7 @@ import (
 
 // Limits on fields, checked before anything is sent upstream.
 const (
-	maxMessages = 10_000
+	maxMessages = llm.MaxMessages
 	maxN        = 128
 	maxModelLen = 256
 )

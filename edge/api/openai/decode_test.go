@@ -289,3 +289,17 @@ func TestDecodeCompletionOnePass(t *testing.T) {
 		t.Errorf("embedding with empty string input: %v", e)
 	}
 }
+
+// TestDecodeChatManyMessages: the decode stops at the message limit
+// rather than building a million messages before refusing them.
+func TestDecodeChatManyMessages(t *testing.T) {
+	body := `{"model":"m","messages":[` + strings.Repeat(`{"role":"user","content":"x"},`, maxMessages) + `{}]}`
+	_, e := DecodeChat([]byte(body))
+	if e == nil || e.Param != "messages" || !strings.Contains(e.Message, "more than 10000") {
+		t.Fatalf("got %+v, want a 400 naming the message limit", e)
+	}
+	ok := `{"model":"m","messages":[` + strings.Repeat(`{"role":"user","content":"x"},`, maxMessages-1) + `{"role":"user","content":"x"}]}`
+	if _, e := DecodeChat([]byte(ok)); e != nil {
+		t.Fatalf("the limit itself refused: %v", e)
+	}
+}
