@@ -185,9 +185,10 @@ func number(s *jsonscan.Scanner, field string) (*float64, *Error) {
 	return &x, nil
 }
 
-// MaxMessages bounds a chat request's messages. The decoder stops there,
-// so a body of a million empty messages costs no more than its first
-// ten thousand.
+// MaxMessages bounds a chat request's messages, and the tool calls of
+// all its messages together. The decoder stops there, so a body of a
+// million empty messages (or calls) costs no more than its first ten
+// thousand.
 const MaxMessages = 10_000
 
 func decodeMessages(s *jsonscan.Scanner, c *ChatRequest) *Error {
@@ -196,6 +197,7 @@ func decodeMessages(s *jsonscan.Scanner, c *ChatRequest) *Error {
 	}
 	c.Messages = make([]Message, 0, 8)
 	var e *Error
+	calls := 0
 	s.Array(func(n int) bool {
 		if n >= MaxMessages {
 			e = &Error{Status: http.StatusBadRequest, Type: TypeInvalidRequest, Param: "messages",
@@ -235,6 +237,11 @@ func decodeMessages(s *jsonscan.Scanner, c *ChatRequest) *Error {
 					break
 				}
 				s.Array(func(j int) bool {
+					if calls++; calls > MaxMessages {
+						e = &Error{Status: http.StatusBadRequest, Type: TypeInvalidRequest, Param: fmt.Sprintf("messages[%d].tool_calls", n),
+							Message: fmt.Sprintf("The messages hold more than %d tool calls.", MaxMessages)}
+						return false
+					}
 					var call ToolCall
 					e = decodeToolCall(s, &call, n, j)
 					msg.ToolCalls = append(msg.ToolCalls, call)

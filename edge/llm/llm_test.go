@@ -183,8 +183,12 @@ func FuzzDecodeChatRequest(f *testing.F) {
 				return
 			}
 		}
-		if len(want.Messages) > MaxMessages {
-			return // the one-pass decoder stops at the limit
+		calls := 0
+		for _, m := range want.Messages {
+			calls += len(m.ToolCalls)
+		}
+		if len(want.Messages) > MaxMessages || calls > MaxMessages {
+			return // the one-pass decoder stops at the limits
 		}
 		if err != nil {
 			t.Fatalf("encoding/json decodes %q but DecodeChatRequest fails: %v", body, err)

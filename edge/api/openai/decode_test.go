@@ -303,3 +303,14 @@ func TestDecodeChatManyMessages(t *testing.T) {
 		t.Fatalf("the limit itself refused: %v", e)
 	}
 }
+
+// TestDecodeChatManyToolCalls: the tool calls of all messages together
+// are bounded as messages are.
+func TestDecodeChatManyToolCalls(t *testing.T) {
+	half := `{"role":"assistant","tool_calls":[` + strings.Repeat(`{},`, maxMessages/2) + `{}]}`
+	body := `{"model":"m","messages":[` + half + `,` + half + `]}`
+	_, e := DecodeChat([]byte(body))
+	if e == nil || !strings.Contains(e.Message, "more than 10000 tool calls") || e.Param != "messages[1].tool_calls" {
+		t.Fatalf("got %+v, want a 400 naming the tool call limit", e)
+	}
+}
