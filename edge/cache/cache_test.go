@@ -219,6 +219,26 @@ func TestKeyOfReadsBodyOnce(t *testing.T) {
 	if key(t, "acme", reordered) != k {
 		t.Fatal("the order of unread fields changed the key")
 	}
+
+	// The same for an Anthropic body, and the fields its decoder kept
+	// hash as reading the body for them does.
+	const abody = `{"model":"m","max_tokens":5,"thinking":{"type":"enabled","budget_tokens":1024},"messages":[{"role":"user","content":"hello"}],"service_tier":null}`
+	ar := anthropicReq(t, abody)
+	ak := key(t, "acme", ar)
+	if len(ar.Chat.Extra) != 2 {
+		t.Fatalf("anthropic extra fields = %+v", ar.Chat.Extra)
+	}
+	c := *ar.Chat
+	c.Extra, c.HasExtra = nil, false
+	fallback := *ar
+	fallback.Chat = &c
+	if key(t, "acme", &fallback) != ak {
+		t.Fatal("the Anthropic decoder's extra fields and its body's hash apart")
+	}
+	ar.Native = []byte(`{"model":"m","thinking":{"type":"disabled"}`)
+	if key(t, "acme", ar) != ak {
+		t.Fatal("the cache key read the Anthropic body again")
+	}
 }
 
 type fakeClock struct {

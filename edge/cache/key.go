@@ -129,11 +129,13 @@ func keyOf(tenant string, req *llm.Request, semantic bool) (Key, string, error) 
 	h.optInt(c.TopLogprobs)
 	// The client's format is not hashed: only fields it adds are.
 	switch {
+	case req.NativeFormat == llm.FormatAnthropic && req.Native != nil && c.HasExtra:
+		h.fields(slices.Clone(c.Extra)) // read once, by the Anthropic decoder
 	case req.NativeFormat == llm.FormatAnthropic && req.Native != nil:
 		h.extra(req.Native, anthropicKnown)
 	case req.NativeFormat == llm.FormatResponses && req.Native != nil:
 		h.extra(req.Native, responsesKnown)
-	case c.HasExtra:
+	case c.HasExtra && req.Native == nil:
 		h.fields(slices.Clone(c.Extra)) // read once, by the decoder
 	default:
 		h.extra(req.Body, openAIKnown)

@@ -159,10 +159,11 @@ type ChatRequest struct {
 	// such field, so it is never sent in OpenAI's format.
 	TopK *int `json:"-"`
 
-	// Extra holds the top-level fields of the OpenAI-format body that
-	// DecodeChatRequest does not read (frequency_penalty, …), in body
-	// order, as they came; HasExtra says the decoder filled it. Who
-	// needs those fields (the cache key) reads them here instead of
+	// Extra holds the top-level fields of the client's body that its
+	// decoder (DecodeChatRequest for OpenAI's format, the Anthropic
+	// surface's for Anthropic's) does not read (frequency_penalty, …),
+	// in body order, as they came; HasExtra says the decoder filled it.
+	// Who needs those fields (the cache key) reads them here instead of
 	// reading the body again.
 	Extra    []Field `json:"-"`
 	HasExtra bool    `json:"-"`
