@@ -11,10 +11,10 @@
 // The first syntax error stops the walk; Err reports it. The package never
 // panics on any input.
 //
-// It is the edge's one reader of JSON on the request path: the three
-// surfaces' request decoders, the canonical chat decode (llm), message
-// content parts, stream chunks (llm.Chunk, the Gemini stream) and the
-// cache key all read with it, each body once. encoding/json is for
+// It is the edge's one reader of client requests: the three surfaces'
+// request decoders, the canonical chat decode (llm), message content
+// parts, OpenAI-format stream chunks (llm.Chunk), the Gemini stream and
+// the cache key all read with it, each body once. encoding/json is for
 // configuration, admin endpoints and error paths. It was kept over gjson
 // by measurement (2026-12-02, the same chunk and 4 KB request, before
 // and after binaries interleaved): gjson's checked one-pass walk
