@@ -19,6 +19,12 @@
 // region of the target that produced it) lives here too; the request
 // pipeline (edge/api) applies it.
 //
+// The key is computed from the canonical request the surface decoded,
+// the fields it did not read included (llm.ChatRequest.Extra), so an
+// OpenAI or Anthropic body is not read a second time; it reads the
+// client's body (with jsonscan, the edge's JSON reader) only for a
+// request whose decoder did not keep those fields (Responses).
+//
 // The cache must never answer one tenant with another's entry, never
 // answer from an entry produced outside the regions the request
 // allows, and never store a sampled answer unless a policy forces it.

@@ -189,7 +189,56 @@ func FuzzKeyOf(f *testing.F) {
 		if (err1 == nil) != (err2 == nil) || k1 != k2 {
 			t.Fatalf("two keys for one body: %v %v", err1, err2)
 		}
+		// The fields the decoder kept aside hash as reading the body
+		// for them did.
+		c := *r2.Chat
+		c.Extra, c.HasExtra = nil, false
+		r2.Chat = &c
+		if k3, err3 := cache.KeyOf("t", r2); (err1 == nil) != (err3 == nil) || k1 != k3 {
+			t.Fatalf("the decoder's extra fields and the body's hash apart: %v %v", err1, err3)
+		}
 	})
+}
+
+// TestKeyOfReadsBodyOnce: the key of an OpenAI request comes from what
+// the surface decoded, the unread top-level fields included; the body
+// is not read again. It is swapped for bytes that are not JSON after
+// the decode, and the key must not change.
+func TestKeyOfReadsBodyOnce(t *testing.T) {
+	const body = `{"model":"m","presence_penalty":0.5,"messages":[{"role":"user","content":"hello"}],"x_vendor":{"b":1, "a":[2]},"seed":3}`
+	r := openaiReq(t, body)
+	k := key(t, "acme", r)
+	r.Body = []byte(`{"model":"m","presence_penalty":0.9,"messages":[`)
+	if key(t, "acme", r) != k {
+		t.Fatal("the cache key read the body again")
+	}
+	if len(r.Chat.Extra) != 2 || r.Chat.Extra[0].Name != "presence_penalty" || r.Chat.Extra[1].Name != "x_vendor" {
+		t.Fatalf("extra fields = %+v", r.Chat.Extra)
+	}
+	reordered := openaiReq(t, `{"x_vendor":{"b":1,"a":[2]},"model":"m","messages":[{"role":"user","content":"hello"}],"seed":3,"presence_penalty":0.5}`)
+	if key(t, "acme", reordered) != k {
+		t.Fatal("the order of unread fields changed the key")
+	}
+
+	// The same for an Anthropic body, and the fields its decoder kept
+	// hash as reading the body for them does.
+	const abody = `{"model":"m","max_tokens":5,"thinking":{"type":"enabled","budget_tokens":1024},"messages":[{"role":"user","content":"hello"}],"service_tier":null}`
+	ar := anthropicReq(t, abody)
+	ak := key(t, "acme", ar)
+	if len(ar.Chat.Extra) != 2 {
+		t.Fatalf("anthropic extra fields = %+v", ar.Chat.Extra)
+	}
+	c := *ar.Chat
+	c.Extra, c.HasExtra = nil, false
+	fallback := *ar
+	fallback.Chat = &c
+	if key(t, "acme", &fallback) != ak {
+		t.Fatal("the Anthropic decoder's extra fields and its body's hash apart")
+	}
+	ar.Native = []byte(`{"model":"m","thinking":{"type":"disabled"}`)
+	if key(t, "acme", ar) != ak {
+		t.Fatal("the cache key read the Anthropic body again")
+	}
 }
 
 type fakeClock struct {

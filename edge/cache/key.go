@@ -129,10 +129,14 @@ func keyOf(tenant string, req *llm.Request, semantic bool) (Key, string, error) 
 	h.optInt(c.TopLogprobs)
 	// The client's format is not hashed: only fields it adds are.
 	switch {
+	case req.NativeFormat == llm.FormatAnthropic && req.Native != nil && c.HasExtra:
+		h.fields(slices.Clone(c.Extra)) // read once, by the Anthropic decoder
 	case req.NativeFormat == llm.FormatAnthropic && req.Native != nil:
 		h.extra(req.Native, anthropicKnown)
 	case req.NativeFormat == llm.FormatResponses && req.Native != nil:
 		h.extra(req.Native, responsesKnown)
+	case c.HasExtra && req.Native == nil:
+		h.fields(slices.Clone(c.Extra)) // read once, by the decoder
 	default:
 		h.extra(req.Body, openAIKnown)
 	}
@@ -280,11 +284,7 @@ func (h *hasher) extra(body []byte, known []string) {
 		h.int(0)
 		return
 	}
-	type field struct {
-		name string
-		raw  []byte
-	}
-	var fields []field
+	var fields []llm.Field
 	s := jsonscan.New(body)
 	if s.Peek() == jsonscan.Object {
 		s.Object(func(k []byte) bool {
@@ -292,22 +292,28 @@ func (h *hasher) extra(body []byte, known []string) {
 				s.Skip()
 				return true
 			}
-			fields = append(fields, field{string(k), s.Raw()})
+			fields = append(fields, llm.Field{Name: string(k), Raw: s.Raw()})
 			return true
 		})
 	}
-	slices.SortFunc(fields, func(a, b field) int {
+	h.fields(fields)
+}
+
+// fields hashes fields sorted by name (it sorts them in place), so their
+// order in the body does not matter.
+func (h *hasher) fields(fields []llm.Field) {
+	slices.SortFunc(fields, func(a, b llm.Field) int {
 		switch {
-		case a.name < b.name:
+		case a.Name < b.Name:
 			return -1
-		case a.name > b.name:
+		case a.Name > b.Name:
 			return 1
 		}
 		return 0
 	})
 	h.int(int64(len(fields)))
 	for _, f := range fields {
-		h.str(f.name)
-		h.raw(f.raw)
+		h.str(f.Name)
+		h.raw(f.Raw)
 	}
 }

@@ -36,10 +36,24 @@ func OpName(op llm.Op) string {
 	return telemetry.GenAIOpChat
 }
 
-// RequestAttributes are the GenAI request attributes of req read from
-// its OpenAI-format body, without decoding it into types.
+// RequestAttributes are the GenAI request attributes of req: read from
+// its typed chat request when the surface decoded one (the body is not
+// read twice), else from its OpenAI-format body, without decoding it
+// into types.
 func RequestAttributes(req *llm.Request) []attribute.KeyValue {
 	kv := []attribute.KeyValue{telemetry.GenAIOperation.String(OpName(req.Op))}
+	if c := req.Chat; c != nil {
+		switch {
+		case c.MaxTokens != nil:
+			kv = append(kv, telemetry.GenAIMaxTokens.Int64(int64(*c.MaxTokens)))
+		case c.MaxCompletionTokens != nil:
+			kv = append(kv, telemetry.GenAIMaxTokens.Int64(int64(*c.MaxCompletionTokens)))
+		}
+		if c.Temperature != nil {
+			kv = append(kv, telemetry.GenAITemperature.Float64(*c.Temperature))
+		}
+		return kv
+	}
 	if len(req.Body) == 0 {
 		return kv
 	}

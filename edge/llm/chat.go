@@ -41,27 +41,103 @@ func PartsContent(parts []ContentPart) json.RawMessage {
 var ErrContent = errors.New("content must be a string, an array of content parts or null")
 
 // Parts returns a message's content as parts: a string becomes one text
-// part, null or absent content none.
+// part, null or absent content none. It reads the content in one pass
+// (jsonscan), not with encoding/json: every translating adapter calls it
+// for every message. Texts point into the content when they have no
+// escapes. A part's fields are matched exactly by name; a field of the
+// wrong type is an error.
 func (m *Message) Parts() ([]ContentPart, error) {
 	c := m.Content
 	if len(c) == 0 || string(c) == "null" {
 		return nil, nil
 	}
-	switch c[0] {
-	case '"':
-		var s string
-		if err := json.Unmarshal(c, &s); err != nil {
+	s := jsonscan.New(c)
+	var parts []ContentPart
+	switch s.Peek() {
+	case jsonscan.String:
+		parts = []ContentPart{{Type: "text", Text: s.Str()}}
+	case jsonscan.Array:
+		parts = make([]ContentPart, 0, 2)
+		var err error
+		s.Array(func(int) bool {
+			parts = append(parts, ContentPart{})
+			err = scanPart(s, &parts[len(parts)-1])
+			return err == nil
+		})
+		if err != nil {
 			return nil, err
 		}
-		return []ContentPart{{Type: "text", Text: s}}, nil
-	case '[':
-		var parts []ContentPart
-		if err := json.Unmarshal(c, &parts); err != nil {
-			return nil, err
+	default:
+		if s.Peek() == jsonscan.Invalid {
+			s.Skip()
+			return nil, s.Err()
 		}
-		return parts, nil
+		return nil, ErrContent
 	}
-	return nil, ErrContent
+	if err := s.End(); err != nil {
+		return nil, err
+	}
+	return parts, nil
+}
+
+// errPart reports a content part field of the wrong type.
+var errPart = errors.New("content part: a field has the wrong type")
+
+// scanPart reads one content part; null leaves it empty.
+func scanPart(s *jsonscan.Scanner, p *ContentPart) error {
+	switch s.Peek() {
+	case jsonscan.Null:
+		s.Null()
+		return nil
+	case jsonscan.Object:
+	default:
+		return errPart
+	}
+	var err error
+	s.Object(func(k []byte) bool {
+		if s.Peek() == jsonscan.Null {
+			s.Null()
+			return true
+		}
+		switch string(k) {
+		case "type":
+			p.Type, err = partStr(s)
+		case "text":
+			p.Text, err = partStr(s)
+		case "image_url":
+			if s.Peek() != jsonscan.Object {
+				err = errPart
+				break
+			}
+			u := &ImageURL{}
+			s.Object(func(k []byte) bool {
+				if s.Peek() == jsonscan.Null {
+					s.Null()
+					return true
+				}
+				switch string(k) {
+				case "url":
+					u.URL, err = partStr(s)
+				case "detail":
+					u.Detail, err = partStr(s)
+				}
+				return err == nil
+			})
+			p.ImageURL = u
+		}
+		return err == nil
+	})
+	if err == nil {
+		err = s.Err()
+	}
+	return err
+}
+
+func partStr(s *jsonscan.Scanner) (string, error) {
+	if s.Peek() != jsonscan.String {
+		return "", errPart
+	}
+	return s.Str(), nil
 }
 
 // Text returns the message's text: a string content, or its text parts

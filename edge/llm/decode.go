@@ -25,12 +25,16 @@ func DecodeChatRequest(body []byte) (*ChatRequest, error) {
 		}
 		return nil, &Error{Status: http.StatusBadRequest, Type: TypeInvalidRequest, Message: "The request body must be a JSON object."}
 	}
-	c := &ChatRequest{}
+	c := &ChatRequest{HasExtra: true}
 	var e *Error
 	s.Object(func(k []byte) bool {
 		if s.Peek() == jsonscan.Null {
-			s.Null()
-			return true
+			if !chatKey(k) {
+				c.Extra = append(c.Extra, Field{Name: string(k), Raw: s.Raw()})
+			} else {
+				s.Null()
+			}
+			return s.Err() == nil
 		}
 		switch string(k) {
 		case "model":
@@ -84,16 +88,34 @@ func DecodeChatRequest(body []byte) (*ChatRequest, error) {
 			c.ResponseFormat = s.Raw()
 		case "tools":
 			e = decodeTools(s, c)
+		default:
+			c.Extra = append(c.Extra, Field{Name: string(k), Raw: s.Raw()})
 		}
 		return e == nil
 	})
 	if e != nil {
+		// A body that is not JSON at all is a syntax error, wherever a
+		// wrong type stopped the walk before its broken part.
+		v := jsonscan.New(body)
+		if v.Skip(); v.End() != nil {
+			return nil, syntaxErr(v.Err())
+		}
 		return nil, e
 	}
 	if err := s.End(); err != nil {
 		return nil, syntaxErr(err)
 	}
 	return c, nil
+}
+
+// chatKey reports whether DecodeChatRequest reads the top-level field k.
+func chatKey(k []byte) bool {
+	switch string(k) {
+	case "model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "n", "top_logprobs",
+		"temperature", "top_p", "seed", "logprobs", "user", "stop", "tool_choice", "response_format", "tools":
+		return true
+	}
+	return false
 }
 
 func syntaxErr(err error) *Error {
@@ -163,13 +185,25 @@ func number(s *jsonscan.Scanner, field string) (*float64, *Error) {
 	return &x, nil
 }
 
+// MaxMessages bounds a chat request's messages, and the tool calls of
+// all its messages together. The decoder stops there, so a body of a
+// million empty messages (or calls) costs no more than its first ten
+// thousand.
+const MaxMessages = 10_000
+
 func decodeMessages(s *jsonscan.Scanner, c *ChatRequest) *Error {
 	if s.Peek() != jsonscan.Array {
 		return typeErr("messages", "an array")
 	}
 	c.Messages = make([]Message, 0, 8)
 	var e *Error
+	calls := 0
 	s.Array(func(n int) bool {
+		if n >= MaxMessages {
+			e = &Error{Status: http.StatusBadRequest, Type: TypeInvalidRequest, Param: "messages",
+				Message: fmt.Sprintf("'messages' holds more than %d messages.", MaxMessages)}
+			return false
+		}
 		if s.Peek() != jsonscan.Object {
 			if s.Peek() == jsonscan.Null {
 				s.Null()
@@ -203,6 +237,11 @@ func decodeMessages(s *jsonscan.Scanner, c *ChatRequest) *Error {
 					break
 				}
 				s.Array(func(j int) bool {
+					if calls++; calls > MaxMessages {
+						e = &Error{Status: http.StatusBadRequest, Type: TypeInvalidRequest, Param: fmt.Sprintf("messages[%d].tool_calls", n),
+							Message: fmt.Sprintf("The messages hold more than %d tool calls.", MaxMessages)}
+						return false
+					}
 					var call ToolCall
 					e = decodeToolCall(s, &call, n, j)
 					msg.ToolCalls = append(msg.ToolCalls, call)
@@ -264,6 +303,7 @@ func decodeTools(s *jsonscan.Scanner, c *ChatRequest) *Error {
 	if s.Peek() != jsonscan.Array {
 		return typeErr("tools", "an array")
 	}
+	c.Tools = nil // a repeated key takes its last value
 	var e *Error
 	s.Array(func(n int) bool {
 		var tool Tool

@@ -158,6 +158,22 @@ type ChatRequest struct {
 	// TopK is Anthropic's, Gemini's and Ollama's top_k. OpenAI has no
 	// such field, so it is never sent in OpenAI's format.
 	TopK *int `json:"-"`
+
+	// Extra holds the top-level fields of the client's body that its
+	// decoder (DecodeChatRequest for OpenAI's format, the Anthropic
+	// surface's for Anthropic's) does not read (frequency_penalty, …),
+	// in body order, as they came; HasExtra says the decoder filled it.
+	// Who needs those fields (the cache key) reads them here instead of
+	// reading the body again.
+	Extra    []Field `json:"-"`
+	HasExtra bool    `json:"-"`
+}
+
+// Field is one top-level field of a JSON body: its name and its value's
+// bytes as they came.
+type Field struct {
+	Name string
+	Raw  json.RawMessage
 }
 
 // StreamOptions is OpenAI's stream_options object.

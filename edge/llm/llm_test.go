@@ -183,6 +183,13 @@ func FuzzDecodeChatRequest(f *testing.F) {
 				return
 			}
 		}
+		calls := 0
+		for _, m := range want.Messages {
+			calls += len(m.ToolCalls)
+		}
+		if len(want.Messages) > MaxMessages || calls > MaxMessages {
+			return // the one-pass decoder stops at the limits
+		}
 		if err != nil {
 			t.Fatalf("encoding/json decodes %q but DecodeChatRequest fails: %v", body, err)
 		}
@@ -217,6 +224,56 @@ func BenchmarkDecodeChatRequest(b *testing.B) {
 			if err := json.Unmarshal(body, &c); err != nil {
 				b.Fatal(err)
 			}
+		}
+	})
+}
+
+// TestMessagePartsOnePass: Parts reads content the way encoding/json
+// reads it into []ContentPart (escapes, nulls, image URLs), and refuses
+// a field of the wrong type or bytes that are not JSON.
+func TestMessagePartsOnePass(t *testing.T) {
+	m := Message{Content: json.RawMessage(`[{"type":"text","text":"a\nb \u00e9"},null,{"type":"image_url","image_url":{"url":"https://x/y.png","detail":"low"},"extra":[1,{"z":2}]},{"type":"text","text":null}]`)}
+	got, err := m.Parts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []ContentPart
+	if err := json.Unmarshal(m.Content, &want); err != nil {
+		t.Fatal(err)
+	}
+	g, _ := json.Marshal(got)
+	w, _ := json.Marshal(want)
+	if string(g) != string(w) {
+		t.Fatalf("parts = %s, want %s", g, w)
+	}
+	for _, bad := range []string{`[{"type":1}]`, `[{"image_url":"x"}]`, `[5]`, `[{"type":"text"`, `"x" y`, `{"type":"text"}`} {
+		m := Message{Content: json.RawMessage(bad)}
+		if p, err := m.Parts(); err == nil {
+			t.Errorf("Parts(%s) = %+v, want an error", bad, p)
+		}
+	}
+}
+
+// FuzzMessageParts: Parts never panics, and what it reads survives a
+// round trip through PartsContent unchanged.
+func FuzzMessageParts(f *testing.F) {
+	f.Add([]byte(`[{"type":"text","text":"hi \u00e9\n"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AA"}}]`))
+	f.Add([]byte(`"just text"`))
+	f.Add([]byte(`[null,{"type":null}]`))
+	f.Fuzz(func(t *testing.T, content []byte) {
+		m := Message{Content: content}
+		parts, err := m.Parts()
+		if err != nil || len(parts) == 0 {
+			return
+		}
+		again, err := (&Message{Content: PartsContent(parts)}).Parts()
+		if err != nil {
+			t.Fatalf("round trip of %q: %v", content, err)
+		}
+		a, _ := json.Marshal(parts)
+		b, _ := json.Marshal(again)
+		if string(a) != string(b) {
+			t.Fatalf("round trip of %q: %s != %s", content, a, b)
 		}
 	})
 }

@@ -56,13 +56,17 @@ func decodeBody(body []byte, count bool) (*llm.Request, *llm.Error) {
 		}
 		return nil, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "", "The request body must be a JSON object.")
 	}
-	c := &llm.ChatRequest{}
+	c := &llm.ChatRequest{HasExtra: true}
 	var e *llm.Error
 	var msgs []byte
 	s.Object(func(k []byte) bool {
 		switch s.Peek() {
 		case jsonscan.Null:
-			s.Null()
+			if !knownKey(k) {
+				c.Extra = append(c.Extra, llm.Field{Name: string(k), Raw: s.Raw()})
+			} else {
+				s.Null()
+			}
 			return true
 		case jsonscan.Invalid:
 			s.Skip() // records the syntax error
@@ -137,6 +141,10 @@ func decodeBody(body []byte, count bool) (*llm.Request, *llm.Error) {
 			e = decodeTools(s, c)
 		case "tool_choice":
 			e = decodeToolChoice(s, c)
+		default:
+			// Kept for the cache key, which hashes the fields no
+			// decoder reads without reading the body again.
+			c.Extra = append(c.Extra, llm.Field{Name: string(k), Raw: s.Raw()})
 		}
 		return e == nil
 	})
@@ -160,6 +168,16 @@ func decodeBody(body []byte, count bool) (*llm.Request, *llm.Error) {
 		return nil, e
 	}
 	return &llm.Request{Op: llm.OpChat, Model: c.Model, Stream: c.Stream, IncludeUsage: true, Chat: c}, nil
+}
+
+// knownKey reports whether decodeBody reads the top-level field k.
+func knownKey(k []byte) bool {
+	switch string(k) {
+	case "model", "max_tokens", "stream", "temperature", "top_p", "top_k", "stop_sequences", "metadata",
+		"system", "messages", "tools", "tool_choice":
+		return true
+	}
+	return false
 }
 
 func decodeStop(s *jsonscan.Scanner, c *llm.ChatRequest) *llm.Error {

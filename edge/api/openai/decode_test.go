@@ -201,3 +201,116 @@ func BenchmarkDecodeDeepNesting(b *testing.B) {
 		}
 	}
 }
+
+// TestDecodeChatParsesOnce: DecodeChat leaves the typed request on the
+// canonical one, so nothing after it reads the body again. The body is
+// swapped for bytes that are not JSON; a second parse would fail.
+func TestDecodeChatParsesOnce(t *testing.T) {
+	body := []byte(`{"model":"m","max_tokens":7,"messages":[{"role":"system","content":"be brief"},{"role":"user","content":[{"type":"text","text":"hi"}]}],"tools":[{"type":"function","function":{"name":"f"}}]}`)
+	req, e := DecodeChat(body)
+	if e != nil {
+		t.Fatal(e)
+	}
+	if req.Chat == nil {
+		t.Fatal("DecodeChat left the typed request to a second parse")
+	}
+	want := req.Chat
+	req.Body = []byte(`{"not json`)
+	c, err := req.ChatRequest()
+	if err != nil || c != want {
+		t.Fatalf("ChatRequest parsed the body again: %v", err)
+	}
+	if c.Model != "m" || len(c.Messages) != 2 || c.Messages[1].Role != "user" || *c.MaxTokens != 7 || c.Tools[0].Function.Name != "f" {
+		t.Fatalf("typed request = %+v", c)
+	}
+}
+
+// TestDecodeChatOneRuleSet: the surface's check and the typed decode
+// were two parsers with two sets of rules, so a body could pass one and
+// fail the other depending on where it was routed. Each case here was
+// accepted by the surface and refused (or read differently) by the
+// translating path; now one parser decides, the same way on every route.
+func TestDecodeChatOneRuleSet(t *testing.T) {
+	const msgs = `"messages":[{"role":"user","content":"x"}]`
+	for _, tt := range []struct {
+		name, body, param string
+	}{
+		{"integer written as a float", `{"model":"m","n":2.0,` + msgs + `}`, "n"},
+		{"integer in exponent form", `{"model":"m","max_tokens":1e3,` + msgs + `}`, "max_tokens"},
+		{"integer past int64", `{"model":"m","seed":99999999999999999999,` + msgs + `}`, "seed"},
+		{"string for an integer", `{"model":"m","max_tokens":"5",` + msgs + `}`, "max_tokens"},
+		{"string for a number", `{"model":"m","temperature":"hot",` + msgs + `}`, "temperature"},
+		{"tool call of the wrong type", `{"model":"m","messages":[{"role":"assistant","tool_calls":[{"id":1}]}]}`, "messages[0].tool_calls[0].id"},
+		{"syntax error after a wrong type", `{"model":7,` + msgs + `,}`, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, e := DecodeChat([]byte(tt.body))
+			if e == nil {
+				t.Fatal("accepted")
+			}
+			if e.Status != http.StatusBadRequest || e.Param != tt.param {
+				t.Fatalf("got %d param=%q msg=%q, want 400 param=%q", e.Status, e.Param, e.Message, tt.param)
+			}
+		})
+	}
+	// A repeated key takes its last value, as in encoding/json, for
+	// every field: the tools list is the last one, not both.
+	req, e := DecodeChat([]byte(`{"model":"a","tools":[{"type":"function","function":{"name":"f"}}],"model":"b","tools":[{"type":"function","function":{"name":"g"}}],` + msgs + `}`))
+	if e != nil {
+		t.Fatal(e)
+	}
+	if req.Model != "b" || len(req.Chat.Tools) != 1 || req.Chat.Tools[0].Function.Name != "g" {
+		t.Fatalf("repeated keys: model %q, tools %+v", req.Model, req.Chat.Tools)
+	}
+}
+
+// TestDecodeCompletionOnePass: the completions and embeddings checks
+// read their fields in the same pass and by the same rules as chat.
+func TestDecodeCompletionOnePass(t *testing.T) {
+	r, e := DecodeCompletion([]byte(`{"model":"m","prompt":["a"],"stream":true,"stream_options":{"include_usage":true},"n":2}`))
+	if e != nil || !r.Stream || !r.IncludeUsage || r.Model != "m" {
+		t.Fatalf("completion = %+v, %v", r, e)
+	}
+	for body, param := range map[string]string{
+		`{"model":"m","prompt":"a","n":2.0}`:                                                "n",
+		`{"model":"m","prompt":"a","stream":true,"stream_options":{"include_usage":1}}`:     "stream_options.include_usage",
+		`{"model":"m","prompt":"a","stream":false,"stream_options":{"include_usage":true}}`: "stream_options",
+		`{"model":"m","prompt":5}`:                                                          "prompt",
+		`{"model":"m","prompt":"a"} x`:                                                      "",
+	} {
+		if _, e := DecodeCompletion([]byte(body)); e == nil || e.Param != param {
+			t.Errorf("%s: got %+v, want a 400 naming %q", body, e, param)
+		}
+	}
+	if _, e := DecodeEmbedding([]byte(`{"model":"m","input":[ ]}`)); e == nil || e.Param != "input" {
+		t.Errorf("embedding with empty input: %v", e)
+	}
+	if _, e := DecodeEmbedding([]byte(`{"model":"m","input":""}`)); e == nil || e.Param != "input" {
+		t.Errorf("embedding with empty string input: %v", e)
+	}
+}
+
+// TestDecodeChatManyMessages: the decode stops at the message limit
+// rather than building a million messages before refusing them.
+func TestDecodeChatManyMessages(t *testing.T) {
+	body := `{"model":"m","messages":[` + strings.Repeat(`{"role":"user","content":"x"},`, maxMessages) + `{}]}`
+	_, e := DecodeChat([]byte(body))
+	if e == nil || e.Param != "messages" || !strings.Contains(e.Message, "more than 10000") {
+		t.Fatalf("got %+v, want a 400 naming the message limit", e)
+	}
+	ok := `{"model":"m","messages":[` + strings.Repeat(`{"role":"user","content":"x"},`, maxMessages-1) + `{"role":"user","content":"x"}]}`
+	if _, e := DecodeChat([]byte(ok)); e != nil {
+		t.Fatalf("the limit itself refused: %v", e)
+	}
+}
+
+// TestDecodeChatManyToolCalls: the tool calls of all messages together
+// are bounded as messages are.
+func TestDecodeChatManyToolCalls(t *testing.T) {
+	half := `{"role":"assistant","tool_calls":[` + strings.Repeat(`{},`, maxMessages/2) + `{}]}`
+	body := `{"model":"m","messages":[` + half + `,` + half + `]}`
+	_, e := DecodeChat([]byte(body))
+	if e == nil || !strings.Contains(e.Message, "more than 10000 tool calls") || e.Param != "messages[1].tool_calls" {
+		t.Fatalf("got %+v, want a 400 naming the tool call limit", e)
+	}
+}
