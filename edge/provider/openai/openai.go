@@ -18,11 +18,11 @@ import (
 	"io"
 	"net/http"
 
+	"github.com/meridian-mesh/meridian/edge/jsonscan"
 	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/edge/provider/upstream"
 	"github.com/meridian-mesh/meridian/edge/sse"
 	"github.com/meridian-mesh/meridian/shared/table"
-	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
 )
 
@@ -119,9 +119,7 @@ func (a *Adapter) Do(ctx context.Context, req *llm.Request, upstreamModel string
 			return nil, err
 		}
 		out := &llm.Response{Body: b, Upstream: call.Since()}
-		if u := gjson.GetBytes(b, "usage"); u.IsObject() {
-			out.Usage = parseUsage(u)
-		}
+		out.Usage, _, _ = answerUsage(b)
 		return out, nil
 	}
 	return &llm.Response{
@@ -132,20 +130,73 @@ func (a *Adapter) Do(ctx context.Context, req *llm.Request, upstreamModel string
 
 // ParseError reads an OpenAI-format error body.
 func ParseError(b []byte) upstream.ErrorDetail {
-	e := gjson.GetBytes(b, "error")
-	d := upstream.ErrorDetail{Message: e.Get("message").Str, Code: e.Get("code").Str, Param: e.Get("param").Str, Type: e.Get("type").Str}
-	if d.Message == "" && e.Type == gjson.String {
-		d.Message = e.Str
-	}
+	var d upstream.ErrorDetail
+	s := jsonscan.New(b)
+	s.Object(func(k []byte) bool {
+		if string(k) != "error" {
+			return true
+		}
+		switch s.Peek() {
+		case jsonscan.Object:
+			readErrorObject(s, &d)
+		case jsonscan.String:
+			d.Message = s.Str()
+		}
+		return false // the first "error" is the one
+	})
 	return d
 }
 
-func parseUsage(u gjson.Result) llm.Usage {
-	return llm.Usage{
-		PromptTokens:     int(u.Get("prompt_tokens").Int()),
-		CompletionTokens: int(u.Get("completion_tokens").Int()),
-		TotalTokens:      int(u.Get("total_tokens").Int()),
-	}
+// readErrorObject reads OpenAI's error object: message, code, param and
+// type, each when it is a string.
+func readErrorObject(s *jsonscan.Scanner, d *upstream.ErrorDetail) {
+	var seen uint8
+	s.Object(func(k []byte) bool {
+		var f *string
+		var bit uint8
+		switch string(k) {
+		case "message":
+			f, bit = &d.Message, 1
+		case "code":
+			f, bit = &d.Code, 2
+		case "param":
+			f, bit = &d.Param, 4
+		case "type":
+			f, bit = &d.Type, 8
+		default:
+			return true
+		}
+		if seen&bit == 0 {
+			seen |= bit
+			if s.Peek() == jsonscan.String {
+				*f = s.Str()
+			}
+		}
+		return true
+	})
+}
+
+// answerUsage reads the usage of a chat answer or stream chunk (ok when
+// it has a usage object) and how many choices it has.
+func answerUsage(b []byte) (u llm.Usage, ok bool, choices int) {
+	var seenUsage, seenChoices bool
+	s := jsonscan.New(b)
+	s.Object(func(k []byte) bool {
+		switch string(k) {
+		case "usage":
+			if !seenUsage && s.Peek() == jsonscan.Object {
+				u, ok = readUsage(s), true
+			}
+			seenUsage = true
+		case "choices":
+			if !seenChoices && s.Peek() == jsonscan.Array {
+				s.Array(func(int) bool { s.Skip(); choices++; return true })
+			}
+			seenChoices = true
+		}
+		return true
+	})
+	return u, ok, choices
 }
 
 var (
@@ -202,9 +253,9 @@ func (s *stream) Next() (*llm.Chunk, error) {
 			}
 		} else if !bytes.Contains(data, usageKey) {
 			// The common chunk: nothing to read.
-		} else if u := gjson.GetBytes(data, "usage"); u.IsObject() {
-			s.usage, s.hasUsage = parseUsage(u), true
-			if s.stripUsage && gjson.GetBytes(data, "choices.#").Int() == 0 {
+		} else if u, ok, choices := answerUsage(data); ok {
+			s.usage, s.hasUsage = u, true
+			if s.stripUsage && choices == 0 {
 				continue // the client did not ask for the usage chunk
 			}
 		}

@@ -5,10 +5,10 @@ import (
 	"io"
 	"net/http"
 
+	"github.com/meridian-mesh/meridian/edge/jsonscan"
 	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/edge/provider/upstream"
 	"github.com/meridian-mesh/meridian/edge/sse"
-	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
 )
 
@@ -36,17 +36,138 @@ func (a *Adapter) passResponses(ctx context.Context, req *llm.Request, model str
 	if err != nil {
 		return nil, err
 	}
-	if !gjson.ValidBytes(b) {
+	u, ok := responseObject(b)
+	if !ok {
 		return nil, &llm.Error{Status: http.StatusBadGateway, Type: llm.TypeUpstream, Retryable: true,
 			Message: "upstream provider " + a.up.ID() + " sent an answer that is not JSON"}
 	}
-	return &llm.Response{Body: b, Usage: responsesUsage(gjson.GetBytes(b, "usage")), Upstream: call.Since(), Format: llm.FormatResponses}, nil
+	return &llm.Response{Body: b, Usage: u, Upstream: call.Since(), Format: llm.FormatResponses}, nil
 }
 
-// responsesUsage reads a response object's usage.
-func responsesUsage(u gjson.Result) llm.Usage {
-	in, out := int(u.Get("input_tokens").Int()), int(u.Get("output_tokens").Int())
-	return llm.Usage{PromptTokens: in, CompletionTokens: out, TotalTokens: in + out}
+// responseObject checks that b is one JSON value and reads its usage,
+// in one pass.
+func responseObject(b []byte) (u llm.Usage, valid bool) {
+	s := jsonscan.New(b)
+	if s.Peek() != jsonscan.Object {
+		s.Skip()
+		return u, s.End() == nil
+	}
+	seen := false
+	s.Object(func(k []byte) bool {
+		if string(k) == "usage" && !seen {
+			seen = true
+			if s.Peek() == jsonscan.Object {
+				u = readResponsesUsage(s)
+			}
+		}
+		return true
+	})
+	return u, s.End() == nil
+}
+
+// responsesEvent is what responsesStream reads of an event's data.
+type responsesEvent struct {
+	typ      string // type
+	usage    llm.Usage
+	hasUsage bool   // response.usage is an object
+	message  string // message, else error.message
+	code     string // code
+
+	seen uint8 // the members already read: the first wins
+}
+
+const (
+	seenType = 1 << iota
+	seenResponse
+	seenMessage
+	seenError
+	seenCode
+	seenUsageIn
+)
+
+// terminal reports whether an event of type t ends the stream or
+// reports an error: the events whose data is read beyond their type.
+func terminal(t string) bool {
+	switch t {
+	case "response.completed", "response.incomplete", "response.failed", "error":
+		return true
+	}
+	return false
+}
+
+// readEvent reads an event's data in one pass. Without a name (named
+// false), its type is read first; the walk stops there when the type
+// is not terminal, so a delta costs a few bytes.
+func readEvent(data []byte, named bool) responsesEvent {
+	var ev responsesEvent
+	var errMsg string
+	s := jsonscan.New(data)
+	s.Object(func(k []byte) bool {
+		switch string(k) {
+		case "type":
+			if ev.seen&seenType == 0 {
+				ev.seen |= seenType
+				if s.Peek() == jsonscan.String {
+					ev.typ = s.Str()
+				}
+				if !named && !terminal(ev.typ) {
+					return false
+				}
+			}
+		case "response":
+			if ev.seen&seenResponse == 0 {
+				ev.seen |= seenResponse
+				if s.Peek() == jsonscan.Object {
+					s.Object(func(k []byte) bool {
+						if string(k) == "usage" && ev.seen&seenUsageIn == 0 {
+							ev.seen |= seenUsageIn
+							if s.Peek() == jsonscan.Object {
+								ev.usage, ev.hasUsage = readResponsesUsage(s), true
+							}
+						}
+						return true
+					})
+				}
+			}
+		case "message":
+			ev.message = firstStr(s, &ev.seen, seenMessage, ev.message)
+		case "code":
+			ev.code = firstStr(s, &ev.seen, seenCode, ev.code)
+		case "error":
+			if ev.seen&seenError == 0 {
+				ev.seen |= seenError
+				if s.Peek() == jsonscan.Object {
+					first := false
+					s.Object(func(k []byte) bool {
+						if string(k) == "message" && !first {
+							first = true
+							if s.Peek() == jsonscan.String {
+								errMsg = s.Str()
+							}
+						}
+						return true
+					})
+				}
+			}
+		}
+		return true
+	})
+	if ev.message == "" {
+		ev.message = errMsg
+	}
+	return ev
+}
+
+// firstStr reads a string member the first time its name is met.
+func firstStr(s *jsonscan.Scanner, seen *uint8, bit uint8, cur string) string {
+	if *seen&bit != 0 {
+		return cur
+	}
+	*seen |= bit
+	if s.Peek() == jsonscan.String {
+		return s.Str()
+	}
+	return cur
 }
 
 // responsesStream relays a Responses event stream as it came
@@ -78,6 +199,7 @@ func (s *responsesStream) Next() (*llm.Chunk, error) {
 		return nil, io.EOF
 	}
 	var ev sse.Event
+	var read responsesEvent
 	name := ""
 	for name == "" {
 		var err error
@@ -86,24 +208,24 @@ func (s *responsesStream) Next() (*llm.Chunk, error) {
 			return nil, s.err
 		}
 		s.call.Touch()
-		if name = ev.Name; name == "" {
-			name = gjson.GetBytes(ev.Data, "type").Str
+		switch name = ev.Name; {
+		case name == "":
+			read = readEvent(ev.Data, false)
+			name = read.typ
+		case terminal(name):
+			read = readEvent(ev.Data, true)
 		}
 	}
 	switch name {
 	case "response.completed", "response.incomplete", "response.failed":
-		if u := gjson.GetBytes(ev.Data, "response.usage"); u.IsObject() {
-			s.usage, s.hasUsage = responsesUsage(u), true
+		if read.hasUsage {
+			s.usage, s.hasUsage = read.usage, true
 		}
 		s.done = true
 	case "error":
 		// Reported in the client's format by its surface.
-		msg := gjson.GetBytes(ev.Data, "message").Str
-		if msg == "" {
-			msg = gjson.GetBytes(ev.Data, "error.message").Str
-		}
-		s.err = &llm.Error{Status: http.StatusBadGateway, Type: llm.TypeUpstream, Code: gjson.GetBytes(ev.Data, "code").Str,
-			Message: "upstream provider " + s.provider + " reported an error mid-stream: " + msg}
+		s.err = &llm.Error{Status: http.StatusBadGateway, Type: llm.TypeUpstream, Code: read.code,
+			Message: "upstream provider " + s.provider + " reported an error mid-stream: " + read.message}
 		return nil, s.err
 	}
 	s.chunk.SetRaw(ev.Data)

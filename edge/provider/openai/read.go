@@ -1,0 +1,146 @@
+package openai
+
+import (
+	"math"
+	"strconv"
+	"unsafe"
+
+	"github.com/meridian-mesh/meridian/edge/jsonscan"
+	"github.com/meridian-mesh/meridian/edge/llm"
+)
+
+// The readers here take what the adapter needs from an upstream's
+// answer, error or stream event in one jsonscan pass, each in document
+// order. They read what gjson's path lookups read before them: the
+// first member of a name wins, a member of the wrong kind counts as
+// absent, and bytes the upstream broke are read up to the break (the
+// answer itself still reaches the client unchanged).
+
+// The usage members already read: the first of a name wins.
+const (
+	seenPrompt = 1 << iota
+	seenCompletion
+	seenTotal
+)
+
+// readUsage reads a usage object (OpenAI's prompt_tokens,
+// completion_tokens, total_tokens).
+func readUsage(s *jsonscan.Scanner) llm.Usage {
+	var u llm.Usage
+	seen := 0
+	s.Object(func(k []byte) bool {
+		switch string(k) {
+		case "prompt_tokens":
+			u.PromptTokens, seen = firstInt(s, seen, seenPrompt, u.PromptTokens)
+		case "completion_tokens":
+			u.CompletionTokens, seen = firstInt(s, seen, seenCompletion, u.CompletionTokens)
+		case "total_tokens":
+			u.TotalTokens, seen = firstInt(s, seen, seenTotal, u.TotalTokens)
+		}
+		return true
+	})
+	return u
+}
+
+// readResponsesUsage reads a Responses usage object (input_tokens,
+// output_tokens); the total is their sum.
+func readResponsesUsage(s *jsonscan.Scanner) llm.Usage {
+	var in, out int
+	seen := 0
+	s.Object(func(k []byte) bool {
+		switch string(k) {
+		case "input_tokens":
+			in, seen = firstInt(s, seen, seenPrompt, in)
+		case "output_tokens":
+			out, seen = firstInt(s, seen, seenCompletion, out)
+		}
+		return true
+	})
+	return llm.Usage{PromptTokens: in, CompletionTokens: out, TotalTokens: in + out}
+}
+
+func firstInt(s *jsonscan.Scanner, seen, bit, cur int) (int, int) {
+	if seen&bit != 0 {
+		return cur, seen
+	}
+	return int(lenientInt(s)), seen | bit
+}
+
+// lenientInt reads a token count the way the adapter always has (it
+// was gjson's Result.Int): a number is truncated towards zero, a string
+// holding a number is read as one, true is 1, anything else 0.
+func lenientInt(s *jsonscan.Scanner) int64 {
+	switch s.Peek() {
+	case jsonscan.Number:
+		raw := s.Raw()
+		f, _ := strconv.ParseFloat(unsafe.String(unsafe.SliceData(raw), len(raw)), 64)
+		return floatInt(f, unsafe.String(unsafe.SliceData(raw), len(raw)))
+	case jsonscan.String:
+		str := s.Str()
+		if n, ok := digitsInt(str); ok {
+			return n
+		}
+		if f, err := strconv.ParseFloat(str, 64); err == nil {
+			return clampInt(f)
+		}
+	case jsonscan.Bool:
+		if s.Bool() {
+			return 1
+		}
+	}
+	return 0
+}
+
+// floatInt converts a number, exactly when it is a safe integer or a
+// plain integer literal, else clamped.
+func floatInt(f float64, raw string) int64 {
+	if f >= -9007199254740991 && f <= 9007199254740991 {
+		return int64(f)
+	}
+	if n, ok := digitsInt(raw); ok {
+		return n
+	}
+	return clampInt(f)
+}
+
+func clampInt(f float64) int64 {
+	switch {
+	case f >= math.MaxInt64:
+		return math.MaxInt64
+	case f < math.MinInt64:
+		return math.MinInt64
+	}
+	return int64(f)
+}
+
+// digitsInt reads an optional '-' and decimal digits, clamped to int64.
+func digitsInt(s string) (int64, bool) {
+	neg := len(s) > 0 && s[0] == '-'
+	if neg {
+		s = s[1:]
+	}
+	if s == "" {
+		return 0, false
+	}
+	var n uint64
+	over := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		if n > (math.MaxUint64-9)/10 {
+			over = true
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	switch {
+	case neg && (over || n > 1<<63):
+		return math.MinInt64, true
+	case neg:
+		return -int64(n), true
+	case over || n > math.MaxInt64:
+		return math.MaxInt64, true
+	}
+	return int64(n), true
+}
