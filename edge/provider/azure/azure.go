@@ -13,6 +13,7 @@
 package azure
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -22,15 +23,16 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/meridian-mesh/meridian/edge/jsonscan"
 	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/edge/provider/openai"
 	"github.com/meridian-mesh/meridian/edge/provider/upstream"
 	"github.com/meridian-mesh/meridian/shared/table"
-	"github.com/tidwall/gjson"
 )
 
 // New returns an adapter for p, of kind azure. p must have passed table
@@ -149,45 +151,179 @@ func (t *token) sign(_ context.Context, req *http.Request, _ []byte) error {
 // the message so the client learns why, in its own format. A bare
 // {"statusCode":401,"message":…} comes from Azure's gateway.
 func ParseError(b []byte) upstream.ErrorDetail {
-	d := openai.ParseError(b)
+	var (
+		d             upstream.ErrorDetail
+		top, str, raw string // message, error as a string, error.code's bytes
+		inner, filter string // error.innererror's code, what its content_filter_result lists
+		seen          uint16
+		hasCode       bool
+	)
+	s := jsonscan.New(b)
+	s.Object(func(k []byte) bool {
+		switch string(k) {
+		case "message":
+			top = firstStr(s, &seen, seenTop, top)
+		case "error":
+			if once(&seen, seenError) {
+				switch s.Peek() {
+				case jsonscan.String:
+					str = s.Str()
+				case jsonscan.Object:
+					s.Object(func(k []byte) bool {
+						switch string(k) {
+						case "message":
+							d.Message = firstStr(s, &seen, seenMessage, d.Message)
+						case "param":
+							d.Param = firstStr(s, &seen, seenParam, d.Param)
+						case "type":
+							d.Type = firstStr(s, &seen, seenType, d.Type)
+						case "code":
+							if once(&seen, seenCode) {
+								hasCode = true
+								r := s.Raw()
+								if raw = string(r); len(r) > 0 && r[0] == '"' {
+									d.Code = jsonscan.New(r).Str()
+								}
+							}
+						case "innererror":
+							if once(&seen, seenInner) && s.Peek() == jsonscan.Object {
+								s.Object(func(k []byte) bool {
+									switch string(k) {
+									case "code":
+										inner = firstStr(s, &seen, seenInnerCode, inner)
+									case "content_filter_result":
+										if once(&seen, seenFilter) {
+											filter = filtered(s)
+										}
+									}
+									return true
+								})
+							}
+						}
+						return true
+					})
+				}
+			}
+		}
+		return true
+	})
 	if d.Message == "" {
-		if m := gjson.GetBytes(b, "message"); m.Type == gjson.String {
-			d.Message = m.Str
-		}
+		d.Message = str
 	}
-	e := gjson.GetBytes(b, "error")
-	if d.Code == "" {
+	if d.Message == "" {
+		d.Message = top
+	}
+	if d.Code == "" && hasCode {
 		// Azure sometimes sends the code as a number.
-		if c := e.Get("code"); c.Exists() {
-			d.Code = c.Raw
-		}
+		d.Code = raw
 	}
-	if d.Code == "content_filter" || e.Get("innererror.code").Str == "ResponsibleAIPolicyViolation" {
+	if d.Code == "content_filter" || inner == "ResponsibleAIPolicyViolation" {
 		d.Code = "content_filter"
 		if d.Param == "" {
 			d.Param = "prompt"
 		}
-		if f := filtered(e.Get("innererror.content_filter_result")); f != "" {
-			d.Message += " (filtered: " + f + ")"
+		if filter != "" {
+			d.Message += " (filtered: " + filter + ")"
 		}
 	}
 	return d
 }
 
+// The members ParseError has read: the first of a name wins.
+const (
+	seenTop = 1 << iota
+	seenError
+	seenMessage
+	seenParam
+	seenType
+	seenCode
+	seenInner
+	seenInnerCode
+	seenFilter
+)
+
+// once reports whether bit is not yet in seen, and sets it.
+func once(seen *uint16, bit uint16) bool {
+	if *seen&bit != 0 {
+		return false
+	}
+	*seen |= bit
+	return true
+}
+
+// firstStr reads a string member the first time its name is met; a
+// value of another kind reads as absent.
+func firstStr(s *jsonscan.Scanner, seen *uint16, bit uint16, cur string) string {
+	if once(seen, bit) && s.Peek() == jsonscan.String {
+		return s.Str()
+	}
+	return cur
+}
+
 // filtered lists the categories a content_filter_result marks filtered,
-// with their severity: "hate=high, violence=medium", sorted.
-func filtered(r gjson.Result) string {
+// with their severity: "hate=high, violence=medium", sorted. The
+// categories of an array, which Azure never sends, have no names.
+func filtered(s *jsonscan.Scanner) string {
 	var out []string
-	r.ForEach(func(k, v gjson.Result) bool {
-		if v.Get("filtered").Bool() {
-			s := k.Str
-			if sev := v.Get("severity").Str; sev != "" {
-				s += "=" + sev
+	category := func(name func() string) bool {
+		if s.Peek() != jsonscan.Object {
+			return true
+		}
+		var on bool
+		var sev string
+		var seen uint16
+		s.Object(func(k []byte) bool {
+			switch string(k) {
+			case "filtered":
+				if once(&seen, 1) {
+					on = truthy(s)
+				}
+			case "severity":
+				sev = firstStr(s, &seen, 2, sev)
 			}
-			out = append(out, s)
+			return true
+		})
+		if on {
+			c := name()
+			if sev != "" {
+				c += "=" + sev
+			}
+			out = append(out, c)
 		}
 		return len(out) < 16
-	})
+	}
+	switch s.Peek() {
+	case jsonscan.Object:
+		s.Object(func(k []byte) bool { return category(func() string { return keyString(k) }) })
+	case jsonscan.Array:
+		s.Array(func(int) bool { return category(func() string { return "" }) })
+	}
 	sort.Strings(out)
 	return strings.Join(out, ", ")
+}
+
+// truthy reads a flag as Azure's error reader always has: true, a
+// non-zero number or a string such as "true" or "1".
+func truthy(s *jsonscan.Scanner) bool {
+	switch s.Peek() {
+	case jsonscan.Bool:
+		return s.Bool()
+	case jsonscan.Number:
+		return s.Float() != 0
+	case jsonscan.String:
+		b, _ := strconv.ParseBool(strings.ToLower(s.Str()))
+		return b
+	}
+	return false
+}
+
+// keyString returns a key the scanner handed over with its escapes in
+// place, unescaped.
+func keyString(k []byte) string {
+	if bytes.IndexByte(k, '\\') < 0 {
+		return string(k)
+	}
+	q := make([]byte, 0, len(k)+2)
+	q = append(append(append(q, '"'), k...), '"')
+	return strings.Clone(jsonscan.New(q).Str())
 }
