@@ -3,7 +3,7 @@ package llm
 import (
 	"encoding/json"
 
-	"github.com/tidwall/gjson"
+	"github.com/meridian-mesh/meridian/edge/jsonscan"
 )
 
 // Format names a wire format.
@@ -120,17 +120,18 @@ func RoleFrom(f Format, role string) string {
 	return role
 }
 
-// StopList returns stop sequences: "stop" may be a string or an array.
+// StopList returns stop sequences: "stop" may be a string or an array,
+// whose elements that are not strings are left out.
 func (c *ChatRequest) StopList() []string {
-	v := gjson.ParseBytes(c.Stop)
-	switch {
-	case v.Type == gjson.String:
-		return []string{v.Str}
-	case v.IsArray():
+	s := jsonscan.New(c.Stop)
+	switch s.Peek() {
+	case jsonscan.String:
+		return []string{s.Str()}
+	case jsonscan.Array:
 		var out []string
-		v.ForEach(func(_, s gjson.Result) bool {
-			if s.Type == gjson.String {
-				out = append(out, s.Str)
+		s.Array(func(int) bool {
+			if s.Peek() == jsonscan.String {
+				out = append(out, s.Str())
 			}
 			return true
 		})
@@ -150,16 +151,36 @@ const (
 // ToolChoiceMode reads tool_choice: "auto" (also when absent), "none",
 // "required", or "function" with the function's name.
 func (c *ChatRequest) ToolChoiceMode() (mode, name string) {
-	v := gjson.ParseBytes(c.ToolChoice)
-	switch {
-	case v.Type == gjson.String:
-		switch v.Str {
+	s := jsonscan.New(c.ToolChoice)
+	switch s.Peek() {
+	case jsonscan.String:
+		switch v := s.Str(); v {
 		case ToolChoiceNone, ToolChoiceRequired:
-			return v.Str, ""
+			return v, ""
 		}
-	case v.IsObject():
-		if n := v.Get("function.name"); n.Type == gjson.String && n.Str != "" {
-			return ToolChoiceFunction, n.Str
+	case jsonscan.Object:
+		// The first "function" member, and its first "name", count.
+		var seenFn, seenName bool
+		s.Object(func(k []byte) bool {
+			if string(k) != "function" || seenFn {
+				return true
+			}
+			seenFn = true
+			if s.Peek() == jsonscan.Object {
+				s.Object(func(k []byte) bool {
+					if string(k) == "name" && !seenName {
+						seenName = true
+						if s.Peek() == jsonscan.String {
+							name = s.Str()
+						}
+					}
+					return true
+				})
+			}
+			return false
+		})
+		if name != "" {
+			return ToolChoiceFunction, name
 		}
 	}
 	return ToolChoiceAuto, ""
