@@ -21,14 +21,15 @@ import (
 )
 
 // ChatCompletion returns the non-streamed chat answer, decoding Body
-// when the adapter returned OpenAI-format bytes.
+// (in one jsonscan pass, with encoding/json's result) when the adapter
+// returned OpenAI-format bytes. The answer's strings point into Body.
 func (r *Response) ChatCompletion() (*ChatCompletion, error) {
 	if r.Completion != nil {
 		return r.Completion, nil
 	}
 	var c ChatCompletion
-	if err := json.Unmarshal(r.Body, &c); err != nil {
-		return nil, &Error{Status: http.StatusBadGateway, Type: TypeUpstream, Message: "upstream answer is not a chat completion", Retryable: true, Cause: err}
+	if err := decodeCompletion(r.Body, &c); err != nil {
+		return nil, errNotCompletion(err)
 	}
 	r.Completion = &c
 	return r.Completion, nil
