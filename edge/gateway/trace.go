@@ -4,13 +4,15 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
+	"strconv"
 	"sync"
 
+	"github.com/meridian-mesh/meridian/edge/jsonscan"
 	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/edge/router"
 	"github.com/meridian-mesh/meridian/shared/table"
 	"github.com/meridian-mesh/meridian/shared/telemetry"
-	"github.com/tidwall/gjson"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -57,17 +59,103 @@ func RequestAttributes(req *llm.Request) []attribute.KeyValue {
 	if len(req.Body) == 0 {
 		return kv
 	}
-	r := gjson.GetManyBytes(req.Body, "max_tokens", "max_completion_tokens", "temperature")
+	var b bodySampling
+	b.read(req.Body)
 	switch {
-	case r[0].Type == gjson.Number:
-		kv = append(kv, telemetry.GenAIMaxTokens.Int64(r[0].Int()))
-	case r[1].Type == gjson.Number:
-		kv = append(kv, telemetry.GenAIMaxTokens.Int64(r[1].Int()))
+	case b.has&hasMaxTokens != 0:
+		kv = append(kv, telemetry.GenAIMaxTokens.Int64(b.maxTokens))
+	case b.has&hasMaxCompletion != 0:
+		kv = append(kv, telemetry.GenAIMaxTokens.Int64(b.maxCompletion))
 	}
-	if r[2].Type == gjson.Number {
-		kv = append(kv, telemetry.GenAITemperature.Float64(r[2].Float()))
+	if b.has&hasTemperature != 0 {
+		kv = append(kv, telemetry.GenAITemperature.Float64(b.temperature))
 	}
 	return kv
+}
+
+// bodySampling is what RequestAttributes reads of an OpenAI-format body
+// that was not decoded into types: the first member of each name, when
+// it is a number. A non-integer token count is truncated.
+type bodySampling struct {
+	maxTokens, maxCompletion int64
+	temperature              float64
+	has, seen                uint8
+}
+
+const (
+	hasMaxTokens = 1 << iota
+	hasMaxCompletion
+	hasTemperature
+	seenAll = hasMaxTokens | hasMaxCompletion | hasTemperature
+)
+
+// read walks the body's top level once, stopping when all three names
+// have been met.
+func (b *bodySampling) read(body []byte) {
+	s := jsonscan.New(body)
+	s.Object(func(k []byte) bool {
+		var bit uint8
+		switch string(k) {
+		case "max_tokens":
+			bit = hasMaxTokens
+		case "max_completion_tokens":
+			bit = hasMaxCompletion
+		case "temperature":
+			bit = hasTemperature
+		default:
+			return true
+		}
+		if b.seen&bit != 0 {
+			return true
+		}
+		b.seen |= bit
+		if s.Peek() != jsonscan.Number {
+			return b.seen != seenAll
+		}
+		b.has |= bit
+		switch bit {
+		case hasMaxTokens:
+			b.maxTokens = truncInt(s.Raw())
+		case hasMaxCompletion:
+			b.maxCompletion = truncInt(s.Raw())
+		default:
+			b.temperature = s.Float()
+		}
+		return b.seen != seenAll
+	})
+}
+
+// truncInt reads a JSON number as an integer: exactly when it is one,
+// else truncated towards zero and clamped to int64.
+func truncInt(raw []byte) int64 {
+	if n, err := strconv.ParseInt(string(raw), 10, 64); err == nil {
+		return n
+	}
+	f, _ := strconv.ParseFloat(string(raw), 64)
+	switch {
+	case f >= math.MaxInt64:
+		return math.MaxInt64
+	case f < math.MinInt64:
+		return math.MinInt64
+	}
+	return int64(f)
+}
+
+// answerModel returns the first "model" of an answer's top level when
+// it is a non-empty string.
+func answerModel(body []byte) string {
+	model := ""
+	s := jsonscan.New(body)
+	s.Object(func(k []byte) bool {
+		if string(k) != "model" {
+			return true
+		}
+		if s.Peek() == jsonscan.String {
+			model = s.Str()
+		}
+		return false
+	})
+	return model
 }
 
 // doTraced is DoIn inside a routing span.
@@ -128,8 +216,8 @@ func endAttempt(span trace.Span, ch *router.Choice, resp *llm.Response, err erro
 	case resp.Completion != nil && resp.Completion.Model != "":
 		model = resp.Completion.Model
 	case len(resp.Body) > 0:
-		if m := gjson.GetBytes(resp.Body, "model"); m.Type == gjson.String && m.Str != "" {
-			model = m.Str
+		if m := answerModel(resp.Body); m != "" {
+			model = m
 		}
 	}
 	span.SetAttributes(telemetry.GenAIResponseModel.String(model))

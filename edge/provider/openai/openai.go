@@ -119,7 +119,11 @@ func (a *Adapter) Do(ctx context.Context, req *llm.Request, upstreamModel string
 			return nil, err
 		}
 		out := &llm.Response{Body: b, Upstream: call.Since()}
-		out.Usage, _, _ = answerUsage(b)
+		// Skimmed to the usage, which comes last: an embeddings answer
+		// holds thousands of numbers before it.
+		if u, ok := member(b, "usage"); ok && len(u) > 0 && u[0] == '{' {
+			out.Usage = readUsage(jsonscan.New(u))
+		}
 		return out, nil
 	}
 	return &llm.Response{

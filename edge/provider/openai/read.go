@@ -144,3 +144,129 @@ func digitsInt(s string) (int64, bool) {
 	}
 	return int64(n), true
 }
+
+// skimStop marks the bytes a skim stops at: quotes, backslashes and
+// brackets.
+var skimStop = func() (t [256]bool) {
+	for _, c := range `"\[]{}` {
+		t[c] = true
+	}
+	return t
+}()
+
+// eachMember calls each with the key (escapes in place) and value bytes
+// of every top-level member of the object in data, until it returns
+// false. It skims: values are delimited by counting brackets outside
+// strings, not checked, so a lookup of one late member (usage, after an
+// embeddings answer's thousands of numbers) costs what gjson's path
+// lookup cost, not a validating walk. What it hands over is checked by
+// the jsonscan reader that reads it. A malformed object ends the walk.
+func eachMember(data []byte, each func(key, value []byte) bool) {
+	i := skimSpace(data, 0)
+	if i >= len(data) || data[i] != '{' {
+		return
+	}
+	for i++; ; {
+		i = skimSpace(data, i)
+		if i >= len(data) || data[i] != '"' {
+			return
+		}
+		end := skimString(data, i)
+		if end < 0 {
+			return
+		}
+		key := data[i+1 : end-1]
+		if i = skimSpace(data, end); i >= len(data) || data[i] != ':' {
+			return
+		}
+		start := skimSpace(data, i+1)
+		if i = skimValue(data, start); i < 0 {
+			return
+		}
+		if !each(key, data[start:i]) {
+			return
+		}
+		if i = skimSpace(data, i); i >= len(data) || data[i] != ',' {
+			return
+		}
+		i++
+	}
+}
+
+func skimSpace(data []byte, i int) int {
+	for i < len(data) && (data[i] == ' ' || data[i] == '\t' || data[i] == '\n' || data[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skimString returns the offset after the string that opens at i, or -1.
+func skimString(data []byte, i int) int {
+	for i++; i < len(data); i++ {
+		switch data[i] {
+		case '"':
+			return i + 1
+		case '\\':
+			i++
+		}
+	}
+	return -1
+}
+
+// skimValue returns the offset after the value that starts at i, or -1.
+func skimValue(data []byte, i int) int {
+	if i >= len(data) {
+		return -1
+	}
+	switch data[i] {
+	case '"':
+		return skimString(data, i)
+	case '{', '[':
+		depth := 0
+		for i < len(data) {
+			for i < len(data) && !skimStop[data[i]] {
+				i++
+			}
+			if i >= len(data) {
+				break
+			}
+			switch data[i] {
+			case '"':
+				if i = skimString(data, i); i < 0 {
+					return -1
+				}
+				continue
+			case '\\':
+				return -1
+			case '{', '[':
+				depth++
+			default:
+				if depth--; depth == 0 {
+					return i + 1
+				}
+			}
+			i++
+		}
+		return -1
+	}
+	for i < len(data) {
+		switch data[i] {
+		case ',', '}', ']', ' ', '\t', '\n', '\r':
+			return i
+		}
+		i++
+	}
+	return i
+}
+
+// member returns the value of the first top-level member named key.
+func member(data []byte, key string) (value []byte, ok bool) {
+	eachMember(data, func(k, v []byte) bool {
+		if string(k) == key {
+			value, ok = v, true
+			return false
+		}
+		return true
+	})
+	return value, ok
+}
