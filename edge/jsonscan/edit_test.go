@@ -35,8 +35,8 @@ func TestSet(t *testing.T) {
 
 func TestSetErrors(t *testing.T) {
 	for _, c := range []struct {
-		data string
-		path []string
+		data  string
+		path  []string
 		path_ bool // want ErrPath
 	}{
 		{`[1]`, []string{"model"}, false},
