@@ -2,14 +2,15 @@ package responses
 
 import (
 	"bytes"
+	"errors"
+	"math"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/meridian-mesh/meridian/edge/api/openai"
+	"github.com/meridian-mesh/meridian/edge/jsonscan"
 	"github.com/meridian-mesh/meridian/edge/llm"
-	"github.com/tidwall/gjson"
-	"github.com/tidwall/sjson"
 )
 
 // Answers are written with appends rather than encoding/json: a streamed
@@ -228,17 +229,107 @@ func appendCompletion(b []byte, req *llm.Request, cc *llm.ChatCompletion, u llm.
 }
 
 // markCachedBody rewrites a native response object's usage so the whole
-// prompt reads as served from the edge cache.
-func markCachedBody(body []byte, path string) []byte {
-	in := gjson.GetBytes(body, path+".input_tokens")
-	if !in.Exists() {
+// prompt reads as served from the edge cache: input_tokens_details.
+// cached_tokens becomes input_tokens, in the usage object at path. A
+// body without input_tokens there, or one the rewrite cannot edit, is
+// returned as it was.
+func markCachedBody(body []byte, path ...string) []byte {
+	in, ok := inputTokens(body, path)
+	if !ok {
 		return body
 	}
-	out, err := sjson.SetBytes(body, path+".input_tokens_details.cached_tokens", in.Int())
+	details := append(path[:len(path):len(path)], "input_tokens_details")
+	n := strconv.AppendInt(nil, in, 10)
+	out, err := jsonscan.Set(body, n, append(details, "cached_tokens")...)
+	if errors.Is(err, jsonscan.ErrPath) {
+		// input_tokens_details is there but not an object (null):
+		// it is replaced by one.
+		out, err = jsonscan.Set(body, append(append([]byte(`{"cached_tokens":`), n...), '}'), details...)
+	}
 	if err != nil {
 		return body
 	}
 	return out
+}
+
+// inputTokens reads input_tokens in the object at path, in one walk that
+// stops there: the first member of each name on the way counts.
+func inputTokens(body []byte, path []string) (n int64, ok bool) {
+	s := jsonscan.New(body)
+	var walk func(depth int) bool
+	walk = func(depth int) bool {
+		if s.Peek() != jsonscan.Object {
+			return false
+		}
+		want := "input_tokens"
+		if depth < len(path) {
+			want = path[depth]
+		}
+		done := false
+		s.Object(func(k []byte) bool {
+			if string(k) != want {
+				return true
+			}
+			done = true
+			if depth < len(path) {
+				ok = walk(depth + 1)
+			} else {
+				n, ok = lenientInt(s), true
+			}
+			return false
+		})
+		return done && ok
+	}
+	walk(0)
+	return n, ok && s.Err() == nil
+}
+
+// lenientInt reads a token count as this package always has (it was
+// gjson's Result.Int): a number exactly when it is an integer, else
+// truncated towards zero and clamped; a string holding a number as
+// that number; true as 1; anything else as 0.
+func lenientInt(s *jsonscan.Scanner) int64 {
+	switch s.Peek() {
+	case jsonscan.Number:
+		return numberInt(string(s.Raw()))
+	case jsonscan.String:
+		str := s.Str()
+		if len(str) > 0 && (str[0] == '-' || str[0] >= '0' && str[0] <= '9') && strings.IndexFunc(str[1:], notDigit) < 0 && str != "-" {
+			return numberInt(str)
+		}
+		if f, err := strconv.ParseFloat(str, 64); err == nil {
+			return clampInt(f)
+		}
+	case jsonscan.Bool:
+		if s.Bool() {
+			return 1
+		}
+	default:
+		s.Skip()
+	}
+	return 0
+}
+
+func notDigit(r rune) bool { return r < '0' || r > '9' }
+
+// numberInt reads a number's text: exactly when it is an integer that
+// fits, else as a float truncated and clamped.
+func numberInt(text string) int64 {
+	if n, err := strconv.ParseInt(text, 10, 64); err == nil {
+		return n
+	}
+	f, _ := strconv.ParseFloat(text, 64)
+	return clampInt(f)
+}
+
+func clampInt(f float64) int64 {
+	switch {
+	case f >= math.MaxInt64:
+		return math.MaxInt64
+	case f < math.MinInt64:
+		return math.MinInt64
+	}
+	return int64(f)
 }
 
 // call is one function call of a streamed answer.
@@ -522,7 +613,7 @@ func (t *streamer) Chunk(b []byte, c *llm.Chunk) ([]byte, error) {
 		t.passthrough = true
 		data := c.Raw
 		if t.cached && c.Event == "response.completed" {
-			data = markCachedBody(data, "response.usage")
+			data = markCachedBody(data, "response", "usage")
 		}
 		return appendEvent(b, c.Event, data), nil
 	}
