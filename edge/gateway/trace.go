@@ -89,11 +89,10 @@ const (
 	seenAll = hasMaxTokens | hasMaxCompletion | hasTemperature
 )
 
-// read walks the body's top level once, stopping when all three names
-// have been met.
+// read skims the body's top level once (eachMember), stopping when all
+// three names have been met.
 func (b *bodySampling) read(body []byte) {
-	s := jsonscan.New(body)
-	s.Object(func(k []byte) bool {
+	eachMember(body, func(k, v []byte) bool {
 		var bit uint8
 		switch string(k) {
 		case "max_tokens":
@@ -109,10 +108,10 @@ func (b *bodySampling) read(body []byte) {
 			return true
 		}
 		b.seen |= bit
+		s := jsonscan.New(v)
 		if s.Peek() != jsonscan.Number {
 			return b.seen != seenAll
 		}
-		b.has |= bit
 		switch bit {
 		case hasMaxTokens:
 			b.maxTokens = truncInt(s.Raw())
@@ -120,6 +119,9 @@ func (b *bodySampling) read(body []byte) {
 			b.maxCompletion = truncInt(s.Raw())
 		default:
 			b.temperature = s.Float()
+		}
+		if s.End() == nil {
+			b.has |= bit
 		}
 		return b.seen != seenAll
 	})
@@ -142,16 +144,18 @@ func truncInt(raw []byte) int64 {
 }
 
 // answerModel returns the first "model" of an answer's top level when
-// it is a non-empty string.
+// it is a non-empty string. It skims (eachMember): an embeddings answer
+// names its model after the vectors.
 func answerModel(body []byte) string {
 	model := ""
-	s := jsonscan.New(body)
-	s.Object(func(k []byte) bool {
+	eachMember(body, func(k, v []byte) bool {
 		if string(k) != "model" {
 			return true
 		}
-		if s.Peek() == jsonscan.String {
-			model = s.Str()
+		if s := jsonscan.New(v); s.Peek() == jsonscan.String {
+			if m := s.Str(); s.End() == nil {
+				model = m
+			}
 		}
 		return false
 	})

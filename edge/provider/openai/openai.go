@@ -23,7 +23,6 @@ import (
 	"github.com/meridian-mesh/meridian/edge/provider/upstream"
 	"github.com/meridian-mesh/meridian/edge/sse"
 	"github.com/meridian-mesh/meridian/shared/table"
-	"github.com/tidwall/sjson"
 )
 
 // Adapter talks to one OpenAI-compatible provider.
@@ -84,12 +83,20 @@ func body(req *llm.Request, upstreamModel string) (b []byte, stripUsage bool, er
 		}
 	}
 	if upstreamModel != "" && upstreamModel != req.Model {
-		if b, err = sjson.SetBytes(b, "model", upstreamModel); err != nil {
+		if b, err = jsonscan.Set(b, jsonscan.AppendString(nil, upstreamModel), "model"); err != nil {
 			return nil, false, err
 		}
 	}
 	if req.Stream && req.Op != llm.OpEmbedding && (!req.IncludeUsage || req.Body == nil) {
-		if b, err = sjson.SetBytes(b, "stream_options.include_usage", true); err != nil {
+		b, err = jsonscan.Set(b, []byte("true"), "stream_options", "include_usage")
+		if errors.Is(err, jsonscan.ErrPath) {
+			// stream_options is null (or another scalar): it becomes
+			// the object. An array stays an error.
+			if v, _ := member(b, "stream_options"); len(v) == 0 || v[0] != '[' {
+				b, err = jsonscan.Set(b, []byte(`{"include_usage":true}`), "stream_options")
+			}
+		}
+		if err != nil {
 			return nil, false, err
 		}
 		stripUsage = !req.IncludeUsage

@@ -1,6 +1,7 @@
 package openai
 
 import (
+	"bytes"
 	"math"
 	"strconv"
 	"unsafe"
@@ -201,16 +202,39 @@ func skimSpace(data []byte, i int) int {
 }
 
 // skimString returns the offset after the string that opens at i, or -1.
+// It looks for each quote with bytes.IndexByte; one after an odd run of
+// backslashes is escaped.
 func skimString(data []byte, i int) int {
-	for i++; i < len(data); i++ {
-		switch data[i] {
-		case '"':
+	for i++; ; i++ {
+		j := bytes.IndexByte(data[i:], '"')
+		if j < 0 {
+			return -1
+		}
+		i += j
+		k := i - 1
+		for data[k] == '\\' { // the opening quote ends the run
+			k--
+		}
+		if (i-1-k)%2 == 0 {
 			return i + 1
-		case '\\':
-			i++
 		}
 	}
-	return -1
+}
+
+// skimPlain returns the offset of the first byte from i that skimStop
+// marks, or len(data), eight bytes a step where it can.
+func skimPlain(data []byte, i int) int {
+	for ; i+8 <= len(data); i += 8 {
+		b := data[i : i+8 : i+8]
+		if skimStop[b[0]] || skimStop[b[1]] || skimStop[b[2]] || skimStop[b[3]] ||
+			skimStop[b[4]] || skimStop[b[5]] || skimStop[b[6]] || skimStop[b[7]] {
+			break
+		}
+	}
+	for i < len(data) && !skimStop[data[i]] {
+		i++
+	}
+	return i
 }
 
 // skimValue returns the offset after the value that starts at i, or -1.
@@ -224,9 +248,7 @@ func skimValue(data []byte, i int) int {
 	case '{', '[':
 		depth := 0
 		for i < len(data) {
-			for i < len(data) && !skimStop[data[i]] {
-				i++
-			}
+			i = skimPlain(data, i)
 			if i >= len(data) {
 				break
 			}

@@ -9,7 +9,6 @@ import (
 	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/edge/provider/upstream"
 	"github.com/meridian-mesh/meridian/edge/sse"
-	"github.com/tidwall/sjson"
 )
 
 // passResponses serves a Responses API request (req.Native) to an
@@ -20,7 +19,7 @@ func (a *Adapter) passResponses(ctx context.Context, req *llm.Request, model str
 	payload := req.Native
 	if model != "" && model != req.Model {
 		var err error
-		if payload, err = sjson.SetBytes(payload, "model", model); err != nil {
+		if payload, err = jsonscan.Set(payload, jsonscan.AppendString(nil, model), "model"); err != nil {
 			return nil, &llm.Error{Status: http.StatusBadRequest, Type: llm.TypeInvalidRequest, Message: "request could not be encoded for the upstream", Cause: err}
 		}
 	}
