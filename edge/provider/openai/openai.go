@@ -88,17 +88,18 @@ func body(req *llm.Request, upstreamModel string) (b []byte, stripUsage bool, er
 		}
 	}
 	if req.Stream && req.Op != llm.OpEmbedding && (!req.IncludeUsage || req.Body == nil) {
-		b, err = jsonscan.Set(b, []byte("true"), "stream_options", "include_usage")
+		out, err := jsonscan.Set(b, []byte("true"), "stream_options", "include_usage")
 		if errors.Is(err, jsonscan.ErrPath) {
 			// stream_options is null (or another scalar): it becomes
 			// the object. An array stays an error.
 			if v, _ := member(b, "stream_options"); len(v) == 0 || v[0] != '[' {
-				b, err = jsonscan.Set(b, []byte(`{"include_usage":true}`), "stream_options")
+				out, err = jsonscan.Set(b, []byte(`{"include_usage":true}`), "stream_options")
 			}
 		}
 		if err != nil {
 			return nil, false, err
 		}
+		b = out
 		stripUsage = !req.IncludeUsage
 	}
 	return b, stripUsage, nil

@@ -266,3 +266,28 @@ func TestStreamReusesConnection(t *testing.T) {
 		t.Fatalf("5 streams used %d connections, want 1", n)
 	}
 }
+
+func TestBodyRewriteStreamOptions(t *testing.T) {
+	for _, tt := range []struct{ body, want string }{
+		{`{"model":"a","stream":true}`, `{"model":"a","stream":true,"stream_options":{"include_usage":true}}`},
+		{`{"model":"a","stream":true,"stream_options":null}`, `{"model":"a","stream":true,"stream_options":{"include_usage":true}}`},
+		{`{"model":"a","stream":true,"stream_options":{"x":1}}`, `{"model":"a","stream":true,"stream_options":{"x":1,"include_usage":true}}`},
+		{`{"model":"a","stream":true,"stream_options":[1]}`, ``}, // an error, as it always was
+	} {
+		req := &llm.Request{Op: llm.OpChat, Model: "a", Stream: true, Body: []byte(tt.body)}
+		b, strip, err := body(req, "")
+		if tt.want == "" {
+			if err == nil {
+				t.Errorf("%s: rewritten to %s", tt.body, b)
+			}
+			continue
+		}
+		if err != nil || string(b) != tt.want || !strip {
+			t.Errorf("%s: %s %v strip=%v, want %s", tt.body, b, err, strip, tt.want)
+		}
+	}
+	req := &llm.Request{Op: llm.OpChat, Model: "a", Body: []byte(`{"model":"a","messages":[]}`)}
+	if b, _, err := body(req, `m"<é`); err != nil || string(b) != `{"model":"m\"<é","messages":[]}` {
+		t.Errorf("renamed: %s %v", b, err)
+	}
+}
