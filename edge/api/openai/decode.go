@@ -11,10 +11,9 @@ import (
 	"github.com/meridian-mesh/meridian/edge/llm"
 )
 
-// Requests are read in one pass with jsonscan, the edge's one reader of
-// request bodies and stream chunks (see its package comment for why not
-// gjson), never with encoding/json, which is kept for the error path's
-// byte offset. A chat body is decoded once into the canonical request
+// Requests are read in one pass with jsonscan, the edge's one JSON
+// reader (its package comment gives the measurements behind it), never
+// with encoding/json, which is kept for the error path's byte offset. A chat body is decoded once into the canonical request
 // (DecodeChat); completions and embeddings bodies are forwarded as they
 // came, so for them the pass only checks the shape and reads a few
 // fields.
