@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"math"
 	"strconv"
-	"unsafe"
+	"strings"
 
 	"github.com/meridian-mesh/meridian/edge/jsonscan"
 	"github.com/meridian-mesh/meridian/edge/llm"
@@ -67,19 +67,18 @@ func firstInt(s *jsonscan.Scanner, seen, bit, cur int) (int, int) {
 	return int(lenientInt(s)), seen | bit
 }
 
-// lenientInt reads a token count the way the adapter always has (it
-// was gjson's Result.Int): a number is truncated towards zero, a string
-// holding a number is read as one, true is 1, anything else 0.
+// lenientInt reads a token count as the adapter always has (it was
+// gjson's Result.Int): a number exactly when it is an integer, else
+// truncated towards zero and clamped; a string holding a number as
+// that number; true as 1; anything else as 0.
 func lenientInt(s *jsonscan.Scanner) int64 {
 	switch s.Peek() {
 	case jsonscan.Number:
-		raw := s.Raw()
-		f, _ := strconv.ParseFloat(unsafe.String(unsafe.SliceData(raw), len(raw)), 64)
-		return floatInt(f, unsafe.String(unsafe.SliceData(raw), len(raw)))
+		return numberInt(string(s.Raw()))
 	case jsonscan.String:
 		str := s.Str()
-		if n, ok := digitsInt(str); ok {
-			return n
+		if len(str) > 0 && (str[0] == '-' || str[0] >= '0' && str[0] <= '9') && strings.IndexFunc(str[1:], notDigit) < 0 && str != "-" {
+			return numberInt(str)
 		}
 		if f, err := strconv.ParseFloat(str, 64); err == nil {
 			return clampInt(f)
@@ -88,19 +87,21 @@ func lenientInt(s *jsonscan.Scanner) int64 {
 		if s.Bool() {
 			return 1
 		}
+	default:
+		s.Skip()
 	}
 	return 0
 }
 
-// floatInt converts a number, exactly when it is a safe integer or a
-// plain integer literal, else clamped.
-func floatInt(f float64, raw string) int64 {
-	if f >= -9007199254740991 && f <= 9007199254740991 {
-		return int64(f)
-	}
-	if n, ok := digitsInt(raw); ok {
+func notDigit(r rune) bool { return r < '0' || r > '9' }
+
+// numberInt reads a number's text: exactly when it is an integer that
+// fits, else as a float truncated and clamped.
+func numberInt(text string) int64 {
+	if n, err := strconv.ParseInt(text, 10, 64); err == nil {
 		return n
 	}
+	f, _ := strconv.ParseFloat(text, 64)
 	return clampInt(f)
 }
 
@@ -112,38 +113,6 @@ func clampInt(f float64) int64 {
 		return math.MinInt64
 	}
 	return int64(f)
-}
-
-// digitsInt reads an optional '-' and decimal digits, clamped to int64.
-func digitsInt(s string) (int64, bool) {
-	neg := len(s) > 0 && s[0] == '-'
-	if neg {
-		s = s[1:]
-	}
-	if s == "" {
-		return 0, false
-	}
-	var n uint64
-	over := false
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		if n > (math.MaxUint64-9)/10 {
-			over = true
-		}
-		n = n*10 + uint64(c-'0')
-	}
-	switch {
-	case neg && (over || n > 1<<63):
-		return math.MinInt64, true
-	case neg:
-		return -int64(n), true
-	case over || n > math.MaxInt64:
-		return math.MaxInt64, true
-	}
-	return int64(n), true
 }
 
 // skimStop marks the bytes a skim stops at: quotes, backslashes and
