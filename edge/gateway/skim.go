@@ -2,9 +2,10 @@ package gateway
 
 import "bytes"
 
-// A copy of edge/provider/openai's skim (read.go), which the lead may
-// hoist into edge/jsonscan: the trace reads one or three top-level
-// members of bodies that can hold thousands of numbers (embeddings).
+// The skim is a copy of edge/provider/openai's (read.go), until one
+// home for it exists: the trace reads one to three top-level members of
+// bodies that can hold thousands of numbers (embeddings), which a
+// checked walk would read at many times gjson's cost.
 
 // skimStop marks the bytes a skim stops at: quotes, backslashes and
 // brackets.
