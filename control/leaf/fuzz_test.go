@@ -46,7 +46,7 @@ func FuzzLeafCache(f *testing.F) {
 	f.Add(damaged)
 	k := &Keeper{cfg: Config{Keys: []ed25519.PublicKey{pub}, MaxBytes: tablewire.DefaultMaxBytes}}
 	f.Fuzz(func(t *testing.T, file []byte) {
-		payload, err := tablewire.ParseCache(file, tablewire.CacheLeafSnapshot, k.cfg.MaxBytes+1024)
+		payload, err := tablewire.ParseCache(file, tablewire.CacheLeafSnapshot, k.cfg.maxCached())
 		if err != nil {
 			return
 		}
