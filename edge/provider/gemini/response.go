@@ -130,7 +130,7 @@ func readChoice(sc *jsonscan.Scanner, pos int) (ch llm.Choice, ok bool) {
 				sc.Object(func(k []byte) bool {
 					if string(k) == "parts" && sc.Peek() == jsonscan.Array {
 						sc.Array(func(int) bool {
-							readPart(sc, &text, &ch.Message.ToolCalls)
+							readAnswerPart(sc, &text, &ch.Message.ToolCalls)
 							return true
 						})
 					}
@@ -157,10 +157,10 @@ func readChoice(sc *jsonscan.Scanner, pos int) (ch llm.Choice, ok bool) {
 	return ch, true
 }
 
-// readPart reads one part of a candidate's content: its text goes to
+// readAnswerPart reads one part of a candidate's content: its text goes to
 // text and its function call to calls, unless it is a thought summary,
 // which is not part of the answer.
-func readPart(sc *jsonscan.Scanner, text *strings.Builder, calls *[]llm.ToolCall) {
+func readAnswerPart(sc *jsonscan.Scanner, text *strings.Builder, calls *[]llm.ToolCall) {
 	if sc.Peek() != jsonscan.Object {
 		sc.Skip()
 		return
