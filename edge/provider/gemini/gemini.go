@@ -183,12 +183,10 @@ func readErrorBody(sc *jsonscan.Scanner) upstream.ErrorDetail {
 			case "status":
 				d.Code = strings.Clone(optStr(sc))
 			case "details":
-				if sc.Peek() == jsonscan.Array {
-					sc.Array(func(int) bool {
-						keyInvalid = keyInvalid || detailKeyInvalid(sc)
-						return true
-					})
-				}
+				forEachValue(sc, func([]byte, int) bool {
+					keyInvalid = detailKeyInvalid(sc) || keyInvalid
+					return true
+				})
 			}
 			return true
 		})

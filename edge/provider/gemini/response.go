@@ -44,11 +44,11 @@ func decodeResponse(b []byte, model string) (*llm.ChatCompletion, error) {
 		case "modelVersion":
 			version = optStr(sc)
 		case "candidates":
-			if sc.Peek() != jsonscan.Array {
-				return true
-			}
 			choices = make([]llm.Choice, 0, 1)
-			sc.Array(func(pos int) bool {
+			forEachValue(sc, func(key []byte, pos int) bool {
+				if key != nil {
+					pos = int(parseLooseInt(string(key)))
+				}
 				ch, ok := readChoice(sc, pos)
 				if !ok {
 					bad = true
@@ -128,8 +128,8 @@ func readChoice(sc *jsonscan.Scanner, pos int) (ch llm.Choice, ok bool) {
 					return true
 				}
 				sc.Object(func(k []byte) bool {
-					if string(k) == "parts" && sc.Peek() == jsonscan.Array {
-						sc.Array(func(int) bool {
+					if string(k) == "parts" {
+						forEachValue(sc, func([]byte, int) bool {
 							readAnswerPart(sc, &text, &ch.Message.ToolCalls)
 							return true
 						})
@@ -278,6 +278,23 @@ func compactArgs(args []byte) string {
 		return "{}"
 	}
 	return string(appendCompact(make([]byte, 0, len(args)), args))
+}
+
+// forEachValue calls each for every element of an array (with its
+// index), every member of an object (with its key) or, for any other
+// value, once (with index 0); each must read the value. It is how
+// answers have always been read (gjson's ForEach), so an answer that
+// puts a scalar or an object where Gemini writes an array reads as it
+// did: {"candidates":null} is one empty candidate, not none.
+func forEachValue(sc *jsonscan.Scanner, each func(key []byte, i int) bool) {
+	switch sc.Peek() {
+	case jsonscan.Array:
+		sc.Array(func(i int) bool { return each(nil, i) })
+	case jsonscan.Object:
+		sc.Object(func(k []byte) bool { return each(k, 0) })
+	default:
+		each(nil, 0)
+	}
 }
 
 // looseInt reads a value as an integer the lenient way Gemini's

@@ -1,7 +1,6 @@
 package providermock
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
@@ -18,6 +17,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/meridian-mesh/meridian/edge/jsonscan"
 )
 
 // Kind "vertex" speaks Google Vertex AI for two publishers:
@@ -149,35 +150,13 @@ func jsonInt(raw json.RawMessage) int64 {
 // body lacks) is added last; the other members keep their order and
 // bytes.
 func vertexToAnthropic(body []byte, model string) []byte {
-	d := json.NewDecoder(bytes.NewReader(body))
-	out := append(make([]byte, 0, len(body)+len(model)+16), '{')
-	if t, err := d.Token(); err != nil || t != json.Delim('{') {
-		return body
+	out, err := jsonscan.Delete(body, "anthropic_version")
+	if err == nil {
+		out, err = jsonscan.Set(out, jsonscan.AppendString(nil, model), "model")
 	}
-	for d.More() {
-		t, err := d.Token()
-		if err != nil {
-			return body
-		}
-		k, _ := t.(string)
-		var v json.RawMessage
-		if d.Decode(&v) != nil {
-			return body
-		}
-		if k == "anthropic_version" {
-			continue
-		}
-		if len(out) > 1 {
-			out = append(out, ',')
-		}
-		key, _ := json.Marshal(k)
-		out = append(append(append(out, key...), ':'), v...)
+	if err != nil {
+		return body // not an object: the Anthropic mock answers for it
 	}
-	if len(out) > 1 {
-		out = append(out, ',')
-	}
-	name, _ := json.Marshal(model)
-	out = append(append(append(out, `"model":`...), name...), '}')
 	return out
 }
 
