@@ -451,9 +451,9 @@ func (s *stream) Usage() (llm.Usage, bool) {
 	if len(s.usageBuf) == 0 {
 		return llm.Usage{}, false
 	}
-	// The scanner is idle between events, and the buffer a whole object.
-	s.scan.Reset(s.usageBuf)
-	return scanUsage(&s.scan), true
+	// A scanner of its own, not s.scan: a Close on another goroutine
+	// may ask while Next reads an event.
+	return scanUsage(jsonscan.New(s.usageBuf)), true
 }
 
 // Close implements llm.Stream. After a clean end only the body's end is
