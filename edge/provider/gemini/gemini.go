@@ -153,10 +153,8 @@ func ParseError(b []byte) upstream.ErrorDetail {
 	sc := jsonscan.New(b)
 	if sc.Peek() == jsonscan.Array {
 		var d upstream.ErrorDetail
-		sc.Array(func(i int) bool {
-			if i == 0 {
-				d = readErrorBody(sc)
-			}
+		sc.Array(func(int) bool {
+			d = readErrorBody(sc) // the first element only
 			return false
 		})
 		return d

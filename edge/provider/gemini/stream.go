@@ -451,8 +451,7 @@ func (s *stream) Usage() (llm.Usage, bool) {
 	if len(s.usageBuf) == 0 {
 		return llm.Usage{}, false
 	}
-	// A scanner of its own, not s.scan: a Close on another goroutine
-	// may ask while Next reads an event.
+	// A scanner of its own: s.scan is Next's.
 	return scanUsage(jsonscan.New(s.usageBuf)), true
 }
 
