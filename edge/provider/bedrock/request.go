@@ -164,20 +164,26 @@ func (e *encoder) content(i int, role string, raw []byte) error {
 					text, plain = nil, ""
 					if s.Peek() == jsonscan.String {
 						text, plain = rawStr(s)
+					} else {
+						s.Skip()
 					}
 				case "image_url":
 					url = ""
-					if s.Peek() == jsonscan.Object {
-						s.Object(func(k []byte) bool {
-							if string(k) == "url" {
-								url = optStr(s)
-							}
-							return true
-						})
+					if s.Peek() != jsonscan.Object {
+						s.Skip()
+						return true
 					}
+					s.Object(func(k []byte) bool {
+						if string(k) == "url" {
+							url = optStr(s)
+						}
+						return true
+					})
 				}
 				return true
 			})
+		} else {
+			s.Skip()
 		}
 		switch typ {
 		case "text":

@@ -93,6 +93,8 @@ func readUsage(s *jsonscan.Scanner) llm.Usage {
 			}
 			return true
 		})
+	} else {
+		s.Skip()
 	}
 	u := llm.Usage{PromptTokens: int(in), CompletionTokens: int(out), TotalTokens: int(total)}
 	if u.TotalTokens == 0 {
@@ -179,6 +181,7 @@ func decodeResponse(provider string, b []byte, id, model string, created int64) 
 // readOutput reads output.message.content.
 func (a *answer) readOutput(s *jsonscan.Scanner) {
 	if s.Peek() != jsonscan.Object {
+		s.Skip()
 		a.content = false
 		return
 	}
@@ -187,6 +190,7 @@ func (a *answer) readOutput(s *jsonscan.Scanner) {
 			return true
 		}
 		if s.Peek() != jsonscan.Object {
+			s.Skip()
 			a.content = false
 			return true
 		}
@@ -197,9 +201,11 @@ func (a *answer) readOutput(s *jsonscan.Scanner) {
 			a.text.Reset()
 			a.calls = nil
 			a.content = s.Peek() == jsonscan.Array
-			if a.content {
-				s.Array(func(int) bool { a.readBlock(s); return true })
+			if !a.content {
+				s.Skip()
+				return true
 			}
+			s.Array(func(int) bool { a.readBlock(s); return true })
 			return true
 		})
 		return true
@@ -226,6 +232,7 @@ func (a *answer) readBlock(s *jsonscan.Scanner) {
 		case "toolUse":
 			isCall = s.Peek() == jsonscan.Object
 			if !isCall {
+				s.Skip()
 				return true
 			}
 			call.ID, call.Function.Name, call.Function.Arguments = "", "", "{}"

@@ -219,6 +219,7 @@ func (ev *eventFields) read(sc *jsonscan.Scanner, p []byte) {
 			ev.index = looseInt(sc)
 		case "start":
 			if sc.Peek() != jsonscan.Object {
+				sc.Skip()
 				return true
 			}
 			sc.Object(func(k []byte) bool {
@@ -226,6 +227,7 @@ func (ev *eventFields) read(sc *jsonscan.Scanner, p []byte) {
 					ev.toolUse = sc.Peek() == jsonscan.Object
 					ev.toolUseID, ev.name = "", ""
 					if !ev.toolUse {
+						sc.Skip()
 						return true
 					}
 					sc.Object(func(k []byte) bool {
@@ -242,6 +244,7 @@ func (ev *eventFields) read(sc *jsonscan.Scanner, p []byte) {
 			})
 		case "delta":
 			if sc.Peek() != jsonscan.Object {
+				sc.Skip()
 				return true
 			}
 			sc.Object(func(k []byte) bool {
@@ -250,6 +253,7 @@ func (ev *eventFields) read(sc *jsonscan.Scanner, p []byte) {
 					ev.text, ev.hasText = checkedStr(sc)
 				case "toolUse":
 					if sc.Peek() != jsonscan.Object {
+						sc.Skip()
 						return true
 					}
 					sc.Object(func(k []byte) bool {
