@@ -202,9 +202,13 @@ func ParseError(b []byte) upstream.ErrorDetail {
 					if v := s.Str(); s.Err() == nil {
 						msg = v
 					}
+				} else {
+					s.Skip()
 				}
 				return true
 			})
+		default:
+			s.Skip()
 		}
 		return true
 	})

@@ -300,6 +300,7 @@ func appendFormat(dst []byte, rf []byte) ([]byte, error) {
 			case "json_schema":
 				schema = nil
 				if s.Peek() != jsonscan.Object {
+					s.Skip()
 					return true
 				}
 				s.Object(func(k []byte) bool {
@@ -307,6 +308,8 @@ func appendFormat(dst []byte, rf []byte) ([]byte, error) {
 						schema = nil
 						if s.Peek() == jsonscan.Object {
 							schema = s.Raw()
+						} else {
+							s.Skip()
 						}
 					}
 					return true

@@ -28,7 +28,6 @@ type chatAnswer struct {
 	content    string // message.content, if a string
 	calls      []llm.ToolCall
 	done       bool
-	sawDone    bool // done is there, of any type
 	reason     string
 	model      string
 	createdAt  string
@@ -47,7 +46,12 @@ func (a *chatAnswer) read(s *jsonscan.Scanner) error {
 		case "message":
 			a.readMessage(s)
 		case "done":
-			a.done, a.sawDone = s.Peek() == jsonscan.Bool && s.Bool(), true
+			a.done = false
+			if s.Peek() == jsonscan.Bool {
+				a.done = s.Bool()
+			} else {
+				s.Skip()
+			}
 		case "done_reason":
 			a.reason = optStr(s)
 		case "prompt_eval_count":
@@ -68,6 +72,7 @@ func (a *chatAnswer) read(s *jsonscan.Scanner) error {
 
 func (a *chatAnswer) readMessage(s *jsonscan.Scanner) {
 	if s.Peek() != jsonscan.Object {
+		s.Skip()
 		a.message = false
 		return
 	}
@@ -77,13 +82,15 @@ func (a *chatAnswer) readMessage(s *jsonscan.Scanner) {
 		case "content":
 			a.content = optStr(s)
 		case "tool_calls":
-			if s.Peek() == jsonscan.Array {
-				a.calls = a.calls[:0]
-				s.Array(func(int) bool {
-					a.calls = append(a.calls, readToolCall(s))
-					return true
-				})
+			if s.Peek() != jsonscan.Array {
+				s.Skip()
+				return true
 			}
+			a.calls = a.calls[:0]
+			s.Array(func(int) bool {
+				a.calls = append(a.calls, readToolCall(s))
+				return true
+			})
 		}
 		return true
 	})
@@ -169,6 +176,7 @@ func readToolCall(s *jsonscan.Scanner) llm.ToolCall {
 		case "function":
 			tc.Function = llm.FunctionCall{Arguments: "{}"}
 			if s.Peek() != jsonscan.Object {
+				s.Skip()
 				return true
 			}
 			s.Object(func(k []byte) bool {
@@ -230,6 +238,7 @@ func decodeEmbed(b []byte, model string, b64 bool) ([]byte, llm.Usage, error) {
 		case "embeddings":
 			out, embs, bad = out[:len(head)], s.Peek() == jsonscan.Array, false
 			if !embs {
+				s.Skip()
 				return true
 			}
 			s.Array(func(i int) bool {
