@@ -434,12 +434,15 @@ func encodeEmbedFor(body []byte, model string, e Engine) (out []byte, b64 bool, 
 	// One pass over the body for input, encoding_format and dimensions
 	// (JSON texts); a repeated key takes its last value.
 	var in, format, dims []byte
+	var text bool // input is a string or an array of strings
 	s := jsonscan.New(body)
 	if s.Peek() == jsonscan.Object {
 		s.Object(func(k []byte) bool {
 			switch string(k) {
 			case "input":
-				in = s.Raw()
+				start := s.Offset()
+				text = readTextInput(s)
+				in = bytes.TrimRight(body[start:s.Offset()], " \t\r\n")
 			case "encoding_format":
 				format = s.Raw()
 			case "dimensions":
@@ -453,7 +456,7 @@ func encodeEmbedFor(body []byte, model string, e Engine) (out []byte, b64 bool, 
 	if s.End() != nil {
 		return nil, false, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "", "The request body is not valid JSON.")
 	}
-	if !textInput(in) {
+	if !text {
 		return nil, false, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "input", "'input' must be a string or an array of strings for this provider.")
 	}
 	var f string // encoding_format, when it is a string
@@ -487,21 +490,23 @@ func encodeEmbedFor(body []byte, model string, e Engine) (out []byte, b64 bool, 
 	return append(out, '}'), b64, nil
 }
 
-// textInput reports whether an embeddings input, as JSON text, is a
+// readTextInput reads an embeddings input and reports whether it is a
 // string or an array of strings.
-func textInput(in []byte) bool {
-	s := jsonscan.New(in)
+func readTextInput(s *jsonscan.Scanner) bool {
 	switch s.Peek() {
 	case jsonscan.String:
+		s.Skip()
 		return true
 	case jsonscan.Array:
 		ok := true
 		s.Array(func(int) bool {
-			ok = s.Peek() == jsonscan.String
-			return ok
+			ok = ok && s.Peek() == jsonscan.String
+			s.Skip()
+			return true
 		})
 		return ok
 	}
+	s.Skip()
 	return false
 }
 
