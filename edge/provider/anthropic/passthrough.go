@@ -5,9 +5,9 @@ import (
 	"io"
 	"net/http"
 
+	"github.com/meridian-mesh/meridian/edge/jsonscan"
 	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/edge/sse"
-	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
 )
 
@@ -41,16 +41,14 @@ func (a *Adapter) passthrough(ctx context.Context, req *llm.Request, model strin
 	if err != nil {
 		return nil, err
 	}
-	top := gjson.ParseBytes(b)
-	if !gjson.ValidBytes(b) || !top.IsObject() {
+	var ans answer
+	if !ans.read(b, false) {
 		return nil, badAnswer(a.up.ID())
 	}
-	if top.Get("type").Str == "error" {
-		return nil, eventError(a.up.ID(), top.Get("error"))
+	if ans.typ == "error" {
+		return nil, eventError(a.up.ID(), ans.err)
 	}
-	var t tokens
-	t.update(top.Get("usage"))
-	return &llm.Response{Body: b, Usage: t.usage(), Upstream: call.Since(), Format: llm.FormatAnthropic}, nil
+	return &llm.Response{Body: b, Usage: ans.usage.usage(), Upstream: call.Since(), Format: llm.FormatAnthropic}, nil
 }
 
 // countTokens asks Anthropic's /messages/count_tokens. An Anthropic
@@ -90,11 +88,31 @@ func (a *Adapter) countTokens(ctx context.Context, req *llm.Request, model strin
 	if err != nil {
 		return nil, err
 	}
-	n := gjson.GetBytes(b, "input_tokens")
-	if n.Type != gjson.Number {
+	n, ok := inputTokens(b)
+	if !ok {
 		return nil, badAnswer(a.up.ID())
 	}
-	return &llm.Response{Body: b, Usage: llm.Usage{PromptTokens: int(n.Int())}, Upstream: call.Since(), Format: llm.FormatAnthropic}, nil
+	return &llm.Response{Body: b, Usage: llm.Usage{PromptTokens: int(n)}, Upstream: call.Since(), Format: llm.FormatAnthropic}, nil
+}
+
+// inputTokens reads count_tokens' answer, {"input_tokens":n}. The walk
+// stops at the count: what follows it does not matter, not even a
+// syntax error. ok is false when there is no number.
+func inputTokens(b []byte) (n int64, ok bool) {
+	s := jsonscan.New(b)
+	if s.Peek() != jsonscan.Object {
+		return 0, false
+	}
+	s.Object(func(k []byte) bool {
+		if string(k) != "input_tokens" {
+			return true
+		}
+		if ok = s.Peek() == jsonscan.Number; ok {
+			n = count(s)
+		}
+		return false
+	})
+	return n, ok
 }
 
 // rawStream relays Anthropic's events as they came (llm.Chunk.Event).
@@ -106,6 +124,8 @@ type rawStream struct {
 	call     body
 	r        *sse.Reader
 	chunk    llm.Chunk
+	scan     jsonscan.Scanner
+	ev       event
 	tokens   tokens
 	hasUsage bool
 	done     bool
@@ -139,21 +159,27 @@ func (s *rawStream) Next() (*llm.Chunk, error) {
 			return nil, s.err
 		}
 		s.call.Touch()
-		// An event with neither a name nor a type is no event of
-		// Anthropic's; relayed, it would be one of OpenAI's.
-		if name = ev.Name; name == "" {
-			name = gjson.GetBytes(ev.Data, "type").Str
+		// Only events that carry usage or an error are read, and
+		// those without a name, to learn it. An event with neither a
+		// name nor a type is no event of Anthropic's; relayed, it would
+		// be one of OpenAI's.
+		switch name = ev.Name; name {
+		case "":
+			s.ev.read(&s.scan, ev.Data)
+			name = s.ev.typ
+		case "message_start", "message_delta", "error":
+			s.ev.read(&s.scan, ev.Data)
 		}
 	}
 	switch name {
 	case "message_start":
-		if u := gjson.GetBytes(ev.Data, "message.usage"); u.IsObject() {
-			s.tokens.update(u)
+		if s.ev.msgUsage.object {
+			s.tokens.apply(&s.ev.msgUsage)
 			s.hasUsage = true
 		}
 	case "message_delta":
-		if u := gjson.GetBytes(ev.Data, "usage"); u.IsObject() {
-			s.tokens.update(u)
+		if s.ev.usage.object {
+			s.tokens.apply(&s.ev.usage)
 			s.hasUsage = true
 		}
 	case "message_stop":
@@ -161,7 +187,7 @@ func (s *rawStream) Next() (*llm.Chunk, error) {
 	case "error":
 		// Reported in the client's format by its surface, which also
 		// logs the stream as broken.
-		s.err = eventError(s.provider, gjson.GetBytes(ev.Data, "error"))
+		s.err = eventError(s.provider, s.ev.err)
 		return nil, s.err
 	}
 	s.chunk.SetRaw(ev.Data)
