@@ -277,7 +277,7 @@ func TestStreamWithoutStopReason(t *testing.T) {
 	// usage, then EOF.
 	sse := "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"c\",\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\n" +
 		// No event name, so it is read from "type"; spaced out, so the
-		// delta takes the gjson path.
+		// delta takes the general path.
 		"data: {\"type\": \"content_block_delta\", \"index\": 0, \"delta\": {\"type\": \"text_delta\", \"text\": \"hi\"}}\n\n" +
 		"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
 	m := &memCall{}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/meridian-mesh/meridian/edge/jsonscan"
 	"github.com/meridian-mesh/meridian/edge/llm"
 )
 
@@ -102,6 +103,26 @@ func FuzzStream(f *testing.F) {
 		s.Close()
 		if !m.closed || m.drained != usage {
 			t.Fatalf("closed %v drained %v after usage %v", m.closed, m.drained, usage)
+		}
+	})
+}
+
+// FuzzQuickDelta checks the delta fast path against the general one:
+// whenever it accepts an event, it must read what event.read reads.
+func FuzzQuickDelta(f *testing.F) {
+	f.Add(`{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello"}}`)
+	f.Add(`{"type":"content_block_delta","index":12,"delta":{"type":"text_delta","text":"a\"b\\c\n\u00e9"}}`)
+	f.Add(`{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"city\": \"Par"}}`)
+	f.Add(`{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":""}}`)
+	f.Add(`{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"x\"}}`)
+	f.Fuzz(func(t *testing.T, data string) {
+		var quick, slow event
+		var s jsonscan.Scanner
+		if !quick.quick(&s, []byte(data)) {
+			return
+		}
+		if slow.read(&s, []byte(data)); quick != slow {
+			t.Fatalf("quick %+v != read %+v", quick, slow)
 		}
 	})
 }

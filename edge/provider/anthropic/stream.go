@@ -1,6 +1,7 @@
 package anthropic
 
 import (
+	"bytes"
 	"io"
 	"strconv"
 	"strings"
@@ -103,7 +104,9 @@ func (s *stream) Next() (*llm.Chunk, error) {
 		s.call.Touch()
 		// The event's bytes are read in place; strings a chunk keeps
 		// are cloned, because the reader reuses its buffer.
-		s.ev.read(&s.scan, ev.Data)
+		if !s.ev.quick(&s.scan, ev.Data) {
+			s.ev.read(&s.scan, ev.Data)
+		}
 		name := ev.Name
 		if name == "" {
 			name = s.ev.typ
@@ -332,6 +335,66 @@ func (e *event) readDelta(s *jsonscan.Scanner) {
 		}
 		return true
 	})
+}
+
+// The shape Anthropic writes every text and tool-argument delta in. The
+// hot path matches it byte for byte; anything else (other key order,
+// spacing, fields added later) takes the general path.
+const (
+	deltaPrefix = `{"type":"content_block_delta","index":`
+	textDelta   = `,"delta":{"type":"text_delta","text":`
+	jsonDelta   = `,"delta":{"type":"input_json_delta","partial_json":`
+)
+
+// quick reads a content_block_delta event written in Anthropic's usual
+// shape, about twice as fast as read: the per-chunk budget is 1 µs, SSE
+// parsing included. It reports false, having read nothing, for any
+// other shape. It gives what read gives for the same bytes.
+func (e *event) quick(s *jsonscan.Scanner, data []byte) bool {
+	index, typ, val, ok := quickDelta(s, data)
+	if !ok {
+		return false
+	}
+	*e = event{typ: "content_block_delta", index: index, deltaType: typ, deltaText: val}
+	return true
+}
+
+// quickDelta reads the index, delta type and text of a delta event in
+// the usual shape; ok is false for any other shape. The text, the one
+// string with escapes, is read by the scanner.
+func quickDelta(s *jsonscan.Scanner, data []byte) (index int64, typ, val string, ok bool) {
+	rest, ok := bytes.CutPrefix(data, []byte(deltaPrefix))
+	if !ok {
+		return 0, "", "", false
+	}
+	n := 0
+	for n < len(rest) && n < 9 && rest[n] >= '0' && rest[n] <= '9' {
+		index = index*10 + int64(rest[n]-'0')
+		n++
+	}
+	if n == 0 || n > 1 && rest[0] == '0' {
+		return 0, "", "", false
+	}
+	rest = rest[n:]
+	switch {
+	case bytes.HasPrefix(rest, []byte(textDelta)):
+		typ, rest = "text_delta", rest[len(textDelta):]
+	case bytes.HasPrefix(rest, []byte(jsonDelta)):
+		typ, rest = "input_json_delta", rest[len(jsonDelta):]
+	default:
+		return 0, "", "", false
+	}
+	// What is left is the string literal and the two closing braces.
+	lit, found := bytes.CutSuffix(rest, []byte("}}"))
+	if !found || len(lit) < 2 || lit[0] != '"' {
+		return 0, "", "", false
+	}
+	s.Reset(lit)
+	val = s.Str()
+	if s.End() != nil {
+		return 0, "", "", false
+	}
+	return index, typ, val, true
 }
 
 // own returns s, which the scanner read from data, as a string that
