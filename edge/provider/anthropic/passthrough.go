@@ -8,7 +8,6 @@ import (
 	"github.com/meridian-mesh/meridian/edge/jsonscan"
 	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/edge/sse"
-	"github.com/tidwall/sjson"
 )
 
 // passthrough serves a request an Anthropic client sent (req.Native) to
@@ -20,12 +19,12 @@ func (a *Adapter) passthrough(ctx context.Context, req *llm.Request, model strin
 	var err error
 	if a.url != nil {
 		// Vertex AI: the model is in the URL, the version in the body.
-		payload, err = sjson.DeleteBytes(payload, "model")
+		payload, err = jsonscan.Delete(payload, "model")
 		if err == nil {
-			payload, err = sjson.SetBytes(payload, "anthropic_version", vertexVersion)
+			payload, err = jsonscan.Set(payload, []byte(`"`+vertexVersion+`"`), "anthropic_version")
 		}
 	} else if model != "" && model != req.Model {
-		payload, err = sjson.SetBytes(payload, "model", model)
+		payload, err = jsonscan.Set(payload, jsonscan.AppendString(nil, model), "model")
 	}
 	if err != nil {
 		return nil, &llm.Error{Status: http.StatusBadRequest, Type: llm.TypeInvalidRequest, Message: "request could not be encoded for the upstream", Cause: err}
@@ -60,7 +59,7 @@ func (a *Adapter) countTokens(ctx context.Context, req *llm.Request, model strin
 	if req.NativeFormat == llm.FormatAnthropic && req.Native != nil {
 		payload = req.Native
 		if model != "" && model != req.Model {
-			payload, err = sjson.SetBytes(payload, "model", model)
+			payload, err = jsonscan.Set(payload, jsonscan.AppendString(nil, model), "model")
 		}
 	} else {
 		chat, cerr := req.ChatRequest()
@@ -69,7 +68,7 @@ func (a *Adapter) countTokens(ctx context.Context, req *llm.Request, model strin
 		}
 		if payload, err = encodeRequest(chat, model, false); err == nil {
 			for _, k := range []string{"max_tokens", "stream", "temperature", "top_p", "top_k", "stop_sequences", "metadata"} {
-				if payload, err = sjson.DeleteBytes(payload, k); err != nil {
+				if payload, err = jsonscan.Delete(payload, k); err != nil {
 					break
 				}
 			}
