@@ -277,3 +277,59 @@ func FuzzVertexBody(f *testing.F) {
 		}
 	})
 }
+
+// FuzzCompactJSON checks the tool-input compaction against
+// encoding/json's on every value the scanner accepts.
+func FuzzCompactJSON(f *testing.F) {
+	f.Add([]byte(`{ "a" : [1, 2],` + "\n" + `"b":"x y \" z" }`))
+	f.Add([]byte(`"a\\" `))
+	f.Add([]byte(`null`))
+	f.Add([]byte(" [ {} , [ ] , \"\\u0020\" ] \t"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s := jsonscan.New(data)
+		raw := s.Raw()
+		if s.End() != nil {
+			return
+		}
+		got := compactJSON(raw)
+		var want bytes.Buffer
+		if err := json.Compact(&want, raw); err != nil {
+			return // the scanner and encoding/json differ only past MaxDepth
+		}
+		if string(raw) == "null" {
+			want.Reset()
+			want.WriteString("{}")
+		}
+		if got != want.String() {
+			t.Fatalf("compactJSON(%q) = %q, want %q", raw, got, want.String())
+		}
+	})
+}
+
+// FuzzInputTokens reads count_tokens answers: never a panic, and for a
+// body encoding/json reads as an object with an integer count, that
+// count. Only bodies that name input_tokens once, without escapes, are
+// compared: the walk stops at the first, where encoding/json's last
+// wins, and keys are matched as written.
+func FuzzInputTokens(f *testing.F) {
+	f.Add([]byte(`{"input_tokens":12}`))
+	f.Add([]byte(`{"model":"x","input_tokens":-1e3}`))
+	f.Add([]byte(`{"input_tokens":"12"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		n, ok := inputTokens(data)
+		var v map[string]json.RawMessage
+		if bytes.Count(data, []byte(`input_tokens`)) != 1 || bytes.IndexByte(data, '\\') >= 0 {
+			return
+		}
+		if _, deep := jsonscan.TooDeep(data, jsonscan.MaxDepth); deep || json.Unmarshal(data, &v) != nil {
+			return
+		}
+		var want int64
+		if err := json.Unmarshal(v["input_tokens"], &want); err != nil {
+			return
+		}
+		if !ok || n != want {
+			t.Fatalf("inputTokens(%s) = %d %v, want %d", data, n, ok, want)
+		}
+	})
+}
