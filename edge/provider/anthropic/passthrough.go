@@ -124,7 +124,6 @@ type rawStream struct {
 	r        *sse.Reader
 	chunk    llm.Chunk
 	scan     jsonscan.Scanner
-	ev       event
 	tokens   tokens
 	hasUsage bool
 	done     bool
@@ -149,6 +148,7 @@ func (s *rawStream) Next() (*llm.Chunk, error) {
 		return nil, io.EOF
 	}
 	var ev sse.Event
+	var e event // on the stack, as in stream.Next
 	name := ""
 	for name == "" {
 		var err error
@@ -164,21 +164,21 @@ func (s *rawStream) Next() (*llm.Chunk, error) {
 		// be one of OpenAI's.
 		switch name = ev.Name; name {
 		case "":
-			s.ev.read(&s.scan, ev.Data)
-			name = s.ev.typ
+			e.read(&s.scan, ev.Data)
+			name = e.typ
 		case "message_start", "message_delta", "error":
-			s.ev.read(&s.scan, ev.Data)
+			e.read(&s.scan, ev.Data)
 		}
 	}
 	switch name {
 	case "message_start":
-		if s.ev.msgUsage.object {
-			s.tokens.apply(&s.ev.msgUsage)
+		if e.msgUsage.object {
+			s.tokens.apply(&e.msgUsage)
 			s.hasUsage = true
 		}
 	case "message_delta":
-		if s.ev.usage.object {
-			s.tokens.apply(&s.ev.usage)
+		if e.usage.object {
+			s.tokens.apply(&e.usage)
 			s.hasUsage = true
 		}
 	case "message_stop":
@@ -186,7 +186,7 @@ func (s *rawStream) Next() (*llm.Chunk, error) {
 	case "error":
 		// Reported in the client's format by its surface, which also
 		// logs the stream as broken.
-		s.err = eventError(s.provider, s.ev.err)
+		s.err = eventError(s.provider, e.err)
 		return nil, s.err
 	}
 	s.chunk.SetRaw(ev.Data)

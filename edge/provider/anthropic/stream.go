@@ -61,7 +61,6 @@ type stream struct {
 	r        *sse.Reader
 	chunk    llm.Chunk
 	scan     jsonscan.Scanner
-	ev       event
 
 	id, model            string
 	created              int64
@@ -104,14 +103,17 @@ func (s *stream) Next() (*llm.Chunk, error) {
 		s.call.Touch()
 		// The event's bytes are read in place; strings a chunk keeps
 		// are cloned, because the reader reuses its buffer.
-		if !s.ev.quick(&s.scan, ev.Data) {
-			s.ev.read(&s.scan, ev.Data)
+		// e is on the stack: resetting it for every event in the heap
+		// would cost write barriers for each of its strings.
+		var e event
+		if !e.quick(&s.scan, ev.Data) {
+			e.read(&s.scan, ev.Data)
 		}
 		name := ev.Name
 		if name == "" {
-			name = s.ev.typ
+			name = e.typ
 		}
-		if c := s.event(name, view(ev.Data)); c != nil {
+		if c := s.event(name, view(ev.Data), &e); c != nil {
 			return c, nil
 		}
 		if s.phase == failed {
@@ -120,17 +122,16 @@ func (s *stream) Next() (*llm.Chunk, error) {
 	}
 }
 
-// event translates one event, read into s.ev from data, returning the
+// event translates one event, read into e from data, returning the
 // chunk it gives or nil for events that give none (ping, block stops,
 // thinking, unknown events).
-func (s *stream) event(name, data string) *llm.Chunk {
+func (s *stream) event(name, data string, e *event) *llm.Chunk {
 	switch name {
 	case "content_block_start", "content_block_delta", "content_block_stop":
 		if s.finishSent {
 			return nil // content after the stop reason has nowhere to go
 		}
 	}
-	e := &s.ev
 	switch name {
 	case "message_start":
 		if e.msgID != "" {
