@@ -333,3 +333,29 @@ func FuzzInputTokens(f *testing.F) {
 		}
 	})
 }
+
+// FuzzHasType checks the bracket-counting lookup of a schema's "type"
+// against a checking walk, on every object the scanner accepts.
+func FuzzHasType(f *testing.F) {
+	f.Add(`{"properties":{"type":{"type":"string"}},"required":["type"],"type":"object"}`)
+	f.Add(`{"properties":{"type":1},"x":"type"}`)
+	f.Add(`{ "a\"type" : [ "type" ] , "type" : null }`)
+	f.Add(`{}`)
+	f.Fuzz(func(t *testing.T, schema string) {
+		s := jsonscan.New([]byte(schema))
+		want := false
+		if s.Peek() != jsonscan.Object {
+			return
+		}
+		s.Object(func(k []byte) bool {
+			want = want || string(k) == "type"
+			return true
+		})
+		if s.End() != nil {
+			return
+		}
+		if got := hasType(schema); got != want {
+			t.Fatalf("hasType(%s) = %v, want %v", schema, got, want)
+		}
+	})
+}

@@ -578,16 +578,40 @@ func validJSON(s string) bool {
 	return sc.End() == nil
 }
 
-// hasType reports whether schema, a JSON object, has a top-level "type"
-// member. The walk stops there.
+// hasType reports whether schema, a JSON object the request decoder
+// checked, has a top-level "type" member. It counts brackets and skips
+// strings without checking anything again: JSON Schema writers (and
+// encoding/json's sorted keys) often put "type" last, after the
+// properties, and a checking walk over those cost more than gjson's
+// lookup did.
 func hasType(schema string) bool {
-	found := false
-	sc := jsonscan.New(bytesOf(schema))
-	sc.Object(func(k []byte) bool {
-		found = string(k) == "type"
-		return !found
-	})
-	return found
+	depth := 0
+	for i := 0; i < len(schema); i++ {
+		switch schema[i] {
+		case '"':
+			start := i + 1
+			for i++; i < len(schema) && schema[i] != '"'; i++ {
+				if schema[i] == '\\' {
+					i++
+				}
+			}
+			if depth != 1 || i >= len(schema) || schema[start:i] != "type" {
+				continue
+			}
+			j := i + 1
+			for j < len(schema) && (schema[j] == ' ' || schema[j] == '\t' || schema[j] == '\n' || schema[j] == '\r') {
+				j++
+			}
+			if j < len(schema) && schema[j] == ':' {
+				return true // a key, not a value
+			}
+		case '{', '[':
+			depth++
+		case '}', ']':
+			depth--
+		}
+	}
+	return false
 }
 
 // view returns b as a string without copying it. Only for reading input
