@@ -148,7 +148,6 @@ func (s *rawStream) Next() (*llm.Chunk, error) {
 		return nil, io.EOF
 	}
 	var ev sse.Event
-	var e event // on the stack, as in stream.Next
 	name := ""
 	for name == "" {
 		var err error
@@ -163,12 +162,31 @@ func (s *rawStream) Next() (*llm.Chunk, error) {
 		// name nor a type is no event of Anthropic's; relayed, it would
 		// be one of OpenAI's.
 		switch name = ev.Name; name {
-		case "":
-			e.read(&s.scan, ev.Data)
-			name = e.typ
-		case "message_start", "message_delta", "error":
-			e.read(&s.scan, ev.Data)
+		case "", "message_start", "message_delta", "error":
+			name = s.read(name, ev.Data)
 		}
+	}
+	switch name {
+	case "message_stop":
+		s.done = true
+	case "error":
+		// Reported in the client's format by its surface, which also
+		// logs the stream as broken.
+		return nil, s.err
+	}
+	s.chunk.SetRaw(ev.Data)
+	s.chunk.Event = name
+	return &s.chunk, nil
+}
+
+// read reads an event named name, or named by its type when name is
+// "", and takes the usage or the error it carries. It returns the name.
+// The event is on the stack, as in stream.Next.
+func (s *rawStream) read(name string, data []byte) string {
+	var e event
+	e.read(&s.scan, data)
+	if name == "" {
+		name = e.typ
 	}
 	switch name {
 	case "message_start":
@@ -181,17 +199,10 @@ func (s *rawStream) Next() (*llm.Chunk, error) {
 			s.tokens.apply(&e.usage)
 			s.hasUsage = true
 		}
-	case "message_stop":
-		s.done = true
 	case "error":
-		// Reported in the client's format by its surface, which also
-		// logs the stream as broken.
 		s.err = eventError(s.provider, e.err)
-		return nil, s.err
 	}
-	s.chunk.SetRaw(ev.Data)
-	s.chunk.Event = name
-	return &s.chunk, nil
+	return name
 }
 
 // Buffered implements llm.Buffered.
