@@ -257,7 +257,8 @@ type event struct {
 
 // read reads data into e. An event that is not valid JSON is read up
 // to its first syntax error and no further: what was read before it
-// counts, as it did when gjson read events, and no error is reported.
+// counts, and the stream goes on, as when gjson read events leniently.
+// A repeated key takes its last value.
 func (e *event) read(s *jsonscan.Scanner, data []byte) {
 	*e = event{index: -1}
 	s.Reset(data)
@@ -348,9 +349,10 @@ const (
 )
 
 // quick reads a content_block_delta event written in Anthropic's usual
-// shape, about twice as fast as read: the per-chunk budget is 1 µs, SSE
-// parsing included. It reports false, having read nothing, for any
-// other shape. It gives what read gives for the same bytes.
+// shape, faster than read (BenchmarkTranslateChunk takes about 1.3x as
+// long without it): the per-chunk budget is 1 µs, SSE parsing included.
+// It reports false, having read nothing, for any other shape. It gives
+// what read gives for the same bytes (FuzzQuickDelta).
 func (e *event) quick(s *jsonscan.Scanner, data []byte) bool {
 	index, typ, val, ok := quickDelta(s, data)
 	if !ok {
