@@ -206,10 +206,14 @@ bench-router:
 	$(GO) run ./scripts/bench/router -readme README.md
 
 # A test, so it can start the control cluster of control/controltest;
-# skipped unless MERIDIAN_BENCH_SCALE=1. Bounded: 12 minutes at most.
+# skipped unless MERIDIAN_BENCH_SCALE=1. Bounded: 40 minutes at most
+# (QUICK=1: 12); SIZES and POOLS override the fleet sizes.
+SCALE_SIZES = $(or $(SIZES),$(if $(QUICK),30$(comma)100,30$(comma)100$(comma)300$(comma)1000))
+SCALE_POOLS = $(or $(POOLS),$(if $(QUICK),30,30$(comma)300$(comma)1000))
+SCALE_BOUND = $(if $(QUICK),12m,40m)
 bench-scale:
-	@out=$$(mktemp); MERIDIAN_BENCH_SCALE=1 $(GO) test -v -count=1 -timeout 15m -run '^TestScale$$' ./scripts/bench/scale \
-		-args -sizes $(if $(QUICK),30$(comma)100,30$(comma)100$(comma)300$(comma)1000) -pools $(if $(QUICK),30,30$(comma)300) \
+	@out=$$(mktemp); MERIDIAN_BENCH_SCALE=1 $(GO) test -v -count=1 -timeout 45m -run '^TestScale$$' ./scripts/bench/scale \
+		-args -sizes $(SCALE_SIZES) -pools $(SCALE_POOLS) -bound $(SCALE_BOUND) \
 		-readme $(CURDIR)/README.md >$$out 2>&1; \
 	rc=$$?; grep -v -E '^(=== RUN|--- PASS|PASS$$|ok )' $$out; rm -f $$out; exit $$rc
 

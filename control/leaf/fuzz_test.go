@@ -2,9 +2,9 @@ package leaf
 
 import (
 	"crypto/ed25519"
-	"encoding/binary"
-	"hash/crc32"
 	mrand "math/rand/v2"
+	"os"
+	"path/filepath"
 	"testing"
 
 	tablev1 "github.com/meridian-mesh/meridian/proto/table/v1"
@@ -12,17 +12,24 @@ import (
 	"github.com/meridian-mesh/meridian/shared/testkit/tablegen"
 )
 
-// cacheFile frames payload as writeCache does.
-func cacheFile(payload []byte) []byte {
-	b := append([]byte(cacheMagic), 0, 0, 0, 0)
-	binary.BigEndian.PutUint32(b[len(cacheMagic):], crc32.Checksum(payload, crcTable))
-	return append(b, payload...)
-}
-
 // FuzzLeafCache feeds arbitrary bytes to what a leaf does with its cache
 // file at start: the frame, then the signature, then the table. Nothing
-// may panic, and nothing unsigned is ever held.
+// may panic, and nothing unsigned is ever held. The frame alone is
+// fuzzed by tablewire's FuzzReadCache; this one is for what the leaf
+// adds, the signature and the identities.
 func FuzzLeafCache(f *testing.F) {
+	// cacheFile is payload as the keeper writes it to disk.
+	cacheFile := func(payload []byte) []byte {
+		path := filepath.Join(f.TempDir(), "table.snap")
+		if err := tablewire.WriteCache(path, tablewire.CacheLeafSnapshot, payload); err != nil {
+			f.Fatal(err)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			f.Fatal(err)
+		}
+		return b
+	}
 	priv := ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize))
 	pub := priv.Public().(ed25519.PublicKey)
 	t := tablegen.Table(mrand.New(mrand.NewPCG(1, 2)), 3)
@@ -32,14 +39,14 @@ func FuzzLeafCache(f *testing.F) {
 	f.Add(cacheFile(signed))
 	f.Add(cacheFile(b))
 	f.Add(cacheFile(nil))
-	f.Add([]byte(cacheMagic))
+	f.Add([]byte(tablewire.CacheLeafSnapshot))
 	f.Add([]byte{})
 	damaged := cacheFile(signed)
 	damaged[len(damaged)/2] ^= 1
 	f.Add(damaged)
 	k := &Keeper{cfg: Config{Keys: []ed25519.PublicKey{pub}, MaxBytes: tablewire.DefaultMaxBytes}}
 	f.Fuzz(func(t *testing.T, file []byte) {
-		payload, err := parseCache(file)
+		payload, err := tablewire.ParseCache(file, tablewire.CacheLeafSnapshot, k.cfg.maxCached())
 		if err != nil {
 			return
 		}

@@ -182,7 +182,7 @@ func New(cfg Config) (*Keeper, error) {
 	}
 	k := &Keeper{cfg: cfg, log: cfg.Logger.With("component", "leaf"), wake: make(chan struct{}, 1), want: true}
 	k.m = newMetrics(cfg.Registerer, k)
-	b, err := readCache(cfg.CachePath, cfg.MaxBytes+1024)
+	b, err := tablewire.ReadCache(cfg.CachePath, tablewire.CacheLeafSnapshot, cfg.maxCached())
 	switch {
 	case err == nil:
 		h, err := k.check(b)
@@ -199,6 +199,11 @@ func New(cfg Config) (*Keeper, error) {
 	}
 	return k, nil
 }
+
+// maxCached bounds the payload of the cache file, in bytes: a signed
+// reply is a table of at most MaxBytes, a few bytes of reply around it
+// and the signature (check bounds it exactly).
+func (c Config) maxCached() int { return c.MaxBytes + 1024 }
 
 // check verifies a signed snapshot reply and decodes it.
 func (k *Keeper) check(b []byte) (*held, error) {
@@ -478,7 +483,7 @@ func (k *Keeper) keep(b []byte) error {
 	if old != nil && !newer(h.table.GetEpoch(), h.table.GetRevision(), old.table.GetEpoch(), old.table.GetRevision()) {
 		return nil
 	}
-	if err := writeCache(k.cfg.CachePath, h.reply); err != nil {
+	if err := tablewire.WriteCache(k.cfg.CachePath, tablewire.CacheLeafSnapshot, h.reply); err != nil {
 		// Still hold it: the region gets it while this process lives.
 		k.log.Error("table cache not written", "path", k.cfg.CachePath, "err", err)
 	}

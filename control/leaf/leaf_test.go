@@ -205,7 +205,7 @@ func TestKeeperAnswersOnlyWhileTheHubIsAway(t *testing.T) {
 		}
 	}
 	wait.For(t, 10*time.Second, "the keeper to hold revision 6", func() bool { return k.Status().Revision == 6 })
-	onDisk, err := readCache(path, 1<<20)
+	onDisk, err := tablewire.ReadCache(path, tablewire.CacheLeafSnapshot, 1<<20)
 	if err != nil || !bytes.Equal(onDisk, c.snap) {
 		t.Fatalf("cache = %d bytes (%v); want the signed reply the control plane sent", len(onDisk), err)
 	}

@@ -174,6 +174,7 @@ func (s *Scanner) Object(each func(key []byte) bool) bool {
 			return false
 		}
 		s.pos++
+		s.ws()
 		start := s.pos
 		if !each(key) || s.err != nil {
 			return false

@@ -121,3 +121,26 @@ func TestTooDeep(t *testing.T) {
 		}
 	}
 }
+
+// TestObjectValueNotRead checks a callback that only peeks at a value:
+// the object skips it whatever whitespace comes before it, and a member
+// without a value is an error.
+func TestObjectValueNotRead(t *testing.T) {
+	for _, c := range []struct {
+		in string
+		ok bool
+	}{
+		{`{"a": 5}`, true},
+		{`{"a" :  "x" , "b":[1]}`, true},
+		{"{\"a\":\n\t{}}", true},
+		{`{"a": }`, false},
+		{`{"a":}`, false},
+		{`{"a": ,"b":1}`, false},
+	} {
+		s := New([]byte(c.in))
+		s.Object(func([]byte) bool { s.Peek(); return true })
+		if err := s.End(); (err == nil) != c.ok {
+			t.Errorf("%s: err %v, want ok=%v", c.in, err, c.ok)
+		}
+	}
+}

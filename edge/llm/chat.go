@@ -85,36 +85,16 @@ var errPart = errors.New("content part: a field has the wrong type")
 
 // scanPart reads one content part; null leaves it empty.
 func scanPart(s *jsonscan.Scanner, p *ContentPart) error {
-	switch s.Peek() {
-	case jsonscan.Null:
-		s.Null()
-		return nil
-	case jsonscan.Object:
-	default:
-		return errPart
-	}
 	var err error
-	s.Object(func(k []byte) bool {
-		if s.Peek() == jsonscan.Null {
-			s.Null()
-			return true
-		}
+	if !fields(s, func(k []byte) bool {
 		switch string(k) {
 		case "type":
 			p.Type, err = partStr(s)
 		case "text":
 			p.Text, err = partStr(s)
 		case "image_url":
-			if s.Peek() != jsonscan.Object {
-				err = errPart
-				break
-			}
 			u := &ImageURL{}
-			s.Object(func(k []byte) bool {
-				if s.Peek() == jsonscan.Null {
-					s.Null()
-					return true
-				}
+			if !fields(s, func(k []byte) bool {
 				switch string(k) {
 				case "url":
 					u.URL, err = partStr(s)
@@ -122,11 +102,16 @@ func scanPart(s *jsonscan.Scanner, p *ContentPart) error {
 					u.Detail, err = partStr(s)
 				}
 				return err == nil
-			})
+			}) {
+				err = errPart
+				break
+			}
 			p.ImageURL = u
 		}
 		return err == nil
-	})
+	}) {
+		return errPart
+	}
 	if err == nil {
 		err = s.Err()
 	}

@@ -118,6 +118,30 @@ func chatKey(k []byte) bool {
 	return false
 }
 
+// fields walks the object at s, calling each with the key of every field
+// whose value is not null, until each returns false. A null field is an
+// absent one, as encoding/json reads it, and a null object is one without
+// fields. It reports false, reading nothing, when the value is neither an
+// object nor null. The chat decode and Message.Parts share it: every
+// object inside a message or a tool is read this way.
+func fields(s *jsonscan.Scanner, each func(k []byte) bool) bool {
+	switch s.Peek() {
+	case jsonscan.Null:
+		s.Null()
+		return true
+	case jsonscan.Object:
+		s.Object(func(k []byte) bool {
+			if s.Peek() == jsonscan.Null {
+				s.Null()
+				return true
+			}
+			return each(k)
+		})
+		return true
+	}
+	return false
+}
+
 func syntaxErr(err error) *Error {
 	return &Error{Status: http.StatusBadRequest, Type: TypeInvalidRequest, Message: "The request body is not valid JSON: " + err.Error(), Cause: err}
 }
@@ -257,34 +281,15 @@ func decodeMessages(s *jsonscan.Scanner, c *ChatRequest) *Error {
 }
 
 func decodeToolCall(s *jsonscan.Scanner, call *ToolCall, n, j int) *Error {
-	if s.Peek() == jsonscan.Null {
-		s.Null()
-		return nil
-	}
-	if s.Peek() != jsonscan.Object {
-		return typeErr(fmt.Sprintf("messages[%d].tool_calls[%d]", n, j), "an object")
-	}
 	var e *Error
-	s.Object(func(k []byte) bool {
-		if s.Peek() == jsonscan.Null {
-			s.Null()
-			return true
-		}
+	if !fields(s, func(k []byte) bool {
 		switch string(k) {
 		case "id":
 			call.ID, e = callStr(s, n, j, ".id")
 		case "type":
 			call.Type, e = callStr(s, n, j, ".type")
 		case "function":
-			if s.Peek() != jsonscan.Object {
-				e = typeErr(fmt.Sprintf("messages[%d].tool_calls[%d].function", n, j), "an object")
-				break
-			}
-			s.Object(func(k []byte) bool {
-				if s.Peek() == jsonscan.Null {
-					s.Null()
-					return true
-				}
+			if !fields(s, func(k []byte) bool {
 				switch string(k) {
 				case "name":
 					call.Function.Name, e = callStr(s, n, j, ".function.name")
@@ -292,10 +297,14 @@ func decodeToolCall(s *jsonscan.Scanner, call *ToolCall, n, j int) *Error {
 					call.Function.Arguments, e = callStr(s, n, j, ".function.arguments")
 				}
 				return e == nil
-			})
+			}) {
+				e = typeErr(fmt.Sprintf("messages[%d].tool_calls[%d].function", n, j), "an object")
+			}
 		}
 		return e == nil
-	})
+	}) {
+		return typeErr(fmt.Sprintf("messages[%d].tool_calls[%d]", n, j), "an object")
+	}
 	return e
 }
 
@@ -307,34 +316,13 @@ func decodeTools(s *jsonscan.Scanner, c *ChatRequest) *Error {
 	var e *Error
 	s.Array(func(n int) bool {
 		var tool Tool
-		if s.Peek() == jsonscan.Null {
-			s.Null()
-			c.Tools = append(c.Tools, tool)
-			return true
-		}
-		if s.Peek() != jsonscan.Object {
-			e = typeErr(fmt.Sprintf("tools[%d]", n), "an object")
-			return false
-		}
-		s.Object(func(k []byte) bool {
-			if s.Peek() == jsonscan.Null {
-				s.Null()
-				return true
-			}
+		if !fields(s, func(k []byte) bool {
 			switch string(k) {
 			case "type":
 				tool.Type, e = toolStr(s, n, ".type")
 			case "function":
-				if s.Peek() != jsonscan.Object {
-					e = typeErr(fmt.Sprintf("tools[%d].function", n), "an object")
-					break
-				}
 				fn := &FunctionDef{}
-				s.Object(func(k []byte) bool {
-					if s.Peek() == jsonscan.Null {
-						s.Null()
-						return true
-					}
+				if !fields(s, func(k []byte) bool {
 					switch string(k) {
 					case "name":
 						fn.Name, e = toolStr(s, n, ".function.name")
@@ -352,11 +340,17 @@ func decodeTools(s *jsonscan.Scanner, c *ChatRequest) *Error {
 						}
 					}
 					return e == nil
-				})
+				}) {
+					e = typeErr(fmt.Sprintf("tools[%d].function", n), "an object")
+					break
+				}
 				tool.Function = fn
 			}
 			return e == nil
-		})
+		}) {
+			e = typeErr(fmt.Sprintf("tools[%d]", n), "an object")
+			return false
+		}
 		c.Tools = append(c.Tools, tool)
 		return e == nil
 	})

@@ -208,24 +208,7 @@ func BenchmarkDecodeChatRequest(b *testing.B) {
 		sb.WriteString(`,{"role":"user","content":"What will the weather be like in Paris, Lisbon and Oslo next week, and which city is best for a short walking holiday with museums?"},{"role":"assistant","content":"Lisbon is warmest; Paris has the most museums; Oslo is cool and quiet."}`)
 	}
 	sb.WriteString(`],"tools":[{"type":"function","function":{"name":"get_weather","description":"Weather for a city","parameters":{"type":"object","properties":{"city":{"type":"string"}}}}}]}`)
-	body := []byte(sb.String())
-	b.Run("one-pass", func(b *testing.B) {
-		b.SetBytes(int64(len(body)))
-		for b.Loop() {
-			if _, err := DecodeChatRequest(body); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("baseline-encoding-json", func(b *testing.B) {
-		b.SetBytes(int64(len(body)))
-		for b.Loop() {
-			var c ChatRequest
-			if err := json.Unmarshal(body, &c); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
+	benchDecode(b, []byte(sb.String()))
 }
 
 // TestMessagePartsOnePass: Parts reads content the way encoding/json

@@ -200,7 +200,7 @@ func (s *Syncer) Start(ctx context.Context) error {
 				s.cached.Store(t.GetRevision())
 				s.log.Info("serving the table from disk until the control plane answers", "revision", t.GetRevision())
 			}
-		case errors.Is(err, errBadCache) || errors.Is(err, tablewire.ErrInvalid) || errors.Is(err, tablewire.ErrDecode):
+		case errors.Is(err, tablewire.ErrBadCache) || errors.Is(err, tablewire.ErrInvalid) || errors.Is(err, tablewire.ErrDecode):
 			s.log.Warn("table on disk unusable", "err", err)
 		}
 	}

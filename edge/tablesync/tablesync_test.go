@@ -272,7 +272,7 @@ func TestStartWithoutControlPlane(t *testing.T) {
 	s.Close()
 
 	// A damaged file is ignored.
-	os.WriteFile(cache, []byte(cacheMagic+"\x00\x00\x00\x00garbage"), 0o600)
+	os.WriteFile(cache, []byte(tablewire.CacheEdgeTable+"\x00\x00\x00\x00garbage"), 0o600)
 	s, _ = newSyncer(t, []string{deadURL(t)}, cache)
 	s.Seed(seed)
 	s.Start(context.Background())
@@ -308,7 +308,7 @@ func TestCacheDetectsDamage(t *testing.T) {
 	raw, _ := os.ReadFile(path)
 	raw[len(raw)-1] ^= 0xff
 	os.WriteFile(path, raw, 0o600)
-	if _, err := readCache(path, 1<<20); !errors.Is(err, errBadCache) {
+	if _, err := readCache(path, 1<<20); !errors.Is(err, tablewire.ErrBadCache) {
 		t.Fatalf("flipped byte: %v", err)
 	}
 	if entries, _ := os.ReadDir(filepath.Dir(path)); len(entries) != 1 {

@@ -6,7 +6,8 @@
 //
 // Tables and the entity messages inside them are immutable once built or
 // decoded: deltas share unchanged entities between revisions. This
-// package does no I/O beyond the secret resolver it is handed, and it
+// package does no I/O beyond the secret resolver it is handed and the
+// table cache file (cache.go) its callers name, and it
 // must never put a provider's secret_ref or credential into an error
 // message or a log.
 package tablewire

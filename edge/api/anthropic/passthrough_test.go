@@ -2,6 +2,7 @@ package anthropic_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
@@ -14,7 +15,6 @@ import (
 	"github.com/meridian-mesh/meridian/edge/api/anthropic"
 	"github.com/meridian-mesh/meridian/edge/gateway"
 	"github.com/meridian-mesh/meridian/shared/table"
-	"github.com/tidwall/gjson"
 )
 
 // upstreamEvents is an Anthropic stream as Anthropic writes it, with
@@ -55,7 +55,8 @@ func (f *fakeAnthropic) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	f.bodies = append(f.bodies, b)
 	f.mu.Unlock()
-	if gjson.GetBytes(b, "stream").Bool() {
+	var req struct{ Stream bool }
+	if json.Unmarshal(b, &req) == nil && req.Stream {
 		w.Header().Set("Content-Type", "text/event-stream")
 		w.Write([]byte(upstreamEvents))
 		return

@@ -11,12 +11,13 @@ package anthropic
 import (
 	"context"
 	"net/http"
+	"strings"
 	"time"
 
+	"github.com/meridian-mesh/meridian/edge/jsonscan"
 	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/edge/provider/upstream"
 	"github.com/meridian-mesh/meridian/shared/table"
-	"github.com/tidwall/gjson"
 )
 
 // apiVersion is the anthropic-version header. Every field this adapter
@@ -50,11 +51,11 @@ func NewVertex(p table.Provider, sign upstream.Signer, url func(base, model stri
 // parseErrorVertex reads an error from Vertex AI in front of Claude:
 // Google's shape for its own refusals, Anthropic's for the model's.
 func parseErrorVertex(b []byte) upstream.ErrorDetail {
-	if d := parseError(b); d.Message != "" || d.Type != "" {
-		return d
+	e := readError(b)
+	if e.message != "" || e.typ != "" {
+		return upstream.ErrorDetail{Type: e.typ, Message: e.message}
 	}
-	e := gjson.GetBytes(b, "error")
-	return upstream.ErrorDetail{Message: e.Get("message").Str, Code: e.Get("status").Str}
+	return upstream.ErrorDetail{Message: e.message, Code: e.status}
 }
 
 // endpoint is the URL a request for model goes to.
@@ -134,8 +135,53 @@ func (a *Adapter) Do(ctx context.Context, req *llm.Request, upstreamModel string
 // upstream.StatusError turns Type "overloaded_error" into a 503 even
 // when a proxy in front of Anthropic changed the 529 status.
 func parseError(b []byte) upstream.ErrorDetail {
-	e := gjson.GetBytes(b, "error")
-	return upstream.ErrorDetail{Type: e.Get("type").Str, Message: e.Get("message").Str}
+	e := readError(b)
+	return upstream.ErrorDetail{Type: e.typ, Message: e.message}
+}
+
+// apiError is the error object of an error body or event: Anthropic's
+// type and message, or Google's status and message.
+type apiError struct {
+	typ, message, status string
+}
+
+// read reads an error object; any other value is skipped. The strings
+// are copies: an error outlives the buffer it was read from (the SSE
+// reader reuses its own).
+func (e *apiError) read(s *jsonscan.Scanner) {
+	if s.Peek() != jsonscan.Object {
+		s.Skip()
+		return
+	}
+	s.Object(func(k []byte) bool {
+		switch string(k) {
+		case "type":
+			e.typ = strings.Clone(str(s))
+		case "message":
+			e.message = strings.Clone(str(s))
+		case "status":
+			e.status = strings.Clone(str(s))
+		}
+		return true
+	})
+}
+
+// readError reads the error object of an error body. The walk stops
+// there: what follows it does not matter, not even a syntax error.
+func readError(b []byte) apiError {
+	var e apiError
+	s := jsonscan.New(b)
+	if s.Peek() != jsonscan.Object {
+		return e
+	}
+	s.Object(func(k []byte) bool {
+		if string(k) != "error" {
+			return true
+		}
+		e.read(s)
+		return false
+	})
+	return e
 }
 
 // eventError maps an error Anthropic reported inside a 200 answer: an
@@ -144,8 +190,8 @@ func parseError(b []byte) upstream.ErrorDetail {
 // failure of the upstream, with Anthropic's type as the code; those
 // Anthropic would have answered with a 429 or 5xx are retryable, as
 // upstream.StatusError makes them when they come as a status.
-func eventError(provider string, e gjson.Result) *llm.Error {
-	typ, msg := e.Get("type").Str, e.Get("message").Str
+func eventError(provider string, e apiError) *llm.Error {
+	typ, msg := e.typ, e.message
 	if typ == llm.TypeOverloaded {
 		return &llm.Error{Status: http.StatusServiceUnavailable, Type: llm.TypeOverloaded,
 			Message: "upstream provider " + provider + " is overloaded", Retryable: true}

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -19,7 +20,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-mesh/meridian/edge/jsonscan"
 	"github.com/meridian-mesh/meridian/edge/llm"
+	"github.com/meridian-mesh/meridian/edge/provider/upstream"
 	"github.com/meridian-mesh/meridian/shared/table"
 )
 
@@ -277,7 +280,7 @@ func TestStreamWithoutStopReason(t *testing.T) {
 	// usage, then EOF.
 	sse := "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"c\",\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\n" +
 		// No event name, so it is read from "type"; spaced out, so the
-		// delta takes the gjson path.
+		// delta takes the general path.
 		"data: {\"type\": \"content_block_delta\", \"index\": 0, \"delta\": {\"type\": \"text_delta\", \"text\": \"hi\"}}\n\n" +
 		"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
 	m := &memCall{}
@@ -671,5 +674,195 @@ func TestConnectionRefused(t *testing.T) {
 	var e *llm.Error
 	if !errors.As(err, &e) || e.Status != 502 || !e.Retryable || strings.Contains(err.Error(), testKey) || strings.Contains(e.Message, "127.0.0.1") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestCounts pins how token counts are read, as gjson's Result.Int read
+// them before: numbers truncated and clamped, numeric strings parsed,
+// true as 1, anything else 0.
+func TestCounts(t *testing.T) {
+	tests := []struct {
+		raw  string
+		want int64
+	}{
+		{`12`, 12},
+		{`-3`, -3},
+		{`1.9`, 1},
+		{`-1.9`, -1},
+		{`1e3`, 1000},
+		{`1e30`, math.MaxInt64},
+		{`-1e30`, math.MinInt64},
+		{`99999999999999999999`, math.MaxInt64},
+		{`"42"`, 42},
+		{`"4.5"`, 4},
+		{`"x"`, 0},
+		{`true`, 1},
+		{`false`, 0},
+		{`null`, 0},
+		{`{"a":1}`, 0},
+		{`[1]`, 0},
+	}
+	for _, tt := range tests {
+		s := jsonscan.New([]byte(`{"output_tokens":` + tt.raw + `,"input_tokens":7}`))
+		var c counts
+		c.read(s)
+		if err := s.End(); err != nil {
+			t.Fatalf("%s: %v", tt.raw, err)
+		}
+		if int64(c.out) != tt.want || c.in != 7 || c.has != hasOut|hasIn || !c.object {
+			t.Errorf("%s: %+v, want out %d", tt.raw, c, tt.want)
+		}
+	}
+	// Counts a usage object lacks keep their values.
+	tok := tokens{in: 1, cacheRead: 2, cacheWrite: 3, out: 4}
+	c := counts{tokens: tokens{out: 9}, has: hasOut, object: true}
+	tok.apply(&c)
+	if tok != (tokens{in: 1, cacheRead: 2, cacheWrite: 3, out: 9}) {
+		t.Errorf("apply: %+v", tok)
+	}
+}
+
+// TestDecodeMessageShapes covers what the golden answer does not: several
+// text blocks, tool inputs with layout, nulls and unknown fields, and
+// bodies that are not one JSON object.
+func TestDecodeMessageShapes(t *testing.T) {
+	body := `{"unknown":[1,{"x":null}],"content":[` +
+		`{"type":"text","text":"Hello, "},{"type":"thinking","thinking":"hmm"},{"text":"world","type":"text"},` +
+		`{"type":"tool_use","id":"t1","name":"f","input":{ "a" : [1, 2],` + "\n" + `"b":"x y" }},` +
+		`{"type":"tool_use","id":"t2","name":"g","input":null},{"type":"tool_use","id":"t3","name":"h"},` +
+		`7,{"type":"text","text":""}],` +
+		`"usage":{"input_tokens":5,"cache_read_input_tokens":2,"output_tokens":3},"id":"msg_x","model":null,"stop_reason":"tool_use"}`
+	c, err := decodeMessage("claude", []byte(body), "fallback", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := c.Choices[0].Message
+	if m.Content == nil || *m.Content != "Hello, world" {
+		t.Errorf("content %v", m.Content)
+	}
+	var args []string
+	for _, tc := range m.ToolCalls {
+		args = append(args, tc.ID+" "+tc.Function.Name+" "+tc.Function.Arguments)
+	}
+	if want := []string{`t1 f {"a":[1,2],"b":"x y"}`, "t2 g {}", "t3 h {}"}; !reflect.DeepEqual(args, want) {
+		t.Errorf("calls %q, want %q", args, want)
+	}
+	if c.ID != "chatcmpl-msg_x" || c.Model != "fallback" || c.Choices[0].FinishReason != llm.FinishToolCalls ||
+		*c.Usage != (llm.Usage{PromptTokens: 7, CompletionTokens: 3, TotalTokens: 10}) {
+		t.Errorf("completion %+v usage %+v", c, c.Usage)
+	}
+
+	for _, bad := range []string{
+		``, `null`, `"x"`, `{"content":[]`, `{"content":[]} x`, `{"content":[]}{}`, `{"content":[}`,
+		`{"content":{}}`, `{"content":null}`, `{}`, `{"content":"\u12"}`, `{"content":[],"id":01}`,
+	} {
+		_, err := decodeMessage("claude", []byte(bad), "m", 1)
+		var e *llm.Error
+		if !errors.As(err, &e) || e.Status != http.StatusBadGateway || !strings.Contains(e.Message, "not a Messages response") {
+			t.Errorf("%q: err = %v", bad, err)
+		}
+	}
+	// An error body with status 200; an error without a message.
+	for body, want := range map[string]string{
+		`{"type":"error","error":{"type":"api_error","message":"Internal \"oops\""}}`: `reported an error: Internal "oops"`,
+		`{"error":"x","type":"error"}`: "reported an error: unknown error",
+	} {
+		_, err := decodeMessage("claude", []byte(body), "m", 1)
+		var e *llm.Error
+		if !errors.As(err, &e) || e.Status != http.StatusBadGateway || !strings.Contains(e.Message, want) {
+			t.Errorf("%s: err = %v", body, err)
+		}
+	}
+}
+
+// TestErrorBodies reads error bodies in both shapes Vertex AI sends. The
+// details must not share the body's memory: the SSE reader reuses it.
+func TestErrorBodies(t *testing.T) {
+	tests := []struct {
+		body         string
+		anth, vertex upstream.ErrorDetail
+	}{
+		{`{"type":"error","error":{"type":"rate_limit_error","message":"Slow \u00e9own"}}`,
+			upstream.ErrorDetail{Type: "rate_limit_error", Message: "Slow éown"}, upstream.ErrorDetail{Type: "rate_limit_error", Message: "Slow éown"}},
+		{`{"error":{"code":429,"message":"Quota exceeded","status":"RESOURCE_EXHAUSTED"}}`,
+			upstream.ErrorDetail{Message: "Quota exceeded"}, upstream.ErrorDetail{Message: "Quota exceeded"}},
+		{`{"error":{"code":403,"status":"PERMISSION_DENIED"}}`,
+			upstream.ErrorDetail{}, upstream.ErrorDetail{Code: "PERMISSION_DENIED"}},
+		// The walk stops at the first error object: what follows is
+		// not read.
+		{`{"error":{"type":"a","message":"m"},"error":{"type":"b"}, broken`,
+			upstream.ErrorDetail{Type: "a", Message: "m"}, upstream.ErrorDetail{Type: "a", Message: "m"}},
+		{`[{"error":{"type":"a"}}]`, upstream.ErrorDetail{}, upstream.ErrorDetail{}},
+		{`<html>`, upstream.ErrorDetail{}, upstream.ErrorDetail{}},
+		{`{"error":"rate limited"}`, upstream.ErrorDetail{}, upstream.ErrorDetail{}},
+	}
+	for _, tt := range tests {
+		b := []byte(tt.body)
+		anth, vertex := parseError(b), parseErrorVertex(b)
+		for i := range b {
+			b[i] = 'X'
+		}
+		if anth != tt.anth || vertex != tt.vertex {
+			t.Errorf("%s: got %+v and %+v, want %+v and %+v", tt.body, anth, vertex, tt.anth, tt.vertex)
+		}
+	}
+}
+
+func TestInputTokens(t *testing.T) {
+	tests := []struct {
+		body string
+		n    int64
+		ok   bool
+	}{
+		{`{"input_tokens":12}`, 12, true},
+		{` {"other":[1,2],"input_tokens": 1.5 } `, 1, true},
+		{`{"input_tokens":12, this is not read`, 12, true},
+		{`{"input_tokens":"12"}`, 0, false},
+		{`{"input_tokens":null}`, 0, false},
+		{`{"tokens":12}`, 0, false},
+		{`[{"input_tokens":12}]`, 0, false},
+		{`{"x":tru,"input_tokens":12}`, 0, false},
+		{``, 0, false},
+	}
+	for _, tt := range tests {
+		if n, ok := inputTokens([]byte(tt.body)); n != tt.n || ok != tt.ok {
+			t.Errorf("%s: %d %v, want %d %v", tt.body, n, ok, tt.n, tt.ok)
+		}
+	}
+}
+
+// TestMalformedEvents: an event that is not valid JSON counts for what
+// precedes its first syntax error, and is otherwise passed over; it is
+// not an error of the stream.
+func TestMalformedEvents(t *testing.T) {
+	sse := "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"c\",\"usage\":{\"input_tokens\":3}}}\n\n" +
+		"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"a\\u00e9\"}\n\n" +
+		"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"b\n\n" +
+		"event: content_block_delta\ndata: not json\n\n" +
+		"data: {\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"c\"},\"type\":\"content_block_delta\"}\n\n" +
+		"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":2}} trailing\n\n" +
+		"event: message_stop\ndata: {\n\n"
+	s := newStream("claude", &memCall{}, strings.NewReader(sse), "m")
+	var got []string
+	for {
+		c, err := s.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case c.Usage != nil:
+			got = append(got, fmt.Sprintf("usage %d/%d", c.Usage.PromptTokens, c.Usage.CompletionTokens))
+		case c.Choices[0].FinishReason != "":
+			got = append(got, "finish "+c.Choices[0].FinishReason)
+		default:
+			got = append(got, "content "+c.Choices[0].Content)
+		}
+	}
+	want := []string{"content ", "content aé", "content c", "finish stop", "usage 3/2"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("chunks %q, want %q", got, want)
 	}
 }

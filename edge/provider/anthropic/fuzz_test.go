@@ -9,8 +9,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/meridian-mesh/meridian/edge/jsonscan"
 	"github.com/meridian-mesh/meridian/edge/llm"
-	"github.com/tidwall/gjson"
 )
 
 func addFiles(f *testing.F, pattern string) {
@@ -107,8 +107,8 @@ func FuzzStream(f *testing.F) {
 	})
 }
 
-// FuzzQuickDelta checks the delta fast path against the gjson path:
-// whenever it accepts an event, it must read what gjson reads.
+// FuzzQuickDelta checks the delta fast path against the general one:
+// whenever it accepts an event, it must read what event.read reads.
 func FuzzQuickDelta(f *testing.F) {
 	f.Add(`{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello"}}`)
 	f.Add(`{"type":"content_block_delta","index":12,"delta":{"type":"text_delta","text":"a\"b\\c\n\u00e9"}}`)
@@ -116,12 +116,13 @@ func FuzzQuickDelta(f *testing.F) {
 	f.Add(`{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":""}}`)
 	f.Add(`{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"x\"}}`)
 	f.Fuzz(func(t *testing.T, data string) {
-		index, typ, val, ok := quickDelta(data)
-		if !ok {
+		var quick, slow event
+		var s jsonscan.Scanner
+		if !quick.quick(&s, []byte(data)) {
 			return
 		}
-		if i, ty, v := slowDelta(data); i != index || ty != typ || v != val {
-			t.Fatalf("quick (%d %q %q) != gjson (%d %q %q)", index, typ, val, i, ty, v)
+		if slow.read(&s, []byte(data)); quick != slow {
+			t.Fatalf("quick %+v != read %+v", quick, slow)
 		}
 	})
 }
@@ -267,8 +268,94 @@ func FuzzVertexBody(f *testing.F) {
 			return
 		}
 		out := vertexBody(b, model)
-		if !gjson.ValidBytes(out) || gjson.GetBytes(out, "model").Exists() || gjson.GetBytes(out, "anthropic_version").Str != vertexVersion {
+		var got map[string]json.RawMessage
+		if err := json.Unmarshal(out, &got); err != nil {
+			t.Fatalf("vertex body %s: %v", out, err)
+		}
+		if _, ok := got["model"]; ok || string(got["anthropic_version"]) != `"`+vertexVersion+`"` {
 			t.Fatalf("vertex body %s", out)
+		}
+	})
+}
+
+// FuzzCompactJSON checks the tool-input compaction against
+// encoding/json's on every value the scanner accepts.
+func FuzzCompactJSON(f *testing.F) {
+	f.Add([]byte(`{ "a" : [1, 2],` + "\n" + `"b":"x y \" z" }`))
+	f.Add([]byte(`"a\\" `))
+	f.Add([]byte(`null`))
+	f.Add([]byte(" [ {} , [ ] , \"\\u0020\" ] \t"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s := jsonscan.New(data)
+		raw := s.Raw()
+		if s.End() != nil {
+			return
+		}
+		got := compactJSON(raw)
+		var want bytes.Buffer
+		if err := json.Compact(&want, raw); err != nil {
+			return // the scanner and encoding/json differ only past MaxDepth
+		}
+		if string(raw) == "null" {
+			want.Reset()
+			want.WriteString("{}")
+		}
+		if got != want.String() {
+			t.Fatalf("compactJSON(%q) = %q, want %q", raw, got, want.String())
+		}
+	})
+}
+
+// FuzzInputTokens reads count_tokens answers: never a panic, and for a
+// body encoding/json reads as an object with an integer count, that
+// count. Only bodies that name input_tokens once, without escapes, are
+// compared: the walk stops at the first, where encoding/json's last
+// wins, and keys are matched as written.
+func FuzzInputTokens(f *testing.F) {
+	f.Add([]byte(`{"input_tokens":12}`))
+	f.Add([]byte(`{"model":"x","input_tokens":-1e3}`))
+	f.Add([]byte(`{"input_tokens":"12"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		n, ok := inputTokens(data)
+		var v map[string]json.RawMessage
+		if bytes.Count(data, []byte(`input_tokens`)) != 1 || bytes.IndexByte(data, '\\') >= 0 {
+			return
+		}
+		if _, deep := jsonscan.TooDeep(data, jsonscan.MaxDepth); deep || json.Unmarshal(data, &v) != nil {
+			return
+		}
+		var want int64
+		if err := json.Unmarshal(v["input_tokens"], &want); err != nil {
+			return
+		}
+		if !ok || n != want {
+			t.Fatalf("inputTokens(%s) = %d %v, want %d", data, n, ok, want)
+		}
+	})
+}
+
+// FuzzHasType checks the bracket-counting lookup of a schema's "type"
+// against a checking walk, on every object the scanner accepts.
+func FuzzHasType(f *testing.F) {
+	f.Add(`{"properties":{"type":{"type":"string"}},"required":["type"],"type":"object"}`)
+	f.Add(`{"properties":{"type":1},"x":"type"}`)
+	f.Add(`{ "a\"type" : [ "type" ] , "type" : null }`)
+	f.Add(`{}`)
+	f.Fuzz(func(t *testing.T, schema string) {
+		s := jsonscan.New([]byte(schema))
+		want := false
+		if s.Peek() != jsonscan.Object {
+			return
+		}
+		s.Object(func(k []byte) bool {
+			want = want || string(k) == "type"
+			return true
+		})
+		if s.End() != nil {
+			return
+		}
+		if got := hasType(schema); got != want {
+			t.Fatalf("hasType(%s) = %v, want %v", schema, got, want)
 		}
 	})
 }

@@ -5,10 +5,9 @@ import (
 	"io"
 	"net/http"
 
+	"github.com/meridian-mesh/meridian/edge/jsonscan"
 	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/edge/sse"
-	"github.com/tidwall/gjson"
-	"github.com/tidwall/sjson"
 )
 
 // passthrough serves a request an Anthropic client sent (req.Native) to
@@ -20,12 +19,12 @@ func (a *Adapter) passthrough(ctx context.Context, req *llm.Request, model strin
 	var err error
 	if a.url != nil {
 		// Vertex AI: the model is in the URL, the version in the body.
-		payload, err = sjson.DeleteBytes(payload, "model")
+		payload, err = jsonscan.Delete(payload, "model")
 		if err == nil {
-			payload, err = sjson.SetBytes(payload, "anthropic_version", vertexVersion)
+			payload, err = jsonscan.Set(payload, []byte(`"`+vertexVersion+`"`), "anthropic_version")
 		}
 	} else if model != "" && model != req.Model {
-		payload, err = sjson.SetBytes(payload, "model", model)
+		payload, err = jsonscan.Set(payload, jsonscan.AppendString(nil, model), "model")
 	}
 	if err != nil {
 		return nil, &llm.Error{Status: http.StatusBadRequest, Type: llm.TypeInvalidRequest, Message: "request could not be encoded for the upstream", Cause: err}
@@ -41,16 +40,14 @@ func (a *Adapter) passthrough(ctx context.Context, req *llm.Request, model strin
 	if err != nil {
 		return nil, err
 	}
-	top := gjson.ParseBytes(b)
-	if !gjson.ValidBytes(b) || !top.IsObject() {
+	var ans answer
+	if !ans.read(b, false) {
 		return nil, badAnswer(a.up.ID())
 	}
-	if top.Get("type").Str == "error" {
-		return nil, eventError(a.up.ID(), top.Get("error"))
+	if ans.typ == "error" {
+		return nil, eventError(a.up.ID(), ans.err)
 	}
-	var t tokens
-	t.update(top.Get("usage"))
-	return &llm.Response{Body: b, Usage: t.usage(), Upstream: call.Since(), Format: llm.FormatAnthropic}, nil
+	return &llm.Response{Body: b, Usage: ans.usage.usage(), Upstream: call.Since(), Format: llm.FormatAnthropic}, nil
 }
 
 // countTokens asks Anthropic's /messages/count_tokens. An Anthropic
@@ -62,7 +59,7 @@ func (a *Adapter) countTokens(ctx context.Context, req *llm.Request, model strin
 	if req.NativeFormat == llm.FormatAnthropic && req.Native != nil {
 		payload = req.Native
 		if model != "" && model != req.Model {
-			payload, err = sjson.SetBytes(payload, "model", model)
+			payload, err = jsonscan.Set(payload, jsonscan.AppendString(nil, model), "model")
 		}
 	} else {
 		chat, cerr := req.ChatRequest()
@@ -71,7 +68,7 @@ func (a *Adapter) countTokens(ctx context.Context, req *llm.Request, model strin
 		}
 		if payload, err = encodeRequest(chat, model, false); err == nil {
 			for _, k := range []string{"max_tokens", "stream", "temperature", "top_p", "top_k", "stop_sequences", "metadata"} {
-				if payload, err = sjson.DeleteBytes(payload, k); err != nil {
+				if payload, err = jsonscan.Delete(payload, k); err != nil {
 					break
 				}
 			}
@@ -90,11 +87,31 @@ func (a *Adapter) countTokens(ctx context.Context, req *llm.Request, model strin
 	if err != nil {
 		return nil, err
 	}
-	n := gjson.GetBytes(b, "input_tokens")
-	if n.Type != gjson.Number {
+	n, ok := inputTokens(b)
+	if !ok {
 		return nil, badAnswer(a.up.ID())
 	}
-	return &llm.Response{Body: b, Usage: llm.Usage{PromptTokens: int(n.Int())}, Upstream: call.Since(), Format: llm.FormatAnthropic}, nil
+	return &llm.Response{Body: b, Usage: llm.Usage{PromptTokens: int(n)}, Upstream: call.Since(), Format: llm.FormatAnthropic}, nil
+}
+
+// inputTokens reads count_tokens' answer, {"input_tokens":n}. The walk
+// stops at the count: what follows it does not matter, not even a
+// syntax error. ok is false when there is no number.
+func inputTokens(b []byte) (n int64, ok bool) {
+	s := jsonscan.New(b)
+	if s.Peek() != jsonscan.Object {
+		return 0, false
+	}
+	s.Object(func(k []byte) bool {
+		if string(k) != "input_tokens" {
+			return true
+		}
+		if ok = s.Peek() == jsonscan.Number; ok {
+			n = count(s)
+		}
+		return false
+	})
+	return n, ok
 }
 
 // rawStream relays Anthropic's events as they came (llm.Chunk.Event).
@@ -106,6 +123,7 @@ type rawStream struct {
 	call     body
 	r        *sse.Reader
 	chunk    llm.Chunk
+	scan     jsonscan.Scanner
 	tokens   tokens
 	hasUsage bool
 	done     bool
@@ -139,34 +157,52 @@ func (s *rawStream) Next() (*llm.Chunk, error) {
 			return nil, s.err
 		}
 		s.call.Touch()
-		// An event with neither a name nor a type is no event of
-		// Anthropic's; relayed, it would be one of OpenAI's.
-		if name = ev.Name; name == "" {
-			name = gjson.GetBytes(ev.Data, "type").Str
+		// Only events that carry usage or an error are read, and
+		// those without a name, to learn it. An event with neither a
+		// name nor a type is no event of Anthropic's; relayed, it would
+		// be one of OpenAI's.
+		switch name = ev.Name; name {
+		case "", "message_start", "message_delta", "error":
+			name = s.read(name, ev.Data)
 		}
 	}
 	switch name {
-	case "message_start":
-		if u := gjson.GetBytes(ev.Data, "message.usage"); u.IsObject() {
-			s.tokens.update(u)
-			s.hasUsage = true
-		}
-	case "message_delta":
-		if u := gjson.GetBytes(ev.Data, "usage"); u.IsObject() {
-			s.tokens.update(u)
-			s.hasUsage = true
-		}
 	case "message_stop":
 		s.done = true
 	case "error":
 		// Reported in the client's format by its surface, which also
 		// logs the stream as broken.
-		s.err = eventError(s.provider, gjson.GetBytes(ev.Data, "error"))
 		return nil, s.err
 	}
 	s.chunk.SetRaw(ev.Data)
 	s.chunk.Event = name
 	return &s.chunk, nil
+}
+
+// read reads an event named name, or named by its type when name is
+// "", and takes the usage or the error it carries. It returns the name.
+// The event is on the stack, as in stream.Next.
+func (s *rawStream) read(name string, data []byte) string {
+	var e event
+	e.read(&s.scan, data)
+	if name == "" {
+		name = e.typ
+	}
+	switch name {
+	case "message_start":
+		if e.msgUsage.object {
+			s.tokens.apply(&e.msgUsage)
+			s.hasUsage = true
+		}
+	case "message_delta":
+		if e.usage.object {
+			s.tokens.apply(&e.usage)
+			s.hasUsage = true
+		}
+	case "error":
+		s.err = eventError(s.provider, e.err)
+	}
+	return name
 }
 
 // Buffered implements llm.Buffered.

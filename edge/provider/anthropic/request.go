@@ -9,8 +9,8 @@ import (
 	"unicode/utf8"
 	"unsafe"
 
+	"github.com/meridian-mesh/meridian/edge/jsonscan"
 	"github.com/meridian-mesh/meridian/edge/llm"
-	"github.com/tidwall/gjson"
 )
 
 // defaultMaxTokens is sent when the client set no limit: Anthropic
@@ -59,7 +59,7 @@ func appendText(dst []byte, lit string) []byte {
 	if utf8.ValidString(lit) {
 		return append(dst, lit...)
 	}
-	return llm.AppendJSONString(dst, gjson.Parse(lit).Str)
+	return llm.AppendJSONString(dst, jsonscan.New(bytesOf(lit)).Str())
 }
 
 // invalid is the error for a request field Anthropic cannot take.
@@ -131,16 +131,23 @@ func encodeRequest(c *llm.ChatRequest, model string, stream bool) ([]byte, error
 }
 
 // stop writes stop_sequences from stop, a string or an array of them.
-// It reads stop as ChatRequest.StopList does, with gjson instead of
+// It reads stop as ChatRequest.StopList does, with jsonscan instead of
 // encoding/json: an array decoded by StopList costs a fifth of the whole
-// translation. Empty sequences are dropped; Anthropic refuses them.
+// translation. Values other than strings, and empty sequences, are
+// dropped; Anthropic refuses empty ones.
 func (e *encoder) stop(raw json.RawMessage) {
 	if len(raw) == 0 {
 		return
 	}
 	n := 0
-	add := func(v gjson.Result) {
-		if v.Type != gjson.String || len(v.Raw) <= 2 {
+	s := jsonscan.New(raw)
+	add := func() {
+		if s.Peek() != jsonscan.String {
+			s.Skip()
+			return
+		}
+		lit := s.Raw()
+		if len(lit) <= 2 {
 			return
 		}
 		if n == 0 {
@@ -148,13 +155,13 @@ func (e *encoder) stop(raw json.RawMessage) {
 		} else {
 			e.b = append(e.b, ',')
 		}
-		e.b = appendText(e.b, v.Raw)
+		e.b = appendText(e.b, view(lit))
 		n++
 	}
-	if r := gjson.Parse(view(raw)); r.IsArray() {
-		r.ForEach(func(_, v gjson.Result) bool { add(v); return true })
+	if s.Peek() == jsonscan.Array {
+		s.Array(func(int) bool { add(); return true })
 	} else {
-		add(r)
+		add()
 	}
 	if n > 0 {
 		e.b = append(e.b, ']')
@@ -340,7 +347,7 @@ func (e *encoder) toolUse(i, j int, tc *llm.ToolCall) error {
 	if args == "" {
 		args = "{}" // some clients send no arguments for a call without parameters
 	}
-	if args[0] != '{' || !gjson.Valid(args) {
+	if args[0] != '{' || !validJSON(args) {
 		return invalid(param+".function.arguments", "function arguments must be a JSON object")
 	}
 	e.open("assistant")
@@ -452,7 +459,7 @@ func (e *encoder) tools(c *llm.ChatRequest) error {
 			e.b = append(e.b, defaultSchema...)
 		case schema[0] != '{':
 			return invalid(param+".function.parameters", "function parameters must be a JSON Schema object")
-		case !gjson.Get(schema, "type").Exists():
+		case !hasType(schema):
 			// OpenAI takes {} for "no parameters"; Anthropic insists
 			// on the object type being spelt out.
 			e.b = append(e.b, `{"type":"object"`...)
@@ -503,24 +510,45 @@ func (e *encoder) readParts(i int, raw json.RawMessage) (parts []part, plain boo
 	default:
 		return nil, false, invalid("messages["+strconv.Itoa(i)+"].content", "%s", llm.ErrContent.Error())
 	}
-	j := 0
-	gjson.Parse(s).ForEach(func(_, v gjson.Result) bool {
+	sc := jsonscan.New(raw)
+	sc.Array(func(j int) bool {
 		var p part
-		switch p.typ = v.Get("type").Str; p.typ {
+		var text []byte // the text's literal, when it is a string
+		sc.Object(func(k []byte) bool {
+			switch string(k) {
+			case "type":
+				p.typ = str(sc)
+			case "text":
+				if sc.Peek() == jsonscan.String {
+					text = sc.Raw()
+				} else {
+					text = nil
+				}
+			case "image_url":
+				if sc.Peek() == jsonscan.String {
+					p.url = sc.Str() // an older shorthand some clients send
+					break
+				}
+				p.url = ""
+				if sc.Peek() == jsonscan.Object {
+					sc.Object(func(k []byte) bool {
+						if string(k) == "url" {
+							p.url = str(sc)
+						}
+						return true
+					})
+				}
+			}
+			return true
+		})
+		switch p.typ {
 		case "text":
-			t := v.Get("text")
-			if t.Type != gjson.String {
+			if text == nil {
 				err = invalid(partParam(i, j)+".text", "text parts need a string text")
 				return false
 			}
-			p.text = t.Raw
+			p.text = view(text)
 		case "image_url":
-			u := v.Get("image_url")
-			if u.Type == gjson.String {
-				p.url = u.Str // an older shorthand some clients send
-			} else {
-				p.url = u.Get("url").Str
-			}
 			if p.url == "" {
 				err = invalid(partParam(i, j)+".image_url.url", "image parts need a URL")
 				return false
@@ -530,16 +558,67 @@ func (e *encoder) readParts(i int, raw json.RawMessage) (parts []part, plain boo
 			return false
 		}
 		e.parts = append(e.parts, p)
-		j++
 		return true
 	})
 	if err != nil {
 		return nil, false, err
 	}
+	if sc.Err() != nil {
+		// Content passed the request decoder's validation; this is
+		// content built wrong, not a client's mistake to name.
+		return nil, false, invalid("messages["+strconv.Itoa(i)+"].content", "%s", llm.ErrContent.Error())
+	}
 	return e.parts, false, nil
+}
+
+// validJSON reports whether s is one JSON value and nothing more.
+func validJSON(s string) bool {
+	sc := jsonscan.New(bytesOf(s))
+	sc.Skip()
+	return sc.End() == nil
+}
+
+// hasType reports whether schema, a JSON object the request decoder
+// checked, has a top-level "type" member. It counts brackets and skips
+// strings without checking anything again: JSON Schema writers (and
+// encoding/json's sorted keys) often put "type" last, after the
+// properties, and a checking walk over those cost more than gjson's
+// lookup did.
+func hasType(schema string) bool {
+	depth := 0
+	for i := 0; i < len(schema); i++ {
+		switch schema[i] {
+		case '"':
+			start := i + 1
+			for i++; i < len(schema) && schema[i] != '"'; i++ {
+				if schema[i] == '\\' {
+					i++
+				}
+			}
+			if depth != 1 || i >= len(schema) || schema[start:i] != "type" {
+				continue
+			}
+			j := i + 1
+			for j < len(schema) && (schema[j] == ' ' || schema[j] == '\t' || schema[j] == '\n' || schema[j] == '\r') {
+				j++
+			}
+			if j < len(schema) && schema[j] == ':' {
+				return true // a key, not a value
+			}
+		case '{', '[':
+			depth++
+		case '}', ']':
+			depth--
+		}
+	}
+	return false
 }
 
 // view returns b as a string without copying it. Only for reading input
 // that nothing modifies while the view is in use; views never escape
 // into values that outlive the call.
 func view(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+// bytesOf returns s as bytes without copying it, for the scanner, which
+// only reads them.
+func bytesOf(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }

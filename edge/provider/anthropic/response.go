@@ -1,13 +1,13 @@
 package anthropic
 
 import (
-	"bytes"
 	"encoding/json"
+	"math"
 	"net/http"
-	"strings"
+	"strconv"
 
+	"github.com/meridian-mesh/meridian/edge/jsonscan"
 	"github.com/meridian-mesh/meridian/edge/llm"
-	"github.com/tidwall/gjson"
 )
 
 // idPrefix starts every completion ID, so clients that check OpenAI's
@@ -27,58 +27,142 @@ func badAnswer(provider string) *llm.Error {
 // become tool calls whose arguments are the input as compact JSON.
 // Other blocks (thinking, server tools' results) have no OpenAI
 // counterpart and are dropped. model names the answer when Anthropic's
-// does not.
+// does not. The body is read once (jsonscan); the completion's strings
+// may point into b, which must not change afterwards.
 func decodeMessage(provider string, b []byte, model string, created int64) (*llm.ChatCompletion, error) {
-	if !gjson.ValidBytes(b) {
+	var a answer
+	if !a.read(b, true) {
 		return nil, badAnswer(provider)
 	}
-	top := gjson.ParseBytes(b)
-	if top.Get("type").Str == "error" {
-		return nil, eventError(provider, top.Get("error"))
+	if a.typ == "error" {
+		return nil, eventError(provider, a.err)
 	}
-	content := top.Get("content")
-	if !top.IsObject() || !content.IsArray() {
+	if !a.content {
 		return nil, badAnswer(provider)
 	}
-	var (
-		text  strings.Builder
-		calls []llm.ToolCall
-	)
-	content.ForEach(func(_, blk gjson.Result) bool {
-		switch blk.Get("type").Str {
-		case "text":
-			text.WriteString(blk.Get("text").Str)
-		case "tool_use":
-			calls = append(calls, llm.ToolCall{
-				ID:       blk.Get("id").Str,
-				Type:     "function",
-				Function: llm.FunctionCall{Name: blk.Get("name").Str, Arguments: compactJSON(blk.Get("input"))},
-			})
-		}
-		return true
-	})
-	msg := llm.AnswerMessage{Role: llm.RoleAssistant, ToolCalls: calls}
-	if s := text.String(); s != "" || len(calls) == 0 {
+	msg := llm.AnswerMessage{Role: llm.RoleAssistant, ToolCalls: a.calls}
+	if s := a.text(); s != "" || len(a.calls) == 0 {
 		msg.Content = &s // OpenAI's content is null only beside tool calls
 	}
-	if m := top.Get("model").Str; m != "" {
-		model = m
+	if a.model != "" {
+		model = a.model
 	}
-	var t tokens
-	t.update(top.Get("usage"))
-	usage := t.usage()
+	usage := a.usage.usage()
 	return &llm.ChatCompletion{
-		ID:      idPrefix + top.Get("id").Str,
+		ID:      idPrefix + a.id,
 		Object:  "chat.completion",
 		Created: created,
 		Model:   model,
 		Choices: []llm.Choice{{
 			Message:      msg,
-			FinishReason: finish(top.Get("stop_reason").Str, len(calls) > 0),
+			FinishReason: finish(a.stopReason, len(a.calls) > 0),
 			Logprobs:     json.RawMessage("null"),
 		}},
 		Usage: &usage,
 	}, nil
+}
+
+// answer is what a non-streamed Messages answer (or an error body sent
+// with status 200) holds for the gateway.
+type answer struct {
+	typ, id, model, stopReason string
+	err                        apiError
+	usage                      counts
+	content                    bool // content is an array
+	// The content's text is first, or first followed by more when the
+	// answer has several text blocks.
+	first string
+	more  []byte
+	calls []llm.ToolCall
+}
+
+// read reads b, which must be one JSON object, in one pass. withContent
+// says whether the content blocks are wanted or only checked. It
+// reports false for a body that is not a JSON object.
+func (a *answer) read(b []byte, withContent bool) bool {
+	s := jsonscan.New(b)
+	if s.Peek() != jsonscan.Object {
+		return false
+	}
+	s.Object(func(k []byte) bool {
+		switch string(k) {
+		case "type":
+			a.typ = str(s)
+		case "id":
+			a.id = str(s)
+		case "model":
+			a.model = str(s)
+		case "stop_reason":
+			a.stopReason = str(s)
+		case "error":
+			a.err.read(s)
+		case "usage":
+			a.usage.read(s)
+		case "content":
+			if a.content = s.Peek() == jsonscan.Array; !a.content || !withContent {
+				return true
+			}
+			a.first, a.more, a.calls = "", a.more[:0], a.calls[:0]
+			s.Array(func(int) bool {
+				a.block(s)
+				return true
+			})
+		}
+		return true
+	})
+	return s.End() == nil
+}
+
+// block reads one content block. Its type may come after its other
+// fields, so they are all read first.
+func (a *answer) block(s *jsonscan.Scanner) {
+	if s.Peek() != jsonscan.Object {
+		return // skipped by the scanner
+	}
+	var typ, text, id, name string
+	var input []byte
+	s.Object(func(k []byte) bool {
+		switch string(k) {
+		case "type":
+			typ = str(s)
+		case "text":
+			text = str(s)
+		case "id":
+			id = str(s)
+		case "name":
+			name = str(s)
+		case "input":
+			input = s.Raw()
+		}
+		return true
+	})
+	switch typ {
+	case "text":
+		switch {
+		case text == "":
+		case a.first == "" && len(a.more) == 0:
+			a.first = text
+		default:
+			if len(a.more) == 0 {
+				a.more = append(a.more, a.first...)
+			}
+			a.more = append(a.more, text...)
+		}
+	case "tool_use":
+		a.calls = append(a.calls, llm.ToolCall{
+			ID:       id,
+			Type:     "function",
+			Function: llm.FunctionCall{Name: name, Arguments: compactJSON(input)},
+		})
+	}
+}
+
+// text is the content's text, its text blocks joined.
+func (a *answer) text() string {
+	if len(a.more) > 0 {
+		return string(a.more)
+	}
+	return a.first
 }
 
 // finish maps Anthropic's stop reason. A missing one is a turn that
@@ -100,22 +184,58 @@ type tokens struct {
 	in, cacheRead, cacheWrite, out int
 }
 
-// update takes the counts u reports. Counts are cumulative, and a
-// message_delta reports only some of them, so absent ones are kept.
-func (t *tokens) update(u gjson.Result) {
-	u.ForEach(func(k, v gjson.Result) bool {
-		switch k.Str {
+// counts is one usage object as read: the counts it reports and which
+// of them it holds.
+type counts struct {
+	tokens
+	has    uint8 // hasIn, hasCacheRead, hasCacheWrite, hasOut
+	object bool  // the value was an object
+}
+
+const (
+	hasIn = 1 << iota
+	hasCacheRead
+	hasCacheWrite
+	hasOut
+)
+
+// read reads a usage object; any other value is skipped.
+func (c *counts) read(s *jsonscan.Scanner) {
+	if s.Peek() != jsonscan.Object {
+		s.Skip()
+		return
+	}
+	c.object = true
+	s.Object(func(k []byte) bool {
+		switch string(k) {
 		case "input_tokens":
-			t.in = int(v.Int())
+			c.in, c.has = int(count(s)), c.has|hasIn
 		case "cache_read_input_tokens":
-			t.cacheRead = int(v.Int())
+			c.cacheRead, c.has = int(count(s)), c.has|hasCacheRead
 		case "cache_creation_input_tokens":
-			t.cacheWrite = int(v.Int())
+			c.cacheWrite, c.has = int(count(s)), c.has|hasCacheWrite
 		case "output_tokens":
-			t.out = int(v.Int())
+			c.out, c.has = int(count(s)), c.has|hasOut
 		}
 		return true
 	})
+}
+
+// apply takes the counts c holds. Counts are cumulative, and a
+// message_delta reports only some of them, so absent ones are kept.
+func (t *tokens) apply(c *counts) {
+	if c.has&hasIn != 0 {
+		t.in = c.in
+	}
+	if c.has&hasCacheRead != 0 {
+		t.cacheRead = c.cacheRead
+	}
+	if c.has&hasCacheWrite != 0 {
+		t.cacheWrite = c.cacheWrite
+	}
+	if c.has&hasOut != 0 {
+		t.out = c.out
+	}
 }
 
 func (t *tokens) usage() llm.Usage {
@@ -123,15 +243,82 @@ func (t *tokens) usage() llm.Usage {
 	return llm.Usage{PromptTokens: p, CompletionTokens: t.out, TotalTokens: p + t.out}
 }
 
-// compactJSON returns a tool input as a compact JSON text, "{}" when
-// there is none: OpenAI clients parse arguments as JSON.
-func compactJSON(v gjson.Result) string {
-	if !v.Exists() || v.Type == gjson.Null {
+// compactJSON returns a tool input, a checked JSON value, as compact
+// JSON text, "{}" when there is none: OpenAI clients parse arguments as
+// JSON.
+func compactJSON(raw []byte) string {
+	if len(raw) == 0 || string(raw) == "null" {
 		return "{}"
 	}
-	var buf bytes.Buffer
-	if json.Compact(&buf, []byte(v.Raw)) != nil {
-		return "{}"
+	var out []byte // nil until the first insignificant space
+	last := 0
+	for i := 0; i < len(raw); i++ {
+		switch raw[i] {
+		case '"':
+			for i++; i < len(raw) && raw[i] != '"'; i++ {
+				if raw[i] == '\\' {
+					i++
+				}
+			}
+		case ' ', '\t', '\n', '\r':
+			out = append(out, raw[last:i]...)
+			last = i + 1
+		}
 	}
-	return buf.String()
+	if out == nil && last == 0 {
+		return view(raw)
+	}
+	return string(append(out, raw[last:]...))
+}
+
+// str reads a string, or skips any other value and returns "", as
+// gjson's Result.Str did.
+func str(s *jsonscan.Scanner) string {
+	if s.Peek() == jsonscan.String {
+		return s.Str()
+	}
+	s.Skip()
+	return ""
+}
+
+// count reads a count as gjson's Result.Int did: a number is truncated
+// toward zero and clamped to int64, a string holding a number is that
+// number, true is 1, anything else 0.
+func count(s *jsonscan.Scanner) int64 {
+	switch s.Peek() {
+	case jsonscan.Number:
+		text := view(s.Raw())
+		if n, err := strconv.ParseInt(text, 10, 64); err == nil {
+			return n
+		}
+		f, _ := strconv.ParseFloat(text, 64) // ±Inf when out of range
+		return clamp(f)
+	case jsonscan.String:
+		text := s.Str()
+		if n, err := strconv.ParseInt(text, 10, 64); err == nil {
+			return n
+		}
+		if f, err := strconv.ParseFloat(text, 64); err == nil {
+			return clamp(f)
+		}
+		return 0
+	case jsonscan.Bool:
+		if s.Bool() {
+			return 1
+		}
+		return 0
+	}
+	s.Skip()
+	return 0
+}
+
+// clamp truncates f toward zero into int64's range.
+func clamp(f float64) int64 {
+	switch {
+	case f >= math.MaxInt64:
+		return math.MaxInt64
+	case f < math.MinInt64:
+		return math.MinInt64
+	}
+	return int64(f)
 }

@@ -29,10 +29,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/meridian-mesh/meridian/edge/jsonscan"
 	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/edge/provider/upstream"
 	"github.com/meridian-mesh/meridian/shared/table"
-	"github.com/tidwall/gjson"
 )
 
 // signingName is the service name SigV4 signs Bedrock runtime calls for.
@@ -153,13 +153,27 @@ func completionID(requestID string) string {
 // X-Amzn-ErrorType header, but the status says enough:
 // ThrottlingException and ModelNotReadyException are 429s, which
 // upstream.StatusError makes a retryable 429.
+//
+// It reads what it can of a body that is not JSON, and keeps no pointer
+// into b.
 func ParseError(b []byte) upstream.ErrorDetail {
-	r := gjson.ParseBytes(b)
-	msg := r.Get("message").Str
-	if msg == "" {
-		msg = r.Get("Message").Str
+	var lower, upper string
+	s := jsonscan.New(b)
+	if s.Peek() == jsonscan.Object {
+		s.Object(func(k []byte) bool {
+			switch string(k) {
+			case "message":
+				lower, _ = checkedStr(s)
+			case "Message":
+				upper, _ = checkedStr(s)
+			}
+			return true
+		})
 	}
-	return upstream.ErrorDetail{Message: msg}
+	if lower == "" {
+		lower = upper
+	}
+	return upstream.ErrorDetail{Message: strings.Clone(lower)}
 }
 
 // exception maps an exception event met mid-stream. started says the

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"os"
 	"strings"
 	"testing"
 
@@ -118,6 +119,39 @@ func FuzzRequest(f *testing.F) {
 		}
 		if !bytes.HasPrefix(out, []byte(`{"messages":[`)) || !json.Valid(out) {
 			t.Fatalf("not a Converse body: %s", out)
+		}
+	})
+}
+
+// FuzzDecodeResponse reads arbitrary Converse answers: a 502 or a
+// completion that marshals.
+func FuzzDecodeResponse(f *testing.F) {
+	b, err := os.ReadFile("testdata/chat_response.converse.json")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b)
+	f.Add([]byte(`{"output":{"message":{"content":[{"text":"a"},{"toolUse":{"toolUseId":"t","name":"f","input":{ "a" : [1, "x y"] }}},{"toolUse":5},7]}},"usage":{"inputTokens":"3","outputTokens":2.9,"totalTokens":true}}`))
+	f.Add([]byte(`{"output":{"message":{"content":{}}}}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		cc, err := decodeResponse("bed", body, "chatcmpl-1", "m", 1)
+		if err != nil {
+			var e *llm.Error
+			if !errors.As(err, &e) || e.Status != 502 {
+				t.Fatalf("err = %v", err)
+			}
+			return
+		}
+		if len(cc.Choices) != 1 || cc.Usage == nil {
+			t.Fatalf("completion %+v", cc)
+		}
+		for _, tc := range cc.Choices[0].Message.ToolCalls {
+			if !json.Valid([]byte(tc.Function.Arguments)) {
+				t.Fatalf("arguments %q", tc.Function.Arguments)
+			}
+		}
+		if _, err := json.Marshal(cc); err != nil {
+			t.Fatal(err)
 		}
 	})
 }

@@ -1,6 +1,7 @@
 package bedrock
 
 import (
+	"bytes"
 	"encoding/base64"
 	"math"
 	"net/http"
@@ -8,8 +9,8 @@ import (
 	"strings"
 	"unsafe"
 
+	"github.com/meridian-mesh/meridian/edge/jsonscan"
 	"github.com/meridian-mesh/meridian/edge/llm"
-	"github.com/tidwall/gjson"
 )
 
 // invalid is a 400 naming the request field at fault.
@@ -19,6 +20,13 @@ func invalid(param, format string, args ...any) *llm.Error {
 
 // view is b as a string without a copy; b must not change while it is used.
 func view(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+// validJSON reports whether text is one JSON value, reading it with s.
+func validJSON(s *jsonscan.Scanner, text string) bool {
+	s.Reset(unsafe.Slice(unsafe.StringData(text), len(text)))
+	s.Skip()
+	return s.End() == nil
+}
 
 // encoder builds a Converse request body by appending JSON text; JSON
 // the client sent (strings, schemas, arguments) is copied, not decoded.
@@ -31,6 +39,7 @@ type encoder struct {
 	role string
 	// blocks counts the open message's blocks; messages counts messages.
 	blocks, messages int
+	scan             jsonscan.Scanner
 }
 
 // encodeRequest translates c into a Converse request. The model goes in
@@ -120,45 +129,102 @@ func (e *encoder) message(i int, m *llm.Message) error {
 }
 
 // content writes a message's text and image parts as blocks of role.
-// Converse refuses blank text blocks, so they are left out.
+// Converse refuses blank text blocks, so they are left out. The content
+// is read once, in order (jsonscan); it was checked when the request was
+// decoded. A part's repeated key takes its last value.
 func (e *encoder) content(i int, role string, raw []byte) error {
 	if len(raw) == 0 {
 		return nil
 	}
-	r := gjson.Parse(view(raw))
-	switch {
-	case r.Type == gjson.Null:
+	s := &e.scan
+	s.Reset(raw)
+	switch s.Peek() {
+	case jsonscan.Null:
 		return nil
-	case r.Type == gjson.String:
-		e.text(role, r)
+	case jsonscan.String:
+		e.text(role, s)
 		return nil
-	case !r.IsArray():
+	case jsonscan.Array:
+	default:
 		return invalid(msgParam(i, "content"), "%v", llm.ErrContent)
 	}
 	var err error
-	j := 0
-	r.ForEach(func(_, p gjson.Result) bool {
-		switch p.Get("type").Str {
-		case "text":
-			e.text(role, p.Get("text"))
-		case "image_url":
-			err = e.image(msgParam(i, "content["+strconv.Itoa(j)+"].image_url"), role, p.Get("image_url.url").Str)
-		default:
-			err = invalid(msgParam(i, "content["+strconv.Itoa(j)+"].type"), "content part type %q is not supported by this provider", p.Get("type").Str)
+	s.Array(func(j int) bool {
+		var (
+			typ, url string
+			text     []byte // the text's JSON string, quotes and escapes kept
+			plain    string // and its value
+		)
+		if s.Peek() == jsonscan.Object {
+			s.Object(func(k []byte) bool {
+				switch string(k) {
+				case "type":
+					typ = optStr(s)
+				case "text":
+					text, plain = nil, ""
+					if s.Peek() == jsonscan.String {
+						text, plain = rawStr(s)
+					} else {
+						s.Skip()
+					}
+				case "image_url":
+					url = ""
+					if s.Peek() != jsonscan.Object {
+						s.Skip()
+						return true
+					}
+					s.Object(func(k []byte) bool {
+						if string(k) == "url" {
+							url = optStr(s)
+						}
+						return true
+					})
+				}
+				return true
+			})
+		} else {
+			s.Skip()
 		}
-		j++
+		switch typ {
+		case "text":
+			e.appendText(role, text, plain)
+		case "image_url":
+			err = e.image(msgParam(i, "content["+strconv.Itoa(j)+"].image_url"), role, url)
+		default:
+			err = invalid(msgParam(i, "content["+strconv.Itoa(j)+"].type"), "content part type %q is not supported by this provider", typ)
+		}
 		return err == nil
 	})
+	if err == nil && s.Err() != nil {
+		err = invalid(msgParam(i, "content"), "%v", llm.ErrContent)
+	}
 	return err
 }
 
-func (e *encoder) text(role string, s gjson.Result) {
-	if s.Type != gjson.String || strings.TrimSpace(s.Str) == "" {
+// rawStr reads a string value and returns both its JSON text and its
+// value.
+func rawStr(s *jsonscan.Scanner) (raw []byte, v string) {
+	start := s.Offset()
+	v = s.Str()
+	return s.Bytes()[start:s.Offset()], v
+}
+
+// text writes the string s holds next as a text block.
+func (e *encoder) text(role string, s *jsonscan.Scanner) {
+	raw, v := rawStr(s)
+	e.appendText(role, raw, v)
+}
+
+// appendText writes a text block holding raw, the JSON string of v; a
+// blank one is left out.
+func (e *encoder) appendText(role string, raw []byte, v string) {
+	raw = bytes.TrimRight(raw, " \t\r\n")
+	if len(raw) == 0 || strings.TrimSpace(v) == "" {
 		return
 	}
 	e.open(role)
 	e.b = append(e.b, `{"text":`...)
-	e.b = append(e.b, s.Raw...)
+	e.b = append(e.b, raw...)
 	e.b = append(e.b, '}')
 }
 
@@ -206,7 +272,7 @@ func (e *encoder) toolUses(i int, calls []llm.ToolCall) error {
 		if args == "" {
 			args = "{}"
 		}
-		if args[0] != '{' || !gjson.Valid(args) {
+		if args[0] != '{' || !validJSON(&e.scan, args) {
 			return invalid(param+".function.arguments", "tool call arguments must be a JSON object")
 		}
 		e.open("assistant")
@@ -311,8 +377,15 @@ func (e *encoder) inference(c *llm.ChatRequest) error {
 	}
 	if len(c.Stop) > 0 {
 		n := 0
-		add := func(v gjson.Result) {
-			if v.Type != gjson.String || v.Str == "" {
+		s := &e.scan
+		s.Reset(c.Stop)
+		add := func() {
+			if s.Peek() != jsonscan.String {
+				s.Skip()
+				return
+			}
+			raw, v := rawStr(s)
+			if v == "" {
 				return
 			}
 			if n == 0 {
@@ -321,13 +394,13 @@ func (e *encoder) inference(c *llm.ChatRequest) error {
 			} else {
 				e.b = append(e.b, ',')
 			}
-			e.b = append(e.b, v.Raw...)
+			e.b = append(e.b, bytes.TrimRight(raw, " \t\r\n")...)
 			n++
 		}
-		if r := gjson.Parse(view(c.Stop)); r.IsArray() {
-			r.ForEach(func(_, v gjson.Result) bool { add(v); return true })
+		if s.Peek() == jsonscan.Array {
+			s.Array(func(int) bool { add(); return true })
 		} else {
-			add(r)
+			add()
 		}
 		if n > 0 {
 			e.b = append(e.b, ']')

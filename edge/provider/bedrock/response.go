@@ -1,13 +1,13 @@
 package bedrock
 
 import (
-	"bytes"
-	"encoding/json"
+	"math"
 	"net/http"
+	"strconv"
 	"strings"
 
+	"github.com/meridian-mesh/meridian/edge/jsonscan"
 	"github.com/meridian-mesh/meridian/edge/llm"
-	"github.com/tidwall/gjson"
 )
 
 func badAnswer(provider string) *llm.Error {
@@ -33,61 +33,137 @@ func finish(reason string, calledTools bool) string {
 	return llm.FinishStop
 }
 
-func usage(u gjson.Result) llm.Usage {
-	in, out := int(u.Get("inputTokens").Int()), int(u.Get("outputTokens").Int())
-	total := int(u.Get("totalTokens").Int())
-	if total == 0 {
-		total = in + out
+// optStr reads a string, or skips any other value and returns "".
+func optStr(s *jsonscan.Scanner) string {
+	if s.Peek() == jsonscan.String {
+		return s.Str()
 	}
-	return llm.Usage{PromptTokens: in, CompletionTokens: out, TotalTokens: total}
+	s.Skip()
+	return ""
 }
 
-// compact returns a JSON value as compact text: tool call arguments.
-func compact(v gjson.Result) string {
-	if !v.IsObject() {
-		return "{}"
+// looseInt reads a value as an integer the way this adapter always has
+// (gjson's Result.Int): a number truncated toward zero and clamped to
+// int64, true as 1, a string holding a number parsed, anything else 0.
+func looseInt(s *jsonscan.Scanner) int64 {
+	switch s.Peek() {
+	case jsonscan.Number:
+		return numText(view(s.Raw()))
+	case jsonscan.Bool:
+		if s.Bool() {
+			return 1
+		}
+	case jsonscan.String:
+		return numText(s.Str())
+	default:
+		s.Skip()
 	}
-	var b bytes.Buffer
-	if err := json.Compact(&b, []byte(v.Raw)); err != nil {
-		return "{}"
+	return 0
+}
+
+// numText is the integer value of a number's text, 0 if it is none.
+func numText(t string) int64 {
+	if n, err := strconv.ParseInt(t, 10, 64); err == nil {
+		return n
 	}
-	return b.String()
+	f, err := strconv.ParseFloat(t, 64)
+	switch {
+	case err != nil && f == 0:
+		return 0
+	case f >= math.MaxInt64:
+		return math.MaxInt64
+	case f < math.MinInt64:
+		return math.MinInt64
+	}
+	return int64(f)
+}
+
+// readUsage reads Converse's usage object; any other value counts nothing.
+func readUsage(s *jsonscan.Scanner) llm.Usage {
+	var in, out, total int64
+	if s.Peek() == jsonscan.Object {
+		s.Object(func(k []byte) bool {
+			switch string(k) {
+			case "inputTokens":
+				in = looseInt(s)
+			case "outputTokens":
+				out = looseInt(s)
+			case "totalTokens":
+				total = looseInt(s)
+			}
+			return true
+		})
+	} else {
+		s.Skip()
+	}
+	u := llm.Usage{PromptTokens: int(in), CompletionTokens: int(out), TotalTokens: int(total)}
+	if u.TotalTokens == 0 {
+		u.TotalTokens = u.PromptTokens + u.CompletionTokens
+	}
+	return u
+}
+
+// compact returns a valid JSON value's text without the whitespace
+// between tokens: tool call arguments.
+func compact(raw []byte) string {
+	out := make([]byte, 0, len(raw))
+	in := false // inside a string
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		switch {
+		case in && c == '\\':
+			out = append(out, c, raw[i+1])
+			i++
+			continue
+		case c == '"':
+			in = !in
+		case !in && (c == ' ' || c == '\t' || c == '\n' || c == '\r'):
+			continue
+		}
+		out = append(out, c)
+	}
+	return string(out)
+}
+
+// answer is what decodeResponse reads of a Converse response.
+type answer struct {
+	content bool // output.message.content is an array
+	text    strings.Builder
+	calls   []llm.ToolCall
+	usage   llm.Usage
+	stop    string
 }
 
 // decodeResponse translates a Converse response into a chat completion:
 // text blocks joined into the content, toolUse blocks into tool calls.
 // Other blocks (reasoning, citations) have no OpenAI counterpart and are
-// dropped.
+// dropped. The body is read once, in order (jsonscan); a repeated key
+// takes its last value.
 func decodeResponse(provider string, b []byte, id, model string, created int64) (*llm.ChatCompletion, error) {
-	if !gjson.ValidBytes(b) {
+	var a answer
+	s := jsonscan.New(b)
+	if s.Peek() == jsonscan.Object {
+		s.Object(func(k []byte) bool {
+			switch string(k) {
+			case "output":
+				a.readOutput(s)
+			case "usage":
+				a.usage = readUsage(s)
+			case "stopReason":
+				a.stop = optStr(s)
+			}
+			return true
+		})
+	} else {
+		s.Skip()
+	}
+	if s.End() != nil || !a.content {
 		return nil, badAnswer(provider)
 	}
-	top := gjson.ParseBytes(b)
-	content := top.Get("output.message.content")
-	if !content.IsArray() {
-		return nil, badAnswer(provider)
+	msg := llm.AnswerMessage{Role: llm.RoleAssistant, ToolCalls: a.calls}
+	if t := a.text.String(); t != "" || len(a.calls) == 0 {
+		msg.Content = &t
 	}
-	var (
-		text  strings.Builder
-		calls []llm.ToolCall
-	)
-	content.ForEach(func(_, blk gjson.Result) bool {
-		if t := blk.Get("text"); t.Type == gjson.String {
-			text.WriteString(t.Str)
-		} else if tu := blk.Get("toolUse"); tu.IsObject() {
-			calls = append(calls, llm.ToolCall{
-				ID:       tu.Get("toolUseId").Str,
-				Type:     "function",
-				Function: llm.FunctionCall{Name: tu.Get("name").Str, Arguments: compact(tu.Get("input"))},
-			})
-		}
-		return true
-	})
-	msg := llm.AnswerMessage{Role: llm.RoleAssistant, ToolCalls: calls}
-	if s := text.String(); s != "" || len(calls) == 0 {
-		msg.Content = &s
-	}
-	u := usage(top.Get("usage"))
 	return &llm.ChatCompletion{
 		ID:      id,
 		Object:  "chat.completion",
@@ -95,9 +171,94 @@ func decodeResponse(provider string, b []byte, id, model string, created int64) 
 		Model:   model,
 		Choices: []llm.Choice{{
 			Message:      msg,
-			FinishReason: finish(top.Get("stopReason").Str, len(calls) > 0),
-			Logprobs:     json.RawMessage("null"),
+			FinishReason: finish(a.stop, len(a.calls) > 0),
+			Logprobs:     []byte("null"),
 		}},
-		Usage: &u,
+		Usage: &a.usage,
 	}, nil
+}
+
+// readOutput reads output.message.content.
+func (a *answer) readOutput(s *jsonscan.Scanner) {
+	if s.Peek() != jsonscan.Object {
+		s.Skip()
+		a.content = false
+		return
+	}
+	s.Object(func(k []byte) bool {
+		if string(k) != "message" {
+			return true
+		}
+		if s.Peek() != jsonscan.Object {
+			s.Skip()
+			a.content = false
+			return true
+		}
+		s.Object(func(k []byte) bool {
+			if string(k) != "content" {
+				return true
+			}
+			a.text.Reset()
+			a.calls = nil
+			a.content = s.Peek() == jsonscan.Array
+			if !a.content {
+				s.Skip()
+				return true
+			}
+			s.Array(func(int) bool { a.readBlock(s); return true })
+			return true
+		})
+		return true
+	})
+}
+
+// readBlock reads one content block: a text string wins over a toolUse
+// object; a block of neither kind is dropped.
+func (a *answer) readBlock(s *jsonscan.Scanner) {
+	if s.Peek() != jsonscan.Object {
+		s.Skip()
+		return
+	}
+	var (
+		text           string
+		isText, isCall bool
+		call           = llm.ToolCall{Type: "function"}
+	)
+	s.Object(func(k []byte) bool {
+		switch string(k) {
+		case "text":
+			isText = s.Peek() == jsonscan.String
+			text = optStr(s)
+		case "toolUse":
+			isCall = s.Peek() == jsonscan.Object
+			if !isCall {
+				s.Skip()
+				return true
+			}
+			call.ID, call.Function.Name, call.Function.Arguments = "", "", "{}"
+			s.Object(func(k []byte) bool {
+				switch string(k) {
+				case "toolUseId":
+					call.ID = optStr(s)
+				case "name":
+					call.Function.Name = optStr(s)
+				case "input":
+					if s.Peek() == jsonscan.Object {
+						call.Function.Arguments = compact(s.Raw())
+					} else {
+						s.Skip()
+						call.Function.Arguments = "{}"
+					}
+				}
+				return true
+			})
+		}
+		return true
+	})
+	switch {
+	case isText:
+		a.text.WriteString(text)
+	case isCall:
+		a.calls = append(a.calls, call)
+	}
 }

@@ -5,10 +5,11 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 
+	"github.com/meridian-mesh/meridian/edge/jsonscan"
 	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/edge/provider/upstream"
-	"github.com/tidwall/gjson"
 )
 
 // body is what a stream needs of its upstream call: *upstream.Call in
@@ -47,6 +48,8 @@ type stream struct {
 	frames   frameReader
 	f        frame
 	chunk    llm.Chunk
+	scan     jsonscan.Scanner
+	ev       eventFields
 
 	id, model   string
 	created     int64
@@ -112,13 +115,15 @@ func (s *stream) event(f *frame) (*llm.Chunk, error) {
 	switch string(f.messageType) {
 	case "event":
 	case "exception":
-		return nil, exception(s.provider, string(f.exceptionType), gjson.GetBytes(f.payload, "message").Str, s.roleSent)
+		// The message outlives the frame's buffer, in s.err.
+		s.ev.read(&s.scan, f.payload)
+		return nil, exception(s.provider, string(f.exceptionType), strings.Clone(s.ev.message), s.roleSent)
 	case "error":
 		return nil, exception(s.provider, string(f.errorCode), string(f.errorMessage), s.roleSent)
 	default:
 		return nil, nil
 	}
-	p := f.payload
+	ev := &s.ev
 	switch string(f.eventType) {
 	case "messageStart":
 		if s.roleSent {
@@ -126,11 +131,11 @@ func (s *stream) event(f *frame) (*llm.Chunk, error) {
 		}
 		return s.begin(), nil
 	case "contentBlockStart":
-		tu := gjson.GetBytes(p, "start.toolUse")
-		if !tu.IsObject() {
+		ev.read(&s.scan, f.payload)
+		if !ev.toolUse {
 			return nil, nil
 		}
-		idx := gjson.GetBytes(p, "contentBlockIndex").Int()
+		idx := ev.index
 		if idx < 0 || idx >= maxBlocks {
 			return nil, s.malformed(nil)
 		}
@@ -140,33 +145,38 @@ func (s *stream) event(f *frame) (*llm.Chunk, error) {
 		s.tools[idx] = int32(s.calls)
 		s.calls++
 		s.calledTools = true
+		// A call's ID and name are copied: consumers keep them while
+		// they gather the call's arguments from later frames, which
+		// reuse the buffer. Text and arguments live as long as the chunk.
 		ch := s.begin().Choices
-		ch[0].ToolCalls = append(ch[0].ToolCalls, llm.ToolCallDelta{Index: int(s.tools[idx]), ID: tu.Get("toolUseId").Str, Name: tu.Get("name").Str})
+		ch[0].ToolCalls = append(ch[0].ToolCalls, llm.ToolCallDelta{Index: int(s.tools[idx]), ID: strings.Clone(ev.toolUseID), Name: strings.Clone(ev.name)})
 		return &s.chunk, nil
 	case "contentBlockDelta":
-		res := gjson.GetMany(view(p), "contentBlockIndex", "delta.text", "delta.toolUse.input")
-		if res[1].Type == gjson.String {
+		ev.read(&s.scan, f.payload)
+		if ev.hasText {
 			c := s.begin()
-			c.Choices[0].Content, c.Choices[0].HasContent = res[1].Str, true
+			c.Choices[0].Content, c.Choices[0].HasContent = ev.text, true
 			return c, nil
 		}
-		if res[2].Type == gjson.String {
-			idx := res[0].Int()
+		if ev.hasInput {
+			idx := ev.index
 			if idx < 0 || idx >= int64(len(s.tools)) || s.tools[idx] < 0 {
 				return nil, s.malformed(nil)
 			}
 			ch := s.begin().Choices
-			ch[0].ToolCalls = append(ch[0].ToolCalls, llm.ToolCallDelta{Index: int(s.tools[idx]), Arguments: res[2].Str})
+			ch[0].ToolCalls = append(ch[0].ToolCalls, llm.ToolCallDelta{Index: int(s.tools[idx]), Arguments: ev.input})
 			return &s.chunk, nil
 		}
 		return nil, nil // reasoning and citations have no OpenAI counterpart
 	case "messageStop":
+		ev.read(&s.scan, f.payload)
 		s.finishSent = true
 		c := s.begin()
-		c.Choices[0].FinishReason = finish(gjson.GetBytes(p, "stopReason").Str, s.calledTools)
+		c.Choices[0].FinishReason = finish(ev.stopReason, s.calledTools)
 		return c, nil
 	case "metadata":
-		s.usage, s.hasUsage = usage(gjson.GetBytes(p, "usage")), true
+		ev.read(&s.scan, f.payload)
+		s.usage, s.hasUsage = ev.usage, true
 		s.phase = ended
 		c := &s.chunk
 		c.Reset()
@@ -175,6 +185,106 @@ func (s *stream) event(f *frame) (*llm.Chunk, error) {
 		return c, nil
 	}
 	return nil, nil
+}
+
+// eventFields is what the stream reads of an event's payload, whatever
+// the event: each payload is read once, in order, into it. Strings point
+// into the frame's buffer, valid until the next frame.
+type eventFields struct {
+	index           int64  // contentBlockIndex
+	toolUse         bool   // start.toolUse is an object
+	toolUseID, name string // start.toolUse's
+	text            string // delta.text
+	hasText         bool   // delta.text is a string
+	input           string // delta.toolUse.input
+	hasInput        bool   // delta.toolUse.input is a string
+	stopReason      string
+	usage           llm.Usage
+	message         string // an exception's
+}
+
+// read fills ev from payload p. A payload that is not valid JSON keeps
+// what was read before the fault and is otherwise ignored, as it always
+// was: the frame's CRC has vouched for the bytes, and an event that says
+// nothing readable gives no chunk. A repeated key takes its last value.
+func (ev *eventFields) read(sc *jsonscan.Scanner, p []byte) {
+	*ev = eventFields{}
+	sc.Reset(p)
+	if sc.Peek() != jsonscan.Object {
+		return
+	}
+	sc.Object(func(k []byte) bool {
+		switch string(k) {
+		case "contentBlockIndex":
+			ev.index = looseInt(sc)
+		case "start":
+			if sc.Peek() != jsonscan.Object {
+				sc.Skip()
+				return true
+			}
+			sc.Object(func(k []byte) bool {
+				if string(k) == "toolUse" {
+					ev.toolUse = sc.Peek() == jsonscan.Object
+					ev.toolUseID, ev.name = "", ""
+					if !ev.toolUse {
+						sc.Skip()
+						return true
+					}
+					sc.Object(func(k []byte) bool {
+						switch string(k) {
+						case "toolUseId":
+							ev.toolUseID, _ = checkedStr(sc)
+						case "name":
+							ev.name, _ = checkedStr(sc)
+						}
+						return true
+					})
+				}
+				return true
+			})
+		case "delta":
+			if sc.Peek() != jsonscan.Object {
+				sc.Skip()
+				return true
+			}
+			sc.Object(func(k []byte) bool {
+				switch string(k) {
+				case "text":
+					ev.text, ev.hasText = checkedStr(sc)
+				case "toolUse":
+					if sc.Peek() != jsonscan.Object {
+						sc.Skip()
+						return true
+					}
+					sc.Object(func(k []byte) bool {
+						if string(k) == "input" {
+							ev.input, ev.hasInput = checkedStr(sc)
+						}
+						return true
+					})
+				}
+				return true
+			})
+		case "stopReason":
+			ev.stopReason, _ = checkedStr(sc)
+		case "usage":
+			ev.usage = readUsage(sc)
+		case "message":
+			ev.message, _ = checkedStr(sc)
+		}
+		return true
+	})
+}
+
+// checkedStr reads a string; ok is false for any other value (skipped)
+// or a string with a fault.
+func checkedStr(s *jsonscan.Scanner) (string, bool) {
+	if s.Peek() != jsonscan.String {
+		s.Skip()
+		return "", false
+	}
+	v := s.Str()
+	return v, s.Err() == nil
 }
 
 // malformed is the error for frames or events that break the format.

@@ -157,3 +157,23 @@ func FuzzEncodeRequest(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseError feeds arbitrary error bodies to ParseError: whatever
+// the upstream (or a proxy before it) answers, it must not panic, and
+// the detail must not point into the body, which it outlives.
+func FuzzParseError(f *testing.F) {
+	f.Add([]byte(`{"error":{"code":400,"message":"API key not valid.","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID"}]}}`))
+	f.Add([]byte(`[{"error":{"code":429,"message":"Resource has been exhausted","status":"RESOURCE_EXHAUSTED"}}]`))
+	f.Add([]byte(`<html><body>502</body></html>`))
+	f.Add([]byte(`{"error":{"message":"cut`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		body := bytes.Clone(data) // the engine's bytes must stay as they are
+		d := ParseError(body)
+		want := d
+		want.Message, want.Code = strings.Clone(d.Message), strings.Clone(d.Code)
+		clear(body)
+		if d != want {
+			t.Fatalf("the detail changed with the body: %+v, was %+v", d, want)
+		}
+	})
+}

@@ -19,10 +19,10 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/meridian-mesh/meridian/edge/jsonscan"
 	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/edge/provider/upstream"
 	"github.com/meridian-mesh/meridian/shared/table"
-	"github.com/tidwall/gjson"
 )
 
 // Adapter talks to one Gemini provider.
@@ -146,20 +146,69 @@ func (a *Adapter) named(err error) error {
 
 // ParseError reads a Gemini error body:
 // {"error":{"code":429,"message":"…","status":"RESOURCE_EXHAUSTED"}},
-// sometimes wrapped in an array. The status becomes the code.
+// sometimes wrapped in an array. The status becomes the code. The body
+// may be anything (a proxy's HTML page, a cut answer): what was read
+// before the first syntax error counts, and the rest is ignored.
 func ParseError(b []byte) upstream.ErrorDetail {
-	r := gjson.ParseBytes(b)
-	if r.IsArray() {
-		r = r.Get("0")
-	}
-	e := r.Get("error")
-	d := upstream.ErrorDetail{Message: e.Get("message").Str, Code: e.Get("status").Str}
-	e.Get("details").ForEach(func(_, v gjson.Result) bool {
-		if v.Get("reason").Str == codeKeyInvalid {
-			d.Code = codeKeyInvalid
+	sc := jsonscan.New(b)
+	if sc.Peek() == jsonscan.Array {
+		var d upstream.ErrorDetail
+		sc.Array(func(int) bool {
+			d = readErrorBody(sc) // the first element only
 			return false
+		})
+		return d
+	}
+	return readErrorBody(sc)
+}
+
+// readErrorBody reads {"error":{…}} into an ErrorDetail. Its strings
+// are copies: the detail outlives the body.
+func readErrorBody(sc *jsonscan.Scanner) upstream.ErrorDetail {
+	var d upstream.ErrorDetail
+	if sc.Peek() != jsonscan.Object {
+		return d
+	}
+	keyInvalid := false
+	sc.Object(func(k []byte) bool {
+		if string(k) != "error" || sc.Peek() != jsonscan.Object {
+			return true
+		}
+		sc.Object(func(k []byte) bool {
+			switch string(k) {
+			case "message":
+				d.Message = strings.Clone(optStr(sc))
+			case "status":
+				d.Code = strings.Clone(optStr(sc))
+			case "details":
+				forEachValue(sc, func([]byte, int) bool {
+					keyInvalid = detailKeyInvalid(sc) || keyInvalid
+					return true
+				})
+			}
+			return true
+		})
+		return true
+	})
+	if keyInvalid {
+		d.Code = codeKeyInvalid
+	}
+	return d
+}
+
+// detailKeyInvalid reads one of an error's details, reporting whether
+// it is the ErrorInfo that says the API key is not valid.
+func detailKeyInvalid(sc *jsonscan.Scanner) bool {
+	if sc.Peek() != jsonscan.Object {
+		sc.Skip()
+		return false
+	}
+	found := false
+	sc.Object(func(k []byte) bool {
+		if string(k) == "reason" {
+			found = optStr(sc) == codeKeyInvalid || found
 		}
 		return true
 	})
-	return d
+	return found
 }

@@ -5,9 +5,10 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"unsafe"
 
+	"github.com/meridian-mesh/meridian/edge/jsonscan"
 	"github.com/meridian-mesh/meridian/edge/llm"
-	"github.com/tidwall/gjson"
 )
 
 // skipSignature is the thought signature Google documents for function
@@ -37,6 +38,9 @@ type encoder struct {
 	// calls maps tool call IDs to function names for the tool results
 	// that answer them; conversations are short, so a slice beats a map.
 	calls []namedCall
+	// scan reads content parts, response_format and the JSON texts the
+	// encoder checks, one at a time.
+	scan jsonscan.Scanner
 }
 
 type namedCall struct{ id, name string }
@@ -84,13 +88,13 @@ func (e *encoder) system(msgs []llm.Message) error {
 		if m.Role != llm.RoleSystem && m.Role != llm.RoleDeveloper {
 			continue
 		}
-		err := forEachPart(m.Content, func(j int, p gjson.Result) error {
-			if t := p.Get("type").Str; t != "text" {
-				return invalid(partParam(i, j, "type"), "system messages may hold only text, not %q parts", t)
+		err := e.forEachPart(m.Content, func(j int, p *reqPart) error {
+			if p.typ != "text" {
+				return invalid(partParam(i, j, "type"), "system messages may hold only text, not %q parts", p.typ)
 			}
-			return e.systemText(&n, p.Get("text").Raw)
+			return e.systemText(&n, p.text)
 		}, func(raw []byte) error {
-			return e.systemText(&n, string(raw))
+			return e.systemText(&n, raw)
 		})
 		if err != nil {
 			if _, ok := err.(*llm.Error); !ok {
@@ -105,7 +109,7 @@ func (e *encoder) system(msgs []llm.Message) error {
 	return nil
 }
 
-func (e *encoder) systemText(n *int, raw string) error {
+func (e *encoder) systemText(n *int, raw []byte) error {
 	if !isTextRaw(raw) {
 		return nil
 	}
@@ -123,7 +127,7 @@ func (e *encoder) systemText(n *int, raw string) error {
 
 // isTextRaw reports whether raw is a JSON string holding some text: an
 // empty text part is an error to Gemini, so empty texts are dropped.
-func isTextRaw(raw string) bool {
+func isTextRaw(raw []byte) bool {
 	return len(raw) > 2 && raw[0] == '"'
 }
 
@@ -155,11 +159,85 @@ func partParam(i, j int, field string) string {
 	return "messages[" + strconv.Itoa(i) + "].content[" + strconv.Itoa(j) + "]." + field
 }
 
-// forEachPart calls part for each element of a content array, or str
+// reqPart is one element of a content array, read whole before the
+// encoder looks at it, since its type may come after its data. Raw
+// fields hold a value's JSON text as it is; a field of another type than
+// the one wanted reads as absent.
+type reqPart struct {
+	typ           string
+	text, refusal []byte // raw JSON
+	// imageURL is image_url, or its url when it is an object.
+	imageURL string
+	// audioData and audioFormat are input_audio's; hasAudio says data
+	// is a string, even an empty one.
+	audioData, audioFormat string
+	hasAudio               bool
+	fileData               string // file.file_data
+}
+
+// readPart reads a content part into p. A part that is not an object
+// has no fields.
+func readPart(sc *jsonscan.Scanner, p *reqPart) {
+	*p = reqPart{}
+	if sc.Peek() != jsonscan.Object {
+		sc.Skip()
+		return
+	}
+	sc.Object(func(k []byte) bool {
+		switch string(k) {
+		case "type":
+			p.typ = optStr(sc)
+		case "text":
+			p.text = sc.Raw()
+		case "refusal":
+			p.refusal = sc.Raw()
+		case "image_url":
+			if sc.Peek() == jsonscan.Object {
+				p.imageURL = ""
+				sc.Object(func(k []byte) bool {
+					if string(k) == "url" {
+						p.imageURL = optStr(sc)
+					}
+					return true
+				})
+			} else {
+				p.imageURL = optStr(sc)
+			}
+		case "input_audio":
+			if sc.Peek() != jsonscan.Object {
+				return true
+			}
+			sc.Object(func(k []byte) bool {
+				switch string(k) {
+				case "data":
+					p.hasAudio = sc.Peek() == jsonscan.String
+					p.audioData = optStr(sc)
+				case "format":
+					p.audioFormat = optStr(sc)
+				}
+				return true
+			})
+		case "file":
+			if sc.Peek() != jsonscan.Object {
+				return true
+			}
+			sc.Object(func(k []byte) bool {
+				if string(k) == "file_data" {
+					p.fileData = optStr(sc)
+				}
+				return true
+			})
+		}
+		return true
+	})
+}
+
+// forEachPart calls each for each element of a content array, or str
 // with the raw JSON string of a string content. Null content calls
-// neither. Content is json.RawMessage that encoding/json decoded or
-// produced, so it is valid JSON.
-func forEachPart(content []byte, part func(j int, p gjson.Result) error, str func(raw []byte) error) error {
+// neither. Content is JSON that the request decoder checked or that
+// encoding/json produced; if it is not valid after all, the error is not
+// an *llm.Error, which callers turn into a 400 naming the content.
+func (e *encoder) forEachPart(content []byte, each func(j int, p *reqPart) error, str func(raw []byte) error) error {
 	c := trimSpace(content)
 	if len(c) == 0 || string(c) == "null" {
 		return nil
@@ -168,16 +246,32 @@ func forEachPart(content []byte, part func(j int, p gjson.Result) error, str fun
 	case '"':
 		return str(c)
 	case '[':
+		sc := &e.scan
+		sc.Reset(c)
 		var err error
-		j := 0
-		gjson.Parse(string(c)).ForEach(func(_, p gjson.Result) bool {
-			err = part(j, p)
-			j++
+		var p reqPart
+		sc.Array(func(j int) bool {
+			readPart(sc, &p)
+			if sc.Err() != nil {
+				return false
+			}
+			err = each(j, &p)
 			return err == nil
 		})
+		if err == nil {
+			err = sc.Err()
+		}
 		return err
 	}
 	return llm.ErrContent
+}
+
+// valid reports whether text is one valid JSON value. text is only
+// read, so it is scanned in place rather than copied to a []byte.
+func (e *encoder) valid(text string) bool {
+	e.scan.Reset(unsafe.Slice(unsafe.StringData(text), len(text)))
+	e.scan.Skip()
+	return e.scan.End() == nil
 }
 
 func trimSpace(b []byte) []byte {
@@ -231,7 +325,7 @@ func (e *encoder) callName(id string) string {
 
 // content writes a user or assistant message's content parts.
 func (e *encoder) content(i int, role string, content []byte) error {
-	err := forEachPart(content, func(j int, p gjson.Result) error {
+	err := e.forEachPart(content, func(j int, p *reqPart) error {
 		return e.contentPart(i, j, role, p)
 	}, func(raw []byte) error {
 		if len(raw) > 2 {
@@ -250,51 +344,44 @@ func (e *encoder) content(i int, role string, content []byte) error {
 	return err
 }
 
-func (e *encoder) contentPart(i, j int, role string, p gjson.Result) error {
-	switch typ := p.Get("type").Str; typ {
+func (e *encoder) contentPart(i, j int, role string, p *reqPart) error {
+	switch p.typ {
 	case "text":
-		if raw := p.Get("text").Raw; isTextRaw(raw) {
+		if isTextRaw(p.text) {
 			e.part(role)
 			e.b = append(e.b, `{"text":`...)
-			e.b = append(e.b, raw...)
+			e.b = append(e.b, p.text...)
 			e.b = append(e.b, '}')
 		}
 		return nil
 	case "refusal":
 		// An assistant's earlier refusal is text for the model's context.
-		if raw := p.Get("refusal").Raw; isTextRaw(raw) {
+		if isTextRaw(p.refusal) {
 			e.part(role)
 			e.b = append(e.b, `{"text":`...)
-			e.b = append(e.b, raw...)
+			e.b = append(e.b, p.refusal...)
 			e.b = append(e.b, '}')
 		}
 		return nil
 	case "image_url":
-		u := p.Get("image_url")
-		if u.IsObject() {
-			u = u.Get("url")
-		}
-		if u.Type != gjson.String || u.Str == "" {
+		if p.imageURL == "" {
 			return invalid(partParam(i, j, "image_url.url"), "image_url must hold a url")
 		}
-		return e.media(partParam(i, j, "image_url.url"), role, u.Str, "image/jpeg", true)
+		return e.media(partParam(i, j, "image_url.url"), role, p.imageURL, "image/jpeg", true)
 	case "input_audio":
-		a := p.Get("input_audio")
-		data, format := a.Get("data"), a.Get("format").Str
-		if data.Type != gjson.String || format == "" {
+		if !p.hasAudio || p.audioFormat == "" {
 			return invalid(partParam(i, j, "input_audio"), "input_audio must hold data and a format")
 		}
 		e.part(role)
-		e.inlineData("audio/"+format, data.Str)
+		e.inlineData("audio/"+p.audioFormat, p.audioData)
 		return nil
 	case "file":
-		data := p.Get("file.file_data").Str
-		if data == "" {
+		if p.fileData == "" {
 			return invalid(partParam(i, j, "file"), "files must be given inline as file_data; file IDs cannot be sent to this provider")
 		}
-		return e.media(partParam(i, j, "file.file_data"), role, data, "application/octet-stream", false)
+		return e.media(partParam(i, j, "file.file_data"), role, p.fileData, "application/octet-stream", false)
 	default:
-		return invalid(partParam(i, j, "type"), "content part type %q is not supported by this provider", typ)
+		return invalid(partParam(i, j, "type"), "content part type %q is not supported by this provider", p.typ)
 	}
 }
 
@@ -380,7 +467,7 @@ func (e *encoder) toolCalls(i int, role string, calls []llm.ToolCall) error {
 		args := strings.TrimSpace(tc.Function.Arguments)
 		if args == "" {
 			args = "{}"
-		} else if args[0] != '{' || !gjson.Valid(args) {
+		} else if args[0] != '{' || !e.valid(args) {
 			return invalid(param+".function.arguments", "tool call arguments must be a JSON object")
 		}
 		e.part(role)
@@ -412,7 +499,7 @@ func (e *encoder) functionResponse(i int, role, name string, m *llm.Message) err
 	e.b = append(e.b, `{"functionResponse":{"name":`...)
 	e.b = llm.AppendJSONString(e.b, name)
 	e.b = append(e.b, `,"response":`...)
-	if t := strings.TrimSpace(text); len(t) > 0 && t[0] == '{' && gjson.Valid(t) {
+	if t := strings.TrimSpace(text); len(t) > 0 && t[0] == '{' && e.valid(t) {
 		e.b = append(e.b, t...)
 	} else {
 		e.b = append(e.b, `{"content":`...)
@@ -542,8 +629,28 @@ func (e *encoder) generationConfig(c *llm.ChatRequest) error {
 		e.b = strconv.AppendInt(e.b, *c.Seed, 10)
 	}
 	if rf := trimSpace(c.ResponseFormat); len(rf) > 0 && rf[0] == '{' {
-		f := gjson.ParseBytes(rf)
-		switch f.Get("type").Str {
+		var typ string
+		var schema []byte
+		sc := &e.scan
+		sc.Reset(rf)
+		sc.Object(func(k []byte) bool {
+			switch string(k) {
+			case "type":
+				typ = optStr(sc)
+			case "json_schema":
+				if sc.Peek() != jsonscan.Object {
+					return true
+				}
+				sc.Object(func(k []byte) bool {
+					if string(k) == "schema" && sc.Peek() == jsonscan.Object {
+						schema = sc.Raw()
+					}
+					return true
+				})
+			}
+			return true
+		})
+		switch typ {
 		case "json_object":
 			field("responseMimeType")
 			e.b = append(e.b, `"application/json"`...)
@@ -552,9 +659,9 @@ func (e *encoder) generationConfig(c *llm.ChatRequest) error {
 			e.b = append(e.b, `"application/json"`...)
 			// responseJsonSchema, not responseSchema, for the reason
 			// tools use parametersJsonSchema.
-			if s := f.Get("json_schema.schema"); s.IsObject() {
+			if schema != nil {
 				field("responseJsonSchema")
-				e.b = append(e.b, s.Raw...)
+				e.b = append(e.b, schema...)
 			}
 		}
 	}

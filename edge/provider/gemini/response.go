@@ -1,14 +1,16 @@
 package gemini
 
 import (
+	"errors"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/meridian-mesh/meridian/edge/jsonscan"
 	"github.com/meridian-mesh/meridian/edge/llm"
-	"github.com/tidwall/gjson"
 )
 
 // maxCandidates bounds the candidate indexes an answer may use; Gemini
@@ -21,84 +23,205 @@ func errNotGemini() *llm.Error {
 }
 
 // decodeResponse translates a GenerateContentResponse into a chat
-// completion. model names the answer when Gemini does not.
+// completion. model names the answer when Gemini does not. It reads the
+// body once, in document order (jsonscan); strings in the completion
+// point into b, which must not change afterwards. Tool calls without an
+// ID of their own get theirs after the walk, because Gemini writes the
+// responseId they follow from after the candidates.
 func decodeResponse(b []byte, model string) (*llm.ChatCompletion, error) {
-	if !gjson.ValidBytes(b) {
+	sc := jsonscan.New(b)
+	if sc.Peek() != jsonscan.Object {
 		return nil, errNotGemini()
 	}
-	top := gjson.ParseBytes(b)
-	if !top.IsObject() {
+	var respID, version, block string
+	var usage llm.Usage
+	var choices []llm.Choice
+	bad := false // a candidate index out of range
+	sc.Object(func(k []byte) bool {
+		switch string(k) {
+		case "responseId":
+			respID = optStr(sc)
+		case "modelVersion":
+			version = optStr(sc)
+		case "candidates":
+			choices = make([]llm.Choice, 0, 1)
+			forEachValue(sc, func(key []byte, pos int) bool {
+				if key != nil {
+					pos = int(parseLooseInt(string(key)))
+				}
+				ch, ok := readChoice(sc, pos)
+				if !ok {
+					bad = true
+					return false
+				}
+				choices = append(choices, ch)
+				return true
+			})
+		case "promptFeedback":
+			if sc.Peek() != jsonscan.Object {
+				return true
+			}
+			sc.Object(func(k []byte) bool {
+				if string(k) == "blockReason" {
+					block = optStr(sc)
+				}
+				return true
+			})
+		case "usageMetadata":
+			usage = scanUsage(sc)
+		}
+		return !bad
+	})
+	if bad || sc.End() != nil {
 		return nil, errNotGemini()
 	}
-	respID := top.Get("responseId").Str
-	if v := top.Get("modelVersion").Str; v != "" {
-		model = v
+	if version != "" {
+		model = version
 	}
 	cc := &llm.ChatCompletion{
 		ID:      "chatcmpl-" + respID,
 		Object:  "chat.completion",
 		Created: time.Now().Unix(),
 		Model:   model,
-		Choices: []llm.Choice{},
+		Choices: choices,
 	}
 	if respID == "" {
 		cc.ID = "chatcmpl-" + strconv.FormatUint(rand.Uint64(), 36)
 	}
+	if len(choices) == 0 {
+		if block != "" {
+			return nil, blocked(block)
+		}
+		return nil, &llm.Error{Status: http.StatusBadGateway, Type: llm.TypeUpstream, Message: "answer holds no candidates", Retryable: true}
+	}
 	ids := newCallIDs(respID)
-	var err error
-	top.Get("candidates").ForEach(func(pos, cand gjson.Result) bool {
-		idx := int(pos.Int())
-		if v := cand.Get("index"); v.Exists() {
-			idx = int(v.Int())
-		}
-		if idx < 0 || idx >= maxCandidates {
-			err = errNotGemini()
-			return false
-		}
-		ch := llm.Choice{Index: idx, Message: llm.AnswerMessage{Role: llm.RoleAssistant}, Logprobs: nullJSON}
-		var text strings.Builder
-		cand.Get("content.parts").ForEach(func(_, p gjson.Result) bool {
-			if p.Get("thought").Bool() {
-				return true // a thought summary, not part of the answer
+	for i := range choices {
+		calls := choices[i].Message.ToolCalls
+		for j := range calls {
+			if calls[j].ID == "" {
+				calls[j].ID = ids.next()
 			}
-			if t := p.Get("text"); t.Type == gjson.String {
-				text.WriteString(t.Str)
-			}
-			if fc := p.Get("functionCall"); fc.IsObject() {
-				id := fc.Get("id").Str
-				if id == "" {
-					id = ids.next()
+		}
+	}
+	cc.Usage = &usage
+	return cc, nil
+}
+
+// readChoice reads one candidate at position pos of the candidates
+// array. ok is false when it names an index out of range. A candidate
+// that is not an object is an empty answer, as Gemini's absent fields
+// would be.
+func readChoice(sc *jsonscan.Scanner, pos int) (ch llm.Choice, ok bool) {
+	idx := pos
+	var text strings.Builder
+	var finish string
+	ch = llm.Choice{Message: llm.AnswerMessage{Role: llm.RoleAssistant}, Logprobs: nullJSON}
+	if sc.Peek() == jsonscan.Object {
+		sc.Object(func(k []byte) bool {
+			switch string(k) {
+			case "index":
+				idx = int(looseInt(sc))
+			case "finishReason":
+				finish = optStr(sc)
+			case "content":
+				if sc.Peek() != jsonscan.Object {
+					return true
 				}
-				ch.Message.ToolCalls = append(ch.Message.ToolCalls, llm.ToolCall{
-					ID: id, Type: "function",
-					Function: llm.FunctionCall{Name: fc.Get("name").Str, Arguments: compactArgs(fc.Get("args"))},
+				sc.Object(func(k []byte) bool {
+					if string(k) == "parts" {
+						forEachValue(sc, func([]byte, int) bool {
+							readAnswerPart(sc, &text, &ch.Message.ToolCalls)
+							return true
+						})
+					}
+					return true
 				})
 			}
 			return true
 		})
-		if text.Len() > 0 || len(ch.Message.ToolCalls) == 0 {
-			s := text.String()
-			ch.Message.Content = &s
+	} else {
+		sc.Skip()
+	}
+	if idx < 0 || idx >= maxCandidates {
+		return ch, false
+	}
+	ch.Index = idx
+	if text.Len() > 0 || len(ch.Message.ToolCalls) == 0 {
+		s := text.String()
+		ch.Message.Content = &s
+	}
+	ch.FinishReason = finishReason(finish, len(ch.Message.ToolCalls) > 0)
+	if ch.FinishReason == "" {
+		ch.FinishReason = llm.FinishStop
+	}
+	return ch, true
+}
+
+// readAnswerPart reads one part of a candidate's content: its text goes to
+// text and its function call to calls, unless it is a thought summary,
+// which is not part of the answer.
+func readAnswerPart(sc *jsonscan.Scanner, text *strings.Builder, calls *[]llm.ToolCall) {
+	if sc.Peek() != jsonscan.Object {
+		sc.Skip()
+		return
+	}
+	var t string
+	var fc functionCall
+	hasText, hasCall, thought := false, false, false
+	sc.Object(func(k []byte) bool {
+		switch string(k) {
+		case "text":
+			if sc.Peek() == jsonscan.String {
+				t, hasText = sc.Str(), true
+			}
+		case "thought":
+			thought = looseBool(sc)
+		case "functionCall":
+			hasCall = readFunctionCall(sc, &fc)
 		}
-		ch.FinishReason = finishReason(cand.Get("finishReason").Str, len(ch.Message.ToolCalls) > 0)
-		if ch.FinishReason == "" {
-			ch.FinishReason = llm.FinishStop
-		}
-		cc.Choices = append(cc.Choices, ch)
 		return true
 	})
-	if err != nil {
-		return nil, err
+	if thought || sc.Err() != nil {
+		return
 	}
-	if len(cc.Choices) == 0 {
-		if reason := top.Get("promptFeedback.blockReason").Str; reason != "" {
-			return nil, blocked(reason)
+	if hasText {
+		text.WriteString(t)
+	}
+	if hasCall {
+		*calls = append(*calls, llm.ToolCall{ID: fc.id, Type: "function",
+			Function: llm.FunctionCall{Name: fc.name, Arguments: compactArgs(fc.args)}})
+	}
+}
+
+// functionCall is a part's functionCall: args is its raw JSON object,
+// nil when it has none.
+type functionCall struct {
+	name, id string
+	args     []byte
+}
+
+// readFunctionCall reads a functionCall value into fc, reporting
+// whether it was an object.
+func readFunctionCall(sc *jsonscan.Scanner, fc *functionCall) bool {
+	if sc.Peek() != jsonscan.Object {
+		sc.Skip()
+		return false
+	}
+	sc.Object(func(k []byte) bool {
+		switch string(k) {
+		case "name":
+			fc.name = optStr(sc)
+		case "id":
+			fc.id = optStr(sc)
+		case "args":
+			fc.args = nil
+			if sc.Peek() == jsonscan.Object {
+				fc.args = sc.Raw()
+			}
 		}
-		return nil, &llm.Error{Status: http.StatusBadGateway, Type: llm.TypeUpstream, Message: "answer holds no candidates", Retryable: true}
-	}
-	u := parseUsage(top.Get("usageMetadata"))
-	cc.Usage = &u
-	return cc, nil
+		return true
+	})
+	return true
 }
 
 var nullJSON = []byte("null")
@@ -120,41 +243,118 @@ func finishReason(reason string, calls bool) string {
 	return llm.FinishFrom(llm.FormatGemini, reason)
 }
 
-// parseUsage reads usageMetadata. Thinking tokens are output tokens
-// (they are billed as such and OpenAI counts reasoning tokens in
-// completion_tokens), and tool-use prompt tokens are prompt tokens, so
-// prompt plus completion adds up to Gemini's total.
-func parseUsage(u gjson.Result) llm.Usage {
+// scanUsage reads usageMetadata; anything but an object is no usage.
+// Thinking tokens are output tokens (they are billed as such and OpenAI
+// counts reasoning tokens in completion_tokens), and tool-use prompt
+// tokens are prompt tokens, so prompt plus completion adds up to
+// Gemini's total.
+func scanUsage(sc *jsonscan.Scanner) llm.Usage {
 	var out llm.Usage
-	u.ForEach(func(k, v gjson.Result) bool {
-		switch k.Str {
-		case "promptTokenCount", "toolUsePromptTokenCount":
-			out.PromptTokens += int(v.Int())
-		case "candidatesTokenCount", "thoughtsTokenCount":
-			out.CompletionTokens += int(v.Int())
-		case "totalTokenCount":
-			out.TotalTokens = int(v.Int())
-		}
-		return true
-	})
+	if sc.Peek() == jsonscan.Object {
+		sc.Object(func(k []byte) bool {
+			switch string(k) {
+			case "promptTokenCount", "toolUsePromptTokenCount":
+				out.PromptTokens += int(looseInt(sc))
+			case "candidatesTokenCount", "thoughtsTokenCount":
+				out.CompletionTokens += int(looseInt(sc))
+			case "totalTokenCount":
+				out.TotalTokens = int(looseInt(sc))
+			}
+			return true
+		})
+	} else {
+		sc.Skip()
+	}
 	if out.TotalTokens == 0 {
 		out.TotalTokens = out.PromptTokens + out.CompletionTokens
 	}
 	return out
 }
 
-// compactArgs returns a functionCall's args as compact JSON text, the
-// shape OpenAI gives tool call arguments in.
-func compactArgs(args gjson.Result) string {
-	if !args.IsObject() {
+// compactArgs returns a functionCall's args, a raw JSON object or nil,
+// as compact JSON text, the shape OpenAI gives tool call arguments in.
+func compactArgs(args []byte) string {
+	if len(args) == 0 {
 		return "{}"
 	}
-	return string(appendCompact(make([]byte, 0, len(args.Raw)), args.Raw))
+	return string(appendCompact(make([]byte, 0, len(args)), args))
+}
+
+// forEachValue calls each for every element of an array (with its
+// index), every member of an object (with its key) or, for any other
+// value, once (with index 0); each must read the value. It is how
+// answers have always been read (gjson's ForEach), so an answer that
+// puts a scalar or an object where Gemini writes an array reads as it
+// did: {"candidates":null} is one empty candidate, not none.
+func forEachValue(sc *jsonscan.Scanner, each func(key []byte, i int) bool) {
+	switch sc.Peek() {
+	case jsonscan.Array:
+		sc.Array(func(i int) bool { return each(nil, i) })
+	case jsonscan.Object:
+		sc.Object(func(k []byte) bool { return each(k, 0) })
+	default:
+		each(nil, 0)
+	}
+}
+
+// looseInt reads a value as an integer the lenient way Gemini's
+// answers were always read: a number (a fraction truncated, out of range
+// clamped), a string holding one, true as 1; anything else is 0.
+func looseInt(sc *jsonscan.Scanner) int64 {
+	switch sc.Peek() {
+	case jsonscan.Number:
+		from := sc.Offset()
+		if n, ok := sc.Int(); ok {
+			return n
+		}
+		return parseLooseInt(string(sc.Bytes()[from:sc.Offset()]))
+	case jsonscan.String:
+		return parseLooseInt(sc.Str())
+	case jsonscan.Bool:
+		if sc.Bool() {
+			return 1
+		}
+		return 0
+	}
+	sc.Skip()
+	return 0
+}
+
+func parseLooseInt(s string) int64 {
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return n
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	switch {
+	case err != nil && !errors.Is(err, strconv.ErrRange), math.IsNaN(f):
+		return 0
+	case f >= math.MaxInt64:
+		return math.MaxInt64
+	case f <= math.MinInt64:
+		return math.MinInt64
+	}
+	return int64(f)
+}
+
+// looseBool reads a value as a boolean the lenient way: true, a string
+// that says true ("1", "t", "TRUE"…), or a number other than 0.
+func looseBool(sc *jsonscan.Scanner) bool {
+	switch sc.Peek() {
+	case jsonscan.Bool:
+		return sc.Bool()
+	case jsonscan.String:
+		b, _ := strconv.ParseBool(strings.ToLower(sc.Str()))
+		return b
+	case jsonscan.Number:
+		return sc.Float() != 0
+	}
+	sc.Skip()
+	return false
 }
 
 // appendCompact appends valid JSON text src without insignificant
 // whitespace.
-func appendCompact(dst []byte, src string) []byte {
+func appendCompact(dst, src []byte) []byte {
 	inString := false
 	for i := 0; i < len(src); i++ {
 		c := src[i]

@@ -12,7 +12,6 @@ import (
 	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/edge/provider/upstream"
 	"github.com/meridian-mesh/meridian/edge/sse"
-	"github.com/tidwall/gjson"
 )
 
 // conn is what a stream needs of its upstream call. *upstream.Call is
@@ -228,9 +227,17 @@ func (s *stream) event(data []byte) error {
 				s.ids = newCallIDs(v)
 			}
 		case "promptFeedback":
-			block = gjson.GetBytes(sc.Raw(), "blockReason").Str
+			if sc.Peek() != jsonscan.Object {
+				return true
+			}
+			sc.Object(func(k []byte) bool {
+				if string(k) == "blockReason" {
+					block = optStr(sc)
+				}
+				return true
+			})
 		case "error":
-			failure = midStreamError(s.provider, gjson.ParseBytes(sc.Raw()))
+			failure = s.midStreamError(sc)
 			return false
 		}
 		return true
@@ -318,15 +325,16 @@ func (s *stream) readCandidate(sc *jsonscan.Scanner, idx int) (int, error) {
 						return true
 					}
 					var text string
-					var call []byte
-					thought := false
+					var fc functionCall
+					call, thought := false, false
 					sc.Object(func(k []byte) bool {
 						switch string(k) {
 						case "text":
 							text = optStr(sc)
 						case "functionCall":
-							if sc.Peek() == jsonscan.Object {
-								call = sc.Raw()
+							var f functionCall
+							if readFunctionCall(sc, &f) {
+								fc, call = f, true
 							}
 						case "thought":
 							thought = sc.Peek() == jsonscan.Bool && sc.Bool()
@@ -344,11 +352,10 @@ func (s *stream) readCandidate(sc *jsonscan.Scanner, idx int) (int, error) {
 							s.queue = append(s.queue, piece{kind: pieceText, cand: idx, role: s.start(st), text: text})
 						}
 					}
-					if call != nil {
-						fc := gjson.ParseBytes(call) // whole and valid: the scan checked it
+					if call && sc.Err() == nil { // compacting needs args whole and valid
 						s.opening(st, idx)
 						s.queue = append(s.queue, piece{kind: pieceCall, cand: idx, call: st.calls,
-							name: fc.Get("name").Str, id: fc.Get("id").Str, text: compactArgs(fc.Get("args"))})
+							name: fc.name, id: fc.id, text: compactArgs(fc.args)})
 						st.calls++
 						textAt = -1 // text after a call is a later delta
 					}
@@ -391,14 +398,33 @@ func (s *stream) opening(st *candState, idx int) {
 	}
 }
 
-// midStreamError maps an error event. Gemini reports overload as
-// UNAVAILABLE and rate limits as RESOURCE_EXHAUSTED; both may succeed
-// elsewhere. Nothing else in an error event is the client's fault at
-// this point.
-func midStreamError(provider string, e gjson.Result) *llm.Error {
-	msg := e.Get("message").Str
-	status := e.Get("status").Str
-	switch code := e.Get("code").Int(); {
+// midStreamError reads an error event's error and maps it. Gemini
+// reports overload as UNAVAILABLE and rate limits as RESOURCE_EXHAUSTED;
+// both may succeed elsewhere. Nothing else in an error event is the
+// client's fault at this point. An error that is not an object, or not
+// valid JSON, says nothing more than that an error happened.
+func (s *stream) midStreamError(sc *jsonscan.Scanner) *llm.Error {
+	var msg, status string
+	var code int64
+	if sc.Peek() == jsonscan.Object {
+		sc.Object(func(k []byte) bool {
+			switch string(k) {
+			case "message":
+				msg = optStr(sc)
+			case "status":
+				status = optStr(sc)
+			case "code":
+				code = looseInt(sc)
+			}
+			return true
+		})
+	}
+	if sc.Err() != nil {
+		msg, status, code = "", "", 0
+	}
+	status = strings.Clone(status) // the error outlives the event
+	provider := s.provider
+	switch {
 	case status == "UNAVAILABLE" || code == http.StatusServiceUnavailable:
 		return &llm.Error{Status: http.StatusServiceUnavailable, Type: llm.TypeOverloaded, Code: status,
 			Message: "upstream provider " + provider + " is overloaded: " + msg, Retryable: true}
@@ -425,7 +451,8 @@ func (s *stream) Usage() (llm.Usage, bool) {
 	if len(s.usageBuf) == 0 {
 		return llm.Usage{}, false
 	}
-	return parseUsage(gjson.ParseBytes(s.usageBuf)), true
+	// A scanner of its own: s.scan is Next's.
+	return scanUsage(jsonscan.New(s.usageBuf)), true
 }
 
 // Close implements llm.Stream. After a clean end only the body's end is

@@ -168,3 +168,33 @@ func FuzzDecodeEmbed(f *testing.F) {
 		}
 	})
 }
+
+// FuzzEncodeEmbed translates arbitrary embeddings requests: a 400 or a
+// JSON body that carries the input unchanged.
+func FuzzEncodeEmbed(f *testing.F) {
+	f.Add(golden(f, "embed_request.openai.json"))
+	f.Add([]byte(`{"input":["a","b"],"encoding_format":"base64","dimensions":2.0}`))
+	f.Add([]byte(`{"input":"a","encoding_format":null,"dimensions":1e400}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		out, _, err := encodeEmbedFor(body, "m", Engine{KeepAlive: -1})
+		if err != nil {
+			var e *llm.Error
+			if !errors.As(err, &e) || e.Status != 400 {
+				t.Fatalf("err = %v", err)
+			}
+			return
+		}
+		var got struct{ Input json.RawMessage }
+		if err := json.Unmarshal(out, &got); err != nil || len(got.Input) == 0 {
+			t.Fatalf("not an embed body (%v): %s", err, out)
+		}
+	})
+}
+
+// FuzzParseError reads arbitrary error bodies.
+func FuzzParseError(f *testing.F) {
+	f.Add([]byte(`{"error":"model not found"}`))
+	f.Add([]byte(`{"error":{"message":"x","type":"y"}}`))
+	f.Add([]byte(`{"error":"cut`))
+	f.Fuzz(func(t *testing.T, b []byte) { ParseError(b) })
+}

@@ -17,12 +17,13 @@ import (
 	"context"
 	"crypto/rand"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/meridian-mesh/meridian/edge/jsonscan"
 	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/edge/provider/upstream"
 	"github.com/meridian-mesh/meridian/shared/table"
-	"github.com/tidwall/gjson"
 )
 
 // Adapter talks to one Ollama server.
@@ -176,13 +177,42 @@ func (a *Adapter) readAll(call *upstream.Call) ([]byte, error) {
 }
 
 // ParseError reads an Ollama error body, {"error":"message"}.
+// A proxy in front of Ollama may answer in OpenAI's shape,
+// {"error":{"message":"..."}}. What can be read of a body that is not
+// JSON is kept; nothing points into b.
 func ParseError(b []byte) upstream.ErrorDetail {
-	e := gjson.GetBytes(b, "error")
-	if e.Type == gjson.String {
-		return upstream.ErrorDetail{Message: e.Str}
+	var msg string
+	s := jsonscan.New(b)
+	if s.Peek() != jsonscan.Object {
+		return upstream.ErrorDetail{}
 	}
-	// A proxy in front of Ollama may answer in OpenAI's shape.
-	return upstream.ErrorDetail{Message: e.Get("message").Str}
+	s.Object(func(k []byte) bool {
+		if string(k) != "error" {
+			return true
+		}
+		msg = ""
+		switch s.Peek() {
+		case jsonscan.String:
+			if v := s.Str(); s.Err() == nil {
+				msg = v
+			}
+		case jsonscan.Object:
+			s.Object(func(k []byte) bool {
+				if string(k) == "message" && s.Peek() == jsonscan.String {
+					if v := s.Str(); s.Err() == nil {
+						msg = v
+					}
+				} else {
+					s.Skip()
+				}
+				return true
+			})
+		default:
+			s.Skip()
+		}
+		return true
+	})
+	return upstream.ErrorDetail{Message: strings.Clone(msg)}
 }
 
 // newID returns prefix followed by 26 random base32 characters. Ollama

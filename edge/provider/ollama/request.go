@@ -6,9 +6,10 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"unsafe"
 
+	"github.com/meridian-mesh/meridian/edge/jsonscan"
 	"github.com/meridian-mesh/meridian/edge/llm"
-	"github.com/tidwall/gjson"
 )
 
 // Translation of the canonical chat request to Ollama's /api/chat body.
@@ -83,7 +84,7 @@ func encodeChatFor(dst []byte, c *llm.ChatRequest, model string, stream bool, e 
 					args = "{}"
 				}
 				// Ollama takes arguments as an object, not as JSON text.
-				if args[0] != '{' || !gjson.Valid(args) {
+				if args[0] != '{' || !validJSON(args) {
 					return nil, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, fmt.Sprintf("messages[%d].tool_calls[%d].function.arguments", i, j),
 						"Tool call arguments must be a JSON object.")
 				}
@@ -287,21 +288,81 @@ func appendFormat(dst []byte, rf []byte) ([]byte, error) {
 	if len(rf) == 0 || string(rf) == "null" {
 		return dst, nil
 	}
-	switch typ := gjson.GetBytes(rf, "type"); typ.Str {
+	// One pass over response_format, its type and json_schema.schema; a
+	// repeated key takes its last value.
+	var typ, schema []byte // JSON texts
+	s := jsonscan.New(rf)
+	if s.Peek() == jsonscan.Object {
+		s.Object(func(k []byte) bool {
+			switch string(k) {
+			case "type":
+				typ = s.Raw()
+			case "json_schema":
+				schema = nil
+				if s.Peek() != jsonscan.Object {
+					s.Skip()
+					return true
+				}
+				s.Object(func(k []byte) bool {
+					if string(k) == "schema" {
+						schema = nil
+						if s.Peek() == jsonscan.Object {
+							schema = s.Raw()
+						} else {
+							s.Skip()
+						}
+					}
+					return true
+				})
+			}
+			return true
+		})
+	}
+	var name string // the type, when it is a string
+	if len(typ) > 0 && typ[0] == '"' {
+		name = valueText(typ)
+	}
+	switch name {
 	case "text":
 		return dst, nil
 	case "json_object":
 		return append(dst, `,"format":"json"`...), nil
 	case "json_schema":
-		if s := gjson.GetBytes(rf, "json_schema.schema"); s.IsObject() {
+		if schema != nil {
 			dst = append(dst, `,"format":`...)
-			return append(dst, s.Raw...), nil
+			return append(dst, schema...), nil
 		}
 		// A json_schema without a schema asks for JSON of any shape.
 		return append(dst, `,"format":"json"`...), nil
 	default:
-		return nil, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "response_format.type", "Invalid response_format type '%s'.", typ.String())
+		return nil, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "response_format.type", "Invalid response_format type '%s'.", valueText(typ))
 	}
+}
+
+// valueText is a JSON value as text, as error messages have always
+// shown it (gjson's Result.String): a string's value, null's "", a
+// number with a fraction or exponent in plain decimal, any other value
+// its JSON.
+func valueText(raw []byte) string {
+	s := jsonscan.New(raw)
+	switch s.Peek() {
+	case jsonscan.String:
+		return s.Str()
+	case jsonscan.Null, jsonscan.Invalid:
+		return ""
+	case jsonscan.Number:
+		if strings.Trim(string(raw), "-0123456789") != "" {
+			return strconv.FormatFloat(s.Float(), 'f', -1, 64)
+		}
+	}
+	return string(raw)
+}
+
+// validJSON reports whether text is one JSON value.
+func validJSON(text string) bool {
+	s := jsonscan.New(unsafe.Slice(unsafe.StringData(text), len(text)))
+	s.Skip()
+	return s.End() == nil
 }
 
 // appendOptions appends ,"options":{...} when any sampling option, or
@@ -370,43 +431,93 @@ func appendOptions(dst []byte, c *llm.ChatRequest, numThread int) []byte {
 // encoding_format "base64", which the official SDKs ask for by default.
 // e's settings are added.
 func encodeEmbedFor(body []byte, model string, e Engine) (out []byte, b64 bool, err error) {
-	if !gjson.ValidBytes(body) {
+	// One pass over the body for input, encoding_format and dimensions
+	// (JSON texts); a repeated key takes its last value.
+	var in, format, dims []byte
+	var text bool // input is a string or an array of strings
+	s := jsonscan.New(body)
+	if s.Peek() == jsonscan.Object {
+		s.Object(func(k []byte) bool {
+			switch string(k) {
+			case "input":
+				start := s.Offset()
+				text = readTextInput(s)
+				in = bytes.TrimRight(body[start:s.Offset()], " \t\r\n")
+			case "encoding_format":
+				format = s.Raw()
+			case "dimensions":
+				dims = s.Raw()
+			}
+			return true
+		})
+	} else {
+		s.Skip()
+	}
+	if s.End() != nil {
 		return nil, false, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "", "The request body is not valid JSON.")
 	}
-	in := gjson.GetBytes(body, "input")
-	textInput := in.Type == gjson.String
-	if in.IsArray() {
-		textInput = true
-		in.ForEach(func(_, v gjson.Result) bool {
-			textInput = v.Type == gjson.String
-			return textInput
-		})
-	}
-	if !textInput {
+	if !text {
 		return nil, false, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "input", "'input' must be a string or an array of strings for this provider.")
 	}
-	switch f := gjson.GetBytes(body, "encoding_format"); f.Str {
+	var f string // encoding_format, when it is a string
+	if len(format) > 0 && format[0] == '"' {
+		f = valueText(format)
+	}
+	switch f {
 	case "base64":
 		b64 = true
 	case "float", "":
-		if f.Exists() && f.Type != gjson.String && f.Type != gjson.Null {
+		if len(format) > 0 && format[0] != '"' && string(format) != "null" {
 			return nil, false, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "encoding_format", "Invalid encoding_format.")
 		}
 	default:
-		return nil, false, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "encoding_format", "Invalid encoding_format '%s'; use float or base64.", f.Str)
+		return nil, false, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "encoding_format", "Invalid encoding_format '%s'; use float or base64.", f)
 	}
-	out = make([]byte, 0, len(in.Raw)+len(model)+64)
+	out = make([]byte, 0, len(in)+len(model)+64)
 	out = append(out, `{"model":`...)
 	out = llm.AppendJSONString(out, model)
 	out = append(out, `,"input":`...)
-	out = append(out, in.Raw...)
-	if d := gjson.GetBytes(body, "dimensions"); d.Exists() && d.Type != gjson.Null {
-		if d.Type != gjson.Number || d.Int() <= 0 || float64(d.Int()) != d.Num {
+	out = append(out, in...)
+	if len(dims) > 0 && string(dims) != "null" {
+		n, whole := wholeNumber(dims)
+		if !whole || n <= 0 {
 			return nil, false, llm.Errorf(http.StatusBadRequest, llm.TypeInvalidRequest, "dimensions", "'dimensions' must be a positive integer.")
 		}
 		out = append(out, `,"dimensions":`...)
-		out = strconv.AppendInt(out, d.Int(), 10)
+		out = strconv.AppendInt(out, n, 10)
 	}
 	out = e.appendKeepAlive(out)
 	return append(out, '}'), b64, nil
+}
+
+// readTextInput reads an embeddings input and reports whether it is a
+// string or an array of strings.
+func readTextInput(s *jsonscan.Scanner) bool {
+	switch s.Peek() {
+	case jsonscan.String:
+		s.Skip()
+		return true
+	case jsonscan.Array:
+		ok := true
+		s.Array(func(int) bool {
+			ok = ok && s.Peek() == jsonscan.String
+			s.Skip()
+			return true
+		})
+		return ok
+	}
+	s.Skip()
+	return false
+}
+
+// wholeNumber reads a JSON number's text as an integer; whole is false
+// when it is not a number or has a fraction (2.0 and 2e3 are whole).
+func wholeNumber(raw []byte) (n int64, whole bool) {
+	if len(raw) == 0 || raw[0] != '-' && (raw[0] < '0' || raw[0] > '9') {
+		return 0, false
+	}
+	t := view(raw)
+	f, _ := strconv.ParseFloat(t, 64)
+	n = numText(t)
+	return n, float64(n) == f
 }

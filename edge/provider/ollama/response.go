@@ -7,10 +7,14 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"unsafe"
 
+	"github.com/meridian-mesh/meridian/edge/jsonscan"
 	"github.com/meridian-mesh/meridian/edge/llm"
-	"github.com/tidwall/gjson"
 )
+
+// Ollama's answers are read with jsonscan: each body or stream line once,
+// in order, into a small struct. A repeated key takes its last value.
 
 // errBadAnswer is the error for an upstream body that is not what Ollama
 // sends. It is retryable: nothing reached the client yet.
@@ -18,73 +22,187 @@ func errBadAnswer(what string) *llm.Error {
 	return &llm.Error{Status: http.StatusBadGateway, Type: llm.TypeUpstream, Message: "upstream answer is not " + what, Retryable: true}
 }
 
+// chatAnswer is what a chat answer, or one stream line, holds.
+type chatAnswer struct {
+	message    bool   // message is an object
+	content    string // message.content, if a string
+	calls      []llm.ToolCall
+	done       bool
+	reason     string
+	model      string
+	createdAt  string
+	prompt     int64
+	completion int64
+	err        []byte // the error member's JSON text
+	hasErr     bool
+}
+
+// read reads the object s holds next into a (which it resets, keeping
+// the calls' memory). It reports the first syntax error.
+func (a *chatAnswer) read(s *jsonscan.Scanner) error {
+	*a = chatAnswer{calls: a.calls[:0]}
+	s.Object(func(k []byte) bool {
+		switch string(k) {
+		case "message":
+			a.readMessage(s)
+		case "done":
+			a.done = false
+			if s.Peek() == jsonscan.Bool {
+				a.done = s.Bool()
+			} else {
+				s.Skip()
+			}
+		case "done_reason":
+			a.reason = optStr(s)
+		case "prompt_eval_count":
+			a.prompt = looseInt(s)
+		case "eval_count":
+			a.completion = looseInt(s)
+		case "model":
+			a.model = optStr(s)
+		case "created_at":
+			a.createdAt = optStr(s)
+		case "error":
+			a.err, a.hasErr = s.Raw(), true
+		}
+		return true
+	})
+	return s.Err()
+}
+
+func (a *chatAnswer) readMessage(s *jsonscan.Scanner) {
+	if s.Peek() != jsonscan.Object {
+		s.Skip()
+		a.message = false
+		return
+	}
+	a.message = true
+	s.Object(func(k []byte) bool {
+		switch string(k) {
+		case "content":
+			a.content = optStr(s)
+		case "tool_calls":
+			if s.Peek() != jsonscan.Array {
+				s.Skip()
+				return true
+			}
+			a.calls = a.calls[:0]
+			s.Array(func(int) bool {
+				a.calls = append(a.calls, readToolCall(s))
+				return true
+			})
+		}
+		return true
+	})
+}
+
+// errText is an error member's text for the logs: a string's value,
+// any other value's JSON.
+func errText(raw []byte) string {
+	s := jsonscan.New(raw)
+	switch s.Peek() {
+	case jsonscan.String:
+		return s.Str()
+	case jsonscan.Null:
+		return ""
+	}
+	return string(raw)
+}
+
 // decodeChat translates a non-streamed /api/chat answer. Tool calls keep
 // the ID Ollama gave them (servers since 0.12.10) or get a new one. A
 // thinking model's message.thinking has no canonical field and is
-// dropped.
+// dropped. Strings point into b.
 func decodeChat(b []byte, model string) (*llm.ChatCompletion, error) {
-	if !gjson.ValidBytes(b) {
+	s := jsonscan.New(b)
+	if s.Peek() != jsonscan.Object {
+		if s.Skip(); s.End() != nil {
+			return nil, errBadAnswer("valid JSON")
+		}
+		return nil, errBadAnswer("a chat answer")
+	}
+	var a chatAnswer
+	if a.read(s); s.End() != nil {
 		return nil, errBadAnswer("valid JSON")
 	}
-	top := gjson.ParseBytes(b)
-	if !top.IsObject() {
+	if a.hasErr {
+		return nil, &llm.Error{Status: http.StatusBadGateway, Type: llm.TypeUpstream, Message: "upstream answer is an error", Retryable: true, Cause: errors.New(errText(a.err))}
+	}
+	if !a.message {
 		return nil, errBadAnswer("a chat answer")
 	}
-	if e := top.Get("error"); e.Exists() {
-		return nil, &llm.Error{Status: http.StatusBadGateway, Type: llm.TypeUpstream, Message: "upstream answer is an error", Retryable: true, Cause: errors.New(e.String())}
-	}
-	msg := top.Get("message")
-	if !msg.IsObject() {
-		return nil, errBadAnswer("a chat answer")
-	}
-	if m := top.Get("model").Str; m != "" {
-		model = m
+	if a.model != "" {
+		model = a.model
 	}
 	var calls []llm.ToolCall
-	if tcs := msg.Get("tool_calls"); tcs.IsArray() {
-		tcs.ForEach(func(_, tc gjson.Result) bool {
-			calls = append(calls, toolCall(tc))
-			return true
-		})
+	if len(a.calls) > 0 {
+		calls = a.calls
 	}
 	am := llm.AnswerMessage{Role: llm.RoleAssistant, ToolCalls: calls}
-	if text := msg.Get("content").Str; text != "" || len(calls) == 0 {
+	if text := a.content; text != "" || len(calls) == 0 {
 		am.Content = &text
 	}
-	finish := llm.FinishFrom(llm.FormatOllama, top.Get("done_reason").Str)
+	finish := llm.FinishFrom(llm.FormatOllama, a.reason)
 	if len(calls) > 0 {
 		finish = llm.FinishToolCalls
 	} else if finish == "" {
 		finish = llm.FinishStop
 	}
-	u := usage(top.Get("prompt_eval_count").Int(), top.Get("eval_count").Int())
+	u := usage(a.prompt, a.completion)
 	return &llm.ChatCompletion{
 		ID:      newID("chatcmpl-"),
 		Object:  "chat.completion",
-		Created: unixTime(top.Get("created_at").Str),
+		Created: unixTime(a.createdAt),
 		Model:   model,
 		Choices: []llm.Choice{{Message: am, FinishReason: finish, Logprobs: []byte("null")}},
 		Usage:   &u,
 	}, nil
 }
 
-// toolCall translates one of Ollama's tool calls, whose arguments are an
-// object rather than JSON text.
-func toolCall(tc gjson.Result) llm.ToolCall {
-	fn := tc.Get("function")
-	id := tc.Get("id").Str
-	if id == "" {
-		id = newID("call_")
+// readToolCall reads one of Ollama's tool calls, whose arguments are an
+// object rather than JSON text. A value that is not an object is a call
+// with neither name nor arguments.
+func readToolCall(s *jsonscan.Scanner) llm.ToolCall {
+	tc := llm.ToolCall{Type: "function", Function: llm.FunctionCall{Arguments: "{}"}}
+	if s.Peek() != jsonscan.Object {
+		s.Skip()
+		tc.ID = newID("call_")
+		return tc
 	}
-	args := fn.Get("arguments")
-	text := args.Raw
-	switch {
-	case args.Type == gjson.String:
-		text = args.Str // a proxy that already speaks OpenAI's shape
-	case !args.IsObject():
-		text = "{}"
+	s.Object(func(k []byte) bool {
+		switch string(k) {
+		case "id":
+			tc.ID = optStr(s)
+		case "function":
+			tc.Function = llm.FunctionCall{Arguments: "{}"}
+			if s.Peek() != jsonscan.Object {
+				s.Skip()
+				return true
+			}
+			s.Object(func(k []byte) bool {
+				switch string(k) {
+				case "name":
+					tc.Function.Name = optStr(s)
+				case "arguments":
+					switch s.Peek() {
+					case jsonscan.String:
+						tc.Function.Arguments = s.Str() // a proxy that already speaks OpenAI's shape
+					case jsonscan.Object:
+						tc.Function.Arguments = view(s.Raw())
+					default:
+						s.Skip()
+						tc.Function.Arguments = "{}"
+					}
+				}
+				return true
+			})
+		}
+		return true
+	})
+	if tc.ID == "" {
+		tc.ID = newID("call_")
 	}
-	return llm.ToolCall{ID: id, Type: "function", Function: llm.FunctionCall{Name: fn.Get("name").Str, Arguments: text}}
+	return tc
 }
 
 func usage(prompt, completion int64) llm.Usage {
@@ -95,72 +213,97 @@ func usage(prompt, completion int64) llm.Usage {
 // body. Floats are copied as Ollama wrote them; base64 is little-endian
 // float32, as OpenAI encodes it.
 func decodeEmbed(b []byte, model string, b64 bool) ([]byte, llm.Usage, error) {
-	if !gjson.ValidBytes(b) {
-		return nil, llm.Usage{}, errBadAnswer("valid JSON")
-	}
-	top := gjson.ParseBytes(b)
-	embs := top.Get("embeddings")
-	if !embs.IsArray() {
+	s := jsonscan.New(b)
+	if s.Peek() != jsonscan.Object {
+		if s.Skip(); s.End() != nil {
+			return nil, llm.Usage{}, errBadAnswer("valid JSON")
+		}
 		return nil, llm.Usage{}, errBadAnswer("an embeddings answer")
 	}
-	if m := top.Get("model").Str; m != "" {
-		model = m
-	}
+	const head = `{"object":"list","data":[`
 	out := make([]byte, 0, len(b)+256)
-	out = append(out, `{"object":"list","data":[`...)
-	var raw []byte
-	var bad bool
-	i := 0
-	embs.ForEach(func(_, vec gjson.Result) bool {
-		if !vec.IsArray() {
-			bad = true
-			return false
-		}
-		if i > 0 {
-			out = append(out, ',')
-		}
-		out = append(out, `{"object":"embedding","index":`...)
-		out = strconv.AppendInt(out, int64(i), 10)
-		out = append(out, `,"embedding":`...)
-		if b64 {
-			raw = raw[:0]
-			vec.ForEach(func(_, x gjson.Result) bool {
-				f, err := strconv.ParseFloat(x.Raw, 32)
-				if x.Type != gjson.Number || err != nil {
-					bad = true
-					return false
-				}
-				raw = binary.LittleEndian.AppendUint32(raw, math.Float32bits(float32(f)))
+	out = append(out, head...)
+	var (
+		raw         []byte
+		embs, bad   bool
+		prompt      int64
+		answerModel string
+	)
+	s.Object(func(k []byte) bool {
+		switch string(k) {
+		case "model":
+			answerModel = optStr(s)
+		case "prompt_eval_count":
+			prompt = looseInt(s)
+		case "embeddings":
+			out, embs, bad = out[:len(head)], s.Peek() == jsonscan.Array, false
+			if !embs {
+				s.Skip()
 				return true
-			})
-			out = append(out, '"')
-			out = base64.StdEncoding.AppendEncode(out, raw)
-			out = append(out, '"')
-		} else {
-			out = append(out, '[')
-			n := 0
-			vec.ForEach(func(_, x gjson.Result) bool {
-				if x.Type != gjson.Number {
-					bad = true
-					return false
+			}
+			s.Array(func(i int) bool {
+				if bad {
+					return true // skipped: the rest must still be valid JSON
 				}
-				if n > 0 {
+				if s.Peek() != jsonscan.Array {
+					bad = true
+					return true
+				}
+				if i > 0 {
 					out = append(out, ',')
 				}
-				out = append(out, x.Raw...)
-				n++
+				out = append(out, `{"object":"embedding","index":`...)
+				out = strconv.AppendInt(out, int64(i), 10)
+				out = append(out, `,"embedding":`...)
+				if b64 {
+					raw = raw[:0]
+					s.Array(func(int) bool {
+						if bad || s.Peek() != jsonscan.Number {
+							bad = true
+							return true
+						}
+						f, err := strconv.ParseFloat(view(s.Raw()), 32)
+						if err != nil {
+							bad = true
+							return true
+						}
+						raw = binary.LittleEndian.AppendUint32(raw, math.Float32bits(float32(f)))
+						return true
+					})
+					out = append(out, '"')
+					out = base64.StdEncoding.AppendEncode(out, raw)
+					out = append(out, '"')
+				} else {
+					out = append(out, '[')
+					s.Array(func(n int) bool {
+						if bad || s.Peek() != jsonscan.Number {
+							bad = true
+							return true
+						}
+						if n > 0 {
+							out = append(out, ',')
+						}
+						out = append(out, s.Raw()...)
+						return true
+					})
+					out = append(out, ']')
+				}
+				out = append(out, '}')
 				return true
 			})
-			out = append(out, ']')
 		}
-		out = append(out, '}')
-		i++
-		return !bad
+		return true
 	})
-	if bad {
+	if s.End() != nil {
+		return nil, llm.Usage{}, errBadAnswer("valid JSON")
+	}
+	if !embs || bad {
 		return nil, llm.Usage{}, errBadAnswer("an embeddings answer")
 	}
-	u := usage(top.Get("prompt_eval_count").Int(), 0)
+	if answerModel != "" {
+		model = answerModel
+	}
+	u := usage(prompt, 0)
 	out = append(out, `],"model":`...)
 	out = llm.AppendJSONString(out, model)
 	out = append(out, `,"usage":{"prompt_tokens":`...)
@@ -169,4 +312,52 @@ func decodeEmbed(b []byte, model string, b64 bool) ([]byte, llm.Usage, error) {
 	out = strconv.AppendInt(out, int64(u.TotalTokens), 10)
 	out = append(out, "}}"...)
 	return out, u, nil
+}
+
+// view is b as a string without a copy; b must not change while it is used.
+func view(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+// optStr reads a string, or skips any other value and returns "".
+func optStr(s *jsonscan.Scanner) string {
+	if s.Peek() == jsonscan.String {
+		return s.Str()
+	}
+	s.Skip()
+	return ""
+}
+
+// looseInt reads a value as an integer the way this adapter always has
+// (gjson's Result.Int): a number truncated toward zero and clamped to
+// int64, true as 1, a string holding a number parsed, anything else 0.
+func looseInt(s *jsonscan.Scanner) int64 {
+	switch s.Peek() {
+	case jsonscan.Number:
+		return numText(view(s.Raw()))
+	case jsonscan.Bool:
+		if s.Bool() {
+			return 1
+		}
+	case jsonscan.String:
+		return numText(s.Str())
+	default:
+		s.Skip()
+	}
+	return 0
+}
+
+// numText is the integer value of a number's text, 0 if it is none.
+func numText(t string) int64 {
+	if n, err := strconv.ParseInt(t, 10, 64); err == nil {
+		return n
+	}
+	f, err := strconv.ParseFloat(t, 64)
+	switch {
+	case err != nil && f == 0:
+		return 0
+	case f >= math.MaxInt64:
+		return math.MaxInt64
+	case f < math.MinInt64:
+		return math.MinInt64
+	}
+	return int64(f)
 }

@@ -6,10 +6,11 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 
+	"github.com/meridian-mesh/meridian/edge/jsonscan"
 	"github.com/meridian-mesh/meridian/edge/llm"
 	"github.com/meridian-mesh/meridian/edge/provider/upstream"
-	"github.com/tidwall/gjson"
 )
 
 // Stream reading limits.
@@ -47,6 +48,8 @@ type stream struct {
 	long     []byte // a line longer than the reader's buffer, assembled
 	atEOF    bool   // the last line had no newline: the body has ended
 	chunk    llm.Chunk
+	scan     jsonscan.Scanner
+	line     chatAnswer // what the last line held
 
 	id      string
 	model   string
@@ -111,69 +114,39 @@ func (s *stream) Next() (*llm.Chunk, error) {
 }
 
 // translate turns one line into a chunk, or nil for a line with nothing
-// to pass on.
-//
-// Lines are not validated up front: that pass costs as much as the
-// parse. Ollama writes each line with a JSON encoder and every line
-// carries "done", so a line is checked in full only when the walk over
-// it did not reach "done" or "error" (gjson stops early on bad JSON),
-// or when the body ended inside it.
+// to pass on. The line is read once, in order (jsonscan), and checked as
+// it is read: a line that is not one JSON object is malformed, or, when
+// the body ended inside it, a cut stream. Texts point into the line,
+// which stays valid as long as the chunk does.
 func (s *stream) translate(line []byte) (*llm.Chunk, error) {
-	if s.atEOF && !gjson.ValidBytes(line) {
-		return nil, s.call.ReadErr(io.ErrUnexpectedEOF) // the body ended inside a line
-	}
-	if line[0] != '{' {
-		return nil, s.malformed()
-	}
-	var (
-		content, calls, errMsg gjson.Result
-		done, sawDone          bool
-		reason                 string
-		prompt, completion     int64
-	)
-	gjson.ParseBytes(line).ForEach(func(k, v gjson.Result) bool {
-		switch k.Str {
-		case "message":
-			v.ForEach(func(k, v gjson.Result) bool {
-				switch k.Str {
-				case "content":
-					content = v
-				case "tool_calls":
-					if v.IsArray() {
-						calls = v
-					}
-				}
-				return true
-			})
-		case "done":
-			done, sawDone = v.Type == gjson.True, true
-		case "done_reason":
-			reason = v.Str
-		case "prompt_eval_count":
-			prompt = v.Int()
-		case "eval_count":
-			completion = v.Int()
-		case "model":
-			if !s.started && v.Str != "" {
-				s.model = v.Str
+	sc := &s.scan
+	sc.Reset(line)
+	a := &s.line
+	if sc.Peek() != jsonscan.Object {
+		if s.atEOF {
+			if sc.Skip(); sc.End() != nil {
+				return nil, s.call.ReadErr(io.ErrUnexpectedEOF) // the body ended inside a line
 			}
-		case "created_at":
-			if s.created == 0 {
-				s.created = unixTime(v.Str)
-			}
-		case "error":
-			errMsg = v
 		}
-		return true
-	})
-	if !sawDone && !errMsg.Exists() && !gjson.ValidBytes(line) {
 		return nil, s.malformed()
 	}
-	if errMsg.Exists() {
+	if a.read(sc); sc.End() != nil {
+		if s.atEOF {
+			return nil, s.call.ReadErr(io.ErrUnexpectedEOF)
+		}
+		return nil, s.malformed()
+	}
+	if !s.started && a.model != "" {
+		s.model = strings.Clone(a.model) // it outlives the line
+	}
+	if s.created == 0 && a.createdAt != "" {
+		s.created = unixTime(a.createdAt)
+	}
+	if a.hasErr {
 		// A runner failure, like a 5xx: its text (which may name model
 		// files on the server) goes to the logs, not to the client.
 		return nil, &llm.Error{Status: http.StatusBadGateway, Type: llm.TypeUpstream,
-			Message: "upstream provider " + s.provider + " reported an error mid-stream", Cause: errors.New(errMsg.String())}
+			Message: "upstream provider " + s.provider + " reported an error mid-stream", Cause: errors.New(strings.Clone(errText(a.err)))}
 	}
 	if s.created == 0 {
 		s.created = unixTime("")
@@ -195,27 +168,29 @@ func (s *stream) translate(line []byte) (*llm.Chunk, error) {
 		ch.Role, ch.HasContent = llm.RoleAssistant, true
 		news = true
 	}
-	if content.Type == gjson.String && content.Str != "" {
-		ch.Content, ch.HasContent = content.Str, true
+	if a.content != "" {
+		ch.Content, ch.HasContent = a.content, true
 		news = true
 	}
-	calls.ForEach(func(_, tc gjson.Result) bool {
-		call := toolCall(tc)
-		ch.ToolCalls = append(ch.ToolCalls, llm.ToolCallDelta{Index: s.calls, ID: call.ID, Name: call.Function.Name, Arguments: call.Function.Arguments})
+	for i := range a.calls {
+		// A call comes whole and rarely: it is copied, for consumers
+		// that keep calls past the chunk.
+		call := &a.calls[i]
+		ch.ToolCalls = append(ch.ToolCalls, llm.ToolCallDelta{Index: s.calls, ID: strings.Clone(call.ID),
+			Name: strings.Clone(call.Function.Name), Arguments: strings.Clone(call.Function.Arguments)})
 		s.calls++
 		news = true
-		return true
-	})
+	}
 
-	if !done {
+	if !a.done {
 		if !news {
 			return nil, nil
 		}
 		return c, nil
 	}
 	s.done = true
-	s.usage = usage(prompt, completion)
-	s.finish = llm.FinishFrom(llm.FormatOllama, reason)
+	s.usage = usage(a.prompt, a.completion)
+	s.finish = llm.FinishFrom(llm.FormatOllama, a.reason)
 	if s.calls > 0 {
 		s.finish = llm.FinishToolCalls
 	} else if s.finish == "" {

@@ -95,11 +95,14 @@ func runChild(t *testing.T, mode string) {
 		t.Fatal(err)
 	}
 	// A thousand memberlist instances allocate a compressor per packet
-	// (the LAN profile compresses): collect less often, the machine has
-	// the memory.
+	// (the LAN profile compresses, about 84 KB of LZW tables per packet
+	// each way): collect less often, the machine has the memory. A
+	// thousand stand-ins hold about 2.4 GB of tables (each its own
+	// decoded table of a thousand nodes, as a real edge holds), so the
+	// limit leaves room above that.
 	debug.SetGCPercent(400)
-	debug.SetMemoryLimit(5 << 30) // but the machine is shared: at most 5 GiB
-	ctx, cancel := context.WithTimeout(context.Background(), 11*time.Minute)
+	debug.SetMemoryLimit(10 << 30) // the machine has 24 GiB, shared
+	ctx, cancel := context.WithTimeout(context.Background(), *bound-time.Minute)
 	defer cancel()
 	if path := os.Getenv("SCALE_CPUPROFILE"); path != "" {
 		pf, err := os.Create(path)
@@ -242,11 +245,10 @@ func joinTree(nodes []*gossip.Node) error {
 		err := parallel(len(wave), 16, func(i int) error {
 			var err error
 			for range 5 { // a loaded machine times joins out now and then
-				var seeds []string
-				for _, k := range rand.Perm(len(pool))[:min(3, len(pool))] {
-					seeds = append(seeds, pool[k].Addr())
-				}
-				if _, err = wave[i].Join(seeds...); err == nil {
+				// One seed per attempt: memberlist pushes and pulls the
+				// whole state with every seed it reaches, and one
+				// exchange teaches the newcomer everyone.
+				if _, err = wave[i].Join(pool[rand.IntN(len(pool))].Addr()); err == nil {
 					return nil
 				}
 			}
@@ -255,8 +257,17 @@ func joinTree(nodes []*gossip.Node) error {
 		if err != nil {
 			return err
 		}
+		progress("joined %d of %d", min(2*joined, len(nodes)), len(nodes))
 	}
 	return nil
+}
+
+// progress notes a long phase's progress on stderr, with the time and
+// the heap, so a slow fleet shows where it is.
+func progress(format string, args ...any) {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	fmt.Fprintf(os.Stderr, "scale child %s: %s (heap %d MiB)\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...), m.HeapInuse>>20)
 }
 
 func measure(ctx context.Context, n int, urls []string, keys []ed25519.PublicKey, p *parent, placeOn int) (r Row) {
@@ -352,8 +363,23 @@ func measure(ctx context.Context, n int, urls []string, keys []ed25519.PublicKey
 			return r
 		}
 	}
+	if path := os.Getenv("SCALE_MEMPROFILE"); path != "" {
+		if pf, err := os.Create(path); err == nil {
+			runtime.GC()
+			pprof.WriteHeapProfile(pf)
+			pf.Close()
+		}
+	}
+	progress("every edge has revision %d", rev)
 	// Gossip converges.
-	if !poll(ctx, 180*time.Second, pollStep(n, 500*time.Millisecond), func() bool { return allAlive(nodes, n) }) {
+	last := time.Now()
+	if !poll(ctx, 180*time.Second, pollStep(n, 500*time.Millisecond), func() bool {
+		if time.Since(last) > 10*time.Second {
+			last = time.Now()
+			progress("converging: %s", aliveSpread(nodes))
+		}
+		return allAlive(nodes, n)
+	}) {
 		r.Failed = fmt.Sprintf("gossip did not converge within 180 s (%s)", aliveSpread(nodes))
 		return r
 	}
@@ -367,9 +393,19 @@ func measure(ctx context.Context, n int, urls []string, keys []ed25519.PublicKey
 		e.gw.Router().SetMembers(ms)
 	}
 
-	// Propagation: one route edited per change.
+	// Propagation: one route edited per change. Before each change the
+	// fleet settles (every edge reports its table within about 300 ms of
+	// applying it, a burst the control plane serves on these same two
+	// cores) and the process collects its garbage: a real edge's heap is
+	// its own few megabytes, where here a collection of every stand-in's
+	// tables would stall whichever edges it caught. Neither wait is timed.
 	var samples []time.Duration
 	for ch := range *changes {
+		if sleep(ctx, *changeGap) != nil {
+			r.Failed = "deadline"
+			return r
+		}
+		runtime.GC()
 		rev, err := p.write(fsm.PutOp(route(fmt.Sprintf("model-%04d", ch%*routes), ch+1+n*100)))
 		if err != nil {
 			r.Failed = err.Error()

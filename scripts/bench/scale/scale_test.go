@@ -34,12 +34,14 @@ var (
 	poolsFlag  = flag.String("pools", "", "fleet sizes at which to compare one global gossip pool with a pool per region plus a WAN pool, comma-separated (empty: none)")
 	changes    = flag.Int("changes", 10, "route changes timed per size")
 	routes     = flag.Int("routes", 100, "routes in the table")
+	changeGap  = flag.Duration("change-gap", time.Second, "the pause before each timed route change")
 	latency    = flag.Duration("latency", 5*time.Millisecond, "the stubbed link latency every peer is seen at")
 	window     = flag.Duration("window", 10*time.Second, "steady-state window for gossip and reporting cost")
 	poolWindow = flag.Duration("pool-window", 20*time.Second, "steady-state window of the gossip pools comparison")
 	scaleFrom  = flag.Int("scale-from", 300, "fleet size from which the simulation multiplies the probe and push-pull timers by -scale-by")
 	scaleBy    = flag.Int("scale-by", 5, "the timer multiplier from -scale-from edges (1: the shipped profile at every size)")
 	readmePath = flag.String("readme", "", "replace the bench:scale section of this markdown file with the results")
+	bound      = flag.Duration("bound", 12*time.Minute, "the whole run's bound; an edge process gets this less one minute")
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -169,7 +171,7 @@ func TestScale(t *testing.T) {
 		keys = append(keys, base64.StdEncoding.EncodeToString(k))
 	}
 	env := []string{envURLs + "=" + strings.Join(urls, ","), envKeys + "=" + strings.Join(keys, ",")}
-	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), *bound)
 	defer cancel()
 	var rows []Row
 	var pools []PoolRow
@@ -248,8 +250,8 @@ func spawn(ctx context.Context, mode string, env []string, write func(...*contro
 	if err != nil {
 		return err
 	}
-	args := []string{"-test.run", "^TestScale$", "-test.timeout", "14m",
-		"-changes", strconv.Itoa(*changes), "-routes", strconv.Itoa(*routes), "-latency", latency.String(),
+	args := []string{"-test.run", "^TestScale$", "-test.timeout", (*bound + 2*time.Minute).String(), "-bound", bound.String(),
+		"-changes", strconv.Itoa(*changes), "-routes", strconv.Itoa(*routes), "-latency", latency.String(), "-change-gap", changeGap.String(),
 		"-window", window.String(), "-pool-window", poolWindow.String(),
 		"-scale-from", strconv.Itoa(*scaleFrom), "-scale-by", strconv.Itoa(*scaleBy)}
 	cmd := exec.CommandContext(ctx, exe, args...)

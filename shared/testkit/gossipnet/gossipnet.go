@@ -22,8 +22,11 @@ import (
 )
 
 // QueueLen is each transport's packet queue, in packets. A packet sent to
-// a full queue is lost.
-const QueueLen = 1024
+// a full queue is lost. It is about what Linux's default UDP receive
+// buffer (208 KiB) holds of memberlist's 1,400-byte gossip packets, so a
+// starved receiver loses packets as a real one would, and a thousand
+// transports hold at most about 350 MB between them.
+const QueueLen = 256
 
 // Port is the port every transport advertises; addresses differ by IP.
 const Port = 7946

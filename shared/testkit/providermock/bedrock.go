@@ -14,7 +14,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/protocol/eventstream"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
-	"github.com/tidwall/gjson"
 )
 
 // Kind "bedrock" speaks AWS Bedrock's runtime Converse API:
@@ -91,14 +90,7 @@ func (s *Server) serveBedrock(rq *request) {
 		rq.bedrockError(http.StatusBadRequest, "ValidationException", "Malformed input request, please reformat your input and try again.")
 		return
 	}
-	var bad string
-	gjson.ParseBytes(rq.body).ForEach(func(k, _ gjson.Result) bool {
-		if !bedrockFields[k.Str] {
-			bad = k.Str
-		}
-		return bad == ""
-	})
-	if bad != "" {
+	if bad := bedrockExtraKey(rq.body); bad != "" {
 		rq.bedrockError(http.StatusBadRequest, "ValidationException", "Malformed input request: extraneous key ["+bad+"] is not permitted, please reformat your input and try again.")
 		return
 	}
@@ -125,8 +117,8 @@ func (s *Server) serveBedrock(rq *request) {
 	last := req.Messages[len(req.Messages)-1]
 	var text strings.Builder
 	for _, c := range last.Content {
-		if t := gjson.GetBytes(c, "text"); t.Type == gjson.String {
-			text.WriteString(t.Str)
+		if t, ok := blockText(c); ok {
+			text.WriteString(t)
 			text.WriteByte(' ')
 		}
 	}
@@ -161,6 +153,43 @@ func (s *Server) serveBedrock(rq *request) {
 		return
 	}
 	rq.bedrockStream(chunks, inTokens, tool, &d)
+}
+
+// bedrockExtraKey returns the first top-level key of body, a valid JSON
+// document, that Converse does not take, or "".
+func bedrockExtraKey(body []byte) string {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return ""
+	}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return ""
+		}
+		if k, _ := t.(string); !bedrockFields[k] {
+			return k
+		}
+		var skip json.RawMessage
+		if dec.Decode(&skip) != nil {
+			return ""
+		}
+	}
+	return ""
+}
+
+// blockText returns a content block's text, if it has a string one.
+func blockText(block []byte) (string, bool) {
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(block, &fields) != nil {
+		return "", false
+	}
+	var t string
+	raw := fields["text"]
+	if len(raw) == 0 || raw[0] != '"' || json.Unmarshal(raw, &t) != nil {
+		return "", false
+	}
+	return t, true
 }
 
 // bedrockStatus answers a status directive with Bedrock's exception.

@@ -3,6 +3,8 @@ package providermock_test
 import (
 	"context"
 	"errors"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -100,5 +102,40 @@ func TestBedrockMockRefusesABadSignature(t *testing.T) {
 	var ae smithy.APIError
 	if !errors.As(err, &ae) || ae.ErrorCode() != "InvalidSignatureException" {
 		t.Fatalf("err %v", err)
+	}
+}
+
+// TestBedrockMockChecksTheBody posts raw Converse bodies: the first key
+// Converse does not take is named, and directives are read from the
+// last turn's text blocks only.
+func TestBedrockMockChecksTheBody(t *testing.T) {
+	s, err := providermock.New(providermock.Config{Kind: providermock.KindBedrock, Chunks: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := s.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	for _, tc := range []struct {
+		body, want string
+		status     int
+	}{
+		{`{"messages":[{"role":"user","content":[{"text":"hi"}]}],"zeta":1,"alpha":2}`, "extraneous key [zeta]", 400},
+		{`{"messages":[{"role":"user","content":[{"image":{}},{"text":5},{"text":"#mock status=429"}]}]}`, "ThrottlingException", 429},
+		{`{"messages":[{"role":"user","content":[{"text":"#mock status=429"}]},{"role":"assistant","content":[{"text":"ok"}]},{"role":"user","content":[{"text":"hi"}]}]}`, `"stopReason"`, 200},
+		{`null`, "must start with a user message", 400},
+	} {
+		resp, err := http.Post(base+"/model/m/converse", "application/json", strings.NewReader(tc.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got := string(b) + " " + resp.Header.Get("X-Amzn-Errortype")
+		if resp.StatusCode != tc.status || !strings.Contains(got, tc.want) {
+			t.Errorf("%s: %d %s, want %d with %q", tc.body, resp.StatusCode, got, tc.status, tc.want)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package providermock
 
 import (
+	"bytes"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -8,8 +9,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-
-	"github.com/tidwall/gjson"
 )
 
 // Kind "gemini" speaks the Gemini API (v1beta, generateContent):
@@ -380,18 +379,27 @@ func geminiDecodeError(err error) string {
 	return "Invalid JSON payload received. Unexpected token."
 }
 
-// geminiUnknownField returns the first top-level field that a
-// GenerateContentRequest lacks, or "".
+// geminiUnknownField returns the first top-level field, in the body's
+// order, that a GenerateContentRequest lacks, or "".
 func geminiUnknownField(body []byte) string {
-	unknown := ""
-	gjson.ParseBytes(body).ForEach(func(k, _ gjson.Result) bool {
-		if !geminiFields[k.Str] {
-			unknown = k.Str
-			return false
+	d := json.NewDecoder(bytes.NewReader(body))
+	if t, err := d.Token(); err != nil || t != json.Delim('{') {
+		return ""
+	}
+	for d.More() {
+		t, err := d.Token()
+		if err != nil {
+			return ""
 		}
-		return true
-	})
-	return unknown
+		if k, _ := t.(string); !geminiFields[k] {
+			return k
+		}
+		var skip json.RawMessage
+		if d.Decode(&skip) != nil {
+			return ""
+		}
+	}
+	return ""
 }
 
 // geminiGenerate answers generateContent (mode "") and

@@ -18,8 +18,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tidwall/gjson"
-	"github.com/tidwall/sjson"
+	"github.com/meridian-mesh/meridian/edge/jsonscan"
 )
 
 // Kind "vertex" speaks Google Vertex AI for two publishers:
@@ -74,27 +73,91 @@ func (s *Server) serveVertex(rq *request) {
 		}
 		s.geminiGenerate(rq, model, mode)
 	case "anthropic:rawPredict", "anthropic:streamRawPredict":
-		if v := gjson.GetBytes(rq.body, "anthropic_version").Str; v != VertexAnthropicVersion {
+		var top map[string]json.RawMessage // nil unless the body is an object
+		json.Unmarshal(rq.body, &top)
+		if jsonString(top["anthropic_version"]) != VertexAnthropicVersion {
 			rq.geminiError(http.StatusBadRequest, "INVALID_ARGUMENT", `anthropic_version: must be "`+VertexAnthropicVersion+`"`)
 			return
 		}
-		if gjson.GetBytes(rq.body, "model").Exists() {
+		if _, ok := top["model"]; ok {
 			rq.geminiError(http.StatusBadRequest, "INVALID_ARGUMENT", "model: Extra inputs are not permitted")
 			return
 		}
-		if streamed := gjson.GetBytes(rq.body, "stream").Bool(); streamed != (action == "streamRawPredict") {
+		if streamed := jsonTruthy(top["stream"]); streamed != (action == "streamRawPredict") {
 			rq.geminiError(http.StatusBadRequest, "INVALID_ARGUMENT", "stream must be true for streamRawPredict, and absent or false for rawPredict")
 			return
 		}
 		// From here on it is Anthropic's Messages API.
-		body, _ := sjson.DeleteBytes(rq.body, "anthropic_version")
-		body, _ = sjson.SetBytes(body, "model", model)
-		rq.body = body
+		rq.body = vertexToAnthropic(rq.body, model)
 		rq.r.Header.Set("Anthropic-Version", "2023-06-01")
 		s.anthropicMessages(rq)
 	default:
 		rq.geminiError(http.StatusNotFound, "NOT_FOUND", "Method not found.")
 	}
+}
+
+// jsonString returns raw's string, or "" when it is not a JSON string.
+func jsonString(raw json.RawMessage) string {
+	var s string
+	if json.Unmarshal(raw, &s) != nil {
+		return ""
+	}
+	return s
+}
+
+// jsonTruthy reads raw as a flag, leniently: true, a string that says
+// true, or a number other than 0.
+func jsonTruthy(raw json.RawMessage) bool {
+	var v any
+	if json.Unmarshal(raw, &v) != nil {
+		return false
+	}
+	switch v := v.(type) {
+	case bool:
+		return v
+	case string:
+		b, _ := strconv.ParseBool(strings.ToLower(v))
+		return b
+	case float64:
+		return v != 0
+	}
+	return false
+}
+
+// jsonInt reads raw as an integer, leniently: a number (truncated) or a
+// string holding one; anything else is 0.
+func jsonInt(raw json.RawMessage) int64 {
+	var v any
+	if json.Unmarshal(raw, &v) != nil {
+		return 0
+	}
+	switch v := v.(type) {
+	case float64:
+		return int64(v)
+	case string:
+		f, _ := strconv.ParseFloat(v, 64)
+		return int64(f)
+	case bool:
+		if v {
+			return 1
+		}
+	}
+	return 0
+}
+
+// vertexToAnthropic turns a Vertex rawPredict body, a JSON object, into
+// an Anthropic Messages body: anthropic_version goes and model (which the
+// body lacks) is added last; the other members keep their order and
+// bytes.
+func vertexToAnthropic(body []byte, model string) []byte {
+	out, err := jsonscan.Delete(body, "anthropic_version")
+	if err == nil {
+		out, err = jsonscan.Set(out, jsonscan.AppendString(nil, model), "model")
+	}
+	if err != nil {
+		return body // not an object: the Anthropic mock answers for it
+	}
+	return out
 }
 
 // TokenServer is a stand-in for Google's OAuth token endpoint: it
@@ -236,16 +299,17 @@ func (t *TokenServer) verify(assertion string) error {
 	if err != nil {
 		return errors.New("bad claims encoding")
 	}
-	c := gjson.ParseBytes(claims)
+	var c map[string]json.RawMessage // nil when the claims are not an object
+	json.Unmarshal(claims, &c)
 	now := time.Now().Unix()
 	switch {
-	case c.Get("iss").Str != t.email:
+	case jsonString(c["iss"]) != t.email:
 		return errors.New("wrong issuer")
-	case c.Get("aud").Str != t.TokenURL():
+	case jsonString(c["aud"]) != t.TokenURL():
 		return errors.New("wrong audience")
-	case !strings.Contains(c.Get("scope").Str, "https://www.googleapis.com/auth/cloud-platform"):
+	case !strings.Contains(jsonString(c["scope"]), "https://www.googleapis.com/auth/cloud-platform"):
 		return errors.New("no cloud-platform scope")
-	case c.Get("exp").Int() < now || c.Get("iat").Int() > now+60:
+	case jsonInt(c["exp"]) < now || jsonInt(c["iat"]) > now+60:
 		return errors.New("expired or not yet valid")
 	}
 	return nil
