@@ -18,7 +18,6 @@ var allowedModules = []string{
 	"google.golang.org/protobuf/",                         // (prometheus)
 	"golang.org/x/sys/",                                   // (prometheus procfs)
 	"go.yaml.in/yaml/v3",                                  // config file
-	"github.com/tidwall/",                                 // gjson/sjson: byte-level JSON edits on the hot path
 	"github.com/hashicorp/memberlist",                     // edge gossip
 	"github.com/hashicorp/go-",                            // (memberlist: metrics, msgpack, sockaddr, immutable-radix, multierror)
 	"github.com/hashicorp/errwrap",                        // (memberlist)
