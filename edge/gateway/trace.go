@@ -89,10 +89,10 @@ const (
 	seenAll = hasMaxTokens | hasMaxCompletion | hasTemperature
 )
 
-// read skims the body's top level once (eachMember), stopping when all
+// read skims the body's top level once (jsonscan.EachMember), stopping when all
 // three names have been met.
 func (b *bodySampling) read(body []byte) {
-	eachMember(body, func(k, v []byte) bool {
+	jsonscan.EachMember(body, func(k, v []byte) bool {
 		var bit uint8
 		switch string(k) {
 		case "max_tokens":
@@ -144,11 +144,11 @@ func truncInt(raw []byte) int64 {
 }
 
 // answerModel returns the first "model" of an answer's top level when
-// it is a non-empty string. It skims (eachMember): an embeddings answer
+// it is a non-empty string. It skims (jsonscan.EachMember): an embeddings answer
 // names its model after the vectors.
 func answerModel(body []byte) string {
 	model := ""
-	eachMember(body, func(k, v []byte) bool {
+	jsonscan.EachMember(body, func(k, v []byte) bool {
 		if string(k) != "model" {
 			return true
 		}

@@ -22,7 +22,7 @@ func FuzzReaders(f *testing.F) {
 		readEvent(b, false)
 		readEvent(b, true)
 		_, valid := responseObject(b)
-		got, ok := member(b, "usage")
+		got, ok := jsonscan.Member(b, "usage")
 		if !valid {
 			return
 		}

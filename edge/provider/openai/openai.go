@@ -92,7 +92,7 @@ func body(req *llm.Request, upstreamModel string) (b []byte, stripUsage bool, er
 		if errors.Is(err, jsonscan.ErrPath) {
 			// stream_options is null (or another scalar): it becomes
 			// the object. An array stays an error.
-			if v, _ := member(b, "stream_options"); len(v) == 0 || v[0] != '[' {
+			if v, _ := jsonscan.Member(b, "stream_options"); len(v) == 0 || v[0] != '[' {
 				out, err = jsonscan.Set(b, []byte(`{"include_usage":true}`), "stream_options")
 			}
 		}
@@ -129,7 +129,7 @@ func (a *Adapter) Do(ctx context.Context, req *llm.Request, upstreamModel string
 		out := &llm.Response{Body: b, Upstream: call.Since()}
 		// Skimmed to the usage, which comes last: an embeddings answer
 		// holds thousands of numbers before it.
-		if u, ok := member(b, "usage"); ok && len(u) > 0 && u[0] == '{' {
+		if u, ok := jsonscan.Member(b, "usage"); ok && len(u) > 0 && u[0] == '{' {
 			out.Usage = readUsage(jsonscan.New(u))
 		}
 		return out, nil

@@ -1,11 +1,11 @@
-package gateway
+package jsonscan
 
 import "bytes"
 
-// The skim is a copy of edge/provider/openai's (read.go), until one
-// home for it exists: the trace reads one to three top-level members of
-// bodies that can hold thousands of numbers (embeddings), which a
-// checked walk would read at many times gjson's cost.
+// The skim finds top-level members of big bodies without checking them:
+// the gateway's trace and the openai adapter read one to three members of
+// bodies that can hold thousands of numbers (embeddings), which a checked
+// walk would read at many times the cost.
 
 // skimStop marks the bytes a skim stops at: quotes, backslashes and
 // brackets.
@@ -16,14 +16,20 @@ var skimStop = func() (t [256]bool) {
 	return t
 }()
 
-// eachMember calls each with the key (escapes in place) and value bytes
+// EachMember calls each with the key (escapes in place) and value bytes
 // of every top-level member of the object in data, until it returns
 // false. It skims: values are delimited by counting brackets outside
 // strings, not checked, so a lookup of one late member (usage, after an
 // embeddings answer's thousands of numbers) costs what gjson's path
 // lookup cost, not a validating walk. What it hands over is checked by
 // the jsonscan reader that reads it. A malformed object ends the walk.
-func eachMember(data []byte, each func(key, value []byte) bool) {
+//
+// EachMember does not validate: it accepts bytes that are not JSON (a
+// value such as tru or 1x2, a key with a bad escape, an object left
+// unclosed after the member it stops at) and hands over values that may
+// be malformed. Read what it hands over with a Scanner, which checks;
+// never pass it on as JSON unchecked. Keys are raw (escapes left in).
+func EachMember(data []byte, each func(key, value []byte) bool) {
 	i := skimSpace(data, 0)
 	if i >= len(data) || data[i] != '{' {
 		return
@@ -140,4 +146,18 @@ func skimValue(data []byte, i int) int {
 		i++
 	}
 	return i
+}
+
+// Member returns the value of the first top-level member named key in
+// the object in data, skimmed as EachMember skims: unchecked, so read
+// it with a Scanner. The key is compared raw (escapes not decoded).
+func Member(data []byte, key string) (value []byte, ok bool) {
+	EachMember(data, func(k, v []byte) bool {
+		if string(k) == key {
+			value, ok = v, true
+			return false
+		}
+		return true
+	})
+	return value, ok
 }
