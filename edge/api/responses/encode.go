@@ -3,7 +3,6 @@ package responses
 import (
 	"bytes"
 	"errors"
-	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -274,7 +273,7 @@ func inputTokens(body []byte, path []string) (n int64, ok bool) {
 			if depth < len(path) {
 				ok = walk(depth + 1)
 			} else {
-				n, ok = lenientInt(s), true
+				n, ok = s.LooseInt(), true
 			}
 			return false
 		})
@@ -282,54 +281,6 @@ func inputTokens(body []byte, path []string) (n int64, ok bool) {
 	}
 	walk(0)
 	return n, ok && s.Err() == nil
-}
-
-// lenientInt reads a token count as this package always has (it was
-// gjson's Result.Int): a number exactly when it is an integer, else
-// truncated towards zero and clamped; a string holding a number as
-// that number; true as 1; anything else as 0.
-func lenientInt(s *jsonscan.Scanner) int64 {
-	switch s.Peek() {
-	case jsonscan.Number:
-		return numberInt(string(s.Raw()))
-	case jsonscan.String:
-		str := s.Str()
-		if len(str) > 0 && (str[0] == '-' || str[0] >= '0' && str[0] <= '9') && strings.IndexFunc(str[1:], notDigit) < 0 && str != "-" {
-			return numberInt(str)
-		}
-		if f, err := strconv.ParseFloat(str, 64); err == nil {
-			return clampInt(f)
-		}
-	case jsonscan.Bool:
-		if s.Bool() {
-			return 1
-		}
-	default:
-		s.Skip()
-	}
-	return 0
-}
-
-func notDigit(r rune) bool { return r < '0' || r > '9' }
-
-// numberInt reads a number's text: exactly when it is an integer that
-// fits, else as a float truncated and clamped.
-func numberInt(text string) int64 {
-	if n, err := strconv.ParseInt(text, 10, 64); err == nil {
-		return n
-	}
-	f, _ := strconv.ParseFloat(text, 64)
-	return clampInt(f)
-}
-
-func clampInt(f float64) int64 {
-	switch {
-	case f >= math.MaxInt64:
-		return math.MaxInt64
-	case f < math.MinInt64:
-		return math.MinInt64
-	}
-	return int64(f)
 }
 
 // call is one function call of a streamed answer.

@@ -107,7 +107,7 @@ func inputTokens(b []byte) (n int64, ok bool) {
 			return true
 		}
 		if ok = s.Peek() == jsonscan.Number; ok {
-			n = count(s)
+			n = s.LooseInt()
 		}
 		return false
 	})

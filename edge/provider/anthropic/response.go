@@ -2,9 +2,7 @@ package anthropic
 
 import (
 	"encoding/json"
-	"math"
 	"net/http"
-	"strconv"
 
 	"github.com/meridian-mesh/meridian/edge/jsonscan"
 	"github.com/meridian-mesh/meridian/edge/llm"
@@ -209,13 +207,13 @@ func (c *counts) read(s *jsonscan.Scanner) {
 	s.Object(func(k []byte) bool {
 		switch string(k) {
 		case "input_tokens":
-			c.in, c.has = int(count(s)), c.has|hasIn
+			c.in, c.has = int(s.LooseInt()), c.has|hasIn
 		case "cache_read_input_tokens":
-			c.cacheRead, c.has = int(count(s)), c.has|hasCacheRead
+			c.cacheRead, c.has = int(s.LooseInt()), c.has|hasCacheRead
 		case "cache_creation_input_tokens":
-			c.cacheWrite, c.has = int(count(s)), c.has|hasCacheWrite
+			c.cacheWrite, c.has = int(s.LooseInt()), c.has|hasCacheWrite
 		case "output_tokens":
-			c.out, c.has = int(count(s)), c.has|hasOut
+			c.out, c.has = int(s.LooseInt()), c.has|hasOut
 		}
 		return true
 	})
@@ -279,46 +277,4 @@ func str(s *jsonscan.Scanner) string {
 	}
 	s.Skip()
 	return ""
-}
-
-// count reads a count as gjson's Result.Int did: a number is truncated
-// toward zero and clamped to int64, a string holding a number is that
-// number, true is 1, anything else 0.
-func count(s *jsonscan.Scanner) int64 {
-	switch s.Peek() {
-	case jsonscan.Number:
-		text := view(s.Raw())
-		if n, err := strconv.ParseInt(text, 10, 64); err == nil {
-			return n
-		}
-		f, _ := strconv.ParseFloat(text, 64) // ±Inf when out of range
-		return clamp(f)
-	case jsonscan.String:
-		text := s.Str()
-		if n, err := strconv.ParseInt(text, 10, 64); err == nil {
-			return n
-		}
-		if f, err := strconv.ParseFloat(text, 64); err == nil {
-			return clamp(f)
-		}
-		return 0
-	case jsonscan.Bool:
-		if s.Bool() {
-			return 1
-		}
-		return 0
-	}
-	s.Skip()
-	return 0
-}
-
-// clamp truncates f toward zero into int64's range.
-func clamp(f float64) int64 {
-	switch {
-	case f >= math.MaxInt64:
-		return math.MaxInt64
-	case f < math.MinInt64:
-		return math.MinInt64
-	}
-	return int64(f)
 }

@@ -270,7 +270,7 @@ func (e *event) read(s *jsonscan.Scanner, data []byte) {
 		case "type":
 			e.typ = str(s)
 		case "index":
-			e.index = count(s)
+			e.index = s.LooseInt()
 		case "message":
 			e.readMessage(s)
 		case "content_block":

@@ -1,9 +1,7 @@
 package bedrock
 
 import (
-	"math"
 	"net/http"
-	"strconv"
 	"strings"
 
 	"github.com/meridian-mesh/meridian/edge/jsonscan"
@@ -42,42 +40,6 @@ func optStr(s *jsonscan.Scanner) string {
 	return ""
 }
 
-// looseInt reads a value as an integer the way this adapter always has
-// (gjson's Result.Int): a number truncated toward zero and clamped to
-// int64, true as 1, a string holding a number parsed, anything else 0.
-func looseInt(s *jsonscan.Scanner) int64 {
-	switch s.Peek() {
-	case jsonscan.Number:
-		return numText(view(s.Raw()))
-	case jsonscan.Bool:
-		if s.Bool() {
-			return 1
-		}
-	case jsonscan.String:
-		return numText(s.Str())
-	default:
-		s.Skip()
-	}
-	return 0
-}
-
-// numText is the integer value of a number's text, 0 if it is none.
-func numText(t string) int64 {
-	if n, err := strconv.ParseInt(t, 10, 64); err == nil {
-		return n
-	}
-	f, err := strconv.ParseFloat(t, 64)
-	switch {
-	case err != nil && f == 0:
-		return 0
-	case f >= math.MaxInt64:
-		return math.MaxInt64
-	case f < math.MinInt64:
-		return math.MinInt64
-	}
-	return int64(f)
-}
-
 // readUsage reads Converse's usage object; any other value counts nothing.
 func readUsage(s *jsonscan.Scanner) llm.Usage {
 	var in, out, total int64
@@ -85,11 +47,11 @@ func readUsage(s *jsonscan.Scanner) llm.Usage {
 		s.Object(func(k []byte) bool {
 			switch string(k) {
 			case "inputTokens":
-				in = looseInt(s)
+				in = s.LooseInt()
 			case "outputTokens":
-				out = looseInt(s)
+				out = s.LooseInt()
 			case "totalTokens":
-				total = looseInt(s)
+				total = s.LooseInt()
 			}
 			return true
 		})

@@ -216,7 +216,7 @@ func (ev *eventFields) read(sc *jsonscan.Scanner, p []byte) {
 	sc.Object(func(k []byte) bool {
 		switch string(k) {
 		case "contentBlockIndex":
-			ev.index = looseInt(sc)
+			ev.index = sc.LooseInt()
 		case "start":
 			if sc.Peek() != jsonscan.Object {
 				sc.Skip()

@@ -1,8 +1,6 @@
 package gemini
 
 import (
-	"errors"
-	"math"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -47,7 +45,7 @@ func decodeResponse(b []byte, model string) (*llm.ChatCompletion, error) {
 			choices = make([]llm.Choice, 0, 1)
 			forEachValue(sc, func(key []byte, pos int) bool {
 				if key != nil {
-					pos = int(parseLooseInt(string(key)))
+					pos = int(jsonscan.LooseIntText(string(key)))
 				}
 				ch, ok := readChoice(sc, pos)
 				if !ok {
@@ -120,7 +118,7 @@ func readChoice(sc *jsonscan.Scanner, pos int) (ch llm.Choice, ok bool) {
 		sc.Object(func(k []byte) bool {
 			switch string(k) {
 			case "index":
-				idx = int(looseInt(sc))
+				idx = int(sc.LooseInt())
 			case "finishReason":
 				finish = optStr(sc)
 			case "content":
@@ -254,11 +252,11 @@ func scanUsage(sc *jsonscan.Scanner) llm.Usage {
 		sc.Object(func(k []byte) bool {
 			switch string(k) {
 			case "promptTokenCount", "toolUsePromptTokenCount":
-				out.PromptTokens += int(looseInt(sc))
+				out.PromptTokens += int(sc.LooseInt())
 			case "candidatesTokenCount", "thoughtsTokenCount":
-				out.CompletionTokens += int(looseInt(sc))
+				out.CompletionTokens += int(sc.LooseInt())
 			case "totalTokenCount":
-				out.TotalTokens = int(looseInt(sc))
+				out.TotalTokens = int(sc.LooseInt())
 			}
 			return true
 		})
@@ -295,45 +293,6 @@ func forEachValue(sc *jsonscan.Scanner, each func(key []byte, i int) bool) {
 	default:
 		each(nil, 0)
 	}
-}
-
-// looseInt reads a value as an integer the lenient way Gemini's
-// answers were always read: a number (a fraction truncated, out of range
-// clamped), a string holding one, true as 1; anything else is 0.
-func looseInt(sc *jsonscan.Scanner) int64 {
-	switch sc.Peek() {
-	case jsonscan.Number:
-		from := sc.Offset()
-		if n, ok := sc.Int(); ok {
-			return n
-		}
-		return parseLooseInt(string(sc.Bytes()[from:sc.Offset()]))
-	case jsonscan.String:
-		return parseLooseInt(sc.Str())
-	case jsonscan.Bool:
-		if sc.Bool() {
-			return 1
-		}
-		return 0
-	}
-	sc.Skip()
-	return 0
-}
-
-func parseLooseInt(s string) int64 {
-	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
-		return n
-	}
-	f, err := strconv.ParseFloat(s, 64)
-	switch {
-	case err != nil && !errors.Is(err, strconv.ErrRange), math.IsNaN(f):
-		return 0
-	case f >= math.MaxInt64:
-		return math.MaxInt64
-	case f <= math.MinInt64:
-		return math.MinInt64
-	}
-	return int64(f)
 }
 
 // looseBool reads a value as a boolean the lenient way: true, a string

@@ -414,7 +414,7 @@ func (s *stream) midStreamError(sc *jsonscan.Scanner) *llm.Error {
 			case "status":
 				status = optStr(sc)
 			case "code":
-				code = looseInt(sc)
+				code = sc.LooseInt()
 			}
 			return true
 		})

@@ -518,6 +518,6 @@ func wholeNumber(raw []byte) (n int64, whole bool) {
 	}
 	t := view(raw)
 	f, _ := strconv.ParseFloat(t, 64)
-	n = numText(t)
+	n = jsonscan.LooseIntText(t)
 	return n, float64(n) == f
 }

@@ -55,9 +55,9 @@ func (a *chatAnswer) read(s *jsonscan.Scanner) error {
 		case "done_reason":
 			a.reason = optStr(s)
 		case "prompt_eval_count":
-			a.prompt = looseInt(s)
+			a.prompt = s.LooseInt()
 		case "eval_count":
-			a.completion = looseInt(s)
+			a.completion = s.LooseInt()
 		case "model":
 			a.model = optStr(s)
 		case "created_at":
@@ -234,7 +234,7 @@ func decodeEmbed(b []byte, model string, b64 bool) ([]byte, llm.Usage, error) {
 		case "model":
 			answerModel = optStr(s)
 		case "prompt_eval_count":
-			prompt = looseInt(s)
+			prompt = s.LooseInt()
 		case "embeddings":
 			out, embs, bad = out[:len(head)], s.Peek() == jsonscan.Array, false
 			if !embs {
@@ -324,40 +324,4 @@ func optStr(s *jsonscan.Scanner) string {
 	}
 	s.Skip()
 	return ""
-}
-
-// looseInt reads a value as an integer the way this adapter always has
-// (gjson's Result.Int): a number truncated toward zero and clamped to
-// int64, true as 1, a string holding a number parsed, anything else 0.
-func looseInt(s *jsonscan.Scanner) int64 {
-	switch s.Peek() {
-	case jsonscan.Number:
-		return numText(view(s.Raw()))
-	case jsonscan.Bool:
-		if s.Bool() {
-			return 1
-		}
-	case jsonscan.String:
-		return numText(s.Str())
-	default:
-		s.Skip()
-	}
-	return 0
-}
-
-// numText is the integer value of a number's text, 0 if it is none.
-func numText(t string) int64 {
-	if n, err := strconv.ParseInt(t, 10, 64); err == nil {
-		return n
-	}
-	f, err := strconv.ParseFloat(t, 64)
-	switch {
-	case err != nil && f == 0:
-		return 0
-	case f >= math.MaxInt64:
-		return math.MaxInt64
-	case f < math.MinInt64:
-		return math.MinInt64
-	}
-	return int64(f)
 }

@@ -1,10 +1,6 @@
 package openai
 
 import (
-	"math"
-	"strconv"
-	"strings"
-
 	"github.com/meridian-mesh/meridian/edge/jsonscan"
 	"github.com/meridian-mesh/meridian/edge/llm"
 )
@@ -63,53 +59,5 @@ func firstInt(s *jsonscan.Scanner, seen, bit, cur int) (int, int) {
 	if seen&bit != 0 {
 		return cur, seen
 	}
-	return int(lenientInt(s)), seen | bit
-}
-
-// lenientInt reads a token count as the adapter always has (it was
-// gjson's Result.Int): a number exactly when it is an integer, else
-// truncated towards zero and clamped; a string holding a number as
-// that number; true as 1; anything else as 0.
-func lenientInt(s *jsonscan.Scanner) int64 {
-	switch s.Peek() {
-	case jsonscan.Number:
-		return numberInt(string(s.Raw()))
-	case jsonscan.String:
-		str := s.Str()
-		if len(str) > 0 && (str[0] == '-' || str[0] >= '0' && str[0] <= '9') && strings.IndexFunc(str[1:], notDigit) < 0 && str != "-" {
-			return numberInt(str)
-		}
-		if f, err := strconv.ParseFloat(str, 64); err == nil {
-			return clampInt(f)
-		}
-	case jsonscan.Bool:
-		if s.Bool() {
-			return 1
-		}
-	default:
-		s.Skip()
-	}
-	return 0
-}
-
-func notDigit(r rune) bool { return r < '0' || r > '9' }
-
-// numberInt reads a number's text: exactly when it is an integer that
-// fits, else as a float truncated and clamped.
-func numberInt(text string) int64 {
-	if n, err := strconv.ParseInt(text, 10, 64); err == nil {
-		return n
-	}
-	f, _ := strconv.ParseFloat(text, 64)
-	return clampInt(f)
-}
-
-func clampInt(f float64) int64 {
-	switch {
-	case f >= math.MaxInt64:
-		return math.MaxInt64
-	case f < math.MinInt64:
-		return math.MinInt64
-	}
-	return int64(f)
+	return int(s.LooseInt()), seen | bit
 }
