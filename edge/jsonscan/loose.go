@@ -53,3 +53,14 @@ func LooseIntText(t string) int64 {
 	}
 	return int64(f)
 }
+
+// OptStr reads a string, or skips any other value and returns "": the
+// adapters' reading of a member that counts as absent when it is not a
+// string.
+func (s *Scanner) OptStr() string {
+	if s.Peek() == String {
+		return s.Str()
+	}
+	s.Skip()
+	return ""
+}

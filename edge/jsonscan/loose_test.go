@@ -51,3 +51,15 @@ func FuzzLooseInt(f *testing.F) {
 		}
 	})
 }
+
+func TestOptStr(t *testing.T) {
+	for in, want := range map[string]string{`"a\n"`: "a\n", `1`: "", `null`: "", `{"a":"b"}`: "", `["x"]`: "", `true`: ""} {
+		s := New([]byte(in))
+		if got := s.OptStr(); got != want {
+			t.Errorf("%s: OptStr = %q, want %q", in, got, want)
+		}
+		if err := s.End(); err != nil {
+			t.Errorf("%s: value not consumed: %v", in, err)
+		}
+	}
+}

@@ -156,11 +156,11 @@ func (e *apiError) read(s *jsonscan.Scanner) {
 	s.Object(func(k []byte) bool {
 		switch string(k) {
 		case "type":
-			e.typ = strings.Clone(str(s))
+			e.typ = strings.Clone(s.OptStr())
 		case "message":
-			e.message = strings.Clone(str(s))
+			e.message = strings.Clone(s.OptStr())
 		case "status":
-			e.status = strings.Clone(str(s))
+			e.status = strings.Clone(s.OptStr())
 		}
 		return true
 	})

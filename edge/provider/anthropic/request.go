@@ -517,7 +517,7 @@ func (e *encoder) readParts(i int, raw json.RawMessage) (parts []part, plain boo
 		sc.Object(func(k []byte) bool {
 			switch string(k) {
 			case "type":
-				p.typ = str(sc)
+				p.typ = sc.OptStr()
 			case "text":
 				if sc.Peek() == jsonscan.String {
 					text = sc.Raw()
@@ -533,7 +533,7 @@ func (e *encoder) readParts(i int, raw json.RawMessage) (parts []part, plain boo
 				if sc.Peek() == jsonscan.Object {
 					sc.Object(func(k []byte) bool {
 						if string(k) == "url" {
-							p.url = str(sc)
+							p.url = sc.OptStr()
 						}
 						return true
 					})

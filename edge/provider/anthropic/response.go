@@ -85,13 +85,13 @@ func (a *answer) read(b []byte, withContent bool) bool {
 	s.Object(func(k []byte) bool {
 		switch string(k) {
 		case "type":
-			a.typ = str(s)
+			a.typ = s.OptStr()
 		case "id":
-			a.id = str(s)
+			a.id = s.OptStr()
 		case "model":
-			a.model = str(s)
+			a.model = s.OptStr()
 		case "stop_reason":
-			a.stopReason = str(s)
+			a.stopReason = s.OptStr()
 		case "error":
 			a.err.read(s)
 		case "usage":
@@ -122,13 +122,13 @@ func (a *answer) block(s *jsonscan.Scanner) {
 	s.Object(func(k []byte) bool {
 		switch string(k) {
 		case "type":
-			typ = str(s)
+			typ = s.OptStr()
 		case "text":
-			text = str(s)
+			text = s.OptStr()
 		case "id":
-			id = str(s)
+			id = s.OptStr()
 		case "name":
-			name = str(s)
+			name = s.OptStr()
 		case "input":
 			input = s.Raw()
 		}
@@ -267,14 +267,4 @@ func compactJSON(raw []byte) string {
 		return view(raw)
 	}
 	return string(append(out, raw[last:]...))
-}
-
-// str reads a string, or skips any other value and returns "", as
-// gjson's Result.Str did.
-func str(s *jsonscan.Scanner) string {
-	if s.Peek() == jsonscan.String {
-		return s.Str()
-	}
-	s.Skip()
-	return ""
 }

@@ -268,7 +268,7 @@ func (e *event) read(s *jsonscan.Scanner, data []byte) {
 	s.Object(func(k []byte) bool {
 		switch string(k) {
 		case "type":
-			e.typ = str(s)
+			e.typ = s.OptStr()
 		case "index":
 			e.index = s.LooseInt()
 		case "message":
@@ -293,9 +293,9 @@ func (e *event) readMessage(s *jsonscan.Scanner) {
 	s.Object(func(k []byte) bool {
 		switch string(k) {
 		case "id":
-			e.msgID = str(s)
+			e.msgID = s.OptStr()
 		case "model":
-			e.msgModel = str(s)
+			e.msgModel = s.OptStr()
 		case "usage":
 			e.msgUsage.read(s)
 		}
@@ -310,13 +310,13 @@ func (e *event) readBlock(s *jsonscan.Scanner) {
 	s.Object(func(k []byte) bool {
 		switch string(k) {
 		case "type":
-			e.blockType = str(s)
+			e.blockType = s.OptStr()
 		case "text":
-			e.blockText = str(s)
+			e.blockText = s.OptStr()
 		case "id":
-			e.blockID = str(s)
+			e.blockID = s.OptStr()
 		case "name":
-			e.blockName = str(s)
+			e.blockName = s.OptStr()
 		}
 		return true
 	})
@@ -329,11 +329,11 @@ func (e *event) readDelta(s *jsonscan.Scanner) {
 	s.Object(func(k []byte) bool {
 		switch string(k) {
 		case "type":
-			e.deltaType = str(s)
+			e.deltaType = s.OptStr()
 		case "text", "partial_json":
-			e.deltaText = str(s)
+			e.deltaText = s.OptStr()
 		case "stop_reason":
-			e.stopReason = str(s)
+			e.stopReason = s.OptStr()
 		}
 		return true
 	})

@@ -159,7 +159,7 @@ func (e *encoder) content(i int, role string, raw []byte) error {
 			s.Object(func(k []byte) bool {
 				switch string(k) {
 				case "type":
-					typ = optStr(s)
+					typ = s.OptStr()
 				case "text":
 					text, plain = nil, ""
 					if s.Peek() == jsonscan.String {
@@ -175,7 +175,7 @@ func (e *encoder) content(i int, role string, raw []byte) error {
 					}
 					s.Object(func(k []byte) bool {
 						if string(k) == "url" {
-							url = optStr(s)
+							url = s.OptStr()
 						}
 						return true
 					})

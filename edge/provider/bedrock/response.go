@@ -31,15 +31,6 @@ func finish(reason string, calledTools bool) string {
 	return llm.FinishStop
 }
 
-// optStr reads a string, or skips any other value and returns "".
-func optStr(s *jsonscan.Scanner) string {
-	if s.Peek() == jsonscan.String {
-		return s.Str()
-	}
-	s.Skip()
-	return ""
-}
-
 // readUsage reads Converse's usage object; any other value counts nothing.
 func readUsage(s *jsonscan.Scanner) llm.Usage {
 	var in, out, total int64
@@ -112,7 +103,7 @@ func decodeResponse(provider string, b []byte, id, model string, created int64) 
 			case "usage":
 				a.usage = readUsage(s)
 			case "stopReason":
-				a.stop = optStr(s)
+				a.stop = s.OptStr()
 			}
 			return true
 		})
@@ -190,7 +181,7 @@ func (a *answer) readBlock(s *jsonscan.Scanner) {
 		switch string(k) {
 		case "text":
 			isText = s.Peek() == jsonscan.String
-			text = optStr(s)
+			text = s.OptStr()
 		case "toolUse":
 			isCall = s.Peek() == jsonscan.Object
 			if !isCall {
@@ -201,9 +192,9 @@ func (a *answer) readBlock(s *jsonscan.Scanner) {
 			s.Object(func(k []byte) bool {
 				switch string(k) {
 				case "toolUseId":
-					call.ID = optStr(s)
+					call.ID = s.OptStr()
 				case "name":
-					call.Function.Name = optStr(s)
+					call.Function.Name = s.OptStr()
 				case "input":
 					if s.Peek() == jsonscan.Object {
 						call.Function.Arguments = compact(s.Raw())

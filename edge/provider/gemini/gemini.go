@@ -177,9 +177,9 @@ func readErrorBody(sc *jsonscan.Scanner) upstream.ErrorDetail {
 		sc.Object(func(k []byte) bool {
 			switch string(k) {
 			case "message":
-				d.Message = strings.Clone(optStr(sc))
+				d.Message = strings.Clone(sc.OptStr())
 			case "status":
-				d.Code = strings.Clone(optStr(sc))
+				d.Code = strings.Clone(sc.OptStr())
 			case "details":
 				forEachValue(sc, func([]byte, int) bool {
 					keyInvalid = detailKeyInvalid(sc) || keyInvalid
@@ -206,7 +206,7 @@ func detailKeyInvalid(sc *jsonscan.Scanner) bool {
 	found := false
 	sc.Object(func(k []byte) bool {
 		if string(k) == "reason" {
-			found = optStr(sc) == codeKeyInvalid || found
+			found = sc.OptStr() == codeKeyInvalid || found
 		}
 		return true
 	})

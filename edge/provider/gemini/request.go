@@ -186,7 +186,7 @@ func readPart(sc *jsonscan.Scanner, p *reqPart) {
 	sc.Object(func(k []byte) bool {
 		switch string(k) {
 		case "type":
-			p.typ = optStr(sc)
+			p.typ = sc.OptStr()
 		case "text":
 			p.text = sc.Raw()
 		case "refusal":
@@ -196,12 +196,12 @@ func readPart(sc *jsonscan.Scanner, p *reqPart) {
 				p.imageURL = ""
 				sc.Object(func(k []byte) bool {
 					if string(k) == "url" {
-						p.imageURL = optStr(sc)
+						p.imageURL = sc.OptStr()
 					}
 					return true
 				})
 			} else {
-				p.imageURL = optStr(sc)
+				p.imageURL = sc.OptStr()
 			}
 		case "input_audio":
 			if sc.Peek() != jsonscan.Object {
@@ -211,9 +211,9 @@ func readPart(sc *jsonscan.Scanner, p *reqPart) {
 				switch string(k) {
 				case "data":
 					p.hasAudio = sc.Peek() == jsonscan.String
-					p.audioData = optStr(sc)
+					p.audioData = sc.OptStr()
 				case "format":
-					p.audioFormat = optStr(sc)
+					p.audioFormat = sc.OptStr()
 				}
 				return true
 			})
@@ -223,7 +223,7 @@ func readPart(sc *jsonscan.Scanner, p *reqPart) {
 			}
 			sc.Object(func(k []byte) bool {
 				if string(k) == "file_data" {
-					p.fileData = optStr(sc)
+					p.fileData = sc.OptStr()
 				}
 				return true
 			})
@@ -636,7 +636,7 @@ func (e *encoder) generationConfig(c *llm.ChatRequest) error {
 		sc.Object(func(k []byte) bool {
 			switch string(k) {
 			case "type":
-				typ = optStr(sc)
+				typ = sc.OptStr()
 			case "json_schema":
 				if sc.Peek() != jsonscan.Object {
 					return true

@@ -38,9 +38,9 @@ func decodeResponse(b []byte, model string) (*llm.ChatCompletion, error) {
 	sc.Object(func(k []byte) bool {
 		switch string(k) {
 		case "responseId":
-			respID = optStr(sc)
+			respID = sc.OptStr()
 		case "modelVersion":
-			version = optStr(sc)
+			version = sc.OptStr()
 		case "candidates":
 			choices = make([]llm.Choice, 0, 1)
 			forEachValue(sc, func(key []byte, pos int) bool {
@@ -61,7 +61,7 @@ func decodeResponse(b []byte, model string) (*llm.ChatCompletion, error) {
 			}
 			sc.Object(func(k []byte) bool {
 				if string(k) == "blockReason" {
-					block = optStr(sc)
+					block = sc.OptStr()
 				}
 				return true
 			})
@@ -120,7 +120,7 @@ func readChoice(sc *jsonscan.Scanner, pos int) (ch llm.Choice, ok bool) {
 			case "index":
 				idx = int(sc.LooseInt())
 			case "finishReason":
-				finish = optStr(sc)
+				finish = sc.OptStr()
 			case "content":
 				if sc.Peek() != jsonscan.Object {
 					return true
@@ -208,9 +208,9 @@ func readFunctionCall(sc *jsonscan.Scanner, fc *functionCall) bool {
 	sc.Object(func(k []byte) bool {
 		switch string(k) {
 		case "name":
-			fc.name = optStr(sc)
+			fc.name = sc.OptStr()
 		case "id":
-			fc.id = optStr(sc)
+			fc.id = sc.OptStr()
 		case "args":
 			fc.args = nil
 			if sc.Peek() == jsonscan.Object {

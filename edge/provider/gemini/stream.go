@@ -218,11 +218,11 @@ func (s *stream) event(data []byte) error {
 				s.usageBuf = append(s.usageBuf[:0], sc.Raw()...)
 			}
 		case "modelVersion":
-			if v := optStr(sc); !s.named && v != "" {
+			if v := sc.OptStr(); !s.named && v != "" {
 				s.model = strings.Clone(v)
 			}
 		case "responseId":
-			if v := optStr(sc); !s.named && v != "" {
+			if v := sc.OptStr(); !s.named && v != "" {
 				s.id = "chatcmpl-" + v
 				s.ids = newCallIDs(v)
 			}
@@ -232,7 +232,7 @@ func (s *stream) event(data []byte) error {
 			}
 			sc.Object(func(k []byte) bool {
 				if string(k) == "blockReason" {
-					block = optStr(sc)
+					block = sc.OptStr()
 				}
 				return true
 			})
@@ -260,14 +260,6 @@ func (s *stream) event(data []byte) error {
 		return blocked(block)
 	}
 	return nil
-}
-
-func optStr(sc *jsonscan.Scanner) string {
-	if sc.Peek() == jsonscan.String {
-		return sc.Str()
-	}
-	sc.Skip()
-	return ""
 }
 
 // candidate queues the pieces of one candidate's increment. It reads in
@@ -330,7 +322,7 @@ func (s *stream) readCandidate(sc *jsonscan.Scanner, idx int) (int, error) {
 					sc.Object(func(k []byte) bool {
 						switch string(k) {
 						case "text":
-							text = optStr(sc)
+							text = sc.OptStr()
 						case "functionCall":
 							var f functionCall
 							if readFunctionCall(sc, &f) {
@@ -364,7 +356,7 @@ func (s *stream) readCandidate(sc *jsonscan.Scanner, idx int) (int, error) {
 				return true
 			})
 		case "finishReason":
-			finish = optStr(sc)
+			finish = sc.OptStr()
 		case "index":
 			if sc.Peek() == jsonscan.Number {
 				n, _ := sc.Int()
@@ -410,9 +402,9 @@ func (s *stream) midStreamError(sc *jsonscan.Scanner) *llm.Error {
 		sc.Object(func(k []byte) bool {
 			switch string(k) {
 			case "message":
-				msg = optStr(sc)
+				msg = sc.OptStr()
 			case "status":
-				status = optStr(sc)
+				status = sc.OptStr()
 			case "code":
 				code = sc.LooseInt()
 			}

@@ -53,15 +53,15 @@ func (a *chatAnswer) read(s *jsonscan.Scanner) error {
 				s.Skip()
 			}
 		case "done_reason":
-			a.reason = optStr(s)
+			a.reason = s.OptStr()
 		case "prompt_eval_count":
 			a.prompt = s.LooseInt()
 		case "eval_count":
 			a.completion = s.LooseInt()
 		case "model":
-			a.model = optStr(s)
+			a.model = s.OptStr()
 		case "created_at":
-			a.createdAt = optStr(s)
+			a.createdAt = s.OptStr()
 		case "error":
 			a.err, a.hasErr = s.Raw(), true
 		}
@@ -80,7 +80,7 @@ func (a *chatAnswer) readMessage(s *jsonscan.Scanner) {
 	s.Object(func(k []byte) bool {
 		switch string(k) {
 		case "content":
-			a.content = optStr(s)
+			a.content = s.OptStr()
 		case "tool_calls":
 			if s.Peek() != jsonscan.Array {
 				s.Skip()
@@ -172,7 +172,7 @@ func readToolCall(s *jsonscan.Scanner) llm.ToolCall {
 	s.Object(func(k []byte) bool {
 		switch string(k) {
 		case "id":
-			tc.ID = optStr(s)
+			tc.ID = s.OptStr()
 		case "function":
 			tc.Function = llm.FunctionCall{Arguments: "{}"}
 			if s.Peek() != jsonscan.Object {
@@ -182,7 +182,7 @@ func readToolCall(s *jsonscan.Scanner) llm.ToolCall {
 			s.Object(func(k []byte) bool {
 				switch string(k) {
 				case "name":
-					tc.Function.Name = optStr(s)
+					tc.Function.Name = s.OptStr()
 				case "arguments":
 					switch s.Peek() {
 					case jsonscan.String:
@@ -232,7 +232,7 @@ func decodeEmbed(b []byte, model string, b64 bool) ([]byte, llm.Usage, error) {
 	s.Object(func(k []byte) bool {
 		switch string(k) {
 		case "model":
-			answerModel = optStr(s)
+			answerModel = s.OptStr()
 		case "prompt_eval_count":
 			prompt = s.LooseInt()
 		case "embeddings":
@@ -316,12 +316,3 @@ func decodeEmbed(b []byte, model string, b64 bool) ([]byte, llm.Usage, error) {
 
 // view is b as a string without a copy; b must not change while it is used.
 func view(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
-
-// optStr reads a string, or skips any other value and returns "".
-func optStr(s *jsonscan.Scanner) string {
-	if s.Peek() == jsonscan.String {
-		return s.Str()
-	}
-	s.Skip()
-	return ""
-}
