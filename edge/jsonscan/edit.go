@@ -29,13 +29,15 @@ type member struct {
 // object is a scanned object: data[open] is '{', data[close] is '}'.
 type object struct {
 	open, close int
-	members     []member
+	members     []member // all of them, or only the matches (scanObject's all)
+	count       int      // how many members the object has
 	matches     int
 }
 
 // scanObject reads data, which must be one object and nothing else, and
-// marks the members named name.
-func scanObject(data []byte, name string) (object, error) {
+// marks the members named name. It keeps every member when all is set,
+// else only the matches (Set needs no others, and saves their slice).
+func scanObject(data []byte, name string, all bool) (object, error) {
 	s := New(data)
 	o := object{open: s.Offset()}
 	cursor := o.open + 1
@@ -44,10 +46,13 @@ func scanObject(data []byte, name string) (object, error) {
 		m.val = s.Offset()
 		m.end = m.val + len(s.Raw())
 		cursor = s.Offset() + 1 // past the ',' (or the '}')
+		o.count++
 		if m.match {
 			o.matches++
 		}
-		o.members = append(o.members, m)
+		if all || m.match {
+			o.members = append(o.members, m)
+		}
 		return s.err == nil
 	})
 	if err := s.End(); err != nil {
@@ -93,7 +98,7 @@ func Set(data, raw []byte, path ...string) ([]byte, error) {
 	if len(path) == 0 {
 		return nil, ErrPath
 	}
-	o, err := scanObject(data, path[0])
+	o, err := scanObject(data, path[0], false)
 	if err != nil {
 		return nil, err
 	}
@@ -105,7 +110,7 @@ func Set(data, raw []byte, path ...string) ([]byte, error) {
 			}
 		}
 		add := make([]byte, 0, len(path[0])+len(val)+4)
-		if len(o.members) > 0 {
+		if o.count > 0 {
 			add = append(add, ',')
 		}
 		add = append(AppendString(add, path[0]), ':')
@@ -141,7 +146,7 @@ func Delete(data []byte, path ...string) ([]byte, error) {
 	if len(path) == 0 {
 		return nil, ErrPath
 	}
-	o, err := scanObject(data, path[0])
+	o, err := scanObject(data, path[0], true)
 	if err != nil {
 		return nil, err
 	}
