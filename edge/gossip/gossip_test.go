@@ -123,6 +123,8 @@ func TestConfigValidate(t *testing.T) {
 		"long region":   func(c *Config) { c.Region = strings.Repeat("x", MaxRegionLen+1) },
 		"neg interval":  func(c *Config) { c.ProbeInterval = -1 },
 		"no buffer":     func(c *Config) { c.EventBuffer = 0 },
+		"tiny packets":  func(c *Config) { c.PacketSize = 100 },
+		"huge packets":  func(c *Config) { c.PacketSize = 70000 },
 	} {
 		c := baseConfig("a")
 		mut(&c)
@@ -145,6 +147,13 @@ func TestProfileOverrides(t *testing.T) {
 	}
 	if mc.RetransmitMult != DefaultRetransmitMult || mc.Label != "test-cluster" {
 		t.Fatalf("retransmit %d label %q", mc.RetransmitMult, mc.Label)
+	}
+	if mc.UDPBufferSize != 1400 {
+		t.Fatalf("packet size %d, want memberlist's 1400 by default", mc.UDPBufferSize)
+	}
+	c.PacketSize = 9000
+	if mc, _ = c.memberlistConfig(); mc.UDPBufferSize != 9000 {
+		t.Fatalf("packet size %d, want 9000", mc.UDPBufferSize)
 	}
 }
 
