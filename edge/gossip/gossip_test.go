@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -446,5 +447,25 @@ func TestHandleMembers(t *testing.T) {
 	nodes[0].HandleMembers(rec, httptest.NewRequest(http.MethodPost, "/v1/meridian/members", nil))
 	if rec.Code != http.StatusMethodNotAllowed {
 		t.Fatalf("POST: %d", rec.Code)
+	}
+}
+
+// TestSeedsToRejoin checks that the rejoin skips seeds already alive in
+// the pool, so no seed takes a full push-pull from every edge every
+// RejoinInterval, and keeps those it cannot see alive.
+func TestSeedsToRejoin(t *testing.T) {
+	members := []Member{
+		{ID: "a", Addr: "10.0.0.1:7946", State: StateAlive},
+		{ID: "b", Addr: "10.0.0.2:7946", State: StateDead},
+		{ID: "c", Addr: "10.0.0.3:7946", State: StateLeft},
+	}
+	seeds := []string{"10.0.0.1:7946", "10.0.0.2:7946", "10.0.0.3:7946", "10.0.0.4:7946", "seed.example:7946", "10.0.0.9:7946"}
+	got := seedsToRejoin(seeds, "10.0.0.9:7946", members)
+	want := []string{"10.0.0.2:7946", "10.0.0.3:7946", "10.0.0.4:7946", "seed.example:7946"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("seedsToRejoin = %v, want %v", got, want)
+	}
+	if got := seedsToRejoin(seeds[:1], "x", members); len(got) != 0 {
+		t.Fatalf("a pool that sees its only seed alive rejoins %v", got)
 	}
 }
