@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -123,6 +124,8 @@ func TestConfigValidate(t *testing.T) {
 		"long region":   func(c *Config) { c.Region = strings.Repeat("x", MaxRegionLen+1) },
 		"neg interval":  func(c *Config) { c.ProbeInterval = -1 },
 		"no buffer":     func(c *Config) { c.EventBuffer = 0 },
+		"tiny packets":  func(c *Config) { c.PacketSize = 100 },
+		"huge packets":  func(c *Config) { c.PacketSize = 70000 },
 	} {
 		c := baseConfig("a")
 		mut(&c)
@@ -145,6 +148,13 @@ func TestProfileOverrides(t *testing.T) {
 	}
 	if mc.RetransmitMult != DefaultRetransmitMult || mc.Label != "test-cluster" {
 		t.Fatalf("retransmit %d label %q", mc.RetransmitMult, mc.Label)
+	}
+	if mc.UDPBufferSize != 1400 {
+		t.Fatalf("packet size %d, want memberlist's 1400 by default", mc.UDPBufferSize)
+	}
+	c.PacketSize = 9000
+	if mc, _ = c.memberlistConfig(); mc.UDPBufferSize != 9000 {
+		t.Fatalf("packet size %d, want 9000", mc.UDPBufferSize)
 	}
 }
 
@@ -437,5 +447,25 @@ func TestHandleMembers(t *testing.T) {
 	nodes[0].HandleMembers(rec, httptest.NewRequest(http.MethodPost, "/v1/meridian/members", nil))
 	if rec.Code != http.StatusMethodNotAllowed {
 		t.Fatalf("POST: %d", rec.Code)
+	}
+}
+
+// TestSeedsToRejoin checks that the rejoin skips seeds already alive in
+// the pool, so no seed takes a full push-pull from every edge every
+// RejoinInterval, and keeps those it cannot see alive.
+func TestSeedsToRejoin(t *testing.T) {
+	members := []Member{
+		{ID: "a", Addr: "10.0.0.1:7946", State: StateAlive},
+		{ID: "b", Addr: "10.0.0.2:7946", State: StateDead},
+		{ID: "c", Addr: "10.0.0.3:7946", State: StateLeft},
+	}
+	seeds := []string{"10.0.0.1:7946", "10.0.0.2:7946", "10.0.0.3:7946", "10.0.0.4:7946", "seed.example:7946", "10.0.0.9:7946"}
+	got := seedsToRejoin(seeds, "10.0.0.9:7946", members)
+	want := []string{"10.0.0.2:7946", "10.0.0.3:7946", "10.0.0.4:7946", "seed.example:7946"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("seedsToRejoin = %v, want %v", got, want)
+	}
+	if got := seedsToRejoin(seeds[:1], "x", members); len(got) != 0 {
+		t.Fatalf("a pool that sees its only seed alive rejoins %v", got)
 	}
 }

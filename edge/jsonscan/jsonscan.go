@@ -11,19 +11,20 @@
 // The first syntax error stops the walk; Err reports it. The package never
 // panics on any input.
 //
-// It is the edge's one reader of client requests: the three surfaces'
-// request decoders, the canonical chat decode (llm), message content
-// parts, OpenAI-format stream chunks (llm.Chunk), the Gemini stream and
-// the cache key all read with it, each body once. encoding/json is for
-// configuration, admin endpoints and error paths. It was kept over gjson
-// by measurement (2026-12-02, the same chunk and 4 KB request, before
-// and after binaries interleaved): gjson's checked one-pass walk
-// (ValidBytes, then Result.ForEach at each level, Str/Raw/Index as
-// ForEach found them) took 2.5x the time on a stream chunk and 1.45x on
-// a request, because it validates in a pass of its own, parses every
-// number as a float and rescans each nested value once per level. gjson
-// and sjson remain in the provider adapters, which read upstream answers
-// and rewrite bodies.
+// It is the edge's one JSON reader on the request path, both ways: the
+// three surfaces' request decoders, the canonical chat decode (llm),
+// message content parts, the cache key, and every provider adapter's
+// reading of upstream answers, stream events and error bodies; Set and
+// Delete rewrite the few members an adapter changes in a body it passes
+// through. encoding/json is for configuration, admin endpoints and the
+// test kit's mocks. It was kept over gjson/sjson by measurement
+// (2026-12-02, the same chunk and 4 KB request, before and after binaries
+// interleaved): gjson's checked one-pass walk (ValidBytes, then
+// Result.ForEach at each level, Str/Raw/Index as ForEach found them) took
+// 2.5x the time on a stream chunk and 1.45x on a request, because it
+// validates in a pass of its own, parses every number as a float and
+// rescans each nested value once per level. The adapters moved from gjson
+// on 2026-12-03 and got no slower (README, "JSON on the request path").
 package jsonscan
 
 import (

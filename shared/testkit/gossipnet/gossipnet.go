@@ -21,12 +21,17 @@ import (
 	"github.com/hashicorp/memberlist"
 )
 
-// QueueLen is each transport's packet queue, in packets. A packet sent to
-// a full queue is lost. It is about what Linux's default UDP receive
-// buffer (208 KiB) holds of memberlist's 1,400-byte gossip packets, so a
-// starved receiver loses packets as a real one would, and a thousand
-// transports hold at most about 350 MB between them.
-const QueueLen = 256
+// QueueLen and QueueBytes bound each transport's packet queue: a packet
+// is lost when the queue holds QueueLen packets, or as many packets of
+// its size as fill QueueBytes. 256 packets is about what Linux's default
+// UDP receive buffer (208 KiB) holds of memberlist's 1,400-byte gossip
+// packets, so a starved receiver loses packets as a real one would; the
+// byte bound keeps a thousand transports near a gigabyte between them
+// when packets are bigger (gossip.Config.PacketSize).
+const (
+	QueueLen   = 256
+	QueueBytes = 1 << 20
+)
 
 // Port is the port every transport advertises; addresses differ by IP.
 const Port = 7946
@@ -111,6 +116,9 @@ func (t *Transport) WriteTo(b []byte, a string) (time.Time, error) {
 	dest := t.net.lookup(a)
 	if dest == nil {
 		return now, nil // lost, as a datagram to a dead host is
+	}
+	if len(dest.packets) >= max(1, QueueBytes/max(len(b), 1)) {
+		return now, nil // lost: the buffer is full for a packet this big
 	}
 	p := &memberlist.Packet{Buf: append([]byte(nil), b...), From: t.addr, Timestamp: now}
 	select {

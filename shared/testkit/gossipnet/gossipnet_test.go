@@ -62,3 +62,15 @@ func TestFullQueueAndShutdownLoseTraffic(t *testing.T) {
 		t.Fatalf("dial nobody accepts: %v, want ErrUnreachable", err)
 	}
 }
+
+func TestBigPacketsFillTheQueueSooner(t *testing.T) {
+	n := New()
+	a, b := n.NewTransport(), n.NewTransport()
+	big := make([]byte, 64000)
+	for range 40 {
+		a.WriteTo(big, b.Addr())
+	}
+	if got, want := len(b.packets), QueueBytes/len(big); got != want {
+		t.Fatalf("queue holds %d packets of 64,000 bytes, want %d", got, want)
+	}
+}
