@@ -43,6 +43,9 @@ const (
 type Options struct {
 	// Timers multiplies the tightened Raft timers; 0 means 1.
 	Timers float64
+	// HeartbeatInterval is the leader's table heartbeat; 0 means the
+	// tests' 100 ms (the shipped default is 1 s).
+	HeartbeatInterval time.Duration
 	// SnapshotThreshold and TrailingLogs, when set, make Raft snapshot
 	// and compact often.
 	SnapshotThreshold uint64
@@ -229,6 +232,9 @@ func (m *Member) start(peers []cluster.Peer, bootstrap bool) {
 		dcfg := distribution.DefaultConfig()
 		dcfg.Listen, dcfg.Token, dcfg.Logger = "127.0.0.1:0", NATSToken, logger
 		dcfg.HeartbeatInterval = 100 * time.Millisecond
+		if m.c.opts.HeartbeatInterval > 0 {
+			dcfg.HeartbeatInterval = m.c.opts.HeartbeatInterval
+		}
 		dcfg.EdgeIdentities, dcfg.KEK = m.c.opts.KEK != nil, m.c.opts.KEK
 		dcfg.Registerer = reg
 		dcfg.ReadTokens = []string{AdminToken, ReadToken}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/hashicorp/memberlist"
+	"math"
 	"math/rand/v2"
 	"os"
 	"runtime"
@@ -223,11 +224,11 @@ func timerScale(n int) int {
 // and encrypted, more than two cores can send and receive, so packets
 // queued past the receivers' buffers were lost and the pool never
 // converged (measured 2026-12-03: the last wave of a 1,000 run still
-// joining after ten minutes at 10 GB). With 64 KB packets the messages
-// are the same and the packets forty times fewer. Steady-state traffic,
+// joining after ten minutes at 10 GB). With 16 KB packets the messages
+// are the same and the packets eleven times fewer. Steady-state traffic,
 // which the rows report, is probes and acks far below either size, and
 // push-pull runs over streams: the bytes measured do not depend on it.
-const simPacketSize = 64000
+const simPacketSize = 16000
 
 // gossipConfig is the edge's shipped gossip profile on an in-memory
 // transport, its probe and push-pull timers multiplied by scale.
@@ -241,7 +242,7 @@ func gossipConfig(id, region, label string, mem *gossipnet.Network, scale int) g
 	}
 	if scale > 1 {
 		// Bigger datagrams, which the in-memory network carries: the same
-		// broadcasts in a fortieth of the packets (see simPacketSize).
+		// broadcasts in an eleventh of the packets (see simPacketSize).
 		g.PacketSize = simPacketSize
 	}
 	g.NodeID, g.Region, g.QUICAddr, g.Label = id, region, "127.0.0.1:4433", label
@@ -251,15 +252,25 @@ func gossipConfig(id, region, label string, mem *gossipnet.Network, scale int) g
 	return g
 }
 
-// joinTree joins nodes in waves that double the pool: each node of a
-// wave joins up to three random nodes of the pool so far, in parallel.
+// maxWave caps a join wave. Every member learns each newcomer and
+// retransmits it: a wave of k into a pool of p is about k·p·32 messages
+// to handle, and memberlist holds each received message, with the packet
+// it came in, in a queue of up to 1,024 per member until its one handler
+// reads it. Doubling waves up to 1,000 (488 newcomers at once) filled
+// those queues on two cores and held 10 GB; waves of at most maxWave,
+// each drained before the next, keep the queues short.
+const maxWave = 100
+
+// joinTree joins nodes in waves that double the pool, at most maxWave
+// newcomers each: each node of a wave joins a random node of the pool so
+// far, in parallel, and the wave's broadcasts drain before the next.
 func joinTree(nodes []*gossip.Node) error {
 	start := time.Now()
-	for joined := 1; joined < len(nodes); joined *= 2 {
+	for joined := 1; joined < len(nodes); joined += min(joined, maxWave) {
 		if time.Since(start) > joinBound {
 			return fmt.Errorf("%d of %d joined within %v", joined, len(nodes), joinBound)
 		}
-		wave := nodes[joined:min(2*joined, len(nodes))]
+		wave := nodes[joined:min(joined+min(joined, maxWave), len(nodes))]
 		pool := nodes[:joined]
 		err := parallel(len(wave), 16, func(i int) error {
 			var err error
@@ -276,9 +287,29 @@ func joinTree(nodes []*gossip.Node) error {
 		if err != nil {
 			return err
 		}
-		progress("joined %d of %d", min(2*joined, len(nodes)), len(nodes))
+		if len(wave) >= 32 {
+			drain(nodes[:joined+len(wave)], 30*time.Second)
+		}
+		progress("joined %d of %d", joined+len(wave), len(nodes))
 	}
 	return nil
+}
+
+// drain waits, at most limit, until the nodes' packet rate stops falling
+// (a 1 s slice at least 90 % of the one before): a wave's broadcasts
+// have been sent.
+func drain(nodes []*gossip.Node, limit time.Duration) {
+	start := time.Now()
+	prev := uint64(math.MaxUint64)
+	for time.Since(start) < limit {
+		b0 := packetBytes(nodes)
+		time.Sleep(time.Second)
+		r := packetBytes(nodes) - b0
+		if float64(r) >= 0.9*float64(prev) {
+			return
+		}
+		prev = r
+	}
 }
 
 // progress notes a long phase's progress on stderr, with the time and
