@@ -56,15 +56,7 @@ func decodeResponse(b []byte, model string) (*llm.ChatCompletion, error) {
 				return true
 			})
 		case "promptFeedback":
-			if sc.Peek() != jsonscan.Object {
-				return true
-			}
-			sc.Object(func(k []byte) bool {
-				if string(k) == "blockReason" {
-					block = sc.OptStr()
-				}
-				return true
-			})
+			block = blockReason(sc)
 		case "usageMetadata":
 			usage = scanUsage(sc)
 		}
@@ -380,4 +372,21 @@ func (c *callIDs) next() string {
 		z >>= 4
 	}
 	return string(b[:])
+}
+
+// blockReason reads promptFeedback's blockReason; "" when the feedback
+// is not an object or has none.
+func blockReason(sc *jsonscan.Scanner) string {
+	block := ""
+	if sc.Peek() != jsonscan.Object {
+		sc.Skip()
+		return ""
+	}
+	sc.Object(func(k []byte) bool {
+		if string(k) == "blockReason" {
+			block = sc.OptStr()
+		}
+		return true
+	})
+	return block
 }

@@ -227,15 +227,7 @@ func (s *stream) event(data []byte) error {
 				s.ids = newCallIDs(v)
 			}
 		case "promptFeedback":
-			if sc.Peek() != jsonscan.Object {
-				return true
-			}
-			sc.Object(func(k []byte) bool {
-				if string(k) == "blockReason" {
-					block = sc.OptStr()
-				}
-				return true
-			})
+			block = blockReason(sc)
 		case "error":
 			failure = s.midStreamError(sc)
 			return false
