@@ -287,6 +287,9 @@ func joinTree(nodes []*gossip.Node) error {
 		if err != nil {
 			return err
 		}
+		if path := os.Getenv("SCALE_MEMPROFILE"); path != "" && joined+len(wave) == len(nodes) {
+			writeHeap(path) // the last wave's peak
+		}
 		if len(wave) >= 32 {
 			drain(nodes[:joined+len(wave)], 30*time.Second)
 		}
@@ -309,6 +312,15 @@ func drain(nodes []*gossip.Node, limit time.Duration) {
 			return
 		}
 		prev = r
+	}
+}
+
+// writeHeap writes a heap profile (SCALE_MEMPROFILE) after a collection.
+func writeHeap(path string) {
+	if pf, err := os.Create(path); err == nil {
+		runtime.GC()
+		pprof.WriteHeapProfile(pf)
+		pf.Close()
 	}
 }
 
@@ -411,13 +423,6 @@ func measure(ctx context.Context, n int, urls []string, keys []ed25519.PublicKey
 			r.Failed = fmt.Sprintf("edges did not all get the table within 120 s (%s at %d of %d, source %q, rejected %d %q, unverified %q)",
 				e.id, st.Revision, rev, st.Source, st.RejectedRevision, st.RejectedReason, st.Unverified)
 			return r
-		}
-	}
-	if path := os.Getenv("SCALE_MEMPROFILE"); path != "" {
-		if pf, err := os.Create(path); err == nil {
-			runtime.GC()
-			pprof.WriteHeapProfile(pf)
-			pf.Close()
 		}
 	}
 	progress("every edge has revision %d", rev)

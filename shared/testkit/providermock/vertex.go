@@ -17,8 +17,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/meridian-mesh/meridian/edge/jsonscan"
 )
 
 // Kind "vertex" speaks Google Vertex AI for two publishers:
@@ -147,15 +145,19 @@ func jsonInt(raw json.RawMessage) int64 {
 
 // vertexToAnthropic turns a Vertex rawPredict body, a JSON object, into
 // an Anthropic Messages body: anthropic_version goes and model (which the
-// body lacks) is added last; the other members keep their order and
-// bytes.
+// body lacks) is added. The test kit may not import the edge's JSON
+// reader, and the Anthropic mock reads the body whatever its order, so
+// encoding/json's sorted members do.
 func vertexToAnthropic(body []byte, model string) []byte {
-	out, err := jsonscan.Delete(body, "anthropic_version")
-	if err == nil {
-		out, err = jsonscan.Set(out, jsonscan.AppendString(nil, model), "model")
-	}
-	if err != nil {
+	var top map[string]json.RawMessage
+	if json.Unmarshal(body, &top) != nil || top == nil {
 		return body // not an object: the Anthropic mock answers for it
+	}
+	delete(top, "anthropic_version")
+	top["model"], _ = json.Marshal(model)
+	out, err := json.Marshal(top)
+	if err != nil {
+		return body
 	}
 	return out
 }
