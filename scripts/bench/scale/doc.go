@@ -13,14 +13,17 @@
 // reports, and router decision time with the full membership; with
 // -pools, one global gossip pool against a pool per region plus a WAN
 // pool of designated edges. From -scale-from edges the probe and
-// push-pull timers are multiplied by -scale-by (two cores cannot run
-// hundreds of members on the shipped timers); the report marks those
-// rows. SCALE_CPUPROFILE=<file> writes an edge process's CPU profile.
+// push-pull timers are multiplied by -scale-by and gossip packets may
+// carry 16 KB (two cores cannot run hundreds of members on the shipped
+// timers, nor a thousand-member mass join in 1,400-byte packets); the
+// report marks those rows. Joins come in drained waves of at most 100
+// (maxWave). SCALE_CPUPROFILE=<file> writes an edge process's CPU
+// profile, SCALE_MEMPROFILE=<file> its heap after the last join wave.
 //
 // It runs as a test, skipped unless MERIDIAN_BENCH_SCALE=1, because the
 // control cluster comes from control/controltest:
 //
-//	MERIDIAN_BENCH_SCALE=1 go test -run TestScale -timeout 15m ./scripts/bench/scale -args -sizes 30,100,300,1000 -pools 30,300 -readme ../../../README.md
+//	MERIDIAN_BENCH_SCALE=1 go test -run TestScale -timeout 45m ./scripts/bench/scale -args -sizes 30,100,300,1000 -pools 30,300,1000 -bound 40m -readme ../../../README.md
 //
 // Every phase is bounded in time; a size whose phase times out is
 // reported as such and the larger sizes are skipped. The last line is
