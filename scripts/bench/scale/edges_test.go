@@ -101,8 +101,8 @@ func runChild(t *testing.T, mode string) {
 	// thousand stand-ins hold about 2.4 GB of tables (each its own
 	// decoded table of a thousand nodes, as a real edge holds), so the
 	// limit leaves room above that.
-	debug.SetGCPercent(400)
-	debug.SetMemoryLimit(10 << 30) // the machine has 24 GiB, shared
+	debug.SetGCPercent(200)
+	debug.SetMemoryLimit(16 << 30) // the machine has 24 GiB
 	ctx, cancel := context.WithTimeout(context.Background(), *bound-time.Minute)
 	defer cancel()
 	if path := os.Getenv("SCALE_CPUPROFILE"); path != "" {
@@ -224,11 +224,12 @@ func timerScale(n int) int {
 // and encrypted, more than two cores can send and receive, so packets
 // queued past the receivers' buffers were lost and the pool never
 // converged (measured 2026-12-03: the last wave of a 1,000 run still
-// joining after ten minutes at 10 GB). With 16 KB packets the messages
-// are the same and the packets eleven times fewer. Steady-state traffic,
+// joining after ten minutes at 10 GB). With 8 KB packets the messages
+// are the same and the packets six times fewer (bigger ones were
+// held, a message at a time, in memberlist's receive queues). Steady-state traffic,
 // which the rows report, is probes and acks far below either size, and
 // push-pull runs over streams: the bytes measured do not depend on it.
-const simPacketSize = 16000
+const simPacketSize = 8000
 
 // gossipConfig is the edge's shipped gossip profile on an in-memory
 // transport, its probe and push-pull timers multiplied by scale.
@@ -242,7 +243,7 @@ func gossipConfig(id, region, label string, mem *gossipnet.Network, scale int) g
 	}
 	if scale > 1 {
 		// Bigger datagrams, which the in-memory network carries: the same
-		// broadcasts in an eleventh of the packets (see simPacketSize).
+		// broadcasts in a sixth of the packets (see simPacketSize).
 		g.PacketSize = simPacketSize
 	}
 	g.NodeID, g.Region, g.QUICAddr, g.Label = id, region, "127.0.0.1:4433", label
