@@ -272,6 +272,7 @@ func TestJoinedEdgeTakesTableKeysWithItsCertificate(t *testing.T) {
 		return b
 	}
 	do("PUT", "/v1/control/regions/eu", `{"id":"eu","latitude":50,"longitude":8}`)
+	c.TableKeys() // the first leader creates the key just after its election
 	var key struct {
 		PublicKey     string `json:"public_key"`
 		NextPublicKey string `json:"next_public_key"`
