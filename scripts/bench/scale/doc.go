@@ -14,11 +14,13 @@
 // -pools, one global gossip pool against a pool per region plus a WAN
 // pool of designated edges. From -scale-from edges the probe and
 // push-pull timers are multiplied by -scale-by and gossip packets may
-// carry 16 KB (two cores cannot run hundreds of members on the shipped
+// carry 8 KB (two cores cannot run hundreds of members on the shipped
 // timers, nor a thousand-member mass join in 1,400-byte packets); the
-// report marks those rows. Joins come in drained waves of at most 100
-// (maxWave). SCALE_CPUPROFILE=<file> writes an edge process's CPU
-// profile, SCALE_MEMPROFILE=<file> its heap after the last join wave.
+// report marks those rows. Joins come in drained waves of at most 100,
+// fewer as the pool grows (waveSize); the fleet's gossip converges before
+// the first table is timed. SCALE_CPUPROFILE=<file> writes an edge
+// process's CPU profile, SCALE_MEMPROFILE=<file> its heap after the last
+// join wave, SCALE_PPROF=127.0.0.1:<port> serves net/http/pprof from it.
 //
 // It runs as a test, skipped unless MERIDIAN_BENCH_SCALE=1, because the
 // control cluster comes from control/controltest:

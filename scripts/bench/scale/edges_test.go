@@ -11,6 +11,8 @@ import (
 	"github.com/hashicorp/memberlist"
 	"math"
 	"math/rand/v2"
+	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -111,6 +113,11 @@ func runChild(t *testing.T, mode string) {
 			defer pprof.StopCPUProfile()
 		}
 	}
+	if addr := os.Getenv("SCALE_PPROF"); addr != "" {
+		// A live process to profile (net/http/pprof), for a phase that
+		// does not end.
+		go http.ListenAndServe(addr, nil)
+	}
 	if f[0] == "pools" {
 		p.result(measurePools(ctx, n, f[2]))
 		return
@@ -140,6 +147,38 @@ func (e *edge) applied(rev uint64) {
 	e.at[rev] = time.Now()
 	e.cond.Broadcast()
 	e.mu.Unlock()
+}
+
+// has reports whether the edge applied rev or later.
+func (e *edge) has(rev uint64) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for r := range e.at {
+		if r >= rev {
+			return true
+		}
+	}
+	return false
+}
+
+// syncSpread says how many edges have rev, and the table clients' states.
+func syncSpread(edges []*edge, rev uint64) string {
+	have, stale, down := 0, 0, 0
+	revs := map[uint64]int{}
+	for _, e := range edges {
+		if e.has(rev) {
+			have++
+		}
+		st := e.sync.Status()
+		revs[st.Revision]++
+		if st.Stale {
+			stale++
+		}
+		if !st.Connected {
+			down++
+		}
+	}
+	return fmt.Sprintf("%d of %d have it; %d stale, %d disconnected; revisions %v", have, len(edges), stale, down, revs)
 }
 
 // waitAtLeast returns when the edge applied rev or later.
@@ -209,8 +248,17 @@ func parallel(n, workers int, f func(i int) error) error {
 // pool never converged (measured 2026-12-02). Scaled as memberlist's WAN
 // profile scales them against LAN; gossip rounds keep the shipped 100 ms
 // (they send only while something is queued).
+//
+// From 1,000 edges the multiplier doubles. With ×5 at 1,000 the members'
+// queues, behind a mass join, still held acks past the probe timeout:
+// members falsely suspected and then declared dead a hundred others, each
+// of which had to refute to all (measured 2026-12-03: a node still saw
+// 127 of 1,000 dead a minute after the last join).
 func timerScale(n int) int {
-	if n >= *scaleFrom {
+	switch {
+	case n >= 1000:
+		return 2 * *scaleBy
+	case n >= *scaleFrom:
 		return *scaleBy
 	}
 	return 1
@@ -262,16 +310,28 @@ func gossipConfig(id, region, label string, mem *gossipnet.Network, scale int) g
 // each drained before the next, keep the queues short.
 const maxWave = 100
 
+// waveSize is how many join a pool of p at once: double the pool, at
+// most maxWave, and fewer as the pool grows, so that a wave's messages
+// (newcomers × pool) stay near what a wave of 100 into 400 costs. At
+// 1,000 edges, waves of 100 into 800 and more left the members' queues
+// backed up for longer than a probe's timeout: members suspected each
+// other, and the refutations and failure broadcasts of those false
+// suspicions took the process's two cores for minutes (measured
+// 2026-12-03).
+func waveSize(p int) int {
+	return min(p, maxWave, max(25, 40000/p))
+}
+
 // joinTree joins nodes in waves that double the pool, at most maxWave
 // newcomers each: each node of a wave joins a random node of the pool so
 // far, in parallel, and the wave's broadcasts drain before the next.
 func joinTree(nodes []*gossip.Node) error {
 	start := time.Now()
-	for joined := 1; joined < len(nodes); joined += min(joined, maxWave) {
+	for joined := 1; joined < len(nodes); joined += waveSize(joined) {
 		if time.Since(start) > joinBound {
 			return fmt.Errorf("%d of %d joined within %v", joined, len(nodes), joinBound)
 		}
-		wave := nodes[joined:min(joined+min(joined, maxWave), len(nodes))]
+		wave := nodes[joined:min(joined+waveSize(joined), len(nodes))]
 		pool := nodes[:joined]
 		err := parallel(len(wave), 16, func(i int) error {
 			var err error
@@ -411,6 +471,20 @@ func measure(ctx context.Context, n int, urls []string, keys []ed25519.PublicKey
 		r.Failed = "gossip join: " + err.Error()
 		return r
 	}
+	// Gossip converges.
+	last := time.Now()
+	if !poll(ctx, 300*time.Second, pollStep(n, 500*time.Millisecond), func() bool {
+		if time.Since(last) > 10*time.Second {
+			last = time.Now()
+			progress("converging: %s", aliveSpread(nodes))
+			antiEntropy(nodes, n)
+		}
+		return allAlive(nodes, n)
+	}) {
+		r.Failed = fmt.Sprintf("gossip did not converge within 300 s (%s)", aliveSpread(nodes))
+		return r
+	}
+	r.Converge = time.Since(start)
 	// Every edge has the current table.
 	rev, err := p.write(fsm.PutOp(route("model-0000", -n)))
 	if err != nil {
@@ -419,6 +493,15 @@ func measure(ctx context.Context, n int, urls []string, keys []ed25519.PublicKey
 	}
 	deadline := time.Now().Add(120 * time.Second)
 	for _, e := range edges {
+		for !e.has(rev) && time.Now().Before(deadline) {
+			e.waitAtLeast(rev, time.Now().Add(min(time.Until(deadline), 10*time.Second)))
+			if !e.has(rev) {
+				progress("waiting for revision %d: %s", rev, syncSpread(edges, rev))
+				if path := os.Getenv("SCALE_MEMPROFILE"); path != "" {
+					writeHeap(path + ".table")
+				}
+			}
+		}
 		if _, ok := e.waitAtLeast(rev, deadline); !ok {
 			st := e.sync.Status()
 			r.Failed = fmt.Sprintf("edges did not all get the table within 120 s (%s at %d of %d, source %q, rejected %d %q, unverified %q)",
@@ -427,20 +510,6 @@ func measure(ctx context.Context, n int, urls []string, keys []ed25519.PublicKey
 		}
 	}
 	progress("every edge has revision %d", rev)
-	// Gossip converges.
-	last := time.Now()
-	if !poll(ctx, 180*time.Second, pollStep(n, 500*time.Millisecond), func() bool {
-		if time.Since(last) > 10*time.Second {
-			last = time.Now()
-			progress("converging: %s", aliveSpread(nodes))
-			antiEntropy(nodes, n)
-		}
-		return allAlive(nodes, n)
-	}) {
-		r.Failed = fmt.Sprintf("gossip did not converge within 180 s (%s)", aliveSpread(nodes))
-		return r
-	}
-	r.Converge = time.Since(start)
 	// Each router gets its gossip view as its membership.
 	for _, e := range edges {
 		var ms []router.Member
@@ -576,12 +645,14 @@ func measure(ctx context.Context, n int, urls []string, keys []ed25519.PublicKey
 }
 
 // joinBound bounds the gossip joins of one fleet.
-const joinBound = 240 * time.Second
+const joinBound = 420 * time.Second
 
-// detectTimeout bounds the wait for a crash to be detected by all: 60 s,
-// 120 s with scaled timers (whose suspicion alone takes about a minute).
+// detectTimeout bounds the wait for a crash to be detected by all: 60 s
+// on the shipped timers, 30 s per unit of timer scale beyond (the
+// suspicion alone lasts SuspicionMult × log₁₀ n probe intervals: two
+// minutes at 1,000 edges with timers ×10), and never past the bound.
 func detectTimeout(bound time.Duration, scale int) time.Duration {
-	return min(bound+20*time.Second, time.Duration(min(scale, 2))*60*time.Second)
+	return min(bound+20*time.Second, max(60*time.Second, time.Duration(scale)*30*time.Second))
 }
 
 // pollStep is step, longer for large fleets: every poll reads every
@@ -592,13 +663,7 @@ func pollStep(n int, step time.Duration) time.Duration {
 
 func allAlive(nodes []*gossip.Node, n int) bool {
 	for _, g := range nodes {
-		alive := 0
-		for _, m := range g.Members() {
-			if m.State == gossip.StateAlive {
-				alive++
-			}
-		}
-		if alive < n {
+		if g.Stats().Alive < n {
 			return false
 		}
 	}
@@ -615,13 +680,7 @@ func allAlive(nodes []*gossip.Node, n int) bool {
 // real edge's rejoin of its seeds would; only convergence waits on it.
 func antiEntropy(nodes []*gossip.Node, n int) {
 	parallel(len(nodes), 8, func(i int) error {
-		alive := 0
-		for _, m := range nodes[i].Members() {
-			if m.State == gossip.StateAlive {
-				alive++
-			}
-		}
-		if alive < n {
+		if nodes[i].Stats().Alive < n {
 			nodes[i].Join(nodes[rand.IntN(len(nodes))].Addr())
 		}
 		return nil
@@ -632,22 +691,19 @@ func antiEntropy(nodes []*gossip.Node, n int) {
 // node that sees fewest alive sees instead.
 func aliveSpread(nodes []*gossip.Node) string {
 	lo, hi := len(nodes)+1, 0
-	var worst map[string]int
+	var worst *gossip.Node
 	for _, g := range nodes {
-		alive := 0
-		states := map[string]int{}
-		for _, m := range g.Members() {
-			states[string(m.State)]++
-			if m.State == gossip.StateAlive {
-				alive++
-			}
-		}
+		alive := g.Stats().Alive
 		if alive < lo {
-			worst = states
+			worst = g
 		}
 		lo, hi = min(lo, alive), max(hi, alive)
 	}
-	return fmt.Sprintf("nodes see %d to %d of %d alive (the fewest: %v)", lo, hi, len(nodes), worst)
+	states := map[string]int{}
+	for _, m := range worst.Members() {
+		states[string(m.State)]++
+	}
+	return fmt.Sprintf("nodes see %d to %d of %d alive (the fewest: %v)", lo, hi, len(nodes), states)
 }
 
 func poll(ctx context.Context, timeout, step time.Duration, cond func() bool) bool {

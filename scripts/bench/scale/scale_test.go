@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -45,7 +44,7 @@ var (
 	bound      = flag.Duration("bound", 12*time.Minute, "the whole run's bound; an edge process gets this less one minute")
 )
 
-var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+var quiet = slog.New(slog.DiscardHandler)
 
 const regions = 5
 
