@@ -103,3 +103,27 @@ func BenchmarkSetMembers(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkPatchTable is what one route change costs an edge's router:
+// one model's candidates rebuilt, at 100 and 1,000 members. Its cost
+// should not grow with the fleet (README, "Fleet scale": the order of
+// each hot path).
+func BenchmarkPatchTable(b *testing.B) {
+	r, _, _ := benchFleet(b)
+	for _, n := range []int{100, 1000} {
+		ms := make([]router.Member, n)
+		for i := range ms {
+			ms[i] = router.Member{ID: fmt.Sprintf("edge-%04d", i), Region: fmt.Sprintf("region-%d", i%10), Addr: fmt.Sprintf("10.0.%d.%d:7443", i/250, i%250),
+				Alive: true, Ready: []string{fmt.Sprintf("model-%02d", i%50)}, RTT: time.Duration(5+i%90) * time.Millisecond}
+		}
+		r.SetMembers(ms)
+		tab := r.Table()
+		model := tab.Table().Routes[0].Model
+		b.Run(fmt.Sprintf("members=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				r.PatchTable(tab, []string{model})
+			}
+		})
+	}
+}

@@ -277,12 +277,31 @@ type view struct {
 	tab     *table.Compiled
 	models  cow.Map[string, *modelView] // copy-on-write: PatchTable rebuilds only the changed models
 	members map[string]*memberCell
+	// readyOn lists, per model, the members whose engines have it.
+	// Readiness is part of a view's shape (a change of it rebuilds the
+	// view), so the index holds for the view's life; a cell's load is
+	// read live.
+	readyOn map[string][]*memberCell
 	stats   map[string]*Stats
 	self    Point
 	hasSelf bool
 	// statsShared is set while a view being patched shares stats with
 	// the view before it; buildModel copies it before adding a key.
 	statsShared bool
+}
+
+// ready returns the members whose engines have model, with their load
+// as of now.
+func (v *view) ready(model string) []*Member {
+	cells := v.readyOn[model]
+	if len(cells) == 0 {
+		return nil
+	}
+	out := make([]*Member, len(cells))
+	for i, c := range cells {
+		out[i] = c.get()
+	}
+	return out
 }
 
 // modelView is one model's candidates, precomputed.
@@ -333,19 +352,18 @@ func (r *Router) rebuild() {
 	if reg, ok := r.tab.Region(r.cfg.Region); ok {
 		v.self, v.hasSelf = Point{Lat: reg.Latitude, Lon: reg.Longitude}, true
 	}
-	// ready[model] lists the members whose engines have it.
-	ready := map[string][]*Member{}
+	// readyOn[model] lists the members whose engines have it.
+	v.readyOn = map[string][]*memberCell{}
 	for _, cell := range v.members {
-		m := cell.get()
-		for _, id := range m.Ready {
-			ready[id] = append(ready[id], m)
+		for _, id := range cell.get().Ready {
+			v.readyOn[id] = append(v.readyOn[id], cell)
 		}
 	}
 	tab := r.tab
 	models := make(map[string]*modelView, len(tab.Table().Models))
 	for i := range tab.Table().Models {
 		m := &tab.Table().Models[i]
-		if mv := r.buildModel(v, m, ready[m.ID]); mv != nil {
+		if mv := r.buildModel(v, m, v.ready(m.ID)); mv != nil {
 			models[m.ID] = mv
 		}
 	}
@@ -355,8 +373,10 @@ func (r *Router) rebuild() {
 
 // PatchTable installs tab, which differs from the table in use only in
 // the routes of the given models (table.Change.Routes), rebuilding only
-// those models' candidates: O(changed models × members), against
-// SetTable's O(models × members).
+// those models' candidates: O(changed models × their candidates), against
+// SetTable's O(models × members). It used to find a model's ready
+// members by reading every member, O(N) per changed model on every edge
+// for every route change; the view now indexes them (readyOn).
 func (r *Router) PatchTable(tab *table.Compiled, models []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -378,13 +398,7 @@ func (r *Router) PatchTable(tab *table.Compiled, models []string) {
 			del = append(del, id)
 			continue
 		}
-		var ready []*Member
-		for _, cell := range v.members {
-			if mb := cell.get(); slices.Contains(mb.Ready, id) {
-				ready = append(ready, mb)
-			}
-		}
-		if mv := r.buildModel(&v, m, ready); mv != nil {
+		if mv := r.buildModel(&v, m, v.ready(id)); mv != nil {
 			set[id] = mv
 		} else {
 			del = append(del, id)
