@@ -83,16 +83,28 @@ func measurePools(ctx context.Context, n int, layout string) (p PoolRow) {
 			return p
 		}
 	}
-	converged := func() bool {
-		for _, pool := range pools {
+	// Converged when every pool is; stragglers push and pull early, as
+	// in the fleet run (antiEntropy).
+	lagging := func() int {
+		for k, pool := range pools {
 			if !allAlive(pool, len(pool)) {
-				return false
+				return k
 			}
 		}
-		return true
+		return -1
 	}
-	if !poll(ctx, 180*time.Second, pollStep(n, 500*time.Millisecond), converged) {
-		p.Failed = "did not converge within 180 s (" + aliveSpread(pools[0]) + " in the first pool)"
+	last := time.Now()
+	if !poll(ctx, 180*time.Second, pollStep(n, 500*time.Millisecond), func() bool {
+		if time.Since(last) > 10*time.Second {
+			last = time.Now()
+			for _, pool := range pools {
+				antiEntropy(pool, len(pool))
+			}
+		}
+		return lagging() < 0
+	}) {
+		k := lagging()
+		p.Failed = fmt.Sprintf("did not converge within 180 s (pool %d of %d: %s)", k+1, len(pools), aliveSpread(pools[k]))
 		return p
 	}
 	p.Converge = time.Since(start)
