@@ -103,7 +103,7 @@ func measurePools(ctx context.Context, n int, layout string) (p PoolRow) {
 		}
 		return lagging() < 0
 	}) {
-		k := lagging()
+		k := max(lagging(), 0)
 		p.Failed = fmt.Sprintf("did not converge within 180 s (pool %d of %d: %s)", k+1, len(pools), aliveSpread(pools[k]))
 		return p
 	}
