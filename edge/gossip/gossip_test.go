@@ -252,8 +252,8 @@ func TestConvergenceAndDissemination(t *testing.T) {
 		}
 		return errors.New("no RTT yet")
 	})
-	if s := nodes[0].Stats(); s.BytesSent == 0 {
-		t.Fatalf("stats: %+v", s)
+	if s := nodes[0].Stats(); s.BytesSent == 0 || s.Alive != len(nodes) {
+		t.Fatalf("stats: %+v; want bytes sent and all %d members alive, itself included", s, len(nodes))
 	}
 }
 
