@@ -89,11 +89,7 @@ func TestBenchFleetPlans(t *testing.T) {
 func BenchmarkSetMembers(b *testing.B) {
 	r, _, _ := benchFleet(b)
 	for _, n := range []int{100, 1000} {
-		ms := make([]router.Member, n)
-		for i := range ms {
-			ms[i] = router.Member{ID: fmt.Sprintf("edge-%04d", i), Region: fmt.Sprintf("region-%d", i%10), Addr: fmt.Sprintf("10.0.%d.%d:7443", i/250, i%250),
-				Alive: true, Ready: []string{fmt.Sprintf("model-%02d", i%50)}, InFlight: i % 7, Queued: i % 3, RTT: time.Duration(5+i%90) * time.Millisecond}
-		}
+		ms := benchMembers(n)
 		b.Run(fmt.Sprintf("members=%d", n), func(b *testing.B) {
 			b.ReportAllocs()
 			for i := 0; b.Loop(); i++ {
@@ -111,11 +107,7 @@ func BenchmarkSetMembers(b *testing.B) {
 func BenchmarkPatchTable(b *testing.B) {
 	r, _, _ := benchFleet(b)
 	for _, n := range []int{100, 1000} {
-		ms := make([]router.Member, n)
-		for i := range ms {
-			ms[i] = router.Member{ID: fmt.Sprintf("edge-%04d", i), Region: fmt.Sprintf("region-%d", i%10), Addr: fmt.Sprintf("10.0.%d.%d:7443", i/250, i%250),
-				Alive: true, Ready: []string{fmt.Sprintf("model-%02d", i%50)}, RTT: time.Duration(5+i%90) * time.Millisecond}
-		}
+		ms := benchMembers(n)
 		r.SetMembers(ms)
 		tab := r.Table()
 		model := tab.Table().Routes[0].Model
@@ -126,4 +118,15 @@ func BenchmarkPatchTable(b *testing.B) {
 			}
 		})
 	}
+}
+
+// benchMembers is a gossip view of n members, each with one of the
+// fleet's 50 models ready.
+func benchMembers(n int) []router.Member {
+	ms := make([]router.Member, n)
+	for i := range ms {
+		ms[i] = router.Member{ID: fmt.Sprintf("edge-%04d", i), Region: fmt.Sprintf("region-%d", i%10), Addr: fmt.Sprintf("10.0.%d.%d:7443", i/250, i%250),
+			Alive: true, Ready: []string{fmt.Sprintf("model-%02d", i%50)}, InFlight: i % 7, Queued: i % 3, RTT: time.Duration(5+i%90) * time.Millisecond}
+	}
+	return ms
 }
