@@ -153,12 +153,19 @@ func (e *edge) applied(rev uint64) {
 func (e *edge) has(rev uint64) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for r := range e.at {
-		if r >= rev {
-			return true
+	_, ok := e.firstAt(rev)
+	return ok
+}
+
+// firstAt returns when the edge first applied rev or later; e.mu is held.
+func (e *edge) firstAt(rev uint64) (time.Time, bool) {
+	best := time.Time{}
+	for r, at := range e.at {
+		if r >= rev && (best.IsZero() || at.Before(best)) {
+			best = at
 		}
 	}
-	return false
+	return best, !best.IsZero()
 }
 
 // syncSpread says how many edges have rev, and the table clients' states.
@@ -188,14 +195,8 @@ func (e *edge) waitAtLeast(rev uint64, deadline time.Time) (time.Time, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for {
-		best := time.Time{}
-		for r, at := range e.at {
-			if r >= rev && (best.IsZero() || at.Before(best)) {
-				best = at
-			}
-		}
-		if !best.IsZero() {
-			return best, true
+		if at, ok := e.firstAt(rev); ok {
+			return at, true
 		}
 		if time.Now().After(deadline) {
 			return time.Time{}, false
@@ -472,16 +473,8 @@ func measure(ctx context.Context, n int, urls []string, keys []ed25519.PublicKey
 		return r
 	}
 	// Gossip converges.
-	last := time.Now()
-	if !poll(ctx, 300*time.Second, pollStep(n, 500*time.Millisecond), func() bool {
-		if time.Since(last) > 10*time.Second {
-			last = time.Now()
-			progress("converging: %s", aliveSpread(nodes))
-			antiEntropy(nodes, n)
-		}
-		return allAlive(nodes, n)
-	}) {
-		r.Failed = fmt.Sprintf("gossip did not converge within 300 s (%s)", aliveSpread(nodes))
+	if err := converge(ctx, 300*time.Second, pollStep(n, 500*time.Millisecond), [][]*gossip.Node{nodes}); err != nil {
+		r.Failed = "gossip " + err.Error()
 		return r
 	}
 	r.Converge = time.Since(start)
@@ -493,13 +486,14 @@ func measure(ctx context.Context, n int, urls []string, keys []ed25519.PublicKey
 	}
 	deadline := time.Now().Add(120 * time.Second)
 	for _, e := range edges {
-		for !e.has(rev) && time.Now().Before(deadline) {
-			e.waitAtLeast(rev, time.Now().Add(min(time.Until(deadline), 10*time.Second)))
-			if !e.has(rev) {
-				progress("waiting for revision %d: %s", rev, syncSpread(edges, rev))
-				if path := os.Getenv("SCALE_MEMPROFILE"); path != "" {
-					writeHeap(path + ".table")
-				}
+		// In slices of 10 s, each noted with the fleet's table state.
+		for {
+			if _, ok := e.waitAtLeast(rev, time.Now().Add(min(time.Until(deadline), 10*time.Second))); ok || !time.Now().Before(deadline) {
+				break
+			}
+			progress("waiting for revision %d: %s", rev, syncSpread(edges, rev))
+			if path := os.Getenv("SCALE_MEMPROFILE"); path != "" {
+				writeHeap(path + ".table")
 			}
 		}
 		if _, ok := e.waitAtLeast(rev, deadline); !ok {
@@ -659,6 +653,32 @@ func detectTimeout(bound time.Duration, scale int) time.Duration {
 // stand-in's member list, n² entries.
 func pollStep(n int, step time.Duration) time.Duration {
 	return max(step, time.Duration(n)*time.Millisecond/2)
+}
+
+// converge waits, at most limit, until every member of each pool sees
+// its whole pool alive; every 10 s it notes the first pool still
+// lagging and has that pool's stragglers push and pull (antiEntropy).
+func converge(ctx context.Context, limit, step time.Duration, pools [][]*gossip.Node) error {
+	lagging := func() int {
+		return slices.IndexFunc(pools, func(pool []*gossip.Node) bool { return !allAlive(pool, len(pool)) })
+	}
+	last := time.Now()
+	if poll(ctx, limit, step, func() bool {
+		if time.Since(last) > 10*time.Second {
+			last = time.Now()
+			if k := lagging(); k >= 0 {
+				progress("converging: pool %d of %d: %s", k+1, len(pools), aliveSpread(pools[k]))
+			}
+			for _, pool := range pools {
+				antiEntropy(pool, len(pool))
+			}
+		}
+		return lagging() < 0
+	}) {
+		return nil
+	}
+	k := max(lagging(), 0)
+	return fmt.Errorf("did not converge within %v (pool %d of %d: %s)", limit, k+1, len(pools), aliveSpread(pools[k]))
 }
 
 func allAlive(nodes []*gossip.Node, n int) bool {

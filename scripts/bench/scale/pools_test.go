@@ -83,28 +83,8 @@ func measurePools(ctx context.Context, n int, layout string) (p PoolRow) {
 			return p
 		}
 	}
-	// Converged when every pool is; stragglers push and pull early, as
-	// in the fleet run (antiEntropy).
-	lagging := func() int {
-		for k, pool := range pools {
-			if !allAlive(pool, len(pool)) {
-				return k
-			}
-		}
-		return -1
-	}
-	last := time.Now()
-	if !poll(ctx, 180*time.Second, pollStep(n, 500*time.Millisecond), func() bool {
-		if time.Since(last) > 10*time.Second {
-			last = time.Now()
-			for _, pool := range pools {
-				antiEntropy(pool, len(pool))
-			}
-		}
-		return lagging() < 0
-	}) {
-		k := max(lagging(), 0)
-		p.Failed = fmt.Sprintf("did not converge within 180 s (pool %d of %d: %s)", k+1, len(pools), aliveSpread(pools[k]))
+	if err := converge(ctx, 180*time.Second, pollStep(n, 500*time.Millisecond), pools); err != nil {
+		p.Failed = err.Error()
 		return p
 	}
 	p.Converge = time.Since(start)
