@@ -702,9 +702,8 @@ func (w *levelWriter) Write(p []byte) (int, error) {
 			break
 		}
 	}
-	// A member under churn logs every suspicion and failure: a level
-	// the logger drops costs no formatting (at 1,000 members in one
-	// process, formatting them was a sixth of its CPU).
+	// A member under churn logs every suspicion and failure: a line at
+	// a level the logger drops stops here.
 	if !w.log.Enabled(context.Background(), level) {
 		return len(p), nil
 	}
